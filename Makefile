@@ -1,0 +1,40 @@
+# CRL Ops: `make run` (set up, migrate, train and promote a demo policy, serve) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: setup run test migrate bench clean
+
+setup: $(VENV)/.installed
+
+# Idempotent: re-installs only when the dependency list or the pins change.
+# constraints.txt pins torch to the CPU build on this disk (any other torch pulls a multi-GB CUDA build).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py setup_demo
+	@echo "Starting a Celery worker (queues default,gpu) and the web server on http://$(HOST):$(PORT)/admin/"
+	@set -e; \
+	$(VENV)/bin/celery -A crlsite worker -Q default,gpu -c 2 --loglevel=INFO >var/worker.log 2>&1 & \
+	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	echo "worker pid $$worker (log: var/worker.log)"; \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/dtlite.py
+
+clean:
+	rm -rf var .pytest_cache

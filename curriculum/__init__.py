@@ -1,0 +1,1 @@
+"""The curriculum domain: curricula, concepts, learners, review logs, the policy registry and serving."""

@@ -1,0 +1,196 @@
+"""Admin for the curriculum domain: usable with millions of reviews; policy versions are read-only."""
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connections
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+
+from . import services
+from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
+
+
+class LargeTablePaginator(Paginator):
+    """Never COUNT(*) a huge table: the planner's estimate when unfiltered, a capped count otherwise."""
+
+    cap = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        query = getattr(qs, "query", None)
+        if query is not None and not query.where and connections[qs.db].vendor == "postgresql":
+            with connections[qs.db].cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [qs.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] and row[0] > self.cap:
+                return int(row[0])
+        try:
+            return qs.values("pk")[: self.cap].count()
+        except (AttributeError, TypeError):
+            return len(qs)
+
+
+class ConceptInline(admin.TabularInline):
+    model = Concept
+    fields = ("position", "key", "name")
+    extra = 0
+    ordering = ("position",)
+    show_change_link = True
+
+
+@admin.register(Curriculum)
+class CurriculumAdmin(admin.ModelAdmin):
+    list_display = ("key", "name", "concept_count", "active_version", "created_at")
+    search_fields = ("key", "name")
+    inlines = [ConceptInline]
+
+    @admin.display(description="concepts")
+    def concept_count(self, obj: Curriculum) -> int:
+        return obj.concepts.count()
+
+    @admin.display(description="active version")
+    def active_version(self, obj: Curriculum):
+        active = obj.policies.filter(status=PolicyModel.Status.ACTIVE).first()
+        return f"v{active.version}" if active else "-"
+
+
+@admin.register(Concept)
+class ConceptAdmin(admin.ModelAdmin):
+    list_display = ("key", "name", "curriculum", "position")
+    list_filter = ("curriculum",)
+    search_fields = ("key", "name")
+    list_select_related = ("curriculum",)
+    autocomplete_fields = ("curriculum",)
+
+
+@admin.register(Learner)
+class LearnerAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "created_at")
+    search_fields = ("=external_id",)
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+
+
+@admin.register(LearnerState)
+class LearnerStateAdmin(admin.ModelAdmin):
+    list_display = ("learner", "curriculum", "review_count", "newest_review_at", "updated_at")
+    list_filter = ("curriculum",)
+    search_fields = ("=learner__external_id",)
+    raw_id_fields = ("learner",)
+    list_select_related = ("learner", "curriculum")
+    readonly_fields = ("learner", "curriculum", "data", "review_count", "newest_review_at", "updated_at")
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(ReviewLog)
+class ReviewLogAdmin(admin.ModelAdmin):
+    list_display = ("reviewed_at", "learner", "curriculum", "concept", "correct", "grade", "source", "batch")
+    list_filter = ("source", "correct", "curriculum")
+    # Exact-match searches hit indexes; a LIKE over millions of rows would not.
+    search_fields = ("=learner__external_id", "=concept__key", "=batch", "=idempotency_key")
+    raw_id_fields = ("learner", "concept", "curriculum")
+    list_select_related = ("learner", "curriculum", "concept")
+    date_hierarchy = "reviewed_at"
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    list_per_page = 100
+
+
+@admin.register(PolicyModel)
+class PolicyModelAdmin(admin.ModelAdmin):
+    """Versions are immutable: nothing is editable here; promotion goes through the promotion service."""
+
+    list_display = ("__str__", "curriculum", "version", "status", "dt_recall", "created_at", "promoted_at")
+    list_filter = ("status", "curriculum")
+    search_fields = ("curriculum__key",)
+    list_select_related = ("curriculum",)
+    actions = ["promote_selected"]
+    fields = ("curriculum", "version", "status", "created_at", "promoted_at", "artifact_links", "metrics_table",
+              "config_pretty", "notes")
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False  # versions come from training runs, never typed in
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the audit trail refers to versions
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_promote_permission(self, request) -> bool:
+        return request.user.has_perm("curriculum.promote_policymodel")
+
+    @admin.display(description="DT mean final recall")
+    def dt_recall(self, obj: PolicyModel):
+        value = obj.dt_mean_final_recall
+        return "-" if value is None else f"{value:.4f}"
+
+    @admin.display(description="artifacts")
+    def artifact_links(self, obj: PolicyModel):
+        rows = [
+            (reverse("curriculum:policy-artifact", args=[obj.pk, name]), name, entry.get("sha256", ""), entry.get("size", 0))
+            for name, entry in sorted(obj.artifacts.items())
+        ]
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", '<li><a href="{}">{}</a> <code>sha256 {}</code> ({} bytes)</li>', rows)
+        )
+
+    @admin.display(description="evaluation")
+    def metrics_table(self, obj: PolicyModel):
+        results = (obj.metrics or {}).get("results") or {}
+        if not results:
+            return "not evaluated"
+        rows = [
+            (name, f"{r.get('mean', float('nan')):.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r.get("ci95") else "")
+            for name, r in results.items()
+        ]
+        return format_html(
+            "<table><tr><th>policy</th><th>{}</th><th>95% CI</th></tr>{}</table>",
+            obj.metrics.get("metric", "metric"),
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="config")
+    def config_pretty(self, obj: PolicyModel):
+        return format_html("<pre>{}</pre>", json.dumps(obj.config, indent=2, sort_keys=True)[:20000])
+
+    @admin.action(description="Promote the selected version to active", permissions=["promote"])
+    def promote_selected(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
+            return
+        policy = queryset.get()
+        try:
+            services.promote_policy(policy=policy, actor=request.user, reason="promoted from the admin list")
+        except services.PolicyError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"{policy.curriculum.key} v{policy.version} is now active.", messages.SUCCESS)
+
+
+@admin.register(PromotionEvent)
+class PromotionEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "curriculum", "kind", "from_version", "to_version", "actor_name", "forced", "reason")
+    list_filter = ("kind", "forced", "curriculum")
+    search_fields = ("curriculum__key", "actor_name", "reason")
+    date_hierarchy = "at"
+    readonly_fields = ("curriculum", "kind", "from_version", "to_version", "actor", "actor_name", "reason", "forced", "at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

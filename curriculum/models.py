@@ -1,0 +1,173 @@
+"""Data model: what learners did (ReviewLog), the concepts they did it on, and the registry of policy versions."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Curriculum(models.Model):
+    key = models.SlugField(max_length=100, unique=True, help_text="Stable identifier used by the API.")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name_plural = "curricula"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Concept(models.Model):
+    """A thing to practise; ``position`` is its action index in every policy of the curriculum."""
+
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="concepts")
+    key = models.CharField(max_length=200)
+    name = models.CharField(max_length=300, blank=True)
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["curriculum", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["curriculum", "key"], name="concept_key_unique_per_curriculum"),
+            models.UniqueConstraint(fields=["curriculum", "position"], name="concept_position_unique_per_curriculum"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.curriculum.key}:{self.key}" if self.curriculum_id else self.key
+
+
+class Learner(models.Model):
+    """A learner, identified by the client system's id string."""
+
+    external_id = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["external_id"]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class ReviewLog(models.Model):
+    """One interaction: a learner reviewed a concept at a time, with an outcome."""
+
+    class Source(models.TextChoices):
+        SYNTHETIC = "synthetic"
+        IMPORTED = "imported"
+        LIVE = "live"
+
+    learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="reviews")
+    # Denormalised from concept so that "all of a curriculum in (learner, time) order" is one index scan.
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="reviews")
+    concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="reviews")
+    reviewed_at = models.DateTimeField()
+    correct = models.BooleanField()
+    grade = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (again) to 4 (easy).")
+    response_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.LIVE)
+    batch = models.CharField(max_length=100, blank=True, default="", help_text="Job or import that wrote it.")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["learner", "reviewed_at"], name="review_learner_time"),
+            models.Index(fields=["curriculum", "learner", "reviewed_at", "id"], name="review_curr_learner_time"),
+            models.Index(fields=["batch"], name="review_batch"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(grade__isnull=True) | Q(grade__gte=1, grade__lte=4), name="review_grade_1_to_4"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.learner_id} {self.concept_id} @ {self.reviewed_at:%Y-%m-%d %H:%M}"
+
+
+class LearnerState(models.Model):
+    """Per-(learner, curriculum) serving state, updated as reviews are recorded: O(1) reads per request."""
+
+    learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="states")
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="learner_states")
+    data = models.JSONField(default=dict)
+    review_count = models.PositiveIntegerField(default=0)
+    newest_review_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["learner", "curriculum"], name="learner_state_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.learner_id}/{self.curriculum_id}"
+
+
+class PolicyModel(models.Model):
+    """One immutable trained policy version; only ``status`` and ``promoted_at`` ever change."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.PROTECT, related_name="policies")
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    # {"dt_model.pt": {"path": <storage name>, "sha256": ..., "size": ...}, "dt_lite_weights.npz": ..., ...}
+    artifacts = models.JSONField(default=dict)
+    config = models.JSONField(default=dict, help_text="The DTLite config (dt_lite_config.json).")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["curriculum", "-version"]
+        get_latest_by = "version"
+        constraints = [
+            models.UniqueConstraint(fields=["curriculum", "version"], name="policy_version_unique"),
+            models.UniqueConstraint(
+                fields=["curriculum"], condition=Q(status="active"), name="one_active_policy_per_curriculum"
+            ),
+        ]
+        permissions = [("promote_policymodel", "Can promote and roll back policy versions")]
+
+    def __str__(self) -> str:
+        return f"{self.curriculum.key} v{self.version} ({self.status})"
+
+    @property
+    def dt_mean_final_recall(self) -> float | None:
+        try:
+            return float(self.metrics["results"]["dt"]["mean"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class PromotionEvent(models.Model):
+    """Audit trail: every promotion and rollback, who did it and why."""
+
+    class Kind(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.PROTECT, related_name="promotion_events")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PROMOTE)
+    from_version = models.PositiveIntegerField(null=True, blank=True)
+    to_version = models.PositiveIntegerField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    reason = models.TextField(blank=True)
+    forced = models.BooleanField(default=False)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["curriculum", "-at"], name="promotion_curriculum_at")]
+
+    def __str__(self) -> str:
+        return f"{self.curriculum.key}: v{self.from_version} -> v{self.to_version} ({self.kind})"

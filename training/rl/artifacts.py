@@ -1,0 +1,320 @@
+"""Export, load and verify a trained policy's files: dt_model.pt, dt_lite_weights.npz, dt_lite_config.json.
+
+Importing this module does not import torch: serving verifies and loads the DTLite files without it;
+only writing or reading `dt_model.pt` imports torch, inside the functions that do so.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from training.rl.dt import DecisionTransformer
+
+FORMAT_VERSION = 1
+CHECKPOINT_FILE = "dt_model.pt"
+WEIGHTS_FILE = "dt_lite_weights.npz"
+CONFIG_FILE = "dt_lite_config.json"
+
+# A file given as a path, its bytes, or an open binary file object (e.g. from Django's storage API).
+Source = Union[str, os.PathLike, bytes, IO[bytes]]
+
+
+class ArtifactError(ValueError):
+    """An artifact file is missing, corrupt or inconsistent; the message names the file and the mismatch."""
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# key -> (check, what was expected); the first eight are the original DTLite config's keys.
+_CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
+    "state_dim": (_positive_int, "a positive integer"),
+    "action_dim": (_positive_int, "a positive integer"),
+    "hidden_dim": (_positive_int, "a positive integer"),
+    "num_layers": (_positive_int, "a positive integer"),
+    "context_length": (_positive_int, "a positive integer"),
+    "temperature": (lambda v: _finite_number(v) and v >= 0, "a number >= 0"),
+    "top_k": (lambda v: v is None or _positive_int(v), "null or a positive integer"),
+    "target_return": (_finite_number, "a finite number"),
+    "num_heads": (_positive_int, "a positive integer"),
+    "max_timestep": (_positive_int, "a positive integer"),
+    "return_scale": (lambda v: _finite_number(v) and v > 0, "a number > 0"),
+    "concept_keys": (lambda v: isinstance(v, list) and all(isinstance(k, str) for k in v), "a list of strings"),
+    "encoder": (lambda v: isinstance(v, dict), "an object"),
+    "format_version": (lambda v: v == FORMAT_VERSION, f"{FORMAT_VERSION}"),
+    "weights_sha256": (
+        lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+        "a 64-character lowercase hex SHA-256",
+    ),
+}
+REQUIRED_CONFIG_KEYS = tuple(_CONFIG_CHECKS)
+
+
+def expected_weight_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Array name -> shape for a config; the names are DecisionTransformer's state_dict keys."""
+    S, A, H = config["state_dim"], config["action_dim"], config["hidden_dim"]
+    shapes: dict[str, tuple[int, ...]] = {
+        "embed_timestep.weight": (config["max_timestep"], H),
+        "embed_return.weight": (H, 1),
+        "embed_return.bias": (H,),
+        "embed_state.weight": (H, S),
+        "embed_state.bias": (H,),
+        "embed_action.weight": (A, H),
+        "embed_ln.weight": (H,),
+        "embed_ln.bias": (H,),
+    }
+    for i in range(config["num_layers"]):
+        p = f"blocks.{i}."
+        shapes |= {
+            p + "ln_1.weight": (H,), p + "ln_1.bias": (H,),
+            p + "attn.c_attn.weight": (3 * H, H), p + "attn.c_attn.bias": (3 * H,),
+            p + "attn.c_proj.weight": (H, H), p + "attn.c_proj.bias": (H,),
+            p + "ln_2.weight": (H,), p + "ln_2.bias": (H,),
+            p + "mlp.c_fc.weight": (4 * H, H), p + "mlp.c_fc.bias": (4 * H,),
+            p + "mlp.c_proj.weight": (H, 4 * H), p + "mlp.c_proj.bias": (H,),
+        }
+    shapes |= {"ln_f.weight": (H,), "ln_f.bias": (H,), "predict_action.weight": (A, H), "predict_action.bias": (A,)}
+    return shapes
+
+
+def read_bytes(source: Source, *, name: str) -> bytes:
+    """The whole content of a path, bytes or binary file object; `name` is used in error messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"{name}: file not found at {os.fspath(source)}") from None
+    if hasattr(source, "seek") and getattr(source, "seekable", lambda: True)():
+        source.seek(0)
+    data = source.read()
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # A reader (or a resumed run) never sees half a file: write beside it, then rename over it.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> str:
+    """Write a `dt_model.pt` checkpoint (tensors and plain Python types only) atomically; return its SHA-256."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    data = buffer.getvalue()
+    _write_atomic(Path(path), data)
+    return sha256_hex(data)
+
+
+def read_checkpoint(source: Source) -> dict[str, Any]:
+    """A `dt_model.pt` checkpoint, on the CPU, through torch's weights-only unpickler."""
+    import torch
+
+    data = read_bytes(source, name=CHECKPOINT_FILE)
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt or unsafe file
+        raise ArtifactError(f"{CHECKPOINT_FILE}: cannot be loaded with weights_only=True ({exc})") from exc
+    for key in ("model", "config"):
+        if not isinstance(checkpoint, dict) or key not in checkpoint:
+            raise ArtifactError(f"{CHECKPOINT_FILE}: missing key {key!r}")
+    return checkpoint
+
+
+def export_artifacts(
+    *,
+    model: DecisionTransformer,
+    output_dir: str | os.PathLike,
+    concept_keys: list[str],
+    encoder: dict,
+    target_return: float,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    optimizer_state: dict | None = None,
+    extra: dict | None = None,
+) -> dict[str, str]:
+    """Write the three policy files to `output_dir`; return {filename: sha256}.
+
+    `extra` (JSON-serialisable: training metadata such as the run id or loss history) is stored under
+    "extra" in both the checkpoint and the DTLite config.
+    """
+    model_config = model.checkpoint_config()
+    config: dict[str, Any] = {
+        "state_dim": model_config["state_dim"],
+        "action_dim": model_config["action_dim"],
+        "hidden_dim": model_config["hidden_dim"],
+        "num_layers": model_config["num_layers"],
+        "context_length": model_config["context_length"],
+        "temperature": float(temperature),
+        "top_k": None if top_k is None else int(top_k),
+        "target_return": float(target_return),
+        "num_heads": model_config["num_heads"],
+        "max_timestep": model_config["max_timestep"],
+        "return_scale": float(model_config["return_scale"]),
+        "concept_keys": list(concept_keys),
+        "encoder": dict(encoder),
+        "format_version": FORMAT_VERSION,
+    }
+    if extra is not None:
+        config["extra"] = extra
+    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    weights = {name: t.float().numpy() for name, t in state.items()}
+    config["weights_sha256"] = "0" * 64  # placeholder so the checks below can run before the npz exists
+    check_config(config)
+    check_weights(weights, config=config)
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **weights)
+    weights_bytes = buffer.getvalue()
+    config["weights_sha256"] = sha256_hex(weights_bytes)
+    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "format_version": FORMAT_VERSION,
+        "model": state,
+        "config": model_config,
+        "optimizer": optimizer_state,
+        "target_return": float(target_return),
+        "concept_keys": list(concept_keys),
+        "encoder": dict(encoder),
+        "extra": extra,
+    }
+    shas = {CHECKPOINT_FILE: write_checkpoint(out / CHECKPOINT_FILE, checkpoint)}
+    _write_atomic(out / WEIGHTS_FILE, weights_bytes)
+    shas[WEIGHTS_FILE] = config["weights_sha256"]
+    _write_atomic(out / CONFIG_FILE, config_bytes)
+    shas[CONFIG_FILE] = sha256_hex(config_bytes)
+    return shas
+
+
+def check_config(config: Any) -> None:
+    """Raise ArtifactError unless `config` is a complete, consistent DTLite config."""
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{CONFIG_FILE}: expected a JSON object, got {type(config).__name__}")
+    if "format_version" in config and config["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{CONFIG_FILE}: unknown format_version {config['format_version']!r} "
+                            f"(this code reads {FORMAT_VERSION})")
+    for key, (check, expected) in _CONFIG_CHECKS.items():
+        if key not in config:
+            raise ArtifactError(f"{CONFIG_FILE}: missing key {key!r}")
+        if not check(config[key]):
+            raise ArtifactError(f"{CONFIG_FILE}: {key} must be {expected}, got {config[key]!r}")
+    if len(config["concept_keys"]) != config["action_dim"]:
+        raise ArtifactError(f"{CONFIG_FILE}: concept_keys has {len(config['concept_keys'])} entries "
+                            f"but action_dim is {config['action_dim']}")
+    if config["hidden_dim"] % config["num_heads"]:
+        raise ArtifactError(f"{CONFIG_FILE}: hidden_dim {config['hidden_dim']} is not divisible by "
+                            f"num_heads {config['num_heads']}")
+    if config["top_k"] is not None and config["top_k"] > config["action_dim"]:
+        raise ArtifactError(f"{CONFIG_FILE}: top_k {config['top_k']} exceeds action_dim {config['action_dim']}")
+
+
+def check_weights(weights: Mapping[str, np.ndarray], *, config: Mapping[str, Any]) -> None:
+    """Raise ArtifactError unless `weights` has exactly the arrays the config implies, float32, right shapes."""
+    expected = expected_weight_shapes(config)
+    for name, shape in expected.items():
+        if name not in weights:
+            raise ArtifactError(f"{WEIGHTS_FILE}: missing array {name!r}")
+        array = weights[name]
+        if array.dtype != np.float32:
+            raise ArtifactError(f"{WEIGHTS_FILE}: array {name!r} has dtype {array.dtype}, expected float32")
+        if tuple(array.shape) != shape:
+            raise ArtifactError(f"{WEIGHTS_FILE}: array {name!r} has shape {tuple(array.shape)}, "
+                                f"expected {shape} from {CONFIG_FILE}")
+    unexpected = sorted(set(weights) - set(expected))
+    if unexpected:
+        raise ArtifactError(f"{WEIGHTS_FILE}: unexpected arrays {unexpected} for {CONFIG_FILE}")
+
+
+def load_config(source: Source) -> dict[str, Any]:
+    """Parse and check `dt_lite_config.json` from a path, bytes or file object."""
+    data = read_bytes(source, name=CONFIG_FILE)
+    try:
+        config = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{CONFIG_FILE}: not valid JSON ({exc})") from None
+    check_config(config)
+    return config
+
+
+def load_weights(source: Source, *, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Read `dt_lite_weights.npz`, refusing it unless its SHA-256 and arrays match the (checked) config."""
+    data = read_bytes(source, name=WEIGHTS_FILE)
+    actual = sha256_hex(data)
+    if actual != config["weights_sha256"]:
+        raise ArtifactError(f"{WEIGHTS_FILE}: SHA-256 mismatch: the file has {actual}, "
+                            f"{CONFIG_FILE} expects {config['weights_sha256']}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            weights = {name: npz[name] for name in npz.files}
+    except Exception as exc:  # zipfile, format and pickle refusals all mean "not our npz"
+        raise ArtifactError(f"{WEIGHTS_FILE}: cannot be read as an .npz of plain arrays ({exc})") from None
+    check_weights(weights, config=config)
+    return weights
+
+
+def verify_artifacts(
+    *,
+    directory: str | os.PathLike | None = None,
+    weights: Source | None = None,
+    config: Source | None = None,
+    checkpoint: Source | None = None,
+    expected_sha256: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Check a policy's files and return (config, weights); raise ArtifactError naming the first problem.
+
+    Files come from `directory` or are given one by one (paths, bytes or file objects). The DTLite pair is
+    always checked in full; `expected_sha256` ({filename: sha256}, e.g. from the policy registry) is checked
+    for each file it names, which is how `dt_model.pt` is checked without torch.
+    """
+    if directory is not None:
+        d = Path(directory)
+        weights = d / WEIGHTS_FILE if weights is None else weights
+        config = d / CONFIG_FILE if config is None else config
+        if checkpoint is None and expected_sha256 and CHECKPOINT_FILE in expected_sha256:
+            checkpoint = d / CHECKPOINT_FILE
+    if weights is None or config is None:
+        raise ArtifactError(f"both {WEIGHTS_FILE} and {CONFIG_FILE} are needed (give directory= or both files)")
+    config_bytes = read_bytes(config, name=CONFIG_FILE)
+    weights_bytes = read_bytes(weights, name=WEIGHTS_FILE)
+    files = {CONFIG_FILE: config_bytes, WEIGHTS_FILE: weights_bytes}
+    if checkpoint is not None:
+        files[CHECKPOINT_FILE] = read_bytes(checkpoint, name=CHECKPOINT_FILE)
+    for filename, sha in (expected_sha256 or {}).items():
+        if filename not in files:
+            raise ArtifactError(f"{filename}: missing (an expected SHA-256 was given for it)")
+        actual = sha256_hex(files[filename])
+        if actual != sha:
+            raise ArtifactError(f"{filename}: SHA-256 mismatch: the file has {actual}, expected {sha}")
+    parsed = load_config(config_bytes)
+    return parsed, load_weights(weights_bytes, config=parsed)

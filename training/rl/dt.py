@@ -1,0 +1,181 @@
+"""Decision Transformer (Chen et al. 2021) over curriculum trajectories, in PyTorch.
+
+nanoGPT-style: a config dataclass and small modules. `training/rl/dtlite.py` is its NumPy twin, block for
+block with the same names; change one, change the other (tests/training/rl/test_dtlite.py checks them).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import IO, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
+
+
+@dataclass(frozen=True)
+class DTConfig:
+    state_dim: int
+    action_dim: int
+    hidden_dim: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    context_length: int = 20  # K timesteps -> 3K tokens
+    max_timestep: int = 1024  # larger timesteps are clamped to max_timestep - 1 (here and in DTLite)
+    dropout: float = 0.1
+    # Returns-to-go are given in natural units and divided by this inside the model. None: the trainer
+    # picks it from the data (max |return-to-go|); a model built directly with None uses 1.0.
+    return_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads",
+                     "context_length", "max_timestep"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DTConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"DTConfig.hidden_dim ({self.hidden_dim}) must be divisible by "
+                             f"num_heads ({self.num_heads})")
+        if self.return_scale is not None and not self.return_scale > 0:
+            raise ValueError(f"DTConfig.return_scale must be > 0, got {self.return_scale!r}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: DTConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.c_attn = nn.Linear(config.hidden_dim, 3 * config.hidden_dim)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.hidden_dim, config.hidden_dim)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, L, H = x.shape  # L = 3T tokens
+        q, k, v = self.c_attn(x).split(H, dim=2)
+        # [B, L, H] -> [B, heads, L, H / heads]
+        q = q.view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
+        k = k.view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
+        v = v.view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
+        dropout_p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, L, H)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: DTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_dim, 4 * config.hidden_dim)
+        # GPT-2's tanh GELU (as in the original DT): NumPy has no erf, and DTLite must match exactly.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.hidden_dim, config.hidden_dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block."""
+
+    def __init__(self, config: DTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_dim, eps=LAYER_NORM_EPS)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.hidden_dim, eps=LAYER_NORM_EPS)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+def token_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] timestep mask (1 valid, 0 pad) -> boolean [B, 1, 3T, 3T] attention mask (True = may attend).
+
+    Causal, and no query attends to a padded key, except that every token attends to itself: a padded
+    query then has one key instead of none, so its row stays finite (no NaN) while valid rows never see
+    a pad.
+    """
+    B, T = attention_mask.shape
+    keys = (attention_mask != 0).repeat_interleave(3, dim=1)  # [B, 3T]
+    L = 3 * T
+    causal = torch.ones(L, L, dtype=torch.bool, device=attention_mask.device).tril()
+    eye = torch.eye(L, dtype=torch.bool, device=attention_mask.device)
+    return (causal & (keys[:, None, :] | eye))[:, None]  # [B, 1, L, L]
+
+
+class DecisionTransformer(nn.Module):
+    def __init__(self, config: DTConfig) -> None:
+        super().__init__()
+        if config.return_scale is None:
+            config = replace(config, return_scale=1.0)
+        self.config = config
+        H = config.hidden_dim
+        self.embed_timestep = nn.Embedding(config.max_timestep, H)
+        self.embed_return = nn.Linear(1, H)
+        self.embed_state = nn.Linear(config.state_dim, H)
+        self.embed_action = nn.Embedding(config.action_dim, H)
+        self.embed_ln = nn.LayerNorm(H, eps=LAYER_NORM_EPS)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(H, eps=LAYER_NORM_EPS)
+        self.predict_action = nn.Linear(H, config.action_dim)
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by depth so the residual stream does not grow with layers
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        returns_to_go: torch.Tensor,  # float32 [B, T], natural units
+        states: torch.Tensor,  # float32 [B, T, S]
+        actions: torch.Tensor,  # int64 [B, T]; the last one is never seen by the last state token
+        timesteps: torch.Tensor,  # int64 [B, T]
+        attention_mask: torch.Tensor | None = None,  # int64 [B, T], 1 valid, 0 left padding
+    ) -> torch.Tensor:  # float32 [B, T, A] action logits, read from each state token
+        B, T = actions.shape
+        if T > self.config.context_length:
+            raise ValueError(f"sequence length {T} exceeds context_length {self.config.context_length}")
+        time = self.embed_timestep(timesteps.clamp(0, self.config.max_timestep - 1))  # [B, T, H]
+        rtg = (returns_to_go / self.config.return_scale).unsqueeze(-1)
+        r_tok = self.embed_return(rtg) + time
+        s_tok = self.embed_state(states) + time
+        a_tok = self.embed_action(actions) + time
+        # interleave (R_1, s_1, a_1, R_2, ...): [B, T, 3, H] -> [B, 3T, H]
+        x = torch.stack((r_tok, s_tok, a_tok), dim=2).reshape(B, 3 * T, -1)
+        x = self.drop(self.embed_ln(x))
+        attn_mask = None if attention_mask is None else token_attention_mask(attention_mask)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        x = self.ln_f(x)
+        return self.predict_action(x[:, 1::3]).float()  # state tokens only
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The config as plain Python types, for `dt_model.pt` and `dt_lite_config.json`."""
+        return asdict(self.config)
+
+    @classmethod
+    def from_checkpoint(cls, source: str | os.PathLike | IO[bytes] | bytes) -> DecisionTransformer:
+        """A model from `dt_model.pt` (path, bytes or file object), in eval mode on the CPU."""
+        from training.rl.artifacts import read_checkpoint
+
+        checkpoint = read_checkpoint(source)
+        model = cls(DTConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["model"])
+        return model.eval()

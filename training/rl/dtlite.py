@@ -1,0 +1,276 @@
+"""DTLite: the Decision Transformer's inference in NumPy only, for serving without torch.
+
+Read it beside `training/rl/dt.py`: the same blocks under the same names, computing the same numbers
+(max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py). `select_action` computes only
+what the last state token needs, which is all a recommendation uses.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from training.rl.artifacts import Source, check_weights, verify_artifacts
+
+LAYER_NORM_EPS = 1e-5  # as dt.LAYER_NORM_EPS
+_GELU_C = np.float32(np.sqrt(2.0 / np.pi))
+
+
+def _linear(w: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    # torch stores Linear weights [out, in]; keep [in, out] contiguous so x @ W needs no transpose per call
+    return np.ascontiguousarray(w[name + ".weight"].T, dtype=np.float32), np.asarray(w[name + ".bias"], np.float32)
+
+
+class LayerNorm:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str) -> None:
+        self.weight = np.asarray(w[name + ".weight"], np.float32)
+        self.bias = np.asarray(w[name + ".bias"], np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        xc = x - x.mean(axis=-1, keepdims=True)
+        var = np.einsum("...i,...i->...", xc, xc)[..., None]  # one pass, no xc * xc temporary
+        var *= np.float32(1.0 / x.shape[-1])
+        var += np.float32(LAYER_NORM_EPS)
+        np.sqrt(var, out=var)
+        xc /= var
+        xc *= self.weight
+        xc += self.bias
+        return xc
+
+
+class CausalSelfAttention:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any]) -> None:
+        self.num_heads = config["num_heads"]
+        self.c_attn_w, self.c_attn_b = _linear(w, name + ".c_attn")  # [H, 3H]: q | k | v
+        H = self.c_attn_w.shape[0]
+        # the last-row path projects q for one token and k, v for all: keep those halves contiguous too
+        self.q_w, self.q_b = np.ascontiguousarray(self.c_attn_w[:, :H]), self.c_attn_b[:H]
+        self.kv_w, self.kv_b = np.ascontiguousarray(self.c_attn_w[:, H:]), self.c_attn_b[H:]
+        self.c_proj_w, self.c_proj_b = _linear(w, name + ".c_proj")
+        self.scale = np.float32(1.0 / np.sqrt(H // self.num_heads))
+
+    def __call__(self, x: np.ndarray, bias: np.ndarray, last_only: bool = False) -> np.ndarray:
+        B, L, H = x.shape
+        heads, d = self.num_heads, H // self.num_heads
+        if last_only:  # the query of the last token only: [B, 1, H]
+            q = x[:, -1:] @ self.q_w
+            q += self.q_b
+            kv = x @ self.kv_w
+            kv += self.kv_b
+            k, v = kv[..., :H], kv[..., H:]
+            bias = bias[..., -1:, :]
+        else:
+            qkv = x @ self.c_attn_w
+            qkv += self.c_attn_b
+            q, k, v = qkv[..., :H], qkv[..., H:2 * H], qkv[..., 2 * H:]
+        Lq = q.shape[1]
+        q = q.reshape(B, Lq, heads, d).transpose(0, 2, 1, 3)  # [B, heads, Lq, d]
+        k = k.reshape(B, L, heads, d).transpose(0, 2, 3, 1)  # [B, heads, d, L]
+        v = v.reshape(B, L, heads, d).transpose(0, 2, 1, 3)  # [B, heads, L, d]
+        att = q @ k  # [B, heads, Lq, L]
+        att *= self.scale
+        att += bias  # 0 where allowed, -inf elsewhere; the diagonal is always allowed, so no row is empty
+        att -= att.max(axis=-1, keepdims=True)
+        np.exp(att, out=att)
+        att /= att.sum(axis=-1, keepdims=True)
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(B, Lq, H)
+        y = y @ self.c_proj_w
+        y += self.c_proj_b
+        return y
+
+
+class MLP:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str) -> None:
+        self.c_fc_w, self.c_fc_b = _linear(w, name + ".c_fc")
+        self.c_proj_w, self.c_proj_b = _linear(w, name + ".c_proj")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h = x @ self.c_fc_w
+        h += self.c_fc_b
+        # tanh GELU, in place: 0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3)))
+        t = h * h
+        t *= np.float32(0.044715)
+        t += np.float32(1.0)
+        t *= h
+        t *= _GELU_C
+        np.tanh(t, out=t)
+        t += np.float32(1.0)
+        t *= h
+        t *= np.float32(0.5)
+        y = t @ self.c_proj_w
+        y += self.c_proj_b
+        return y
+
+
+class Block:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any]) -> None:
+        self.ln_1 = LayerNorm(w, name + ".ln_1")
+        self.attn = CausalSelfAttention(w, name + ".attn", config)
+        self.ln_2 = LayerNorm(w, name + ".ln_2")
+        self.mlp = MLP(w, name + ".mlp")
+
+    def __call__(self, x: np.ndarray, bias: np.ndarray, last_only: bool = False) -> np.ndarray:
+        y = self.attn(self.ln_1(x), bias, last_only)
+        y += x[:, -1:] if last_only else x  # last_only: from here on only the last token's row
+        y += self.mlp(self.ln_2(y))
+        return y
+
+
+class DTLite:
+    """A Decision Transformer for inference; thread-safe (per-thread scratch state only)."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
+        check_weights(weights, config=config)
+        self.config = dict(config)
+        self.state_dim = config["state_dim"]
+        self.action_dim = config["action_dim"]
+        self.context_length = config["context_length"]
+        self.max_timestep = config["max_timestep"]
+        self.return_scale = np.float32(config["return_scale"])
+        w = weights
+        self.embed_timestep = np.asarray(w["embed_timestep.weight"], np.float32)  # [max_timestep, H]
+        self.embed_return_w = np.asarray(w["embed_return.weight"][:, 0], np.float32)  # [H]
+        self.embed_return_b = np.asarray(w["embed_return.bias"], np.float32)
+        self.embed_state_w, self.embed_state_b = _linear(w, "embed_state")
+        self.embed_action = np.asarray(w["embed_action.weight"], np.float32)  # [A, H]
+        self.embed_ln = LayerNorm(w, "embed_ln")
+        self.blocks = [Block(w, f"blocks.{i}", config) for i in range(config["num_layers"])]
+        self.ln_f = LayerNorm(w, "ln_f")
+        self.predict_action_w, self.predict_action_b = _linear(w, "predict_action")
+        self._local = threading.local()
+
+    @classmethod
+    def load(cls, weights: Source, config: Source) -> DTLite:
+        """Load `dt_lite_weights.npz` and `dt_lite_config.json` (paths, bytes or file objects), verified."""
+        parsed, arrays = verify_artifacts(weights=weights, config=config)
+        return cls(arrays, parsed)
+
+    def _causal_bias(self, L: int) -> np.ndarray:
+        # [L, L] additive mask, cached per thread and length: 0 on and below the diagonal, -inf above
+        cache = self._local.__dict__.setdefault("causal", {})
+        if L not in cache:
+            cache[L] = np.triu(np.full((L, L), -np.inf, np.float32), k=1)
+        return cache[L]
+
+    def _bias(self, attention_mask: np.ndarray | None, B: int, T: int, L: int) -> np.ndarray:
+        causal = self._causal_bias(3 * T)[:L, :L]
+        if attention_mask is None:
+            return causal
+        # as dt.token_attention_mask: causal, no padded key, but always the token itself
+        keys = np.repeat(np.asarray(attention_mask) != 0, 3, axis=1)[:, :L]  # [B, L]
+        padded = ~keys[:, None, :] & ~np.eye(L, dtype=bool)  # [B, L, L]
+        return np.where(padded, np.float32(-np.inf), causal)[:, None]  # [B, 1, L, L]
+
+    def _forward(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
+                 attention_mask: Any, last_only: bool) -> np.ndarray:
+        rtg = np.asarray(returns_to_go, np.float32)
+        states = np.asarray(states, np.float32)
+        actions = np.asarray(actions)
+        timesteps = np.asarray(timesteps)
+        B, T = self._check_inputs(rtg, states, actions, timesteps, attention_mask, last_only)
+        H = self.embed_timestep.shape[1]
+        # the last action token comes after the last state token: a last-row answer never needs it
+        L = 3 * T - 1 if last_only else 3 * T
+        time = self.embed_timestep[np.clip(timesteps, 0, self.max_timestep - 1)]  # [B, T, H]
+        x = np.empty((B, T, 3, H), np.float32)
+        r_tok = x[:, :, 0]
+        np.multiply((rtg / self.return_scale)[..., None], self.embed_return_w, out=r_tok)
+        r_tok += self.embed_return_b
+        np.matmul(states, self.embed_state_w, out=x[:, :, 1])
+        x[:, :, 1] += self.embed_state_b
+        x[:, :, 2] = self.embed_action[actions if not last_only else np.concatenate(
+            (actions[:, :-1], np.zeros((B, 1), actions.dtype)), axis=1)]
+        x += time[:, :, None]
+        x = self.embed_ln(x.reshape(B, 3 * T, H)[:, :L])  # interleaved (R_1, s_1, a_1, R_2, ...)
+        bias = self._bias(attention_mask, B, T, L)
+        for block in self.blocks[:-1]:
+            x = block(x, bias)
+        x = self.blocks[-1](x, bias, last_only)
+        x = self.ln_f(x[:, -1] if last_only else x[:, 1::3])  # state tokens only
+        logits = x @ self.predict_action_w
+        logits += self.predict_action_b
+        return logits
+
+    def _check_inputs(self, rtg: np.ndarray, states: np.ndarray, actions: np.ndarray, timesteps: np.ndarray,
+                      attention_mask: Any, last_only: bool) -> tuple[int, int]:
+        if rtg.ndim != 2:
+            raise ValueError(f"returns_to_go must be [B, T], got shape {rtg.shape}")
+        B, T = rtg.shape
+        if not 1 <= T <= self.context_length:
+            raise ValueError(f"T must be between 1 and context_length {self.context_length}, got {T}")
+        if states.shape != (B, T, self.state_dim):
+            raise ValueError(f"states must be [{B}, {T}, {self.state_dim}], got shape {states.shape}")
+        for name, value in (("actions", actions), ("timesteps", timesteps), ("attention_mask", attention_mask)):
+            if value is not None and np.shape(value) != (B, T):
+                raise ValueError(f"{name} must be [{B}, {T}], got shape {np.shape(value)}")
+        if not np.issubdtype(actions.dtype, np.integer) or not np.issubdtype(timesteps.dtype, np.integer):
+            raise ValueError("actions and timesteps must be integer arrays")
+        used = actions[:, :-1] if last_only else actions
+        if used.size and (used.min() < 0 or used.max() >= self.action_dim):
+            raise ValueError(f"actions must lie in [0, {self.action_dim}), got [{used.min()}, {used.max()}]")
+        return B, T
+
+    def action_logits(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
+                      attention_mask: Any = None) -> np.ndarray:
+        """float32 [B, T, A] logits at every state token; the inputs as DecisionTransformer.forward's."""
+        return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=False)
+
+    def select_action(
+        self,
+        returns_to_go: Any,
+        states: Any,
+        actions: Any,
+        timesteps: Any,
+        attention_mask: Any = None,
+        *,
+        candidates: np.ndarray | Sequence[int] | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The next action for each of B sequences, from the last position: (actions int64 [B], probs float32 [B, A]).
+
+        `actions[:, -1]` is the (unknown) current action: any valid index, it is not read.
+        temperature None or 0 picks the argmax; > 0 samples from softmax(logits / temperature).
+        probs is softmax(logits / t) with t the given temperature, else the config's (1.0 if 0), restricted to
+        `candidates` (bool [A] or [B, A], or a list of indices) and to the top_k logits (top_k, else the
+        config's top_k; ties at the k-th logit are all kept); the chosen action always has probs > 0.
+        """
+        logits = self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+        B, A = logits.shape
+        if candidates is not None:
+            allowed = np.zeros((B, A), dtype=bool)
+            cand = np.asarray(candidates)
+            if cand.dtype == bool:
+                if cand.shape not in ((A,), (B, A)):
+                    raise ValueError(f"candidates as a mask must be [{A}] or [{B}, {A}], got shape {cand.shape}")
+                allowed[:] = cand
+            else:
+                if cand.size and (cand.min() < 0 or cand.max() >= A):
+                    raise ValueError(f"candidate indices must lie in [0, {A})")
+                allowed[:, cand.astype(np.int64).ravel()] = True
+            if not allowed.any(axis=1).all():
+                raise ValueError("candidates leave no action to choose for some row")
+            logits[~allowed] = -np.inf
+        k = top_k if top_k is not None else self.config.get("top_k")
+        if k is not None and k < A:
+            kth = np.partition(logits, A - k, axis=1)[:, A - k, None]  # k-th largest per row
+            logits[logits < kth] = -np.inf
+        t = temperature if temperature else (self.config.get("temperature") or 1.0)
+        z = logits / np.float32(t)
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        if not temperature:
+            return logits.argmax(axis=1).astype(np.int64), probs
+        rng = np.random.default_rng() if rng is None else rng
+        cdf = np.cumsum(probs, axis=1)
+        u = rng.random((B, 1)) * cdf[:, -1:]
+        chosen = np.minimum((cdf <= u).sum(axis=1), A - 1)
+        # float rounding could land u on a zero-probability tail; step back to the last allowed action
+        zero = probs[np.arange(B), chosen] == 0
+        if zero.any():
+            chosen[zero] = (probs[zero] > 0).cumsum(axis=1).argmax(axis=1)
+        return chosen.astype(np.int64), probs
