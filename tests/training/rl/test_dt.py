@@ -1,0 +1,88 @@
+"""The PyTorch Decision Transformer: shapes, causality, padding and checkpoint loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.rl.artifacts import export_artifacts
+from training.rl.dt import DecisionTransformer, DTConfig
+
+S, A = 6, 5
+
+
+def small_model(**overrides) -> DecisionTransformer:
+    torch.manual_seed(0)
+    config = DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2, num_heads=4, context_length=8,
+                      max_timestep=64, return_scale=10.0, **overrides)
+    return DecisionTransformer(config).eval()
+
+
+def random_inputs(B: int, T: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, generator=g) * 10, torch.randn(B, T, S, generator=g),
+            torch.randint(0, A, (B, T), generator=g), torch.arange(T).repeat(B, 1) + 3)
+
+
+def test_forward_returns_float32_logits_per_timestep():
+    model = small_model()
+    logits = model(*random_inputs(3, 8))
+    assert logits.shape == (3, 8, A) and logits.dtype == torch.float32
+
+
+def test_logits_at_t_ignore_the_action_at_t_and_everything_later():
+    model = small_model()
+    rtg, states, actions, timesteps = random_inputs(2, 8)
+    before = model(rtg, states, actions, timesteps)
+    actions2, states2 = actions.clone(), states.clone()
+    actions2[:, 4:] = (actions2[:, 4:] + 1) % A
+    states2[:, 5:] += 1.0
+    after = model(rtg, states2, actions2, timesteps)
+    torch.testing.assert_close(after[:, :5], before[:, :5])
+    assert not torch.allclose(after[:, 5:], before[:, 5:])
+
+
+def test_padded_positions_do_not_influence_valid_ones():
+    model = small_model()
+    rtg, states, actions, timesteps = random_inputs(2, 8)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[0, :3] = 0
+    mask[1, :8] = 0  # a fully padded row must stay finite
+    out = model(rtg, states, actions, timesteps, mask)
+    rtg2, states2, actions2 = rtg.clone(), states.clone(), actions.clone()
+    rtg2[0, :3], states2[0, :3], actions2[0, :3] = 99.0, -5.0, (actions2[0, :3] + 2) % A
+    out2 = model(rtg2, states2, actions2, timesteps, mask)
+    assert torch.isfinite(out).all() and torch.isfinite(out2).all()
+    torch.testing.assert_close(out2[0, 3:], out[0, 3:])
+    # and a left-padded window gives the same answer as the unpadded short one
+    short = model(rtg[:1, 3:], states[:1, 3:], actions[:1, 3:], timesteps[:1, 3:])
+    torch.testing.assert_close(out[0, 3:], short[0], atol=1e-5, rtol=1e-5)
+
+
+def test_timesteps_beyond_max_timestep_are_clamped():
+    model = small_model()
+    rtg, states, actions, timesteps = random_inputs(1, 4)
+    high = model(rtg, states, actions, timesteps + 1000)
+    clamped = model(rtg, states, actions, torch.full_like(timesteps, 63))
+    torch.testing.assert_close(high, clamped)
+
+
+def test_sequence_longer_than_context_is_refused():
+    model = small_model()
+    with pytest.raises(ValueError, match="context_length"):
+        model(*random_inputs(1, 9))
+
+
+def test_config_refuses_heads_that_do_not_divide_hidden():
+    with pytest.raises(ValueError, match="num_heads"):
+        DTConfig(state_dim=S, action_dim=A, hidden_dim=30, num_heads=4)
+
+
+def test_from_checkpoint_restores_the_same_model_in_eval_mode(tmp_path):
+    model = small_model()
+    export_artifacts(model=model, output_dir=tmp_path, concept_keys=list("abcde"), encoder={}, target_return=1.0)
+    loaded = DecisionTransformer.from_checkpoint(tmp_path / "dt_model.pt")
+    assert not loaded.training and loaded.config == model.config
+    inputs = random_inputs(2, 8)
+    torch.testing.assert_close(loaded(*inputs), model(*inputs))
+    from_bytes = DecisionTransformer.from_checkpoint((tmp_path / "dt_model.pt").read_bytes())
+    torch.testing.assert_close(from_bytes(*inputs), model(*inputs))

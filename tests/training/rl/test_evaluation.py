@@ -1,0 +1,102 @@
+"""Closed-loop evaluation: the JSON shape, paired comparisons, the DT's inputs, the baselines' order."""
+import json
+
+import numpy as np
+import pytest
+
+from training.rl.evaluation import BASELINES, evaluate, final_recall
+from training.rl.features import EncoderConfig, StateEncoder
+from training.rl.simulator import Cohort
+
+C = 8
+
+
+class LowestRecallModel:
+    """A stand-in for DTLite: picks the lowest recall of the last state and records what it was given."""
+
+    def __init__(self, *, num_concepts: int = C, context_length: int = 4, target_return: float = 0.8) -> None:
+        self.encoder = StateEncoder(EncoderConfig(num_concepts=num_concepts))
+        self.config = {
+            "context_length": context_length, "target_return": target_return, "max_timestep": 6,
+            "state_dim": self.encoder.state_dim, "action_dim": num_concepts,
+            "encoder": self.encoder.config.to_dict(),
+        }
+        self.calls = []
+
+    def select_action(self, returns_to_go, states, actions, timesteps, attention_mask=None, candidates=None,
+                      temperature=None, top_k=None):
+        self.calls.append((returns_to_go.copy(), states.copy(), actions.copy(), timesteps.copy(), attention_mask))
+        recall = self.encoder.recall_from_states(states[:, -1])
+        probs = np.full(recall.shape, 1.0 / recall.shape[1], dtype=np.float32)
+        return np.argmin(recall, axis=1).astype(np.int64), probs
+
+
+def _evaluate(**kwargs):
+    return evaluate(**({"num_concepts": C, "students": 30, "interactions": 20, "seed": 5} | kwargs))
+
+
+def test_evaluate_returns_exactly_the_documented_json_shape():
+    result = json.loads(json.dumps(_evaluate(policy=LowestRecallModel())))
+    assert set(result) == {"metric", "students", "seed", "results"}
+    assert result["metric"] == "mean_final_recall" and result["students"] == 30 and result["seed"] == 5
+    assert list(result["results"]) == ["dt", *BASELINES]
+    for entry in result["results"].values():
+        assert set(entry) == {"mean", "ci95"}
+        low, high = entry["ci95"]
+        assert 0 <= low <= entry["mean"] <= high <= 1
+
+
+def test_without_a_policy_only_the_baselines_are_reported():
+    assert list(_evaluate()["results"]) == list(BASELINES)
+
+
+def test_evaluation_is_paired_same_students_schedule_and_dice_for_every_policy():
+    # the stand-in follows the same rule as lowest_recall: on paired students the numbers are equal
+    results = _evaluate(policy=LowestRecallModel())["results"]
+    assert results["dt"] == results["lowest_recall"]
+    again = _evaluate()["results"]
+    assert again["random"] == results["random"]
+
+
+def test_dt_sees_left_aligned_contexts_ending_at_the_decision_with_returns_to_go():
+    model = LowestRecallModel(context_length=4, target_return=0.8)
+    _evaluate(policy=model, students=3, interactions=8)
+    assert len(model.calls) == 8
+    rtg, states, actions, timesteps, mask = model.calls[0]
+    assert states.shape == (3, 1, model.encoder.state_dim) and rtg.tolist() == [[np.float32(0.8)]] * 3
+    rtg, states, actions, timesteps, mask = model.calls[7]
+    assert states.shape == (3, 4, model.encoder.state_dim) and mask.shape == (3, 4) and (mask == 1).all()
+    assert timesteps[0].tolist() == [4, 5, 5, 5]  # steps 4..7, clipped to max_timestep - 1
+    assert (actions[:, -1] == 0).all()
+    previous = model.calls[6]
+    chosen_at_6 = np.argmin(model.encoder.recall_from_states(previous[1][:, -1]), axis=1)
+    assert np.array_equal(actions[:, -2], chosen_at_6)
+    assert np.array_equal(rtg[:, -2], previous[0][:, -1])  # the past keeps the returns-to-go it was decided with
+    assert np.array_equal(states[:, -2], previous[1][:, -1])
+
+
+def test_baselines_order_oracle_lowest_recall_round_robin_random():
+    results = evaluate(num_concepts=20, students=80, interactions=100, seed=1234)["results"]
+    means = {name: entry["mean"] for name, entry in results.items()}
+    assert means["oracle"] > means["lowest_recall"] > means["round_robin"] > means["random"]
+    assert means["leitner"] > means["random"]
+
+
+def test_held_out_students_are_not_the_training_students():
+    encoder = EncoderConfig(num_concepts=C)
+    held_out = final_recall(
+        policy_name="round_robin", num_concepts=C, students=10, interactions=10, seed=5, encoder=encoder
+    )
+    training = Cohort(num_students=10, num_concepts=C, interactions=10, seed=5)
+    held_out_cohort = Cohort(num_students=10, num_concepts=C, interactions=10, seed=5, held_out=True)
+    assert not np.array_equal(training.schedule(), held_out_cohort.schedule())
+    assert held_out.shape == (10,)
+
+
+def test_a_policy_for_another_state_layout_is_refused():
+    model = LowestRecallModel()
+    model.config["state_dim"] = 3
+    with pytest.raises(ValueError, match="state_dim"):
+        _evaluate(policy=model)
+    with pytest.raises(ValueError, match="concept_keys"):
+        _evaluate(concept_keys=["a", "b"])

@@ -1,0 +1,207 @@
+"""The state encoder and the serving LearnerState: the same numbers however the log arrives."""
+import json
+
+import numpy as np
+import pytest
+
+from training.rl.features import (
+    FEATURES_PER_CONCEPT,
+    NEVER_REVIEWED_ELAPSED,
+    EncoderConfig,
+    LearnerState,
+    StateEncoder,
+)
+from training.rl.simulator import generate_logs
+from training.rl.trajectories import trajectories_from_columns
+
+C = 5
+T0 = 1_700_000_000.0
+DAY = 86400.0
+
+
+@pytest.fixture
+def encoder() -> StateEncoder:
+    return StateEncoder(EncoderConfig(num_concepts=C))
+
+
+@pytest.fixture(scope="module")
+def log():
+    return generate_logs(num_users=6, interactions=25, num_concepts=C, seed=4)
+
+
+def _review(encoder, memory, concept, t, correct=True, grade=3, row=0):
+    one = [np.array([value]) for value in (row, concept, t, correct, grade)]
+    return encoder.update(memory, *one)
+
+
+def _learner_rows(log, learner):
+    rows = np.flatnonzero(log.learner == learner)
+    return [(int(log.concept[i]), float(log.t[i]), bool(log.correct[i]), int(log.grade[i])) for i in rows]
+
+
+def test_state_dim_is_features_per_concept_times_concepts_in_concept_major_layout(encoder):
+    memory = encoder.init_memory(1)
+    _review(encoder, memory, 2, T0)
+    state = encoder.encode(memory, np.array([T0 + 3600]))
+    assert state.shape == (1, FEATURES_PER_CONCEPT * C) and state.dtype == np.float32
+    per_concept = state.reshape(C, FEATURES_PER_CONCEPT)
+    never = [0, 1, 3, 4]
+    assert (per_concept[never, 0] == 0).all() and (per_concept[never, 1] == NEVER_REVIEWED_ELAPSED).all()
+    assert 0.9 < per_concept[2, 0] < 1 and (per_concept[2, 1:] > 0).all()
+
+
+def test_estimated_recall_halves_after_one_stability(encoder):
+    memory = encoder.init_memory(1)
+    _review(encoder, memory, 0, T0, correct=False, grade=1)
+    stability = memory.stability[0, 0]
+    assert stability == encoder.config.initial_stability_s[0]
+    assert encoder.recall(memory, np.array([T0]))[0, 0] == 1.0
+    assert encoder.recall(memory, np.array([T0 + stability]))[0, 0] == pytest.approx(0.5)
+
+
+def test_correct_review_at_low_recall_grows_stability_more_than_a_massed_one(encoder):
+    memory = encoder.init_memory(2)
+    for row in (0, 1):
+        _review(encoder, memory, 0, T0, correct=False, grade=1, row=row)
+    first = memory.stability[0, 0]
+    _review(encoder, memory, 0, T0 + 60, row=0)  # massed: recall ~ 1
+    _review(encoder, memory, 0, T0 + 2 * first, row=1)  # spaced: recall 0.25
+    massed, spaced = memory.stability[:, 0] / first
+    assert 1.0 < massed < 1.01 and spaced > 3
+
+
+def test_lapse_shrinks_stability_but_not_below_the_first_and_raises_difficulty(encoder):
+    memory = encoder.init_memory(1)
+    _review(encoder, memory, 0, T0, grade=4)
+    for k in range(1, 4):
+        _review(encoder, memory, 0, T0 + k * 2 * DAY, grade=3)
+    before_s, before_d = memory.stability[0, 0], memory.difficulty[0, 0]
+    _review(encoder, memory, 0, T0 + 30 * DAY, correct=False, grade=1)
+    assert encoder.config.initial_stability_s[0] <= memory.stability[0, 0] < before_s
+    assert memory.difficulty[0, 0] > before_d
+
+
+def test_unknown_grade_counts_as_good_when_correct_and_a_wrong_review_as_grade_one(encoder):
+    memory = encoder.init_memory(4)
+    for row, (correct, grade) in enumerate([(True, 0), (True, 3), (False, 0), (False, 4)]):
+        _review(encoder, memory, 0, T0, correct=correct, grade=grade, row=row)
+    assert memory.stability[0, 0] == memory.stability[1, 0]
+    assert memory.stability[2, 0] == memory.stability[3, 0] == encoder.config.initial_stability_s[0]
+
+
+def test_rewards_telescope_to_mean_recall_at_the_horizon_after_the_last_review(encoder):
+    rng = np.random.default_rng(0)
+    memory = encoder.init_memory(1)
+    t, total = T0, 0.0
+    for _ in range(30):
+        t += float(rng.choice([20.0, 5 * 3600.0, 2 * DAY]))
+        total += float(_review(encoder, memory, int(rng.integers(C)), t, correct=bool(rng.random() < 0.7))[0])
+    final = encoder.recall(memory, np.array([t + encoder.config.horizon_s]))[0].mean()
+    assert total == pytest.approx(final, abs=1e-5)
+    assert final > 0
+
+
+def test_encoder_gives_identical_states_whether_the_log_is_fed_whole_or_in_chunks(encoder, log):
+    learners, steps = 6, 25
+    by_step = log.learner.reshape(learners, steps)  # the log is sorted by (learner, time)
+    assert (by_step == np.arange(learners)[:, None]).all()
+    whole = encoder.init_memory(learners)
+    states_whole = np.empty((learners, steps, encoder.state_dim), dtype=np.float32)
+    for k in range(steps):  # every learner's k-th review in one batch
+        idx = np.arange(learners) * steps + k
+        states_whole[:, k] = encoder.encode(whole, log.t[idx])
+        encoder.update(whole, np.arange(learners), log.concept[idx], log.t[idx], log.correct[idx], log.grade[idx])
+
+    one_by_one = encoder.init_memory(learners)
+    states_single = np.empty_like(states_whole)
+    for i in np.argsort(log.t, kind="stable"):  # one review at a time, learners interleaved in time
+        learner, k = divmod(int(i), steps)
+        row = np.array([learner])
+        states_single[learner, k] = encoder.encode(one_by_one, log.t[[i]], rows=row)[0]
+        encoder.update(one_by_one, row, log.concept[[i]], log.t[[i]], log.correct[[i]], log.grade[[i]])
+
+    assert np.array_equal(states_whole, states_single)
+    for name in ("stability", "difficulty", "last_review", "reviews", "potential"):
+        assert np.array_equal(getattr(whole, name), getattr(one_by_one, name)), name
+
+
+def test_encoder_config_round_trips_through_json_and_refuses_unknown_keys():
+    config = EncoderConfig(num_concepts=7, growth=5.0)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert EncoderConfig.from_dict(data) == config
+    assert EncoderConfig.from_dict(data).state_dim == 28
+    with pytest.raises(ValueError, match="colour"):
+        EncoderConfig.from_dict(data | {"colour": "red"})
+    with pytest.raises(ValueError, match="num_concepts"):
+        EncoderConfig(num_concepts=0)
+
+
+# ---------------------------------------------------------------------------------------------- LearnerState
+
+
+def test_learner_state_incremental_equals_from_history_after_a_late_review(encoder, log):
+    rows = _learner_rows(log, 2)
+    incremental = LearnerState.new(encoder=encoder, context_length=6)
+    for concept, t, correct, grade in rows:
+        incremental.observe(concept=concept, t=t, correct=correct, grade=grade)
+    late = rows[:10] + rows[11:]  # review 10 arrives last, out of order
+    partial = LearnerState.new(encoder=encoder, context_length=6)
+    for concept, t, correct, grade in late:
+        partial.observe(concept=concept, t=t, correct=correct, grade=grade)
+    with pytest.raises(ValueError, match="from_history"):
+        partial.observe(concept=rows[10][0], t=rows[10][1], correct=rows[10][2], grade=rows[10][3])
+    rebuilt = LearnerState.from_history(late + [rows[10]], encoder=encoder, context_length=6)
+    now = rows[-1][1] + 3600
+    for a, b in zip(incremental.context(now, 0.8), rebuilt.context(now, 0.8)):
+        assert np.array_equal(a, b)
+    assert incremental.cumulative_reward == rebuilt.cumulative_reward
+
+
+def test_learner_state_round_trips_through_json(encoder, log):
+    state = LearnerState.from_history(_learner_rows(log, 1), encoder=encoder, context_length=4)
+    restored = LearnerState.from_dict(json.loads(json.dumps(state.to_dict())), encoder=encoder)
+    now = float(log.t[log.learner == 1][-1]) + 60
+    for a, b in zip(state.context(now, 1.0), restored.context(now, 1.0)):
+        assert np.array_equal(a, b)
+    concept, t = 3, now + 10
+    review = {"concept": concept, "t": t, "correct": True, "grade": 3}
+    assert state.observe(**review) == restored.observe(**review)
+    assert len(json.dumps(state.to_dict())) < 2000
+
+
+def test_learner_state_from_dict_refuses_another_encoder(encoder):
+    data = LearnerState.new(encoder=encoder, context_length=3).to_dict()
+    with pytest.raises(ValueError, match="num_concepts"):
+        LearnerState.from_dict(data, encoder=StateEncoder(EncoderConfig(num_concepts=C + 1)))
+
+
+def test_context_ends_with_the_decision_now_and_keeps_context_length_positions(encoder, log):
+    rows = _learner_rows(log, 0)
+    state = LearnerState.from_history(rows, encoder=encoder, context_length=5)
+    now = rows[-1][1] + 7200
+    rtg, states, actions, timesteps = state.context(now, 0.9, max_timestep=23)
+    assert rtg.shape == actions.shape == timesteps.shape == (5,) and states.shape == (5, encoder.state_dim)
+    assert rtg.dtype == np.float32 and states.dtype == np.float32 and actions.dtype == timesteps.dtype == np.int64
+    assert actions[-1] == 0 and actions[:-1].tolist() == [r[0] for r in rows[-4:]]
+    assert rtg[-1] == np.float32(0.9 - state.cumulative_reward)
+    assert timesteps.tolist() == [21, 22, 22, 22, 22]  # steps 21..25 clipped to max_timestep - 1
+    assert np.array_equal(states[-1], state.encode(now))
+
+
+def test_new_learner_context_is_the_decision_alone(encoder):
+    rtg, states, actions, timesteps = LearnerState.new(encoder=encoder, context_length=20).context(T0, 0.7)
+    assert rtg.tolist() == [np.float32(0.7)] and actions.tolist() == [0] and timesteps.tolist() == [0]
+    assert np.array_equal(states[0], encoder.encode(encoder.init_memory(1), np.array([T0]))[0])
+
+
+def test_serving_states_and_returns_equal_the_extracted_trajectory(encoder, log):
+    ds = trajectories_from_columns(log, encoder=encoder.config, chunk_rows=17)
+    learner, k = 3, 25
+    rows = _learner_rows(log, learner)
+    state = LearnerState.from_history(rows[: k - 1], encoder=encoder, context_length=k)
+    start = ds.episode_starts[learner]
+    _, states, actions, timesteps = state.context(rows[k - 1][1], 0.0)
+    assert np.array_equal(states, ds.states[start : start + k])
+    assert np.array_equal(actions[:-1], ds.actions[start : start + k - 1])
+    assert np.array_equal(timesteps, ds.timesteps[start : start + k])
+    assert state.cumulative_reward == pytest.approx(float(ds.rewards[start : start + k - 1].sum()), abs=1e-6)

@@ -1,0 +1,91 @@
+"""Behaviour and baseline policies: each picks what its rule says, vectorised over learners."""
+import numpy as np
+import pytest
+
+from training.rl.policies import DEFAULT_POLICY_MIX, Observation, make_policy, normalise_mix
+
+C = 4
+
+
+def _obs(step: int = 0, *, recall=None, t=None, true_gain=None, m: int = 3) -> Observation:
+    recall = np.zeros((m, C)) if recall is None else np.asarray(recall, dtype=np.float64)
+    return Observation(
+        step=step,
+        t=np.zeros(m) if t is None else np.asarray(t, dtype=np.float64),
+        recall=recall,
+        states=np.zeros((m, 4 * C), dtype=np.float32),
+        cumulative_reward=np.zeros(m),
+        true_gain=true_gain,
+    )
+
+
+def _policy(name: str, m: int = 3, seed: int = 0):
+    return make_policy(name, num_learners=m, num_concepts=C, rng=np.random.default_rng(seed))
+
+
+def test_round_robin_cycles_through_concepts_in_position_order():
+    policy = _policy("round_robin")
+    chosen = [policy.select(_obs(step))[0] for step in range(6)]
+    assert chosen == [0, 1, 2, 3, 0, 1]
+
+
+def test_blocked_repeats_a_concept_block_size_times_then_moves_on():
+    policy = _policy("blocked")
+    chosen = [int(policy.select(_obs(step))[0]) for step in range(12)]
+    assert chosen == [0] * 5 + [1] * 5 + [2] * 2
+
+
+def test_random_is_deterministic_for_a_seed_and_covers_concepts():
+    a = [_policy("random", m=50, seed=7).select(_obs(m=50)) for _ in range(2)]
+    assert np.array_equal(a[0], a[1])
+    assert set(a[0].tolist()) == set(range(C))
+
+
+def test_lowest_recall_picks_the_lowest_estimate_and_never_reviewed_first_in_order():
+    recall = [[0.9, 0.2, 0.5, 0.3], [0.5, 0.0, 0.0, 0.1], [0.1, 0.1, 0.9, 0.9]]
+    assert _policy("lowest_recall").select(_obs(recall=recall)).tolist() == [1, 1, 0]
+
+
+def test_noisy_lowest_recall_mostly_follows_lowest_recall():
+    m = 2000
+    recall = np.tile([0.9, 0.8, 0.1, 0.7], (m, 1))
+    chosen = _policy("noisy_lowest_recall", m=m).select(_obs(recall=recall, m=m))
+    share = (chosen == 2).mean()
+    assert 0.75 < share < 0.9  # 1 - epsilon + epsilon / C = 0.85
+
+
+def test_leitner_introduces_new_concepts_then_reviews_the_lowest_due_box():
+    policy = _policy("leitner", m=1)
+    t = 1_700_000_000.0
+    for k in range(C):  # nothing due: introduce concepts in order
+        concept = policy.select(_obs(t=[t], m=1))
+        assert concept.tolist() == [k]
+        policy.observe(concepts=concept, t=np.array([t]), correct=np.array([k != 2]), rewards=np.zeros(1))
+        t += 30
+    # concept 2 failed (box 0, due 10 minutes later); the others are in box 1 (due an hour later)
+    assert policy.select(_obs(t=[t], m=1)).tolist() == [2]  # none due and none new: the one due soonest
+    assert policy.select(_obs(t=[t + 700], m=1)).tolist() == [2]
+    assert policy.select(_obs(t=[t + 7200], m=1)).tolist() == [2]  # lowest box first among the due
+    policy.observe(concepts=np.array([2]), t=np.array([t + 7200]), correct=np.array([True]), rewards=np.zeros(1))
+    assert policy.select(_obs(t=[t + 7200], m=1)).tolist() == [0]  # then the earliest due of box 1
+    assert policy.box[0].tolist() == [1, 1, 1, 1]
+
+
+def test_oracle_maximises_the_true_expected_gain_and_needs_the_simulator():
+    gain = np.array([[0.1, 0.3, 0.2, 0.0]] * 3)
+    assert _policy("oracle").select(_obs(true_gain=gain)).tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="true_gain"):
+        _policy("oracle").select(_obs())
+
+
+def test_default_mix_holds_good_and_bad_behaviour_and_normalises():
+    mix = normalise_mix(None)
+    assert sum(mix.values()) == pytest.approx(1.0)
+    assert mix["noisy_lowest_recall"] + mix["lowest_recall"] >= 0.4
+    assert mix["random"] > 0 and mix["blocked"] > 0
+    assert set(mix) == set(DEFAULT_POLICY_MIX)
+
+
+def test_unknown_policy_name_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="lowest_recall"):
+        _policy("smartest")

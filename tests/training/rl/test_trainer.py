@@ -1,0 +1,128 @@
+"""The training loop: window sampling, determinism, epoch checkpoints and resuming, cancellation, learning."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.rl.dt import DTConfig
+from training.rl.trainer import TrainConfig, TrainingCancelled, sample_windows, target_return, train
+from training.rl.trajectories import TrajectoryDataset
+
+S, A, K = 8, 4, 6
+TINY = DTConfig(state_dim=S, action_dim=A, hidden_dim=16, num_layers=1, num_heads=2, context_length=K,
+                max_timestep=64)
+
+
+def toy_dataset(*, episodes: int = 12, seed: int = 0) -> TrajectoryDataset:
+    """The logged action is the concept with the lowest first-feature block: learnable from the state alone."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 20, size=episodes)
+    n = int(lengths.sum())
+    states = rng.random((n, S)).astype(np.float32)
+    actions = states[:, :A].argmin(axis=1)
+    rewards = rng.random(n).astype(np.float32)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    rtg = np.concatenate([np.cumsum(rewards[a:b][::-1])[::-1] for a, b in zip(starts[:-1], starts[1:])])
+    return TrajectoryDataset(states=states, actions=actions, rewards=rewards, returns_to_go=rtg,
+                             timesteps=np.concatenate([np.arange(k) for k in lengths]), episode_starts=starts,
+                             concept_keys=[f"c{i}" for i in range(A)])
+
+
+def quick(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 8, "windows_per_epoch": 24, "learning_rate": 1e-3,
+                          **overrides})
+
+
+def test_windows_are_left_padded_at_episode_starts():
+    dataset = toy_dataset()
+    batch = sample_windows(dataset, rng=np.random.default_rng(0), batch_size=256, context_length=K)
+    mask = batch["attention_mask"]
+    assert mask[:, -1].all()  # every window ends at a real step
+    assert np.all(np.diff(mask, axis=1) >= 0)  # padding only on the left
+    assert (mask.sum(axis=1) < K).any() and (mask.sum(axis=1) == K).any()
+    for name in ("returns_to_go", "actions", "timesteps"):
+        assert np.all(batch[name][mask == 0] == 0)
+    # valid timesteps are consecutive within one episode and the first valid one follows the padding
+    t = np.where(mask == 1, batch["timesteps"], -1)
+    starts_inside = (mask.sum(axis=1) < K)
+    assert np.all(t[starts_inside].max(axis=1) - (mask[starts_inside].sum(axis=1) - 1) == 0)
+
+
+def test_target_return_is_a_quantile_of_episode_returns():
+    dataset = toy_dataset()
+    episode_returns = dataset.returns_to_go[dataset.episode_starts[:-1]]
+    assert target_return(dataset, quantile=1.0) == pytest.approx(episode_returns.max())
+    assert target_return(dataset, quantile=0.9) == pytest.approx(np.quantile(episode_returns, 0.9))
+
+
+def test_training_is_deterministic_for_a_seed():
+    first = train(dataset=toy_dataset(), model_config=TINY, train_config=quick())
+    second = train(dataset=toy_dataset(), model_config=TINY, train_config=quick())
+    assert first.loss_history == second.loss_history
+    assert first.device == "cpu" and first.model.config.return_scale > 0
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resuming_from_the_epoch_checkpoint_equals_training_straight(tmp_path):
+    straight = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2))
+    path = tmp_path / "dt_model.pt"
+    train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=1), checkpoint_path=path)
+    resumed = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2), checkpoint_path=path)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
+    assert resumed.loss_history == straight.loss_history
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_epoch_checkpoint_loads_with_weights_only(tmp_path):
+    path = tmp_path / "dt_model.pt"
+    train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=1), checkpoint_path=path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["epoch"] == 1 and len(checkpoint["loss_history"]) == 1
+    assert {"model", "config", "optimizer", "scheduler", "rng", "target_return"} <= set(checkpoint)
+    assert all(isinstance(v, torch.Tensor) for v in checkpoint["rng"].values())
+
+
+def test_resume_refuses_a_checkpoint_for_other_data(tmp_path):
+    path = tmp_path / "dt_model.pt"
+    train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=1), checkpoint_path=path)
+    with pytest.raises(ValueError, match="different dataset"):
+        train(dataset=toy_dataset(seed=1), model_config=TINY, train_config=quick(), checkpoint_path=path)
+    restarted = train(dataset=toy_dataset(seed=1), model_config=TINY, train_config=quick(epochs=1),
+                      checkpoint_path=path, resume=False)
+    assert restarted.resumed_from_epoch == 0
+
+
+def test_cancellation_stops_at_the_next_step_without_a_checkpoint(tmp_path):
+    path = tmp_path / "dt_model.pt"
+    polls, steps = [], []
+
+    def should_stop() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(TrainingCancelled, match="epoch 1, step 3"):
+        train(dataset=toy_dataset(), model_config=TINY, train_config=quick(progress_every=1),
+              checkpoint_path=path, should_stop=should_stop, on_progress=lambda *args: steps.append(args))
+    assert len(steps) == 2 and not path.exists()
+
+
+def test_progress_reports_epochs_and_steps():
+    calls = []
+    train(dataset=toy_dataset(), model_config=TINY, train_config=quick(progress_every=2),
+          on_progress=lambda *args: calls.append(args))
+    assert [c[:4] for c in calls] == [(1, 2, 2, 3), (1, 2, 3, 3), (2, 2, 2, 3), (2, 2, 3, 3)]
+    assert all(math.isfinite(c[4]) for c in calls)
+
+
+def test_loss_decreases_on_a_learnable_dataset():
+    config = DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2, num_heads=2, context_length=K,
+                      max_timestep=64, dropout=0.0)
+    result = train(dataset=toy_dataset(episodes=30), model_config=config,
+                   train_config=quick(epochs=4, windows_per_epoch=160, batch_size=16, learning_rate=3e-3))
+    assert result.loss_history[0] > result.final_loss
+    assert result.final_loss < 0.7 * math.log(A)

@@ -1,0 +1,130 @@
+"""`train_crl_policy` and `evaluate_policy` end to end, on tiny sizes (seconds, not minutes)."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from curriculum.models import Concept, Curriculum, PolicyModel, PromotionEvent, ReviewLog
+from training.rl.artifacts import verify_artifacts
+
+pytestmark = pytest.mark.django_db
+
+TINY = ["--num_users", "24", "--interactions", "24", "--epochs", "1", "--batch_size", "16", "--eval_students", "6",
+        "--no_cuda", "--no-progress"]
+POLICIES = {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle"}
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def assert_evaluation_shape(data: dict, *, students: int, seed: int) -> None:
+    assert set(data) == {"metric", "students", "seed", "results"}
+    assert (data["metric"], data["students"], data["seed"]) == ("mean_final_recall", students, seed)
+    assert set(data["results"]) == POLICIES
+    for name, result in data["results"].items():
+        lo, hi = result["ci95"]
+        assert set(result) == {"mean", "ci95"} and 0.0 <= lo <= result["mean"] <= hi <= 1.0, name
+
+
+def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_parses(tmp_path):
+    out_dir = tmp_path / "models"
+    summary = run("train_crl_policy", "--output_dir", str(out_dir), "--concepts", "6", *TINY)
+
+    config, weights = verify_artifacts(directory=out_dir)  # raises on any inconsistency
+    assert (out_dir / "dt_model.pt").is_file()
+    assert config["action_dim"] == 6 and config["state_dim"] == 24 and config["concept_keys"] == [str(i) for i in range(6)]
+    assert np.isfinite(config["target_return"]) and config["extra"]["loss_history"]
+    assert_evaluation_shape(json.loads((out_dir / "evaluation.json").read_text()), students=6, seed=1234)
+    assert "lowest_recall" in summary and "final loss" in summary and "dt_lite_weights.npz" in summary
+
+    printed = run("evaluate_policy", "--policy_dir", str(out_dir), "--students", "5", "--seed", "7", "--json")
+    assert_evaluation_shape(json.loads(printed), students=5, seed=7)
+    assert not Curriculum.objects.exists() and not PolicyModel.objects.exists()  # nothing registered unasked
+
+
+def test_training_is_deterministic_for_a_seed_on_the_cpu(tmp_path):
+    run("train_crl_policy", "--output_dir", str(tmp_path / "a"), "--concepts", "4", *TINY)
+    run("train_crl_policy", "--output_dir", str(tmp_path / "b"), "--concepts", "4", *TINY)
+    assert (tmp_path / "a" / "dt_lite_weights.npz").read_bytes() == (tmp_path / "b" / "dt_lite_weights.npz").read_bytes()
+
+
+def test_register_and_promote_serve_a_new_curriculum_with_its_keys(tmp_path):
+    summary = run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--curriculum", "spanish", "--concepts", "5",
+                  "--promote", *TINY)
+
+    curriculum = Curriculum.objects.get(key="spanish")
+    keys = list(curriculum.concepts.order_by("position").values_list("key", flat=True))
+    assert keys == ["c00", "c01", "c02", "c03", "c04"]
+    policy = PolicyModel.objects.get(curriculum=curriculum)
+    assert (policy.version, policy.status) == (1, PolicyModel.Status.ACTIVE)
+    assert policy.config["concept_keys"] == keys
+    assert_evaluation_shape(policy.metrics, students=6, seed=1234)
+    assert PromotionEvent.objects.filter(curriculum=curriculum, to_version=1).count() == 1
+    assert "Registered spanish v1 (active)" in summary
+
+    # The next run trains on that curriculum's concepts (their count, their keys) without being told.
+    run("train_crl_policy", "--output_dir", str(tmp_path / "m2"), "--curriculum", "spanish", "--register", *TINY)
+    second = PolicyModel.objects.get(curriculum=curriculum, version=2)
+    assert second.status == PolicyModel.Status.CANDIDATE and second.config["concept_keys"] == keys
+
+
+def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_curriculum):
+    from training import services
+
+    curriculum = make_curriculum("db", concepts=4)
+    job = services.launch_synthetic_generation(curriculum=curriculum, num_users=12, interactions=15, seed=3)
+    services.run_synthetic_generation(job_id=job.pk)
+    assert ReviewLog.objects.filter(curriculum=curriculum).count() == 180
+
+    summary = run("train_crl_policy", "--from-db", "--curriculum", "db", "--output_dir", str(tmp_path / "m"),
+                  "--register", *TINY)
+    policy = PolicyModel.objects.get(curriculum=curriculum)
+    assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
+    assert "12 episodes, 180 steps" in summary
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from-db"], "--from-db needs --curriculum"),
+        (["--register"], "need --curriculum"),
+        (["--num_users", "0"], "--num_users: expected 1 to"),
+        (["--concepts", "1"], "--concepts: expected 2 to"),
+        (["--from-db", "--curriculum", "nowhere"], "no curriculum 'nowhere'"),
+        (["--promote", "--curriculum", "x", "--force"], "--force needs --reason"),
+    ],
+)
+def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("train_crl_policy", "--output_dir", str(tmp_path), "--no-progress", *args)
+    assert not PolicyModel.objects.exists()
+
+
+def test_a_curriculum_without_reviews_or_with_other_concepts_is_refused(tmp_path, make_curriculum):
+    make_curriculum("empty", concepts=3)
+    with pytest.raises(CommandError, match="curriculum 'empty' has no reviews"):
+        run("train_crl_policy", "--from-db", "--curriculum", "empty", "--output_dir", str(tmp_path), *TINY)
+    with pytest.raises(CommandError, match="curriculum 'empty' has 3 concepts"):
+        run("train_crl_policy", "--curriculum", "empty", "--concepts", "5", "--output_dir", str(tmp_path), *TINY)
+    assert Concept.objects.filter(curriculum__key="empty").count() == 3
+
+
+def test_evaluate_policy_refuses_a_folder_without_a_policy_or_with_a_tampered_one(tmp_path):
+    with pytest.raises(CommandError, match="not a directory"):
+        run("evaluate_policy", "--policy_dir", str(tmp_path / "missing"), "--json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CommandError, match="dt_lite_config.json|dt_lite_weights.npz"):
+        run("evaluate_policy", "--policy_dir", str(tmp_path / "empty"), "--json")
+
+    run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--concepts", "3", *TINY)
+    weights = tmp_path / "m" / "dt_lite_weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(CommandError, match="SHA-256|dt_lite_weights.npz"):
+        run("evaluate_policy", "--policy_dir", str(tmp_path / "m"), "--json")

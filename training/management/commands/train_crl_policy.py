@@ -1,0 +1,144 @@
+"""`manage.py train_crl_policy`: train a Decision Transformer policy and export DTLite artifacts.
+
+On synthetic students by default (the original script's flags and defaults), or on a curriculum's
+ReviewLog with --from-db; --register creates the next PolicyModel version, --promote activates it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from training import pipeline
+from training.management.commands.evaluate_policy import format_results
+
+
+class Command(BaseCommand):
+    help = "Train a Decision Transformer curriculum policy and export dt_model.pt + DTLite artifacts."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--output_dir", default="./models", help="where the artifacts are written (default ./models)")
+        parser.add_argument("--num_users", type=int, default=500, help="synthetic learners (default 500)")
+        parser.add_argument("--interactions", type=int, default=100, help="reviews per synthetic learner (default 100)")
+        parser.add_argument("--concepts", type=int, default=None,
+                            help="concepts of a synthetic curriculum (default: the curriculum's, else 20)")
+        parser.add_argument("--epochs", type=int, default=10)
+        parser.add_argument("--batch_size", type=int, default=64)
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--no_cuda", action="store_true", help="train on the CPU even when CUDA is available")
+        parser.add_argument("--curriculum", help="curriculum key: its concepts are the actions (created if missing)")
+        parser.add_argument("--from-db", "--from_db", dest="from_db", action="store_true",
+                            help="train on the curriculum's ReviewLog instead of synthetic students")
+        parser.add_argument("--eval_students", type=int, default=200, help="held-out simulated students (default 200)")
+        parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
+        parser.add_argument("--promote", action="store_true", help="promote the registered version (implies --register)")
+        parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
+        parser.add_argument("--reason", default="", help="why (recorded in the promotion history)")
+        parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    def handle(self, *args, **options):
+        params = pipeline.TrainingParams(
+            num_users=options["num_users"],
+            interactions=options["interactions"],
+            concepts=options["concepts"],
+            epochs=options["epochs"],
+            batch_size=options["batch_size"],
+            seed=options["seed"],
+            no_cuda=options["no_cuda"],
+            eval_students=options["eval_students"],
+        )
+        try:
+            params.validate()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        register = options["register"] or options["promote"]
+        if options["from_db"] and not options["curriculum"]:
+            raise CommandError("--from-db needs --curriculum KEY (whose ReviewLog to train on)")
+        if register and not options["curriculum"]:
+            raise CommandError("--register/--promote need --curriculum KEY (which curriculum the version serves)")
+        if options["force"] and not options["reason"]:
+            raise CommandError("--force needs --reason (it is recorded in the promotion history)")
+
+        progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
+        started = time.monotonic()
+        try:
+            result = pipeline.train_policy(
+                params=params,
+                output_dir=Path(options["output_dir"]),
+                curriculum_key=options["curriculum"],
+                from_db=options["from_db"],
+                progress=progress,
+            )
+        except pipeline.PipelineError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            progress.close()
+
+        registered = None
+        if register:
+            from curriculum import services
+
+            registered = services.register_policy(
+                curriculum=result.curriculum, artifact_dir=result.output_dir, config=result.config, metrics=result.metrics,
+                notes=f"train_crl_policy {json.dumps(params.as_dict())}",
+            )
+            if options["promote"]:
+                try:
+                    services.promote_policy(
+                        policy=registered, actor=None, reason=options["reason"] or "train_crl_policy --promote",
+                        force=options["force"],
+                    )
+                except services.PolicyError as exc:
+                    raise CommandError(f"registered {registered} but did not promote it: {exc}") from exc
+                registered.refresh_from_db()
+        self._summary(result, registered, time.monotonic() - started)
+
+    def _summary(self, result, registered, seconds: float) -> None:
+        out = self.stdout
+        out.write("")
+        out.write(f"Artifacts in {result.output_dir}:")
+        for name, sha in sorted(result.files.items()):
+            out.write(f"  {name:<22} sha256 {sha[:16]}...")
+        out.write(f"Device: {result.device}   final loss: {result.final_loss:.4f}   "
+                  f"target return: {result.config.get('target_return', float('nan')):.4f}   "
+                  f"dataset: {result.dataset_stats.get('episodes')} episodes, {result.dataset_stats.get('steps')} steps")
+        out.write(f"Evaluation: {result.metrics.get('metric')} on {result.metrics.get('students')} held-out students "
+                  f"(seed {result.metrics.get('seed')}; written to {result.output_dir / pipeline.EVALUATION_FILE})")
+        out.write(format_results(result.metrics))
+        if registered is not None:
+            out.write(self.style.SUCCESS(f"Registered {registered.curriculum.key} v{registered.version} ({registered.status})"))
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items() if k != "total")
+        out.write(f"Done in {seconds:.0f} s ({stages}).")
+
+
+class _ProgressBars:
+    """tqdm bars for the pipeline's stages; the pipeline reports (stage, done, total, info)."""
+
+    def __init__(self, *, enabled: bool, stream) -> None:
+        self.enabled, self.stream = enabled, stream
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int, info: dict | None = None) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, file=self.stream, dynamic_ncols=True, leave=True)
+        assert self.bar is not None
+        if total != self.bar.total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        if info:
+            self.bar.set_postfix({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in info.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.stage = None

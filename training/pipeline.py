@@ -1,0 +1,356 @@
+"""The training pipeline shared by `train_crl_policy` and training runs: data -> trajectories -> DT -> DTLite
+artifacts -> closed-loop evaluation. Registration and promotion stay with the callers (curriculum.services).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.db import connection
+
+from curriculum.models import Concept, Curriculum, ReviewLog
+
+from .rl.features import EncoderConfig
+from .rl.simulator import generate_logs
+from .rl.trainer import TrainConfig
+from .rl.trajectories import (
+    DEFAULT_CHUNK_ROWS, ReviewColumns, TrajectoryDataset, dataset_statistics, extract_trajectories,
+)
+
+REVIEW_CHUNK_ROWS = 50_000
+EVALUATION_SEED = 1234  # evaluate_policy's default; training seeds must differ
+# The trainer's settings for every policy this project trains (the command and the admin's runs alike).
+TRAIN_DEFAULTS = TrainConfig()
+
+
+def curriculum_concept_keys(*, curriculum: Curriculum) -> list[str]:
+    """Concept keys in action (position) order."""
+    return list(Concept.objects.filter(curriculum=curriculum).order_by("position").values_list("key", flat=True))
+
+
+def _epoch_seconds_sql() -> str:
+    if connection.vendor == "postgresql":
+        return "EXTRACT(EPOCH FROM r.reviewed_at)::float8"
+    if connection.vendor == "sqlite":
+        # Django stores SQLite date-times as UTC text; julianday keeps sub-millisecond precision.
+        return "(julianday(r.reviewed_at) - 2440587.5) * 86400.0"
+    raise NotImplementedError(f"review extraction does not support the {connection.vendor} database")
+
+
+def iter_review_chunks(*, curriculum: Curriculum, chunk_size: int = REVIEW_CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
+    """Stream a curriculum's reviews in (learner, time) order as columnar chunks, with bounded memory.
+
+    Each chunk: learner int64 (database id), concept int64 (position = action index), t float64 (epoch
+    seconds), correct bool, grade int8 (0 when unknown). A learner may continue into the next chunk.
+    """
+    positions = dict(Concept.objects.filter(curriculum=curriculum).values_list("id", "position"))
+    ids = np.fromiter(positions.keys(), dtype=np.int64, count=len(positions))
+    order = np.argsort(ids)
+    ids_sorted = ids[order]
+    pos_sorted = np.fromiter(positions.values(), dtype=np.int64, count=len(positions))[order]
+    sql = (
+        f"SELECT r.learner_id, r.concept_id, {_epoch_seconds_sql()}, r.correct, COALESCE(r.grade, 0) "
+        f"FROM {ReviewLog._meta.db_table} r WHERE r.curriculum_id = %s ORDER BY r.learner_id, r.reviewed_at, r.id"
+    )
+    # A server-side cursor on PostgreSQL: rows arrive in chunks instead of the whole result at once.
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, [curriculum.pk])
+        while True:
+            rows = cursor.fetchmany(chunk_size)
+            if not rows:
+                return
+            learner, concept_id, t, correct, grade = zip(*rows)
+            concept_ids = np.asarray(concept_id, dtype=np.int64)
+            yield {
+                "learner": np.asarray(learner, dtype=np.int64),
+                "concept": pos_sorted[np.searchsorted(ids_sorted, concept_ids)],
+                "t": np.asarray(t, dtype=np.float64),
+                "correct": np.asarray(correct, dtype=bool),
+                "grade": np.asarray(grade, dtype=np.int8),
+            }
+
+
+class PipelineError(Exception):
+    """The pipeline cannot run with these inputs; the message says what to change."""
+
+
+ProgressCallback = Callable[[str, int, int, dict], None]  # (stage, done, total, info)
+
+
+def _report(on_progress: ProgressCallback | None, stage: str, done: int, total: int, **info: Any) -> None:
+    if on_progress is not None:
+        on_progress(stage, done, total, info)
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """`train_crl_policy`'s parameters (the original script's flags and defaults).
+
+    concepts None: the curriculum's concept count when it has concepts, else DEFAULT_CONCEPTS.
+    """
+
+    num_users: int = 500
+    interactions: int = 100
+    concepts: int | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 42
+    no_cuda: bool = False
+    eval_students: int = 200
+    eval_seed: int = EVALUATION_SEED
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag and what it accepts."""
+        checks = (
+            ("num_users", 1, 1_000_000), ("interactions", 2, 100_000), ("epochs", 1, 1000),
+            ("batch_size", 1, 8192), ("eval_students", 2, 100_000),
+        )
+        for name, low, high in checks:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"--{name}: expected {low} to {high}, got {value}")
+        if self.concepts is not None and not 2 <= self.concepts <= MAX_CONCEPTS:
+            raise ValueError(f"--concepts: expected 2 to {MAX_CONCEPTS}, got {self.concepts}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_CONCEPTS = 20
+MAX_CONCEPTS = 5000
+
+
+def synthetic_concept_keys(count: int) -> list[str]:
+    """Keys for a new synthetic curriculum: c00, c01, ... (zero-padded to sort in position order)."""
+    width = max(2, len(str(count - 1)))
+    return [f"c{i:0{width}d}" for i in range(count)]
+
+
+# ------------------------------------------------------------------------------------------- datasets
+def build_synthetic_dataset(
+    *, num_users: int, interactions: int, concepts: int, seed: int, concept_keys: list[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> TrajectoryDataset:
+    """Simulate a cohort under the behaviour-policy mix and turn its log into trajectories."""
+    if concept_keys and len(concept_keys) != concepts:
+        raise PipelineError(f"concepts is {concepts} but the curriculum has {len(concept_keys)} concepts")
+    _report(on_progress, "simulating students", 0, num_users * interactions)
+    logs = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed)
+    _report(on_progress, "simulating students", len(logs), len(logs))
+    encoder = EncoderConfig(num_concepts=concepts)
+    chunks = _progress_chunks(logs.chunks(size=DEFAULT_CHUNK_ROWS), total=len(logs), on_progress=on_progress)
+    return extract_trajectories(chunks=chunks, encoder=encoder, concept_keys=concept_keys or None, total_rows=len(logs))
+
+
+def _progress_chunks(chunks: Iterable[ReviewColumns], *, total: int, on_progress: ProgressCallback | None):
+    done = 0
+    _report(on_progress, "extracting trajectories", 0, total)
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)  # the chunk has been consumed when the next one is asked for
+        _report(on_progress, "extracting trajectories", done, max(total, done))
+
+
+def build_dataset_from_reviews(
+    *, curriculum: Curriculum, on_progress: ProgressCallback | None = None, chunk_size: int = REVIEW_CHUNK_ROWS,
+) -> TrajectoryDataset:
+    """A curriculum's ReviewLog -> trajectories (one episode per learner), streamed in chunks."""
+    keys = curriculum_concept_keys(curriculum=curriculum)
+    if len(keys) < 2:
+        raise PipelineError(f"curriculum {curriculum.key!r} has {len(keys)} concepts; a policy needs at least 2")
+    total = ReviewLog.objects.filter(curriculum=curriculum).count()
+    if total == 0:
+        raise PipelineError(f"curriculum {curriculum.key!r} has no reviews (generate or import some first)")
+
+    def columns() -> Iterator[ReviewColumns]:
+        for chunk in iter_review_chunks(curriculum=curriculum, chunk_size=chunk_size):
+            n = len(chunk["learner"])
+            yield ReviewColumns(
+                learner=chunk["learner"], concept=chunk["concept"], t=chunk["t"], correct=chunk["correct"],
+                grade=chunk["grade"], response_time_ms=np.full(n, -1, dtype=np.int32),
+            )
+
+    encoder = EncoderConfig(num_concepts=len(keys))
+    chunks = _progress_chunks(columns(), total=total, on_progress=on_progress)
+    return extract_trajectories(chunks=chunks, encoder=encoder, concept_keys=keys, total_rows=total)
+
+
+# ------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainOutcome:
+    files: dict[str, str]  # artifact file name -> sha256
+    config: dict[str, Any]  # the dt_lite_config.json written
+    final_loss: float
+    losses: list[float]  # mean loss per epoch
+    device: str
+    seconds: float
+
+
+def train_and_export(
+    *, dataset: TrajectoryDataset, output_dir: str | os.PathLike, epochs: int, batch_size: int, seed: int,
+    no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
+    on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
+    train_config: TrainConfig | None = None,
+) -> TrainOutcome:
+    """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
+    dt_lite_config.json to output_dir. Raises trainer.TrainingCancelled when should_stop() says so."""
+    from .rl.artifacts import CONFIG_FILE, export_artifacts
+    from .rl.trainer import train
+
+    config = replace(train_config or TRAIN_DEFAULTS, epochs=epochs, batch_size=batch_size, seed=seed, no_cuda=no_cuda)
+    device = "cuda" if not no_cuda and _cuda_available() else "cpu"
+
+    def progress(epoch: int, epochs_: int, step: int, steps: int, loss: float) -> None:
+        _report(on_progress, "training", (epoch - 1) * steps + step, epochs_ * steps,
+                epoch=epoch, loss=float(loss), device=device)
+
+    try:
+        result = train(dataset=dataset, train_config=config, checkpoint_path=checkpoint_path,
+                       on_progress=progress, should_stop=should_stop)
+    except ValueError as exc:
+        raise PipelineError(f"cannot train on this dataset: {exc}") from exc
+    _report(on_progress, "exporting artifacts", 0, 1)
+    files = export_artifacts(
+        model=result.model, output_dir=output_dir, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
+        target_return=result.target_return, optimizer_state=result.optimizer_state,
+        extra={"loss_history": result.loss_history, "epochs": result.epochs_completed, "batch_size": batch_size,
+               "seed": seed, "device": result.device, "learning_rate": config.learning_rate,
+               "target_return_quantile": config.target_return_quantile},
+    )
+    _report(on_progress, "exporting artifacts", 1, 1)
+    written = json.loads((Path(output_dir) / CONFIG_FILE).read_text())
+    return TrainOutcome(files=files, config=written, final_loss=result.final_loss, losses=list(result.loss_history),
+                        device=result.device, seconds=result.seconds)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+def evaluate_export(
+    *, output_dir: str | os.PathLike, students: int = 200, seed: int = EVALUATION_SEED, interactions: int = 100,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Closed-loop evaluation of the DTLite policy in output_dir against the baselines (evaluate_policy's JSON)."""
+    from .rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, ArtifactError
+    from .rl.dtlite import DTLite
+    from .rl.evaluation import BASELINES, evaluate
+
+    directory = Path(output_dir)
+    try:
+        model = DTLite.load(directory / WEIGHTS_FILE, directory / CONFIG_FILE)
+    except (ArtifactError, OSError) as exc:
+        raise PipelineError(f"cannot load the policy in {directory}: {exc}") from exc
+    runs = 1 + len(BASELINES)
+    _report(on_progress, "evaluating", 0, runs)
+
+    def progress(done: int, total: int, name: str) -> None:
+        _report(on_progress, "evaluating", done, total, policy=name)
+
+    return evaluate(policy=model, num_concepts=int(model.config["action_dim"]), students=students,
+                    interactions=interactions, seed=seed, concept_keys=list(model.config["concept_keys"]),
+                    on_progress=progress)
+
+
+# ------------------------------------------------------------------------------------ train_crl_policy
+@dataclass
+class PolicyResult:
+    curriculum: Curriculum | None
+    output_dir: Path
+    files: dict[str, str]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    final_loss: float
+    losses: list[float]
+    device: str
+    dataset_stats: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+
+
+def train_policy(
+    *, params: TrainingParams, output_dir: str | os.PathLike, curriculum_key: str | None = None,
+    from_db: bool = False, progress: ProgressCallback | None = None,
+) -> PolicyResult:
+    """Data (synthetic, or a curriculum's ReviewLog) -> trajectories -> DT -> artifacts -> evaluation.
+
+    Synthetic with a curriculum_key: the curriculum's concepts are the actions (the curriculum and c00, c01, ...
+    are created when it does not exist). Registration and promotion are the caller's (curriculum.services).
+    """
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+    seconds: dict[str, float] = {}
+    started = time.monotonic()
+    curriculum = None
+    if from_db:
+        if not curriculum_key:
+            raise PipelineError("training on the ReviewLog (--from-db) needs a curriculum key")
+        curriculum = Curriculum.objects.filter(key=curriculum_key).first()
+        if curriculum is None:
+            raise PipelineError(f"no curriculum {curriculum_key!r} (import reviews into it first)")
+        dataset = build_dataset_from_reviews(curriculum=curriculum, on_progress=progress)
+        concepts = len(dataset.concept_keys)
+        if params.concepts is not None and params.concepts != concepts:
+            raise PipelineError(f"--concepts {params.concepts}: curriculum {curriculum_key!r} has {concepts} concepts "
+                                f"(leave --concepts out with --from-db)")
+    else:
+        concepts, keys = params.concepts, None
+        if curriculum_key:
+            curriculum, keys = _synthetic_curriculum(curriculum_key, params.concepts)
+            concepts = len(keys)
+        concepts = concepts or DEFAULT_CONCEPTS
+        dataset = build_synthetic_dataset(num_users=params.num_users, interactions=params.interactions,
+                                          concepts=concepts, seed=params.seed, concept_keys=keys,
+                                          on_progress=progress)
+    stats = dataset_statistics(dataset)
+    seconds["data"] = time.monotonic() - started
+
+    output = Path(output_dir)
+    stage = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="crl-train-") as tmp:
+        # The training checkpoint (with the optimizer, for resuming) stays apart from the exported dt_model.pt.
+        outcome = train_and_export(dataset=dataset, output_dir=output, epochs=params.epochs,
+                                   batch_size=params.batch_size, seed=params.seed, no_cuda=params.no_cuda,
+                                   checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress)
+    del dataset
+    seconds["training"] = time.monotonic() - stage
+    stage = time.monotonic()
+    metrics = evaluate_export(output_dir=output, students=params.eval_students, seed=params.eval_seed,
+                              interactions=params.interactions, on_progress=progress)
+    seconds["evaluation"] = time.monotonic() - stage
+    (output / EVALUATION_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    seconds["total"] = time.monotonic() - started
+    return PolicyResult(curriculum=curriculum, output_dir=output, files=outcome.files, config=outcome.config,
+                        metrics=metrics, final_loss=outcome.final_loss, losses=outcome.losses, device=outcome.device,
+                        dataset_stats=stats, seconds=seconds)
+
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _synthetic_curriculum(key: str, concepts: int | None) -> tuple[Curriculum, list[str]]:
+    """The curriculum a synthetic policy will serve: existing (its concepts) or new (c00, c01, ...)."""
+    from curriculum.services import ensure_curriculum
+
+    curriculum = Curriculum.objects.filter(key=key).first()
+    keys = curriculum_concept_keys(curriculum=curriculum) if curriculum is not None else []
+    if not keys:
+        curriculum = ensure_curriculum(key=key, concept_keys=synthetic_concept_keys(concepts or DEFAULT_CONCEPTS))
+        keys = curriculum_concept_keys(curriculum=curriculum)
+    elif concepts is not None and concepts != len(keys):
+        raise PipelineError(f"--concepts {concepts}: curriculum {key!r} has {len(keys)} concepts, and a synthetic "
+                            f"policy for it must use exactly those (leave --concepts out)")
+    if len(keys) < 2:
+        raise PipelineError(f"curriculum {key!r} has {len(keys)} concepts; a policy needs at least 2")
+    return curriculum, keys

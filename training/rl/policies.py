@@ -1,0 +1,181 @@
+"""Behaviour and baseline policies that pick the next concept, vectorised over learners (NumPy only).
+
+All but ``oracle`` see only what the review log shows (the encoder's estimate); ``oracle`` reads the simulator's
+true recall and exists for evaluation only, as the ceiling.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a policy sees before choosing, for its m learners (all at the same step of their sessions)."""
+
+    step: int  # reviews each learner has done so far
+    t: np.ndarray  # float64 [m], seconds since the epoch
+    recall: np.ndarray  # float64 [m, C], the encoder's estimate
+    states: np.ndarray  # float32 [m, S], the encoder's state
+    cumulative_reward: np.ndarray  # float64 [m]
+    # only for policies with uses_true_recall (the simulator's truth):
+    true_recall: np.ndarray | None = None  # float64 [m, C]
+    true_gain: np.ndarray | None = None  # float64 [m, C], expected rise of true recall a horizon ahead if reviewed
+
+
+class Policy:
+    """One policy for a fixed group of m learners; keeps whatever per-learner state it needs."""
+
+    name: ClassVar[str]
+    uses_true_recall: ClassVar[bool] = False
+
+    def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> None:
+        self.num_learners = num_learners
+        self.num_concepts = num_concepts
+        self.rng = rng
+
+    def select(self, obs: Observation) -> np.ndarray:
+        """Concept positions int64 [m]."""
+        raise NotImplementedError
+
+    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray, rewards: np.ndarray) -> None:
+        """The outcome of the reviews just chosen (most policies need nothing)."""
+
+
+class RandomPolicy(Policy):
+    name = "random"
+
+    def select(self, obs: Observation) -> np.ndarray:
+        return self.rng.integers(0, self.num_concepts, size=self.num_learners, dtype=np.int64)
+
+
+class RoundRobinPolicy(Policy):
+    name = "round_robin"
+
+    def select(self, obs: Observation) -> np.ndarray:
+        return np.full(self.num_learners, obs.step % self.num_concepts, dtype=np.int64)
+
+
+class BlockedPolicy(Policy):
+    """The same concept block_size times in a row, then the next: massed practice, a weak behaviour."""
+
+    name = "blocked"
+    block_size = 5
+
+    def select(self, obs: Observation) -> np.ndarray:
+        return np.full(self.num_learners, (obs.step // self.block_size) % self.num_concepts, dtype=np.int64)
+
+
+class LeitnerPolicy(Policy):
+    """Leitner boxes on a clock: correct promotes a box, wrong sends back to box 0; box b is due interval[b] after
+    its last review. Review the lowest due box (earliest due first); when nothing is due, introduce the next new
+    concept; when none is new, the one due soonest."""
+
+    name = "leitner"
+    intervals_s = np.array([600.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0])
+
+    def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> None:
+        super().__init__(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
+        self.box = np.full((num_learners, num_concepts), -1, dtype=np.int64)  # -1: never reviewed
+        self.due = np.zeros((num_learners, num_concepts))
+
+    def select(self, obs: Observation) -> np.ndarray:
+        seen = self.box >= 0
+        due_now = seen & (self.due <= obs.t[:, None])
+        # box dominates (1e12 s is far beyond any due time), the due time breaks ties
+        due_choice = np.argmin(np.where(due_now, self.box * 1e12 + self.due, np.inf), axis=1)
+        new_choice = np.argmax(~seen, axis=1)
+        soonest = np.argmin(np.where(seen, self.due, np.inf), axis=1)
+        return np.where(due_now.any(axis=1), due_choice, np.where((~seen).any(axis=1), new_choice, soonest))
+
+    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray, rewards: np.ndarray) -> None:
+        rows = np.arange(self.num_learners)
+        promoted = np.maximum(self.box[rows, concepts], 0) + 1  # a new concept answered correctly starts in box 1
+        box = np.where(correct, np.minimum(promoted, len(self.intervals_s) - 1), 0)
+        self.box[rows, concepts] = box
+        self.due[rows, concepts] = t + self.intervals_s[box]
+
+
+class LowestRecallPolicy(Policy):
+    """The concept with the lowest estimated recall (never reviewed ones first, in position order)."""
+
+    name = "lowest_recall"
+
+    def select(self, obs: Observation) -> np.ndarray:
+        return np.argmin(obs.recall, axis=1)
+
+
+class NoisyLowestRecallPolicy(LowestRecallPolicy):
+    """lowest_recall, but a random concept with probability epsilon: good behaviour with exploration."""
+
+    name = "noisy_lowest_recall"
+    epsilon = 0.2
+
+    def select(self, obs: Observation) -> np.ndarray:
+        explore = self.rng.random(self.num_learners) < self.epsilon
+        random = self.rng.integers(0, self.num_concepts, size=self.num_learners, dtype=np.int64)
+        return np.where(explore, random, super().select(obs))
+
+
+class OraclePolicy(Policy):
+    """The concept whose review raises the expected TRUE recall a horizon ahead the most (one-step lookahead on
+    the simulated memory): the ceiling, not a competitor. (The argmin of true recall is no ceiling: it spends
+    reviews on concepts too far gone to be recalled.)"""
+
+    name = "oracle"
+    uses_true_recall = True
+
+    def select(self, obs: Observation) -> np.ndarray:
+        if obs.true_gain is None:
+            raise ValueError("oracle: the observation has no true_gain (only the simulator can provide it)")
+        return np.argmax(obs.true_gain, axis=1)
+
+
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (
+        RandomPolicy,
+        RoundRobinPolicy,
+        BlockedPolicy,
+        LeitnerPolicy,
+        LowestRecallPolicy,
+        NoisyLowestRecallPolicy,
+        OraclePolicy,
+    )
+}
+BEHAVIOUR_POLICIES = tuple(name for name, cls in POLICIES.items() if not cls.uses_true_recall)
+
+# Weak (random, blocked), middling (round_robin, leitner) and good (lowest_recall, its noisy twin) behaviour:
+# offline RL needs good trajectories to imitate and bad ones so that the return means something.
+DEFAULT_POLICY_MIX: dict[str, float] = {
+    "random": 0.15,
+    "round_robin": 0.1,
+    "blocked": 0.1,
+    "leitner": 0.15,
+    "lowest_recall": 0.15,
+    "noisy_lowest_recall": 0.35,
+}
+
+
+def make_policy(name: str, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> Policy:
+    try:
+        cls = POLICIES[name]
+    except KeyError:
+        raise ValueError(f"policy: unknown name {name!r}; expected one of {sorted(POLICIES)}") from None
+    return cls(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
+
+
+def normalise_mix(mix: dict[str, float] | None) -> dict[str, float]:
+    """Weights of a policy mix summing to 1; behaviour policies only (the oracle cannot write a real log)."""
+    mix = DEFAULT_POLICY_MIX if mix is None else mix
+    bad = sorted(name for name in mix if name not in BEHAVIOUR_POLICIES)
+    if bad:
+        raise ValueError(
+            f"policy_mix: {bad} are not behaviour policies; expected names from {list(BEHAVIOUR_POLICIES)}"
+        )
+    total = float(sum(mix.values()))
+    if total <= 0 or any(w < 0 for w in mix.values()):
+        raise ValueError(f"policy_mix: weights must be non-negative and not all zero, got {mix!r}")
+    return {name: float(w) / total for name, w in mix.items() if w > 0}

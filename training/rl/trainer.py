@@ -1,0 +1,303 @@
+"""Training loop for the Decision Transformer on a TrajectoryDataset (PyTorch).
+
+Windows of `context_length` steps are sampled from the episodes, the action at each valid position is
+predicted with cross-entropy, and a resumable `dt_model.pt` checkpoint is written after every epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.rl.artifacts import FORMAT_VERSION, read_checkpoint, write_checkpoint
+from training.rl.dt import DecisionTransformer, DTConfig
+from training.rl.trajectories import TrajectoryDataset
+
+
+class TrainingCancelled(Exception):
+    """should_stop() asked training to stop; the last epoch checkpoint (if any) is kept for resuming."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int | None = None  # linear warm-up, then constant (as the original DT); None: one epoch
+    grad_clip: float = 0.25
+    # An epoch is ceil(windows_per_epoch / batch_size) optimizer steps. None: coverage * N / context_length
+    # windows for N dataset steps, i.e. each step is, on average, the target `coverage` times per epoch.
+    windows_per_epoch: int | None = None
+    coverage: float = 2.0
+    seed: int = 42
+    no_cuda: bool = False
+    # the return-to-go used at inference: this quantile of the dataset's episode returns (in-distribution
+    # but ambitious; the max is often one lucky episode)
+    target_return_quantile: float = 0.9
+    progress_every: int = 10  # steps between on_progress calls (and always at an epoch's end)
+    num_threads: int | None = None  # torch.set_num_threads; None leaves the caller's setting alone
+
+    def steps_per_epoch(self, *, num_steps: int, context_length: int) -> int:
+        windows = self.windows_per_epoch or math.ceil(self.coverage * num_steps / context_length)
+        return max(1, math.ceil(windows / self.batch_size))
+
+
+@dataclass
+class TrainResult:
+    model: DecisionTransformer  # eval mode, on the CPU
+    loss_history: list[float]  # mean training loss per epoch
+    final_loss: float
+    target_return: float
+    device: str
+    epochs_completed: int
+    steps_per_epoch: int
+    resumed_from_epoch: int  # 0 when training started from scratch
+    seconds: float  # wall time of this call
+    optimizer_state: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+ProgressCallback = Callable[[int, int, int, int, float], None]
+
+
+def check_dataset(dataset: TrajectoryDataset) -> None:
+    """Raise ValueError naming the field unless the dataset's arrays are consistent."""
+    n = len(dataset.actions)
+    if n == 0:
+        raise ValueError("dataset is empty: no steps to train on")
+    if dataset.states.ndim != 2 or len(dataset.states) != n:
+        raise ValueError(f"dataset.states must be [N={n}, S], got shape {dataset.states.shape}")
+    for name in ("rewards", "returns_to_go", "timesteps"):
+        if np.shape(getattr(dataset, name)) != (n,):
+            raise ValueError(f"dataset.{name} must be [N={n}], got shape {np.shape(getattr(dataset, name))}")
+    starts = np.asarray(dataset.episode_starts)
+    if starts.ndim != 1 or len(starts) < 2 or starts[0] != 0 or starts[-1] != n or np.any(np.diff(starts) < 0):
+        raise ValueError(f"dataset.episode_starts must rise from 0 to N={n}, got {starts[:5]}...")
+    if dataset.actions.min() < 0:
+        raise ValueError("dataset.actions must be >= 0")
+
+
+def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
+    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data."""
+    config = DTConfig(state_dim=dataset.states.shape[1],
+                      action_dim=max(len(dataset.concept_keys), int(dataset.actions.max()) + 1), **overrides)
+    return resolve_model_config(config, dataset)
+
+
+def resolve_model_config(config: DTConfig, dataset: TrajectoryDataset) -> DTConfig:
+    if config.state_dim != dataset.states.shape[1]:
+        raise ValueError(f"model_config.state_dim is {config.state_dim} but the dataset's states have "
+                         f"{dataset.states.shape[1]} features")
+    if int(dataset.actions.max()) >= config.action_dim:
+        raise ValueError(f"dataset.actions go up to {int(dataset.actions.max())} but model_config.action_dim "
+                         f"is {config.action_dim}")
+    if config.return_scale is None:
+        # returns-to-go enter the model in [-1, 1]
+        scale = float(np.abs(dataset.returns_to_go).max())
+        config = replace(config, return_scale=scale if scale > 0 else 1.0)
+    return config
+
+
+def target_return(dataset: TrajectoryDataset, *, quantile: float) -> float:
+    starts = np.asarray(dataset.episode_starts)
+    first_rows = starts[:-1][np.diff(starts) > 0]  # skip empty episodes
+    return float(np.quantile(dataset.returns_to_go[first_rows], quantile))
+
+
+def sample_windows(
+    dataset: TrajectoryDataset, *, rng: np.random.Generator, batch_size: int, context_length: int
+) -> dict[str, np.ndarray]:
+    """A batch of windows [B, K] ending at uniformly drawn steps, left-padded where the episode starts later.
+
+    Every step is equally likely to end a window, so early steps are trained with the short, padded
+    contexts they will have at inference.
+    """
+    K = context_length
+    starts = np.asarray(dataset.episode_starts)
+    ends = rng.integers(0, len(dataset.actions), size=batch_size)  # [B]
+    episode_start = starts[np.searchsorted(starts, ends, side="right") - 1]  # [B]
+    rows = ends[:, None] - (K - 1) + np.arange(K)  # [B, K]
+    valid = rows >= episode_start[:, None]
+    rows = np.where(valid, rows, ends[:, None])  # any in-range row; padded values are zeroed below
+    batch = {
+        "returns_to_go": dataset.returns_to_go[rows].astype(np.float32, copy=False),
+        "states": dataset.states[rows].astype(np.float32, copy=False),
+        "actions": dataset.actions[rows].astype(np.int64, copy=False),
+        "timesteps": dataset.timesteps[rows].astype(np.int64, copy=False),
+    }
+    for value in batch.values():
+        value[~valid] = 0
+    batch["attention_mask"] = valid.astype(np.int64)
+    return batch
+
+
+def dataset_fingerprint(dataset: TrajectoryDataset) -> str:
+    """Identifies the data a checkpoint was trained on, so a resume never mixes two datasets."""
+    h = hashlib.sha256()
+    for array in (dataset.states, dataset.actions, dataset.returns_to_go, dataset.timesteps, dataset.episode_starts):
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.dtype}{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _rng_states(rng: np.random.Generator, device: str) -> dict[str, torch.Tensor]:
+    # tensors only, so the checkpoint loads with weights_only=True; numpy's state is a dict of big ints
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.tensor(list(json.dumps(rng.bit_generator.state).encode()), dtype=torch.uint8),
+    }
+    if device == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _restore_rng_states(states: dict[str, torch.Tensor], rng: np.random.Generator, device: str) -> None:
+    torch.set_rng_state(states["torch"])
+    rng.bit_generator.state = json.loads(bytes(states["numpy"].tolist()).decode())
+    if device == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+# train_config fields that must match for a resumed run to continue the same trajectory (epochs may grow)
+_RESUME_FIELDS = ("batch_size", "learning_rate", "weight_decay", "warmup_steps", "grad_clip",
+                  "windows_per_epoch", "coverage", "seed", "target_return_quantile")
+
+
+def _check_resumable(checkpoint: dict[str, Any], *, path: Path, model_config: DTConfig,
+                     train_config: TrainConfig, fingerprint: str) -> None:
+    if "epoch" not in checkpoint:
+        raise ValueError(f"{path}: not a training checkpoint (no 'epoch'); pass resume=False or another path")
+    if checkpoint.get("dataset_fingerprint") != fingerprint:
+        raise ValueError(f"{path}: written for a different dataset; pass resume=False to start again")
+    if checkpoint["config"] != asdict(model_config):
+        raise ValueError(f"{path}: written for model config {checkpoint['config']}, not {asdict(model_config)}")
+    for name in _RESUME_FIELDS:
+        if checkpoint["train_config"].get(name) != getattr(train_config, name):
+            raise ValueError(f"{path}: written with train_config.{name}={checkpoint['train_config'].get(name)!r}, "
+                             f"not {getattr(train_config, name)!r}")
+
+
+def train(
+    *,
+    dataset: TrajectoryDataset,
+    model_config: DTConfig | None = None,
+    train_config: TrainConfig | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = True,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a Decision Transformer; deterministic for a seed on the CPU.
+
+    model_config None: `default_model_config(dataset)`; a given one whose return_scale is None gets it
+    from the data. on_progress(epoch, epochs, step, steps, loss): epoch 1-based, step 1-based within the
+    epoch, loss the epoch's running mean. should_stop() is polled before every step; when it returns True,
+    TrainingCancelled is raised. With checkpoint_path, a checkpoint is written after each epoch and, with
+    resume, training continues from the one found there.
+    """
+    started = time.monotonic()
+    train_config = train_config or TrainConfig()
+    check_dataset(dataset)
+    model_config = (default_model_config(dataset) if model_config is None
+                    else resolve_model_config(model_config, dataset))
+    if train_config.num_threads:
+        torch.set_num_threads(train_config.num_threads)
+    device = "cuda" if torch.cuda.is_available() and not train_config.no_cuda else "cpu"
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+                else contextlib.nullcontext())
+    goal = target_return(dataset, quantile=train_config.target_return_quantile)
+    fingerprint = dataset_fingerprint(dataset)
+    steps = train_config.steps_per_epoch(num_steps=len(dataset.actions), context_length=model_config.context_length)
+    warmup = train_config.warmup_steps or steps
+
+    torch.manual_seed(train_config.seed)
+    rng = np.random.default_rng(train_config.seed)
+    model = DecisionTransformer(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
+                                  weight_decay=train_config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 1.0))
+    loss_history: list[float] = []
+    start_epoch = 0
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and resume and path.exists():
+        checkpoint = read_checkpoint(path)
+        _check_resumable(checkpoint, path=path, model_config=model_config, train_config=train_config,
+                         fingerprint=fingerprint)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _restore_rng_states(checkpoint["rng"], rng, device)
+        loss_history = list(checkpoint["loss_history"])
+        start_epoch = checkpoint["epoch"]
+
+    # CPU kernels are deterministic already; this guards against a nondeterministic one being picked.
+    # On CUDA it would need CUBLAS_WORKSPACE_CONFIG set process-wide, so it is left off there.
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for epoch in range(start_epoch, train_config.epochs):
+            model.train()
+            total = torch.zeros((), device=device)
+            for step in range(steps):
+                if should_stop is not None and should_stop():
+                    raise TrainingCancelled(f"training cancelled at epoch {epoch + 1}, step {step + 1}")
+                batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample_windows(
+                    dataset, rng=rng, batch_size=train_config.batch_size,
+                    context_length=model_config.context_length).items()}
+                with autocast:
+                    logits = model(batch["returns_to_go"], batch["states"], batch["actions"],
+                                   batch["timesteps"], batch["attention_mask"])  # [B, K, A]
+                valid = batch["attention_mask"].bool()
+                loss = F.cross_entropy(logits[valid].float(), batch["actions"][valid])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total += loss.detach()
+                if on_progress is not None and ((step + 1) % train_config.progress_every == 0 or step + 1 == steps):
+                    on_progress(epoch + 1, train_config.epochs, step + 1, steps, total.item() / (step + 1))
+            loss_history.append(total.item() / steps)
+            if path is not None:
+                write_checkpoint(path, {
+                    "format_version": FORMAT_VERSION,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "config": asdict(model_config),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "loss_history": loss_history,
+                    "train_config": asdict(train_config),
+                    "target_return": goal,
+                    "dataset_fingerprint": fingerprint,
+                    "rng": _rng_states(rng, device),
+                })
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    model = model.cpu().eval()
+    return TrainResult(
+        model=model,
+        loss_history=loss_history,
+        final_loss=loss_history[-1] if loss_history else float("nan"),
+        target_return=goal,
+        device=device,
+        epochs_completed=max(start_epoch, train_config.epochs) if loss_history else 0,
+        steps_per_epoch=steps,
+        resumed_from_epoch=start_epoch,
+        seconds=time.monotonic() - started,
+        optimizer_state=optimizer.state_dict(),
+    )
