@@ -5,4 +5,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/curriculum-ops/", include("curriculum.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("curriculum.api.urls")),
 ]

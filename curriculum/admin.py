@@ -6,11 +6,12 @@ import json
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connections
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from . import services
+from .admin_views import CalibrationView, ImportReviewsView
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
 
@@ -36,6 +37,9 @@ class LargeTablePaginator(Paginator):
 
 
 class ConceptInline(admin.TabularInline):
+    """Concepts edited on the curriculum's page, for small curricula only (see CurriculumAdmin.get_inlines)."""
+
+    max_rows = 200
     model = Concept
     fields = ("position", "key", "name")
     extra = 0
@@ -47,16 +51,40 @@ class ConceptInline(admin.TabularInline):
 class CurriculumAdmin(admin.ModelAdmin):
     list_display = ("key", "name", "concept_count", "active_version", "created_at")
     search_fields = ("key", "name")
-    inlines = [ConceptInline]
+    readonly_fields = ("concept_list",)
+
+    def get_inlines(self, request, obj):
+        # An inline of thousands of rows is a page nobody can load or save (and exceeds
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS): large curricula link to the concept list instead.
+        if obj is not None and obj.concepts.count() > ConceptInline.max_rows:
+            return []
+        return [ConceptInline]
 
     @admin.display(description="concepts")
     def concept_count(self, obj: Curriculum) -> int:
         return obj.concepts.count()
 
+    @admin.display(description="concept list")
+    def concept_list(self, obj: Curriculum):
+        if obj.pk is None:
+            return "-"
+        url = reverse("admin:curriculum_concept_changelist") + f"?curriculum__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} concepts</a>', url, obj.concepts.count())
+
     @admin.display(description="active version")
     def active_version(self, obj: Curriculum):
         active = obj.policies.filter(status=PolicyModel.Status.ACTIVE).first()
         return f"v{active.version}" if active else "-"
+
+    def get_urls(self):
+        # Review-log pages, linked from the change page (templates/admin/curriculum/curriculum/change_form.html).
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<path:object_id>/import-reviews/", self.admin_site.admin_view(ImportReviewsView.as_view(model_admin=self)),
+                 name=f"{name}_import_reviews"),
+            path("<path:object_id>/calibration/", self.admin_site.admin_view(CalibrationView.as_view(model_admin=self)),
+                 name=f"{name}_calibration"),
+        ] + super().get_urls()
 
 
 @admin.register(Concept)

@@ -1,11 +1,196 @@
-"""Per-learner serving state, kept in step with the review log (filled in by the serving work)."""
+"""Per-learner serving state, kept in step with the review log: what a recommendation reads in O(1).
+
+A `LearnerState` row holds one learner's `training.rl.features.LearnerState` for one curriculum, encoded with
+the active policy's encoder (or the default one while no policy is active). Reviews are folded in as they are
+recorded; a review that sorts before the newest one applied (a late review) rebuilds the state from the full
+history, so the result is always the one `from_history` gives, whatever the order reviews arrived in.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
 
-from .models import ReviewLog
+from django.utils import timezone
+
+from training.rl.features import EncoderConfig, LearnerState as EncodedState, StateEncoder
+
+from .models import Concept, LearnerState, PolicyModel, ReviewLog
+
+# The Decision Transformer's default context (DESIGN.md section 4), used while no policy is active.
+DEFAULT_CONTEXT_LENGTH = 20
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """How a learner state is encoded: the encoder's parameters and the context length it keeps reviews for."""
+
+    encoder_config: EncoderConfig
+    context_length: int
+
+    @classmethod
+    def for_policy(cls, config: dict[str, Any]) -> StateSpec:
+        """The spec a policy version was trained with (its `dt_lite_config.json`)."""
+        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]))
+
+    @classmethod
+    def default(cls, *, num_concepts: int) -> StateSpec:
+        return _default_spec(max(num_concepts, 1))
+
+    @cached_property
+    def encoder(self) -> StateEncoder:
+        return StateEncoder(self.encoder_config)
+
+    @cached_property
+    def encoder_dict(self) -> dict[str, Any]:
+        return self.encoder_config.to_dict()
+
+    @property
+    def num_concepts(self) -> int:
+        return self.encoder_config.num_concepts
+
+    def new_state(self) -> EncodedState:
+        return EncodedState.new(encoder=self.encoder, context_length=self.context_length)
+
+    def load(self, data: dict[str, Any] | None) -> EncodedState | None:
+        """The stored state if it was encoded with this spec, else None (the caller rebuilds from history)."""
+        if not data or data.get("encoder") != self.encoder_dict or data.get("context_length") != self.context_length:
+            return None
+        return EncodedState.from_dict(data["state"], encoder=self.encoder)
+
+    def dump(self, state: EncodedState, *, last_review: tuple[float, int] | None) -> dict[str, Any]:
+        return {
+            "encoder": self.encoder_dict,
+            "context_length": self.context_length,
+            # (time, id) of the newest review folded in: the order the full history is read in, so equal
+            # times are applied in id order on both paths
+            "last_review": None if last_review is None else list(last_review),
+            "state": state.to_dict(),
+        }
+
+
+@lru_cache(maxsize=256)
+def _default_spec(num_concepts: int) -> StateSpec:
+    # one per size, so that its encoder and encoder_dict are built once, not per request
+    return StateSpec(EncoderConfig(num_concepts=num_concepts), DEFAULT_CONTEXT_LENGTH)
+
+
+# A policy version is immutable, so is its spec; (id, created_at) and not the id alone, as a restored or test
+# database may reuse an id for another version.
+_policy_specs: dict[tuple[int, dt.datetime], StateSpec] = {}
+
+
+def spec_for_curriculum(*, curriculum_id: int) -> StateSpec:
+    """The active policy's spec, else the default encoder over all of the curriculum's concepts."""
+    active = PolicyModel.objects.filter(curriculum_id=curriculum_id, status=PolicyModel.Status.ACTIVE)
+    key = active.values_list("pk", "created_at").first()
+    if key is not None:
+        if key not in _policy_specs:
+            config = active.values_list("config", flat=True).first() or {}
+            # a version registered without an encoder (hand-made config) cannot serve: keep the default encoding
+            _policy_specs[key] = StateSpec.for_policy(config) if "encoder" in config and "context_length" in config else None
+        if _policy_specs[key] is not None:
+            return _policy_specs[key]
+    return StateSpec.default(num_concepts=Concept.objects.filter(curriculum_id=curriculum_id).count())
+
+
+@dataclass(frozen=True)
+class _Review:
+    """A review as the encoder sees it."""
+
+    at: dt.datetime
+    id: int | None
+    position: int
+    correct: bool
+    grade: int
+
+    @property
+    def order(self) -> tuple[float, int]:
+        return (self.at.timestamp(), self.id)
+
+
+def _observe(state: EncodedState, reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[float, int] | None:
+    """Apply reviews (in order); return the order key of the last one the encoder saw."""
+    last = None
+    for r in reviews:
+        # a concept added after the policy was trained is outside its action space: the encoder cannot see it
+        if r.position < spec.num_concepts:
+            state.observe(concept=r.position, t=r.at.timestamp(), correct=r.correct, grade=r.grade)
+            last = r.order
+    return last
+
+
+def history(*, learner_id: int, curriculum_id: int) -> list[_Review]:
+    """A learner's reviews of one curriculum in (time, id) order."""
+    rows = (
+        ReviewLog.objects.filter(learner_id=learner_id, curriculum_id=curriculum_id)
+        .order_by("reviewed_at", "id")
+        .values_list("reviewed_at", "id", "concept__position", "correct", "grade")
+    )
+    return [_Review(at, pk, position, correct, grade or 0) for at, pk, position, correct, grade in rows]
+
+
+def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedState, tuple[float, int] | None]:
+    """A state built from a learner's full history, and the order key of its newest review."""
+    state = spec.new_state()
+    return state, _observe(state, reviews, spec=spec)
 
 
 def apply_reviews(*, reviews: Sequence[ReviewLog]) -> None:
-    """Fold newly stored reviews into their learners' serving state (no-op until serving exists)."""
-    return None
+    """Fold newly stored reviews into their learners' states; call inside the transaction that stored them.
+
+    The state rows are locked (`select_for_update`, in a fixed order) so concurrent batches for one learner
+    apply one after the other; a batch that does not extend the newest applied review rebuilds from history,
+    which then holds every committed review and this transaction's own.
+    """
+    groups: dict[tuple[int, int], list[_Review]] = defaultdict(list)
+    for row in reviews:
+        groups[(row.curriculum_id, row.learner_id)].append(
+            _Review(row.reviewed_at, row.pk, row.concept.position, row.correct, row.grade or 0)
+        )
+    by_curriculum: dict[int, list[int]] = defaultdict(list)
+    for curriculum_id, learner_id in sorted(groups):
+        by_curriculum[curriculum_id].append(learner_id)
+
+    for curriculum_id, learner_ids in by_curriculum.items():
+        spec = spec_for_curriculum(curriculum_id=curriculum_id)
+        # Rows are created empty first (sorted, so two batches cannot wait on each other's inserts), then locked.
+        LearnerState.objects.bulk_create(
+            [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in learner_ids], ignore_conflicts=True
+        )
+        rows = list(
+            LearnerState.objects.select_for_update()
+            .filter(curriculum_id=curriculum_id, learner_id__in=learner_ids)
+            .order_by("learner_id")
+        )
+        now = timezone.now()
+        for row in rows:
+            _fold(row, groups[(curriculum_id, row.learner_id)], spec=spec)
+            # one UPDATE per row: bulk_update's CASE over large JSON values costs more than the round trips
+            LearnerState.objects.filter(pk=row.pk).update(
+                data=row.data, review_count=row.review_count, newest_review_at=row.newest_review_at, updated_at=now
+            )
+
+
+def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
+    state = spec.load(row.data)
+    last = tuple(row.data["last_review"]) if state is not None and row.data.get("last_review") else None
+    # rows without ids (a database that returns none from bulk_create) cannot be placed in (time, id) order
+    placeable = all(r.id is not None for r in new)
+    new = sorted(new, key=lambda r: r.order) if placeable else new
+    if placeable and state is not None and (last is None or new[0].order > last):
+        last = _observe(state, new, spec=spec) or last
+        row.review_count += len(new)
+        # the stored newest can be later: reviews of concepts outside the encoder do not move `last`
+        newest = new[-1].at
+        row.newest_review_at = newest if row.newest_review_at is None else max(row.newest_review_at, newest)
+    else:
+        # a late review, no state yet, or one encoded for another policy: the full history is the truth
+        reviews = history(learner_id=row.learner_id, curriculum_id=row.curriculum_id)
+        state, last = state_from_history(reviews, spec=spec)
+        row.review_count = len(reviews)
+        row.newest_review_at = reviews[-1].at if reviews else None
+    row.data = spec.dump(state, last_review=last)

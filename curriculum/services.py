@@ -94,7 +94,8 @@ class _ValidReview:
     idempotency_key: str | None
 
 
-def _parse_time(value: Any) -> dt.datetime:
+def parse_aware_datetime(value: Any) -> dt.datetime:
+    """An ISO 8601 date-time string (or datetime) with a zone; ValueError saying what was expected otherwise."""
     if isinstance(value, str):
         parsed = parse_datetime(value.strip())
         if parsed is None:
@@ -104,6 +105,10 @@ def _parse_time(value: Any) -> dt.datetime:
         raise ValueError(f"expected an ISO 8601 date-time with a zone, got {type(value).__name__}")
     if timezone.is_naive(value):
         raise ValueError("the date-time has no zone; add one, e.g. 'Z' or '+02:00'")
+    try:
+        value.astimezone(dt.timezone.utc)  # stored in UTC: e.g. year 1 at +01:00 is before year 1 there
+    except OverflowError:
+        raise ValueError(f"the date-time {value.isoformat()} is out of range in UTC") from None
     return value
 
 
@@ -157,7 +162,7 @@ def _validate_reviews(items: list[Mapping[str, Any]]) -> list[_ValidReview]:
             error(index, "reviewed_at", "this field is required")
         else:
             try:
-                reviewed_at = _parse_time(item["reviewed_at"])
+                reviewed_at = parse_aware_datetime(item["reviewed_at"])
             except ValueError as exc:
                 error(index, "reviewed_at", str(exc))
         response_time = item.get("response_time_ms")

@@ -6,4 +6,7 @@ from . import views
 app_name = "curriculum"
 urlpatterns = [
     path("policies/<int:pk>/artifacts/<str:name>", views.policy_artifact, name="policy-artifact"),
+    path("orchestrator/", views.orchestrator, name="orchestrator"),
+    path("orchestrator/policies/<int:pk>/promote", views.orchestrator_promote, name="orchestrator-promote"),
+    path("orchestrator/curricula/<int:pk>/rollback", views.orchestrator_rollback, name="orchestrator-rollback"),
 ]

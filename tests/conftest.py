@@ -59,3 +59,107 @@ def make_policy(fake_artifact_dir):
         )
 
     return make
+
+
+# ------------------------------------------------------------------------- a real Celery worker (integration)
+def _database_url_for_other_processes() -> str:
+    """DATABASE_URL of the test database (pytest-django's), for a worker subprocess."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(s['NAME']).resolve()}"
+    if connection.vendor == "postgresql":
+        auth = quote(s["USER"] or "", safe="") + (f":{quote(s['PASSWORD'], safe='')}" if s.get("PASSWORD") else "")
+        return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    raise RuntimeError(f"no worker database URL for {connection.vendor}")
+
+
+@pytest.fixture
+def wait_until():
+    """Poll ``predicate`` until it returns something truthy (returned), failing with ``what`` after ``timeout`` s."""
+    import time
+
+    def wait(predicate, *, timeout: float = 60.0, what: str = "the condition", interval: float = 0.2):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(interval)
+
+    return wait
+
+
+@pytest.fixture
+def celery_worker(transactional_db, settings, tmp_path, wait_until):
+    """A real `celery worker` subprocess (queues default and gpu) on the test database and the test broker.
+
+    The broker is the test process's CELERY_BROKER_URL (Redis in CI), else the filesystem transport in fresh
+    folders shared with this test process. Artifacts go to a folder both processes use. Yields the Popen;
+    the worker's log is in ``worker.log_path``.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from crlsite.celery import app
+
+    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_DIR", "ARTIFACT_STORAGE_BACKEND"}}
+    env.update(DATABASE_URL=_database_url_for_other_processes(), MEDIA_ROOT=str(tmp_path / "media"), PYTHONUNBUFFERED="1")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                      "OPTIONS": {"location": str(tmp_path / "media" / "artifacts")}},
+    }
+    saved_options = app.conf.broker_transport_options
+    if str(app.conf.broker_url).startswith("filesystem://"):
+        broker_dir = tmp_path / "broker"
+        options = {"data_folder_in": str(broker_dir / "queue"), "data_folder_out": str(broker_dir / "queue"),
+                   "processed_folder": str(broker_dir / "processed"), "store_processed": False}
+        for key in ("data_folder_in", "processed_folder"):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+        app.conf.broker_transport_options = options
+        _forget_broker_connections(app)  # producers made before now point at other folders
+        env["CELERY_BROKER_DIR"] = str(broker_dir)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "celery"), "-A", "crlsite", "worker", "-Q", "default,gpu", "-c", "1",
+             "--pool=solo", "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip",
+             "--loglevel=INFO"],
+            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    worker.log_path = log_path
+
+    def ready():
+        if worker.poll() is not None:
+            pytest.fail(f"the celery worker exited with {worker.returncode}:\n{log_path.read_text()[-4000:]}")
+        return " ready." in log_path.read_text(errors="replace")
+
+    try:
+        wait_until(ready, timeout=90, what="the celery worker to be ready")
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        app.conf.broker_transport_options = saved_options
+        _forget_broker_connections(app)
+
+
+def _forget_broker_connections(app) -> None:
+    # Celery caches its connection and producer pools; new ones are made from the current configuration
+    # (kombu keys its pools by connection parameters, transport options included).
+    app._pool = None
+    app.amqp._producer_pool = None

@@ -1,0 +1,432 @@
+"""Benchmark: the REST API on a real server under load; prints req/s, p50, p99 and errors per endpoint.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/crl_bench [CACHE_URL=redis://127.0.0.1:6379/12] \\
+        .venv/bin/python bench/api_load.py [--seconds 60] [--concurrency 4] [--rate 0] [--workers 4] [--threads 2]
+
+It seeds a curriculum (20 concepts, learners with a review history, two policy versions of the default
+Decision Transformer size), starts the production server (`gunicorn crlsite.wsgi`) on 127.0.0.1, and runs
+the load from a second process (asyncio, HTTP/1.1 keep-alive): recommendations on `--concurrency`
+connections, as fast as they go (or at `--rate` per second, latency then counted from the scheduled send),
+while review batches are posted at `--review-rate` per second; half way through, v2 is promoted. The target:
+>= 300 recommendations/s with p99 <= 50 ms and no errors. `--seconds 5` is a smoke run. Loopback only.
+"""
+from __future__ import annotations
+
+import os
+
+# one BLAS thread per process: the web workers' threads are the parallelism (set before numpy is imported)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"  # loopback only
+RECOMMEND, REVIEWS = "/api/v1/recommendations", "/api/v1/reviews"
+
+
+# --------------------------------------------------------------------------------------- load generator
+class Connection:
+    """One keep-alive HTTP/1.1 connection; `post` reconnects once if the server closed it between requests."""
+
+    def __init__(self, port: int, token: str):
+        self.port, self.reader, self.writer = port, None, None
+        self.head = f"Host: {HOST}:{port}\r\nAuthorization: Token {token}\r\nContent-Type: application/json\r\n"
+        self.reconnects = 0
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        request = f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        for attempt in (0, 1):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+            self.writer.write(request)
+            await self.writer.drain()
+            status_line = await self.reader.readline()
+            if status_line:
+                return await self._read_response(status_line)
+            self.close()  # closed before answering (an idle keep-alive timeout): send again on a new one
+            self.reconnects += 1
+        raise ConnectionError("the server closed the connection twice without answering")
+
+    async def _read_response(self, status_line: bytes) -> tuple[int, bytes]:
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        body = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class Recorder:
+    def __init__(self):
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.samples: list[str] = []
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.samples) < 5:
+            self.samples.append(what[:300])
+
+
+async def _load(cfg: dict, started, results) -> None:
+    rng = random.Random(cfg["seed"])
+    learners, concepts = cfg["learners"], cfg["concepts"]
+    recs, reviews = Recorder(), Recorder()
+    versions: list[tuple[float, float, int | None]] = []  # (sent, done, version) of recommendations
+    connections: list[Connection] = []
+    state = {"measuring": False, "stop": False}
+
+    def rec_body() -> bytes:
+        roll = rng.random()
+        body = {"curriculum": cfg["curriculum"],
+                "learner": rng.choice(learners) if roll < 0.9 else f"{cfg['curriculum']}-new{rng.randrange(10**6)}"}
+        if rng.random() < 0.2:
+            body["candidates"] = rng.sample(concepts, 5)
+        return json.dumps(body).encode()
+
+    def review_body() -> bytes:
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        return json.dumps([
+            {"curriculum": cfg["curriculum"], "learner": rng.choice(learners), "concept": rng.choice(concepts),
+             "correct": (ok := rng.random() < 0.75), "grade": 3 if ok else 1, "reviewed_at": now,
+             "response_time_ms": rng.randrange(500, 8000), "idempotency_key": uuid.uuid4().hex}
+            for _ in range(cfg["review_batch"])
+        ]).encode()
+
+    async def call(conn: Connection, path: str, body: bytes, expected: int, recorder: Recorder, sent: float):
+        try:
+            status, payload = await conn.post(path, body)
+        except Exception as exc:  # counted, and the connection starts afresh
+            conn.close()
+            if state["measuring"]:
+                recorder.error(f"{type(exc).__name__}: {exc}")
+            return None
+        done = time.monotonic()
+        if not state["measuring"]:
+            return None
+        if status != expected:
+            recorder.error(f"HTTP {status}: {payload[:200]!r}")
+            return None
+        recorder.latencies.append((done - sent) * 1000)
+        return done, payload
+
+    async def closed_loop(conn: Connection, path, make_body, expected, recorder, on_done=None):
+        while not state["stop"]:
+            sent = time.monotonic()
+            result = await call(conn, path, make_body(), expected, recorder, sent)
+            if result and on_done:
+                on_done(sent, *result)
+
+    async def paced(rate: float, workers: list[Connection], path, make_body, expected, recorder, on_done=None):
+        # open loop: send times are fixed in advance; a late send counts its wait in its latency
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def worker(conn):
+            while True:
+                sent = await queue.get()
+                if sent is None:
+                    return
+                result = await call(conn, path, make_body(), expected, recorder, sent)
+                if result and on_done:
+                    on_done(sent, *result)
+
+        tasks = [asyncio.create_task(worker(c)) for c in workers]
+        next_send = time.monotonic()
+        while not state["stop"]:
+            queue.put_nowait(next_send)
+            next_send += 1.0 / rate
+            await asyncio.sleep(max(0.0, next_send - time.monotonic()))
+        for _ in tasks:
+            queue.put_nowait(None)
+        await asyncio.gather(*tasks)
+
+    def on_recommendation(sent: float, done: float, payload: bytes) -> None:
+        policy = json.loads(payload)["policy"]
+        versions.append((sent, done, policy["version"] if policy else None))
+
+    def connect(n: int) -> list[Connection]:
+        made = [Connection(cfg["port"], cfg["token"]) for _ in range(n)]
+        connections.extend(made)
+        return made
+
+    rec_conns, review_conns = connect(cfg["concurrency"]), connect(cfg["review_concurrency"])
+    if cfg["rate"] > 0:
+        rec_task = paced(cfg["rate"], rec_conns, RECOMMEND, rec_body, 200, recs, on_recommendation)
+        tasks = [asyncio.create_task(rec_task)]
+    else:
+        tasks = [asyncio.create_task(closed_loop(c, RECOMMEND, rec_body, 200, recs, on_recommendation)) for c in rec_conns]
+    if cfg["review_rate"] > 0:
+        tasks.append(asyncio.create_task(paced(cfg["review_rate"], review_conns, REVIEWS, review_body, 201, reviews)))
+
+    await asyncio.sleep(cfg["warmup"])
+    recs.__init__(), reviews.__init__(), versions.clear()
+    state["measuring"] = True
+    t0 = time.monotonic()
+    started.send(t0)
+    await asyncio.sleep(cfg["seconds"])
+    state["measuring"] = False
+    elapsed = time.monotonic() - t0
+    state["stop"] = True
+    await asyncio.gather(*tasks)
+    for conn in connections:
+        conn.close()
+    results.send({
+        "elapsed": elapsed, "t0": t0,
+        "recommendations": vars(recs), "reviews": vars(reviews), "versions": versions,
+        "reconnects": sum(c.reconnects for c in connections),
+    })
+
+
+def run_load(cfg: dict, started, results) -> None:
+    """The load generator process."""
+    asyncio.run(_load(cfg, started, results))
+
+
+# --------------------------------------------------------------------------------------------- set-up
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def seed(args, key: str, workdir: Path) -> dict:
+    """The bench curriculum, its learners' history, two registered policy versions (v1 active), a token."""
+    import torch
+    from django.core.management import call_command
+
+    from curriculum.management.commands.create_api_token import issue_token
+    from curriculum.services import ensure_curriculum, promote_policy, record_reviews, register_policy
+    from training.rl.artifacts import export_artifacts
+    from training.rl.dt import DecisionTransformer, DTConfig
+    from training.rl.features import EncoderConfig
+
+    call_command("migrate", verbosity=0)
+    concepts = [f"c{i:02d}" for i in range(args.concepts)]
+    curriculum = ensure_curriculum(key=key, name="API load bench", concept_keys=concepts)
+    encoder = EncoderConfig(num_concepts=args.concepts)
+    policies = []
+    for seed_ in (1, 2):
+        torch.manual_seed(seed_)
+        model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts)).eval()
+        folder = workdir / f"policy-{seed_}"
+        export_artifacts(model=model, output_dir=folder, concept_keys=concepts, encoder=encoder.to_dict(), target_return=1.0)
+        config = json.loads((folder / "dt_lite_config.json").read_text())
+        metrics = {"metric": "mean_final_recall", "results": {"dt": {"mean": 0.5, "ci95": [0.49, 0.51]}}}
+        policies.append(register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics))
+    promote_policy(policy=policies[0], reason="api_load bench: v1")
+
+    rng = random.Random(0)
+    learners = [f"{key}-u{i}" for i in range(args.learners)]
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    items = [
+        {"curriculum": key, "learner": learner, "concept": rng.choice(concepts), "correct": rng.random() < 0.75,
+         "reviewed_at": (start + dt.timedelta(hours=6 * i, minutes=rng.randrange(300))).isoformat()}
+        for learner in learners for i in range(args.history)
+    ]
+    for i in range(0, len(items), 1000):
+        record_reviews(items=items[i:i + 1000], batch=f"bench:{key}")
+    token, _, _ = issue_token(username=f"bench-{key}")
+    return {"curriculum": curriculum, "policies": policies, "learners": learners, "concepts": concepts, "token": token.key}
+
+
+def cleanup(key: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    from curriculum.models import Curriculum, Learner, PolicyModel, PromotionEvent
+    from curriculum.services import artifact_storage
+
+    curriculum = Curriculum.objects.filter(key=key).first()
+    if curriculum is not None:
+        PromotionEvent.objects.filter(curriculum=curriculum).delete()
+        for policy in PolicyModel.objects.filter(curriculum=curriculum):
+            for entry in policy.artifacts.values():
+                artifact_storage().delete(entry["path"])
+            policy.delete()
+        curriculum.delete()  # concepts, reviews and learner states go with it
+    Learner.objects.filter(external_id__startswith=f"{key}-").delete()
+    get_user_model().objects.filter(username=f"bench-{key}").delete()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(args, port: int, log_path: Path) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(args.workers),
+               "--threads", str(args.threads), "-b", f"{HOST}:{port}", "--log-level", "warning"]
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(server: subprocess.Popen, port: int, token: str, key: str, log_path: Path, timeout: float = 90) -> None:
+    import http.client
+
+    body = json.dumps({"curriculum": key, "learner": "warm-up"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            conn.request("POST", RECOMMEND, body, {"Authorization": f"Token {token}", "Content-Type": "application/json"})
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the server did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+
+
+# ---------------------------------------------------------------------------------------------- report
+def row(name: str, rec: dict, elapsed: float) -> str:
+    lat = np.asarray(rec["latencies"])
+    n = lat.size
+    p50, p99, top = (np.percentile(lat, 50), np.percentile(lat, 99), lat.max()) if n else (float("nan"),) * 3
+    return f"{name:<34} {n:>9} {n / elapsed:>8.1f} {p50:>8.1f} {p99:>8.1f} {top:>8.1f} {rec['errors']:>7}"
+
+
+def report(args, out: dict, promoted_at: float | None, db: str, cache: str) -> bool:
+    elapsed = out["elapsed"]
+    print(f"\nAPI load: {elapsed:.1f} s measured after {args.warmup:.0f} s warm-up; gunicorn -w {args.workers} "
+          f"--threads {args.threads} on {HOST}; database {db}; cache {cache}; {os.cpu_count()} CPUs")
+    load = f"{args.concurrency} connections" + (f" at {args.rate:.0f}/s" if args.rate > 0 else ", closed loop")
+    print(f"recommendations: {load}; reviews: batches of {args.review_batch} at {args.review_rate:.0f}/s on "
+          f"{args.review_concurrency} connections\n")
+    print(f"{'endpoint':<34} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
+    print(row("POST /api/v1/recommendations", out["recommendations"], elapsed))
+    print(row(f"POST /api/v1/reviews ({args.review_batch}/batch)", out["reviews"], elapsed))
+    for kind in ("recommendations", "reviews"):
+        for sample in out[kind]["samples"]:
+            print(f"  {kind} error: {sample}")
+    if out["reconnects"]:
+        print(f"  keep-alive reconnects (resent, not errors): {out['reconnects']}")
+
+    versions = out["versions"]
+    if promoted_at is not None:
+        at = promoted_at - out["t0"]
+        after = [v for sent, _, v in versions if sent > promoted_at]
+        first_new = min((done for _, done, v in versions if v == 2), default=None)
+        stale = [sent for sent, _, v in versions if sent > promoted_at and v == 1]
+        print(f"\npromotion v1 -> v2 committed at {at:.1f} s: first v2 answer {first_new - promoted_at:+.3f} s after; "
+              f"{len(stale)} of {len(after)} requests sent after it answered by v1 (the old version answers while a "
+              f"worker loads the new one){f', last at {max(stale) - promoted_at:+.3f} s' if stale else ''}")
+    rec = out["recommendations"]
+    rps = len(rec["latencies"]) / elapsed
+    p99 = float(np.percentile(rec["latencies"], 99)) if rec["latencies"] else float("inf")
+    errors = rec["errors"] + out["reviews"]["errors"]
+    met = rps >= 300 and p99 <= 50 and errors == 0
+    print(f"target (>= 300 recommendations/s, p99 <= 50 ms, 0 errors): {'met' if met else 'MISSED'} "
+          f"({rps:.0f}/s, p99 {p99:.1f} ms, {errors} errors)")
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured duration")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured load before it")
+    parser.add_argument("--concurrency", type=int, default=4, help="recommendation connections")
+    parser.add_argument("--rate", type=float, default=0.0, help="recommendations per second (0: closed loop)")
+    parser.add_argument("--review-rate", type=float, default=20.0, help="review batches per second (0: none)")
+    parser.add_argument("--review-batch", type=int, default=5, help="reviews per batch")
+    parser.add_argument("--review-concurrency", type=int, default=2, help="review connections")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
+    parser.add_argument("--learners", type=int, default=1000)
+    parser.add_argument("--history", type=int, default=30, help="reviews per learner before the run")
+    parser.add_argument("--concepts", type=int, default=20)
+    parser.add_argument("--no-promotion", action="store_true", help="keep v1 active throughout")
+    parser.add_argument("--keep", action="store_true", help="keep the bench curriculum and its data afterwards")
+    args = parser.parse_args()
+
+    if not os.environ.get("DATABASE_URL"):
+        print("note: DATABASE_URL is not set: running on the SQLite default; the target is for PostgreSQL")
+    setup_django()
+    from django.conf import settings
+    from django.db import connection
+
+    from curriculum.services import promote_policy
+
+    key = f"bench-{uuid.uuid4().hex[:8]}"
+    db = f"{connection.vendor} ({settings.DATABASES['default']['NAME']})"
+    cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    server = None
+    with tempfile.TemporaryDirectory(prefix="api-load-") as tmp:
+        workdir = Path(tmp)
+        try:
+            t = time.perf_counter()
+            seeded = seed(args, key, workdir)
+            print(f"seeded {key}: {len(seeded['learners'])} learners x {args.history} reviews, "
+                  f"{args.concepts} concepts, policy v1 active ({time.perf_counter() - t:.1f} s)")
+            port = free_port()
+            server = start_server(args, port, workdir / "gunicorn.log")
+            wait_ready(server, port, seeded["token"], key, workdir / "gunicorn.log")
+            cfg = {"port": port, "token": seeded["token"], "curriculum": key, "learners": seeded["learners"],
+                   "concepts": seeded["concepts"], "seconds": args.seconds, "warmup": args.warmup,
+                   "concurrency": args.concurrency, "rate": args.rate, "review_rate": args.review_rate,
+                   "review_batch": args.review_batch, "review_concurrency": args.review_concurrency, "seed": 1}
+            ctx = mp.get_context("spawn")
+            started_recv, started_send = ctx.Pipe(duplex=False)
+            results_recv, results_send = ctx.Pipe(duplex=False)
+            generator = ctx.Process(target=run_load, args=(cfg, started_send, results_send), name="api-load-generator")
+            generator.start()
+            if not started_recv.poll(args.warmup + 60):
+                raise SystemExit("the load generator did not start")
+            t0 = started_recv.recv()  # time.monotonic() is one clock for all processes on the machine
+            promoted_at = None
+            if not args.no_promotion:
+                time.sleep(max(0.0, t0 + args.seconds / 2 - time.monotonic()))
+                promote_policy(policy=seeded["policies"][1], reason="api_load bench: mid-run promotion")
+                promoted_at = time.monotonic()
+            if not results_recv.poll(args.seconds + 120):
+                raise SystemExit("the load generator did not report")
+            out = results_recv.recv()
+            generator.join(30)
+            met = report(args, out, promoted_at, db, cache)
+        finally:
+            if server is not None and server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+            if not args.keep:
+                cleanup(key)
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Benchmark: DTLite (NumPy) against PyTorch eager on the same weights, one thread each; prints a table.
+
+    .venv/bin/python bench/dtlite.py [--state-dim 60] [--action-dim 20] [--repeats 400]
+
+Batch 1 (one recommendation) measures latency; batch 256 measures throughput. Calls alternate between the
+engines so that a noisy, shared machine slows both alike. ONNX Runtime is a reference row when installed.
+"""
+from __future__ import annotations
+
+import os
+
+# BLAS reads these when numpy is first imported: one thread, so the comparison is per core
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from training.rl.artifacts import export_artifacts  # noqa: E402
+from training.rl.dt import DecisionTransformer, DTConfig  # noqa: E402
+from training.rl.dtlite import DTLite  # noqa: E402
+
+
+def limit_threads() -> str:
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return "env vars"
+    threadpool_limits(1)
+    return "threadpoolctl"
+
+
+def interleaved(engines: dict[str, Callable[[], object]], repeats: int) -> dict[str, np.ndarray]:
+    warmup = max(2, repeats // 20)
+    for f in engines.values():
+        for _ in range(warmup):
+            f()
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, f in engines.items():
+            start = time.perf_counter()
+            f()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: np.array(s) for name, s in seconds.items()}
+
+
+def make_inputs(B: int, T: int, state_dim: int, action_dim: int) -> dict[str, np.ndarray]:
+    """A full context for one learner (no mask, torch's fastest path); mixed history lengths for a batch."""
+    rng = np.random.default_rng(0)
+    x = {
+        "returns_to_go": rng.normal(size=(B, T)).astype(np.float32),
+        "states": rng.random((B, T, state_dim), dtype=np.float32),
+        "actions": rng.integers(0, action_dim, (B, T)),
+        "timesteps": np.tile(np.arange(T), (B, 1)),
+    }
+    if B > 1:
+        x["attention_mask"] = (np.arange(T) >= rng.integers(0, T, (B, 1))).astype(np.int64)  # left padding
+    return x
+
+
+def onnx_engine(model: DecisionTransformer, x: dict[str, np.ndarray], directory: Path) -> Callable[[], object] | str:
+    """An ONNX Runtime session's call, or why there is none."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime not installed"
+    try:
+        path = directory / "dt.onnx"
+        torch.onnx.export(model, tuple(torch.from_numpy(v) for v in x.values()), str(path),
+                          input_names=list(x), dynamic_axes={k: {0: "B"} for k in x})
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # export needs the onnx package and a supported opset; a reference only
+        return f"export failed: {exc}"
+    return lambda: session.run(None, x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dim", type=int, default=60)
+    parser.add_argument("--action-dim", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=400)
+    args = parser.parse_args()
+    how = limit_threads()
+
+    torch.manual_seed(0)
+    config = DTConfig(state_dim=args.state_dim, action_dim=args.action_dim, return_scale=10.0)  # defaults: 128/4/4/20
+    model = DecisionTransformer(config).eval()
+    directory = Path(tempfile.mkdtemp(prefix="bench-dtlite-"))
+    export_artifacts(model=model, output_dir=directory, concept_keys=[str(i) for i in range(args.action_dim)],
+                     encoder={}, target_return=1.0)
+    lite = DTLite.load(directory / "dt_lite_weights.npz", directory / "dt_lite_config.json")
+
+    print(f"hidden {config.hidden_dim}, layers {config.num_layers}, heads {config.num_heads}, "
+          f"context {config.context_length}, state_dim {args.state_dim}, action_dim {args.action_dim}; "
+          f"1 thread ({how}); numpy {np.__version__}, torch {torch.__version__}")
+    print(f"{'batch':>5}  {'engine':<28}{'median ms':>10}{'p90 ms':>9}{'rows/s':>10}{'vs torch':>10}")
+    for B, repeats in ((1, args.repeats), (256, max(5, args.repeats // 40))):
+        x = make_inputs(B, config.context_length, args.state_dim, args.action_dim)
+        tx = tuple(torch.from_numpy(v) for v in x.values())
+
+        def torch_forward() -> object:
+            with torch.inference_mode():
+                return model(*tx)
+
+        engines: dict[str, Callable[[], object]] = {
+            "pytorch eager forward": torch_forward,
+            "dtlite select_action": lambda: lite.select_action(**x),
+            "dtlite action_logits": lambda: lite.action_logits(**x),
+        }
+        onnx = onnx_engine(model, x, directory)
+        if callable(onnx):
+            engines["onnxruntime (reference)"] = onnx
+        seconds = interleaved(engines, repeats)
+        base = np.median(seconds["pytorch eager forward"])
+        for name, s in seconds.items():
+            median = np.median(s)
+            print(f"{B:>5}  {name:<28}{median * 1e3:>10.3f}{np.percentile(s, 90) * 1e3:>9.3f}"
+                  f"{B / median:>10.0f}{median / base:>10.2f}")
+        if not callable(onnx):
+            print(f"{B:>5}  {'onnxruntime (reference)':<28}skipped: {onnx}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Benchmark: trajectory extraction of 1,000,000 ReviewLog rows (seconds and peak RSS), each stage in a fresh process.
+
+    DATABASE_URL=postgres://user@host:5432/db .venv/bin/python bench/extract.py [--rows 1000000]
+
+The first run writes the reviews (10,000 simulated learners x 100 by default) under a `bench-extract`
+curriculum and keeps them for the next runs. Stages: "read" streams the rows as columnar chunks
+(pipeline.iter_review_chunks), "extract" builds the TrajectoryDataset (pipeline.build_dataset_from_reviews),
+"job" is the whole extraction job as a worker runs it (extract, statistics, save the dataset to storage).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+
+from curriculum.models import Concept, Curriculum, ReviewLog  # noqa: E402
+from curriculum.services import ensure_curriculum  # noqa: E402
+
+KEY = "bench-extract"
+INTERACTIONS = 100
+STAGES = ("read", "extract", "job")
+
+
+def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
+    from training import services
+    from training.rl.simulator import generate_logs
+
+    curriculum = ensure_curriculum(key=KEY, name="extraction benchmark", concept_keys=[f"c{i:02d}" for i in range(concepts)])
+    have = ReviewLog.objects.filter(curriculum=curriculum).count()
+    if have == rows:
+        return curriculum
+    if have:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {ReviewLog._meta.db_table} WHERE curriculum_id = %s", [curriculum.pk])
+    users = rows // INTERACTIONS
+    concept_ids = np.array(Concept.objects.filter(curriculum=curriculum).order_by("position").values_list("id", flat=True))
+    started = time.perf_counter()
+    for first in range(0, users, 2000):  # a cohort at a time keeps the simulator's memory small
+        n = min(2000, users - first)
+        logs = generate_logs(num_users=n, interactions=INTERACTIONS, num_concepts=concepts, seed=first)
+        with transaction.atomic():
+            learners = services.create_learners(external_ids=[f"{KEY}-{first + i}" for i in range(n)])
+            services.write_reviews(
+                curriculum_id=curriculum.pk, learner_ids=learners[logs.learner], concept_ids=concept_ids[logs.concept],
+                t=logs.t, correct=logs.correct, grade=logs.grade, response_time_ms=logs.response_time_ms,
+                source=ReviewLog.Source.SYNTHETIC, batch=KEY,
+            )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {ReviewLog._meta.db_table}")
+    print(f"wrote {users * INTERACTIONS:,} reviews in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return curriculum
+
+
+def run_stage(stage: str) -> dict:
+    """In this (fresh) process: one stage, its wall time and the process's peak RSS."""
+    from training import pipeline, services
+    from training.models import TrajectoryExtractionJob
+
+    curriculum = Curriculum.objects.get(key=KEY)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    if stage == "read":
+        rows = sum(len(chunk["learner"]) for chunk in pipeline.iter_review_chunks(curriculum=curriculum))
+    elif stage == "extract":
+        rows = len(pipeline.build_dataset_from_reviews(curriculum=curriculum).actions)
+    else:
+        job = TrajectoryExtractionJob.objects.create(curriculum=curriculum)
+        services.run_trajectory_extraction(job_id=job.pk, worker="bench")
+        job.refresh_from_db()
+        assert job.status == "succeeded", job.error
+        rows = job.rows_read
+        job.delete()
+    seconds = time.perf_counter() - started
+    return {"stage": stage, "rows": rows, "seconds": seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mib": rss_before / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--concepts", type=int, default=20)
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(run_stage(args.stage)))
+        return
+
+    ensure_reviews(rows=args.rows, concepts=args.concepts)
+    results = []
+    with tempfile.TemporaryDirectory() as media:
+        for stage in STAGES:
+            env = {**os.environ, "MEDIA_ROOT": media}
+            env.pop("ARTIFACT_STORAGE_BACKEND", None)
+            out = subprocess.run([sys.executable, __file__, "--stage", stage, "--rows", str(args.rows)], env=env,
+                                 check=True, capture_output=True, text=True)
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    print(f"\nExtraction of {args.rows:,} ReviewLog rows ({args.rows // INTERACTIONS:,} learners x {INTERACTIONS}, "
+          f"{args.concepts} concepts), {connection.vendor}, {os.cpu_count()} CPUs; each stage in a fresh process\n")
+    print("| stage | rows | seconds | rows/s | peak RSS MiB | RSS at start MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(f"| {r['stage']} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
+              f"| {r['peak_rss_mib']:.0f} | {r['rss_before_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

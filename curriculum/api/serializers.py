@@ -1,0 +1,184 @@
+"""The API's request and response bodies; they are also what the OpenAPI schema documents, field by field."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..models import PolicyModel
+from ..services import MAX_BATCH, parse_aware_datetime
+
+MAX_CANDIDATES = 10_000
+ID_LENGTH = 200
+
+
+class StrictCharField(serializers.CharField):
+    """A string as sent: no trimming, no silent conversion of numbers or booleans (learner ids may be integers)."""
+
+    def __init__(self, *, integers: bool = False, **kwargs: Any):
+        self.integers = integers
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool) or not (isinstance(data, str) or (self.integers and isinstance(data, int))):
+            raise serializers.ValidationError("expected a string" + (" or an integer" if self.integers else ""))
+        return super().to_internal_value(data)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with a zone, read as review ingestion reads `reviewed_at` (a naive one is refused, not guessed)."""
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if not isinstance(value, str):
+            raise serializers.ValidationError("expected an ISO 8601 date-time string with a zone")
+        try:
+            return parse_aware_datetime(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------- reviews
+class ReviewSerializer(serializers.Serializer):
+    """One review. Documentation only: `curriculum.services.record_reviews` validates the batch."""
+
+    curriculum = serializers.CharField(help_text="Curriculum key.")
+    learner = serializers.CharField(max_length=ID_LENGTH, help_text="The learner's id in your system (a string; an integer is read as its decimal string).")
+    concept = serializers.CharField(max_length=ID_LENGTH, help_text="Concept key within the curriculum.")
+    correct = serializers.BooleanField(help_text="Whether the learner got it right.")
+    grade = serializers.IntegerField(
+        min_value=1, max_value=4, required=False, allow_null=True,
+        help_text="1 again (wrong), 2 hard, 3 good, 4 easy; must agree with `correct` (1 exactly when wrong).",
+    )
+    reviewed_at = serializers.DateTimeField(help_text="When the review happened: ISO 8601 with a zone ('Z' or '+02:00').")
+    response_time_ms = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True)
+    idempotency_key = serializers.CharField(
+        max_length=ID_LENGTH, required=False, allow_null=True,
+        help_text="Unique per review; a review whose key is already stored is counted as a duplicate and not stored again.",
+    )
+
+
+class ReviewOrBatchSerializer(serializers.Serializer):
+    """A review object, or a list of them (documentation only; see ReviewOrBatchSchema)."""
+
+
+class ReviewOrBatchSchema(OpenApiSerializerExtension):
+    """OpenAPI for ReviewOrBatchSerializer: oneOf a Review and an array of at most MAX_BATCH Reviews."""
+
+    target_class = ReviewOrBatchSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        review = auto_schema.resolve_serializer(ReviewSerializer, direction).ref
+        return {"oneOf": [review, {"type": "array", "items": review, "maxItems": MAX_BATCH}]}
+
+
+class ReviewResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Reviews stored by this request.")
+    duplicates = serializers.IntegerField(help_text="Reviews skipped because their idempotency_key was already stored.")
+
+
+# ------------------------------------------------------------------------------------ recommendations
+class RecommendationRequestSerializer(serializers.Serializer):
+    """Which learner, in which curriculum, choosing among which concepts, when. Unknown fields are refused."""
+
+    curriculum = StrictCharField(max_length=100, help_text="Curriculum key.")
+    learner = StrictCharField(
+        integers=True, max_length=ID_LENGTH,
+        help_text="The learner's id in your system; a learner never seen is a new learner.",
+    )
+    candidates = serializers.ListField(
+        child=StrictCharField(max_length=ID_LENGTH), required=False, min_length=1, max_length=MAX_CANDIDATES,
+        help_text="Concept keys to choose from (default: all); keys that are not concepts of the curriculum are refused.",
+    )
+    at = AwareDateTimeField(required=False, help_text="The moment of the decision, ISO 8601 with a zone (default: now).")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # as review ingestion does: a misspelt optional field is an error, not silently ignored
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: "unknown field" for name in unknown})
+        return attrs
+
+
+class PolicyRefSerializer(serializers.Serializer):
+    version = serializers.IntegerField(help_text="The policy version that answered.")
+
+
+class RecommendationSerializer(serializers.Serializer):
+    concept = serializers.CharField(help_text="The concept to practise next.")
+    scores = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="Per candidate concept: with strategy `policy`, the policy's probability of choosing it; with "
+        "`fallback:lowest_recall`, its estimated recall probability now (the lowest is chosen; 0 when never reviewed).",
+    )
+    policy = PolicyRefSerializer(allow_null=True, help_text="null when no policy version answered.")
+    strategy = serializers.ChoiceField(
+        choices=["policy", "fallback:lowest_recall"],
+        help_text="`policy`: the active policy version chose. `fallback:lowest_recall`: no active policy (or none of "
+        "the candidates is in its action space): the concept with the lowest estimated recall, never-reviewed "
+        "concepts first in position order.",
+    )
+
+
+# ------------------------------------------------------------------------------------------- policies
+class ArtifactSerializer(serializers.Serializer):
+    sha256 = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes.")
+
+
+def _config(name: str, field_class: type[serializers.Field], **kwargs: Any) -> serializers.Field:
+    # a key of the version's dt_lite_config.json; null where an old or hand-made config lacks it
+    return field_class(source=f"config.{name}", read_only=True, default=None, allow_null=True, **kwargs)
+
+
+class ActivePolicySerializer(serializers.ModelSerializer):
+    """The active policy version's metadata: registry fields, then its DTLite config."""
+
+    curriculum = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    metrics = serializers.JSONField(read_only=True, help_text="Closed-loop evaluation against the baselines (as `evaluate_policy --json`).")
+    concept_keys = _config("concept_keys", serializers.ListField, child=serializers.CharField(), help_text="Concept keys in action order.")
+    context_length = _config("context_length", serializers.IntegerField, help_text="Reviews of context the policy reads.")
+    state_dim = _config("state_dim", serializers.IntegerField)
+    action_dim = _config("action_dim", serializers.IntegerField)
+    hidden_dim = _config("hidden_dim", serializers.IntegerField)
+    num_layers = _config("num_layers", serializers.IntegerField)
+    num_heads = _config("num_heads", serializers.IntegerField)
+    max_timestep = _config("max_timestep", serializers.IntegerField)
+    target_return = _config("target_return", serializers.FloatField, help_text="Return-to-go the policy is conditioned on.")
+    temperature = _config("temperature", serializers.FloatField)
+    top_k = _config("top_k", serializers.IntegerField)
+    encoder = _config("encoder", serializers.DictField, help_text="The state encoder's parameters.")
+    artifacts = serializers.SerializerMethodField(help_text="Artifact file name -> SHA-256 and size.")
+
+    class Meta:
+        model = PolicyModel
+        fields = [
+            "curriculum", "version", "status", "created_at", "promoted_at", "metrics", "concept_keys", "context_length",
+            "state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads", "max_timestep", "target_return",
+            "temperature", "top_k", "encoder", "artifacts",
+        ]
+
+    @extend_schema_field(serializers.DictField(child=ArtifactSerializer()))
+    def get_artifacts(self, policy: PolicyModel) -> dict[str, dict[str, Any]]:
+        # storage paths are internal: clients get what identifies the files
+        return {name: {"sha256": a.get("sha256"), "size": a.get("size")} for name, a in policy.artifacts.items()}
+
+
+# --------------------------------------------------------------------------------------------- errors
+class ErrorFieldSerializer(serializers.Serializer):
+    index = serializers.IntegerField(required=False, help_text="Position of the item in a list body (review batches).")
+    field = serializers.CharField(help_text="The field at fault, e.g. `reviewed_at`, `candidates[2]`, or `body`.")
+    message = serializers.CharField(help_text="What was expected.")
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField(help_text="One line: the first problem, and how many more.")
+    fields = ErrorFieldSerializer(many=True, help_text="Every problem found (empty for errors not about the body).")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+

@@ -1,0 +1,43 @@
+"""`manage.py import_reviewlogs FILE --curriculum KEY`: import a review-log file (fsrs, anki or hlr CSV), all or nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from curriculum.importers import FORMATS, ImportFileError, import_review_file
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a review log (FSRS optimizer CSV, Anki revlog CSV or Duolingo half-life-regression CSV) into a "
+        "curriculum. A bad row imports nothing; re-importing a file adds nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="the CSV file")
+        parser.add_argument("--curriculum", required=True, help="curriculum key (created if missing)")
+        parser.add_argument("--format", choices=sorted(FORMATS), help="the file's format (default: from the header)")
+        parser.add_argument("--learner", help="the learner whose reviews the file holds (fsrs and anki files)")
+        parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    def handle(self, *args, file: str, curriculum: str, format: str | None, learner: str | None, progress: bool, **options):
+        path = Path(file)
+        if not path.is_file():
+            raise CommandError(f"{file}: no such file")
+        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=not progress, file=self.stderr._out)
+        try:
+            result = import_review_file(
+                path=path, curriculum_key=curriculum, format=format, learner=learner,
+                on_progress=lambda done, total: bar.update(done - bar.n),
+            )
+        except ImportFileError as exc:
+            raise CommandError(f"{exc} (nothing was imported)") from exc
+        finally:
+            bar.close()
+        self.stdout.write(self.style.SUCCESS(
+            f"{path.name} ({result.format}) -> {result.curriculum}: {result.created} reviews created, "
+            f"{result.duplicates} duplicates, {result.skipped} skipped of {result.rows} rows; "
+            f"{result.learners} learners, {result.concepts_created} new concepts; batch {result.batch}"
+        ))

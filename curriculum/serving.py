@@ -1,0 +1,291 @@
+"""Serving: which concept a learner should practise next, from the active policy version (or a fallback).
+
+Each process keeps the active DTLite per curriculum in memory (`PolicyCache`); every request reads the active
+version's id in the same query that finds the curriculum, so a promotion elsewhere is picked up on the next
+request, loaded once, and swapped in while the old version keeps answering. NumPy only: never imports torch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection
+from django.utils import timezone
+
+from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
+from training.rl.dtlite import DTLite
+from training.rl.features import LearnerState as EncodedState
+
+from .learner_states import StateSpec, history, state_from_history
+from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel
+from .services import artifact_storage
+
+logger = logging.getLogger(__name__)
+
+FALLBACK = "lowest_recall"
+SCORE_DIGITS = 6
+
+
+class UnknownCurriculum(LookupError):
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"unknown curriculum {key!r}")
+
+
+class UnknownConcepts(ValueError):
+    """Candidate keys that are not concepts of the curriculum."""
+
+    def __init__(self, keys: list[str], curriculum: str):
+        self.keys = keys
+        super().__init__(f"unknown concept{'s' if len(keys) > 1 else ''} {', '.join(map(repr, keys))} in curriculum {curriculum!r}")
+
+
+class NothingToRecommend(ValueError):
+    """The curriculum has no concepts yet."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    concept: str
+    scores: dict[str, float]
+    policy_version: int | None
+    strategy: str  # "policy" or "fallback:<name>"
+
+
+# ------------------------------------------------------------------------------------------- policies
+@dataclass(frozen=True)
+class ServedPolicy:
+    """A policy version ready to answer: its DTLite and the state encoding it was trained with."""
+
+    id: int
+    version: int
+    lite: DTLite
+    spec: StateSpec
+    concept_keys: tuple[str, ...]
+    target_return: float
+    max_timestep: int
+
+    @classmethod
+    def load(cls, policy_id: int) -> ServedPolicy:
+        """Read and verify a version's DTLite files from artifact storage (SHA-256 against the registry)."""
+        policy = PolicyModel.objects.select_related("curriculum").get(pk=policy_id)
+        storage, files, expected = artifact_storage(), {}, {}
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            entry = policy.artifacts[name]
+            with storage.open(entry["path"], "rb") as fh:
+                files[name] = fh.read()
+            expected[name] = entry["sha256"]
+        config, weights = verify_artifacts(weights=files[WEIGHTS_FILE], config=files[CONFIG_FILE], expected_sha256=expected)
+        spec = StateSpec.for_policy(config)
+        keys = tuple(config["concept_keys"])
+        # The state encodes concepts by position: the policy's action order must be the curriculum's.
+        positions = list(Concept.objects.filter(curriculum=policy.curriculum).order_by("position").values_list("key", flat=True))
+        if spec.num_concepts != len(keys) or spec.encoder_config.state_dim != config["state_dim"] or positions[: len(keys)] != list(keys):
+            raise ValueError(f"{policy}: concept_keys/encoder do not match the curriculum's concepts in position order")
+        return cls(policy.pk, policy.version, DTLite(weights, config), spec, keys, float(config["target_return"]),
+                   int(config["max_timestep"]))
+
+
+class PolicyCache:
+    """The serving policy version per curriculum, for one process.
+
+    `get` is called on every request with the active version's id as the database says now. A new id is
+    loaded by one thread, outside any lock other requests wait on: meanwhile they keep getting the version
+    already in memory (only a process's very first request per curriculum waits for a load). The swap is one
+    dict assignment, so a request sees the old version or the new one, never half of each. A version that
+    fails to load is logged and retried after `retry_after_s`; until then the old version (or the fallback)
+    answers.
+    """
+
+    def __init__(self, *, loader: Callable[[int], ServedPolicy] = ServedPolicy.load, retry_after_s: float = 30.0):
+        self._loader = loader
+        self._retry_after_s = retry_after_s
+        self._served: dict[int, ServedPolicy] = {}
+        self._loading: dict[int, threading.Lock] = {}
+        self._failed: dict[int, float] = {}
+        self._guard = threading.Lock()
+
+    def get(self, *, curriculum_id: int, policy_id: int | None) -> ServedPolicy | None:
+        if policy_id is None:
+            return None
+        current = self._served.get(curriculum_id)
+        if current is not None and current.id == policy_id:
+            return current
+        failed_at = self._failed.get(policy_id)
+        if failed_at is not None and time.monotonic() - failed_at < self._retry_after_s:
+            return current
+        with self._guard:
+            lock = self._loading.setdefault(curriculum_id, threading.Lock())
+        if not lock.acquire(blocking=current is None):
+            return current  # another thread is loading the new version; the old one answers meanwhile
+        try:
+            current = self._served.get(curriculum_id)
+            if current is not None and current.id == policy_id:
+                return current
+            try:
+                loaded = self._loader(policy_id)
+            except Exception:
+                logger.exception("cannot load policy id %s for serving; %s answers meanwhile", policy_id,
+                                 f"v{current.version}" if current else "the fallback")
+                self._failed[policy_id] = time.monotonic()
+                return current
+            self._served[curriculum_id] = loaded
+            self._failed.pop(policy_id, None)
+            logger.info("serving policy v%s (id %s) for curriculum id %s", loaded.version, loaded.id, curriculum_id)
+            return loaded
+        finally:
+            lock.release()
+
+    def clear(self) -> None:
+        self._served.clear()
+        self._failed.clear()
+
+
+policies = PolicyCache()  # one per process
+
+
+# ------------------------------------------------------------------------------------------- catalog
+@dataclass(frozen=True)
+class _Catalog:
+    """A curriculum's concept keys in position order, cached per process; concepts are only ever appended."""
+
+    keys: tuple[str, ...]
+    positions: dict[str, int]
+
+
+_catalogs: dict[int, _Catalog] = {}
+
+
+def _catalog(*, curriculum_id: int, concept_count: int) -> _Catalog:
+    catalog = _catalogs.get(curriculum_id)
+    if catalog is None or len(catalog.keys) != concept_count:
+        keys = tuple(Concept.objects.filter(curriculum_id=curriculum_id).order_by("position").values_list("key", flat=True))
+        catalog = _catalogs[curriculum_id] = _Catalog(keys, {k: i for i, k in enumerate(keys)})
+    return catalog
+
+
+def clear_caches() -> None:
+    """Forget every loaded policy version and concept list (tests; a restored database)."""
+    policies.clear()
+    _catalogs.clear()
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    curriculum_id: int
+    policy_id: int | None  # the active version's, as the database says now
+    concept_count: int
+    learner_id: int | None  # None: a learner never seen
+    state: dict[str, Any] | None  # the stored LearnerState.data, None without one
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+# Everything a recommendation reads, in one round trip on indexed columns (the curriculum key, the one active
+# policy, the learner's external id, the state's (learner, curriculum)); hand-written because this is the hot
+# path and building it through the ORM cost more than running it.
+_LOOKUP_SQL = f"""
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data
+    FROM {_table(Curriculum)} c
+    LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
+    LEFT JOIN {_table(Learner)} l ON l.external_id = %s
+    LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = c.id
+    WHERE c.{connection.ops.quote_name("key")} = %s
+"""
+
+
+def _lookup(*, curriculum: str, learner: str) -> _Lookup:
+    with connection.cursor() as cursor:
+        cursor.execute(_LOOKUP_SQL, [PolicyModel.Status.ACTIVE, learner, curriculum])
+        row = cursor.fetchone()
+    if row is None:
+        raise UnknownCurriculum(curriculum)
+    curriculum_id, policy_id, concept_count, learner_id, data = row
+    if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
+        data = json.loads(data)
+    return _Lookup(curriculum_id, policy_id, concept_count, learner_id, data)
+
+
+# ------------------------------------------------------------------------------------------- recommend
+def recommend(
+    *, curriculum: str, learner: str, candidates: Sequence[str] | None = None, at: dt.datetime | None = None
+) -> Recommendation:
+    """The concept `learner` should practise next in `curriculum`, at `at` (default now), among `candidates`.
+
+    The active policy version decides; without one (or when none of the candidates is in its action space)
+    the fallback `lowest_recall` does: the concept with the lowest estimated recall, never-reviewed concepts
+    first in position order, and its scores are those recall estimates. A learner never seen is a new
+    learner (nothing is stored on a read).
+    """
+    found = _lookup(curriculum=curriculum, learner=learner)
+    curriculum_id, learner_id, data = found.curriculum_id, found.learner_id, found.state
+    catalog = _catalog(curriculum_id=curriculum_id, concept_count=found.concept_count)
+    if not catalog.keys:
+        raise NothingToRecommend(f"curriculum {curriculum!r} has no concepts yet")
+    if candidates is None:
+        allowed = list(range(len(catalog.keys)))
+    else:
+        unknown = [k for k in dict.fromkeys(candidates) if k not in catalog.positions]
+        if unknown:
+            raise UnknownConcepts(unknown, curriculum)
+        allowed = sorted({catalog.positions[k] for k in candidates})
+    now = (at or timezone.now()).timestamp()
+
+    served = policies.get(curriculum_id=curriculum_id, policy_id=found.policy_id)
+    if served is not None:
+        in_policy = [p for p in allowed if p < len(served.concept_keys)]
+        if in_policy:
+            state = _state(spec=served.spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
+            return _from_policy(served, state, now=now, allowed=in_policy)
+    spec = StateSpec.default(num_concepts=len(catalog.keys))
+    state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
+    return _lowest_recall(state, keys=catalog.keys, now=now, allowed=allowed)
+
+
+def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedState:
+    if learner_id is None:
+        return spec.new_state()
+    state = spec.load(data)
+    if state is None:
+        # No state row (reviews written around record_reviews) or one encoded for another policy version:
+        # rebuild in memory, O(history); the next recorded review stores it in this encoding.
+        state, _ = state_from_history(history(learner_id=learner_id, curriculum_id=curriculum_id), spec=spec)
+    return state
+
+
+def _from_policy(served: ServedPolicy, state: EncodedState, *, now: float, allowed: list[int]) -> Recommendation:
+    rtg, states, actions, timesteps = state.context(now, served.target_return, max_timestep=served.max_timestep)
+    T = served.spec.context_length
+    action, probs = served.lite.select_action(
+        rtg[None, -T:], states[None, -T:], actions[None, -T:], timesteps[None, -T:],
+        candidates=None if len(allowed) == len(served.concept_keys) else np.asarray(allowed),
+    )
+    p = probs[0]
+    return Recommendation(
+        concept=served.concept_keys[int(action[0])],
+        scores={served.concept_keys[i]: round(float(p[i]), SCORE_DIGITS) for i in allowed},
+        policy_version=served.version,
+        strategy="policy",
+    )
+
+
+def _lowest_recall(state: EncodedState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
+    recall = state.encoder.recall(state.memory, np.array([now]))[0]
+    seen = state.memory.reviews[0] > 0
+    # never-reviewed concepts first, in position order (a long-forgotten one can also estimate 0)
+    chosen = min(allowed, key=lambda i: (bool(seen[i]), float(recall[i]), i))
+    return Recommendation(
+        concept=keys[chosen],
+        scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
+        policy_version=None,
+        strategy=f"fallback:{FALLBACK}",
+    )

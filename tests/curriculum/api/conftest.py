@@ -1,0 +1,81 @@
+"""API fixtures: a token-authenticated client, and real DTLite policy versions from tiny random-weight models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+CONCEPTS = 5
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    # database ids are reused between tests: a policy cached for id 1 in one test is not id 1 of the next;
+    # and a token remembered by one test must not authenticate in another
+    from curriculum import serving
+    from curriculum.api.authentication import CachedTokenAuthentication
+
+    serving.clear_caches()
+    CachedTokenAuthentication.forget()
+    yield
+    serving.clear_caches()
+    CachedTokenAuthentication.forget()
+
+
+@pytest.fixture
+def api_user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create(username="client-app")
+
+
+@pytest.fixture
+def api_client(api_user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=api_user).key}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def dtlite_artifacts(tmp_path_factory):
+    """seed -> a folder with the three artifact files of a tiny random Decision Transformer over CONCEPTS concepts."""
+    import torch
+
+    from training.rl.artifacts import export_artifacts
+    from training.rl.dt import DecisionTransformer, DTConfig
+    from training.rl.features import EncoderConfig
+
+    encoder = EncoderConfig(num_concepts=CONCEPTS)
+    folders = {}
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = DecisionTransformer(DTConfig(
+            state_dim=encoder.state_dim, action_dim=CONCEPTS, hidden_dim=16, num_layers=2, num_heads=2,
+            context_length=4, max_timestep=64, dropout=0.0,
+        )).eval()
+        with torch.no_grad():  # std 0.02 weights score every concept about the same: make choices differ by seed
+            for p in model.parameters():
+                p.mul_(20.0)
+        folder = tmp_path_factory.mktemp(f"policy-seed{seed}")
+        export_artifacts(model=model, output_dir=folder, concept_keys=[f"c{i}" for i in range(CONCEPTS)],
+                         encoder=encoder.to_dict(), target_return=1.0)
+        folders[seed] = folder
+    return folders
+
+
+@pytest.fixture
+def make_real_policy(dtlite_artifacts):
+    """Register a real policy version (seed 1 or 2) for a curriculum made with make_curriculum(concepts=CONCEPTS)."""
+    from curriculum.services import register_policy
+
+    def make(curriculum, *, seed: int = 1, recall: float = 0.5):
+        folder: Path = dtlite_artifacts[seed]
+        config = json.loads((folder / "dt_lite_config.json").read_text())
+        metrics = {"metric": "mean_final_recall", "results": {"dt": {"mean": recall, "ci95": [recall - 0.01, recall + 0.01]}}}
+        return register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics)
+
+    return make

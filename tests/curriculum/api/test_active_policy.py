@@ -1,0 +1,45 @@
+"""GET /api/v1/curricula/{key}/policy: the active version's metadata, 404 without one."""
+import pytest
+
+from curriculum.services import promote_policy
+
+
+@pytest.fixture
+def demo(make_curriculum):
+    return make_curriculum("demo", concepts=5)
+
+
+def test_unknown_curriculum_is_404(api_client, demo):
+    response = api_client.get("/api/v1/curricula/nope/policy")
+    assert response.status_code == 404
+    assert response.json()["error"] == {"message": "unknown curriculum 'nope'", "fields": []}
+
+
+def test_no_active_policy_is_404(api_client, demo, make_real_policy):
+    make_real_policy(demo)  # a candidate only
+    response = api_client.get("/api/v1/curricula/demo/policy")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "curriculum 'demo' has no active policy version"
+
+
+def test_the_active_version_is_described(api_client, demo, make_real_policy):
+    make_real_policy(demo, seed=1)
+    v2 = make_real_policy(demo, seed=2, recall=0.6)
+    event = promote_policy(policy=v2)
+    body = api_client.get("/api/v1/curricula/demo/policy").json()
+    assert body["curriculum"] == "demo" and body["version"] == 2 and body["status"] == "active"
+    assert body["promoted_at"] is not None and body["created_at"] is not None
+    assert body["metrics"]["results"]["dt"]["mean"] == 0.6
+    assert body["concept_keys"] == [f"c{i}" for i in range(5)]
+    assert (body["context_length"], body["action_dim"], body["state_dim"]) == (4, 5, 20)
+    assert body["encoder"]["num_concepts"] == 5 and body["target_return"] == 1.0
+    assert set(body["artifacts"]) == {"dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json"}
+    assert body["artifacts"]["dt_lite_weights.npz"] == {
+        "sha256": v2.artifacts["dt_lite_weights.npz"]["sha256"], "size": v2.artifacts["dt_lite_weights.npz"]["size"],
+    }
+    assert event.to_version == 2
+
+
+def test_without_a_token_it_is_401(client, demo):
+    response = client.get("/api/v1/curricula/demo/policy")
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"

@@ -1,0 +1,37 @@
+"""Token authentication: a token seen recently costs no query; a deleted token is refused at once."""
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+URL = "/api/v1/curricula/demo/policy"
+
+
+@pytest.fixture
+def demo(make_curriculum):
+    return make_curriculum("demo", concepts=3)
+
+
+def token_queries(client):
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(URL).status_code == 404
+    return [q["sql"] for q in queries if "authtoken_token" in q["sql"]]
+
+
+def test_a_token_seen_recently_is_not_looked_up_again(api_client, demo):
+    assert len(token_queries(api_client)) == 1
+    assert token_queries(api_client) == []
+
+
+def test_a_deleted_token_is_refused_at_once(api_client, api_user, demo):
+    token_queries(api_client)
+    Token.objects.filter(user=api_user).get().delete()
+    response = api_client.get(URL)
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+
+
+def test_an_invalid_token_is_never_remembered(client, demo):
+    for _ in range(2):
+        response = client.get(URL, HTTP_AUTHORIZATION="Token " + "f" * 40)
+        assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Invalid token."

@@ -1,0 +1,29 @@
+"""The OpenAPI 3 schema at /api/schema/ and the interactive docs at /api/docs/."""
+import pytest
+import yaml
+from drf_spectacular.validation import validate_schema
+
+
+@pytest.mark.django_db
+def test_the_schema_is_valid_openapi_3_with_the_three_paths(client):
+    response = client.get("/api/schema/")
+    assert response.status_code == 200
+    schema = yaml.safe_load(response.content)
+    assert schema["openapi"].startswith("3.")
+    validate_schema(schema)  # raises on an invalid document
+    assert {"/api/v1/reviews", "/api/v1/recommendations", "/api/v1/curricula/{key}/policy"} <= set(schema["paths"])
+    responses = {
+        path: set(operation["responses"]) for path, methods in schema["paths"].items() for operation in methods.values()
+    }
+    assert responses["/api/v1/reviews"] == {"201", "400", "401", "429"}
+    assert responses["/api/v1/recommendations"] == {"200", "400", "401", "429"}
+    assert responses["/api/v1/curricula/{key}/policy"] == {"200", "401", "404", "429"}
+    assert schema["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/api/docs/", "/api/docs/redoc/"])
+def test_the_docs_pages_are_served(client, url):
+    response = client.get(url)
+    assert response.status_code == 200
+    assert b"/api/schema/" in response.content

@@ -1,0 +1,96 @@
+"""The admin: staff only, every model's pages render, policy versions are read-only."""
+import datetime as dt
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from curriculum import services
+from curriculum.models import PolicyModel
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = get_user_model().objects.create_user("staff", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="curriculum", codename__startswith="view_"))
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+@pytest.mark.django_db
+def test_admin_refuses_non_staff(client):
+    user = get_user_model().objects.create_user("learner", password="x")
+    client.force_login(user)
+    response = client.get(reverse("admin:curriculum_reviewlog_changelist"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["curriculum", "concept", "learner", "learnerstate", "reviewlog", "policymodel", "promotionevent"])
+def test_every_changelist_renders_for_staff(admin_client, make_curriculum, make_policy, model):
+    curriculum = make_curriculum()
+    make_policy(curriculum)
+    services.record_reviews(items=[{
+        "curriculum": "demo", "learner": "u1", "concept": "c0", "correct": True,
+        "reviewed_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    }])
+    response = admin_client.get(reverse(f"admin:curriculum_{model}_changelist"))
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_reviewlog_changelist_does_not_count_the_whole_table(admin_client, make_curriculum, django_assert_max_num_queries):
+    make_curriculum()
+    services.record_reviews(items=[{
+        "curriculum": "demo", "learner": f"u{i}", "concept": "c0", "correct": True,
+        "reviewed_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    } for i in range(5)])
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("admin:curriculum_reviewlog_changelist"))
+    assert response.status_code == 200
+    plain_counts = [q["sql"] for q in queries if q["sql"].upper().startswith("SELECT COUNT(*)") and "LIMIT" not in q["sql"].upper() and "curriculum_reviewlog" in q["sql"]]
+    assert plain_counts == []
+
+
+@pytest.mark.django_db
+def test_policy_versions_are_read_only_and_artifacts_downloadable(admin_client, make_curriculum, make_policy):
+    policy = make_policy(make_curriculum())
+    change = admin_client.get(reverse("admin:curriculum_policymodel_change", args=[policy.pk]))
+    assert change.status_code == 200
+    assert b'name="status"' not in change.content  # nothing editable
+    assert admin_client.post(reverse("admin:curriculum_policymodel_change", args=[policy.pk]), {"status": "active"}).status_code == 403
+    url = reverse("curriculum:policy-artifact", args=[policy.pk, "dt_lite_config.json"])
+    assert url.encode() in change.content
+    download = admin_client.get(url)
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == b'{"tag": "demo-1"}'
+    policy.refresh_from_db()
+    assert policy.status == "candidate"
+
+
+@pytest.mark.django_db
+def test_promote_action_needs_the_promote_permission(staff_client, make_curriculum, make_policy):
+    policy = make_policy(make_curriculum())
+    url = reverse("admin:curriculum_policymodel_changelist")
+    staff_client.post(url, {"action": "promote_selected", "_selected_action": [policy.pk]})
+    policy.refresh_from_db()
+    assert policy.status == "candidate"
+
+    staff_client.user.user_permissions.add(Permission.objects.get(codename="promote_policymodel"))
+    staff_client.post(url, {"action": "promote_selected", "_selected_action": [policy.pk]})
+    policy.refresh_from_db()
+    assert policy.status == "active"
+
+
+@pytest.mark.django_db
+def test_artifact_download_needs_view_permission(client, make_curriculum, make_policy):
+    policy = make_policy(make_curriculum())
+    user = get_user_model().objects.create_user("bare", password="x", is_staff=True)
+    client.force_login(user)
+    response = client.get(reverse("curriculum:policy-artifact", args=[policy.pk, "dt_model.pt"]))
+    assert response.status_code == 403

@@ -1,0 +1,155 @@
+"""The orchestrator page: who may see it, ranking and charts, promote / force / roll back through the service."""
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from curriculum.models import PolicyModel, PromotionEvent
+from curriculum.services import promote_policy
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/curriculum-ops/orchestrator/"
+
+
+@pytest.fixture
+def curriculum(make_curriculum):
+    return make_curriculum("algebra", concepts=3)
+
+
+@pytest.fixture
+def promoter(django_user_model):
+    user = django_user_model.objects.create_user(username="promoter", password="pw-promoter-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="promote_policymodel"))
+    return user
+
+
+@pytest.fixture
+def promoter_client(client, promoter):
+    client.force_login(promoter)
+    return client
+
+
+def with_baselines(policy: PolicyModel) -> PolicyModel:
+    recall = policy.dt_mean_final_recall
+    policy.metrics["results"].update({
+        "random": {"mean": 0.30, "ci95": [0.28, 0.32]},
+        "leitner": {"mean": 0.45, "ci95": [0.43, 0.47]},
+        "oracle": {"mean": 0.80, "ci95": [0.78, 0.82]},
+    })
+    policy.metrics["results"]["dt"]["mean"] = recall
+    PolicyModel.objects.filter(pk=policy.pk).update(metrics=policy.metrics)
+    return policy
+
+
+def test_the_url_is_the_documented_one():
+    assert reverse("curriculum:orchestrator") == URL
+
+
+def test_staff_without_the_promote_permission_get_403(client, django_user_model, curriculum):
+    staff = django_user_model.objects.create_user(username="staff", password="pw-staff-1", is_staff=True)
+    client.force_login(staff)
+    assert client.get(URL).status_code == 403
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client, curriculum):
+    response = client.get(URL)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_state_changes_need_the_permission_too(client, django_user_model, curriculum, make_policy):
+    candidate = make_policy(curriculum, recall=0.5)
+    staff = django_user_model.objects.create_user(username="staff", password="pw-staff-1", is_staff=True)
+    client.force_login(staff)
+    assert client.post(reverse("curriculum:orchestrator-promote", args=[candidate.pk])).status_code == 403
+    assert client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk])).status_code == 403
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate"
+
+
+def test_candidates_are_ranked_by_evaluation_with_a_chart_each(promoter_client, curriculum, make_policy):
+    make_policy(curriculum, recall=0.40)
+    best = with_baselines(make_policy(curriculum, recall=0.60))
+    make_policy(curriculum, recall=None)
+    make_policy(curriculum, recall=0.50)
+    response = promoter_client.get(URL)
+    panel = response.context["panels"][0]
+    assert [c["policy"].version for c in panel["candidates"]] == [2, 4, 1, 3]
+    html = response.content.decode()
+    version = html[html.index(f'id="version-algebra-{best.version}"'):]
+    assert "<svg" in version and 'class="bar-dt"' in version and 'class="bar-oracle"' in version
+    assert version.count('class="whisker"') >= 3 * 4  # a whisker and two caps per bar
+
+
+def test_promote_makes_the_candidate_active_and_records_who(promoter_client, promoter, curriculum, make_policy):
+    candidate = make_policy(curriculum, recall=0.5)
+    response = promoter_client.post(reverse("curriculum:orchestrator-promote", args=[candidate.pk]), {"reason": "first"}, follow=True)
+    candidate.refresh_from_db()
+    assert candidate.status == "active"
+    event = PromotionEvent.objects.get()
+    assert (event.actor, event.reason, event.to_version) == (promoter, "first", candidate.version)
+    assert "is now the active version" in response.content.decode()
+    assert response.context["panels"][0]["active"]["policy"] == candidate
+
+
+def test_a_worse_candidate_is_refused_with_the_services_message(promoter_client, curriculum, make_policy):
+    active = make_policy(curriculum, recall=0.6)
+    promote_policy(policy=active)
+    worse = make_policy(curriculum, recall=0.4)
+    response = promoter_client.post(reverse("curriculum:orchestrator-promote", args=[worse.pk]), {"reason": ""}, follow=True)
+    html = response.content.decode()
+    assert "Promotion refused" in html and "evaluates worse than the active v1" in html
+    active.refresh_from_db()
+    assert active.status == "active"
+
+
+def test_forcing_needs_a_written_reason(promoter_client, curriculum, make_policy):
+    promote_policy(policy=make_policy(curriculum, recall=0.6))
+    worse = make_policy(curriculum, recall=0.4)
+    url = reverse("curriculum:orchestrator-promote", args=[worse.pk])
+    refused = promoter_client.post(url, {"force": "on", "reason": "  "}, follow=True)
+    assert "needs a written reason" in refused.content.decode()
+    promoter_client.post(url, {"force": "on", "reason": "the old one serves stale concepts"})
+    worse.refresh_from_db()
+    assert worse.status == "active"
+    assert PromotionEvent.objects.filter(to_version=worse.version, forced=True).exists()
+
+
+def test_roll_back_returns_to_the_previous_version(promoter_client, curriculum, make_policy):
+    first, second = make_policy(curriculum, recall=0.5), make_policy(curriculum, recall=0.6)
+    promote_policy(policy=first)
+    promote_policy(policy=second)
+    response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]), {"reason": "regression"}, follow=True)
+    first.refresh_from_db()
+    assert first.status == "active"
+    html = response.content.decode()
+    assert "rolled back from v2 to v1" in html and "regression" in html  # the history shows it
+
+
+def test_roll_back_without_a_previous_version_shows_the_refusal(promoter_client, curriculum, make_policy):
+    promote_policy(policy=make_policy(curriculum, recall=0.5))
+    response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]), follow=True)
+    assert "Rollback refused" in response.content.decode()
+
+
+def test_state_changes_are_posts_with_csrf(promoter, curriculum, make_policy):
+    candidate = make_policy(curriculum, recall=0.5)
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(promoter)
+    url = reverse("curriculum:orchestrator-promote", args=[candidate.pk])
+    assert strict.get(url).status_code == 405
+    assert strict.post(url, {"reason": "no token"}).status_code == 403
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate"
+    page = strict.get(URL).content.decode()
+    assert 'name="csrfmiddlewaretoken"' in page
+
+
+def test_the_admin_index_links_the_orchestrator_for_promoters_only(client, promoter, django_user_model):
+    client.force_login(promoter)
+    assert URL in client.get("/admin/").content.decode()
+    staff = django_user_model.objects.create_user(username="staff", password="pw-staff-1", is_staff=True)
+    client.force_login(staff)
+    assert URL not in client.get("/admin/").content.decode()

@@ -1,0 +1,119 @@
+"""Serving: the per-process policy cache (load once, swap without failing) and the fallback recommendation."""
+import datetime as dt
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from curriculum import serving
+from curriculum.models import Learner
+from curriculum.serving import PolicyCache
+from curriculum.services import promote_policy, record_reviews
+
+T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
+
+
+def fake(policy_id):
+    return SimpleNamespace(id=policy_id, version=policy_id * 10)
+
+
+class Loader:
+    """Counts loads; a load of an id in `gates` waits for its event; ids in `broken` raise."""
+
+    def __init__(self):
+        self.calls, self.gates, self.broken = [], {}, set()
+
+    def __call__(self, policy_id):
+        self.calls.append(policy_id)
+        if policy_id in self.gates:
+            assert self.gates[policy_id].wait(10)
+        if policy_id in self.broken:
+            raise OSError("artifact storage unreachable")
+        return fake(policy_id)
+
+
+def test_a_version_is_loaded_once_per_process():
+    loader = Loader()
+    cache = PolicyCache(loader=loader)
+    assert [cache.get(curriculum_id=1, policy_id=7).version for _ in range(5)] == [70] * 5
+    assert cache.get(curriculum_id=1, policy_id=None) is None
+    assert loader.calls == [7]
+
+
+def test_while_a_new_version_loads_the_old_one_answers_then_it_is_swapped_in():
+    loader = Loader()
+    cache = PolicyCache(loader=loader)
+    cache.get(curriculum_id=1, policy_id=1)
+    loader.gates[2] = threading.Event()
+    loading = threading.Thread(target=cache.get, kwargs={"curriculum_id": 1, "policy_id": 2})
+    loading.start()
+    while loader.calls.count(2) == 0:  # the load has begun and is blocked
+        threading.Event().wait(0.01)
+    assert [cache.get(curriculum_id=1, policy_id=2).version for _ in range(3)] == [10, 10, 10]
+    loader.gates[2].set()
+    loading.join(5)
+    assert cache.get(curriculum_id=1, policy_id=2).version == 20
+    assert loader.calls == [1, 2]
+
+
+def test_the_first_requests_wait_for_one_load():
+    loader = Loader()
+    loader.gates[3] = threading.Event()
+    cache = PolicyCache(loader=loader)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get(curriculum_id=1, policy_id=3))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    loader.gates[3].set()
+    for t in threads:
+        t.join(5)
+    assert [r.version for r in results] == [30] * 4 and loader.calls == [3]
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_answering_and_is_retried_later():
+    loader = Loader()
+    cache = PolicyCache(loader=loader, retry_after_s=60)
+    cache.get(curriculum_id=1, policy_id=1)
+    loader.broken.add(2)
+    assert cache.get(curriculum_id=1, policy_id=2).version == 10
+    assert cache.get(curriculum_id=1, policy_id=2).version == 10
+    assert loader.calls == [1, 2]  # not retried at once
+    assert cache.get(curriculum_id=5, policy_id=9).version == 90  # other curricula are unaffected
+    loader.broken.clear()
+    cache._retry_after_s = 0
+    assert cache.get(curriculum_id=1, policy_id=2).version == 20
+
+
+@pytest.fixture
+def demo(make_curriculum):
+    serving.clear_caches()
+    yield make_curriculum("demo", concepts=4)
+    serving.clear_caches()
+
+
+def test_a_new_learner_gets_the_first_concept_from_the_fallback(demo):
+    rec = serving.recommend(curriculum="demo", learner="nobody")
+    assert rec == serving.Recommendation("c0", {"c0": 0.0, "c1": 0.0, "c2": 0.0, "c3": 0.0}, None, "fallback:lowest_recall")
+    assert not Learner.objects.exists()
+
+
+def test_concepts_added_later_are_seen_by_the_next_request(demo, make_curriculum):
+    record_reviews(items=[{"curriculum": "demo", "learner": "u1", "concept": f"c{i}", "correct": True,
+                           "reviewed_at": T0.isoformat()} for i in range(4)])
+    assert serving.recommend(curriculum="demo", learner="u1", at=T0).concept == "c0"
+    make_curriculum("demo", concepts=5)  # appends c4
+    assert serving.recommend(curriculum="demo", learner="u1", at=T0).concept == "c4"
+
+
+def test_an_active_policy_that_cannot_be_loaded_falls_back_instead_of_failing(demo, make_policy, caplog):
+    promote_policy(policy=make_policy(demo))  # its artifact files are not a real DTLite
+    rec = serving.recommend(curriculum="demo", learner="u1")
+    assert rec.strategy == "fallback:lowest_recall" and rec.policy_version is None
+    assert "cannot load policy" in caplog.text
+
+
+def test_unknown_curriculum_and_candidates_are_refused(demo):
+    with pytest.raises(serving.UnknownCurriculum):
+        serving.recommend(curriculum="nope", learner="u1")
+    with pytest.raises(serving.UnknownConcepts, match="'x'"):
+        serving.recommend(curriculum="demo", learner="u1", candidates=["c1", "x"])

@@ -1,0 +1,264 @@
+"""Jobs without a worker: launching (validation, enqueue on commit, routing), the admin's forms, permissions,
+cancel, retry, the status endpoint and the stale-heartbeat check."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+
+from training import services
+from training.models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def curriculum(make_curriculum):
+    return make_curriculum("algebra", concepts=5)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Tasks that would have been sent to the broker: (task name, job id)."""
+    from crlsite.celery import app
+
+    calls = []
+    monkeypatch.setattr(app, "send_task", lambda name, args=(), **kw: calls.append((name, *args)))
+    return calls
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """Staff with exactly the permissions an operator of training runs needs."""
+    user = django_user_model.objects.create_user(username="operator", password="pw-operator-1", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="training", codename__in=["view_trainingrun", "add_trainingrun", "cancel_trainingrun"]
+    ))
+    return user
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    user = django_user_model.objects.create_user(username="viewer", password="pw-viewer-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="training", codename="view_trainingrun"))
+    return user
+
+
+def make_run(curriculum, **fields) -> TrainingRun:
+    params = dict(curriculum=curriculum, num_users=20, interactions=20, concepts=5, epochs=1, eval_students=30)
+    return TrainingRun.objects.create(**{**params, **fields})
+
+
+ADD_FORM = {
+    "data_source": "synthetic", "dataset": "", "num_users": "20", "interactions": "20", "concepts": "5",
+    "epochs": "1", "batch_size": "16", "seed": "7", "eval_students": "30",
+}
+
+
+# ------------------------------------------------------------------------------------------ launching
+def test_launch_enqueues_only_when_the_transaction_commits(curriculum, sent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = services.launch_training_run(curriculum=curriculum, num_users=20, interactions=20, concepts=5, epochs=1)
+    assert sent == []  # nothing reaches the broker before the commit
+    for callback in callbacks:
+        callback()
+    assert sent == [("training.tasks.run_training_run", run.pk)]
+    assert run.status == Job.Status.QUEUED
+
+
+def test_training_runs_are_routed_to_the_gpu_queue_and_the_rest_to_default():
+    from crlsite.celery import app
+
+    def queue(name: str) -> str:
+        return app.amqp.router.route({}, name, args=(1,), kwargs={})["queue"].name
+
+    assert queue(services.TASK_NAMES[TrainingRun]) == "gpu"
+    assert queue(services.TASK_NAMES[SyntheticGenerationJob]) == "default"
+    assert queue(services.TASK_NAMES[TrajectoryExtractionJob]) == "default"
+
+
+def test_launch_refuses_a_synthetic_run_whose_concepts_differ_from_the_curriculum(curriculum, sent):
+    with pytest.raises(ValidationError) as info:
+        services.launch_training_run(curriculum=curriculum, concepts=7)
+    assert "set concepts to 5" in info.value.message_dict["concepts"][0]
+    assert not TrainingRun.objects.exists()
+
+
+def test_launch_refuses_a_dataset_run_without_a_finished_dataset(curriculum, sent):
+    with pytest.raises(ValidationError) as info:
+        services.launch_training_run(curriculum=curriculum, data_source="dataset", concepts=5)
+    assert "dataset" in info.value.message_dict
+    unfinished = TrajectoryExtractionJob.objects.create(curriculum=curriculum)
+    with pytest.raises(ValidationError) as info:
+        services.launch_training_run(curriculum=curriculum, dataset=unfinished)
+    assert "has not succeeded" in info.value.message_dict["dataset"][0]
+
+
+def test_launch_refuses_an_unknown_behaviour_policy_in_the_mix(curriculum, sent):
+    with pytest.raises(ValidationError) as info:
+        services.launch_synthetic_generation(curriculum=curriculum, num_users=5, interactions=5, policy_mix={"oracle": 1})
+    assert "not behaviour policies" in info.value.message_dict["policy_mix"][0]
+
+
+def test_extraction_needs_reviews_to_extract(curriculum, sent):
+    with pytest.raises(ValidationError) as info:
+        services.launch_trajectory_extraction(curriculum=curriculum)
+    assert "has no reviews" in info.value.message_dict["curriculum"][0]
+
+
+# ---------------------------------------------------------------------------------------------- admin
+def test_admin_add_form_launches_a_run_and_shows_its_page(client, operator, curriculum, sent, django_capture_on_commit_callbacks):
+    client.force_login(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:training_trainingrun_add"), {**ADD_FORM, "curriculum": curriculum.pk})
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:training_trainingrun_change", args=[run.pk])
+    assert (run.status, run.created_by, run.seed, run.batch_size) == ("queued", operator, 7, 16)
+    assert sent == [("training.tasks.run_training_run", run.pk)]
+    page = client.get(response["Location"])
+    assert b'id="job-progress"' in page.content and b"job-cancel" in page.content
+
+
+def test_admin_add_form_explains_invalid_parameters(client, operator, curriculum, sent):
+    client.force_login(operator)
+    response = client.post(
+        reverse("admin:training_trainingrun_add"), {**ADD_FORM, "curriculum": curriculum.pk, "concepts": "9", "epochs": "0"}
+    )
+    assert response.status_code == 200
+    assert not TrainingRun.objects.exists()
+    errors = response.context["adminform"].form.errors
+    assert "set concepts to 5" in errors["concepts"][0]
+    assert "epochs" in errors
+
+
+def test_staff_without_the_add_permission_cannot_launch(client, viewer, curriculum, sent):
+    client.force_login(viewer)
+    response = client.post(reverse("admin:training_trainingrun_add"), {**ADD_FORM, "curriculum": curriculum.pk})
+    assert response.status_code == 403
+    assert not TrainingRun.objects.exists()
+
+
+def test_cancel_needs_the_cancel_permission(client, viewer, operator, curriculum):
+    run = make_run(curriculum)
+    client.force_login(viewer)
+    assert client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk])).status_code == 403
+    run.refresh_from_db()
+    assert run.status == "queued"
+    client.force_login(operator)
+    client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+def test_cancel_action_cancels_queued_runs_at_once_and_asks_running_ones_to_stop(client, operator, curriculum):
+    queued, running = make_run(curriculum), make_run(curriculum, status="running", heartbeat_at=timezone.now())
+    client.force_login(operator)
+    client.post(reverse("admin:training_trainingrun_changelist"),
+                {"action": "cancel_selected", "_selected_action": [queued.pk, running.pk]})
+    queued.refresh_from_db()
+    running.refresh_from_db()
+    assert (queued.status, queued.finished_at is not None) == ("cancelled", True)
+    assert (running.status, running.cancel_requested) == ("running", True)
+
+
+def test_cancelling_a_finished_job_changes_nothing(curriculum):
+    run = make_run(curriculum, status="succeeded")
+    assert services.cancel_job(job=run) == "finished"
+    run.refresh_from_db()
+    assert (run.status, run.cancel_requested) == ("succeeded", False)
+
+
+def test_retry_launches_a_new_run_with_the_same_parameters(client, operator, curriculum, sent, django_capture_on_commit_callbacks):
+    failed = make_run(curriculum, status="failed", seed=99, batch_size=8, error="boom")
+    client.force_login(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:training_trainingrun_retry", args=[failed.pk]))
+    new = TrainingRun.objects.exclude(pk=failed.pk).get()
+    assert response["Location"] == reverse("admin:training_trainingrun_change", args=[new.pk])
+    assert (new.status, new.seed, new.batch_size, new.created_by) == ("queued", 99, 8, operator)
+    assert sent == [("training.tasks.run_training_run", new.pk)]
+
+
+def test_status_endpoint_reports_progress_to_staff_only(client, viewer, curriculum):
+    run = make_run(curriculum, status="running", heartbeat_at=timezone.now(), step=30, steps=120, epoch=1, epochs=4, loss=1.25)
+    url = reverse("admin:training_trainingrun_status", args=[run.pk])
+    assert client.get(url).status_code == 302  # to the login page
+    client.force_login(viewer)
+    data = client.get(url).json()
+    assert data["status"] == "running" and data["percent"] == 25.0
+    assert (data["epoch"], data["epochs"], data["loss"], data["finished"]) == (1, 4, 1.25, False)
+
+
+def test_finished_run_page_shows_the_loss_curve(client, viewer, curriculum):
+    run = make_run(curriculum, status="succeeded", loss_history=[2.0, 1.5, 1.2, 1.1], epochs=4, epoch=4)
+    client.force_login(viewer)
+    page = client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert '<svg class="loss-curve"' in page and "<polyline" in page
+    assert "epoch 4: 1.1000" in page
+
+
+# ---------------------------------------------------------------------------------------- the worker side
+def test_a_job_is_claimed_once(curriculum):
+    run = make_run(curriculum)
+    assert services._claim(TrainingRun, job_id=run.pk, worker="w1") is not None
+    assert services._claim(TrainingRun, job_id=run.pk, worker="w2") is None
+    run.refresh_from_db()
+    assert (run.status, run.worker, run.attempts) == ("running", "w1", 1)
+
+
+def test_a_cancelled_queued_job_is_never_claimed(curriculum):
+    run = make_run(curriculum)
+    services.cancel_job(job=run)
+    assert services._claim(TrainingRun, job_id=run.pk, worker="w1") is None
+
+
+# ------------------------------------------------------------------------------------------ stale check
+def test_a_running_job_without_heartbeat_for_too_long_is_marked_failed(curriculum, settings, monkeypatch):
+    settings.CRL_JOB_STALE_SECONDS = 60
+    now = timezone.now()
+    dead = make_run(curriculum, status="running", heartbeat_at=now - dt.timedelta(seconds=61), worker="celery@gone")
+    alive = make_run(curriculum, status="running", heartbeat_at=now - dt.timedelta(seconds=5))
+    monkeypatch.setattr(services, "_now", lambda: now)
+    assert services.mark_stale_jobs() == 1
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "failed" and dead.finished_at == now
+    assert "no heartbeat from its worker celery@gone for more than 60 s" in dead.error
+    assert alive.status == "running"
+
+
+def test_moving_the_clock_past_the_threshold_fails_a_silent_job(curriculum, settings, monkeypatch):
+    settings.CRL_JOB_STALE_SECONDS = 300
+    start = timezone.now()
+    gen = SyntheticGenerationJob.objects.create(curriculum=curriculum, num_users=5, interactions=5, status="running",
+                                                heartbeat_at=start)
+    monkeypatch.setattr(services, "_now", lambda: start + dt.timedelta(seconds=299))
+    assert services.mark_stale_jobs() == 0
+    monkeypatch.setattr(services, "_now", lambda: start + dt.timedelta(seconds=301))
+    assert services.mark_stale_jobs() == 1
+    gen.refresh_from_db()
+    assert gen.status == "failed"
+
+
+def test_a_restarting_worker_fails_the_jobs_it_was_running(curriculum):
+    mine = make_run(curriculum, status="running", heartbeat_at=timezone.now(), worker="celery@box")
+    other = make_run(curriculum, status="running", heartbeat_at=timezone.now(), worker="celery@other")
+    assert services.mark_stale_jobs(restarted_worker="celery@box") == 1
+    mine.refresh_from_db()
+    other.refresh_from_db()
+    assert mine.status == "failed" and "restarted" in mine.error
+    assert other.status == "running"
+
+
+def test_opening_the_job_list_runs_the_stale_check(client, viewer, curriculum, settings):
+    settings.CRL_JOB_STALE_SECONDS = 60
+    dead = make_run(curriculum, status="running", heartbeat_at=timezone.now() - dt.timedelta(hours=1))
+    client.force_login(viewer)
+    assert client.get(reverse("admin:training_trainingrun_changelist")).status_code == 200
+    dead.refresh_from_db()
+    assert dead.status == "failed"

@@ -1,0 +1,203 @@
+"""Jobs that make policies: synthetic cohort generation, trajectory extraction and training runs.
+
+The row is the truth about a job (status, progress, heartbeat), not the broker: see training/services.py.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from curriculum.models import Curriculum, PolicyModel, ReviewLog
+
+
+class Job(models.Model):
+    """What every job has: who launched it, its status, progress, heartbeat and a cancel request."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds by the worker while it works; a running job whose heartbeat is older
+    # than settings.CRL_JOB_STALE_SECONDS had its worker die and is marked failed (mark_stale_jobs).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Units of work done / to do (rows written, rows read, optimiser steps): the progress bar.
+    step = models.PositiveBigIntegerField(default=0)
+    steps = models.PositiveBigIntegerField(default=0)
+    phase = models.CharField(max_length=100, blank=True, help_text="What the worker is doing now.")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed it.")
+    worker = models.CharField(max_length=200, blank=True, help_text="The Celery worker that claimed it.")
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_percent(self) -> float:
+        if self.status == self.Status.SUCCEEDED:
+            return 100.0
+        return round(100.0 * min(self.step, self.steps) / self.steps, 1) if self.steps else 0.0
+
+
+class SyntheticGenerationJob(Job):
+    """A simulated cohort practising the curriculum under a mix of behaviour policies -> ReviewLog rows."""
+
+    num_users = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)])
+    interactions = models.PositiveIntegerField(
+        default=100, validators=[MinValueValidator(1), MaxValueValidator(10_000)], help_text="Reviews per learner."
+    )
+    seed = models.IntegerField(default=42)
+    policy_mix = models.JSONField(
+        default=dict, blank=True,
+        help_text='Behaviour policy -> weight, e.g. {"random": 1, "leitner": 2}; empty for the simulator\'s default mix.',
+    )
+    rows_written = models.PositiveBigIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        verbose_name = "synthetic generation job"
+        permissions = [("cancel_syntheticgenerationjob", "Can cancel synthetic generation jobs")]
+
+    def __str__(self) -> str:
+        return f"generation #{self.pk} ({self.curriculum.key}, {self.num_users}x{self.interactions})"
+
+    def clean(self) -> None:
+        from .rl.policies import normalise_mix  # NumPy only
+
+        errors = {}
+        if self.curriculum_id and self.curriculum.concepts.count() < 2:
+            errors["curriculum"] = f"curriculum {self.curriculum.key!r} needs at least 2 concepts to simulate practice"
+        if not isinstance(self.policy_mix, dict) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.policy_mix.values()
+        ):
+            errors["policy_mix"] = 'expected an object of policy name -> weight, e.g. {"random": 1, "leitner": 2}'
+        elif self.policy_mix:
+            try:
+                normalise_mix(self.policy_mix)
+            except ValueError as exc:
+                errors["policy_mix"] = str(exc).removeprefix("policy_mix: ")
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def batch_tag(self) -> str:
+        """ReviewLog.batch of the rows this job wrote."""
+        return f"synthetic-{self.pk}"
+
+
+class TrajectoryExtractionJob(Job):
+    """ReviewLog of a curriculum -> a versioned trajectory dataset artifact with its statistics."""
+
+    version = models.PositiveIntegerField(null=True, blank=True, help_text="Dataset version, given on success.")
+    dataset_path = models.CharField(max_length=500, blank=True, help_text="Storage name in the artifacts storage.")
+    statistics = models.JSONField(default=dict, blank=True)
+    rows_read = models.PositiveBigIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        verbose_name = "trajectory extraction job"
+        permissions = [("cancel_trajectoryextractionjob", "Can cancel trajectory extraction jobs")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["curriculum", "version"], condition=Q(version__isnull=False), name="dataset_version_unique"
+            ),
+        ]
+
+    def clean(self) -> None:
+        if self.curriculum_id and not ReviewLog.objects.filter(curriculum_id=self.curriculum_id).exists():
+            raise ValidationError(
+                {"curriculum": f"curriculum {self.curriculum.key!r} has no reviews to extract (generate or import some first)"}
+            )
+
+    def __str__(self) -> str:
+        shown = f"dataset v{self.version}" if self.version else f"extraction #{self.pk}"
+        return f"{self.curriculum.key} {shown}"
+
+
+class TrainingRun(Job):
+    """A Decision Transformer training run: train, export, evaluate, register a candidate version."""
+
+    class DataSource(models.TextChoices):
+        SYNTHETIC = "synthetic", "synthetic cohort (simulated on the fly)"
+        DATASET = "dataset", "dataset from an extraction job"
+
+    data_source = models.CharField(max_length=16, choices=DataSource.choices, default=DataSource.SYNTHETIC)
+    dataset = models.ForeignKey(
+        TrajectoryExtractionJob, on_delete=models.PROTECT, null=True, blank=True, related_name="training_runs",
+        help_text="Required when the data source is a dataset.",
+    )
+    # The parameters of `train_crl_policy`.
+    num_users = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)])
+    interactions = models.PositiveIntegerField(default=100, validators=[MinValueValidator(2), MaxValueValidator(10_000)])
+    concepts = models.PositiveIntegerField(default=20, validators=[MinValueValidator(2), MaxValueValidator(1000)])
+    epochs = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1), MaxValueValidator(1000)])
+    batch_size = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1), MaxValueValidator(8192)])
+    seed = models.IntegerField(default=42)
+    no_cuda = models.BooleanField(default=False, help_text="Train on the CPU even when a GPU is available.")
+    eval_students = models.PositiveIntegerField(
+        default=200, validators=[MinValueValidator(10), MaxValueValidator(100_000)],
+        help_text="Held-out simulated students for the evaluation against the baselines.",
+    )
+    # What happened.
+    device = models.CharField(max_length=50, blank=True)
+    epoch = models.PositiveIntegerField(default=0, help_text="Epochs completed.")
+    loss_history = models.JSONField(default=list, blank=True, help_text="Mean training loss per epoch.")
+    loss = models.FloatField(null=True, blank=True, help_text="Latest training loss.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
+    policy = models.OneToOneField(
+        PolicyModel, on_delete=models.PROTECT, null=True, blank=True, related_name="training_run",
+        help_text="The candidate version this run registered.",
+    )
+
+    class Meta(Job.Meta):
+        verbose_name = "training run"
+        permissions = [("cancel_trainingrun", "Can cancel training runs")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(data_source="synthetic") | Q(dataset__isnull=False), name="training_run_dataset_given"
+            ),
+        ]
+
+    def clean(self) -> None:
+        errors = {}
+        if self.data_source == self.DataSource.DATASET:
+            if self.dataset_id is None:
+                errors["dataset"] = "choose the dataset to train on (or use the synthetic data source)"
+            elif self.dataset.status != Job.Status.SUCCEEDED:
+                errors["dataset"] = f"{self.dataset} has not succeeded (it is {self.dataset.status})"
+            elif self.curriculum_id and self.dataset.curriculum_id != self.curriculum_id:
+                errors["dataset"] = f"{self.dataset} was extracted from another curriculum than {self.curriculum.key!r}"
+        else:
+            if self.dataset_id is not None:
+                errors["dataset"] = "leave it empty for the synthetic data source, or choose the dataset data source"
+            if self.curriculum_id and self.concepts:
+                have = self.curriculum.concepts.count()
+                if have != self.concepts:
+                    errors["concepts"] = (
+                        f"curriculum {self.curriculum.key!r} has {have} concepts: a synthetic run simulates exactly "
+                        f"those, so set concepts to {have}"
+                    )
+        if errors:
+            raise ValidationError(errors)
+
+    def __str__(self) -> str:
+        return f"training run #{self.pk} ({self.curriculum.key})"
