@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup run test migrate bench clean
+.PHONY: setup run test migrate bench bench-db clean
 
 setup: $(VENV)/.installed
 
@@ -33,8 +33,15 @@ run: migrate
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmarks print Markdown tables; `bench-db` needs DATABASE_URL (PostgreSQL) and, for the API, CACHE_URL (Redis).
 bench: setup
 	$(PY) bench/dtlite.py
+	$(PY) bench/train_policy.py
+
+bench-db: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/extract.py
+	$(PY) bench/api_load.py --seconds 60
 
 clean:
 	rm -rf var .pytest_cache

@@ -59,9 +59,11 @@ class ReviewLog(models.Model):
         IMPORTED = "imported"
         LIVE = "live"
 
-    learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="reviews")
+    # No single-column indexes on learner and curriculum: the composite indexes below lead with them
+    # (each extra index costs every insert of a bulk load).
+    learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="reviews", db_index=False)
     # Denormalised from concept so that "all of a curriculum in (learner, time) order" is one index scan.
-    curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="reviews")
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="reviews", db_index=False)
     concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="reviews")
     reviewed_at = models.DateTimeField()
     correct = models.BooleanField()

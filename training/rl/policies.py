@@ -10,6 +10,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from .features import FEATURES_PER_CONCEPT, STATE_FEATURES
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -107,16 +109,41 @@ class LowestRecallPolicy(Policy):
         return np.argmin(obs.recall, axis=1)
 
 
-class NoisyLowestRecallPolicy(LowestRecallPolicy):
-    """lowest_recall, but a random concept with probability epsilon: good behaviour with exploration."""
+class _Exploring(Policy):
+    """Mixin: the parent policy's choice, but a random concept with probability epsilon (exploration)."""
 
-    name = "noisy_lowest_recall"
     epsilon = 0.2
 
     def select(self, obs: Observation) -> np.ndarray:
         explore = self.rng.random(self.num_learners) < self.epsilon
         random = self.rng.integers(0, self.num_concepts, size=self.num_learners, dtype=np.int64)
         return np.where(explore, random, super().select(obs))
+
+
+class NoisyLowestRecallPolicy(_Exploring, LowestRecallPolicy):
+    """lowest_recall, but a random concept with probability epsilon: good behaviour with exploration."""
+
+    name = "noisy_lowest_recall"
+
+
+class TargetRecallPolicy(Policy):
+    """Never-reviewed concepts first (in position order), then the concept whose estimated recall is closest to
+    ``target``: nearly forgotten, but not so far gone that the review mostly restarts it from scratch. On the
+    simulator it beats lowest_recall (0.694 vs 0.687 mean final recall, 200 held-out students, 20 concepts)."""
+
+    name = "target_recall"
+    target = 0.25
+
+    def select(self, obs: Observation) -> np.ndarray:
+        reviews = obs.states[:, STATE_FEATURES.index("reviews")::FEATURES_PER_CONCEPT]
+        seen = reviews > 0
+        return np.argmin(np.where(seen, np.abs(obs.recall - self.target), -1.0), axis=1)
+
+
+class NoisyTargetRecallPolicy(_Exploring, TargetRecallPolicy):
+    """target_recall, but a random concept with probability epsilon."""
+
+    name = "noisy_target_recall"
 
 
 class OraclePolicy(Policy):
@@ -142,20 +169,24 @@ POLICIES: dict[str, type[Policy]] = {
         LeitnerPolicy,
         LowestRecallPolicy,
         NoisyLowestRecallPolicy,
+        TargetRecallPolicy,
+        NoisyTargetRecallPolicy,
         OraclePolicy,
     )
 }
 BEHAVIOUR_POLICIES = tuple(name for name, cls in POLICIES.items() if not cls.uses_true_recall)
 
-# Weak (random, blocked), middling (round_robin, leitner) and good (lowest_recall, its noisy twin) behaviour:
-# offline RL needs good trajectories to imitate and bad ones so that the return means something.
+# Weak (random), middling (leitner) and good (lowest_recall, its noisy twin) behaviour: offline RL needs good
+# trajectories to imitate and worse ones so that the return means something. No round_robin or blocked: their
+# first steps look exactly like lowest_recall's (never-reviewed concepts in position order), so a Decision
+# Transformer reading its own history drifts into round robin (the default command, 200 held-out students:
+# with them in the mix the DT reached 0.670-0.673, without them 0.684-0.686, lowest_recall 0.687). An admin's
+# policy_mix may still use them.
 DEFAULT_POLICY_MIX: dict[str, float] = {
     "random": 0.15,
-    "round_robin": 0.1,
-    "blocked": 0.1,
     "leitner": 0.15,
-    "lowest_recall": 0.15,
-    "noisy_lowest_recall": 0.35,
+    "lowest_recall": 0.3,
+    "noisy_lowest_recall": 0.4,
 }
 
 

@@ -1,14 +1,22 @@
-"""Prepare the quick-start demo: the `demo` curriculum and an admin login with a random password."""
+"""Prepare the quick-start demo: the `demo` curriculum, a small trained policy promoted to active, and an
+admin login with a random password."""
 from __future__ import annotations
 
 import secrets
+import tempfile
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from curriculum import selectors
 from curriculum.services import ensure_curriculum
 
 DEMO_CONCEPTS = 20
+# Small enough to train in about a minute on a laptop CPU; the admin's training runs do the real ones.
+DEMO_TRAINING = ["--num_users", "300", "--interactions", "60", "--epochs", "3", "--eval_students", "100"]
 
 
 class Command(BaseCommand):
@@ -17,12 +25,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
         parser.add_argument("--curriculum", default="demo")
+        parser.add_argument("--no-training", dest="training", action="store_false",
+                            help="do not train a demo policy when the curriculum has no active one")
 
-    def handle(self, *args, username: str, curriculum: str, **options):
+    def handle(self, *args, username: str, curriculum: str, training: bool, **options):
         demo = ensure_curriculum(
             key=curriculum, name="Demo curriculum", concept_keys=[f"c{i:02d}" for i in range(DEMO_CONCEPTS)]
         )
         self.stdout.write(f"Curriculum {demo.key!r} with {demo.concepts.count()} concepts.")
+        active = selectors.active_policy(curriculum=demo)
+        if active is not None:
+            self.stdout.write(f"Active policy: {demo.key} v{active.version}.")
+        elif training:
+            self.stdout.write(f"Training a small demo policy for {demo.key!r} (about a minute), then promoting it...")
+            Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="crl-demo-", dir=settings.VAR_DIR) as tmp:
+                call_command("train_crl_policy", "--curriculum", demo.key, "--output_dir", tmp, "--promote",
+                             "--reason", "make run: demo policy", *DEMO_TRAINING,
+                             *([] if options.get("verbosity", 1) else ["--no-progress"]),
+                             stdout=self.stdout, stderr=self.stderr)
         User = get_user_model()
         if User.objects.filter(username=username).exists():
             self.stdout.write(

@@ -82,8 +82,35 @@ def test_default_mix_holds_good_and_bad_behaviour_and_normalises():
     mix = normalise_mix(None)
     assert sum(mix.values()) == pytest.approx(1.0)
     assert mix["noisy_lowest_recall"] + mix["lowest_recall"] >= 0.4
-    assert mix["random"] > 0 and mix["blocked"] > 0
+    assert mix["random"] > 0 and mix["leitner"] > 0
     assert set(mix) == set(DEFAULT_POLICY_MIX)
+    # schedules whose first steps coincide with lowest_recall's would be ambiguous to a sequence model
+    assert "round_robin" not in mix and "blocked" not in mix
+
+
+def _states_with_reviews(reviews) -> np.ndarray:
+    reviews = np.asarray(reviews, dtype=np.float32)
+    states = np.zeros((len(reviews), 4 * C), dtype=np.float32)
+    states[:, 2::4] = reviews  # the "reviews" feature
+    return states
+
+
+def test_target_recall_introduces_new_concepts_first_then_the_one_closest_to_the_target():
+    recall = np.array([[0.9, 0.05, 0.3, 0.6], [0.9, 0.05, 0.3, 0.0], [0.5, 0.1, 0.8, 0.95]])
+    reviews = [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]
+    obs = Observation(step=5, t=np.zeros(3), recall=recall, states=_states_with_reviews(reviews),
+                      cumulative_reward=np.zeros(3))
+    # |R - 0.25|: 0.3 beats the nearly forgotten 0.05; a never-reviewed concept comes first; 0.1 beats 0.5
+    assert _policy("target_recall").select(obs).tolist() == [2, 3, 1]
+
+
+def test_noisy_target_recall_mostly_follows_target_recall():
+    m = 2000
+    recall = np.tile([0.9, 0.8, 0.3, 0.05], (m, 1))
+    obs = Observation(step=5, t=np.zeros(m), recall=recall, states=_states_with_reviews(np.ones((m, C))),
+                      cumulative_reward=np.zeros(m))
+    share = (_policy("noisy_target_recall", m=m).select(obs) == 2).mean()
+    assert 0.75 < share < 0.9  # 1 - epsilon + epsilon / C = 0.85
 
 
 def test_unknown_policy_name_is_refused_with_the_choices():
