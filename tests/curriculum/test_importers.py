@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from curriculum import services
 from curriculum.importers import ImportFileError, detect_format, import_review_file
-from curriculum.models import Concept, Curriculum, Learner, ReviewLog
+from curriculum.models import Concept, Curriculum, Learner, PolicyModel, ReviewLog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UTC = dt.timezone.utc
@@ -279,7 +279,11 @@ def test_the_command_needs_a_learner_for_an_anki_file():
 
 @pytest.mark.django_db
 @pytest.mark.slow
-def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports(tmp_path):
+def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains_evaluates_and_serves(tmp_path):
+    from curriculum.serving import recommend
+    from training import services
+    from training.models import TrajectoryExtractionJob
+
     path = tmp_path / "large.csv"
     with path.open("w") as fh:
         fh.write("card_id,review_time,review_rating,review_duration\n")
@@ -291,6 +295,23 @@ def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports(tmp_path):
     assert (result.created, result.concepts_created) == (15_000, 1500)
     positions = Concept.objects.filter(curriculum__key="big").order_by("position")
     assert positions.count() == 1500 and positions.last().position == 1499 and positions.first().key == "card0"
+
+    # extract: the dataset's dimensions come from the curriculum
+    job = services.launch_trajectory_extraction(curriculum=positions.first().curriculum)
+    services.run_trajectory_extraction(job_id=job.pk)
+    job = TrajectoryExtractionJob.objects.get(pk=job.pk)
+    assert job.status == "succeeded" and job.statistics["steps"] == 15_000 and job.statistics["state_dim"] == 6000
+
+    # train, evaluate (on simulated students of 1500 concepts) and serve
+    out = io.StringIO()
+    call_command("train_crl_policy", "--from-db", "--curriculum", "big", "--epochs", "1", "--batch_size", "8",
+                 "--eval_students", "2", "--interactions", "20", "--no_cuda", "--no-progress", "--promote",
+                 "--output_dir", str(tmp_path / "out"), stdout=out)
+    policy = PolicyModel.objects.get(curriculum__key="big")
+    assert (policy.config["action_dim"], policy.config["state_dim"]) == (1500, 6000)
+    assert set(policy.metrics["results"]) == {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle"}
+    answer = recommend(curriculum="big", learner="ana", candidates=["card7", "card1499"])
+    assert answer.strategy == "policy" and answer.policy_version == 1 and answer.concept in {"card7", "card1499"}
 
 
 @pytest.mark.django_db(transaction=True)
