@@ -1,7 +1,7 @@
 """Benchmark: the REST API on a real server under load; prints req/s, p50, p99 and errors per endpoint.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/crl_bench [CACHE_URL=redis://127.0.0.1:6379/12] \\
-        .venv/bin/python bench/api_load.py [--seconds 60] [--concurrency 4] [--rate 0] [--workers 4] [--threads 2]
+        .venv/bin/python bench/api_load.py [--seconds 60] [--concurrency 4] [--rate 0] [--workers CPUs] [--threads 2]
 
 It seeds a curriculum (20 concepts, learners with a review history, two policy versions of the default
 Decision Transformer size), starts the production server (`gunicorn crlsite.wsgi`) on 127.0.0.1, and runs
@@ -362,7 +362,8 @@ def main() -> int:
     parser.add_argument("--review-rate", type=float, default=20.0, help="review batches per second (0: none)")
     parser.add_argument("--review-batch", type=int, default=5, help="reviews per batch")
     parser.add_argument("--review-concurrency", type=int, default=2, help="review connections")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="gunicorn worker processes (default: one per CPU, as the README advises)")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
     parser.add_argument("--learners", type=int, default=1000)
     parser.add_argument("--history", type=int, default=30, help="reviews per learner before the run")
