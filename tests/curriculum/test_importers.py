@@ -277,7 +277,7 @@ def test_the_command_needs_a_learner_for_an_anki_file():
         call_command("import_reviewlogs", str(FIXTURES / "anki_revlog.csv"), "--curriculum", "logs", "--no-progress")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the extraction job commits its status as a worker does
 @pytest.mark.slow
 def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains_evaluates_and_serves(tmp_path):
     from curriculum.serving import recommend
