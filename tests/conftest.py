@@ -127,8 +127,9 @@ def celery_worker(transactional_db, settings, tmp_path, wait_until):
     if str(app.conf.broker_url).startswith("filesystem://"):
         broker_dir = tmp_path / "broker"
         options = {"data_folder_in": str(broker_dir / "queue"), "data_folder_out": str(broker_dir / "queue"),
-                   "processed_folder": str(broker_dir / "processed"), "store_processed": False}
-        for key in ("data_folder_in", "processed_folder"):
+                   "processed_folder": str(broker_dir / "processed"), "control_folder": str(broker_dir / "control"),
+                   "store_processed": False}
+        for key in ("data_folder_in", "processed_folder", "control_folder"):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
         app.conf.broker_transport_options = options
         _forget_broker_connections(app)  # producers made before now point at other folders
