@@ -19,11 +19,12 @@ def _artifact_storage(request, tmp_path_factory):
         **settings.STORAGES,
         "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)}},
     }
-    yield root
     # The serving caches are per process and keyed by database ids, which a rolled-back test hands out again
-    # (SQLite reuses them): forget what this test loaded.
+    # (SQLite reuses them): every test starts and ends with none.
     from curriculum.serving import clear_caches
 
+    clear_caches()
+    yield root
     clear_caches()
 
 

@@ -17,15 +17,15 @@ from django.db import connection
 
 from curriculum.models import Concept, Curriculum, ReviewLog
 
+from .rl.evaluation import EVALUATION_SEED
 from .rl.features import EncoderConfig
 from .rl.simulator import generate_logs
-from .rl.trainer import TrainConfig
+from .rl.trainer import TrainConfig, training_device
 from .rl.trajectories import (
     DEFAULT_CHUNK_ROWS, ReviewColumns, TrajectoryDataset, dataset_statistics, extract_trajectories,
 )
 
 REVIEW_CHUNK_ROWS = 50_000
-EVALUATION_SEED = 1234  # evaluate_policy's default; training seeds must differ
 # The trainer's settings for every policy this project trains (the command and the admin's runs alike).
 # 3e-4 rather than the original DT's 1e-4: its ~800 steps (10 epochs of the default dataset) are far fewer than
 # the original's 100k. Measured on the default command (200 held-out students, DEFAULT_POLICY_MIX): 3e-4 -> 0.686,
@@ -194,7 +194,6 @@ class TrainOutcome:
     final_loss: float
     losses: list[float]  # mean loss per epoch
     device: str
-    seconds: float
 
 
 def train_and_export(
@@ -209,7 +208,7 @@ def train_and_export(
     from .rl.trainer import train
 
     config = replace(train_config or TRAIN_DEFAULTS, epochs=epochs, batch_size=batch_size, seed=seed, no_cuda=no_cuda)
-    device = "cuda" if not no_cuda and _cuda_available() else "cpu"
+    device = training_device(no_cuda=no_cuda)
 
     def progress(epoch: int, epochs_: int, step: int, steps: int, loss: float) -> None:
         _report(on_progress, "training", (epoch - 1) * steps + step, epochs_ * steps,
@@ -231,13 +230,7 @@ def train_and_export(
     _report(on_progress, "exporting artifacts", 1, 1)
     written = json.loads((Path(output_dir) / CONFIG_FILE).read_text())
     return TrainOutcome(files=files, config=written, final_loss=result.final_loss, losses=list(result.loss_history),
-                        device=result.device, seconds=result.seconds)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+                        device=result.device)
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -303,11 +296,11 @@ def train_policy(
         curriculum = Curriculum.objects.filter(key=curriculum_key).first()
         if curriculum is None:
             raise PipelineError(f"no curriculum {curriculum_key!r} (import reviews into it first)")
-        dataset = build_dataset_from_reviews(curriculum=curriculum, on_progress=progress)
-        concepts = len(dataset.concept_keys)
-        if params.concepts is not None and params.concepts != concepts:
+        concepts = curriculum.concepts.count()
+        if params.concepts is not None and params.concepts != concepts:  # checked before the extraction's work
             raise PipelineError(f"--concepts {params.concepts}: curriculum {curriculum_key!r} has {concepts} concepts "
                                 f"(leave --concepts out with --from-db)")
+        dataset = build_dataset_from_reviews(curriculum=curriculum, on_progress=progress)
     else:
         concepts, keys = params.concepts, None
         if curriculum_key:

@@ -43,6 +43,7 @@ from curriculum.models import Concept, Curriculum, Learner, ReviewLog
 from curriculum.services import artifact_storage, register_policy
 
 from .models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from .rl.evaluation import EVALUATION_SEED
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ TASK_NAMES: dict[type[Job], str] = {
     TrajectoryExtractionJob: "training.tasks.run_trajectory_extraction",
     TrainingRun: "training.tasks.run_training_run",
 }
-EVALUATION_SEED = 1234  # evaluate_policy's default
 REVIEW_WRITE_ROWS = 50_000  # rows per COPY block / bulk_create round, and per progress report
 
 

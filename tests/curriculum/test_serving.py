@@ -86,9 +86,7 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_answering_and_is_retrie
 
 @pytest.fixture
 def demo(make_curriculum):
-    serving.clear_caches()
-    yield make_curriculum("demo", concepts=4)
-    serving.clear_caches()
+    return make_curriculum("demo", concepts=4)
 
 
 def test_a_new_learner_gets_the_first_concept_from_the_fallback(demo):

@@ -88,6 +88,11 @@ def check_dataset(dataset: TrajectoryDataset) -> None:
         raise ValueError("dataset.actions must be >= 0")
 
 
+def training_device(*, no_cuda: bool) -> str:
+    """Where training runs: CUDA when there is a GPU, unless no_cuda."""
+    return "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
+
+
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
     """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data."""
     config = DTConfig(state_dim=dataset.states.shape[1],
@@ -214,7 +219,7 @@ def train(
                     else resolve_model_config(model_config, dataset))
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
-    device = "cuda" if torch.cuda.is_available() and not train_config.no_cuda else "cpu"
+    device = training_device(no_cuda=train_config.no_cuda)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
                 else contextlib.nullcontext())
     goal = target_return(dataset, quantile=train_config.target_return_quantile)

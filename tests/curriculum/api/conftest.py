@@ -10,16 +10,13 @@ CONCEPTS = 5
 
 
 @pytest.fixture(autouse=True)
-def _fresh_process_caches():
-    # database ids are reused between tests: a policy cached for id 1 in one test is not id 1 of the next;
-    # and a token remembered by one test must not authenticate in another
-    from curriculum import serving
+def _fresh_token_cache():
+    # a token remembered by one test must not authenticate in another (the serving caches are cleared by the
+    # root conftest)
     from curriculum.api.authentication import CachedTokenAuthentication
 
-    serving.clear_caches()
     CachedTokenAuthentication.forget()
     yield
-    serving.clear_caches()
     CachedTokenAuthentication.forget()
 
 

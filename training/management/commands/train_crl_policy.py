@@ -51,10 +51,6 @@ class Command(BaseCommand):
             no_cuda=options["no_cuda"],
             eval_students=options["eval_students"],
         )
-        try:
-            params.validate()
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
         register = options["register"] or options["promote"]
         if options["from_db"] and not options["curriculum"]:
             raise CommandError("--from-db needs --curriculum KEY (whose ReviewLog to train on)")
