@@ -12,7 +12,7 @@ app.autodiscover_tasks()
 
 
 @app.on_after_configure.connect
-def _create_filesystem_broker_folders(sender: Celery, **kwargs) -> None:
+def create_filesystem_broker_folders(sender: Celery, **kwargs) -> None:
     # kombu's filesystem transport fails on a missing folder; create them in every process (web, worker)
     # as soon as the configuration is read, before anything is sent or consumed.
     if str(sender.conf.broker_url or "").startswith("filesystem://"):

@@ -115,7 +115,7 @@ def celery_worker(transactional_db, settings, tmp_path, wait_until):
     import sys
     import uuid
 
-    from crlsite.celery import app
+    from crlsite.celery import create_filesystem_broker_folders, app
 
     env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_DIR", "ARTIFACT_STORAGE_BACKEND"}}
     env.update(DATABASE_URL=_database_url_for_other_processes(), MEDIA_ROOT=str(tmp_path / "media"), PYTHONUNBUFFERED="1")
@@ -130,9 +130,8 @@ def celery_worker(transactional_db, settings, tmp_path, wait_until):
         options = {"data_folder_in": str(broker_dir / "queue"), "data_folder_out": str(broker_dir / "queue"),
                    "processed_folder": str(broker_dir / "processed"), "control_folder": str(broker_dir / "control"),
                    "store_processed": False}
-        for key in ("data_folder_in", "processed_folder", "control_folder"):
-            Path(options[key]).mkdir(parents=True, exist_ok=True)
         app.conf.broker_transport_options = options
+        create_filesystem_broker_folders(app)
         _forget_broker_connections(app)  # producers made before now point at other folders
         env["CELERY_BROKER_DIR"] = str(broker_dir)
     log_path = tmp_path / "worker.log"
