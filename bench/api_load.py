@@ -228,7 +228,7 @@ def seed(args, key: str, workdir: Path) -> dict:
     from curriculum.services import ensure_curriculum, promote_policy, record_reviews, register_policy
     from training.rl.artifacts import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
-    from training.rl.features import EncoderConfig
+    from training.rl.features import FEATURES_PER_CONCEPT, EncoderConfig
 
     call_command("migrate", verbosity=0)
     concepts = [f"c{i:02d}" for i in range(args.concepts)]
@@ -237,7 +237,8 @@ def seed(args, key: str, workdir: Path) -> dict:
     policies = []
     for seed_ in (1, 2):
         torch.manual_seed(seed_)
-        model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts)).eval()
+        model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts,
+                                             concept_features=FEATURES_PER_CONCEPT)).eval()
         folder = workdir / f"policy-{seed_}"
         export_artifacts(model=model, output_dir=folder, concept_keys=concepts, encoder=encoder.to_dict(), target_return=1.0)
         config = json.loads((folder / "dt_lite_config.json").read_text())

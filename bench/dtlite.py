@@ -88,14 +88,21 @@ def onnx_engine(model: DecisionTransformer, x: dict[str, np.ndarray], directory:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state-dim", type=int, default=60)
     parser.add_argument("--action-dim", type=int, default=20)
+    parser.add_argument("--concept-features", type=int, default=4,
+                        help="state features per concept, as the encoder's (default 4); the state is "
+                             "action_dim x this; 0: the original linear action head only, --state-dim wide")
+    parser.add_argument("--state-dim", type=int, default=80, help="only with --concept-features 0")
     parser.add_argument("--repeats", type=int, default=400)
     args = parser.parse_args()
     how = limit_threads()
 
     torch.manual_seed(0)
-    config = DTConfig(state_dim=args.state_dim, action_dim=args.action_dim, return_scale=10.0)  # defaults: 128/4/4/20
+    if args.concept_features:
+        args.state_dim = args.concept_features * args.action_dim
+    # the defaults otherwise: hidden 128, 4 layers, 4 heads, context 20, as train_crl_policy's
+    config = DTConfig(state_dim=args.state_dim, action_dim=args.action_dim, return_scale=10.0,
+                      concept_features=args.concept_features)
     model = DecisionTransformer(config).eval()
     directory = Path(tempfile.mkdtemp(prefix="bench-dtlite-"))
     export_artifacts(model=model, output_dir=directory, concept_keys=[str(i) for i in range(args.action_dim)],
@@ -103,7 +110,8 @@ def main() -> None:
     lite = DTLite.load(directory / "dt_lite_weights.npz", directory / "dt_lite_config.json")
 
     print(f"hidden {config.hidden_dim}, layers {config.num_layers}, heads {config.num_heads}, "
-          f"context {config.context_length}, state_dim {args.state_dim}, action_dim {args.action_dim}; "
+          f"context {config.context_length}, state_dim {args.state_dim}, action_dim {args.action_dim}, "
+          f"concept head {config.concept_features and config.concept_head_dim or 'none'}; "
           f"1 thread ({how}); numpy {np.__version__}, torch {torch.__version__}")
     print(f"{'batch':>5}  {'engine':<28}{'median ms':>10}{'p90 ms':>9}{'rows/s':>10}{'vs torch':>10}")
     for B, repeats in ((1, args.repeats), (256, max(5, args.repeats // 40))):

@@ -41,6 +41,8 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert (out_dir / "dt_model.pt").is_file()
     assert config["action_dim"] == 6 and config["state_dim"] == 24 and config["concept_keys"] == [str(i) for i in range(6)]
     assert np.isfinite(config["target_return"]) and config["extra"]["loss_history"]
+    # the encoder is fitted to the synthetic log (a factor per concept) and the model has the concept head
+    assert len(config["encoder"]["concept_stability"]) == 6 and config["concept_features"] == 4
     assert_evaluation_shape(json.loads((out_dir / "evaluation.json").read_text()), students=6, seed=1234)
     assert "lowest_recall" in summary and "final loss" in summary and "dt_lite_weights.npz" in summary
 
@@ -87,6 +89,7 @@ def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_cu
                   "--register", *TINY)
     policy = PolicyModel.objects.get(curriculum=curriculum)
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
+    assert len(policy.config["encoder"]["concept_stability"]) == 4  # fitted to the curriculum's log
     assert "12 episodes, 180 steps" in summary
 
 

@@ -37,6 +37,10 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value == 0
+
+
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -63,6 +67,11 @@ _CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
     ),
 }
 REQUIRED_CONFIG_KEYS = tuple(_CONFIG_CHECKS)
+# optional keys: absent means 0 (a model without the concept head, as exported before it existed)
+_OPTIONAL_CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
+    "concept_features": (lambda v: _positive_int(v) or _is_zero(v), "an integer >= 0"),
+    "concept_head_dim": (lambda v: _positive_int(v) or _is_zero(v), "an integer >= 0"),
+}
 
 
 def expected_weight_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -89,6 +98,10 @@ def expected_weight_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ..
             p + "mlp.c_proj.weight": (H, 4 * H), p + "mlp.c_proj.bias": (H,),
         }
     shapes |= {"ln_f.weight": (H,), "ln_f.bias": (H,), "predict_action.weight": (A, H), "predict_action.bias": (A,)}
+    F, D = config.get("concept_features", 0), config.get("concept_head_dim", 0)
+    if F:
+        shapes |= {"concept_head.c_state.weight": (D, H), "concept_head.c_state.bias": (D,),
+                   "concept_head.c_concept.weight": (D, F), "concept_head.c_out.weight": (1, D)}
     return shapes
 
 
@@ -183,6 +196,9 @@ def export_artifacts(
         "encoder": dict(encoder),
         "format_version": FORMAT_VERSION,
     }
+    if model_config.get("concept_features"):
+        config["concept_features"] = model_config["concept_features"]
+        config["concept_head_dim"] = model_config["concept_head_dim"]
     if extra is not None:
         config["extra"] = extra
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
@@ -229,6 +245,15 @@ def check_config(config: Any) -> None:
             raise ArtifactError(f"{CONFIG_FILE}: missing key {key!r}")
         if not check(config[key]):
             raise ArtifactError(f"{CONFIG_FILE}: {key} must be {expected}, got {config[key]!r}")
+    for key, (check, expected) in _OPTIONAL_CONFIG_CHECKS.items():
+        if key in config and not check(config[key]):
+            raise ArtifactError(f"{CONFIG_FILE}: {key} must be {expected}, got {config[key]!r}")
+    features = config.get("concept_features", 0)
+    if features and config["state_dim"] != features * config["action_dim"]:
+        raise ArtifactError(f"{CONFIG_FILE}: state_dim {config['state_dim']} is not concept_features {features} "
+                            f"x action_dim {config['action_dim']}")
+    if features and not config.get("concept_head_dim"):
+        raise ArtifactError(f"{CONFIG_FILE}: concept_head_dim must be positive when concept_features is")
     if len(config["concept_keys"]) != config["action_dim"]:
         raise ArtifactError(f"{CONFIG_FILE}: concept_keys has {len(config['concept_keys'])} entries "
                             f"but action_dim is {config['action_dim']}")

@@ -1,7 +1,12 @@
 """Decision Transformer (Chen et al. 2021) over curriculum trajectories, in PyTorch.
 
-nanoGPT-style: a config dataclass and small modules. `training/rl/dtlite.py` is its NumPy twin, block for
-block with the same names; change one, change the other (tests/training/rl/test_dtlite.py checks them).
+nanoGPT-style: a config dataclass and small modules. The action is read from the state token as in the original
+(a linear head over concepts) plus, when the states are per-concept feature groups (the encoder's), a concept
+head: one small MLP that scores each concept from the state token and that concept's own features, so that a
+rule such as "the concept whose recall is closest to a target" is as easy to learn as "the lowest recall".
+
+`training/rl/dtlite.py` is its NumPy twin, block for block with the same names; change one, change the other
+(tests/training/rl/test_dtlite.py checks them).
 """
 from __future__ import annotations
 
@@ -30,6 +35,11 @@ class DTConfig:
     # Returns-to-go are given in natural units and divided by this inside the model. None: the trainer
     # picks it from the data (max |return-to-go|); a model built directly with None uses 1.0.
     return_scale: float | None = None
+    # > 0: the states are action_dim groups of concept_features numbers (concept-major, as the encoder lays them
+    # out) and a concept head adds to each concept's logit a score of (state token, that concept's features).
+    # 0: the original linear head only (models trained before the concept head).
+    concept_features: int = 0
+    concept_head_dim: int = 64
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads",
@@ -40,6 +50,15 @@ class DTConfig:
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"DTConfig.hidden_dim ({self.hidden_dim}) must be divisible by "
                              f"num_heads ({self.num_heads})")
+        for name in ("concept_features", "concept_head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"DTConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.concept_features and self.state_dim != self.concept_features * self.action_dim:
+            raise ValueError(f"DTConfig.state_dim ({self.state_dim}) must be concept_features "
+                             f"({self.concept_features}) x action_dim ({self.action_dim}) for the concept head")
+        if self.concept_features and not self.concept_head_dim:
+            raise ValueError("DTConfig.concept_head_dim must be positive when concept_features is")
         if self.return_scale is not None and not self.return_scale > 0:
             raise ValueError(f"DTConfig.return_scale must be > 0, got {self.return_scale!r}")
 
@@ -97,6 +116,30 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class ConceptHead(nn.Module):
+    """Scores every concept from the state token's output h and the concept's own features x_c:
+    ``score_c = c_out . gelu(c_state(h) + c_concept(x_c))``, one small MLP shared by all concepts.
+
+    A linear head on h can rank concepts by a linear function of their features (lowest recall first), but not
+    by a non-linear one (recall closest to a target, a gain that peaks in between); this one can, with the same
+    weights for any number of concepts.
+    """
+
+    def __init__(self, config: DTConfig) -> None:
+        super().__init__()
+        self.concept_features = config.concept_features
+        self.c_state = nn.Linear(config.hidden_dim, config.concept_head_dim)
+        self.c_concept = nn.Linear(config.concept_features, config.concept_head_dim, bias=False)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_out = nn.Linear(config.concept_head_dim, 1, bias=False)
+
+    def forward(self, h: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        B, T, _ = h.shape
+        features = states.reshape(B, T, -1, self.concept_features)  # [B, T, A, F]
+        z = self.c_state(h).unsqueeze(2) + self.c_concept(features)  # [B, T, A, D]
+        return self.c_out(self.gelu(z)).squeeze(-1)  # [B, T, A]
+
+
 def token_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T] timestep mask (1 valid, 0 pad) -> boolean [B, 1, 3T, 3T] attention mask (True = may attend).
 
@@ -128,6 +171,7 @@ class DecisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(H, eps=LAYER_NORM_EPS)
         self.predict_action = nn.Linear(H, config.action_dim)
+        self.concept_head = ConceptHead(config) if config.concept_features else None
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by depth so the residual stream does not grow with layers
         for name, p in self.named_parameters():
@@ -163,8 +207,11 @@ class DecisionTransformer(nn.Module):
         attn_mask = None if attention_mask is None else token_attention_mask(attention_mask)
         for block in self.blocks:
             x = block(x, attn_mask)
-        x = self.ln_f(x)
-        return self.predict_action(x[:, 1::3]).float()  # state tokens only
+        h = self.ln_f(x)[:, 1::3]  # state tokens only
+        logits = self.predict_action(h)
+        if self.concept_head is not None:
+            logits = logits + self.concept_head(h, states)
+        return logits.float()
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The config as plain Python types, for `dt_model.pt` and `dt_lite_config.json`."""

@@ -28,6 +28,19 @@ def _row_sums(x: np.ndarray) -> np.ndarray:
     return x @ np.ones(x.shape[-1], np.float32)
 
 
+def _twice_gelu(h: np.ndarray) -> np.ndarray:
+    """2 x tanh GELU, ``h (1 + tanh(c (h + 0.044715 h^3)))`` with c = sqrt(2/pi): the caller folds the 0.5 into
+    the next weights (exact: a power of two)."""
+    t = h * h
+    t *= _GELU_C * np.float32(0.044715)
+    t += _GELU_C
+    t *= h
+    np.tanh(t, out=t)
+    t += np.float32(1.0)
+    t *= h
+    return t
+
+
 class LayerNorm:
     def __init__(self, w: Mapping[str, np.ndarray], name: str) -> None:
         self.weight = np.asarray(w[name + ".weight"], np.float32)
@@ -114,15 +127,7 @@ class MLP:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         h = x @ self.c_fc_w
         h += self.c_fc_b
-        # tanh GELU: 0.5 h (1 + tanh(c (h + 0.044715 h^3))), c = sqrt(2/pi); the 0.5 is in c_proj_w
-        t = h * h
-        t *= _GELU_C * np.float32(0.044715)
-        t += _GELU_C
-        t *= h
-        np.tanh(t, out=t)
-        t += np.float32(1.0)
-        t *= h
-        y = t @ self.c_proj_w
+        y = _twice_gelu(h) @ self.c_proj_w  # GELU's 0.5 is in c_proj_w
         y += self.c_proj_b
         return y
 
@@ -140,6 +145,24 @@ class Block:
         y += x if query is None else x[:, query:query + 1]
         y += self.mlp(self.ln_2(y))
         return y
+
+
+class ConceptHead:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any]) -> None:
+        self.concept_features = config["concept_features"]
+        self.c_state_w, self.c_state_b = _linear(w, name + ".c_state")  # [H, D]
+        self.c_concept_w = np.array(w[name + ".c_concept.weight"].T, np.float32, order="C")  # [F, D]
+        # [D]; GELU's factor 0.5 folded in (exact: a power of two)
+        self.c_out_w = np.array(w[name + ".c_out.weight"][0], np.float32) * np.float32(0.5)
+
+    def __call__(self, h: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """h [..., H], states [..., S] -> scores [..., A]."""
+        features = states.reshape(states.shape[:-1] + (-1, self.concept_features))  # [..., A, F]
+        z = features @ self.c_concept_w  # [..., A, D]
+        base = h @ self.c_state_w
+        base += self.c_state_b
+        z += base[..., None, :]
+        return _twice_gelu(z) @ self.c_out_w  # GELU's 0.5 is in c_out_w
 
 
 class DTLite:
@@ -163,6 +186,7 @@ class DTLite:
         self.blocks = [Block(w, f"blocks.{i}", config) for i in range(config["num_layers"])]
         self.ln_f = LayerNorm(w, "ln_f")
         self.predict_action_w, self.predict_action_b = _linear(w, "predict_action")
+        self.concept_head = ConceptHead(w, "concept_head", config) if config.get("concept_features") else None
         self._local = threading.local()
 
     @classmethod
@@ -224,6 +248,8 @@ class DTLite:
         x = self.ln_f(x[:, 0] if last_only else x[:, 1::3])  # state tokens only
         logits = x @ self.predict_action_w
         logits += self.predict_action_b
+        if self.concept_head is not None:
+            logits += self.concept_head(x, states[:, -1] if last_only else states)
         return logits
 
     def _check_inputs(self, rtg: np.ndarray, states: np.ndarray, actions: np.ndarray, timesteps: np.ndarray,

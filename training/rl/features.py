@@ -13,15 +13,16 @@ number of reviews.
 * grade g in 1..4 (1 = wrong, 2 hard, 3 good, 4 easy). A wrong review counts as g = 1 whatever its grade;
   a correct one with an unknown (0) or contradictory (1) grade counts as 3.
   ``R`` below is the recall just before the review; ``clip`` keeps D in [1, 10].
-* first review:       ``S = initial_stability_s[g - 1]``,
+* first review:       ``S = initial_stability_s[g - 1] * concept_stability[c]`` (1 unless fitted, below),
                       ``D = clip(initial_difficulty - difficulty_step * (g - 3))``
 * correct, reviewed:  ``S' = S * (1 + growth * (11 - D) / 6 * (1 - R) ** recall_exponent * grade_factor[g - 1])``
   (spacing: a review at low recall lengthens the half-life most, a massed one at R ~ 1 hardly at all)
 * wrong, reviewed:    ``S' = max(initial_stability_s[0], S * lapse_factor)``
 * then                ``D' = clip(D - difficulty_step * (g - 3))``; S is capped at ``max_stability_s``.
 
-The defaults are the population median of the synthetic students (as one would fit FSRS weights to a log);
-per-item differences are picked up through D and the outcomes.
+The defaults are the population median of the synthetic students (as one would fit FSRS weights to a log).
+Per item, ``concept_stability`` (one factor per concept, fitted to a log by ``ConceptStabilityFit``: how long a
+first memory of this concept lasts relative to the median) and, later, D and the outcomes.
 
 State layout (``state_dim = FEATURES_PER_CONCEPT * num_concepts``, concept-major: feature j of the concept at
 position c is ``state[c * 4 + j]``):
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import base64
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable
 
 import numpy as np
@@ -72,10 +73,21 @@ class EncoderConfig:
     grade_factor: tuple[float, float, float, float] = (0.0, 0.7, 1.0, 1.3)
     lapse_factor: float = 0.5
     max_stability_s: float = 365 * 86400.0
+    # Per concept (in position order), a factor on the first review's stability: how much longer or shorter than
+    # the population's median this concept's first memory lasts, fitted to a log by ConceptStabilityFit.
+    # None: 1 for every concept (the unfitted encoder).
+    concept_stability: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if int(self.num_concepts) < 1:
             raise ValueError(f"num_concepts: expected a positive integer, got {self.num_concepts!r}")
+        if self.concept_stability is not None:
+            factors = tuple(float(v) for v in self.concept_stability)
+            if len(factors) != int(self.num_concepts):
+                raise ValueError(f"concept_stability: {len(factors)} factors for {self.num_concepts} concepts")
+            if not all(np.isfinite(v) and v > 0 for v in factors):
+                raise ValueError("concept_stability: factors must be finite and > 0")
+            object.__setattr__(self, "concept_stability", factors)
         for name in ("initial_stability_s", "grade_factor"):
             if len(getattr(self, name)) != 4:
                 raise ValueError(f"{name}: expected 4 values (grades 1-4), got {getattr(self, name)!r}")
@@ -93,6 +105,10 @@ class EncoderConfig:
         data["initial_stability_s"] = list(self.initial_stability_s)
         data["grade_factor"] = list(self.grade_factor)
         data["features"] = list(STATE_FEATURES)
+        if self.concept_stability is None:
+            del data["concept_stability"]  # an unfitted encoder's dict is as it was before the field existed
+        else:
+            data["concept_stability"] = list(self.concept_stability)
         return data
 
     @classmethod
@@ -136,6 +152,8 @@ class StateEncoder:
         self.state_dim = config.state_dim
         self._initial_stability = np.asarray(config.initial_stability_s, dtype=np.float64)
         self._grade_factor = np.asarray(config.grade_factor, dtype=np.float64)
+        self._concept_stability = (None if config.concept_stability is None
+                                   else np.asarray(config.concept_stability, dtype=np.float64))
 
     def init_memory(self, n: int) -> EncoderMemory:
         shape = (n, self.num_concepts)
@@ -186,7 +204,7 @@ class StateEncoder:
         t = np.asarray(t, dtype=np.float64)
         correct = np.asarray(correct, dtype=bool)
         grade = np.asarray(grade, dtype=np.int64)
-        g = np.where(correct, np.where((grade >= 2) & (grade <= 4), grade, 3), 1)
+        g = effective_grade(correct, grade)
 
         stability = memory.stability[rows, concepts]
         difficulty = memory.difficulty[rows, concepts]
@@ -199,7 +217,10 @@ class StateEncoder:
         spacing = (1.0 - recall_before) ** cfg.recall_exponent
         grown = stability * (1.0 + cfg.growth * ease * spacing * self._grade_factor[g - 1])
         lapsed = np.maximum(self._initial_stability[0], stability * cfg.lapse_factor)
-        new_stability = np.where(seen, np.where(g > 1, grown, lapsed), self._initial_stability[g - 1])
+        first = self._initial_stability[g - 1]
+        if self._concept_stability is not None:
+            first = first * self._concept_stability[concepts]
+        new_stability = np.where(seen, np.where(g > 1, grown, lapsed), first)
         base_difficulty = np.where(seen, difficulty, cfg.initial_difficulty)
 
         memory.stability[rows, concepts] = np.minimum(new_stability, cfg.max_stability_s)
@@ -211,6 +232,80 @@ class StateEncoder:
         rewards = (potential - memory.potential[rows]).astype(np.float32)
         memory.potential[rows] = potential
         return rewards
+
+
+def effective_grade(correct: np.ndarray, grade: np.ndarray) -> np.ndarray:
+    """The grade the estimator uses: 1 when wrong; when correct the grade if it is 2-4, else 3 (see the module)."""
+    grade = np.asarray(grade, dtype=np.int64)
+    return np.where(np.asarray(correct, dtype=bool), np.where((grade >= 2) & (grade <= 4), grade, 3), 1)
+
+
+class ConceptStabilityFit:
+    """Fits ``EncoderConfig.concept_stability`` to a review log, streamed in chunks in (learner, time) order.
+
+    After a learner's first review of concept c with (effective) grade g, the estimator's stability is
+    ``initial_stability_s[g - 1] * m_c``, so the learner's second review of c, e seconds later, is correct with
+    probability ``2 ** (-e / (initial_stability_s[g - 1] * m_c))``. ``m_c`` is the maximum-likelihood factor over
+    all learners' (first, second) review pairs of c, on a grid from 1/16 to 16 (2 ** 0.25 apart); a concept with
+    fewer than ``min_pairs`` pairs keeps 1. It is the per-item part of fitting FSRS-style weights to a log: with one
+    population median, easy and hard concepts are estimated alike until their outcomes pile up.
+    """
+
+    GRID = 2.0 ** np.arange(-4.0, 4.0 + 1e-9, 0.25)
+
+    def __init__(self, config: EncoderConfig, *, min_pairs: int = 20) -> None:
+        self.config = config
+        self.min_pairs = min_pairs
+        self.log_likelihood = np.zeros((config.num_concepts, len(self.GRID)))
+        self.pairs = np.zeros(config.num_concepts, dtype=np.int64)
+        self._held: tuple[np.ndarray, ...] | None = None  # the last learner's rows of the previous chunk
+        self._initial_stability = np.asarray(config.initial_stability_s, dtype=np.float64)
+
+    def add(self, learner: np.ndarray, concept: np.ndarray, t: np.ndarray, correct: np.ndarray,
+            grade: np.ndarray) -> None:
+        """One chunk of rows in (learner, time) order; a learner may continue into the next chunk."""
+        columns = (np.asarray(learner, dtype=np.int64), np.asarray(concept, dtype=np.int64),
+                   np.asarray(t, dtype=np.float64), np.asarray(correct, dtype=bool), np.asarray(grade, dtype=np.int64))
+        if self._held is not None:
+            columns = tuple(np.concatenate((held, new)) for held, new in zip(self._held, columns))
+        if not len(columns[0]):
+            return
+        last = columns[0][-1]
+        split = int(np.searchsorted(columns[0] == last, True))  # rows are grouped by learner
+        self._held = tuple(c[split:] for c in columns)
+        self._pairs(*(c[:split] for c in columns))
+
+    def _pairs(self, learner: np.ndarray, concept: np.ndarray, t: np.ndarray, correct: np.ndarray,
+               grade: np.ndarray) -> None:
+        n = len(learner)
+        if not n:
+            return
+        if concept.min() < 0 or concept.max() >= self.config.num_concepts:
+            raise ValueError(f"concept: expected positions in [0, {self.config.num_concepts})")
+        order = np.lexsort((np.arange(n), concept, learner))  # (learner, concept), time order kept within
+        learner, concept, t, correct, grade = (c[order] for c in (learner, concept, t, correct, grade))
+        starts = np.flatnonzero(np.r_[True, (learner[1:] != learner[:-1]) | (concept[1:] != concept[:-1])])
+        has_second = np.r_[np.diff(starts), n - starts[-1]] >= 2
+        first = starts[has_second]
+        second = first + 1
+        stability = self._initial_stability[effective_grade(correct[first], grade[first]) - 1]
+        elapsed = np.maximum(t[second] - t[first], 0.0)
+        p = np.exp2(-elapsed[:, None] / (stability[:, None] * self.GRID))  # [pairs, grid]
+        p = np.clip(p, 1e-6, 1.0 - 1e-6)
+        ll = np.where(correct[second][:, None], np.log(p), np.log1p(-p))
+        np.add.at(self.log_likelihood, concept[first], ll)
+        self.pairs += np.bincount(concept[first], minlength=self.config.num_concepts)
+
+    def factors(self) -> tuple[float, ...]:
+        """The fitted factor per concept (after the last chunk)."""
+        if self._held is not None:
+            self._pairs(*self._held)
+            self._held = None
+        best = self.GRID[np.argmax(self.log_likelihood, axis=1)]
+        return tuple(float(v) for v in np.where(self.pairs >= self.min_pairs, best, 1.0))
+
+    def fitted_config(self) -> EncoderConfig:
+        return replace(self.config, concept_stability=self.factors())
 
 
 def _rows(memory: EncoderMemory, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

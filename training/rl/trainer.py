@@ -94,9 +94,14 @@ def training_device(*, no_cuda: bool) -> str:
 
 
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
-    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data."""
-    config = DTConfig(state_dim=dataset.states.shape[1],
-                      action_dim=max(len(dataset.concept_keys), int(dataset.actions.max()) + 1), **overrides)
+    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data, and the
+    concept head when the encoder's states are per-concept feature groups (they are for StateEncoder)."""
+    state_dim = dataset.states.shape[1]
+    action_dim = max(len(dataset.concept_keys), int(dataset.actions.max()) + 1)
+    per_concept = len(dataset.encoder.get("features") or ())
+    if per_concept and state_dim == per_concept * action_dim:
+        overrides.setdefault("concept_features", per_concept)
+    config = DTConfig(state_dim=state_dim, action_dim=action_dim, **overrides)
     return resolve_model_config(config, dataset)
 
 

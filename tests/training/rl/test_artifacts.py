@@ -152,3 +152,53 @@ def test_checkpoint_sha256_is_checked_when_expected(exported):
     (directory / CHECKPOINT_FILE).unlink()
     with pytest.raises(ArtifactError, match=f"{CHECKPOINT_FILE}: file not found"):
         verify_artifacts(directory=directory, expected_sha256=shas)
+
+
+@pytest.fixture
+def exported_with_concept_head(tmp_path):
+    torch.manual_seed(0)
+    model = DecisionTransformer(DTConfig(state_dim=8, action_dim=4, hidden_dim=16, num_layers=1, num_heads=2,
+                                         context_length=5, max_timestep=32, return_scale=3.0, concept_features=2,
+                                         concept_head_dim=6))
+    export_artifacts(model=model, output_dir=tmp_path, concept_keys=CONCEPTS, encoder={}, target_return=1.5)
+    return tmp_path
+
+
+def test_concept_head_is_described_in_the_config(exported_with_concept_head):
+    config = json.loads((exported_with_concept_head / CONFIG_FILE).read_text())
+    assert config["concept_features"] == 2 and config["concept_head_dim"] == 6
+    lite = DTLite.load(exported_with_concept_head / WEIGHTS_FILE, exported_with_concept_head / CONFIG_FILE)
+    assert lite.concept_head is not None
+
+
+def test_a_model_without_the_concept_head_writes_the_original_config(exported):
+    """Neither key: configs exported before the head existed load as they did."""
+    directory, _ = exported
+    legacy = json.loads((directory / CONFIG_FILE).read_text())
+    assert "concept_features" not in legacy
+    assert DTLite.load(directory / WEIGHTS_FILE, directory / CONFIG_FILE).concept_head is None
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.pop("concept_head.c_out.weight"), "missing array 'concept_head.c_out.weight'"),
+    (lambda a: a.update({"concept_head.c_concept.weight": np.ones((6, 3), np.float32)}),
+     r"'concept_head.c_concept.weight' has shape \(6, 3\), expected \(6, 2\)"),
+])
+def test_tampered_concept_head_weights_are_refused(exported_with_concept_head, change, message):
+    rewrite_weights(exported_with_concept_head, change)
+    with pytest.raises(ArtifactError, match=message):
+        DTLite.load(exported_with_concept_head / WEIGHTS_FILE, exported_with_concept_head / CONFIG_FILE)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.update(concept_features=3), "state_dim 8 is not concept_features 3 x action_dim 4"),
+    (lambda c: c.update(concept_features="2"), "concept_features must be an integer >= 0"),
+    (lambda c: c.update(concept_head_dim=0), "concept_head_dim must be positive when concept_features is"),
+    (lambda c: c.pop("concept_features"), "unexpected arrays"),
+])
+def test_inconsistent_concept_head_config_is_refused(exported_with_concept_head, edit, message):
+    config = json.loads((exported_with_concept_head / CONFIG_FILE).read_text())
+    edit(config)
+    (exported_with_concept_head / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=message):
+        verify_artifacts(directory=exported_with_concept_head)

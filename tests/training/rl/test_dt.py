@@ -86,3 +86,46 @@ def test_from_checkpoint_restores_the_same_model_in_eval_mode(tmp_path):
     torch.testing.assert_close(loaded(*inputs), model(*inputs))
     from_bytes = DecisionTransformer.from_checkpoint((tmp_path / "dt_model.pt").read_bytes())
     torch.testing.assert_close(from_bytes(*inputs), model(*inputs))
+
+
+def test_concept_head_config_must_match_the_state_layout():
+    with pytest.raises(ValueError, match=r"state_dim \(6\) must be concept_features \(2\) x action_dim \(5\)"):
+        DTConfig(state_dim=S, action_dim=A, concept_features=2)
+    with pytest.raises(ValueError, match="concept_features must be a non-negative integer"):
+        DTConfig(state_dim=10, action_dim=A, concept_features=-1)
+    assert DecisionTransformer(DTConfig(state_dim=10, action_dim=A, hidden_dim=32, num_heads=4)).concept_head is None
+
+
+def test_concept_head_scores_each_concept_with_shared_weights():
+    """Permuting the concepts' feature groups permutes their scores: one function of (h, x_c) for every c."""
+    torch.manual_seed(0)
+    model = DecisionTransformer(DTConfig(state_dim=2 * A, action_dim=A, hidden_dim=32, num_heads=4,
+                                         concept_features=2, concept_head_dim=8)).eval()
+    h = torch.randn(3, 4, 32)
+    states = torch.randn(3, 4, A, 2)
+    order = torch.tensor([3, 0, 4, 1, 2])
+    scores = model.concept_head(h, states.reshape(3, 4, -1))
+    permuted = model.concept_head(h, states[:, :, order].reshape(3, 4, -1))
+    torch.testing.assert_close(permuted, scores[:, :, order])
+    assert scores.shape == (3, 4, A) and scores.std() > 0
+
+
+def test_concept_head_changes_the_logits_and_survives_the_checkpoint(tmp_path):
+    config = DTConfig(state_dim=2 * A, action_dim=A, hidden_dim=32, num_layers=2, num_heads=4, context_length=8,
+                      max_timestep=64, return_scale=10.0, concept_features=2, concept_head_dim=8)
+    torch.manual_seed(0)
+    model = DecisionTransformer(config).eval()
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(2, 8, generator=g), torch.randn(2, 8, 2 * A, generator=g),
+              torch.randint(0, A, (2, 8), generator=g), torch.arange(8).repeat(2, 1))
+    with torch.no_grad():
+        with_head = model(*inputs)
+        head = model.concept_head
+        model.concept_head = None
+        without = model(*inputs)
+        model.concept_head = head
+    assert (with_head - without).abs().max() > 0
+    export_artifacts(model=model, output_dir=tmp_path, concept_keys=list("abcde"), encoder={}, target_return=1.0)
+    loaded = DecisionTransformer.from_checkpoint(tmp_path / "dt_model.pt")
+    assert loaded.config.concept_features == 2
+    torch.testing.assert_close(loaded(*inputs), model(*inputs))

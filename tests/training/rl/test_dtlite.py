@@ -11,7 +11,9 @@ from training.rl.dtlite import DTLite
 from training.rl.trainer import TrainConfig, train
 from training.rl.trajectories import TrajectoryDataset
 
-S, A, K = 12, 7, 10
+A, K = 7, 10
+F = 2  # features per concept for the concept head
+S = F * A
 TOLERANCE = 1e-4
 
 
@@ -21,15 +23,28 @@ def export(model: DecisionTransformer, directory) -> DTLite:
     return DTLite.load(directory / "dt_lite_weights.npz", directory / "dt_lite_config.json")
 
 
-@pytest.fixture(scope="module")
-def random_pair(tmp_path_factory) -> tuple[DecisionTransformer, DTLite]:
+def random_model(**config) -> DecisionTransformer:
     torch.manual_seed(1)
     model = DecisionTransformer(DTConfig(state_dim=S, action_dim=A, context_length=K, max_timestep=200,
-                                         return_scale=4.0)).eval()
+                                         return_scale=4.0, **config)).eval()
     with torch.no_grad():  # larger than init-sized weights, so that every block matters
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def random_pair(tmp_path_factory) -> tuple[DecisionTransformer, DTLite]:
+    """The original linear action head only (as models exported before the concept head)."""
+    model = random_model()
     return model, export(model, tmp_path_factory.mktemp("random"))
+
+
+@pytest.fixture(scope="module")
+def random_concept_pair(tmp_path_factory) -> tuple[DecisionTransformer, DTLite]:
+    model = random_model(concept_features=F, concept_head_dim=8)
+    assert model.concept_head is not None
+    return model, export(model, tmp_path_factory.mktemp("random_concept"))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +58,7 @@ def trained_pair(tmp_path_factory) -> tuple[DecisionTransformer, DTLite]:
         returns_to_go=rewards * 5, timesteps=np.concatenate([np.arange(k) for k in lengths]),
         episode_starts=np.concatenate([[0], np.cumsum(lengths)]))
     result = train(dataset=dataset, model_config=DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2,
-                                                          context_length=K, max_timestep=64),
+                                                          context_length=K, max_timestep=64, concept_features=F),
                    train_config=TrainConfig(epochs=1, batch_size=8, windows_per_epoch=40, learning_rate=1e-3))
     return result.model, export(result.model, tmp_path_factory.mktemp("trained"))
 
@@ -69,7 +84,7 @@ def torch_logits(model: DecisionTransformer, x: dict) -> np.ndarray:
         return model(*(None if v is None else torch.from_numpy(v) for v in x.values())).numpy()
 
 
-@pytest.mark.parametrize("pair", ["random_pair", "trained_pair"])
+@pytest.mark.parametrize("pair", ["random_pair", "random_concept_pair", "trained_pair"])
 @pytest.mark.parametrize("B,T,padded", [(1, K, False), (1, K, True), (64, K, False), (64, K, True), (3, 4, True)])
 def test_dtlite_logits_equal_pytorch(request, pair, B, T, padded):
     model, lite = request.getfixturevalue(pair)
@@ -80,7 +95,7 @@ def test_dtlite_logits_equal_pytorch(request, pair, B, T, padded):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("pair", ["random_pair", "trained_pair"])
+@pytest.mark.parametrize("pair", ["random_pair", "random_concept_pair", "trained_pair"])
 @pytest.mark.parametrize("B,T,padded", [(1, K, False), (1, K, True), (64, K, False), (64, K, True), (2, 1, False),
                                         (5, 4, True)])
 def test_select_action_fast_path_equals_the_full_last_position(request, pair, B, T, padded):

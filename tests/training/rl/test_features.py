@@ -6,12 +6,13 @@ import pytest
 
 from training.rl.features import (
     FEATURES_PER_CONCEPT,
+    ConceptStabilityFit,
     NEVER_REVIEWED_ELAPSED,
     EncoderConfig,
     LearnerState,
     StateEncoder,
 )
-from training.rl.simulator import generate_logs
+from training.rl.simulator import Cohort, generate_logs
 from training.rl.trajectories import trajectories_from_columns
 
 C = 5
@@ -134,6 +135,56 @@ def test_encoder_config_round_trips_through_json_and_refuses_unknown_keys():
         EncoderConfig.from_dict(data | {"colour": "red"})
     with pytest.raises(ValueError, match="num_concepts"):
         EncoderConfig(num_concepts=0)
+
+
+def test_concept_stability_scales_the_first_review_of_its_concept_only():
+    encoder = StateEncoder(EncoderConfig(num_concepts=3, concept_stability=(1.0, 4.0, 0.25)))
+    memory = encoder.init_memory(1)
+    for concept in range(3):
+        _review(encoder, memory, concept, T0, correct=False, grade=1)
+    first = encoder.config.initial_stability_s[0]
+    assert memory.stability[0].tolist() == [first, 4 * first, first / 4]
+    _review(encoder, memory, 1, T0 + DAY, correct=False, grade=1)  # a lapse: as without the factor
+    assert memory.stability[0, 1] == max(first, 4 * first * encoder.config.lapse_factor)
+
+
+def test_concept_stability_is_validated_and_round_trips_only_when_fitted():
+    with pytest.raises(ValueError, match="2 factors for 3 concepts"):
+        EncoderConfig(num_concepts=3, concept_stability=(1.0, 2.0))
+    with pytest.raises(ValueError, match="finite and > 0"):
+        EncoderConfig(num_concepts=2, concept_stability=(1.0, 0.0))
+    assert "concept_stability" not in EncoderConfig(num_concepts=2).to_dict()  # as before the field existed
+    fitted = EncoderConfig(num_concepts=2, concept_stability=[0.5, 2])
+    data = json.loads(json.dumps(fitted.to_dict()))
+    assert data["concept_stability"] == [0.5, 2.0] and EncoderConfig.from_dict(data) == fitted
+
+
+def test_fit_recovers_each_concepts_first_half_life_in_one_piece_or_in_chunks():
+    """The simulator's concept c has a first half-life of base / difficulty_c for a median learner: the fitted
+    factors must find it (to within a factor of 1.5 here), and chunking must not change the fit. Random behaviour:
+    second reviews at all sorts of delays (a fixed schedule, such as target_recall's, would say less)."""
+    concepts = 6
+    log = generate_logs(num_users=300, interactions=40, num_concepts=concepts, seed=3, policy_mix={"random": 1})
+    whole = ConceptStabilityFit(EncoderConfig(num_concepts=concepts))
+    whole.add(log.learner, log.concept, log.t, log.correct, log.grade)
+    chunked = ConceptStabilityFit(EncoderConfig(num_concepts=concepts))
+    for chunk in log.chunks(size=777):
+        chunked.add(chunk.learner, chunk.concept, chunk.t, chunk.correct, chunk.grade)
+    factors = np.array(whole.factors())
+    assert chunked.factors() == tuple(factors) and (whole.pairs >= 250).all()
+    truth = 1.0 / Cohort(num_students=1, num_concepts=concepts, interactions=1, seed=0).difficulty
+    assert np.abs(np.log2(factors / truth)).max() < 0.6, (factors, truth)
+    assert whole.fitted_config().concept_stability == tuple(factors)
+
+
+def test_fit_keeps_one_for_concepts_with_too_few_pairs():
+    fit = ConceptStabilityFit(EncoderConfig(num_concepts=2), min_pairs=2)
+    # learner 1 reviews concept 0 twice (one pair); concept 1 once
+    fit.add(np.array([1, 1, 1]), np.array([0, 1, 0]), np.array([T0, T0 + 5, T0 + DAY]), np.array([False, False, True]),
+            np.array([1, 1, 3]))
+    assert fit.factors() == (1.0, 1.0) and fit.pairs.tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"positions in \[0, 2\)"):
+        fit.add(np.array([2, 3]), np.array([5, 0]), np.array([T0, T0]), np.array([True, True]), np.array([3, 3]))
 
 
 # ---------------------------------------------------------------------------------------------- LearnerState

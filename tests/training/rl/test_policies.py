@@ -81,10 +81,10 @@ def test_oracle_maximises_the_true_expected_gain_and_needs_the_simulator():
 def test_default_mix_holds_good_and_bad_behaviour_and_normalises():
     mix = normalise_mix(None)
     assert sum(mix.values()) == pytest.approx(1.0)
-    assert mix["noisy_lowest_recall"] + mix["lowest_recall"] >= 0.4
+    assert mix["noisy_target_recall"] + mix["target_recall"] >= 0.4  # the good behaviour the DT learns from
     assert mix["random"] > 0 and mix["leitner"] > 0
     assert set(mix) == set(DEFAULT_POLICY_MIX)
-    # schedules whose first steps coincide with lowest_recall's would be ambiguous to a sequence model
+    # schedules whose first steps coincide with the good ones' would be ambiguous to a sequence model
     assert "round_robin" not in mix and "blocked" not in mix
 
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from training.rl.dt import DTConfig
-from training.rl.trainer import TrainConfig, TrainingCancelled, sample_windows, target_return, train
+from training.rl.trainer import (
+    TrainConfig,
+    TrainingCancelled,
+    default_model_config,
+    sample_windows,
+    target_return,
+    train,
+)
 from training.rl.trajectories import TrajectoryDataset
 
 S, A, K = 8, 4, 6
@@ -126,3 +133,13 @@ def test_loss_decreases_on_a_learnable_dataset():
                    train_config=quick(epochs=4, windows_per_epoch=160, batch_size=16, learning_rate=3e-3))
     assert result.loss_history[0] > result.final_loss
     assert result.final_loss < 0.7 * math.log(A)
+
+
+def test_default_model_has_the_concept_head_for_per_concept_states():
+    dataset = toy_dataset()
+    assert default_model_config(dataset).concept_features == 0  # no encoder: the states' layout is unknown
+    dataset.encoder = {"features": ["recall", "elapsed"]}  # S = 8 = 2 features x 4 concepts
+    assert default_model_config(dataset).concept_features == 2
+    assert default_model_config(dataset, concept_features=0).concept_features == 0
+    dataset.encoder = {"features": ["recall", "elapsed", "reviews"]}  # 3 x 4 != 8: not that layout
+    assert default_model_config(dataset).concept_features == 0
