@@ -9,7 +9,6 @@ train reviews (the only use of the train part). Metrics: ``training.rl.calibrati
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,7 +60,7 @@ def _encoder(*, curriculum: Curriculum) -> tuple[EncoderConfig, str]:
     active = PolicyModel.objects.filter(curriculum=curriculum, status=PolicyModel.Status.ACTIVE).first()
     uses_policy = active is not None and "encoder" in (active.config or {})
     # one concept's estimate does not depend on how many concepts there are: cover concepts added since training
-    config = dataclasses.replace(spec.encoder_config, num_concepts=max(spec.num_concepts, curriculum.concepts.count(), 1))
+    config = spec.encoder_config.with_num_concepts(max(spec.num_concepts, curriculum.concepts.count(), 1))
     return config, f"active policy v{active.version}" if uses_policy else "default"
 
 

@@ -132,3 +132,21 @@ def test_the_report_uses_the_active_policys_encoder(log, fake_artifact_dir):
     assert report["encoder"]["config"]["initial_stability_s"] == [600.0, 900.0, 1200.0, 1800.0]
     # a half-life of 1200 s: the test reviews, 0.5, 1 and 2 default half-lives later, are predicted much lower
     assert report["predictors"]["encoder"]["mean_predicted"] < 0.1
+
+
+@pytest.mark.django_db
+def test_a_fitted_encoder_for_fewer_concepts_keeps_its_factors_and_leaves_new_concepts_unfitted(log, fake_artifact_dir):
+    """The policy knew one concept (c0, fitted: its first memory lasts 1/40 of the median's); the curriculum has
+    two now. The report covers both, with c0's factor: a first half-life of ~1.8 h, so the later reviews, days
+    apart, are predicted near 0."""
+    encoder = EncoderConfig(num_concepts=1, concept_stability=(0.025,))
+    policy = services.register_policy(
+        curriculum=log, artifact_dir=fake_artifact_dir("fit"), config={"encoder": encoder.to_dict(), "context_length": 20},
+    )
+    services.promote_policy(policy=policy, reason="test")
+
+    report = calibration_report(curriculum=log)
+
+    assert report["encoder"]["config"]["num_concepts"] == 2
+    assert report["encoder"]["config"]["concept_stability"] == [0.025, 1.0]
+    assert report["predictors"]["encoder"]["mean_predicted"] < 0.01

@@ -122,7 +122,11 @@ def recall_before_reviews(
     correct_sorted = np.asarray(correct, dtype=bool)[order]
     grade_sorted = np.asarray(grade, dtype=np.int64)[order]
 
-    encoder = StateEncoder(replace(config, num_concepts=1))
+    # One concept per sequence: the concept's fitted factor (EncoderConfig.concept_stability) is applied to each
+    # sequence's first review here, as the full encoder applies it to that concept's.
+    encoder = StateEncoder(replace(config, num_concepts=1, concept_stability=None))
+    factors = (None if config.concept_stability is None
+               else np.asarray(config.concept_stability, dtype=np.float64)[key_c[starts]])
     memory = encoder.init_memory(starts.size)
     zeros = np.zeros(starts.size, dtype=np.int64)
     by_length = np.argsort(-lengths, kind="stable")  # the sequences still running at step k are a prefix
@@ -130,6 +134,11 @@ def recall_before_reviews(
         rows = by_length[: np.searchsorted(-lengths[by_length], -k, side="left")]
         at = starts[rows] + k
         p[order[at]] = encoder.recall(memory, t_sorted[at], rows=rows)[:, 0]
-        first[order[at]] = memory.reviews[rows, 0] == 0
+        is_first = memory.reviews[rows, 0] == 0
+        first[order[at]] = is_first
         encoder.update(memory, rows, zeros[: rows.size], t_sorted[at], correct_sorted[at], grade_sorted[at])
+        if factors is not None and is_first.any():
+            scaled = rows[is_first]
+            memory.stability[scaled, 0] = np.minimum(memory.stability[scaled, 0] * factors[scaled],
+                                                     config.max_stability_s)
     return p, first

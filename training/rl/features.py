@@ -100,6 +100,14 @@ class EncoderConfig:
     def state_dim(self) -> int:
         return FEATURES_PER_CONCEPT * self.num_concepts
 
+    def with_num_concepts(self, num_concepts: int) -> "EncoderConfig":
+        """This encoder for another number of concepts: fitted factors are kept for the concepts both have, and
+        a concept beyond them is unfitted (factor 1)."""
+        factors = self.concept_stability
+        if factors is not None:
+            factors = (factors + (1.0,) * num_concepts)[:num_concepts]
+        return replace(self, num_concepts=num_concepts, concept_stability=factors)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["initial_stability_s"] = list(self.initial_stability_s)

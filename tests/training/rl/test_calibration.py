@@ -77,7 +77,8 @@ def test_a_second_review_one_half_life_later_is_predicted_at_one_half():
     assert p.tolist() == pytest.approx([0.0, 0.0, 0.5])
 
 
-def test_recall_before_reviews_equals_the_full_encoder_replayed_review_by_review():
+@pytest.mark.parametrize("fitted", [False, True], ids=["median encoder", "fitted encoder"])
+def test_recall_before_reviews_equals_the_full_encoder_replayed_review_by_review(fitted):
     rng = np.random.default_rng(3)
     n, concepts = 400, 6
     learner = np.sort(rng.integers(0, 5, n))
@@ -89,7 +90,8 @@ def test_recall_before_reviews_equals_the_full_encoder_replayed_review_by_review
     correct = rng.random(n) < 0.7
     grade = np.where(correct, rng.integers(2, 5, n), 1)
     grade[rng.random(n) < 0.2] = 0  # unknown grades too
-    config = EncoderConfig(num_concepts=concepts)
+    config = EncoderConfig(num_concepts=concepts,
+                           concept_stability=(0.25, 1.0, 3.0, 0.5, 8.0, 1.5) if fitted else None)
 
     p, first = recall_before_reviews(config=config, learner=learner, concept=concept, t=t, correct=correct, grade=grade)
 

@@ -159,6 +159,13 @@ def test_concept_stability_is_validated_and_round_trips_only_when_fitted():
     assert data["concept_stability"] == [0.5, 2.0] and EncoderConfig.from_dict(data) == fitted
 
 
+def test_an_encoder_for_more_or_fewer_concepts_keeps_the_fitted_factors_it_can():
+    fitted = EncoderConfig(num_concepts=2, concept_stability=(0.5, 2.0))
+    assert fitted.with_num_concepts(4).concept_stability == (0.5, 2.0, 1.0, 1.0)
+    assert fitted.with_num_concepts(1).concept_stability == (0.5,)
+    assert EncoderConfig(num_concepts=2).with_num_concepts(3) == EncoderConfig(num_concepts=3)
+
+
 def test_fit_recovers_each_concepts_first_half_life_in_one_piece_or_in_chunks():
     """The simulator's concept c has a first half-life of base / difficulty_c for a median learner: the fitted
     factors must find it (to within a factor of 1.5 here), and chunking must not change the fit. Random behaviour:
