@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from training.rl.features import EncoderConfig, LearnerState as EncodedState, StateEncoder
@@ -194,3 +195,38 @@ def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
         row.review_count = len(reviews)
         row.newest_review_at = reviews[-1].at if reviews else None
     row.data = spec.dump(state, last_review=last)
+
+
+def reencode_states(*, curriculum_id: int, batch_size: int = 200) -> int:
+    """Re-encode the curriculum's stored learner states that are not in the active policy's encoding (after a
+    promotion or rollback: each version carries its own fitted encoder), so recommendations read them in O(1)
+    again instead of rebuilding from the history on every request. Returns how many states were rebuilt.
+
+    Batches of rows are locked as `apply_reviews` locks them, so a review batch arriving meanwhile is folded in
+    after the rebuild (or the rebuild sees it committed). The active policy is read again for every batch: when
+    another promotion happens midway, the rest is encoded for that one (its own task then finds little to do).
+    """
+    learner_ids = list(
+        LearnerState.objects.filter(curriculum_id=curriculum_id).order_by("learner_id").values_list("learner_id", flat=True)
+    )
+    rebuilt = 0
+    for start in range(0, len(learner_ids), batch_size):
+        with transaction.atomic():
+            spec = spec_for_curriculum(curriculum_id=curriculum_id)
+            rows = list(
+                LearnerState.objects.select_for_update()
+                .filter(curriculum_id=curriculum_id, learner_id__in=learner_ids[start:start + batch_size])
+                .order_by("learner_id")
+            )
+            now = timezone.now()
+            for row in rows:
+                if spec.load(row.data) is not None:
+                    continue
+                reviews = history(learner_id=row.learner_id, curriculum_id=curriculum_id)
+                state, last = state_from_history(reviews, spec=spec)
+                LearnerState.objects.filter(pk=row.pk).update(
+                    data=spec.dump(state, last_review=last), review_count=len(reviews),
+                    newest_review_at=reviews[-1].at if reviews else None, updated_at=now,
+                )
+                rebuilt += 1
+    return rebuilt

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .models import Concept, Curriculum, Learner, PolicyModel, PromotionEvent, ReviewLog
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 ARTIFACT_NAMES = ("dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json")
@@ -397,4 +400,19 @@ def _activate(
             reason=reason,
             forced=bool(force and kind == PromotionEvent.Kind.PROMOTE),
         )
+        transaction.on_commit(lambda: _enqueue_reencoding(curriculum_id=curriculum.pk))
     return event
+
+
+def _enqueue_reencoding(*, curriculum_id: int) -> None:
+    """Ask a worker to store the learner states in the new version's encoding. Serving is correct without it
+    (a state in another encoding is rebuilt from the history on read), so a broker that cannot be reached is
+    logged, not raised: the promotion has happened."""
+    from crlsite.celery import app
+
+    from .tasks import REENCODE_TASK
+
+    try:
+        app.send_task(REENCODE_TASK, args=[curriculum_id])
+    except Exception:  # noqa: BLE001 - any broker failure
+        logger.warning("could not enqueue %s for curriculum %s", REENCODE_TASK, curriculum_id, exc_info=True)

@@ -98,6 +98,53 @@ def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_ar
     assert row.data == expected_data(row)
 
 
+def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
+    demo, fake_artifact_dir, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Each version has its own fitted encoder: after a promotion the stored states are rebuilt in its encoding
+    (by a worker task, enqueued on commit; run here in process), so reads need no rebuild."""
+    from curriculum import services, tasks
+
+    sent = []
+    monkeypatch.setattr(services, "_enqueue_reencoding", lambda *, curriculum_id: sent.append(curriculum_id))
+
+    def policy(tag, factors):
+        encoder = EncoderConfig(num_concepts=5, concept_stability=factors)
+        return register_policy(curriculum=demo, artifact_dir=fake_artifact_dir(tag),
+                               config={"encoder": encoder.to_dict(), "context_length": 4})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        promote_policy(policy=policy("a", (1.0, 2.0, 1.0, 1.0, 1.0)))
+    record_reviews(items=[item(f"u{i}", c, 10 * c + i) for i in range(5) for c in range(3)])
+    assert sent == [demo.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        promote_policy(policy=policy("b", (0.5, 1.0, 4.0, 1.0, 1.0)), force=True, reason="test")
+    assert sent == [demo.pk, demo.pk]
+    spec = spec_for_curriculum(curriculum_id=demo.pk)
+    assert all(spec.load(row.data) is None for row in LearnerState.objects.all())  # still in v1's encoding
+
+    assert tasks.reencode_learner_states(demo.pk) == 5
+    for row in LearnerState.objects.all():
+        assert spec.load(row.data) is not None and row.data == expected_data(row) and row.review_count == 3
+    assert learner_states.reencode_states(curriculum_id=demo.pk, batch_size=2) == 0  # nothing left to do
+
+
+def test_a_broker_that_cannot_be_reached_does_not_undo_a_promotion(
+    demo, fake_artifact_dir, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    from crlsite.celery import app
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(app, "send_task", unreachable)
+    config = {"encoder": EncoderConfig(num_concepts=5).to_dict(), "context_length": 4}
+    with django_capture_on_commit_callbacks(execute=True):
+        promote_policy(policy=register_policy(curriculum=demo, artifact_dir=fake_artifact_dir("x"), config=config))
+    assert demo.policies.get().status == "active"
+    assert "could not enqueue curriculum.tasks.reencode_learner_states" in caplog.text
+
+
 def test_without_a_policy_the_default_encoder_covers_every_concept(demo):
     assert spec_for_curriculum(curriculum_id=demo.pk) == StateSpec.default(num_concepts=5)
 

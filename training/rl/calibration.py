@@ -125,8 +125,12 @@ def recall_before_reviews(
     # One concept per sequence: the concept's fitted factor (EncoderConfig.concept_stability) is applied to each
     # sequence's first review here, as the full encoder applies it to that concept's.
     encoder = StateEncoder(replace(config, num_concepts=1, concept_stability=None))
-    factors = (None if config.concept_stability is None
-               else np.asarray(config.concept_stability, dtype=np.float64)[key_c[starts]])
+    factors = None
+    if config.concept_stability is not None:  # a position the encoder was not fitted for (or beyond it) has 1
+        fitted = np.asarray(config.concept_stability, dtype=np.float64)
+        positions = key_c[starts]
+        inside = (positions >= 0) & (positions < fitted.size)
+        factors = np.where(inside, fitted[np.clip(positions, 0, fitted.size - 1)], 1.0)
     memory = encoder.init_memory(starts.size)
     zeros = np.zeros(starts.size, dtype=np.int64)
     by_length = np.argsort(-lengths, kind="stable")  # the sequences still running at step k are a prefix

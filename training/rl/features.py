@@ -254,8 +254,8 @@ class ConceptStabilityFit:
     After a learner's first review of concept c with (effective) grade g, the estimator's stability is
     ``initial_stability_s[g - 1] * m_c``, so the learner's second review of c, e seconds later, is correct with
     probability ``2 ** (-e / (initial_stability_s[g - 1] * m_c))``. ``m_c`` is the maximum-likelihood factor over
-    all learners' (first, second) review pairs of c, on a grid from 1/16 to 16 (2 ** 0.25 apart); a concept with
-    fewer than ``min_pairs`` pairs keeps 1. It is the per-item part of fitting FSRS-style weights to a log: with one
+    all learners' (first, second) review pairs of c with time between them, on a grid from 1/16 to 16 (2 ** 0.25
+    apart; ties go to the factor closest to 1); a concept with fewer than ``min_pairs`` such pairs keeps 1. It is the per-item part of fitting FSRS-style weights to a log: with one
     population median, easy and hard concepts are estimated alike until their outcomes pile up.
     """
 
@@ -296,8 +296,11 @@ class ConceptStabilityFit:
         has_second = np.r_[np.diff(starts), n - starts[-1]] >= 2
         first = starts[has_second]
         second = first + 1
+        elapsed = t[second] - t[first]
+        # a pair with no time between its reviews (or a broken time) says nothing of how long memory lasts
+        informative = np.isfinite(elapsed) & (elapsed > 0)
+        first, second, elapsed = first[informative], second[informative], elapsed[informative]
         stability = self._initial_stability[effective_grade(correct[first], grade[first]) - 1]
-        elapsed = np.maximum(t[second] - t[first], 0.0)
         p = np.exp2(-elapsed[:, None] / (stability[:, None] * self.GRID))  # [pairs, grid]
         p = np.clip(p, 1e-6, 1.0 - 1e-6)
         ll = np.where(correct[second][:, None], np.log(p), np.log1p(-p))
@@ -309,7 +312,8 @@ class ConceptStabilityFit:
         if self._held is not None:
             self._pairs(*self._held)
             self._held = None
-        best = self.GRID[np.argmax(self.log_likelihood, axis=1)]
+        # ties (a flat likelihood) go to the factor closest to 1: a tiny penalty, far below any real difference
+        best = self.GRID[np.argmax(self.log_likelihood - 1e-9 * np.abs(np.log2(self.GRID)), axis=1)]
         return tuple(float(v) for v in np.where(self.pairs >= self.min_pairs, best, 1.0))
 
     def fitted_config(self) -> EncoderConfig:

@@ -104,3 +104,14 @@ def test_recall_before_reviews_equals_the_full_encoder_replayed_review_by_review
             encoder.update(memory, np.array([0]), concept[i : i + 1], t[i : i + 1], correct[i : i + 1], grade[i : i + 1])
     np.testing.assert_allclose(p, expected, rtol=1e-12, atol=0)
     assert first.sum() == len({(l, c) for l, c in zip(learner, concept)})
+
+
+def test_a_fitted_encoder_leaves_positions_beyond_its_factors_unfitted():
+    """Positions can have gaps (a deleted concept): a review of a position past the fitted factors gets factor 1."""
+    fitted = EncoderConfig(num_concepts=2, concept_stability=(0.5, 2.0))
+    args = dict(learner=np.array([1, 1, 1, 1]), concept=np.array([5, 1, 5, 1]),
+                t=np.array([0.0, 1.0, 86400.0, 86401.0]), correct=np.array([False, False, True, True]),
+                grade=np.array([1, 1, 3, 3]))
+    p, first = recall_before_reviews(config=fitted, **args)
+    assert first.tolist() == [True, True, False, False]
+    assert p[2] == pytest.approx(0.5) and p[3] == pytest.approx(2 ** -0.5)  # S0[0] = 1 day; x1 and x2

@@ -190,6 +190,12 @@ def test_fit_keeps_one_for_concepts_with_too_few_pairs():
     fit.add(np.array([1, 1, 1]), np.array([0, 1, 0]), np.array([T0, T0 + 5, T0 + DAY]), np.array([False, False, True]),
             np.array([1, 1, 3]))
     assert fit.factors() == (1.0, 1.0) and fit.pairs.tolist() == [1, 0]
+    # pairs with no time between the reviews say nothing: a flat likelihood keeps 1 (not the grid's end)
+    same_time = ConceptStabilityFit(EncoderConfig(num_concepts=1), min_pairs=1)
+    learners = np.repeat(np.arange(50), 2)
+    same_time.add(learners, np.zeros(100, dtype=np.int64), np.full(100, T0), np.zeros(100, dtype=bool),
+                  np.ones(100, dtype=np.int64))
+    assert same_time.factors() == (1.0,) and same_time.pairs.tolist() == [0]
     with pytest.raises(ValueError, match=r"positions in \[0, 2\)"):
         fit.add(np.array([2, 3]), np.array([5, 0]), np.array([T0, T0]), np.array([True, True]), np.array([3, 3]))
 
