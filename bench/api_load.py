@@ -233,9 +233,12 @@ def seed(args, key: str, workdir: Path) -> dict:
     call_command("migrate", verbosity=0)
     concepts = [f"c{i:02d}" for i in range(args.concepts)]
     curriculum = ensure_curriculum(key=key, name="API load bench", concept_keys=concepts)
-    encoder = EncoderConfig(num_concepts=args.concepts)
     policies = []
     for seed_ in (1, 2):
+        # each version with its own fitted encoder, as trained ones have: the stored states must be re-encoded
+        # after the promotion
+        factors = np.random.default_rng(seed_).lognormal(0.0, 0.5, args.concepts)
+        encoder = EncoderConfig(num_concepts=args.concepts, concept_stability=tuple(factors))
         torch.manual_seed(seed_)
         model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts,
                                              concept_features=FEATURES_PER_CONCEPT)).eval()
@@ -379,6 +382,7 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
+    from curriculum.learner_states import reencode_states
     from curriculum.services import promote_policy
 
     key = f"bench-{uuid.uuid4().hex[:8]}"
@@ -407,16 +411,23 @@ def main() -> int:
             if not started_recv.poll(args.warmup + 60):
                 raise SystemExit("the load generator did not start")
             t0 = started_recv.recv()  # time.monotonic() is one clock for all processes on the machine
-            promoted_at = None
+            promoted_at, reencoding = None, None
             if not args.no_promotion:
                 time.sleep(max(0.0, t0 + args.seconds / 2 - time.monotonic()))
                 promote_policy(policy=seeded["policies"][1], reason="api_load bench: mid-run promotion")
                 promoted_at = time.monotonic()
+                # what the worker's task does once the promotion commits (no worker runs here); meanwhile a
+                # recommendation for a learner not yet re-encoded rebuilds the state from the history
+                reencoded = reencode_states(curriculum_id=seeded["curriculum"].pk)
+                reencoding = (reencoded, time.monotonic() - promoted_at)
             if not results_recv.poll(args.seconds + 120):
                 raise SystemExit("the load generator did not report")
             out = results_recv.recv()
             generator.join(30)
             met = report(args, out, promoted_at, db, cache)
+            if reencoding is not None:
+                print(f"\nAfter the promotion, {reencoding[0]:,} stored learner states were re-encoded for v2 in "
+                      f"{reencoding[1]:.1f} s (as the worker's task does), during the load.")
         finally:
             if server is not None and server.poll() is None:
                 server.send_signal(signal.SIGTERM)

@@ -197,13 +197,14 @@ def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
     row.data = spec.dump(state, last_review=last)
 
 
-def reencode_states(*, curriculum_id: int, batch_size: int = 200) -> int:
+def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
     """Re-encode the curriculum's stored learner states that are not in the active policy's encoding (after a
     promotion or rollback: each version carries its own fitted encoder), so recommendations read them in O(1)
     again instead of rebuilding from the history on every request. Returns how many states were rebuilt.
 
     Batches of rows are locked as `apply_reviews` locks them, so a review batch arriving meanwhile is folded in
-    after the rebuild (or the rebuild sees it committed). The active policy is read again for every batch: when
+    after the rebuild (or the rebuild sees it committed); small batches keep those waits short (bench/api_load.py:
+    with 200 learners a batch, review posts waited up to ~3 s during the re-encoding). The active policy is read again for every batch: when
     another promotion happens midway, the rest is encoded for that one (its own task then finds little to do).
     """
     learner_ids = list(
