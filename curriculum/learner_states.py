@@ -170,10 +170,14 @@ def apply_reviews(*, reviews: Sequence[ReviewLog]) -> None:
         now = timezone.now()
         for row in rows:
             _fold(row, groups[(curriculum_id, row.learner_id)], spec=spec)
-            # one UPDATE per row: bulk_update's CASE over large JSON values costs more than the round trips
-            LearnerState.objects.filter(pk=row.pk).update(
-                data=row.data, review_count=row.review_count, newest_review_at=row.newest_review_at, updated_at=now
-            )
+            _save(row, now=now)
+
+
+def _save(row: LearnerState, *, now: dt.datetime) -> None:
+    # one UPDATE per row: bulk_update's CASE over large JSON values costs more than the round trips
+    LearnerState.objects.filter(pk=row.pk).update(
+        data=row.data, review_count=row.review_count, newest_review_at=row.newest_review_at, updated_at=now
+    )
 
 
 def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
@@ -188,12 +192,18 @@ def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
         # the stored newest can be later: reviews of concepts outside the encoder do not move `last`
         newest = new[-1].at
         row.newest_review_at = newest if row.newest_review_at is None else max(row.newest_review_at, newest)
+        row.data = spec.dump(state, last_review=last)
     else:
         # a late review, no state yet, or one encoded for another policy: the full history is the truth
-        reviews = history(learner_id=row.learner_id, curriculum_id=row.curriculum_id)
-        state, last = state_from_history(reviews, spec=spec)
-        row.review_count = len(reviews)
-        row.newest_review_at = reviews[-1].at if reviews else None
+        _rebuild(row, spec=spec)
+
+
+def _rebuild(row: LearnerState, *, spec: StateSpec) -> None:
+    """The row's state, counters included, from the learner's full history in `spec`'s encoding."""
+    reviews = history(learner_id=row.learner_id, curriculum_id=row.curriculum_id)
+    state, last = state_from_history(reviews, spec=spec)
+    row.review_count = len(reviews)
+    row.newest_review_at = reviews[-1].at if reviews else None
     row.data = spec.dump(state, last_review=last)
 
 
@@ -204,8 +214,9 @@ def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
 
     Batches of rows are locked as `apply_reviews` locks them, so a review batch arriving meanwhile is folded in
     after the rebuild (or the rebuild sees it committed); small batches keep those waits short (bench/api_load.py:
-    with 200 learners a batch, review posts waited up to ~3 s during the re-encoding). The active policy is read again for every batch: when
-    another promotion happens midway, the rest is encoded for that one (its own task then finds little to do).
+    with 200 learners a batch, review posts waited up to ~3 s during the re-encoding). The active policy is read
+    again for every batch: when another promotion happens midway, the rest is encoded for that one (its own task
+    then finds little to do).
     """
     learner_ids = list(
         LearnerState.objects.filter(curriculum_id=curriculum_id).order_by("learner_id").values_list("learner_id", flat=True)
@@ -221,13 +232,8 @@ def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
             )
             now = timezone.now()
             for row in rows:
-                if spec.load(row.data) is not None:
-                    continue
-                reviews = history(learner_id=row.learner_id, curriculum_id=curriculum_id)
-                state, last = state_from_history(reviews, spec=spec)
-                LearnerState.objects.filter(pk=row.pk).update(
-                    data=spec.dump(state, last_review=last), review_count=len(reviews),
-                    newest_review_at=reviews[-1].at if reviews else None, updated_at=now,
-                )
-                rebuilt += 1
+                if spec.load(row.data) is None:
+                    _rebuild(row, spec=spec)
+                    _save(row, now=now)
+                    rebuilt += 1
     return rebuilt

@@ -29,10 +29,10 @@ REVIEW_CHUNK_ROWS = 50_000
 # The trainer's settings for every policy this project trains (the command and the admin's runs alike).
 # 3e-4 rather than the original DT's 1e-4: 10 epochs of the default dataset are ~1,600 steps, far fewer than the
 # original's 100k (earlier mixes, mean final recall: with round_robin 1e-4 -> 0.673 and 6e-4 -> 0.670; without it
-# 3e-4 -> 0.686 and 6e-4 with twice the steps -> 0.684). coverage 4 (each dataset step
-# sampled ~4 times an epoch, twice the trainer's default): the concept head imitates the behaviour's finer choices
-# better with the extra steps (+0.003 to +0.005 mean final recall on validation seeds 3 and 7 against coverage 2),
-# for ~150 s more on 2 CPU cores. The target return's quantile (0.75/0.9/0.99) moved the result by < 0.001.
+# 3e-4 -> 0.686 and 6e-4 with twice the steps -> 0.684). coverage 4 (each dataset step sampled ~4 times an epoch,
+# twice the trainer's default): the concept head imitates the behaviour's finer choices better with the extra
+# steps (+0.003 to +0.005 mean final recall on validation seeds 3 and 7 against coverage 2), for ~150 s more on 2
+# CPU cores. The target return's quantile (0.75/0.9/0.99) moved the result by < 0.001.
 TRAIN_DEFAULTS = TrainConfig(learning_rate=3e-4, coverage=4.0)
 
 

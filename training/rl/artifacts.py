@@ -37,8 +37,8 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _is_zero(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value == 0
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _finite_number(value: Any) -> bool:
@@ -69,8 +69,8 @@ _CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
 REQUIRED_CONFIG_KEYS = tuple(_CONFIG_CHECKS)
 # optional keys: absent means 0 (a model without the concept head, as exported before it existed)
 _OPTIONAL_CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
-    "concept_features": (lambda v: _positive_int(v) or _is_zero(v), "an integer >= 0"),
-    "concept_head_dim": (lambda v: _positive_int(v) or _is_zero(v), "an integer >= 0"),
+    "concept_features": (_non_negative_int, "an integer >= 0"),
+    "concept_head_dim": (_non_negative_int, "an integer >= 0"),
 }
 
 

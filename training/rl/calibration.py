@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .features import EncoderConfig, StateEncoder
+from .features import EncoderConfig, StateEncoder, concept_sequences
 
 EPS = 1e-6
 DEFAULT_BINS = 20
@@ -112,11 +112,7 @@ def recall_before_reviews(
     first = np.zeros(n, dtype=bool)
     if not n:
         return p, first
-    # stable: within a (learner, concept) sequence the reviews keep their time order
-    order = np.lexsort((np.arange(n), concept, learner))
-    key_l, key_c = learner[order], concept[order]
-    new_sequence = np.r_[True, (key_l[1:] != key_l[:-1]) | (key_c[1:] != key_c[:-1])]
-    starts = np.flatnonzero(new_sequence)
+    order, starts = concept_sequences(learner, concept)  # within a sequence the reviews keep their time order
     lengths = np.diff(np.r_[starts, n])
     t_sorted = np.asarray(t, dtype=np.float64)[order]
     correct_sorted = np.asarray(correct, dtype=bool)[order]
@@ -126,11 +122,10 @@ def recall_before_reviews(
     # sequence's first review here, as the full encoder applies it to that concept's.
     encoder = StateEncoder(replace(config, num_concepts=1, concept_stability=None))
     factors = None
-    if config.concept_stability is not None:  # a position the encoder was not fitted for (or beyond it) has 1
-        fitted = np.asarray(config.concept_stability, dtype=np.float64)
-        positions = key_c[starts]
-        inside = (positions >= 0) & (positions < fitted.size)
-        factors = np.where(inside, fitted[np.clip(positions, 0, fitted.size - 1)], 1.0)
+    if config.concept_stability is not None:  # a position beyond the fitted ones is unfitted (factor 1)
+        positions = concept[order[starts]]
+        covering = config.with_num_concepts(int(positions.max()) + 1)
+        factors = np.asarray(covering.concept_stability, dtype=np.float64)[positions]
     memory = encoder.init_memory(starts.size)
     zeros = np.zeros(starts.size, dtype=np.int64)
     by_length = np.argsort(-lengths, kind="stable")  # the sequences still running at step k are a prefix

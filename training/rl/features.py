@@ -248,6 +248,17 @@ def effective_grade(correct: np.ndarray, grade: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(correct, dtype=bool), np.where((grade >= 2) & (grade <= 4), grade, 3), 1)
 
 
+def concept_sequences(learner: np.ndarray, concept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in (learner, time) order, n > 0 -> (order, starts): ``order`` sorts them by (learner, concept) and keeps
+    time order within (stable), ``starts`` are the positions in that order where a (learner, concept) sequence
+    begins."""
+    n = len(learner)
+    order = np.lexsort((np.arange(n), concept, learner))
+    key_l, key_c = learner[order], concept[order]
+    starts = np.flatnonzero(np.r_[True, (key_l[1:] != key_l[:-1]) | (key_c[1:] != key_c[:-1])])
+    return order, starts
+
+
 class ConceptStabilityFit:
     """Fits ``EncoderConfig.concept_stability`` to a review log, streamed in chunks in (learner, time) order.
 
@@ -255,8 +266,9 @@ class ConceptStabilityFit:
     ``initial_stability_s[g - 1] * m_c``, so the learner's second review of c, e seconds later, is correct with
     probability ``2 ** (-e / (initial_stability_s[g - 1] * m_c))``. ``m_c`` is the maximum-likelihood factor over
     all learners' (first, second) review pairs of c with time between them, on a grid from 1/16 to 16 (2 ** 0.25
-    apart; ties go to the factor closest to 1); a concept with fewer than ``min_pairs`` such pairs keeps 1. It is the per-item part of fitting FSRS-style weights to a log: with one
-    population median, easy and hard concepts are estimated alike until their outcomes pile up.
+    apart; ties go to the factor closest to 1); a concept with fewer than ``min_pairs`` such pairs keeps 1. It is
+    the per-item part of fitting FSRS-style weights to a log: with one population median, easy and hard concepts
+    are estimated alike until their outcomes pile up.
     """
 
     GRID = 2.0 ** np.arange(-4.0, 4.0 + 1e-9, 0.25)
@@ -290,9 +302,8 @@ class ConceptStabilityFit:
             return
         if concept.min() < 0 or concept.max() >= self.config.num_concepts:
             raise ValueError(f"concept: expected positions in [0, {self.config.num_concepts})")
-        order = np.lexsort((np.arange(n), concept, learner))  # (learner, concept), time order kept within
-        learner, concept, t, correct, grade = (c[order] for c in (learner, concept, t, correct, grade))
-        starts = np.flatnonzero(np.r_[True, (learner[1:] != learner[:-1]) | (concept[1:] != concept[:-1])])
+        order, starts = concept_sequences(learner, concept)
+        concept, t, correct, grade = (c[order] for c in (concept, t, correct, grade))
         has_second = np.r_[np.diff(starts), n - starts[-1]] >= 2
         first = starts[has_second]
         second = first + 1

@@ -180,11 +180,12 @@ BEHAVIOUR_POLICIES = tuple(name for name, cls in POLICIES.items() if not cls.use
 
 # Weak (random), middling (leitner) and good (target_recall, its noisy twin) behaviour: offline RL needs good
 # trajectories to imitate and worse ones so that the return means something. Measured with the default command
-# (held-out validation seeds 3, 5, 7, 11; never the evaluation's 1234): with lowest_recall and its noisy twin as
-# the good half the Decision Transformer only matched lowest_recall (0.678-0.685 against 0.680-0.685), with
-# target_recall it is ~0.01 above it (0.689-0.701 against 0.679-0.688, fitted encoder). No round_robin or blocked: their first steps look exactly
-# like the others' (never-reviewed concepts in position order), so a Decision Transformer reading its own history
-# drifts into round robin (with them: 0.670-0.673). An admin's policy_mix may still use any of them.
+# (held-out validation seeds 3, 5, 7, 11; never the evaluation's 1234; fitted encoder): with lowest_recall and its
+# noisy twin as the good half the Decision Transformer only matched lowest_recall (0.678-0.685 against
+# 0.680-0.685), with target_recall it is ~0.01 above it (0.689-0.701 against 0.679-0.688). No round_robin or
+# blocked: their first steps look exactly like the others' (never-reviewed concepts in position order), so a
+# Decision Transformer reading its own history drifts into round robin (with them: 0.670-0.673). An admin's
+# policy_mix may still use any of them.
 DEFAULT_POLICY_MIX: dict[str, float] = {
     "random": 0.15,
     "leitner": 0.15,
