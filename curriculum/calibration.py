@@ -6,7 +6,7 @@ the test part. The model is FSRS-6 with its parameters and same-day recall table
 retrievability of that (learner, concept) just before it. Scored: test reviews that are not a card's (learner +
 concept's) first review. Two sections: ``excluding_same_day`` (only reviews a day or more after the previous review
 of the card, the benchmark's rule) and ``including_same_day`` (all of them). Beside the model: ``avg`` (the mean
-outcome of the train part's reviews of the same kind), ``moving_avg`` (each learner's moving average of their earlier
+outcome of all the train part's reviews), ``moving_avg`` (each learner's moving average of their earlier
 outcomes, ``training.rl.calibration.moving_average``) and ``fsrs6_default`` (FSRS-6 with the default parameters and
 the ``fsrs`` package's same-day rule). Metrics per learner, averaged weighted by reviews (``unweighted`` beside).
 """
@@ -130,10 +130,9 @@ def calibration_report(
     repeat = ~model["first"]
     same_day = repeat & (model["elapsed_days"] < 1)
 
+    constant = float(y[train].mean()) if train.any() else float("nan")
+    moving = metrics.moving_average(learner=r["learner"], y=y, start=constant if np.isfinite(constant) else 0.5)
     for section, kind in (("excluding_same_day", repeat & ~same_day), ("including_same_day", repeat)):
-        train_kind = train & kind
-        constant = float(y[train_kind].mean()) if train_kind.any() else float("nan")
-        moving = metrics.moving_average(learner=r["learner"], y=y, start=constant if np.isfinite(constant) else 0.5)
         predictions = {"model": model["p"], "avg": np.full(total, constant), "moving_avg": moving,
                        "fsrs6_default": default["p"]}
         scored = kind & ~train

@@ -80,9 +80,9 @@ def test_baselines_on_the_hand_checked_log(log):
 
     results = calibration_report(curriculum=Curriculum.objects.get(key=log))["results"]
     ex = results["excluding_same_day"]
-    # avg: 6 of 8 train repeats right; test outcomes right, wrong, right (one learner each: weighted = plain mean)
-    assert ex["avg"]["value"] == pytest.approx(0.75)
-    assert ex["avg"]["log_loss"] == pytest.approx(-(2 * math.log(0.75) + math.log(0.25)) / 3)
+    # avg: 14 of the 16 train reviews right; test outcomes right, wrong, right (one learner each: weighted = mean)
+    assert ex["avg"]["value"] == pytest.approx(0.875)
+    assert ex["avg"]["log_loss"] == pytest.approx(-(2 * math.log(0.875) + math.log(0.125)) / 3)
     # fsrs6_default (and the model: 16 train reviews are too few to fit): R 4 days after a first Good
     p = r_after(4, W[2])
     assert ex["fsrs6_default"]["log_loss"] == pytest.approx(-(2 * math.log(p) + math.log(1 - p)) / 3)
@@ -90,9 +90,9 @@ def test_baselines_on_the_hand_checked_log(log):
     assert ex["model"]["fit"]["fitted"] is False and "512" in ex["model"]["fit"]["reason"]
     # one scored review per learner: AUC undefined for each, RMSE (bins) per learner = |y - p|
     assert ex["avg"]["auc"] is None
-    assert ex["avg"]["rmse_bins"] == pytest.approx((0.25 + 0.75 + 0.25) / 3)
+    assert ex["avg"]["rmse_bins"] == pytest.approx((0.125 + 0.875 + 0.125) / 3)
     # moving_avg: each learner's average starts at the train mean and moves 10% towards each earlier outcome
-    m = 0.75 + 0.1 * (1 - 0.75)  # after the learner's first (right) review
+    m = 0.875 + 0.1 * (1 - 0.875)  # after the learner's first (right) review
     assert ex["moving_avg"]["log_loss"] == pytest.approx(-(2 * math.log(m) + math.log(1 - m)) / 3)
 
 
@@ -104,8 +104,7 @@ def test_same_day_reviews_use_the_fitted_table_and_the_default_says_certain(log)
     # no same-day review in the train part: the model keeps the package's rule (R = 1 within the day) as the default
     assert inc["model"]["fit"]["same_day_recall"] is None
     assert inc["fsrs6_default"]["log_loss"] > 2  # the wrong same-day review was predicted certain (clipped 1e-6)
-    # avg including same day: the train part has no same-day review, so the same 6 of 8
-    assert inc["avg"]["value"] == pytest.approx(0.75)
+    assert inc["avg"]["value"] == pytest.approx(0.875)  # the same constant in both sections
 
 
 @pytest.mark.django_db

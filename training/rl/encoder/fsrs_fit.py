@@ -109,7 +109,8 @@ def fit_fsrs6(*, learner, concept, t, grade, correct, min_long_term_reviews: int
         idx = order[start:end]
         days = np.r_[0, np.floor(np.diff(t[idx]) / fsrs6.DAY_S)].astype(np.int64)
         history = [FSRSReview(int(gi), int(di)) for gi, di in zip(g[idx], days)]
-        items += [FSRSItem(history[: i + 1]) for i in range(1, len(history))]
+        # fsrs-rs refuses a history with no whole day between its reviews (nothing long-term to learn from)
+        items += [FSRSItem(history[: i + 1]) for i in range(1, len(history)) if days[1 : i + 1].max() > 0]
     parameters = FSRS(list(fsrs6.DEFAULT_PARAMETERS)).compute_parameters(items)
     parameters = np.clip(np.asarray(parameters, dtype=np.float64), fsrs6.LOWER_BOUNDS, fsrs6.UPPER_BOUNDS)
     return result(fsrs6.check_parameters(parameters), True,
