@@ -133,3 +133,20 @@ def test_the_command_prints_a_table_and_json(log):
 def test_the_command_names_an_unknown_curriculum():
     with pytest.raises(CommandError, match="--curriculum: no curriculum 'nope'"):
         call_command("calibration_report", "--curriculum", "nope")
+
+
+@pytest.mark.django_db
+def test_a_slice_of_a_real_anki_log_scores_every_predictor():
+    """300 rows of a real log (tests/curriculum/fixtures/fsrs-real-slice.csv): too few to fit (defaults, said so)."""
+    from pathlib import Path
+
+    from curriculum.importers import import_review_file
+    from curriculum.models import Curriculum
+
+    import_review_file(path=Path(__file__).parent / "fixtures" / "fsrs-real-slice.csv", curriculum_key="real", learner="a")
+    results = calibration_report(curriculum=Curriculum.objects.get(key="real"))["results"]
+
+    assert 0 < results["excluding_same_day"]["n"] < results["including_same_day"]["n"]
+    assert results["excluding_same_day"]["model"]["fit"]["fitted"] is False
+    for section in results.values():
+        assert all(section[name]["log_loss"] is not None for name in ("model", "avg", "moving_avg", "fsrs6_default"))
