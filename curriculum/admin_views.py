@@ -16,7 +16,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from .calibration import calibration_report
+from .calibration import PREDICTORS, calibration_report
 from .importers import FORMATS, ImportFileError, import_review_file
 from .models import Curriculum
 
@@ -109,4 +109,27 @@ class CalibrationView(_CurriculumPage):
 
     def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
         report = calibration_report(curriculum=self.curriculum)
-        return self.render(request, report=report, predictors=list(report["predictors"].items()))
+        sections = [
+            {"key": key, "label": label, "n": report["results"][key]["n"],
+             "rows": [(name, report["results"][key][name]) for name in PREDICTORS],
+             "plot": reliability_plot(report["results"][key])}
+            for key, label in (("excluding_same_day", "Reviews a day or more after the previous one"),
+                               ("including_same_day", "All repeat reviews (same-day included)"))
+        ]
+        fit = report["results"]["excluding_same_day"]["model"].get("fit")
+        return self.render(request, report=report, sections=sections, fit=fit)
+
+
+PLOT_COLOURS = {"model": "#1f77b4", "avg": "#7f7f7f", "moving_avg": "#2ca02c", "fsrs6_default": "#d62728"}
+
+
+def reliability_plot(section: dict, *, size: int = 260, pad: int = 30) -> dict:
+    """A calibration plot drawn server-side: per predictor, the points (mean predicted, observed) of its non-empty
+    probability bins, as SVG polyline coordinates in a ``size`` x ``size`` box (pixels, y downwards)."""
+    span = size - 2 * pad
+    lines = []
+    for name in PREDICTORS:
+        bins = [b for b in section[name].get("reliability") or [] if b["count"]]
+        points = " ".join(f"{pad + b['predicted'] * span:.1f},{size - pad - b['observed'] * span:.1f}" for b in bins)
+        lines.append({"name": name, "colour": PLOT_COLOURS[name], "points": points})
+    return {"size": size, "pad": pad, "far": size - pad, "lines": lines}

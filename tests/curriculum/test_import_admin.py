@@ -113,7 +113,7 @@ def test_the_curriculum_change_page_links_to_both_pages(importer, curriculum):
 
 
 @pytest.mark.django_db
-def test_the_calibration_page_shows_both_predictors(importer, curriculum):
+def test_the_calibration_page_shows_the_model_the_baselines_and_a_plot(importer, curriculum):
     importer.post(reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk]),
                   {"file": upload("fsrs_reviews.csv"), "learner": "ana"})
 
@@ -121,8 +121,10 @@ def test_the_calibration_page_shows_both_predictors(importer, curriculum):
 
     assert response.status_code == 200
     body = response.content.decode()
-    assert "<td>encoder</td>" in body and "<td>constant</td>" in body
-    assert response.context["report"]["evaluated"]["test"] >= 1
+    for name in ("model", "avg", "moving_avg", "fsrs6_default"):
+        assert f"<td>{name}</td>" in body
+    assert "<svg" in body and "<polyline" in body
+    assert response.context["report"]["results"]["including_same_day"]["n"] >= 1
 
 
 @pytest.mark.django_db

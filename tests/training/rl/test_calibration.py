@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from training.rl.calibration import auc, log_loss, recall_before_reviews, reliability, rmse_bins, score
+from training.rl.calibration import (
+    auc, benchmark_bins, log_loss, moving_average, recall_before_reviews, reliability, rmse_bins, score,
+)
 from training.rl.features import EncoderConfig, StateEncoder
 
 
@@ -35,11 +37,17 @@ def test_auc_of_a_perfect_ranking_is_one():
 
 
 def test_rmse_bins_weights_each_bin_by_its_count():
-    y, p = [1, 0, 1, 1], [0.1, 0.2, 0.7, 0.9]
-    # 2 bins: [0, .5) mean p .15 vs observed .5; [.5, 1] mean p .8 vs observed 1
-    assert rmse_bins(y=y, p=p, bins=2) == pytest.approx(math.sqrt((2 * 0.35**2 + 2 * 0.2**2) / 4))
-    # 20 bins: every prediction alone in its bin
-    assert rmse_bins(y=y, p=p, bins=20) == pytest.approx(math.sqrt((0.9**2 + 0.2**2 + 0.3**2 + 0.1**2) / 4))
+    y = [1, 0, 1, 1]
+    p = [0.9, 0.2, 0.7, 0.1]
+    # bins: reviews 0 and 1 share one, 2 and 3 another: (obs .5 vs .55), (obs 1 vs .4)
+    assert rmse_bins(y=y, p=p, bins=[0, 0, 1, 1]) == pytest.approx(math.sqrt((2 * 0.05**2 + 2 * 0.6**2) / 4))
+
+
+def test_benchmark_bins_group_by_elapsed_days_review_index_and_lapses():
+    ids = benchmark_bins(elapsed_days=[1.0, 3.0, 4.0, 0.01, 0.5, 1.0], review_index=[1, 1, 1, 1, 1, 2],
+                         lapses=[0, 0, 0, 0, 0, 0])
+    # 1 and 3 days round to 2.48; 4 days to 8.98; same-day reviews share 0; index 2 (vs 1) to another bin
+    assert ids[0] == ids[1] and ids[2] != ids[0] and ids[3] == ids[4] != ids[0] and ids[5] != ids[0]
 
 
 def test_reliability_puts_a_certain_prediction_in_the_last_bin():
@@ -51,11 +59,16 @@ def test_reliability_puts_a_certain_prediction_in_the_last_bin():
 
 
 def test_score_reports_every_metric():
-    result = score(y=[1, 0, 1], p=[0.8, 0.4, 0.5])
+    result = score(y=[1, 0, 1], p=[0.8, 0.4, 0.5], bins=[0, 0, 0])
 
     assert set(result) == {"n", "log_loss", "auc", "rmse_bins", "mean_predicted", "mean_observed"}
     assert result["n"] == 3 and result["auc"] == pytest.approx(1.0)
     assert result["mean_observed"] == pytest.approx(2 / 3)
+
+
+def test_moving_average_is_per_learner_and_starts_at_the_given_value():
+    got = moving_average(learner=[0, 0, 1, 0], y=[1, 0, 0, 1], start=0.5, alpha=0.5)
+    assert got.tolist() == [0.5, 0.75, 0.5, 0.375]
 
 
 def test_outcomes_and_predictions_of_different_lengths_are_refused():
