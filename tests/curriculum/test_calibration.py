@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from curriculum import services
 from curriculum.calibration import calibration_report
+from curriculum.reviews.store import record_reviews
 from training.rl.features import EncoderConfig
 
 BASE = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
@@ -37,7 +38,7 @@ def log(make_curriculum):
         items += pair(f"early{i}", i * 10 * DAY, HALF_LIFE, correct)
     for i, (gap, correct) in enumerate([(HALF_LIFE, True), (2 * HALF_LIFE, False), (HALF_LIFE / 2, True)]):
         items += pair(f"late{i}", 100 * DAY + i * 10 * DAY, gap, correct)
-    services.record_reviews(items=items)
+    record_reviews(items=items)
     return curriculum
 
 
@@ -96,7 +97,7 @@ def test_the_command_names_an_unknown_curriculum():
 @pytest.mark.django_db
 @pytest.mark.slow
 def test_on_an_imported_synthetic_log_the_encoder_beats_the_average_recall(tmp_path):
-    from curriculum.importers import import_review_file
+    from curriculum.reviews.importers.service import import_review_file
     from curriculum.models import Curriculum
     from training.rl.simulator import generate_logs
 
