@@ -225,7 +225,8 @@ def seed(args, key: str, workdir: Path) -> dict:
     from django.core.management import call_command
 
     from curriculum.management.commands.create_api_token import issue_token
-    from curriculum.services import ensure_curriculum, promote_policy, record_reviews, register_policy
+    from curriculum.reviews.store import record_reviews
+    from curriculum.services import ensure_curriculum, promote_policy, register_policy
     from training.rl.artifacts import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
     from training.rl.features import FEATURES_PER_CONCEPT, EncoderConfig

@@ -4,7 +4,7 @@
 
 The first run writes the reviews (10,000 simulated learners x 100 by default) under a `bench-extract`
 curriculum and keeps them for the next runs. Stages: "read" streams the rows as columnar chunks
-(pipeline.iter_review_chunks), "extract" builds the TrajectoryDataset (pipeline.build_dataset_from_reviews),
+(curriculum.reviews.reader.iter_review_chunks), "extract" builds the TrajectoryDataset (pipeline.build_dataset_from_reviews),
 "job" is the whole extraction job as a worker runs it (extract, statistics, save the dataset to storage).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ STAGES = ("read", "extract", "job")
 
 
 def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
-    from training import services
+    from curriculum.reviews import bulk
     from training.rl.simulator import generate_logs
 
     curriculum = ensure_curriculum(key=KEY, name="extraction benchmark", concept_keys=[f"c{i:02d}" for i in range(concepts)])
@@ -56,8 +56,8 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
         n = min(2000, users - first)
         logs = generate_logs(num_users=n, interactions=INTERACTIONS, num_concepts=concepts, seed=first)
         with transaction.atomic():
-            learners = services.create_learners(external_ids=[f"{KEY}-{first + i}" for i in range(n)])
-            services.write_reviews(
+            learners = bulk.create_learners(external_ids=[f"{KEY}-{first + i}" for i in range(n)])
+            bulk.write_reviews(
                 curriculum_id=curriculum.pk, learner_ids=learners[logs.learner], concept_ids=concept_ids[logs.concept],
                 t=logs.t, correct=logs.correct, grade=logs.grade, response_time_ms=logs.response_time_ms,
                 source=ReviewLog.Source.SYNTHETIC, batch=KEY,
@@ -71,6 +71,7 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
 
 def run_stage(stage: str) -> dict:
     """In this (fresh) process: one stage, its wall time and the process's peak RSS."""
+    from curriculum.reviews.reader import iter_review_chunks
     from training import pipeline, services
     from training.models import TrajectoryExtractionJob
 
@@ -78,7 +79,7 @@ def run_stage(stage: str) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     if stage == "read":
-        rows = sum(len(chunk["learner"]) for chunk in pipeline.iter_review_chunks(curriculum=curriculum))
+        rows = sum(len(chunk["learner"]) for chunk in iter_review_chunks(curriculum=curriculum))
     elif stage == "extract":
         rows = len(pipeline.build_dataset_from_reviews(curriculum=curriculum).actions)
     else:

@@ -196,3 +196,6 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     CSRF_COOKIE_HTTPONLY = False  # the orchestrator's forms read it from the template, not JS
     X_FRAME_OPTIONS = "DENY"
+
+# Reviews: a review time (or a recommendation's `at`) more than this many seconds after the server clock is refused.
+CRL_REVIEW_FUTURE_TOLERANCE_SECONDS = float(os.environ.get("CRL_REVIEW_FUTURE_TOLERANCE_SECONDS", "300"))

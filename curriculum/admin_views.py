@@ -17,7 +17,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .calibration import PREDICTORS, calibration_report
-from .importers import FORMATS, ImportFileError, import_review_file
+from .reviews.importers.service import FORMATS, ImportFileError, import_review_file
 from .models import Curriculum
 
 

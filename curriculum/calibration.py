@@ -23,40 +23,27 @@ from training.rl import calibration as metrics
 from training.rl.encoder import fsrs6
 from training.rl.encoder.fsrs_fit import fit_fsrs6, grades_of
 
-from .models import Concept, Curriculum, ReviewLog
+from .models import Curriculum, ReviewLog
+from .reviews.reader import iter_review_chunks
 
 TRAIN_FRACTION = 0.7
 CHUNK_REVIEWS = 20_000
 
 
 def _review_chunks(*, curriculum: Curriculum, chunk_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """The curriculum's reviews in (learner, time) order, in chunks that end at a learner boundary."""
-    positions = dict(Concept.objects.filter(curriculum=curriculum).values_list("id", "position"))
-    rows = (
-        ReviewLog.objects.filter(curriculum=curriculum)
-        .order_by("learner_id", "reviewed_at", "id")
-        .values_list("learner_id", "concept_id", "reviewed_at", "correct", "grade")
-        .iterator(chunk_size=chunk_size)
-    )
-    pending: list[tuple] = []
-    for row in rows:
-        if len(pending) >= chunk_size and row[0] != pending[-1][0]:
-            yield _columns(pending, positions)
-            pending = []
-        pending.append(row)
-    if pending:
-        yield _columns(pending, positions)
-
-
-def _columns(rows: list[tuple], positions: dict[int, int]) -> dict[str, np.ndarray]:
-    learner, concept, at, correct, grade = zip(*rows)
-    return {
-        "learner": np.asarray(learner, dtype=np.int64),
-        "concept": np.asarray([positions[c] for c in concept], dtype=np.int64),
-        "t": np.asarray([a.timestamp() for a in at], dtype=np.float64),
-        "correct": np.asarray(correct, dtype=bool),
-        "grade": np.asarray([g or 0 for g in grade], dtype=np.int64),
-    }
+    """The curriculum's reviews in (learner, time) order, in chunks that end at a learner boundary (the reader's
+    chunks may split a learner; the last learner of each is held back and joined to the next)."""
+    held: dict[str, np.ndarray] | None = None
+    for chunk in iter_review_chunks(curriculum=curriculum, chunk_size=chunk_size):
+        if held is not None:
+            chunk = {name: np.concatenate([held[name], chunk[name]]) for name in chunk}
+        last = chunk["learner"][-1]
+        cut = int(np.searchsorted(chunk["learner"], last))  # learners ascend within the stream
+        held = {name: column[cut:] for name, column in chunk.items()}
+        if cut:
+            yield {name: column[:cut] for name, column in chunk.items()}
+    if held is not None and len(held["learner"]):
+        yield held
 
 
 PREDICTORS = ("model", "avg", "moving_avg", "fsrs6_default")

@@ -126,12 +126,18 @@ def _observe(state: EncodedState, reviews: Iterable[_Review], *, spec: StateSpec
 
 def history(*, learner_id: int, curriculum_id: int) -> list[_Review]:
     """A learner's reviews of one curriculum in (time, id) order."""
-    rows = (
-        ReviewLog.objects.filter(learner_id=learner_id, curriculum_id=curriculum_id)
-        .order_by("reviewed_at", "id")
-        .values_list("reviewed_at", "id", "concept__position", "correct", "grade")
-    )
-    return [_Review(at, pk, position, correct, grade or 0) for at, pk, position, correct, grade in rows]
+    from .reviews.reader import iter_review_chunks
+
+    reviews: list[_Review] = []
+    for chunk in iter_review_chunks(curriculum=curriculum_id, learner_id=learner_id, with_ids=True):
+        reviews.extend(
+            _Review(dt.datetime.fromtimestamp(t, tz=dt.timezone.utc), pk, position, correct, grade)
+            for t, pk, position, correct, grade in zip(
+                chunk["t"].tolist(), chunk["id"].tolist(), chunk["concept"].tolist(), chunk["correct"].tolist(),
+                chunk["grade"].tolist(),
+            )
+        )
+    return reviews
 
 
 def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedState, tuple[float, int] | None]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 
 class Curriculum(models.Model):
@@ -83,6 +84,12 @@ class ReviewLog(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(grade__isnull=True) | Q(grade__gte=1, grade__lte=4), name="review_grade_1_to_4"
+            ),
+            # A review's identity on every route: (learner, concept, time, outcome); every route keeps times to
+            # the millisecond (curriculum.reviews.validation), so equal-to-the-millisecond is equal here.
+            models.UniqueConstraint(
+                F("learner"), F("concept"), F("reviewed_at"), F("correct"), Coalesce(F("grade"), Value(0)),
+                name="review_natural_identity",
             ),
         ]
 

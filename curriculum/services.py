@@ -1,40 +1,27 @@
-"""Writes of the curriculum domain: record reviews, register, promote and roll back policy versions."""
+"""Writes of the curriculum domain: curricula and concepts, register, promote and roll back policy versions
+(reviews are written by curriculum.reviews)."""
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from .models import Concept, Curriculum, Learner, PolicyModel, PromotionEvent, ReviewLog
+from .models import Concept, Curriculum, PolicyModel, PromotionEvent
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 1000
 ARTIFACT_NAMES = ("dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json")
 
 
 # ---------------------------------------------------------------------------------------------- errors
-class ReviewValidationError(ValueError):
-    """A batch of reviews was refused; ``errors`` lists ``{"index", "field", "message"}`` per problem."""
-
-    def __init__(self, errors: list[dict[str, Any]]):
-        self.errors = errors
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"item {first['index']}: {first['field']}: {first['message']}{more}")
-
-
 class PolicyError(Exception):
     """Base of the registry's refusals; the message says what to fix."""
 
@@ -75,188 +62,6 @@ def ensure_concepts(*, curriculum: Curriculum, concept_keys: Iterable[str]) -> d
         Concept.objects.bulk_create(new, batch_size=1000)
         existing.update({c.key: c for c in Concept.objects.filter(curriculum=curriculum, key__in=[n.key for n in new])})
     return existing
-
-
-# --------------------------------------------------------------------------------------------- reviews
-@dataclass(frozen=True)
-class RecordResult:
-    created: int
-    duplicates: int
-    reviews: list[ReviewLog] = field(default_factory=list, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class _ValidReview:
-    curriculum: Curriculum
-    learner_id: str
-    concept: Concept
-    reviewed_at: dt.datetime
-    correct: bool
-    grade: int | None
-    response_time_ms: int | None
-    idempotency_key: str | None
-
-
-def parse_aware_datetime(value: Any) -> dt.datetime:
-    """An ISO 8601 date-time string (or datetime) with a zone; ValueError saying what was expected otherwise."""
-    if isinstance(value, str):
-        parsed = parse_datetime(value.strip())
-        if parsed is None:
-            raise ValueError(f"expected an ISO 8601 date-time with a zone, got {value!r}")
-        value = parsed
-    if not isinstance(value, dt.datetime):
-        raise ValueError(f"expected an ISO 8601 date-time with a zone, got {type(value).__name__}")
-    if timezone.is_naive(value):
-        raise ValueError("the date-time has no zone; add one, e.g. 'Z' or '+02:00'")
-    try:
-        value.astimezone(dt.timezone.utc)  # stored in UTC: e.g. year 1 at +01:00 is before year 1 there
-    except OverflowError:
-        raise ValueError(f"the date-time {value.isoformat()} is out of range in UTC") from None
-    return value
-
-
-def _validate_reviews(items: list[Mapping[str, Any]]) -> list[_ValidReview]:
-    errors: list[dict[str, Any]] = []
-
-    def error(index: int, field_name: str, message: str) -> None:
-        errors.append({"index": index, "field": field_name, "message": message})
-
-    curriculum_keys = {str(i.get("curriculum")) for i in items if isinstance(i, Mapping) and i.get("curriculum")}
-    curricula = {c.key: c for c in Curriculum.objects.filter(key__in=curriculum_keys)}
-    concepts: dict[tuple[int, str], Concept] = {
-        (c.curriculum_id, c.key): c
-        for c in Concept.objects.filter(curriculum__in=curricula.values()).only("id", "key", "curriculum_id", "position")
-    }
-
-    valid: list[_ValidReview] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            error(index, "item", "expected an object")
-            continue
-        before = len(errors)
-        curriculum = curricula.get(str(item.get("curriculum", "")))
-        if not item.get("curriculum"):
-            error(index, "curriculum", "this field is required")
-        elif curriculum is None:
-            error(index, "curriculum", f"unknown curriculum {item['curriculum']!r}")
-        learner = item.get("learner")
-        if learner is None or (isinstance(learner, str) and not learner.strip()):
-            error(index, "learner", "this field is required")
-        elif not isinstance(learner, (str, int)) or isinstance(learner, bool) or len(str(learner)) > 200:
-            error(index, "learner", "expected a learner id string of at most 200 characters")
-        concept = None
-        if not item.get("concept"):
-            error(index, "concept", "this field is required")
-        elif curriculum is not None:
-            concept = concepts.get((curriculum.id, str(item["concept"])))
-            if concept is None:
-                error(index, "concept", f"unknown concept {item['concept']!r} in curriculum {curriculum.key!r}")
-        correct = item.get("correct")
-        if not isinstance(correct, bool):
-            error(index, "correct", "expected true or false")
-        grade = item.get("grade")
-        if grade is not None:
-            if isinstance(grade, bool) or not isinstance(grade, int) or not 1 <= grade <= 4:
-                error(index, "grade", "expected an integer from 1 to 4")
-            elif isinstance(correct, bool) and (grade == 1) == correct:
-                error(index, "grade", f"grade {grade} contradicts correct={str(correct).lower()} (1 means wrong, 2-4 right)")
-        reviewed_at = None
-        if item.get("reviewed_at") in (None, ""):
-            error(index, "reviewed_at", "this field is required")
-        else:
-            try:
-                reviewed_at = parse_aware_datetime(item["reviewed_at"])
-            except ValueError as exc:
-                error(index, "reviewed_at", str(exc))
-        response_time = item.get("response_time_ms")
-        if response_time is not None and (
-            isinstance(response_time, bool) or not isinstance(response_time, int) or not 0 <= response_time < 2**31
-        ):
-            error(index, "response_time_ms", "expected a non-negative integer number of milliseconds")
-        key = item.get("idempotency_key")
-        if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
-            error(index, "idempotency_key", "expected a non-empty string of at most 200 characters")
-        unknown = set(item) - {
-            "curriculum", "learner", "concept", "correct", "grade", "reviewed_at", "response_time_ms", "idempotency_key",
-        }
-        if unknown:
-            error(index, sorted(unknown)[0], "unknown field")
-        if len(errors) == before:
-            valid.append(
-                _ValidReview(curriculum, str(learner), concept, reviewed_at, correct, grade, response_time, key)
-            )
-    if errors:
-        raise ReviewValidationError(errors)
-    return valid
-
-
-def record_reviews(
-    *, items: Iterable[Mapping[str, Any]], source: str = ReviewLog.Source.LIVE, batch: str = ""
-) -> RecordResult:
-    """Validate every item, then store all of them or none; an idempotency key already stored is a duplicate.
-
-    Items: ``{"curriculum", "learner", "concept", "correct", "grade"?, "reviewed_at", "response_time_ms"?,
-    "idempotency_key"?}``. Raises ReviewValidationError naming the item index and field.
-    """
-    items = list(items)
-    if not items:
-        return RecordResult(created=0, duplicates=0)
-    if len(items) > MAX_BATCH:
-        raise ReviewValidationError([{"index": MAX_BATCH, "field": "items", "message": f"at most {MAX_BATCH} reviews per batch"}])
-    valid = _validate_reviews(items)
-    # A concurrent writer may store the same idempotency key between our check and our insert: retry once.
-    for attempt in range(3):
-        try:
-            return _store_reviews(valid, source=source, batch=batch)
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _store_reviews(valid: list[_ValidReview], *, source: str, batch: str) -> RecordResult:
-    from .learner_states import apply_reviews  # the serving state is kept in step with the log
-
-    with transaction.atomic():
-        keys = [v.idempotency_key for v in valid if v.idempotency_key]
-        seen = set(ReviewLog.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True))
-        fresh: list[_ValidReview] = []
-        for v in valid:
-            if v.idempotency_key:
-                if v.idempotency_key in seen:
-                    continue
-                seen.add(v.idempotency_key)
-            fresh.append(v)
-        learners = get_or_create_learners(external_ids=[v.learner_id for v in fresh])
-        rows = [
-            ReviewLog(
-                learner=learners[v.learner_id],
-                curriculum=v.curriculum,
-                concept=v.concept,
-                reviewed_at=v.reviewed_at,
-                correct=v.correct,
-                grade=v.grade,
-                response_time_ms=v.response_time_ms,
-                source=source,
-                batch=batch,
-                idempotency_key=v.idempotency_key,
-            )
-            for v in fresh
-        ]
-        ReviewLog.objects.bulk_create(rows, batch_size=1000)
-        apply_reviews(reviews=rows)
-    return RecordResult(created=len(rows), duplicates=len(valid) - len(rows), reviews=rows)
-
-
-def get_or_create_learners(*, external_ids: Iterable[str]) -> dict[str, Learner]:
-    """Learners by external id, creating the missing ones (safe against a concurrent creator)."""
-    wanted = list(dict.fromkeys(external_ids))
-    found = {l.external_id: l for l in Learner.objects.filter(external_id__in=wanted)}
-    missing = [Learner(external_id=e) for e in wanted if e not in found]
-    if missing:
-        Learner.objects.bulk_create(missing, batch_size=1000, ignore_conflicts=True)
-        found.update({l.external_id: l for l in Learner.objects.filter(external_id__in=[m.external_id for m in missing])})
-    return found
 
 
 # ---------------------------------------------------------------------------------------- the registry

@@ -20,6 +20,13 @@ class InvalidRequest(APIException):
         super().__init__(summary(fields))
 
 
+class Conflict(InvalidRequest):
+    """409: the request contradicts what is stored (an idempotency key reused for another review), naming the field."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
 def summary(fields: list[dict[str, Any]]) -> str:
     """One line for the message: the first problem, and how many more."""
     first = fields[0]

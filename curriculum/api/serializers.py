@@ -9,7 +9,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import PolicyModel
-from ..services import MAX_BATCH, parse_aware_datetime
+from ..reviews.store import MAX_BATCH
+from ..reviews.validation import ReviewValidationError, check_learner_id, check_time
 
 MAX_CANDIDATES = 10_000
 ID_LENGTH = 200
@@ -30,20 +31,36 @@ class StrictCharField(serializers.CharField):
 
 
 class AwareDateTimeField(serializers.DateTimeField):
-    """ISO 8601 with a zone, read as review ingestion reads `reviewed_at` (a naive one is refused, not guessed)."""
+    """ISO 8601 with a zone, read and bounded as review ingestion reads `reviewed_at` (a naive one is refused, not
+    guessed; before 1990 or past the server clock's tolerance is refused)."""
 
     def to_internal_value(self, value: Any) -> dt.datetime:
         if not isinstance(value, str):
             raise serializers.ValidationError("expected an ISO 8601 date-time string with a zone")
         try:
-            return parse_aware_datetime(value)
-        except ValueError as exc:
-            raise serializers.ValidationError(str(exc)) from None
+            return check_time(value, field=self.field_name or "at")
+        except ReviewValidationError as exc:
+            raise serializers.ValidationError(exc.errors[0]["message"]) from None
+
+
+class LearnerIdField(StrictCharField):
+    """A learner id by the rules every route applies (curriculum.reviews.validation.check_learner_id)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(integers=True, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            raise serializers.ValidationError("expected a string or an integer")
+        try:
+            return check_learner_id(data, field=self.field_name or "learner")
+        except ReviewValidationError as exc:
+            raise serializers.ValidationError(exc.errors[0]["message"]) from None
 
 
 # ------------------------------------------------------------------------------------------- reviews
 class ReviewSerializer(serializers.Serializer):
-    """One review. Documentation only: `curriculum.services.record_reviews` validates the batch."""
+    """One review. Documentation only: `curriculum.reviews.store.record_reviews` validates the batch."""
 
     curriculum = serializers.CharField(help_text="Curriculum key.")
     learner = serializers.CharField(max_length=ID_LENGTH, help_text="The learner's id in your system (a string; an integer is read as its decimal string).")
@@ -77,7 +94,7 @@ class ReviewOrBatchSchema(OpenApiSerializerExtension):
 
 class ReviewResultSerializer(serializers.Serializer):
     created = serializers.IntegerField(help_text="Reviews stored by this request.")
-    duplicates = serializers.IntegerField(help_text="Reviews skipped because their idempotency_key was already stored.")
+    duplicates = serializers.IntegerField(help_text="Reviews not stored again: the same review (learner, concept, time to the millisecond, outcome) was already stored or sent twice.")
 
 
 # ------------------------------------------------------------------------------------ recommendations
@@ -85,9 +102,10 @@ class RecommendationRequestSerializer(serializers.Serializer):
     """Which learner, in which curriculum, choosing among which concepts, when. Unknown fields are refused."""
 
     curriculum = StrictCharField(max_length=100, help_text="Curriculum key.")
-    learner = StrictCharField(
-        integers=True, max_length=ID_LENGTH,
-        help_text="The learner's id in your system; a learner never seen is a new learner.",
+    learner = LearnerIdField(
+        max_length=ID_LENGTH,
+        help_text="The learner's id in your system (trimmed; non-blank; no control characters); a learner never "
+        "seen is a new learner.",
     )
     candidates = serializers.ListField(
         child=StrictCharField(max_length=ID_LENGTH), required=False, min_length=1, max_length=MAX_CANDIDATES,

@@ -14,9 +14,10 @@ from rest_framework.views import APIView
 from .. import serving
 from ..models import Curriculum
 from ..selectors import active_policy
-from ..services import MAX_BATCH, ReviewValidationError, record_reviews
+from ..reviews.store import MAX_BATCH, record_reviews
+from ..reviews.validation import IdempotencyConflict, ReviewValidationError
 from .authentication import CachedTokenAuthentication
-from .errors import InvalidRequest, exception_handler, field_errors
+from .errors import Conflict, InvalidRequest, exception_handler, field_errors
 from .parsers import JSONBodyParser
 from .serializers import (
     ActivePolicySerializer,
@@ -58,10 +59,13 @@ class ReviewsView(ApiView):
         operation_id="record_reviews",
         summary="Record reviews",
         description=f"One review object, or a list of up to {MAX_BATCH}. All or nothing: if any item is invalid, "
-        "nothing is stored and every problem is listed. A review whose `idempotency_key` is already stored is "
-        "counted in `duplicates` and not stored again.",
+        "nothing is stored and every problem is listed. A review already stored (same learner, concept, time to the "
+        "millisecond and outcome), or whose `idempotency_key` is already stored for it, is counted in `duplicates` "
+        "and not stored again. A time more than the tolerance (default 5 minutes) after the server clock, or before "
+        "1990, is refused. An `idempotency_key` already used for another review is a 409 naming it; nothing is stored.",
         request={"application/json": ReviewOrBatchSerializer},
-        responses={201: ReviewResultSerializer, **ERRORS},
+        responses={201: ReviewResultSerializer, **ERRORS, 409: OpenApiResponse(ErrorSerializer, description=(
+            "An `idempotency_key` is already used for another review (named with the item's `index`); nothing was stored."))},
         parameters=HEADERS,
         examples=[
             OpenApiExample("one review", request_only=True, value={
@@ -84,7 +88,8 @@ class ReviewsView(ApiView):
             result = record_reviews(items=body if isinstance(body, list) else [body])
         except ReviewValidationError as exc:
             # a single object has no index to name
-            raise InvalidRequest(exc.errors if isinstance(body, list) else [_without_index(e) for e in exc.errors]) from None
+            errors = exc.errors if isinstance(body, list) else [_without_index(e) for e in exc.errors]
+            raise (Conflict if isinstance(exc, IdempotencyConflict) else InvalidRequest)(errors) from None
         return Response({"created": result.created, "duplicates": result.duplicates}, status=status.HTTP_201_CREATED)
 
 

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from curriculum import services
 from curriculum.models import PolicyModel
+from curriculum.reviews.store import record_reviews
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def test_admin_refuses_non_staff(client):
 def test_every_changelist_renders_for_staff(admin_client, make_curriculum, make_policy, model):
     curriculum = make_curriculum()
     make_policy(curriculum)
-    services.record_reviews(items=[{
+    record_reviews(items=[{
         "curriculum": "demo", "learner": "u1", "concept": "c0", "correct": True,
         "reviewed_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     }])
@@ -43,7 +44,7 @@ def test_every_changelist_renders_for_staff(admin_client, make_curriculum, make_
 @pytest.mark.django_db
 def test_reviewlog_changelist_does_not_count_the_whole_table(admin_client, make_curriculum, django_assert_max_num_queries):
     make_curriculum()
-    services.record_reviews(items=[{
+    record_reviews(items=[{
         "curriculum": "demo", "learner": f"u{i}", "concept": "c0", "correct": True,
         "reviewed_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     } for i in range(5)])

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from curriculum import services
 from curriculum.calibration import calibration_report
+from curriculum.reviews.store import record_reviews
 from training.rl.encoder import fsrs6
 
 BASE = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
@@ -39,7 +40,7 @@ def log(make_curriculum):
         items += [review(f"late{i}", start, True), review(f"late{i}", start + 4 * DAY, second),
                   review(f"late{i}", start + 4 * DAY + 600, third)]
     items.pop()
-    services.record_reviews(items=items)
+    record_reviews(items=items)
     return "cal"
 
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from curriculum import admin_views
 from curriculum.models import ReviewLog
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "reviews" / "importers" / "fixtures"
 
 
 def staff(username: str, *codenames: str):

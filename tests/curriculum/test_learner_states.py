@@ -9,7 +9,8 @@ from django.db import connection
 from curriculum import learner_states
 from curriculum.learner_states import StateSpec, history, spec_for_curriculum, state_from_history
 from curriculum.models import LearnerState, ReviewLog
-from curriculum.services import promote_policy, record_reviews, register_policy
+from curriculum.reviews.store import record_reviews
+from curriculum.services import promote_policy, register_policy
 from training.rl.features import EncoderConfig
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)

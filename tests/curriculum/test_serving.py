@@ -8,7 +8,8 @@ import pytest
 from curriculum import serving
 from curriculum.models import Learner
 from curriculum.serving import PolicyCache
-from curriculum.services import promote_policy, record_reviews
+from curriculum.reviews.store import record_reviews
+from curriculum.services import promote_policy
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
 

@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from curriculum.models import Learner, PolicyModel, ReviewLog
+from curriculum.reviews import bulk
 from curriculum.services import artifact_storage, verify_policy_artifacts
 from training import pipeline, services, tasks
 from training.models import TrainingRun
@@ -60,8 +61,8 @@ def test_copy_and_bulk_create_store_the_same_reviews(curriculum):
     concept_ids = np.array(curriculum.concepts.order_by("position").values_list("id", flat=True))
     stored = {}
     for method in ("copy", "bulk_create"):
-        learners = services.create_learners(external_ids=[f"{method}-{i}" for i in range(3)])
-        services.write_reviews(
+        learners = bulk.create_learners(external_ids=[f"{method}-{i}" for i in range(3)])
+        bulk.write_reviews(
             curriculum_id=curriculum.pk, learner_ids=learners[logs.learner], concept_ids=concept_ids[logs.concept],
             t=logs.t, correct=logs.correct, grade=logs.grade, response_time_ms=logs.response_time_ms,
             source="synthetic", batch=method, method=method,
@@ -83,7 +84,7 @@ def test_copy_refuses_a_review_of_an_unknown_learner(curriculum, check_keys_once
     concept = curriculum.concepts.first()
     with pytest.raises(IntegrityError, match="learner_id"):
         with transaction.atomic():
-            services.write_reviews(
+            bulk.write_reviews(
                 curriculum_id=curriculum.pk, learner_ids=np.array([10**9]), concept_ids=np.array([concept.pk]),
                 t=np.array([1.7e9]), correct=np.array([True]), grade=np.array([3], dtype=np.int8),
                 response_time_ms=np.array([900], dtype=np.int32), source="synthetic", batch="x", method="copy",

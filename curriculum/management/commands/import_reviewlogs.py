@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from curriculum.importers import FORMATS, ImportFileError, import_review_file
+from curriculum.reviews.importers.service import FORMATS, ImportFileError, import_review_file
 
 
 class Command(BaseCommand):

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 
 from curriculum.models import Learner, LearnerState
-from curriculum.services import promote_policy, record_reviews
+from curriculum.reviews.store import record_reviews
+from curriculum.services import promote_policy
 
 URL = "/api/v1/recommendations"
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""Review-log importers: each format's mapping, all-or-nothing on a bad row, idempotent re-import, detection."""
+"""curriculum.reviews.importers.service: each format's mapping, all-or-nothing on a bad row, idempotent re-import, detection."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from curriculum import services
-from curriculum.importers import ImportFileError, detect_format, import_review_file
+from curriculum.reviews.importers.service import ImportFileError, detect_format, import_review_file
+from curriculum.reviews.store import record_reviews
 from curriculum.models import Concept, Curriculum, Learner, PolicyModel, ReviewLog
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -121,7 +121,7 @@ def test_the_serving_state_is_rebuilt_once_per_learner_whatever_the_order(tmp_pa
 
     make_curriculum(key="logs", concepts=1)
     live_at = dt.datetime(2023, 11, 15, tzinfo=UTC)  # in the middle of the file's reviews
-    services.record_reviews(items=[{"curriculum": "logs", "learner": "ana", "concept": "c0", "correct": True,
+    record_reviews(items=[{"curriculum": "logs", "learner": "ana", "concept": "c0", "correct": True,
                                     "reviewed_at": live_at}])
     rebuilds = []
     real_history = learner_states.history
@@ -161,7 +161,7 @@ def test_an_unrelated_header_is_no_format():
         ("fsrs_bad_time.csv", "ana", "fsrs_bad_time.csv, line 3, column review_time: expected milliseconds since 1970 "
                                      "or an ISO 8601 date-time, got 'yesterday at noon'"),
         ("anki_time_in_seconds.csv", "ana", "anki_time_in_seconds.csv, line 2, column id: expected milliseconds since "
-                                            "1970 between 1990 and 2100, got '1700000000' (1970-01-20): wrong unit?"),
+                                            "1970, from 1990 to now, got '1700000000' (1970-01-20): wrong unit?"),
         ("hlr_bad_session.csv", None, "hlr_bad_session.csv, line 3, column session_correct: expected 0-2, got '3'"),
         ("fsrs_missing_column.csv", "ana", "fsrs_missing_column.csv, line 1: missing column review_rating; expected the "
                                            "columns of fsrs: card_id, review_rating, review_time, review_duration"),

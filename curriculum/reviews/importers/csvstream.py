@@ -1,0 +1,287 @@
+"""Streaming CSV reading for the importers: bytes -> validated text records -> rows with typed accessors whose
+errors name the file, line and column. The file is never read whole (the csv module over a text stream)."""
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..validation import MAX_ID_LENGTH, ReviewValidationError, check_time
+
+HEAD_BYTES = 1 << 16  # the part of the file read first: it names the import batch and shows the encoding
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "bar"}
+
+
+class ImportFileError(ValueError):
+    """A file that cannot be imported (nothing was stored); the message names the file, line and column."""
+
+    def __init__(self, filename: str, message: str, *, line: int | None = None, column: str | None = None):
+        self.filename, self.line, self.column, self.detail = filename, line, column, message
+        where = "".join([f", line {line}" if line else "", f", column {column}" if column else ""])
+        super().__init__(f"{filename}{where}: {message}")
+
+
+@dataclass(frozen=True)
+class FileReview:
+    """One row read as a review, before validation (curriculum.reviews.validation) and storage."""
+
+    line: int
+    learner: str
+    item: str  # -> concept key
+    item_name: str  # the concept's name when it is created ("" keeps the key)
+    reviewed_at: dt.datetime
+    correct: bool
+    grade: int | None
+    response_time_ms: int | None
+
+
+class Row:
+    """One CSV row with typed, validating accessors whose errors name the line and column."""
+
+    def __init__(self, *, filename: str, line: int, columns: dict[str, int], values: list[str]):
+        self.filename, self.line, self._columns, self._values = filename, line, columns, values
+
+    def error(self, column: str, message: str) -> ImportFileError:
+        return ImportFileError(self.filename, message, line=self.line, column=column)
+
+    def text(self, column: str, *, required: bool = True, max_length: int = MAX_ID_LENGTH) -> str:
+        index = self._columns.get(column)
+        value = self._values[index].strip() if index is not None else ""
+        if required and not value:
+            raise self.error(column, "expected a value, got an empty field")
+        if len(value) > max_length:
+            raise self.error(column, f"expected at most {max_length} characters, got {len(value)}")
+        return value
+
+    def integer(self, column: str, *, low: int, high: int, required: bool = True, expected: str = "") -> int | None:
+        """An integer from ``low`` to ``high`` (``expected`` describes the range in the error when given)."""
+        value = self.text(column, required=required)
+        if not value:
+            return None
+        expected = expected or f"{low}-{high}"
+        try:
+            number = int(value)
+        except ValueError:
+            try:  # pandas writes integer columns with missing values as floats: "1234.0"
+                as_float = float(value)
+            except ValueError:
+                as_float = float("nan")
+            if not as_float.is_integer():
+                raise self.error(column, f"expected an integer {expected}, got {value!r}") from None
+            number = int(as_float)
+        if not low <= number <= high:
+            raise self.error(column, f"expected {expected}, got {value!r}")
+        return number
+
+    def epoch_time(self, column: str, *, unit_ms: int, iso: bool = False) -> dt.datetime:
+        """A time from a number in units of ``unit_ms`` ms since 1970 (or ISO 8601 with a zone when ``iso``),
+        bounded as every review time is (validation.check_time); a number out of bounds gets "wrong unit?"."""
+        value = self.text(column)
+        unit = "milliseconds" if unit_ms == 1 else "seconds"
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None:
+            try:
+                when = EPOCH + dt.timedelta(milliseconds=number * unit_ms)
+                shown = f" ({when:%Y-%m-%d})"
+            except (OverflowError, ValueError):  # e.g. milliseconds read as seconds: past year 9999
+                when, shown = None, ""
+            if when is None or not _within_bounds(when):
+                raise self.error(column, f"expected {unit} since 1970, from 1990 to now, got {value!r}{shown}: wrong unit?")
+            return check_time(when)
+        if not iso:
+            raise self.error(column, f"expected {unit} since 1970, got {value!r}")
+        try:
+            return check_time(value)
+        except ReviewValidationError as exc:
+            message = exc.errors[0]["message"]
+            if message.startswith("expected an ISO 8601"):
+                message = f"expected {unit} since 1970 or an ISO 8601 date-time, got {value!r}"
+            elif "no zone" in message:
+                message = f"the date-time {value!r} has no zone; add one, e.g. 'Z' or '+02:00'"
+            raise self.error(column, message) from None
+
+
+def _within_bounds(when: dt.datetime) -> bool:
+    try:
+        check_time(when)
+    except ReviewValidationError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ReviewFileFormat:
+    """A file format: its columns, where its learners come from, and how a row becomes a review."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    learner_column: str | None  # None: the whole file is one learner's, named by --learner
+    # row, learner, context (from prescan) -> a review, or None for a row that is not a memory event (skipped)
+    parse: Callable[[Row, str, object], FileReview | None]
+    columns: dict[str, str]  # review field (validation's names) -> the column it comes from, for errors
+    # a first pass over the rows (e.g. Anki's card resets), whose result every row is parsed with
+    prescan: Callable[[Iterator[Row]], object] | None = None
+
+    def describe(self) -> str:
+        optional = f" (optional: {', '.join(self.optional)})" if self.optional else ""
+        return f"{self.name}: {', '.join(self.required)}{optional}"
+
+
+# -------------------------------------------------------------------------------------------- reading
+class CountingReader(io.RawIOBase):
+    """The source's bytes, after the already-read ``head``, counting what has been read (for progress)."""
+
+    def __init__(self, source: BinaryIO, head: bytes):
+        self._source, self._head, self.bytes_read = source, memoryview(head), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+        else:
+            data = self._source.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        self.bytes_read += n
+        return n
+
+
+def size_of(fileobj: BinaryIO) -> int | None:
+    size = getattr(fileobj, "size", None)
+    if isinstance(size, int):
+        return size
+    try:
+        return os.fstat(fileobj.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+def check_encoding(head: bytes, *, filename: str) -> None:
+    """Refuse text that is not UTF-8 before it is read as garbage: UTF-16/32 (a byte-order mark, or the NUL
+    bytes every ASCII character has in UTF-16) gets a message naming the encoding."""
+    boms = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+            (codecs.BOM_UTF16_BE, "UTF-16"))
+    found = next((name for bom, name in boms if head.startswith(bom)), None)
+    first_line = head.split(b"\n", 1)[0]
+    if found is None and first_line and first_line.count(b"\x00") * 3 >= len(first_line):
+        found = "UTF-16"
+    if found:
+        raise ImportFileError(
+            filename, f"the file is {found} text; expected UTF-8: save or export it as UTF-8 (CSV UTF-8)", line=1,
+        )
+
+
+class CsvRows:
+    """A CSV stream from a binary file: its header (checked against the formats) and its rows."""
+
+    def __init__(self, fileobj: BinaryIO, *, filename: str, head: bytes):
+        self.filename = filename
+        self.counter = CountingReader(fileobj, head)
+        self.text = io.TextIOWrapper(
+            io.BufferedReader(self.counter, HEAD_BYTES), encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        self.reader = csv.reader(self.text, strict=True)
+        self.header: list[str] = []
+
+    def close(self) -> None:
+        self.text.detach()  # leave the caller's file open
+
+    def records(self) -> Iterator[list[str]]:
+        """The CSV records, blank lines left out; bytes that are not UTF-8 arrive as lone surrogates (checked per row)."""
+        while True:
+            try:
+                values = next(self.reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise ImportFileError(self.filename, f"not valid CSV: {exc}", line=self.reader.line_num) from exc
+            if values and values != [""]:
+                yield values
+
+    def read_header(self, records: Iterator[list[str]], *, fmt: ReviewFileFormat | None, formats: dict[str, ReviewFileFormat],
+                    detect: Callable[[list[str]], ReviewFileFormat | None]) -> ReviewFileFormat:
+        filename = self.filename
+        header = next(records, None)
+        if header is None:
+            expected = fmt.describe() if fmt else "; ".join(f.describe() for f in formats.values())
+            raise ImportFileError(filename, f"the file is empty; expected a header line with the columns of {expected}", line=1)
+        header = [h.strip() for h in header]
+        self._check_text(header, line=1, names=[f"column {i + 1}" for i in range(len(header))])
+        if len(header) == 1:
+            try:  # csv.Sniffer names the delimiter of a header that comma-splitting left whole
+                delimiter = csv.Sniffer().sniff(header[0], delimiters="".join(_DELIMITER_NAMES)).delimiter
+            except csv.Error:
+                delimiter = None
+            if delimiter in _DELIMITER_NAMES:
+                guess = fmt or detect([h.strip() for h in header[0].split(delimiter)])
+                expected = guess.describe() if guess else "; ".join(f.describe() for f in formats.values())
+                raise ImportFileError(
+                    filename,
+                    f"the header is one column {header[0][:120]!r}: the file looks {_DELIMITER_NAMES[delimiter]}-separated; "
+                    f"expected comma-separated columns of {expected}",
+                    line=1,
+                )
+        if fmt is None:
+            fmt = detect(header)
+            if fmt is None:
+                raise ImportFileError(
+                    filename,
+                    f"cannot tell the format from the header {', '.join(header)[:200]!r}; expected the columns of "
+                    + "; or ".join(f.describe() for f in formats.values()) + " (or name the format)",
+                    line=1,
+                )
+        missing = [c for c in fmt.required if c not in header]
+        if missing:
+            raise ImportFileError(
+                filename,
+                f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; expected the columns of {fmt.describe()}",
+                line=1,
+            )
+        self.header = header
+        return fmt
+
+    def rows(self, records: Iterator[list[str]]) -> Iterator[Row]:
+        header = self.header
+        columns = {name: i for i, name in reversed(list(enumerate(header)))}  # a repeated column: the first one
+        for values in records:
+            line = self.reader.line_num
+            if len(values) != len(header):
+                raise ImportFileError(
+                    self.filename, f"expected {len(header)} comma-separated fields as in the header, got {len(values)}",
+                    line=line,
+                )
+            self._check_text(values, line=line, names=header)
+            yield Row(filename=self.filename, line=line, columns=columns, values=values)
+
+    def _check_text(self, values: list[str], *, line: int, names: list[str]) -> None:
+        """Every field UTF-8 text without NUL bytes (a database text column cannot hold NUL)."""
+        joined = "".join(values)
+        if "\x00" in joined:
+            bad = next(i for i, v in enumerate(values) if "\x00" in v)
+            raise ImportFileError(self.filename, "a NUL byte in the field: expected UTF-8 text", line=line, column=names[bad])
+        try:
+            joined.encode()
+        except UnicodeEncodeError:
+            bad = next(i for i, v in enumerate(values) if _not_utf8(v))
+            raise ImportFileError(self.filename, "not UTF-8 text", line=line, column=names[bad]) from None
+
+
+def _not_utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False

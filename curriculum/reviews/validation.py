@@ -1,0 +1,264 @@
+"""The one validation of a review, whatever route it comes by (the API, a file import, synthetic generation).
+
+Field rules (a rule added here applies to every route):
+
+* learner: the client system's id, a string (an integer is read as its decimal string); trimmed; non-empty; at
+  most MAX_ID_LENGTH characters; no control characters (Unicode category Cc) and no bidirectional-override or
+  isolate characters (they make an id display as another one).
+* concept: a non-empty key of at most MAX_ID_LENGTH characters.
+* reviewed_at (and a recommendation's ``at``): an aware date-time (ISO 8601 with a zone), not before EARLIEST
+  (1990-01-01Z) and not more than ``CRL_REVIEW_FUTURE_TOLERANCE_SECONDS`` (default 300) after the server clock;
+  kept to the millisecond (a review's identity is (learner, concept, time to the millisecond, outcome)).
+* correct: true or false; grade: optional 1-4 (Anki's Again/Hard/Good/Easy), 1 exactly when wrong.
+* response_time_ms: optional, 0 to 2**31 - 1 milliseconds.
+* idempotency_key: optional, a non-empty string of at most MAX_ID_LENGTH characters.
+
+Errors are one type, ReviewValidationError, whose ``errors`` list ``{"field", "message"}`` plus where the
+review came from (``index`` in an API batch, ``line`` in a file), so each route names the item and field.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+MAX_ID_LENGTH = 200  # Learner.external_id, Concept.key, ReviewLog.idempotency_key
+MAX_RESPONSE_TIME_MS = 2**31 - 1
+EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
+DEFAULT_FUTURE_TOLERANCE_S = 300.0
+# Bidirectional embedding, override and isolate controls, and the directional marks.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class ReviewValidationError(ValueError):
+    """Reviews were refused; ``errors`` lists ``{"index" or "line"?, "field", "message"}`` per problem."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        self.errors = errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        where = f"item {first['index']}: " if "index" in first else f"line {first['line']}: " if "line" in first else ""
+        super().__init__(f"{where}{first['field']}: {first['message']}{more}")
+
+    @classmethod
+    def of(cls, field: str, message: str) -> ReviewValidationError:
+        return cls([{"field": field, "message": message}])
+
+    def at(self, **location: Any) -> ReviewValidationError:
+        """The same errors, naming where the review came from (``index=`` or ``line=``)."""
+        return type(self)([{**location, **e} for e in self.errors])
+
+
+class IdempotencyConflict(ReviewValidationError):
+    """An idempotency key already stands for a different review (HTTP 409); nothing was stored."""
+
+
+def _now() -> dt.datetime:
+    """The server clock the future bound is measured from (a seam: tests move it)."""
+    return timezone.now()
+
+
+def future_tolerance() -> dt.timedelta:
+    return dt.timedelta(seconds=float(getattr(settings, "CRL_REVIEW_FUTURE_TOLERANCE_SECONDS", DEFAULT_FUTURE_TOLERANCE_S)))
+
+
+def latest_allowed() -> dt.datetime:
+    """The latest review time accepted now."""
+    return _now() + future_tolerance()
+
+
+# ----------------------------------------------------------------------------------------------- fields
+def parse_aware_datetime(value: Any) -> dt.datetime:
+    """An ISO 8601 date-time string (or datetime) with a zone; ValueError saying what was expected otherwise."""
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:  # well formed but impossible, e.g. month 13
+            parsed = None
+        if parsed is None:
+            raise ValueError(f"expected an ISO 8601 date-time with a zone, got {value!r}")
+        value = parsed
+    if not isinstance(value, dt.datetime):
+        raise ValueError(f"expected an ISO 8601 date-time with a zone, got {type(value).__name__}")
+    if timezone.is_naive(value):
+        raise ValueError("the date-time has no zone; add one, e.g. 'Z' or '+02:00'")
+    try:
+        value.astimezone(dt.timezone.utc)  # stored in UTC: e.g. year 1 at +01:00 is before year 1 there
+    except OverflowError:
+        raise ValueError(f"the date-time {value.isoformat()} is out of range in UTC") from None
+    return value
+
+
+def check_time(value: Any, *, field: str = "reviewed_at", hint: str = "") -> dt.datetime:
+    """An aware date-time between EARLIEST and the server clock plus the tolerance, truncated to the millisecond.
+
+    Raises ReviewValidationError naming ``field``; ``hint`` is appended to a bound's message (e.g. "wrong unit?").
+    """
+    try:
+        when = parse_aware_datetime(value)
+    except ValueError as exc:
+        raise ReviewValidationError.of(field, str(exc)) from None
+    suffix = f": {hint}" if hint else ""
+    if when < EARLIEST:
+        raise ReviewValidationError.of(field, f"expected a time from 1990 on, got {when.isoformat()}{suffix}")
+    latest = latest_allowed()
+    if when > latest:
+        raise ReviewValidationError.of(
+            field,
+            f"expected a time no later than the server clock plus {future_tolerance().total_seconds():.0f} s "
+            f"({latest.astimezone(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}), got {when.isoformat()}{suffix}",
+        )
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
+def check_learner_id(value: Any, *, field: str = "learner") -> str:
+    """A learner id, trimmed; ReviewValidationError naming ``field`` unless it keeps to the rules (see module)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ReviewValidationError.of(field, "this field is required (a non-blank learner id)")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ReviewValidationError.of(field, "expected a learner id string (or an integer)")
+    text = str(value).strip()
+    if len(text) > MAX_ID_LENGTH:
+        raise ReviewValidationError.of(field, f"expected a learner id of at most {MAX_ID_LENGTH} characters, got {len(text)}")
+    for ch in text:
+        if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS:
+            raise ReviewValidationError.of(
+                field, f"expected a learner id without control or bidirectional-override characters, found U+{ord(ch):04X}"
+            )
+    return text
+
+
+def check_concept_key(value: Any, *, field: str = "concept") -> str:
+    if value is None or value == "":
+        raise ReviewValidationError.of(field, "this field is required")
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        raise ReviewValidationError.of(field, f"expected a concept key string of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_outcome(correct: Any, grade: Any) -> tuple[bool, int | None]:
+    """(correct, grade) agreeing with each other: grade 1 exactly when wrong."""
+    if not isinstance(correct, bool):
+        raise ReviewValidationError.of("correct", "expected true or false")
+    if grade is None:
+        return correct, None
+    if isinstance(grade, bool) or not isinstance(grade, int) or not 1 <= grade <= 4:
+        raise ReviewValidationError.of("grade", "expected an integer from 1 to 4")
+    if (grade == 1) == correct:
+        raise ReviewValidationError.of(
+            "grade", f"grade {grade} contradicts correct={str(correct).lower()} (1 means wrong, 2-4 right)"
+        )
+    return correct, grade
+
+
+def check_response_time(value: Any, *, field: str = "response_time_ms") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RESPONSE_TIME_MS:
+        raise ReviewValidationError.of(field, "expected a non-negative integer number of milliseconds")
+    return value
+
+
+def check_idempotency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise ReviewValidationError.of("idempotency_key", f"expected a non-empty string of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- review
+@dataclass(frozen=True)
+class ReviewFields:
+    """A review's fields after validation (curriculum and concept still keys: each route resolves them)."""
+
+    learner: str
+    concept: str
+    reviewed_at: dt.datetime
+    correct: bool
+    grade: int | None
+    response_time_ms: int | None
+    idempotency_key: str | None
+
+
+def validate_review(
+    *, learner: Any, concept: Any, reviewed_at: Any, correct: Any, grade: Any = None, response_time_ms: Any = None,
+    idempotency_key: Any = None, time_hint: str = "",
+) -> ReviewFields:
+    """Every field rule of a review (see the module); raises ReviewValidationError listing each field at fault."""
+    errors: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    checks = (
+        ("learner", lambda: check_learner_id(learner)),
+        ("concept", lambda: check_concept_key(concept)),
+        ("reviewed_at", lambda: check_time(reviewed_at, hint=time_hint)),
+        ("outcome", lambda: check_outcome(correct, grade)),
+        ("response_time_ms", lambda: check_response_time(response_time_ms)),
+        ("idempotency_key", lambda: check_idempotency_key(idempotency_key)),
+    )
+    for name, check in checks:
+        try:
+            values[name] = check()
+        except ReviewValidationError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ReviewValidationError(errors)
+    correct, grade = values["outcome"]
+    return ReviewFields(
+        values["learner"], values["concept"], values["reviewed_at"], correct, grade, values["response_time_ms"],
+        values["idempotency_key"],
+    )
+
+
+REVIEW_FIELDS = frozenset(
+    {"curriculum", "learner", "concept", "correct", "grade", "reviewed_at", "response_time_ms", "idempotency_key"}
+)
+
+
+def check_review_item(item: Any) -> ReviewFields:
+    """One API review object (a mapping of REVIEW_FIELDS); curriculum is checked by the caller, who resolves it."""
+    if not isinstance(item, Mapping):
+        raise ReviewValidationError.of("item", "expected an object")
+    errors: list[dict[str, Any]] = []
+    if item.get("reviewed_at") in (None, ""):
+        errors.append({"field": "reviewed_at", "message": "this field is required"})
+    unknown = sorted(set(item) - REVIEW_FIELDS)
+    errors.extend({"field": name, "message": "unknown field"} for name in unknown[:1])
+    try:
+        fields = validate_review(
+            learner=item.get("learner"), concept=item.get("concept"), reviewed_at=item.get("reviewed_at"),
+            correct=item.get("correct"), grade=item.get("grade"), response_time_ms=item.get("response_time_ms"),
+            idempotency_key=item.get("idempotency_key"),
+        )
+    except ReviewValidationError as exc:
+        errors.extend(e for e in exc.errors if not (e["field"] == "reviewed_at" and item.get("reviewed_at") in (None, "")))
+        raise ReviewValidationError(errors) from None
+    if errors:
+        raise ReviewValidationError(errors)
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------- columns
+def check_review_columns(*, t: np.ndarray, correct: np.ndarray, grade: np.ndarray, response_time_ms: np.ndarray) -> None:
+    """The same rules on columns (the bulk writer's input: t float64 epoch seconds, grade 1-4, response time
+    >= 0 on every row); raises ReviewValidationError naming the first bad row (``index``) and field."""
+    earliest, latest = EARLIEST.timestamp(), latest_allowed().timestamp()
+    checks = (
+        ("reviewed_at", ~np.isfinite(t) | (t < earliest) | (t > latest),
+         "expected a time from 1990 to the server clock plus the tolerance"),
+        ("grade", (grade < 1) | (grade > 4), "expected an integer from 1 to 4"),
+        ("grade", (grade == 1) == correct.astype(bool), "grade contradicts correct (1 means wrong, 2-4 right)"),
+        ("response_time_ms", (response_time_ms < 0) | (response_time_ms > MAX_RESPONSE_TIME_MS),
+         "expected a non-negative integer number of milliseconds"),
+    )
+    for field, bad, message in checks:
+        if bad.any():
+            index = int(np.argmax(bad))
+            raise ReviewValidationError([{"index": index, "field": field, "message": message}])
