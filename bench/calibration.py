@@ -30,7 +30,7 @@ def main() -> None:
     from django.core.management import call_command
 
     from curriculum.calibration import calibration_report
-    from curriculum.importers import import_review_file
+    from curriculum.reviews.importers.service import import_review_file
     from curriculum.management.commands.calibration_report import markdown_table
     from curriculum.models import Curriculum, ReviewLog
 

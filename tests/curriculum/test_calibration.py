@@ -141,7 +141,7 @@ def test_a_slice_of_a_real_anki_log_scores_every_predictor():
     """300 rows of a real log (tests/curriculum/fixtures/fsrs-real-slice.csv): too few to fit (defaults, said so)."""
     from pathlib import Path
 
-    from curriculum.importers import import_review_file
+    from curriculum.reviews.importers.service import import_review_file
     from curriculum.models import Curriculum
 
     import_review_file(path=Path(__file__).parent / "fixtures" / "fsrs-real-slice.csv", curriculum_key="real", learner="a")
