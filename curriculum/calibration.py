@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from training.rl import calibration as metrics
-from training.rl.features import EncoderConfig
+from training.rl.encoder import EncoderConfig
 
 from .learner_states import spec_for_curriculum
 from .models import Concept, Curriculum, PolicyModel, ReviewLog

@@ -1,6 +1,6 @@
 """Per-learner serving state, kept in step with the review log: what a recommendation reads in O(1).
 
-A `LearnerState` row holds one learner's `training.rl.features.LearnerState` for one curriculum, encoded with
+A `LearnerState` row holds one learner's `training.rl.encoder.LearnerState` for one curriculum, encoded with
 the active policy's encoder (or the default one while no policy is active). Reviews are folded in as they are
 recorded; a review that sorts before the newest one applied (a late review) rebuilds the state from the full
 history, so the result is always the one `from_history` gives, whatever the order reviews arrived in.
@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from training.rl.features import EncoderConfig, LearnerState as EncodedState, StateEncoder
+from training.rl.encoder import EncoderConfig, EncodedLearnerState, StateEncoder
 
 from .models import Concept, LearnerState, PolicyModel, ReviewLog
 
@@ -53,16 +53,16 @@ class StateSpec:
     def num_concepts(self) -> int:
         return self.encoder_config.num_concepts
 
-    def new_state(self) -> EncodedState:
-        return EncodedState.new(encoder=self.encoder, context_length=self.context_length)
+    def new_state(self) -> EncodedLearnerState:
+        return EncodedLearnerState.new(encoder=self.encoder, context_length=self.context_length)
 
-    def load(self, data: dict[str, Any] | None) -> EncodedState | None:
+    def load(self, data: dict[str, Any] | None) -> EncodedLearnerState | None:
         """The stored state if it was encoded with this spec, else None (the caller rebuilds from history)."""
         if not data or data.get("encoder") != self.encoder_dict or data.get("context_length") != self.context_length:
             return None
-        return EncodedState.from_dict(data["state"], encoder=self.encoder)
+        return EncodedLearnerState.from_dict(data["state"], encoder=self.encoder)
 
-    def dump(self, state: EncodedState, *, last_review: tuple[float, int] | None) -> dict[str, Any]:
+    def dump(self, state: EncodedLearnerState, *, last_review: tuple[float, int] | None) -> dict[str, Any]:
         return {
             "encoder": self.encoder_dict,
             "context_length": self.context_length,
@@ -113,7 +113,7 @@ class _Review:
         return (self.at.timestamp(), self.id)
 
 
-def _observe(state: EncodedState, reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[float, int] | None:
+def _observe(state: EncodedLearnerState, reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[float, int] | None:
     """Apply reviews (in order); return the order key of the last one the encoder saw."""
     last = None
     for r in reviews:
@@ -134,7 +134,7 @@ def history(*, learner_id: int, curriculum_id: int) -> list[_Review]:
     return [_Review(at, pk, position, correct, grade or 0) for at, pk, position, correct, grade in rows]
 
 
-def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedState, tuple[float, int] | None]:
+def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedLearnerState, tuple[float, int] | None]:
     """A state built from a learner's full history, and the order key of its newest review."""
     state = spec.new_state()
     return state, _observe(state, reviews, spec=spec)

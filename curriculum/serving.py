@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
 from training.rl.dtlite import DTLite
-from training.rl.features import LearnerState as EncodedState
+from training.rl.encoder import EncodedLearnerState
 
 from .learner_states import StateSpec, history, state_from_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel
@@ -251,7 +251,7 @@ def recommend(
     return _lowest_recall(state, keys=catalog.keys, now=now, allowed=allowed)
 
 
-def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedState:
+def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedLearnerState:
     if learner_id is None:
         return spec.new_state()
     state = spec.load(data)
@@ -262,7 +262,7 @@ def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | No
     return state
 
 
-def _from_policy(served: ServedPolicy, state: EncodedState, *, now: float, allowed: list[int]) -> Recommendation:
+def _from_policy(served: ServedPolicy, state: EncodedLearnerState, *, now: float, allowed: list[int]) -> Recommendation:
     rtg, states, actions, timesteps = state.context(now, served.target_return, max_timestep=served.max_timestep)
     T = served.spec.context_length
     action, probs = served.lite.select_action(
@@ -278,7 +278,7 @@ def _from_policy(served: ServedPolicy, state: EncodedState, *, now: float, allow
     )
 
 
-def _lowest_recall(state: EncodedState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
+def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
     recall = state.encoder.recall(state.memory, np.array([now]))[0]
     seen = state.memory.reviews[0] > 0
     # never-reviewed concepts first, in position order (a long-forgotten one can also estimate 0)

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from curriculum import services
 from curriculum.calibration import calibration_report
-from training.rl.features import EncoderConfig
+from training.rl.encoder import EncoderConfig
 
 BASE = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
 HALF_LIFE = EncoderConfig(num_concepts=1).initial_stability_s[2]  # the default half-life after a first review graded 3

@@ -10,7 +10,7 @@ from curriculum import learner_states
 from curriculum.learner_states import StateSpec, history, spec_for_curriculum, state_from_history
 from curriculum.models import LearnerState, ReviewLog
 from curriculum.services import promote_policy, record_reviews, register_policy
-from training.rl.features import EncoderConfig
+from training.rl.encoder import EncoderConfig
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
 

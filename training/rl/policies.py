@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .features import FEATURES_PER_CONCEPT, STATE_FEATURES
+from .encoder import FEATURES_PER_CONCEPT, STATE_FEATURES
 
 
 @dataclass(frozen=True)

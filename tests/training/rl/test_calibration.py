@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from training.rl.calibration import auc, log_loss, recall_before_reviews, reliability, rmse_bins, score
-from training.rl.features import EncoderConfig, StateEncoder
+from training.rl.encoder import EncoderConfig, StateEncoder
 
 
 def test_log_loss_matches_the_hand_computed_value():
