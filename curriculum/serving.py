@@ -22,6 +22,7 @@ from django.utils import timezone
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
 from training.rl.dtlite import DTLite
 from training.rl.encoder import EncodedLearnerState
+from training.rl.policies import LowestRecallPolicy, lowest_recall_choice
 
 from .learner_states import StateSpec, history, state_from_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel
@@ -29,7 +30,7 @@ from .services import artifact_storage
 
 logger = logging.getLogger(__name__)
 
-FALLBACK = "lowest_recall"
+FALLBACK = LowestRecallPolicy.name  # the rule evaluate_policy reports as its lowest_recall baseline
 SCORE_DIGITS = 6
 
 
@@ -280,9 +281,9 @@ def _from_policy(served: ServedPolicy, state: EncodedLearnerState, *, now: float
 
 def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
     recall = state.encoder.recall(state.memory, np.array([now]))[0]
-    seen = state.memory.reviews[0] > 0
-    # never-reviewed concepts first, in position order (a long-forgotten one can also estimate 0)
-    chosen = min(allowed, key=lambda i: (bool(seen[i]), float(recall[i]), i))
+    mask = np.zeros(len(recall), dtype=bool)
+    mask[allowed] = True
+    chosen = int(lowest_recall_choice(recall[None], state.memory.reviews[:1] > 0, allowed=mask)[0])
     return Recommendation(
         concept=keys[chosen],
         scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
