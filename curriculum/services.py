@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,12 +15,13 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from training.rl.artifacts import ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
+
 from .models import Concept, Curriculum, Learner, PolicyModel, PromotionEvent, ReviewLog
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-ARTIFACT_NAMES = ("dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json")
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -264,14 +264,6 @@ def artifact_storage():
     return storages["artifacts"]
 
 
-def _sha256_of(fileobj) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    for chunk in iter(lambda: fileobj.read(1 << 20), b""):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def register_policy(
     *,
     curriculum: Curriculum,
@@ -292,7 +284,7 @@ def register_policy(
         artifacts = {}
         for name in ARTIFACT_NAMES:
             with open(artifact_dir / name, "rb") as fh:
-                sha, size = _sha256_of(fh)
+                sha, size = file_sha256(fh)
                 fh.seek(0)
                 stored = storage.save(f"policies/{curriculum.key}/v{version}/{name}", ContentFile(fh.read()))
             artifacts[name] = {"path": stored, "sha256": sha, "size": size}
@@ -316,12 +308,13 @@ def verify_policy_artifacts(*, policy: PolicyModel) -> None:
         if not storage.exists(entry["path"]):
             raise ArtifactIntegrityError(f"{policy}: artifact {name} is missing from storage ({entry['path']})")
         with storage.open(entry["path"], "rb") as fh:
-            sha, _ = _sha256_of(fh)
-        if sha != entry["sha256"]:
+            sha, _ = file_sha256(fh)
+        try:
+            check_sha256(name=name, actual=sha, expected=entry["sha256"])
+        except ArtifactError as exc:
             raise ArtifactIntegrityError(
-                f"{policy}: artifact {name} does not match its SHA-256 (recorded {entry['sha256'][:12]}..., "
-                f"found {sha[:12]}...): the file was changed after registration"
-            )
+                f"{policy}: artifact {exc} (the SHA-256 recorded at registration): the file was changed since"
+            ) from None
 
 
 def promote_policy(

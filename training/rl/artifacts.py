@@ -24,6 +24,8 @@ FORMAT_VERSION = 1
 CHECKPOINT_FILE = "dt_model.pt"
 WEIGHTS_FILE = "dt_lite_weights.npz"
 CONFIG_FILE = "dt_lite_config.json"
+# Every file of a policy version, as the registry stores and verifies them.
+ARTIFACT_NAMES = (CHECKPOINT_FILE, WEIGHTS_FILE, CONFIG_FILE)
 
 # A file given as a path, its bytes, or an open binary file object (e.g. from Django's storage API).
 Source = Union[str, os.PathLike, bytes, IO[bytes]]
@@ -121,7 +123,24 @@ def read_bytes(source: Source, *, name: str) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
+    """The lowercase hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(fileobj: IO[bytes], *, chunk_size: int = 1 << 20) -> tuple[str, int]:
+    """(lowercase hex SHA-256, size in bytes) of a binary file object read from its current position to the end,
+    in chunks (a storage backend's file need not fit in memory)."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: fileobj.read(chunk_size), b""):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def check_sha256(*, name: str, actual: str, expected: str) -> None:
+    """Raise ArtifactError naming the file unless its SHA-256 (`actual`) is the `expected` one."""
+    if actual != expected:
+        raise ArtifactError(f"{name}: SHA-256 mismatch: the file has {actual}, expected {expected}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -338,8 +357,6 @@ def verify_artifacts(
     for filename, sha in (expected_sha256 or {}).items():
         if filename not in files:
             raise ArtifactError(f"{filename}: missing (an expected SHA-256 was given for it)")
-        actual = sha256_hex(files[filename])
-        if actual != sha:
-            raise ArtifactError(f"{filename}: SHA-256 mismatch: the file has {actual}, expected {sha}")
+        check_sha256(name=filename, actual=sha256_hex(files[filename]), expected=sha)
     parsed = load_config(config_bytes)
     return parsed, load_weights(weights_bytes, config=parsed)
