@@ -17,8 +17,8 @@ import numpy as np
 from training.rl import calibration as metrics
 from training.rl.encoder import EncoderConfig
 
-from .learner_states import spec_for_curriculum
-from .models import Concept, Curriculum, PolicyModel, ReviewLog
+from .models import Concept, Curriculum, ReviewLog
+from .selectors import active_policy, serving_spec
 
 TRAIN_FRACTION = 0.7
 CHUNK_REVIEWS = 20_000
@@ -56,9 +56,9 @@ def _columns(rows: list[tuple], positions: dict[int, int]) -> dict[str, np.ndarr
 
 def _encoder(*, curriculum: Curriculum) -> tuple[EncoderConfig, str]:
     """The encoder serving uses (the active policy's, else the default one) and where it came from."""
-    spec = spec_for_curriculum(curriculum_id=curriculum.pk)
-    active = PolicyModel.objects.filter(curriculum=curriculum, status=PolicyModel.Status.ACTIVE).first()
-    uses_policy = active is not None and "encoder" in (active.config or {})
+    spec = serving_spec(curriculum_id=curriculum.pk)
+    active = active_policy(curriculum=curriculum)
+    uses_policy = active is not None and bool(active.encoder_identity)
     # one concept's estimate does not depend on how many concepts there are: cover concepts added since training
     config = spec.encoder_config.with_num_concepts(max(spec.num_concepts, curriculum.concepts.count(), 1))
     return config, f"active policy v{active.version}" if uses_policy else "default"

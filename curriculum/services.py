@@ -18,6 +18,8 @@ from django.utils.dateparse import parse_datetime
 from training.rl.artifacts import ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
 
 from .models import Concept, Curriculum, Learner, PolicyModel, PromotionEvent, ReviewLog
+from .selectors import active_policy
+from .state_specs import policy_identity
 
 logger = logging.getLogger(__name__)
 
@@ -272,11 +274,16 @@ def register_policy(
     metrics: Mapping[str, Any] | None = None,
     notes: str = "",
 ) -> PolicyModel:
-    """Store a trained policy's artifact files and create the next ``candidate`` version of the curriculum."""
+    """Store a trained policy's artifact files and create the next ``candidate`` version of the curriculum, with
+    its encoder identity (``state_specs.policy_identity(config)``; "" for a config without an encoder)."""
     artifact_dir = Path(artifact_dir)
     missing = [n for n in ARTIFACT_NAMES if not (artifact_dir / n).is_file()]
     if missing:
         raise ArtifactIntegrityError(f"cannot register: {', '.join(missing)} missing in {artifact_dir}")
+    try:
+        identity = policy_identity(config)
+    except (KeyError, TypeError, ValueError) as exc:  # refused before anything is stored
+        raise PolicyError(f"cannot register: config.encoder/context_length cannot be read ({exc})") from None
     storage = artifact_storage()
     with transaction.atomic():
         Curriculum.objects.select_for_update().get(pk=curriculum.pk)  # versions are numbered under this lock
@@ -293,6 +300,7 @@ def register_policy(
             version=version,
             artifacts=artifacts,
             config=dict(config),
+            encoder_identity=identity,
             metrics=dict(metrics or {}),
             notes=notes,
         )
@@ -346,7 +354,7 @@ def _activate(
     with transaction.atomic():
         # The curriculum row lock serialises promotions and rollbacks of one curriculum.
         curriculum = Curriculum.objects.select_for_update().get(pk=curriculum_id)
-        active = PolicyModel.objects.select_for_update().filter(curriculum=curriculum, status="active").first()
+        active = active_policy(curriculum=curriculum, for_update=True)
         if kind == PromotionEvent.Kind.ROLLBACK:
             if active is None:
                 raise PromotionRefused(f"{curriculum.key}: no active version to roll back from")

@@ -7,7 +7,9 @@ import pytest
 from django.db import connection
 
 from curriculum import learner_states
-from curriculum.learner_states import StateSpec, history, spec_for_curriculum, state_from_history
+from curriculum.learner_states import history, state_from_history
+from curriculum.selectors import serving_spec
+from curriculum.state_specs import StateSpec
 from curriculum.models import LearnerState, ReviewLog
 from curriculum.services import promote_policy, record_reviews, register_policy
 from training.rl.encoder import EncoderConfig
@@ -22,7 +24,7 @@ def item(learner, concept, minutes, correct=True, **extra):
 
 def expected_data(row: LearnerState) -> dict:
     """What the state row must hold: the full history folded with the curriculum's current spec."""
-    spec = spec_for_curriculum(curriculum_id=row.curriculum_id)
+    spec = serving_spec(curriculum_id=row.curriculum_id)
     state, last = state_from_history(history(learner_id=row.learner_id, curriculum_id=row.curriculum_id), spec=spec)
     return spec.dump(state, last_review=last)
 
@@ -89,12 +91,14 @@ def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_ar
     promote_policy(policy=policy("a"))
     record_reviews(items=[item("u1", 0, 0), item("u1", 4, 1)])  # c4 is outside this policy's 3 concepts
     row = LearnerState.objects.get()
-    assert row.data["encoder"]["num_concepts"] == 3 and row.data["context_length"] == 3
+    a = StateSpec(EncoderConfig(num_concepts=3), 3)
+    assert row.data["encoder_identity"] == a.identity and "encoder" not in row.data
     assert row.data["state"]["steps"] == 1 and row.review_count == 2
     promote_policy(policy=policy("b", growth=2.0), force=True, reason="test")
     record_reviews(items=[item("u1", 1, 2)])
     row.refresh_from_db()
-    assert row.data["encoder"]["growth"] == 2.0 and row.data["state"]["steps"] == 2
+    b = StateSpec(EncoderConfig(num_concepts=3, growth=2.0), 3)
+    assert row.data["encoder_identity"] == b.identity != a.identity and row.data["state"]["steps"] == 2
     assert row.data == expected_data(row)
 
 
@@ -120,7 +124,7 @@ def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
     with django_capture_on_commit_callbacks(execute=True):
         promote_policy(policy=policy("b", (0.5, 1.0, 4.0, 1.0, 1.0)), force=True, reason="test")
     assert sent == [demo.pk, demo.pk]
-    spec = spec_for_curriculum(curriculum_id=demo.pk)
+    spec = serving_spec(curriculum_id=demo.pk)
     assert all(spec.load(row.data) is None for row in LearnerState.objects.all())  # still in v1's encoding
 
     assert tasks.reencode_learner_states(demo.pk) == 5
@@ -146,7 +150,7 @@ def test_a_broker_that_cannot_be_reached_does_not_undo_a_promotion(
 
 
 def test_without_a_policy_the_default_encoder_covers_every_concept(demo):
-    assert spec_for_curriculum(curriculum_id=demo.pk) == StateSpec.default(num_concepts=5)
+    assert serving_spec(curriculum_id=demo.pk) == StateSpec.default(num_concepts=5)
 
 
 @pytest.mark.django_db(transaction=True)
