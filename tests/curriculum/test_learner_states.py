@@ -153,6 +153,51 @@ def test_without_a_policy_the_default_encoder_covers_every_concept(demo):
     assert serving_spec(curriculum_id=demo.pk) == StateSpec.default(num_concepts=5)
 
 
+def test_a_state_stored_under_another_encoder_identity_is_rebuilt_not_read(demo, monkeypatch):
+    record_reviews(items=[item("u1", 0, 0), item("u1", 1, 1)])
+    row = LearnerState.objects.get()
+    spec = serving_spec(curriculum_id=demo.pk)
+    assert spec.load(row.data) is not None  # stored in the current encoding: read as is
+    # the same numbers, but stamped with another encoding's identity
+    LearnerState.objects.filter(pk=row.pk).update(data={**row.data, "encoder_identity": "0" * 64})
+    row.refresh_from_db()
+    assert spec.load(row.data) is None
+    rebuilds = []
+    monkeypatch.setattr(learner_states, "history", lambda **kw: rebuilds.append(kw) or history(**kw))
+    record_reviews(items=[item("u1", 2, 2)])  # in order, but the stored state is not this encoding's
+    row.refresh_from_db()
+    assert len(rebuilds) == 1 and row.data["encoder_identity"] == spec.identity
+    assert row.review_count == 3 and row.data == expected_data(row)
+
+
+def test_the_migration_replaces_the_embedded_encoder_with_its_identity(demo, fake_artifact_dir):
+    """Migration 0003 on rows in the old format: the policy gets its identity, a state the identity of its dict."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("curriculum.migrations.0003_policy_and_state_encoder_identity")
+    encoder = EncoderConfig(num_concepts=5, growth=3.0)
+    policy = register_policy(curriculum=demo, artifact_dir=fake_artifact_dir("m"),
+                             config={"encoder": encoder.to_dict(), "context_length": 4})
+    assert policy.encoder_identity == StateSpec(encoder, 4).identity  # filled at registration
+    record_reviews(items=[item("u1", 0, 0)])
+    row = LearnerState.objects.get()
+    old = {"encoder": encoder.to_dict(), "context_length": 4, "last_review": row.data["last_review"],
+           "state": row.data["state"]}
+    LearnerState.objects.filter(pk=row.pk).update(data=old)
+    type(policy).objects.filter(pk=policy.pk).update(encoder_identity="")
+
+    migration.fill_identities(apps, None)
+
+    policy.refresh_from_db()
+    row.refresh_from_db()
+    spec = StateSpec(encoder, 4)
+    assert policy.encoder_identity == spec.identity
+    assert row.data == {"encoder_identity": spec.identity, "last_review": old["last_review"], "state": old["state"]}
+    assert spec.load(row.data).to_dict() == old["state"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_review_posts_for_one_learner_leave_a_consistent_state(make_curriculum):
     make_curriculum("demo", concepts=5)
