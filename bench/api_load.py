@@ -229,7 +229,7 @@ def seed(args, key: str, workdir: Path) -> dict:
     from curriculum.services import ensure_curriculum, promote_policy, register_policy
     from training.rl.artifacts import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
-    from training.rl.features import FEATURES_PER_CONCEPT, EncoderConfig
+    from training.rl.encoder import FEATURES_PER_CONCEPT, EncoderConfig
 
     call_command("migrate", verbosity=0)
     concepts = [f"c{i:02d}" for i in range(args.concepts)]

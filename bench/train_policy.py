@@ -84,7 +84,7 @@ def paired_difference(policy_dir: Path, *, students: int, seed: int, interaction
 
     from training.rl.dtlite import DTLite
     from training.rl.evaluation import BASELINES, final_recall
-    from training.rl.features import EncoderConfig
+    from training.rl.encoder import EncoderConfig
 
     lite = DTLite.load(policy_dir / "dt_lite_weights.npz", policy_dir / "dt_lite_config.json")
     encoder = EncoderConfig.from_dict(lite.config["encoder"])

@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from . import services
+from . import selectors, services
 from .admin_views import CalibrationView, ImportReviewsView
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
@@ -73,7 +73,7 @@ class CurriculumAdmin(admin.ModelAdmin):
 
     @admin.display(description="active version")
     def active_version(self, obj: Curriculum):
-        active = obj.policies.filter(status=PolicyModel.Status.ACTIVE).first()
+        active = selectors.active_policy(curriculum=obj)
         return f"v{active.version}" if active else "-"
 
     def get_urls(self):

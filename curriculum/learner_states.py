@@ -1,9 +1,11 @@
 """Per-learner serving state, kept in step with the review log: what a recommendation reads in O(1).
 
-A `LearnerState` row holds one learner's `training.rl.features.LearnerState` for one curriculum, encoded with
-the active policy's encoder (or the default one while no policy is active). Reviews are folded in as they are
-recorded; a review that sorts before the newest one applied (a late review) rebuilds the state from the full
-history, so the result is always the one `from_history` gives, whatever the order reviews arrived in.
+A `LearnerState` row holds one learner's `training.rl.encoder.EncodedLearnerState` for one curriculum, encoded
+with the active policy's encoder (or the default one while no policy is active), and the identity of that
+encoding (`curriculum.state_specs`): a state stored under another identity is rebuilt from the history. Reviews
+are folded in as they are recorded; a review that sorts before the newest one applied (a late review) rebuilds
+the state from the full history, so the result is always the one `from_history` gives, whatever the order reviews
+arrived in.
 """
 from __future__ import annotations
 
@@ -11,91 +13,15 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from training.rl.features import EncoderConfig, LearnerState as EncodedState, StateEncoder
+from training.rl.encoder import EncodedLearnerState
 
-from .models import Concept, LearnerState, PolicyModel, ReviewLog
-
-# The Decision Transformer's default context (DESIGN.md section 4), used while no policy is active.
-DEFAULT_CONTEXT_LENGTH = 20
-
-
-@dataclass(frozen=True)
-class StateSpec:
-    """How a learner state is encoded: the encoder's parameters and the context length it keeps reviews for."""
-
-    encoder_config: EncoderConfig
-    context_length: int
-
-    @classmethod
-    def for_policy(cls, config: dict[str, Any]) -> StateSpec:
-        """The spec a policy version was trained with (its `dt_lite_config.json`)."""
-        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]))
-
-    @classmethod
-    def default(cls, *, num_concepts: int) -> StateSpec:
-        return _default_spec(max(num_concepts, 1))
-
-    @cached_property
-    def encoder(self) -> StateEncoder:
-        return StateEncoder(self.encoder_config)
-
-    @cached_property
-    def encoder_dict(self) -> dict[str, Any]:
-        return self.encoder_config.to_dict()
-
-    @property
-    def num_concepts(self) -> int:
-        return self.encoder_config.num_concepts
-
-    def new_state(self) -> EncodedState:
-        return EncodedState.new(encoder=self.encoder, context_length=self.context_length)
-
-    def load(self, data: dict[str, Any] | None) -> EncodedState | None:
-        """The stored state if it was encoded with this spec, else None (the caller rebuilds from history)."""
-        if not data or data.get("encoder") != self.encoder_dict or data.get("context_length") != self.context_length:
-            return None
-        return EncodedState.from_dict(data["state"], encoder=self.encoder)
-
-    def dump(self, state: EncodedState, *, last_review: tuple[float, int] | None) -> dict[str, Any]:
-        return {
-            "encoder": self.encoder_dict,
-            "context_length": self.context_length,
-            # (time, id) of the newest review folded in: the order the full history is read in, so equal
-            # times are applied in id order on both paths
-            "last_review": None if last_review is None else list(last_review),
-            "state": state.to_dict(),
-        }
-
-
-@lru_cache(maxsize=256)
-def _default_spec(num_concepts: int) -> StateSpec:
-    # one per size, so that its encoder and encoder_dict are built once, not per request
-    return StateSpec(EncoderConfig(num_concepts=num_concepts), DEFAULT_CONTEXT_LENGTH)
-
-
-# A policy version is immutable, so is its spec; (id, created_at) and not the id alone, as a restored or test
-# database may reuse an id for another version.
-_policy_specs: dict[tuple[int, dt.datetime], StateSpec] = {}
-
-
-def spec_for_curriculum(*, curriculum_id: int) -> StateSpec:
-    """The active policy's spec, else the default encoder over all of the curriculum's concepts."""
-    active = PolicyModel.objects.filter(curriculum_id=curriculum_id, status=PolicyModel.Status.ACTIVE)
-    key = active.values_list("pk", "created_at").first()
-    if key is not None:
-        if key not in _policy_specs:
-            config = active.values_list("config", flat=True).first() or {}
-            # a version registered without an encoder (hand-made config) cannot serve: keep the default encoding
-            _policy_specs[key] = StateSpec.for_policy(config) if "encoder" in config and "context_length" in config else None
-        if _policy_specs[key] is not None:
-            return _policy_specs[key]
-    return StateSpec.default(num_concepts=Concept.objects.filter(curriculum_id=curriculum_id).count())
+from .models import LearnerState, ReviewLog
+from .selectors import serving_spec
+from .state_specs import StateSpec
 
 
 @dataclass(frozen=True)
@@ -113,7 +39,7 @@ class _Review:
         return (self.at.timestamp(), self.id)
 
 
-def _observe(state: EncodedState, reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[float, int] | None:
+def _observe(state: EncodedLearnerState, reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[float, int] | None:
     """Apply reviews (in order); return the order key of the last one the encoder saw."""
     last = None
     for r in reviews:
@@ -140,7 +66,7 @@ def history(*, learner_id: int, curriculum_id: int) -> list[_Review]:
     return reviews
 
 
-def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedState, tuple[float, int] | None]:
+def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedLearnerState, tuple[float, int] | None]:
     """A state built from a learner's full history, and the order key of its newest review."""
     state = spec.new_state()
     return state, _observe(state, reviews, spec=spec)
@@ -163,7 +89,7 @@ def apply_reviews(*, reviews: Sequence[ReviewLog]) -> None:
         by_curriculum[curriculum_id].append(learner_id)
 
     for curriculum_id, learner_ids in by_curriculum.items():
-        spec = spec_for_curriculum(curriculum_id=curriculum_id)
+        spec = serving_spec(curriculum_id=curriculum_id)
         # Rows are created empty first (sorted, so two batches cannot wait on each other's inserts), then locked.
         LearnerState.objects.bulk_create(
             [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in learner_ids], ignore_conflicts=True
@@ -230,7 +156,7 @@ def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
     rebuilt = 0
     for start in range(0, len(learner_ids), batch_size):
         with transaction.atomic():
-            spec = spec_for_curriculum(curriculum_id=curriculum_id)
+            spec = serving_spec(curriculum_id=curriculum_id)
             rows = list(
                 LearnerState.objects.select_for_update()
                 .filter(curriculum_id=curriculum_id, learner_id__in=learner_ids[start:start + batch_size])

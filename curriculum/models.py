@@ -130,6 +130,9 @@ class PolicyModel(models.Model):
     # {"dt_model.pt": {"path": <storage name>, "sha256": ..., "size": ...}, "dt_lite_weights.npz": ..., ...}
     artifacts = models.JSONField(default=dict)
     config = models.JSONField(default=dict, help_text="The DTLite config (dt_lite_config.json).")
+    # The hash of config's encoder and context length (curriculum.state_specs.policy_identity), filled at
+    # registration: serving finds a version's state spec, and a stored state's fitness, by it. "": no encoder.
+    encoder_identity = models.CharField(max_length=64, blank=True, default="", editable=False)
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,13 +1,26 @@
-"""Reads of the curriculum domain: the active policy, a curriculum's versions and history."""
+"""Reads of the curriculum domain, the one way each is done: the active policy (also on serving's hot path),
+concept keys in action order, the serving spec of a curriculum (keyed by the encoder identity), versions, history."""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
 from django.db.models import QuerySet
 
-from .models import Curriculum, PolicyModel, PromotionEvent
+from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent
+from .state_specs import StateSpec
 
 
-def active_policy(*, curriculum: Curriculum) -> PolicyModel | None:
-    return PolicyModel.objects.filter(curriculum=curriculum, status=PolicyModel.Status.ACTIVE).first()
+def _active_policies() -> QuerySet[PolicyModel]:
+    return PolicyModel.objects.filter(status=PolicyModel.Status.ACTIVE)
+
+
+def active_policy(*, curriculum: Curriculum, for_update: bool = False) -> PolicyModel | None:
+    """The curriculum's active policy version, or None. ``for_update``: lock its row (inside a transaction)."""
+    active = _active_policies().filter(curriculum=curriculum)
+    return (active.select_for_update() if for_update else active).first()
 
 
 def policy_versions(*, curriculum: Curriculum) -> QuerySet[PolicyModel]:
@@ -16,3 +29,79 @@ def policy_versions(*, curriculum: Curriculum) -> QuerySet[PolicyModel]:
 
 def promotion_history(*, curriculum: Curriculum) -> QuerySet[PromotionEvent]:
     return PromotionEvent.objects.filter(curriculum=curriculum).select_related("actor").order_by("-at", "-id")
+
+
+def concept_keys(*, curriculum_id: int) -> tuple[str, ...]:
+    """The curriculum's concept keys in action (position) order: key i is action i of its policies."""
+    return tuple(Concept.objects.filter(curriculum_id=curriculum_id).order_by("position").values_list("key", flat=True))
+
+
+# A spec depends on its identity alone (the identity is its hash), so one per identity serves every version
+# that has it, whatever its id.
+_specs_by_identity: dict[str, StateSpec] = {}
+
+
+def spec_for_identity(*, encoder_identity: str) -> StateSpec | None:
+    """The spec of the policy versions registered with ``encoder_identity`` (cached per process), or None when
+    no version has it (or it is "": a version without an encoder)."""
+    if not encoder_identity:
+        return None
+    spec = _specs_by_identity.get(encoder_identity)
+    if spec is None:
+        config = PolicyModel.objects.filter(encoder_identity=encoder_identity).values_list("config", flat=True).first()
+        if config is None:
+            return None
+        spec = _specs_by_identity[encoder_identity] = StateSpec.for_policy(config)
+    return spec
+
+
+def serving_spec(*, curriculum_id: int) -> StateSpec:
+    """How the curriculum's learner states are encoded now: the active policy's spec, else (no active version,
+    or one without an encoder) the default encoder over all of the curriculum's concepts."""
+    identity = _active_policies().filter(curriculum_id=curriculum_id).values_list("encoder_identity", flat=True).first()
+    spec = spec_for_identity(encoder_identity=identity or "")
+    if spec is not None:
+        return spec
+    return StateSpec.default(num_concepts=Concept.objects.filter(curriculum_id=curriculum_id).count())
+
+
+@dataclass(frozen=True)
+class ServingLookup:
+    """What a recommendation reads before choosing, as the database says now."""
+
+    curriculum_id: int
+    policy_id: int | None  # the active version's
+    concept_count: int
+    learner_id: int | None  # None: a learner never seen
+    state: dict[str, Any] | None  # the stored LearnerState.data, None without one
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+# Everything a recommendation reads, in one round trip on indexed columns (the curriculum key, the one active
+# policy, the learner's external id, the state's (learner, curriculum)); hand-written because this is the hot
+# path and building it through the ORM cost more than running it.
+_LOOKUP_SQL = f"""
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data
+    FROM {_table(Curriculum)} c
+    LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
+    LEFT JOIN {_table(Learner)} l ON l.external_id = %s
+    LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = c.id
+    WHERE c.{connection.ops.quote_name("key")} = %s
+"""
+
+
+def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingLookup | None:
+    """The curriculum's id, active version's id and concept count, the learner's id and stored state, in one
+    query; None when there is no curriculum with that key."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOOKUP_SQL, [PolicyModel.Status.ACTIVE, learner_external_id, curriculum_key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    curriculum_id, policy_id, concept_count, learner_id, data = row
+    if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
+        data = json.loads(data)
+    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data)

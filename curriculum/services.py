@@ -2,7 +2,6 @@
 (reviews are written by curriculum.reviews)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,11 +13,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from training.rl.artifacts import ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
+
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
+from .selectors import active_policy
+from .state_specs import policy_identity
 
 logger = logging.getLogger(__name__)
-
-ARTIFACT_NAMES = ("dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json")
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -69,14 +70,6 @@ def artifact_storage():
     return storages["artifacts"]
 
 
-def _sha256_of(fileobj) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    for chunk in iter(lambda: fileobj.read(1 << 20), b""):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def register_policy(
     *,
     curriculum: Curriculum,
@@ -85,11 +78,16 @@ def register_policy(
     metrics: Mapping[str, Any] | None = None,
     notes: str = "",
 ) -> PolicyModel:
-    """Store a trained policy's artifact files and create the next ``candidate`` version of the curriculum."""
+    """Store a trained policy's artifact files and create the next ``candidate`` version of the curriculum, with
+    its encoder identity (``state_specs.policy_identity(config)``; "" for a config without an encoder)."""
     artifact_dir = Path(artifact_dir)
     missing = [n for n in ARTIFACT_NAMES if not (artifact_dir / n).is_file()]
     if missing:
         raise ArtifactIntegrityError(f"cannot register: {', '.join(missing)} missing in {artifact_dir}")
+    try:
+        identity = policy_identity(config)
+    except (KeyError, TypeError, ValueError) as exc:  # refused before anything is stored
+        raise PolicyError(f"cannot register: config.encoder/context_length cannot be read ({exc})") from None
     storage = artifact_storage()
     with transaction.atomic():
         Curriculum.objects.select_for_update().get(pk=curriculum.pk)  # versions are numbered under this lock
@@ -97,7 +95,7 @@ def register_policy(
         artifacts = {}
         for name in ARTIFACT_NAMES:
             with open(artifact_dir / name, "rb") as fh:
-                sha, size = _sha256_of(fh)
+                sha, size = file_sha256(fh)
                 fh.seek(0)
                 stored = storage.save(f"policies/{curriculum.key}/v{version}/{name}", ContentFile(fh.read()))
             artifacts[name] = {"path": stored, "sha256": sha, "size": size}
@@ -106,6 +104,7 @@ def register_policy(
             version=version,
             artifacts=artifacts,
             config=dict(config),
+            encoder_identity=identity,
             metrics=dict(metrics or {}),
             notes=notes,
         )
@@ -121,12 +120,13 @@ def verify_policy_artifacts(*, policy: PolicyModel) -> None:
         if not storage.exists(entry["path"]):
             raise ArtifactIntegrityError(f"{policy}: artifact {name} is missing from storage ({entry['path']})")
         with storage.open(entry["path"], "rb") as fh:
-            sha, _ = _sha256_of(fh)
-        if sha != entry["sha256"]:
+            sha, _ = file_sha256(fh)
+        try:
+            check_sha256(name=name, actual=sha, expected=entry["sha256"])
+        except ArtifactError as exc:
             raise ArtifactIntegrityError(
-                f"{policy}: artifact {name} does not match its SHA-256 (recorded {entry['sha256'][:12]}..., "
-                f"found {sha[:12]}...): the file was changed after registration"
-            )
+                f"{policy}: artifact {exc} (the SHA-256 recorded at registration): the file was changed since"
+            ) from None
 
 
 def promote_policy(
@@ -158,7 +158,7 @@ def _activate(
     with transaction.atomic():
         # The curriculum row lock serialises promotions and rollbacks of one curriculum.
         curriculum = Curriculum.objects.select_for_update().get(pk=curriculum_id)
-        active = PolicyModel.objects.select_for_update().filter(curriculum=curriculum, status="active").first()
+        active = active_policy(curriculum=curriculum, for_update=True)
         if kind == PromotionEvent.Kind.ROLLBACK:
             if active is None:
                 raise PromotionRefused(f"{curriculum.key}: no active version to roll back from")

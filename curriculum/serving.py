@@ -7,7 +7,6 @@ request, loaded once, and swapped in while the old version keeps answering. NumP
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -16,20 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection
 from django.utils import timezone
 
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
 from training.rl.dtlite import DTLite
-from training.rl.features import LearnerState as EncodedState
+from training.rl.encoder import EncodedLearnerState
+from training.rl.policies import LowestRecallPolicy, lowest_recall_choice
 
-from .learner_states import StateSpec, history, state_from_history
-from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel
+from . import selectors
+from .learner_states import history, state_from_history
+from .models import PolicyModel
 from .services import artifact_storage
+from .state_specs import StateSpec
 
 logger = logging.getLogger(__name__)
 
-FALLBACK = "lowest_recall"
+FALLBACK = LowestRecallPolicy.name  # the rule evaluate_policy reports as its lowest_recall baseline
 SCORE_DIGITS = 6
 
 
@@ -84,10 +85,12 @@ class ServedPolicy:
             expected[name] = entry["sha256"]
         config, weights = verify_artifacts(weights=files[WEIGHTS_FILE], config=files[CONFIG_FILE], expected_sha256=expected)
         spec = StateSpec.for_policy(config)
+        if spec.identity != policy.encoder_identity:
+            raise ValueError(f"{policy}: the encoder in {CONFIG_FILE} is not the one registered (encoder_identity)")
         keys = tuple(config["concept_keys"])
         # The state encodes concepts by position: the policy's action order must be the curriculum's.
-        positions = list(Concept.objects.filter(curriculum=policy.curriculum).order_by("position").values_list("key", flat=True))
-        if spec.num_concepts != len(keys) or spec.encoder_config.state_dim != config["state_dim"] or positions[: len(keys)] != list(keys):
+        positions = selectors.concept_keys(curriculum_id=policy.curriculum_id)
+        if spec.num_concepts != len(keys) or spec.encoder_config.state_dim != config["state_dim"] or positions[: len(keys)] != keys:
             raise ValueError(f"{policy}: concept_keys/encoder do not match the curriculum's concepts in position order")
         return cls(policy.pk, policy.version, DTLite(weights, config), spec, keys, float(config["target_return"]),
                    int(config["max_timestep"]))
@@ -166,7 +169,7 @@ _catalogs: dict[int, _Catalog] = {}
 def _catalog(*, curriculum_id: int, concept_count: int) -> _Catalog:
     catalog = _catalogs.get(curriculum_id)
     if catalog is None or len(catalog.keys) != concept_count:
-        keys = tuple(Concept.objects.filter(curriculum_id=curriculum_id).order_by("position").values_list("key", flat=True))
+        keys = selectors.concept_keys(curriculum_id=curriculum_id)
         catalog = _catalogs[curriculum_id] = _Catalog(keys, {k: i for i, k in enumerate(keys)})
     return catalog
 
@@ -175,44 +178,6 @@ def clear_caches() -> None:
     """Forget every loaded policy version and concept list (tests; a restored database)."""
     policies.clear()
     _catalogs.clear()
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    curriculum_id: int
-    policy_id: int | None  # the active version's, as the database says now
-    concept_count: int
-    learner_id: int | None  # None: a learner never seen
-    state: dict[str, Any] | None  # the stored LearnerState.data, None without one
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-# Everything a recommendation reads, in one round trip on indexed columns (the curriculum key, the one active
-# policy, the learner's external id, the state's (learner, curriculum)); hand-written because this is the hot
-# path and building it through the ORM cost more than running it.
-_LOOKUP_SQL = f"""
-    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data
-    FROM {_table(Curriculum)} c
-    LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
-    LEFT JOIN {_table(Learner)} l ON l.external_id = %s
-    LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = c.id
-    WHERE c.{connection.ops.quote_name("key")} = %s
-"""
-
-
-def _lookup(*, curriculum: str, learner: str) -> _Lookup:
-    with connection.cursor() as cursor:
-        cursor.execute(_LOOKUP_SQL, [PolicyModel.Status.ACTIVE, learner, curriculum])
-        row = cursor.fetchone()
-    if row is None:
-        raise UnknownCurriculum(curriculum)
-    curriculum_id, policy_id, concept_count, learner_id, data = row
-    if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
-        data = json.loads(data)
-    return _Lookup(curriculum_id, policy_id, concept_count, learner_id, data)
 
 
 # ------------------------------------------------------------------------------------------- recommend
@@ -226,7 +191,9 @@ def recommend(
     first in position order, and its scores are those recall estimates. A learner never seen is a new
     learner (nothing is stored on a read).
     """
-    found = _lookup(curriculum=curriculum, learner=learner)
+    found = selectors.serving_lookup(curriculum_key=curriculum, learner_external_id=learner)
+    if found is None:
+        raise UnknownCurriculum(curriculum)
     curriculum_id, learner_id, data = found.curriculum_id, found.learner_id, found.state
     catalog = _catalog(curriculum_id=curriculum_id, concept_count=found.concept_count)
     if not catalog.keys:
@@ -251,7 +218,7 @@ def recommend(
     return _lowest_recall(state, keys=catalog.keys, now=now, allowed=allowed)
 
 
-def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedState:
+def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedLearnerState:
     if learner_id is None:
         return spec.new_state()
     state = spec.load(data)
@@ -262,7 +229,7 @@ def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | No
     return state
 
 
-def _from_policy(served: ServedPolicy, state: EncodedState, *, now: float, allowed: list[int]) -> Recommendation:
+def _from_policy(served: ServedPolicy, state: EncodedLearnerState, *, now: float, allowed: list[int]) -> Recommendation:
     rtg, states, actions, timesteps = state.context(now, served.target_return, max_timestep=served.max_timestep)
     T = served.spec.context_length
     action, probs = served.lite.select_action(
@@ -278,11 +245,11 @@ def _from_policy(served: ServedPolicy, state: EncodedState, *, now: float, allow
     )
 
 
-def _lowest_recall(state: EncodedState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
+def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
     recall = state.encoder.recall(state.memory, np.array([now]))[0]
-    seen = state.memory.reviews[0] > 0
-    # never-reviewed concepts first, in position order (a long-forgotten one can also estimate 0)
-    chosen = min(allowed, key=lambda i: (bool(seen[i]), float(recall[i]), i))
+    mask = np.zeros(len(recall), dtype=bool)
+    mask[allowed] = True
+    chosen = int(lowest_recall_choice(recall[None], state.memory.reviews[:1] > 0, allowed=mask)[0])
     return Recommendation(
         concept=keys[chosen],
         scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},

@@ -18,7 +18,7 @@ from django.db import connection
 from curriculum.models import Concept, Curriculum, ReviewLog
 
 from .rl.evaluation import EVALUATION_SEED
-from .rl.features import ConceptStabilityFit, EncoderConfig
+from .rl.encoder import ConceptStabilityFit, EncoderConfig
 from .rl.simulator import generate_logs
 from .rl.trainer import TrainConfig, training_device
 from .rl.trajectories import (

@@ -7,11 +7,13 @@ import pytest
 from django.db import connection
 
 from curriculum import learner_states
-from curriculum.learner_states import StateSpec, history, spec_for_curriculum, state_from_history
+from curriculum.learner_states import history, state_from_history
+from curriculum.selectors import serving_spec
+from curriculum.state_specs import StateSpec
 from curriculum.models import LearnerState, ReviewLog
 from curriculum.reviews.store import record_reviews
 from curriculum.services import promote_policy, register_policy
-from training.rl.features import EncoderConfig
+from training.rl.encoder import EncoderConfig
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
 
@@ -23,7 +25,7 @@ def item(learner, concept, minutes, correct=True, **extra):
 
 def expected_data(row: LearnerState) -> dict:
     """What the state row must hold: the full history folded with the curriculum's current spec."""
-    spec = spec_for_curriculum(curriculum_id=row.curriculum_id)
+    spec = serving_spec(curriculum_id=row.curriculum_id)
     state, last = state_from_history(history(learner_id=row.learner_id, curriculum_id=row.curriculum_id), spec=spec)
     return spec.dump(state, last_review=last)
 
@@ -90,12 +92,14 @@ def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_ar
     promote_policy(policy=policy("a"))
     record_reviews(items=[item("u1", 0, 0), item("u1", 4, 1)])  # c4 is outside this policy's 3 concepts
     row = LearnerState.objects.get()
-    assert row.data["encoder"]["num_concepts"] == 3 and row.data["context_length"] == 3
+    a = StateSpec(EncoderConfig(num_concepts=3), 3)
+    assert row.data["encoder_identity"] == a.identity and "encoder" not in row.data
     assert row.data["state"]["steps"] == 1 and row.review_count == 2
     promote_policy(policy=policy("b", growth=2.0), force=True, reason="test")
     record_reviews(items=[item("u1", 1, 2)])
     row.refresh_from_db()
-    assert row.data["encoder"]["growth"] == 2.0 and row.data["state"]["steps"] == 2
+    b = StateSpec(EncoderConfig(num_concepts=3, growth=2.0), 3)
+    assert row.data["encoder_identity"] == b.identity != a.identity and row.data["state"]["steps"] == 2
     assert row.data == expected_data(row)
 
 
@@ -121,7 +125,7 @@ def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
     with django_capture_on_commit_callbacks(execute=True):
         promote_policy(policy=policy("b", (0.5, 1.0, 4.0, 1.0, 1.0)), force=True, reason="test")
     assert sent == [demo.pk, demo.pk]
-    spec = spec_for_curriculum(curriculum_id=demo.pk)
+    spec = serving_spec(curriculum_id=demo.pk)
     assert all(spec.load(row.data) is None for row in LearnerState.objects.all())  # still in v1's encoding
 
     assert tasks.reencode_learner_states(demo.pk) == 5
@@ -147,7 +151,52 @@ def test_a_broker_that_cannot_be_reached_does_not_undo_a_promotion(
 
 
 def test_without_a_policy_the_default_encoder_covers_every_concept(demo):
-    assert spec_for_curriculum(curriculum_id=demo.pk) == StateSpec.default(num_concepts=5)
+    assert serving_spec(curriculum_id=demo.pk) == StateSpec.default(num_concepts=5)
+
+
+def test_a_state_stored_under_another_encoder_identity_is_rebuilt_not_read(demo, monkeypatch):
+    record_reviews(items=[item("u1", 0, 0), item("u1", 1, 1)])
+    row = LearnerState.objects.get()
+    spec = serving_spec(curriculum_id=demo.pk)
+    assert spec.load(row.data) is not None  # stored in the current encoding: read as is
+    # the same numbers, but stamped with another encoding's identity
+    LearnerState.objects.filter(pk=row.pk).update(data={**row.data, "encoder_identity": "0" * 64})
+    row.refresh_from_db()
+    assert spec.load(row.data) is None
+    rebuilds = []
+    monkeypatch.setattr(learner_states, "history", lambda **kw: rebuilds.append(kw) or history(**kw))
+    record_reviews(items=[item("u1", 2, 2)])  # in order, but the stored state is not this encoding's
+    row.refresh_from_db()
+    assert len(rebuilds) == 1 and row.data["encoder_identity"] == spec.identity
+    assert row.review_count == 3 and row.data == expected_data(row)
+
+
+def test_the_migration_replaces_the_embedded_encoder_with_its_identity(demo, fake_artifact_dir):
+    """Migration 0003 on rows in the old format: the policy gets its identity, a state the identity of its dict."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("curriculum.migrations.0004_policy_and_state_encoder_identity")
+    encoder = EncoderConfig(num_concepts=5, growth=3.0)
+    policy = register_policy(curriculum=demo, artifact_dir=fake_artifact_dir("m"),
+                             config={"encoder": encoder.to_dict(), "context_length": 4})
+    assert policy.encoder_identity == StateSpec(encoder, 4).identity  # filled at registration
+    record_reviews(items=[item("u1", 0, 0)])
+    row = LearnerState.objects.get()
+    old = {"encoder": encoder.to_dict(), "context_length": 4, "last_review": row.data["last_review"],
+           "state": row.data["state"]}
+    LearnerState.objects.filter(pk=row.pk).update(data=old)
+    type(policy).objects.filter(pk=policy.pk).update(encoder_identity="")
+
+    migration.fill_identities(apps, None)
+
+    policy.refresh_from_db()
+    row.refresh_from_db()
+    spec = StateSpec(encoder, 4)
+    assert policy.encoder_identity == spec.identity
+    assert row.data == {"encoder_identity": spec.identity, "last_review": old["last_review"], "state": old["state"]}
+    assert spec.load(row.data).to_dict() == old["state"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -63,7 +63,7 @@ def test_promotion_refuses_tampered_artifact_and_changes_nothing(make_curriculum
     curriculum = make_curriculum()
     v1 = make_policy(curriculum)
     (_artifact_storage / v1.artifacts["dt_model.pt"]["path"]).write_bytes(b"evil")
-    with pytest.raises(services.ArtifactIntegrityError, match="dt_model.pt does not match its SHA-256"):
+    with pytest.raises(services.ArtifactIntegrityError, match="dt_model.pt: SHA-256 mismatch"):
         services.promote_policy(policy=v1)
     v1.refresh_from_db()
     assert v1.status == "candidate"

@@ -116,3 +116,37 @@ def test_unknown_curriculum_and_candidates_are_refused(demo):
         serving.recommend(curriculum="nope", learner="u1")
     with pytest.raises(serving.UnknownConcepts, match="'x'"):
         serving.recommend(curriculum="demo", learner="u1", candidates=["c1", "x"])
+
+
+def test_the_serving_fallback_and_the_evaluation_baseline_choose_alike():
+    """One lowest-recall rule: for the same learners, serving's fallback picks what evaluate_policy's lowest_recall
+    baseline picks, including a forgotten concept (recall 0) against a never-reviewed one and exact ties."""
+    import numpy as np
+
+    from training.rl.encoder import EncodedLearnerState, EncoderConfig, StateEncoder
+    from training.rl.policies import Observation, make_policy
+
+    C, day = 5, 86400.0
+    encoder = StateEncoder(EncoderConfig(num_concepts=C))
+    rng = np.random.default_rng(7)
+    histories = [
+        [],  # new learner: position 0
+        [(0, 0.0, True, 3)],  # position 1 (never reviewed) before the reviewed 0
+        [(c, 0.0, True, 3) for c in range(C)],  # all reviewed at once, equal recall: a tie, position 0
+        [(c, 0.0, False, 1) for c in range(C - 1)],  # forgotten (recall 0 after 5000 days) vs never-reviewed 4
+    ] + [[(int(rng.integers(C)), float(t), bool(rng.random() < 0.7), 0) for t in np.sort(rng.uniform(0, 9 * day, 12))]
+         for _ in range(40)]
+    now = 10 * day
+    states = [EncodedLearnerState.from_history(h, encoder=encoder, context_length=4) for h in histories]
+    nows = [now] * len(states)
+    nows[3] = 5000 * day  # 2 ** (-5000 days / 1 day) underflows to exactly 0
+    keys = tuple(f"c{i}" for i in range(C))
+    served = [serving._lowest_recall(s, keys=keys, now=t, allowed=list(range(C))).concept for s, t in zip(states, nows)]
+
+    encoded = np.stack([s.encode(t) for s, t in zip(states, nows)])
+    recall = np.stack([s.encoder.recall(s.memory, np.array([t]))[0] for s, t in zip(states, nows)])
+    assert recall[3, :C - 1].max() == 0.0  # the forgotten case really estimates 0
+    obs = Observation(step=1, t=np.array(nows), recall=recall, states=encoded, cumulative_reward=np.zeros(len(states)))
+    baseline = make_policy("lowest_recall", num_learners=len(states), num_concepts=C, rng=rng).select(obs)
+    assert served == [keys[i] for i in baseline]
+    assert served[:4] == ["c0", "c1", "c0", "c4"]

@@ -17,6 +17,8 @@ from typing import IO, TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from .model_config import check_model_config
+
 if TYPE_CHECKING:
     from training.rl.dt import DecisionTransformer
 
@@ -24,6 +26,8 @@ FORMAT_VERSION = 1
 CHECKPOINT_FILE = "dt_model.pt"
 WEIGHTS_FILE = "dt_lite_weights.npz"
 CONFIG_FILE = "dt_lite_config.json"
+# Every file of a policy version, as the registry stores and verifies them.
+ARTIFACT_NAMES = (CHECKPOINT_FILE, WEIGHTS_FILE, CONFIG_FILE)
 
 # A file given as a path, its bytes, or an open binary file object (e.g. from Django's storage API).
 Source = Union[str, os.PathLike, bytes, IO[bytes]]
@@ -37,26 +41,20 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _non_negative_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# key -> (check, what was expected); the first eight are the original DTLite config's keys.
+# Every key a DTLite config must have; the first eight are the original DTLite config's keys.
+REQUIRED_CONFIG_KEYS = (
+    "state_dim", "action_dim", "hidden_dim", "num_layers", "context_length", "temperature", "top_k", "target_return",
+    "num_heads", "max_timestep", "return_scale", "concept_keys", "encoder", "format_version", "weights_sha256",
+)
+# key -> (check, what was expected) for the keys that are not the model's architecture (check_model_config's).
 _CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
-    "state_dim": (_positive_int, "a positive integer"),
-    "action_dim": (_positive_int, "a positive integer"),
-    "hidden_dim": (_positive_int, "a positive integer"),
-    "num_layers": (_positive_int, "a positive integer"),
-    "context_length": (_positive_int, "a positive integer"),
     "temperature": (lambda v: _finite_number(v) and v >= 0, "a number >= 0"),
     "top_k": (lambda v: v is None or _positive_int(v), "null or a positive integer"),
     "target_return": (_finite_number, "a finite number"),
-    "num_heads": (_positive_int, "a positive integer"),
-    "max_timestep": (_positive_int, "a positive integer"),
     "return_scale": (lambda v: _finite_number(v) and v > 0, "a number > 0"),
     "concept_keys": (lambda v: isinstance(v, list) and all(isinstance(k, str) for k in v), "a list of strings"),
     "encoder": (lambda v: isinstance(v, dict), "an object"),
@@ -65,12 +63,6 @@ _CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
         "a 64-character lowercase hex SHA-256",
     ),
-}
-REQUIRED_CONFIG_KEYS = tuple(_CONFIG_CHECKS)
-# optional keys: absent means 0 (a model without the concept head, as exported before it existed)
-_OPTIONAL_CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
-    "concept_features": (_non_negative_int, "an integer >= 0"),
-    "concept_head_dim": (_non_negative_int, "an integer >= 0"),
 }
 
 
@@ -121,7 +113,24 @@ def read_bytes(source: Source, *, name: str) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
+    """The lowercase hex SHA-256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(fileobj: IO[bytes], *, chunk_size: int = 1 << 20) -> tuple[str, int]:
+    """(lowercase hex SHA-256, size in bytes) of a binary file object read from its current position to the end,
+    in chunks (a storage backend's file need not fit in memory)."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: fileobj.read(chunk_size), b""):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def check_sha256(*, name: str, actual: str, expected: str) -> None:
+    """Raise ArtifactError naming the file unless its SHA-256 (`actual`) is the `expected` one."""
+    if actual != expected:
+        raise ArtifactError(f"{name}: SHA-256 mismatch: the file has {actual}, expected {expected}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -240,26 +249,19 @@ def check_config(config: Any) -> None:
     if "format_version" in config and config["format_version"] != FORMAT_VERSION:
         raise ArtifactError(f"{CONFIG_FILE}: unknown format_version {config['format_version']!r} "
                             f"(this code reads {FORMAT_VERSION})")
-    for key, (check, expected) in _CONFIG_CHECKS.items():
+    for key in REQUIRED_CONFIG_KEYS:
         if key not in config:
             raise ArtifactError(f"{CONFIG_FILE}: missing key {key!r}")
+    try:
+        check_model_config(config)
+    except ValueError as exc:
+        raise ArtifactError(f"{CONFIG_FILE}: {exc}") from None
+    for key, (check, expected) in _CONFIG_CHECKS.items():
         if not check(config[key]):
             raise ArtifactError(f"{CONFIG_FILE}: {key} must be {expected}, got {config[key]!r}")
-    for key, (check, expected) in _OPTIONAL_CONFIG_CHECKS.items():
-        if key in config and not check(config[key]):
-            raise ArtifactError(f"{CONFIG_FILE}: {key} must be {expected}, got {config[key]!r}")
-    features = config.get("concept_features", 0)
-    if features and config["state_dim"] != features * config["action_dim"]:
-        raise ArtifactError(f"{CONFIG_FILE}: state_dim {config['state_dim']} is not concept_features {features} "
-                            f"x action_dim {config['action_dim']}")
-    if features and not config.get("concept_head_dim"):
-        raise ArtifactError(f"{CONFIG_FILE}: concept_head_dim must be positive when concept_features is")
     if len(config["concept_keys"]) != config["action_dim"]:
         raise ArtifactError(f"{CONFIG_FILE}: concept_keys has {len(config['concept_keys'])} entries "
                             f"but action_dim is {config['action_dim']}")
-    if config["hidden_dim"] % config["num_heads"]:
-        raise ArtifactError(f"{CONFIG_FILE}: hidden_dim {config['hidden_dim']} is not divisible by "
-                            f"num_heads {config['num_heads']}")
     if config["top_k"] is not None and config["top_k"] > config["action_dim"]:
         raise ArtifactError(f"{CONFIG_FILE}: top_k {config['top_k']} exceeds action_dim {config['action_dim']}")
 
@@ -338,8 +340,6 @@ def verify_artifacts(
     for filename, sha in (expected_sha256 or {}).items():
         if filename not in files:
             raise ArtifactError(f"{filename}: missing (an expected SHA-256 was given for it)")
-        actual = sha256_hex(files[filename])
-        if actual != sha:
-            raise ArtifactError(f"{filename}: SHA-256 mismatch: the file has {actual}, expected {sha}")
+        check_sha256(name=filename, actual=sha256_hex(files[filename]), expected=sha)
     parsed = load_config(config_bytes)
     return parsed, load_weights(weights_bytes, config=parsed)

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .features import EncoderConfig, StateEncoder, concept_sequences
+from .encoder import EncoderConfig, StateEncoder, concept_sequences
 
 EPS = 1e-6
 DEFAULT_BINS = 20

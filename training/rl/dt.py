@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .model_config import check_model_config
+
 LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
 
 
@@ -42,25 +44,10 @@ class DTConfig:
     concept_head_dim: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads",
-                     "context_length", "max_timestep"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"DTConfig.{name} must be a positive integer, got {value!r}")
-        if self.hidden_dim % self.num_heads:
-            raise ValueError(f"DTConfig.hidden_dim ({self.hidden_dim}) must be divisible by "
-                             f"num_heads ({self.num_heads})")
-        for name in ("concept_features", "concept_head_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"DTConfig.{name} must be a non-negative integer, got {value!r}")
-        if self.concept_features and self.state_dim != self.concept_features * self.action_dim:
-            raise ValueError(f"DTConfig.state_dim ({self.state_dim}) must be concept_features "
-                             f"({self.concept_features}) x action_dim ({self.action_dim}) for the concept head")
-        if self.concept_features and not self.concept_head_dim:
-            raise ValueError("DTConfig.concept_head_dim must be positive when concept_features is")
-        if self.return_scale is not None and not self.return_scale > 0:
-            raise ValueError(f"DTConfig.return_scale must be > 0, got {self.return_scale!r}")
+        try:
+            check_model_config(asdict(self))
+        except ValueError as exc:
+            raise ValueError(f"DTConfig.{exc}") from None
 
 
 class CausalSelfAttention(nn.Module):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from training.rl.artifacts import Source, check_weights, verify_artifacts
+from training.rl.model_config import check_model_config
 
 LAYER_NORM_EPS = 1e-5  # as dt.LAYER_NORM_EPS
 _GELU_C = np.float32(np.sqrt(2.0 / np.pi))
@@ -169,6 +170,7 @@ class DTLite:
     """A Decision Transformer for inference; thread-safe (per-thread scratch state only)."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
+        check_model_config(config)  # ValueError naming the key; DTLite.load's configs were checked already
         check_weights(weights, config=config)
         self.config = dict(config)
         self.state_dim = config["state_dim"]

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .features import EncoderConfig, StateEncoder
+from .encoder import EncoderConfig, StateEncoder
 from .policies import Observation, Policy, make_policy
 from .simulator import Cohort, SimulatorConfig, policy_rng, run_policies
 from .trajectories import DEFAULT_MAX_TIMESTEP

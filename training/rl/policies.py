@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .features import FEATURES_PER_CONCEPT, STATE_FEATURES
+from .encoder import FEATURES_PER_CONCEPT, STATE_FEATURES
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class Observation:
     # only for policies with uses_true_recall (the simulator's truth):
     true_recall: np.ndarray | None = None  # float64 [m, C]
     true_gain: np.ndarray | None = None  # float64 [m, C], expected rise of true recall a horizon ahead if reviewed
+
+
+def _reviewed(obs: Observation) -> np.ndarray:
+    """bool [m, C]: which concepts each learner has reviewed (the encoded review count is > 0)."""
+    return obs.states[:, STATE_FEATURES.index("reviews")::FEATURES_PER_CONCEPT] > 0
 
 
 class Policy:
@@ -100,13 +105,35 @@ class LeitnerPolicy(Policy):
         self.due[rows, concepts] = t + self.intervals_s[box]
 
 
+def lowest_recall_choice(recall: np.ndarray, reviewed: np.ndarray, *, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The lowest-recall rule, the one used by the ``lowest_recall`` baseline and by serving's fallback: per learner,
+    a never-reviewed concept first (the lowest position), else the lowest estimated recall, ties to the lowest
+    position. (Never-reviewed concepts go first explicitly: a long-forgotten one can also estimate 0.)
+
+    recall float [m, C] (the encoder's estimate), reviewed bool [m, C] (reviewed at least once), allowed bool [C]
+    or [m, C] (None: every concept) -> concept positions int64 [m]. Raises ValueError when the shapes differ or
+    a row allows no concept.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    reviewed = np.asarray(reviewed, dtype=bool)
+    if recall.ndim != 2 or reviewed.shape != recall.shape:
+        raise ValueError(f"recall and reviewed: expected two [m, C] arrays, got {recall.shape} and {reviewed.shape}")
+    key = np.where(reviewed, recall, -1.0)  # recall is in [0, 1]: -1 puts never-reviewed concepts first
+    if allowed is not None:
+        allowed = np.broadcast_to(np.asarray(allowed, dtype=bool), recall.shape)
+        if not allowed.any(axis=1).all():
+            raise ValueError("allowed: some learner has no concept to choose")
+        key = np.where(allowed, key, np.inf)
+    return np.argmin(key, axis=1).astype(np.int64)  # argmin takes the first minimum: ties go to the lowest position
+
+
 class LowestRecallPolicy(Policy):
-    """The concept with the lowest estimated recall (never reviewed ones first, in position order)."""
+    """The concept with the lowest estimated recall, never-reviewed ones first (``lowest_recall_choice``)."""
 
     name = "lowest_recall"
 
     def select(self, obs: Observation) -> np.ndarray:
-        return np.argmin(obs.recall, axis=1)
+        return lowest_recall_choice(obs.recall, _reviewed(obs))
 
 
 class _Exploring(Policy):
@@ -137,8 +164,7 @@ class TargetRecallPolicy(Policy):
     target = 0.25
 
     def select(self, obs: Observation) -> np.ndarray:
-        reviews = obs.states[:, STATE_FEATURES.index("reviews")::FEATURES_PER_CONCEPT]
-        seen = reviews > 0
+        seen = _reviewed(obs)
         return np.argmin(np.where(seen, np.abs(obs.recall - self.target), -1.0), axis=1)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import EncoderConfig, StateEncoder
+from .encoder import EncoderConfig, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .trajectories import ReviewColumns
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from training.rl.artifacts import FORMAT_VERSION, read_checkpoint, write_checkpoint
 from training.rl.dt import DecisionTransformer, DTConfig
+from training.rl.model_config import concept_head_fits
 from training.rl.trajectories import TrajectoryDataset
 
 
@@ -99,7 +100,7 @@ def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConf
     state_dim = dataset.states.shape[1]
     action_dim = max(len(dataset.concept_keys), int(dataset.actions.max()) + 1)
     per_concept = len(dataset.encoder.get("features") or ())
-    if per_concept and state_dim == per_concept * action_dim:
+    if concept_head_fits(state_dim=state_dim, action_dim=action_dim, concept_features=per_concept):
         overrides.setdefault("concept_features", per_concept)
     config = DTConfig(state_dim=state_dim, action_dim=action_dim, **overrides)
     return resolve_model_config(config, dataset)

@@ -13,7 +13,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from .features import EncoderConfig, EncoderMemory, StateEncoder
+from .encoder import EncoderConfig, EncoderMemory, StateEncoder
 
 
 @dataclass

@@ -44,7 +44,7 @@ def dtlite_artifacts(tmp_path_factory):
 
     from training.rl.artifacts import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
-    from training.rl.features import EncoderConfig
+    from training.rl.encoder import EncoderConfig
 
     encoder = EncoderConfig(num_concepts=CONCEPTS)
     folders = {}

@@ -191,7 +191,7 @@ def test_tampered_concept_head_weights_are_refused(exported_with_concept_head, c
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda c: c.update(concept_features=3), "state_dim 8 is not concept_features 3 x action_dim 4"),
+    (lambda c: c.update(concept_features=3), "state_dim 8 must be concept_features 3 x action_dim 4"),
     (lambda c: c.update(concept_features="2"), "concept_features must be an integer >= 0"),
     (lambda c: c.update(concept_head_dim=0), "concept_head_dim must be positive when concept_features is"),
     (lambda c: c.pop("concept_features"), "unexpected arrays"),

@@ -9,7 +9,7 @@ import pytest
 from training.rl.calibration import (
     auc, benchmark_bins, log_loss, moving_average, recall_before_reviews, reliability, rmse_bins, score,
 )
-from training.rl.features import EncoderConfig, StateEncoder
+from training.rl.encoder import EncoderConfig, StateEncoder
 
 
 def test_log_loss_matches_the_hand_computed_value():

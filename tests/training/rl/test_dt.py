@@ -89,9 +89,9 @@ def test_from_checkpoint_restores_the_same_model_in_eval_mode(tmp_path):
 
 
 def test_concept_head_config_must_match_the_state_layout():
-    with pytest.raises(ValueError, match=r"state_dim \(6\) must be concept_features \(2\) x action_dim \(5\)"):
+    with pytest.raises(ValueError, match="DTConfig.state_dim 6 must be concept_features 2 x action_dim 5"):
         DTConfig(state_dim=S, action_dim=A, concept_features=2)
-    with pytest.raises(ValueError, match="concept_features must be a non-negative integer"):
+    with pytest.raises(ValueError, match="DTConfig.concept_features must be an integer >= 0"):
         DTConfig(state_dim=10, action_dim=A, concept_features=-1)
     assert DecisionTransformer(DTConfig(state_dim=10, action_dim=A, hidden_dim=32, num_heads=4)).concept_head is None
 

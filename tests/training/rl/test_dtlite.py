@@ -153,3 +153,22 @@ def test_wrong_input_shapes_are_refused_with_the_name(random_pair):
     x["states"] = x["states"][:, :, :-1]
     with pytest.raises(ValueError, match="states"):
         lite.action_logits(**x)
+
+
+def test_the_architecture_rules_are_the_same_for_dtconfig_dtlite_and_the_artifact_check():
+    """One rule set (training.rl.model_config): a config DTConfig refuses, DTLite and check_config refuse alike."""
+    from training.rl.artifacts import ArtifactError, check_config
+    from training.rl.dt import DTConfig
+    from training.rl.dtlite import DTLite
+
+    bad = {"state_dim": 8, "action_dim": 4, "hidden_dim": 10, "num_layers": 1, "num_heads": 4, "context_length": 2,
+           "max_timestep": 8}  # 10 is not divisible by 4
+    message = "hidden_dim 10 must be divisible by num_heads 4"
+    with pytest.raises(ValueError, match=f"DTConfig.{message}"):
+        DTConfig(**bad)
+    with pytest.raises(ValueError, match=message):
+        DTLite({}, bad)
+    full = {**bad, "temperature": 1.0, "top_k": None, "target_return": 1.0, "return_scale": 1.0,
+            "concept_keys": list("abcd"), "encoder": {}, "format_version": 1, "weights_sha256": "0" * 64}
+    with pytest.raises(ArtifactError, match=f"dt_lite_config.json: {message}"):
+        check_config(full)

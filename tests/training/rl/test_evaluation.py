@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from training.rl.evaluation import BASELINES, evaluate, final_recall
-from training.rl.features import EncoderConfig, StateEncoder
+from training.rl.encoder import EncoderConfig, StateEncoder
 from training.rl.simulator import Cohort
 
 C = 8

@@ -2,18 +2,25 @@
 import numpy as np
 import pytest
 
-from training.rl.policies import DEFAULT_POLICY_MIX, Observation, make_policy, normalise_mix
+from training.rl.encoder import FEATURES_PER_CONCEPT, STATE_FEATURES
+from training.rl.policies import (
+    DEFAULT_POLICY_MIX, Observation, lowest_recall_choice, make_policy, normalise_mix,
+)
 
 C = 4
 
 
-def _obs(step: int = 0, *, recall=None, t=None, true_gain=None, m: int = 3) -> Observation:
+def _obs(step: int = 0, *, recall=None, t=None, true_gain=None, m: int = 3, reviewed=None) -> Observation:
+    """reviewed (bool [m, C]) defaults to recall > 0: a concept never reviewed estimates 0."""
     recall = np.zeros((m, C)) if recall is None else np.asarray(recall, dtype=np.float64)
+    reviewed = recall > 0 if reviewed is None else np.asarray(reviewed, dtype=bool)
+    states = np.zeros((m, FEATURES_PER_CONCEPT * C), dtype=np.float32)
+    states[:, STATE_FEATURES.index("reviews")::FEATURES_PER_CONCEPT] = np.where(reviewed, 0.3, 0.0)
     return Observation(
         step=step,
         t=np.zeros(m) if t is None else np.asarray(t, dtype=np.float64),
         recall=recall,
-        states=np.zeros((m, 4 * C), dtype=np.float32),
+        states=states,
         cumulative_reward=np.zeros(m),
         true_gain=true_gain,
     )
@@ -44,6 +51,23 @@ def test_random_is_deterministic_for_a_seed_and_covers_concepts():
 def test_lowest_recall_picks_the_lowest_estimate_and_never_reviewed_first_in_order():
     recall = [[0.9, 0.2, 0.5, 0.3], [0.5, 0.0, 0.0, 0.1], [0.1, 0.1, 0.9, 0.9]]
     assert _policy("lowest_recall").select(_obs(recall=recall)).tolist() == [1, 1, 0]
+
+
+def test_lowest_recall_puts_a_never_reviewed_concept_before_a_forgotten_one_and_breaks_ties_by_position():
+    recall = [[0.0, 0.4, 0.0, 0.4], [0.6, 0.2, 0.2, 0.9], [0.0, 0.0, 0.3, 0.1]]
+    reviewed = [[True, True, False, True], [True, True, True, True], [True, True, True, True]]
+    # row 0: position 0 is forgotten (0.0) but reviewed, position 2 never was; rows 1-2: ties go to position order
+    chosen = _policy("lowest_recall").select(_obs(recall=recall, reviewed=reviewed))
+    assert chosen.tolist() == [2, 1, 0]
+    assert lowest_recall_choice(np.asarray(recall), np.asarray(reviewed)).tolist() == [2, 1, 0]
+
+
+def test_lowest_recall_choice_keeps_to_the_allowed_concepts():
+    recall, reviewed = np.array([[0.1, 0.0, 0.5, 0.4]]), np.array([[True, False, True, True]])
+    assert lowest_recall_choice(recall, reviewed, allowed=np.array([True, False, True, True])).tolist() == [0]
+    assert lowest_recall_choice(recall, reviewed, allowed=np.array([False, False, True, True])).tolist() == [3]
+    with pytest.raises(ValueError, match="allowed"):
+        lowest_recall_choice(recall, reviewed, allowed=np.zeros(C, dtype=bool))
 
 
 def test_noisy_lowest_recall_mostly_follows_lowest_recall():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from training.rl.features import EncoderConfig, StateEncoder
+from training.rl.encoder import EncoderConfig, StateEncoder
 from training.rl.policies import make_policy
 from training.rl.simulator import Cohort, generate_logs, run_policies
 

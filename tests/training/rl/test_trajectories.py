@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from training.rl.features import EncoderConfig, StateEncoder
+from training.rl.encoder import EncoderConfig, StateEncoder
 from training.rl.simulator import generate_logs
 from training.rl.trajectories import (
     ReviewColumns,

@@ -111,7 +111,7 @@ def test_a_review_twice_in_one_file_is_stored_once(tmp_path):
 @pytest.mark.django_db
 @pytest.mark.parametrize("order", ["by time", "by card"])
 def test_the_serving_state_is_rebuilt_once_per_learner_whatever_the_order(tmp_path, monkeypatch, make_curriculum, order):
-    from curriculum import learner_states
+    from curriculum import learner_states, selectors
     from curriculum.models import LearnerState
 
     lines = (FIXTURES / "fsrs_reviews.csv").read_text().splitlines()
@@ -132,7 +132,7 @@ def test_the_serving_state_is_rebuilt_once_per_learner_whatever_the_order(tmp_pa
     state = LearnerState.objects.get(learner__external_id="ana", curriculum__key="logs")
     assert state.review_count == 9 and state.newest_review_at == dt.datetime.fromtimestamp(1_700_300_000, UTC)
     assert len(rebuilds) == 1
-    spec = learner_states.spec_for_curriculum(curriculum_id=state.curriculum_id)
+    spec = selectors.serving_spec(curriculum_id=state.curriculum_id)
     rebuilt, _ = learner_states.state_from_history(
         real_history(learner_id=state.learner_id, curriculum_id=state.curriculum_id), spec=spec
     )

@@ -1,15 +1,15 @@
-"""The state encoder and the serving LearnerState: the same numbers however the log arrives."""
+"""The state encoder and the serving EncodedLearnerState: the same numbers however the log arrives."""
 import json
 
 import numpy as np
 import pytest
 
-from training.rl.features import (
+from training.rl.encoder import (
     FEATURES_PER_CONCEPT,
     ConceptStabilityFit,
     NEVER_REVIEWED_ELAPSED,
     EncoderConfig,
-    LearnerState,
+    EncodedLearnerState,
     StateEncoder,
 )
 from training.rl.simulator import Cohort, generate_logs
@@ -200,21 +200,21 @@ def test_fit_keeps_one_for_concepts_with_too_few_pairs():
         fit.add(np.array([2, 3]), np.array([5, 0]), np.array([T0, T0]), np.array([True, True]), np.array([3, 3]))
 
 
-# ---------------------------------------------------------------------------------------------- LearnerState
+# ---------------------------------------------------------------------------------------------- EncodedLearnerState
 
 
 def test_learner_state_incremental_equals_from_history_after_a_late_review(encoder, log):
     rows = _learner_rows(log, 2)
-    incremental = LearnerState.new(encoder=encoder, context_length=6)
+    incremental = EncodedLearnerState.new(encoder=encoder, context_length=6)
     for concept, t, correct, grade in rows:
         incremental.observe(concept=concept, t=t, correct=correct, grade=grade)
     late = rows[:10] + rows[11:]  # review 10 arrives last, out of order
-    partial = LearnerState.new(encoder=encoder, context_length=6)
+    partial = EncodedLearnerState.new(encoder=encoder, context_length=6)
     for concept, t, correct, grade in late:
         partial.observe(concept=concept, t=t, correct=correct, grade=grade)
     with pytest.raises(ValueError, match="from_history"):
         partial.observe(concept=rows[10][0], t=rows[10][1], correct=rows[10][2], grade=rows[10][3])
-    rebuilt = LearnerState.from_history(late + [rows[10]], encoder=encoder, context_length=6)
+    rebuilt = EncodedLearnerState.from_history(late + [rows[10]], encoder=encoder, context_length=6)
     now = rows[-1][1] + 3600
     for a, b in zip(incremental.context(now, 0.8), rebuilt.context(now, 0.8)):
         assert np.array_equal(a, b)
@@ -222,8 +222,8 @@ def test_learner_state_incremental_equals_from_history_after_a_late_review(encod
 
 
 def test_learner_state_round_trips_through_json(encoder, log):
-    state = LearnerState.from_history(_learner_rows(log, 1), encoder=encoder, context_length=4)
-    restored = LearnerState.from_dict(json.loads(json.dumps(state.to_dict())), encoder=encoder)
+    state = EncodedLearnerState.from_history(_learner_rows(log, 1), encoder=encoder, context_length=4)
+    restored = EncodedLearnerState.from_dict(json.loads(json.dumps(state.to_dict())), encoder=encoder)
     now = float(log.t[log.learner == 1][-1]) + 60
     for a, b in zip(state.context(now, 1.0), restored.context(now, 1.0)):
         assert np.array_equal(a, b)
@@ -234,14 +234,14 @@ def test_learner_state_round_trips_through_json(encoder, log):
 
 
 def test_learner_state_from_dict_refuses_another_encoder(encoder):
-    data = LearnerState.new(encoder=encoder, context_length=3).to_dict()
+    data = EncodedLearnerState.new(encoder=encoder, context_length=3).to_dict()
     with pytest.raises(ValueError, match="num_concepts"):
-        LearnerState.from_dict(data, encoder=StateEncoder(EncoderConfig(num_concepts=C + 1)))
+        EncodedLearnerState.from_dict(data, encoder=StateEncoder(EncoderConfig(num_concepts=C + 1)))
 
 
 def test_context_ends_with_the_decision_now_and_keeps_context_length_positions(encoder, log):
     rows = _learner_rows(log, 0)
-    state = LearnerState.from_history(rows, encoder=encoder, context_length=5)
+    state = EncodedLearnerState.from_history(rows, encoder=encoder, context_length=5)
     now = rows[-1][1] + 7200
     rtg, states, actions, timesteps = state.context(now, 0.9, max_timestep=23)
     assert rtg.shape == actions.shape == timesteps.shape == (5,) and states.shape == (5, encoder.state_dim)
@@ -253,7 +253,7 @@ def test_context_ends_with_the_decision_now_and_keeps_context_length_positions(e
 
 
 def test_new_learner_context_is_the_decision_alone(encoder):
-    rtg, states, actions, timesteps = LearnerState.new(encoder=encoder, context_length=20).context(T0, 0.7)
+    rtg, states, actions, timesteps = EncodedLearnerState.new(encoder=encoder, context_length=20).context(T0, 0.7)
     assert rtg.tolist() == [np.float32(0.7)] and actions.tolist() == [0] and timesteps.tolist() == [0]
     assert np.array_equal(states[0], encoder.encode(encoder.init_memory(1), np.array([T0]))[0])
 
@@ -262,7 +262,7 @@ def test_serving_states_and_returns_equal_the_extracted_trajectory(encoder, log)
     ds = trajectories_from_columns(log, encoder=encoder.config, chunk_rows=17)
     learner, k = 3, 25
     rows = _learner_rows(log, learner)
-    state = LearnerState.from_history(rows[: k - 1], encoder=encoder, context_length=k)
+    state = EncodedLearnerState.from_history(rows[: k - 1], encoder=encoder, context_length=k)
     start = ds.episode_starts[learner]
     _, states, actions, timesteps = state.context(rows[k - 1][1], 0.0)
     assert np.array_equal(states, ds.states[start : start + k])

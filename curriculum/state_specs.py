@@ -1,0 +1,81 @@
+"""How a stored learner state is encoded (`StateSpec`): the encoder's parameters, the context length, and the
+encoder identity (their hash) that a stored state carries instead of the parameters themselves."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
+
+from training.rl.encoder import EncodedLearnerState, EncoderConfig, StateEncoder, encoder_identity
+
+# The Decision Transformer's default context (DESIGN.md section 4), used while no policy is active.
+DEFAULT_CONTEXT_LENGTH = 20
+# The `LearnerState.data` key that holds the identity of the encoding the state was stored in.
+IDENTITY_KEY = "encoder_identity"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """How a learner state is encoded: the encoder's parameters and the context length it keeps reviews for."""
+
+    encoder_config: EncoderConfig
+    context_length: int
+
+    @classmethod
+    def for_policy(cls, config: Mapping[str, Any]) -> StateSpec:
+        """The spec a policy version was trained with (its `dt_lite_config.json`); KeyError/ValueError naming the
+        key when the config has no usable `encoder` or `context_length`."""
+        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]))
+
+    @classmethod
+    def default(cls, *, num_concepts: int) -> StateSpec:
+        """The unfitted encoder over `num_concepts` (at least 1) concepts, with the default context."""
+        return _default_spec(max(num_concepts, 1))
+
+    @cached_property
+    def encoder(self) -> StateEncoder:
+        return StateEncoder(self.encoder_config)
+
+    @cached_property
+    def identity(self) -> str:
+        """`encoder_identity` of this spec: 64 hex characters, equal for equal specs in every process."""
+        return encoder_identity(self.encoder_config, context_length=self.context_length)
+
+    @property
+    def num_concepts(self) -> int:
+        return self.encoder_config.num_concepts
+
+    def new_state(self) -> EncodedLearnerState:
+        return EncodedLearnerState.new(encoder=self.encoder, context_length=self.context_length)
+
+    def load(self, data: Mapping[str, Any] | None) -> EncodedLearnerState | None:
+        """The stored state if it was encoded with this spec (same identity), else None (the caller rebuilds
+        from history)."""
+        if not data or data.get(IDENTITY_KEY) != self.identity:
+            return None
+        return EncodedLearnerState.from_dict(data["state"], encoder=self.encoder)
+
+    def dump(self, state: EncodedLearnerState, *, last_review: tuple[float, int] | None) -> dict[str, Any]:
+        """`LearnerState.data`: {"encoder_identity", "last_review": [t, id] | null, "state": state.to_dict()}."""
+        return {
+            IDENTITY_KEY: self.identity,
+            # (time, id) of the newest review folded in: the order the full history is read in, so equal
+            # times are applied in id order on both paths
+            "last_review": None if last_review is None else list(last_review),
+            "state": state.to_dict(),
+        }
+
+
+@lru_cache(maxsize=256)
+def _default_spec(num_concepts: int) -> StateSpec:
+    # one per size, so that its encoder and identity are built once, not per request
+    return StateSpec(EncoderConfig(num_concepts=num_concepts), DEFAULT_CONTEXT_LENGTH)
+
+
+def policy_identity(config: Mapping[str, Any]) -> str:
+    """The encoder identity of a policy version's config, or "" for one without an encoder and context length
+    (a hand-made config: it cannot serve, states stay in the default encoding)."""
+    if "encoder" not in config or "context_length" not in config:
+        return ""
+    return StateSpec.for_policy(config).identity

@@ -1,0 +1,175 @@
+"""One learner's encoded state for serving (``EncodedLearnerState``): encoder memory, counters and the last
+reviews the Decision Transformer's context needs, with a JSON-safe dict form (NumPy only).
+
+Not to be confused with ``curriculum.models.LearnerState``, the database row that stores this state's dict.
+"""
+from __future__ import annotations
+
+import base64
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from .memory import EncoderMemory, StateEncoder
+
+
+def _pack(array: np.ndarray, dtype: type) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, dtype: type, shape: tuple[int, ...], name: str) -> np.ndarray:
+    array = np.frombuffer(base64.b64decode(text.encode("ascii")), dtype=dtype)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"learner state: {name} has {array.size} values, expected shape {shape}")
+    return array.reshape(shape).copy()
+
+
+@dataclass
+class _Step:
+    """One past review as the Decision Transformer sees it."""
+
+    state: np.ndarray  # float32 [S]: the encoding before the review, at its time
+    action: int
+    cumulative_reward: float  # before the review: returns-to-go = target - this
+    timestep: int
+
+
+class EncodedLearnerState:
+    """One learner's serving record: encoder memory, counters and the last reviews for the DT context.
+
+    ``observe`` costs O(num_concepts) whatever the history's length; a review older than the last observed one
+    cannot be applied incrementally (``observe`` refuses it): rebuild with ``from_history``.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: StateEncoder,
+        history_length: int,
+        memory: EncoderMemory | None = None,
+        steps: int = 0,
+        cumulative_reward: float = 0.0,
+        last_reviewed_at: float = float("-inf"),
+    ) -> None:
+        self.encoder = encoder
+        self.history_length = history_length
+        self.memory = encoder.init_memory(1) if memory is None else memory
+        self.steps = steps
+        self.cumulative_reward = cumulative_reward  # float64 sum of the float32 rewards, in review order
+        self.last_reviewed_at = last_reviewed_at
+        self.history: deque[_Step] = deque(maxlen=history_length)
+
+    @classmethod
+    def new(cls, *, encoder: StateEncoder, context_length: int) -> "EncodedLearnerState":
+        """An empty learner; keeps the context_length - 1 reviews that precede the decision position."""
+        return cls(encoder=encoder, history_length=max(int(context_length) - 1, 0))
+
+    @classmethod
+    def from_history(
+        cls, rows: Iterable[tuple[int, float, bool, int]], *, encoder: StateEncoder, context_length: int
+    ) -> "EncodedLearnerState":
+        """Rebuild from (concept, t, correct, grade) rows in any order (sorted by time, stable)."""
+        ordered = sorted(rows, key=lambda row: row[1])
+        state = cls.new(encoder=encoder, context_length=context_length)
+        for concept, t, correct, grade in ordered:
+            state.observe(concept=concept, t=t, correct=correct, grade=grade)
+        return state
+
+    def observe(self, *, concept: int, t: float, correct: bool, grade: int = 0) -> float:
+        """Apply one review (not older than the last one); returns its reward."""
+        if not 0 <= int(concept) < self.encoder.num_concepts:
+            raise ValueError(f"concept: expected a position in [0, {self.encoder.num_concepts}), got {concept!r}")
+        if t < self.last_reviewed_at:
+            raise ValueError(
+                f"t: review at {t} is older than the last one ({self.last_reviewed_at}); rebuild with from_history"
+            )
+        t_arr = np.array([float(t)])
+        if self.history_length:
+            state = self.encoder.encode(self.memory, t_arr)[0]
+            self.history.append(_Step(state, int(concept), self.cumulative_reward, self.steps))
+        reward = self.encoder.update(
+            self.memory, np.zeros(1, dtype=np.int64), np.array([int(concept)]), t_arr, np.array([bool(correct)]),
+            np.array([int(grade or 0)]),
+        )
+        self.cumulative_reward += float(reward[0])
+        self.steps += 1
+        self.last_reviewed_at = float(t)
+        return float(reward[0])
+
+    def encode(self, now: float) -> np.ndarray:
+        return self.encoder.encode(self.memory, np.array([float(now)]))[0]
+
+    def context(
+        self, now: float, target_return: float, *, max_timestep: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The DT input (returns_to_go [T], states [T, S], actions [T], timesteps [T]); position T-1 is now."""
+        steps = list(self.history)
+        states = np.stack([s.state for s in steps] + [self.encode(now)]).astype(np.float32)
+        returns_to_go = np.array(
+            [target_return - s.cumulative_reward for s in steps] + [target_return - self.cumulative_reward],
+            dtype=np.float32,
+        )
+        actions = np.array([s.action for s in steps] + [0], dtype=np.int64)
+        timesteps = np.array([s.timestep for s in steps] + [self.steps], dtype=np.int64)
+        if max_timestep is not None:
+            timesteps = np.minimum(timesteps, max_timestep - 1)
+        return returns_to_go, states, actions, timesteps
+
+    def to_dict(self) -> dict:
+        m = self.memory
+        steps = list(self.history)
+        return {
+            "format": 1,
+            "num_concepts": self.encoder.num_concepts,
+            "history_length": self.history_length,
+            "steps": self.steps,
+            "cumulative_reward": self.cumulative_reward,
+            "last_reviewed_at": None if self.steps == 0 else self.last_reviewed_at,
+            "memory": {
+                "stability": _pack(m.stability, np.float64),
+                "difficulty": _pack(m.difficulty, np.float64),
+                "last_review": _pack(m.last_review, np.float64),
+                "reviews": _pack(m.reviews, np.int64),
+                "potential": float(m.potential[0]),
+            },
+            "history": {
+                "states": _pack(np.stack([s.state for s in steps]) if steps else np.zeros((0,)), np.float32),
+                "actions": [s.action for s in steps],
+                "cumulative_rewards": [s.cumulative_reward for s in steps],
+                "timesteps": [s.timestep for s in steps],
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, *, encoder: StateEncoder) -> "EncodedLearnerState":
+        c = encoder.num_concepts
+        if data.get("format") != 1:
+            raise ValueError(f"learner state: format {data.get('format')!r} is not supported (expected 1)")
+        if data.get("num_concepts") != c:
+            raise ValueError(f"learner state: num_concepts {data.get('num_concepts')!r}, the encoder has {c}")
+        mem = data["memory"]
+        memory = EncoderMemory(
+            stability=_unpack(mem["stability"], np.float64, (1, c), "memory.stability"),
+            difficulty=_unpack(mem["difficulty"], np.float64, (1, c), "memory.difficulty"),
+            last_review=_unpack(mem["last_review"], np.float64, (1, c), "memory.last_review"),
+            reviews=_unpack(mem["reviews"], np.int64, (1, c), "memory.reviews"),
+            potential=np.array([float(mem["potential"])]),
+        )
+        hist = data["history"]
+        k = len(hist["actions"])
+        states = _unpack(hist["states"], np.float32, (k, encoder.state_dim), "history.states")
+        state = cls(
+            encoder=encoder,
+            history_length=int(data["history_length"]),
+            memory=memory,
+            steps=int(data["steps"]),
+            cumulative_reward=float(data["cumulative_reward"]),
+            last_reviewed_at=float("-inf") if data["last_reviewed_at"] is None else data["last_reviewed_at"],
+        )
+        for i, (action, reward, timestep) in enumerate(
+            zip(hist["actions"], hist["cumulative_rewards"], hist["timesteps"])
+        ):
+            state.history.append(_Step(states[i], int(action), float(reward), int(timestep)))
+        return state
