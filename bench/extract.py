@@ -39,7 +39,7 @@ STAGES = ("read", "extract", "job")
 
 
 def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
-    from training import services
+    from training.jobs import _review_writer
     from training.rl.simulator import generate_logs
 
     curriculum = ensure_curriculum(key=KEY, name="extraction benchmark", concept_keys=[f"c{i:02d}" for i in range(concepts)])
@@ -56,8 +56,8 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
         n = min(2000, users - first)
         logs = generate_logs(num_users=n, interactions=INTERACTIONS, num_concepts=concepts, seed=first)
         with transaction.atomic():
-            learners = services.create_learners(external_ids=[f"{KEY}-{first + i}" for i in range(n)])
-            services.write_reviews(
+            learners = _review_writer.create_learners(external_ids=[f"{KEY}-{first + i}" for i in range(n)])
+            _review_writer.write_reviews(
                 curriculum_id=curriculum.pk, learner_ids=learners[logs.learner], concept_ids=concept_ids[logs.concept],
                 t=logs.t, correct=logs.correct, grade=logs.grade, response_time_ms=logs.response_time_ms,
                 source=ReviewLog.Source.SYNTHETIC, batch=KEY,
@@ -71,7 +71,7 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
 
 def run_stage(stage: str) -> dict:
     """In this (fresh) process: one stage, its wall time and the process's peak RSS."""
-    from training import pipeline, services
+    from training import jobs, pipeline
     from training.models import TrajectoryExtractionJob
 
     curriculum = Curriculum.objects.get(key=KEY)
@@ -83,7 +83,7 @@ def run_stage(stage: str) -> dict:
         rows = len(pipeline.build_dataset_from_reviews(curriculum=curriculum).actions)
     else:
         job = TrajectoryExtractionJob.objects.create(curriculum=curriculum)
-        services.run_trajectory_extraction(job_id=job.pk, worker="bench")
+        jobs.run_trajectory_extraction(job_id=job.pk, worker="bench")
         job.refresh_from_db()
         assert job.status == "succeeded", job.error
         rows = job.rows_read

@@ -28,7 +28,8 @@ from django.db import connection, transaction  # noqa: E402
 
 from curriculum.models import Concept, Learner, ReviewLog  # noqa: E402
 from curriculum.services import ensure_curriculum  # noqa: E402
-from training import services  # noqa: E402
+from training import jobs  # noqa: E402
+from training.jobs import _review_writer  # noqa: E402
 from training.models import SyntheticGenerationJob  # noqa: E402
 from training.rl.simulator import generate_logs  # noqa: E402
 
@@ -39,8 +40,8 @@ def insert_once(*, curriculum, logs, concept_ids: np.ndarray, users: int, method
     tag = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     with transaction.atomic():
-        learners = services.create_learners(external_ids=[f"{tag}-u{i}" for i in range(users)])
-        services.write_reviews(
+        learners = _review_writer.create_learners(external_ids=[f"{tag}-u{i}" for i in range(users)])
+        _review_writer.write_reviews(
             curriculum_id=curriculum.pk, learner_ids=learners[logs.learner], concept_ids=concept_ids[logs.concept],
             t=logs.t, correct=logs.correct, grade=logs.grade, response_time_ms=logs.response_time_ms,
             source=ReviewLog.Source.SYNTHETIC, batch=tag, method=method, check_keys_once=check_keys_once,
@@ -91,7 +92,7 @@ def main() -> None:
         job = SyntheticGenerationJob.objects.create(curriculum=curriculum, num_users=args.users,
                                                     interactions=args.interactions, seed=2)
         started = time.perf_counter()
-        services.run_synthetic_generation(job_id=job.pk, worker="bench")
+        jobs.run_synthetic_generation(job_id=job.pk, worker="bench")
         job_s = time.perf_counter() - started
         job.refresh_from_db()
         assert job.status == "succeeded", job.error
@@ -101,7 +102,7 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         server = cursor.fetchone()[0]
-    fast = services.can_check_keys_once()
+    fast = _review_writer.can_check_keys_once()
     print(f"\nReviewLog write throughput, PostgreSQL {server}, {rows:,} rows per run "
           f"({args.users:,} learners x {args.interactions} reviews, {args.concepts} concepts), {os.cpu_count()} CPUs; "
           f"this role {'may' if fast else 'may NOT'} skip the per-row triggers\n")

@@ -281,7 +281,7 @@ def test_the_command_needs_a_learner_for_an_anki_file():
 @pytest.mark.slow
 def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains_evaluates_and_serves(tmp_path):
     from curriculum.serving import recommend
-    from training import services
+    from training import jobs
     from training.models import TrajectoryExtractionJob
 
     path = tmp_path / "large.csv"
@@ -297,8 +297,8 @@ def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains
     assert positions.count() == 1500 and positions.last().position == 1499 and positions.first().key == "card0"
 
     # extract: the dataset's dimensions come from the curriculum
-    job = services.launch_trajectory_extraction(curriculum=positions.first().curriculum)
-    services.run_trajectory_extraction(job_id=job.pk)
+    job = jobs.launch_trajectory_extraction(curriculum=positions.first().curriculum)
+    jobs.run_trajectory_extraction(job_id=job.pk)
     job = TrajectoryExtractionJob.objects.get(pk=job.pk)
     assert job.status == "succeeded" and job.statistics["steps"] == 15_000 and job.statistics["state_dim"] == 6000
 

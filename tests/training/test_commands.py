@@ -78,11 +78,11 @@ def test_register_and_promote_serve_a_new_curriculum_with_its_keys(tmp_path):
 
 
 def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_curriculum):
-    from training import services
+    from training import jobs
 
     curriculum = make_curriculum("db", concepts=4)
-    job = services.launch_synthetic_generation(curriculum=curriculum, num_users=12, interactions=15, seed=3)
-    services.run_synthetic_generation(job_id=job.pk)
+    job = jobs.launch_synthetic_generation(curriculum=curriculum, num_users=12, interactions=15, seed=3)
+    jobs.run_synthetic_generation(job_id=job.pk)
     assert ReviewLog.objects.filter(curriculum=curriculum).count() == 180
 
     summary = run("train_crl_policy", "--from-db", "--curriculum", "db", "--output_dir", str(tmp_path / "m"),
