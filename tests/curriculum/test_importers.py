@@ -279,6 +279,7 @@ def test_the_command_needs_a_learner_for_an_anki_file():
 
 @pytest.mark.django_db(transaction=True)  # the extraction job commits its status as a worker does
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains_evaluates_and_serves(tmp_path):
     from curriculum.serving import recommend
     from training import jobs
@@ -345,6 +346,7 @@ def test_concurrent_imports_into_one_curriculum_keep_concept_positions_dense():
 
 @pytest.mark.django_db
 @pytest.mark.slow
+@pytest.mark.trains
 def test_an_imported_log_trains_a_policy_that_serves_a_recommendation(tmp_path):
     from curriculum.serving import recommend
 

@@ -112,6 +112,7 @@ def test_a_failed_generation_leaves_no_reviews_and_says_why(curriculum, monkeypa
 
 
 # --------------------------------------------------------------------------------------------- extraction
+@pytest.mark.trains
 def test_extraction_saves_versioned_datasets_and_a_run_trains_on_one(curriculum):
     generate(curriculum, users=8, interactions=12)
     first = jobs.launch_trajectory_extraction(curriculum=curriculum)
@@ -135,6 +136,40 @@ def test_extraction_saves_versioned_datasets_and_a_run_trains_on_one(curriculum)
 
 
 # ---------------------------------------------------------------------------------------------- training
+@pytest.mark.trains
+def test_a_run_on_the_review_log_trains_on_the_curriculas_reviews(curriculum, client, admin_user,
+                                                                   django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    generate(curriculum, users=8, interactions=12)
+    client.force_login(admin_user)
+    form = {"curriculum": curriculum.pk, "data_source": "review_log", "dataset": "", "num_users": "1",
+            "interactions": "20", "concepts": "", "epochs": "1", "batch_size": "16", "seed": "7", "no_cuda": "on",
+            "eval_students": "30"}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:training_trainingrun_add"), form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    run = TrainingRun.objects.get()
+    assert (run.data_source, run.concepts) == ("review_log", None)
+
+    tasks.run_training_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    policy = run.policy
+    assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3", "c4"]
+    assert len(policy.config["encoder"]["concept_stability"]) == 5  # fitted to the curriculum's log
+    assert "review log" in policy.notes and len(run.loss_history) == 1
+
+
+def test_a_run_on_the_review_log_of_a_curriculum_without_reviews_is_refused(curriculum):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        jobs.launch_training_run(curriculum=curriculum, data_source="review_log")
+    assert "has no reviews to train on" in info.value.message_dict["curriculum"][0]
+
+
+@pytest.mark.trains
 def test_a_redelivered_training_task_registers_one_version(curriculum):
     run = jobs.launch_training_run(curriculum=curriculum, **TINY_RUN)
     tasks.run_training_run(run.pk)
@@ -159,6 +194,7 @@ def test_a_redelivery_finding_its_run_stale_marks_it_failed_instead_of_running_i
     assert not PolicyModel.objects.exists()
 
 
+@pytest.mark.trains
 def test_a_cancelled_run_records_cancelled_and_registers_nothing(curriculum, wait_until):
     run = jobs.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "epochs": 1000})
 

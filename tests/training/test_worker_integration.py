@@ -30,6 +30,7 @@ def worker_log(worker) -> str:
     return worker.log_path.read_text(errors="replace")[-6000:]
 
 
+@pytest.mark.trains
 def test_a_run_launched_from_the_admin_is_trained_by_the_worker_and_registered(
     celery_worker, client, admin_user, curriculum, wait_until
 ):
@@ -52,6 +53,7 @@ def test_a_run_launched_from_the_admin_is_trained_by_the_worker_and_registered(
     assert (status["status"], status["percent"], status["policy_version"]) == ("succeeded", 100.0, 1)
 
 
+@pytest.mark.trains
 def test_a_worker_killed_mid_run_leaves_the_run_failed_by_the_stale_check(
     celery_worker, curriculum, wait_until, monkeypatch
 ):

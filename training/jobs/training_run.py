@@ -53,9 +53,12 @@ def _train(run: JobRun) -> None:
     def progress(stage: str, done: int, total: int, info: dict | None = None) -> None:
         info = info or {}
         if stage != "training":
+            # The progress bar is the optimiser's steps: other stages (data before, export and evaluation
+            # after) only name the phase.
             if job.loss is not None and len(losses) < job.epoch:
                 losses.append(job.loss)  # the last epoch's mean, reported last in it, closes the curve
-            run.report(phase=stage, step=done, steps=total, loss_history=list(losses))
+                run.report(loss_history=list(losses))
+            run.report(phase=stage)
             return
         epoch = int(info.get("epoch", job.epoch))
         if epoch > job.epoch and job.loss is not None and job.epoch:
