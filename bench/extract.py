@@ -72,7 +72,7 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
 def run_stage(stage: str) -> dict:
     """In this (fresh) process: one stage, its wall time and the process's peak RSS."""
     from curriculum.reviews.reader import iter_review_chunks
-    from training import pipeline, services
+    from training import jobs, pipeline
     from training.models import TrajectoryExtractionJob
 
     curriculum = Curriculum.objects.get(key=KEY)
@@ -84,7 +84,7 @@ def run_stage(stage: str) -> dict:
         rows = len(pipeline.build_dataset_from_reviews(curriculum=curriculum).actions)
     else:
         job = TrajectoryExtractionJob.objects.create(curriculum=curriculum)
-        services.run_trajectory_extraction(job_id=job.pk, worker="bench")
+        jobs.run_trajectory_extraction(job_id=job.pk, worker="bench")
         job.refresh_from_db()
         assert job.status == "succeeded", job.error
         rows = job.rows_read

@@ -29,7 +29,7 @@ from django.db import connection, transaction  # noqa: E402
 from curriculum.models import Concept, Learner, ReviewLog  # noqa: E402
 from curriculum.services import ensure_curriculum  # noqa: E402
 from curriculum.reviews import bulk  # noqa: E402
-from training import services  # noqa: E402
+from training import jobs  # noqa: E402
 from training.models import SyntheticGenerationJob  # noqa: E402
 from training.rl.simulator import generate_logs  # noqa: E402
 
@@ -92,7 +92,7 @@ def main() -> None:
         job = SyntheticGenerationJob.objects.create(curriculum=curriculum, num_users=args.users,
                                                     interactions=args.interactions, seed=2)
         started = time.perf_counter()
-        services.run_synthetic_generation(job_id=job.pk, worker="bench")
+        jobs.run_synthetic_generation(job_id=job.pk, worker="bench")
         job_s = time.perf_counter() - started
         job.refresh_from_db()
         assert job.status == "succeeded", job.error

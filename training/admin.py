@@ -1,7 +1,7 @@
 """Admin for jobs: launch forms (adding a job enqueues it), live progress, cancel and retry.
 
 Launching needs the model's ``add`` permission, cancelling its ``cancel`` permission; a launched job is never
-edited, only watched. Opening a job page also runs the stale-heartbeat check (see training/services.py).
+edited, only watched. Opening a job page also runs the stale-heartbeat check (see training/jobs/lifecycle.py).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from django.utils.html import format_html, format_html_join
 
 from curriculum.admin import PolicyModelAdmin
 
-from . import services
+from . import jobs
+from .spec import TrainingSpec
 from .models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
 
 STATUS_FIELDS = (
@@ -37,7 +38,7 @@ class JobAdmin(admin.ModelAdmin):
 
     # -- what the pages show
     def get_fieldsets(self, request, obj=None):
-        parameters = services.PARAMETERS[self.model]
+        parameters = jobs.PARAMETERS[self.model]
         if obj is None:
             return [(None, {"fields": parameters})]
         sets = [("Parameters", {"fields": parameters}), ("Status", {"fields": STATUS_FIELDS})]
@@ -48,7 +49,7 @@ class JobAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return (*services.PARAMETERS[self.model], *STATUS_FIELDS, *self.result_fields)
+        return (*jobs.PARAMETERS[self.model], *STATUS_FIELDS, *self.result_fields)
 
     @admin.display(description="progress")
     def progress(self, obj: Job):
@@ -67,7 +68,7 @@ class JobAdmin(admin.ModelAdmin):
     # -- launching
     def save_model(self, request, obj, form, change) -> None:
         obj.created_by = request.user
-        services.launch_job(job=obj)
+        jobs.launch_job(job=obj)
 
     def response_add(self, request, obj, post_url_continue=None):
         self.message_user(request, f"{obj} queued; this page follows its progress.", messages.SUCCESS)
@@ -75,18 +76,18 @@ class JobAdmin(admin.ModelAdmin):
 
     # -- pages (each load runs the stale check, so a dead worker's job shows as failed)
     def changelist_view(self, request, extra_context=None):
-        services.mark_stale_jobs()
+        jobs.mark_stale_jobs()
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        services.mark_stale_jobs()
+        jobs.mark_stale_jobs()
         job = self.get_object(request, object_id)
         if job is not None:
             name = f"admin:{self.opts.app_label}_{self.opts.model_name}"
             extra_context = {
                 **(extra_context or {}),
                 "job": job,
-                "job_status": services.job_status(job=job),
+                "job_status": jobs.job_status(job=job),
                 "status_url": reverse(f"{name}_status", args=[job.pk]),
                 "cancel_url": reverse(f"{name}_cancel", args=[job.pk]),
                 "retry_url": reverse(f"{name}_retry", args=[job.pk]),
@@ -109,12 +110,12 @@ class JobAdmin(admin.ModelAdmin):
         """The progress poller's endpoint (staff with view permission)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        services.mark_stale_jobs()
-        return JsonResponse(services.job_status(job=get_object_or_404(self.model, pk=pk)))
+        jobs.mark_stale_jobs()
+        return JsonResponse(jobs.job_status(job=get_object_or_404(self.model, pk=pk)))
 
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         def cancel(job: Job) -> int:
-            self._report_cancel(request, [(job, services.cancel_job(job=job))])
+            self._report_cancel(request, [(job, jobs.cancel_job(job=job))])
             return job.pk
 
         return self._post_on_job(request, pk, allowed=self.has_cancel_permission(request), act=cancel)
@@ -140,7 +141,7 @@ class JobAdmin(admin.ModelAdmin):
     # -- actions
     @admin.action(description="Cancel the selected jobs", permissions=["cancel"])
     def cancel_selected(self, request, queryset):
-        self._report_cancel(request, [(job, services.cancel_job(job=job)) for job in queryset])
+        self._report_cancel(request, [(job, jobs.cancel_job(job=job)) for job in queryset])
 
     @admin.action(description="Retry: launch new jobs with the same parameters", permissions=["add"])
     def retry_selected(self, request, queryset):
@@ -160,7 +161,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def _retry(self, request, job: Job) -> Job | None:
         try:
-            new = services.retry_job(job=job, created_by=request.user)
+            new = jobs.retry_job(job=job, created_by=request.user)
         except ValidationError as exc:
             problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
             self.message_user(request, f"Cannot retry {job}: {problems}", messages.ERROR)
@@ -200,6 +201,12 @@ class TrainingRunAdmin(JobAdmin):
     list_display = ("__str__", "curriculum", "status", "progress", "epoch", "latest_loss", "device", "policy", "created_at")
     list_select_related = ("curriculum", "created_by", "policy")
     result_fields = ("device", "epoch", "latest_loss", "loss_curve", "policy_link", "metrics_table")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # The spec's bounds on the form too (min/max in the page); the model's validators say the same.
+        if db_field.name in TrainingSpec.names():
+            kwargs = {**TrainingSpec.form_field_options(db_field.name), **kwargs}
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "dataset":

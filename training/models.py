@@ -1,6 +1,6 @@
 """Jobs that make policies: synthetic cohort generation, trajectory extraction and training runs.
 
-The row is the truth about a job (status, progress, heartbeat), not the broker: see training/services.py.
+The row is the truth about a job (status, progress, heartbeat), not the broker: see training/jobs/.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 
 from curriculum.models import Curriculum, PolicyModel, ReviewLog
+
+from .spec import TrainingSpec
 
 
 class Job(models.Model):
@@ -138,6 +140,7 @@ class TrainingRun(Job):
 
     class DataSource(models.TextChoices):
         SYNTHETIC = "synthetic", "synthetic cohort (simulated on the fly)"
+        REVIEW_LOG = "review_log", "the curriculum's review log (extracted on the fly)"
         DATASET = "dataset", "dataset from an extraction job"
 
     data_source = models.CharField(max_length=16, choices=DataSource.choices, default=DataSource.SYNTHETIC)
@@ -145,18 +148,15 @@ class TrainingRun(Job):
         TrajectoryExtractionJob, on_delete=models.PROTECT, null=True, blank=True, related_name="training_runs",
         help_text="Required when the data source is a dataset.",
     )
-    # The parameters of `train_crl_policy`.
-    num_users = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)])
-    interactions = models.PositiveIntegerField(default=100, validators=[MinValueValidator(2), MaxValueValidator(10_000)])
-    concepts = models.PositiveIntegerField(default=20, validators=[MinValueValidator(2), MaxValueValidator(1000)])
-    epochs = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1), MaxValueValidator(1000)])
-    batch_size = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1), MaxValueValidator(8192)])
-    seed = models.IntegerField(default=42)
-    no_cuda = models.BooleanField(default=False, help_text="Train on the CPU even when a GPU is available.")
-    eval_students = models.PositiveIntegerField(
-        default=200, validators=[MinValueValidator(10), MaxValueValidator(100_000)],
-        help_text="Held-out simulated students for the evaluation against the baselines.",
-    )
+    # The parameters of `train_crl_policy`, as training/spec.py declares them (defaults, help, bounds).
+    num_users = TrainingSpec.model_field("num_users")
+    interactions = TrainingSpec.model_field("interactions")
+    concepts = TrainingSpec.model_field("concepts")
+    epochs = TrainingSpec.model_field("epochs")
+    batch_size = TrainingSpec.model_field("batch_size")
+    seed = TrainingSpec.model_field("seed")
+    no_cuda = TrainingSpec.model_field("no_cuda")
+    eval_students = TrainingSpec.model_field("eval_students")
     # What happened.
     device = models.CharField(max_length=50, blank=True)
     epoch = models.PositiveIntegerField(default=0, help_text="Epochs completed.")
@@ -173,7 +173,7 @@ class TrainingRun(Job):
         permissions = [("cancel_trainingrun", "Can cancel training runs")]
         constraints = [
             models.CheckConstraint(
-                condition=Q(data_source="synthetic") | Q(dataset__isnull=False), name="training_run_dataset_given"
+                condition=Q(data_source__in=["synthetic", "review_log"]) | Q(dataset__isnull=False), name="training_run_dataset_given"
             ),
         ]
 
@@ -187,15 +187,20 @@ class TrainingRun(Job):
             elif self.curriculum_id and self.dataset.curriculum_id != self.curriculum_id:
                 errors["dataset"] = f"{self.dataset} was extracted from another curriculum than {self.curriculum.key!r}"
         else:
+            source = self.get_data_source_display().split(" (")[0]
             if self.dataset_id is not None:
-                errors["dataset"] = "leave it empty for the synthetic data source, or choose the dataset data source"
+                errors["dataset"] = f"leave it empty for the {source} data source, or choose the dataset data source"
             if self.curriculum_id and self.concepts:
                 have = self.curriculum.concepts.count()
                 if have != self.concepts:
                     errors["concepts"] = (
-                        f"curriculum {self.curriculum.key!r} has {have} concepts: a synthetic run simulates exactly "
-                        f"those, so set concepts to {have}"
+                        f"curriculum {self.curriculum.key!r} has {have} concepts: a run on {source} uses exactly "
+                        f"those, so set concepts to {have} (or leave it empty)"
                     )
+            if (self.data_source == self.DataSource.REVIEW_LOG and self.curriculum_id
+                    and not ReviewLog.objects.filter(curriculum_id=self.curriculum_id).exists()):
+                errors["curriculum"] = (f"curriculum {self.curriculum.key!r} has no reviews to train on "
+                                        f"(generate or import some first)")
         if errors:
             raise ValidationError(errors)
 

@@ -1,4 +1,5 @@
-"""The training pipeline shared by `train_crl_policy` and training runs: data -> trajectories -> DT -> DTLite
+"""The training pipeline: one entry, ``train_policy``, for `train_crl_policy` and the admin's training runs:
+data (synthetic students | a curriculum's review log | an extracted dataset) -> trajectories -> DT -> DTLite
 artifacts -> closed-loop evaluation. Registration and promotion stay with the callers (curriculum.services).
 """
 from __future__ import annotations
@@ -8,15 +9,18 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.db import connection
 
-from curriculum.models import Concept, Curriculum, ReviewLog
+from curriculum.models import Curriculum, ReviewLog
+from curriculum.reviews.reader import iter_review_chunks
+from curriculum.selectors import concept_keys
 
+from .models import TrainingRun, TrajectoryExtractionJob
 from .rl.evaluation import EVALUATION_SEED
 from .rl.encoder import ConceptStabilityFit, EncoderConfig
 from .rl.simulator import generate_logs
@@ -24,6 +28,7 @@ from .rl.trainer import TrainConfig, training_device
 from .rl.trajectories import (
     DEFAULT_CHUNK_ROWS, ReviewColumns, TrajectoryDataset, dataset_statistics, extract_trajectories,
 )
+from .spec import DEFAULT_CONCEPTS, TrainingSpec
 
 REVIEW_CHUNK_ROWS = 50_000
 # The trainer's settings for every policy this project trains (the command and the admin's runs alike).
@@ -36,53 +41,6 @@ REVIEW_CHUNK_ROWS = 50_000
 TRAIN_DEFAULTS = TrainConfig(learning_rate=3e-4, coverage=4.0)
 
 
-def curriculum_concept_keys(*, curriculum: Curriculum) -> list[str]:
-    """Concept keys in action (position) order."""
-    return list(Concept.objects.filter(curriculum=curriculum).order_by("position").values_list("key", flat=True))
-
-
-def _epoch_seconds_sql() -> str:
-    if connection.vendor == "postgresql":
-        return "EXTRACT(EPOCH FROM r.reviewed_at)::float8"
-    if connection.vendor == "sqlite":
-        # Django stores SQLite date-times as UTC text; julianday keeps sub-millisecond precision.
-        return "(julianday(r.reviewed_at) - 2440587.5) * 86400.0"
-    raise NotImplementedError(f"review extraction does not support the {connection.vendor} database")
-
-
-def iter_review_chunks(*, curriculum: Curriculum, chunk_size: int = REVIEW_CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
-    """Stream a curriculum's reviews in (learner, time) order as columnar chunks, with bounded memory.
-
-    Each chunk: learner int64 (database id), concept int64 (position = action index), t float64 (epoch
-    seconds), correct bool, grade int8 (0 when unknown). A learner may continue into the next chunk.
-    """
-    positions = dict(Concept.objects.filter(curriculum=curriculum).values_list("id", "position"))
-    ids = np.fromiter(positions.keys(), dtype=np.int64, count=len(positions))
-    order = np.argsort(ids)
-    ids_sorted = ids[order]
-    pos_sorted = np.fromiter(positions.values(), dtype=np.int64, count=len(positions))[order]
-    sql = (
-        f"SELECT r.learner_id, r.concept_id, {_epoch_seconds_sql()}, r.correct, COALESCE(r.grade, 0) "
-        f"FROM {ReviewLog._meta.db_table} r WHERE r.curriculum_id = %s ORDER BY r.learner_id, r.reviewed_at, r.id"
-    )
-    # A server-side cursor on PostgreSQL: rows arrive in chunks instead of the whole result at once.
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(sql, [curriculum.pk])
-        while True:
-            rows = cursor.fetchmany(chunk_size)
-            if not rows:
-                return
-            learner, concept_id, t, correct, grade = zip(*rows)
-            concept_ids = np.asarray(concept_id, dtype=np.int64)
-            yield {
-                "learner": np.asarray(learner, dtype=np.int64),
-                "concept": pos_sorted[np.searchsorted(ids_sorted, concept_ids)],
-                "t": np.asarray(t, dtype=np.float64),
-                "correct": np.asarray(correct, dtype=bool),
-                "grade": np.asarray(grade, dtype=np.int8),
-            }
-
-
 class PipelineError(Exception):
     """The pipeline cannot run with these inputs; the message says what to change."""
 
@@ -93,44 +51,6 @@ ProgressCallback = Callable[[str, int, int, dict], None]  # (stage, done, total,
 def _report(on_progress: ProgressCallback | None, stage: str, done: int, total: int, **info: Any) -> None:
     if on_progress is not None:
         on_progress(stage, done, total, info)
-
-
-@dataclass(frozen=True)
-class TrainingParams:
-    """`train_crl_policy`'s parameters (the original script's flags and defaults).
-
-    concepts None: the curriculum's concept count when it has concepts, else DEFAULT_CONCEPTS.
-    """
-
-    num_users: int = 500
-    interactions: int = 100
-    concepts: int | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    seed: int = 42
-    no_cuda: bool = False
-    eval_students: int = 200
-    eval_seed: int = EVALUATION_SEED
-
-    def validate(self) -> None:
-        """Raise ValueError naming the flag and what it accepts."""
-        checks = (
-            ("num_users", 1, 1_000_000), ("interactions", 2, 100_000), ("epochs", 1, 1000),
-            ("batch_size", 1, 8192), ("eval_students", 2, 100_000),
-        )
-        for name, low, high in checks:
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f"--{name}: expected {low} to {high}, got {value}")
-        if self.concepts is not None and not 2 <= self.concepts <= MAX_CONCEPTS:
-            raise ValueError(f"--concepts: expected 2 to {MAX_CONCEPTS}, got {self.concepts}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-DEFAULT_CONCEPTS = 20
-MAX_CONCEPTS = 5000
 
 
 def synthetic_concept_keys(count: int) -> list[str]:
@@ -168,7 +88,7 @@ def build_synthetic_dataset(
 
 def fit_encoder(chunks: Iterable[ReviewColumns], *, num_concepts: int) -> EncoderConfig:
     """The default encoder with its per-concept stability factors fitted to a log (chunks in (learner, time)
-    order; see features.ConceptStabilityFit)."""
+    order; see training.rl.encoder.ConceptStabilityFit)."""
     fit = ConceptStabilityFit(EncoderConfig(num_concepts=num_concepts))
     for chunk in chunks:
         fit.add(chunk.learner, chunk.concept, chunk.t, chunk.correct, chunk.grade)
@@ -188,7 +108,7 @@ def build_dataset_from_reviews(
     *, curriculum: Curriculum, on_progress: ProgressCallback | None = None, chunk_size: int = REVIEW_CHUNK_ROWS,
 ) -> TrajectoryDataset:
     """A curriculum's ReviewLog -> trajectories (one episode per learner), streamed in chunks."""
-    keys = curriculum_concept_keys(curriculum=curriculum)
+    keys = list(concept_keys(curriculum_id=curriculum.pk))
     if len(keys) < 2:
         raise PipelineError(f"curriculum {curriculum.key!r} has {len(keys)} concepts; a policy needs at least 2")
     total = ReviewLog.objects.filter(curriculum=curriculum).count()
@@ -283,10 +203,10 @@ def evaluate_export(
                     on_progress=progress)
 
 
-# ------------------------------------------------------------------------------------ train_crl_policy
+# ------------------------------------------------------------------------------------------ the entry
 @dataclass
 class PolicyResult:
-    curriculum: Curriculum | None
+    curriculum: Curriculum | None  # the curriculum the policy serves (None: synthetic without one)
     output_dir: Path
     files: dict[str, str]
     config: dict[str, Any]
@@ -298,57 +218,64 @@ class PolicyResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
 
-def train_policy(
-    *, params: TrainingParams, output_dir: str | os.PathLike, curriculum_key: str | None = None,
-    from_db: bool = False, progress: ProgressCallback | None = None,
-) -> PolicyResult:
-    """Data (synthetic, or a curriculum's ReviewLog) -> trajectories -> DT -> artifacts -> evaluation.
+SOURCES = tuple(TrainingRun.DataSource.values)  # "synthetic", "review_log", "dataset"
 
-    Synthetic with a curriculum_key: the curriculum's concepts are the actions (the curriculum and c00, c01, ...
-    are created when it does not exist). Registration and promotion are the caller's (curriculum.services).
+
+def train_policy(
+    *, spec: TrainingSpec, output_dir: str | os.PathLike, source: str = TrainingRun.DataSource.SYNTHETIC,
+    curriculum: Curriculum | str | None = None, dataset: TrajectoryExtractionJob | None = None,
+    progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
+) -> PolicyResult:
+    """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
+
+    The one entry of `train_crl_policy` and of the admin's training runs. ``source``:
+
+    * "synthetic": simulated students. With a ``curriculum`` (object or key) its concepts are the actions (a
+      missing curriculum, given by key, is created with c00, c01, ...; ``spec.concepts`` must be None or equal
+      its concept count); without one, ``spec.concepts`` (default DEFAULT_CONCEPTS) keys "0", "1", ...
+    * "review_log": the curriculum's ReviewLog, extracted now (``curriculum`` required).
+    * "dataset": a succeeded TrajectoryExtractionJob's saved dataset (``dataset`` required); it serves the
+      dataset's curriculum.
+
+    ``progress(stage, done, total, info)`` as the stages go; ``should_stop()`` is asked at each stage boundary
+    and each training step: when it says so, trainer.TrainingCancelled is raised. Registration and promotion
+    are the caller's (curriculum.services). Raises PipelineError naming the parameter for inputs it refuses.
     """
+    from .rl.trainer import TrainingCancelled
+
+    def boundary() -> None:
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("stopped between the pipeline's stages")
+
     try:
-        params.validate()
+        spec.validate()
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
+    if source not in SOURCES:
+        raise PipelineError(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    curriculum = None
-    if from_db:
-        if not curriculum_key:
-            raise PipelineError("training on the ReviewLog (--from-db) needs a curriculum key")
-        curriculum = Curriculum.objects.filter(key=curriculum_key).first()
-        if curriculum is None:
-            raise PipelineError(f"no curriculum {curriculum_key!r} (import reviews into it first)")
-        concepts = curriculum.concepts.count()
-        if params.concepts is not None and params.concepts != concepts:  # checked before the extraction's work
-            raise PipelineError(f"--concepts {params.concepts}: curriculum {curriculum_key!r} has {concepts} concepts "
-                                f"(leave --concepts out with --from-db)")
-        dataset = build_dataset_from_reviews(curriculum=curriculum, on_progress=progress)
-    else:
-        concepts, keys = params.concepts, None
-        if curriculum_key:
-            curriculum, keys = _synthetic_curriculum(curriculum_key, params.concepts)
-            concepts = len(keys)
-        concepts = concepts or DEFAULT_CONCEPTS
-        dataset = build_synthetic_dataset(num_users=params.num_users, interactions=params.interactions,
-                                          concepts=concepts, seed=params.seed, concept_keys=keys,
-                                          on_progress=progress)
-    stats = dataset_statistics(dataset)
+    dataset_data, curriculum = _training_data(spec=spec, source=source, curriculum=curriculum, dataset=dataset,
+                                              progress=progress)
+    stats = dataset_statistics(dataset_data)
     seconds["data"] = time.monotonic() - started
+    boundary()
 
     output = Path(output_dir)
     stage = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="crl-train-") as tmp:
         # The training checkpoint (with the optimizer, for resuming) stays apart from the exported dt_model.pt.
-        outcome = train_and_export(dataset=dataset, output_dir=output, epochs=params.epochs,
-                                   batch_size=params.batch_size, seed=params.seed, no_cuda=params.no_cuda,
-                                   checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress)
-    del dataset
+        outcome = train_and_export(dataset=dataset_data, output_dir=output, epochs=spec.epochs,
+                                   batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
+                                   checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
+                                   should_stop=should_stop)
+    del dataset_data
     seconds["training"] = time.monotonic() - stage
+    boundary()
     stage = time.monotonic()
-    metrics = evaluate_export(output_dir=output, students=params.eval_students, seed=params.eval_seed,
-                              interactions=params.interactions, on_progress=progress)
+    # One evaluation seed for every policy: candidates are compared on the same held-out students.
+    metrics = evaluate_export(output_dir=output, students=spec.eval_students, seed=EVALUATION_SEED,
+                              interactions=spec.interactions, on_progress=progress)
     seconds["evaluation"] = time.monotonic() - stage
     (output / EVALUATION_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     seconds["total"] = time.monotonic() - started
@@ -360,15 +287,95 @@ def train_policy(
 EVALUATION_FILE = "evaluation.json"
 
 
+def _training_data(
+    *, spec: TrainingSpec, source: str, curriculum: Curriculum | str | None, dataset: TrajectoryExtractionJob | None,
+    progress: ProgressCallback | None,
+) -> tuple[TrajectoryDataset, Curriculum | None]:
+    """The trajectory dataset for ``source`` and the curriculum the policy will serve."""
+    if source == TrainingRun.DataSource.DATASET:
+        if dataset is None:
+            raise PipelineError("dataset: training on an extracted dataset needs the extraction job (--dataset)")
+        if dataset.status != TrainingRun.Status.SUCCEEDED or not dataset.dataset_path:
+            raise PipelineError(f"dataset: {dataset} has not succeeded (it is {dataset.status})")
+        _check_concepts(spec, dataset.curriculum)
+        _report(progress, "loading the dataset", 0, 1)
+        data = load_extracted_dataset(job=dataset)
+        _report(progress, "loading the dataset", 1, 1)
+        return data, dataset.curriculum
+    if isinstance(curriculum, str):
+        key = curriculum
+        curriculum = Curriculum.objects.filter(key=key).first()
+    else:
+        key = curriculum.key if curriculum is not None else None
+    if source == TrainingRun.DataSource.REVIEW_LOG:
+        if key is None:
+            raise PipelineError("training on the ReviewLog (--from-db) needs a curriculum key")
+        if curriculum is None:
+            raise PipelineError(f"no curriculum {key!r} (import reviews into it first)")
+        _check_concepts(spec, curriculum)  # before the extraction's work
+        return build_dataset_from_reviews(curriculum=curriculum, on_progress=progress), curriculum
+    concepts, keys = spec.concepts, None
+    if key:
+        curriculum, keys = _synthetic_curriculum(key, spec.concepts)
+        concepts = len(keys)
+    data = build_synthetic_dataset(num_users=spec.num_users, interactions=spec.interactions,
+                                   concepts=concepts or DEFAULT_CONCEPTS, seed=spec.seed, concept_keys=keys,
+                                   on_progress=progress)
+    return data, curriculum
+
+
+def _check_concepts(spec: TrainingSpec, curriculum: Curriculum) -> None:
+    have = curriculum.concepts.count()
+    if spec.concepts is not None and spec.concepts != have:
+        raise PipelineError(f"--concepts {spec.concepts}: curriculum {curriculum.key!r} has {have} concepts "
+                            f"(leave --concepts out when training on its reviews or datasets)")
+
+
+def load_extracted_dataset(*, job: TrajectoryExtractionJob) -> TrajectoryDataset:
+    """The TrajectoryDataset an extraction job saved (read through the storage API, via a temporary file)."""
+    from curriculum.services import artifact_storage
+
+    from .rl.trajectories import load_dataset
+
+    with tempfile.TemporaryFile(suffix=".npz") as local:
+        with artifact_storage().open(job.dataset_path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                local.write(chunk)
+        local.seek(0)
+        return load_dataset(local)
+
+
+def find_dataset(*, curriculum_key: str, version: str) -> TrajectoryExtractionJob:
+    """A curriculum's succeeded extraction job by dataset version ("3", "v3" or "latest"); PipelineError naming
+    --dataset when there is none."""
+    jobs = TrajectoryExtractionJob.objects.select_related("curriculum").filter(
+        curriculum__key=curriculum_key, status=TrainingRun.Status.SUCCEEDED, version__isnull=False
+    )
+    text = version.strip().lower()
+    if text == "latest":
+        found = jobs.order_by("-version").first()
+    else:
+        try:
+            number = int(text.removeprefix("v"))
+        except ValueError:
+            raise PipelineError(f"--dataset: expected a dataset version (3, v3) or latest, got {version!r}") from None
+        found = jobs.filter(version=number).first()
+    if found is None:
+        have = ", ".join(f"v{v}" for v in jobs.order_by("version").values_list("version", flat=True)) or "none"
+        raise PipelineError(f"--dataset {version}: curriculum {curriculum_key!r} has no such extracted dataset "
+                            f"(succeeded versions: {have})")
+    return found
+
+
 def _synthetic_curriculum(key: str, concepts: int | None) -> tuple[Curriculum, list[str]]:
     """The curriculum a synthetic policy will serve: existing (its concepts) or new (c00, c01, ...)."""
     from curriculum.services import ensure_curriculum
 
     curriculum = Curriculum.objects.filter(key=key).first()
-    keys = curriculum_concept_keys(curriculum=curriculum) if curriculum is not None else []
+    keys = list(concept_keys(curriculum_id=curriculum.pk)) if curriculum is not None else []
     if not keys:
         curriculum = ensure_curriculum(key=key, concept_keys=synthetic_concept_keys(concepts or DEFAULT_CONCEPTS))
-        keys = curriculum_concept_keys(curriculum=curriculum)
+        keys = list(concept_keys(curriculum_id=curriculum.pk))
     elif concepts is not None and concepts != len(keys):
         raise PipelineError(f"--concepts {concepts}: curriculum {key!r} has {len(keys)} concepts, and a synthetic "
                             f"policy for it must use exactly those (leave --concepts out)")

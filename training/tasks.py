@@ -1,4 +1,5 @@
-"""Celery tasks: a few lines around the services of the same name (idempotency and state live there).
+"""Celery tasks: a few lines around the job bodies of the same name in training/jobs/ (idempotency and state
+live there).
 
 Routes: ``run_training_run`` -> queue ``gpu`` (settings.CELERY_TASK_ROUTES), everything else -> ``default``.
 """
@@ -7,31 +8,31 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import worker_ready
 
-from . import services
+from . import jobs
 
 
 @shared_task(bind=True, name="training.tasks.run_synthetic_generation")
 def run_synthetic_generation(self, job_id: int) -> None:
-    services.run_synthetic_generation(job_id=job_id, worker=self.request.hostname or "")
+    jobs.run_synthetic_generation(job_id=job_id, worker=self.request.hostname or "")
 
 
 @shared_task(bind=True, name="training.tasks.run_trajectory_extraction")
 def run_trajectory_extraction(self, job_id: int) -> None:
-    services.run_trajectory_extraction(job_id=job_id, worker=self.request.hostname or "")
+    jobs.run_trajectory_extraction(job_id=job_id, worker=self.request.hostname or "")
 
 
 @shared_task(bind=True, name="training.tasks.run_training_run")
 def run_training_run(self, job_id: int) -> None:
-    services.run_training_run(job_id=job_id, worker=self.request.hostname or "")
+    jobs.run_training_run(job_id=job_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="training.tasks.mark_stale_jobs")
 def mark_stale_jobs() -> int:
     """For Celery beat in production (e.g. every minute); admin pages and worker start-up also run the check."""
-    return services.mark_stale_jobs()
+    return jobs.mark_stale_jobs()
 
 
 @worker_ready.connect
 def _fail_jobs_of_a_dead_worker(sender, **kwargs) -> None:
     # A worker that starts runs nothing yet: jobs still "running" under its name died with its last life.
-    services.mark_stale_jobs(restarted_worker=getattr(sender, "hostname", "") or "")
+    jobs.mark_stale_jobs(restarted_worker=getattr(sender, "hostname", "") or "")

@@ -49,6 +49,7 @@ def operator_password(make_curriculum, django_user_model) -> str:
     return password
 
 
+@pytest.mark.trains
 def test_operator_launches_a_run_watches_it_and_promotes_it(celery_worker, live_server, operator_password, browser_page):
     page, password = browser_page, operator_password
 

@@ -14,6 +14,7 @@ from curriculum.models import Curriculum, PolicyModel, PromotionEvent
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.trains
 def test_setup_demo_trains_and_promotes_a_policy_once_and_prints_a_working_login(monkeypatch, settings, tmp_path):
     settings.VAR_DIR = tmp_path
     monkeypatch.setattr(setup_demo, "DEMO_TRAINING", [

@@ -33,6 +33,7 @@ def assert_evaluation_shape(data: dict, *, students: int, seed: int) -> None:
         assert set(result) == {"mean", "ci95"} and 0.0 <= lo <= result["mean"] <= hi <= 1.0, name
 
 
+@pytest.mark.trains
 def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_parses(tmp_path):
     out_dir = tmp_path / "models"
     summary = run("train_crl_policy", "--output_dir", str(out_dir), "--concepts", "6", *TINY)
@@ -51,12 +52,14 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert not Curriculum.objects.exists() and not PolicyModel.objects.exists()  # nothing registered unasked
 
 
+@pytest.mark.trains
 def test_training_is_deterministic_for_a_seed_on_the_cpu(tmp_path):
     run("train_crl_policy", "--output_dir", str(tmp_path / "a"), "--concepts", "4", *TINY)
     run("train_crl_policy", "--output_dir", str(tmp_path / "b"), "--concepts", "4", *TINY)
     assert (tmp_path / "a" / "dt_lite_weights.npz").read_bytes() == (tmp_path / "b" / "dt_lite_weights.npz").read_bytes()
 
 
+@pytest.mark.trains
 def test_register_and_promote_serve_a_new_curriculum_with_its_keys(tmp_path):
     summary = run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--curriculum", "spanish", "--concepts", "5",
                   "--promote", *TINY)
@@ -77,12 +80,13 @@ def test_register_and_promote_serve_a_new_curriculum_with_its_keys(tmp_path):
     assert second.status == PolicyModel.Status.CANDIDATE and second.config["concept_keys"] == keys
 
 
+@pytest.mark.trains
 def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_curriculum):
-    from training import services
+    from training import jobs
 
     curriculum = make_curriculum("db", concepts=4)
-    job = services.launch_synthetic_generation(curriculum=curriculum, num_users=12, interactions=15, seed=3)
-    services.run_synthetic_generation(job_id=job.pk)
+    job = jobs.launch_synthetic_generation(curriculum=curriculum, num_users=12, interactions=15, seed=3)
+    jobs.run_synthetic_generation(job_id=job.pk)
     assert ReviewLog.objects.filter(curriculum=curriculum).count() == 180
 
     summary = run("train_crl_policy", "--from-db", "--curriculum", "db", "--output_dir", str(tmp_path / "m"),
@@ -91,6 +95,34 @@ def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_cu
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
     assert len(policy.config["encoder"]["concept_stability"]) == 4  # fitted to the curriculum's log
     assert "12 episodes, 180 steps" in summary
+
+
+@pytest.mark.trains
+def test_training_on_an_extracted_dataset_serves_its_curriculum(tmp_path, make_curriculum):
+    from training import jobs
+
+    curriculum = make_curriculum("ds", concepts=4)
+    generation = jobs.launch_synthetic_generation(curriculum=curriculum, num_users=10, interactions=12, seed=5)
+    jobs.run_synthetic_generation(job_id=generation.pk)
+    extraction = jobs.launch_trajectory_extraction(curriculum=curriculum)
+    jobs.run_trajectory_extraction(job_id=extraction.pk)
+    extraction.refresh_from_db()
+    assert (extraction.status, extraction.version) == ("succeeded", 1), extraction.error
+    ReviewLog.objects.filter(curriculum=curriculum).delete()  # the dataset, not the log, is what trains
+
+    summary = run("train_crl_policy", "--curriculum", "ds", "--dataset", "latest", "--output_dir", str(tmp_path / "m"),
+                  "--register", *TINY)
+    policy = PolicyModel.objects.get(curriculum=curriculum)
+    assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
+    assert policy.config["encoder"] == extraction_encoder(extraction)  # the dataset's fitted encoder
+    assert "10 episodes, 120 steps" in summary
+    assert '"source": "dataset"' in policy.notes
+
+
+def extraction_encoder(job) -> dict:
+    from training import pipeline
+
+    return pipeline.load_extracted_dataset(job=job).encoder
 
 
 @pytest.mark.parametrize(
@@ -102,6 +134,11 @@ def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_cu
         (["--concepts", "1"], "--concepts: expected 2 to"),
         (["--from-db", "--curriculum", "nowhere"], "no curriculum 'nowhere'"),
         (["--promote", "--curriculum", "x", "--force"], "--force needs --reason"),
+        (["--dataset", "1"], "--dataset needs --curriculum"),
+        (["--dataset", "2", "--curriculum", "nowhere"], "--dataset 2: curriculum 'nowhere' has no such extracted dataset"),
+        (["--dataset", "two", "--curriculum", "x"], "--dataset: expected a dataset version"),
+        (["--dataset", "1", "--from-db", "--curriculum", "x"], "not allowed with"),
+        (["--interactions", "100001"], "--interactions: expected 2 to 100000"),
     ],
 )
 def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, message):
@@ -119,6 +156,7 @@ def test_a_curriculum_without_reviews_or_with_other_concepts_is_refused(tmp_path
     assert Concept.objects.filter(curriculum__key="empty").count() == 3
 
 
+@pytest.mark.trains
 def test_evaluate_policy_refuses_a_folder_without_a_policy_or_with_a_tampered_one(tmp_path):
     with pytest.raises(CommandError, match="not a directory"):
         run("evaluate_policy", "--policy_dir", str(tmp_path / "missing"), "--json")

@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from training import services
+from training import jobs
+from training.jobs import lifecycle
 from training.models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +63,7 @@ ADD_FORM = {
 # ------------------------------------------------------------------------------------------ launching
 def test_launch_enqueues_only_when_the_transaction_commits(curriculum, sent, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        run = services.launch_training_run(curriculum=curriculum, num_users=20, interactions=20, concepts=5, epochs=1)
+        run = jobs.launch_training_run(curriculum=curriculum, num_users=20, interactions=20, concepts=5, epochs=1)
     assert sent == []  # nothing reaches the broker before the commit
     for callback in callbacks:
         callback()
@@ -76,37 +77,37 @@ def test_training_runs_are_routed_to_the_gpu_queue_and_the_rest_to_default():
     def queue(name: str) -> str:
         return app.amqp.router.route({}, name, args=(1,), kwargs={})["queue"].name
 
-    assert queue(services.TASK_NAMES[TrainingRun]) == "gpu"
-    assert queue(services.TASK_NAMES[SyntheticGenerationJob]) == "default"
-    assert queue(services.TASK_NAMES[TrajectoryExtractionJob]) == "default"
+    assert queue(jobs.TASK_NAMES[TrainingRun]) == "gpu"
+    assert queue(jobs.TASK_NAMES[SyntheticGenerationJob]) == "default"
+    assert queue(jobs.TASK_NAMES[TrajectoryExtractionJob]) == "default"
 
 
 def test_launch_refuses_a_synthetic_run_whose_concepts_differ_from_the_curriculum(curriculum, sent):
     with pytest.raises(ValidationError) as info:
-        services.launch_training_run(curriculum=curriculum, concepts=7)
+        jobs.launch_training_run(curriculum=curriculum, concepts=7)
     assert "set concepts to 5" in info.value.message_dict["concepts"][0]
     assert not TrainingRun.objects.exists()
 
 
 def test_launch_refuses_a_dataset_run_without_a_finished_dataset(curriculum, sent):
     with pytest.raises(ValidationError) as info:
-        services.launch_training_run(curriculum=curriculum, data_source="dataset", concepts=5)
+        jobs.launch_training_run(curriculum=curriculum, data_source="dataset", concepts=5)
     assert "dataset" in info.value.message_dict
     unfinished = TrajectoryExtractionJob.objects.create(curriculum=curriculum)
     with pytest.raises(ValidationError) as info:
-        services.launch_training_run(curriculum=curriculum, dataset=unfinished)
+        jobs.launch_training_run(curriculum=curriculum, dataset=unfinished)
     assert "has not succeeded" in info.value.message_dict["dataset"][0]
 
 
 def test_launch_refuses_an_unknown_behaviour_policy_in_the_mix(curriculum, sent):
     with pytest.raises(ValidationError) as info:
-        services.launch_synthetic_generation(curriculum=curriculum, num_users=5, interactions=5, policy_mix={"oracle": 1})
+        jobs.launch_synthetic_generation(curriculum=curriculum, num_users=5, interactions=5, policy_mix={"oracle": 1})
     assert "not behaviour policies" in info.value.message_dict["policy_mix"][0]
 
 
 def test_extraction_needs_reviews_to_extract(curriculum, sent):
     with pytest.raises(ValidationError) as info:
-        services.launch_trajectory_extraction(curriculum=curriculum)
+        jobs.launch_trajectory_extraction(curriculum=curriculum)
     assert "has no reviews" in info.value.message_dict["curriculum"][0]
 
 
@@ -168,7 +169,7 @@ def test_cancel_action_cancels_queued_runs_at_once_and_asks_running_ones_to_stop
 
 def test_cancelling_a_finished_job_changes_nothing(curriculum):
     run = make_run(curriculum, status="succeeded")
-    assert services.cancel_job(job=run) == "finished"
+    assert jobs.cancel_job(job=run) == "finished"
     run.refresh_from_db()
     assert (run.status, run.cancel_requested) == ("succeeded", False)
 
@@ -205,16 +206,16 @@ def test_finished_run_page_shows_the_loss_curve(client, viewer, curriculum):
 # ---------------------------------------------------------------------------------------- the worker side
 def test_a_job_is_claimed_once(curriculum):
     run = make_run(curriculum)
-    assert services._claim(TrainingRun, job_id=run.pk, worker="w1") is not None
-    assert services._claim(TrainingRun, job_id=run.pk, worker="w2") is None
+    assert jobs.claim(TrainingRun, job_id=run.pk, worker="w1") is not None
+    assert jobs.claim(TrainingRun, job_id=run.pk, worker="w2") is None
     run.refresh_from_db()
     assert (run.status, run.worker, run.attempts) == ("running", "w1", 1)
 
 
 def test_a_cancelled_queued_job_is_never_claimed(curriculum):
     run = make_run(curriculum)
-    services.cancel_job(job=run)
-    assert services._claim(TrainingRun, job_id=run.pk, worker="w1") is None
+    jobs.cancel_job(job=run)
+    assert jobs.claim(TrainingRun, job_id=run.pk, worker="w1") is None
 
 
 # ------------------------------------------------------------------------------------------ stale check
@@ -223,8 +224,8 @@ def test_a_running_job_without_heartbeat_for_too_long_is_marked_failed(curriculu
     now = timezone.now()
     dead = make_run(curriculum, status="running", heartbeat_at=now - dt.timedelta(seconds=61), worker="celery@gone")
     alive = make_run(curriculum, status="running", heartbeat_at=now - dt.timedelta(seconds=5))
-    monkeypatch.setattr(services, "_now", lambda: now)
-    assert services.mark_stale_jobs() == 1
+    monkeypatch.setattr(lifecycle, "_now", lambda: now)
+    assert jobs.mark_stale_jobs() == 1
     dead.refresh_from_db()
     alive.refresh_from_db()
     assert dead.status == "failed" and dead.finished_at == now
@@ -237,10 +238,10 @@ def test_moving_the_clock_past_the_threshold_fails_a_silent_job(curriculum, sett
     start = timezone.now()
     gen = SyntheticGenerationJob.objects.create(curriculum=curriculum, num_users=5, interactions=5, status="running",
                                                 heartbeat_at=start)
-    monkeypatch.setattr(services, "_now", lambda: start + dt.timedelta(seconds=299))
-    assert services.mark_stale_jobs() == 0
-    monkeypatch.setattr(services, "_now", lambda: start + dt.timedelta(seconds=301))
-    assert services.mark_stale_jobs() == 1
+    monkeypatch.setattr(lifecycle, "_now", lambda: start + dt.timedelta(seconds=299))
+    assert jobs.mark_stale_jobs() == 0
+    monkeypatch.setattr(lifecycle, "_now", lambda: start + dt.timedelta(seconds=301))
+    assert jobs.mark_stale_jobs() == 1
     gen.refresh_from_db()
     assert gen.status == "failed"
 
@@ -248,7 +249,7 @@ def test_moving_the_clock_past_the_threshold_fails_a_silent_job(curriculum, sett
 def test_a_restarting_worker_fails_the_jobs_it_was_running(curriculum):
     mine = make_run(curriculum, status="running", heartbeat_at=timezone.now(), worker="celery@box")
     other = make_run(curriculum, status="running", heartbeat_at=timezone.now(), worker="celery@other")
-    assert services.mark_stale_jobs(restarted_worker="celery@box") == 1
+    assert jobs.mark_stale_jobs(restarted_worker="celery@box") == 1
     mine.refresh_from_db()
     other.refresh_from_db()
     assert mine.status == "failed" and "restarted" in mine.error

@@ -13,7 +13,8 @@ from django.utils import timezone
 from curriculum.models import Learner, PolicyModel, ReviewLog
 from curriculum.reviews import bulk
 from curriculum.services import artifact_storage, verify_policy_artifacts
-from training import pipeline, services, tasks
+from training import jobs, pipeline, tasks
+from training.jobs import lifecycle
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +25,7 @@ TINY_RUN = dict(num_users=20, interactions=20, concepts=5, epochs=1, batch_size=
 @pytest.fixture(autouse=True)
 def _quick_heartbeats_and_no_broker(settings, monkeypatch):
     settings.CRL_JOB_HEARTBEAT_SECONDS = 0.05  # cancel requests are seen within a few steps
-    monkeypatch.setattr(services, "_enqueue", lambda *, job: None)  # these tests call the tasks themselves
+    monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: None)  # these tests call the tasks themselves
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def curriculum(make_curriculum):
 
 
 def generate(curriculum, *, users: int = 6, interactions: int = 7):
-    job = services.launch_synthetic_generation(curriculum=curriculum, num_users=users, interactions=interactions, seed=3)
+    job = jobs.launch_synthetic_generation(curriculum=curriculum, num_users=users, interactions=interactions, seed=3)
     tasks.run_synthetic_generation(job.pk)
     job.refresh_from_db()
     return job
@@ -94,9 +95,9 @@ def test_copy_refuses_a_review_of_an_unknown_learner(curriculum, check_keys_once
 
 
 def test_a_failed_generation_leaves_no_reviews_and_says_why(curriculum, monkeypatch):
-    monkeypatch.setattr(services, "REVIEW_WRITE_ROWS", 10)
+    monkeypatch.setattr(bulk, "REVIEW_WRITE_ROWS", 10)
     calls = []
-    real = services._bulk_create_block if connection.vendor != "postgresql" else services._copy_block
+    real = bulk._bulk_create_block if connection.vendor != "postgresql" else bulk._copy_block
 
     def second_block_fails(**kw):
         calls.append(1)
@@ -104,19 +105,20 @@ def test_a_failed_generation_leaves_no_reviews_and_says_why(curriculum, monkeypa
             raise RuntimeError("disk full")
         real(**kw)
 
-    monkeypatch.setattr(services, "_bulk_create_block", second_block_fails)
-    monkeypatch.setattr(services, "_copy_block", second_block_fails)
+    monkeypatch.setattr(bulk, "_bulk_create_block", second_block_fails)
+    monkeypatch.setattr(bulk, "_copy_block", second_block_fails)
     job = generate(curriculum)
     assert job.status == "failed" and "RuntimeError: disk full" in job.error
     assert not ReviewLog.objects.exists() and not Learner.objects.exists()  # all or nothing
 
 
 # --------------------------------------------------------------------------------------------- extraction
+@pytest.mark.trains
 def test_extraction_saves_versioned_datasets_and_a_run_trains_on_one(curriculum):
     generate(curriculum, users=8, interactions=12)
-    first = services.launch_trajectory_extraction(curriculum=curriculum)
+    first = jobs.launch_trajectory_extraction(curriculum=curriculum)
     tasks.run_trajectory_extraction(first.pk)
-    second = services.launch_trajectory_extraction(curriculum=curriculum)
+    second = jobs.launch_trajectory_extraction(curriculum=curriculum)
     tasks.run_trajectory_extraction(second.pk)
     first.refresh_from_db()
     second.refresh_from_db()
@@ -124,10 +126,10 @@ def test_extraction_saves_versioned_datasets_and_a_run_trains_on_one(curriculum)
     assert second.dataset_path == "datasets/algebra/v2/dataset.npz"
     assert artifact_storage().exists("datasets/algebra/v2/statistics.json")
     assert (second.statistics["episodes"], second.statistics["steps"], second.rows_read) == (8, 96, 96)
-    dataset = services.load_extracted_dataset(job=second)
+    dataset = pipeline.load_extracted_dataset(job=second)
     assert len(dataset.actions) == 96
 
-    run = services.launch_training_run(curriculum=curriculum, dataset=second, **{**TINY_RUN, "num_users": 1})
+    run = jobs.launch_training_run(curriculum=curriculum, dataset=second, **{**TINY_RUN, "num_users": 1})
     tasks.run_training_run(run.pk)
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
@@ -135,8 +137,42 @@ def test_extraction_saves_versioned_datasets_and_a_run_trains_on_one(curriculum)
 
 
 # ---------------------------------------------------------------------------------------------- training
+@pytest.mark.trains
+def test_a_run_on_the_review_log_trains_on_the_curriculas_reviews(curriculum, client, admin_user,
+                                                                   django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    generate(curriculum, users=8, interactions=12)
+    client.force_login(admin_user)
+    form = {"curriculum": curriculum.pk, "data_source": "review_log", "dataset": "", "num_users": "1",
+            "interactions": "20", "concepts": "", "epochs": "1", "batch_size": "16", "seed": "7", "no_cuda": "on",
+            "eval_students": "30"}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:training_trainingrun_add"), form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    run = TrainingRun.objects.get()
+    assert (run.data_source, run.concepts) == ("review_log", None)
+
+    tasks.run_training_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    policy = run.policy
+    assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3", "c4"]
+    assert len(policy.config["encoder"]["concept_stability"]) == 5  # fitted to the curriculum's log
+    assert "review log" in policy.notes and len(run.loss_history) == 1
+
+
+def test_a_run_on_the_review_log_of_a_curriculum_without_reviews_is_refused(curriculum):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        jobs.launch_training_run(curriculum=curriculum, data_source="review_log")
+    assert "has no reviews to train on" in info.value.message_dict["curriculum"][0]
+
+
+@pytest.mark.trains
 def test_a_redelivered_training_task_registers_one_version(curriculum):
-    run = services.launch_training_run(curriculum=curriculum, **TINY_RUN)
+    run = jobs.launch_training_run(curriculum=curriculum, **TINY_RUN)
     tasks.run_training_run(run.pk)
     tasks.run_training_run(run.pk)  # acks_late: the broker may deliver it again
     run.refresh_from_db()
@@ -159,13 +195,14 @@ def test_a_redelivery_finding_its_run_stale_marks_it_failed_instead_of_running_i
     assert not PolicyModel.objects.exists()
 
 
+@pytest.mark.trains
 def test_a_cancelled_run_records_cancelled_and_registers_nothing(curriculum, wait_until):
-    run = services.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "epochs": 1000})
+    run = jobs.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "epochs": 1000})
 
     def operator_cancels_once_training_is_under_way():
         wait_until(lambda: TrainingRun.objects.filter(pk=run.pk, status="running", step__gt=0).exists(),
                    timeout=60, what="training to start", interval=0.05)
-        assert services.cancel_job(job=run) == "requested"
+        assert jobs.cancel_job(job=run) == "requested"
         connection.close()
 
     operator = threading.Thread(target=operator_cancels_once_training_is_under_way)
@@ -183,7 +220,7 @@ def test_a_failing_run_records_the_error_and_registers_nothing(curriculum, monke
         raise RuntimeError("CUDA error: out of memory")
 
     monkeypatch.setattr(pipeline, "train_and_export", broken)
-    run = services.launch_training_run(curriculum=curriculum, **TINY_RUN)
+    run = jobs.launch_training_run(curriculum=curriculum, **TINY_RUN)
     tasks.run_training_run(run.pk)
     run.refresh_from_db()
     assert run.status == "failed" and run.error.startswith("RuntimeError: CUDA error: out of memory")

@@ -9,7 +9,8 @@ from django.urls import reverse
 
 from curriculum.models import PolicyModel
 from curriculum.services import verify_policy_artifacts
-from training import services
+from training import jobs
+from training.jobs import lifecycle
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -29,6 +30,7 @@ def worker_log(worker) -> str:
     return worker.log_path.read_text(errors="replace")[-6000:]
 
 
+@pytest.mark.trains
 def test_a_run_launched_from_the_admin_is_trained_by_the_worker_and_registered(
     celery_worker, client, admin_user, curriculum, wait_until
 ):
@@ -51,10 +53,11 @@ def test_a_run_launched_from_the_admin_is_trained_by_the_worker_and_registered(
     assert (status["status"], status["percent"], status["policy_version"]) == ("succeeded", 100.0, 1)
 
 
+@pytest.mark.trains
 def test_a_worker_killed_mid_run_leaves_the_run_failed_by_the_stale_check(
     celery_worker, curriculum, wait_until, monkeypatch
 ):
-    run = services.launch_training_run(curriculum=curriculum, num_users=40, interactions=20, concepts=5, epochs=1000,
+    run = jobs.launch_training_run(curriculum=curriculum, num_users=40, interactions=20, concepts=5, epochs=1000,
                                        batch_size=16, eval_students=30, no_cuda=True)
 
     def training_reported_progress():
@@ -65,10 +68,10 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_by_the_stale_check(
     celery_worker.kill()  # SIGKILL: no cleanup, no goodbye, like a lost machine
     celery_worker.wait()
 
-    assert services.mark_stale_jobs() == 0  # its last heartbeat is recent: not stale yet
-    later = services._now() + dt.timedelta(seconds=services.stale_seconds() + 1)
-    monkeypatch.setattr(services, "_now", lambda: later)
-    assert services.mark_stale_jobs() == 1
+    assert jobs.mark_stale_jobs() == 0  # its last heartbeat is recent: not stale yet
+    later = lifecycle._now() + dt.timedelta(seconds=jobs.stale_seconds() + 1)
+    monkeypatch.setattr(lifecycle, "_now", lambda: later)
+    assert jobs.mark_stale_jobs() == 1
     run.refresh_from_db()
     assert run.status == "failed" and "no heartbeat from its worker test-" in run.error
     assert run.finished_at == later

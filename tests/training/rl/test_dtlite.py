@@ -84,7 +84,7 @@ def torch_logits(model: DecisionTransformer, x: dict) -> np.ndarray:
         return model(*(None if v is None else torch.from_numpy(v) for v in x.values())).numpy()
 
 
-@pytest.mark.parametrize("pair", ["random_pair", "random_concept_pair", "trained_pair"])
+@pytest.mark.parametrize("pair", ["random_pair", "random_concept_pair", pytest.param("trained_pair", marks=pytest.mark.trains)])
 @pytest.mark.parametrize("B,T,padded", [(1, K, False), (1, K, True), (64, K, False), (64, K, True), (3, 4, True)])
 def test_dtlite_logits_equal_pytorch(request, pair, B, T, padded):
     model, lite = request.getfixturevalue(pair)
@@ -95,7 +95,7 @@ def test_dtlite_logits_equal_pytorch(request, pair, B, T, padded):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("pair", ["random_pair", "random_concept_pair", "trained_pair"])
+@pytest.mark.parametrize("pair", ["random_pair", "random_concept_pair", pytest.param("trained_pair", marks=pytest.mark.trains)])
 @pytest.mark.parametrize("B,T,padded", [(1, K, False), (1, K, True), (64, K, False), (64, K, True), (2, 1, False),
                                         (5, 4, True)])
 def test_select_action_fast_path_equals_the_full_last_position(request, pair, B, T, padded):

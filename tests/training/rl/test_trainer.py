@@ -65,6 +65,7 @@ def test_target_return_is_a_quantile_of_episode_returns():
     assert target_return(dataset, quantile=0.9) == pytest.approx(np.quantile(episode_returns, 0.9))
 
 
+@pytest.mark.trains
 def test_training_is_deterministic_for_a_seed():
     first = train(dataset=toy_dataset(), model_config=TINY, train_config=quick())
     second = train(dataset=toy_dataset(), model_config=TINY, train_config=quick())
@@ -74,6 +75,7 @@ def test_training_is_deterministic_for_a_seed():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.trains
 def test_resuming_from_the_epoch_checkpoint_equals_training_straight(tmp_path):
     straight = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2))
     path = tmp_path / "dt_model.pt"
@@ -85,6 +87,7 @@ def test_resuming_from_the_epoch_checkpoint_equals_training_straight(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.trains
 def test_epoch_checkpoint_loads_with_weights_only(tmp_path):
     path = tmp_path / "dt_model.pt"
     train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=1), checkpoint_path=path)
@@ -94,6 +97,7 @@ def test_epoch_checkpoint_loads_with_weights_only(tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in checkpoint["rng"].values())
 
 
+@pytest.mark.trains
 def test_resume_refuses_a_checkpoint_for_other_data(tmp_path):
     path = tmp_path / "dt_model.pt"
     train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=1), checkpoint_path=path)
@@ -104,6 +108,7 @@ def test_resume_refuses_a_checkpoint_for_other_data(tmp_path):
     assert restarted.resumed_from_epoch == 0
 
 
+@pytest.mark.trains
 def test_cancellation_stops_at_the_next_step_without_a_checkpoint(tmp_path):
     path = tmp_path / "dt_model.pt"
     polls, steps = [], []
@@ -118,6 +123,7 @@ def test_cancellation_stops_at_the_next_step_without_a_checkpoint(tmp_path):
     assert len(steps) == 2 and not path.exists()
 
 
+@pytest.mark.trains
 def test_progress_reports_epochs_and_steps():
     calls = []
     train(dataset=toy_dataset(), model_config=TINY, train_config=quick(progress_every=2),
@@ -126,6 +132,7 @@ def test_progress_reports_epochs_and_steps():
     assert all(math.isfinite(c[4]) for c in calls)
 
 
+@pytest.mark.trains
 def test_loss_decreases_on_a_learnable_dataset():
     config = DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2, num_heads=2, context_length=K,
                       max_timestep=64, dropout=0.0)

@@ -1,7 +1,8 @@
 """`manage.py train_crl_policy`: train a Decision Transformer policy and export DTLite artifacts.
 
-On synthetic students by default (the original script's flags and defaults), or on a curriculum's
-ReviewLog with --from-db; --register creates the next PolicyModel version, --promote activates it.
+On synthetic students by default (the original script's flags and defaults, declared in training/spec.py), on a
+curriculum's ReviewLog with --from-db, or on one of its extracted datasets with --dataset VERSION; --register
+creates the next PolicyModel version, --promote activates it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from training import pipeline
+from training.models import TrainingRun
+from training.spec import TrainingSpec
 from training.management.commands.evaluate_policy import format_results
 
 
@@ -22,18 +25,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--output_dir", default="./models", help="where the artifacts are written (default ./models)")
-        parser.add_argument("--num_users", type=int, default=500, help="synthetic learners (default 500)")
-        parser.add_argument("--interactions", type=int, default=100, help="reviews per synthetic learner (default 100)")
-        parser.add_argument("--concepts", type=int, default=None,
-                            help="concepts of a synthetic curriculum (default: the curriculum's, else 20)")
-        parser.add_argument("--epochs", type=int, default=10)
-        parser.add_argument("--batch_size", type=int, default=64)
-        parser.add_argument("--seed", type=int, default=42)
-        parser.add_argument("--no_cuda", action="store_true", help="train on the CPU even when CUDA is available")
+        TrainingSpec.add_arguments(parser)  # --num_users ... --eval_students: defaults, help and bounds declared there
         parser.add_argument("--curriculum", help="curriculum key: its concepts are the actions (created if missing)")
-        parser.add_argument("--from-db", "--from_db", dest="from_db", action="store_true",
-                            help="train on the curriculum's ReviewLog instead of synthetic students")
-        parser.add_argument("--eval_students", type=int, default=200, help="held-out simulated students (default 200)")
+        data = parser.add_mutually_exclusive_group()
+        data.add_argument("--from-db", "--from_db", dest="from_db", action="store_true",
+                          help="train on the curriculum's ReviewLog instead of synthetic students")
+        data.add_argument("--dataset", metavar="VERSION",
+                          help="train on the curriculum's extracted dataset VERSION (3, v3 or latest; "
+                               "see Trajectory extraction jobs in the admin)")
         parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
         parser.add_argument("--promote", action="store_true", help="promote the registered version (implies --register)")
         parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
@@ -41,33 +40,32 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
     def handle(self, *args, **options):
-        params = pipeline.TrainingParams(
-            num_users=options["num_users"],
-            interactions=options["interactions"],
-            concepts=options["concepts"],
-            epochs=options["epochs"],
-            batch_size=options["batch_size"],
-            seed=options["seed"],
-            no_cuda=options["no_cuda"],
-            eval_students=options["eval_students"],
-        )
+        spec = TrainingSpec.from_options(options)
         register = options["register"] or options["promote"]
         if options["from_db"] and not options["curriculum"]:
             raise CommandError("--from-db needs --curriculum KEY (whose ReviewLog to train on)")
+        if options["dataset"] and not options["curriculum"]:
+            raise CommandError("--dataset needs --curriculum KEY (whose extracted dataset to train on)")
         if register and not options["curriculum"]:
             raise CommandError("--register/--promote need --curriculum KEY (which curriculum the version serves)")
         if options["force"] and not options["reason"]:
             raise CommandError("--force needs --reason (it is recorded in the promotion history)")
+        source, dataset = TrainingRun.DataSource.SYNTHETIC, None
+        if options["from_db"]:
+            source = TrainingRun.DataSource.REVIEW_LOG
+        elif options["dataset"]:
+            source = TrainingRun.DataSource.DATASET
+            try:
+                dataset = pipeline.find_dataset(curriculum_key=options["curriculum"], version=options["dataset"])
+            except pipeline.PipelineError as exc:
+                raise CommandError(str(exc)) from exc
 
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
         started = time.monotonic()
         try:
             result = pipeline.train_policy(
-                params=params,
-                output_dir=Path(options["output_dir"]),
-                curriculum_key=options["curriculum"],
-                from_db=options["from_db"],
-                progress=progress,
+                spec=spec, output_dir=Path(options["output_dir"]), source=source, curriculum=options["curriculum"],
+                dataset=dataset, progress=progress,
             )
         except pipeline.PipelineError as exc:
             raise CommandError(str(exc)) from exc
@@ -80,7 +78,7 @@ class Command(BaseCommand):
 
             registered = services.register_policy(
                 curriculum=result.curriculum, artifact_dir=result.output_dir, config=result.config, metrics=result.metrics,
-                notes=f"train_crl_policy {json.dumps(params.as_dict())}",
+                notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source)})}",
             )
             if options["promote"]:
                 try:

@@ -279,9 +279,10 @@ def test_the_command_needs_a_learner_for_an_anki_file():
 
 @pytest.mark.django_db(transaction=True)  # the extraction job commits its status as a worker does
 @pytest.mark.slow
+@pytest.mark.trains
 def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains_evaluates_and_serves(tmp_path):
     from curriculum.serving import recommend
-    from training import services
+    from training import jobs
     from training.models import TrajectoryExtractionJob
 
     path = tmp_path / "large.csv"
@@ -297,8 +298,8 @@ def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains
     assert positions.count() == 1500 and positions.last().position == 1499 and positions.first().key == "card0"
 
     # extract: the dataset's dimensions come from the curriculum
-    job = services.launch_trajectory_extraction(curriculum=positions.first().curriculum)
-    services.run_trajectory_extraction(job_id=job.pk)
+    job = jobs.launch_trajectory_extraction(curriculum=positions.first().curriculum)
+    jobs.run_trajectory_extraction(job_id=job.pk)
     job = TrajectoryExtractionJob.objects.get(pk=job.pk)
     assert job.status == "succeeded" and job.statistics["steps"] == 15_000 and job.statistics["state_dim"] == 6000
 
@@ -345,6 +346,7 @@ def test_concurrent_imports_into_one_curriculum_keep_concept_positions_dense():
 
 @pytest.mark.django_db
 @pytest.mark.slow
+@pytest.mark.trains
 def test_an_imported_log_trains_a_policy_that_serves_a_recommendation(tmp_path):
     from curriculum.serving import recommend
 

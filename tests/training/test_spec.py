@@ -1,0 +1,96 @@
+"""TrainingSpec declares the training parameters once: the command's flags, the admin form and the TrainingRun
+model accept and refuse exactly the same values, at every bound the spec gives."""
+from __future__ import annotations
+
+import pytest
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError
+from django.test import RequestFactory
+
+from training.management.commands.train_crl_policy import Command
+from training.models import TrainingRun
+from training.spec import TrainingSpec
+
+BOUNDED = [name for name in TrainingSpec.names() if TrainingSpec.bounds(name) != (None, None)]
+# Each bounded parameter at and just past both of its bounds: (name, value, accepted).
+CASES = [
+    case
+    for name in BOUNDED
+    for low, high in [TrainingSpec.bounds(name)]
+    for case in [(name, low - 1, False), (name, low, True), (name, high, True), (name, high + 1, False)]
+]
+
+
+def test_the_bounds_are_the_pipelines_and_every_number_is_bounded():
+    assert BOUNDED == ["num_users", "interactions", "concepts", "epochs", "batch_size", "eval_students"]
+    assert TrainingSpec.bounds("interactions") == (2, 100_000)
+    assert TrainingSpec.bounds("concepts") == (2, 5_000)
+    assert TrainingSpec.bounds("eval_students") == (2, 100_000)
+
+
+def command_accepts(name: str, value: int) -> bool:
+    parser = Command().create_parser("manage.py", "train_crl_policy")
+    try:
+        options = vars(parser.parse_args([f"--{name}", str(value)]))
+    except CommandError as exc:
+        assert f"--{name}" in str(exc)  # the message names the flag
+        return False
+    assert options[name] == value
+    return True
+
+
+def model_accepts(name: str, value: int) -> bool:
+    run = TrainingRun(**{name: value})
+    try:
+        run.clean_fields(exclude=[f.name for f in TrainingRun._meta.fields if f.name != name])
+    except ValidationError as exc:
+        assert set(exc.message_dict) == {name}
+        return False
+    return True
+
+
+@pytest.fixture
+def add_form(admin_user):
+    request = RequestFactory().get("/")
+    request.user = admin_user
+    return admin.site._registry[TrainingRun].get_form(request)()
+
+
+def form_accepts(form, name: str, value: int) -> bool:
+    field = form.fields[name]
+    try:
+        field.clean(str(value))
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("name", "value", "accepted"), CASES)
+def test_command_form_and_model_agree_at_each_bound(add_form, name, value, accepted):
+    assert command_accepts(name, value) is accepted
+    assert form_accepts(add_form, name, value) is accepted
+    assert model_accepts(name, value) is accepted
+
+
+@pytest.mark.django_db
+def test_the_admin_form_shows_the_spec_bounds_and_defaults(add_form):
+    for name in BOUNDED:
+        low, high = TrainingSpec.bounds(name)
+        attrs = add_form.fields[name].widget.attrs
+        assert (attrs["min"], attrs["max"]) == (low, high), name
+    assert add_form.fields["epochs"].initial == TrainingSpec.default("epochs") == 10
+    assert not add_form.fields["concepts"].required  # empty: the curriculum's own concept count
+
+
+def test_the_command_defaults_are_the_spec_defaults():
+    options = vars(Command().create_parser("manage.py", "train_crl_policy").parse_args([]))
+    assert TrainingSpec.from_options(options) == TrainingSpec()
+    assert (options["num_users"], options["interactions"], options["epochs"], options["batch_size"],
+            options["seed"], options["no_cuda"], options["concepts"]) == (500, 100, 10, 64, 42, False, None)
+
+
+def test_validate_names_the_parameter_out_of_bounds():
+    with pytest.raises(ValueError, match=r"--batch_size: expected 1 to 8192, got 0"):
+        TrainingSpec(batch_size=0).validate()
+    TrainingSpec(concepts=None, seed=-5).validate()  # no bounds on the seed; concepts None is the curriculum's

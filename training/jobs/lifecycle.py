@@ -1,0 +1,170 @@
+"""The job lifecycle (every job alike): launch (save the row, enqueue on commit), run (claim, work under a heartbeat, finish once),
+cancel, retry, and the stale-heartbeat check that marks jobs whose worker died.
+
+Lifecycle and guarantees (the job row is the truth, not the broker):
+
+* launch: the row is saved ``queued`` and the Celery task enqueued by ``transaction.on_commit``, so a worker
+  never sees a job that was rolled back.
+* run: the worker claims the row with a conditional UPDATE ``queued -> running``; a redelivered or duplicated
+  task finds it running or finished and does nothing, so a job never runs twice and a training run never
+  registers a second version (registration also happens under the run's row lock, checking ``policy``).
+* heartbeat: while a job runs, a thread in the worker writes ``heartbeat_at`` and the latest progress every
+  CRL_JOB_HEARTBEAT_SECONDS and reads ``cancel_requested`` back; the work checks the flag at each step
+  boundary and stops with ``cancelled``.
+* stale: a running job whose heartbeat is older than CRL_JOB_STALE_SECONDS had its worker die; ``mark_stale_jobs``
+  marks it ``failed`` with the reason. It runs when a worker starts (and then also fails, at once, the jobs that
+  worker itself was running before it restarted), whenever an operator opens a job page in the admin (so
+  ``make run`` needs no extra process), and, in production, from Celery beat (task ``mark_stale_jobs``).
+  A stale job is not resumed: its partial work is discarded (generation writes its rows in one transaction,
+  extraction and training write their results only at the end) and the operator retries it, which starts
+  a new job with the same parameters.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from ..spec import TrainingSpec
+
+log = logging.getLogger(__name__)
+
+JobT = TypeVar("JobT", bound=Job)
+JOB_MODELS: tuple[type[Job], ...] = (SyntheticGenerationJob, TrajectoryExtractionJob, TrainingRun)
+# The fields a job is launched with: what the admin's add form shows and what a retry copies.
+PARAMETERS: dict[type[Job], tuple[str, ...]] = {
+    SyntheticGenerationJob: ("curriculum", "num_users", "interactions", "seed", "policy_mix"),
+    TrajectoryExtractionJob: ("curriculum",),
+    TrainingRun: ("curriculum", "data_source", "dataset", *TrainingSpec.names()),
+}
+# The Celery task of each job (training/tasks.py; outside clients and CI rely on these names).
+TASK_NAMES: dict[type[Job], str] = {
+    SyntheticGenerationJob: "training.tasks.run_synthetic_generation",
+    TrajectoryExtractionJob: "training.tasks.run_trajectory_extraction",
+    TrainingRun: "training.tasks.run_training_run",
+}
+
+
+def heartbeat_seconds() -> float:
+    return float(getattr(settings, "CRL_JOB_HEARTBEAT_SECONDS", 2.0))
+
+
+def stale_seconds() -> float:
+    return float(getattr(settings, "CRL_JOB_STALE_SECONDS", 300.0))
+
+
+def _now() -> dt.datetime:
+    """The clock of heartbeats and the stale check (a seam: tests move it forward)."""
+    return timezone.now()
+
+
+class JobCancelled(Exception):
+    """An operator asked the job to stop; raised at a step boundary."""
+
+
+class JobLost(Exception):
+    """The row is no longer this worker's (marked failed as stale, or deleted): stop without writing results."""
+
+
+# ------------------------------------------------------------------------------------------------ launch
+def launch_job(*, job: JobT) -> JobT:
+    """Validate and save a new job, and enqueue its task once the transaction commits.
+
+    Raises django.core.exceptions.ValidationError naming the field when a parameter is not acceptable.
+    """
+    job.status = Job.Status.QUEUED
+    job.full_clean()
+    with transaction.atomic():
+        job.save()
+        transaction.on_commit(lambda: _enqueue(job=job))
+    return job
+
+
+def _enqueue(*, job: Job) -> None:
+    from crlsite.celery import app  # the routes (training -> gpu queue) live in its configuration
+
+    app.send_task(TASK_NAMES[type(job)], args=[job.pk])
+
+
+def retry_job(*, job: JobT, created_by=None) -> JobT:
+    """A new job with the same parameters (the old one keeps its history)."""
+    fields = {name: getattr(job, name) for name in PARAMETERS[type(job)]}
+    return launch_job(job=type(job)(created_by=created_by, **fields))
+
+
+def cancel_job(*, job: Job) -> str:
+    """Cancel a queued job at once, ask a running one to stop at its next step boundary.
+
+    Returns what happened: "cancelled", "requested" or "finished" (nothing to do).
+    """
+    model = type(job)
+    with transaction.atomic():
+        current = model.objects.select_for_update().get(pk=job.pk)
+        if current.status == Job.Status.QUEUED:
+            now = _now()
+            model.objects.filter(pk=job.pk).update(
+                status=Job.Status.CANCELLED, cancel_requested=True, finished_at=now, phase="cancelled before it started"
+            )
+            return "cancelled"
+        if current.status == Job.Status.RUNNING:
+            model.objects.filter(pk=job.pk).update(cancel_requested=True)
+            return "requested"
+    return "finished"
+
+
+# ------------------------------------------------------------------------------------------ stale check
+def mark_stale_jobs(*, restarted_worker: str = "") -> int:
+    """Mark failed every running job whose heartbeat is older than CRL_JOB_STALE_SECONDS (its worker died),
+    and every running job claimed by ``restarted_worker`` (a worker that is starting cannot be running any).
+    Returns how many were marked.
+    """
+    now = _now()
+    cutoff = now - dt.timedelta(seconds=stale_seconds())
+    marked = 0
+    for model in JOB_MODELS:
+        stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        if restarted_worker:
+            stale |= Q(worker=restarted_worker)
+        # Read first: an admin page load must not take SQLite's write lock when there is nothing to mark.
+        for pk, heartbeat, worker in model.objects.filter(stale, status=Job.Status.RUNNING).values_list(
+            "pk", "heartbeat_at", "worker"
+        ):
+            if restarted_worker and worker == restarted_worker and (heartbeat is None or heartbeat >= cutoff):
+                reason = f"its worker {worker} restarted while it was running"
+            else:
+                last = f"{heartbeat:%Y-%m-%d %H:%M:%S} UTC" if heartbeat else "never"
+                reason = (
+                    f"no heartbeat from its worker {worker or '(unknown)'} for more than {stale_seconds():.0f} s "
+                    f"(last: {last}): the worker died or was killed"
+                )
+            # Conditional on the heartbeat we read: a worker that beats meanwhile keeps its job.
+            marked += model.objects.filter(pk=pk, status=Job.Status.RUNNING, heartbeat_at=heartbeat).update(
+                status=Job.Status.FAILED, finished_at=now, phase="",
+                error=f"{reason}. Its partial work was discarded; use 'retry' to run it again.",
+            )
+    if marked:
+        log.warning("marked %d stale job(s) failed", marked)
+    return marked
+
+
+
+# ------------------------------------------------------------------------------------------- for the UI
+def job_status(*, job: Job) -> dict[str, Any]:
+    """What the admin's progress poller shows."""
+    data: dict[str, Any] = {
+        "id": job.pk, "status": job.status, "finished": job.is_finished, "phase": job.phase,
+        "step": job.step, "steps": job.steps, "percent": job.progress_percent,
+        "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
+        "cancel_requested": job.cancel_requested, "error": job.error.splitlines()[0] if job.error else "",
+    }
+    if isinstance(job, TrainingRun):
+        data.update(epoch=job.epoch, epochs=job.epochs, loss=job.loss, device=job.device,
+                    policy_version=job.policy.version if job.policy_id else None)
+    return data
+

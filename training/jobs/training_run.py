@@ -1,0 +1,99 @@
+"""The training run job: training.pipeline.train_policy on the run's TrainingSpec and data source (synthetic
+students, the curriculum's review log, or an extracted dataset), then the candidate version registered, exactly
+once (under the run's row lock, checking ``policy``)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+
+from curriculum.models import Curriculum
+from curriculum.services import register_policy
+
+from ..models import Job, TrainingRun
+from ..spec import TrainingSpec
+from .lifecycle import PARAMETERS, JobLost, launch_job
+from .runner import JobRun, execute
+
+
+def launch_training_run(*, curriculum: Curriculum, created_by=None, **parameters: Any) -> TrainingRun:
+    """A training run on ``parameters`` (``data_source``, ``dataset`` and the TrainingSpec's fields; unset ones
+    take the spec's defaults). Giving ``dataset`` implies the dataset data source.
+
+    Raises TypeError for an unknown parameter, ValidationError naming the field for a refused value.
+    """
+    unknown = set(parameters) - set(PARAMETERS[TrainingRun])
+    if unknown:
+        raise TypeError(f"launch_training_run: unknown parameters {sorted(unknown)}")
+    if parameters.get("dataset") is not None:
+        parameters.setdefault("data_source", TrainingRun.DataSource.DATASET)
+    return launch_job(job=TrainingRun(curriculum=curriculum, created_by=created_by, **parameters))
+
+
+def run_training_run(*, job_id: int, worker: str = "") -> TrainingRun | None:
+    """Train, export, evaluate against the baselines, register the candidate version: exactly once."""
+    return execute(TrainingRun, job_id=job_id, worker=worker, work=_train)
+
+
+def spec_of(run: TrainingRun) -> TrainingSpec:
+    """The TrainingSpec a run was launched with."""
+    return TrainingSpec(**{name: getattr(run, name) for name in TrainingSpec.names()})
+
+
+def _train(run: JobRun) -> None:
+    from .. import pipeline
+    from ..rl.trainer import TrainingCancelled
+
+    job: TrainingRun = run.job  # type: ignore[assignment]
+    run.report(phase="preparing the data", steps=0)
+    losses: list[float] = []
+
+    def progress(stage: str, done: int, total: int, info: dict | None = None) -> None:
+        info = info or {}
+        if stage != "training":
+            # The progress bar is the optimiser's steps: other stages (data before, export and evaluation
+            # after) only name the phase.
+            if job.loss is not None and len(losses) < job.epoch:
+                losses.append(job.loss)  # the last epoch's mean, reported last in it, closes the curve
+                run.report(loss_history=list(losses))
+            run.report(phase=stage)
+            return
+        epoch = int(info.get("epoch", job.epoch))
+        if epoch > job.epoch and job.loss is not None and job.epoch:
+            # The loss reported last in an epoch is that epoch's mean: it closes the epoch on the curve.
+            losses.append(job.loss)
+        fields: dict[str, Any] = {"phase": stage, "step": done, "steps": total, "epoch": epoch,
+                                  "loss_history": list(losses)}
+        if info.get("loss") is not None:
+            fields["loss"] = float(info["loss"])
+        if info.get("device"):
+            fields["device"] = str(info["device"])
+        run.report(**fields)
+
+    with tempfile.TemporaryDirectory(prefix=f"crl-run-{job.pk}-") as tmp:
+        try:
+            result = pipeline.train_policy(
+                spec=spec_of(job), output_dir=Path(tmp) / "artifacts", source=job.data_source,
+                curriculum=job.curriculum, dataset=job.dataset, progress=progress, should_stop=run.should_stop,
+            )
+        except TrainingCancelled:
+            run.check()  # says whether it was a cancel request or a lost job
+            raise
+        run.check()
+        run.report(phase="registering the candidate version", metrics=result.metrics, device=result.device,
+                   loss_history=list(result.losses), loss=result.final_loss)
+        with transaction.atomic():
+            # The run's row lock + the policy check make registration happen once, whatever the deliveries.
+            locked = TrainingRun.objects.select_for_update().get(pk=job.pk)
+            if locked.status != Job.Status.RUNNING or locked.policy_id is not None:
+                raise JobLost(f"{job} is {locked.status} with version {locked.policy_id}: not registering again")
+            policy = register_policy(
+                curriculum=job.curriculum, artifact_dir=result.output_dir, config=result.config,
+                metrics=result.metrics,
+                notes=f"training run #{job.pk}: {job.epochs} epochs, batch {job.batch_size}, seed {job.seed}, "
+                f"{job.get_data_source_display()}, device {result.device}",
+            )
+            run.finish(policy=policy, metrics=result.metrics, device=result.device, loss=result.final_loss,
+                       loss_history=list(result.losses), epoch=job.epochs)
