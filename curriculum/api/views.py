@@ -17,7 +17,7 @@ from ..selectors import active_policy
 from ..services import MAX_BATCH, ReviewValidationError, record_reviews
 from .authentication import CachedTokenAuthentication
 from .errors import InvalidRequest, exception_handler, field_errors
-from .parsers import JSONBodyParser
+from .parsers import JSONBodyParser, buffer_chunked_body
 from .serializers import (
     ActivePolicySerializer,
     ErrorSerializer,
@@ -51,6 +51,10 @@ class ApiView(APIView):
 
     def get_exception_handler(self):
         return exception_handler
+
+    def initialize_request(self, request, *args, **kwargs):
+        buffer_chunked_body(request)
+        return super().initialize_request(request, *args, **kwargs)
 
 
 class ReviewsView(ApiView):
