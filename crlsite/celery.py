@@ -57,6 +57,6 @@ def publish(task_name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | N
                           **options)
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure: the caller's work has happened, log and go on
-        logger.warning("could not publish %s (args %s) within %.1f s: %s: %s", task_name, list(args),
+        logger.warning("could not enqueue %s (args %s) within %.1f s: %s: %s", task_name, list(args),
                        time.monotonic() - started, type(exc).__name__, exc)
         return False

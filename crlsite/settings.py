@@ -130,16 +130,17 @@ STORAGES = {
 # the process for a while (curriculum/api/throttling.py).
 CACHE_URL = os.environ.get("CACHE_URL") or os.environ.get("REDIS_URL")
 CACHE_TIMEOUT_SECONDS = float(os.environ.get("CACHE_TIMEOUT_SECONDS", "0.05"))
+REDIS_CACHE_OPTIONS = {
+    "socket_connect_timeout": CACHE_TIMEOUT_SECONDS,
+    "socket_timeout": CACHE_TIMEOUT_SECONDS,
+    "retry_on_timeout": False,
+}
 if CACHE_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": CACHE_URL,
-            "OPTIONS": {
-                "socket_connect_timeout": CACHE_TIMEOUT_SECONDS,
-                "socket_timeout": CACHE_TIMEOUT_SECONDS,
-                "retry_on_timeout": False,
-            },
+            "OPTIONS": REDIS_CACHE_OPTIONS,
         }
     }
 else:
