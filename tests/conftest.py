@@ -219,3 +219,9 @@ def hung_server():
     server = HungServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def other_process_database_url(transactional_db) -> str:
+    """DATABASE_URL of the test database for a server or worker subprocess (committed rows only)."""
+    return _database_url_for_other_processes()
