@@ -125,9 +125,24 @@ STORAGES = {
 }
 
 # Cache: Redis when REDIS_URL / CACHE_URL is given (shared throttling across processes), else local memory.
+# A cache that is down or hung must not hold a request: the Redis client gives up after CACHE_TIMEOUT_SECONDS
+# to connect and as much to answer (OPTIONS go to redis-py's ConnectionPool), and the throttle then counts in
+# the process for a while (curriculum/api/throttling.py).
 CACHE_URL = os.environ.get("CACHE_URL") or os.environ.get("REDIS_URL")
+CACHE_TIMEOUT_SECONDS = float(os.environ.get("CACHE_TIMEOUT_SECONDS", "0.05"))
+REDIS_CACHE_OPTIONS = {
+    "socket_connect_timeout": CACHE_TIMEOUT_SECONDS,
+    "socket_timeout": CACHE_TIMEOUT_SECONDS,
+    "retry_on_timeout": False,
+}
 if CACHE_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": REDIS_CACHE_OPTIONS,
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -211,13 +211,12 @@ def _activate(
 
 def _enqueue_reencoding(*, curriculum_id: int) -> None:
     """Ask a worker to store the learner states in the new version's encoding. Serving is correct without it
-    (a state in another encoding is rebuilt from the history on read), so a broker that cannot be reached is
-    logged, not raised: the promotion has happened."""
-    from crlsite.celery import app
+    (a state in another encoding is rebuilt from the history on read), so a broker that is down or hung costs
+    the promotion at most about a second and is logged, not raised: the promotion has happened, and the
+    periodic catch-up (curriculum.tasks.reencode_lagging_learner_states, also run when a worker starts)
+    re-encodes later."""
+    from crlsite.celery import publish
 
     from .tasks import REENCODE_TASK
 
-    try:
-        app.send_task(REENCODE_TASK, args=[curriculum_id])
-    except Exception:  # noqa: BLE001 - any broker failure
-        logger.warning("could not enqueue %s for curriculum %s", REENCODE_TASK, curriculum_id, exc_info=True)
+    publish(REENCODE_TASK, args=[curriculum_id])

@@ -169,3 +169,59 @@ def _forget_broker_connections(app) -> None:
     # (kombu keys its pools by connection parameters, transport options included).
     app._pool = None
     app.amqp._producer_pool = None
+
+
+# ------------------------------------------------------------------ failing services: a dead port, a hung server
+@pytest.fixture
+def dead_port():
+    """A loopback port with nothing listening (bound, then closed): connections are refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HungServer:
+    """A real TCP server on loopback that accepts every connection and never sends a byte (a hung Redis)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(128)
+        self.port = self._socket.getsockname()[1]
+        self.accepted = 0  # connections accepted so far
+        self._held = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="hung-server").start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._held.append(conn)  # kept open, never read from or written to
+
+    def close(self) -> None:
+        self._closed = True
+        self._socket.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def hung_server():
+    server = HungServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def other_process_database_url(transactional_db) -> str:
+    """DATABASE_URL of the test database for a server or worker subprocess (committed rows only)."""
+    return _database_url_for_other_processes()

@@ -1,9 +1,16 @@
-"""The API's one error shape: ``{"error": {"message": "...", "fields": [{"index"?, "field", "message"}]}}``."""
+"""The API's one error shape: ``{"error": {"message": "...", "fields": [{"index"?, "field", "message"}]}}``.
+
+DRF views answer in it through `exception_handler`; what Django answers itself (no route: 404, an uncaught
+exception: 500, 400 and 403) goes through the `handler*` views below, JSON under /api/ and Django's pages
+elsewhere.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -72,3 +79,44 @@ def exception_handler(exc: Exception, context: dict[str, Any]):
         fields, message = [], str(exc.detail) if isinstance(exc, APIException) else response.status_text
     response.data = {"error": {"message": message, "fields": fields}}
     return response
+
+
+# ------------------------------------------------------------------------------- Django's own error views
+API_PREFIX = "/api/"
+
+
+def error_body(message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The API's error shape."""
+    return {"error": {"message": message, "fields": fields or []}}
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PREFIX)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """`handler404`: no such route (or an Http404 outside DRF)."""
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse(error_body(f"no such API path: {request.method} {request.path}"), status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """`handler500`: an uncaught exception (Django has already logged it with its traceback)."""
+    if not _is_api(request):
+        return defaults.server_error(request)
+    return JsonResponse(error_body("internal server error; the failure is logged on the server"), status=500)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """`handler400`: a request Django refuses before any view (e.g. a Host not in ALLOWED_HOSTS)."""
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    return JsonResponse(error_body("bad request"), status=400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """`handler403`: PermissionDenied raised outside DRF."""
+    if not _is_api(request):
+        return defaults.permission_denied(request, exception)
+    return JsonResponse(error_body(str(exception) if exception and str(exception) else "permission denied"), status=403)

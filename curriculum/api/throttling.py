@@ -1,12 +1,62 @@
-"""Per-token request budget for the API (`API_THROTTLE_RATE`, e.g. "60000/min"), counted in the shared cache."""
+"""Per-token request budget for the API (`API_THROTTLE_RATE`, e.g. "60000/min"), counted in the shared cache.
+
+When the shared cache fails (down, refusing, or slower than its client timeout), the budget is counted in the
+process instead for `FALLBACK_SECONDS`, with one logged warning: a cache outage costs a few requests one client
+timeout each, never an API outage. Meanwhile each process grants the full rate on its own (fail open).
+"""
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import time
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
+
+# Seconds the throttle counts in the process after the shared cache failed, before trying it again.
+FALLBACK_SECONDS = 5.0
+
+
+class _Fallback:
+    """Process-wide: until when the shared cache is bypassed, and the local counts used meanwhile."""
+
+    lock = threading.Lock()
+    until = 0.0  # time.monotonic() seconds
+    counts = LocMemCache("crl-throttle-fallback", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
+
+    @classmethod
+    def active(cls, now: float) -> bool:
+        return now < cls.until
+
+    @classmethod
+    def start(cls, now: float, error: Exception) -> None:
+        with cls.lock:
+            if now < cls.until:
+                return  # another thread already reported this outage
+            cls.until = now + FALLBACK_SECONDS
+        logger.warning(
+            "throttle: the shared cache failed (%s: %s); counting requests in this process for %.0f s",
+            type(error).__name__, error, FALLBACK_SECONDS,
+        )
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget an outage and the local counts (tests, or an operator's shell after fixing the cache)."""
+        with cls.lock:
+            cls.until = 0.0
+            cls.counts.clear()
+
+
+def _monotonic() -> float:
+    # a seam: tests move the outage clock without sleeping
+    return time.monotonic()
 
 
 class TokenRateThrottle(SimpleRateThrottle):
@@ -38,18 +88,29 @@ class TokenRateThrottle(SimpleRateThrottle):
         window = math.floor(position)
         elapsed = position - window  # fraction of this window gone
         this_key, last_key = f"{base}:{window}", f"{base}:{window - 1}"
-        this, last = self._count(this_key, last_key)  # `this` includes the request being decided
+        now = _monotonic()
+        backend = _Fallback.counts if _Fallback.active(now) else caches[DEFAULT_CACHE_ALIAS]
+        try:
+            this, last = self._count(backend, this_key, last_key)  # `this` includes the request being decided
+        except Exception as exc:  # noqa: BLE001 - any cache failure (redis-py's, a backend's own) fails over
+            if backend is _Fallback.counts:
+                raise
+            _Fallback.start(now, exc)
+            backend = _Fallback.counts
+            this, last = self._count(backend, this_key, last_key)
         if last * (1.0 - elapsed) + this <= self.num_requests:
             return True
-        self.cache.decr(this_key)  # a refused request does not use up the budget
+        try:
+            backend.decr(this_key)  # a refused request does not use up the budget
+        except Exception as exc:  # noqa: BLE001 - the refusal stands; the count is one too high
+            _Fallback.start(now, exc)
         self._wait = self._seconds_until_allowed(this=this - 1, last=last, elapsed=elapsed)
         return False
 
-    def _count(self, this_key: str, last_key: str) -> tuple[int, int]:
+    def _count(self, backend: BaseCache, this_key: str, last_key: str) -> tuple[int, int]:
         """Count this request in this window; return (this window's count, the last window's)."""
         # two windows of life: a count is read as "the last window" during the next one
         ttl = 2 * self.duration + 1
-        backend = caches[DEFAULT_CACHE_ALIAS]  # self.cache is a proxy to it
         if isinstance(backend, RedisCache):
             # Django's RedisCache.incr costs two round trips and add another: pipeline the raw commands instead
             # (Django stores integers unpickled, so INCR works on them and they read back as ints)
@@ -58,15 +119,15 @@ class TokenRateThrottle(SimpleRateThrottle):
             pipe.incr(keys[0]).expire(keys[0], ttl).get(keys[1])
             this, _, last = pipe.execute()
             return int(this), int(last or 0)
-        if self.cache.add(this_key, 1, timeout=ttl):
+        if backend.add(this_key, 1, timeout=ttl):
             this = 1
         else:
             try:
-                this = self.cache.incr(this_key)
+                this = backend.incr(this_key)
             except ValueError:  # expired between add and incr (only at the very end of its life)
-                self.cache.add(this_key, 1, timeout=ttl)
+                backend.add(this_key, 1, timeout=ttl)
                 this = 1
-        return this, int(self.cache.get(last_key) or 0)
+        return this, int(backend.get(last_key) or 0)
 
     def _seconds_until_allowed(self, *, this: int, last: int, elapsed: float) -> float:
         room = self.num_requests - 1  # the estimate must fall to this for one more request

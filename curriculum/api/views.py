@@ -18,7 +18,7 @@ from ..reviews.store import MAX_BATCH, record_reviews
 from ..reviews.validation import IdempotencyConflict, ReviewValidationError
 from .authentication import CachedTokenAuthentication
 from .errors import Conflict, InvalidRequest, exception_handler, field_errors
-from .parsers import JSONBodyParser
+from .parsers import JSONBodyParser, buffer_chunked_body
 from .serializers import (
     ActivePolicySerializer,
     ErrorSerializer,
@@ -52,6 +52,10 @@ class ApiView(APIView):
 
     def get_exception_handler(self):
         return exception_handler
+
+    def initialize_request(self, request, *args, **kwargs):
+        buffer_chunked_body(request)
+        return super().initialize_request(request, *args, **kwargs)
 
 
 class ReviewsView(ApiView):

@@ -1,0 +1,99 @@
+"""The API through a real gunicorn on loopback: a chunked request body is read; errors keep the JSON shape."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def gunicorn(other_process_database_url, tmp_path, wait_until):
+    """(port, log path) of `gunicorn crlsite.wsgi` on 127.0.0.1, on the test database."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "REDIS_URL"}}
+    env.update(DATABASE_URL=other_process_database_url, LOG_LEVEL="WARNING", OMP_NUM_THREADS="1")
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", "1", "-b", f"127.0.0.1:{port}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def up():
+        if server.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, timeout=60, what="gunicorn to listen")
+        yield port
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def token(api_user):
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.create(user=api_user).key
+
+
+def review(n: int) -> dict:
+    return {"curriculum": "demo", "learner": "u1", "concept": "c1", "correct": True,
+            "reviewed_at": f"2026-01-05T09:00:{n:02d}Z"}
+
+
+def test_a_chunked_review_post_is_read(gunicorn, token, make_curriculum):
+    from curriculum.models import ReviewLog
+
+    make_curriculum("demo", concepts=3)
+    body = json.dumps([review(1), review(2)]).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", gunicorn, timeout=30)
+    # http.client sends an iterable body chunk by chunk, with Transfer-Encoding: chunked and no Content-Length
+    conn.request("POST", "/api/v1/reviews", body=iter([body[:17], body[17:]]), encode_chunked=True,
+                 headers={"Authorization": f"Token {token}", "Content-Type": "application/json",
+                          "Transfer-Encoding": "chunked"})
+    response = conn.getresponse()
+    payload = json.loads(response.read())
+    assert response.status == 201, payload
+    assert payload == {"created": 2, "duplicates": 0}
+    assert ReviewLog.objects.count() == 2
+
+
+def test_a_chunked_body_that_is_not_json_is_a_400_naming_the_body(gunicorn, token, make_curriculum):
+    make_curriculum("demo", concepts=3)
+    conn = http.client.HTTPConnection("127.0.0.1", gunicorn, timeout=30)
+    conn.request("POST", "/api/v1/reviews", body=iter([b"{not json"]), encode_chunked=True,
+                 headers={"Authorization": f"Token {token}", "Transfer-Encoding": "chunked"})
+    response = conn.getresponse()
+    error = json.loads(response.read())["error"]
+    assert response.status == 400 and error["fields"][0]["field"] == "body" and "malformed JSON" in error["message"]
+
+
+def test_an_unknown_api_path_is_a_json_404_through_the_server(gunicorn, token):
+    conn = http.client.HTTPConnection("127.0.0.1", gunicorn, timeout=30)
+    conn.request("GET", "/api/v2/nothing", headers={"Authorization": f"Token {token}"})
+    response = conn.getresponse()
+    assert response.status == 404 and response.getheader("Content-Type").startswith("application/json")
+    assert "message" in json.loads(response.read())["error"]
