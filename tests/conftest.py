@@ -31,6 +31,19 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
         test["NAME"] = f"test_{db['NAME']}_{run}_{worker}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _static_root(request, tmp_path_factory):
+    """An empty STATIC_ROOT for the whole run (live_server's handler is made once): WhiteNoise warns about a
+    missing one, and the tests find static files in the apps."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    from django.conf import settings
+
+    static_root = tmp_path_factory.getbasetemp() / "static"
+    static_root.mkdir(exist_ok=True)
+    settings.STATIC_ROOT = static_root
+
+
 @pytest.fixture(autouse=True)
 def _artifact_storage(request, tmp_path_factory):
     """Every test that touches Django gets its own artifact storage folder, and static files found in the
@@ -45,9 +58,6 @@ def _artifact_storage(request, tmp_path_factory):
         "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)}},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-    static_root = tmp_path_factory.getbasetemp() / "static"  # WhiteNoise warns about a missing STATIC_ROOT
-    static_root.mkdir(exist_ok=True)
-    settings.STATIC_ROOT = static_root
     # The serving caches are per process and keyed by database ids, which a rolled-back test hands out again
     # (SQLite reuses them): every test starts and ends with none.
     from curriculum.serving import clear_caches
