@@ -1,12 +1,15 @@
-# CRL Ops: `make run` (set up, migrate, train and promote a demo policy, serve) and `make test`.
+# CRL Ops: `make run` (set up, migrate, collect static files, train and promote a demo policy, serve),
+# `make test` (everything) and `make test-fast` (the unit tier).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The unit tier: no services started, no model trained, nothing slow.
+FAST_MARKERS := not integration and not browser and not slow and not trains
 
-.PHONY: setup run test migrate bench bench-db clean
+.PHONY: setup run test test-fast migrate static bench bench-db clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +24,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 migrate: setup
 	$(PY) manage.py migrate --noinput
 
-run: migrate
+# Hashed, compressed copies under var/static/ that WhiteNoise serves (the admin's CSS, the API docs' scripts).
+static: setup
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+
+# The worker's pool processes share the cores: each sizes PyTorch to cores / concurrency (crlsite/celery.py).
+run: migrate static
 	$(PY) manage.py setup_demo
 	@echo "Starting a Celery worker (queues default,gpu) and the web server on http://$(HOST):$(PORT)/admin/"
 	@set -e; \
@@ -32,6 +40,9 @@ run: migrate
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "$(FAST_MARKERS)" -n 2 $(PYTEST_ARGS)
 
 # Benchmarks print Markdown tables; `bench-db` needs DATABASE_URL (PostgreSQL) and, for the API, CACHE_URL (Redis).
 bench: setup

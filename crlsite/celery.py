@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
+
+from crlsite.worker_threads import apply_torch_threads, available_cores, torch_threads_per_process
+
+logger = logging.getLogger(__name__)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
 
@@ -60,3 +64,30 @@ def publish(task_name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | N
         logger.warning("could not enqueue %s (args %s) within %.1f s: %s: %s", task_name, list(args),
                        time.monotonic() - started, type(exc).__name__, exc)
         return False
+
+
+# ---------------------------------------------------------------- PyTorch threads per worker process
+_worker_concurrency: int | None = None
+
+
+@signals.worker_init.connect
+def remember_worker_concurrency(sender, **kwargs) -> None:
+    # The worker's -c (resolved to an int before this signal, except "auto"); pool processes fork from
+    # this process and inherit the module global.
+    global _worker_concurrency
+    concurrency = getattr(sender, "concurrency", None)
+    _worker_concurrency = concurrency if isinstance(concurrency, int) and concurrency > 0 else None
+
+
+@signals.worker_process_init.connect
+def size_torch_threads(**kwargs) -> None:
+    """In each pool process (prefork child, or the solo pool's one process): its share of the cores."""
+    from django.conf import settings
+
+    cores = available_cores()
+    threads = torch_threads_per_process(
+        cores=cores, concurrency=_worker_concurrency or cores, override=settings.CRL_WORKER_TORCH_THREADS
+    )
+    apply_torch_threads(threads=threads)
+    logger.info("PyTorch threads in this worker process: %d (%d cores, concurrency %s)", threads, cores,
+                _worker_concurrency)

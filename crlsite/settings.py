@@ -2,35 +2,72 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from crlsite.secret_key import load_or_create_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CRL_VAR_DIR", BASE_DIR / "var"))
 
 
+# The environment is read with these few helpers (plus dj-database-url) rather than django-environ: every
+# variable here is a bool, an int, a list or a URL that dj-database-url already parses, and a second parser
+# of DATABASE_URL would only add a way to disagree.
 def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
+    """``name`` as a bool: 1/true/yes/on or 0/false/no/off (any case); unset or empty gives ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}: expected 1/true/yes/on or 0/false/no/off, got {value!r}")
+
+
+def env_int(name: str, default: int | None) -> int | None:
+    """``name`` as a non-negative int; unset or empty gives ``default``."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise ImproperlyConfigured(f"{name}: expected a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def env_list(name: str, default: str = "") -> list[str]:
+    """``name`` as a comma-separated list (blank items dropped)."""
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+# CRL_ENV=production: secure defaults (HTTPS only, HSTS, secure cookies) and no start without SECRET_KEY.
+CRL_ENV = os.environ.get("CRL_ENV", "development").strip().lower() or "development"
+if CRL_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"CRL_ENV: expected 'development' or 'production', got {CRL_ENV!r}")
+PRODUCTION = CRL_ENV == "production"
+
 DEBUG = env_bool("DEBUG", False)
-# No fixed secret anywhere: without SECRET_KEY a random one is made per process (sessions then do not
-# survive a restart, which is fine for a demo); production sets SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
+# No fixed secret anywhere. Production must set SECRET_KEY: a key made per process would differ between web
+# workers, and each would reject the others' sessions. Elsewhere one key is made once into var/ and shared
+# by every local process (runserver, the Celery worker), so `make run` needs no set-up.
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is required when CRL_ENV=production (every web and worker process must share it): "
+            "set it to a long random string, e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = load_or_create_secret_key(path=VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "crlsite.admin_site.CrlAdminConfig",  # django.contrib.admin, branded CRL Ops
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -46,12 +83,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the process itself (gunicorn or runserver, DEBUG or not): no separate web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "crlsite.urls"
@@ -89,9 +129,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # A file, not ":memory:": shared-cache memory databases fail concurrent writers at once instead of
-    # waiting, and tests run real concurrent writers (threads, a Celery worker process).
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # The test database's name is chosen per test run (and per xdist worker) in tests/conftest.py.
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -121,7 +159,9 @@ STORAGES = {
         if "ARTIFACT_STORAGE_BACKEND" not in os.environ
         else {},
     },
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # `manage.py collectstatic` (make run does it) writes hashed, compressed copies that WhiteNoise serves
+    # with far-future cache headers; the tests swap in the plain storage (tests/conftest.py).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
 # Cache: Redis when REDIS_URL / CACHE_URL is given (shared throttling across processes), else local memory.
@@ -179,6 +219,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Jobs: a running job writes a heartbeat this often; one silent for CRL_JOB_STALE_SECONDS is marked failed.
 CRL_JOB_HEARTBEAT_SECONDS = float(os.environ.get("CRL_JOB_HEARTBEAT_SECONDS", "2"))
 CRL_JOB_STALE_SECONDS = float(os.environ.get("CRL_JOB_STALE_SECONDS", "300"))
+# PyTorch threads per worker process; unset: the cores this worker may use divided by its concurrency
+# (crlsite/worker_threads.py). Two processes each using every core made training steps 5-14x slower.
+CRL_WORKER_TORCH_THREADS = env_int("CRL_WORKER_TORCH_THREADS", None)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
@@ -207,10 +250,47 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_HTTPONLY = True
-    CSRF_COOKIE_HTTPONLY = False  # the orchestrator's forms read it from the template, not JS
-    X_FRAME_OPTIONS = "DENY"
+# Deployment (`manage.py check --deploy` is clean with CRL_ENV=production and a SECRET_KEY). Each can be
+# overridden, e.g. SECURE_SSL_REDIRECT=0 when the proxy in front already redirects to HTTPS.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Behind a proxy that terminates TLS: SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https (the proxy must
+# set that header itself, never pass a client's on), else every request looks like plain HTTP.
+_proxy_header = env_list("SECURE_PROXY_SSL_HEADER")
+if _proxy_header:
+    if len(_proxy_header) != 2:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER: expected 'HEADER,value' (e.g. HTTP_X_FORWARDED_PROTO,https), got {_proxy_header}"
+        )
+    SECURE_PROXY_SSL_HEADER = tuple(_proxy_header)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the orchestrator's forms read it from the template, not JS
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp). Scripts only from this site or an inline <script> carrying the
+# request's nonce (`nonce="{{ request.csp_nonce }}"`; Swagger UI's start-up script gets it in
+# templates/drf_spectacular/swagger_ui.html). Styles allow 'unsafe-inline': the admin's templates, the orchestrator's
+# charts and Redoc (which injects <style> at run time) use inline styles, and a style cannot run code.
+# Redoc parses the schema in a worker made from a blob: URL.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # Reviews: a review time (or a recommendation's `at`) more than this many seconds after the server clock is refused.
 CRL_REVIEW_FUTURE_TOLERANCE_SECONDS = float(os.environ.get("CRL_REVIEW_FUTURE_TOLERANCE_SECONDS", "300"))

@@ -1,15 +1,53 @@
-"""Shared fixtures: artifact storage in a temporary folder, curricula with concepts, stored policy versions."""
+"""Shared fixtures: a test database per run, artifact storage in a temporary folder, curricula with concepts,
+stored policy versions, a real Celery worker."""
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """Each test run, and each of its xdist workers, gets a test database of its own, removed at the end.
+
+    SQLite: a file in the run's (the worker's) pytest temporary folder; a file, not ":memory:", since
+    shared-cache memory databases fail concurrent writers at once instead of waiting, and tests run real
+    concurrent writers (threads, a Celery worker process). PostgreSQL: ``test_<name>_<run>_<worker>``, so two
+    runs against one server do not drop each other's database (``.ci/run`` drops ones a killed run left).
+    """
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    test = db.setdefault("TEST", {})
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        test["NAME"] = str(tmp_path_factory.getbasetemp() / "test-db.sqlite3")
+    else:
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:8]
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        test["NAME"] = f"test_{db['NAME']}_{run}_{worker}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_root(request, tmp_path_factory):
+    """An empty STATIC_ROOT for the whole run (live_server's handler is made once): WhiteNoise warns about a
+    missing one, and the tests find static files in the apps."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return
+    from django.conf import settings
+
+    static_root = tmp_path_factory.getbasetemp() / "static"
+    static_root.mkdir(exist_ok=True)
+    settings.STATIC_ROOT = static_root
+
+
 @pytest.fixture(autouse=True)
 def _artifact_storage(request, tmp_path_factory):
-    """Every test that touches Django gets its own artifact storage folder."""
+    """Every test that touches Django gets its own artifact storage folder, and static files found in the
+    apps (the manifest storage used elsewhere needs `collectstatic` first)."""
     if not request.config.pluginmanager.hasplugin("django"):  # the rl core's tests run without Django
         yield None
         return
@@ -18,6 +56,7 @@ def _artifact_storage(request, tmp_path_factory):
     settings.STORAGES = {
         **settings.STORAGES,
         "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)}},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     # The serving caches are per process and keyed by database ids, which a rolled-back test hands out again
     # (SQLite reuses them): every test starts and ends with none.
@@ -102,13 +141,16 @@ def wait_until():
 
 
 @pytest.fixture
-def celery_worker(transactional_db, settings, tmp_path, wait_until):
+def celery_worker(request, transactional_db, settings, tmp_path, wait_until):
     """A real `celery worker` subprocess (queues default and gpu) on the test database and the test broker.
 
     The broker is the test process's CELERY_BROKER_URL (Redis in CI), else the filesystem transport in fresh
     folders shared with this test process. Artifacts go to a folder both processes use. Yields the Popen;
-    the worker's log is in ``worker.log_path``.
+    the worker's log is in ``worker.log_path``. Only for tests marked ``integration`` (kept out of
+    `make test-fast`).
     """
+    if request.node.get_closest_marker("integration") is None:
+        pytest.fail(f"{request.node.nodeid} starts a Celery worker: mark it @pytest.mark.integration")
     import os
     import signal
     import subprocess

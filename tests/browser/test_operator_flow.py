@@ -34,10 +34,36 @@ def browser_page(monkeypatch):
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
+            watch_for_load_problems(page)
             yield page
         finally:
             browser.close()
             connections.close_all()
+
+
+# Third-party requests the Content-Security-Policy blocks on purpose: Redoc's "API docs by Redocly" footer logo.
+BLOCKED_ON_PURPOSE = ("https://cdn.redoc.ly/",)
+
+
+def watch_for_load_problems(page) -> None:
+    """Record in ``page.load_problems`` every request that failed or answered >= 400 (a stylesheet or script
+    that did not load) and every Content-Security-Policy violation the page reports."""
+    page.load_problems = []
+
+    def record(problem: str) -> None:
+        if not any(url in problem for url in BLOCKED_ON_PURPOSE):
+            page.load_problems.append(problem)
+
+    page.on("requestfailed", lambda request: record(f"{request.resource_type} {request.url} failed: {request.failure}"))
+    page.on("response", lambda response: response.status >= 400 and record(
+        f"{response.request.resource_type} {response.url} answered {response.status}"))
+    page.on("console", lambda message: "Content Security Policy" in message.text and record(f"CSP: {message.text}"))
+
+
+def assert_styled(page) -> None:
+    """The admin's stylesheet applied: its header has the admin's colour, not the browser's default."""
+    background = page.eval_on_selector("#header", "el => getComputedStyle(el).backgroundColor")
+    assert background not in {"rgba(0, 0, 0, 0)", "transparent"}, f"unstyled admin page: header {background}"
 
 
 @pytest.fixture
@@ -54,6 +80,7 @@ def test_operator_launches_a_run_watches_it_and_promotes_it(celery_worker, live_
     page, password = browser_page, operator_password
 
     page.goto(f"{live_server.url}/admin/login/")
+    assert_styled(page)
     page.fill("#id_username", "operator")
     page.fill("#id_password", password)
     page.click("input[type=submit]")
@@ -90,3 +117,4 @@ def test_operator_launches_a_run_watches_it_and_promotes_it(celery_worker, live_
     page.wait_for_selector("text=algebra v1 is now the active version.")
     assert "active" in page.get_attribute("#version-algebra-1", "class")
     assert "first trained version" in page.text_content("#curriculum-algebra table")
+    assert page.load_problems == []

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from curriculum.management.commands import setup_demo
 from curriculum.models import Curriculum, PolicyModel, PromotionEvent
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.trains]
 
 
 @pytest.mark.trains

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
@@ -35,7 +36,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Curriculum {demo.key!r} with {demo.concepts.count()} concepts.")
         active = selectors.active_policy(curriculum=demo)
         if active is not None:
-            self.stdout.write(f"Active policy: {demo.key} v{active.version}.")
+            self.stdout.write(f"Active policy: {demo.key} v{active.version}. Its artifacts: {self._artifact_location(active)}")
         elif training:
             self.stdout.write(f"Training a small demo policy for {demo.key!r} (about a minute), then promoting it...")
             Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,10 @@ class Command(BaseCommand):
                              "--reason", "make run: demo policy", *DEMO_TRAINING,
                              *([] if options.get("verbosity", 1) else ["--no-progress"]),
                              stdout=self.stdout, stderr=self.stderr)
+            active = selectors.active_policy(curriculum=demo)
+            if active is not None:
+                self.stdout.write(f"Artifacts of {demo.key} v{active.version} are kept in "
+                                  f"{self._artifact_location(active)} (the training folder named above is gone).")
         User = get_user_model()
         if User.objects.filter(username=username).exists():
             self.stdout.write(
@@ -54,3 +59,15 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(12)
             User.objects.create_superuser(username=username, email="", password=password)
             self.stdout.write(self.style.SUCCESS(f"Admin login: {username} / {password}  (shown once; not stored anywhere else)"))
+
+    @staticmethod
+    def _artifact_location(policy) -> str:
+        """The folder holding the version's files: a local path, or the storage's name for them (object stores)."""
+        names = [entry["path"] for entry in policy.artifacts.values() if entry.get("path")]
+        if not names:
+            return "(no files recorded)"
+        folder = str(Path(names[0]).parent)
+        try:
+            return storages["artifacts"].path(folder)
+        except NotImplementedError:  # e.g. S3: no local path
+            return f"{folder} in the artifact storage ({type(storages['artifacts']).__name__})"
