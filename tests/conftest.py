@@ -267,3 +267,34 @@ def hung_server():
 def other_process_database_url(transactional_db) -> str:
     """DATABASE_URL of the test database for a server or worker subprocess (committed rows only)."""
     return _database_url_for_other_processes()
+
+
+# ------------------------------------------------------------------------------ an interpreter without torch
+_NO_TORCH_PRELUDE = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"torch is not installed here ({name})")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+@pytest.fixture
+def run_without_torch():
+    """Run Python ``code`` (with ``args`` as sys.argv[1:]) in a fresh interpreter where importing torch fails, as on
+    a web server without it. Returns the CompletedProcess (text output); ``env`` adds to a minimal environment."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+
+    def run(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+        return subprocess.run([sys.executable, "-c", _NO_TORCH_PRELUDE + code, *args], cwd=repo, capture_output=True,
+                              text=True, timeout=timeout,
+                              env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", **(env or {})})
+
+    return run

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -63,19 +61,9 @@ def test_the_curriculum_domain_reads_only_the_learning_core_of_training():
     assert offences == []
 
 
-def test_a_web_process_never_imports_torch():
-    # A fresh interpreter where importing torch fails, as on a web server without it: the WSGI application, every
-    # URL pattern (admin, orchestrator, API) and the serving path must load.
+def test_a_web_process_never_imports_torch(run_without_torch):
+    # The WSGI application, every URL pattern (admin, orchestrator, API) and the serving path load without torch.
     child = """
-import importlib.abc, sys
-
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError(f"torch is not installed here ({name})")
-        return None
-
-sys.meta_path.insert(0, NoTorch())
 from django.core.wsgi import get_wsgi_application
 get_wsgi_application()
 from django.urls import get_resolver
@@ -84,8 +72,7 @@ get_resolver().resolve("/admin/")
 import curriculum.serving, curriculum.api.views, curriculum.admin, training.admin
 print("ok", sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 """
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crlsite.settings", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", child], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = run_without_torch(child, env={**os.environ, "DJANGO_SETTINGS_MODULE": "crlsite.settings"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok []"
 

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,19 +9,10 @@ import torch
 from training.rl.artifacts import export_artifacts
 from training.rl.dt import DecisionTransformer, DTConfig
 
-REPO = Path(__file__).resolve().parents[3]
 
-# Runs in a fresh interpreter: any import of torch (or a submodule) fails, as on a web server without it.
+# Runs in an interpreter where importing torch fails (the run_without_torch fixture).
 CHILD = """
-import importlib.abc, json, sys
-
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError(f"torch is not installed here ({name})")
-        return None
-
-sys.meta_path.insert(0, NoTorch())
+import json, sys
 import numpy as np
 from training.rl import artifacts
 from training.rl.dtlite import DTLite
@@ -39,7 +27,7 @@ print(json.dumps({"torch_loaded": any(m == "torch" or m.startswith("torch.") for
 """
 
 
-def test_dtlite_loads_and_runs_without_torch(tmp_path):
+def test_dtlite_loads_and_runs_without_torch(tmp_path, run_without_torch):
     torch.manual_seed(0)
     model = DecisionTransformer(DTConfig(state_dim=5, action_dim=3, hidden_dim=16, num_layers=2, num_heads=2,
                                          context_length=4, return_scale=2.0)).eval()
@@ -52,8 +40,7 @@ def test_dtlite_loads_and_runs_without_torch(tmp_path):
     with torch.inference_mode():
         expected = model(*(torch.from_numpy(v) for v in x.values()))[:, -1].numpy()
 
-    child = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                           timeout=60, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    child = run_without_torch(CHILD, str(tmp_path))
     assert child.returncode == 0, child.stderr
     out = json.loads(child.stdout)
     assert out["torch_loaded"] is False
