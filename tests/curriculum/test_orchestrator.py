@@ -96,7 +96,7 @@ def test_promote_makes_the_candidate_active_and_records_who(promoter_client, pro
 
 def test_a_worse_candidate_is_refused_with_the_services_message(promoter_client, curriculum, make_policy):
     active = make_policy(curriculum, recall=0.6)
-    promote_policy(policy=active)
+    promote_policy(policy=active, reason="test")
     worse = make_policy(curriculum, recall=0.4)
     response = promoter_client.post(reverse("curriculum:orchestrator-promote", args=[worse.pk]), {"reason": ""}, follow=True)
     html = response.content.decode()
@@ -106,7 +106,7 @@ def test_a_worse_candidate_is_refused_with_the_services_message(promoter_client,
 
 
 def test_forcing_needs_a_written_reason(promoter_client, curriculum, make_policy):
-    promote_policy(policy=make_policy(curriculum, recall=0.6))
+    promote_policy(policy=make_policy(curriculum, recall=0.6), reason="test")
     worse = make_policy(curriculum, recall=0.4)
     url = reverse("curriculum:orchestrator-promote", args=[worse.pk])
     refused = promoter_client.post(url, {"force": "on", "reason": "  "}, follow=True)
@@ -119,8 +119,8 @@ def test_forcing_needs_a_written_reason(promoter_client, curriculum, make_policy
 
 def test_roll_back_returns_to_the_previous_version(promoter_client, curriculum, make_policy):
     first, second = make_policy(curriculum, recall=0.5), make_policy(curriculum, recall=0.6)
-    promote_policy(policy=first)
-    promote_policy(policy=second)
+    promote_policy(policy=first, reason="test")
+    promote_policy(policy=second, reason="test")
     response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]), {"reason": "regression"}, follow=True)
     first.refresh_from_db()
     assert first.status == "active"
@@ -129,7 +129,7 @@ def test_roll_back_returns_to_the_previous_version(promoter_client, curriculum, 
 
 
 def test_roll_back_without_a_previous_version_shows_the_refusal(promoter_client, curriculum, make_policy):
-    promote_policy(policy=make_policy(curriculum, recall=0.5))
+    promote_policy(policy=make_policy(curriculum, recall=0.5), reason="test")
     response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]), follow=True)
     assert "Rollback refused" in response.content.decode()
 
