@@ -148,7 +148,7 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
     return {
         **admin.site.each_context(request),
         "title": f"{'Roll back' if kind == 'rollback' else 'Promote'} {curriculum.key}: "
-                 f"{f'v{active.version}' if active else 'no active version'} -> v{target.version}",
+                 f"{f'v{active.version}' if active else 'no active version'} \u2192 v{target.version}",
         "kind": kind,
         "curriculum": curriculum,
         "protocol": curriculum.protocol,
@@ -261,6 +261,7 @@ def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
     baselines = sorted({name for e in entries for name in e["lift"]})
     rows = [{"name": name, "values": [(e["policy"].config or {}).get(name, "-") for e in entries]}
             for name in COMPARED_PARAMETERS]
+    rows = [row for row in rows if any(value != "-" for value in row["values"])]  # no config has it: leave it out
     lift_rows = [{"name": name, "values": [e["lift"].get(name) for e in entries]} for name in baselines]
     context = {
         **admin.site.each_context(request), "title": f"Compare {curriculum.key} versions", "curriculum": curriculum,

@@ -202,3 +202,16 @@ def test_concepts_added_after_training_are_left_to_the_fallback(api_client, demo
     assert only_new["strategy"] == "fallback:lowest_recall" and only_new["concept"] == "c5"
     mixed = post(api_client, {"curriculum": "demo", "learner": "u1", "candidates": ["c5", "c2"]}).json()
     assert mixed["strategy"] == "policy" and mixed["concept"] == "c2" and set(mixed["scores"]) == {"c2"}
+
+
+def test_candidates_outside_the_active_version_are_listed_as_unscored(api_client, demo, make_real_policy):
+    """Concepts added after the version was trained cannot be scored by it: the response says which."""
+    from curriculum.services import ensure_curriculum
+
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
+    ensure_curriculum(key=demo.key, concept_keys=["late1", "late2"])  # e.g. an import that adds concepts
+    body = post(api_client, {"curriculum": demo.key, "learner": "u1"}).json()
+    assert body["strategy"] == "policy" and body["unscored"] == ["late1", "late2"]
+    assert "late1" not in body["scores"]
+    body = post(api_client, {"curriculum": demo.key, "learner": "u1", "candidates": ["late2", "c1"]}).json()
+    assert body["unscored"] == ["late2"] and list(body["scores"]) == ["c1"]
