@@ -312,6 +312,18 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
     return metrics
 
 
+def ensure_evaluation_protocol(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
+    """The curriculum's evaluation protocol; when it has none set and no version yet, ``proposed`` (the first
+    training's evaluation settings) becomes it and is stored, so that every later version is evaluated alike."""
+    with transaction.atomic():
+        locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
+        if not locked.evaluation_protocol and not PolicyModel.objects.filter(curriculum=locked).exists():
+            locked.evaluation_protocol = proposed.to_dict()
+            locked.save(update_fields=["evaluation_protocol"])
+    curriculum.evaluation_protocol = locked.evaluation_protocol
+    return locked.protocol
+
+
 def evaluate_active_under_protocol(*, curriculum: Curriculum) -> PolicyModel | None:
     """Make sure the curriculum's active version has an evaluation under the curriculum's protocol (evaluating
     it when it has none), so that a new candidate's gate compares like with like; the active version or None.

@@ -230,8 +230,8 @@ def train_policy(
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
     The evaluation runs under the curriculum's evaluation protocol (``Curriculum.protocol``) when the policy
-    serves a curriculum, else under ``spec.eval_students`` / ``spec.interactions``; ``metrics["protocol"]`` says
-    which.
+    serves a curriculum (a curriculum without one and without versions takes ``spec.eval_students`` /
+    ``spec.interactions`` as its protocol), else under those; ``metrics["protocol"]`` says which.
 
     The one entry of `train_crl_policy` and of the admin's training runs. ``source``:
 
@@ -281,8 +281,11 @@ def train_policy(
     # Every version of a curriculum is evaluated under the curriculum's protocol (the same held-out students,
     # seed and reviews per student), whatever data it was trained on, so that versions compare; without a
     # curriculum the spec's evaluation settings, recorded the same way.
-    protocol = (curriculum.protocol if curriculum is not None else
-                EvaluationProtocol(students=spec.eval_students, seed=EVALUATION_SEED, interactions=spec.interactions))
+    protocol = EvaluationProtocol(students=spec.eval_students, seed=EVALUATION_SEED, interactions=spec.interactions)
+    if curriculum is not None:
+        from curriculum.services import ensure_evaluation_protocol
+
+        protocol = ensure_evaluation_protocol(curriculum=curriculum, proposed=protocol)
     metrics = evaluate_export(output_dir=output, students=protocol.students, seed=protocol.seed,
                               interactions=protocol.interactions, on_progress=progress)
     metrics["protocol"] = protocol.to_dict()
