@@ -248,7 +248,7 @@ def seed(args, key: str, workdir: Path) -> dict:
         config = json.loads((folder / "dt_lite_config.json").read_text())
         metrics = {"metric": "mean_final_recall", "results": {"dt": {"mean": 0.5, "ci95": [0.49, 0.51]}}}
         policies.append(register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics))
-    promote_policy(policy=policies[0], reason="api_load bench: v1")
+    promote_policy(policy=policies[0], force=True, reason="api_load bench: v1 (untrained weights, no evaluation)")
 
     rng = random.Random(0)
     learners = [f"{key}-u{i}" for i in range(args.learners)]
@@ -415,7 +415,7 @@ def main() -> int:
             promoted_at, reencoding = None, None
             if not args.no_promotion:
                 time.sleep(max(0.0, t0 + args.seconds / 2 - time.monotonic()))
-                promote_policy(policy=seeded["policies"][1], reason="api_load bench: mid-run promotion")
+                promote_policy(policy=seeded["policies"][1], force=True, reason="api_load bench: mid-run promotion")
                 promoted_at = time.monotonic()
                 # what the worker's task does once the promotion commits (no worker runs here); meanwhile a
                 # recommendation for a learner not yet re-encoded rebuilds the state from the history

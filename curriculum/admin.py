@@ -51,7 +51,7 @@ class ConceptInline(admin.TabularInline):
 class CurriculumAdmin(admin.ModelAdmin):
     list_display = ("key", "name", "concept_count", "active_version", "created_at")
     search_fields = ("key", "name")
-    readonly_fields = ("concept_list",)
+    readonly_fields = ("concept_list", "policy_coverage")
 
     def get_inlines(self, request, obj):
         # An inline of thousands of rows is a page nobody can load or save (and exceeds
@@ -70,6 +70,26 @@ class CurriculumAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:curriculum_concept_changelist") + f"?curriculum__id__exact={obj.pk}"
         return format_html('<a href="{}">{} concepts</a>', url, obj.concepts.count())
+
+    @admin.display(description="active version's coverage")
+    def policy_coverage(self, obj: Curriculum):
+        """Which concepts the active version cannot score (recommendations never offer them)."""
+        if obj.pk is None:
+            return "-"
+        active = selectors.active_policy(curriculum=obj)
+        if active is None:
+            return "No active version: the fallback heuristic scores every concept."
+        missing = selectors.uncovered_concepts(curriculum=obj, policy=active)
+        if not missing:
+            return f"v{active.version} covers every concept."
+        shown = ", ".join(missing[:50]) + (f" and {len(missing) - 50} more" if len(missing) > 50 else "")
+        return format_html(
+            '<strong class="errornote" id="uncovered-concepts">v{} does not cover {} of {} concepts: {}</strong><br>'
+            "Recommendations never offer them (the API lists them as <code>unscored</code>) until a version trained "
+            'on them is promoted (<a href="{}">orchestrator</a>).',
+            active.version, len(missing), obj.concepts.count(), shown,
+            reverse("curriculum:orchestrator") + f"#curriculum-{obj.key}",
+        )
 
     @admin.display(description="active version")
     def active_version(self, obj: Curriculum):

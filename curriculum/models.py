@@ -11,6 +11,12 @@ class Curriculum(models.Model):
     key = models.SlugField(max_length=100, unique=True, help_text="Stable identifier used by the API.")
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # {"students", "seed", "interactions", "horizon_s"} (curriculum.evaluation_protocol); {} = the defaults.
+    evaluation_protocol = models.JSONField(
+        default=dict, blank=True,
+        help_text='How every version of this curriculum is evaluated, e.g. {"students": 200, "seed": 1234, '
+        '"interactions": 100}; empty: those defaults. Versions are compared only under the same protocol.',
+    )
 
     class Meta:
         ordering = ["key"]
@@ -18,6 +24,25 @@ class Curriculum(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .evaluation_protocol import ProtocolError, EvaluationProtocol
+
+        try:
+            EvaluationProtocol.from_dict(self.evaluation_protocol if isinstance(self.evaluation_protocol, dict) else None)
+        except ProtocolError as exc:
+            raise ValidationError({"evaluation_protocol": str(exc)}) from None
+        if not isinstance(self.evaluation_protocol, dict):
+            raise ValidationError({"evaluation_protocol": "expected a JSON object"})
+
+    @property
+    def protocol(self):
+        """The curriculum's EvaluationProtocol (curriculum.evaluation_protocol)."""
+        from .evaluation_protocol import EvaluationProtocol
+
+        return EvaluationProtocol.from_dict(self.evaluation_protocol)
 
 
 class Concept(models.Model):
@@ -117,7 +142,8 @@ class LearnerState(models.Model):
 
 
 class PolicyModel(models.Model):
-    """One immutable trained policy version; only ``status`` and ``promoted_at`` ever change."""
+    """One trained policy version: its artifacts, config and training-time metrics never change; ``status``,
+    ``promoted_at``, ``description`` and ``evaluations`` (re-evaluations under other protocols) do."""
 
     class Status(models.TextChoices):
         CANDIDATE = "candidate"
@@ -135,6 +161,10 @@ class PolicyModel(models.Model):
     encoder_identity = models.CharField(max_length=64, blank=True, default="", editable=False)
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
     notes = models.TextField(blank=True)
+    description = models.TextField(blank=True, help_text="What this version is, for operators (editable).")
+    # Re-evaluations under evaluation protocols other than the one in ``metrics``: {protocol key: metrics}
+    # (curriculum.selectors.evaluation_under reads both).
+    evaluations = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
 

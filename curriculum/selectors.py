@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent
+from .evaluation_protocol import EvaluationProtocol, protocol_of
 from .state_specs import StateSpec
 
 
@@ -29,6 +30,46 @@ def policy_versions(*, curriculum: Curriculum) -> QuerySet[PolicyModel]:
 
 def promotion_history(*, curriculum: Curriculum) -> QuerySet[PromotionEvent]:
     return PromotionEvent.objects.filter(curriculum=curriculum).select_related("actor").order_by("-at", "-id")
+
+
+def evaluation_under(*, policy: PolicyModel, protocol: EvaluationProtocol) -> dict[str, Any] | None:
+    """The version's evaluation (evaluate_policy's JSON with ``protocol``) under ``protocol``: its training-time
+    metrics when they were run under it, else a stored re-evaluation, else None."""
+    if protocol_of(policy.metrics) == protocol:
+        return policy.metrics
+    stored = (policy.evaluations or {}).get(protocol.key)
+    return stored if protocol_of(stored) == protocol else None
+
+
+def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PolicyModel | None:
+    """The version a rollback would re-activate: the one that was active before the current active version was
+    promoted (rollbacks are skipped, so rolling back twice walks further back); None when there is none."""
+    active = active if active is not None else active_policy(curriculum=curriculum)
+    if active is None:
+        return None
+    activation = (
+        PromotionEvent.objects.filter(curriculum=curriculum, to_version=active.version, kind=PromotionEvent.Kind.PROMOTE)
+        .order_by("-at", "-id")
+        .first()
+    )
+    if activation is None or activation.from_version is None:
+        return None
+    return PolicyModel.objects.filter(curriculum=curriculum, version=activation.from_version).first()
+
+
+def uncovered_concepts(*, curriculum: Curriculum, policy: PolicyModel | None = None) -> list[str]:
+    """The curriculum's concept keys (position order) that ``policy`` (default: the active version) cannot score:
+    not among its config's ``concept_keys``. [] without a policy (the fallback scores every concept); a config
+    without ``concept_keys`` covers the first ``action_dim`` positions."""
+    policy = policy if policy is not None else active_policy(curriculum=curriculum)
+    if policy is None:
+        return []
+    keys = concept_keys(curriculum_id=curriculum.pk)
+    covered = (policy.config or {}).get("concept_keys")
+    if covered is None:
+        return list(keys[int((policy.config or {}).get("action_dim", len(keys))):])
+    covered_set = set(covered)
+    return [k for k in keys if k not in covered_set]
 
 
 def concept_keys(*, curriculum_id: int) -> tuple[str, ...]:

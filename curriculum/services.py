@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from django.utils import timezone
 
 from training.rl.artifacts import ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
 
+from . import selectors
+from .evaluation_protocol import EvaluationProtocol, dt_mean, protocol_of
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
 from .selectors import active_policy
 from .state_specs import policy_identity
@@ -134,8 +137,11 @@ def promote_policy(
 ) -> PromotionEvent:
     """Make ``policy`` the active version of its curriculum, atomically, with an audit event.
 
-    Refused when an artifact is missing or tampered with, and (unless ``force`` with a reason) when the
-    candidate evaluates worse than the active version.
+    Always refused: no written ``reason``; a missing or tampered artifact. Refused unless ``force`` (the reason
+    then says why) by the gate (``promotion_gate``): the candidate has no evaluation under the curriculum's
+    protocol, evaluates below the random baseline, or below the active version under that same protocol (or the
+    active version has no evaluation under it: re-evaluate it first, ``evaluate_under_protocol``).
+    The first promotion of a curriculum is gated too.
     """
     return _activate(
         curriculum_id=policy.curriculum_id, version=policy.version, actor=actor, reason=reason, force=force,
@@ -144,17 +150,80 @@ def promote_policy(
 
 
 def rollback_policy(*, curriculum: Curriculum, actor=None, reason: str = "") -> PromotionEvent:
-    """Re-activate the version that was active before the current one."""
+    """Re-activate the version that was active before the current one (``selectors.rollback_target``).
+    Needs a written reason; not gated (the target was active before)."""
     return _activate(
         curriculum_id=curriculum.pk, version=None, actor=actor, reason=reason, force=True,
         kind=PromotionEvent.Kind.ROLLBACK,
     )
 
 
+@dataclass(frozen=True)
+class GateVerdict:
+    """What the promotion gate says about activating ``candidate`` over ``active`` under ``protocol``.
+
+    ``refusals``: one sentence per rule broken (empty: it passes); ``needs_reevaluation``: versions (the candidate
+    and/or the active one) with no evaluation under the protocol, which an "evaluate under the protocol" job fixes.
+    """
+
+    protocol: EvaluationProtocol
+    candidate: PolicyModel
+    active: PolicyModel | None
+    candidate_metrics: dict[str, Any] | None
+    active_metrics: dict[str, Any] | None
+    refusals: tuple[str, ...]
+    needs_reevaluation: tuple[PolicyModel, ...]
+
+    @property
+    def passes(self) -> bool:
+        return not self.refusals
+
+
+def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> GateVerdict:
+    """The gate's verdict on promoting ``candidate`` over ``active`` (a read: nothing changes).
+
+    Rules, under the candidate's curriculum protocol only (numbers from other protocols are never compared):
+    the candidate has an evaluation under it; its DT mean is not below the random baseline's of that evaluation;
+    when there is an active version, it has an evaluation under it too and the candidate's DT mean is not below
+    the active version's.
+    """
+    protocol = candidate.curriculum.protocol
+    refusals: list[str] = []
+    reevaluate: list[PolicyModel] = []
+    mine = selectors.evaluation_under(policy=candidate, protocol=protocol)
+    theirs = selectors.evaluation_under(policy=active, protocol=protocol) if active is not None else None
+    new = dt_mean(mine)
+    if mine is None or new is None:
+        measured = protocol_of(candidate.metrics)
+        how = f"it was evaluated under {measured.label}" if measured else "its evaluation names no protocol"
+        refusals.append(f"v{candidate.version} has no evaluation under the curriculum's protocol ({protocol.label}); "
+                        f"{how}: evaluate it under the protocol first")
+        reevaluate.append(candidate)
+    else:
+        random = dt_mean(mine, "random")
+        if random is not None and new < random:
+            refusals.append(f"v{candidate.version} evaluates below the random baseline under the protocol "
+                            f"(mean final recall {new:.4f} < random {random:.4f})")
+    if active is not None:
+        old = dt_mean(theirs)
+        if theirs is None or old is None:
+            refusals.append(f"the active v{active.version} has no evaluation under the curriculum's protocol "
+                            f"({protocol.label}): re-evaluate it before comparing")
+            reevaluate.append(active)
+        elif new is not None and mine is not None and new < old:
+            refusals.append(f"v{candidate.version} evaluates worse than the active v{active.version} under the "
+                            f"same protocol (mean final recall {new:.4f} < {old:.4f})")
+    return GateVerdict(protocol=protocol, candidate=candidate, active=active, candidate_metrics=mine,
+                       active_metrics=theirs, refusals=tuple(refusals), needs_reevaluation=tuple(reevaluate))
+
+
 def _activate(
     *, curriculum_id: int, version: int | None, actor, reason: str, force: bool, kind: str
 ) -> PromotionEvent:
     reason = (reason or "").strip()
+    what = "rollback" if kind == PromotionEvent.Kind.ROLLBACK else "promotion"
+    if not reason:
+        raise PromotionRefused(f"reason: every {what} needs a written reason (it is recorded in the history)")
     with transaction.atomic():
         # The curriculum row lock serialises promotions and rollbacks of one curriculum.
         curriculum = Curriculum.objects.select_for_update().get(pk=curriculum_id)
@@ -162,35 +231,21 @@ def _activate(
         if kind == PromotionEvent.Kind.ROLLBACK:
             if active is None:
                 raise PromotionRefused(f"{curriculum.key}: no active version to roll back from")
-            # The promotion that made the current version active says what was active before it;
-            # rollbacks are skipped so that rolling back twice walks further back instead of undoing itself.
-            activation = (
-                PromotionEvent.objects.filter(
-                    curriculum=curriculum, to_version=active.version, kind=PromotionEvent.Kind.PROMOTE
-                )
-                .order_by("-at", "-id")
-                .first()
-            )
-            previous = activation if activation and activation.from_version is not None else None
+            previous = selectors.rollback_target(curriculum=curriculum, active=active)
             if previous is None:
                 raise PromotionRefused(f"{curriculum.key}: v{active.version} has no previous version to roll back to")
-            version = previous.from_version
+            version = previous.version
         target = PolicyModel.objects.select_for_update().filter(curriculum=curriculum, version=version).first()
         if target is None:
             raise PromotionRefused(f"{curriculum.key}: no version {version}")
         if active is not None and active.pk == target.pk:
             raise PromotionRefused(f"{target} is already the active version")
-        if force and kind == PromotionEvent.Kind.PROMOTE and not reason:
-            raise PromotionRefused("a forced promotion needs a written reason")
         verify_policy_artifacts(policy=target)
-        if kind == PromotionEvent.Kind.PROMOTE and not force and active is not None:
-            new, old = target.dt_mean_final_recall, active.dt_mean_final_recall
-            if old is not None and (new is None or new < old):
-                shown = "no evaluation" if new is None else f"{new:.4f}"
-                raise PromotionRefused(
-                    f"{target} evaluates worse than the active v{active.version} "
-                    f"(mean final recall {shown} < {old:.4f}); force it with a reason to promote anyway"
-                )
+        if kind == PromotionEvent.Kind.PROMOTE and not force:
+            target.curriculum = curriculum
+            verdict = promotion_gate(candidate=target, active=active)
+            if not verdict.passes:
+                raise PromotionRefused("; ".join(verdict.refusals) + "; force it with a reason to promote anyway")
         now = timezone.now()
         if active is not None:
             PolicyModel.objects.filter(pk=active.pk).update(status=PolicyModel.Status.RETIRED)
@@ -207,6 +262,87 @@ def _activate(
         )
         transaction.on_commit(lambda: _enqueue_reencoding(curriculum_id=curriculum.pk))
     return event
+
+
+def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyModel:
+    """Replace a version's operator-written description (trimmed; at most 2000 characters)."""
+    description = (description or "").strip()
+    if len(description) > 2000:
+        raise PolicyError(f"description: at most 2000 characters, got {len(description)}")
+    PolicyModel.objects.filter(pk=policy.pk).update(description=description)
+    policy.description = description
+    return policy
+
+
+# ---------------------------------------------------------------------------------- evaluation protocol
+def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol | None = None) -> dict[str, Any]:
+    """Evaluate a registered version under ``protocol`` (default: its curriculum's) and store the result in
+    ``policy.evaluations`` (its training-time ``metrics`` stay as they were). Long work (closed-loop simulation
+    of every policy): run it in a worker (``request_protocol_evaluation``) or a command, never in a request.
+
+    Returns the evaluation (evaluate_policy's JSON plus ``"protocol"``). Raises ArtifactIntegrityError for
+    missing or tampered artifacts, PolicyError when the artifacts cannot be evaluated.
+    """
+    import tempfile
+
+    from training.pipeline import PipelineError, evaluate_export
+
+    protocol = protocol or policy.curriculum.protocol
+    found = selectors.evaluation_under(policy=policy, protocol=protocol)
+    if found is not None:
+        return found
+    verify_policy_artifacts(policy=policy)
+    storage = artifact_storage()
+    with tempfile.TemporaryDirectory(prefix=f"crl-eval-{policy.pk}-") as tmp:
+        for name in ARTIFACT_NAMES:
+            with storage.open(policy.artifacts[name]["path"], "rb") as src, open(Path(tmp) / name, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(chunk)
+        try:
+            metrics = evaluate_export(output_dir=tmp, students=protocol.students, seed=protocol.seed,
+                                      interactions=protocol.interactions)
+        except PipelineError as exc:
+            raise PolicyError(f"{policy}: cannot evaluate: {exc}") from exc
+    metrics = {**metrics, "protocol": protocol.to_dict()}
+    with transaction.atomic():
+        locked = PolicyModel.objects.select_for_update().get(pk=policy.pk)
+        locked.evaluations = {**(locked.evaluations or {}), protocol.key: metrics}
+        locked.save(update_fields=["evaluations"])
+    policy.evaluations = locked.evaluations
+    return metrics
+
+
+def ensure_evaluation_protocol(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
+    """The curriculum's evaluation protocol; when it has none set and no version yet, ``proposed`` (the first
+    training's evaluation settings) becomes it and is stored, so that every later version is evaluated alike."""
+    with transaction.atomic():
+        locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
+        if not locked.evaluation_protocol and not PolicyModel.objects.filter(curriculum=locked).exists():
+            locked.evaluation_protocol = proposed.to_dict()
+            locked.save(update_fields=["evaluation_protocol"])
+    curriculum.evaluation_protocol = locked.evaluation_protocol
+    return locked.protocol
+
+
+def evaluate_active_under_protocol(*, curriculum: Curriculum) -> PolicyModel | None:
+    """Make sure the curriculum's active version has an evaluation under the curriculum's protocol (evaluating
+    it when it has none), so that a new candidate's gate compares like with like; the active version or None.
+    Called by training runs and ``train_crl_policy`` after training (long work: a worker or a command)."""
+    active = active_policy(curriculum=curriculum)
+    if active is not None:
+        active.curriculum = curriculum
+        evaluate_under_protocol(policy=active)
+    return active
+
+
+def request_protocol_evaluation(*, policy: PolicyModel) -> bool:
+    """Queue ``evaluate_under_protocol`` for the version on a worker (curriculum.tasks.evaluate_policy_under_protocol);
+    whether the broker took the message (False: logged, never raised; ask again later)."""
+    from crlsite.celery import publish
+
+    from .tasks import EVALUATE_TASK
+
+    return publish(EVALUATE_TASK, args=[policy.pk])
 
 
 def _enqueue_reencoding(*, curriculum_id: int) -> None:

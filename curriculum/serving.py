@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,8 @@ class Recommendation:
     scores: dict[str, float]
     policy_version: int | None
     strategy: str  # "policy" or "fallback:<name>"
+    # Candidate concept keys the deciding policy version cannot score (outside its action space), position order.
+    unscored: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------- policies
@@ -212,7 +214,10 @@ def recommend(
         in_policy = [p for p in allowed if p < len(served.concept_keys)]
         if in_policy:
             state = _state(spec=served.spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
-            return _from_policy(served, state, now=now, allowed=in_policy)
+            rec = _from_policy(served, state, now=now, allowed=in_policy)
+            if len(in_policy) < len(allowed):
+                rec = replace(rec, unscored=tuple(catalog.keys[p] for p in allowed if p >= len(served.concept_keys)))
+            return rec
     spec = StateSpec.default(num_concepts=len(catalog.keys))
     state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
     return _lowest_recall(state, keys=catalog.keys, now=now, allowed=allowed)

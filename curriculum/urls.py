@@ -9,4 +9,7 @@ urlpatterns = [
     path("orchestrator/", views.orchestrator, name="orchestrator"),
     path("orchestrator/policies/<int:pk>/promote", views.orchestrator_promote, name="orchestrator-promote"),
     path("orchestrator/curricula/<int:pk>/rollback", views.orchestrator_rollback, name="orchestrator-rollback"),
+    path("orchestrator/curricula/<int:pk>/compare", views.orchestrator_compare, name="orchestrator-compare"),
+    path("orchestrator/policies/<int:pk>/evaluate", views.orchestrator_evaluate, name="orchestrator-evaluate"),
+    path("orchestrator/policies/<int:pk>/description", views.orchestrator_describe, name="orchestrator-describe"),
 ]

@@ -1,5 +1,7 @@
-"""Admin-side views of the curriculum domain: the orchestrator page (compare, promote, roll back) and
-artifact downloads. State changes are POSTs that go through the promotion service."""
+"""Admin-side views of the curriculum domain: the orchestrator (versions under the curriculum's evaluation
+protocol, lift over the baselines, comparison, lineage, promote / roll back through confirmation pages) and
+artifact downloads. State changes are POSTs that go through curriculum.services; long work (evaluating a version
+under the protocol) is queued to a worker, never done in the request."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,11 +10,12 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import selectors, services
+from .evaluation_protocol import dt_mean, lift, protocol_of
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
 
@@ -39,33 +42,61 @@ def _require_promote_permission(request: HttpRequest) -> None:
 
 @staff_member_required
 def orchestrator(request: HttpRequest) -> HttpResponse:
-    """Per curriculum: the active version, the candidates ranked by evaluation, rollback and history."""
+    """Per curriculum: its protocol, the active version, candidates ranked by evaluation under the protocol, retired
+    versions, concepts the active version does not cover, rollback target, comparison and history."""
     _require_promote_permission(request)
     panels = [_curriculum_panel(curriculum) for curriculum in Curriculum.objects.order_by("key")]
     context = {**admin.site.each_context(request), "title": "Policy orchestrator", "panels": panels}
     return render(request, "admin/curriculum/orchestrator.html", context)
 
 
+def _version_entry(policy: PolicyModel, *, active: PolicyModel | None) -> dict[str, Any]:
+    """What the pages show of one version: its evaluation under the curriculum's protocol (or the protocol it was
+    measured under when that differs), lift over the baselines, chart, delta to the active version, lineage."""
+    protocol = policy.curriculum.protocol
+    under = selectors.evaluation_under(policy=policy, protocol=protocol)
+    active_under = selectors.evaluation_under(policy=active, protocol=protocol) if active is not None else None
+    value, active_value = dt_mean(under), dt_mean(active_under)
+    measured = protocol_of(policy.metrics)
+    shown = under or policy.metrics or {}
+    run = getattr(policy, "training_run", None)
+    return {
+        "policy": policy,
+        "under_protocol": under is not None,
+        "recall": value,
+        "measured_protocol": None if under is not None else measured,
+        "other_recall": None if under is not None else dt_mean(policy.metrics),
+        "delta": None if value is None or active_value is None or policy == active else value - active_value,
+        "lift": lift(under),
+        "chart": metrics_chart(metrics=shown),
+        "run": run,
+        "dataset": getattr(run, "dataset", None) if run is not None else None,
+        "concepts": len((policy.config or {}).get("concept_keys") or []),
+    }
+
+
 def _curriculum_panel(curriculum: Curriculum) -> dict[str, Any]:
     active = selectors.active_policy(curriculum=curriculum)
-    candidates = list(selectors.policy_versions(curriculum=curriculum).filter(status=PolicyModel.Status.CANDIDATE))
-    # Best evaluation first; unevaluated versions last, newest first among equals.
-    candidates.sort(key=lambda p: (p.dt_mean_final_recall is None, -(p.dt_mean_final_recall or 0.0), -p.version))
-    baseline = active.dt_mean_final_recall if active else None
-
-    def entry(policy: PolicyModel) -> dict[str, Any]:
-        value = policy.dt_mean_final_recall
-        return {
-            "policy": policy,
-            "recall": value,
-            "delta": None if value is None or baseline is None or policy == active else value - baseline,
-            "chart": metrics_chart(metrics=policy.metrics),
-        }
-
+    versions = list(
+        selectors.policy_versions(curriculum=curriculum).select_related("curriculum", "training_run__dataset")
+    )
+    entries = {p.pk: _version_entry(p, active=active) for p in versions}
+    candidates = [entries[p.pk] for p in versions if p.status == PolicyModel.Status.CANDIDATE]
+    # Best evaluation under the protocol first; versions without one last, newest first among equals.
+    candidates.sort(key=lambda e: (e["recall"] is None, -(e["recall"] or 0.0), -e["policy"].version))
+    retired = [entries[p.pk] for p in versions if p.status == PolicyModel.Status.RETIRED]
+    for entry in candidates + retired:
+        entry["gate"] = services.promotion_gate(candidate=entry["policy"], active=active)
     return {
         "curriculum": curriculum,
-        "active": entry(active) if active else None,
-        "candidates": [entry(p) for p in candidates],
+        "protocol": curriculum.protocol,
+        "versions": versions,
+        "active": entries[active.pk] if active else None,
+        "rollback_target": selectors.rollback_target(curriculum=curriculum, active=active) if active else None,
+        "uncovered": selectors.uncovered_concepts(curriculum=curriculum, policy=active) if active else [],
+        "concept_count": curriculum.concepts.count(),
+        "candidates": candidates,
+        "retired": retired,
         "history": list(selectors.promotion_history(curriculum=curriculum)[:20]),
     }
 
@@ -104,31 +135,137 @@ def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 17
     }
 
 
+def _orchestrator_url(curriculum: Curriculum) -> str:
+    return reverse("curriculum:orchestrator") + f"#curriculum-{curriculum.key}"
+
+
+def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: PolicyModel, kind: str) -> dict[str, Any]:
+    active = selectors.active_policy(curriculum=curriculum)
+    for policy in (target, active):
+        if policy is not None:
+            policy.curriculum = curriculum
+    keys = selectors.concept_keys(curriculum_id=curriculum.pk)
+    return {
+        **admin.site.each_context(request),
+        "title": f"{'Roll back' if kind == 'rollback' else 'Promote'} {curriculum.key}: "
+                 f"{f'v{active.version}' if active else 'no active version'} \u2192 v{target.version}",
+        "kind": kind,
+        "curriculum": curriculum,
+        "protocol": curriculum.protocol,
+        "target": _version_entry(target, active=active),
+        "active": _version_entry(active, active=active) if active else None,
+        "target_uncovered": selectors.uncovered_concepts(curriculum=curriculum, policy=target),
+        "active_uncovered": selectors.uncovered_concepts(curriculum=curriculum, policy=active) if active else [],
+        "concept_count": len(keys),
+        "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
+        "reason": request.POST.get("reason", ""),
+    }
+
+
+@staff_member_required
+def orchestrator_promote(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the confirmation page (from vN to vM, both under the protocol, concepts covered, the gate's verdict).
+    POST: promote through the gate (reason required; force only with a reason)."""
+    _require_promote_permission(request)
+    policy = get_object_or_404(PolicyModel.objects.select_related("curriculum"), pk=pk)
+    if request.method == "POST":
+        try:
+            services.promote_policy(
+                policy=policy, actor=request.user, reason=request.POST.get("reason", ""),
+                force=request.POST.get("force") == "on",
+            )
+        except services.PolicyError as exc:
+            messages.error(request, f"Promotion refused: {exc}")
+        else:
+            messages.success(request, f"{policy.curriculum.key} v{policy.version} is now the active version.")
+            return HttpResponseRedirect(_orchestrator_url(policy.curriculum))
+    context = _confirm_context(request, curriculum=policy.curriculum, target=policy, kind="promote")
+    return render(request, "admin/curriculum/orchestrator_confirm.html", context)
+
+
+@staff_member_required
+def orchestrator_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: the confirmation page naming the target version; POST: roll back (reason required)."""
+    _require_promote_permission(request)
+    curriculum = get_object_or_404(Curriculum, pk=pk)
+    target = selectors.rollback_target(curriculum=curriculum)
+    if target is None:
+        messages.error(request, f"{curriculum.key}: there is no version to roll back to.")
+        return HttpResponseRedirect(_orchestrator_url(curriculum))
+    if request.method == "POST":
+        try:
+            event = services.rollback_policy(curriculum=curriculum, actor=request.user, reason=request.POST.get("reason", ""))
+        except services.PolicyError as exc:
+            messages.error(request, f"Rollback refused: {exc}")
+        else:
+            messages.success(request, f"{curriculum.key}: rolled back from v{event.from_version} to v{event.to_version}.")
+            return HttpResponseRedirect(_orchestrator_url(curriculum))
+    context = _confirm_context(request, curriculum=curriculum, target=target, kind="rollback")
+    return render(request, "admin/curriculum/orchestrator_confirm.html", context)
+
+
 @require_POST
 @staff_member_required
-def orchestrator_promote(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+def orchestrator_evaluate(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    """Queue the evaluation of a version under its curriculum's protocol on a worker."""
+    _require_promote_permission(request)
+    policy = get_object_or_404(PolicyModel.objects.select_related("curriculum"), pk=pk)
+    if services.request_protocol_evaluation(policy=policy):
+        messages.info(request, f"{policy.curriculum.key} v{policy.version}: evaluation under the protocol queued; "
+                               f"reload this page when the worker has run it.")
+    else:
+        messages.error(request, f"{policy.curriculum.key} v{policy.version}: the task queue cannot be reached; "
+                                f"try again later.")
+    return HttpResponseRedirect(request.POST.get("next") or _orchestrator_url(policy.curriculum))
+
+
+@require_POST
+@staff_member_required
+def orchestrator_describe(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    """Save a version's description."""
     _require_promote_permission(request)
     policy = get_object_or_404(PolicyModel.objects.select_related("curriculum"), pk=pk)
     try:
-        services.promote_policy(
-            policy=policy, actor=request.user, reason=request.POST.get("reason", ""), force=request.POST.get("force") == "on"
-        )
+        services.set_policy_description(policy=policy, description=request.POST.get("description", ""))
     except services.PolicyError as exc:
-        messages.error(request, f"Promotion refused: {exc}")
+        messages.error(request, str(exc))
     else:
-        messages.success(request, f"{policy.curriculum.key} v{policy.version} is now the active version.")
-    return HttpResponseRedirect(reverse("curriculum:orchestrator") + f"#curriculum-{policy.curriculum.key}")
+        messages.success(request, f"{policy.curriculum.key} v{policy.version}: description saved.")
+    return HttpResponseRedirect(_orchestrator_url(policy.curriculum))
 
 
-@require_POST
+COMPARED_PARAMETERS = ("hidden_dim", "num_layers", "num_heads", "context_length", "epochs", "batch_size", "seed",
+                       "learning_rate", "target_return", "device")
+
+
 @staff_member_required
-def orchestrator_rollback(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
+    """Two or more versions of a curriculum side by side (``?v=1&v=3``): parameters, evaluation under the protocol,
+    lift over the baselines, charts and lineage (dataset -> run -> version)."""
     _require_promote_permission(request)
     curriculum = get_object_or_404(Curriculum, pk=pk)
     try:
-        event = services.rollback_policy(curriculum=curriculum, actor=request.user, reason=request.POST.get("reason", ""))
-    except services.PolicyError as exc:
-        messages.error(request, f"Rollback refused: {exc}")
-    else:
-        messages.success(request, f"{curriculum.key}: rolled back from v{event.from_version} to v{event.to_version}.")
-    return HttpResponseRedirect(reverse("curriculum:orchestrator") + f"#curriculum-{curriculum.key}")
+        wanted = sorted({int(v) for v in request.GET.getlist("v")})
+    except ValueError:
+        wanted = []
+    if len(wanted) < 2:
+        messages.error(request, "Compare: tick two or more versions.")
+        return HttpResponseRedirect(_orchestrator_url(curriculum))
+    active = selectors.active_policy(curriculum=curriculum)
+    versions = list(selectors.policy_versions(curriculum=curriculum).filter(version__in=wanted)
+                    .select_related("curriculum", "training_run__dataset").order_by("version"))
+    missing = sorted(set(wanted) - {p.version for p in versions})
+    if missing:
+        raise Http404(f"{curriculum.key} has no version(s) {', '.join(map(str, missing))}")
+    entries = [_version_entry(p, active=active) for p in versions]
+    baselines = sorted({name for e in entries for name in e["lift"]})
+    rows = [{"name": name, "values": [(e["policy"].config or {}).get(name, "-") for e in entries]}
+            for name in COMPARED_PARAMETERS]
+    rows = [row for row in rows if any(value != "-" for value in row["values"])]  # no config has it: leave it out
+    lift_rows = [{"name": name, "values": [e["lift"].get(name) for e in entries]} for name in baselines]
+    context = {
+        **admin.site.each_context(request), "title": f"Compare {curriculum.key} versions", "curriculum": curriculum,
+        "protocol": curriculum.protocol, "entries": entries, "rows": rows, "lift_rows": lift_rows,
+        "uncovered": [selectors.uncovered_concepts(curriculum=curriculum, policy=p) for p in versions],
+    }
+    return render(request, "admin/curriculum/orchestrator_compare.html", context)

@@ -92,12 +92,33 @@ def fake_artifact_dir(tmp_path):
     return make
 
 
+def _evaluation_metrics(*, recall: float, random: float = 0.3, protocol: dict | None = None) -> dict:
+    """An evaluate_policy-shaped evaluation (dt and random, +-0.01 intervals) under ``protocol`` (default: the
+    default protocol)."""
+    from curriculum.evaluation_protocol import EvaluationProtocol
+
+    protocol = protocol if protocol is not None else EvaluationProtocol().to_dict()
+    return {"metric": "mean_final_recall", "students": protocol["students"], "seed": protocol["seed"],
+            "protocol": protocol, "results": {"dt": {"mean": recall, "ci95": [recall - 0.01, recall + 0.01]},
+                                              "random": {"mean": random, "ci95": [random - 0.01, random + 0.01]}}}
+
+
+@pytest.fixture
+def evaluation_metrics():
+    """evaluation_metrics(recall=, random=0.3, protocol=None) -> metrics as a training run stores them."""
+    return _evaluation_metrics
+
+
 @pytest.fixture
 def make_policy(fake_artifact_dir):
     from curriculum.services import register_policy
 
-    def make(curriculum, *, recall: float | None = 0.5, tag: str | None = None):
-        metrics = {} if recall is None else {"metric": "mean_final_recall", "results": {"dt": {"mean": recall, "ci95": [recall - 0.01, recall + 0.01]}}}
+    def make(curriculum, *, recall: float | None = 0.5, tag: str | None = None, random: float = 0.3,
+             protocol: dict | None = None):
+        # evaluated under the curriculum's protocol (or the one given), with a random baseline for the gate
+        metrics = {} if recall is None else _evaluation_metrics(
+            recall=recall, random=random, protocol=protocol if protocol is not None else curriculum.protocol.to_dict()
+        )
         n = curriculum.policies.count() + 1
         return register_policy(
             curriculum=curriculum, artifact_dir=fake_artifact_dir(tag or f"{curriculum.key}-{n}"), config={"v": n}, metrics=metrics

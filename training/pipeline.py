@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
+from curriculum.evaluation_protocol import EvaluationProtocol
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.reviews.reader import iter_review_chunks
 from curriculum.selectors import concept_keys
@@ -228,6 +229,10 @@ def train_policy(
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
+    The evaluation runs under the curriculum's evaluation protocol (``Curriculum.protocol``) when the policy
+    serves a curriculum (a curriculum without one and without versions takes ``spec.eval_students`` /
+    ``spec.interactions`` as its protocol), else under those; ``metrics["protocol"]`` says which.
+
     The one entry of `train_crl_policy` and of the admin's training runs. ``source``:
 
     * "synthetic": simulated students. With a ``curriculum`` (object or key) its concepts are the actions (a
@@ -273,9 +278,17 @@ def train_policy(
     seconds["training"] = time.monotonic() - stage
     boundary()
     stage = time.monotonic()
-    # One evaluation seed for every policy: candidates are compared on the same held-out students.
-    metrics = evaluate_export(output_dir=output, students=spec.eval_students, seed=EVALUATION_SEED,
-                              interactions=spec.interactions, on_progress=progress)
+    # Every version of a curriculum is evaluated under the curriculum's protocol (the same held-out students,
+    # seed and reviews per student), whatever data it was trained on, so that versions compare; without a
+    # curriculum the spec's evaluation settings, recorded the same way.
+    protocol = EvaluationProtocol(students=spec.eval_students, seed=EVALUATION_SEED, interactions=spec.interactions)
+    if curriculum is not None:
+        from curriculum.services import ensure_evaluation_protocol
+
+        protocol = ensure_evaluation_protocol(curriculum=curriculum, proposed=protocol)
+    metrics = evaluate_export(output_dir=output, students=protocol.students, seed=protocol.seed,
+                              interactions=protocol.interactions, on_progress=progress)
+    metrics["protocol"] = protocol.to_dict()
     seconds["evaluation"] = time.monotonic() - stage
     (output / EVALUATION_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     seconds["total"] = time.monotonic() - started

@@ -139,6 +139,13 @@ class RecommendationSerializer(serializers.Serializer):
         "the candidates is in its action space): the concept with the lowest estimated recall, never-reviewed "
         "concepts first in position order.",
     )
+    unscored = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Candidate concepts (all concepts when `candidates` is not given) that the policy version which "
+        "answered cannot score, in position order: outside its action space (e.g. added to the curriculum after it "
+        "was trained), so never recommended. Empty with the fallback, which scores every concept. Added in v1 "
+        "(additive).",
+    )
 
 
 # ------------------------------------------------------------------------------------------- policies

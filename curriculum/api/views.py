@@ -107,7 +107,9 @@ class RecommendationsView(ApiView):
         summary="Next concept for a learner",
         description="The concept the learner should practise next, chosen by the curriculum's active policy version. "
         "A learner never seen is a new learner (nothing is stored). Without an active policy the fallback "
-        "`lowest_recall` answers and `strategy` says so.",
+        "`lowest_recall` answers and `strategy` says so. `unscored` lists the candidates (all concepts when none "
+        "are given) that the active policy version cannot score, e.g. concepts added to the curriculum after it was "
+        "trained: they are never recommended while that version is active.",
         request={"application/json": RecommendationRequestSerializer},
         responses={200: RecommendationSerializer, **ERRORS},
         parameters=HEADERS,
@@ -116,11 +118,15 @@ class RecommendationsView(ApiView):
                            value={"curriculum": "demo", "learner": "u-42", "candidates": ["c1", "c3", "c4"]}),
             OpenApiExample("policy", response_only=True, status_codes=["200"], value={
                 "concept": "c3", "scores": {"c1": 0.12, "c3": 0.71, "c4": 0.17}, "policy": {"version": 4},
-                "strategy": "policy",
+                "strategy": "policy", "unscored": [],
+            }),
+            OpenApiExample("policy with unscored candidates", response_only=True, status_codes=["200"], value={
+                "concept": "c3", "scores": {"c1": 0.23, "c3": 0.77}, "policy": {"version": 4},
+                "strategy": "policy", "unscored": ["c21", "c22"],
             }),
             OpenApiExample("fallback", response_only=True, status_codes=["200"], value={
                 "concept": "c4", "scores": {"c1": 0.83, "c3": 0.41, "c4": 0.0}, "policy": None,
-                "strategy": "fallback:lowest_recall",
+                "strategy": "fallback:lowest_recall", "unscored": [],
             }),
         ],
     )
@@ -141,6 +147,7 @@ class RecommendationsView(ApiView):
             "scores": rec.scores,
             "policy": None if rec.policy_version is None else {"version": rec.policy_version},
             "strategy": rec.strategy,
+            "unscored": list(rec.unscored),
         })
 
 

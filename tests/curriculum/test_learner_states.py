@@ -89,7 +89,7 @@ def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_ar
         config = {"encoder": EncoderConfig(num_concepts=3, **encoder).to_dict(), "context_length": 3}
         return register_policy(curriculum=demo, artifact_dir=fake_artifact_dir(tag), config=config)
 
-    promote_policy(policy=policy("a"))
+    promote_policy(policy=policy("a"), force=True, reason="test")  # not evaluated
     record_reviews(items=[item("u1", 0, 0), item("u1", 4, 1)])  # c4 is outside this policy's 3 concepts
     row = LearnerState.objects.get()
     a = StateSpec(EncoderConfig(num_concepts=3), 3)
@@ -119,7 +119,7 @@ def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
                                config={"encoder": encoder.to_dict(), "context_length": 4})
 
     with django_capture_on_commit_callbacks(execute=True):
-        promote_policy(policy=policy("a", (1.0, 2.0, 1.0, 1.0, 1.0)))
+        promote_policy(policy=policy("a", (1.0, 2.0, 1.0, 1.0, 1.0)), force=True, reason="test")
     record_reviews(items=[item(f"u{i}", c, 10 * c + i) for i in range(5) for c in range(3)])
     assert sent == [demo.pk]
     with django_capture_on_commit_callbacks(execute=True):
@@ -145,7 +145,8 @@ def test_a_broker_that_cannot_be_reached_does_not_undo_a_promotion(
     monkeypatch.setattr(app, "send_task", unreachable)
     config = {"encoder": EncoderConfig(num_concepts=5).to_dict(), "context_length": 4}
     with django_capture_on_commit_callbacks(execute=True):
-        promote_policy(policy=register_policy(curriculum=demo, artifact_dir=fake_artifact_dir("x"), config=config))
+        promote_policy(policy=register_policy(curriculum=demo, artifact_dir=fake_artifact_dir("x"), config=config),
+                       force=True, reason="test")
     assert demo.policies.get().status == "active"
     assert "could not enqueue curriculum.tasks.reencode_learner_states" in caplog.text
 

@@ -96,7 +96,7 @@ def test_promote_makes_the_candidate_active_and_records_who(promoter_client, pro
 
 def test_a_worse_candidate_is_refused_with_the_services_message(promoter_client, curriculum, make_policy):
     active = make_policy(curriculum, recall=0.6)
-    promote_policy(policy=active)
+    promote_policy(policy=active, reason="test")
     worse = make_policy(curriculum, recall=0.4)
     response = promoter_client.post(reverse("curriculum:orchestrator-promote", args=[worse.pk]), {"reason": ""}, follow=True)
     html = response.content.decode()
@@ -106,7 +106,7 @@ def test_a_worse_candidate_is_refused_with_the_services_message(promoter_client,
 
 
 def test_forcing_needs_a_written_reason(promoter_client, curriculum, make_policy):
-    promote_policy(policy=make_policy(curriculum, recall=0.6))
+    promote_policy(policy=make_policy(curriculum, recall=0.6), reason="test")
     worse = make_policy(curriculum, recall=0.4)
     url = reverse("curriculum:orchestrator-promote", args=[worse.pk])
     refused = promoter_client.post(url, {"force": "on", "reason": "  "}, follow=True)
@@ -119,8 +119,8 @@ def test_forcing_needs_a_written_reason(promoter_client, curriculum, make_policy
 
 def test_roll_back_returns_to_the_previous_version(promoter_client, curriculum, make_policy):
     first, second = make_policy(curriculum, recall=0.5), make_policy(curriculum, recall=0.6)
-    promote_policy(policy=first)
-    promote_policy(policy=second)
+    promote_policy(policy=first, reason="test")
+    promote_policy(policy=second, reason="test")
     response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]), {"reason": "regression"}, follow=True)
     first.refresh_from_db()
     assert first.status == "active"
@@ -128,10 +128,14 @@ def test_roll_back_returns_to_the_previous_version(promoter_client, curriculum, 
     assert "rolled back from v2 to v1" in html and "regression" in html  # the history shows it
 
 
-def test_roll_back_without_a_previous_version_shows_the_refusal(promoter_client, curriculum, make_policy):
-    promote_policy(policy=make_policy(curriculum, recall=0.5))
-    response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]), follow=True)
-    assert "Rollback refused" in response.content.decode()
+def test_roll_back_without_a_previous_version_is_not_offered_and_refused(promoter_client, curriculum, make_policy):
+    promote_policy(policy=make_policy(curriculum, recall=0.5), reason="test")
+    page = promoter_client.get(URL).content.decode()
+    assert 'id="rollback-algebra"' not in page and "No rollback: v1 was the first version activated" in page
+    response = promoter_client.post(reverse("curriculum:orchestrator-rollback", args=[curriculum.pk]),
+                                    {"reason": "try"}, follow=True)
+    assert "there is no version to roll back to" in response.content.decode()
+    assert PolicyModel.objects.get(status="active").version == 1
 
 
 def test_state_changes_are_posts_with_csrf(promoter, curriculum, make_policy):
@@ -139,7 +143,7 @@ def test_state_changes_are_posts_with_csrf(promoter, curriculum, make_policy):
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(promoter)
     url = reverse("curriculum:orchestrator-promote", args=[candidate.pk])
-    assert strict.get(url).status_code == 405
+    assert strict.get(url).status_code == 200  # the confirmation page: it changes nothing
     assert strict.post(url, {"reason": "no token"}).status_code == 403
     candidate.refresh_from_db()
     assert candidate.status == "candidate"

@@ -36,9 +36,9 @@ def test_promote_activates_and_demotes_with_an_event(make_curriculum, make_polic
 def test_promotion_refuses_a_worse_candidate_unless_forced_with_a_reason(make_curriculum, make_policy):
     curriculum = make_curriculum()
     good, worse = make_policy(curriculum, recall=0.7), make_policy(curriculum, recall=0.6)
-    services.promote_policy(policy=good)
+    services.promote_policy(policy=good, reason="test")
     with pytest.raises(services.PromotionRefused, match="worse"):
-        services.promote_policy(policy=worse)
+        services.promote_policy(policy=worse, reason="test")
     with pytest.raises(services.PromotionRefused, match="reason"):
         services.promote_policy(policy=worse, force=True)
     assert PolicyModel.objects.get(status="active") == good
@@ -50,10 +50,10 @@ def test_promotion_refuses_a_worse_candidate_unless_forced_with_a_reason(make_cu
 def test_promotion_refuses_missing_artifact_and_changes_nothing(make_curriculum, make_policy, _artifact_storage):
     curriculum = make_curriculum()
     v1, v2 = make_policy(curriculum), make_policy(curriculum)
-    services.promote_policy(policy=v1)
+    services.promote_policy(policy=v1, reason="test")
     (_artifact_storage / v2.artifacts["dt_lite_weights.npz"]["path"]).unlink()
     with pytest.raises(services.ArtifactIntegrityError, match="dt_lite_weights.npz is missing"):
-        services.promote_policy(policy=v2)
+        services.promote_policy(policy=v2, reason="test")
     assert PolicyModel.objects.get(status="active") == v1
     assert PromotionEvent.objects.count() == 1
 
@@ -64,7 +64,7 @@ def test_promotion_refuses_tampered_artifact_and_changes_nothing(make_curriculum
     v1 = make_policy(curriculum)
     (_artifact_storage / v1.artifacts["dt_model.pt"]["path"]).write_bytes(b"evil")
     with pytest.raises(services.ArtifactIntegrityError, match="dt_model.pt: SHA-256 mismatch"):
-        services.promote_policy(policy=v1)
+        services.promote_policy(policy=v1, reason="test")
     v1.refresh_from_db()
     assert v1.status == "candidate"
     assert PromotionEvent.objects.count() == 0
@@ -74,19 +74,19 @@ def test_promotion_refuses_tampered_artifact_and_changes_nothing(make_curriculum
 def test_rollback_returns_to_the_previous_version(make_curriculum, make_policy):
     curriculum = make_curriculum()
     v1, v2 = make_policy(curriculum, recall=0.5), make_policy(curriculum, recall=0.6)
-    services.promote_policy(policy=v1)
-    services.promote_policy(policy=v2)
+    services.promote_policy(policy=v1, reason="test")
+    services.promote_policy(policy=v2, reason="test")
     event = services.rollback_policy(curriculum=curriculum, reason="complaints")
     assert (event.kind, event.from_version, event.to_version) == ("rollback", 2, 1)
     assert PolicyModel.objects.get(status="active") == v1
     with pytest.raises(services.PromotionRefused, match="no previous version"):
-        services.rollback_policy(curriculum=curriculum)
+        services.rollback_policy(curriculum=curriculum, reason="test")
 
 
 @pytest.mark.django_db
 def test_rollback_without_active_version_is_refused(make_curriculum):
     with pytest.raises(services.PromotionRefused, match="no active version"):
-        services.rollback_policy(curriculum=make_curriculum())
+        services.rollback_policy(curriculum=make_curriculum(), reason="test")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -123,8 +123,8 @@ def test_rolling_back_twice_walks_further_back(make_curriculum, make_policy):
     curriculum = make_curriculum()
     v1, v2, v3 = (make_policy(curriculum, recall=r) for r in (0.5, 0.6, 0.7))
     for policy in (v1, v2, v3):
-        services.promote_policy(policy=policy)
-    services.rollback_policy(curriculum=curriculum)
+        services.promote_policy(policy=policy, reason="test")
+    services.rollback_policy(curriculum=curriculum, reason="test")
     assert PolicyModel.objects.get(status="active") == v2
-    services.rollback_policy(curriculum=curriculum)
+    services.rollback_policy(curriculum=curriculum, reason="test")
     assert PolicyModel.objects.get(status="active") == v1

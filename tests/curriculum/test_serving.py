@@ -105,7 +105,7 @@ def test_concepts_added_later_are_seen_by_the_next_request(demo, make_curriculum
 
 
 def test_an_active_policy_that_cannot_be_loaded_falls_back_instead_of_failing(demo, make_policy, caplog):
-    promote_policy(policy=make_policy(demo))  # its artifact files are not a real DTLite
+    promote_policy(policy=make_policy(demo), reason="test")  # its artifact files are not a real DTLite
     rec = serving.recommend(curriculum="demo", learner="u1")
     assert rec.strategy == "fallback:lowest_recall" and rec.policy_version is None
     assert "cannot load policy" in caplog.text

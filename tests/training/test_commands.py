@@ -25,7 +25,7 @@ def run(*args: str) -> str:
 
 
 def assert_evaluation_shape(data: dict, *, students: int, seed: int) -> None:
-    assert set(data) == {"metric", "students", "seed", "results"}
+    assert set(data) - {"protocol"} == {"metric", "students", "seed", "results"}  # stored metrics name their protocol
     assert (data["metric"], data["students"], data["seed"]) == ("mean_final_recall", students, seed)
     assert set(data["results"]) == POLICIES
     for name, result in data["results"].items():
@@ -62,7 +62,7 @@ def test_training_is_deterministic_for_a_seed_on_the_cpu(tmp_path):
 @pytest.mark.trains
 def test_register_and_promote_serve_a_new_curriculum_with_its_keys(tmp_path):
     summary = run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--curriculum", "spanish", "--concepts", "5",
-                  "--promote", *TINY)
+                  "--promote", "--force", "--reason", "a 1-epoch model: below random", *TINY)
 
     curriculum = Curriculum.objects.get(key="spanish")
     keys = list(curriculum.concepts.order_by("position").values_list("key", flat=True))

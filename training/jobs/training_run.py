@@ -3,6 +3,7 @@ students, the curriculum's review log, or an extracted dataset), then the candid
 once (under the run's row lock, checking ``policy``)."""
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,14 @@ from typing import Any
 from django.db import transaction
 
 from curriculum.models import Curriculum
-from curriculum.services import register_policy
+from curriculum.services import PolicyError, evaluate_active_under_protocol, register_policy
 
 from ..models import Job, TrainingRun
 from ..spec import TrainingSpec
 from .lifecycle import PARAMETERS, JobLost, launch_job
 from .runner import JobRun, execute
+
+logger = logging.getLogger(__name__)
 
 
 def launch_training_run(*, curriculum: Curriculum, created_by=None, **parameters: Any) -> TrainingRun:
@@ -81,6 +84,14 @@ def _train(run: JobRun) -> None:
         except TrainingCancelled:
             run.check()  # says whether it was a cancel request or a lost job
             raise
+        run.check()
+        # The gate compares the new candidate with the active version under the curriculum's protocol only: make
+        # sure the active version has that evaluation now (a worker's long work, not the orchestrator's request).
+        run.report(phase="evaluating the active version under the curriculum's protocol")
+        try:
+            evaluate_active_under_protocol(curriculum=job.curriculum)
+        except PolicyError as exc:  # the candidate is still worth registering; the orchestrator shows the gap
+            logger.warning("%s: the active version was not re-evaluated under the protocol: %s", job, exc)
         run.check()
         run.report(phase="registering the candidate version", metrics=result.metrics, device=result.device,
                    loss_history=list(result.losses), loss=result.final_loss)

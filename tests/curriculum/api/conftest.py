@@ -65,14 +65,14 @@ def dtlite_artifacts(tmp_path_factory):
 
 
 @pytest.fixture
-def make_real_policy(dtlite_artifacts):
+def make_real_policy(dtlite_artifacts, evaluation_metrics):
     """Register a real policy version (seed 1 or 2) for a curriculum made with make_curriculum(concepts=CONCEPTS)."""
     from curriculum.services import register_policy
 
     def make(curriculum, *, seed: int = 1, recall: float = 0.5):
         folder: Path = dtlite_artifacts[seed]
         config = json.loads((folder / "dt_lite_config.json").read_text())
-        metrics = {"metric": "mean_final_recall", "results": {"dt": {"mean": recall, "ci95": [recall - 0.01, recall + 0.01]}}}
+        metrics = evaluation_metrics(recall=recall, protocol=curriculum.protocol.to_dict())
         return register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics)
 
     return make

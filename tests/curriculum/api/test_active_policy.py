@@ -25,7 +25,7 @@ def test_no_active_policy_is_404(api_client, demo, make_real_policy):
 def test_the_active_version_is_described(api_client, demo, make_real_policy):
     make_real_policy(demo, seed=1)
     v2 = make_real_policy(demo, seed=2, recall=0.6)
-    event = promote_policy(policy=v2)
+    event = promote_policy(policy=v2, reason="test")
     body = api_client.get("/api/v1/curricula/demo/policy").json()
     assert body["curriculum"] == "demo" and body["version"] == 2 and body["status"] == "active"
     assert body["promoted_at"] is not None and body["created_at"] is not None

@@ -54,7 +54,7 @@ def test_the_fallback_picks_the_lowest_recall_once_everything_was_reviewed(api_c
 
 
 def test_the_active_policy_answers_with_its_version_and_probabilities(api_client, demo, make_real_policy):
-    promote_policy(policy=make_real_policy(demo, seed=1))
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     record_reviews(items=reviews("u1", [(0, True, 0), (1, False, 3)]))
     body = post(api_client, {"curriculum": "demo", "learner": "u1"}).json()
     assert body["strategy"] == "policy" and body["policy"] == {"version": 1}
@@ -66,7 +66,7 @@ def test_the_active_policy_answers_with_its_version_and_probabilities(api_client
 @pytest.mark.parametrize("with_policy", [False, True])
 def test_candidates_restrict_the_choice(api_client, demo, make_real_policy, with_policy):
     if with_policy:
-        promote_policy(policy=make_real_policy(demo, seed=1))
+        promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     for candidates in (["c3"], ["c4", "c2"], ["c1", "c1", "c0"]):
         body = post(api_client, {"curriculum": "demo", "learner": "u1", "candidates": candidates}).json()
         assert body["concept"] in candidates
@@ -81,7 +81,7 @@ def test_unknown_candidates_are_400_naming_them(api_client, demo):
 
 
 def test_an_unknown_learner_is_a_new_learner_and_nothing_is_stored(api_client, demo, make_real_policy):
-    promote_policy(policy=make_real_policy(demo, seed=1))
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     response = post(api_client, {"curriculum": "demo", "learner": "never-seen"})
     assert response.status_code == 200 and response.json()["strategy"] == "policy"
     assert not Learner.objects.exists() and not LearnerState.objects.exists()
@@ -138,7 +138,7 @@ def test_without_a_token_it_is_401(client, demo):
 
 def test_a_promotion_between_two_requests_changes_the_answering_version(api_client, demo, make_real_policy):
     v1, v2 = make_real_policy(demo, seed=1), make_real_policy(demo, seed=2)
-    promote_policy(policy=v1)
+    promote_policy(policy=v1, reason="test")
     record_reviews(items=reviews("u1", [(0, True, 0), (4, False, 2)]))
     first = post(api_client, {"curriculum": "demo", "learner": "u1"})
     promote_policy(policy=v2, reason="test", force=True)
@@ -149,7 +149,7 @@ def test_a_promotion_between_two_requests_changes_the_answering_version(api_clie
 
 
 def test_recommendations_are_the_same_from_incremental_and_full_history_state(api_client, demo, make_real_policy):
-    promote_policy(policy=make_real_policy(demo, seed=1))
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     # one review at a time, one late (out of order), one batch with equal times
     steps = [(0, True, 0), (1, False, 10), (2, True, 20), (1, True, 30), (3, True, 5), (4, True, 40), (0, False, 40)]
     for item in reviews("u1", steps[:4]):
@@ -168,7 +168,7 @@ def test_recommendations_are_the_same_from_incremental_and_full_history_state(ap
 @pytest.mark.django_db(transaction=True)
 def test_serving_a_recommendation_never_imports_torch(demo, make_real_policy, settings):
     # a web process must not pay for torch: check in a fresh interpreter, against this test's database
-    promote_policy(policy=make_real_policy(demo, seed=1))
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     record_reviews(items=reviews("u1", [(0, True, 0)]))
     from django.db import connection
 
@@ -196,9 +196,22 @@ def test_serving_a_recommendation_never_imports_torch(demo, make_real_policy, se
 
 
 def test_concepts_added_after_training_are_left_to_the_fallback(api_client, demo, make_real_policy, make_curriculum):
-    promote_policy(policy=make_real_policy(demo, seed=1))
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     make_curriculum("demo", concepts=6)  # c5 is outside the policy's action space
     only_new = post(api_client, {"curriculum": "demo", "learner": "u1", "candidates": ["c5"]}).json()
     assert only_new["strategy"] == "fallback:lowest_recall" and only_new["concept"] == "c5"
     mixed = post(api_client, {"curriculum": "demo", "learner": "u1", "candidates": ["c5", "c2"]}).json()
     assert mixed["strategy"] == "policy" and mixed["concept"] == "c2" and set(mixed["scores"]) == {"c2"}
+
+
+def test_candidates_outside_the_active_version_are_listed_as_unscored(api_client, demo, make_real_policy):
+    """Concepts added after the version was trained cannot be scored by it: the response says which."""
+    from curriculum.services import ensure_curriculum
+
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
+    ensure_curriculum(key=demo.key, concept_keys=["late1", "late2"])  # e.g. an import that adds concepts
+    body = post(api_client, {"curriculum": demo.key, "learner": "u1"}).json()
+    assert body["strategy"] == "policy" and body["unscored"] == ["late1", "late2"]
+    assert "late1" not in body["scores"]
+    body = post(api_client, {"curriculum": demo.key, "learner": "u1", "candidates": ["late2", "c1"]}).json()
+    assert body["unscored"] == ["late2"] and list(body["scores"]) == ["c1"]

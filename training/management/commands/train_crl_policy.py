@@ -82,6 +82,8 @@ class Command(BaseCommand):
             )
             if options["promote"]:
                 try:
+                    # the gate compares under the curriculum's protocol: the active version is evaluated under it first
+                    services.evaluate_active_under_protocol(curriculum=result.curriculum)
                     services.promote_policy(
                         policy=registered, actor=None, reason=options["reason"] or "train_crl_policy --promote",
                         force=options["force"],

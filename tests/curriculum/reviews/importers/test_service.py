@@ -306,7 +306,7 @@ def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains
     # train, evaluate (on simulated students of 1500 concepts) and serve
     out = io.StringIO()
     call_command("train_crl_policy", "--from-db", "--curriculum", "big", "--epochs", "1", "--batch_size", "8",
-                 "--eval_students", "2", "--interactions", "20", "--no_cuda", "--no-progress", "--promote",
+                 "--eval_students", "2", "--interactions", "20", "--no_cuda", "--no-progress", "--promote", "--force", "--reason", "1 epoch: the gate's below-random rule",
                  "--output_dir", str(tmp_path / "out"), stdout=out)
     policy = PolicyModel.objects.get(curriculum__key="big")
     assert (policy.config["action_dim"], policy.config["state_dim"]) == (1500, 6000)
@@ -355,7 +355,8 @@ def test_an_imported_log_trains_a_policy_that_serves_a_recommendation(tmp_path):
 
     call_command(
         "train_crl_policy", "--from-db", "--curriculum", "roundtrip", "--epochs", "1", "--batch_size", "4",
-        "--eval_students", "4", "--no_cuda", "--no-progress", "--register", "--promote", "--output_dir", str(tmp_path / "out"),
+        "--eval_students", "4", "--no_cuda", "--no-progress", "--register", "--promote", "--force", "--reason",
+        "1 epoch: the gate's below-random rule", "--output_dir", str(tmp_path / "out"),
         stdout=io.StringIO(),
     )
     answer = recommend(curriculum="roundtrip", learner="ana")

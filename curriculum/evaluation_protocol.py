@@ -1,0 +1,115 @@
+"""A curriculum's evaluation protocol: the one set of held-out simulated students (count, seed, reviews per
+student, recall horizon) under which all its policy versions are evaluated, so that their numbers compare.
+
+A version's evaluation (``training.rl.evaluation.evaluate``'s JSON) carries the protocol it was run under in
+``metrics["protocol"]``; evaluations without one (older versions) are of an unknown protocol and compare with
+nothing. Lift is a version's DT mean minus a baseline's mean, from the same evaluation.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from training.rl.evaluation import EVALUATION_SEED, FINAL_RECALL_DELAY_S
+
+LIFT_BASELINES = ("random", "round_robin", "leitner", "lowest_recall")
+_BOUNDS = {"students": (2, 100_000), "seed": (0, 2**31 - 1), "interactions": (1, 100_000)}
+
+
+class ProtocolError(ValueError):
+    """An evaluation protocol that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """students: held-out simulated students; seed: their cohort's seed; interactions: reviews per student;
+    horizon_s: seconds after each student's last review at which true recall is measured (the evaluation's
+    ``FINAL_RECALL_DELAY_S``, fixed)."""
+
+    students: int = 200
+    seed: int = EVALUATION_SEED
+    interactions: int = 100
+    horizon_s: float = FINAL_RECALL_DELAY_S
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> EvaluationProtocol:
+        """A protocol from stored JSON; missing keys take the defaults. ProtocolError naming the field."""
+        data = dict(data or {})
+        unknown = sorted(set(data) - {"students", "seed", "interactions", "horizon_s"})
+        if unknown:
+            raise ProtocolError(f"evaluation protocol: unknown field(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, (lo, hi) in _BOUNDS.items():
+            if name not in data:
+                continue
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ProtocolError(f"evaluation protocol: {name} must be an integer in [{lo}, {hi}], got {value!r}")
+            values[name] = value
+        if "horizon_s" in data and float(data["horizon_s"]) != FINAL_RECALL_DELAY_S:
+            raise ProtocolError(
+                f"evaluation protocol: horizon_s is fixed at {FINAL_RECALL_DELAY_S:g} s by the evaluation, "
+                f"got {data['horizon_s']!r}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """A stable string naming the protocol (the key of PolicyModel.evaluations)."""
+        return f"students={self.students},seed={self.seed},interactions={self.interactions},horizon_s={self.horizon_s:g}"
+
+    @property
+    def label(self) -> str:
+        """One line for pages and messages."""
+        return (f"{self.students} students, seed {self.seed}, {self.interactions} reviews each, "
+                f"recall {self.horizon_s / 3600:g} h after the last review")
+
+
+def protocol_of(metrics: Mapping[str, Any] | None) -> EvaluationProtocol | None:
+    """The protocol an evaluation was run under, or None when it does not say (or says something unreadable)."""
+    stored = (metrics or {}).get("protocol")
+    if not isinstance(stored, Mapping):
+        return None
+    try:
+        return EvaluationProtocol.from_dict(stored)
+    except (ProtocolError, TypeError, ValueError):
+        return None
+
+
+def dt_mean(metrics: Mapping[str, Any] | None, name: str = "dt") -> float | None:
+    """The mean of one policy ("dt" or a baseline) in an evaluation, or None."""
+    try:
+        return float(metrics["results"][name]["mean"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def lift(metrics: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per baseline in the evaluation: {"mean": dt - baseline, "ci95": [lo, hi]}.
+
+    The interval treats the two means as independent: half-width sqrt(h_dt^2 + h_baseline^2) from their stored
+    95% half-widths (conservative: the policies meet the same students, which correlates them positively).
+    """
+    results = (metrics or {}).get("results") or {}
+    dt = results.get("dt")
+    if not isinstance(dt, Mapping) or "mean" not in dt:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in LIFT_BASELINES:
+        base = results.get(name)
+        if not isinstance(base, Mapping) or "mean" not in base:
+            continue
+        diff = float(dt["mean"]) - float(base["mean"])
+        half = math.hypot(_half_width(dt), _half_width(base))
+        out[name] = {"mean": diff, "ci95": [diff - half, diff + half]}
+    return out
+
+
+def _half_width(result: Mapping[str, Any]) -> float:
+    lo, hi = (result.get("ci95") or [result["mean"], result["mean"]])[:2]
+    return (float(hi) - float(lo)) / 2.0

@@ -1,0 +1,105 @@
+"""The orchestrator in a real browser (Debian's Chromium via Playwright) against a live server: the gate refuses
+an unlike comparison and accepts a like one, confirmation pages for promotion and rollback, re-promoting a retired
+version, the side-by-side comparison, and the warning about concepts the active version does not cover."""
+from __future__ import annotations
+
+import pytest
+
+from curriculum.models import PolicyModel
+from curriculum.services import promote_policy
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+FEWER_REVIEWS = {"students": 200, "seed": 1234, "interactions": 30, "horizon_s": 86400.0}
+
+
+@pytest.fixture
+def versions(make_curriculum, make_policy):
+    """algebra (5 concepts): v1 active, evaluated with 30 reviews per student (not the protocol's 100) and covering
+    c0-c2 only; v2 a candidate evaluated under the protocol, lower in raw numbers than v1."""
+    curriculum = make_curriculum("algebra", concepts=5)
+    v1 = make_policy(curriculum, recall=0.60, random=0.48, protocol=FEWER_REVIEWS)
+    v2 = make_policy(curriculum, recall=0.28, random=0.20)
+    PolicyModel.objects.filter(pk=v1.pk).update(config={"concept_keys": ["c0", "c1", "c2"], "hidden_dim": 64})
+    PolicyModel.objects.filter(pk=v2.pk).update(config={"concept_keys": [f"c{i}" for i in range(5)], "hidden_dim": 128})
+    promote_policy(policy=v1, force=True, reason="before evaluation protocols")
+    return curriculum, v1, v2
+
+
+def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged_in, screenshot, evaluation_metrics):
+    curriculum, v1, v2 = versions
+    page, base = logged_in
+
+    page.goto(f"{base}/admin/curriculum-ops/orchestrator/")
+    warning = page.text_content("#uncovered-algebra")
+    assert "cannot score 2" in warning and "c3, c4" in warning
+    assert "curriculum algebra" in page.text_content("#curriculum-algebra h2")
+    assert "not comparable" in page.text_content("#version-algebra-1")  # v1's 0.60 is under another protocol
+    screenshot("01-orchestrator")
+
+    # The gate refuses to compare v2 with v1 evaluated under another protocol.
+    page.click("#promote-algebra-2")
+    page.wait_for_selector("#confirm")
+    assert "from v1 to v2" in page.text_content("#confirm h2")
+    assert "active v1 has no evaluation under the curriculum's protocol" in page.text_content("#gate")
+    assert page.is_visible("#evaluate-algebra-1")
+    screenshot("02-confirm-refused")
+    page.fill("#confirm-form input[name=reason]", "v2 looks better")
+    page.click("#confirm-button")
+    page.wait_for_selector("text=Promotion refused")
+    assert PolicyModel.objects.get(status="active").version == 1
+
+    # A worker re-evaluates v1 under the protocol (what the "Evaluate under the protocol" job stores).
+    protocol = curriculum.protocol
+    PolicyModel.objects.filter(pk=v1.pk).update(
+        evaluations={protocol.key: evaluation_metrics(recall=0.26, random=0.20, protocol=protocol.to_dict())})
+    page.goto(f"{base}/admin/curriculum-ops/orchestrator/policies/{v2.pk}/promote")
+    assert "passes" in page.text_content("#gate")
+    assert "0.2600" in page.text_content("#confirm-from") and "0.2800" in page.text_content("#confirm-to")
+    assert "covers 3 of 5 concepts" in page.text_content("#confirm-from")
+    screenshot("03-confirm-passes")
+    page.fill("#confirm-form input[name=reason]", "better under the same protocol")
+    page.click("#confirm-button")
+    page.wait_for_selector("text=algebra v2 is now the active version.")
+    assert not page.is_visible("#uncovered-algebra")  # v2 covers every concept
+
+    # Rollback names its target and goes through a confirmation page.
+    assert page.text_content("#rollback-algebra").strip() == "Roll back to v1\u2026"
+    page.click("#rollback-algebra")
+    page.wait_for_selector("#confirm")
+    assert "Roll back curriculum algebra: from v2 to v1" in " ".join(page.text_content("#confirm h2").split())
+    page.fill("#confirm-form input[name=reason]", "complaints from teachers")
+    page.click("#confirm-button")
+    page.wait_for_selector("text=rolled back from v2 to v1")
+    screenshot("04-after-rollback")
+
+    # The retired v2 is still listed and can be promoted again, through the gate.
+    assert "retired" in page.text_content("#version-algebra-2")
+    page.fill("#description-algebra-2", "full curriculum, hidden 128")
+    page.click("#version-algebra-2 form[action$='description'] button")
+    page.wait_for_selector("text=description saved")
+    page.click("#promote-algebra-2")
+    page.wait_for_selector("#confirm")
+    assert "full curriculum, hidden 128" in page.text_content("#confirm-to")
+    page.fill("#confirm-form input[name=reason]", "complaints were about content, not the policy")
+    page.click("#confirm-button")
+    page.wait_for_selector("text=algebra v2 is now the active version.")
+
+    # Side by side: parameters, lift, charts.
+    page.check("#version-algebra-1 input[name=v]")
+    page.check("#version-algebra-2 input[name=v]")
+    page.click("#compare-button-algebra")
+    page.wait_for_selector("#compare-table")
+    table = page.text_content("#compare-table")
+    assert "lift over random" in table and "0.0800" in table and "hidden_dim" in table
+    assert page.locator("#compare svg").count() == 2
+    screenshot("05-compare")
+
+
+def test_the_curriculum_page_says_which_concepts_the_active_version_does_not_cover(versions, logged_in, screenshot):
+    curriculum, _, _ = versions
+    page, base = logged_in
+    page.goto(f"{base}/admin/curriculum/curriculum/{curriculum.pk}/change/")
+    text = page.text_content("#uncovered-concepts")
+    assert "v1 does not cover 2 of 5 concepts: c3, c4" in text
+    screenshot("06-curriculum-coverage")

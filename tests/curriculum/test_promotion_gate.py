@@ -1,0 +1,135 @@
+"""The promotion gate: versions compare only under the curriculum's evaluation protocol, below-random versions are
+refused (the first promotion too), forcing needs a reason, and re-evaluation under the protocol unlocks the gate."""
+from __future__ import annotations
+
+import pytest
+
+from curriculum import selectors, services
+from curriculum.evaluation_protocol import EvaluationProtocol, ProtocolError, lift
+from curriculum.models import PolicyModel
+
+pytestmark = pytest.mark.django_db
+
+OTHER = {"students": 200, "seed": 1234, "interactions": 30, "horizon_s": 86400.0}
+
+
+def test_a_candidate_is_not_compared_with_an_active_version_evaluated_under_another_protocol(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    old = make_policy(curriculum, recall=0.60, protocol=OTHER)  # like v2 of the issue: fewer reviews, other numbers
+    services.promote_policy(policy=old, force=True, reason="before protocols")
+    new = make_policy(curriculum, recall=0.28)
+    with pytest.raises(services.PromotionRefused, match="active v1 has no evaluation under the curriculum's protocol"):
+        services.promote_policy(policy=new, reason="better?")
+    verdict = services.promotion_gate(candidate=new, active=old)
+    assert not verdict.passes and verdict.needs_reevaluation == (old,)
+    assert "0.2800 < 0.6000" not in " ".join(verdict.refusals)  # the unlike numbers are never compared
+
+
+def test_a_candidate_evaluated_under_another_protocol_is_refused(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    candidate = make_policy(curriculum, recall=0.9, protocol=OTHER)
+    with pytest.raises(services.PromotionRefused, match="v1 has no evaluation under the curriculum's protocol.*30 reviews"):
+        services.promote_policy(policy=candidate, reason="looks great")
+
+
+def test_the_active_version_re_evaluated_under_the_protocol_is_compared_like_with_like(
+    make_curriculum, make_policy, evaluation_metrics
+):
+    curriculum = make_curriculum()
+    old = make_policy(curriculum, recall=0.60, protocol=OTHER)
+    services.promote_policy(policy=old, force=True, reason="before protocols")
+    # what evaluate_under_protocol stores: the active version under the curriculum's protocol
+    protocol = curriculum.protocol
+    PolicyModel.objects.filter(pk=old.pk).update(
+        evaluations={protocol.key: evaluation_metrics(recall=0.26, random=0.2, protocol=protocol.to_dict())})
+    old.refresh_from_db()
+    assert selectors.evaluation_under(policy=old, protocol=protocol)["results"]["dt"]["mean"] == 0.26
+    new = make_policy(curriculum, recall=0.28, random=0.2)
+    event = services.promote_policy(policy=new, reason="better under the same protocol")
+    assert (event.from_version, event.to_version, event.forced) == (1, 2, False)
+
+
+def test_a_worse_candidate_under_the_same_protocol_is_refused(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    services.promote_policy(policy=make_policy(curriculum, recall=0.5), reason="first")
+    with pytest.raises(services.PromotionRefused, match=r"worse than the active v1 under the same protocol \(mean final recall 0.4000 < 0.5000\)"):
+        services.promote_policy(policy=make_policy(curriculum, recall=0.4), reason="second")
+
+
+def test_the_first_promotion_of_a_below_random_version_is_refused(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    weak = make_policy(curriculum, recall=0.134, random=0.608)  # the one-learner log of the issue
+    with pytest.raises(services.PromotionRefused, match=r"below the random baseline .*0.1340 < random 0.6080"):
+        services.promote_policy(policy=weak, reason="train_crl_policy --promote")
+    assert not PolicyModel.objects.filter(status="active").exists()
+
+
+def test_a_below_random_version_forced_with_a_reason_is_promoted(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    weak = make_policy(curriculum, recall=0.134, random=0.608)
+    with pytest.raises(services.PromotionRefused, match="reason"):
+        services.promote_policy(policy=weak, force=True, reason="  ")
+    event = services.promote_policy(policy=weak, force=True, reason="smoke test of serving")
+    assert event.forced and event.reason == "smoke test of serving"
+    assert PolicyModel.objects.get(status="active") == weak
+
+
+def test_every_promotion_and_rollback_needs_a_reason(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    v1, v2 = make_policy(curriculum, recall=0.5), make_policy(curriculum, recall=0.6)
+    with pytest.raises(services.PromotionRefused, match="reason: every promotion needs a written reason"):
+        services.promote_policy(policy=v1)
+    services.promote_policy(policy=v1, reason="first")
+    services.promote_policy(policy=v2, reason="better")
+    with pytest.raises(services.PromotionRefused, match="reason: every rollback needs a written reason"):
+        services.rollback_policy(curriculum=curriculum)
+    assert selectors.rollback_target(curriculum=curriculum) == v1
+    services.rollback_policy(curriculum=curriculum, reason="complaints")
+    assert PolicyModel.objects.get(status="active") == v1
+
+
+def test_a_retired_version_can_be_promoted_again_through_the_gate(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    v1, v2 = make_policy(curriculum, recall=0.6), make_policy(curriculum, recall=0.5)
+    services.promote_policy(policy=v1, reason="first")
+    services.promote_policy(policy=v2, force=True, reason="try the new encoder")
+    v1.refresh_from_db()
+    assert v1.status == "retired"
+    services.promote_policy(policy=v1, reason="back to the better one")  # 0.6 >= 0.5 under the same protocol
+    assert PolicyModel.objects.get(status="active") == v1
+
+
+def test_the_curriculum_protocol_decides_which_evaluation_counts(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    curriculum.evaluation_protocol = {"interactions": 30}
+    curriculum.save()
+    assert curriculum.protocol == EvaluationProtocol.from_dict(OTHER)
+    candidate = make_policy(curriculum, recall=0.5, protocol=OTHER)
+    services.promote_policy(policy=candidate, reason="under the curriculum's protocol")
+
+
+def test_protocol_fields_are_validated_by_name():
+    with pytest.raises(ProtocolError, match="students must be an integer"):
+        EvaluationProtocol.from_dict({"students": 1})
+    with pytest.raises(ProtocolError, match="unknown field.*reviews"):
+        EvaluationProtocol.from_dict({"reviews": 3})
+    with pytest.raises(ProtocolError, match="horizon_s is fixed"):
+        EvaluationProtocol.from_dict({"horizon_s": 3600})
+
+
+def test_lift_is_the_difference_with_a_combined_interval():
+    metrics = {"results": {"dt": {"mean": 0.6, "ci95": [0.57, 0.63]}, "random": {"mean": 0.4, "ci95": [0.36, 0.44]},
+                           "oracle": {"mean": 0.9, "ci95": [0.9, 0.9]}}}
+    out = lift(metrics)
+    assert set(out) == {"random"}  # the oracle is a ceiling, not a baseline
+    assert out["random"]["mean"] == pytest.approx(0.2)
+    assert out["random"]["ci95"] == pytest.approx([0.15, 0.25])  # half-width hypot(0.03, 0.04) = 0.05
+
+
+def test_uncovered_concepts_are_those_outside_the_active_version(make_curriculum, make_policy):
+    curriculum = make_curriculum(concepts=3)
+    policy = make_policy(curriculum, recall=0.5)
+    PolicyModel.objects.filter(pk=policy.pk).update(config={"concept_keys": ["c0", "c1"]})
+    assert selectors.uncovered_concepts(curriculum=curriculum) == []  # no active version: the fallback scores all
+    services.promote_policy(policy=policy, reason="first")
+    assert selectors.uncovered_concepts(curriculum=curriculum) == ["c2"]
