@@ -24,6 +24,10 @@ from .state_specs import policy_identity
 
 logger = logging.getLogger(__name__)
 
+# Evaluating a version under the protocol is training's work (training/protocol_evaluation.py); the curriculum only
+# asks a worker for it by the task's name, so a web process never loads the evaluation code (or torch).
+EVALUATE_TASK = "training.tasks.evaluate_policy_under_protocol"
+
 
 # ---------------------------------------------------------------------------------------------- errors
 class PolicyError(Exception):
@@ -275,43 +279,6 @@ def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyMo
 
 
 # ---------------------------------------------------------------------------------- evaluation protocol
-def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol | None = None) -> dict[str, Any]:
-    """Evaluate a registered version under ``protocol`` (default: its curriculum's) and store the result in
-    ``policy.evaluations`` (its training-time ``metrics`` stay as they were). Long work (closed-loop simulation
-    of every policy): run it in a worker (``request_protocol_evaluation``) or a command, never in a request.
-
-    Returns the evaluation (evaluate_policy's JSON plus ``"protocol"``). Raises ArtifactIntegrityError for
-    missing or tampered artifacts, PolicyError when the artifacts cannot be evaluated.
-    """
-    import tempfile
-
-    from training.pipeline import PipelineError, evaluate_export
-
-    protocol = protocol or policy.curriculum.protocol
-    found = selectors.evaluation_under(policy=policy, protocol=protocol)
-    if found is not None:
-        return found
-    verify_policy_artifacts(policy=policy)
-    storage = artifact_storage()
-    with tempfile.TemporaryDirectory(prefix=f"crl-eval-{policy.pk}-") as tmp:
-        for name in ARTIFACT_NAMES:
-            with storage.open(policy.artifacts[name]["path"], "rb") as src, open(Path(tmp) / name, "wb") as dst:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    dst.write(chunk)
-        try:
-            metrics = evaluate_export(output_dir=tmp, students=protocol.students, seed=protocol.seed,
-                                      interactions=protocol.interactions)
-        except PipelineError as exc:
-            raise PolicyError(f"{policy}: cannot evaluate: {exc}") from exc
-    metrics = {**metrics, "protocol": protocol.to_dict()}
-    with transaction.atomic():
-        locked = PolicyModel.objects.select_for_update().get(pk=policy.pk)
-        locked.evaluations = {**(locked.evaluations or {}), protocol.key: metrics}
-        locked.save(update_fields=["evaluations"])
-    policy.evaluations = locked.evaluations
-    return metrics
-
-
 def ensure_evaluation_protocol(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
     """The curriculum's evaluation protocol; when it has none set and no version yet, ``proposed`` (the first
     training's evaluation settings) becomes it and is stored, so that every later version is evaluated alike."""
@@ -324,23 +291,10 @@ def ensure_evaluation_protocol(*, curriculum: Curriculum, proposed: EvaluationPr
     return locked.protocol
 
 
-def evaluate_active_under_protocol(*, curriculum: Curriculum) -> PolicyModel | None:
-    """Make sure the curriculum's active version has an evaluation under the curriculum's protocol (evaluating
-    it when it has none), so that a new candidate's gate compares like with like; the active version or None.
-    Called by training runs and ``train_crl_policy`` after training (long work: a worker or a command)."""
-    active = active_policy(curriculum=curriculum)
-    if active is not None:
-        active.curriculum = curriculum
-        evaluate_under_protocol(policy=active)
-    return active
-
-
 def request_protocol_evaluation(*, policy: PolicyModel) -> bool:
-    """Queue ``evaluate_under_protocol`` for the version on a worker (curriculum.tasks.evaluate_policy_under_protocol);
+    """Queue ``evaluate_under_protocol`` for the version on a worker (training.tasks.evaluate_policy_under_protocol);
     whether the broker took the message (False: logged, never raised; ask again later)."""
     from crlsite.celery import publish
-
-    from .tasks import EVALUATE_TASK
 
     return publish(EVALUATE_TASK, args=[policy.pk])
 

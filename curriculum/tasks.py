@@ -7,7 +7,6 @@ from celery.signals import worker_ready
 
 REENCODE_TASK = "curriculum.tasks.reencode_learner_states"
 REENCODE_LAGGING_TASK = "curriculum.tasks.reencode_lagging_learner_states"
-EVALUATE_TASK = "curriculum.tasks.evaluate_policy_under_protocol"
 
 # The periodic catch-up, for `celery -A crlsite beat` (CELERY_BEAT_SCHEDULE in the settings): a promotion whose
 # re-encoding message was lost (broker down or hung at the time) is re-encoded within this many seconds.
@@ -23,17 +22,6 @@ def reencode_learner_states(curriculum_id: int) -> int:
     from .learner_states import reencode_states
 
     return reencode_states(curriculum_id=curriculum_id)
-
-
-@shared_task(name=EVALUATE_TASK)
-def evaluate_policy_under_protocol(policy_id: int) -> dict:
-    """Evaluate a policy version under its curriculum's protocol and store it (services.evaluate_under_protocol);
-    idempotent: a version already evaluated under the protocol is not evaluated again."""
-    from .models import PolicyModel
-    from .services import evaluate_under_protocol
-
-    policy = PolicyModel.objects.select_related("curriculum").get(pk=policy_id)
-    return evaluate_under_protocol(policy=policy)
 
 
 @shared_task(name=REENCODE_LAGGING_TASK)

@@ -26,6 +26,17 @@ def run_training_run(self, job_id: int) -> None:
     jobs.run_training_run(job_id=job_id, worker=self.request.hostname or "")
 
 
+@shared_task(name="training.tasks.evaluate_policy_under_protocol")
+def evaluate_policy_under_protocol(policy_id: int) -> dict:
+    """Evaluate a policy version under its curriculum's protocol and store it; idempotent (a version already
+    evaluated under the protocol is not evaluated again)."""
+    from curriculum.models import PolicyModel
+
+    from .protocol_evaluation import evaluate_under_protocol
+
+    return evaluate_under_protocol(policy=PolicyModel.objects.select_related("curriculum").get(pk=policy_id))
+
+
 @shared_task(name="training.tasks.mark_stale_jobs")
 def mark_stale_jobs() -> int:
     """For Celery beat in production (e.g. every minute); admin pages and worker start-up also run the check."""

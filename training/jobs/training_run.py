@@ -11,7 +11,8 @@ from typing import Any
 from django.db import transaction
 
 from curriculum.models import Curriculum
-from curriculum.services import PolicyError, evaluate_active_under_protocol, register_policy
+from curriculum.services import PolicyError, register_policy
+
 
 from ..models import Job, TrainingRun
 from ..spec import TrainingSpec
@@ -47,6 +48,7 @@ def spec_of(run: TrainingRun) -> TrainingSpec:
 
 def _train(run: JobRun) -> None:
     from .. import pipeline
+    from ..protocol_evaluation import evaluate_active_under_protocol
     from ..rl.trainer import TrainingCancelled
 
     job: TrainingRun = run.job  # type: ignore[assignment]

@@ -14,7 +14,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from training import pipeline
+from training import pipeline, protocol_evaluation
 from training.models import TrainingRun
 from training.spec import TrainingSpec
 from training.management.commands.evaluate_policy import format_results
@@ -83,7 +83,7 @@ class Command(BaseCommand):
             if options["promote"]:
                 try:
                     # the gate compares under the curriculum's protocol: the active version is evaluated under it first
-                    services.evaluate_active_under_protocol(curriculum=result.curriculum)
+                    protocol_evaluation.evaluate_active_under_protocol(curriculum=result.curriculum)
                     services.promote_policy(
                         policy=registered, actor=None, reason=options["reason"] or "train_crl_policy --promote",
                         force=options["force"],
