@@ -190,7 +190,7 @@ def _range(values: Sequence[float], *, include_zero: bool = False) -> tuple[floa
 def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: str, width: int = 640,
                height: int = 260, x_time: bool = False, y_range: tuple[float, float] | None = None,
                x_format: Formatter | None = None, y_format: Formatter = format_number,
-               y_ticks: Sequence[tuple[float, str]] | None = None) -> SafeString:
+               y_ticks: Sequence[tuple[float, str]] | None = None, css_class: str = "") -> SafeString:
     """Lines (and/or dots) of any number of (x, y) points; ``x_time``: x is seconds since the epoch (UTC).
 
     ``y_range`` fixes the y axis (e.g. (0, 1) for probabilities), else it covers the data; ``y_ticks`` gives
@@ -239,7 +239,7 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
             )
             body.append(f'<g class="marks" data-series="{escape(s.name)}" fill="{escape(color)}">{dots}</g>')
     body.append(_legend([(s.name, c) for s, c in colored], right=width - PAD_RIGHT))
-    return _svg(title=title, width=width, height=height, body=body, css_class="line-chart")
+    return _svg(title=title, width=width, height=height, body=body, css_class=f"line-chart {css_class}".strip())
 
 
 def bar_chart(*, labels: Sequence[str], values: Sequence[float], title: str, x_label: str, y_label: str,
@@ -338,3 +338,51 @@ def quantile_strip(*, summary: dict, title: str, x_label: str, width: int = 640,
         + "</g>"
     )
     return _svg(title=title, width=width, height=height, body=body, css_class="quantile-strip")
+
+
+# ------------------------------------------------------------------------------- the pictures of the domain
+def loss_curve(*, loss_steps: Sequence[Sequence[float]] = (), loss_history: Sequence[float] = (),
+               width: int = 640, height: int = 260) -> SafeString:
+    """Training loss against the optimiser step (TrainingRun.loss_steps: [[step, loss], ...]); the per-epoch
+    means (``loss_history``) are drawn as dots at each epoch's last step when the steps are known, else alone
+    against the epoch."""
+    steps = [(float(s), float(v)) for s, v in loss_steps]
+    if steps:
+        series = [Series(name="loss per step", points=steps)]
+        if loss_history:
+            per_epoch = steps[-1][0] / len(loss_history)
+            series.append(Series(
+                name="epoch mean", points=[((i + 1) * per_epoch, float(v)) for i, v in enumerate(loss_history)],
+                markers=True, line=False,
+                tooltips=[f"epoch {i + 1}: {v:.4f}" for i, v in enumerate(loss_history)],
+            ))
+        return line_chart(series=series, title="Training loss", x_label="optimiser step",
+                          y_label="cross-entropy loss", width=width, height=height, css_class="loss-curve")
+    points = [(float(i + 1), float(v)) for i, v in enumerate(loss_history)]
+    return line_chart(series=[Series(name="epoch mean", points=points, markers=len(points) <= 60,
+                                     tooltips=[f"epoch {i + 1}: {v:.4f}" for i, v in enumerate(loss_history)])],
+                      title="Training loss", x_label="epoch", y_label="mean cross-entropy loss",
+                      width=width, height=height, css_class="loss-curve")
+
+
+def evaluation_chart(*, metrics: dict, width: int = 640, height: int = 260) -> SafeString:
+    """A version's closed-loop evaluation ({"metric", "results": {policy: {"mean", "ci95"}}}) as bars with
+    95% intervals; the Decision Transformer ("dt") in the accent colour."""
+    results = (metrics or {}).get("results") or {}
+    names = list(results)
+    values = [float(results[n].get("mean", float("nan"))) for n in names]
+    intervals = [tuple(results[n]["ci95"]) if results[n].get("ci95") else None for n in names]
+    metric = (metrics or {}).get("metric", "metric").replace("_", " ")
+    return bar_chart(labels=names, values=values, intervals=intervals, highlight="dt", title=f"Evaluation: {metric}",
+                     x_label="policy", y_label=metric, width=width, height=height,
+                     y_range=(0.0, 1.0) if all(0 <= v <= 1 for v in values if math.isfinite(v)) else None)
+
+
+def distribution_chart(*, summary: dict, title: str, x_label: str, width: int = 640) -> SafeString:
+    """A statistics summary (training.rl.trajectories.dataset_statistics) as a histogram when it has bins,
+    else as a box plot of its quantiles."""
+    bins = (summary or {}).get("histogram")
+    if bins and bins.get("counts"):
+        return histogram(edges=bins["edges"], counts=bins["counts"], title=title, x_label=x_label,
+                         y_label="episodes", width=width)
+    return quantile_strip(summary=summary or {}, title=title, x_label=x_label, width=width)
