@@ -49,11 +49,10 @@ def nice_ticks(low: float, high: float, *, count: int = 5) -> list[float]:
     raw = (high - low) / max(count, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step) * step
-    ticks, value = [], first
-    while value < high + step * 0.5:
-        ticks.append(round(value, 12))
-        value += step
+    first = math.floor(low / step + 1e-9) * step
+    ticks = [round(first, 12)]
+    while ticks[-1] < high - step * 1e-9:  # until a tick reaches the top
+        ticks.append(round(first + len(ticks) * step, 12))
     return ticks
 
 
