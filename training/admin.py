@@ -50,7 +50,9 @@ def job_duration(job: Job, *, now: dt.datetime | None = None) -> float | None:
 
 class JobAdmin(admin.ModelAdmin):
     change_form_template = "admin/training/job_change_form.html"
-    list_display = ("__str__", "curriculum", "status", "progress", "phase", "created_by", "created", "duration")
+    # Few, narrow columns: the list must fit 1,400 px beside the navigation and the filters (the job's name
+    # carries its curriculum).
+    list_display = ("__str__", "status", "progress", "phase", "created_by", "created", "duration")
     list_filter = ("status", "curriculum")
     list_select_related = ("curriculum", "created_by")
     actions = ["cancel_selected", "retry_selected"]
@@ -73,7 +75,8 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Job):
-        return format_html('<progress max="100" value="{}"></progress> {}%', obj.progress_percent, obj.progress_percent)
+        return format_html('<progress max="100" value="{}" style="width: 6em"></progress> {}%', obj.progress_percent,
+                           obj.progress_percent)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Job) -> str:
@@ -132,6 +135,7 @@ class JobAdmin(admin.ModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         if not self.has_add_permission(request):
             raise self._denied(request, "add")  # the admin's own denial would not say which permission
+        extra_context = {"title": f"Launch a {self.opts.verbose_name}", **(extra_context or {})}
         return super().add_view(request, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):
@@ -290,7 +294,7 @@ class SyntheticGenerationJobAdmin(JobAdmin):
 
 @admin.register(TrajectoryExtractionJob)
 class TrajectoryExtractionJobAdmin(JobAdmin):
-    list_display = ("__str__", "curriculum", "version", "status", "progress", "rows_read", "created", "duration")
+    list_display = ("__str__", "status", "progress", "rows_read", "created", "duration")
     result_fields = ("version", "rows_read", "dataset_path", "statistics_summary", "statistics_charts")
 
     @admin.display(description="dataset")
@@ -338,8 +342,8 @@ class TrainingRunLaunchForm(forms.ModelForm):
     class Meta:
         model = TrainingRun
         fields = [name for name in jobs.PARAMETERS[TrainingRun] if name != "concepts"]
-        labels = {"num_users": "learners to simulate", "interactions": "reviews per learner",
-                  "eval_students": "evaluation students", "no_cuda": "CPU only"}
+        labels = {"num_users": "Learners to simulate", "interactions": "Reviews per learner",
+                  "eval_students": "Evaluation students", "no_cuda": "CPU only"}
         help_texts = {
             "curriculum": "Its concepts are the actions: the run takes the concept count from the curriculum.",
             "interactions": "Reviews per simulated learner (synthetic) and per evaluation student.",
@@ -363,8 +367,8 @@ class TrainingRunLaunchForm(forms.ModelForm):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(JobAdmin):
-    list_display = ("__str__", "curriculum", "data_source", "status", "progress", "epoch", "latest_loss", "device",
-                    "policy", "created", "duration")
+    list_display = ("__str__", "status", "progress", "latest_loss", "version", "created", "duration")
+    list_filter = ("status", "data_source", "curriculum")
     list_select_related = ("curriculum", "created_by", "policy")
     result_fields = ("device", "epoch", "latest_loss", "loss_curve", "policy_link", "metrics_chart")
     add_form_template = "admin/training/trainingrun_add_form.html"
@@ -414,6 +418,10 @@ class TrainingRunAdmin(JobAdmin):
         if not obj.loss_steps and not obj.loss_history:
             return "-"
         return charts.loss_curve(loss_steps=obj.loss_steps, loss_history=obj.loss_history)
+
+    @admin.display(description="version", ordering="policy__version")
+    def version(self, obj: TrainingRun) -> str:
+        return "-" if obj.policy_id is None else f"v{obj.policy.version} {obj.policy.status}"
 
     @admin.display(description="registered version")
     def policy_link(self, obj: TrainingRun):

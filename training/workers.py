@@ -80,8 +80,9 @@ class WorkerHealth:
                     waiting.append(f"{queue.queued_jobs} queued job{'s' if queue.queued_jobs != 1 else ''}")
                 if queue.messages:
                     waiting.append(f"{queue.messages} message{'s' if queue.messages != 1 else ''} in the broker")
-                out.append(f"No worker listens on queue \"{queue.name}\" and {' and '.join(waiting)} wait there: "
-                           f"start one with: celery -A crlsite worker -Q {queue.name}")
+                one = len(waiting) == 1 and (queue.queued_jobs or queue.messages) == 1
+                out.append(f"No worker listens on queue \"{queue.name}\", where {' and '.join(waiting)} "
+                           f"{'waits' if one else 'wait'}: start one with: celery -A crlsite worker -Q {queue.name}")
         if not self.workers:
             out.append("No Celery worker is online.")
         return out

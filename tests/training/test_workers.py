@@ -39,7 +39,7 @@ def test_a_queue_with_waiting_jobs_and_no_worker_says_so(curriculum, monkeypatch
     assert queues["gpu"].queued_jobs == 1 and queues["gpu"].workers == () and queues["gpu"].stranded
     assert queues["default"].workers == ("w1@host",) and not queues["default"].stranded
     assert [w.name for w in health.workers] == ["w1@host"]
-    assert any('No worker listens on queue "gpu"' in w and "1 queued job " in w for w in health.warnings)
+    assert any('No worker listens on queue "gpu"' in w and "where 1 queued job waits" in w for w in health.warnings)
 
 
 def test_no_warning_when_every_queue_with_work_has_a_worker(curriculum, monkeypatch):
