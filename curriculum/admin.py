@@ -10,8 +10,10 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from . import selectors, services
+from . import charts, selectors, services
+from .admin_text import format_when, permission_denied  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ImportReviewsView
+from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
 
@@ -118,10 +120,61 @@ class ConceptAdmin(admin.ModelAdmin):
 
 @admin.register(Learner)
 class LearnerAdmin(admin.ModelAdmin):
-    list_display = ("external_id", "created_at")
+    """A learner's page shows, per curriculum, the review timeline and each concept's estimated recall."""
+
+    list_display = ("external_id", "created")
     search_fields = ("=external_id",)
     paginator = LargeTablePaginator
     show_full_result_count = False
+    fields = ("external_id", "created", "history")
+    readonly_fields = ("created", "history")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Learner) -> str:
+        return format_when(obj.created_at)
+
+    @admin.display(description="reviews and estimated recall")
+    def history(self, obj: Learner):
+        if obj.pk is None:
+            return "-"
+        parts = [format_html(
+            "<h3>{}</h3>{}{}{}", curriculum.key,
+            format_html("<p>{} ({}); the {} newest are shown.</p>",
+                        f"{len(h.reviews) + h.truncated} reviews", f"{h.truncated} older ones left out", len(h.reviews))
+            if h.truncated else "",
+            self._timeline(h), self._recall(h),
+        ) for curriculum in learner_curricula(learner=obj)
+            for h in [recall_history(learner=obj, curriculum=curriculum)]]
+        if not parts:
+            return "no reviews yet"
+        return format_html('<div class="crl-charts">{}</div>', format_html_join("", "{}", ((p,) for p in parts)))
+
+    @staticmethod
+    def _timeline(h):
+        keys = sorted({key for _, key, _, _ in h.reviews}, key=lambda k: (k not in h.concepts, h.concepts.index(k)
+                                                                           if k in h.concepts else k))
+        row = {key: i for i, key in enumerate(keys)}
+
+        def marks(correct: bool) -> charts.Series:
+            chosen = [r for r in h.reviews if r[2] is correct]
+            return charts.Series(
+                name="correct" if correct else "wrong", points=[(t, row[key]) for t, key, _, _ in chosen],
+                color=charts.PALETTE[2] if correct else charts.PALETTE[1], markers=True, line=False,
+                tooltips=[f"{charts.format_time(t)} UTC {key}: {'correct' if c else 'wrong'}"
+                          + (f", grade {g}" if g else "") for t, key, c, g in chosen],
+            )
+
+        return charts.line_chart(series=[marks(True), marks(False)], title="Review timeline", x_label="time (UTC)",
+                                 y_label="concept", x_time=True, y_ticks=[(i, key) for key, i in row.items()],
+                                 height=max(160, 90 + 18 * len(keys)), width=900)
+
+    @staticmethod
+    def _recall(h):
+        series = [charts.Series(name=key, points=list(zip(h.times.tolist(), h.recall[:, k].tolist())))
+                  for k, key in enumerate(h.concepts)]
+        return charts.line_chart(series=series, title="Estimated recall per concept (serving encoder)",
+                                 x_label="time (UTC)", y_label="estimated recall", x_time=True, y_range=(0.0, 1.0),
+                                 width=900, height=300)
 
 
 @admin.register(LearnerState)
@@ -157,14 +210,40 @@ class ReviewLogAdmin(admin.ModelAdmin):
 class PolicyModelAdmin(admin.ModelAdmin):
     """Versions are immutable: nothing is editable here; promotion goes through the promotion service."""
 
-    list_display = ("__str__", "curriculum", "version", "status", "dt_recall", "created_at", "promoted_at")
+    list_display = ("__str__", "curriculum", "version", "status", "dt_recall", "created", "promoted")
     list_filter = ("status", "curriculum")
     search_fields = ("curriculum__key",)
     list_select_related = ("curriculum",)
     actions = ["promote_selected"]
-    fields = ("curriculum", "version", "status", "created_at", "promoted_at", "artifact_links", "metrics_table",
-              "config_pretty", "notes")
+    # The pictures first, the raw config last (folded).
+    fields = ("curriculum", "version", "status", "created", "promoted", "evaluation", "loss_chart", "artifact_links",
+              "notes", "config_pretty")
     readonly_fields = fields
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: PolicyModel) -> str:
+        return format_when(obj.created_at)
+
+    @admin.display(description="promoted", ordering="promoted_at")
+    def promoted(self, obj: PolicyModel) -> str:
+        return format_when(obj.promoted_at)
+
+    @admin.display(description="evaluation")
+    def evaluation(self, obj: PolicyModel):
+        """The evaluation chart above its table (the training run's page shows the same)."""
+        if not (obj.metrics or {}).get("results"):
+            return "not evaluated"
+        return format_html('<div class="crl-charts">{}</div>{}', charts.evaluation_chart(metrics=obj.metrics),
+                           self.metrics_table(obj))
+
+    @admin.display(description="training loss")
+    def loss_chart(self, obj: PolicyModel):
+        run = getattr(obj, "training_run", None)
+        steps = getattr(run, "loss_steps", None) or []
+        history = getattr(run, "loss_history", None) or (obj.config or {}).get("loss_history") or []
+        if not steps and not history:
+            return "-"
+        return charts.loss_curve(loss_steps=steps, loss_history=history)
 
     def has_add_permission(self, request) -> bool:
         return False  # versions come from training runs, never typed in
@@ -210,7 +289,8 @@ class PolicyModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="config")
     def config_pretty(self, obj: PolicyModel):
-        return format_html("<pre>{}</pre>", json.dumps(obj.config, indent=2, sort_keys=True)[:20000])
+        return format_html("<details><summary>dt_lite_config.json</summary><pre>{}</pre></details>",
+                           json.dumps(obj.config, indent=2, sort_keys=True)[:20000])
 
     @admin.action(description="Promote the selected version to active", permissions=["promote"])
     def promote_selected(self, request, queryset):

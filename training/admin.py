@@ -5,32 +5,54 @@ edited, only watched. Opening a job page also runs the stale-heartbeat check (se
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from curriculum.admin import PolicyModelAdmin
+from curriculum import charts
+from curriculum.admin import PolicyModelAdmin, format_when, permission_denied
 
 from . import jobs
-from .spec import TrainingSpec
 from .models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from .spec import TrainingSpec
+from .workers import format_duration
 
+# The static "Status" fieldset of a job's page; status, progress and phase are in the live panel above it
+# (templates/admin/training/job_change_form.html), which the page reloads from when the status changes.
 STATUS_FIELDS = (
-    "status", "progress", "phase", "cancel_requested", "worker", "attempts", "created_by", "created_at",
-    "started_at", "heartbeat_at", "finished_at", "error",
+    "cancel_requested", "worker", "attempts", "created_by", "created", "started", "last_heartbeat", "finished",
+    "duration", "error",
 )
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``plural(1, "job")`` -> "1 job", ``plural(3, "job")`` -> "3 jobs"."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
+def job_duration(job: Job, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds a job ran (finished - started), or has been running; None before it started."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at or (None if job.is_finished else (now or timezone.now()))
+    return None if end is None else (end - job.started_at).total_seconds()
 
 
 class JobAdmin(admin.ModelAdmin):
     change_form_template = "admin/training/job_change_form.html"
-    list_display = ("__str__", "curriculum", "status", "progress", "phase", "created_by", "created_at", "finished_at")
+    # Few, narrow columns: the list must fit 1,400 px beside the navigation and the filters (the job's name
+    # carries its curriculum).
+    list_display = ("__str__", "status", "progress", "phase", "created_by", "created", "duration")
     list_filter = ("status", "curriculum")
     list_select_related = ("curriculum", "created_by")
     actions = ["cancel_selected", "retry_selected"]
@@ -53,7 +75,31 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Job):
-        return format_html('<progress max="100" value="{}"></progress> {}%', obj.progress_percent, obj.progress_percent)
+        return format_html('<progress max="100" value="{}" style="width: 6em"></progress> {}%', obj.progress_percent,
+                           obj.progress_percent)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Job) -> str:
+        return format_when(obj.created_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: Job) -> str:
+        return format_when(obj.started_at)
+
+    @admin.display(description="last heartbeat", ordering="heartbeat_at")
+    def last_heartbeat(self, obj: Job) -> str:
+        return format_when(obj.heartbeat_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: Job) -> str:
+        return format_when(obj.finished_at)
+
+    @admin.display(description="duration")
+    def duration(self, obj: Job) -> str:
+        seconds = job_duration(obj)
+        if seconds is None:
+            return "-"
+        return format_duration(seconds) + ("" if obj.is_finished else " so far")
 
     # -- permissions: launched jobs are immutable; launching is `add`, cancelling is `cancel`
     def has_change_permission(self, request, obj=None) -> bool:
@@ -74,7 +120,24 @@ class JobAdmin(admin.ModelAdmin):
         self.message_user(request, f"{obj} queued; this page follows its progress.", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(obj.pk))
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # One button on a launch form ("Launch"), none on a job's page (it is watched, not edited).
+        context.update(show_save_and_add_another=False, show_save_and_continue=False)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _denied(self, request, action: str) -> PermissionDenied:
+        codename = {"add": f"add_{self.opts.model_name}", "cancel": f"cancel_{self.opts.model_name}",
+                    "view": f"view_{self.opts.model_name}"}[action]
+        return permission_denied(request, app_label=self.opts.app_label, codename=codename,
+                                 doing=f"{action} {self.opts.verbose_name_plural}")
+
     # -- pages (each load runs the stale check, so a dead worker's job shows as failed)
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise self._denied(request, "add")  # the admin's own denial would not say which permission
+        extra_context = {"title": f"Launch a {self.opts.verbose_name}", **(extra_context or {})}
+        return super().add_view(request, form_url, extra_context)
+
     def changelist_view(self, request, extra_context=None):
         jobs.mark_stale_jobs()
         return super().changelist_view(request, extra_context)
@@ -87,6 +150,8 @@ class JobAdmin(admin.ModelAdmin):
             extra_context = {
                 **(extra_context or {}),
                 "job": job,
+                "job_duration": self.duration(job),
+                "retry_seed": self._retry_seed(job),
                 "job_status": jobs.job_status(job=job),
                 "status_url": reverse(f"{name}_status", args=[job.pk]),
                 "cancel_url": reverse(f"{name}_cancel", args=[job.pk]),
@@ -109,7 +174,7 @@ class JobAdmin(admin.ModelAdmin):
     def status_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         """The progress poller's endpoint (staff with view permission)."""
         if not self.has_view_permission(request):
-            raise PermissionDenied
+            raise self._denied(request, "view")
         jobs.mark_stale_jobs()
         return JsonResponse(jobs.job_status(job=get_object_or_404(self.model, pk=pk)))
 
@@ -118,21 +183,30 @@ class JobAdmin(admin.ModelAdmin):
             self._report_cancel(request, [(job, jobs.cancel_job(job=job))])
             return job.pk
 
-        return self._post_on_job(request, pk, allowed=self.has_cancel_permission(request), act=cancel)
+        return self._post_on_job(request, pk, allowed=self.has_cancel_permission(request), act=cancel, action="cancel")
 
     def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         def retry(job: Job) -> int:
-            new = self._retry(request, job)
+            changes = {}
+            if self._retry_seed(job) is not None and request.POST.get("seed", "").strip():
+                try:
+                    changes["seed"] = int(request.POST["seed"])
+                except ValueError:
+                    self.message_user(request, f"Cannot retry {job}: seed: expected an integer, got "
+                                               f"{request.POST['seed']!r}", messages.ERROR)
+                    return job.pk
+            new = self._retry(request, job, changes=changes)
             return new.pk if new else job.pk
 
-        return self._post_on_job(request, pk, allowed=self.has_add_permission(request), act=retry)
+        return self._post_on_job(request, pk, allowed=self.has_add_permission(request), act=retry, action="add")
 
-    def _post_on_job(self, request: HttpRequest, pk: int, *, allowed: bool, act: Callable[[Job], int]) -> HttpResponse:
+    def _post_on_job(self, request: HttpRequest, pk: int, *, allowed: bool, act: Callable[[Job], int],
+                     action: str) -> HttpResponse:
         """A button on the job's page: POST only, permission checked, then to the page of the job ``act`` returns."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not allowed:
-            raise PermissionDenied
+            raise self._denied(request, action)
         return HttpResponseRedirect(self._change_url(act(get_object_or_404(self.model, pk=pk))))
 
     def _change_url(self, pk: int) -> str:
@@ -157,26 +231,58 @@ class JobAdmin(admin.ModelAdmin):
         }
         for outcome, count in counts.items():
             level = messages.WARNING if outcome == "finished" else messages.SUCCESS
-            self.message_user(request, texts[outcome].format(f"{count} job(s)"), level)
+            self.message_user(request, texts[outcome].format(plural(count, "job")), level)
 
-    def _retry(self, request, job: Job) -> Job | None:
+    def _retry_seed(self, job: Job) -> int | None:
+        """The seed a retry form offers (a new one), for jobs whose retry with the same seed repeats their data."""
+        return None
+
+    def _retry_warning(self, old: Job, new: Job) -> str:
+        """What the operator must know about a retry that repeats work (added to the success message)."""
+        return ""
+
+    def _retry(self, request, job: Job, *, changes: dict | None = None) -> Job | None:
         try:
-            new = jobs.retry_job(job=job, created_by=request.user)
+            if changes:
+                fields = {name: getattr(job, name) for name in jobs.PARAMETERS[type(job)]}
+                new = jobs.launch_job(job=type(job)(created_by=request.user, **{**fields, **changes}))
+            else:
+                new = jobs.retry_job(job=job, created_by=request.user)
         except ValidationError as exc:
             problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
             self.message_user(request, f"Cannot retry {job}: {problems}", messages.ERROR)
             return None
-        self.message_user(request, f"{new} queued with the parameters of {job}.", messages.SUCCESS)
+        changed = ", ".join(f"{k} {v}" for k, v in (changes or {}).items())
+        warning = self._retry_warning(job, new)
+        self.message_user(
+            request, f"{new} queued with the parameters of {job}" + (f" (but {changed})" if changed else "") + "."
+            + (f" {warning}" if warning else ""), messages.WARNING if warning else messages.SUCCESS)
         return new
 
 
-def _json_block(value) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True)[:20000])
+def _json_block(value, *, summary: str = "raw JSON") -> str:
+    return format_html("<details><summary>{}</summary><pre>{}</pre></details>", summary,
+                       json.dumps(value, indent=2, sort_keys=True)[:20000])
 
 
 @admin.register(SyntheticGenerationJob)
 class SyntheticGenerationJobAdmin(JobAdmin):
     result_fields = ("rows_written", "reviews_link")
+
+    def _retry_seed(self, job: Job) -> int | None:
+        return job.seed + 1
+
+    def _retry_warning(self, old: Job, new: Job) -> str:
+        if new.seed != old.seed or not old.rows_written:
+            return ""
+        return (f"It uses the same seed {old.seed}, so it adds a second, identical cohort of "
+                f"{plural(old.num_users, 'learner')} to {old.curriculum.key}'s review log.")
+
+    @admin.action(description="Retry: launch new jobs with the same parameters", permissions=["add"])
+    def retry_selected(self, request, queryset):
+        # The list has no seed field: each retry takes a new seed (the old one + 1), so no cohort is repeated.
+        for job in queryset:
+            self._retry(request, job, changes={"seed": job.seed + 1})
 
     @admin.display(description="reviews")
     def reviews_link(self, obj: SyntheticGenerationJob):
@@ -188,19 +294,109 @@ class SyntheticGenerationJobAdmin(JobAdmin):
 
 @admin.register(TrajectoryExtractionJob)
 class TrajectoryExtractionJobAdmin(JobAdmin):
-    list_display = ("__str__", "curriculum", "version", "status", "progress", "rows_read", "created_at", "finished_at")
-    result_fields = ("version", "rows_read", "dataset_path", "statistics_pretty")
+    list_display = ("__str__", "status", "progress", "rows_read", "created", "duration")
+    result_fields = ("version", "rows_read", "dataset_path", "statistics_summary", "statistics_charts")
+
+    @admin.display(description="dataset")
+    def statistics_summary(self, obj: TrajectoryExtractionJob):
+        stats = obj.statistics or {}
+        if not stats:
+            return "-"
+        actions = stats.get("actions") or {}
+        entropy = actions.get("normalised_entropy")
+        return format_html(
+            "{} of {} in all; {} concepts, most practised {}, least {}; balance {} (1 = every concept equally often)",
+            plural(stats.get("episodes", 0), "episode"), plural(stats.get("steps", 0), "step"),
+            actions.get("count", "?"), actions.get("most_common") or "-", actions.get("least_common") or "-",
+            "-" if entropy is None else f"{entropy:.2f}",
+        )
 
     @admin.display(description="statistics")
-    def statistics_pretty(self, obj: TrajectoryExtractionJob):
-        return _json_block(obj.statistics) if obj.statistics else "-"
+    def statistics_charts(self, obj: TrajectoryExtractionJob):
+        stats = obj.statistics or {}
+        if not stats:
+            return "-"
+        counts = (stats.get("actions") or {}).get("counts") or {}
+        return format_html(
+            '<div class="crl-charts">{}{}{}</div>{}',
+            charts.distribution_chart(summary=stats.get("return") or {}, title="Episode returns",
+                                      x_label="return (sum of rewards per episode)"),
+            charts.distribution_chart(summary=stats.get("episode_length") or {}, title="Episode lengths",
+                                      x_label="reviews per episode"),
+            charts.bar_chart(labels=list(counts), values=[float(v) for v in counts.values()],
+                             title="How often each concept was practised", x_label="concept", y_label="reviews"),
+            _json_block(stats, summary="all statistics (JSON)"),
+        )
+
+
+# Which data sources use a parameter (the others ignore it): the launch form shows a field only for those.
+SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "dataset": (TrainingRun.DataSource.DATASET,),
+    "num_users": (TrainingRun.DataSource.SYNTHETIC,),
+}
+
+
+class TrainingRunLaunchForm(forms.ModelForm):
+    """The add form: the fields of the chosen data source; ``concepts`` comes from the curriculum (save_model)."""
+
+    class Meta:
+        model = TrainingRun
+        fields = [name for name in jobs.PARAMETERS[TrainingRun] if name != "concepts"]
+        labels = {"num_users": "Learners to simulate", "interactions": "Reviews per learner",
+                  "eval_students": "Evaluation students", "no_cuda": "CPU only"}
+        help_texts = {
+            "curriculum": "Its concepts are the actions: the run takes the concept count from the curriculum.",
+            "interactions": "Reviews per simulated learner (synthetic) and per evaluation student.",
+        }
+
+    def clean(self):
+        data = super().clean()
+        source = data.get("data_source")
+        # A field the chosen source does not use is ignored, whatever the (hidden) input held.
+        for name, sources in SOURCE_FIELDS.items():
+            if source not in sources:
+                data[name] = None if name == "dataset" else TrainingSpec.default(name)
+                setattr(self.instance, name, data[name])
+        dataset = data.get("dataset")
+        if source == TrainingRun.DataSource.DATASET and dataset is not None and data.get("curriculum") is not None \
+                and dataset.curriculum_id != data["curriculum"].pk:
+            self.add_error("dataset", f"{dataset} was extracted from {dataset.curriculum.key!r}, not from "
+                                      f"{data['curriculum'].key!r}: choose that curriculum or another dataset")
+        return data
 
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(JobAdmin):
-    list_display = ("__str__", "curriculum", "status", "progress", "epoch", "latest_loss", "device", "policy", "created_at")
+    list_display = ("__str__", "status", "progress", "latest_loss", "version", "created", "duration")
+    list_filter = ("status", "data_source", "curriculum")
     list_select_related = ("curriculum", "created_by", "policy")
-    result_fields = ("device", "epoch", "latest_loss", "loss_curve", "policy_link", "metrics_table")
+    result_fields = ("device", "epoch", "latest_loss", "loss_curve", "policy_link", "metrics_chart")
+    add_form_template = "admin/training/trainingrun_add_form.html"
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = TrainingRunLaunchForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [
+                (None, {"fields": ("curriculum", "data_source")}),
+                ("Data", {"fields": ("dataset", "num_users", "interactions")}),
+                ("Training", {"fields": ("epochs", "batch_size", "seed", "no_cuda", "eval_students")}),
+            ]
+        shown = tuple(name for name in jobs.PARAMETERS[TrainingRun]
+                      if obj.data_source in SOURCE_FIELDS.get(name, (obj.data_source,)))
+        return [("Parameters", {"fields": shown}), *super().get_fieldsets(request, obj)[1:]]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return super().add_view(request, form_url, {**(extra_context or {}), "source_fields": SOURCE_FIELDS})
+
+    def save_model(self, request, obj, form, change) -> None:
+        curriculum = obj.dataset.curriculum if obj.data_source == TrainingRun.DataSource.DATASET and obj.dataset \
+            else obj.curriculum
+        obj.concepts = curriculum.concepts.count()
+        super().save_model(request, obj, form, change)
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         # The spec's bounds on the form too (min/max in the page); the model's validators say the same.
@@ -219,7 +415,13 @@ class TrainingRunAdmin(JobAdmin):
 
     @admin.display(description="loss curve")
     def loss_curve(self, obj: TrainingRun):
-        return loss_curve_svg(losses=obj.loss_history) if obj.loss_history else "-"
+        if not obj.loss_steps and not obj.loss_history:
+            return "-"
+        return charts.loss_curve(loss_steps=obj.loss_steps, loss_history=obj.loss_history)
+
+    @admin.display(description="version", ordering="policy__version")
+    def version(self, obj: TrainingRun) -> str:
+        return "-" if obj.policy_id is None else f"v{obj.policy.version} {obj.policy.status}"
 
     @admin.display(description="registered version")
     def policy_link(self, obj: TrainingRun):
@@ -229,37 +431,6 @@ class TrainingRunAdmin(JobAdmin):
         return format_html('<a href="{}">{}</a> (<a href="{}">orchestrator</a>)', url, obj.policy,
                            reverse("curriculum:orchestrator"))
 
-    # The same table as on the version's page (it reads obj.metrics only).
+    # The same chart and table as on the version's page (they read obj.metrics only).
+    metrics_chart = PolicyModelAdmin.evaluation
     metrics_table = PolicyModelAdmin.metrics_table
-
-
-def loss_curve_svg(*, losses: list[float], width: int = 480, height: int = 180) -> str:
-    """The training loss per epoch as an inline SVG line chart (no JavaScript, no external files)."""
-    pad_left, pad_right, pad_top, pad_bottom = 56, 12, 12, 30
-    plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
-    low, high = min(losses), max(losses)
-    span = (high - low) or 1.0
-    n = len(losses)
-
-    def x(i: int) -> float:
-        return pad_left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
-
-    def y(v: float) -> float:
-        return pad_top + plot_h * (high - v) / span
-
-    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(losses))
-    dots = format_html_join("", '<circle cx="{}" cy="{}" r="2.5"><title>epoch {}: {}</title></circle>',
-                            ((f"{x(i):.1f}", f"{y(v):.1f}", i + 1, f"{v:.4f}") for i, v in enumerate(losses)))
-    return format_html(
-        '<svg class="loss-curve" role="img" aria-label="training loss per epoch" width="{w}" height="{h}" '
-        'viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" font-size="11" fill="currentColor">'
-        '<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#999"/><line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#999"/>'
-        '<text x="{tl}" y="{ty_high}" text-anchor="end">{high}</text>'
-        '<text x="{tl}" y="{ty_low}" text-anchor="end">{low}</text>'
-        '<text x="{l}" y="{tx}" text-anchor="middle">1</text><text x="{r}" y="{tx}" text-anchor="end">{n}</text>'
-        '<text x="{mid}" y="{tx}" text-anchor="middle">epoch</text>'
-        '<polyline points="{points}" fill="none" stroke="#417690" stroke-width="2"/><g fill="#417690">{dots}</g></svg>',
-        w=width, h=height, l=pad_left, r=width - pad_right, t=pad_top, b=pad_top + plot_h, tl=pad_left - 6,
-        ty_high=pad_top + 4, ty_low=pad_top + plot_h, tx=height - 10, mid=pad_left + plot_w // 2,
-        high=f"{high:.3f}", low=f"{low:.3f}", n=n, points=points, dots=dots,
-    )

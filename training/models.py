@@ -138,6 +138,8 @@ class TrajectoryExtractionJob(Job):
 class TrainingRun(Job):
     """A Decision Transformer training run: train, export, evaluate, register a candidate version."""
 
+    LOSS_STEP_POINTS = 2000
+
     class DataSource(models.TextChoices):
         SYNTHETIC = "synthetic", "synthetic cohort (simulated on the fly)"
         REVIEW_LOG = "review_log", "the curriculum's review log (extracted on the fly)"
@@ -162,6 +164,9 @@ class TrainingRun(Job):
     epoch = models.PositiveIntegerField(default=0, help_text="Epochs completed.")
     loss_history = models.JSONField(default=list, blank=True, help_text="Mean training loss per epoch.")
     loss = models.FloatField(null=True, blank=True, help_text="Latest training loss.")
+    # [[optimiser step (1-based, over all epochs), mean loss of the steps since the previous point], ...]:
+    # one point per progress report (about every 10 steps), thinned to at most LOSS_STEP_POINTS.
+    loss_steps = models.JSONField(default=list, blank=True, help_text="Training loss per optimiser step.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
     policy = models.OneToOneField(
         PolicyModel, on_delete=models.PROTECT, null=True, blank=True, related_name="training_run",

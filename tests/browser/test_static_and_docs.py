@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from .test_operator_flow import assert_styled, browser_page, watch_for_load_problems  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -60,7 +59,7 @@ def production_server(tmp_path, wait_until):
         log.close()
 
 
-def test_the_admin_is_styled_and_the_api_docs_render(production_server, browser_page):
+def test_the_admin_is_styled_and_the_api_docs_render(production_server, browser_page, assert_styled):
     page = browser_page
     page.goto(f"{production_server}/admin/login/")
     assert_styled(page)

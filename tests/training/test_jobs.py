@@ -126,6 +126,7 @@ def test_admin_add_form_launches_a_run_and_shows_its_page(client, operator, curr
 
 
 def test_admin_add_form_explains_invalid_parameters(client, operator, curriculum, sent):
+    # The form has no concepts field (the count comes from the curriculum): a posted one is ignored.
     client.force_login(operator)
     response = client.post(
         reverse("admin:training_trainingrun_add"), {**ADD_FORM, "curriculum": curriculum.pk, "concepts": "9", "epochs": "0"}
@@ -133,7 +134,7 @@ def test_admin_add_form_explains_invalid_parameters(client, operator, curriculum
     assert response.status_code == 200
     assert not TrainingRun.objects.exists()
     errors = response.context["adminform"].form.errors
-    assert "set concepts to 5" in errors["concepts"][0]
+    assert "concepts" not in errors
     assert "epochs" in errors
 
 
@@ -199,7 +200,7 @@ def test_finished_run_page_shows_the_loss_curve(client, viewer, curriculum):
     run = make_run(curriculum, status="succeeded", loss_history=[2.0, 1.5, 1.2, 1.1], epochs=4, epoch=4)
     client.force_login(viewer)
     page = client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
-    assert '<svg class="loss-curve"' in page and "<polyline" in page
+    assert 'loss-curve"' in page and "<polyline" in page
     assert "epoch 4: 1.1000" in page
 
 

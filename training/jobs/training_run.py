@@ -41,6 +41,25 @@ def run_training_run(*, job_id: int, worker: str = "") -> TrainingRun | None:
     return execute(TrainingRun, job_id=job_id, worker=worker, work=_train)
 
 
+def _record_step_loss(steps: list[list[float]], last: dict, *, epoch: int, done: int, total: int, epochs: int,
+                      running_mean: float) -> None:
+    """Append [global step, mean loss of the steps since the last report] from the trainer's running epoch
+    mean: over steps (a, b] of one epoch the mean is (b * m_b - a * m_a) / (b - a). Halves the points (every
+    other one) when they pass TrainingRun.LOSS_STEP_POINTS, so the curve stays light for any number of epochs."""
+    per_epoch = max(total // max(epochs, 1), 1)
+    within = done - (epoch - 1) * per_epoch
+    if within <= 0:
+        return
+    if epoch == last["epoch"] and within > last["step"]:
+        mean = (within * running_mean - last["step"] * last["mean"]) / (within - last["step"])
+    else:
+        mean = running_mean
+    last.update(epoch=epoch, step=within, mean=running_mean)
+    steps.append([done, round(mean, 6)])
+    if len(steps) > TrainingRun.LOSS_STEP_POINTS:
+        steps[:] = [*steps[:-1:2], steps[-1]]
+
+
 def spec_of(run: TrainingRun) -> TrainingSpec:
     """The TrainingSpec a run was launched with."""
     return TrainingSpec(**{name: getattr(run, name) for name in TrainingSpec.names()})
@@ -54,6 +73,8 @@ def _train(run: JobRun) -> None:
     job: TrainingRun = run.job  # type: ignore[assignment]
     run.report(phase="preparing the data", steps=0)
     losses: list[float] = []
+    steps: list[list[float]] = []  # TrainingRun.loss_steps
+    last = {"epoch": 0, "step": 0, "mean": 0.0}  # the previous report: epoch, step within it, its running mean
 
     def progress(stage: str, done: int, total: int, info: dict | None = None) -> None:
         info = info or {}
@@ -73,6 +94,9 @@ def _train(run: JobRun) -> None:
                                   "loss_history": list(losses)}
         if info.get("loss") is not None:
             fields["loss"] = float(info["loss"])
+            _record_step_loss(steps, last, epoch=epoch, done=done, total=total, epochs=job.epochs,
+                              running_mean=float(info["loss"]))
+            fields["loss_steps"] = [list(point) for point in steps]
         if info.get("device"):
             fields["device"] = str(info["device"])
         run.report(**fields)

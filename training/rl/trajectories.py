@@ -340,8 +340,12 @@ def load_dataset(fileobj: BinaryIO) -> TrajectoryDataset:
 # ---------------------------------------------------------------------------------------------- statistics
 
 
+HISTOGRAM_BINS = 20
+
+
 def dataset_statistics(ds: TrajectoryDataset) -> dict:
-    """A JSON-able summary: sizes, episode returns and lengths, how often each action was taken."""
+    """A JSON-able summary: sizes, episode returns and lengths (quantiles and a 20-bin histogram), how often
+    each action was taken."""
     starts = np.asarray(ds.episode_starts)
     episodes, steps = len(starts) - 1, len(ds.actions)
     returns = np.asarray(ds.returns_to_go, dtype=np.float64)[starts[:-1]] if episodes else np.zeros(0)
@@ -355,8 +359,11 @@ def dataset_statistics(ds: TrajectoryDataset) -> dict:
         if len(values) == 0:
             return {"mean": None, "std": None, "min": None, "max": None, "p10": None, "p50": None, "p90": None}
         p10, p50, p90 = np.quantile(values, [0.1, 0.5, 0.9])
+        # 20 equal-width bins over [min, max] (numpy.histogram), for the admin's distribution charts
+        counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
         return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
-                "max": float(values.max()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
+                "max": float(values.max()), "p10": float(p10), "p50": float(p50), "p90": float(p90),
+                "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}}
 
     nonzero = share[share > 0]
     entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(num_actions)) if num_actions > 1 else None

@@ -1,0 +1,109 @@
+"""The server-side SVG charts: valid SVG, labelled axes, any number of points, escaped text."""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from curriculum import charts
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def parse(svg: str) -> ET.Element:
+    root = ET.fromstring(str(svg))  # raises on invalid XML
+    assert root.tag == f"{SVG}svg" and root.get("role") == "img"
+    return root
+
+
+def texts(root: ET.Element, cls: str) -> list[str]:
+    """The text of the <text> elements of class ``cls`` or inside a group of that class."""
+    return [t.text for el in root.iter() if el.get("class") == cls for t in el.iter(f"{SVG}text")]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 5000])
+def test_line_chart_is_valid_svg_with_labelled_axes_for_any_number_of_points(n):
+    points = [(float(i), 1.0 / (i + 1)) for i in range(n)]
+    root = parse(charts.line_chart(series=[charts.Series("loss", points)], title="Loss", x_label="optimiser step",
+                                   y_label="loss"))
+    assert texts(root, "x-label") == ["optimiser step"] and texts(root, "y-label") == ["loss"]
+    assert len(texts(root, "y-ticks")) >= 2 and len(texts(root, "x-ticks")) >= 2
+    polylines = list(root.iter(f"{SVG}polyline"))
+    if n >= 2:
+        coords = polylines[0].get("points").split()
+        assert 2 <= len(coords) <= charts.MAX_LINE_POINTS
+    if n == 0:
+        assert texts(root, "no-data") == ["no data"]
+    if n == 1:
+        assert len(list(root.iter(f"{SVG}circle"))) == 1  # one point is drawn as a dot
+
+
+def test_thinning_keeps_the_ends_and_the_spikes():
+    points = [(float(i), 1.0) for i in range(10_000)]
+    points[4321] = (4321.0, 50.0)
+    thinned = charts.thin(points, limit=200)
+    assert len(thinned) <= 200
+    assert thinned[0] == points[0] and thinned[-1] == points[-1] and (4321.0, 50.0) in thinned
+
+
+def test_points_stay_inside_the_plot_area():
+    svg = charts.line_chart(series=[charts.Series("a", [(0, -3.0), (10, 7.5), (20, 2.0)])], title="t", x_label="x",
+                            y_label="y", width=400, height=200)
+    coords = [tuple(map(float, c.split(","))) for c in next(parse(svg).iter(f"{SVG}polyline")).get("points").split()]
+    assert all(charts.PAD_LEFT <= x <= 400 - charts.PAD_RIGHT and charts.PAD_TOP <= y <= 200 - charts.PAD_BOTTOM
+               for x, y in coords)
+
+
+def test_text_is_escaped():
+    svg = charts.bar_chart(labels=["<script>"], values=[1.0], title='a "b" & <c>', x_label="x<", y_label="y&")
+    root = parse(svg)
+    assert "<script>" not in str(svg) and root.get("aria-label") == 'a "b" & <c>'
+
+
+def test_bar_chart_draws_intervals_and_refuses_mismatched_input():
+    root = parse(charts.bar_chart(labels=["dt", "random"], values=[0.8, 0.5], intervals=[(0.7, 0.9), None],
+                                  title="Evaluation", x_label="policy", y_label="recall", y_range=(0, 1)))
+    assert len([r for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]) == 2
+    assert len([p for p in root.iter(f"{SVG}path") if p.get("class") == "interval"]) == 1
+    with pytest.raises(ValueError, match="2 labels for 1 values"):
+        charts.bar_chart(labels=["a", "b"], values=[1.0], title="t", x_label="x", y_label="y")
+
+
+def test_histogram_checks_its_edges():
+    root = parse(charts.histogram(edges=[0, 1, 2, 3], counts=[4, 0, 2], title="Returns", x_label="return"))
+    assert texts(root, "x-label") == ["return"]
+    with pytest.raises(ValueError, match="expected 4 edges"):
+        charts.histogram(edges=[0, 1], counts=[1, 2, 3], title="t", x_label="x")
+
+
+def test_distribution_chart_falls_back_to_quantiles_without_bins():
+    summary = {"mean": 2.0, "std": 1.0, "min": 0.0, "max": 5.0, "p10": 0.5, "p50": 2.0, "p90": 4.0}
+    assert "quantile-strip" in charts.distribution_chart(summary=summary, title="t", x_label="x")
+    with_bins = {**summary, "histogram": {"edges": [0, 2.5, 5], "counts": [3, 1]}}
+    assert "histogram" in charts.distribution_chart(summary=with_bins, title="t", x_label="x")
+    parse(charts.distribution_chart(summary={"mean": None}, title="empty", x_label="x"))
+
+
+def test_loss_curve_is_per_step_when_steps_are_known_else_per_epoch():
+    per_step = parse(charts.loss_curve(loss_steps=[[10, 2.0], [20, 1.5], [30, 1.2]], loss_history=[1.6]))
+    assert texts(per_step, "x-label") == ["optimiser step"]
+    per_epoch = parse(charts.loss_curve(loss_history=[2.0, 1.0]))
+    assert texts(per_epoch, "x-label") == ["epoch"]
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    ticks = charts.nice_ticks(0.13, 0.87)
+    assert ticks[0] <= 0.13 and ticks[-1] >= 0.87
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+    assert len(steps) == 1 and steps.pop() in {0.1, 0.2, 0.25, 0.5}
+    assert charts.nice_ticks(3.0, 3.0)[0] < 3.0 < charts.nice_ticks(3.0, 3.0)[-1]
+    with pytest.raises(ValueError):
+        charts.nice_ticks(0.0, math.inf)
+
+
+def test_time_axis_labels_dates():
+    day = 1_700_006_400.0  # 2023-11-15 00:00 UTC
+    root = parse(charts.line_chart(series=[charts.Series("r", [(day, 0.2), (day + 5 * 86400, 0.9)])], title="t",
+                                   x_label="time (UTC)", y_label="recall", x_time=True, y_range=(0, 1)))
+    assert any(label.startswith("2023-11-") for label in texts(root, "x-ticks"))

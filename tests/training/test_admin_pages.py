@@ -1,0 +1,168 @@
+"""The job, version and learner pages as an operator sees them: forms that fit the data source, retries that say
+what they repeat, permission denials that name the permission, charts instead of JSON dumps."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+
+from curriculum.models import Learner, ReviewLog
+from training.models import SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+
+pytestmark = pytest.mark.django_db
+
+FORM = {"data_source": "synthetic", "dataset": "", "num_users": "20", "interactions": "20", "epochs": "1",
+        "batch_size": "16", "seed": "7", "eval_students": "30"}
+
+
+@pytest.fixture
+def curriculum(make_curriculum):
+    return make_curriculum("algebra", concepts=5)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    from training.jobs import lifecycle
+
+    calls = []
+    monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: calls.append(job.pk))
+    return calls
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    user = django_user_model.objects.create_user(username="viewer", password="pw-viewer-1", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="training", codename__in=["view_trainingrun", "view_syntheticgenerationjob"]))
+    return user
+
+
+def test_launch_form_has_one_launch_button_and_no_concepts_field(admin_client, curriculum):
+    page = admin_client.get(reverse("admin:training_trainingrun_add")).content.decode()
+    assert 'value="Launch"' in page and "_addanother" not in page and "_continue" not in page
+    assert 'name="concepts"' not in page
+    assert 'id="source-fields"' in page  # what the field switching reads
+
+
+def test_launch_takes_the_concept_count_from_the_curriculum_and_ignores_fields_of_other_sources(
+        admin_client, curriculum, sent, django_capture_on_commit_callbacks):
+    done = TrajectoryExtractionJob.objects.create(curriculum=curriculum, status="succeeded", version=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:training_trainingrun_add"),
+                                     {**FORM, "curriculum": curriculum.pk, "dataset": done.pk})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    run = TrainingRun.objects.get()
+    assert (run.concepts, run.dataset, run.num_users) == (5, None, 20)  # a hidden dataset choice is dropped
+    admin_client.post(reverse("admin:training_trainingrun_add"),
+                      {**FORM, "curriculum": curriculum.pk, "data_source": "dataset", "dataset": done.pk,
+                       "num_users": "999"})
+    on_dataset = TrainingRun.objects.get(data_source="dataset")
+    assert (on_dataset.dataset, on_dataset.num_users, on_dataset.concepts) == (done, 500, 5)
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[on_dataset.pk])).content.decode()
+    assert "field-dataset" in page and "field-num_users" not in page  # its page shows what it used
+
+
+def test_launch_form_refuses_a_dataset_of_another_curriculum(admin_client, curriculum, make_curriculum, sent):
+    other = make_curriculum("geometry", concepts=5)
+    foreign = TrajectoryExtractionJob.objects.create(curriculum=other, status="succeeded", version=1)
+    response = admin_client.post(reverse("admin:training_trainingrun_add"),
+                                 {**FORM, "curriculum": curriculum.pk, "data_source": "dataset", "dataset": foreign.pk})
+    assert response.status_code == 200 and not TrainingRun.objects.exists()
+    assert "extracted from 'geometry'" in response.context["adminform"].form.errors["dataset"][0]
+
+
+def finished_generation(curriculum) -> SyntheticGenerationJob:
+    now = timezone.now()
+    return SyntheticGenerationJob.objects.create(
+        curriculum=curriculum, num_users=30, interactions=10, seed=42, status="succeeded", rows_written=300,
+        started_at=now - dt.timedelta(seconds=125), finished_at=now)
+
+
+def test_retrying_a_generation_offers_a_new_seed_and_warns_about_an_identical_cohort(admin_client, curriculum, sent):
+    job = finished_generation(curriculum)
+    page = admin_client.get(reverse("admin:training_syntheticgenerationjob_change", args=[job.pk])).content.decode()
+    assert 'name="seed"' in page and 'value="43"' in page and "second, identical cohort of\n          30 learners" in page
+    assert "2 min 05 s" in page  # the duration, with seconds
+    retry = reverse("admin:training_syntheticgenerationjob_retry", args=[job.pk])
+    response = admin_client.post(retry, {"seed": "42"}, follow=True)
+    same = SyntheticGenerationJob.objects.exclude(pk=job.pk).get()
+    assert same.seed == 42
+    assert any("second, identical cohort of 30 learners" in str(m) for m in response.context["messages"])
+    admin_client.post(retry, {"seed": "43"})
+    assert SyntheticGenerationJob.objects.filter(seed=43).count() == 1
+
+
+def test_a_permission_denial_names_the_missing_permission(client, viewer, curriculum):
+    run = TrainingRun.objects.create(curriculum=curriculum, concepts=5)
+    client.force_login(viewer)
+    response = client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk]))
+    assert response.status_code == 403
+    text = response.content.decode()
+    assert "training.cancel_trainingrun" in text and "Can cancel training runs" in text
+    denied = client.get(reverse("admin:training_trainingrun_add"))
+    assert denied.status_code == 403 and "training.add_trainingrun" in denied.content.decode()
+
+
+def test_cancel_messages_use_the_right_plural(admin_client, curriculum):
+    one = TrainingRun.objects.create(curriculum=curriculum, concepts=5)
+    response = admin_client.post(reverse("admin:training_trainingrun_changelist"),
+                                 {"action": "cancel_selected", "_selected_action": [one.pk]}, follow=True)
+    assert [str(m) for m in response.context["messages"]] == ["1 job cancelled before starting"]
+
+
+def test_extraction_statistics_are_charts_not_a_json_dump(admin_client, curriculum):
+    stats = {"episodes": 2, "steps": 20, "state_dim": 20,
+             "return": {"mean": 1.0, "std": 0.5, "min": 0.5, "max": 1.5, "p10": 0.6, "p50": 1.0, "p90": 1.4,
+                        "histogram": {"edges": [0.5, 1.0, 1.5], "counts": [1, 1]}},
+             "episode_length": {"mean": 10.0, "std": 0.0, "min": 10.0, "max": 10.0, "p10": 10.0, "p50": 10.0,
+                                "p90": 10.0, "histogram": {"edges": [9.5, 10.5], "counts": [2]}},
+             "actions": {"count": 2, "counts": {"c0": 12, "c1": 8}, "most_common": "c0", "least_common": "c1",
+                         "normalised_entropy": 0.97}}
+    job = TrajectoryExtractionJob.objects.create(curriculum=curriculum, status="succeeded", version=1, statistics=stats)
+    page = admin_client.get(reverse("admin:training_trajectoryextractionjob_change", args=[job.pk])).content.decode()
+    assert page.count('class="crl-chart histogram"') == 2 and 'class="crl-chart bar-chart"' in page
+    assert "2 episodes of 20 steps" in page
+    assert page.index("<details><summary>all statistics (JSON)") > page.index("crl-chart histogram")
+
+
+def test_version_page_shows_its_evaluation_and_loss_above_the_raw_config(admin_client, curriculum, make_policy):
+    policy = make_policy(curriculum, recall=0.6)
+    TrainingRun.objects.create(curriculum=curriculum, concepts=5, status="succeeded", policy=policy,
+                               loss_history=[2.0, 1.5], loss_steps=[[10, 2.2], [20, 1.8], [30, 1.5], [40, 1.4]])
+    page = admin_client.get(reverse("admin:curriculum_policymodel_change", args=[policy.pk])).content.decode()
+    evaluation, loss, config = (page.index('class="crl-chart bar-chart"'), page.index("loss-curve"),
+                                page.index("dt_lite_config.json</summary>"))
+    assert evaluation < config and loss < config
+    assert ">optimiser step<" in page
+
+
+def test_learner_page_shows_the_review_timeline_and_recall_per_concept(admin_client, curriculum):
+    learner = Learner.objects.create(external_id="ada")
+    concepts = list(curriculum.concepts.order_by("position"))
+    start = timezone.now() - dt.timedelta(days=3)
+    for i, (concept, correct) in enumerate([(concepts[0], True), (concepts[1], False), (concepts[0], True)]):
+        ReviewLog.objects.create(learner=learner, curriculum=curriculum, concept=concept, correct=correct,
+                                 reviewed_at=start + dt.timedelta(hours=5 * i), source="live")
+    page = admin_client.get(reverse("admin:curriculum_learner_change", args=[learner.pk])).content.decode()
+    assert "Review timeline" in page and "Estimated recall per concept" in page
+    assert 'data-series="c0"' in page and 'data-series="c1"' in page and 'data-series="c2"' not in page
+
+
+def test_recall_history_jumps_at_a_correct_review_and_decays_after(curriculum):
+    from curriculum.learner_history import recall_history
+
+    learner = Learner.objects.create(external_id="bob")
+    concept = curriculum.concepts.get(position=0)
+    at = timezone.now() - dt.timedelta(days=2)
+    ReviewLog.objects.create(learner=learner, curriculum=curriculum, concept=concept, correct=True, reviewed_at=at,
+                             source="live")
+    history = recall_history(learner=learner, curriculum=curriculum, points=50)
+    assert history.concepts == ["c0"]
+    recall = history.recall[:, 0]
+    t0 = at.timestamp()
+    after = history.times >= t0
+    assert recall[after][0] == pytest.approx(1.0) and recall[-1] < recall[after][0]
+    assert all(a >= b - 1e-12 for a, b in zip(recall[after], recall[after][1:]))  # forgetting: never rises

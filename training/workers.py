@@ -1,0 +1,181 @@
+"""Worker health for the admin index: which Celery workers are online and on which queues, how many messages
+wait in each queue, which jobs run (and for how long), and the plain warnings an operator acts on.
+
+Nothing here may hang or break a page: the broker is asked with short timeouts (one connection attempt,
+bounded socket reads, one ``active_queues`` broadcast that waits ``timeout`` seconds for replies), and any
+broker failure becomes ``broker_error`` with what could still be read from the database.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from .jobs.lifecycle import JOB_MODELS, TASK_NAMES
+from .models import Job
+
+log = logging.getLogger(__name__)
+
+# Seconds the admin index waits for workers to answer (they answer within milliseconds when alive).
+INSPECT_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One online worker: its node name and the queues it consumes."""
+
+    name: str
+    queues: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One queue: messages in the broker (None: unknown), jobs queued in the database for it, who listens."""
+
+    name: str
+    messages: int | None
+    queued_jobs: int
+    workers: tuple[str, ...]
+
+    @property
+    def stranded(self) -> bool:
+        """Work waits here and no worker listens (only said when the workers could be asked)."""
+        return not self.workers and (self.queued_jobs > 0 or bool(self.messages))
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job the database says is running: its worker, and seconds since it started."""
+
+    job: Job
+    worker: str
+    runtime_s: float | None
+
+
+@dataclass
+class WorkerHealth:
+    """What the admin index shows (see ``worker_health``)."""
+
+    broker: str  # the broker's kind and place, without credentials
+    broker_error: str = ""  # "" when the broker answered
+    workers: list[WorkerInfo] = field(default_factory=list)
+    queues: list[QueueInfo] = field(default_factory=list)
+    running: list[RunningJob] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Sentences for the operator, most urgent first."""
+        out = []
+        if self.broker_error:
+            out.append(f"The broker did not answer ({self.broker_error}): workers and queue lengths are unknown; "
+                       f"jobs below are read from the database.")
+            return out
+        for queue in self.queues:
+            if queue.stranded:
+                waiting = []
+                if queue.queued_jobs:
+                    waiting.append(f"{queue.queued_jobs} queued job{'s' if queue.queued_jobs != 1 else ''}")
+                if queue.messages:
+                    waiting.append(f"{queue.messages} message{'s' if queue.messages != 1 else ''} in the broker")
+                one = len(waiting) == 1 and (queue.queued_jobs or queue.messages) == 1
+                out.append(f"No worker listens on queue \"{queue.name}\", where {' and '.join(waiting)} "
+                           f"{'waits' if one else 'wait'}: start one with: celery -A crlsite worker -Q {queue.name}")
+        if not self.workers:
+            out.append("No Celery worker is online.")
+        return out
+
+
+def job_queues() -> dict[type[Job], str]:
+    """The queue each job's task goes to (settings.CELERY_TASK_ROUTES, else the default queue)."""
+    routes = getattr(settings, "CELERY_TASK_ROUTES", {}) or {}
+    default = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+    return {model: (routes.get(TASK_NAMES[model]) or {}).get("queue", default) for model in JOB_MODELS}
+
+
+def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt.datetime | None = None) -> WorkerHealth:
+    """Ask the broker and the workers, within about 3 x ``timeout`` seconds in the worst case; never raises for a
+    broker problem (it is reported in ``broker_error``). ``app`` defaults to crlsite.celery.app (a seam for tests).
+    """
+    if app is None:
+        from crlsite.celery import app
+    now = now or timezone.now()
+    queue_of = job_queues()
+    names = sorted({*queue_of.values(), getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")})
+    queued = {name: 0 for name in names}
+    running: list[RunningJob] = []
+    for model in JOB_MODELS:
+        queued[queue_of[model]] += model.objects.filter(status=Job.Status.QUEUED).count()
+        for job in model.objects.filter(status=Job.Status.RUNNING).select_related("curriculum").order_by("started_at"):
+            runtime = (now - job.started_at).total_seconds() if job.started_at else None
+            running.append(RunningJob(job=job, worker=job.worker, runtime_s=runtime))
+
+    health = WorkerHealth(broker=_describe(app), running=running)
+    messages: dict[str, int | None] = {name: None for name in names}
+    listeners: dict[str, list[str]] = {name: [] for name in names}
+    transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        "max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout,
+    }
+    try:
+        with app.connection_for_read(connect_timeout=timeout, transport_options=transport_options) as connection:
+            connection.ensure_connection(max_retries=0, timeout=timeout)
+            channel = connection.default_channel
+            for name in names:
+                messages[name] = _queue_length(channel, name)
+            replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
+    except Exception as exc:  # noqa: BLE001 - any broker failure degrades the panel, never the page
+        log.warning("worker health: broker %s did not answer: %s: %s", health.broker, type(exc).__name__, exc)
+        health.broker_error = f"{type(exc).__name__}: {exc}"[:300]
+        health.queues = [QueueInfo(name=n, messages=None, queued_jobs=queued[n], workers=()) for n in names]
+        return health
+
+    for worker, queues in sorted(replies.items()):
+        consumed = tuple(sorted(q.get("name", "") for q in queues or ()))
+        health.workers.append(WorkerInfo(name=worker, queues=consumed))
+        for queue in consumed:
+            listeners.setdefault(queue, []).append(worker)
+            messages.setdefault(queue, None)
+            queued.setdefault(queue, 0)
+    health.queues = [QueueInfo(name=n, messages=messages[n], queued_jobs=queued[n], workers=tuple(listeners[n]))
+                     for n in sorted(listeners)]
+    return health
+
+
+def _queue_length(channel, name: str) -> int:
+    """Messages waiting in queue ``name``: a passive declare (Redis: LLEN over the priority lists; the
+    filesystem transport: the message files); a queue the broker does not know yet holds 0."""
+    try:
+        return int(channel.queue_declare(queue=name, passive=True).message_count)
+    except Exception as exc:  # noqa: BLE001 - a missing queue is an empty one; connection errors re-raise
+        if _is_connection_error(channel, exc):
+            raise
+        return 0
+
+
+def _is_connection_error(channel, exc: Exception) -> bool:
+    errors = tuple(getattr(channel.connection, "connection_errors", ())) + (OSError, TimeoutError)
+    return isinstance(exc, errors)
+
+
+def _describe(app) -> str:
+    url = str(app.conf.broker_url or "")
+    scheme, _, rest = url.partition("://")
+    host = rest.rsplit("@", 1)[-1]  # drop any user:password
+    return f"{scheme}://{host}" if host else f"{scheme}://"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3725`` -> ``"1 h 02 min 05 s"``; under a minute ``"42 s"``; None -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    total = max(int(round(seconds)), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
