@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from training.rl.artifacts import FORMAT_VERSION, read_checkpoint, write_checkpoint
 from training.rl.dt import DecisionTransformer, DTConfig
-from training.rl.model_config import concept_head_fits
+from training.rl.model_config import SUMMARY_FEATURES_PER_CONCEPT, concept_head_fits
 from training.rl.trajectories import TrajectoryDataset
 
 
@@ -95,13 +95,16 @@ def training_device(*, no_cuda: bool) -> str:
 
 
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
-    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data, and the
-    concept head when the encoder's states are per-concept feature groups (they are for StateEncoder)."""
+    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data, and, when
+    the encoder's states are per-concept feature groups (they are for StateEncoder), the concept head and the
+    fixed-size summary state token (so the transformer's cost does not grow with the number of concepts)."""
     state_dim = dataset.states.shape[1]
     action_dim = max(len(dataset.concept_keys), int(dataset.actions.max()) + 1)
     per_concept = len(dataset.encoder.get("features") or ())
     if concept_head_fits(state_dim=state_dim, action_dim=action_dim, concept_features=per_concept):
         overrides.setdefault("concept_features", per_concept)
+        if per_concept == SUMMARY_FEATURES_PER_CONCEPT:
+            overrides.setdefault("state_token", "summary")
     config = DTConfig(state_dim=state_dim, action_dim=action_dim, **overrides)
     return resolve_model_config(config, dataset)
 
