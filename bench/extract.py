@@ -1,11 +1,15 @@
 """Benchmark: trajectory extraction of 1,000,000 ReviewLog rows (seconds and peak RSS), each stage in a fresh process.
 
-    DATABASE_URL=postgres://user@host:5432/db .venv/bin/python bench/extract.py [--rows 1000000]
+    DATABASE_URL=postgres://user@host:5432/db .venv/bin/python bench/extract.py [--rows 1000000] [--concepts 20]
+        [--stages memory,read,extract,job,train]
 
 The first run writes the reviews (10,000 simulated learners x 100 by default) under a `bench-extract`
 curriculum and keeps them for the next runs. Stages: "read" streams the rows as columnar chunks
 (curriculum.reviews.reader.iter_review_chunks), "extract" builds the TrajectoryDataset (pipeline.build_dataset_from_reviews),
-"job" is the whole extraction job as a worker runs it (extract, statistics, save the dataset to storage).
+"job" is the whole extraction job as a worker runs it (extract, statistics, save the dataset to storage), "memory"
+extracts a simulated log of the same size held in memory (no database: the encoder's own speed), "train" extracts
+and trains one epoch (the pipeline's defaults, batch 64) in one process: its peak RSS is the whole path's.
+The curriculum is `bench-extract` (20 concepts) or `bench-extract-cN` (N concepts).
 """
 from __future__ import annotations
 
@@ -35,14 +39,19 @@ from curriculum.services import ensure_curriculum  # noqa: E402
 
 KEY = "bench-extract"
 INTERACTIONS = 100
-STAGES = ("read", "extract", "job")
+STAGES = ("memory", "read", "extract", "job", "train")
+
+
+def curriculum_key(concepts: int) -> str:
+    return KEY if concepts == 20 else f"{KEY}-c{concepts}"
 
 
 def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
     from curriculum.reviews import bulk
     from training.rl.simulator import generate_logs
 
-    curriculum = ensure_curriculum(key=KEY, name="extraction benchmark", concept_keys=[f"c{i:02d}" for i in range(concepts)])
+    key = curriculum_key(concepts)
+    curriculum = ensure_curriculum(key=key, name="extraction benchmark", concept_keys=[f"c{i:02d}" for i in range(concepts)])
     have = ReviewLog.objects.filter(curriculum=curriculum).count()
     if have == rows:
         return curriculum
@@ -69,16 +78,32 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
     return curriculum
 
 
-def run_stage(stage: str) -> dict:
+def run_stage(stage: str, *, rows: int, concepts: int) -> dict:
     """In this (fresh) process: one stage, its wall time and the process's peak RSS."""
     from curriculum.reviews.reader import iter_review_chunks
     from training import jobs, pipeline
     from training.models import TrajectoryExtractionJob
 
-    curriculum = Curriculum.objects.get(key=KEY)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if stage == "memory":
+        from training.rl.simulator import generate_logs
+        from training.rl.trajectories import trajectories_from_columns
+
+        logs = generate_logs(num_users=rows // INTERACTIONS, interactions=INTERACTIONS, num_concepts=concepts, seed=0)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        rows = len(trajectories_from_columns(logs, num_concepts=concepts).actions)
+        return {"stage": stage, "rows": rows, "seconds": time.perf_counter() - started,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_before_mib": rss_before / 1024}
+    curriculum = Curriculum.objects.get(key=curriculum_key(concepts))
     started = time.perf_counter()
-    if stage == "read":
+    if stage == "train":
+        dataset = pipeline.build_dataset_from_reviews(curriculum=curriculum)
+        rows = len(dataset.actions)
+        with tempfile.TemporaryDirectory() as out:
+            pipeline.train_and_export(dataset=dataset, output_dir=out, epochs=1, batch_size=64, seed=42, no_cuda=True)
+    elif stage == "read":
         rows = sum(len(chunk["learner"]) for chunk in iter_review_chunks(curriculum=curriculum))
     elif stage == "extract":
         rows = len(pipeline.build_dataset_from_reviews(curriculum=curriculum).actions)
@@ -98,19 +123,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--concepts", type=int, default=20)
+    parser.add_argument("--stages", default="memory,read,extract,job",
+                        help=f"comma-separated, of {', '.join(STAGES)} (train: extract + one epoch, slow)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(run_stage(args.stage)))
+        print(json.dumps(run_stage(args.stage, rows=args.rows, concepts=args.concepts)))
         return
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"--stages: unknown {', '.join(unknown)} (expected some of {', '.join(STAGES)})")
 
-    ensure_reviews(rows=args.rows, concepts=args.concepts)
+    if set(stages) - {"memory"}:
+        ensure_reviews(rows=args.rows, concepts=args.concepts)
     results = []
     with tempfile.TemporaryDirectory() as media:
-        for stage in STAGES:
+        for stage in stages:
             env = {**os.environ, "MEDIA_ROOT": media}
             env.pop("ARTIFACT_STORAGE_BACKEND", None)
-            out = subprocess.run([sys.executable, __file__, "--stage", stage, "--rows", str(args.rows)], env=env,
+            out = subprocess.run([sys.executable, __file__, "--stage", stage, "--rows", str(args.rows),
+                                  "--concepts", str(args.concepts)], env=env,
                                  check=True, capture_output=True, text=True)
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 

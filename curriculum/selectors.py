@@ -97,13 +97,18 @@ def spec_for_identity(*, encoder_identity: str) -> StateSpec | None:
 
 
 def serving_spec(*, curriculum_id: int) -> StateSpec:
-    """How the curriculum's learner states are encoded now: the active policy's spec, else (no active version,
-    or one without an encoder) the default encoder over all of the curriculum's concepts."""
-    identity = _active_policies().filter(curriculum_id=curriculum_id).values_list("encoder_identity", flat=True).first()
+    """How the curriculum's learner states are encoded now: the active policy's spec (widened to every concept of
+    the curriculum when the policy scores concepts added after training), else (no active version, or one without
+    an encoder) the default encoder over all of the curriculum's concepts."""
+    active = _active_policies().filter(curriculum_id=curriculum_id).values_list(
+        "encoder_identity", "config__state_token", "config__concept_features").first()
+    identity, token, features = active or ("", None, None)
     spec = spec_for_identity(encoder_identity=identity or "")
+    count = Concept.objects.filter(curriculum_id=curriculum_id).count()
     if spec is not None:
-        return spec
-    return StateSpec.default(num_concepts=Concept.objects.filter(curriculum_id=curriculum_id).count())
+        # versions sharing an encoder identity may differ in their model: the flag is this version's
+        return spec.scoring_unseen(token == "summary" and bool(features)).widened(num_concepts=count)
+    return StateSpec.default(num_concepts=count)
 
 
 @dataclass(frozen=True)

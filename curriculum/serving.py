@@ -211,12 +211,16 @@ def recommend(
 
     served = policies.get(curriculum_id=curriculum_id, policy_id=found.policy_id)
     if served is not None:
-        in_policy = [p for p in allowed if p < len(served.concept_keys)]
+        # A policy that scores concepts added after training reads states over all of the curriculum's concepts
+        # (stored so by learner_states: selectors.serving_spec widens the same way).
+        spec = served.spec.widened(num_concepts=len(catalog.keys))
+        keys = served.concept_keys if spec is served.spec else catalog.keys
+        in_policy = [p for p in allowed if p < len(keys)]
         if in_policy:
-            state = _state(spec=served.spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
-            rec = _from_policy(served, state, now=now, allowed=in_policy)
-            if len(in_policy) < len(allowed):
-                rec = replace(rec, unscored=tuple(catalog.keys[p] for p in allowed if p >= len(served.concept_keys)))
+            state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
+            rec = _from_policy(served, state, keys=keys, now=now, allowed=in_policy)
+            if len(in_policy) < len(allowed):  # concepts this version can neither be trained on nor score
+                rec = replace(rec, unscored=tuple(catalog.keys[p] for p in allowed if p >= len(keys)))
             return rec
     spec = StateSpec.default(num_concepts=len(catalog.keys))
     state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
@@ -234,17 +238,20 @@ def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | No
     return state
 
 
-def _from_policy(served: ServedPolicy, state: EncodedLearnerState, *, now: float, allowed: list[int]) -> Recommendation:
+def _from_policy(served: ServedPolicy, state: EncodedLearnerState, *, keys: Sequence[str], now: float,
+                 allowed: list[int]) -> Recommendation:
+    """The policy's choice among allowed positions; keys: the concepts the state encodes (the policy's, or the
+    curriculum's when it has concepts the policy scores from their features)."""
     rtg, states, actions, timesteps = state.context(now, served.target_return, max_timestep=served.max_timestep)
     T = served.spec.context_length
     action, probs = served.lite.select_action(
         rtg[None, -T:], states[None, -T:], actions[None, -T:], timesteps[None, -T:],
-        candidates=None if len(allowed) == len(served.concept_keys) else np.asarray(allowed),
+        candidates=None if len(allowed) == len(keys) else np.asarray(allowed),
     )
     p = probs[0]
     return Recommendation(
-        concept=served.concept_keys[int(action[0])],
-        scores={served.concept_keys[i]: round(float(p[i]), SCORE_DIGITS) for i in allowed},
+        concept=keys[int(action[0])],
+        scores={keys[i]: round(float(p[i]), SCORE_DIGITS) for i in allowed},
         policy_version=served.version,
         strategy="policy",
     )

@@ -21,12 +21,29 @@ class StateSpec:
 
     encoder_config: EncoderConfig
     context_length: int
+    # The policy's model scores concepts added to the curriculum after training from their features (summary
+    # state token + concept head, see training/rl/dtlite.py): its learner states then encode every concept of the
+    # curriculum (`widened`). Not part of the identity: it follows from the policy, not from the encoding.
+    scores_unseen_concepts: bool = False
 
     @classmethod
     def for_policy(cls, config: Mapping[str, Any]) -> StateSpec:
         """The spec a policy version was trained with (its `dt_lite_config.json`); KeyError/ValueError naming the
         key when the config has no usable `encoder` or `context_length`."""
-        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]))
+        unseen = config.get("state_token") == "summary" and bool(config.get("concept_features"))
+        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]), unseen)
+
+    def scoring_unseen(self, flag: bool) -> StateSpec:
+        """This spec with scores_unseen_concepts set to flag (same encoding, same identity)."""
+        return self if self.scores_unseen_concepts == flag else _with_flag(self, flag)
+
+    def widened(self, *, num_concepts: int) -> StateSpec:
+        """This spec over num_concepts concepts when the policy scores concepts added after training and the
+        curriculum has more than it was trained on (the added ones unfitted, EncoderConfig.with_num_concepts);
+        else this spec."""
+        if not self.scores_unseen_concepts or num_concepts <= self.num_concepts:
+            return self
+        return _widened_spec(self, num_concepts)
 
     @classmethod
     def default(cls, *, num_concepts: int) -> StateSpec:
@@ -65,6 +82,17 @@ class StateSpec:
             "last_review": None if last_review is None else list(last_review),
             "state": state.to_dict(),
         }
+
+
+@lru_cache(maxsize=256)
+def _with_flag(spec: StateSpec, flag: bool) -> StateSpec:
+    return StateSpec(spec.encoder_config, spec.context_length, flag)
+
+
+@lru_cache(maxsize=256)
+def _widened_spec(spec: StateSpec, num_concepts: int) -> StateSpec:
+    # one per (policy spec, size): its encoder and identity are built once, not per request
+    return StateSpec(spec.encoder_config.with_num_concepts(num_concepts), spec.context_length, True)
 
 
 @lru_cache(maxsize=256)

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from .model_config import check_model_config
+from .model_config import check_model_config, state_token_input_dim
 
 if TYPE_CHECKING:
     from training.rl.dt import DecisionTransformer
@@ -68,12 +68,12 @@ _CONFIG_CHECKS: dict[str, tuple[Any, str]] = {
 
 def expected_weight_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """Array name -> shape for a config; the names are DecisionTransformer's state_dict keys."""
-    S, A, H = config["state_dim"], config["action_dim"], config["hidden_dim"]
+    A, H = config["action_dim"], config["hidden_dim"]
     shapes: dict[str, tuple[int, ...]] = {
         "embed_timestep.weight": (config["max_timestep"], H),
         "embed_return.weight": (H, 1),
         "embed_return.bias": (H,),
-        "embed_state.weight": (H, S),
+        "embed_state.weight": (H, state_token_input_dim(config)),
         "embed_state.bias": (H,),
         "embed_action.weight": (A, H),
         "embed_ln.weight": (H,),
@@ -208,6 +208,8 @@ def export_artifacts(
     if model_config.get("concept_features"):
         config["concept_features"] = model_config["concept_features"]
         config["concept_head_dim"] = model_config["concept_head_dim"]
+    if model_config.get("state_token", "linear") != "linear":
+        config["state_token"] = model_config["state_token"]  # absent: the linear token of earlier exports
     if extra is not None:
         config["extra"] = extra
     state = {name: t.detach().cpu() for name, t in model.state_dict().items()}

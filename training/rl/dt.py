@@ -5,6 +5,10 @@ nanoGPT-style: a config dataclass and small modules. The action is read from the
 head: one small MLP that scores each concept from the state token and that concept's own features, so that a
 rule such as "the concept whose recall is closest to a target" is as easy to learn as "the lowest recall".
 
+The state token: with ``state_token="summary"`` (what the trainer builds) it embeds a fixed-size summary of the
+per-concept features (``StateSummary``; the formulas are in model_config.py), so the transformer costs the same
+for 20 concepts or 1,000; ``"linear"`` (models exported before) embeds all 4 x C numbers.
+
 `training/rl/dtlite.py` is its NumPy twin, block for block with the same names; change one, change the other
 (tests/training/rl/test_dtlite.py checks them).
 """
@@ -19,7 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model_config import check_model_config
+from .model_config import (
+    SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, check_model_config,
+    state_token_input_dim,
+)
 
 LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
 
@@ -42,6 +49,8 @@ class DTConfig:
     # 0: the original linear head only (models trained before the concept head).
     concept_features: int = 0
     concept_head_dim: int = 64
+    # "summary": the state token embeds StateSummary(states) (fixed size); "linear": all S numbers (older exports)
+    state_token: str = "linear"
 
     def __post_init__(self) -> None:
         try:
@@ -127,6 +136,40 @@ class ConceptHead(nn.Module):
         return self.c_out(self.gelu(z)).squeeze(-1)  # [B, T, A]
 
 
+class StateSummary(nn.Module):
+    """states [B, T, C x F] -> [B, T, summary_dim(F)]: the fixed-size summary the state token embeds (no weights;
+    the formulas and their order are in model_config.py)."""
+
+    def __init__(self, config: DTConfig) -> None:
+        super().__init__()
+        self.concept_features = config.concept_features
+        self.register_buffer("thresholds", torch.tensor(SUMMARY_RECALL_THRESHOLDS, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        B, T, _ = states.shape
+        x = states.float().reshape(B, T, -1, self.concept_features)  # [B, T, C, F]
+        C = x.shape[2]
+        reviewed = x[..., SUMMARY_REVIEWS] > 0  # [B, T, C]
+        n = reviewed.sum(-1, keepdim=True).float()  # [B, T, 1]
+        any_reviewed = n > 0
+        due = (x[..., SUMMARY_RECALL, None] < self.thresholds) & reviewed[..., None]  # [B, T, C, R]
+        mask = reviewed[..., None]  # [B, T, C, 1]
+        mean_all = x.sum(2) / C  # [B, T, F]
+        mean_reviewed = torch.where(mask, x, 0.0).sum(2) / n.clamp(min=1.0)
+        min_reviewed = torch.where(mask, x, float("inf")).amin(2)
+        max_reviewed = torch.where(mask, x, float("-inf")).amax(2)
+        return torch.cat([
+            n / C,
+            torch.log1p(n) / SUMMARY_COUNT_SCALE,
+            due.float().sum(2) / C,
+            mean_all,
+            mean_reviewed,
+            torch.where(any_reviewed, min_reviewed, 0.0),
+            torch.where(any_reviewed, max_reviewed, 0.0),
+        ], dim=-1)
+
+
 def token_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T] timestep mask (1 valid, 0 pad) -> boolean [B, 1, 3T, 3T] attention mask (True = may attend).
 
@@ -151,7 +194,8 @@ class DecisionTransformer(nn.Module):
         H = config.hidden_dim
         self.embed_timestep = nn.Embedding(config.max_timestep, H)
         self.embed_return = nn.Linear(1, H)
-        self.embed_state = nn.Linear(config.state_dim, H)
+        self.state_summary = StateSummary(config) if config.state_token == "summary" else None
+        self.embed_state = nn.Linear(state_token_input_dim(asdict(config)), H)
         self.embed_action = nn.Embedding(config.action_dim, H)
         self.embed_ln = nn.LayerNorm(H, eps=LAYER_NORM_EPS)
         self.drop = nn.Dropout(config.dropout)
@@ -186,7 +230,8 @@ class DecisionTransformer(nn.Module):
         time = self.embed_timestep(timesteps.clamp(0, self.config.max_timestep - 1))  # [B, T, H]
         rtg = (returns_to_go / self.config.return_scale).unsqueeze(-1)
         r_tok = self.embed_return(rtg) + time
-        s_tok = self.embed_state(states) + time
+        token_input = states if self.state_summary is None else self.state_summary(states)
+        s_tok = self.embed_state(token_input) + time
         a_tok = self.embed_action(actions) + time
         # interleave (R_1, s_1, a_1, R_2, ...): [B, T, 3, H] -> [B, 3T, H]
         x = torch.stack((r_tok, s_tok, a_tok), dim=2).reshape(B, 3 * T, -1)

@@ -3,6 +3,12 @@
 Read it beside `training/rl/dt.py`: the same blocks under the same names, computing the same numbers
 (max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py). `select_action` computes only
 what the last state token needs, which is all a recommendation uses.
+
+Concepts added after training: a model with the summary state token (``scores_unseen_concepts``) also takes
+states of C' > action_dim concepts (the trained ones first, in position order). The summary then covers all C'
+concepts; concept c >= action_dim is scored from its own features by the concept head, plus the linear head's
+average over the trained concepts (its weights know nothing of c, so the prior is a typical concept's), and an
+action c >= action_dim in the context is embedded as the average of the trained actions' embeddings.
 """
 from __future__ import annotations
 
@@ -13,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from training.rl.artifacts import Source, check_weights, verify_artifacts
-from training.rl.model_config import check_model_config
+from training.rl.model_config import (
+    SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, check_model_config,
+)
 
 LAYER_NORM_EPS = 1e-5  # as dt.LAYER_NORM_EPS
 _GELU_C = np.float32(np.sqrt(2.0 / np.pi))
@@ -166,6 +174,36 @@ class ConceptHead:
         return _twice_gelu(z) @ self.c_out_w  # GELU's 0.5 is in c_out_w
 
 
+class StateSummary:
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.concept_features = config["concept_features"]
+        self.thresholds = np.asarray(SUMMARY_RECALL_THRESHOLDS, np.float32)
+
+    def __call__(self, states: np.ndarray) -> np.ndarray:
+        """states [B, T, C x F] -> [B, T, summary_dim(F)] (formulas and order in model_config.py)."""
+        B, T, _ = states.shape
+        x = states.reshape(B, T, -1, self.concept_features)  # [B, T, C, F]
+        C = np.float32(x.shape[2])
+        reviewed = x[..., SUMMARY_REVIEWS] > 0  # [B, T, C]
+        n = reviewed.sum(-1, keepdims=True).astype(np.float32)  # [B, T, 1]
+        any_reviewed = n > 0
+        due = (x[..., SUMMARY_RECALL, None] < self.thresholds) & reviewed[..., None]  # [B, T, C, R]
+        mask = reviewed[..., None]  # [B, T, C, 1]
+        mean_all = x.sum(2) / C  # [B, T, F]
+        mean_reviewed = np.where(mask, x, np.float32(0)).sum(2) / np.maximum(n, np.float32(1))
+        min_reviewed = np.where(mask, x, np.float32(np.inf)).min(2)
+        max_reviewed = np.where(mask, x, np.float32(-np.inf)).max(2)
+        return np.concatenate([
+            n / C,
+            np.log1p(n) / np.float32(SUMMARY_COUNT_SCALE),
+            due.sum(2, dtype=np.float32) / C,
+            mean_all,
+            mean_reviewed,
+            np.where(any_reviewed, min_reviewed, np.float32(0)),
+            np.where(any_reviewed, max_reviewed, np.float32(0)),
+        ], axis=-1).astype(np.float32, copy=False)
+
+
 class DTLite:
     """A Decision Transformer for inference; thread-safe (per-thread scratch state only)."""
 
@@ -182,6 +220,7 @@ class DTLite:
         self.embed_timestep = np.asarray(w["embed_timestep.weight"], np.float32)  # [max_timestep, H]
         self.embed_return_w = np.asarray(w["embed_return.weight"][:, 0], np.float32)  # [H]
         self.embed_return_b = np.asarray(w["embed_return.bias"], np.float32)
+        self.state_summary = StateSummary(config) if config.get("state_token", "linear") == "summary" else None
         self.embed_state_w, self.embed_state_b = _linear(w, "embed_state")
         self.embed_action = np.asarray(w["embed_action.weight"], np.float32)  # [A, H]
         self.embed_ln = LayerNorm(w, "embed_ln")
@@ -189,6 +228,13 @@ class DTLite:
         self.ln_f = LayerNorm(w, "ln_f")
         self.predict_action_w, self.predict_action_b = _linear(w, "predict_action")
         self.concept_head = ConceptHead(w, "concept_head", config) if config.get("concept_features") else None
+        # Concepts beyond the trained action space (see the module docstring): only with the summary token, whose
+        # size does not depend on the number of concepts, and the concept head, which scores any concept.
+        self.scores_unseen_concepts = self.state_summary is not None and self.concept_head is not None
+        if self.scores_unseen_concepts:
+            self.unseen_action = self.embed_action.mean(axis=0)  # [H]
+            self.unseen_predict_w = self.predict_action_w.mean(axis=1)  # [H]
+            self.unseen_predict_b = self.predict_action_b.mean()
         self._local = threading.local()
 
     @classmethod
@@ -234,13 +280,14 @@ class DTLite:
         r_tok = x[:, :, 0]
         np.multiply((rtg / self.return_scale)[..., None], self.embed_return_w, out=r_tok)
         r_tok += self.embed_return_b
-        np.matmul(states, self.embed_state_w, out=x[:, :, 1])
+        token_input = states if self.state_summary is None else self.state_summary(states)
+        np.matmul(token_input, self.embed_state_w, out=x[:, :, 1])
         x[:, :, 1] += self.embed_state_b
         if last_only:
-            x[:, :-1, 2] = self.embed_action[actions[:, :-1]]
+            x[:, :-1, 2] = self._embed_actions(actions[:, :-1])
             x[:, -1, 2] = 0.0  # never seen by the last state token (see L above)
         else:
-            x[:, :, 2] = self.embed_action[actions]
+            x[:, :, 2] = self._embed_actions(actions)
         x += time[:, :, None]
         x = self.embed_ln(x.reshape(B, 3 * T, H)[:, :L])  # interleaved (R_1, s_1, a_1, R_2, ...)
         bias = self._bias(attention_mask, B, T, L)
@@ -250,9 +297,23 @@ class DTLite:
         x = self.ln_f(x[:, 0] if last_only else x[:, 1::3])  # state tokens only
         logits = x @ self.predict_action_w
         logits += self.predict_action_b
+        if states.shape[-1] > self.state_dim:  # concepts added after training: a typical concept's linear score
+            extra = (states.shape[-1] - self.state_dim) // self.concept_head.concept_features
+            unseen = x @ self.unseen_predict_w + self.unseen_predict_b  # [..]
+            logits = np.concatenate([logits, np.repeat(unseen[..., None], extra, axis=-1)], axis=-1)
         if self.concept_head is not None:
             logits += self.concept_head(x, states[:, -1] if last_only else states)
         return logits
+
+    def _embed_actions(self, actions: np.ndarray) -> np.ndarray:
+        """[B, T'] action indices -> [B, T', H]; an index >= action_dim (a concept added after training) gets the
+        trained actions' mean embedding."""
+        if not self.scores_unseen_concepts or actions.size == 0 or actions.max() < self.action_dim:
+            return self.embed_action[actions]
+        unseen = actions >= self.action_dim
+        out = self.embed_action[np.where(unseen, 0, actions)]
+        out[unseen] = self.unseen_action
+        return out
 
     def _check_inputs(self, rtg: np.ndarray, states: np.ndarray, actions: np.ndarray, timesteps: np.ndarray,
                       attention_mask: Any, last_only: bool) -> tuple[int, int]:
@@ -261,21 +322,30 @@ class DTLite:
         B, T = rtg.shape
         if not 1 <= T <= self.context_length:
             raise ValueError(f"T must be between 1 and context_length {self.context_length}, got {T}")
-        if states.shape != (B, T, self.state_dim):
-            raise ValueError(f"states must be [{B}, {T}, {self.state_dim}], got shape {states.shape}")
+        S = self.state_dim
+        if self.scores_unseen_concepts:  # C' >= action_dim concepts of concept_features each
+            F = self.concept_head.concept_features
+            if states.ndim != 3 or states.shape[:2] != (B, T) or states.shape[2] < S or states.shape[2] % F:
+                raise ValueError(f"states must be [{B}, {T}, {F} x C'] with C' >= {self.action_dim} concepts, "
+                                 f"got shape {states.shape}")
+        elif states.shape != (B, T, S):
+            raise ValueError(f"states must be [{B}, {T}, {S}], got shape {states.shape}")
+        action_limit = states.shape[2] // self.concept_head.concept_features if self.scores_unseen_concepts \
+            else self.action_dim
         for name, value in (("actions", actions), ("timesteps", timesteps), ("attention_mask", attention_mask)):
             if value is not None and np.shape(value) != (B, T):
                 raise ValueError(f"{name} must be [{B}, {T}], got shape {np.shape(value)}")
         if not np.issubdtype(actions.dtype, np.integer) or not np.issubdtype(timesteps.dtype, np.integer):
             raise ValueError("actions and timesteps must be integer arrays")
         used = actions[:, :-1] if last_only else actions
-        if used.size and (used.min() < 0 or used.max() >= self.action_dim):
-            raise ValueError(f"actions must lie in [0, {self.action_dim}), got [{used.min()}, {used.max()}]")
+        if used.size and (used.min() < 0 or used.max() >= action_limit):
+            raise ValueError(f"actions must lie in [0, {action_limit}), got [{used.min()}, {used.max()}]")
         return B, T
 
     def action_logits(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
                       attention_mask: Any = None) -> np.ndarray:
-        """float32 [B, T, A] logits at every state token; the inputs as DecisionTransformer.forward's."""
+        """float32 [B, T, A] logits at every state token; the inputs as DecisionTransformer.forward's (A = C' when
+        states hold C' > action_dim concepts and the model scores unseen concepts; see the module docstring)."""
         return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=False)
 
     def select_action(

@@ -11,6 +11,38 @@ POSITIVE_INT_KEYS = ("state_dim", "action_dim", "hidden_dim", "num_layers", "num
 # absent means 0: a model without the concept head (as exported before it existed)
 NON_NEGATIVE_INT_KEYS = ("concept_features", "concept_head_dim")
 
+# How the state token is made from the states [.., S] (the config's "state_token"; absent means "linear"):
+# "linear":  a linear embedding of all S numbers (models exported before the summary token): grows with concepts.
+# "summary": a linear embedding of a fixed-size summary of the per-concept features (below): the same size for
+#            any number of concepts; the per-concept features reach the concept head directly.
+STATE_TOKENS = ("linear", "summary")
+# The encoder's per-concept layout (training/rl/encoder/config.py, STATE_FEATURES) the summary reads: feature 0
+# is the estimated recall in [0, 1] (0 when never reviewed) and feature 2 is log1p(reviews) / log1p(100), > 0
+# exactly when the concept has been reviewed.
+SUMMARY_FEATURES_PER_CONCEPT = 4
+SUMMARY_RECALL = 0
+SUMMARY_REVIEWS = 2
+SUMMARY_RECALL_THRESHOLDS = (0.5, 0.7, 0.9)
+SUMMARY_COUNT_SCALE = math.log1p(1000.0)
+# The summary of one state (C concepts, F features each; "reviewed" = feature SUMMARY_REVIEWS > 0, n of them):
+#   [0]                 n / C                                    share of concepts reviewed
+#   [1]                 log1p(n) / log1p(1000)                   how many were reviewed
+#   [2 : 2+R]           share of the C concepts reviewed with recall < each of SUMMARY_RECALL_THRESHOLDS
+#   then per feature j: mean over all C concepts, then mean, min and max over the reviewed ones (0 when n = 0)
+# dt.StateSummary (torch) and dtlite.StateSummary (NumPy) compute it; the order above is theirs.
+
+
+def summary_dim(concept_features: int) -> int:
+    """Length of the state summary for concept_features features per concept."""
+    return 2 + len(SUMMARY_RECALL_THRESHOLDS) + 4 * concept_features
+
+
+def state_token_input_dim(config: Mapping[str, Any]) -> int:
+    """How many numbers the state token's linear embedding reads: state_dim (linear) or the summary's length."""
+    if config.get("state_token", "linear") == "summary":
+        return summary_dim(config["concept_features"])
+    return config["state_dim"]
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -27,7 +59,8 @@ def check_model_config(config: Mapping[str, Any]) -> None:
     ``state_dim, action_dim, hidden_dim, num_layers, num_heads, context_length, max_timestep`` positive integers;
     ``concept_features``, ``concept_head_dim`` (optional, default 0) integers >= 0; ``hidden_dim`` divisible by
     ``num_heads``; with ``concept_features`` > 0, ``state_dim = concept_features x action_dim`` and
-    ``concept_head_dim`` > 0; ``return_scale`` (optional) null or a finite number > 0. A missing required key is a
+    ``concept_head_dim`` > 0; ``state_token`` (optional, default "linear") one of STATE_TOKENS, "summary" only with
+    the encoder's 4 features per concept; ``return_scale`` (optional) null or a finite number > 0. A missing required key is a
     ValueError naming it."""
     for key in POSITIVE_INT_KEYS:
         if key not in config:
@@ -47,6 +80,12 @@ def check_model_config(config: Mapping[str, Any]) -> None:
                          f"{config['action_dim']} for the concept head")
     if features and not config.get("concept_head_dim"):
         raise ValueError("concept_head_dim must be positive when concept_features is")
+    token = config.get("state_token", "linear")
+    if token not in STATE_TOKENS:
+        raise ValueError(f"state_token must be one of {', '.join(STATE_TOKENS)}, got {token!r}")
+    if token == "summary" and features != SUMMARY_FEATURES_PER_CONCEPT:
+        raise ValueError(f"state_token 'summary' needs concept_features {SUMMARY_FEATURES_PER_CONCEPT} (the "
+                         f"encoder's layout), got {features}")
     scale = config.get("return_scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale <= 0):

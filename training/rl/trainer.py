@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from training.rl.artifacts import FORMAT_VERSION, read_checkpoint, write_checkpoint
 from training.rl.dt import DecisionTransformer, DTConfig
-from training.rl.model_config import concept_head_fits
+from training.rl.model_config import SUMMARY_FEATURES_PER_CONCEPT, concept_head_fits
 from training.rl.trajectories import TrajectoryDataset
 
 
@@ -77,8 +77,9 @@ def check_dataset(dataset: TrajectoryDataset) -> None:
     n = len(dataset.actions)
     if n == 0:
         raise ValueError("dataset is empty: no steps to train on")
-    if dataset.states.ndim != 2 or len(dataset.states) != n:
-        raise ValueError(f"dataset.states must be [N={n}, S], got shape {dataset.states.shape}")
+    held = dataset.stored_states
+    if held is not None and (held.ndim != 2 or len(held) != n):
+        raise ValueError(f"dataset.states must be [N={n}, S], got shape {held.shape}")
     for name in ("rewards", "returns_to_go", "timesteps"):
         if np.shape(getattr(dataset, name)) != (n,):
             raise ValueError(f"dataset.{name} must be [N={n}], got shape {np.shape(getattr(dataset, name))}")
@@ -95,21 +96,24 @@ def training_device(*, no_cuda: bool) -> str:
 
 
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
-    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data, and the
-    concept head when the encoder's states are per-concept feature groups (they are for StateEncoder)."""
-    state_dim = dataset.states.shape[1]
+    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data, and, when
+    the encoder's states are per-concept feature groups (they are for StateEncoder), the concept head and the
+    fixed-size summary state token (so the transformer's cost does not grow with the number of concepts)."""
+    state_dim = dataset.state_dim
     action_dim = max(len(dataset.concept_keys), int(dataset.actions.max()) + 1)
     per_concept = len(dataset.encoder.get("features") or ())
     if concept_head_fits(state_dim=state_dim, action_dim=action_dim, concept_features=per_concept):
         overrides.setdefault("concept_features", per_concept)
+        if per_concept == SUMMARY_FEATURES_PER_CONCEPT:
+            overrides.setdefault("state_token", "summary")
     config = DTConfig(state_dim=state_dim, action_dim=action_dim, **overrides)
     return resolve_model_config(config, dataset)
 
 
 def resolve_model_config(config: DTConfig, dataset: TrajectoryDataset) -> DTConfig:
-    if config.state_dim != dataset.states.shape[1]:
+    if config.state_dim != dataset.state_dim:
         raise ValueError(f"model_config.state_dim is {config.state_dim} but the dataset's states have "
-                         f"{dataset.states.shape[1]} features")
+                         f"{dataset.state_dim} features")
     if int(dataset.actions.max()) >= config.action_dim:
         raise ValueError(f"dataset.actions go up to {int(dataset.actions.max())} but model_config.action_dim "
                          f"is {config.action_dim}")
@@ -132,7 +136,8 @@ def sample_windows(
     """A batch of windows [B, K] ending at uniformly drawn steps, left-padded where the episode starts later.
 
     Every step is equally likely to end a window, so early steps are trained with the short, padded
-    contexts they will have at inference.
+    contexts they will have at inference. The states are computed here, for the drawn rows only
+    (``dataset.state_rows``: rebuilt from review rows for extracted datasets).
     """
     K = context_length
     starts = np.asarray(dataset.episode_starts)
@@ -143,7 +148,7 @@ def sample_windows(
     rows = np.where(valid, rows, ends[:, None])  # any in-range row; padded values are zeroed below
     batch = {
         "returns_to_go": dataset.returns_to_go[rows].astype(np.float32, copy=False),
-        "states": dataset.states[rows].astype(np.float32, copy=False),
+        "states": dataset.state_rows(rows).astype(np.float32, copy=False),
         "actions": dataset.actions[rows].astype(np.int64, copy=False),
         "timesteps": dataset.timesteps[rows].astype(np.int64, copy=False),
     }
@@ -156,7 +161,10 @@ def sample_windows(
 def dataset_fingerprint(dataset: TrajectoryDataset) -> str:
     """Identifies the data a checkpoint was trained on, so a resume never mixes two datasets."""
     h = hashlib.sha256()
-    for array in (dataset.states, dataset.actions, dataset.returns_to_go, dataset.timesteps, dataset.episode_starts):
+    rs = dataset.review_states
+    held = (dataset.stored_states,) if rs is None else (rs.t, rs.snapshot_rows, rs.snapshots, *(
+        rs.memory[name] for name in sorted(rs.memory)))
+    for array in (*held, dataset.actions, dataset.returns_to_go, dataset.timesteps, dataset.episode_starts):
         array = np.ascontiguousarray(array)
         h.update(f"{array.dtype}{array.shape}".encode())
         h.update(array.tobytes())

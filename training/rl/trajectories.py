@@ -14,25 +14,63 @@ from typing import BinaryIO, Iterable, Iterator
 import numpy as np
 
 from .encoder import EncoderConfig, EncoderMemory, StateEncoder
+from .review_states import DEFAULT_SNAPSHOT_EVERY, ReviewStates, ReviewStatesBuilder
 
 
-@dataclass
 class TrajectoryDataset:
     """Flat, episode-concatenated arrays; episode e spans rows episode_starts[e]:episode_starts[e+1].
 
-    states float32 [N, S]; actions int64 [N]; rewards float32 [N]; returns_to_go float32 [N];
-    timesteps int64 [N] (step index within the episode, 0-based); episode_starts int64 [E + 1].
-    concept_keys: action index -> concept key. encoder: the StateEncoder config dict that made the states.
+    actions int64 [N]; rewards float32 [N]; returns_to_go float32 [N]; timesteps int64 [N] (step index within
+    the episode, 0-based); episode_starts int64 [E + 1]. concept_keys: action index -> concept key. encoder: the
+    StateEncoder config dict that made the states.
+
+    The states float32 [N, S] are either held (``stored_states``: small or hand-made data, format 1 files) or,
+    as extraction makes them, rebuilt from review rows when asked (``review_states``, see review_states.py), so
+    a dataset's size does not grow with N x C. ``state_rows(rows)`` is the one way the trainer reads them;
+    ``states`` builds all N (tests and small data only).
     """
 
-    states: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    returns_to_go: np.ndarray
-    timesteps: np.ndarray
-    episode_starts: np.ndarray
-    concept_keys: list[str] = field(default_factory=list)
-    encoder: dict = field(default_factory=dict)
+    def __init__(
+        self, *, actions: np.ndarray, rewards: np.ndarray, returns_to_go: np.ndarray, timesteps: np.ndarray,
+        episode_starts: np.ndarray, concept_keys: list[str] | None = None, encoder: dict | None = None,
+        states: np.ndarray | None = None, review_states: ReviewStates | None = None,
+    ) -> None:
+        if (states is None) == (review_states is None):
+            raise ValueError("TrajectoryDataset: give exactly one of states or review_states")
+        self.actions, self.rewards, self.returns_to_go = actions, rewards, returns_to_go
+        self.timesteps, self.episode_starts = timesteps, episode_starts
+        self.concept_keys = list(concept_keys or [])
+        self.encoder = dict(encoder or {})
+        self.stored_states = states
+        self.review_states = review_states
+
+    @property
+    def state_dim(self) -> int:
+        if self.review_states is not None:
+            return self.review_states.state_dim
+        return int(self.stored_states.shape[1]) if self.stored_states.ndim == 2 else 0
+
+    def state_rows(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [*rows.shape, S]: the states of the given rows."""
+        if self.review_states is not None:
+            return self.review_states.states(rows)
+        return self.stored_states[np.asarray(rows)]
+
+    @property
+    def states(self) -> np.ndarray:
+        """All N states, float32 [N, S] (N x S floats in memory: for tests and small datasets)."""
+        if self.stored_states is not None:
+            return self.stored_states
+        return self.review_states.states(np.arange(len(self.actions)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the dataset's arrays."""
+        arrays = [self.actions, self.rewards, self.returns_to_go, self.timesteps, self.episode_starts]
+        held = sum(int(np.asarray(a).nbytes) for a in arrays)
+        if self.review_states is not None:
+            return held + self.review_states.nbytes - self.review_states.concept.nbytes  # concept is actions
+        return held + int(self.stored_states.nbytes)
 
 
 @dataclass
@@ -68,6 +106,9 @@ class ReviewColumns:
 
 DEFAULT_MAX_TIMESTEP = 1024  # the DT's timestep table; later steps share its last row
 DEFAULT_CHUNK_ROWS = 100_000
+# The encoder memory of one chunk's learners is [learners, C] per field: a chunk is cut (at learner boundaries
+# where possible) so that learners x C stays under this many cells (~5 fields x 8 bytes each: ~160 MB).
+MAX_MEMORY_CELLS = 4_000_000
 
 
 @dataclass
@@ -76,6 +117,7 @@ class _Carry:
 
     learner: int
     memory: EncoderMemory
+    latest: np.ndarray  # int64 [1, C]: row of each concept's latest review in the episode, -1 none
     steps: int
     last_t: float
 
@@ -87,25 +129,33 @@ def extract_trajectories(
     concept_keys: list[str] | None = None,
     max_timestep: int = DEFAULT_MAX_TIMESTEP,
     total_rows: int | None = None,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> TrajectoryDataset:
     """Review chunks in (learner, time) order -> one episode per learner.
 
     Per step: the state is the encoding before the review at its time, the action the concept, the reward the
     encoder's, timesteps the step index clipped to max_timestep - 1 and returns-to-go the episode's suffix sum of
-    rewards. Besides the output, memory holds one chunk and one carried learner. Within a chunk the work is
-    vectorised across learners, one pass per step index; total_rows (when known) lets the output be allocated once.
+    rewards. The states are not stored: the dataset keeps the review rows and memory values that rebuild them
+    when a batch is drawn (review_states.py), O(N) memory instead of O(N x C). Besides the output, memory holds
+    one chunk and its learners' encoder memory (chunks are cut so that learners x C <= MAX_MEMORY_CELLS). Within
+    a chunk the work is vectorised across learners, one pass per step index; total_rows (when known) lets the
+    output be allocated once.
     """
     if concept_keys is not None and len(concept_keys) != encoder.num_concepts:
         raise ValueError(f"concept_keys: {len(concept_keys)} keys for {encoder.num_concepts} concepts")
     enc = StateEncoder(encoder)
-    out = _Output(enc.state_dim, total_rows)
+    out = _Output(total_rows)
+    builder = ReviewStatesBuilder(encoder=enc, total_rows=total_rows, snapshot_every=snapshot_every)
     carry: _Carry | None = None
+    max_learners = max(1, MAX_MEMORY_CELLS // encoder.num_concepts)
     for chunk in chunks:
-        if len(chunk):
-            carry = _extract_chunk(enc, chunk, carry, out, max_timestep)
-    states, actions, rewards, timesteps, episode_starts = out.finish()
+        for piece in _pieces(chunk, max_learners=max_learners):
+            carry = _extract_chunk(enc, piece, carry, out, builder, max_timestep)
+    t, actions, rewards, timesteps, episode_starts = out.finish()
+    if len(actions) >= np.iinfo(np.int32).max:
+        raise ValueError(f"total_rows: {len(actions)} reviews exceed what one dataset holds (2**31 - 1)")
     return TrajectoryDataset(
-        states=states,
+        review_states=builder.finish(t=t, concept=actions, episode_starts=episode_starts),
         actions=actions,
         rewards=rewards,
         returns_to_go=_returns_to_go(rewards, episode_starts),
@@ -116,6 +166,25 @@ def extract_trajectories(
     )
 
 
+def _pieces(chunk: ReviewColumns, *, max_learners: int) -> Iterator[ReviewColumns]:
+    """The chunk, cut before every max_learners-th learner's first row (a learner is never split by this)."""
+    learner = np.asarray(chunk.learner)
+    if not len(learner):
+        return
+    starts = np.flatnonzero(np.r_[True, learner[1:] != learner[:-1]])
+    if len(starts) <= max_learners:
+        yield chunk
+        return
+    cuts = list(starts[max_learners::max_learners]) + [len(learner)]
+    begin = 0
+    for end in cuts:
+        part = slice(begin, int(end))
+        yield ReviewColumns(learner=chunk.learner[part], concept=chunk.concept[part], t=chunk.t[part],
+                            correct=chunk.correct[part], grade=chunk.grade[part],
+                            response_time_ms=chunk.response_time_ms[part])
+        begin = int(end)
+
+
 def trajectories_from_columns(
     columns: ReviewColumns,
     *,
@@ -124,6 +193,7 @@ def trajectories_from_columns(
     concept_keys: list[str] | None = None,
     max_timestep: int = DEFAULT_MAX_TIMESTEP,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> TrajectoryDataset:
     """Extraction of an in-memory log (e.g. the simulator's), in chunks of chunk_rows."""
     if encoder is None:
@@ -132,24 +202,24 @@ def trajectories_from_columns(
         encoder = EncoderConfig(num_concepts=num_concepts)
     return extract_trajectories(
         chunks=columns.chunks(size=chunk_rows), encoder=encoder, concept_keys=concept_keys,
-        max_timestep=max_timestep, total_rows=len(columns),
+        max_timestep=max_timestep, total_rows=len(columns), snapshot_every=snapshot_every,
     )
 
 
 class _Output:
-    """The output arrays, allocated once when the row count is known, else gathered per chunk."""
+    """The per-row output arrays, allocated once when the row count is known, else gathered per chunk."""
 
-    def __init__(self, state_dim: int, total_rows: int | None) -> None:
-        self.state_dim, self.total_rows, self.filled = state_dim, total_rows, 0
+    def __init__(self, total_rows: int | None) -> None:
+        self.total_rows, self.filled = total_rows, 0
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.episode_starts: list[np.ndarray] = []
         if total_rows is not None:
-            self.arrays = _empty_steps(total_rows, state_dim)
+            self.arrays = _empty_steps(total_rows)
 
     def next_rows(self, n: int) -> tuple[np.ndarray, ...]:
         """Arrays to fill for the next n rows."""
         if self.total_rows is None:
-            part = _empty_steps(n, self.state_dim)
+            part = _empty_steps(n)
             self.parts.append(part)
         elif self.filled + n > self.total_rows:
             raise ValueError(f"total_rows: the chunks hold more than the {self.total_rows} rows announced")
@@ -161,7 +231,7 @@ class _Output:
     def finish(self) -> tuple[np.ndarray, ...]:
         if self.total_rows is None:
             arrays = tuple(np.concatenate([p[i] for p in self.parts]) if self.parts else a
-                           for i, a in enumerate(_empty_steps(0, self.state_dim)))
+                           for i, a in enumerate(_empty_steps(0)))
             self.parts.clear()
         elif self.filled != self.total_rows:
             raise ValueError(f"total_rows: {self.total_rows} rows announced, the chunks held {self.filled}")
@@ -171,9 +241,9 @@ class _Output:
         return (*arrays, starts)
 
 
-def _empty_steps(n: int, state_dim: int) -> tuple[np.ndarray, ...]:
+def _empty_steps(n: int) -> tuple[np.ndarray, ...]:
     return (
-        np.empty((n, state_dim), dtype=np.float32),  # states
+        np.empty(n, dtype=np.float64),  # t
         np.empty(n, dtype=np.int64),  # actions
         np.empty(n, dtype=np.float32),  # rewards
         np.empty(n, dtype=np.int64),  # timesteps
@@ -181,7 +251,8 @@ def _empty_steps(n: int, state_dim: int) -> tuple[np.ndarray, ...]:
 
 
 def _extract_chunk(
-    enc: StateEncoder, chunk: ReviewColumns, carry: _Carry | None, out: _Output, max_timestep: int
+    enc: StateEncoder, chunk: ReviewColumns, carry: _Carry | None, out: _Output, builder: ReviewStatesBuilder,
+    max_timestep: int,
 ) -> _Carry:
     learner = np.asarray(chunk.learner, dtype=np.int64)
     concept = np.asarray(chunk.concept, dtype=np.int64)
@@ -195,34 +266,48 @@ def _extract_chunk(
     group = np.cumsum(new_learner) - 1
     local_step = np.arange(n) - group_starts[group]
     memory = enc.init_memory(len(group_starts))
+    latest = np.full((len(group_starts), enc.num_concepts), -1, dtype=np.int64)
     step_offset = np.zeros(len(group_starts), dtype=np.int64)
     continues = carry is not None and int(learner[0]) == carry.learner
     if continues:
         memory.put(np.array([0]), carry.memory)
+        latest[0] = carry.latest[0]
         step_offset[0] = carry.steps
+    first_row = out.filled
     episode_rows = group_starts[1:] if continues else group_starts
-    out.episode_starts.append(out.filled + episode_rows.astype(np.int64))
+    out.episode_starts.append(first_row + episode_rows.astype(np.int64))
 
-    states, actions, rewards, timesteps = out.next_rows(n)
+    times, actions, rewards, timesteps = out.next_rows(n)
+    values = builder.next_rows(first_row, n)
+    times[:] = t
     actions[:] = concept
-    timesteps[:] = np.minimum(local_step + step_offset[group], max_timestep - 1)
+    episode_step = local_step + step_offset[group]
+    timesteps[:] = np.minimum(episode_step, max_timestep - 1)
     # Rows by step index; within one step the groups (learners) come in increasing order, each at most once.
     order = np.argsort(local_step, kind="stable")
     counts = np.bincount(local_step)
     correct = np.asarray(chunk.correct, dtype=bool)
     grade = np.asarray(chunk.grade, dtype=np.int64)
+    every = builder.snapshot_every
     begin = 0
     for count in counts:
         idx = order[begin : begin + count]
         begin += count
         rows = group[idx]
-        states[idx] = enc.encode(memory, t[idx], rows=rows)
-        rewards[idx] = enc.update(memory, rows, concept[idx], t[idx], correct[idx], grade[idx])
+        due = (episode_step[idx] % every == 0) & (episode_step[idx] > 0)
+        if due.any():
+            builder.snapshot(first_row + idx[due], latest[rows[due]])
+        cidx = concept[idx]
+        rewards[idx] = enc.update(memory, rows, cidx, t[idx], correct[idx], grade[idx])
+        for name, target in values.items():
+            target[idx] = getattr(memory, name)[rows, cidx]
+        latest[rows, cidx] = first_row + idx
 
     last = len(group_starts) - 1
     return _Carry(
         learner=int(learner[-1]),
         memory=memory.take(np.array([last])),
+        latest=latest[[last]].copy(),
         steps=int(step_offset[last] + local_step[-1] + 1),
         last_t=float(t[-1]),
     )
@@ -262,79 +347,124 @@ def _returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray) -> np.ndarra
 
 # ---------------------------------------------------------------------------------------------- files
 
-DATASET_FORMAT_VERSION = 1
+# Format 2 keeps review rows (review_states.py), format 1 the states [N, S] (still read; written for datasets
+# that hold their states, e.g. hand-made ones).
+DATASET_FORMAT_VERSION = 2
 _STEP_ARRAYS = {  # name -> (dtype, number of dimensions)
-    "states": (np.float32, 2),
     "actions": (np.int64, 1),
     "rewards": (np.float32, 1),
     "returns_to_go": (np.float32, 1),
     "timesteps": (np.int64, 1),
 }
+_STATES_V1 = ("states", np.float32, 2)
+_MEMORY_PREFIX = "memory."
 
 
 def save_dataset(ds: TrajectoryDataset, fileobj: BinaryIO) -> None:
     """Write ds as .npz (no pickles): the arrays plus ``meta``, UTF-8 JSON bytes (uint8) with the concept keys,
-    the encoder config and the format version."""
+    the encoder config and the format version. Format 2 (review rows): ``t`` float64 [N], ``memory.<field>``
+    [N, ...], ``snapshot_rows`` int64 [M], ``snapshots`` int32 [M, C], and ``snapshot_every`` in meta; format 1
+    (a dataset holding its states): ``states`` float32 [N, S]."""
     meta = {"format_version": DATASET_FORMAT_VERSION, "concept_keys": list(ds.concept_keys), "encoder": ds.encoder}
-    np.savez(
-        fileobj,
-        **{name: np.asarray(getattr(ds, name), dtype=dtype) for name, (dtype, _) in _STEP_ARRAYS.items()},
-        episode_starts=np.asarray(ds.episode_starts, dtype=np.int64),
-        meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-    )
+    arrays = {name: np.asarray(getattr(ds, name), dtype=dtype) for name, (dtype, _) in _STEP_ARRAYS.items()}
+    arrays["episode_starts"] = np.asarray(ds.episode_starts, dtype=np.int64)
+    rs = ds.review_states
+    if rs is None:
+        meta["format_version"] = 1
+        arrays["states"] = np.asarray(ds.stored_states, dtype=np.float32)
+    else:
+        meta["snapshot_every"] = rs.snapshot_every
+        arrays |= {"t": rs.t, "snapshot_rows": rs.snapshot_rows, "snapshots": rs.snapshots}
+        arrays |= {_MEMORY_PREFIX + name: values for name, values in rs.memory.items()}
+    np.savez(fileobj, **arrays, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8))
+
+
+def _read(archive, name: str) -> np.ndarray:
+    if name not in archive.files:
+        raise ValueError(f"dataset file: array {name!r} is missing")
+    try:
+        return archive[name]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"dataset file: array {name!r} is corrupt ({exc})") from exc
+
+
+def _check_array(name: str, a: np.ndarray, dtype, ndim: int, n: int) -> None:
+    if a.dtype != dtype or a.ndim != ndim or a.shape[0] != n:
+        raise ValueError(
+            f"dataset file: array {name!r} has dtype {a.dtype} shape {a.shape}, expected {np.dtype(dtype)} "
+            f"with {ndim} dimension(s) and {n} rows"
+        )
 
 
 def load_dataset(fileobj: BinaryIO) -> TrajectoryDataset:
-    """Read a file written by save_dataset; refuses a missing, corrupt or inconsistent array, naming it."""
+    """Read a file written by save_dataset (format 1 or 2); refuses a missing, corrupt or inconsistent array,
+    naming it."""
     try:
         archive = np.load(fileobj, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"dataset file: not a readable .npz archive ({exc})") from exc
     with archive:
-        arrays = {}
-        for name in (*_STEP_ARRAYS, "episode_starts", "meta"):
-            if name not in archive.files:
-                raise ValueError(f"dataset file: array {name!r} is missing")
-            try:
-                arrays[name] = archive[name]
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-                raise ValueError(f"dataset file: array {name!r} is corrupt ({exc})") from exc
-    try:
-        meta = json.loads(arrays["meta"].astype(np.uint8).tobytes().decode("utf-8"))
-        concept_keys, encoder = list(meta["concept_keys"]), dict(meta["encoder"])
-        version = meta["format_version"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"dataset file: array 'meta' is not the expected JSON ({exc})") from exc
-    if version != DATASET_FORMAT_VERSION:
-        raise ValueError(
-            f"dataset file: array 'meta' has format_version {version!r}, expected {DATASET_FORMAT_VERSION}"
-        )
+        raw_meta = _read(archive, "meta")
+        try:
+            meta = json.loads(raw_meta.astype(np.uint8).tobytes().decode("utf-8"))
+            concept_keys, encoder = list(meta["concept_keys"]), dict(meta["encoder"])
+            version = meta["format_version"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"dataset file: array 'meta' is not the expected JSON ({exc})") from exc
+        if version not in (1, DATASET_FORMAT_VERSION):
+            raise ValueError(
+                f"dataset file: array 'meta' has format_version {version!r}, expected 1 or {DATASET_FORMAT_VERSION}"
+            )
+        arrays = {name: _read(archive, name) for name in (*_STEP_ARRAYS, "episode_starts")}
+        if version == 1:
+            arrays["states"] = _read(archive, "states")
+        else:
+            for name in ("t", "snapshot_rows", "snapshots"):
+                arrays[name] = _read(archive, name)
+            memory = {name[len(_MEMORY_PREFIX):]: _read(archive, name) for name in archive.files
+                      if name.startswith(_MEMORY_PREFIX)}
 
     n = len(arrays["actions"])
     for name, (dtype, ndim) in _STEP_ARRAYS.items():
-        a = arrays[name]
-        if a.dtype != dtype or a.ndim != ndim or a.shape[0] != n:
-            raise ValueError(
-                f"dataset file: array {name!r} has dtype {a.dtype} shape {a.shape}, expected {np.dtype(dtype)} "
-                f"with {ndim} dimension(s) and {n} rows"
-            )
+        _check_array(name, arrays[name], dtype, ndim, n)
     starts = arrays["episode_starts"]
     if (starts.dtype != np.int64 or starts.ndim != 1 or len(starts) < 1 or starts[0] != 0 or starts[-1] != n
             or (np.diff(starts) <= 0).any()):
         raise ValueError(f"dataset file: array 'episode_starts' must be increasing int64 offsets from 0 to {n}")
-    if encoder:
-        state_dim = EncoderConfig.from_dict(encoder).state_dim
-        if arrays["states"].shape[1] != state_dim:
-            raise ValueError(
-                f"dataset file: array 'states' has {arrays['states'].shape[1]} columns, the encoder's {state_dim}"
-            )
     if concept_keys and n and (arrays["actions"].min() < 0 or arrays["actions"].max() >= len(concept_keys)):
         raise ValueError(f"dataset file: array 'actions' holds indices outside [0, {len(concept_keys)})")
-    return TrajectoryDataset(
-        states=arrays["states"], actions=arrays["actions"], rewards=arrays["rewards"],
-        returns_to_go=arrays["returns_to_go"], timesteps=arrays["timesteps"], episode_starts=starts,
-        concept_keys=concept_keys, encoder=encoder,
-    )
+    steps = {name: arrays[name] for name in _STEP_ARRAYS}
+    if version == 1:
+        states = arrays["states"]
+        _check_array("states", states, np.float32, 2, n)
+        if encoder and states.shape[1] != EncoderConfig.from_dict(encoder).state_dim:
+            raise ValueError(f"dataset file: array 'states' has {states.shape[1]} columns, the encoder's "
+                             f"{EncoderConfig.from_dict(encoder).state_dim}")
+        return TrajectoryDataset(states=states, episode_starts=starts, concept_keys=concept_keys, encoder=encoder,
+                                 **steps)
+    if not encoder:
+        raise ValueError("dataset file: array 'meta' has no encoder config (format 2 needs it)")
+    config = EncoderConfig.from_dict(encoder)
+    _check_array("t", arrays["t"], np.float64, 1, n)
+    rows, snaps = arrays["snapshot_rows"], arrays["snapshots"]
+    _check_array("snapshot_rows", rows, np.int64, 1, len(rows))
+    _check_array("snapshots", snaps, np.int32, 2, len(rows))
+    if snaps.shape[1] != config.num_concepts or (len(rows) and (rows.min() < 0 or rows.max() >= n
+                                                                 or (np.diff(rows) < 0).any())):
+        raise ValueError(f"dataset file: arrays 'snapshot_rows'/'snapshots' must be sorted rows in [0, {n}) with "
+                         f"{config.num_concepts} columns")
+    if len(snaps) and (snaps.min() < -1 or snaps.max() >= n):
+        raise ValueError(f"dataset file: array 'snapshots' holds rows outside [-1, {n})")
+    for name, values in memory.items():
+        if values.shape[:1] != (n,):
+            raise ValueError(f"dataset file: array {_MEMORY_PREFIX + name!r} has shape {values.shape}, expected {n} rows")
+    every = meta.get("snapshot_every")
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"dataset file: array 'meta' has snapshot_every {every!r}, expected a positive integer")
+    review_states = ReviewStates(t=arrays["t"], concept=steps["actions"], episode_starts=starts, memory=memory,
+                                 snapshot_rows=rows, snapshots=snaps, snapshot_every=every, encoder=config)
+    return TrajectoryDataset(review_states=review_states, episode_starts=starts, concept_keys=concept_keys,
+                             encoder=encoder, **steps)
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -370,7 +500,10 @@ def dataset_statistics(ds: TrajectoryDataset) -> dict:
     return {
         "episodes": int(episodes),
         "steps": int(steps),
-        "state_dim": int(ds.states.shape[1]) if ds.states.ndim == 2 else 0,
+        "state_dim": ds.state_dim,
+        # how the dataset keeps its states: review rows (format 2, O(N)) or the states themselves (format 1)
+        "storage": {"format_version": 1 if ds.review_states is None else DATASET_FORMAT_VERSION,
+                    "bytes": ds.nbytes},
         "return": summary(returns),
         "episode_length": summary(lengths.astype(np.float64)),
         "actions": {

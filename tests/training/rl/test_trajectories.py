@@ -138,8 +138,28 @@ def test_load_refuses_an_array_of_the_wrong_shape_naming_it(dataset):
         load_dataset(_rewrite(_saved(dataset), replace={"timesteps": dataset.timesteps[:-1]}))
     with pytest.raises(ValueError, match="'episode_starts'"):
         load_dataset(_rewrite(_saved(dataset), replace={"episode_starts": dataset.episode_starts[::-1].copy()}))
-    with pytest.raises(ValueError, match="'states'"):
-        load_dataset(_rewrite(_saved(dataset), replace={"states": dataset.states[:, :-1].copy()}))
+    rs = dataset.review_states
+    with pytest.raises(ValueError, match="'snapshot"):
+        load_dataset(_rewrite(_saved(dataset), replace={"snapshots": rs.snapshots[:, :-1].copy()}))
+    field = sorted(rs.memory)[0]
+    with pytest.raises(ValueError, match=f"'memory.{field}'"):
+        load_dataset(_rewrite(_saved(dataset), replace={f"memory.{field}": rs.memory[field][:-1].copy()}))
+    held = TrajectoryDataset(states=dataset.states, actions=dataset.actions, rewards=dataset.rewards,
+                             returns_to_go=dataset.returns_to_go, timesteps=dataset.timesteps,
+                             episode_starts=dataset.episode_starts, concept_keys=dataset.concept_keys,
+                             encoder=dataset.encoder)
+    with pytest.raises(ValueError, match="'states'"):  # format 1: the states themselves
+        load_dataset(_rewrite(_saved(held), replace={"states": dataset.states[:, :-1].copy()}))
+
+
+def test_a_dataset_holding_its_states_round_trips_as_format_1(dataset):
+    held = TrajectoryDataset(states=dataset.states, actions=dataset.actions, rewards=dataset.rewards,
+                             returns_to_go=dataset.returns_to_go, timesteps=dataset.timesteps,
+                             episode_starts=dataset.episode_starts, concept_keys=dataset.concept_keys,
+                             encoder=dataset.encoder)
+    loaded = load_dataset(io.BytesIO(_saved(held)))
+    assert loaded.review_states is None and np.array_equal(loaded.states, dataset.states)
+    assert dataset_statistics(loaded)["storage"]["format_version"] == 1
 
 
 def test_load_refuses_corrupt_bytes_naming_the_array(dataset):
