@@ -92,7 +92,7 @@ def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_ar
     promote_policy(policy=policy("a"))
     record_reviews(items=[item("u1", 0, 0), item("u1", 4, 1)])  # c4 is outside this policy's 3 concepts
     row = LearnerState.objects.get()
-    a = StateSpec(EncoderConfig(num_concepts=3), 3)
+    a = StateSpec(EncoderConfig(estimator="halflife", num_concepts=3), 3)
     assert row.data["encoder_identity"] == a.identity and "encoder" not in row.data
     assert row.data["state"]["steps"] == 1 and row.review_count == 2
     promote_policy(policy=policy("b", growth=2.0), force=True, reason="test")

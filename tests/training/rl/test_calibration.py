@@ -77,7 +77,7 @@ def test_outcomes_and_predictions_of_different_lengths_are_refused():
 
 
 def test_a_second_review_one_half_life_later_is_predicted_at_one_half():
-    config = EncoderConfig(num_concepts=3)
+    config = EncoderConfig(num_concepts=3, estimator="halflife")
     good_first_half_life = config.initial_stability_s[2]  # a first review graded 3
 
     p, first = recall_before_reviews(
