@@ -239,7 +239,7 @@ def seed(args, key: str, workdir: Path) -> dict:
         # each version with its own fitted encoder, as trained ones have: the stored states must be re-encoded
         # after the promotion
         factors = np.random.default_rng(seed_).lognormal(0.0, 0.5, args.concepts)
-        encoder = EncoderConfig(num_concepts=args.concepts, concept_stability=tuple(factors))
+        encoder = EncoderConfig(estimator="halflife", num_concepts=args.concepts, concept_stability=tuple(factors))
         torch.manual_seed(seed_)
         model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts,
                                              concept_features=FEATURES_PER_CONCEPT)).eval()

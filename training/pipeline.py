@@ -23,8 +23,8 @@ from curriculum.selectors import concept_keys
 
 from .models import TrainingRun, TrajectoryExtractionJob
 from .rl.evaluation import EVALUATION_SEED
-from .rl.encoder import ConceptStabilityFit, EncoderConfig
-from .rl.simulator import generate_logs
+from .rl.encoder import EncoderConfig, fit_encoder_config
+from .rl.simulator import StudentsLike, generate_logs
 from .rl.trainer import TrainConfig, training_device
 from .rl.trajectories import (
     DEFAULT_CHUNK_ROWS, ReviewColumns, TrajectoryDataset, dataset_statistics, extract_trajectories,
@@ -63,37 +63,68 @@ def synthetic_concept_keys(count: int) -> list[str]:
 # ------------------------------------------------------------------------------------------- datasets
 def build_synthetic_dataset(
     *, num_users: int, interactions: int, concepts: int, seed: int, concept_keys: list[str] | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None, students_like: StudentsLike | None = None,
 ) -> TrajectoryDataset:
     """Simulate a cohort under the behaviour-policy mix and turn its log into trajectories.
 
-    Two runs of the same students: a pilot, whose behaviour policies estimate recall with the median encoder and
-    whose log the encoder's per-concept factors are fitted to; then the cohort taught by the same policies with
-    the fitted encoder (a tutor that had fitted its estimator to the curriculum). The trajectories are encoded
-    with the fitted encoder, which the policy then serves with.
+    Two runs of the same students: a pilot, whose behaviour policies estimate recall with FSRS-6's default
+    parameters and whose log the encoder's FSRS-6 is fitted to (``fit_encoder``); then the cohort taught by the
+    same policies with the fitted encoder (a tutor that had fitted its estimator to the curriculum). The
+    trajectories are encoded with the fitted encoder, which the policy then serves with.
     """
     if concept_keys and len(concept_keys) != concepts:
         raise PipelineError(f"concepts is {concepts} but the curriculum has {len(concept_keys)} concepts")
     rows = num_users * interactions
     _report(on_progress, "simulating students", 0, 2 * rows)
-    pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed)
+    pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
+                          students_like=students_like)
     _report(on_progress, "simulating students", rows, 2 * rows)
     encoder = fit_encoder(pilot.chunks(size=DEFAULT_CHUNK_ROWS), num_concepts=concepts)
     del pilot
     logs = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
-                         encoder=encoder)
+                         encoder=encoder, students_like=students_like)
     _report(on_progress, "simulating students", 2 * rows, 2 * rows)
     chunks = _progress_chunks(logs.chunks(size=DEFAULT_CHUNK_ROWS), total=len(logs), on_progress=on_progress)
     return extract_trajectories(chunks=chunks, encoder=encoder, concept_keys=concept_keys or None, total_rows=len(logs))
 
 
 def fit_encoder(chunks: Iterable[ReviewColumns], *, num_concepts: int) -> EncoderConfig:
-    """The default encoder with its per-concept stability factors fitted to a log (chunks in (learner, time)
-    order; see training.rl.encoder.ConceptStabilityFit)."""
-    fit = ConceptStabilityFit(EncoderConfig(num_concepts=num_concepts))
+    """The FSRS-6 encoder fitted to a log (chunks in any order): its 21 parameters and same-day table fitted to the
+    log's time-ordered train part (the earlier ``TRAIN_FRACTION``, as the calibration report; see
+    training.rl.encoder.fit_encoder_config). Holds the log's five columns in memory (~25 bytes a review).
+    PipelineError when the log is empty."""
+    parts = {name: [] for name in ("learner", "concept", "t", "correct", "grade")}
     for chunk in chunks:
-        fit.add(chunk.learner, chunk.concept, chunk.t, chunk.correct, chunk.grade)
-    return fit.fitted_config()
+        for name, values in parts.items():
+            values.append(np.asarray(getattr(chunk, name)))
+    if not parts["t"] or not sum(len(v) for v in parts["t"]):
+        raise PipelineError("cannot fit the encoder: the log has no reviews")
+    columns = {name: np.concatenate(values) for name, values in parts.items()}
+    config, _ = fit_encoder_config(**columns, num_concepts=num_concepts)
+    return config
+
+
+def students_like_curriculum(*, curriculum: Curriculum | str, chunk_size: int = REVIEW_CHUNK_ROWS) -> StudentsLike:
+    """Simulated students like a curriculum's own: FSRS-6 fitted to all of its ReviewLog (a simulator, not a
+    prediction to score, so no part is held out), with the simulator's default per-learner spread. PipelineError
+    when the curriculum is missing, has no reviews, or too few for the fit (it names the count)."""
+    if isinstance(curriculum, str):
+        found = Curriculum.objects.filter(key=curriculum).first()
+        if found is None:
+            raise PipelineError(f"--students-like {curriculum}: no such curriculum")
+        curriculum = found
+    parts = {name: [] for name in ("learner", "concept", "t", "correct", "grade")}
+    for chunk in iter_review_chunks(curriculum=curriculum, chunk_size=chunk_size):
+        for name, values in parts.items():
+            values.append(np.asarray(chunk[name]))
+    if not parts["t"] or not sum(len(v) for v in parts["t"]):
+        raise PipelineError(f"--students-like {curriculum.key}: the curriculum has no reviews to fit students to")
+    columns = {name: np.concatenate(values) for name, values in parts.items()}
+    config, fit = fit_encoder_config(**columns, num_concepts=int(columns["concept"].max()) + 1, train_fraction=1.0)
+    students = StudentsLike.from_encoder(config)
+    if students is None:
+        raise PipelineError(f"--students-like {curriculum.key}: {fit.reason}")
+    return students
 
 
 def _progress_chunks(chunks: Iterable[ReviewColumns], *, total: int, on_progress: ProgressCallback | None):
@@ -181,9 +212,11 @@ def train_and_export(
 # ----------------------------------------------------------------------------------------- evaluation
 def evaluate_export(
     *, output_dir: str | os.PathLike, students: int = 200, seed: int = EVALUATION_SEED, interactions: int = 100,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None, students_like: StudentsLike | None = None,
 ) -> dict[str, Any]:
-    """Closed-loop evaluation of the DTLite policy in output_dir against the baselines (evaluate_policy's JSON)."""
+    """Closed-loop evaluation of the DTLite policy in output_dir against the baselines (evaluate_policy's JSON):
+    the built-in students in "results", and students like the curriculum's own in "students_like" (``students_like``,
+    else those the policy's fitted FSRS-6 encoder describes; absent when neither exists)."""
     from .rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, ArtifactError
     from .rl.dtlite import DTLite
     from .rl.evaluation import BASELINES, evaluate
@@ -201,7 +234,7 @@ def evaluate_export(
 
     return evaluate(policy=model, num_concepts=int(model.config["action_dim"]), students=students,
                     interactions=interactions, seed=seed, concept_keys=list(model.config["concept_keys"]),
-                    on_progress=progress)
+                    students_like=students_like, on_progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -226,6 +259,7 @@ def train_policy(
     *, spec: TrainingSpec, output_dir: str | os.PathLike, source: str = TrainingRun.DataSource.SYNTHETIC,
     curriculum: Curriculum | str | None = None, dataset: TrajectoryExtractionJob | None = None,
     progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
+    students_like: Curriculum | str | None = None,
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
@@ -245,6 +279,10 @@ def train_policy(
     ``progress(stage, done, total, info)`` as the stages go; ``should_stop()`` is asked at each stage boundary
     and each training step: when it says so, trainer.TrainingCancelled is raised. Registration and promotion
     are the caller's (curriculum.services). Raises PipelineError naming the parameter for inputs it refuses.
+
+    ``students_like`` (a curriculum or its key): synthetic training students and the evaluation's "students_like"
+    population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
+    are still evaluated in "results".
     """
     from .rl.trainer import TrainingCancelled
 
@@ -260,8 +298,9 @@ def train_policy(
         raise PipelineError(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}
     started = time.monotonic()
+    students = None if students_like is None else students_like_curriculum(curriculum=students_like)
     dataset_data, curriculum = _training_data(spec=spec, source=source, curriculum=curriculum, dataset=dataset,
-                                              progress=progress)
+                                              progress=progress, students_like=students)
     stats = dataset_statistics(dataset_data)
     seconds["data"] = time.monotonic() - started
     boundary()
@@ -287,7 +326,8 @@ def train_policy(
 
         protocol = ensure_evaluation_protocol(curriculum=curriculum, proposed=protocol)
     metrics = evaluate_export(output_dir=output, students=protocol.students, seed=protocol.seed,
-                              interactions=protocol.interactions, on_progress=progress)
+                              interactions=protocol.interactions, on_progress=progress,
+                              students_like=students)
     metrics["protocol"] = protocol.to_dict()
     seconds["evaluation"] = time.monotonic() - stage
     (output / EVALUATION_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -302,7 +342,7 @@ EVALUATION_FILE = "evaluation.json"
 
 def _training_data(
     *, spec: TrainingSpec, source: str, curriculum: Curriculum | str | None, dataset: TrajectoryExtractionJob | None,
-    progress: ProgressCallback | None,
+    progress: ProgressCallback | None, students_like: StudentsLike | None = None,
 ) -> tuple[TrajectoryDataset, Curriculum | None]:
     """The trajectory dataset for ``source`` and the curriculum the policy will serve."""
     if source == TrainingRun.DataSource.DATASET:
@@ -333,7 +373,7 @@ def _training_data(
         concepts = len(keys)
     data = build_synthetic_dataset(num_users=spec.num_users, interactions=spec.interactions,
                                    concepts=concepts or DEFAULT_CONCEPTS, seed=spec.seed, concept_keys=keys,
-                                   on_progress=progress)
+                                   on_progress=progress, students_like=students_like)
     return data, curriculum
 
 

@@ -86,19 +86,19 @@ def test_reviews_stored_around_record_reviews_are_picked_up_by_the_next_rebuild(
 
 def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_artifact_dir):
     def policy(tag, **encoder):
-        config = {"encoder": EncoderConfig(num_concepts=3, **encoder).to_dict(), "context_length": 3}
+        config = {"encoder": EncoderConfig(estimator="halflife", num_concepts=3, **encoder).to_dict(), "context_length": 3}
         return register_policy(curriculum=demo, artifact_dir=fake_artifact_dir(tag), config=config)
 
     promote_policy(policy=policy("a"), force=True, reason="test")  # not evaluated
     record_reviews(items=[item("u1", 0, 0), item("u1", 4, 1)])  # c4 is outside this policy's 3 concepts
     row = LearnerState.objects.get()
-    a = StateSpec(EncoderConfig(num_concepts=3), 3)
+    a = StateSpec(EncoderConfig(estimator="halflife", num_concepts=3), 3)
     assert row.data["encoder_identity"] == a.identity and "encoder" not in row.data
     assert row.data["state"]["steps"] == 1 and row.review_count == 2
     promote_policy(policy=policy("b", growth=2.0), force=True, reason="test")
     record_reviews(items=[item("u1", 1, 2)])
     row.refresh_from_db()
-    b = StateSpec(EncoderConfig(num_concepts=3, growth=2.0), 3)
+    b = StateSpec(EncoderConfig(estimator="halflife", num_concepts=3, growth=2.0), 3)
     assert row.data["encoder_identity"] == b.identity != a.identity and row.data["state"]["steps"] == 2
     assert row.data == expected_data(row)
 
@@ -114,7 +114,7 @@ def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
     monkeypatch.setattr(services, "_enqueue_reencoding", lambda *, curriculum_id: sent.append(curriculum_id))
 
     def policy(tag, factors):
-        encoder = EncoderConfig(num_concepts=5, concept_stability=factors)
+        encoder = EncoderConfig(estimator="halflife", num_concepts=5, concept_stability=factors)
         return register_policy(curriculum=demo, artifact_dir=fake_artifact_dir(tag),
                                config={"encoder": encoder.to_dict(), "context_length": 4})
 
@@ -179,7 +179,7 @@ def test_the_migration_replaces_the_embedded_encoder_with_its_identity(demo, fak
     from django.apps import apps
 
     migration = importlib.import_module("curriculum.migrations.0004_policy_and_state_encoder_identity")
-    encoder = EncoderConfig(num_concepts=5, growth=3.0)
+    encoder = EncoderConfig(estimator="halflife", num_concepts=5, growth=3.0)
     policy = register_policy(curriculum=demo, artifact_dir=fake_artifact_dir("m"),
                              config={"encoder": encoder.to_dict(), "context_length": 4})
     assert policy.encoder_identity == StateSpec(encoder, 4).identity  # filled at registration

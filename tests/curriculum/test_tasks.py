@@ -36,7 +36,7 @@ def broker(monkeypatch):
 
 
 def policy(curriculum, fake_artifact_dir, tag: str, factors: tuple[float, ...]):
-    encoder = EncoderConfig(num_concepts=5, concept_stability=factors)
+    encoder = EncoderConfig(estimator="halflife", num_concepts=5, concept_stability=factors)
     return register_policy(curriculum=curriculum, artifact_dir=fake_artifact_dir(tag),
                            config={"encoder": encoder.to_dict(), "context_length": 4})
 

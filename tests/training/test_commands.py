@@ -25,12 +25,17 @@ def run(*args: str) -> str:
 
 
 def assert_evaluation_shape(data: dict, *, students: int, seed: int) -> None:
-    assert set(data) - {"protocol"} == {"metric", "students", "seed", "results"}  # stored metrics name their protocol
+    # stored metrics name their protocol; "students_like" (students like the curriculum's own) only when the
+    # encoder's FSRS-6 was fitted
+    assert set(data) - {"protocol", "students_like"} == {"metric", "students", "seed", "results"}
     assert (data["metric"], data["students"], data["seed"]) == ("mean_final_recall", students, seed)
-    assert set(data["results"]) == POLICIES
-    for name, result in data["results"].items():
-        lo, hi = result["ci95"]
-        assert set(result) == {"mean", "ci95"} and 0.0 <= lo <= result["mean"] <= hi <= 1.0, name
+    for block in ("results", "students_like"):
+        if block not in data:
+            continue
+        assert set(data[block]) == POLICIES
+        for name, result in data[block].items():
+            lo, hi = result["ci95"]
+            assert set(result) == {"mean", "ci95"} and 0.0 <= lo <= result["mean"] <= hi <= 1.0, name
 
 
 @pytest.mark.trains
@@ -42,8 +47,10 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert (out_dir / "dt_model.pt").is_file()
     assert config["action_dim"] == 6 and config["state_dim"] == 24 and config["concept_keys"] == [str(i) for i in range(6)]
     assert np.isfinite(config["target_return"]) and config["extra"]["loss_history"]
-    # the encoder is fitted to the synthetic log (a factor per concept) and the model has the concept head
-    assert len(config["encoder"]["concept_stability"]) == 6 and config["concept_features"] == 4
+    # the encoder is FSRS-6 fitted to the synthetic log (a log this small keeps the default 21 parameters but has
+    # its same-day table) and the model has the concept head
+    assert config["encoder"]["estimator"] == "fsrs6" and len(config["encoder"]["fsrs6_same_day_recall"]) == 4
+    assert config["concept_features"] == 4
     assert_evaluation_shape(json.loads((out_dir / "evaluation.json").read_text()), students=6, seed=1234)
     assert "lowest_recall" in summary and "final loss" in summary and "dt_lite_weights.npz" in summary
 
@@ -93,7 +100,8 @@ def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_cu
                   "--register", *TINY)
     policy = PolicyModel.objects.get(curriculum=curriculum)
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
-    assert len(policy.config["encoder"]["concept_stability"]) == 4  # fitted to the curriculum's log
+    assert policy.config["encoder"]["estimator"] == "fsrs6"  # fitted to the curriculum's log
+    assert len(policy.config["encoder"]["fsrs6_same_day_recall"]) == 4
     assert "12 episodes, 180 steps" in summary
 
 

@@ -6,6 +6,10 @@ no training cohort uses whatever its seed. Paired: every policy meets the same s
 and the same dice. Metric ``mean_final_recall``: per student the mean over concepts of the simulator's TRUE recall
 ``FINAL_RECALL_DELAY_S`` (one day) after the student's last review, averaged over students; the 95% interval is
 the normal approximation ``mean +- 1.96 * std / sqrt(n)`` (sample std).
+
+Two populations: the built-in students (``simulator.Cohort``: ``results``) and, when fitted FSRS-6 parameters
+exist (given, or the policy encoder's), students like the curriculum's own (``simulator.FsrsCohort``:
+``students_like``, the same shape). In each the oracle reads that population's true memory.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 
 from .encoder import EncoderConfig, StateEncoder
 from .policies import Observation, Policy, make_policy
-from .simulator import Cohort, SimulatorConfig, policy_rng, run_policies
+from .simulator import SimulatorConfig, StudentsLike, make_cohort, policy_rng, run_policies
 from .trajectories import DEFAULT_MAX_TIMESTEP
 
 METRIC = "mean_final_recall"
@@ -90,12 +94,12 @@ def final_recall(
     encoder: EncoderConfig,
     model: ActionModel | None = None,
     simulator: SimulatorConfig | None = None,
+    students_like: StudentsLike | None = None,
 ) -> np.ndarray:
-    """Each held-out student's mean true recall FINAL_RECALL_DELAY_S after the last review, float64 [students]."""
-    cohort = Cohort(
-        num_students=students, num_concepts=num_concepts, interactions=interactions, seed=seed, held_out=True,
-        config=simulator,
-    )
+    """Each held-out student's mean true recall FINAL_RECALL_DELAY_S after the last review, float64 [students]
+    (the built-in students, or ``students_like``'s)."""
+    cohort = make_cohort(students_like=students_like, num_students=students, num_concepts=num_concepts,
+                         interactions=interactions, seed=seed, held_out=True, config=simulator)
     rng = policy_rng(seed=seed, held_out=True, name=policy_name)
     if model is not None:
         policy: Policy = DecisionTransformerPolicy(
@@ -117,13 +121,17 @@ def evaluate(
     concept_keys: list[str] | None = None,
     encoder: EncoderConfig | dict | None = None,
     simulator: SimulatorConfig | None = None,
+    students_like: StudentsLike | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
-    """The policy (when given, as "dt") and the baselines on the same held-out students, as one JSON-able dict.
+    """The policy (when given, as "dt") and the baselines on the same held-out students, as one JSON-able dict:
+    ``{"metric", "students", "seed", "results": {name: {"mean", "ci95"}}}`` for the built-in students, plus
+    ``"students_like": {name: {"mean", "ci95"}}`` for students like the curriculum's own when ``students_like`` is
+    given or, by default, the encoder's fitted FSRS-6 describes them (``StudentsLike.from_encoder``).
 
     The encoder defaults to the policy's (``policy.config["encoder"]``), else ``EncoderConfig(num_concepts)``:
     a policy must see the states it was trained on. ``on_progress(done, total, name)`` is called after each
-    policy's run.
+    policy's run (over both populations).
     """
     if students < 2:
         raise ValueError(f"students: expected at least 2 for a confidence interval, got {students}")
@@ -133,20 +141,28 @@ def evaluate(
     if policy is not None:
         _check_policy(policy.config, encoder_config=encoder_config, concept_keys=concept_keys)
 
+    if students_like is None:
+        students_like = StudentsLike.from_encoder(encoder_config)
     runs = [("dt", policy)] if policy is not None else []
     runs += [(name, None) for name in BASELINES]
-    results = {}
-    for done, (name, model) in enumerate(runs, start=1):
-        values = final_recall(
-            policy_name=name, num_concepts=num_concepts, students=students, interactions=interactions, seed=seed,
-            encoder=encoder_config, model=model, simulator=simulator,
-        )
-        mean = float(values.mean())
-        half_width = 1.96 * float(values.std(ddof=1)) / np.sqrt(students)
-        results[name] = {"mean": mean, "ci95": [float(mean - half_width), float(mean + half_width)]}
-        if on_progress is not None:
-            on_progress(done, len(runs), name)
-    return {"metric": METRIC, "students": students, "seed": seed, "results": results}
+    populations = [("results", None)] + ([("students_like", students_like)] if students_like is not None else [])
+    out: dict[str, Any] = {"metric": METRIC, "students": students, "seed": seed}
+    done, total = 0, len(runs) * len(populations)
+    for key, population in populations:
+        results = {}
+        for name, model in runs:
+            values = final_recall(
+                policy_name=name, num_concepts=num_concepts, students=students, interactions=interactions, seed=seed,
+                encoder=encoder_config, model=model, simulator=simulator, students_like=population,
+            )
+            mean = float(values.mean())
+            half_width = 1.96 * float(values.std(ddof=1)) / np.sqrt(students)
+            results[name] = {"mean": mean, "ci95": [float(mean - half_width), float(mean + half_width)]}
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total, name)
+        out[key] = results
+    return out
 
 
 def _encoder_config(

@@ -18,6 +18,14 @@ Model (arrays [students, concepts]):
 * time: a review every few seconds to a minute within a session, sessions of ~``mean_session_reviews`` reviews,
   several sessions a day hours apart and 1-3 days between some sessions.
 
+Students like a curriculum's own (``StudentsLike``, ``FsrsCohort``): the same schedule, dice and grade rule, but
+the memory is FSRS-6 (``encoder.fsrs6``: its ``update`` and ``recall``, same-day table included) with a curriculum's
+fitted parameters. Per-learner spread: learner s and concept c live on their own clock,
+``t' = start_time + (t - start_time) * rate[s, c]`` with ``rate = exp(learner_sigma * z_s + concept_sigma * z_c)``
+(z standard normal: z_s from the student's stream, z_c from the curriculum's), so a learner with rate 2 forgets
+(and crosses day boundaries) twice as fast as the fitted median learner; with both sigmas 0 every student follows
+the parameters exactly. A first review has true recall 0 (it teaches, graded 1), as the built-in students.
+
 Randomness: everything a student is (rates, review times, the uniform draws behind outcomes) comes from a stream
 of ``(seed, domain, student)``, so the schedule and the dice do not depend on the policy (evaluation is paired)
 nor on how many students are simulated. ``domain`` separates training cohorts (0) from held-out evaluation
@@ -29,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import EncoderConfig, StateEncoder
+from .encoder import EncoderConfig, StateEncoder, fsrs6
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .trajectories import ReviewColumns
 
@@ -96,6 +104,9 @@ class Cohort:
             traits[s] = rng.standard_normal(2)
             uniforms[s] = rng.random((6, interactions))
             normals[s] = rng.standard_normal(interactions)
+        self.concept_normals = np.log(self.difficulty) / cfg.difficulty_sigma if cfg.difficulty_sigma else np.zeros(
+            num_concepts)
+        self.learner_normals = traits[:, 1].copy()
         self.learning_rate = np.exp(cfg.learning_rate_sigma * traits[:, 0])
         self.forgetting_rate = np.exp(cfg.forgetting_rate_sigma * traits[:, 1])
         self._times = self._make_schedule(uniforms[:, :4])
@@ -172,10 +183,118 @@ class Cohort:
         self.seen[rows, concepts] = True
         self._reviews_done += 1
 
-        strength = p + 0.1 * (self._grade_u[:, k] - 0.5)
-        grade = np.where(correct, np.where(strength < 0.5, 2, np.where(strength < 0.85, 3, 4)), 1).astype(np.int8)
+        grade = _grade(correct, p + 0.1 * (self._grade_u[:, k] - 0.5))
         rt = (1200.0 + 8000.0 * (1.0 - p)) * np.exp(0.3 * self._rt_z[:, k]) * np.where(correct, 1.0, 1.5)
         return ReviewOutcome(correct=correct, grade=grade, response_time_ms=rt.astype(np.int32))
+
+
+def _grade(correct: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    """1 when wrong; when correct 2, 3 or 4 as the recall strength is below 0.5, below 0.85 or above (int8)."""
+    return np.where(correct, np.where(strength < 0.5, 2, np.where(strength < 0.85, 3, 4)), 1).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class StudentsLike:
+    """Students whose memory follows FSRS-6 with a curriculum's fitted ``parameters`` (21 floats) and same-day table,
+    spread per learner and per concept by log-normal clock rates (see the module docstring; sigmas >= 0)."""
+
+    parameters: tuple[float, ...]
+    same_day_recall: tuple[float, ...] | None = None
+    learner_sigma: float = 0.3
+    concept_sigma: float = 0.3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters", tuple(float(v) for v in fsrs6.check_parameters(self.parameters)))
+        table = fsrs6.check_same_day_recall(self.same_day_recall)
+        object.__setattr__(self, "same_day_recall", None if table is None else tuple(float(v) for v in table))
+        for name in ("learner_sigma", "concept_sigma"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_encoder(cls, encoder: EncoderConfig | dict | None) -> "StudentsLike | None":
+        """The students an encoder's fitted FSRS-6 describes; None unless the encoder is FSRS-6 with fitted
+        parameters (a dict is read as ``dt_lite_config.json["encoder"]``)."""
+        if encoder is None:
+            return None
+        config = encoder if isinstance(encoder, EncoderConfig) else EncoderConfig.from_dict(encoder)
+        if config.estimator != "fsrs6" or config.fsrs6_parameters is None:
+            return None
+        return cls(parameters=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall)
+
+
+class FsrsCohort(Cohort):
+    """A Cohort whose memory is FSRS-6 with ``students``' parameters and spread (the schedule, the dice and the
+    grade rule are Cohort's: the same students' times and draws as the built-in cohort of the same seed)."""
+
+    def __init__(self, *, students: StudentsLike, num_students: int, num_concepts: int, interactions: int, seed: int,
+                 held_out: bool = False, config: SimulatorConfig | None = None) -> None:
+        super().__init__(num_students=num_students, num_concepts=num_concepts, interactions=interactions, seed=seed,
+                         held_out=held_out, config=config)
+        self.students = students
+        self._w = np.asarray(students.parameters, dtype=np.float64)
+        self.rate = np.exp(students.learner_sigma * self.learner_normals[:, None]
+                           + students.concept_sigma * self.concept_normals[None, :])  # [students, concepts]
+        self.memory = fsrs6.init_memory(num_students, num_concepts)
+        self._learners = np.repeat(np.arange(num_students), num_concepts)
+        self._concepts = np.tile(np.arange(num_concepts), num_students)
+
+    def own_time(self, t: np.ndarray, rows: np.ndarray | None = None, concepts: np.ndarray | None = None) -> np.ndarray:
+        """Each learner's clock: t [n] -> [n, C] (or [n] for one concept per learner)."""
+        start = self.config.start_time
+        t = np.asarray(t, dtype=np.float64)
+        if concepts is None:
+            return start + (t[:, None] - start) * self.rate
+        return start + (t - start) * self.rate[rows, concepts]
+
+    def _recall(self, memory: fsrs6.Memory, t: np.ndarray) -> np.ndarray:
+        own = self.own_time(np.broadcast_to(np.asarray(t, dtype=np.float64), (self.num_students,)))
+        p = fsrs6.recall(memory, self._learners, self._concepts, own.reshape(-1), w=self._w,
+                         same_day_recall=self.students.same_day_recall)
+        return p.reshape(self.num_students, self.num_concepts)
+
+    def recall_probability(self, t: np.ndarray | float) -> np.ndarray:
+        """True recall float64 [students, concepts] at time t (scalar or [students]): FSRS-6 on each one's clock."""
+        return self._recall(self.memory, t)
+
+    def expected_recall_gain(self, t: np.ndarray, *, horizon_s: float) -> np.ndarray:
+        """For each concept, how much reviewing it at t [n] would raise the expected TRUE recall at t + horizon_s
+        (float64 [n, C]), by FSRS-6 on the students' own memory (the oracle's score)."""
+        t = np.asarray(t, dtype=np.float64)
+        p = self.recall_probability(t)
+        own = self.own_time(t).reshape(-1)
+        after = np.zeros_like(p)
+        for outcome, weight in ((True, p), (False, 1.0 - p)):
+            memory = fsrs6.Memory(*(np.copy(getattr(self.memory, f)) for f in
+                                    ("stability", "difficulty", "last_t", "last_grade", "reviews")))
+            grade = _grade(np.full(p.size, outcome), p.reshape(-1))
+            fsrs6.update(memory, self._learners, self._concepts, own, grade, w=self._w)
+            after += weight * self._recall(memory, t + horizon_s)
+        return after - self.recall_probability(t + horizon_s)
+
+    def review(self, concepts: np.ndarray, t: np.ndarray) -> ReviewOutcome:
+        """Every student reviews concepts[s] at t[s] (its k-th call uses the k-th dice of each student)."""
+        if self._reviews_done >= self.interactions:
+            raise RuntimeError(f"cohort: all {self.interactions} interactions have been reviewed")
+        k = self._reviews_done
+        rows = np.arange(self.num_students)
+        concepts = np.asarray(concepts, dtype=np.int64)
+        own = self.own_time(np.asarray(t, dtype=np.float64), rows, concepts)
+        p = fsrs6.recall(self.memory, rows, concepts, own, w=self._w, same_day_recall=self.students.same_day_recall)
+        correct = self._outcome_u[:, k] < p
+        grade = _grade(correct, p + 0.1 * (self._grade_u[:, k] - 0.5))
+        fsrs6.update(self.memory, rows, concepts, own, grade, w=self._w)
+        self._reviews_done += 1
+        rt = (1200.0 + 8000.0 * (1.0 - p)) * np.exp(0.3 * self._rt_z[:, k]) * np.where(correct, 1.0, 1.5)
+        return ReviewOutcome(correct=correct, grade=grade, response_time_ms=rt.astype(np.int32))
+
+
+def make_cohort(*, students_like: StudentsLike | None = None, **kwargs) -> Cohort:
+    """The built-in students (``Cohort``), or FSRS-6 students like a curriculum's (``FsrsCohort``) when
+    ``students_like`` is given; kwargs as Cohort's."""
+    if students_like is None:
+        return Cohort(**kwargs)
+    return FsrsCohort(students=students_like, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -255,17 +374,17 @@ def generate_logs(
     policy_mix: dict[str, float] | None = None,
     config: SimulatorConfig | None = None,
     encoder: EncoderConfig | None = None,
+    students_like: StudentsLike | None = None,
 ) -> ReviewColumns:
     """A synthetic log sorted by (learner, time); each learner follows one behaviour policy drawn from policy_mix
     (default ``policies.DEFAULT_POLICY_MIX``), recorded in ``behaviour_policy``. Behaviour policies see the state
-    of ``encoder`` (default ``EncoderConfig(num_concepts)``)."""
+    of ``encoder`` (default ``EncoderConfig(num_concepts)``). Students: the built-in ones, or ``students_like``'s."""
     mix = normalise_mix(policy_mix)
     names = list(mix)
     assignment_rng = np.random.default_rng([seed, TRAINING_DOMAIN, _ASSIGNMENT_STREAM])
     assigned = assignment_rng.choice(len(names), size=num_users, p=[mix[name] for name in names])
-    cohort = Cohort(
-        num_students=num_users, num_concepts=num_concepts, interactions=interactions, seed=seed, config=config
-    )
+    cohort = make_cohort(students_like=students_like, num_students=num_users, num_concepts=num_concepts,
+                         interactions=interactions, seed=seed, config=config)
     groups = []
     for i, name in enumerate(names):
         rows = np.flatnonzero(assigned == i)

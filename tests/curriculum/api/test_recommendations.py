@@ -35,8 +35,9 @@ def reviews(learner, steps, start=T0):
 
 
 def test_without_an_active_policy_the_fallback_answers_never_reviewed_first(api_client, demo):
-    record_reviews(items=reviews("u1", [(0, True, 0), (2, True, 5)]))
-    response = post(api_client, {"curriculum": "demo", "learner": "u1", "at": (T0 + dt.timedelta(hours=1)).isoformat()})
+    # FSRS-6 counts whole days (same day: recall 1 unfitted): c2 a day after c0, asked two days after c2
+    record_reviews(items=reviews("u1", [(0, True, 0), (2, True, 24 * 60)]))
+    response = post(api_client, {"curriculum": "demo", "learner": "u1", "at": (T0 + dt.timedelta(days=3)).isoformat()})
     assert response.status_code == 200
     body = response.json()
     assert body["strategy"] == "fallback:lowest_recall" and body["policy"] is None
@@ -46,9 +47,9 @@ def test_without_an_active_policy_the_fallback_answers_never_reviewed_first(api_
 
 
 def test_the_fallback_picks_the_lowest_recall_once_everything_was_reviewed(api_client, demo):
-    # c3 reviewed first and wrong: the lowest estimated recall hours later
+    # c3 reviewed first and wrong: the lowest estimated recall two days later (FSRS-6 counts whole days)
     record_reviews(items=reviews("u1", [(3, False, 0), (0, True, 1), (1, True, 2), (2, True, 3), (4, True, 4)]))
-    body = post(api_client, {"curriculum": "demo", "learner": "u1", "at": (T0 + dt.timedelta(hours=6)).isoformat()}).json()
+    body = post(api_client, {"curriculum": "demo", "learner": "u1", "at": (T0 + dt.timedelta(days=2)).isoformat()}).json()
     assert body["concept"] == "c3"
     assert body["scores"]["c3"] == min(body["scores"].values())
 

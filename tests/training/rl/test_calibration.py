@@ -77,7 +77,7 @@ def test_outcomes_and_predictions_of_different_lengths_are_refused():
 
 
 def test_a_second_review_one_half_life_later_is_predicted_at_one_half():
-    config = EncoderConfig(num_concepts=3)
+    config = EncoderConfig(num_concepts=3, estimator="halflife")
     good_first_half_life = config.initial_stability_s[2]  # a first review graded 3
 
     p, first = recall_before_reviews(
@@ -103,7 +103,7 @@ def test_recall_before_reviews_equals_the_full_encoder_replayed_review_by_review
     correct = rng.random(n) < 0.7
     grade = np.where(correct, rng.integers(2, 5, n), 1)
     grade[rng.random(n) < 0.2] = 0  # unknown grades too
-    config = EncoderConfig(num_concepts=concepts,
+    config = EncoderConfig(estimator="halflife", num_concepts=concepts,
                            concept_stability=(0.25, 1.0, 3.0, 0.5, 8.0, 1.5) if fitted else None)
 
     p, first = recall_before_reviews(config=config, learner=learner, concept=concept, t=t, correct=correct, grade=grade)
@@ -121,7 +121,7 @@ def test_recall_before_reviews_equals_the_full_encoder_replayed_review_by_review
 
 def test_a_fitted_encoder_leaves_positions_beyond_its_factors_unfitted():
     """Positions can have gaps (a deleted concept): a review of a position past the fitted factors gets factor 1."""
-    fitted = EncoderConfig(num_concepts=2, concept_stability=(0.5, 2.0))
+    fitted = EncoderConfig(estimator="halflife", num_concepts=2, concept_stability=(0.5, 2.0))
     args = dict(learner=np.array([1, 1, 1, 1]), concept=np.array([5, 1, 5, 1]),
                 t=np.array([0.0, 1.0, 86400.0, 86401.0]), correct=np.array([False, False, True, True]),
                 grade=np.array([1, 1, 3, 3]))

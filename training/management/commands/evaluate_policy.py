@@ -2,7 +2,9 @@
 
 Held-out simulated students (the simulator's held-out domain: no training cohort ever drew them) are taught
 by the policy and by random, round_robin, leitner, lowest_recall and oracle; prints mean final recall with
-95% intervals (as a table, or the JSON of DESIGN section 5 with --json).
+95% intervals (as a table, or the JSON with --json). Two populations: the built-in students ("results") and, when
+fitted FSRS-6 parameters exist (--students-like CURRICULUM, else the policy's fitted encoder), students like the
+curriculum's own ("students_like", the same shape).
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=pipeline.EVALUATION_SEED,
                             help=f"held-out cohort seed (default {pipeline.EVALUATION_SEED})")
         parser.add_argument("--interactions", type=int, default=100, help="reviews per student (default 100)")
+        parser.add_argument("--students-like", "--students_like", dest="students_like", metavar="CURRICULUM",
+                            help="evaluate also on students whose memory follows FSRS-6 fitted to this curriculum's "
+                                 "ReviewLog (default: the policy's fitted encoder, when it has one)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, policy_dir: str, students: int, seed: int, interactions: int, **options):
@@ -45,8 +50,11 @@ class Command(BaseCommand):
                     bar.set_postfix(policy=info["policy"], refresh=False)
 
         try:
+            like = options.get("students_like")
+            population = None if not like else pipeline.students_like_curriculum(curriculum=like)
             metrics = pipeline.evaluate_export(output_dir=directory, students=students, seed=seed,
-                                               interactions=interactions, on_progress=progress)
+                                               interactions=interactions, on_progress=progress,
+                                               students_like=population)
         except pipeline.PipelineError as exc:
             raise CommandError(str(exc)) from exc
         except ValueError as exc:
@@ -59,11 +67,14 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{metrics['metric']} on {metrics['students']} held-out students (seed {metrics['seed']})")
         self.stdout.write(format_results(metrics))
+        if "students_like" in metrics:
+            self.stdout.write("students like the curriculum's own (FSRS-6 fitted to its log):")
+            self.stdout.write(format_results(metrics, key="students_like"))
 
 
-def format_results(metrics: dict) -> str:
-    """The results as a table, best first, with each policy's gap to the oracle."""
-    results = metrics["results"]
+def format_results(metrics: dict, *, key: str = "results") -> str:
+    """One population's results (``metrics[key]``) as a table, best first, with each policy's gap to the oracle."""
+    results = metrics[key]
     oracle = results.get("oracle", {}).get("mean")
     lines = [f"  {'policy':<14} {'mean':>8}   {'95% CI':<18} {'vs oracle':>9}"]
     for name, r in sorted(results.items(), key=lambda kv: -kv[1]["mean"]):

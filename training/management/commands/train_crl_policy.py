@@ -33,6 +33,9 @@ class Command(BaseCommand):
         data.add_argument("--dataset", metavar="VERSION",
                           help="train on the curriculum's extracted dataset VERSION (3, v3 or latest; "
                                "see Trajectory extraction jobs in the admin)")
+        parser.add_argument("--students-like", "--students_like", dest="students_like", metavar="CURRICULUM",
+                            help="synthetic students (and a second evaluation population) whose memory follows FSRS-6 "
+                                 "fitted to this curriculum's ReviewLog, with per-learner spread")
         parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
         parser.add_argument("--promote", action="store_true", help="promote the registered version (implies --register)")
         parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
@@ -65,7 +68,7 @@ class Command(BaseCommand):
         try:
             result = pipeline.train_policy(
                 spec=spec, output_dir=Path(options["output_dir"]), source=source, curriculum=options["curriculum"],
-                dataset=dataset, progress=progress,
+                dataset=dataset, progress=progress, students_like=options.get("students_like"),
             )
         except pipeline.PipelineError as exc:
             raise CommandError(str(exc)) from exc
@@ -105,6 +108,9 @@ class Command(BaseCommand):
         out.write(f"Evaluation: {result.metrics.get('metric')} on {result.metrics.get('students')} held-out students "
                   f"(seed {result.metrics.get('seed')}; written to {result.output_dir / pipeline.EVALUATION_FILE})")
         out.write(format_results(result.metrics))
+        if "students_like" in result.metrics:
+            out.write("Students like the curriculum's own (FSRS-6 fitted to its log):")
+            out.write(format_results(result.metrics, key="students_like"))
         if registered is not None:
             out.write(self.style.SUCCESS(f"Registered {registered.curriculum.key} v{registered.version} ({registered.status})"))
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items() if k != "total")

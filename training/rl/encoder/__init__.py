@@ -3,12 +3,13 @@ the same numbers in training and in production (NumPy only, no Django). It reads
 simulator internals), so it works the same on synthetic, imported and live logs.
 
 - ``config``: ``EncoderConfig`` (the parameters), the state layout, ``encoder_identity`` (the encoding's hash)
-- ``memory``: the recall estimator (``StateEncoder``, ``EncoderMemory``) and the reward
-- ``fit``: ``ConceptStabilityFit``, fitting the per-concept factors to a log
+- ``memory``: the recall estimator (``StateEncoder``, ``EncoderMemory``: FSRS-6, or the older half-life) and the reward
+- ``fsrs6``, ``fsrs_fit``: FSRS-6 in NumPy and its fit (fsrs-rs)
+- ``fit``: ``fit_encoder_config``, the FSRS-6 encoder fitted to a log's time-ordered train part
 - ``state``: ``EncodedLearnerState``, one learner's serving state
 """
 from .config import FEATURES_PER_CONCEPT, NEVER_REVIEWED_ELAPSED, STATE_FEATURES, EncoderConfig, encoder_identity
-from .fit import ConceptStabilityFit, concept_sequences
+from .fit import TRAIN_FRACTION, concept_sequences, fit_encoder_config, train_part
 from .memory import EncoderMemory, StateEncoder, effective_grade
 from .state import EncodedLearnerState
 
@@ -16,7 +17,7 @@ __all__ = [
     "FEATURES_PER_CONCEPT",
     "NEVER_REVIEWED_ELAPSED",
     "STATE_FEATURES",
-    "ConceptStabilityFit",
+    "TRAIN_FRACTION",
     "EncodedLearnerState",
     "EncoderConfig",
     "EncoderMemory",
@@ -24,4 +25,6 @@ __all__ = [
     "concept_sequences",
     "effective_grade",
     "encoder_identity",
+    "fit_encoder_config",
+    "train_part",
 ]

@@ -8,6 +8,12 @@ position c is ``state[c * 4 + j]``):
 * 1 elapsed:    ``log1p(hours since the last review) / log1p(24 * 30)``; -1 when never reviewed
 * 2 reviews:    ``log1p(number of reviews) / log1p(100)``
 * 3 stability:  ``log1p(S in hours) / log1p(24 * 365)``; 0 when never reviewed
+
+Estimators (``EncoderConfig.estimator``, see ``memory.py``): "fsrs6", FSRS-6 with ``fsrs6_parameters`` (21 floats;
+None = the package's defaults) and ``fsrs6_same_day_recall`` (4 floats or None), fitted per curriculum by
+``fsrs_fit.fit_fsrs6``; "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
+``concept_stability`` factors), which configs exported before the estimator key existed keep serving with. S is
+FSRS-6's stability (recall 0.9) for "fsrs6" and the half-life for "halflife".
 """
 from __future__ import annotations
 
@@ -17,17 +23,33 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from . import fsrs6
+
 FEATURES_PER_CONCEPT = 4
+ESTIMATORS = ("fsrs6", "halflife")
+# The parameters only the half-life estimator reads; an "fsrs6" config must leave them at their defaults.
+HALFLIFE_FIELDS = ("initial_stability_s", "initial_difficulty", "difficulty_step", "growth", "recall_exponent",
+                   "grade_factor", "lapse_factor", "max_stability_s", "concept_stability")
 STATE_FEATURES = ("recall", "elapsed", "reviews", "stability")
 NEVER_REVIEWED_ELAPSED = -1.0
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The encoder's parameters; stored with datasets and policy versions (``dt_lite_config.json["encoder"]``)."""
+    """The encoder's parameters; stored with datasets and policy versions (``dt_lite_config.json["encoder"]``).
+
+    ``EncoderConfig(num_concepts=C)`` is FSRS-6 with the default parameters (the unfitted encoder). A dict without
+    an ``estimator`` key (exported before FSRS-6) is the half-life estimator; its dict and identity are as before.
+    """
 
     num_concepts: int
     horizon_s: float = 86400.0
+    estimator: str = "fsrs6"
+    # FSRS-6's 21 parameters (fitted to the curriculum's log; None = fsrs6.DEFAULT_PARAMETERS) and same-day table
+    # (recall less than a whole day after a review, by the previous grade; None = the package's 1.0).
+    fsrs6_parameters: tuple[float, ...] | None = None
+    fsrs6_same_day_recall: tuple[float, float, float, float] | None = None
+    # ---- the half-life estimator's parameters (estimator "halflife" only)
     initial_stability_s: tuple[float, float, float, float] = (86400.0, 129600.0, 172800.0, 259200.0)
     initial_difficulty: float = 5.0
     difficulty_step: float = 0.5
@@ -44,6 +66,20 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if int(self.num_concepts) < 1:
             raise ValueError(f"num_concepts: expected a positive integer, got {self.num_concepts!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: expected one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.estimator == "fsrs6":
+            defaults = {f.name: f.default for f in fields(self)}
+            changed = [name for name in HALFLIFE_FIELDS if not _same(getattr(self, name), defaults[name])]
+            if changed:
+                raise ValueError(f"{changed[0]}: a half-life estimator parameter; estimator 'fsrs6' does not read it")
+            if self.fsrs6_parameters is not None:
+                object.__setattr__(self, "fsrs6_parameters",
+                                   tuple(float(v) for v in fsrs6.check_parameters(self.fsrs6_parameters)))
+            table = fsrs6.check_same_day_recall(self.fsrs6_same_day_recall)
+            object.__setattr__(self, "fsrs6_same_day_recall", None if table is None else tuple(float(v) for v in table))
+        elif self.fsrs6_parameters is not None or self.fsrs6_same_day_recall is not None:
+            raise ValueError("fsrs6_parameters: an FSRS-6 parameter; estimator 'halflife' does not read it")
         if self.concept_stability is not None:
             factors = tuple(float(v) for v in self.concept_stability)
             if len(factors) != int(self.num_concepts):
@@ -63,16 +99,35 @@ class EncoderConfig:
     def state_dim(self) -> int:
         return FEATURES_PER_CONCEPT * self.num_concepts
 
+    @property
+    def parameters(self) -> tuple[float, ...]:
+        """FSRS-6's 21 parameters this encoder uses (the defaults when unfitted); estimator "fsrs6" only."""
+        return self.fsrs6_parameters if self.fsrs6_parameters is not None else fsrs6.DEFAULT_PARAMETERS
+
     def with_num_concepts(self, num_concepts: int) -> "EncoderConfig":
-        """This encoder for another number of concepts: fitted factors are kept for the concepts both have, and
-        a concept beyond them is unfitted (factor 1)."""
+        """This encoder for another number of concepts: FSRS-6's parameters are the same for every concept; the
+        half-life estimator's fitted factors are kept for the concepts both have, a concept beyond them is unfitted
+        (factor 1)."""
         factors = self.concept_stability
         if factors is not None:
             factors = (factors + (1.0,) * num_concepts)[:num_concepts]
         return replace(self, num_concepts=num_concepts, concept_stability=factors)
 
     def to_dict(self) -> dict:
+        """JSON-ready. "fsrs6": num_concepts, horizon_s, estimator, fsrs6_parameters (when fitted),
+        fsrs6_same_day_recall (when fitted), features. "halflife": the dict of configs exported before FSRS-6 (no
+        estimator key), so their identities do not change."""
+        if self.estimator == "fsrs6":
+            data = {"num_concepts": self.num_concepts, "horizon_s": self.horizon_s, "estimator": "fsrs6"}
+            if self.fsrs6_parameters is not None:
+                data["fsrs6_parameters"] = list(self.fsrs6_parameters)
+            if self.fsrs6_same_day_recall is not None:
+                data["fsrs6_same_day_recall"] = list(self.fsrs6_same_day_recall)
+            data["features"] = list(STATE_FEATURES)
+            return data
         data = asdict(self)
+        for name in ("estimator", "fsrs6_parameters", "fsrs6_same_day_recall"):
+            del data[name]
         data["initial_stability_s"] = list(self.initial_stability_s)
         data["grade_factor"] = list(self.grade_factor)
         data["features"] = list(STATE_FEATURES)
@@ -84,6 +139,10 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderConfig":
+        """The inverse of ``to_dict``; a dict without ``estimator`` is the half-life estimator (older exports).
+        ValueError naming the key for unknown keys, other features, or a value out of bounds."""
+        data = dict(data)
+        data.setdefault("estimator", "halflife")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"features"})
         if unknown:
@@ -91,6 +150,13 @@ class EncoderConfig:
         if "features" in data and list(data["features"]) != list(STATE_FEATURES):
             raise ValueError(f"encoder config: features {data['features']!r} differ from {list(STATE_FEATURES)!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _same(value, default) -> bool:
+    """A parameter equal to its default (a JSON list equals the default tuple)."""
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return tuple(float(v) for v in value) == tuple(float(v) for v in default)
+    return value == default
 
 
 def encoder_identity(config: EncoderConfig, *, context_length: int) -> str:
@@ -106,7 +172,7 @@ def encoder_identity(config: EncoderConfig, *, context_length: int) -> str:
         raise ValueError(f"context_length: expected a positive integer, got {context_length!r}")
     canonical = {}
     for name, value in config.to_dict().items():
-        if name in ("num_concepts", "features"):
+        if name in ("num_concepts", "features", "estimator"):
             canonical[name] = value
         elif isinstance(value, list):
             canonical[name] = [float(v) for v in value]

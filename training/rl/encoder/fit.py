@@ -1,13 +1,20 @@
-"""Fitting the encoder to a review log: ``ConceptStabilityFit`` (one first-memory stability factor per concept)
-and the (learner, concept) sequence helper it shares with calibration (NumPy only)."""
-from __future__ import annotations
+"""Fitting the encoder to a review log: ``fit_encoder_config`` (FSRS-6's parameters and same-day table, fitted by
+``fsrs_fit.fit_fsrs6`` to the log's time-ordered train part) and the (learner, concept) sequence helper shared with
+calibration (NumPy only).
 
-from dataclasses import replace
+The half-life estimator's per-concept factors (``ConceptStabilityFit``, before FSRS-6) are no longer fitted: FSRS-6's
+initial stabilities by first grade and its per-card difficulty subsume them (see ``memory.py``). Configs that carry
+factors keep serving with them.
+"""
+from __future__ import annotations
 
 import numpy as np
 
 from .config import EncoderConfig
+from .fsrs_fit import Fsrs6Fit, fit_fsrs6
 from .memory import effective_grade
+
+TRAIN_FRACTION = 0.7  # as the calibration report (srs-benchmark): the earlier 70% of the log by time
 
 
 def concept_sequences(learner: np.ndarray, concept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -21,73 +28,38 @@ def concept_sequences(learner: np.ndarray, concept: np.ndarray) -> tuple[np.ndar
     return order, starts
 
 
-class ConceptStabilityFit:
-    """Fits ``EncoderConfig.concept_stability`` to a review log, streamed in chunks in (learner, time) order.
+def train_part(t: np.ndarray, *, train_fraction: float = TRAIN_FRACTION) -> np.ndarray:
+    """Indices (int64) of the earliest ``train_fraction`` of reviews by time (stable for equal times), at least one
+    when there is any. ValueError when train_fraction is not in (0, 1]."""
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction: expected a number in (0, 1], got {train_fraction!r}")
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    by_time = np.argsort(t, kind="stable")
+    return by_time[: max(int(t.size * train_fraction), min(t.size, 1))]
 
-    After a learner's first review of concept c with (effective) grade g, the estimator's stability is
-    ``initial_stability_s[g - 1] * m_c``, so the learner's second review of c, e seconds later, is correct with
-    probability ``2 ** (-e / (initial_stability_s[g - 1] * m_c))``. ``m_c`` is the maximum-likelihood factor over
-    all learners' (first, second) review pairs of c with time between them, on a grid from 1/16 to 16 (2 ** 0.25
-    apart; ties go to the factor closest to 1); a concept with fewer than ``min_pairs`` such pairs keeps 1. It is
-    the per-item part of fitting FSRS-style weights to a log: with one population median, easy and hard concepts
-    are estimated alike until their outcomes pile up.
+
+def fit_encoder_config(
+    *, learner, concept, t, correct, grade, num_concepts: int, train_fraction: float = TRAIN_FRACTION,
+    horizon_s: float | None = None,
+) -> tuple[EncoderConfig, Fsrs6Fit]:
+    """The FSRS-6 encoder fitted to a log's time-ordered train part: arrays [N] (learner, concept int; t float
+    seconds; correct bool; grade int 0-4, 0 = none recorded), any order -> (EncoderConfig, the fit).
+
+    The fit sees each review's ``effective_grade`` (the grade the encoder counts). Fewer long-term reviews than the
+    fit needs: the parameters stay the defaults (``fsrs6_parameters`` None; the fit's ``reason`` says why) and the
+    same-day table is still the log's. ValueError when the arrays differ in length or the log is empty.
     """
-
-    GRID = 2.0 ** np.arange(-4.0, 4.0 + 1e-9, 0.25)
-
-    def __init__(self, config: EncoderConfig, *, min_pairs: int = 20) -> None:
-        self.config = config
-        self.min_pairs = min_pairs
-        self.log_likelihood = np.zeros((config.num_concepts, len(self.GRID)))
-        self.pairs = np.zeros(config.num_concepts, dtype=np.int64)
-        self._held: tuple[np.ndarray, ...] | None = None  # the last learner's rows of the previous chunk
-        self._initial_stability = np.asarray(config.initial_stability_s, dtype=np.float64)
-
-    def add(self, learner: np.ndarray, concept: np.ndarray, t: np.ndarray, correct: np.ndarray,
-            grade: np.ndarray) -> None:
-        """One chunk of rows in (learner, time) order; a learner may continue into the next chunk."""
-        columns = (np.asarray(learner, dtype=np.int64), np.asarray(concept, dtype=np.int64),
-                   np.asarray(t, dtype=np.float64), np.asarray(correct, dtype=bool), np.asarray(grade, dtype=np.int64))
-        if self._held is not None:
-            columns = tuple(np.concatenate((held, new)) for held, new in zip(self._held, columns))
-        if not len(columns[0]):
-            return
-        last = columns[0][-1]
-        split = int(np.searchsorted(columns[0] == last, True))  # rows are grouped by learner
-        self._held = tuple(c[split:] for c in columns)
-        self._pairs(*(c[:split] for c in columns))
-
-    def _pairs(self, learner: np.ndarray, concept: np.ndarray, t: np.ndarray, correct: np.ndarray,
-               grade: np.ndarray) -> None:
-        n = len(learner)
-        if not n:
-            return
-        if concept.min() < 0 or concept.max() >= self.config.num_concepts:
-            raise ValueError(f"concept: expected positions in [0, {self.config.num_concepts})")
-        order, starts = concept_sequences(learner, concept)
-        concept, t, correct, grade = (c[order] for c in (concept, t, correct, grade))
-        has_second = np.r_[np.diff(starts), n - starts[-1]] >= 2
-        first = starts[has_second]
-        second = first + 1
-        elapsed = t[second] - t[first]
-        # a pair with no time between its reviews (or a broken time) says nothing of how long memory lasts
-        informative = np.isfinite(elapsed) & (elapsed > 0)
-        first, second, elapsed = first[informative], second[informative], elapsed[informative]
-        stability = self._initial_stability[effective_grade(correct[first], grade[first]) - 1]
-        p = np.exp2(-elapsed[:, None] / (stability[:, None] * self.GRID))  # [pairs, grid]
-        p = np.clip(p, 1e-6, 1.0 - 1e-6)
-        ll = np.where(correct[second][:, None], np.log(p), np.log1p(-p))
-        np.add.at(self.log_likelihood, concept[first], ll)
-        self.pairs += np.bincount(concept[first], minlength=self.config.num_concepts)
-
-    def factors(self) -> tuple[float, ...]:
-        """The fitted factor per concept (after the last chunk)."""
-        if self._held is not None:
-            self._pairs(*self._held)
-            self._held = None
-        # ties (a flat likelihood) go to the factor closest to 1: a tiny penalty, far below any real difference
-        best = self.GRID[np.argmax(self.log_likelihood - 1e-9 * np.abs(np.log2(self.GRID)), axis=1)]
-        return tuple(float(v) for v in np.where(self.pairs >= self.min_pairs, best, 1.0))
-
-    def fitted_config(self) -> EncoderConfig:
-        return replace(self.config, concept_stability=self.factors())
+    arrays = [np.asarray(a).reshape(-1) for a in (learner, concept, t, correct, grade)]
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError(f"learner, concept, t, correct, grade: expected equal lengths, got {[a.size for a in arrays]}")
+    if not arrays[0].size:
+        raise ValueError("the log is empty: the encoder needs reviews to be fitted to")
+    learner, concept, t, correct, grade = arrays
+    part = train_part(t, train_fraction=train_fraction)
+    g = effective_grade(correct[part], grade[part])
+    fit = fit_fsrs6(learner=learner[part], concept=concept[part], t=t[part], grade=g, correct=correct[part])
+    extra = {} if horizon_s is None else {"horizon_s": float(horizon_s)}
+    config = EncoderConfig(num_concepts=num_concepts, estimator="fsrs6",
+                           fsrs6_parameters=fit.parameters if fit.fitted else None,
+                           fsrs6_same_day_recall=fit.same_day_recall, **extra)
+    return config, fit

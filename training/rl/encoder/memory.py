@@ -1,29 +1,43 @@
 """The recall estimator (one memory per learner and concept), the state it encodes and the reward (NumPy only).
 
-Recall estimator (FSRS-style, in half-life form; one memory per learner and concept)
---------------------------------------------------------------------------------------
+Two estimators, chosen by ``EncoderConfig.estimator``; both read the review log alone. The grade a review counts
+with (``effective_grade``): 1 when wrong whatever its grade; when correct the grade if it is 2-4, else 3 (an
+unknown (0) or contradictory (1) grade).
+
+FSRS-6 (estimator "fsrs6", the default)
+---------------------------------------
+The memory model of ``fsrs6.py`` (the ``fsrs`` package's formulas; this module calls its vectorised ``update``
+and ``recall``, it does not restate them), with the curriculum's fitted parameters ``fsrs6_parameters`` (21
+floats, ``fsrs_fit.fit_fsrs6`` on the time-ordered train part of the curriculum's log; None = the package's
+defaults) and same-day table ``fsrs6_same_day_recall``. Memory: stability S (kept here in seconds: FSRS-6's
+days x 86400; the interval at which recall is 0.9), difficulty D in [1, 10], time and grade of the last review,
+number of reviews. Estimated recall at t is fsrs6's retrievability: the power forgetting curve at the whole days
+since the last review; less than a whole day after it, the same-day table's value for the last grade (the
+package's 1.0 without a table); 0 for a concept never reviewed. Updates are fsrs6's: first review, long-term
+success / lapse, same-day (short-term) stability.
+
+Why no per-concept factor (the half-life estimator's ``concept_stability``): FSRS-6's initial stabilities
+w0-w3 (by first grade) and its difficulty D, updated by every later grade, carry what the factor approximated
+(an easy concept gets better grades, so a longer first stability and a lower D); fsrs-rs fits all 21 jointly,
+and a factor fitted on top would make the encoder's recall differ from FSRS-6's (the calibration report's).
+
+Half-life (estimator "halflife": configs exported before FSRS-6, kept serving as they were trained)
+--------------------------------------------------------------------------------------------------
 memory: stability S (seconds; the estimated half-life), difficulty D in [1, 10], time of the last review,
 number of reviews.
 
 * estimated recall at time t: ``R = 2 ** (-(t - last_review) / S)``; a concept never reviewed has ``R = 0``.
-* grade g in 1..4 (1 = wrong, 2 hard, 3 good, 4 easy). A wrong review counts as g = 1 whatever its grade;
-  a correct one with an unknown (0) or contradictory (1) grade counts as 3.
-  ``R`` below is the recall just before the review; ``clip`` keeps D in [1, 10].
-* first review:       ``S = initial_stability_s[g - 1] * concept_stability[c]`` (1 unless fitted, below),
+* ``R`` below is the recall just before the review; ``clip`` keeps D in [1, 10].
+* first review:       ``S = initial_stability_s[g - 1] * concept_stability[c]`` (1 unless fitted),
                       ``D = clip(initial_difficulty - difficulty_step * (g - 3))``
 * correct, reviewed:  ``S' = S * (1 + growth * (11 - D) / 6 * (1 - R) ** recall_exponent * grade_factor[g - 1])``
-  (spacing: a review at low recall lengthens the half-life most, a massed one at R ~ 1 hardly at all)
 * wrong, reviewed:    ``S' = max(initial_stability_s[0], S * lapse_factor)``
 * then                ``D' = clip(D - difficulty_step * (g - 3))``; S is capped at ``max_stability_s``.
 
-The defaults are the population median of the synthetic students (as one would fit FSRS weights to a log).
-Per item, ``concept_stability`` (one factor per concept, fitted to a log by ``ConceptStabilityFit``: how long a
-first memory of this concept lasts relative to the median) and, later, D and the outcomes.
-
 The state layout is in ``config.py``.
 
-Reward (from the log alone)
----------------------------
+Reward (from the log alone, with the estimator above: the fitted FSRS-6 for "fsrs6")
+-------------------------------------------------------------------------------------
 The potential ``M_i`` is the mean over all concepts of the estimated recall at ``t_i + horizon_s`` with the
 memory after review i (``M_0 = 0``: nothing reviewed). The reward of review i is ``r_i = M_i - M_{i-1}``: what
 the review added to recall at the horizon, less what the other concepts lost to forgetting since the last
@@ -36,6 +50,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from . import fsrs6
 from .config import FEATURES_PER_CONCEPT, NEVER_REVIEWED_ELAPSED, EncoderConfig
 
 _HOUR = 3600.0
@@ -53,6 +68,7 @@ class EncoderMemory:
     last_review: np.ndarray  # float64, seconds since the epoch; meaningless while reviews == 0
     reviews: np.ndarray  # int64
     potential: np.ndarray  # float64 [n]: M at the last review (see the module docstring)
+    last_grade: np.ndarray  # int8, the effective grade of the last review (0 before); FSRS-6's same-day recall
 
     def __len__(self) -> int:
         return self.stability.shape[0]
@@ -76,22 +92,29 @@ class StateEncoder:
         self._grade_factor = np.asarray(config.grade_factor, dtype=np.float64)
         self._concept_stability = (None if config.concept_stability is None
                                    else np.asarray(config.concept_stability, dtype=np.float64))
+        self._fsrs = config.estimator == "fsrs6"
+        self._w = np.asarray(config.parameters, dtype=np.float64) if self._fsrs else None
+        self._same_day = config.fsrs6_same_day_recall if self._fsrs else None
 
     def init_memory(self, n: int) -> EncoderMemory:
         shape = (n, self.num_concepts)
         return EncoderMemory(
             # any positive stability keeps 2 ** (-elapsed / S) finite before the first review
-            stability=np.full(shape, self._initial_stability[2]),
+            stability=np.full(shape, self._w[2] * fsrs6.DAY_S if self._fsrs else self._initial_stability[2]),
             difficulty=np.full(shape, float(self.config.initial_difficulty)),
             last_review=np.zeros(shape),
             reviews=np.zeros(shape, dtype=np.int64),
             potential=np.zeros(n),
+            last_grade=np.zeros(shape, dtype=np.int8),
         )
 
     def recall(self, memory: EncoderMemory, t: np.ndarray, *, rows: np.ndarray | None = None) -> np.ndarray:
         """Estimated recall float64 [n, C] at times t [n] (seconds since the epoch)."""
+        t = np.asarray(t, dtype=np.float64)
+        if self._fsrs:
+            return fsrs6.recall_grid(_fsrs_memory(memory, rows), t, w=self._w, same_day_recall=self._same_day)
         stability, last, reviews = _rows(memory, rows)
-        return _recall(stability, last, reviews, np.asarray(t, dtype=np.float64))
+        return _recall(stability, last, reviews, t)
 
     def encode(self, memory: EncoderMemory, t: np.ndarray, *, rows: np.ndarray | None = None) -> np.ndarray:
         """States float32 [n, state_dim] at times t [n]; rows selects learners of memory (default all)."""
@@ -100,7 +123,7 @@ class StateEncoder:
         seen = reviews > 0
         elapsed_h = np.maximum(t[:, None] - last, 0.0) / _HOUR
         out = np.empty(stability.shape + (FEATURES_PER_CONCEPT,), dtype=np.float32)
-        out[..., 0] = _recall(stability, last, reviews, t)
+        out[..., 0] = self.recall(memory, t, rows=rows)
         out[..., 1] = np.where(seen, np.log1p(elapsed_h) / _ELAPSED_SCALE, NEVER_REVIEWED_ELAPSED)
         out[..., 2] = np.log1p(reviews) / _REVIEWS_SCALE
         out[..., 3] = np.where(seen, np.log1p(stability / _HOUR) / _STABILITY_SCALE, 0.0)
@@ -127,7 +150,37 @@ class StateEncoder:
         correct = np.asarray(correct, dtype=bool)
         grade = np.asarray(grade, dtype=np.int64)
         g = effective_grade(correct, grade)
+        if self._fsrs:
+            self._update_fsrs6(memory, rows, concepts, t, g)
+        else:
+            self._update_halflife(memory, rows, concepts, t, g)
+        memory.last_grade[rows, concepts] = g
 
+        potential = self.recall(memory, t + cfg.horizon_s, rows=rows).mean(axis=1)
+        rewards = (potential - memory.potential[rows]).astype(np.float32)
+        memory.potential[rows] = potential
+        return rewards
+
+    def _update_fsrs6(self, memory: EncoderMemory, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray,
+                      g: np.ndarray) -> None:
+        # The reviewed (learner, concept) pairs as m one-concept learners of fsrs6 (rows are distinct).
+        m = rows.size
+        pairs = fsrs6.Memory(
+            stability=(memory.stability[rows, concepts] / fsrs6.DAY_S)[:, None],
+            difficulty=memory.difficulty[rows, concepts][:, None],
+            last_t=memory.last_review[rows, concepts][:, None],
+            last_grade=memory.last_grade[rows, concepts][:, None],
+            reviews=memory.reviews[rows, concepts][:, None],
+        )
+        fsrs6.update(pairs, np.arange(m), np.zeros(m, dtype=np.int64), t, g, w=self._w)
+        memory.stability[rows, concepts] = pairs.stability[:, 0] * fsrs6.DAY_S
+        memory.difficulty[rows, concepts] = pairs.difficulty[:, 0]
+        memory.last_review[rows, concepts] = t
+        memory.reviews[rows, concepts] = pairs.reviews[:, 0]
+
+    def _update_halflife(self, memory: EncoderMemory, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray,
+                         g: np.ndarray) -> None:
+        cfg = self.config
         stability = memory.stability[rows, concepts]
         difficulty = memory.difficulty[rows, concepts]
         reviews = memory.reviews[rows, concepts]
@@ -150,16 +203,19 @@ class StateEncoder:
         memory.last_review[rows, concepts] = t
         memory.reviews[rows, concepts] = reviews + 1
 
-        potential = self.recall(memory, t + cfg.horizon_s, rows=rows).mean(axis=1)
-        rewards = (potential - memory.potential[rows]).astype(np.float32)
-        memory.potential[rows] = potential
-        return rewards
-
 
 def effective_grade(correct: np.ndarray, grade: np.ndarray) -> np.ndarray:
     """The grade the estimator uses: 1 when wrong; when correct the grade if it is 2-4, else 3 (see the module)."""
     grade = np.asarray(grade, dtype=np.int64)
     return np.where(np.asarray(correct, dtype=bool), np.where((grade >= 2) & (grade <= 4), grade, 3), 1)
+
+
+def _fsrs_memory(memory: EncoderMemory, rows: np.ndarray | None) -> fsrs6.Memory:
+    """The rows' memory as fsrs6 reads it (stability in days); a copy, for reading only."""
+    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+    return fsrs6.Memory(stability=pick(memory.stability) / fsrs6.DAY_S, difficulty=pick(memory.difficulty),
+                        last_t=pick(memory.last_review), last_grade=pick(memory.last_grade),
+                        reviews=pick(memory.reviews))
 
 
 def _rows(memory: EncoderMemory, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

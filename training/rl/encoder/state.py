@@ -133,6 +133,7 @@ class EncodedLearnerState:
                 "last_review": _pack(m.last_review, np.float64),
                 "reviews": _pack(m.reviews, np.int64),
                 "potential": float(m.potential[0]),
+                "last_grade": _pack(m.last_grade, np.int8),
             },
             "history": {
                 "states": _pack(np.stack([s.state for s in steps]) if steps else np.zeros((0,)), np.float32),
@@ -156,6 +157,9 @@ class EncodedLearnerState:
             last_review=_unpack(mem["last_review"], np.float64, (1, c), "memory.last_review"),
             reviews=_unpack(mem["reviews"], np.int64, (1, c), "memory.reviews"),
             potential=np.array([float(mem["potential"])]),
+            # states stored before FSRS-6 have no last grade; only FSRS-6's same-day recall reads it
+            last_grade=(_unpack(mem["last_grade"], np.int8, (1, c), "memory.last_grade") if "last_grade" in mem
+                        else np.zeros((1, c), dtype=np.int8)),
         )
         hist = data["history"]
         k = len(hist["actions"])

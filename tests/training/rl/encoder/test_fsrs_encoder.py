@@ -1,0 +1,132 @@
+"""The encoder's FSRS-6 estimator: fitted per curriculum, equal to fsrs6.py on the same reviews; configs exported
+before FSRS-6 keep serving with the half-life estimator and keep their identity."""
+import json
+
+import numpy as np
+import pytest
+
+from training.rl.encoder import (
+    EncodedLearnerState, EncoderConfig, StateEncoder, effective_grade, encoder_identity, fit_encoder_config, fsrs6,
+)
+from training.rl.simulator import generate_logs
+
+C = 6
+# exported before FSRS-6 (no "estimator" key), and its identity as that code computed it (context length 20)
+OLD_FORMAT = {
+    "num_concepts": 3, "horizon_s": 86400.0, "initial_stability_s": [86400.0, 129600.0, 172800.0, 259200.0],
+    "initial_difficulty": 5.0, "difficulty_step": 0.5, "growth": 6.0, "recall_exponent": 1.0,
+    "grade_factor": [0.0, 0.7, 1.0, 1.3], "lapse_factor": 0.5, "max_stability_s": 31536000.0,
+    "concept_stability": [0.5, 1.0, 2.0], "features": ["recall", "elapsed", "reviews", "stability"],
+}
+OLD_IDENTITY = "8744d104a66c84a2a06b9921df0b5dd68ff0f6deb46ec0e76dbb35d1ec17989d"
+
+
+@pytest.fixture(scope="module")
+def log():
+    return generate_logs(num_users=200, interactions=60, num_concepts=C, seed=11)
+
+
+@pytest.fixture(scope="module")
+def fitted(log):
+    config, fit = fit_encoder_config(learner=log.learner, concept=log.concept, t=log.t, correct=log.correct,
+                                     grade=log.grade, num_concepts=C)
+    return config, fit
+
+
+def test_the_fit_stores_fitted_parameters_and_a_same_day_table(fitted):
+    config, fit = fitted
+    assert fit.fitted and config.estimator == "fsrs6"
+    assert config.fsrs6_parameters == fit.parameters != fsrs6.DEFAULT_PARAMETERS
+    assert config.fsrs6_same_day_recall == fit.same_day_recall and len(config.fsrs6_same_day_recall) == 4
+
+
+def test_the_encoder_with_fitted_fsrs6_equals_fsrs6_retrievability_on_the_same_reviews(log, fitted):
+    config, _ = fitted
+    encoder = StateEncoder(config)
+    learners, steps = 200, 60
+    memory = encoder.init_memory(learners)
+    before = np.empty(learners * steps)
+    for k in range(steps):  # the log is sorted by (learner, time): every learner's k-th review in one batch
+        idx = np.arange(learners) * steps + k
+        before[idx] = encoder.recall(memory, log.t[idx])[np.arange(learners), log.concept[idx]]
+        encoder.update(memory, np.arange(learners), log.concept[idx], log.t[idx], log.correct[idx], log.grade[idx])
+    replayed = fsrs6.replay(log.learner, log.concept, log.t, effective_grade(log.correct, log.grade),
+                            w=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall)
+    np.testing.assert_allclose(before, replayed["p"], rtol=1e-12, atol=1e-15)
+    assert (replayed["p"] > 0).mean() > 0.5  # most reviews are repeats: the comparison is not all zeros
+    # and the state's recall feature is that recall (float32)
+    states = encoder.encode(memory, log.t[np.arange(learners) * steps + steps - 1] + 3 * 86400.0)
+    recall = encoder.recall(memory, log.t[np.arange(learners) * steps + steps - 1] + 3 * 86400.0)
+    np.testing.assert_allclose(encoder.recall_from_states(states), recall, atol=1e-7)
+
+
+def test_fitted_fsrs6_beats_the_constant_predictor_on_the_later_reviews(log, fitted):
+    config, _ = fitted
+    p = fsrs6.replay(log.learner, log.concept, log.t, effective_grade(log.correct, log.grade),
+                     w=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall)
+    by_time = np.argsort(log.t, kind="stable")
+    test = by_time[int(0.7 * log.t.size):]
+    test = test[~p["first"][test]]
+    y = log.correct[test].astype(float)
+    model = np.clip(p["p"][test], 1e-6, 1 - 1e-6)
+    constant = np.clip(log.correct[by_time[: int(0.7 * log.t.size)]].mean(), 1e-6, 1 - 1e-6)
+
+    def log_loss(q):
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    assert log_loss(model) < log_loss(np.full_like(y, constant)) - 0.02
+
+
+def test_fsrs6_config_round_trips_and_its_identity_follows_the_parameters(fitted):
+    config, _ = fitted
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["estimator"] == "fsrs6" and EncoderConfig.from_dict(data) == config
+    assert encoder_identity(EncoderConfig.from_dict(data), context_length=20) == encoder_identity(config, context_length=20)
+    w = list(config.fsrs6_parameters)
+    w[20] = min(w[20] + 0.01, fsrs6.UPPER_BOUNDS[20])
+    others = [EncoderConfig(num_concepts=C, fsrs6_parameters=w, fsrs6_same_day_recall=config.fsrs6_same_day_recall),
+              EncoderConfig(num_concepts=C, fsrs6_parameters=config.fsrs6_parameters),
+              EncoderConfig(num_concepts=C)]
+    identities = {encoder_identity(c, context_length=20) for c in [config, *others]}
+    assert len(identities) == 4
+
+
+def test_fsrs6_config_refuses_half_life_parameters_and_bad_fsrs6_values():
+    with pytest.raises(ValueError, match="growth"):
+        EncoderConfig(num_concepts=2, growth=5.0)
+    with pytest.raises(ValueError, match="concept_stability"):
+        EncoderConfig(num_concepts=2, concept_stability=(1.0, 2.0))
+    with pytest.raises(ValueError, match=r"parameters\[20\]"):
+        EncoderConfig(num_concepts=2, fsrs6_parameters=list(fsrs6.DEFAULT_PARAMETERS[:20]) + [5.0])
+    with pytest.raises(ValueError, match="same_day_recall"):
+        EncoderConfig(num_concepts=2, fsrs6_same_day_recall=(0.5, 0.5, 1.5, 0.5))
+    with pytest.raises(ValueError, match="fsrs6_parameters"):
+        EncoderConfig(num_concepts=2, estimator="halflife", fsrs6_parameters=fsrs6.DEFAULT_PARAMETERS)
+    with pytest.raises(ValueError, match="estimator"):
+        EncoderConfig(num_concepts=2, estimator="sm2")
+
+
+def test_an_old_format_config_keeps_its_estimator_its_identity_and_serves():
+    config = EncoderConfig.from_dict(json.loads(json.dumps(OLD_FORMAT)))
+    assert config.estimator == "halflife" and config.concept_stability == (0.5, 1.0, 2.0)
+    assert config.to_dict() == OLD_FORMAT  # written back as it was
+    assert encoder_identity(config, context_length=20) == OLD_IDENTITY
+    encoder = StateEncoder(config)
+    t0 = 1_700_000_000.0
+    state = EncodedLearnerState.new(encoder=encoder, context_length=20)
+    state.observe(concept=2, t=t0, correct=False, grade=1)
+    first = 86400.0 * 2.0  # initial_stability_s[0] x the concept's factor: the half-life estimator
+    assert state.memory.stability[0, 2] == first
+    assert state.encode(t0 + first)[2 * 4] == pytest.approx(0.5)
+    restored = EncodedLearnerState.from_dict(json.loads(json.dumps(state.to_dict())), encoder=encoder)
+    assert np.array_equal(restored.encode(t0 + 3600), state.encode(t0 + 3600))
+
+
+def test_a_learner_state_stored_before_last_grade_existed_still_loads():
+    encoder = StateEncoder(EncoderConfig.from_dict(OLD_FORMAT))
+    state = EncodedLearnerState.new(encoder=encoder, context_length=4)
+    state.observe(concept=0, t=1_700_000_000.0, correct=True, grade=3)
+    data = state.to_dict()
+    del data["memory"]["last_grade"]
+    restored = EncodedLearnerState.from_dict(data, encoder=encoder)
+    assert np.array_equal(restored.encode(1_700_003_600.0), state.encode(1_700_003_600.0))
