@@ -169,3 +169,42 @@ def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
                     _save(row, now=now)
                     rebuilt += 1
     return rebuilt
+
+
+def invalidate_states(*, curriculum_id: int, learner_ids: Sequence[int], chunk_size: int = 1000) -> int:
+    """Empty the stored serving states of these learners (an empty state is rebuilt from the history when read or
+    when a review is folded in). For bulk writers at the end of their transaction: the rows are locked in
+    learner order (as apply_reviews locks them) only from here to the commit. Returns how many were emptied."""
+    emptied = 0
+    for start in range(0, len(learner_ids), chunk_size):
+        part = sorted(learner_ids[start:start + chunk_size])
+        locked = list(
+            LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
+            .order_by("learner_id").values_list("pk", flat=True)
+        )
+        emptied += LearnerState.objects.filter(pk__in=locked).update(data={}, updated_at=timezone.now())
+    return emptied
+
+
+def rebuild_states(*, curriculum_id: int, learner_ids: Sequence[int], batch_size: int = 50) -> int:
+    """Rebuild these learners' serving states from their histories (creating missing rows), in small transactions
+    under the row locks apply_reviews takes, so a live review waits for one batch at most. Returns the count."""
+    ids = sorted(set(learner_ids))
+    rebuilt = 0
+    for start in range(0, len(ids), batch_size):
+        part = ids[start:start + batch_size]
+        with transaction.atomic():
+            spec = serving_spec(curriculum_id=curriculum_id)
+            LearnerState.objects.bulk_create(
+                [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in part], ignore_conflicts=True
+            )
+            rows = list(
+                LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
+                .order_by("learner_id")
+            )
+            now = timezone.now()
+            for row in rows:
+                _rebuild(row, spec=spec)
+                _save(row, now=now)
+                rebuilt += 1
+    return rebuilt
