@@ -214,3 +214,19 @@ if not DEBUG:
 
 # Reviews: a review time (or a recommendation's `at`) more than this many seconds after the server clock is refused.
 CRL_REVIEW_FUTURE_TOLERANCE_SECONDS = float(os.environ.get("CRL_REVIEW_FUTURE_TOLERANCE_SECONDS", "300"))
+
+# Periodic tasks, for `celery -A crlsite beat` (one per deployment): the stale-job check and the re-publishing of
+# jobs whose message was lost (training.tasks.BEAT_SCHEDULE), and the re-encoding catch-up of learner states
+# (curriculum.tasks.BEAT_SCHEDULE). A job still queued after CRL_JOB_REQUEUE_SECONDS is published again (a
+# duplicate message is harmless: the claim happens once). Review-log uploads in the admin are refused above
+# CRL_IMPORT_MAX_UPLOAD_BYTES (default 1 GiB); larger files go through `manage.py import_reviewlogs`.
+CRL_JOB_REQUEUE_SECONDS = float(os.environ.get("CRL_JOB_REQUEUE_SECONDS", "120"))
+CRL_IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("CRL_IMPORT_MAX_UPLOAD_BYTES", str(1 << 30)))
+
+# The entries of training.tasks.BEAT_SCHEDULE and curriculum.tasks.BEAT_SCHEDULE (settings cannot import task
+# modules; tests/training/test_requeue.py checks that they agree).
+CELERY_BEAT_SCHEDULE = {
+    "mark-stale-jobs": {"task": "training.tasks.mark_stale_jobs", "schedule": 60.0},
+    "requeue-queued-jobs": {"task": "training.tasks.requeue_queued_jobs", "schedule": 60.0},
+    "reencode-lagging-learner-states": {"task": "curriculum.tasks.reencode_lagging_learner_states", "schedule": 300.0},
+}
