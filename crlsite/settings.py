@@ -111,16 +111,25 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 
-# Artifacts go through the storage API so web and workers can live on different machines;
-# point "artifacts" at django-storages' S3 backend (ARTIFACT_STORAGE_BACKEND) in that case.
+# Artifacts (and uploaded review logs) go through the storage API so web and workers can live on different
+# machines: the local folder MEDIA_ROOT/artifacts by default; with ARTIFACT_STORAGE_BACKEND set (e.g.
+# django-storages' "storages.backends.s3.S3Storage") its options come from the environment: AWS_STORAGE_BUCKET_NAME,
+# AWS_S3_ENDPOINT_URL (an S3-protocol server other than AWS), AWS_S3_REGION_NAME, AWS_LOCATION (a key prefix);
+# credentials from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an instance role, ...).
+ARTIFACT_STORAGE_BACKEND = os.environ.get("ARTIFACT_STORAGE_BACKEND", "")
+_ARTIFACT_STORAGE_OPTIONS = {
+    option: os.environ[variable]
+    for option, variable in (("bucket_name", "AWS_STORAGE_BUCKET_NAME"), ("endpoint_url", "AWS_S3_ENDPOINT_URL"),
+                             ("region_name", "AWS_S3_REGION_NAME"), ("location", "AWS_LOCATION"))
+    if os.environ.get(variable)
+}
+if ARTIFACT_STORAGE_BACKEND.endswith("S3Storage"):
+    _ARTIFACT_STORAGE_OPTIONS.setdefault("file_overwrite", False)  # never replace a stored artifact silently
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "artifacts": {
-        "BACKEND": os.environ.get("ARTIFACT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
-        "OPTIONS": {"location": str(MEDIA_ROOT / "artifacts")}
-        if "ARTIFACT_STORAGE_BACKEND" not in os.environ
-        else {},
-    },
+    "artifacts": {"BACKEND": ARTIFACT_STORAGE_BACKEND, "OPTIONS": _ARTIFACT_STORAGE_OPTIONS}
+    if ARTIFACT_STORAGE_BACKEND
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(MEDIA_ROOT / "artifacts")}},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 

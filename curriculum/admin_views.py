@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
@@ -22,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .calibration import PREDICTORS, calibration_report
 from .models import Curriculum, Learner
+from .services import artifact_storage
 from .reviews.export import fsrs_csv_lines
 from .reviews.importers.service import FORMATS
 
@@ -60,7 +60,7 @@ class ImportReviewsForm(forms.Form):
         if pk is None:
             return None
         job = ReviewImportJob.objects.filter(pk=pk, curriculum=self.curriculum).first()
-        if job is None or not default_storage.exists(job.upload):
+        if job is None or not artifact_storage().exists(job.upload):
             raise forms.ValidationError("that file is no longer stored: choose it again")
         return job
 
@@ -156,7 +156,7 @@ def recent_import_jobs(*, curriculum: Curriculum, limit: int = 10) -> list:
         job.status_url = reverse("admin:training_reviewimportjob_status", args=[job.pk])
         job.page_url = reverse("admin:training_reviewimportjob_change", args=[job.pk])
         job.job_status = job_status(job=job)
-        job.stored = job.is_finished and default_storage.exists(job.upload)
+        job.stored = job.is_finished and artifact_storage().exists(job.upload)
     return recent
 
 

@@ -108,10 +108,10 @@ class SyntheticGenerationJob(Job):
 
 
 class ReviewImportJob(Job):
-    """A review-log file uploaded in the admin (kept in the default storage) -> the curriculum's reviews, all or
+    """A review-log file uploaded in the admin (kept in the artifacts storage) -> the curriculum's reviews, all or
     nothing; a dry run validates and counts only."""
 
-    upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file in the default storage.")
+    upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file in the artifacts storage.")
     filename = models.CharField(max_length=255, help_text="The file's name as uploaded.")
     size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
     format = models.CharField(max_length=16, blank=True, help_text="fsrs, anki or hlr; empty: from the header.")

@@ -40,11 +40,9 @@ def importer(client, db):
 
 @pytest.fixture(autouse=True)
 def uploads(settings, tmp_path, monkeypatch):
-    """Uploads kept in a temporary default storage; launched jobs recorded instead of sent to a broker."""
+    """Launched jobs recorded instead of sent to a broker (uploads go to the test's artifacts storage)."""
     from training.jobs import lifecycle
 
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
     launched = []
     monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: launched.append(job.pk) or True)
     return launched
@@ -67,7 +65,7 @@ def post_and_run(client, url, data, uploads, django_capture_on_commit_callbacks)
 @pytest.mark.django_db(transaction=True)
 def test_an_upload_is_stored_and_imported_by_a_job_with_progress_on_the_curriculum_page(
         importer, curriculum, uploads, django_capture_on_commit_callbacks):
-    from django.core.files.storage import default_storage
+    from curriculum.services import artifact_storage
 
     url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
 
@@ -78,7 +76,7 @@ def test_an_upload_is_stored_and_imported_by_a_job_with_progress_on_the_curricul
     assert job.status == "succeeded" and not job.dry_run and job.filename == "fsrs_reviews.csv"
     assert job.result["created"] == 8 and job.step == job.steps > 0
     assert ReviewLog.objects.filter(curriculum=curriculum, learner__external_id="ana", source="imported").count() == 8
-    assert not default_storage.exists(job.upload)  # an import that succeeded needs its file no more
+    assert not artifact_storage().exists(job.upload)  # an import that succeeded needs its file no more
     page = importer.get(reverse("admin:curriculum_curriculum_change", args=[curriculum.pk])).content.decode()
     assert 'id="import-jobs"' in page and "8 reviews created, 0 duplicates" in page
     assert reverse("admin:training_reviewimportjob_status", args=[job.pk]) in page  # polled for live progress
@@ -105,7 +103,7 @@ def test_a_dry_run_stores_nothing_and_its_stored_file_is_then_imported(
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_import_keeps_its_file_names_line_and_column_and_is_retried_with_it(
         importer, curriculum, uploads, django_capture_on_commit_callbacks):
-    from django.core.files.storage import default_storage
+    from curriculum.services import artifact_storage
 
     url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
 
@@ -113,7 +111,7 @@ def test_a_failed_import_keeps_its_file_names_line_and_column_and_is_retried_wit
                              uploads, django_capture_on_commit_callbacks)
 
     assert failed.status == "failed" and "name the learner" in failed.error and ReviewLog.objects.count() == 0
-    assert default_storage.exists(failed.upload)
+    assert artifact_storage().exists(failed.upload)
     page = importer.get(url).content.decode()
     assert "name the learner" in page and f'name="stored" value="{failed.pk}"' in page and "Import again" in page
 

@@ -1,5 +1,5 @@
-"""The review import job: an uploaded review-log file, kept in the default storage (so the web process that took
-the upload and the worker may be on different hosts) -> the curriculum's reviews, all or nothing, through
+"""The review import job: an uploaded review-log file, kept in the artifacts storage under review-imports/ (the
+storage web and workers share, so the web process that took the upload and the worker may be on different hosts) -> the curriculum's reviews, all or nothing, through
 curriculum.reviews.importers.service (which takes no lock a live review post waits on). A dry run validates and
 counts only. The upload is deleted once an import succeeds and no other unfinished job needs it; a failed job
 keeps it, so that it can be retried."""
@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from django.core.files.base import File
-from django.core.files.storage import default_storage
-
 from curriculum.models import Curriculum
+from curriculum.services import artifact_storage
 from curriculum.reviews.importers.service import ImportFileError, import_review_file
 
 from ..models import Job, ReviewImportJob
@@ -21,15 +20,15 @@ UPLOAD_FOLDER = "review-imports"
 
 
 def store_upload(*, fileobj: File, filename: str) -> str:
-    """Save an uploaded file in the default storage; returns its storage name (under review-imports/)."""
-    return default_storage.save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
+    """Save an uploaded file in the artifacts storage; returns its storage name (under review-imports/)."""
+    return artifact_storage().save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
 
 
 def launch_review_import(
     *, curriculum: Curriculum, upload: str, filename: str, size: int = 0, format: str = "", learner: str = "",
     dry_run: bool = False, created_by=None,
 ) -> ReviewImportJob:
-    """Save and enqueue (on commit) an import of the stored file ``upload`` (a default-storage name)."""
+    """Save and enqueue (on commit) an import of the stored file ``upload`` (an artifacts-storage name)."""
     return launch_job(job=ReviewImportJob(
         curriculum=curriculum, upload=upload, filename=filename, size=size, format=format or "", learner=learner or "",
         dry_run=dry_run, created_by=created_by,
@@ -43,9 +42,10 @@ def run_review_import(*, job_id: int, worker: str = "") -> ReviewImportJob | Non
 
 def _import(run: JobRun) -> None:
     job: ReviewImportJob = run.job  # type: ignore[assignment]
-    if not default_storage.exists(job.upload):
+    storage = artifact_storage()
+    if not storage.exists(job.upload):
         raise ImportFileError(job.filename, f"the uploaded file is no longer stored ({job.upload}): upload it again")
-    total = job.size or default_storage.size(job.upload)
+    total = job.size or storage.size(job.upload)
     passes = 1 if job.dry_run else 2
     run.report(phase="validating", steps=passes * total)
 
@@ -54,7 +54,7 @@ def _import(run: JobRun) -> None:
         run.report(phase=phase, step=min(offset + done, passes * total))
         run.check()  # a cancel raises JobCancelled here: the import's transaction rolls back
 
-    with default_storage.open(job.upload, "rb") as fh:
+    with storage.open(job.upload, "rb") as fh:
         result = import_review_file(
             fileobj=fh, filename=job.filename, curriculum_key=job.curriculum.key, format=job.format or None,
             learner=job.learner or None, dry_run=job.dry_run, on_progress=progress,
@@ -67,4 +67,4 @@ def _import(run: JobRun) -> None:
 def _forget_upload(job: ReviewImportJob) -> None:
     others = ReviewImportJob.objects.filter(upload=job.upload).exclude(pk=job.pk).exclude(status__in=Job.FINISHED)
     if not others.exists():
-        default_storage.delete(job.upload)
+        artifact_storage().delete(job.upload)
