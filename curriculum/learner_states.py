@@ -186,25 +186,35 @@ def invalidate_states(*, curriculum_id: int, learner_ids: Sequence[int], chunk_s
     return emptied
 
 
-def rebuild_states(*, curriculum_id: int, learner_ids: Sequence[int], batch_size: int = 50) -> int:
-    """Rebuild these learners' serving states from their histories (creating missing rows), in small transactions
-    under the row locks apply_reviews takes, so a live review waits for one batch at most. Returns the count."""
+def rebuild_states(*, curriculum_id: int, learner_ids: Sequence[int], batch_size: int = 10) -> int:
+    """Rebuild these learners' serving states from their histories after a bulk write has committed (creating
+    missing rows). Each state is computed without a lock; its row is then locked only to store it, and only if
+    it is still empty or missing (a review folded in meanwhile rebuilt it from the full history already), so a
+    live review waits a few milliseconds at most. Returns how many states were stored."""
     ids = sorted(set(learner_ids))
-    rebuilt = 0
+    stored = 0
     for start in range(0, len(ids), batch_size):
         part = ids[start:start + batch_size]
+        spec = serving_spec(curriculum_id=curriculum_id)
+        built = {}
+        for learner_id in part:
+            row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
+            _rebuild(row, spec=spec)
+            built[learner_id] = row
+        LearnerState.objects.bulk_create(
+            [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in part], ignore_conflicts=True
+        )
         with transaction.atomic():
-            spec = serving_spec(curriculum_id=curriculum_id)
-            LearnerState.objects.bulk_create(
-                [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in part], ignore_conflicts=True
-            )
             rows = list(
                 LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
                 .order_by("learner_id")
             )
             now = timezone.now()
             for row in rows:
-                _rebuild(row, spec=spec)
+                if row.data:  # folded in meanwhile (from the full history, the committed bulk write included)
+                    continue
+                fresh = built[row.learner_id]
+                row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
                 _save(row, now=now)
-                rebuilt += 1
-    return rebuilt
+                stored += 1
+    return stored

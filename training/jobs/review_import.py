@@ -13,7 +13,7 @@ from curriculum.services import artifact_storage
 from curriculum.reviews.importers.service import ImportFileError, import_review_file
 
 from ..models import Job, ReviewImportJob
-from .lifecycle import launch_job
+from .lifecycle import JobCancelled, launch_job
 from .runner import JobRun, execute
 
 UPLOAD_FOLDER = "review-imports"
@@ -52,7 +52,12 @@ def _import(run: JobRun) -> None:
     def progress(phase: str, done: int, _total: int | None) -> None:
         offset = total if phase != "validating" else 0  # the second pass (storing) fills the second half
         run.report(phase=phase, step=min(offset + done, passes * total))
-        run.check()  # a cancel raises JobCancelled here: the import's transaction rolls back
+        if phase in ("validating", "storing"):  # afterwards the reviews are committed: too late to cancel
+            # Read the flag here too: on SQLite the heartbeat thread cannot write (nor read the flag back)
+            # while this thread's transaction holds the database's write lock.
+            if ReviewImportJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+                raise JobCancelled(f"{job} was cancelled")
+            run.check()  # raises JobCancelled: the import's transaction rolls back, nothing is stored
 
     with storage.open(job.upload, "rb") as fh:
         result = import_review_file(
