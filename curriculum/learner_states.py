@@ -218,3 +218,44 @@ def rebuild_states(*, curriculum_id: int, learner_ids: Sequence[int], batch_size
                 _save(row, now=now)
                 stored += 1
     return stored
+
+
+def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learners: int = 20_000,
+                   lock_chunk: int = 500) -> list[int]:
+    """For a bulk writer, inside its transaction, at its end: bring these learners' stored serving states up to
+    date with the history (this transaction's reviews included) so that the commit publishes them together.
+
+    Each state is computed first without a lock; the rows are then locked (in learner order, as apply_reviews
+    locks them) only to store them, from there to the commit; a row that changed meanwhile (a live review folded
+    in) is rebuilt under its lock instead. Learners without a stored state, and every learner when there are more
+    than ``max_learners`` (the states are held in memory), are left out: their states (emptied, for the latter)
+    are for ``rebuild_states`` after the commit. Returns those learner ids.
+    """
+    ids = sorted(set(learner_ids))
+    if len(ids) > max_learners:
+        invalidate_states(curriculum_id=curriculum_id, learner_ids=ids)
+        return ids
+    spec = serving_spec(curriculum_id=curriculum_id)
+    seen: dict[int, dt.datetime] = {}
+    for start in range(0, len(ids), lock_chunk):
+        seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id, learner_id__in=ids[start:start + lock_chunk])
+                    .values_list("learner_id", "updated_at"))
+    built: dict[int, LearnerState] = {}
+    for learner_id in seen:
+        row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
+        _rebuild(row, spec=spec)
+        built[learner_id] = row
+    present = sorted(seen)
+    for start in range(0, len(present), lock_chunk):
+        rows = list(LearnerState.objects.select_for_update()
+                    .filter(curriculum_id=curriculum_id, learner_id__in=present[start:start + lock_chunk])
+                    .order_by("learner_id"))
+        now = timezone.now()
+        for row in rows:
+            if row.updated_at == seen[row.learner_id]:
+                fresh = built[row.learner_id]
+                row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
+            else:  # a review was folded in meanwhile: the full history, under the lock
+                _rebuild(row, spec=spec)
+            _save(row, now=now)
+    return [l for l in ids if l not in seen]

@@ -11,8 +11,9 @@ curriculum, its new concepts and the new learners are committed in short transac
 cannot refer to them before they exist), and every review is stored, a batch at a time, inside ONE transaction
 that takes no lock on the curriculum row, on learners or on learner states until its very end: imports into one
 curriculum are serialised by a PostgreSQL advisory lock instead, which nothing else waits on. At the end the
-serving states of the file's learners are emptied (a short ordered row lock, then commit: an empty state is
-rebuilt from the history when read) and rebuilt afterwards in small transactions. A review already stored (by
+stored serving states of the file's learners are recomputed (without locks) and written under row locks held only
+from there to the commit (curriculum.learner_states.refresh_states); learners without one get theirs after the
+commit, in small transactions (rebuild_states). A review already stored (by
 any route: the API, this or another file, another format) or twice in the file is a duplicate (its identity:
 learner, concept, time to the millisecond, outcome), so a second import adds nothing. Rows that are not memory
 events (see each format) are skipped and counted. On SQLite every write waits for the import's transaction
@@ -30,7 +31,7 @@ from typing import BinaryIO
 from django.db import connection, transaction
 from django.utils.text import slugify
 
-from ...learner_states import invalidate_states, rebuild_states
+from ...learner_states import rebuild_states, refresh_states
 from ...models import Concept, Curriculum, Learner, ReviewLog
 from ...services import ensure_concepts
 from ..store import NewReview, store_reviews
@@ -154,11 +155,12 @@ def import_review_file(
                 pending = []
         if pending:
             writer.write(pending)
-        invalidate_states(curriculum_id=curriculum.pk, learner_ids=sorted(writer.learner_ids))
-    # 4. Serving states of the file's learners, rebuilt from their histories in short transactions (until then a
-    #    recommendation rebuilds an emptied state from the history: correct, O(history)).
-    progress("updating learner states", reader.total or 0, reader.total)
-    rebuild_states(curriculum_id=curriculum.pk, learner_ids=sorted(writer.learner_ids))
+        progress("updating learner states", reader.total or 0, reader.total)
+        # Stored states brought up to date (computed unlocked, written under short row locks held to the commit).
+        later = refresh_states(curriculum_id=curriculum.pk, learner_ids=sorted(writer.learner_ids))
+    # 4. States of learners that had none (and of every learner of a huge file, emptied above: until rebuilt, a
+    #    recommendation rebuilds an empty state from the history: correct, O(history)), in short transactions.
+    rebuild_states(curriculum_id=curriculum.pk, learner_ids=later)
     return ImportResult(created=writer.created, duplicates=writer.duplicates, dry_run=False, **summary)
 
 
