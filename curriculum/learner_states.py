@@ -227,7 +227,8 @@ def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learne
 
     Each state is computed first without a lock; the rows are then locked (in learner order, as apply_reviews
     locks them) only to store them, from there to the commit; a row that changed meanwhile (a live review folded
-    in) is rebuilt under its lock instead. Learners without a stored state, and every learner when there are more
+    in) is computed again, unlocked (up to three passes), and one that changed even then is emptied under its
+    lock (an empty state is rebuilt from the history when read) and returned for later. Learners without a stored state, and every learner when there are more
     than ``max_learners`` (the states are held in memory), are left out: their states (emptied, for the latter)
     are for ``rebuild_states`` after the commit. Returns those learner ids.
     """
@@ -241,11 +242,22 @@ def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learne
         seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id, learner_id__in=ids[start:start + lock_chunk])
                     .values_list("learner_id", "updated_at"))
     built: dict[int, LearnerState] = {}
-    for learner_id in seen:
-        row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
-        _rebuild(row, spec=spec)
-        built[learner_id] = row
-    present = sorted(seen)
+    todo = sorted(seen)
+    for _ in range(3):  # live reviews folded in meanwhile: compute those again (each pass is shorter)
+        for learner_id in todo:
+            row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
+            _rebuild(row, spec=spec)
+            built[learner_id] = row
+        now_seen = {}
+        for start in range(0, len(todo), lock_chunk):
+            now_seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id,
+                                                        learner_id__in=todo[start:start + lock_chunk])
+                            .values_list("learner_id", "updated_at"))
+        todo = sorted(l for l, at in now_seen.items() if at != seen[l])
+        seen.update(now_seen)
+        if not todo:
+            break
+    present, emptied = sorted(seen), []
     for start in range(0, len(present), lock_chunk):
         rows = list(LearnerState.objects.select_for_update()
                     .filter(curriculum_id=curriculum_id, learner_id__in=present[start:start + lock_chunk])
@@ -255,7 +267,8 @@ def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learne
             if row.updated_at == seen[row.learner_id]:
                 fresh = built[row.learner_id]
                 row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
-            else:  # a review was folded in meanwhile: the full history, under the lock
-                _rebuild(row, spec=spec)
+            else:  # changed again: emptied now (rebuilt from the history when read), rebuilt after the commit
+                row.data = {}
+                emptied.append(row.learner_id)
             _save(row, now=now)
-    return [l for l in ids if l not in seen]
+    return sorted([l for l in ids if l not in seen] + emptied)
