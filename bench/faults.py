@@ -12,7 +12,13 @@ the same bounded load in each phase against a fresh `gunicorn crlsite.wsgi` on 1
 - cache dead: CACHE_URL points at a closed loopback port (connections refused);
 - cache hung: CACHE_URL points at a local server that accepts connections and never answers;
 - broker dead / broker hung: the configured cache; half way through, this process promotes the other policy
-  version with the Celery broker at a closed port / at the hung server (the re-encoding enqueue must give up).
+  version with the Celery broker at a closed port / at the hung server (the re-encoding enqueue must give up);
+- import: the configured cache and broker; this process imports a `--import-rows` review log (Duolingo HLR CSV,
+  the load's own learners and concepts, times in the past) into the curriculum under load, through the import
+  service the admin's import job runs (all or nothing); the phase lasts until the import has finished (at least
+  `--seconds`, without the request cap). Compare its review-post p99 with the baseline's.
+
+`--only baseline,import` runs only the phases whose names start with those words.
 
 Each phase reports requests, errors (any non-2xx or failed request), p50/p99 latency and, where a promotion
 ran, how long `promote_policy` took from call to return (its on-commit enqueue included). Loopback only.
@@ -77,6 +83,7 @@ class Phase:
     name: str
     cache_url: str | None  # None: as configured
     broker_url: str | None = None  # set: promote half way through with this broker
+    import_rows: int = 0  # set: import a review log of this many rows during the load
 
 
 @dataclasses.dataclass
@@ -85,11 +92,15 @@ class Result:
     recommendations: Recorder
     reviews: Recorder
     promotion_s: float | None = None
+    import_s: float | None = None
+    import_summary: str = ""
 
 
-async def bounded_load(args, port: int, seeded: dict, promote=None) -> Result:
+async def bounded_load(args, port: int, seeded: dict, promote=None, background=None) -> Result:
     """Recommendations and review batches until args.requests are sent or args.seconds pass; `promote` (a
-    blocking callable returning seconds) runs in a thread half way through."""
+    blocking callable returning seconds) runs in a thread half way through. `background` (a blocking callable
+    returning (seconds, summary)) runs in a thread from the start, and the load goes on (uncapped) until it
+    returns and args.seconds have passed."""
     rng = random.Random(1)
     key, learners, concepts = seeded["curriculum"].key, seeded["learners"], seeded["concepts"]
     recs, reviews = Recorder(), Recorder()
@@ -105,9 +116,16 @@ async def bounded_load(args, port: int, seeded: dict, promote=None) -> Result:
                             "correct": True, "grade": 3, "reviewed_at": now, "idempotency_key": uuid.uuid4().hex}
                            for _ in range(5)]).encode()
 
+    background_done = asyncio.Event()
+
+    def more() -> bool:
+        if background is not None:
+            return not (background_done.is_set() and time.monotonic() >= deadline)
+        return sent[0] < args.requests and time.monotonic() < deadline
+
     async def loop(path: str, make_body, expected: int, recorder: Recorder) -> None:
         conn = Connection(port, seeded["token"])
-        while sent[0] < args.requests and time.monotonic() < deadline:
+        while more():
             sent[0] += 1
             started = time.monotonic()
             try:
@@ -122,6 +140,14 @@ async def bounded_load(args, port: int, seeded: dict, promote=None) -> Result:
         conn.close()
 
     t0 = time.monotonic()
+    side = None
+    if background is not None:
+        async def run_background():
+            try:
+                return await asyncio.to_thread(background)
+            finally:
+                background_done.set()
+        side = asyncio.ensure_future(run_background())
     loops = [loop(RECOMMEND, rec_body, 200, recs) for _ in range(args.concurrency)]
     loops.append(loop(REVIEWS, review_body, 201, reviews))
     promotion = None
@@ -132,7 +158,25 @@ async def bounded_load(args, port: int, seeded: dict, promote=None) -> Result:
         promotion = asyncio.ensure_future(promote_half_way())
     await asyncio.gather(*loops)
     promotion_s = await promotion if promotion is not None else None
-    return Result(time.monotonic() - t0, recs, reviews, promotion_s)
+    import_s, summary = await side if side is not None else (None, "")
+    return Result(time.monotonic() - t0, recs, reviews, promotion_s, import_s, summary)
+
+
+def write_import_file(path: Path, *, rows: int, seeded: dict) -> None:
+    """A Duolingo HLR CSV of `rows` sessions by the load's learners on its concepts, 30 to 20 days ago."""
+    rng = np.random.default_rng(7)
+    learners, concepts = np.array(seeded["learners"]), np.array(seeded["concepts"])
+    start = time.time() - 30 * 86400
+    t = np.sort(rng.uniform(start, start + 10 * 86400, rows)).astype(np.int64)
+    who, what = rng.integers(0, len(learners), rows), rng.integers(0, len(concepts), rows)
+    seen = rng.integers(1, 4, rows)
+    right = np.minimum(seen, rng.binomial(seen, 0.8))
+    with open(path, "w") as fh:
+        fh.write("p_recall,timestamp,delta,user_id,learning_language,ui_language,lexeme_id,lexeme_string,"
+                 "history_seen,history_correct,session_seen,session_correct\n")
+        for i in range(rows):
+            c = concepts[what[i]]
+            fh.write(f"0.9,{t[i]},3600,{learners[who[i]]},es,en,{c},{c}/word,1,1,{seen[i]},{right[i]}\n")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -174,9 +218,24 @@ def run_phase(args, phase: Phase, seeded: dict, workdir: Path) -> Result:
             finally:
                 app.conf.broker_url = saved_broker
                 connection.close()  # this thread's database connection
+    background = None
+    if phase.import_rows:
+        from curriculum.reviews.importers.service import import_review_file
+
+        path = workdir / f"import-{phase.import_rows}.csv"
+        write_import_file(path, rows=phase.import_rows, seeded=seeded)
+
+        def background() -> tuple[float, str]:
+            started = time.monotonic()
+            try:
+                result = import_review_file(path=path, curriculum_key=seeded["curriculum"].key)
+            finally:
+                connection.close()  # this thread's database connection
+            return time.monotonic() - started, (f"{result.rows} rows, {result.created} created, "
+                                                f"{result.duplicates} duplicates, {result.learners} learners")
     try:
         wait_ready(server, port, seeded["token"], seeded["curriculum"].key, log_path, timeout=60)
-        return asyncio.run(bounded_load(args, port, seeded, promote))
+        return asyncio.run(bounded_load(args, port, seeded, promote, background))
     finally:
         stop(server)
 
@@ -191,6 +250,8 @@ def table(phase: Phase, result: Result) -> str:
         lines.append(f"| {name} | {lat.size} | {rec.errors} | {p50:.1f} | {p99:.1f} |")
     promotion = "none" if result.promotion_s is None else f"{result.promotion_s:.3f} s"
     lines += ["", f"{result.elapsed:.1f} s; promotion (call to return): {promotion}"]
+    if result.import_s is not None:
+        lines[-1] += f"; import: {result.import_s:.1f} s ({result.import_summary})"
     for rec in (result.recommendations, result.reviews):
         lines += [f"- error sample: `{s}`" for s in rec.samples[:3]]
     return "\n".join(lines)
@@ -206,6 +267,8 @@ def main() -> int:
     parser.add_argument("--learners", type=int, default=200)
     parser.add_argument("--history", type=int, default=20, help="reviews per learner before the run")
     parser.add_argument("--concepts", type=int, default=20)
+    parser.add_argument("--import-rows", type=int, default=300_000, help="rows of the import phase's review log")
+    parser.add_argument("--only", default="", help="comma-separated phase name prefixes, e.g. baseline,import")
     parser.add_argument("--keep", action="store_true", help="keep the bench curriculum and its data afterwards")
     args = parser.parse_args()
 
@@ -221,7 +284,11 @@ def main() -> int:
         Phase("cache hung (accepts, never answers)", f"redis://{HOST}:{hung.port}/0"),
         Phase("broker dead during a promotion", None, broker_url=f"redis://{HOST}:{dead_port}/0"),
         Phase("broker hung during a promotion", None, broker_url=f"redis://{HOST}:{hung.port}/0"),
+        Phase(f"import of {args.import_rows:,} rows", None, import_rows=args.import_rows),
     ]
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        phases = [p for p in phases if any(p.name.startswith(w) for w in wanted)]
     key = f"faults-{uuid.uuid4().hex[:8]}"
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     print(f"database {connection.vendor}; configured cache {cache}; gunicorn -w {args.workers} --threads "

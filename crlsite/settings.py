@@ -149,16 +149,25 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 
-# Artifacts go through the storage API so web and workers can live on different machines;
-# point "artifacts" at django-storages' S3 backend (ARTIFACT_STORAGE_BACKEND) in that case.
+# Artifacts (and uploaded review logs) go through the storage API so web and workers can live on different
+# machines: the local folder MEDIA_ROOT/artifacts by default; with ARTIFACT_STORAGE_BACKEND set (e.g.
+# django-storages' "storages.backends.s3.S3Storage") its options come from the environment: AWS_STORAGE_BUCKET_NAME,
+# AWS_S3_ENDPOINT_URL (an S3-protocol server other than AWS), AWS_S3_REGION_NAME, AWS_LOCATION (a key prefix);
+# credentials from boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an instance role, ...).
+ARTIFACT_STORAGE_BACKEND = os.environ.get("ARTIFACT_STORAGE_BACKEND", "")
+_ARTIFACT_STORAGE_OPTIONS = {
+    option: os.environ[variable]
+    for option, variable in (("bucket_name", "AWS_STORAGE_BUCKET_NAME"), ("endpoint_url", "AWS_S3_ENDPOINT_URL"),
+                             ("region_name", "AWS_S3_REGION_NAME"), ("location", "AWS_LOCATION"))
+    if os.environ.get(variable)
+}
+if ARTIFACT_STORAGE_BACKEND.endswith("S3Storage"):
+    _ARTIFACT_STORAGE_OPTIONS.setdefault("file_overwrite", False)  # never replace a stored artifact silently
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "artifacts": {
-        "BACKEND": os.environ.get("ARTIFACT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
-        "OPTIONS": {"location": str(MEDIA_ROOT / "artifacts")}
-        if "ARTIFACT_STORAGE_BACKEND" not in os.environ
-        else {},
-    },
+    "artifacts": {"BACKEND": ARTIFACT_STORAGE_BACKEND, "OPTIONS": _ARTIFACT_STORAGE_OPTIONS}
+    if ARTIFACT_STORAGE_BACKEND
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(MEDIA_ROOT / "artifacts")}},
     # `manage.py collectstatic` (make run does it) writes hashed, compressed copies that WhiteNoise serves
     # with far-future cache headers; the tests swap in the plain storage (tests/conftest.py).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -294,3 +303,19 @@ CONTENT_SECURITY_POLICY = {
 
 # Reviews: a review time (or a recommendation's `at`) more than this many seconds after the server clock is refused.
 CRL_REVIEW_FUTURE_TOLERANCE_SECONDS = float(os.environ.get("CRL_REVIEW_FUTURE_TOLERANCE_SECONDS", "300"))
+
+# Periodic tasks, for `celery -A crlsite beat` (one per deployment): the stale-job check and the re-publishing of
+# jobs whose message was lost (training.tasks.BEAT_SCHEDULE), and the re-encoding catch-up of learner states
+# (curriculum.tasks.BEAT_SCHEDULE). A job still queued after CRL_JOB_REQUEUE_SECONDS is published again (a
+# duplicate message is harmless: the claim happens once). Review-log uploads in the admin are refused above
+# CRL_IMPORT_MAX_UPLOAD_BYTES (default 1 GiB); larger files go through `manage.py import_reviewlogs`.
+CRL_JOB_REQUEUE_SECONDS = float(os.environ.get("CRL_JOB_REQUEUE_SECONDS", "120"))
+CRL_IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("CRL_IMPORT_MAX_UPLOAD_BYTES", str(1 << 30)))
+
+# The entries of training.tasks.BEAT_SCHEDULE and curriculum.tasks.BEAT_SCHEDULE (settings cannot import task
+# modules; tests/training/test_requeue.py checks that they agree).
+CELERY_BEAT_SCHEDULE = {
+    "mark-stale-jobs": {"task": "training.tasks.mark_stale_jobs", "schedule": 60.0},
+    "requeue-queued-jobs": {"task": "training.tasks.requeue_queued_jobs", "schedule": 60.0},
+    "reencode-lagging-learner-states": {"task": "curriculum.tasks.reencode_lagging_learner_states", "schedule": 300.0},
+}

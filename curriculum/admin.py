@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from . import charts, selectors, services
 from .admin_text import format_when, permission_denied  # noqa: F401 - permission_denied: for the other admins
-from .admin_views import CalibrationView, ImportReviewsView
+from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
 from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
@@ -98,12 +98,22 @@ class CurriculumAdmin(admin.ModelAdmin):
         active = selectors.active_policy(curriculum=obj)
         return f"v{active.version}" if active else "-"
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The curriculum's recent review imports, with live progress (templates/admin/curriculum/_import_jobs.html).
+        if request.user.has_perm("training.view_reviewimportjob"):
+            curriculum = self.get_object(request, object_id)
+            if curriculum is not None:
+                extra_context = {**(extra_context or {}), "import_jobs": recent_import_jobs(curriculum=curriculum)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self):
         # Review-log pages, linked from the change page (templates/admin/curriculum/curriculum/change_form.html).
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("<path:object_id>/import-reviews/", self.admin_site.admin_view(ImportReviewsView.as_view(model_admin=self)),
                  name=f"{name}_import_reviews"),
+            path("<path:object_id>/export-reviews.csv", self.admin_site.admin_view(ExportReviewsView.as_view(model_admin=self)),
+                 name=f"{name}_export_reviews"),
             path("<path:object_id>/calibration/", self.admin_site.admin_view(CalibrationView.as_view(model_admin=self)),
                  name=f"{name}_calibration"),
         ] + super().get_urls()

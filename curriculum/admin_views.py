@@ -1,28 +1,34 @@
-"""Admin pages of a curriculum's review log: upload a review-log file (fsrs, anki, hlr), and the calibration report.
+"""Admin pages of a curriculum's review log: upload a review-log file (fsrs, anki, hlr) as an import job or a dry
+run, export a learner's reviews (FSRS optimizer CSV), and the calibration report.
 
 Hooked into CurriculumAdmin.get_urls; thin: they parse the form, call one service, render the result.
 """
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.text import slugify
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .calibration import PREDICTORS, calibration_report
-from .reviews.importers.service import FORMATS, ImportFileError, import_review_file
-from .models import Curriculum
+from .models import Curriculum, Learner
+from .services import artifact_storage
+from .reviews.export import fsrs_csv_lines
+from .reviews.importers.service import FORMATS
 
 
 class ImportReviewsForm(forms.Form):
-    file = forms.FileField(help_text="A CSV file with a header line.")
+    file = forms.FileField(required=False, help_text="A CSV file with a header line.")
+    stored = forms.IntegerField(required=False, widget=forms.HiddenInput)  # an earlier import job's stored file
     format = forms.ChoiceField(
         choices=[("", "detect from the header")] + [(name, fmt.describe()) for name, fmt in FORMATS.items()],
         required=False,
@@ -31,6 +37,38 @@ class ImportReviewsForm(forms.Form):
         required=False, max_length=200,
         help_text="The learner whose reviews the file holds: required for fsrs and anki files (they have no user column).",
     )
+
+    def __init__(self, *args, curriculum: Curriculum, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.curriculum = curriculum
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        limit = settings.CRL_IMPORT_MAX_UPLOAD_BYTES
+        if upload is not None and upload.size > limit:
+            raise forms.ValidationError(
+                f"{upload.name} is {upload.size / 2**20:,.1f} MiB; uploads are limited to {limit / 2**20:,.1f} MiB "
+                f"(setting CRL_IMPORT_MAX_UPLOAD_BYTES). Import larger files with "
+                f"'python manage.py import_reviewlogs FILE --curriculum {self.curriculum.key}'."
+            )
+        return upload
+
+    def clean_stored(self):
+        from training.models import ReviewImportJob
+
+        pk = self.cleaned_data.get("stored")
+        if pk is None:
+            return None
+        job = ReviewImportJob.objects.filter(pk=pk, curriculum=self.curriculum).first()
+        if job is None or not artifact_storage().exists(job.upload):
+            raise forms.ValidationError("that file is no longer stored: choose it again")
+        return job
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors and data.get("file") is None and data.get("stored") is None:
+            self.add_error("file", "choose a file")
+        return data
 
 
 class _CurriculumPage(View):
@@ -65,6 +103,10 @@ class _CurriculumPage(View):
 
 @method_decorator(csrf_exempt, name="dispatch")  # checked below, once the upload handlers are in place
 class ImportReviewsView(_CurriculumPage):
+    """Upload a file (kept in the default storage) and launch an import job or a dry run on it; the curriculum's
+    recent import jobs are listed with their progress, results and errors, and a stored file can be imported (or
+    dry-run) again without uploading it again."""
+
     permission = "curriculum.add_reviewlog"
     template_name = "admin/curriculum/import_reviews.html"
     title = "Import a review log"
@@ -75,31 +117,69 @@ class ImportReviewsView(_CurriculumPage):
         return csrf_protect(super().dispatch)(request, object_id)
 
     def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self.render(request, form=ImportReviewsForm(), formats=FORMATS.values())
+        return self.page(request, form=ImportReviewsForm(curriculum=self.curriculum))
 
     def post(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        form = ImportReviewsForm(request.POST, request.FILES)
-        if form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                result = import_review_file(
-                    fileobj=upload, filename=upload.name, curriculum_key=self.curriculum.key,
-                    format=form.cleaned_data["format"] or None, learner=form.cleaned_data["learner"] or None,
-                )
-            except ImportFileError as exc:
-                form.add_error(None, f"{exc} (nothing was imported)")
-            else:
-                messages.success(
-                    request,
-                    f"Imported {upload.name} ({result.format}): {result.created} reviews created, {result.duplicates} duplicates, "
-                    f"{result.skipped} skipped of {result.rows} rows; {result.learners} learners, "
-                    f"{result.concepts_created} new concepts (batch {result.batch}).",
-                )
-                opts = self.model_admin.opts
-                return HttpResponseRedirect(
-                    reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[self.curriculum.pk])
-                )
-        return self.render(request, status=400, form=form, formats=FORMATS.values())
+        from training import jobs
+
+        form = ImportReviewsForm(request.POST, request.FILES, curriculum=self.curriculum)
+        if not form.is_valid():
+            return self.page(request, form=form, status=400)
+        data = form.cleaned_data
+        if data["stored"] is not None:
+            upload, filename, size = data["stored"].upload, data["stored"].filename, data["stored"].size
+        else:
+            upload = jobs.store_upload(fileobj=data["file"], filename=data["file"].name)
+            filename, size = data["file"].name, data["file"].size
+        job = jobs.launch_review_import(
+            curriculum=self.curriculum, upload=upload, filename=filename, size=size, format=data["format"],
+            learner=data["learner"], dry_run="dry_run" in request.POST, created_by=request.user,
+        )
+        messages.success(request, f"{job} queued; its progress is shown below.")
+        return HttpResponseRedirect(request.path)
+
+    def page(self, request: HttpRequest, *, form: ImportReviewsForm, status: int = 200) -> TemplateResponse:
+        return self.render(request, status=status, form=form, formats=FORMATS.values(),
+                           import_jobs=recent_import_jobs(curriculum=self.curriculum),
+                           limit_mib=settings.CRL_IMPORT_MAX_UPLOAD_BYTES / 2**20)
+
+
+def recent_import_jobs(*, curriculum: Curriculum, limit: int = 10) -> list:
+    """The curriculum's latest review import jobs (stale ones marked first), each with ``status_url``,
+    ``page_url``, ``job_status`` and ``stored`` (its file can be imported again)."""
+    from training.jobs import job_status, mark_stale_jobs
+    from training.models import ReviewImportJob
+
+    mark_stale_jobs()
+    recent = list(ReviewImportJob.objects.filter(curriculum=curriculum).select_related("curriculum")[:limit])
+    for job in recent:
+        job.status_url = reverse("admin:training_reviewimportjob_status", args=[job.pk])
+        job.page_url = reverse("admin:training_reviewimportjob_change", args=[job.pk])
+        job.job_status = job_status(job=job)
+        job.stored = job.is_finished and artifact_storage().exists(job.upload)
+    return recent
+
+
+class ExportReviewsView(_CurriculumPage):
+    """One learner's reviews of the curriculum as an FSRS optimizer CSV (card_id, review_rating, review_time,
+    review_duration), streamed; ``?learner=ID``. Import it back with the fsrs format and the same learner."""
+
+    permission = "curriculum.view_reviewlog"
+
+    def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        learner_id = request.GET.get("learner", "").strip()
+        learner = Learner.objects.filter(external_id=learner_id).first() if learner_id else None
+        if learner is None:
+            messages.error(request, f"export: no learner {learner_id!r}; give a learner id (the learner field)"
+                           if learner_id else "export: give a learner id (the learner field)")
+            opts = self.model_admin.opts
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[self.curriculum.pk]))
+        response = StreamingHttpResponse(
+            fsrs_csv_lines(curriculum=self.curriculum, learner=learner), content_type="text/csv; charset=utf-8"
+        )
+        name = slugify(f"{self.curriculum.key}-{learner.external_id}") or "reviews"
+        response["Content-Disposition"] = f'attachment; filename="{name}-fsrs.csv"'
+        return response
 
 
 class CalibrationView(_CurriculumPage):

@@ -169,3 +169,106 @@ def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
                     _save(row, now=now)
                     rebuilt += 1
     return rebuilt
+
+
+def invalidate_states(*, curriculum_id: int, learner_ids: Sequence[int], chunk_size: int = 1000) -> int:
+    """Empty the stored serving states of these learners (an empty state is rebuilt from the history when read or
+    when a review is folded in). For bulk writers at the end of their transaction: the rows are locked in
+    learner order (as apply_reviews locks them) only from here to the commit. Returns how many were emptied."""
+    emptied = 0
+    for start in range(0, len(learner_ids), chunk_size):
+        part = sorted(learner_ids[start:start + chunk_size])
+        locked = list(
+            LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
+            .order_by("learner_id").values_list("pk", flat=True)
+        )
+        emptied += LearnerState.objects.filter(pk__in=locked).update(data={}, updated_at=timezone.now())
+    return emptied
+
+
+def rebuild_states(*, curriculum_id: int, learner_ids: Sequence[int], batch_size: int = 10) -> int:
+    """Rebuild these learners' serving states from their histories after a bulk write has committed (creating
+    missing rows). Each state is computed without a lock; its row is then locked only to store it, and only if
+    it is still empty or missing (a review folded in meanwhile rebuilt it from the full history already), so a
+    live review waits a few milliseconds at most. Returns how many states were stored."""
+    ids = sorted(set(learner_ids))
+    stored = 0
+    for start in range(0, len(ids), batch_size):
+        part = ids[start:start + batch_size]
+        spec = serving_spec(curriculum_id=curriculum_id)
+        built = {}
+        for learner_id in part:
+            row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
+            _rebuild(row, spec=spec)
+            built[learner_id] = row
+        LearnerState.objects.bulk_create(
+            [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in part], ignore_conflicts=True
+        )
+        with transaction.atomic():
+            rows = list(
+                LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
+                .order_by("learner_id")
+            )
+            now = timezone.now()
+            for row in rows:
+                if row.data:  # folded in meanwhile (from the full history, the committed bulk write included)
+                    continue
+                fresh = built[row.learner_id]
+                row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
+                _save(row, now=now)
+                stored += 1
+    return stored
+
+
+def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learners: int = 20_000,
+                   lock_chunk: int = 500) -> list[int]:
+    """For a bulk writer, inside its transaction, at its end: bring these learners' stored serving states up to
+    date with the history (this transaction's reviews included) so that the commit publishes them together.
+
+    Each state is computed first without a lock; the rows are then locked (in learner order, as apply_reviews
+    locks them) only to store them, from there to the commit; a row that changed meanwhile (a live review folded
+    in) is computed again, unlocked (up to three passes), and one that changed even then is emptied under its
+    lock (an empty state is rebuilt from the history when read) and returned for later. Learners without a stored state, and every learner when there are more
+    than ``max_learners`` (the states are held in memory), are left out: their states (emptied, for the latter)
+    are for ``rebuild_states`` after the commit. Returns those learner ids.
+    """
+    ids = sorted(set(learner_ids))
+    if len(ids) > max_learners:
+        invalidate_states(curriculum_id=curriculum_id, learner_ids=ids)
+        return ids
+    spec = serving_spec(curriculum_id=curriculum_id)
+    seen: dict[int, dt.datetime] = {}
+    for start in range(0, len(ids), lock_chunk):
+        seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id, learner_id__in=ids[start:start + lock_chunk])
+                    .values_list("learner_id", "updated_at"))
+    built: dict[int, LearnerState] = {}
+    todo = sorted(seen)
+    for _ in range(3):  # live reviews folded in meanwhile: compute those again (each pass is shorter)
+        for learner_id in todo:
+            row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
+            _rebuild(row, spec=spec)
+            built[learner_id] = row
+        now_seen = {}
+        for start in range(0, len(todo), lock_chunk):
+            now_seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id,
+                                                        learner_id__in=todo[start:start + lock_chunk])
+                            .values_list("learner_id", "updated_at"))
+        todo = sorted(l for l, at in now_seen.items() if at != seen[l])
+        seen.update(now_seen)
+        if not todo:
+            break
+    present, emptied = sorted(seen), []
+    for start in range(0, len(present), lock_chunk):
+        rows = list(LearnerState.objects.select_for_update()
+                    .filter(curriculum_id=curriculum_id, learner_id__in=present[start:start + lock_chunk])
+                    .order_by("learner_id"))
+        now = timezone.now()
+        for row in rows:
+            if row.updated_at == seen[row.learner_id]:
+                fresh = built[row.learner_id]
+                row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
+            else:  # changed again: emptied now (rebuilt from the history when read), rebuilt after the commit
+                row.data = {}
+                emptied.append(row.learner_id)
+            _save(row, now=now)
+    return sorted([l for l in ids if l not in seen] + emptied)

@@ -229,8 +229,9 @@ def _activate(
     if not reason:
         raise PromotionRefused(f"reason: every {what} needs a written reason (it is recorded in the history)")
     with transaction.atomic():
-        # The curriculum row lock serialises promotions and rollbacks of one curriculum.
-        curriculum = Curriculum.objects.select_for_update().get(pk=curriculum_id)
+        # The curriculum row lock serialises promotions and rollbacks of one curriculum. FOR NO KEY UPDATE: it
+        # does not wait for writers that only reference the row (reviews being stored, e.g. a long import).
+        curriculum = Curriculum.objects.select_for_update(no_key=True).get(pk=curriculum_id)
         active = active_policy(curriculum=curriculum, for_update=True)
         if kind == PromotionEvent.Kind.ROLLBACK:
             if active is None:

@@ -162,7 +162,13 @@ def wait_until():
 
 
 @pytest.fixture
-def celery_worker(request, transactional_db, settings, tmp_path, wait_until):
+def celery_worker_environment() -> dict[str, str]:
+    """Extra environment of the `celery_worker` (a test folder's conftest overrides it: e.g. S3 artifacts)."""
+    return {}
+
+
+@pytest.fixture
+def celery_worker(request, transactional_db, settings, tmp_path, wait_until, celery_worker_environment):
     """A real `celery worker` subprocess (queues default and gpu) on the test database and the test broker.
 
     The broker is the test process's CELERY_BROKER_URL (Redis in CI), else the filesystem transport in fresh
@@ -182,11 +188,13 @@ def celery_worker(request, transactional_db, settings, tmp_path, wait_until):
 
     env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_DIR", "ARTIFACT_STORAGE_BACKEND"}}
     env.update(DATABASE_URL=_database_url_for_other_processes(), MEDIA_ROOT=str(tmp_path / "media"), PYTHONUNBUFFERED="1")
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                      "OPTIONS": {"location": str(tmp_path / "media" / "artifacts")}},
-    }
+    env.update(celery_worker_environment)
+    if "ARTIFACT_STORAGE_BACKEND" not in celery_worker_environment:
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                          "OPTIONS": {"location": str(tmp_path / "media" / "artifacts")}},
+        }
     saved_options = app.conf.broker_transport_options
     if str(app.conf.broker_url).startswith("filesystem://"):
         broker_dir = tmp_path / "broker"

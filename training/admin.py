@@ -23,7 +23,7 @@ from curriculum import charts
 from curriculum.admin import PolicyModelAdmin, format_when, permission_denied
 
 from . import jobs
-from .models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from .models import Job, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
 from .spec import TrainingSpec
 from .workers import format_duration
 
@@ -290,6 +290,31 @@ class SyntheticGenerationJobAdmin(JobAdmin):
             return "-"
         url = reverse("admin:curriculum_reviewlog_changelist") + f"?q={obj.batch_tag}"
         return format_html('<a href="{}">reviews with batch {}</a>', url, obj.batch_tag)
+
+
+@admin.register(ReviewImportJob)
+class ReviewImportJobAdmin(JobAdmin):
+    """Launched from a curriculum's "Import review log" page (the upload is stored first); watched, cancelled and
+    retried (with the stored file) here."""
+
+    list_display = ("__str__", "curriculum", "dry_run", "status", "progress", "phase", "created_by", "created_at")
+    result_fields = ("result_pretty", "reviews_link")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        self.message_user(request, "Open a curriculum and use \"Import review log\" to upload a file.", messages.INFO)
+        return HttpResponseRedirect(reverse("admin:curriculum_curriculum_changelist"))
+
+    @admin.display(description="result")
+    def result_pretty(self, obj: ReviewImportJob):
+        return _json_block(obj.result) if obj.result else "-"
+
+    @admin.display(description="reviews")
+    def reviews_link(self, obj: ReviewImportJob):
+        batch = (obj.result or {}).get("batch")
+        if not batch or obj.dry_run:
+            return "-"
+        url = reverse("admin:curriculum_reviewlog_changelist") + f"?q={batch}"
+        return format_html('<a href="{}">reviews with batch {}</a>', url, batch)
 
 
 @admin.register(TrajectoryExtractionJob)

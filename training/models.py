@@ -1,4 +1,4 @@
-"""Jobs that make policies: synthetic cohort generation, trajectory extraction and training runs.
+"""Jobs that make policies: synthetic cohort generation, review-log imports, trajectory extraction and training runs.
 
 The row is the truth about a job (status, progress, heartbeat), not the broker: see training/jobs/.
 """
@@ -105,6 +105,27 @@ class SyntheticGenerationJob(Job):
     def batch_tag(self) -> str:
         """ReviewLog.batch of the rows this job wrote."""
         return f"synthetic-{self.pk}"
+
+
+class ReviewImportJob(Job):
+    """A review-log file uploaded in the admin (kept in the artifacts storage) -> the curriculum's reviews, all or
+    nothing; a dry run validates and counts only."""
+
+    upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file in the artifacts storage.")
+    filename = models.CharField(max_length=255, help_text="The file's name as uploaded.")
+    size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
+    format = models.CharField(max_length=16, blank=True, help_text="fsrs, anki or hlr; empty: from the header.")
+    learner = models.CharField(max_length=200, blank=True, help_text="The learner of an fsrs or anki file.")
+    dry_run = models.BooleanField(default=False, help_text="Validate and count only; store nothing.")
+    result = models.JSONField(default=dict, blank=True, help_text="Counts: rows, created, duplicates, skipped, ...")
+
+    class Meta(Job.Meta):
+        verbose_name = "review import job"
+        permissions = [("cancel_reviewimportjob", "Can cancel review import jobs")]
+
+    def __str__(self) -> str:
+        kind = "dry run" if self.dry_run else "import"
+        return f"review {kind} #{self.pk} ({self.curriculum.key}, {self.filename})"
 
 
 class TrajectoryExtractionJob(Job):

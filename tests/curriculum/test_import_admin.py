@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from curriculum import admin_views
 from curriculum.models import ReviewLog
 
 FIXTURES = Path(__file__).parent / "reviews" / "importers" / "fixtures"
@@ -33,50 +32,160 @@ def curriculum(make_curriculum):
 
 @pytest.fixture
 def importer(client, db):
-    client.force_login(staff("importer", "add_reviewlog", "view_reviewlog", "view_curriculum", "change_curriculum"))
+    user = staff("importer", "add_reviewlog", "view_reviewlog", "view_curriculum", "change_curriculum")
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="training", codename="view_reviewimportjob"))
+    client.force_login(user)
     return client
 
 
-@pytest.mark.django_db
-def test_a_user_with_the_permission_uploads_a_file_into_a_temporary_file(importer, curriculum, monkeypatch):
-    seen = []
+@pytest.fixture(autouse=True)
+def uploads(settings, tmp_path, monkeypatch):
+    """Launched jobs recorded instead of sent to a broker (uploads go to the test's artifacts storage)."""
+    from training.jobs import lifecycle
 
-    def spy(**kwargs):
-        seen.append(type(kwargs["fileobj"]))
-        return real(**kwargs)
+    launched = []
+    monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: launched.append(job.pk) or True)
+    return launched
 
-    real = admin_views.import_review_file
-    monkeypatch.setattr(admin_views, "import_review_file", spy)
+
+def post_and_run(client, url, data, uploads, django_capture_on_commit_callbacks):
+    """POST the import form, then run the job it launched in this process, as a worker would."""
+    from training import jobs
+    from training.models import ReviewImportJob
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, data)
+    job = None
+    if uploads:
+        jobs.run_review_import(job_id=uploads.pop(), worker="test")
+        job = ReviewImportJob.objects.latest("pk")
+    return response, job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_is_stored_and_imported_by_a_job_with_progress_on_the_curriculum_page(
+        importer, curriculum, uploads, django_capture_on_commit_callbacks):
+    from curriculum.services import artifact_storage
+
     url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
 
-    response = importer.post(url, {"file": upload("fsrs_reviews.csv"), "format": "", "learner": "ana"})
+    response, job = post_and_run(importer, url, {"file": upload("fsrs_reviews.csv"), "learner": "ana", "import": "1"},
+                                 uploads, django_capture_on_commit_callbacks)
 
-    assert response.status_code == 302
-    assert response["Location"] == reverse("admin:curriculum_curriculum_change", args=[curriculum.pk])
+    assert response.status_code == 302 and response["Location"] == url
+    assert job.status == "succeeded" and not job.dry_run and job.filename == "fsrs_reviews.csv"
+    assert job.result["created"] == 8 and job.step == job.steps > 0
     assert ReviewLog.objects.filter(curriculum=curriculum, learner__external_id="ana", source="imported").count() == 8
-    assert seen == [TemporaryUploadedFile]  # streamed to disk even though the file is small
-    page = importer.get(response["Location"])
-    assert "Imported fsrs_reviews.csv (fsrs): 8 reviews created, 0 duplicates" in page.content.decode()
+    assert not artifact_storage().exists(job.upload)  # an import that succeeded needs its file no more
+    page = importer.get(reverse("admin:curriculum_curriculum_change", args=[curriculum.pk])).content.decode()
+    assert 'id="import-jobs"' in page and "8 reviews created, 0 duplicates" in page
+    assert reverse("admin:training_reviewimportjob_status", args=[job.pk]) in page  # polled for live progress
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dry_run_stores_nothing_and_its_stored_file_is_then_imported(
+        importer, curriculum, uploads, django_capture_on_commit_callbacks):
+    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+
+    _, dry = post_and_run(importer, url, {"file": upload("fsrs_reviews.csv"), "learner": "ana", "dry_run": "1"},
+                          uploads, django_capture_on_commit_callbacks)
+
+    assert dry.status == "succeeded" and dry.dry_run and ReviewLog.objects.count() == 0
+    assert dry.result["rows"] >= 8 and dry.result["concepts_created"] == len(dry.result["new_concepts"]) > 0
+    page = importer.get(url).content.decode()
+    assert "nothing stored" in page and f'name="stored" value="{dry.pk}"' in page
+
+    _, real = post_and_run(importer, url, {"stored": str(dry.pk), "learner": "ana", "import": "1"},
+                           uploads, django_capture_on_commit_callbacks)
+    assert real.upload == dry.upload and real.status == "succeeded" and ReviewLog.objects.count() == 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_import_keeps_its_file_names_line_and_column_and_is_retried_with_it(
+        importer, curriculum, uploads, django_capture_on_commit_callbacks):
+    from curriculum.services import artifact_storage
+
+    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+
+    _, failed = post_and_run(importer, url, {"file": upload("anki_revlog.csv"), "import": "1"},
+                             uploads, django_capture_on_commit_callbacks)
+
+    assert failed.status == "failed" and "name the learner" in failed.error and ReviewLog.objects.count() == 0
+    assert artifact_storage().exists(failed.upload)
+    page = importer.get(url).content.decode()
+    assert "name the learner" in page and f'name="stored" value="{failed.pk}"' in page and "Import again" in page
+
+    _, again = post_and_run(importer, url, {"stored": str(failed.pk), "learner": "ana", "import": "1"},
+                            uploads, django_capture_on_commit_callbacks)
+    assert again.status == "succeeded" and again.result["created"] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_row_imports_nothing_and_the_job_names_line_and_column(
+        importer, curriculum, uploads, django_capture_on_commit_callbacks):
+    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+
+    _, job = post_and_run(importer, url, {"file": upload("fsrs_bad_grade.csv"), "learner": "ana", "import": "1"},
+                          uploads, django_capture_on_commit_callbacks)
+
+    assert job.status == "failed" and ReviewLog.objects.count() == 0
+    assert "fsrs_bad_grade.csv, line 4, column review_rating: expected 1-4, got '7'" in job.error
 
 
 @pytest.mark.django_db
-def test_an_upload_with_a_bad_row_imports_nothing_and_shows_line_and_column(importer, curriculum):
+def test_an_upload_over_the_size_limit_is_refused_naming_the_setting(importer, curriculum, settings, uploads):
+    settings.CRL_IMPORT_MAX_UPLOAD_BYTES = 100
     url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
 
-    response = importer.post(url, {"file": upload("fsrs_bad_grade.csv"), "learner": "ana"})
+    response = importer.post(url, {"file": upload("fsrs_reviews.csv"), "learner": "ana"})
 
-    assert response.status_code == 400
-    assert "fsrs_bad_grade.csv, line 4, column review_rating: expected 1-4, got &#x27;7&#x27;" in response.content.decode()
-    assert ReviewLog.objects.count() == 0
+    assert response.status_code == 400 and uploads == []
+    text = response.content.decode()
+    assert "uploads are limited to" in text and "CRL_IMPORT_MAX_UPLOAD_BYTES" in text and "import_reviewlogs" in text
 
 
 @pytest.mark.django_db
-def test_an_upload_without_a_learner_for_an_anki_file_is_explained(importer, curriculum):
-    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+def test_the_export_is_the_fsrs_optimizer_csv_and_imports_back_to_the_same_reviews(client, curriculum):
+    import csv
+    import datetime as dt
+    import io
 
-    response = importer.post(url, {"file": upload("anki_revlog.csv")})
+    from curriculum.models import Learner
+    from curriculum.reviews.importers.service import import_review_file
+    from curriculum.reviews.store import record_reviews
 
-    assert response.status_code == 400 and "name the learner" in response.content.decode()
+    base = dt.datetime(2024, 3, 1, 9, 0, 0, 123000, tzinfo=dt.timezone.utc)
+    key = curriculum.concepts.first().key
+    record_reviews(items=[
+        {"curriculum": "logs", "learner": "ana", "concept": key, "correct": g > 1, "grade": g,
+         "reviewed_at": (base + dt.timedelta(hours=7 * i, milliseconds=i)).isoformat(), "response_time_ms": 900 + i}
+        for i, g in enumerate([1, 3, 4, 2, 3])
+    ])
+    client.force_login(staff("viewer", "view_reviewlog", "view_curriculum"))
+
+    response = client.get(reverse("admin:curriculum_curriculum_export_reviews", args=[curriculum.pk]), {"learner": "ana"})
+
+    assert response.status_code == 200 and response.streaming and response["Content-Type"].startswith("text/csv")
+    body = b"".join(response.streaming_content)
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert list(rows[0]) == ["card_id", "review_rating", "review_time", "review_duration"]
+    assert [r["review_rating"] for r in rows] == ["1", "3", "4", "2", "3"]
+    assert rows[0]["review_time"] == str(int(base.timestamp() * 1000))
+    def identities(learner):
+        return sorted(ReviewLog.objects.filter(learner__external_id=learner).values_list(
+            "concept__key", "reviewed_at", "correct", "grade", "response_time_ms"))
+    result = import_review_file(fileobj=io.BytesIO(body), filename="export.csv", curriculum_key="logs", learner="bob")
+    assert result.created == 5 and identities("bob") == identities("ana")
+    again = import_review_file(fileobj=io.BytesIO(body), filename="export.csv", curriculum_key="logs", learner="ana")
+    assert again.created == 0 and again.duplicates == 5  # the same reviews as the ones exported
+    assert Learner.objects.filter(external_id="ana").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_export_needs_the_view_permission(client, curriculum):
+    client.force_login(staff("nobody", "view_curriculum"))
+    url = reverse("admin:curriculum_curriculum_export_reviews", args=[curriculum.pk])
+    assert client.get(url, {"learner": "ana"}).status_code == 403
 
 
 @pytest.mark.django_db
@@ -87,6 +196,9 @@ def test_the_upload_form_is_refused_without_the_permission(client, curriculum):
     assert client.get(url).status_code == 403
     assert client.post(url, {"file": upload("fsrs_reviews.csv"), "learner": "ana"}).status_code == 403
     assert ReviewLog.objects.count() == 0
+    from training.models import ReviewImportJob
+
+    assert not ReviewImportJob.objects.exists()
 
 
 @pytest.mark.django_db
@@ -97,11 +209,12 @@ def test_the_upload_needs_the_csrf_token(curriculum):
 
     refused = client.post(url, {"file": upload("fsrs_reviews.csv"), "learner": "ana"})
     assert refused.status_code == 403 and ReviewLog.objects.count() == 0
+    from training.models import ReviewImportJob
 
     form = client.get(url)
     token = form.context["csrf_token"]
     accepted = client.post(url, {"file": upload("fsrs_reviews.csv"), "learner": "ana", "csrfmiddlewaretoken": token})
-    assert accepted.status_code == 302 and ReviewLog.objects.count() == 8
+    assert accepted.status_code == 302 and ReviewImportJob.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -114,8 +227,9 @@ def test_the_curriculum_change_page_links_to_both_pages(importer, curriculum):
 
 @pytest.mark.django_db
 def test_the_calibration_page_shows_the_model_the_baselines_and_a_plot(importer, curriculum):
-    importer.post(reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk]),
-                  {"file": upload("fsrs_reviews.csv"), "learner": "ana"})
+    from curriculum.reviews.importers.service import import_review_file
+
+    import_review_file(path=FIXTURES / "fsrs_reviews.csv", curriculum_key=curriculum.key, learner="ana")
 
     response = importer.get(reverse("admin:curriculum_curriculum_calibration", args=[curriculum.pk]))
 

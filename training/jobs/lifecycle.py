@@ -4,7 +4,9 @@ cancel, retry, and the stale-heartbeat check that marks jobs whose worker died.
 Lifecycle and guarantees (the job row is the truth, not the broker):
 
 * launch: the row is saved ``queued`` and the Celery task enqueued by ``transaction.on_commit``, so a worker
-  never sees a job that was rolled back.
+  never sees a job that was rolled back. The enqueue (crlsite.celery.publish) never raises and gives up quickly
+  when the broker is away; the job then stays ``queued`` and ``requeue_queued_jobs`` (Celery beat, and every
+  worker when it starts) publishes it again once it is older than CRL_JOB_REQUEUE_SECONDS.
 * run: the worker claims the row with a conditional UPDATE ``queued -> running``; a redelivered or duplicated
   task finds it running or finished and does nothing, so a job never runs twice and a training run never
   registers a second version (registration also happens under the run's row lock, checking ``policy``).
@@ -30,22 +32,24 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Job, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from ..models import Job, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
 from ..spec import TrainingSpec
 
 log = logging.getLogger(__name__)
 
 JobT = TypeVar("JobT", bound=Job)
-JOB_MODELS: tuple[type[Job], ...] = (SyntheticGenerationJob, TrajectoryExtractionJob, TrainingRun)
+JOB_MODELS: tuple[type[Job], ...] = (SyntheticGenerationJob, ReviewImportJob, TrajectoryExtractionJob, TrainingRun)
 # The fields a job is launched with: what the admin's add form shows and what a retry copies.
 PARAMETERS: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("curriculum", "num_users", "interactions", "seed", "policy_mix"),
+    ReviewImportJob: ("curriculum", "upload", "filename", "size", "format", "learner", "dry_run"),
     TrajectoryExtractionJob: ("curriculum",),
     TrainingRun: ("curriculum", "data_source", "dataset", *TrainingSpec.names()),
 }
 # The Celery task of each job (training/tasks.py; outside clients and CI rely on these names).
 TASK_NAMES: dict[type[Job], str] = {
     SyntheticGenerationJob: "training.tasks.run_synthetic_generation",
+    ReviewImportJob: "training.tasks.run_review_import",
     TrajectoryExtractionJob: "training.tasks.run_trajectory_extraction",
     TrainingRun: "training.tasks.run_training_run",
 }
@@ -86,10 +90,32 @@ def launch_job(*, job: JobT) -> JobT:
     return job
 
 
-def _enqueue(*, job: Job) -> None:
-    from crlsite.celery import app  # the routes (training -> gpu queue) live in its configuration
+def _enqueue(*, job: Job) -> bool:
+    """Publish the job's task (short timeouts, never raises; the routes, training -> gpu queue, live in the
+    Celery configuration). False when the broker did not take it: the job stays ``queued`` and
+    ``requeue_queued_jobs`` publishes it again later."""
+    from crlsite.celery import publish
 
-    app.send_task(TASK_NAMES[type(job)], args=[job.pk])
+    return publish(TASK_NAMES[type(job)], args=[job.pk])
+
+
+def requeue_seconds() -> float:
+    return float(getattr(settings, "CRL_JOB_REQUEUE_SECONDS", 120.0))
+
+
+def requeue_queued_jobs(*, older_than: float | None = None) -> int:
+    """Publish again the task of every job still ``queued`` after ``older_than`` seconds (CRL_JOB_REQUEUE_SECONDS
+    by default): its message was lost (the broker was away at launch) or is still waiting behind other work. A
+    second message is harmless: the claim (queued -> running) happens once, later deliveries do nothing. Returns
+    how many were published."""
+    cutoff = _now() - dt.timedelta(seconds=requeue_seconds() if older_than is None else older_than)
+    published = 0
+    for model in JOB_MODELS:
+        for job in model.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff).order_by("created_at"):
+            published += bool(_enqueue(job=job))
+    if published:
+        log.info("re-published %d queued job(s)", published)
+    return published
 
 
 def retry_job(*, job: JobT, created_by=None) -> JobT:
@@ -163,6 +189,8 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "cancel_requested": job.cancel_requested, "error": job.error.splitlines()[0] if job.error else "",
     }
+    if isinstance(job, ReviewImportJob):
+        data.update(dry_run=job.dry_run, result=job.result)
     if isinstance(job, TrainingRun):
         data.update(epoch=job.epoch, epochs=job.epochs, loss=job.loss, device=job.device,
                     policy_version=job.policy.version if job.policy_id else None)

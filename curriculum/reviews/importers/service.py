@@ -5,36 +5,44 @@ Used by ``manage.py import_reviewlogs`` and the admin upload form. The header na
 free) and the format is detected from it unless given. Grades: 1 means wrong, 2-4 right. Concepts are created
 as needed in first-seen order at the curriculum's next positions; learners and the curriculum too.
 
-All or nothing: rows are validated as they are read and stored a batch at a time inside ONE transaction that
-holds the curriculum's row lock, so a bad row anywhere rolls the whole file back and its error names the file,
-line and column. A review already stored (by any route: the API, this or another file, another format) or twice
-in the file is a duplicate (its identity: learner, concept, time to the millisecond, outcome), so a second import
-adds nothing. Rows that are not memory events (see each format) are skipped and counted. The serving state of
-each learner in the file is rebuilt once, at the end, in the same transaction.
+All or nothing, without blocking live review posts: the whole file is read and validated first, writing nothing
+(a bad row anywhere stores nothing; its error names the file, line and column; a dry run stops here). Then the
+curriculum, its new concepts and the new learners are committed in short transactions of their own (live posts
+cannot refer to them before they exist), and every review is stored, a batch at a time, inside ONE transaction
+that takes no lock on the curriculum row, on learners or on learner states until its very end: imports into one
+curriculum are serialised by a PostgreSQL advisory lock instead, which nothing else waits on. At the end the
+stored serving states of the file's learners are recomputed (without locks) and written under row locks held only
+from there to the commit (curriculum.learner_states.refresh_states); learners without one get theirs after the
+commit, in small transactions (rebuild_states). A review already stored (by
+any route: the API, this or another file, another format) or twice in the file is a duplicate (its identity:
+learner, concept, time to the millisecond, outcome), so a second import adds nothing. Rows that are not memory
+events (see each format) are skipped and counted. On SQLite every write waits for the import's transaction
+(SQLite has one writer at a time); the target is PostgreSQL.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils.text import slugify
 
-from ...learner_states import apply_reviews
-from ...models import Concept, Curriculum, LearnerState, ReviewLog
+from ...learner_states import rebuild_states, refresh_states
+from ...models import Concept, Curriculum, Learner, ReviewLog
 from ...services import ensure_concepts
 from ..store import NewReview, store_reviews
-from ..validation import ReviewValidationError, check_learner_id, validate_review
+from ..validation import ReviewFields, ReviewValidationError, check_learner_id, validate_review
 from . import anki, fsrs, hlr
-from .csvstream import HEAD_BYTES, CsvRows, FileReview, ImportFileError, ReviewFileFormat, Row, check_encoding, size_of
+from .csvstream import HEAD_BYTES, CsvRows, FileReview, ImportFileError, ReviewFileFormat, check_encoding, size_of
 
 __all__ = ["BATCH_SIZE", "FORMATS", "ImportFileError", "ImportResult", "detect_format", "import_review_file"]
 
 BATCH_SIZE = 5000
-STATE_CHUNK = 500  # learners whose serving state is rebuilt together at the end
+IMPORT_LOCK_NAMESPACE = 0x1C0  # PostgreSQL advisory lock (namespace, curriculum id): one import per curriculum
 FORMATS: dict[str, ReviewFileFormat] = {f.name: f for f in (fsrs.FORMAT, anki.FORMAT, hlr.FORMAT)}
 
 
@@ -49,6 +57,8 @@ class ImportResult:
     skipped: int  # rows that are not memory events (see the format's module)
     learners: int  # distinct learners in the file's reviews
     concepts_created: int
+    new_concepts: tuple[str, ...] = ()  # their keys, in the order they were (or, in a dry run, would be) added
+    dry_run: bool = False
 
 
 def detect_format(header: list[str]) -> ReviewFileFormat | None:
@@ -67,15 +77,20 @@ def import_review_file(
     curriculum_key: str,
     format: str | None = None,
     learner: str | None = None,
-    on_progress: Callable[[int, int | None], None] | None = None,
+    dry_run: bool = False,
+    on_progress: Callable[[str, int, int | None], None] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ImportResult:
-    """Import one review-log file (``path``, or a binary ``fileobj`` named ``filename``) into a curriculum.
+    """Import one review-log file (``path``, or a seekable binary ``fileobj`` named ``filename``) into a curriculum.
 
-    All or nothing: raises ImportFileError (naming the file, line and column) and stores nothing when any row is
-    bad. ``format`` is one of FORMATS (detected from the header when None); ``learner`` names the learner of a
-    format without a learner column (fsrs, anki). ``on_progress(bytes_read, total_bytes or None)`` is called
-    after each batch. A format with a first pass (anki) reads the file twice: ``fileobj`` must be seekable.
+    All or nothing: the whole file is read and validated first (raises ImportFileError naming the file, line and
+    column, and stores nothing, when any row is bad); ``dry_run`` stops there and returns the counts and the
+    concepts the import would add (``created`` and ``duplicates`` are then 0: duplicates are found on import).
+    Otherwise the reviews are stored in one transaction that takes no lock a live review post waits on (see the
+    module docstring). ``format`` is one of FORMATS (detected from the header when None); ``learner`` names the
+    learner of a format without a learner column (fsrs, anki). ``on_progress(phase, bytes_read, total_bytes or
+    None)`` is called after each batch, with phase "validating" then "storing"; it may raise (e.g. a cancelled
+    job) to stop: nothing is then stored.
     """
     if (path is None) == (fileobj is None):
         raise ValueError("pass exactly one of path and fileobj")
@@ -83,7 +98,7 @@ def import_review_file(
         with open(path, "rb") as fh:
             return import_review_file(
                 fileobj=fh, filename=filename or Path(path).name, curriculum_key=curriculum_key, format=format,
-                learner=learner, on_progress=on_progress, batch_size=batch_size,
+                learner=learner, dry_run=dry_run, on_progress=on_progress, batch_size=batch_size,
             )
     filename = filename or Path(getattr(fileobj, "name", "") or "upload").name
     fmt = _choose_format(format, filename=filename)
@@ -96,40 +111,57 @@ def import_review_file(
             raise ImportFileError(filename, f"learner: {exc.errors[0]['message']}") from None
     else:
         learner = None
+    if not fileobj.seekable():
+        raise ImportFileError(filename, "the file is read twice (validated, then stored): pass a seekable file")
+    reader = _FileReader(fileobj, filename=filename, fmt=fmt, learner=learner)
+    progress = on_progress or (lambda phase, done, total: None)
 
-    total = size_of(fileobj)
-    start = fileobj.tell() if fileobj.seekable() else None
-    head = fileobj.read(HEAD_BYTES)
-    check_encoding(head, filename=filename)
-    batch = "import:" + hashlib.sha256(filename.encode() + b"\0" + head).hexdigest()[:16]
-    stream = CsvRows(fileobj, filename=filename, head=head)
-    try:
-        records = stream.records()
-        fmt = stream.read_header(records, fmt=fmt, formats=FORMATS, detect=detect_format)
-        if fmt.learner_column is None and learner is None:
-            raise ImportFileError(filename, f"a {fmt.name} file holds one learner's reviews: name the learner (--learner ID)")
-        if fmt.learner_column is not None and learner is not None:
-            raise ImportFileError(
-                filename, f"a {fmt.name} file names its learners in the {fmt.learner_column} column: do not name a learner"
-            )
-        context = None
-        if fmt.prescan is not None:
-            if start is None:
-                raise ImportFileError(filename, f"a {fmt.name} file is read twice: pass a seekable file")
-            context = fmt.prescan(stream.rows(records))
-            stream.close()
-            fileobj.seek(start)
-            stream = CsvRows(fileobj, filename=filename, head=fileobj.read(HEAD_BYTES))
-            records = stream.records()
-            stream.read_header(records, fmt=fmt, formats=FORMATS, detect=detect_format)
-        counter = stream.counter
-        return _import_rows(
-            stream.rows(records), fmt=fmt, context=context, curriculum_key=curriculum_key, learner=learner or "",
-            batch=batch, batch_size=batch_size, filename=filename,
-            progress=(lambda: on_progress(counter.bytes_read, total)) if on_progress else (lambda: None),
-        )
-    finally:
-        stream.close()
+    # 1. Validate every row: nothing is written, no lock is taken.
+    existing = Curriculum.objects.filter(key=curriculum_key).first()
+    known = set(Concept.objects.filter(curriculum=existing).values_list("key", flat=True)) if existing else set()
+    new_concepts: dict[str, str] = {}  # key -> name, in first-seen order
+    learners: set[str] = set()
+    rows = skipped = 0
+    for review, fields in reader.reviews(progress=lambda done: progress("validating", done, reader.total), every=batch_size):
+        rows += 1
+        if review is None:
+            skipped += 1
+            continue
+        learners.add(fields.learner)
+        if fields.concept not in known and fields.concept not in new_concepts:
+            new_concepts[fields.concept] = review.item_name
+    summary = dict(format=reader.fmt.name, curriculum=curriculum_key, batch=reader.batch, rows=rows, skipped=skipped,
+                   learners=len(learners), concepts_created=len(new_concepts), new_concepts=tuple(new_concepts))
+    if dry_run:
+        return ImportResult(created=0, duplicates=0, dry_run=True, **summary)
+
+    # 2. What live posts may see at once (they cannot refer to it before): the curriculum, its new concepts and
+    #    the new learners, each in a short transaction of its own.
+    curriculum = _ensure_structure(curriculum_key=curriculum_key, new_concepts=new_concepts)
+    _ensure_learners(learners)
+    # 3. The reviews, all or nothing, in one transaction without row locks on shared rows.
+    writer = _BatchWriter(curriculum=curriculum, batch=reader.batch)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":  # one import per curriculum at a time, without locking its row
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_NAMESPACE, curriculum.pk])
+        pending: list[NewReview] = []
+        for review, fields in reader.reviews(progress=lambda done: progress("storing", done, reader.total), every=batch_size):
+            if review is None:
+                continue
+            pending.append(NewReview(curriculum, writer.concepts[fields.concept], fields, {"line": review.line}))
+            if len(pending) >= batch_size:
+                writer.write(pending)
+                pending = []
+        if pending:
+            writer.write(pending)
+        progress("updating learner states", reader.total or 0, reader.total)
+        # Stored states brought up to date (computed unlocked, written under short row locks held to the commit).
+        later = refresh_states(curriculum_id=curriculum.pk, learner_ids=sorted(writer.learner_ids))
+    # 4. States of learners that had none (and of every learner of a huge file, emptied above: until rebuilt, a
+    #    recommendation rebuilds an empty state from the history: correct, O(history)), in short transactions.
+    rebuild_states(curriculum_id=curriculum.pk, learner_ids=later)
+    return ImportResult(created=writer.created, duplicates=writer.duplicates, dry_run=False, **summary)
 
 
 def _choose_format(name: str | None, *, filename: str) -> ReviewFileFormat | None:
@@ -140,53 +172,52 @@ def _choose_format(name: str | None, *, filename: str) -> ReviewFileFormat | Non
     return FORMATS[name]
 
 
-def _import_rows(
-    rows: Iterator[Row], *, fmt: ReviewFileFormat, context: object, curriculum_key: str, learner: str, batch: str,
-    batch_size: int, filename: str, progress: Callable[[], None],
-) -> ImportResult:
-    count = skipped = 0
-    learners: set[str] = set()
-    with transaction.atomic():
-        curriculum, _ = Curriculum.objects.get_or_create(key=curriculum_key, defaults={"name": curriculum_key})
-        # Held to the end: concept positions stay dense, and imports into one curriculum run one after the other.
-        curriculum = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
-        writer = _BatchWriter(curriculum=curriculum, fmt=fmt, batch=batch, filename=filename)
-        pending: list[FileReview] = []
-        for row in rows:
-            count += 1
-            review = fmt.parse(row, learner, context)
-            if review is None:
-                skipped += 1
-                continue
-            learners.add(review.learner)
-            pending.append(review)
-            if len(pending) >= batch_size:
-                writer.write(pending)
-                pending = []
-                progress()
-        if pending:
-            writer.write(pending)
-        writer.finish()
-    progress()
-    return ImportResult(
-        format=fmt.name, curriculum=curriculum.key, batch=batch, rows=count, created=writer.created,
-        duplicates=writer.duplicates, skipped=skipped, learners=len(learners), concepts_created=writer.concepts_created,
-    )
+class _FileReader:
+    """Reads a review file as often as needed (validation, storage; anki's first pass), from its start each time."""
 
+    def __init__(self, fileobj: BinaryIO, *, filename: str, fmt: ReviewFileFormat | None, learner: str | None):
+        self.fileobj, self.filename, self.learner = fileobj, filename, learner
+        self.start = fileobj.tell()
+        self.total = size_of(fileobj)
+        head = fileobj.read(HEAD_BYTES)
+        check_encoding(head, filename=filename)
+        self.batch = "import:" + hashlib.sha256(filename.encode() + b"\0" + head).hexdigest()[:16]
+        self.context: object = None
+        with self._rows(fmt) as (self.fmt, rows):
+            if self.fmt.learner_column is None and learner is None:
+                raise ImportFileError(filename, f"a {self.fmt.name} file holds one learner's reviews: name the learner (--learner ID)")
+            if self.fmt.learner_column is not None and learner is not None:
+                raise ImportFileError(
+                    filename, f"a {self.fmt.name} file names its learners in the {self.fmt.learner_column} column: do not name a learner"
+                )
+            if self.fmt.prescan is not None:
+                self.context = self.fmt.prescan(rows)
 
-class _BatchWriter:
-    """Validates a batch of file reviews by the one rule set, ties them to concepts, and stores them through the
-    one store, in the caller's transaction."""
+    @contextlib.contextmanager
+    def _rows(self, fmt: ReviewFileFormat | None, counter: list | None = None):
+        self.fileobj.seek(self.start)
+        stream = CsvRows(self.fileobj, filename=self.filename, head=self.fileobj.read(HEAD_BYTES))
+        try:
+            records = stream.records()
+            fmt = stream.read_header(records, fmt=fmt, formats=FORMATS, detect=detect_format)
+            if counter is not None:
+                counter.append(stream.counter)
+            yield fmt, stream.rows(records)
+        finally:
+            stream.close()
 
-    def __init__(self, *, curriculum: Curriculum, fmt: ReviewFileFormat, batch: str, filename: str):
-        self.curriculum, self.fmt, self.batch, self.filename = curriculum, fmt, batch, filename
-        self.concepts: dict[str, Concept] = {
-            c.key: c for c in Concept.objects.filter(curriculum=curriculum).only("id", "key", "position", "curriculum_id")
-        }
-        self.created = self.duplicates = self.concepts_created = 0
-        self._first_review: dict[int, ReviewLog] = {}  # learner id -> a review created for them (see finish)
+    def reviews(self, *, progress: Callable[[int], None], every: int) -> Iterator[tuple[FileReview | None, ReviewFields | None]]:
+        """(file review, validated fields) per data row; (None, None) for a skipped row. Raises ImportFileError."""
+        counters: list = []
+        with self._rows(self.fmt, counters) as (fmt, rows):
+            for n, row in enumerate(rows, 1):
+                review = fmt.parse(row, self.learner or "", self.context)
+                yield (review, self._validate(review)) if review is not None else (None, None)
+                if n % every == 0:
+                    progress(counters[0].bytes_read)
+            progress(counters[0].bytes_read)
 
-    def _validate(self, review: FileReview):
+    def _validate(self, review: FileReview) -> ReviewFields:
         try:
             return validate_review(
                 learner=review.learner, concept=review.item, reviewed_at=review.reviewed_at, correct=review.correct,
@@ -198,37 +229,46 @@ class _BatchWriter:
                 self.filename, exc.errors[0]["message"], line=review.line, column=self.fmt.columns.get(field, field)
             ) from None
 
-    def write(self, reviews: list[FileReview]) -> None:
-        fields = [self._validate(r) for r in reviews]
-        new_items = {f.concept: r.item_name for f, r in zip(fields, reviews) if f.concept not in self.concepts}
-        if new_items:
-            created = ensure_concepts(curriculum=self.curriculum, concept_keys=new_items)
-            named = [created[k] for k, name in new_items.items() if name]
+
+def _ensure_structure(*, curriculum_key: str, new_concepts: dict[str, str]) -> Curriculum:
+    """The curriculum (created if missing) and its new concepts, in one short transaction under its row lock."""
+    with transaction.atomic():
+        curriculum, _ = Curriculum.objects.get_or_create(key=curriculum_key, defaults={"name": curriculum_key})
+        if new_concepts:
+            curriculum = Curriculum.objects.select_for_update().get(pk=curriculum.pk)  # dense positions
+            created = ensure_concepts(curriculum=curriculum, concept_keys=new_concepts)
+            named = [created[k] for k, name in new_concepts.items() if name and created[k].name != name]
             for concept in named:
-                concept.name = new_items[concept.key]
+                concept.name = new_concepts[concept.key]
             Concept.objects.bulk_update(named, ["name"], batch_size=1000)
-            self.concepts.update({k: created[k] for k in new_items})
-            self.concepts_created += len(new_items)
-        result = store_reviews(
-            reviews=[
-                NewReview(self.curriculum, self.concepts[f.concept], f, {"line": r.line}) for f, r in zip(fields, reviews)
-            ],
-            source=ReviewLog.Source.IMPORTED, batch=self.batch, apply_state=False,
-        )
-        for row in result.reviews:
-            self._first_review.setdefault(row.learner_id, row)
+    return curriculum
+
+
+def _ensure_learners(external_ids: set[str]) -> None:
+    """Learners the file names that are not stored yet (committed at once, so live posts never wait on them)."""
+    ids = sorted(external_ids)
+    for start in range(0, len(ids), 5000):
+        part = ids[start : start + 5000]
+        with transaction.atomic():
+            have = set(Learner.objects.filter(external_id__in=part).values_list("external_id", flat=True))
+            Learner.objects.bulk_create(
+                [Learner(external_id=e) for e in part if e not in have], batch_size=1000, ignore_conflicts=True
+            )
+
+
+class _BatchWriter:
+    """Stores batches of validated file reviews through the one store, in the caller's transaction."""
+
+    def __init__(self, *, curriculum: Curriculum, batch: str):
+        self.batch = batch
+        self.concepts: dict[str, Concept] = {
+            c.key: c for c in Concept.objects.filter(curriculum=curriculum).only("id", "key", "position", "curriculum_id")
+        }
+        self.created = self.duplicates = 0
+        self.learner_ids: set[int] = set()  # learners with a review created by this import
+
+    def write(self, reviews: list[NewReview]) -> None:
+        result = store_reviews(reviews=reviews, source=ReviewLog.Source.IMPORTED, batch=self.batch, apply_state=False)
+        self.learner_ids.update(row.learner_id for row in result.reviews)
         self.created += result.created
         self.duplicates += result.duplicates
-
-    def finish(self) -> None:
-        """Rebuild the serving state of every learner in the file from the full history, once, at the end.
-
-        Folding batch by batch would rebuild a learner at each batch that goes back in time for them (a file sorted
-        by card) or adds concepts (the default encoder covers all of them): quadratic in a long history. A state
-        with no data is rebuilt from the history, which holds this transaction's reviews too.
-        """
-        learners = list(self._first_review.items())
-        for start in range(0, len(learners), STATE_CHUNK):
-            chunk = dict(learners[start : start + STATE_CHUNK])
-            LearnerState.objects.filter(curriculum=self.curriculum, learner_id__in=list(chunk)).update(data={})
-            apply_reviews(reviews=list(chunk.values()))

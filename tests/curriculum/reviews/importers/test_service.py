@@ -247,15 +247,30 @@ def test_a_named_format_that_does_not_match_the_header_names_the_missing_columns
 @pytest.mark.django_db
 def test_a_stream_without_a_file_behind_it_imports_and_reports_progress():
     data = (FIXTURES / "fsrs_reviews.csv").read_bytes()
-    seen: list[tuple[int, int | None]] = []
+    seen: list[tuple[str, int, int | None]] = []
 
     result = import_review_file(
         fileobj=io.BytesIO(data), filename="upload.csv", curriculum_key="logs", learner="ana", batch_size=3,
-        on_progress=lambda done, total: seen.append((done, total)),
+        on_progress=lambda phase, done, total: seen.append((phase, done, total)),
     )
 
     assert result.created == 8
-    assert seen and seen[-1][0] == len(data) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    for phase in ("validating", "storing"):
+        done = [d for p, d, _ in seen if p == phase]
+        assert done and done[-1] == len(data) and done == sorted(done)
+    assert [p for p, _, _ in seen].index("storing") > max(i for i, (p, _, _) in enumerate(seen) if p == "validating")
+
+
+@pytest.mark.django_db
+def test_a_dry_run_counts_and_names_new_concepts_and_stores_nothing():
+    result = import_review_file(path=FIXTURES / "fsrs_reviews.csv", curriculum_key="logs", learner="ana", dry_run=True)
+
+    assert result.dry_run and result.rows >= 8 and result.created == 0 and result.learners == 1
+    assert result.concepts_created == len(result.new_concepts) > 0
+    assert not ReviewLog.objects.exists() and not Curriculum.objects.filter(key="logs").exists()
+    real = import_review_file(path=FIXTURES / "fsrs_reviews.csv", curriculum_key="logs", learner="ana")
+    assert real.new_concepts == result.new_concepts and real.created == 8 and real.skipped == result.skipped
+    assert list(Concept.objects.filter(curriculum__key="logs").order_by("position").values_list("key", flat=True)) == list(result.new_concepts)
 
 
 @pytest.mark.django_db

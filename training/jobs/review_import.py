@@ -1,0 +1,75 @@
+"""The review import job: an uploaded review-log file, kept in the artifacts storage under review-imports/ (the
+storage web and workers share, so the web process that took the upload and the worker may be on different hosts) -> the curriculum's reviews, all or nothing, through
+curriculum.reviews.importers.service (which takes no lock a live review post waits on). A dry run validates and
+counts only. The upload is deleted once an import succeeds and no other unfinished job needs it; a failed job
+keeps it, so that it can be retried."""
+from __future__ import annotations
+
+import dataclasses
+
+from django.core.files.base import File
+from curriculum.models import Curriculum
+from curriculum.services import artifact_storage
+from curriculum.reviews.importers.service import ImportFileError, import_review_file
+
+from ..models import Job, ReviewImportJob
+from .lifecycle import JobCancelled, launch_job
+from .runner import JobRun, execute
+
+UPLOAD_FOLDER = "review-imports"
+
+
+def store_upload(*, fileobj: File, filename: str) -> str:
+    """Save an uploaded file in the artifacts storage; returns its storage name (under review-imports/)."""
+    return artifact_storage().save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
+
+
+def launch_review_import(
+    *, curriculum: Curriculum, upload: str, filename: str, size: int = 0, format: str = "", learner: str = "",
+    dry_run: bool = False, created_by=None,
+) -> ReviewImportJob:
+    """Save and enqueue (on commit) an import of the stored file ``upload`` (an artifacts-storage name)."""
+    return launch_job(job=ReviewImportJob(
+        curriculum=curriculum, upload=upload, filename=filename, size=size, format=format or "", learner=learner or "",
+        dry_run=dry_run, created_by=created_by,
+    ))
+
+
+def run_review_import(*, job_id: int, worker: str = "") -> ReviewImportJob | None:
+    """Validate (and unless a dry run, store) the job's file; the counts are the job's ``result``."""
+    return execute(ReviewImportJob, job_id=job_id, worker=worker, work=_import)
+
+
+def _import(run: JobRun) -> None:
+    job: ReviewImportJob = run.job  # type: ignore[assignment]
+    storage = artifact_storage()
+    if not storage.exists(job.upload):
+        raise ImportFileError(job.filename, f"the uploaded file is no longer stored ({job.upload}): upload it again")
+    total = job.size or storage.size(job.upload)
+    passes = 1 if job.dry_run else 2
+    run.report(phase="validating", steps=passes * total)
+
+    def progress(phase: str, done: int, _total: int | None) -> None:
+        offset = total if phase != "validating" else 0  # the second pass (storing) fills the second half
+        run.report(phase=phase, step=min(offset + done, passes * total))
+        if phase in ("validating", "storing"):  # afterwards the reviews are committed: too late to cancel
+            # Read the flag here too: on SQLite the heartbeat thread cannot write (nor read the flag back)
+            # while this thread's transaction holds the database's write lock.
+            if ReviewImportJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+                raise JobCancelled(f"{job} was cancelled")
+            run.check()  # raises JobCancelled: the import's transaction rolls back, nothing is stored
+
+    with storage.open(job.upload, "rb") as fh:
+        result = import_review_file(
+            fileobj=fh, filename=job.filename, curriculum_key=job.curriculum.key, format=job.format or None,
+            learner=job.learner or None, dry_run=job.dry_run, on_progress=progress,
+        )
+    run.finish(result=dataclasses.asdict(result) | {"new_concepts": list(result.new_concepts[:1000])})
+    if not job.dry_run:
+        _forget_upload(job)
+
+
+def _forget_upload(job: ReviewImportJob) -> None:
+    others = ReviewImportJob.objects.filter(upload=job.upload).exclude(pk=job.pk).exclude(status__in=Job.FINISHED)
+    if not others.exists():
+        artifact_storage().delete(job.upload)
