@@ -151,7 +151,7 @@ def test_a_run_on_the_review_log_trains_on_the_curriculas_reviews(curriculum, cl
         response = client.post(reverse("admin:training_trainingrun_add"), form)
     assert response.status_code == 302, response.context["adminform"].form.errors
     run = TrainingRun.objects.get()
-    assert (run.data_source, run.concepts) == ("review_log", None)
+    assert (run.data_source, run.concepts) == ("review_log", 5)  # the form takes the curriculum's count
 
     tasks.run_training_run(run.pk)
     run.refresh_from_db()

@@ -12,11 +12,12 @@ from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from curriculum import selectors
+from curriculum import selectors, services
 from curriculum.services import ensure_curriculum
 
 DEMO_CONCEPTS = 20
 # Small enough to train in about a minute on a laptop CPU; the admin's training runs do the real ones.
+DEMO_REASON = "make run: demo policy"
 DEMO_TRAINING = ["--num_users", "300", "--interactions", "60", "--epochs", "3", "--eval_students", "100"]
 
 
@@ -35,20 +36,28 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Curriculum {demo.key!r} with {demo.concepts.count()} concepts.")
         active = selectors.active_policy(curriculum=demo)
+        latest = selectors.policy_versions(curriculum=demo).first()
         if active is not None:
             self.stdout.write(f"Active policy: {demo.key} v{active.version}. Its artifacts: {self._artifact_location(active)}")
+        elif latest is not None:
+            self.stdout.write(f"Policy {demo.key} v{latest.version} is a {latest.status} version (not active): the fallback "
+                              f"answers until a version is promoted on the Policy orchestrator page.")
         elif training:
             self.stdout.write(f"Training a small demo policy for {demo.key!r} (about a minute), then promoting it...")
             Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="crl-demo-", dir=settings.VAR_DIR) as tmp:
-                call_command("train_crl_policy", "--curriculum", demo.key, "--output_dir", tmp, "--promote",
-                             "--reason", "make run: demo policy", *DEMO_TRAINING,
-                             *([] if options.get("verbosity", 1) else ["--no-progress"]),
+                call_command("train_crl_policy", "--curriculum", demo.key, "--output_dir", tmp, "--register",
+                             *DEMO_TRAINING, *([] if options.get("verbosity", 1) else ["--no-progress"]),
                              stdout=self.stdout, stderr=self.stderr)
-            active = selectors.active_policy(curriculum=demo)
-            if active is not None:
-                self.stdout.write(f"Artifacts of {demo.key} v{active.version} are kept in "
-                                  f"{self._artifact_location(active)} (the training folder named above is gone).")
+            policy = selectors.policy_versions(curriculum=demo).first()
+            self.stdout.write(f"Artifacts of {demo.key} v{policy.version} are kept in "
+                              f"{self._artifact_location(policy)} (the training folder named above is gone).")
+            try:  # through the gate like any version: a demo that evaluates below random is not served
+                services.promote_policy(policy=policy, reason=DEMO_REASON)
+                self.stdout.write(f"Promoted {demo.key} v{policy.version}: it answers recommendations now.")
+            except services.PolicyError as exc:
+                self.stdout.write(f"{demo.key} v{policy.version} stays a candidate: {exc}. The fallback answers "
+                                  f"recommendations until a version passes the gate (Policy orchestrator).")
         User = get_user_model()
         if User.objects.filter(username=username).exists():
             self.stdout.write(
