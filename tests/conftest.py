@@ -161,6 +161,81 @@ def wait_until():
     return wait
 
 
+def start_service(args: list[str], *, env: dict[str, str], log_path: Path, ready, what: str, wait_until,
+                  timeout: float = 90):
+    """Start a service subprocess (cwd: the repository; stdout and stderr to ``log_path``) and wait until
+    ``ready(process)`` says it serves; a process that exits first fails the test with its log. Returns the Popen;
+    stop it with ``stop_service``."""
+    import subprocess
+
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    process.log_path = log_path
+
+    def up():
+        if process.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
+        return ready(process)
+
+    try:
+        wait_until(up, timeout=timeout, what=what)
+    except BaseException:
+        stop_service(process)
+        raise
+    return process
+
+
+def stop_service(process, *, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path, wait_until):
+    """``start(env) -> port``: `gunicorn crlsite.wsgi -w 1` on a free loopback port with ``env`` as its whole
+    environment, listening when it returns; every server started is stopped at the end of the test (logs:
+    tmp_path/gunicorn-N.log)."""
+    import socket
+    import sys
+
+    started = []
+
+    def start(env: dict[str, str]) -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        started.append(start_service(
+            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", "1", "-b", f"127.0.0.1:{port}"],
+            env=env, log_path=tmp_path / f"gunicorn-{len(started)}.log", ready=lambda _: _listening(port),
+            what="gunicorn to listen", wait_until=wait_until, timeout=60,
+        ))
+        return port
+
+    yield start
+    for server in started:
+        stop_service(server)
+
+
 @pytest.fixture
 def celery_worker_environment() -> dict[str, str]:
     """Extra environment of the `celery_worker` (a test folder's conftest overrides it: e.g. S3 artifacts)."""
@@ -179,8 +254,6 @@ def celery_worker(request, transactional_db, settings, tmp_path, wait_until, cel
     if request.node.get_closest_marker("integration") is None:
         pytest.fail(f"{request.node.nodeid} starts a Celery worker: mark it @pytest.mark.integration")
     import os
-    import signal
-    import subprocess
     import sys
     import uuid
 
@@ -205,32 +278,19 @@ def celery_worker(request, transactional_db, settings, tmp_path, wait_until, cel
         create_filesystem_broker_folders(app)
         _forget_broker_connections(app)  # producers made before now point at other folders
         env["CELERY_BROKER_DIR"] = str(broker_dir)
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
+    worker = None
+    try:
+        worker = start_service(
             [str(Path(sys.executable).parent / "celery"), "-A", "crlsite", "worker", "-Q", "default,gpu", "-c", "1",
              "--pool=solo", "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip",
              "--loglevel=INFO"],
-            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env, log_path=tmp_path / "worker.log", what="the celery worker to be ready", wait_until=wait_until,
+            ready=lambda process: " ready." in process.log_path.read_text(errors="replace"),
         )
-    worker.log_path = log_path
-
-    def ready():
-        if worker.poll() is not None:
-            pytest.fail(f"the celery worker exited with {worker.returncode}:\n{log_path.read_text()[-4000:]}")
-        return " ready." in log_path.read_text(errors="replace")
-
-    try:
-        wait_until(ready, timeout=90, what="the celery worker to be ready")
         yield worker
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        if worker is not None:
+            stop_service(worker, timeout=15)
         app.conf.broker_transport_options = saved_options
         _forget_broker_connections(app)
 

@@ -4,16 +4,11 @@ and a gunicorn web process that use it, each with a MEDIA_ROOT of its own."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -69,37 +64,9 @@ def celery_worker_environment(s3_environment, tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def s3_web_process(s3_environment, other_process_database_url, tmp_path, wait_until):
+def s3_web_process(s3_environment, other_process_database_url, tmp_path, gunicorn_server):
     """Port of a `gunicorn crlsite.wsgi` on 127.0.0.1 with the S3 artifacts and a MEDIA_ROOT of its own."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "REDIS_URL"}}
     env.update(s3_environment, DATABASE_URL=other_process_database_url, MEDIA_ROOT=str(tmp_path / "gunicorn-media"),
                OMP_NUM_THREADS="1")
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", "1", "-b", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-
-    def up():
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, timeout=60, what="gunicorn to listen")
-        yield port
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return gunicorn_server(env)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,44 +16,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def production_server(tmp_path, wait_until):
+def production_server(tmp_path, gunicorn_server):
     """gunicorn on a free port, in production mode over plain HTTP (the TLS proxy is what a test lacks)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SECURE_", "DATABASE_URL", "DEBUG"))}
     env.update(CRL_ENV="production", SECRET_KEY=secrets.token_urlsafe(50), CRL_VAR_DIR=str(tmp_path / "var"),
                STATIC_ROOT=str(tmp_path / "static"), SECURE_SSL_REDIRECT="0", SECURE_HSTS_SECONDS="0",
                DJANGO_SETTINGS_MODULE="crlsite.settings")
-    bin_dir = Path(sys.executable).parent
     collect = subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert collect.returncode == 0, collect.stderr
-    port = _free_port()
-    log = open(tmp_path / "gunicorn.log", "wb")
-    server = subprocess.Popen([str(bin_dir / "gunicorn"), "crlsite.wsgi", "-w", "1", "-b", f"127.0.0.1:{port}"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers():
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}:\n{(tmp_path / 'gunicorn.log').read_text()}")
-        try:
-            return urllib.request.urlopen(f"{url}/admin/login/", timeout=5).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(answers, timeout=60, what="gunicorn to answer")
-        yield url
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
+    return f"http://127.0.0.1:{gunicorn_server(env)}"
 
 
 def test_the_admin_is_styled_and_the_api_docs_render(production_server, browser_page, assert_styled):

@@ -4,52 +4,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def gunicorn(other_process_database_url, tmp_path, wait_until):
-    """(port, log path) of `gunicorn crlsite.wsgi` on 127.0.0.1, on the test database."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def gunicorn(other_process_database_url, gunicorn_server):
+    """Port of `gunicorn crlsite.wsgi` on 127.0.0.1, on the test database."""
     env = {k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "REDIS_URL"}}
     env.update(DATABASE_URL=other_process_database_url, LOG_LEVEL="WARNING", OMP_NUM_THREADS="1")
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", "1", "-b", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-
-    def up():
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, timeout=60, what="gunicorn to listen")
-        yield port
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return gunicorn_server(env)
 
 
 @pytest.fixture
