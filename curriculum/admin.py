@@ -17,6 +17,11 @@ from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
 
+def _shown(keys, limit: int = 50) -> str:
+    """Up to ``limit`` concept keys, then how many more."""
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 class LargeTablePaginator(Paginator):
     """Never COUNT(*) a huge table: the planner's estimate when unfiltered, a capped count otherwise."""
 
@@ -81,15 +86,19 @@ class CurriculumAdmin(admin.ModelAdmin):
         active = selectors.active_policy(curriculum=obj)
         if active is None:
             return "No active version: the fallback heuristic scores every concept."
-        missing = selectors.uncovered_concepts(curriculum=obj, policy=active)
+        coverage = selectors.policy_coverage(curriculum=obj, policy=active)
+        if coverage.from_features:
+            return (f"v{active.version} scores every concept: trained on {coverage.trained}, "
+                    f"{len(coverage.from_features)} scored from their features, not trained on "
+                    f"({_shown(coverage.from_features)}).")
+        missing = coverage.uncovered
         if not missing:
             return f"v{active.version} covers every concept."
-        shown = ", ".join(missing[:50]) + (f" and {len(missing) - 50} more" if len(missing) > 50 else "")
         return format_html(
             '<strong class="errornote" id="uncovered-concepts">v{} does not cover {} of {} concepts: {}</strong><br>'
             "Recommendations never offer them (the API lists them as <code>unscored</code>) until a version trained "
             'on them is promoted (<a href="{}">orchestrator</a>).',
-            active.version, len(missing), obj.concepts.count(), shown,
+            active.version, len(missing), coverage.concept_count, _shown(missing),
             reverse("curriculum:orchestrator") + f"#curriculum-{obj.key}",
         )
 
