@@ -406,11 +406,18 @@ def loss_curve(*, loss_steps: Sequence[Sequence[float]] = (), loss_history: Sequ
                       width=width, height=height, css_class="loss-curve")
 
 
+def ordered_policies(results: dict) -> list[str]:
+    """The one order of an evaluation's policies on every page: the Decision Transformer ("dt") first, then the
+    baselines in the order evaluate_policy lists them, the oracle (a ceiling, not a baseline) last."""
+    names = list(results)
+    return sorted(names, key=lambda name: (name != "dt", name == "oracle", names.index(name)))
+
+
 def evaluation_chart(*, metrics: dict, width: int = 640, height: int = 260) -> SafeString:
     """A version's closed-loop evaluation ({"metric", "results": {policy: {"mean", "ci95"}}}) as bars with
     95% intervals; the Decision Transformer ("dt") in the accent colour."""
     results = (metrics or {}).get("results") or {}
-    names = list(results)
+    names = ordered_policies(results)
     values = [float(results[n].get("mean", float("nan"))) for n in names]
     intervals = [tuple(results[n]["ci95"]) if results[n].get("ci95") else None for n in names]
     metric = (metrics or {}).get("metric", "metric").replace("_", " ")

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import charts, selectors, services
 from .evaluation_protocol import dt_mean, lift, protocol_of
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
@@ -107,7 +107,7 @@ def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 17
     """Bar geometry for an inline SVG: each policy's mean (dt first, then the baselines) with its 95% CI whiskers,
     on a fixed 0..1 recall axis so charts of different versions compare at a glance."""
     results = (metrics or {}).get("results") or {}
-    names = sorted(results, key=lambda name: (name != "dt", name == "oracle", name))
+    names = charts.ordered_policies(results)
     if not names:
         return None
     left, bottom, top = 34, 34, 8

@@ -139,3 +139,16 @@ def test_time_axis_labels_dates():
     root = parse(charts.line_chart(series=[charts.Series("r", [(day, 0.2), (day + 5 * 86400, 0.9)])], title="t",
                                    x_label="time (UTC)", y_label="recall", x_time=True, y_range=(0, 1)))
     assert any(label.startswith("2023-11-") for label in texts(root, "x-ticks"))
+
+
+def test_the_orchestrator_and_the_version_page_draw_the_policies_in_one_order():
+    from curriculum.views import metrics_chart
+
+    # as evaluate_policy lists them: the baselines in its order (not alphabetical), oracle a ceiling
+    results = {"oracle": {"mean": 0.9}, "random": {"mean": 0.3}, "leitner": {"mean": 0.5}, "dt": {"mean": 0.6},
+               "lowest_recall": {"mean": 0.55}}
+    expected = ["dt", "random", "leitner", "lowest_recall", "oracle"]
+    assert charts.ordered_policies(results) == expected
+    assert [bar["name"] for bar in metrics_chart(metrics={"results": results})["bars"]] == expected
+    root = parse(charts.evaluation_chart(metrics={"metric": "recall", "results": results}))
+    assert texts(root, "x-ticks") == expected
