@@ -146,7 +146,10 @@ class LearnerAdmin(admin.ModelAdmin):
     paginator = LargeTablePaginator
     show_full_result_count = False
     fields = ("external_id", "created", "history")
-    readonly_fields = ("created", "history")
+    # external_id is the learner's identity in the API (reviews and recommendations name it): never edited here
+    readonly_fields = ("external_id", "created", "history")
+    # a real deck has hundreds of concepts: the charts show the most recently reviewed and say how many are hidden
+    SHOWN_CONCEPTS = 12
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Learner) -> str:
@@ -157,16 +160,35 @@ class LearnerAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         parts = [format_html(
-            "<h3>{}</h3>{}{}{}", curriculum.key,
+            "<h3>{}</h3>{}{}{}{}", curriculum.key,
+            format_html('<p class="concepts-hidden">The {} most recently reviewed concepts are shown; {} other '
+                        "reviewed concepts are hidden.</p>", self.SHOWN_CONCEPTS, h.hidden) if h.hidden else "",
             format_html("<p>{} ({}); the {} newest are shown.</p>",
                         f"{len(h.reviews) + h.truncated} reviews", f"{h.truncated} older ones left out", len(h.reviews))
             if h.truncated else "",
             self._timeline(h), self._recall(h),
         ) for curriculum in learner_curricula(learner=obj)
-            for h in [recall_history(learner=obj, curriculum=curriculum)]]
+            for h in [self._recent_concepts(recall_history(learner=obj, curriculum=curriculum))]]
         if not parts:
             return "no reviews yet"
         return format_html('<div class="crl-charts">{}</div>', format_html_join("", "{}", ((p,) for p in parts)))
+
+    @classmethod
+    def _recent_concepts(cls, h):
+        """``h`` limited to its SHOWN_CONCEPTS most recently reviewed concepts (reviews and recall alike), with
+        ``hidden``: how many reviewed concepts are left out."""
+        from dataclasses import replace
+
+        last: dict[str, float] = {}
+        for t, key, _, _ in h.reviews:
+            last[key] = max(t, last.get(key, t))
+        keep = set(sorted(last, key=last.get, reverse=True)[: cls.SHOWN_CONCEPTS])
+        hidden = len(last) - len(keep)
+        columns = [k for k, key in enumerate(h.concepts) if key in keep]
+        limited = replace(h, reviews=[r for r in h.reviews if r[1] in keep],
+                          concepts=[h.concepts[k] for k in columns], recall=h.recall[:, columns])
+        object.__setattr__(limited, "hidden", hidden)
+        return limited
 
     @staticmethod
     def _timeline(h):

@@ -108,9 +108,10 @@ def thin(points: Sequence[tuple[float, float]], *, limit: int = MAX_LINE_POINTS)
 class _Frame:
     """The plot area and the data -> pixel mapping of one chart."""
 
-    def __init__(self, *, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float]):
+    def __init__(self, *, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float],
+                 left: int = PAD_LEFT):
         self.width, self.height = width, height
-        self.left, self.top = PAD_LEFT, PAD_TOP
+        self.left, self.top = left, PAD_TOP
         self.right, self.bottom = width - PAD_RIGHT, height - PAD_BOTTOM
         self.x0, self.x1 = x_range
         self.y0, self.y1 = y_range
@@ -164,12 +165,22 @@ def _no_data(frame: _Frame) -> str:
             f'text-anchor="middle" fill="#888">no data</text>')
 
 
-def _legend(series: Sequence[tuple[str, str]], *, right: float) -> str:
+def _legend(series: Sequence[tuple[str, str]], *, right: float, title: str = "") -> str:
+    """Swatches right-aligned on the title's line, never over the title: those that do not fit are counted."""
     if len(series) < 2:
         return ""
     items, x = [], right
-    for name, color in reversed(series):
-        x -= 14 + 6.5 * len(name)
+    title_end = PAD_LEFT + 7.5 * len(title) + 16  # the bold 13 px title, about 7.5 px a character
+    if right - sum(14 + 6.5 * len(name) for name, _ in series) < title_end:
+        title_end += 6.5 * len(f"+{len(series)} more") + 6  # room for the count of those left out
+    for shown, (name, color) in enumerate(series):
+        need = 14 + 6.5 * len(name)
+        if x - need < title_end:
+            more = f"+{len(series) - shown} more"
+            x -= 6.5 * len(more) + 4
+            items.append(f'<text class="legend-more" x="{x:.1f}" y="16" fill="#888">{more}</text>')
+            break
+        x -= need
         items.append(f'<rect x="{x:.1f}" y="7" width="10" height="10" fill="{escape(color)}"/>'
                      f'<text x="{x + 13:.1f}" y="16" fill="currentColor">{escape(name)}</text>')
     return '<g class="legend">' + "".join(items) + "</g>"
@@ -254,7 +265,9 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
             y_low, y_high = tick_values[0], tick_values[-1]
         shown = [v for v in tick_values if y_low - 1e-9 <= v <= y_high + 1e-9]
         y_tick_pairs = list(zip(shown, tick_labels(shown, y_format)))
-    frame = _Frame(width=width, height=height, x_range=(xs_low, xs_high), y_range=(y_low, y_high))
+    # room for the longest y label (about 6.5 px a character), e.g. 13-digit concept ids on a timeline
+    left = max(PAD_LEFT, int(16 + 6.5 * max((len(text) for _, text in y_tick_pairs), default=0)))
+    frame = _Frame(width=width, height=height, x_range=(xs_low, xs_high), y_range=(y_low, y_high), left=left)
     shown_x = [v for v in x_tick_values if xs_low <= v <= xs_high]
     x_tick_pairs = list(zip(shown_x, tick_labels(shown_x, x_fmt) if not x_time else [x_fmt(v) for v in shown_x]))
     body = _axes(frame, x_ticks=x_tick_pairs, y_ticks=y_tick_pairs, x_label=x_label, y_label=y_label)
@@ -278,7 +291,7 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
                 for i, x, y in indexed
             )
             body.append(f'<g class="marks" data-series="{escape(s.name)}" fill="{escape(color)}">{dots}</g>')
-    body.append(_legend([(s.name, c) for s, c in colored], right=width - PAD_RIGHT))
+    body.append(_legend([(s.name, c) for s, c in colored], right=width - PAD_RIGHT, title=title))
     return _svg(title=title, width=width, height=height, body=body, css_class=f"line-chart {css_class}".strip())
 
 

@@ -152,3 +152,18 @@ def test_the_orchestrator_and_the_version_page_draw_the_policies_in_one_order():
     assert [bar["name"] for bar in metrics_chart(metrics={"results": results})["bars"]] == expected
     root = parse(charts.evaluation_chart(metrics={"metric": "recall", "results": results}))
     assert texts(root, "x-ticks") == expected
+
+
+def test_long_y_labels_fit_and_the_legend_never_covers_the_title():
+    keys = [f"{1_700_000_000_000 + i}" for i in range(3)]  # 13-digit concept ids
+    root = parse(charts.line_chart(series=[charts.Series("r", [(1.0, 0.0)])], title="Review timeline", x_label="t",
+                                   y_label="concept", y_ticks=[(i, k) for i, k in enumerate(keys)]))
+    axis_x = float(root.find(f".//{SVG}g[@class='axes']/{SVG}line").get("x1"))
+    assert axis_x - 6 >= 6.5 * 13  # the labels end 6 px left of the axis: room for 13 digits
+    many = [charts.Series(f"concept-{i}", [(0.0, 0.1), (1.0, 0.2)]) for i in range(40)]
+    title = "Estimated recall per concept (serving encoder)"
+    root = parse(charts.line_chart(series=many, title=title, x_label="t", y_label="r", width=900))
+    legend_x = [float(el.get("x")) for el in root.iter(f"{SVG}rect")] + [
+        float(el.get("x")) for el in root.iter(f"{SVG}text") if el.get("class") == "legend-more"]
+    assert legend_x and min(legend_x) >= charts.PAD_LEFT + 7.5 * len(title)
+    assert any(el.get("class") == "legend-more" for el in root.iter(f"{SVG}text"))
