@@ -169,20 +169,22 @@ def _legend(series: Sequence[tuple[str, str]], *, right: float, title: str = "")
     """Swatches right-aligned on the title's line, never over the title: those that do not fit are counted."""
     if len(series) < 2:
         return ""
-    items, x = [], right
     title_end = PAD_LEFT + 7.5 * len(title) + 16  # the bold 13 px title, about 7.5 px a character
-    if right - sum(14 + 6.5 * len(name) for name, _ in series) < title_end:
-        title_end += 6.5 * len(f"+{len(series)} more") + 6  # room for the count of those left out
-    for shown, (name, color) in enumerate(series):
-        need = 14 + 6.5 * len(name)
-        if x - need < title_end:
-            more = f"+{len(series) - shown} more"
-            x -= 6.5 * len(more) + 4
-            items.append(f'<text class="legend-more" x="{x:.1f}" y="16" fill="#888">{more}</text>')
-            break
-        x -= need
+    widths = [14 + 6.5 * len(name) for name, _ in series]
+    more = ""
+    if right - sum(widths) < title_end:  # keep the first that fit beside the title, and count the rest
+        room, fit = right - title_end - 6.5 * len(f"+{len(series)} more") - 6, 0
+        while fit < len(series) and sum(widths[: fit + 1]) <= room:
+            fit += 1
+        series, widths, more = series[:fit], widths[:fit], f"+{len(series) - fit} more"
+    x = right - sum(widths) - (6.5 * len(more) + 4 if more else 0)
+    items = []
+    for (name, color), w in zip(series, widths):  # left to right in the series' order
         items.append(f'<rect x="{x:.1f}" y="7" width="10" height="10" fill="{escape(color)}"/>'
                      f'<text x="{x + 13:.1f}" y="16" fill="currentColor">{escape(name)}</text>')
+        x += w
+    if more:
+        items.append(f'<text class="legend-more" x="{x + 4:.1f}" y="16" fill="#888">{more}</text>')
     return '<g class="legend">' + "".join(items) + "</g>"
 
 
