@@ -17,6 +17,11 @@ from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
 
+def _shown(keys, limit: int = 50) -> str:
+    """Up to ``limit`` concept keys, then how many more."""
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 class LargeTablePaginator(Paginator):
     """Never COUNT(*) a huge table: the planner's estimate when unfiltered, a capped count otherwise."""
 
@@ -81,15 +86,19 @@ class CurriculumAdmin(admin.ModelAdmin):
         active = selectors.active_policy(curriculum=obj)
         if active is None:
             return "No active version: the fallback heuristic scores every concept."
-        missing = selectors.uncovered_concepts(curriculum=obj, policy=active)
+        coverage = selectors.policy_coverage(curriculum=obj, policy=active)
+        if coverage.from_features:
+            return (f"v{active.version} scores every concept: trained on {coverage.trained}, "
+                    f"{len(coverage.from_features)} scored from their features, not trained on "
+                    f"({_shown(coverage.from_features)}).")
+        missing = coverage.uncovered
         if not missing:
             return f"v{active.version} covers every concept."
-        shown = ", ".join(missing[:50]) + (f" and {len(missing) - 50} more" if len(missing) > 50 else "")
         return format_html(
             '<strong class="errornote" id="uncovered-concepts">v{} does not cover {} of {} concepts: {}</strong><br>'
             "Recommendations never offer them (the API lists them as <code>unscored</code>) until a version trained "
             'on them is promoted (<a href="{}">orchestrator</a>).',
-            active.version, len(missing), obj.concepts.count(), shown,
+            active.version, len(missing), coverage.concept_count, _shown(missing),
             reverse("curriculum:orchestrator") + f"#curriculum-{obj.key}",
         )
 
@@ -137,7 +146,10 @@ class LearnerAdmin(admin.ModelAdmin):
     paginator = LargeTablePaginator
     show_full_result_count = False
     fields = ("external_id", "created", "history")
-    readonly_fields = ("created", "history")
+    # external_id is the learner's identity in the API (reviews and recommendations name it): never edited here
+    readonly_fields = ("external_id", "created", "history")
+    # a real deck has hundreds of concepts: the charts show the most recently reviewed and say how many are hidden
+    SHOWN_CONCEPTS = 12
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Learner) -> str:
@@ -148,16 +160,35 @@ class LearnerAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         parts = [format_html(
-            "<h3>{}</h3>{}{}{}", curriculum.key,
+            "<h3>{}</h3>{}{}{}{}", curriculum.key,
+            format_html('<p class="concepts-hidden">The {} most recently reviewed concepts are shown; {} other '
+                        "reviewed concepts are hidden.</p>", self.SHOWN_CONCEPTS, h.hidden) if h.hidden else "",
             format_html("<p>{} ({}); the {} newest are shown.</p>",
                         f"{len(h.reviews) + h.truncated} reviews", f"{h.truncated} older ones left out", len(h.reviews))
             if h.truncated else "",
             self._timeline(h), self._recall(h),
         ) for curriculum in learner_curricula(learner=obj)
-            for h in [recall_history(learner=obj, curriculum=curriculum)]]
+            for h in [self._recent_concepts(recall_history(learner=obj, curriculum=curriculum))]]
         if not parts:
             return "no reviews yet"
         return format_html('<div class="crl-charts">{}</div>', format_html_join("", "{}", ((p,) for p in parts)))
+
+    @classmethod
+    def _recent_concepts(cls, h):
+        """``h`` limited to its SHOWN_CONCEPTS most recently reviewed concepts (reviews and recall alike), with
+        ``hidden``: how many reviewed concepts are left out."""
+        from dataclasses import replace
+
+        last: dict[str, float] = {}
+        for t, key, _, _ in h.reviews:
+            last[key] = max(t, last.get(key, t))
+        keep = set(sorted(last, key=last.get, reverse=True)[: cls.SHOWN_CONCEPTS])
+        hidden = len(last) - len(keep)
+        columns = [k for k, key in enumerate(h.concepts) if key in keep]
+        limited = replace(h, reviews=[r for r in h.reviews if r[1] in keep],
+                          concepts=[h.concepts[k] for k in columns], recall=h.recall[:, columns])
+        object.__setattr__(limited, "hidden", hidden)
+        return limited
 
     @staticmethod
     def _timeline(h):

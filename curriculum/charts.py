@@ -108,9 +108,10 @@ def thin(points: Sequence[tuple[float, float]], *, limit: int = MAX_LINE_POINTS)
 class _Frame:
     """The plot area and the data -> pixel mapping of one chart."""
 
-    def __init__(self, *, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float]):
+    def __init__(self, *, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float],
+                 left: int = PAD_LEFT):
         self.width, self.height = width, height
-        self.left, self.top = PAD_LEFT, PAD_TOP
+        self.left, self.top = left, PAD_TOP
         self.right, self.bottom = width - PAD_RIGHT, height - PAD_BOTTOM
         self.x0, self.x1 = x_range
         self.y0, self.y1 = y_range
@@ -164,15 +165,64 @@ def _no_data(frame: _Frame) -> str:
             f'text-anchor="middle" fill="#888">no data</text>')
 
 
-def _legend(series: Sequence[tuple[str, str]], *, right: float) -> str:
+def _legend(series: Sequence[tuple[str, str]], *, right: float, title: str = "") -> str:
+    """Swatches right-aligned on the title's line, never over the title: those that do not fit are counted."""
     if len(series) < 2:
         return ""
-    items, x = [], right
-    for name, color in reversed(series):
-        x -= 14 + 6.5 * len(name)
+    title_end = PAD_LEFT + 7.5 * len(title) + 16  # the bold 13 px title, about 7.5 px a character
+    widths = [14 + 6.5 * len(name) for name, _ in series]
+    more = ""
+    if right - sum(widths) < title_end:  # keep the first that fit beside the title, and count the rest
+        room, fit = right - title_end - 6.5 * len(f"+{len(series)} more") - 6, 0
+        while fit < len(series) and sum(widths[: fit + 1]) <= room:
+            fit += 1
+        series, widths, more = series[:fit], widths[:fit], f"+{len(series) - fit} more"
+    x = right - sum(widths) - (6.5 * len(more) + 4 if more else 0)
+    items = []
+    for (name, color), w in zip(series, widths):  # left to right in the series' order
         items.append(f'<rect x="{x:.1f}" y="7" width="10" height="10" fill="{escape(color)}"/>'
                      f'<text x="{x + 13:.1f}" y="16" fill="currentColor">{escape(name)}</text>')
+        x += w
+    if more:
+        items.append(f'<text class="legend-more" x="{x + 4:.1f}" y="16" fill="#888">{more}</text>')
     return '<g class="legend">' + "".join(items) + "</g>"
+
+
+def _visible_range(low: float, high: float) -> tuple[float, float]:
+    """[low, high] widened around its centre when the data are flat, or differ by less than a tick label can
+    show (below 0.1% of their size): one point, or a loss that did not move, gets an axis of +-5% (or +-1 for 0)
+    instead of ticks that all read the same and equal values drawn a plot's height apart."""
+    size = max(abs(low), abs(high))
+    if high - low > size * 1e-3:
+        return low, high
+    centre = (low + high) / 2
+    pad = abs(centre) * 0.05 or 1.0
+    return centre - pad, centre + pad
+
+
+def _x_axis(low: float, high: float, *, integers: bool) -> tuple[float, float, list[float]]:
+    """The x range and tick values for data spanning [low, high]: one value gets a tick at itself (centred);
+    whole-number data (steps, epochs) get whole-number ticks only."""
+    if low == high:
+        pad = 1.0 if integers else (abs(low) * 0.05 or 1.0)
+        return low - pad, high + pad, [low]
+    ticks = nice_ticks(low, high)
+    if integers and ticks[1] - ticks[0] < 1:
+        ticks = [float(v) for v in range(math.floor(low), math.ceil(high) + 1)]
+    return min(low, ticks[0]), max(high, ticks[-1]), ticks
+
+
+def tick_labels(values: Sequence[float], fmt: Formatter) -> list[str]:
+    """``fmt`` of each tick value; when two would read the same (ticks closer than ``fmt`` shows), fixed-point
+    labels with as many decimals as it takes to tell them apart."""
+    labels = [fmt(v) for v in values]
+    if len(set(labels)) == len(labels):
+        return labels
+    for decimals in range(1, 13):
+        labels = [f"{v:.{decimals}f}" for v in values]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
 
 
 def _range(values: Sequence[float], *, include_zero: bool = False) -> tuple[float, float]:
@@ -198,24 +248,30 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
     colored = [(s, s.color or PALETTE[i % len(PALETTE)]) for i, s in enumerate(series)]
     all_points = [(x, y) for s in series for x, y in s.points if math.isfinite(x) and math.isfinite(y)]
     xs_low, xs_high = _range([p[0] for p in all_points])
-    x_tick_values = time_ticks(xs_low, xs_high) if x_time else nice_ticks(xs_low, xs_high)
     x_fmt = x_format or (format_time if x_time else format_number)
-    if not x_time:
-        xs_low, xs_high = min(xs_low, x_tick_values[0]), max(xs_high, x_tick_values[-1])
-    elif xs_low == xs_high:
-        xs_low, xs_high = xs_low - 3600, xs_high + 3600
+    if x_time:
+        if xs_low == xs_high:
+            xs_low, xs_high = xs_low - 3600, xs_high + 3600
+        x_tick_values = time_ticks(xs_low, xs_high)
+    else:
+        integers = bool(all_points) and all(float(x).is_integer() for x, _ in all_points)
+        xs_low, xs_high, x_tick_values = _x_axis(xs_low, xs_high, integers=integers)
     if y_ticks is not None:
         y_low, y_high = _range([v for v, _ in y_ticks] or [0.0, 1.0])
         y_low, y_high = y_low - 0.5, y_high + 0.5
         y_tick_pairs = list(y_ticks)
     else:
-        y_low, y_high = y_range or _range([p[1] for p in all_points])
+        y_low, y_high = y_range or _visible_range(*_range([p[1] for p in all_points]))
         tick_values = nice_ticks(y_low, y_high)
         if y_range is None:
             y_low, y_high = tick_values[0], tick_values[-1]
-        y_tick_pairs = [(v, y_format(v)) for v in tick_values if y_low - 1e-9 <= v <= y_high + 1e-9]
-    frame = _Frame(width=width, height=height, x_range=(xs_low, xs_high), y_range=(y_low, y_high))
-    x_tick_pairs = [(v, x_fmt(v)) for v in x_tick_values if xs_low <= v <= xs_high]
+        shown = [v for v in tick_values if y_low - 1e-9 <= v <= y_high + 1e-9]
+        y_tick_pairs = list(zip(shown, tick_labels(shown, y_format)))
+    # room for the longest y label (about 6.5 px a character), e.g. 13-digit concept ids on a timeline
+    left = max(PAD_LEFT, int(16 + 6.5 * max((len(text) for _, text in y_tick_pairs), default=0)))
+    frame = _Frame(width=width, height=height, x_range=(xs_low, xs_high), y_range=(y_low, y_high), left=left)
+    shown_x = [v for v in x_tick_values if xs_low <= v <= xs_high]
+    x_tick_pairs = list(zip(shown_x, tick_labels(shown_x, x_fmt) if not x_time else [x_fmt(v) for v in shown_x]))
     body = _axes(frame, x_ticks=x_tick_pairs, y_ticks=y_tick_pairs, x_label=x_label, y_label=y_label)
     if not all_points:
         body.append(_no_data(frame))
@@ -237,7 +293,7 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
                 for i, x, y in indexed
             )
             body.append(f'<g class="marks" data-series="{escape(s.name)}" fill="{escape(color)}">{dots}</g>')
-    body.append(_legend([(s.name, c) for s, c in colored], right=width - PAD_RIGHT))
+    body.append(_legend([(s.name, c) for s, c in colored], right=width - PAD_RIGHT, title=title))
     return _svg(title=title, width=width, height=height, body=body, css_class=f"line-chart {css_class}".strip())
 
 
@@ -252,16 +308,17 @@ def bar_chart(*, labels: Sequence[str], values: Sequence[float], title: str, x_l
     if intervals is not None and len(intervals) != len(values):
         raise ValueError(f"bar_chart: {len(intervals)} intervals for {len(values)} values")
     spans = [v for pair in (intervals or []) if pair for v in pair]
-    y_low, y_high = y_range or _range([*values, *spans], include_zero=True)
+    y_low, y_high = y_range or _visible_range(*_range([*values, *spans], include_zero=True))
     ticks = nice_ticks(y_low, y_high)
     if y_range is None:
         y_low, y_high = ticks[0], ticks[-1]
+    ticks = [v for v in ticks if y_low <= v <= y_high]
     frame = _Frame(width=width, height=height, x_range=(0, max(len(values), 1)), y_range=(y_low, y_high))
     # Show every label that fits (about 6.5 px per character), else every n-th.
     longest = max((len(label) for label in labels), default=1)
     every = max(1, math.ceil(len(labels) * (longest * 6.5 + 6) / max(frame.right - frame.left, 1)))
     x_ticks = [(i + 0.5, label) for i, label in enumerate(labels) if i % every == 0]
-    body = _axes(frame, x_ticks=x_ticks, y_ticks=[(v, y_format(v)) for v in ticks if y_low <= v <= y_high],
+    body = _axes(frame, x_ticks=x_ticks, y_ticks=list(zip(ticks, tick_labels(ticks, y_format))),
                  x_label=x_label, y_label=y_label)
     if not values:
         body.append(_no_data(frame))
@@ -364,11 +421,18 @@ def loss_curve(*, loss_steps: Sequence[Sequence[float]] = (), loss_history: Sequ
                       width=width, height=height, css_class="loss-curve")
 
 
+def ordered_policies(results: dict) -> list[str]:
+    """The one order of an evaluation's policies on every page: the Decision Transformer ("dt") first, then the
+    baselines in the order evaluate_policy lists them, the oracle (a ceiling, not a baseline) last."""
+    names = list(results)
+    return sorted(names, key=lambda name: (name != "dt", name == "oracle", names.index(name)))
+
+
 def evaluation_chart(*, metrics: dict, width: int = 640, height: int = 260) -> SafeString:
     """A version's closed-loop evaluation ({"metric", "results": {policy: {"mean", "ci95"}}}) as bars with
     95% intervals; the Decision Transformer ("dt") in the accent colour."""
     results = (metrics or {}).get("results") or {}
-    names = list(results)
+    names = ordered_policies(results)
     values = [float(results[n].get("mean", float("nan"))) for n in names]
     intervals = [tuple(results[n]["ci95"]) if results[n].get("ci95") else None for n in names]
     metric = (metrics or {}).get("metric", "metric").replace("_", " ")

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent
 from .evaluation_protocol import EvaluationProtocol, protocol_of
-from .state_specs import StateSpec
+from .state_specs import StateSpec, config_scores_unseen_concepts
 
 
 def _active_policies() -> QuerySet[PolicyModel]:
@@ -57,19 +57,50 @@ def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None
     return PolicyModel.objects.filter(curriculum=curriculum, version=activation.from_version).first()
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """Which of a curriculum's concepts a policy version scores, as serving does (curriculum/serving.py recommend):
+    the concepts it was trained on, those added after training that it scores from their features (a version
+    with the summary state token and the concept head), and those it cannot score (a linear-token version: the
+    API lists them as ``unscored``). Keys in position order."""
+
+    concept_count: int
+    trained: int  # the curriculum's concepts the version was trained on
+    from_features: tuple[str, ...]  # scored from their features, not trained on
+    uncovered: tuple[str, ...]  # never scored while the version is active
+
+    @property
+    def scored(self) -> int:
+        return self.concept_count - len(self.uncovered)
+
+    @property
+    def complete(self) -> bool:
+        return not self.uncovered
+
+
+def policy_coverage(*, curriculum: Curriculum, policy: PolicyModel, keys: tuple[str, ...] | None = None) -> Coverage:
+    """The `Coverage` of ``policy`` over ``curriculum``'s concepts (``keys``: its concept keys in position order,
+    read when not given). A config without ``concept_keys`` was trained on the first ``action_dim`` positions."""
+    keys = keys if keys is not None else concept_keys(curriculum_id=curriculum.pk)
+    config = policy.config or {}
+    trained_keys = config.get("concept_keys")
+    if trained_keys is None:
+        trained_keys = keys[: int(config.get("action_dim", len(keys)))]
+    trained_set = set(trained_keys)
+    outside = tuple(k for k in keys if k not in trained_set)
+    if config_scores_unseen_concepts(config):
+        return Coverage(len(keys), len(keys) - len(outside), from_features=outside, uncovered=())
+    return Coverage(len(keys), len(keys) - len(outside), from_features=(), uncovered=outside)
+
+
 def uncovered_concepts(*, curriculum: Curriculum, policy: PolicyModel | None = None) -> list[str]:
-    """The curriculum's concept keys (position order) that ``policy`` (default: the active version) cannot score:
-    not among its config's ``concept_keys``. [] without a policy (the fallback scores every concept); a config
-    without ``concept_keys`` covers the first ``action_dim`` positions."""
+    """The curriculum's concept keys (position order) that ``policy`` (default: the active version) cannot score,
+    as serving does: [] without a policy (the fallback scores every concept) and for a version that scores
+    concepts added after training from their features; else those outside its trained concepts."""
     policy = policy if policy is not None else active_policy(curriculum=curriculum)
     if policy is None:
         return []
-    keys = concept_keys(curriculum_id=curriculum.pk)
-    covered = (policy.config or {}).get("concept_keys")
-    if covered is None:
-        return list(keys[int((policy.config or {}).get("action_dim", len(keys))):])
-    covered_set = set(covered)
-    return [k for k in keys if k not in covered_set]
+    return list(policy_coverage(curriculum=curriculum, policy=policy).uncovered)
 
 
 def concept_keys(*, curriculum_id: int) -> tuple[str, ...]:

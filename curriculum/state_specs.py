@@ -15,6 +15,13 @@ DEFAULT_CONTEXT_LENGTH = 20
 IDENTITY_KEY = "encoder_identity"
 
 
+def config_scores_unseen_concepts(config: Mapping[str, Any] | None) -> bool:
+    """Whether a policy version with this `dt_lite_config.json` scores concepts added after training from their
+    features: the summary state token and concept features (the concept head), as DTLite.scores_unseen_concepts."""
+    config = config or {}
+    return config.get("state_token") == "summary" and bool(config.get("concept_features"))
+
+
 @dataclass(frozen=True)
 class StateSpec:
     """How a learner state is encoded: the encoder's parameters and the context length it keeps reviews for."""
@@ -30,8 +37,8 @@ class StateSpec:
     def for_policy(cls, config: Mapping[str, Any]) -> StateSpec:
         """The spec a policy version was trained with (its `dt_lite_config.json`); KeyError/ValueError naming the
         key when the config has no usable `encoder` or `context_length`."""
-        unseen = config.get("state_token") == "summary" and bool(config.get("concept_features"))
-        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]), unseen)
+        return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]),
+                   config_scores_unseen_concepts(config))
 
     def scoring_unseen(self, flag: bool) -> StateSpec:
         """This spec with scores_unseen_concepts set to flag (same encoding, same identity)."""

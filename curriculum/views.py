@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import charts, selectors, services
 from .evaluation_protocol import dt_mean, lift, protocol_of
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
@@ -50,7 +50,8 @@ def orchestrator(request: HttpRequest) -> HttpResponse:
     return render(request, "admin/curriculum/orchestrator.html", context)
 
 
-def _version_entry(policy: PolicyModel, *, active: PolicyModel | None) -> dict[str, Any]:
+def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
+                   keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     """What the pages show of one version: its evaluation under the curriculum's protocol (or the protocol it was
     measured under when that differs), lift over the baselines, chart, delta to the active version, lineage."""
     protocol = policy.curriculum.protocol
@@ -72,6 +73,7 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None) -> dict[s
         "run": run,
         "dataset": getattr(run, "dataset", None) if run is not None else None,
         "concepts": len((policy.config or {}).get("concept_keys") or []),
+        "coverage": selectors.policy_coverage(curriculum=policy.curriculum, policy=policy, keys=keys),
     }
 
 
@@ -80,7 +82,8 @@ def _curriculum_panel(curriculum: Curriculum) -> dict[str, Any]:
     versions = list(
         selectors.policy_versions(curriculum=curriculum).select_related("curriculum", "training_run__dataset")
     )
-    entries = {p.pk: _version_entry(p, active=active) for p in versions}
+    keys = selectors.concept_keys(curriculum_id=curriculum.pk)
+    entries = {p.pk: _version_entry(p, active=active, keys=keys) for p in versions}
     candidates = [entries[p.pk] for p in versions if p.status == PolicyModel.Status.CANDIDATE]
     # Best evaluation under the protocol first; versions without one last, newest first among equals.
     candidates.sort(key=lambda e: (e["recall"] is None, -(e["recall"] or 0.0), -e["policy"].version))
@@ -93,8 +96,7 @@ def _curriculum_panel(curriculum: Curriculum) -> dict[str, Any]:
         "versions": versions,
         "active": entries[active.pk] if active else None,
         "rollback_target": selectors.rollback_target(curriculum=curriculum, active=active) if active else None,
-        "uncovered": selectors.uncovered_concepts(curriculum=curriculum, policy=active) if active else [],
-        "concept_count": curriculum.concepts.count(),
+        "concept_count": len(keys),
         "candidates": candidates,
         "retired": retired,
         "history": list(selectors.promotion_history(curriculum=curriculum)[:20]),
@@ -105,7 +107,7 @@ def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 17
     """Bar geometry for an inline SVG: each policy's mean (dt first, then the baselines) with its 95% CI whiskers,
     on a fixed 0..1 recall axis so charts of different versions compare at a glance."""
     results = (metrics or {}).get("results") or {}
-    names = sorted(results, key=lambda name: (name != "dt", name == "oracle", name))
+    names = charts.ordered_policies(results)
     if not names:
         return None
     left, bottom, top = 34, 34, 8
@@ -152,10 +154,8 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
         "kind": kind,
         "curriculum": curriculum,
         "protocol": curriculum.protocol,
-        "target": _version_entry(target, active=active),
-        "active": _version_entry(active, active=active) if active else None,
-        "target_uncovered": selectors.uncovered_concepts(curriculum=curriculum, policy=target),
-        "active_uncovered": selectors.uncovered_concepts(curriculum=curriculum, policy=active) if active else [],
+        "target": _version_entry(target, active=active, keys=keys),
+        "active": _version_entry(active, active=active, keys=keys) if active else None,
         "concept_count": len(keys),
         "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
         "reason": request.POST.get("reason", ""),
@@ -257,7 +257,8 @@ def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
     missing = sorted(set(wanted) - {p.version for p in versions})
     if missing:
         raise Http404(f"{curriculum.key} has no version(s) {', '.join(map(str, missing))}")
-    entries = [_version_entry(p, active=active) for p in versions]
+    keys = selectors.concept_keys(curriculum_id=curriculum.pk)
+    entries = [_version_entry(p, active=active, keys=keys) for p in versions]
     baselines = sorted({name for e in entries for name in e["lift"]})
     rows = [{"name": name, "values": [(e["policy"].config or {}).get(name, "-") for e in entries]}
             for name in COMPARED_PARAMETERS]
@@ -266,6 +267,5 @@ def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         **admin.site.each_context(request), "title": f"Compare {curriculum.key} versions", "curriculum": curriculum,
         "protocol": curriculum.protocol, "entries": entries, "rows": rows, "lift_rows": lift_rows,
-        "uncovered": [selectors.uncovered_concepts(curriculum=curriculum, policy=p) for p in versions],
     }
     return render(request, "admin/curriculum/orchestrator_compare.html", context)

@@ -12,7 +12,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -25,6 +25,13 @@ class InvalidRequest(APIException):
     def __init__(self, fields: list[dict[str, Any]]):
         self.fields = fields
         super().__init__(summary(fields))
+
+
+class NotFoundField(InvalidRequest):
+    """404 naming the path parameter or field that names nothing (``key``: an unknown curriculum)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    default_code = "not_found"
 
 
 class Conflict(InvalidRequest):
@@ -69,6 +76,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]):
         return None
     if isinstance(exc, InvalidRequest):
         fields, message = exc.fields, str(exc.detail)
+    elif isinstance(exc, UnsupportedMediaType):
+        message = str(exc.detail)
+        fields = [{"field": "Content-Type", "message": message}]
     elif isinstance(exc, ParseError):
         fields = [{"field": "body", "message": str(exc.detail)}]
         message = str(exc.detail)

@@ -1,5 +1,5 @@
-"""The API's request body parser: strict JSON, bounded in size, whatever Content-Type the client sent; and the
-reading of a chunked body (no Content-Length), which Django's WSGI request would otherwise take as empty."""
+"""The API's request body parser: strict JSON (no duplicate keys, no NaN), bounded in size, sent as JSON (a
+Content-Type of application/json or *+json, or none; any other is a 415); and the reading of a chunked body (no Content-Length), which Django's WSGI request would otherwise take as empty."""
 from __future__ import annotations
 
 import io
@@ -8,8 +8,10 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import BaseParser
+
+from .errors import InvalidRequest
 
 # 1000 reviews with every string at its longest stay under 1.5 MB of JSON; room for pretty-printing.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -17,6 +19,22 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys: {"correct": true, "correct": false} would be read as false
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise InvalidRequest([{"field": key, "message": "duplicate key in a JSON object: send each field once"}])
+        seen[key] = value
+    return seen
+
+
+def is_json_media_type(media_type: str | None) -> bool:
+    """application/json or a structured-syntax ``+json`` type, parameters ignored; no Content-Type counts too."""
+    base = (media_type or "").split(";", 1)[0].strip().lower()
+    return base in ("", "application/json") or (base.startswith("application/") and base.endswith("+json"))
 
 
 def _refuse_unstorable_strings(data: Any) -> None:
@@ -40,16 +58,20 @@ def _refuse_unstorable_strings(data: Any) -> None:
 
 
 class JSONBodyParser(BaseParser):
-    """JSON even when the Content-Type is missing or wrong (curl -d sends form encoding): bad JSON is a 400."""
+    """JSON bodies: bad JSON or a duplicate key is a 400 (the key named); a Content-Type other than JSON (curl -d
+    sends application/x-www-form-urlencoded unless told ``-H "Content-Type: application/json"``) is a 415."""
 
-    media_type = "*/*"
+    media_type = "*/*"  # so that the refusal below, not DRF's negotiation, answers (in the API's error shape)
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        if not is_json_media_type(media_type):
+            raise UnsupportedMediaType(media_type, detail=f"unsupported Content-Type {media_type.split(';')[0]!r}: "
+                                       "send the body as JSON with Content-Type: application/json")
         raw = stream.read(MAX_BODY_BYTES + 1) if stream is not None else b""
         if len(raw) > MAX_BODY_BYTES:
             raise ParseError(f"malformed request body: larger than {MAX_BODY_BYTES} bytes")
         try:
-            data = json.loads(raw, parse_constant=_refuse_constant)
+            data = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_object_without_duplicate_keys)
         except RecursionError:
             raise ParseError("malformed JSON: nested too deeply") from None
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

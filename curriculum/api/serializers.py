@@ -5,6 +5,7 @@ import datetime as dt
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -15,6 +16,17 @@ from ..reviews.validation import ReviewValidationError, check_learner_id, check_
 MAX_CANDIDATES = 10_000
 ID_LENGTH = 200
 
+# DRF's default messages ("This field is required.", "Ensure this field has at least 1 elements.") in the house
+# style of review ingestion (curriculum.reviews.validation): lower case, no full stop, saying what was expected.
+# The field is named by the error's "field" (curriculum.api.errors.field_errors).
+REQUIRED = {"required": "this field is required", "null": "expected a value, got null"}
+STRING_MESSAGES = {**REQUIRED, "blank": "expected a non-blank string",
+                   "max_length": "expected at most {max_length} characters", "invalid": "expected a string"}
+LIST_MESSAGES = {**REQUIRED, "not_a_list": "expected a list, got {input_type}", "empty": "expected a non-empty list",
+                 "min_length": "expected at least {min_length} item(s)",
+                 "max_length": "expected at most {max_length} items"}
+OBJECT_MESSAGES = {"invalid": "expected a JSON object, got {datatype}", "null": "expected a JSON object, got null"}
+
 
 class StrictCharField(serializers.CharField):
     """A string as sent: no trimming, no silent conversion of numbers or booleans (learner ids may be integers)."""
@@ -22,6 +34,7 @@ class StrictCharField(serializers.CharField):
     def __init__(self, *, integers: bool = False, **kwargs: Any):
         self.integers = integers
         kwargs.setdefault("trim_whitespace", False)
+        kwargs["error_messages"] = {**STRING_MESSAGES, **kwargs.get("error_messages", {})}
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
@@ -33,6 +46,8 @@ class StrictCharField(serializers.CharField):
 class AwareDateTimeField(serializers.DateTimeField):
     """ISO 8601 with a zone, read and bounded as review ingestion reads `reviewed_at` (a naive one is refused, not
     guessed; before 1990 or past the server clock's tolerance is refused)."""
+
+    default_error_messages = {**serializers.DateTimeField.default_error_messages, **REQUIRED}
 
     def to_internal_value(self, value: Any) -> dt.datetime:
         if not isinstance(value, str):
@@ -83,13 +98,20 @@ class ReviewOrBatchSerializer(serializers.Serializer):
 
 
 class ReviewOrBatchSchema(OpenApiSerializerExtension):
-    """OpenAPI for ReviewOrBatchSerializer: oneOf a Review and an array of at most MAX_BATCH Reviews."""
+    """OpenAPI for ReviewOrBatchSerializer: oneOf a Review and a ReviewBatch (an array of at most MAX_BATCH
+    Reviews), a component of its own so that the docs name the two variants apart ("Review | ReviewBatch")."""
 
     target_class = ReviewOrBatchSerializer
 
     def map_serializer(self, auto_schema, direction):
         review = auto_schema.resolve_serializer(ReviewSerializer, direction).ref
-        return {"oneOf": [review, {"type": "array", "items": review, "maxItems": MAX_BATCH}]}
+        batch = ResolvedComponent(
+            name="ReviewBatch", type=ResolvedComponent.SCHEMA, object="ReviewBatch",
+            schema={"type": "array", "items": review, "maxItems": MAX_BATCH, "title": "ReviewBatch",
+                    "description": f"Up to {MAX_BATCH} reviews, stored all or nothing."},
+        )
+        auto_schema.registry.register_on_missing(batch)
+        return {"oneOf": [review, batch.ref]}
 
 
 class ReviewResultSerializer(serializers.Serializer):
@@ -98,8 +120,24 @@ class ReviewResultSerializer(serializers.Serializer):
 
 
 # ------------------------------------------------------------------------------------ recommendations
+class CandidatesField(serializers.ListField):
+    """Concept keys to choose among. A key sent more than once counts once (deduplicated, first position kept):
+    the answer's ``scores`` and ``unscored`` name each concept once."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs["error_messages"] = {**LIST_MESSAGES, **kwargs.get("error_messages", {})}
+        super().__init__(**kwargs)
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # after the length bounds, which count what was sent
+        value = super().run_validation(data)
+        return value if value is serializers.empty or value is None else list(dict.fromkeys(value))
+
+
 class RecommendationRequestSerializer(serializers.Serializer):
     """Which learner, in which curriculum, choosing among which concepts, when. Unknown fields are refused."""
+
+    default_error_messages = OBJECT_MESSAGES
 
     curriculum = StrictCharField(max_length=100, help_text="Curriculum key.")
     learner = LearnerIdField(
@@ -107,9 +145,10 @@ class RecommendationRequestSerializer(serializers.Serializer):
         help_text="The learner's id in your system (trimmed; non-blank; no control characters); a learner never "
         "seen is a new learner.",
     )
-    candidates = serializers.ListField(
+    candidates = CandidatesField(
         child=StrictCharField(max_length=ID_LENGTH), required=False, min_length=1, max_length=MAX_CANDIDATES,
-        help_text="Concept keys to choose from (default: all); keys that are not concepts of the curriculum are refused.",
+        help_text="Concept keys to choose from (default: all); a key sent twice counts once (deduplicated); keys "
+        "that are not concepts of the curriculum are refused.",
     )
     at = AwareDateTimeField(required=False, help_text="The moment of the decision, ISO 8601 with a zone (default: now).")
 

@@ -6,7 +6,6 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,7 +16,7 @@ from ..selectors import active_policy
 from ..reviews.store import MAX_BATCH, record_reviews
 from ..reviews.validation import IdempotencyConflict, ReviewValidationError
 from .authentication import CachedTokenAuthentication
-from .errors import Conflict, InvalidRequest, exception_handler, field_errors
+from .errors import Conflict, InvalidRequest, NotFoundField, exception_handler, field_errors
 from .parsers import JSONBodyParser, buffer_chunked_body
 from .serializers import (
     ActivePolicySerializer,
@@ -29,9 +28,11 @@ from .serializers import (
 )
 
 ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="The body is not valid: malformed JSON, a missing or wrong field "
-                         "(each named in `fields`, with the item's `index` in a list), or an unknown curriculum or "
-                         "concept. Nothing was stored."),
+    400: OpenApiResponse(ErrorSerializer, description="The body is not valid: malformed JSON, a key twice in one "
+                         "object, a missing or wrong field (each named in `fields`, with the item's `index` in a list), "
+                         "or an unknown curriculum or concept. Nothing was stored."),
+    415: OpenApiResponse(ErrorSerializer, description="A Content-Type other than JSON (`application/json`, "
+                         "`application/*+json`, or none); `fields` names `Content-Type`. Nothing was stored."),
     401: OpenApiResponse(ErrorSerializer, description="No token, or an invalid one (`WWW-Authenticate: Token`)."),
     429: OpenApiResponse(ErrorSerializer, description="Over the per-token rate (`API_THROTTLE_RATE`); `Retry-After` "
                          "says how many seconds to wait."),
@@ -159,7 +160,8 @@ class ActivePolicyView(ApiView):
         responses={
             200: ActivePolicySerializer,
             401: ERRORS[401],
-            404: OpenApiResponse(ErrorSerializer, description="Unknown curriculum, or no active policy version."),
+            404: OpenApiResponse(ErrorSerializer, description="Unknown curriculum, or no active policy version; "
+                                 "`fields` names `key`."),
             429: ERRORS[429],
         },
         parameters=HEADERS,
@@ -167,9 +169,9 @@ class ActivePolicyView(ApiView):
     def get(self, request: Request, key: str) -> Response:
         curriculum = Curriculum.objects.filter(key=key).first()
         if curriculum is None:
-            raise NotFound(f"unknown curriculum {key!r}")
+            raise NotFoundField([{"field": "key", "message": f"unknown curriculum {key!r}"}])
         policy = active_policy(curriculum=curriculum)
         if policy is None:
-            raise NotFound(f"curriculum {key!r} has no active policy version")
+            raise NotFoundField([{"field": "key", "message": f"curriculum {key!r} has no active policy version"}])
         policy.curriculum = curriculum
         return Response(ActivePolicySerializer(policy).data)

@@ -145,6 +145,8 @@ def check_concept_key(value: Any, *, field: str = "concept") -> str:
 
 def check_outcome(correct: Any, grade: Any) -> tuple[bool, int | None]:
     """(correct, grade) agreeing with each other: grade 1 exactly when wrong."""
+    if correct is None:
+        raise ReviewValidationError.of("correct", "this field is required (true or false)")
     if not isinstance(correct, bool):
         raise ReviewValidationError.of("correct", "expected true or false")
     if grade is None:
@@ -169,8 +171,9 @@ def check_response_time(value: Any, *, field: str = "response_time_ms") -> int |
 def check_idempotency_key(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise ReviewValidationError.of("idempotency_key", f"expected a non-empty string of at most {MAX_ID_LENGTH} characters")
+    # a key of only whitespace is as good as no key: refused like "" (it would make every such review one)
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_LENGTH:
+        raise ReviewValidationError.of("idempotency_key", f"expected a non-blank string of at most {MAX_ID_LENGTH} characters")
     return value
 
 

@@ -136,3 +136,7 @@ def test_job_lists_and_pages_fit_1400_px(live_server, browser_page, login, make_
     page.goto(f"{live_server.url}/admin/training/syntheticgenerationjob/{generation.pk}/change/")
     assert page.input_value("#job-retry-seed") == str(generation.seed + 1)
     assert "second, identical cohort" in page.text_content("#job-retry-note")
+    note, header = page.locator("#job-retry-note").bounding_box(), page.locator("#job-progress h2").bounding_box()
+    tools = page.locator(".object-tools").bounding_box()
+    assert note["y"] + note["height"] <= header["y"], f"the retry note overlaps the Progress header: {note} {header}"
+    assert note["y"] >= tools["y"] + tools["height"], f"the retry note overlaps the retry button: {note} {tools}"

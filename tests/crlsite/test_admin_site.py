@@ -15,3 +15,15 @@ def test_the_index_page_shows_the_brand_and_view_site_opens_the_docs(admin_clien
     assert "<title>CRL Ops administration | CRL Ops</title>" in html
     assert '<a href="/admin/">CRL Ops</a>' in html
     assert '<a href="/api/docs/">View site</a>' in html
+
+
+@pytest.mark.django_db
+def test_admin_pages_link_the_site_icon_which_is_served(admin_client):
+    from django.contrib.staticfiles import finders
+    from django.templatetags.static import static
+
+    for url in ("/admin/", "/admin/curriculum/curriculum/", "/admin/curriculum-ops/orchestrator/"):
+        page = admin_client.get(url).content.decode()
+        assert f'<link rel="icon" type="image/svg+xml" href="{static("crl/favicon.svg")}">' in page, url
+    icon = finders.find("crl/favicon.svg")
+    assert icon and open(icon).read().startswith("<svg")

@@ -95,3 +95,28 @@ def test_artifact_download_needs_view_permission(client, make_curriculum, make_p
     client.force_login(user)
     response = client.get(reverse("curriculum:policy-artifact", args=[policy.pk, "dt_model.pt"]))
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_learner_page_on_a_large_deck_shows_the_recent_concepts_and_a_read_only_identity(admin_client, make_curriculum):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from curriculum.admin import LearnerAdmin
+    from curriculum.models import Learner, ReviewLog
+
+    deck = make_curriculum("deck", concepts=30)
+    learner = Learner.objects.create(external_id="1234567890123")
+    now = timezone.now()
+    concepts = list(deck.concepts.order_by("position"))
+    for i, concept in enumerate(concepts[:20]):
+        ReviewLog.objects.create(learner=learner, curriculum=deck, concept=concept, correct=True,
+                                 reviewed_at=now - dt.timedelta(hours=40 - i), source="live")
+    page = admin_client.get(f"/admin/curriculum/learner/{learner.pk}/change/").content.decode()
+    hidden = 20 - LearnerAdmin.SHOWN_CONCEPTS
+    assert f"{hidden} other reviewed concepts are hidden" in page
+    assert 'name="external_id"' not in page  # the API's identity of the learner: not editable
+    recall_svg = page[page.index("Estimated recall per concept"):]
+    assert recall_svg.count('class="series"') == LearnerAdmin.SHOWN_CONCEPTS
+    assert concepts[19].key in recall_svg and f">{concepts[0].key}<" not in recall_svg  # the most recent kept

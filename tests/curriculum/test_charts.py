@@ -28,7 +28,7 @@ def test_line_chart_is_valid_svg_with_labelled_axes_for_any_number_of_points(n):
     root = parse(charts.line_chart(series=[charts.Series("loss", points)], title="Loss", x_label="optimiser step",
                                    y_label="loss"))
     assert texts(root, "x-label") == ["optimiser step"] and texts(root, "y-label") == ["loss"]
-    assert len(texts(root, "y-ticks")) >= 2 and len(texts(root, "x-ticks")) >= 2
+    assert len(texts(root, "y-ticks")) >= 2 and len(texts(root, "x-ticks")) >= (1 if n == 1 else 2)
     polylines = list(root.iter(f"{SVG}polyline"))
     if n >= 2:
         coords = polylines[0].get("points").split()
@@ -92,6 +92,38 @@ def test_loss_curve_is_per_step_when_steps_are_known_else_per_epoch():
     assert texts(per_epoch, "x-label") == ["epoch"]
 
 
+def _circles(root):
+    return [(float(c.get("cx")), float(c.get("cy"))) for c in root.iter(f"{SVG}circle")]
+
+
+def test_a_one_step_loss_curve_has_distinct_y_ticks_around_the_value_and_its_step_on_the_x_axis():
+    # a one-step run: one step at 8 and an epoch mean equal to it but for float noise
+    root = parse(charts.loss_curve(loss_steps=[[8, 2.96601]], loss_history=[2.96598]))
+    y_labels = texts(root, "y-ticks")
+    assert len(y_labels) >= 3 and len(set(y_labels)) == len(y_labels), y_labels
+    y_values = [float(label) for label in y_labels]
+    assert min(y_values) < 2.966 < max(y_values) and max(y_values) - min(y_values) < 1.0  # around it, not 0..10
+    assert texts(root, "x-ticks") == ["8"]  # the one step, not 7..9 in halves
+    (x1, y1), (x2, y2) = _circles(root)
+    assert abs(y1 - y2) < 1 and abs(x1 - x2) < 1  # equal values drawn at one place
+
+
+def test_flat_series_and_small_integer_ranges_get_sensible_axes():
+    flat = parse(charts.line_chart(series=[charts.Series("loss", [(1, 0.5), (2, 0.5), (3, 0.5)])], title="t",
+                                   x_label="epoch", y_label="loss"))
+    polyline = next(flat.iter(f"{SVG}polyline")).get("points").split()
+    assert len({point.split(",")[1] for point in polyline}) == 1  # a flat line is drawn flat
+    y_labels = texts(flat, "y-ticks")
+    assert len(set(y_labels)) == len(y_labels) >= 3
+    assert texts(flat, "x-ticks") == ["1", "2", "3"]  # whole epochs, no 1.5
+    zero = parse(charts.line_chart(series=[charts.Series("z", [(0, 0.0)])], title="t", x_label="x", y_label="y"))
+    assert "0" in texts(zero, "y-ticks") and len(set(texts(zero, "y-ticks"))) == len(texts(zero, "y-ticks"))
+    # labels closer than format_number shows get the decimals that tell them apart
+    assert charts.tick_labels([2.9660, 2.9662, 2.9664], charts.format_number) == ["2.9660", "2.9662", "2.9664"]
+    bars = parse(charts.bar_chart(labels=["a", "b"], values=[5.0, 5.0], title="t", x_label="x", y_label="y"))
+    assert len(set(texts(bars, "y-ticks"))) == len(texts(bars, "y-ticks"))
+
+
 def test_nice_ticks_are_round_and_cover_the_range():
     ticks = charts.nice_ticks(0.13, 0.87)
     assert ticks[0] <= 0.13 and ticks[-1] >= 0.87
@@ -107,3 +139,31 @@ def test_time_axis_labels_dates():
     root = parse(charts.line_chart(series=[charts.Series("r", [(day, 0.2), (day + 5 * 86400, 0.9)])], title="t",
                                    x_label="time (UTC)", y_label="recall", x_time=True, y_range=(0, 1)))
     assert any(label.startswith("2023-11-") for label in texts(root, "x-ticks"))
+
+
+def test_the_orchestrator_and_the_version_page_draw_the_policies_in_one_order():
+    from curriculum.views import metrics_chart
+
+    # as evaluate_policy lists them: the baselines in its order (not alphabetical), oracle a ceiling
+    results = {"oracle": {"mean": 0.9}, "random": {"mean": 0.3}, "leitner": {"mean": 0.5}, "dt": {"mean": 0.6},
+               "lowest_recall": {"mean": 0.55}}
+    expected = ["dt", "random", "leitner", "lowest_recall", "oracle"]
+    assert charts.ordered_policies(results) == expected
+    assert [bar["name"] for bar in metrics_chart(metrics={"results": results})["bars"]] == expected
+    root = parse(charts.evaluation_chart(metrics={"metric": "recall", "results": results}))
+    assert texts(root, "x-ticks") == expected
+
+
+def test_long_y_labels_fit_and_the_legend_never_covers_the_title():
+    keys = [f"{1_700_000_000_000 + i}" for i in range(3)]  # 13-digit concept ids
+    root = parse(charts.line_chart(series=[charts.Series("r", [(1.0, 0.0)])], title="Review timeline", x_label="t",
+                                   y_label="concept", y_ticks=[(i, k) for i, k in enumerate(keys)]))
+    axis_x = float(root.find(f".//{SVG}g[@class='axes']/{SVG}line").get("x1"))
+    assert axis_x - 6 >= 6.5 * 13  # the labels end 6 px left of the axis: room for 13 digits
+    many = [charts.Series(f"concept-{i}", [(0.0, 0.1), (1.0, 0.2)]) for i in range(40)]
+    title = "Estimated recall per concept (serving encoder)"
+    root = parse(charts.line_chart(series=many, title=title, x_label="t", y_label="r", width=900))
+    legend_x = [float(el.get("x")) for el in root.iter(f"{SVG}rect")] + [
+        float(el.get("x")) for el in root.iter(f"{SVG}text") if el.get("class") == "legend-more"]
+    assert legend_x and min(legend_x) >= charts.PAD_LEFT + 7.5 * len(title)
+    assert any(el.get("class") == "legend-more" for el in root.iter(f"{SVG}text"))

@@ -78,3 +78,39 @@ def test_a_linear_token_policy_leaves_added_concepts_to_the_fallback(make_curric
     assert serving.recommend(curriculum="demo", learner="u1", at=T0).scores.keys() == {f"c{i}" for i in range(TRAINED)}
     rec = serving.recommend(curriculum="demo", learner="u1", candidates=["c4"], at=T0)
     assert rec.strategy == "fallback:lowest_recall" and rec.concept == "c4"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state_token", ["summary", "linear"])
+def test_coverage_on_every_page_agrees_with_what_serving_scores(make_curriculum, make_policy, tmp_path, admin_client,
+                                                                 state_token):
+    from django.urls import reverse
+
+    from curriculum import selectors
+
+    demo = make_curriculum("demo", concepts=TRAINED)
+    _serve(demo, _export(tmp_path / state_token, state_token=state_token))
+    make_curriculum("demo", concepts=TRAINED + 2)  # c4, c5 added after training
+    rec = serving.recommend(curriculum="demo", learner="u1", at=T0)
+    uncovered = selectors.uncovered_concepts(curriculum=demo)
+    assert uncovered == list(rec.unscored)  # what the pages say is what the API answers
+    coverage = selectors.policy_coverage(curriculum=demo, policy=selectors.active_policy(curriculum=demo))
+    assert coverage.trained == TRAINED and coverage.concept_count == TRAINED + 2
+
+    orchestrator = admin_client.get(reverse("curriculum:orchestrator")).content.decode()
+    curriculum_page = admin_client.get(reverse("admin:curriculum_curriculum_change", args=[demo.pk])).content.decode()
+    candidate = make_policy(demo)
+    confirm = admin_client.get(reverse("curriculum:orchestrator-promote", args=[candidate.pk])).content.decode()
+    if state_token == "summary":
+        assert uncovered == [] and coverage.from_features == ("c4", "c5")
+        assert "cannot score" not in orchestrator and 'id="uncovered-demo"' not in orchestrator
+        assert "scored from their features, not trained on" in orchestrator
+        assert "scored from their features, not trained on" in curriculum_page
+        assert "does not cover" not in curriculum_page
+        assert "covers all 6 concepts: trained on 4, 2 scored from their features, not trained on (c4, c5)" in confirm
+    else:
+        assert uncovered == ["c4", "c5"] and coverage.from_features == ()
+        assert "cannot score 2 (c4, c5)" in orchestrator
+        assert "scored from their features" not in orchestrator
+        assert "does not cover 2 of 6 concepts" in curriculum_page
+        assert "covers 4 of 6 concepts: it cannot score 2 (c4, c5)" in confirm

@@ -84,7 +84,7 @@ def finished_generation(curriculum) -> SyntheticGenerationJob:
 def test_retrying_a_generation_offers_a_new_seed_and_warns_about_an_identical_cohort(admin_client, curriculum, sent):
     job = finished_generation(curriculum)
     page = admin_client.get(reverse("admin:training_syntheticgenerationjob_change", args=[job.pk])).content.decode()
-    assert 'name="seed"' in page and 'value="43"' in page and "second, identical cohort of\n          30 learners" in page
+    assert 'name="seed"' in page and 'value="43"' in page and "second, identical cohort of\n  30 learners" in page
     assert "2 min 05 s" in page  # the duration, with seconds
     retry = reverse("admin:training_syntheticgenerationjob_retry", args=[job.pk])
     response = admin_client.post(retry, {"seed": "42"}, follow=True)

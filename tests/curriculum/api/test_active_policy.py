@@ -12,14 +12,15 @@ def demo(make_curriculum):
 def test_unknown_curriculum_is_404(api_client, demo):
     response = api_client.get("/api/v1/curricula/nope/policy")
     assert response.status_code == 404
-    assert response.json()["error"] == {"message": "unknown curriculum 'nope'", "fields": []}
+    assert response.json()["error"] == {"message": "key: unknown curriculum 'nope'",
+                                        "fields": [{"field": "key", "message": "unknown curriculum 'nope'"}]}
 
 
 def test_no_active_policy_is_404(api_client, demo, make_real_policy):
     make_real_policy(demo)  # a candidate only
     response = api_client.get("/api/v1/curricula/demo/policy")
     assert response.status_code == 404
-    assert response.json()["error"]["message"] == "curriculum 'demo' has no active policy version"
+    assert response.json()["error"]["fields"] == [{"field": "key", "message": "curriculum 'demo' has no active policy version"}]
 
 
 def test_the_active_version_is_described(api_client, demo, make_real_policy):

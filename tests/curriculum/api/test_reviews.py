@@ -133,10 +133,14 @@ def test_a_body_larger_than_the_limit_is_400(api_client, demo):
     assert "larger than" in error["message"]
 
 
-def test_json_is_read_whatever_the_content_type(api_client, demo):
+def test_a_body_that_is_not_sent_as_json_is_415_naming_the_content_type(api_client, demo):
     # curl -d sends application/x-www-form-urlencoded unless told otherwise
     response = api_client.post(URL, data=json.dumps(review(0)), content_type="application/x-www-form-urlencoded")
-    assert response.status_code == 201
+    error = assert_error_shape(response, 415)
+    assert error["fields"][0]["field"] == "Content-Type" and "application/json" in error["message"]
+    assert ReviewLog.objects.count() == 0
+    for media_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        assert api_client.post(URL, data=json.dumps(review(0)), content_type=media_type).status_code == 201
 
 
 def test_without_a_token_it_is_401_with_www_authenticate(client, demo):
