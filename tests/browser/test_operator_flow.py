@@ -69,5 +69,5 @@ def test_operator_launches_a_run_watches_it_and_promotes_it(celery_worker, live_
     page.click("#confirm-button")
     page.wait_for_selector("text=algebra v1 is now the active version.")
     assert "active" in page.get_attribute("#version-algebra-1", "class")
-    assert "first trained version" in page.text_content("#curriculum-algebra table")
+    assert "first trained version" in page.text_content("#history-algebra")
     assert page.load_problems == []
