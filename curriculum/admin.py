@@ -151,6 +151,13 @@ class LearnerAdmin(admin.ModelAdmin):
     # a real deck has hundreds of concepts: the charts show the most recently reviewed and say how many are hidden
     SHOWN_CONCEPTS = 12
 
+    def has_add_permission(self, request) -> bool:
+        return False  # learners come with their reviews (the API, imports, generation): external_id is read-only
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Nothing on a learner's page is editable: the admin then renders it view-only, without Save buttons.
+        return False
+
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Learner) -> str:
         return format_when(obj.created_at)
