@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 
 from curriculum import charts
 from curriculum.admin import PolicyModelAdmin, format_when, permission_denied
+from curriculum.admin_text import protocol_columns
 from curriculum.evaluation_protocol import EvaluationProtocol, protocol_of
 from curriculum.models import PolicyModel
 
@@ -77,7 +78,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Job):
-        return format_html('<progress max="100" value="{}" style="width: 6em"></progress> {}%', obj.progress_percent,
+        return format_html('<progress max="100" value="{}" style="width: 4em"></progress> {}%', obj.progress_percent,
                            obj.progress_percent)
 
     @admin.display(description="created", ordering="created_at")
@@ -423,9 +424,13 @@ class TrainingRunLaunchForm(forms.ModelForm):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(JobAdmin):
-    list_display = ("__str__", "status", "progress", "latest_loss", "version", "created", "duration")
+    # The columns operators compare runs by (within 1,400 px): data, key parameters, final loss, the evaluation
+    # under the protocol (DT mean, lift over random), duration and device.
+    # (the version it registered is on its page and in the version list's "data / run" column)
+    list_display = ("__str__", "status", "progress", "data", "parameters", "latest_loss", "evaluation_summary",
+                    "duration_device")
     list_filter = ("status", "data_source", "curriculum")
-    list_select_related = ("curriculum", "created_by", "policy")
+    list_select_related = ("curriculum", "created_by", "policy", "dataset")
     result_fields = ("device", "epoch_of", "latest_loss", "loss_curve", "policy_link", "metrics_chart")
     add_form_template = "admin/training/trainingrun_add_form.html"
 
@@ -493,6 +498,31 @@ class TrainingRunAdmin(JobAdmin):
     @admin.display(description="loss")
     def latest_loss(self, obj: TrainingRun):
         return format_html('<span data-live="loss">{}</span>', "-" if obj.loss is None else f"{obj.loss:.4f}")
+
+    @admin.display(description="time, device")
+    def duration_device(self, obj: TrainingRun):
+        return format_html("{}<br><span class=\"quiet\">{}</span>", self.duration(obj), obj.device or "-")
+
+    @admin.display(description="data")
+    def data(self, obj: TrainingRun):
+        if obj.data_source == TrainingRun.DataSource.DATASET and obj.dataset_id:
+            return format_html('<a href="{}">{}</a>', reverse("admin:training_trajectoryextractionjob_change",
+                                                              args=[obj.dataset_id]), obj.dataset)
+        return obj.data_source.replace("_", " ")
+
+    @admin.display(description="parameters")
+    def parameters(self, obj: TrainingRun):
+        """users x interactions (synthetic only), epochs, batch size, seed: ``500x100 · 10 ep · b64 · s42``."""
+        training = f"{obj.epochs} ep \u00b7 b{obj.batch_size} \u00b7 s{obj.seed}"
+        if obj.data_source != TrainingRun.DataSource.SYNTHETIC:
+            return training
+        return format_html("{}x{}<br>{}", obj.num_users, obj.interactions, training)
+
+    @admin.display(description="DT, lift")
+    def evaluation_summary(self, obj: TrainingRun):
+        """The DT mean and its lift over random in the run's evaluation (under the protocol it records)."""
+        mean, over = protocol_columns(obj.metrics)
+        return "-" if mean == "-" else format_html('{}<br><span class="quiet">{} vs random</span>', mean, over)
 
     @admin.display(description="loss curve")
     def loss_curve(self, obj: TrainingRun):
