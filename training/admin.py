@@ -460,7 +460,7 @@ class TrainingRunAdmin(JobAdmin):
         return super().add_view(request, form_url, {**(extra_context or {}), "source_fields": SOURCE_FIELDS,
                                                     "protocol_notes": notes})
 
-    @admin.display(description="evaluation")
+    @admin.display(description="evaluation protocol")
     def evaluation(self, obj: TrainingRun) -> str:
         """The students and reviews the evaluation used (its recorded protocol), else will use."""
         used = protocol_of(obj.metrics)
