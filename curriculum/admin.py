@@ -11,7 +11,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from . import charts, selectors, services
-from .admin_text import format_when, permission_denied  # noqa: F401 - permission_denied: for the other admins
+from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
 from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
@@ -151,6 +151,13 @@ class LearnerAdmin(admin.ModelAdmin):
     # a real deck has hundreds of concepts: the charts show the most recently reviewed and say how many are hidden
     SHOWN_CONCEPTS = 12
 
+    def has_add_permission(self, request) -> bool:
+        return False  # learners come with their reviews (the API, imports, generation): external_id is read-only
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Nothing on a learner's page is editable: the admin then renders it view-only, without Save buttons.
+        return False
+
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Learner) -> str:
         return format_when(obj.created_at)
@@ -251,10 +258,12 @@ class ReviewLogAdmin(admin.ModelAdmin):
 class PolicyModelAdmin(admin.ModelAdmin):
     """Versions are immutable: nothing is editable here; promotion goes through the promotion service."""
 
-    list_display = ("__str__", "curriculum", "version", "status", "dt_recall", "created", "promoted")
+    # The columns operators compare (within 1,400 px): where it came from, its evaluation under the curriculum's
+    # protocol, what it is, and when (with seconds).
+    list_display = ("__str__", "status", "source", "dt_recall", "lift_random", "short_description", "when")
     list_filter = ("status", "curriculum")
     search_fields = ("curriculum__key",)
-    list_select_related = ("curriculum",)
+    list_select_related = ("curriculum", "training_run")
     actions = ["promote_selected"]
     # The pictures first, the raw config last (folded).
     fields = ("curriculum", "version", "status", "created", "promoted", "evaluation", "loss_chart", "artifact_links",
@@ -298,10 +307,35 @@ class PolicyModelAdmin(admin.ModelAdmin):
     def has_promote_permission(self, request) -> bool:
         return request.user.has_perm("curriculum.promote_policymodel")
 
-    @admin.display(description="DT mean final recall")
+    @admin.display(description="DT mean")
     def dt_recall(self, obj: PolicyModel):
-        value = obj.dt_mean_final_recall
-        return "-" if value is None else f"{value:.4f}"
+        return protocol_columns(self._protocol_metrics(obj))[0]
+
+    @admin.display(description="lift over random")
+    def lift_random(self, obj: PolicyModel) -> str:
+        return protocol_columns(self._protocol_metrics(obj))[1]
+
+    @staticmethod
+    def _protocol_metrics(obj: PolicyModel):
+        """The version's evaluation under its curriculum's protocol (None when it has none yet)."""
+        return selectors.evaluation_under(policy=obj, protocol=obj.curriculum.protocol)
+
+    @admin.display(description="data / run")
+    def source(self, obj: PolicyModel):
+        run = getattr(obj, "training_run", None)
+        if run is None:
+            return "-"
+        return format_html('<a href="{}">run #{}</a> {}', reverse("admin:training_trainingrun_change", args=[run.pk]),
+                           run.pk, run.data_source.replace("_", " "))
+
+    @admin.display(description="created / promoted", ordering="created_at")
+    def when(self, obj: PolicyModel):
+        return format_html("{}<br>{}", format_when(obj.created_at), format_when(obj.promoted_at))
+
+    @admin.display(description="description")
+    def short_description(self, obj: PolicyModel) -> str:
+        text = obj.description or ""
+        return text if len(text) <= 40 else text[:39] + "\u2026"
 
     @admin.display(description="artifacts")
     def artifact_links(self, obj: PolicyModel):

@@ -27,3 +27,12 @@ def permission_denied(request, *, app_label: str, codename: str, doing: str) -> 
         f"{who} may not {doing}: the permission \u201c{name}\u201d ({app_label}.{codename}) is missing. "
         f"An administrator can grant it under Users or Groups."
     )
+
+
+def protocol_columns(metrics) -> tuple[str, str]:
+    """(DT mean, lift over random) of an evaluation for list columns: ``("0.6123", "+0.1042")``; "-" where absent."""
+    from .evaluation_protocol import dt_mean, lift
+
+    mean = dt_mean(metrics)
+    over = lift(metrics).get("random")
+    return ("-" if mean is None else f"{mean:.4f}", "-" if over is None else f"{over['mean']:+.4f}")

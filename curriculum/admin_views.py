@@ -5,6 +5,8 @@ Hooked into CurriculumAdmin.get_urls; thin: they parse the form, call one servic
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -19,6 +21,8 @@ from django.utils.text import slugify
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from . import charts
+from .admin_text import format_when
 from .calibration import PREDICTORS, calibration_report
 from .models import Curriculum, Learner
 from .services import artifact_storage
@@ -192,24 +196,13 @@ class CalibrationView(_CurriculumPage):
         sections = [
             {"key": key, "label": label, "n": report["results"][key]["n"],
              "rows": [(name, report["results"][key][name]) for name in PREDICTORS],
-             "plot": reliability_plot(report["results"][key])}
+             "plot": charts.calibration_chart(
+                 reliability={name: report["results"][key][name].get("reliability") or [] for name in PREDICTORS},
+                 title="Calibration")}  # short: the legend shares its line (the heading says which reviews)
             for key, label in (("excluding_same_day", "Reviews a day or more after the previous one"),
                                ("including_same_day", "All repeat reviews (same-day included)"))
         ]
         fit = report["results"]["excluding_same_day"]["model"].get("fit")
-        return self.render(request, report=report, sections=sections, fit=fit)
-
-
-PLOT_COLOURS = {"model": "#1f77b4", "avg": "#7f7f7f", "moving_avg": "#2ca02c", "fsrs6_default": "#d62728"}
-
-
-def reliability_plot(section: dict, *, size: int = 260, pad: int = 30) -> dict:
-    """A calibration plot drawn server-side: per predictor, the points (mean predicted, observed) of its non-empty
-    probability bins, as SVG polyline coordinates in a ``size`` x ``size`` box (pixels, y downwards)."""
-    span = size - 2 * pad
-    lines = []
-    for name in PREDICTORS:
-        bins = [b for b in section[name].get("reliability") or [] if b["count"]]
-        points = " ".join(f"{pad + b['predicted'] * span:.1f},{size - pad - b['observed'] * span:.1f}" for b in bins)
-        lines.append({"name": name, "colour": PLOT_COLOURS[name], "points": points})
-    return {"size": size, "pad": pad, "far": size - pad, "lines": lines}
+        test_from = report["split"]["test_from"]
+        return self.render(request, report=report, sections=sections, fit=fit,
+                           test_from=format_when(dt.datetime.fromisoformat(test_from)) if test_from else "-")

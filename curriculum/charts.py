@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString, mark_safe
 # Colours of the Django admin's palette, in the order series take them.
 PALETTE = ("#417690", "#ba2121", "#5b8c2a", "#c18a00", "#7a4fa0", "#2b8a8a", "#8a5a2b", "#666666")
 MAX_LINE_POINTS = 1200
+DASH = ' stroke-dasharray="6 4"'
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 64, 16, 30, 44
 Formatter = Callable[[float], str]
 
@@ -34,6 +35,7 @@ class Series:
     markers: bool = False  # draw a dot per point (and no line when ``line`` is False)
     line: bool = True
     tooltips: Sequence[str] = field(default=())  # one per point, else "name: x, y"
+    dashed: bool = False  # a reference line (e.g. perfect calibration), drawn dashed
 
 
 # ------------------------------------------------------------------------------------------------ scales
@@ -282,7 +284,8 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
             line = thin([(x, y) for _, x, y in indexed])
             coords = " ".join(f"{frame.x(x):.1f},{frame.y(y):.1f}" for x, y in line)
             body.append(f'<polyline class="series" data-series="{escape(s.name)}" points="{coords}" fill="none" '
-                        f'stroke="{escape(color)}" stroke-width="2"><title>{escape(s.name)}</title></polyline>')
+                        f'stroke="{escape(color)}" stroke-width="2"{DASH if s.dashed else ""}>'
+                        f'<title>{escape(s.name)}</title></polyline>')
         if s.markers or len(indexed) == 1:
             if len(indexed) > MAX_LINE_POINTS:
                 step = len(indexed) / MAX_LINE_POINTS
@@ -419,6 +422,24 @@ def loss_curve(*, loss_steps: Sequence[Sequence[float]] = (), loss_history: Sequ
                                      tooltips=[f"epoch {i + 1}: {v:.4f}" for i, v in enumerate(loss_history)])],
                       title="Training loss", x_label="epoch", y_label="mean cross-entropy loss",
                       width=width, height=height, css_class="loss-curve")
+
+
+def calibration_chart(*, reliability: dict[str, Sequence[dict]], title: str, width: int = 640,
+                      height: int = 420) -> SafeString:
+    """A reliability diagram: per predictor (in the given order), the (mean predicted, observed) recall of its
+    non-empty probability bins (training.rl.calibration.reliability: ``{"count", "predicted", "observed"}``), as a
+    line with dots (one bin: a dot), over the dashed diagonal of perfect calibration; both axes 0 to 1."""
+    series = [Series(name="perfect calibration", points=[(0.0, 0.0), (1.0, 1.0)], color="#999999", dashed=True)]
+    for name, bins in reliability.items():
+        shown = [b for b in bins or () if b.get("count") and b.get("predicted") is not None]
+        series.append(Series(
+            name=name, points=[(float(b["predicted"]), float(b["observed"])) for b in shown], markers=True,
+            tooltips=[f"{name}: predicted {b['predicted']:.3f}, observed {b['observed']:.3f} ({b['count']} reviews)"
+                      for b in shown],
+        ))
+    return line_chart(series=series, title=title, x_label="predicted recall (mean of the bin)",
+                      y_label="observed recall", width=width, height=height, y_range=(0.0, 1.0),
+                      css_class="calibration-plot")
 
 
 def ordered_policies(results: dict) -> list[str]:

@@ -21,6 +21,9 @@ from django.utils.html import format_html, format_html_join
 
 from curriculum import charts
 from curriculum.admin import PolicyModelAdmin, format_when, permission_denied
+from curriculum.admin_text import protocol_columns
+from curriculum.evaluation_protocol import EvaluationProtocol, protocol_of
+from curriculum.models import PolicyModel
 
 from . import jobs
 from .models import Job, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
@@ -75,7 +78,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Job):
-        return format_html('<progress max="100" value="{}" style="width: 6em"></progress> {}%', obj.progress_percent,
+        return format_html('<progress max="100" value="{}" style="width: 4em"></progress> {}%', obj.progress_percent,
                            obj.progress_percent)
 
     @admin.display(description="created", ordering="created_at")
@@ -359,6 +362,31 @@ SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "dataset": (TrainingRun.DataSource.DATASET,),
     "num_users": (TrainingRun.DataSource.SYNTHETIC,),
 }
+# On a run's page, beyond SOURCE_FIELDS: the parameters only a synthetic run's data uses (a run on a review log or
+# a dataset takes its concepts from the curriculum and its reviews from the data). The evaluation's students and
+# reviews are shown as the protocol the evaluation used ("evaluation" below), not as the run's fields.
+RUN_PAGE_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    **SOURCE_FIELDS,
+    "interactions": (TrainingRun.DataSource.SYNTHETIC,),
+    "concepts": (TrainingRun.DataSource.SYNTHETIC,),
+    "eval_students": (),
+}
+
+
+def fixed_protocol(curriculum) -> EvaluationProtocol | None:
+    """The evaluation protocol a new run on ``curriculum`` will be evaluated under whatever its eval_students and
+    interactions say: the stored one, or the defaults once the curriculum has a version (see
+    curriculum.services.ensure_evaluation_protocol); None when the next run's own values will set it."""
+    if curriculum.evaluation_protocol or PolicyModel.objects.filter(curriculum=curriculum).exists():
+        return curriculum.protocol
+    return None
+
+
+def protocol_note(protocol: EvaluationProtocol) -> str:
+    """The sentence the add form and a run's page show about a curriculum's fixed protocol."""
+    return (f"The curriculum's evaluation protocol decides the evaluation: {protocol.students} students, "
+            f"{protocol.interactions} reviews each (seed {protocol.seed}); the run's \"Evaluation students\" and "
+            f"the evaluation's share of \"Reviews per learner\" are not used.")
 
 
 class TrainingRunLaunchForm(forms.ModelForm):
@@ -371,7 +399,11 @@ class TrainingRunLaunchForm(forms.ModelForm):
                   "eval_students": "Evaluation students", "no_cuda": "CPU only"}
         help_texts = {
             "curriculum": "Its concepts are the actions: the run takes the concept count from the curriculum.",
-            "interactions": "Reviews per simulated learner (synthetic) and per evaluation student.",
+            "interactions": "Reviews per simulated learner (synthetic data source). Also the reviews per evaluation "
+                            "student, but only while the curriculum has no evaluation protocol (the first run "
+                            "sets it).",
+            "eval_students": "Held-out simulated students of the evaluation, only while the curriculum has no "
+                             "evaluation protocol (the first run sets it; later runs use the protocol's).",
         }
 
     def clean(self):
@@ -392,10 +424,14 @@ class TrainingRunLaunchForm(forms.ModelForm):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(JobAdmin):
-    list_display = ("__str__", "status", "progress", "latest_loss", "version", "created", "duration")
+    # The columns operators compare runs by (within 1,400 px): data, key parameters, final loss, the evaluation
+    # under the protocol (DT mean, lift over random), duration and device.
+    # (the version it registered is on its page and in the version list's "data / run" column)
+    list_display = ("__str__", "status", "progress", "data", "parameters", "latest_loss", "evaluation_summary",
+                    "duration_device")
     list_filter = ("status", "data_source", "curriculum")
-    list_select_related = ("curriculum", "created_by", "policy")
-    result_fields = ("device", "epoch", "latest_loss", "loss_curve", "policy_link", "metrics_chart")
+    list_select_related = ("curriculum", "created_by", "policy", "dataset")
+    result_fields = ("device", "epoch_of", "latest_loss", "loss_curve", "policy_link", "metrics_chart")
     add_form_template = "admin/training/trainingrun_add_form.html"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -411,11 +447,30 @@ class TrainingRunAdmin(JobAdmin):
                 ("Training", {"fields": ("epochs", "batch_size", "seed", "no_cuda", "eval_students")}),
             ]
         shown = tuple(name for name in jobs.PARAMETERS[TrainingRun]
-                      if obj.data_source in SOURCE_FIELDS.get(name, (obj.data_source,)))
-        return [("Parameters", {"fields": shown}), *super().get_fieldsets(request, obj)[1:]]
+                      if obj.data_source in RUN_PAGE_SOURCE_FIELDS.get(name, (obj.data_source,)))
+        return [("Parameters", {"fields": (*shown, "evaluation")}), *super().get_fieldsets(request, obj)[1:]]
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else (*super().get_readonly_fields(request, obj), "evaluation")
 
     def add_view(self, request, form_url="", extra_context=None):
-        return super().add_view(request, form_url, {**(extra_context or {}), "source_fields": SOURCE_FIELDS})
+        from curriculum.models import Curriculum
+
+        notes = {str(c.pk): protocol_note(p) for c in Curriculum.objects.all() if (p := fixed_protocol(c))}
+        return super().add_view(request, form_url, {**(extra_context or {}), "source_fields": SOURCE_FIELDS,
+                                                    "protocol_notes": notes})
+
+    @admin.display(description="evaluation protocol")
+    def evaluation(self, obj: TrainingRun) -> str:
+        """The students and reviews the evaluation used (its recorded protocol), else will use."""
+        used = protocol_of(obj.metrics)
+        if used is not None:
+            return f"{used.label} (the curriculum's evaluation protocol)"
+        fixed = fixed_protocol(obj.curriculum)
+        if fixed is not None:
+            return protocol_note(fixed)
+        return (f"{obj.eval_students} students, {obj.interactions} reviews each: this run's values, which become the "
+                f"curriculum's evaluation protocol")
 
     def save_model(self, request, obj, form, change) -> None:
         curriculum = obj.dataset.curriculum if obj.data_source == TrainingRun.DataSource.DATASET and obj.dataset \
@@ -434,9 +489,40 @@ class TrainingRunAdmin(JobAdmin):
             kwargs["queryset"] = TrajectoryExtractionJob.objects.filter(status=Job.Status.SUCCEEDED).select_related("curriculum")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    # epoch and loss read the same fields as the live panel (job_status) and carry data-live, so the page's
+    # poller updates them together: the header and the Result section always agree.
+    @admin.display(description="epoch")
+    def epoch_of(self, obj: TrainingRun):
+        return format_html('<span data-live="epoch">{}</span> / {}', obj.epoch, obj.epochs)
+
     @admin.display(description="loss")
-    def latest_loss(self, obj: TrainingRun) -> str:
-        return "-" if obj.loss is None else f"{obj.loss:.4f}"
+    def latest_loss(self, obj: TrainingRun):
+        return format_html('<span data-live="loss">{}</span>', "-" if obj.loss is None else f"{obj.loss:.4f}")
+
+    @admin.display(description="time, device")
+    def duration_device(self, obj: TrainingRun):
+        return format_html("{}<br><span class=\"quiet\">{}</span>", self.duration(obj), obj.device or "-")
+
+    @admin.display(description="data")
+    def data(self, obj: TrainingRun):
+        if obj.data_source == TrainingRun.DataSource.DATASET and obj.dataset_id:
+            return format_html('<a href="{}">{}</a>', reverse("admin:training_trajectoryextractionjob_change",
+                                                              args=[obj.dataset_id]), obj.dataset)
+        return obj.data_source.replace("_", " ")
+
+    @admin.display(description="parameters")
+    def parameters(self, obj: TrainingRun):
+        """users x interactions (synthetic only), epochs, batch size, seed: ``500x100 · 10 ep · b64 · s42``."""
+        training = f"{obj.epochs} ep \u00b7 b{obj.batch_size} \u00b7 s{obj.seed}"
+        if obj.data_source != TrainingRun.DataSource.SYNTHETIC:
+            return training
+        return format_html("{}x{}<br>{}", obj.num_users, obj.interactions, training)
+
+    @admin.display(description="DT, lift")
+    def evaluation_summary(self, obj: TrainingRun):
+        """The DT mean and its lift over random in the run's evaluation (under the protocol it records)."""
+        mean, over = protocol_columns(obj.metrics)
+        return "-" if mean == "-" else format_html('{}<br><span class="quiet">{} vs random</span>', mean, over)
 
     @admin.display(description="loss curve")
     def loss_curve(self, obj: TrainingRun):

@@ -23,16 +23,19 @@ def _param(default: Any, help: str, low: int | None = None, high: int | None = N
 class TrainingSpec:
     """What a training run is made with. ``concepts`` None: the curriculum's count (else DEFAULT_CONCEPTS)."""
 
-    num_users: int = _param(500, "synthetic learners", 1, 1_000_000)
-    interactions: int = _param(100, "reviews per synthetic learner (and per evaluation student)", 2, 100_000)
+    num_users: int = _param(500, "learners simulated for the training data (synthetic data source only)", 1, 1_000_000)
+    interactions: int = _param(
+        100, "reviews per simulated training learner (synthetic data source); also the reviews per evaluation "
+        "student, but only when the curriculum has no evaluation protocol yet (the first run sets it)", 2, 100_000)
     concepts: int | None = _param(None, "concepts of a synthetic curriculum (default: the curriculum's, else 20)",
                                   2, 5_000)
     epochs: int = _param(10, "passes over the trajectory dataset", 1, 1_000)
     batch_size: int = _param(64, "trajectory windows per optimiser step", 1, 8_192)
     seed: int = _param(42, "seed of the synthetic cohort and of training")
     no_cuda: bool = _param(False, "train on the CPU even when CUDA is available")
-    eval_students: int = _param(200, "held-out simulated students for the evaluation against the baselines",
-                                2, 100_000)
+    eval_students: int = _param(
+        200, "held-out simulated students of the evaluation against the baselines, but only when the curriculum "
+        "has no evaluation protocol yet (the first run sets it; later runs use the protocol's)", 2, 100_000)
 
     # ------------------------------------------------------------------------------------ the declaration
     @classmethod

@@ -93,8 +93,8 @@ def test_version_page_shows_evaluation_and_loss_charts_above_its_config(live_ser
     page.wait_for_selector("#result_list")
     widths = page.evaluate("[document.documentElement.scrollWidth, document.querySelector('.results').scrollWidth,"
                            " document.querySelector('.results').clientWidth]")
-    assert widths[0] <= 1400 and widths[1] <= widths[2], f"the run list is clipped at 1,400 px: {widths}"
     screenshot("trainingrun-list")
+    assert widths[0] <= 1400 and widths[1] <= widths[2], f"the run list is clipped at 1,400 px: {widths}"
 
 
 def test_job_lists_and_pages_fit_1400_px(live_server, browser_page, login, make_curriculum, screenshot):
@@ -140,3 +140,46 @@ def test_job_lists_and_pages_fit_1400_px(live_server, browser_page, login, make_
     tools = page.locator(".object-tools").bounding_box()
     assert note["y"] + note["height"] <= header["y"], f"the retry note overlaps the Progress header: {note} {header}"
     assert note["y"] >= tools["y"] + tools["height"], f"the retry note overlaps the retry button: {note} {tools}"
+
+
+def test_comparison_lists_calibration_and_a_running_run_at_1400_px(live_server, browser_page, login, make_curriculum,
+                                                                   make_policy, screenshot):
+    from curriculum.models import Learner, ReviewLog
+    from training.models import TrainingRun
+
+    curriculum = make_curriculum("algebra", concepts=5)
+    policy = make_policy(curriculum, recall=0.62)
+    policy.description = "first synthetic run with a long description that the list shortens for the operator"
+    policy.save(update_fields=["description"])
+    now = timezone.now()
+    TrainingRun.objects.create(curriculum=curriculum, concepts=5, status="succeeded", policy=policy, epochs=3,
+                               epoch=3, loss=1.1, started_at=now - dt.timedelta(minutes=3), finished_at=now,
+                               metrics=policy.metrics, device="cpu")
+    running = TrainingRun.objects.create(curriculum=curriculum, concepts=5, status="running", epochs=1, epoch=1,
+                                         loss=2.966, started_at=now - dt.timedelta(seconds=30), heartbeat_at=now,
+                                         phase="evaluating", step=2, steps=5)
+    learner = Learner.objects.create(external_id="ada")
+    for i in range(40):
+        ReviewLog.objects.create(learner=learner, curriculum=curriculum, concept=curriculum.concepts.get(position=i % 5),
+                                 correct=i % 4 != 1, reviewed_at=now - dt.timedelta(days=80 - 2 * i), source="live")
+    login()
+    page = browser_page
+    for name, path in [("trainingrun-list-columns", "/admin/training/trainingrun/"),
+                       ("policy-list-columns", "/admin/curriculum/policymodel/"),
+                       ("calibration-page", f"/admin/curriculum/curriculum/{curriculum.pk}/calibration/")]:
+        page.goto(live_server.url + path)
+        page.wait_for_selector("#content-main")
+        clipped = page.evaluate("""() => [document.documentElement.scrollWidth > 1400 ? 'page' : '',
+            ...[...document.querySelectorAll('.results, #content-main')]
+            .filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.className || el.id)].filter(Boolean)""")
+        assert clipped == [], f"{name}: clipped at 1,400 px: {clipped}"
+        screenshot(name)
+    text = page.text_content("#content-main")
+    assert "T" not in text.split("reviews from ")[1][:20]  # a formatted time, not ISO 8601
+    assert page.locator("svg.calibration-plot").first.bounding_box()["width"] >= 600
+    page.goto(f"{live_server.url}/admin/training/trainingrun/{running.pk}/change/")
+    first = page.text_content("#job-duration")
+    page.wait_for_timeout(2200)
+    assert page.text_content("#job-duration") != first, "the runtime does not tick"
+    assert "of evaluating" in page.text_content("#job-bar-label")
+    screenshot("trainingrun-running")

@@ -117,6 +117,7 @@ def test_a_learner_page_on_a_large_deck_shows_the_recent_concepts_and_a_read_onl
     hidden = 20 - LearnerAdmin.SHOWN_CONCEPTS
     assert f"{hidden} other reviewed concepts are hidden" in page
     assert 'name="external_id"' not in page  # the API's identity of the learner: not editable
+    assert 'name="_save"' not in page and 'name="_continue"' not in page  # nothing to save on a view-only page
     recall_svg = page[page.index("Estimated recall per concept"):]
     assert recall_svg.count('class="series"') == LearnerAdmin.SHOWN_CONCEPTS
     assert concepts[19].key in recall_svg and f">{concepts[0].key}<" not in recall_svg  # the most recent kept

@@ -167,3 +167,23 @@ def test_long_y_labels_fit_and_the_legend_never_covers_the_title():
         float(el.get("x")) for el in root.iter(f"{SVG}text") if el.get("class") == "legend-more"]
     assert legend_x and min(legend_x) >= charts.PAD_LEFT + 7.5 * len(title)
     assert any(el.get("class") == "legend-more" for el in root.iter(f"{SVG}text"))
+
+
+def test_the_calibration_chart_draws_every_predictor_over_the_diagonal_with_labelled_ticks():
+    bins = lambda *pts: [{"count": c, "predicted": p, "observed": o} for p, o, c in pts]  # noqa: E731
+    svg = str(charts.calibration_chart(title="Calibration", reliability={
+        "model": bins((0.3, 0.35, 10), (0.8, 0.75, 40)),
+        "avg": bins((0.7, 0.72, 50)),  # a constant predictor: one bin, drawn as a dot
+        "moving_avg": bins((0.5, 0.4, 5), (0.9, 0.85, 5)) + [{"count": 0, "predicted": None, "observed": None}],
+        "fsrs6_default": [],
+    }))
+    root = ET.fromstring(svg)
+    assert int(root.get("width")) >= 500
+    drawn = {el.get("data-series") for el in root.iter()
+             if el.get("data-series") and (el.tag.endswith("polyline") or len(el))}  # a line, or dots
+    assert drawn == {"perfect calibration", "model", "avg", "moving_avg"}
+    diagonal = next(el for el in root.iter() if el.get("data-series") == "perfect calibration")
+    assert diagonal.get("stroke-dasharray")
+    texts = [el.text for el in root.iter() if el.text]
+    for label in ("0", "0.4", "1", "predicted recall (mean of the bin)", "observed recall", "fsrs6_default"):
+        assert label in texts

@@ -1,6 +1,7 @@
 """Admin review-log pages: upload (permission, CSRF, temporary file, all or nothing) and the calibration report."""
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from curriculum.admin_text import format_when
 from curriculum.models import ReviewLog
 
 FIXTURES = Path(__file__).parent / "reviews" / "importers" / "fixtures"
@@ -237,8 +239,15 @@ def test_the_calibration_page_shows_the_model_the_baselines_and_a_plot(importer,
     body = response.content.decode()
     for name in ("model", "avg", "moving_avg", "fsrs6_default"):
         assert f"<td>{name}</td>" in body
-    assert "<svg" in body and "<polyline" in body
-    assert response.context["report"]["results"]["including_same_day"]["n"] >= 1
+    assert body.count("crl-chart line-chart calibration-plot") == 2
+    plot = body[body.index("calibration-plot"):]
+    for name in ("perfect calibration", "model", "avg", "moving_avg", "fsrs6_default"):
+        assert f">{name}<" in plot  # the legend names every predictor and the diagonal
+    assert 'data-series="avg"' in plot  # a constant predictor (one bin) is still drawn
+    report = response.context["report"]
+    assert report["results"]["including_same_day"]["n"] >= 1
+    test_from = dt.datetime.fromisoformat(report["split"]["test_from"])
+    assert report["split"]["test_from"] not in body and format_when(test_from) in body  # with seconds, local time
 
 
 @pytest.mark.django_db

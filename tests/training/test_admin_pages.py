@@ -63,6 +63,42 @@ def test_launch_takes_the_concept_count_from_the_curriculum_and_ignores_fields_o
     assert (on_dataset.dataset, on_dataset.num_users, on_dataset.concepts) == (done, 500, 5)
     page = admin_client.get(reverse("admin:training_trainingrun_change", args=[on_dataset.pk])).content.decode()
     assert "field-dataset" in page and "field-num_users" not in page  # its page shows what it used
+    for unused in ("interactions", "concepts", "eval_students"):  # a dataset run's data and evaluation ignore them
+        assert f"field-{unused}" not in page
+    assert "field-evaluation" in page and "30 students, 20 reviews each" in page  # what the evaluation will use
+
+
+def test_a_curriculum_with_a_protocol_says_the_evaluation_uses_it_on_the_form_and_the_run_page(
+        admin_client, curriculum, make_policy):
+    curriculum.evaluation_protocol = {"students": 77, "interactions": 33}
+    curriculum.save()
+    form = admin_client.get(reverse("admin:training_trainingrun_add"))
+    assert "77 students, 33 reviews each" in form.context["protocol_notes"][str(curriculum.pk)]
+    assert 'id="protocol-notes"' in form.content.decode()
+    run = TrainingRun.objects.create(curriculum=curriculum, status="running", started_at=timezone.now(),
+                                     eval_students=30, interactions=20)
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert "77 students, 33 reviews each" in page and "are not used" in page
+
+
+def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_ticking_runtime(admin_client, curriculum):
+    run = TrainingRun.objects.create(curriculum=curriculum, status="running", epochs=1, epoch=1, loss=2.966,
+                                     started_at=timezone.now() - dt.timedelta(seconds=90),
+                                     phase="evaluating", step=2, steps=5)
+    response = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    page = response.content.decode()
+    status = response.context["job_status"]
+    assert (status["percent"], status["indeterminate"]) == (40.0, False)  # the evaluation's 2 of 5, not 100%
+    assert "of evaluating (2 / 5)" in page
+    # the header and the Result section show the same fields, both updated by the poller (data-live)
+    assert page.count('data-live="epoch">1<') == 2 and page.count('data-live="loss">2.9660<') == 2
+    assert f'data-started="{run.started_at.isoformat()}"' in page and "1 min 30 s so far" in page
+
+    TrainingRun.objects.filter(pk=run.pk).update(phase="evaluating the active version", step=0, steps=0)
+    response = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk]))
+    assert response.context["job_status"]["indeterminate"] is True
+    bar = response.content.decode().split('id="job-progress-bar"')[1].split(">")[0]
+    assert "value=" not in bar  # an indeterminate bar, labelled with the phase
 
 
 def test_launch_form_refuses_a_dataset_of_another_curriculum(admin_client, curriculum, make_curriculum, sent):

@@ -182,10 +182,14 @@ def mark_stale_jobs(*, restarted_worker: str = "") -> int:
 
 # ------------------------------------------------------------------------------------------- for the UI
 def job_status(*, job: Job) -> dict[str, Any]:
-    """What the admin's progress poller shows."""
+    """What the admin's progress poller shows. ``percent`` is the progress of the current ``phase`` (step of
+    steps); ``indeterminate``: a running job whose phase has no counts (steps 0), shown as a moving bar;
+    ``started_at`` (ISO 8601 or None) lets the page tick the runtime."""
     data: dict[str, Any] = {
         "id": job.pk, "status": job.status, "finished": job.is_finished, "phase": job.phase,
         "step": job.step, "steps": job.steps, "percent": job.progress_percent,
+        "indeterminate": job.status == Job.Status.RUNNING and not job.steps,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
         "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "cancel_requested": job.cancel_requested, "error": job.error.splitlines()[0] if job.error else "",
     }

@@ -79,12 +79,13 @@ def _train(run: JobRun) -> None:
     def progress(stage: str, done: int, total: int, info: dict | None = None) -> None:
         info = info or {}
         if stage != "training":
-            # The progress bar is the optimiser's steps: other stages (data before, export and evaluation
-            # after) only name the phase.
+            # The progress bar follows the phase: the optimiser's steps while training, the stage's own
+            # done/total otherwise (evaluating: policies evaluated of all), so an evaluation of minutes does not
+            # sit at 100%.
             if job.loss is not None and len(losses) < job.epoch:
                 losses.append(job.loss)  # the last epoch's mean, reported last in it, closes the curve
                 run.report(loss_history=list(losses))
-            run.report(phase=stage)
+            run.report(phase=stage, step=max(done, 0), steps=max(total, 0))
             return
         epoch = int(info.get("epoch", job.epoch))
         if epoch > job.epoch and job.loss is not None and job.epoch:
@@ -113,13 +114,14 @@ def _train(run: JobRun) -> None:
         run.check()
         # The gate compares the new candidate with the active version under the curriculum's protocol only: make
         # sure the active version has that evaluation now (a worker's long work, not the orchestrator's request).
-        run.report(phase="evaluating the active version under the curriculum's protocol")
+        # No counts to show here: steps 0 makes the admin's bar indeterminate, labelled with the phase.
+        run.report(phase="evaluating the active version under the curriculum's protocol", step=0, steps=0)
         try:
             evaluate_active_under_protocol(curriculum=job.curriculum)
         except PolicyError as exc:  # the candidate is still worth registering; the orchestrator shows the gap
             logger.warning("%s: the active version was not re-evaluated under the protocol: %s", job, exc)
         run.check()
-        run.report(phase="registering the candidate version", metrics=result.metrics, device=result.device,
+        run.report(phase="registering the candidate version", step=0, steps=0, metrics=result.metrics, device=result.device,
                    loss_history=list(result.losses), loss=result.final_loss)
         with transaction.atomic():
             # The run's row lock + the policy check make registration happen once, whatever the deliveries.
