@@ -1,14 +1,15 @@
 """Benchmark: trajectory extraction of 1,000,000 ReviewLog rows (seconds and peak RSS), each stage in a fresh process.
 
     DATABASE_URL=postgres://user@host:5432/db .venv/bin/python bench/extract.py [--rows 1000000] [--concepts 20]
-        [--stages memory,read,extract,job,train]
+        [--stages memory,read,extract,job,train] [--train-steps N]
 
 The first run writes the reviews (10,000 simulated learners x 100 by default) under a `bench-extract`
 curriculum and keeps them for the next runs. Stages: "read" streams the rows as columnar chunks
 (curriculum.reviews.reader.iter_review_chunks), "extract" builds the TrajectoryDataset (pipeline.build_dataset_from_reviews),
 "job" is the whole extraction job as a worker runs it (extract, statistics, save the dataset to storage), "memory"
 extracts a simulated log of the same size held in memory (no database: the encoder's own speed), "train" extracts
-and trains one epoch (the pipeline's defaults, batch 64) in one process: its peak RSS is the whole path's.
+and trains one epoch (the pipeline's defaults, batch 64) in one process: its peak RSS is the whole path's
+(``--train-steps N``: an epoch of N optimizer steps instead, for a bounded run; the table says which).
 The curriculum is `bench-extract` (20 concepts) or `bench-extract-cN` (N concepts).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +80,7 @@ def ensure_reviews(*, rows: int, concepts: int) -> Curriculum:
     return curriculum
 
 
-def run_stage(stage: str, *, rows: int, concepts: int) -> dict:
+def run_stage(stage: str, *, rows: int, concepts: int, train_steps: int | None = None) -> dict:
     """In this (fresh) process: one stage, its wall time and the process's peak RSS."""
     from curriculum.reviews.reader import iter_review_chunks
     from training import jobs, pipeline
@@ -101,8 +103,16 @@ def run_stage(stage: str, *, rows: int, concepts: int) -> dict:
     if stage == "train":
         dataset = pipeline.build_dataset_from_reviews(curriculum=curriculum)
         rows = len(dataset.actions)
+        extracted = time.perf_counter() - started
+        config = pipeline.TRAIN_DEFAULTS if train_steps is None else replace(
+            pipeline.TRAIN_DEFAULTS, windows_per_epoch=train_steps * 64)
         with tempfile.TemporaryDirectory() as out:
-            pipeline.train_and_export(dataset=dataset, output_dir=out, epochs=1, batch_size=64, seed=42, no_cuda=True)
+            outcome = pipeline.train_and_export(dataset=dataset, output_dir=out, epochs=1, batch_size=64, seed=42,
+                                                no_cuda=True, train_config=config)
+        steps = config.steps_per_epoch(num_steps=rows, context_length=int(outcome.config["context_length"]))
+        return {"stage": f"train ({steps:,} steps)", "rows": rows, "seconds": time.perf_counter() - started,
+                "extract_seconds": extracted, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_before_mib": rss_before / 1024}
     elif stage == "read":
         rows = sum(len(chunk["learner"]) for chunk in iter_review_chunks(curriculum=curriculum))
     elif stage == "extract":
@@ -125,10 +135,12 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=20)
     parser.add_argument("--stages", default="memory,read,extract,job",
                         help=f"comma-separated, of {', '.join(STAGES)} (train: extract + one epoch, slow)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="train stage: optimizer steps in its one epoch (default: the whole epoch)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(run_stage(args.stage, rows=args.rows, concepts=args.concepts)))
+        print(json.dumps(run_stage(args.stage, rows=args.rows, concepts=args.concepts, train_steps=args.train_steps)))
         return
     stages = [s for s in args.stages.split(",") if s]
     unknown = sorted(set(stages) - set(STAGES))
@@ -142,8 +154,9 @@ def main() -> None:
         for stage in stages:
             env = {**os.environ, "MEDIA_ROOT": media}
             env.pop("ARTIFACT_STORAGE_BACKEND", None)
+            steps = [] if args.train_steps is None else ["--train-steps", str(args.train_steps)]
             out = subprocess.run([sys.executable, __file__, "--stage", stage, "--rows", str(args.rows),
-                                  "--concepts", str(args.concepts)], env=env,
+                                  "--concepts", str(args.concepts), *steps], env=env,
                                  check=True, capture_output=True, text=True)
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -154,6 +167,9 @@ def main() -> None:
     for r in results:
         print(f"| {r['stage']} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
               f"| {r['peak_rss_mib']:.0f} | {r['rss_before_mib']:.0f} |")
+        if "extract_seconds" in r:
+            print(f"\n{r['stage']}: extraction {r['extract_seconds']:.1f} s, training "
+                  f"{r['seconds'] - r['extract_seconds']:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .model_config import (
-    SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, check_model_config,
-    state_token_input_dim,
+    SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, UNREVIEWED_FEATURES,
+    check_model_config, state_token_input_dim,
 )
 
 LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
@@ -128,12 +128,98 @@ class ConceptHead(nn.Module):
         self.c_concept = nn.Linear(config.concept_features, config.concept_head_dim, bias=False)
         self.gelu = nn.GELU(approximate="tanh")
         self.c_out = nn.Linear(config.concept_head_dim, 1, bias=False)
+        self.register_buffer("unreviewed", torch.tensor(UNREVIEWED_FEATURES, dtype=torch.float32), persistent=False)
 
     def forward(self, h: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         B, T, _ = h.shape
         features = states.reshape(B, T, -1, self.concept_features)  # [B, T, A, F]
-        z = self.c_state(h).unsqueeze(2) + self.c_concept(features)  # [B, T, A, D]
-        return self.c_out(self.gelu(z)).squeeze(-1)  # [B, T, A]
+        if h.device.type != "cpu" or torch.is_autocast_enabled():
+            z = self.c_state(h).unsqueeze(2) + self.c_concept(features)  # [B, T, A, D]
+            return self.c_out(self.gelu(z)).squeeze(-1)  # [B, T, A]
+        # The same function, never holding [B, T, A, D] (ConceptScores)
+        A = features.shape[2]
+        shared = self.unreviewed if self.concept_features == len(UNREVIEWED_FEATURES) else None
+        scores = ConceptScores.apply(self.c_state(h).reshape(B * T, -1), features.reshape(B * T, A, -1).float(),
+                                     self.c_concept.weight, self.c_out.weight, shared)
+        return scores.reshape(B, T, A)
+
+
+CONCEPT_BLOCK_CELLS = 1 << 18  # cells of the pre-activation per block: 1 MiB of float32 stays in the core's cache
+
+
+class ConceptScores(torch.autograd.Function):
+    """``score[r, c] = c_out . gelu_tanh(base[r] + c_concept_w @ x[r, c])`` (ConceptHead's formula) for the CPU:
+    forward and backward in blocks of ~CONCEPT_BLOCK_CELLS pre-activation cells (the backward recomputes a block's
+    pre-activation instead of keeping it), and a concept whose features equal ``shared`` (float32 [F] or None) scored
+    once per row r, since its score depends on (base[r], x[r, c]) only.
+
+    base float32 [R, D] (``c_state(h)``, with its bias); x float32 [R, A, F] (no gradient); c_concept_w [D, F];
+    c_out_w [1, D] -> scores float32 [R, A]. Eager autograd would hold three [R, A, D] tensors for the backward
+    (600 MB for a batch of 64 x 20 at 610 concepts) and stream them through memory several times. The gradients
+    are autograd's: gelu's own backward kernel and sums of the same terms (for the shared vector, the row's grads
+    summed before gelu's backward, which is linear in them); tests/training/rl/test_dt.py compares them.
+    """
+
+    @staticmethod
+    def _blocks(base, x, c_concept_w, shared):
+        """The scored (row, concept) cells: (flat index into [R * A], row, features [M, F]), and the shared
+        vector's pre-activation per row [R, D] (None without one)."""
+        R, A, Fx = x.shape
+        same = (x == shared).all(-1) if shared is not None else None  # [R, A]
+        if same is None or not bool(same.any()):
+            flat = torch.arange(R * A)
+            return flat, flat // A, x.reshape(R * A, Fx), None, None
+        own = ~same.reshape(-1)
+        flat = own.nonzero().squeeze(1)
+        z_shared = base + torch.matmul(shared, c_concept_w.t())  # [R, D]
+        return flat, flat // A, x.reshape(R * A, Fx)[flat], z_shared, same
+
+    @staticmethod
+    def forward(ctx, base: torch.Tensor, x: torch.Tensor, c_concept_w: torch.Tensor, c_out_w: torch.Tensor,
+                shared: torch.Tensor | None) -> torch.Tensor:
+        R, A, _ = x.shape
+        D = base.shape[1]
+        flat, row, cells, z_shared, _ = ConceptScores._blocks(base, x, c_concept_w, shared)
+        w_t, out = c_concept_w.t(), c_out_w[0]
+        if z_shared is None:
+            scores = base.new_empty(R * A)
+        else:  # every cell the shared vector's score, then the others overwritten
+            scores = torch.matmul(F.gelu(z_shared, approximate="tanh"), out)[:, None].expand(R, A).reshape(-1)
+        step = max(1, CONCEPT_BLOCK_CELLS // D)
+        for start in range(0, len(flat), step):
+            block = slice(start, start + step)
+            z = torch.addmm(base[row[block]], cells[block], w_t)  # [m, D]
+            scores[flat[block]] = torch.matmul(F.gelu(z, approximate="tanh"), out)
+        ctx.save_for_backward(base, x, c_concept_w, c_out_w, shared)
+        return scores.reshape(R, A)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        base, x, c_concept_w, c_out_w, shared = ctx.saved_tensors
+        R, A, _ = x.shape
+        D = base.shape[1]
+        flat, row, cells, z_shared, same = ConceptScores._blocks(base, x, c_concept_w, shared)
+        w_t, out = c_concept_w.t(), c_out_w[0]
+        grad = grad.reshape(-1)
+        d_base = torch.zeros_like(base)
+        d_concept = torch.zeros_like(c_concept_w)
+        d_out = torch.zeros_like(out)
+        if z_shared is not None:
+            g_shared = torch.where(same, grad.reshape(R, A), 0.0).sum(1)  # [R]
+            d_out += g_shared.matmul(F.gelu(z_shared, approximate="tanh"))
+            dz = torch.ops.aten.gelu_backward(g_shared[:, None] * out, z_shared, approximate="tanh")  # [R, D]
+            d_base += dz
+            d_concept += torch.outer(dz.sum(0), shared)
+        step = max(1, CONCEPT_BLOCK_CELLS // D)
+        for start in range(0, len(flat), step):
+            block = slice(start, start + step)
+            z = torch.addmm(base[row[block]], cells[block], w_t)
+            g = grad[flat[block]]  # [m]
+            d_out += g.matmul(F.gelu(z, approximate="tanh"))
+            dz = torch.ops.aten.gelu_backward(g[:, None] * out, z, approximate="tanh")  # [m, D]
+            d_base.index_add_(0, row[block], dz)
+            d_concept += dz.t().matmul(cells[block])
+        return d_base, None, d_concept, d_out[None], None
 
 
 class StateSummary(nn.Module):

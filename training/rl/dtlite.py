@@ -182,21 +182,23 @@ class StateSummary:
     def __call__(self, states: np.ndarray) -> np.ndarray:
         """states [B, T, C x F] -> [B, T, summary_dim(F)] (formulas and order in model_config.py)."""
         B, T, _ = states.shape
-        x = states.reshape(B, T, -1, self.concept_features)  # [B, T, C, F]
-        C = np.float32(x.shape[2])
-        reviewed = x[..., SUMMARY_REVIEWS] > 0  # [B, T, C]
-        n = reviewed.sum(-1, keepdims=True).astype(np.float32)  # [B, T, 1]
+        # [B, T, F, C]: each reduction runs along contiguous memory
+        x = np.ascontiguousarray(states.reshape(B, T, -1, self.concept_features).transpose(0, 1, 3, 2))
+        C = np.float32(x.shape[3])
+        reviewed = x[:, :, SUMMARY_REVIEWS] > 0  # [B, T, C]
+        n = reviewed.sum(-1, keepdims=True, dtype=np.float32)  # [B, T, 1]
         any_reviewed = n > 0
-        due = (x[..., SUMMARY_RECALL, None] < self.thresholds) & reviewed[..., None]  # [B, T, C, R]
-        mask = reviewed[..., None]  # [B, T, C, 1]
-        mean_all = x.sum(2) / C  # [B, T, F]
-        mean_reviewed = np.where(mask, x, np.float32(0)).sum(2) / np.maximum(n, np.float32(1))
-        min_reviewed = np.where(mask, x, np.float32(np.inf)).min(2)
-        max_reviewed = np.where(mask, x, np.float32(-np.inf)).max(2)
+        recall = np.where(reviewed, x[:, :, SUMMARY_RECALL], np.float32(np.inf))  # never below a threshold
+        due = np.stack([(recall < threshold).sum(-1, dtype=np.float32) for threshold in self.thresholds], axis=-1)
+        mask = reviewed[:, :, None]  # [B, T, 1, C]
+        mean_all = x.sum(-1) / C  # [B, T, F]
+        mean_reviewed = np.where(mask, x, np.float32(0)).sum(-1) / np.maximum(n, np.float32(1))
+        min_reviewed = np.minimum.reduce(x, axis=-1, where=mask, initial=np.float32(np.inf))
+        max_reviewed = np.maximum.reduce(x, axis=-1, where=mask, initial=np.float32(-np.inf))
         return np.concatenate([
             n / C,
             np.log1p(n) / np.float32(SUMMARY_COUNT_SCALE),
-            due.sum(2, dtype=np.float32) / C,
+            due / C,
             mean_all,
             mean_reviewed,
             np.where(any_reviewed, min_reviewed, np.float32(0)),

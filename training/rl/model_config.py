@@ -24,6 +24,11 @@ SUMMARY_RECALL = 0
 SUMMARY_REVIEWS = 2
 SUMMARY_RECALL_THRESHOLDS = (0.5, 0.7, 0.9)
 SUMMARY_COUNT_SCALE = math.log1p(1000.0)
+# The features the encoder gives every concept never reviewed (recall 0, elapsed -1, reviews 0, stability 0): in
+# most states most concepts have them, so the concept head scores that vector once per state token instead of
+# once per concept (dt.ConceptScores; the same numbers either way, a concept with other features is scored as
+# usual). tests/training/rl/test_dt.py checks it against the encoder.
+UNREVIEWED_FEATURES = (0.0, -1.0, 0.0, 0.0)
 # The summary of one state (C concepts, F features each; "reviewed" = feature SUMMARY_REVIEWS > 0, n of them):
 #   [0]                 n / C                                    share of concepts reviewed
 #   [1]                 log1p(n) / log1p(1000)                   how many were reviewed

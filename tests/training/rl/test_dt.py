@@ -129,3 +129,53 @@ def test_concept_head_changes_the_logits_and_survives_the_checkpoint(tmp_path):
     loaded = DecisionTransformer.from_checkpoint(tmp_path / "dt_model.pt")
     assert loaded.config.concept_features == 2
     torch.testing.assert_close(loaded(*inputs), model(*inputs))
+
+
+@pytest.mark.parametrize("features,concepts,block_cells", [(3, 5, 1 << 18), (3, 37, 300), (4, 37, 300),
+                                                             (4, 6, 1 << 18)])
+def test_the_blocked_concept_head_equals_eager_autograd(monkeypatch, features, concepts, block_cells):
+    """ConceptScores (the CPU path, in blocks; with 4 features the never-reviewed vector scored once per row) gives
+    the eager formula's scores and the gradients autograd gives it, for the state token and all three weights;
+    several blocks (block_cells 300) and one."""
+    from training.rl import dt
+    from training.rl.model_config import UNREVIEWED_FEATURES
+
+    monkeypatch.setattr(dt, "CONCEPT_BLOCK_CELLS", block_cells)
+    torch.manual_seed(0)
+    model = DecisionTransformer(DTConfig(state_dim=features * concepts, action_dim=concepts, hidden_dim=16,
+                                         num_heads=2, concept_features=features, concept_head_dim=8))
+    head = model.concept_head
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(4, 5, 16, generator=g, requires_grad=True)
+    x = torch.randn(4, 5, concepts, features, generator=g)
+    if features == 4:  # about half the concepts never reviewed, as the encoder gives them
+        x[torch.rand(4, 5, concepts, generator=g) < 0.5] = torch.tensor(UNREVIEWED_FEATURES)
+    states = x.reshape(4, 5, -1)
+    weight = torch.randn(4, 5, concepts, generator=g)
+
+    def eager(h):
+        z = head.c_state(h).unsqueeze(2) + head.c_concept(x)
+        return head.c_out(head.gelu(z)).squeeze(-1)
+
+    results = []
+    for run in (eager, lambda h: head(h, states)):
+        model.zero_grad()
+        h.grad = None
+        scores = run(h)
+        (scores * weight).sum().backward()
+        results.append((scores.detach(), h.grad.clone(), *(p.grad.clone() for p in head.parameters())))
+    assert results[1][0].shape == (4, 5, concepts)
+    for expected, got in zip(*results):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_encoder_gives_unreviewed_concepts_the_vector_the_concept_head_shares():
+    """UNREVIEWED_FEATURES is a speed hint only if it is what the encoder gives a concept never reviewed."""
+    import numpy as np
+
+    from training.rl.encoder import EncoderConfig, StateEncoder
+    from training.rl.model_config import UNREVIEWED_FEATURES
+
+    encoder = StateEncoder(EncoderConfig(num_concepts=3))
+    states = encoder.encode(encoder.init_memory(2), np.array([0.0, 1e9]))
+    assert np.array_equal(states.reshape(2, 3, -1), np.broadcast_to(np.float32(UNREVIEWED_FEATURES), (2, 3, 4)))

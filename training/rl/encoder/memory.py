@@ -109,12 +109,28 @@ class StateEncoder:
         )
 
     def recall(self, memory: EncoderMemory, t: np.ndarray, *, rows: np.ndarray | None = None) -> np.ndarray:
-        """Estimated recall float64 [n, C] at times t [n] (seconds since the epoch)."""
-        t = np.asarray(t, dtype=np.float64)
+        """Estimated recall float64 [n, C] at times t [n] (seconds since the epoch); rows selects learners of
+        memory (default all)."""
+        r, c, p = self._reviewed_recall(memory, np.asarray(t, dtype=np.float64), rows)
+        out = np.zeros((len(memory) if rows is None else len(rows), self.num_concepts))
+        out[r, c] = p
+        return out
+
+    def _reviewed_recall(self, memory: EncoderMemory, t: np.ndarray,
+                         rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recall at the reviewed cells only (a concept never reviewed has recall 0): (r, c, p), p float64 at
+        cell (r, c) of the [n, C] grid, each computed by the estimator's per-cell formula as on the whole grid."""
+        reviews = memory.reviews if rows is None else memory.reviews[rows]
+        r, c = np.nonzero(reviews > 0)
+        learner = r if rows is None else np.asarray(rows)[r]
+        at = t[r]
         if self._fsrs:
-            return fsrs6.recall_grid(_fsrs_memory(memory, rows), t, w=self._w, same_day_recall=self._same_day)
-        stability, last, reviews = _rows(memory, rows)
-        return _recall(stability, last, reviews, t)
+            p = fsrs6.recall(_pair_memory(memory, learner, c), np.arange(r.size), np.zeros(r.size, dtype=np.int64),
+                             at, w=self._w, same_day_recall=self._same_day)
+        else:
+            elapsed = np.maximum(at - memory.last_review[learner, c], 0.0)
+            p = np.exp2(-elapsed / memory.stability[learner, c])
+        return r, c, p
 
     def encode(self, memory: EncoderMemory, t: np.ndarray, *, rows: np.ndarray | None = None) -> np.ndarray:
         """States float32 [n, state_dim] at times t [n]; rows selects learners of memory (default all)."""
@@ -156,7 +172,9 @@ class StateEncoder:
             self._update_halflife(memory, rows, concepts, t, g)
         memory.last_grade[rows, concepts] = g
 
-        potential = self.recall(memory, t + cfg.horizon_s, rows=rows).mean(axis=1)
+        # the mean over all C concepts of the recall at the horizon, summed over the reviewed ones (the others add 0)
+        r, _, p = self._reviewed_recall(memory, t + cfg.horizon_s, rows)
+        potential = np.bincount(r, weights=p, minlength=rows.size) / self.num_concepts
         rewards = (potential - memory.potential[rows]).astype(np.float32)
         memory.potential[rows] = potential
         return rewards
@@ -165,13 +183,7 @@ class StateEncoder:
                       g: np.ndarray) -> None:
         # The reviewed (learner, concept) pairs as m one-concept learners of fsrs6 (rows are distinct).
         m = rows.size
-        pairs = fsrs6.Memory(
-            stability=(memory.stability[rows, concepts] / fsrs6.DAY_S)[:, None],
-            difficulty=memory.difficulty[rows, concepts][:, None],
-            last_t=memory.last_review[rows, concepts][:, None],
-            last_grade=memory.last_grade[rows, concepts][:, None],
-            reviews=memory.reviews[rows, concepts][:, None],
-        )
+        pairs = _pair_memory(memory, rows, concepts)
         fsrs6.update(pairs, np.arange(m), np.zeros(m, dtype=np.int64), t, g, w=self._w)
         memory.stability[rows, concepts] = pairs.stability[:, 0] * fsrs6.DAY_S
         memory.difficulty[rows, concepts] = pairs.difficulty[:, 0]
@@ -210,20 +222,19 @@ def effective_grade(correct: np.ndarray, grade: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(correct, dtype=bool), np.where((grade >= 2) & (grade <= 4), grade, 3), 1)
 
 
-def _fsrs_memory(memory: EncoderMemory, rows: np.ndarray | None) -> fsrs6.Memory:
-    """The rows' memory as fsrs6 reads it (stability in days); a copy, for reading only."""
-    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
-    return fsrs6.Memory(stability=pick(memory.stability) / fsrs6.DAY_S, difficulty=pick(memory.difficulty),
-                        last_t=pick(memory.last_review), last_grade=pick(memory.last_grade),
-                        reviews=pick(memory.reviews))
+def _pair_memory(memory: EncoderMemory, learners: np.ndarray, concepts: np.ndarray) -> fsrs6.Memory:
+    """Cells (learners[i], concepts[i]) of memory as fsrs6 reads them: i one-concept learners, arrays [m, 1]
+    (stability in days); a copy."""
+    return fsrs6.Memory(
+        stability=(memory.stability[learners, concepts] / fsrs6.DAY_S)[:, None],
+        difficulty=memory.difficulty[learners, concepts][:, None],
+        last_t=memory.last_review[learners, concepts][:, None],
+        last_grade=memory.last_grade[learners, concepts][:, None],
+        reviews=memory.reviews[learners, concepts][:, None],
+    )
 
 
 def _rows(memory: EncoderMemory, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if rows is None:
         return memory.stability, memory.last_review, memory.reviews
     return memory.stability[rows], memory.last_review[rows], memory.reviews[rows]
-
-
-def _recall(stability: np.ndarray, last: np.ndarray, reviews: np.ndarray, t: np.ndarray) -> np.ndarray:
-    elapsed = np.maximum(t[:, None] - last, 0.0)
-    return np.where(reviews > 0, np.exp2(-elapsed / stability), 0.0)

@@ -245,3 +245,31 @@ def test_serving_states_and_returns_equal_the_extracted_trajectory(encoder, log)
     assert np.array_equal(actions[:-1], ds.actions[start : start + k - 1])
     assert np.array_equal(timesteps, ds.timesteps[start : start + k])
     assert state.cumulative_reward == pytest.approx(float(ds.rewards[start : start + k - 1].sum()), abs=1e-6)
+
+
+def test_recall_and_rewards_over_the_reviewed_cells_equal_the_whole_grid(encoder, log):
+    """recall and the reward's potential read the reviewed cells only: the same numbers as each estimator's formula
+    on the whole [n, C] grid (FSRS-6's recall_grid, the half-life curve), 0 for concepts never reviewed."""
+    from training.rl.encoder import fsrs6
+
+    memory = encoder.init_memory(3)
+    rng = np.random.default_rng(0)
+    for step in range(8):
+        rows = np.array([0, 2]) if step % 2 else np.array([0, 1, 2])
+        t = T0 + step * DAY * rng.uniform(0.2, 2.0, rows.size)
+        before = memory.potential[rows].copy()
+        rewards = encoder.update(memory, rows, rng.integers(0, C, rows.size), t, rng.random(rows.size) < 0.7,
+                                 rng.integers(1, 5, rows.size))
+        horizon = t + encoder.config.horizon_s
+        cfg = encoder.config
+        if cfg.estimator == "fsrs6":
+            grid = fsrs6.recall_grid(fsrs6.Memory(stability=memory.stability[rows] / fsrs6.DAY_S,
+                                                  difficulty=memory.difficulty[rows], last_t=memory.last_review[rows],
+                                                  last_grade=memory.last_grade[rows], reviews=memory.reviews[rows]),
+                                     horizon, w=cfg.parameters, same_day_recall=cfg.fsrs6_same_day_recall)
+        else:
+            elapsed = np.maximum(horizon[:, None] - memory.last_review[rows], 0.0)
+            grid = np.where(memory.reviews[rows] > 0, np.exp2(-elapsed / memory.stability[rows]), 0.0)
+        assert np.array_equal(encoder.recall(memory, horizon, rows=rows), grid)
+        assert np.allclose(rewards, (grid.mean(axis=1) - before).astype(np.float32), rtol=0, atol=1e-7)
+    assert (memory.reviews == 0).any()  # some cells never reviewed, so the sparse path is exercised
