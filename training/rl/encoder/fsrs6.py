@@ -26,9 +26,10 @@ the package's curve at whole days either way.
   fractional days, with a same-day stability fitted per previous grade,
   ``R = (1 + FACTOR * dt / s[G' - 1]) ** -w20`` with ``dt = (t - t_last) / 86400`` (< 1). Recall falls over the
   hours after a review (srs-benchmark's ``--secs`` mode likewise reads the curve on fractional days; here the
-  stability is the fitted same-day one, as the card's long-term S says little about learning steps). At dt -> 1
-  it approaches the whole-day curve's first step only where s is near the card's S: the two rules meet the
-  package's at a day, not continuously.
+  stability is the fitted same-day one: the card's long-term S says little about learning steps). The rule
+  is for dt < 1 only; from one whole day on, the package's curve at whole days on the card's S takes over, so
+  recall may step at dt = 1 where s differs from S (the package's own curve steps at every whole day).
+  Fitted by ``fsrs_fit.fit_same_day_stability``.
 * ``same_day_recall`` (4 probabilities; encoders fitted before the rule above keep it): a constant per previous
   grade, ``R = same_day_recall[G' - 1]``, whatever the hours since the review.
 """

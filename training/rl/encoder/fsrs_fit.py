@@ -1,4 +1,4 @@
-"""Fit FSRS-6's 21 parameters (and the same-day recall table) to the train part of a review log.
+"""Fit FSRS-6's 21 parameters (and its same-day rule) to the train part of a review log.
 
 The 21 parameters come from fsrs-rs (the Rust optimizer Anki uses, through ``fsrs-rs-python``): it pre-trains
 the first-review stabilities, then trains all parameters on every review's history (``FSRSItem``: the card's
