@@ -32,7 +32,7 @@ the package's curve at whole days either way.
   Fitted by ``fsrs_fit.fit_same_day_stability``. Measured (``bench/same_day_rule.py``): on the synthetic
   students, whose recall falls over hours, the test part's same-day log loss is 0.186 / 0.164 against the
   table's 0.228 / 0.204 (AUC 0.87-0.88 against 0.72-0.74; training seeds 3 / 7), and the behaviour policies that
-  choose by the estimate gain 0.03-0.04 final recall; on the real Anki log (``bench/calibration.py``), whose
+  choose by the estimate gain 0.025-0.036 final recall; on the real Anki log (``bench/calibration.py``), whose
   same-day reviews are learning steps minutes apart, the table did better (same-day included 0.4567 against
   0.4755; both below the constant's 0.5170).
 * ``same_day_recall`` (4 probabilities; encoders fitted before the rule above keep it): a constant per previous
