@@ -1,7 +1,7 @@
 """Calibration report of a curriculum's review log, as the spaced-repetition benchmark (srs-benchmark) measures it.
 
 The log is split by time: the first ``train_fraction`` of reviews (by ``reviewed_at``) is the train part, the rest
-the test part. The model is FSRS-6 with its parameters and same-day recall table fitted on the train part only
+the test part. The model is FSRS-6 with its parameters and same-day stabilities fitted on the train part only
 (``training.rl.encoder.fsrs_fit``); every review then feeds the memory, and each review's prediction is the
 retrievability of that (learner, concept) just before it. Scored: test reviews that are not a card's (learner +
 concept's) first review. Two sections: ``excluding_same_day`` (only reviews a day or more after the previous review
@@ -110,7 +110,7 @@ def calibration_report(
     fit = fit_fsrs6(learner=r["learner"][train], concept=r["concept"][train], t=r["t"][train],
                     grade=grade[train], correct=r["correct"][train])
     model = fsrs6.replay(r["learner"], r["concept"], r["t"], grade, w=fit.parameters,
-                         same_day_recall=fit.same_day_recall)
+                         same_day_stability=fit.same_day_stability)
     default = fsrs6.replay(r["learner"], r["concept"], r["t"], grade)
     index, lapses = _card_history(learner=r["learner"], concept=r["concept"], correct=r["correct"])
     bins = metrics.benchmark_bins(elapsed_days=model["elapsed_days"], review_index=index, lapses=lapses)

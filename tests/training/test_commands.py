@@ -49,7 +49,7 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert np.isfinite(config["target_return"]) and config["extra"]["loss_history"]
     # the encoder is FSRS-6 fitted to the synthetic log (a log this small keeps the default 21 parameters but has
     # its same-day table) and the model has the concept head
-    assert config["encoder"]["estimator"] == "fsrs6" and len(config["encoder"]["fsrs6_same_day_recall"]) == 4
+    assert config["encoder"]["estimator"] == "fsrs6" and len(config["encoder"]["fsrs6_same_day_stability"]) == 4
     assert config["concept_features"] == 4
     assert_evaluation_shape(json.loads((out_dir / "evaluation.json").read_text()), students=6, seed=1234)
     assert "lowest_recall" in summary and "final loss" in summary and "dt_lite_weights.npz" in summary
@@ -101,7 +101,7 @@ def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_cu
     policy = PolicyModel.objects.get(curriculum=curriculum)
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
     assert policy.config["encoder"]["estimator"] == "fsrs6"  # fitted to the curriculum's log
-    assert len(policy.config["encoder"]["fsrs6_same_day_recall"]) == 4
+    assert len(policy.config["encoder"]["fsrs6_same_day_stability"]) == 4
     assert "12 episodes, 180 steps" in summary
 
 

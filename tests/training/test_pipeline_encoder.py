@@ -15,7 +15,7 @@ def test_a_synthetic_dataset_is_encoded_with_fsrs6_fitted_to_the_pilot_log(tmp_p
     dataset = pipeline.build_synthetic_dataset(num_users=150, interactions=60, concepts=4, seed=3)
     stored = dataset.encoder
     assert stored["estimator"] == "fsrs6" and len(stored["fsrs6_parameters"]) == 21
-    assert len(stored["fsrs6_same_day_recall"]) == 4
+    assert len(stored["fsrs6_same_day_stability"]) == 4 and "fsrs6_same_day_recall" not in stored
     # as written to and read from dt_lite_config.json
     path = tmp_path / "dt_lite_config.json"
     path.write_text(json.dumps({"encoder": stored, "context_length": 20}))

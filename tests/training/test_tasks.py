@@ -159,7 +159,7 @@ def test_a_run_on_the_review_log_trains_on_the_curriculas_reviews(curriculum, cl
     policy = run.policy
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3", "c4"]
     assert policy.config["encoder"]["estimator"] == "fsrs6"  # fitted to the curriculum's log
-    assert len(policy.config["encoder"]["fsrs6_same_day_recall"]) == 4
+    assert len(policy.config["encoder"]["fsrs6_same_day_stability"]) == 4
     assert "review log" in policy.notes and len(run.loss_history) == 1
 
 

@@ -19,7 +19,7 @@ Model (arrays [students, concepts]):
   several sessions a day hours apart and 1-3 days between some sessions.
 
 Students like a curriculum's own (``StudentsLike``, ``FsrsCohort``): the same schedule, dice and grade rule, but
-the memory is FSRS-6 (``encoder.fsrs6``: its ``update`` and ``recall``, same-day table included) with a curriculum's
+the memory is FSRS-6 (``encoder.fsrs6``: its ``update`` and ``recall``, same-day rule included) with a curriculum's
 fitted parameters. Per-learner spread: learner s and concept c live on their own clock,
 ``t' = start_time + (t - start_time) * rate[s, c]`` with ``rate = exp(learner_sigma * z_s + concept_sigma * z_c)``
 (z standard normal: z_s from the student's stream, z_c from the curriculum's), so a learner with rate 2 forgets
@@ -195,18 +195,24 @@ def _grade(correct: np.ndarray, strength: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StudentsLike:
-    """Students whose memory follows FSRS-6 with a curriculum's fitted ``parameters`` (21 floats) and same-day table,
-    spread per learner and per concept by log-normal clock rates (see the module docstring; sigmas >= 0)."""
+    """Students whose memory follows FSRS-6 with a curriculum's fitted ``parameters`` (21 floats) and same-day rule
+    (``same_day_stability``, or the older constant ``same_day_recall``; at most one, see ``fsrs6``), spread per
+    learner and per concept by log-normal clock rates (see the module docstring; sigmas >= 0)."""
 
     parameters: tuple[float, ...]
     same_day_recall: tuple[float, ...] | None = None
     learner_sigma: float = 0.3
     concept_sigma: float = 0.3
+    same_day_stability: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parameters", tuple(float(v) for v in fsrs6.check_parameters(self.parameters)))
         table = fsrs6.check_same_day_recall(self.same_day_recall)
         object.__setattr__(self, "same_day_recall", None if table is None else tuple(float(v) for v in table))
+        short = fsrs6.check_same_day_stability(self.same_day_stability)
+        object.__setattr__(self, "same_day_stability", None if short is None else tuple(float(v) for v in short))
+        if table is not None and short is not None:
+            raise ValueError("same_day_stability: give one same-day rule, not it and same_day_recall")
         for name in ("learner_sigma", "concept_sigma"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
@@ -220,7 +226,8 @@ class StudentsLike:
         config = encoder if isinstance(encoder, EncoderConfig) else EncoderConfig.from_dict(encoder)
         if config.estimator != "fsrs6" or config.fsrs6_parameters is None:
             return None
-        return cls(parameters=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall)
+        return cls(parameters=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall,
+                   same_day_stability=config.fsrs6_same_day_stability)
 
 
 class FsrsCohort(Cohort):
@@ -250,7 +257,8 @@ class FsrsCohort(Cohort):
     def _recall(self, memory: fsrs6.Memory, t: np.ndarray) -> np.ndarray:
         own = self.own_time(np.broadcast_to(np.asarray(t, dtype=np.float64), (self.num_students,)))
         p = fsrs6.recall(memory, self._learners, self._concepts, own.reshape(-1), w=self._w,
-                         same_day_recall=self.students.same_day_recall)
+                         same_day_recall=self.students.same_day_recall,
+                         same_day_stability=self.students.same_day_stability)
         return p.reshape(self.num_students, self.num_concepts)
 
     def recall_probability(self, t: np.ndarray | float) -> np.ndarray:
@@ -280,7 +288,8 @@ class FsrsCohort(Cohort):
         rows = np.arange(self.num_students)
         concepts = np.asarray(concepts, dtype=np.int64)
         own = self.own_time(np.asarray(t, dtype=np.float64), rows, concepts)
-        p = fsrs6.recall(self.memory, rows, concepts, own, w=self._w, same_day_recall=self.students.same_day_recall)
+        p = fsrs6.recall(self.memory, rows, concepts, own, w=self._w, same_day_recall=self.students.same_day_recall,
+                         same_day_stability=self.students.same_day_stability)
         correct = self._outcome_u[:, k] < p
         grade = _grade(correct, p + 0.1 * (self._grade_u[:, k] - 0.5))
         fsrs6.update(self.memory, rows, concepts, own, grade, w=self._w)

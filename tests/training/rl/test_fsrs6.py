@@ -106,3 +106,36 @@ def test_bad_input_is_named():
         fsrs6.update(fsrs6.init_memory(1, 1), [0], [0], [0.0], [5])
     with pytest.raises(ValueError, match="same_day_recall"):
         fsrs6.check_same_day_recall([0.5, 1.0, 0.5, 0.5])
+
+
+def test_same_day_stability_reads_the_power_curve_on_fractional_days_by_the_previous_grade():
+    """Less than a whole day after a review: (1 + FACTOR dt / s[previous grade - 1]) ** -w20, dt in fractional
+    days; a day or more: the package's whole-day curve on the card's S, as without the rule."""
+    short = (0.01, 0.1, 0.5, 2.0)
+    w = fsrs6.DEFAULT_PARAMETERS
+    t = np.array([0.0, 6 * 3600.0, 6 * 3600.0 + 600.0, 6 * 3600.0 + 600.0 + 2.5 * DAY])
+    got = fsrs6.replay(np.zeros(4, int), np.zeros(4, int), t, np.array([3, 1, 3, 3]), same_day_stability=short)
+    without = fsrs6.replay(np.zeros(4, int), np.zeros(4, int), t, np.array([3, 1, 3, 3]))
+    factor = 0.9 ** (-1 / w[20]) - 1  # 0.98035
+    # 6 h after a Good: dt = 0.25 on s = 0.5; 600 s after an Again: dt = 600 / 86400 on s = 0.01
+    assert got["p"][1] == pytest.approx((1 + factor * 0.25 / 0.5) ** -w[20], abs=1e-12)
+    assert got["p"][1] == pytest.approx(0.94034, abs=1e-5)
+    assert got["p"][2] == pytest.approx((1 + factor * (600 / 86400) / 0.01) ** -w[20], abs=1e-12)
+    assert got["p"][2] == pytest.approx(0.92305, abs=1e-5)
+    assert got["p"][3] == without["p"][3]  # 2.5 days later: floor(2.5) = 2 whole days on the card's S, unchanged
+    assert np.array_equal(got["first"], without["first"])
+
+
+def test_same_day_stability_decays_with_the_hours_and_one_rule_at_a_time():
+    memory = fsrs6.init_memory(1, 1)
+    fsrs6.update(memory, [0], [0], [0.0], [3])
+    short = (0.1, 0.1, 0.1, 0.1)
+    hours = np.array([0.0, 1.0, 6.0, 23.0]) * 3600.0
+    p = fsrs6.recall(memory, [0] * 4, [0] * 4, hours, same_day_stability=short)
+    assert p[0] == 1.0 and np.all(np.diff(p) < 0)
+    with pytest.raises(ValueError, match="one same-day rule"):
+        fsrs6.recall(memory, [0], [0], [60.0], same_day_stability=short, same_day_recall=(0.5,) * 4)
+    with pytest.raises(ValueError, match="same_day_stability"):
+        fsrs6.check_same_day_stability([0.1, 0.1, 0.1, 0.0])
+    with pytest.raises(ValueError, match="same_day_stability"):
+        fsrs6.check_same_day_stability([0.1, 0.1, 0.1])

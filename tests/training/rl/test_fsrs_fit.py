@@ -9,7 +9,7 @@ pytest.importorskip("fsrs_rs_python")
 
 from training.rl.calibration import log_loss  # noqa: E402
 from training.rl.encoder import fsrs6  # noqa: E402
-from training.rl.encoder.fsrs_fit import fit_fsrs6, fit_same_day_recall  # noqa: E402
+from training.rl.encoder.fsrs_fit import fit_fsrs6, fit_same_day_recall, fit_same_day_stability  # noqa: E402
 
 DAY = 86400.0
 # Truth far from the defaults: longer first memories, a steeper curve (w20).
@@ -82,3 +82,35 @@ def test_the_fit_counts_same_day_reviews_and_tabulates_them():
     assert fit.same_day_reviews == 2 and fit.long_term_reviews == 1
     # same-day: after Again wrong, after Again right: 1 of 2 after grade 1; overall 1/2
     assert fit.same_day_recall == pytest.approx((0.5, 0.5, 0.5, 0.5))
+
+
+def test_same_day_stability_is_the_smoothed_maximum_likelihood_by_previous_grade():
+    """All at the same elapsed time, R(dt, s) is one number per grade, so the fit's R is the table's smoothed rate
+    (k + 2 m) / (n + 2) (hand-computed as in the table test); a grade without reviews gets the overall rate m."""
+    w = fsrs6.DEFAULT_PARAMETERS
+    dt = np.full(6, 0.25)
+    stability = fit_same_day_stability(previous_grade=[1, 1, 1, 3, 3, 2], elapsed_days=dt,
+                                       correct=[1, 0, 0, 1, 1, 0], w=w)
+    m = 3 / 6
+    recall = fsrs6.forgetting_curve(0.25, np.asarray(stability), w)
+    assert recall == pytest.approx(((1 + 2 * m) / 5, (0 + 2 * m) / 3, (2 + 2 * m) / 4, m), abs=1e-6)
+    assert fit_same_day_stability(previous_grade=[], elapsed_days=[], correct=[], w=w) is None
+
+
+def test_same_day_stability_recovers_the_stability_that_made_the_outcomes():
+    rng = np.random.default_rng(5)
+    w = fsrs6.DEFAULT_PARAMETERS
+    truth = (0.003, 0.05, 0.02, 0.4)
+    grade = rng.integers(1, 5, size=40_000)
+    dt = rng.uniform(0.0, 0.9, size=grade.size)
+    correct = rng.random(grade.size) < fsrs6.forgetting_curve(dt, np.asarray(truth)[grade - 1], w)
+    fitted = fit_same_day_stability(previous_grade=grade, elapsed_days=dt, correct=correct, w=w)
+    assert np.asarray(fitted) == pytest.approx(truth, rel=0.15)
+
+
+def test_the_fit_carries_same_day_stabilities_on_its_own_curve():
+    t = np.array([0.0, 1800.0, 3600.0, 2 * DAY])
+    fit = fit_fsrs6(learner=[0] * 4, concept=[0] * 4, t=t, grade=[1, 1, 3, 3], correct=[0, 0, 1, 1])
+    # both same-day reviews follow an Again: 1800 s later wrong, then right; the fit is 1 of 2 at one dt
+    assert fsrs6.forgetting_curve(1800 / 86400, fit.same_day_stability[0], fit.parameters) == pytest.approx(0.5, abs=1e-6)
+    assert fit.to_dict()["same_day_stability"] == list(fit.same_day_stability)

@@ -115,3 +115,12 @@ def test_evaluation_reports_both_populations_when_fitted_parameters_exist():
     assert both["students_like"]["random"]["mean"] != both["results"]["random"]["mean"]
     unfitted = evaluate(num_concepts=C, students=8, interactions=20, seed=3)
     assert "students_like" not in unfitted
+
+
+def test_students_like_carry_the_encoders_same_day_stabilities():
+    short = (0.05, 0.2, 0.3, 0.4)
+    fitted = EncoderConfig(num_concepts=C, fsrs6_parameters=W, fsrs6_same_day_stability=short)
+    students = StudentsLike.from_encoder(fitted.to_dict())
+    assert students == StudentsLike(parameters=W, same_day_stability=short) and students.same_day_recall is None
+    with pytest.raises(ValueError, match="one same-day rule"):
+        StudentsLike(parameters=W, same_day_recall=TABLE, same_day_stability=short)

@@ -10,7 +10,8 @@ position c is ``state[c * 4 + j]``):
 * 3 stability:  ``log1p(S in hours) / log1p(24 * 365)``; 0 when never reviewed
 
 Estimators (``EncoderConfig.estimator``, see ``memory.py``): "fsrs6", FSRS-6 with ``fsrs6_parameters`` (21 floats;
-None = the package's defaults) and ``fsrs6_same_day_recall`` (4 floats or None), fitted per curriculum by
+None = the package's defaults) and a same-day rule, ``fsrs6_same_day_stability`` (4 stabilities in days, what fits
+produce) or ``fsrs6_same_day_recall`` (4 constants, encoders fitted before it), fitted per curriculum by
 ``fsrs_fit.fit_fsrs6``; "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
 ``concept_stability`` factors), which configs exported before the estimator key existed keep serving with. S is
 FSRS-6's stability (recall 0.9) for "fsrs6" and the half-life for "halflife".
@@ -49,6 +50,9 @@ class EncoderConfig:
     # (recall less than a whole day after a review, by the previous grade; None = the package's 1.0).
     fsrs6_parameters: tuple[float, ...] | None = None
     fsrs6_same_day_recall: tuple[float, float, float, float] | None = None
+    # Same-day stabilities (days) by the previous grade: recall less than a day after a review on FSRS-6's curve at
+    # fractional days (fsrs6's same-day rule; what fits produce). At most one of the two same-day rules.
+    fsrs6_same_day_stability: tuple[float, float, float, float] | None = None
     # ---- the half-life estimator's parameters (estimator "halflife" only)
     initial_stability_s: tuple[float, float, float, float] = (86400.0, 129600.0, 172800.0, 259200.0)
     initial_difficulty: float = 5.0
@@ -78,7 +82,13 @@ class EncoderConfig:
                                    tuple(float(v) for v in fsrs6.check_parameters(self.fsrs6_parameters)))
             table = fsrs6.check_same_day_recall(self.fsrs6_same_day_recall)
             object.__setattr__(self, "fsrs6_same_day_recall", None if table is None else tuple(float(v) for v in table))
-        elif self.fsrs6_parameters is not None or self.fsrs6_same_day_recall is not None:
+            short = fsrs6.check_same_day_stability(self.fsrs6_same_day_stability)
+            object.__setattr__(self, "fsrs6_same_day_stability",
+                               None if short is None else tuple(float(v) for v in short))
+            if table is not None and short is not None:
+                raise ValueError("fsrs6_same_day_stability: give one same-day rule, not it and fsrs6_same_day_recall")
+        elif (self.fsrs6_parameters is not None or self.fsrs6_same_day_recall is not None
+              or self.fsrs6_same_day_stability is not None):
             raise ValueError("fsrs6_parameters: an FSRS-6 parameter; estimator 'halflife' does not read it")
         if self.concept_stability is not None:
             factors = tuple(float(v) for v in self.concept_stability)
@@ -115,7 +125,7 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         """JSON-ready. "fsrs6": num_concepts, horizon_s, estimator, fsrs6_parameters (when fitted),
-        fsrs6_same_day_recall (when fitted), features. "halflife": the dict of configs exported before FSRS-6 (no
+        fsrs6_same_day_recall or fsrs6_same_day_stability (when fitted), features. "halflife": the dict of configs exported before FSRS-6 (no
         estimator key), so their identities do not change."""
         if self.estimator == "fsrs6":
             data = {"num_concepts": self.num_concepts, "horizon_s": self.horizon_s, "estimator": "fsrs6"}
@@ -123,10 +133,12 @@ class EncoderConfig:
                 data["fsrs6_parameters"] = list(self.fsrs6_parameters)
             if self.fsrs6_same_day_recall is not None:
                 data["fsrs6_same_day_recall"] = list(self.fsrs6_same_day_recall)
+            if self.fsrs6_same_day_stability is not None:
+                data["fsrs6_same_day_stability"] = list(self.fsrs6_same_day_stability)
             data["features"] = list(STATE_FEATURES)
             return data
         data = asdict(self)
-        for name in ("estimator", "fsrs6_parameters", "fsrs6_same_day_recall"):
+        for name in ("estimator", "fsrs6_parameters", "fsrs6_same_day_recall", "fsrs6_same_day_stability"):
             del data[name]
         data["initial_stability_s"] = list(self.initial_stability_s)
         data["grade_factor"] = list(self.grade_factor)

@@ -61,5 +61,5 @@ def fit_encoder_config(
     extra = {} if horizon_s is None else {"horizon_s": float(horizon_s)}
     config = EncoderConfig(num_concepts=num_concepts, estimator="fsrs6",
                            fsrs6_parameters=fit.parameters if fit.fitted else None,
-                           fsrs6_same_day_recall=fit.same_day_recall, **extra)
+                           fsrs6_same_day_stability=fit.same_day_stability, **extra)
     return config, fit

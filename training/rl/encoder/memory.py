@@ -9,11 +9,13 @@ FSRS-6 (estimator "fsrs6", the default)
 The memory model of ``fsrs6.py`` (the ``fsrs`` package's formulas; this module calls its vectorised ``update``
 and ``recall``, it does not restate them), with the curriculum's fitted parameters ``fsrs6_parameters`` (21
 floats, ``fsrs_fit.fit_fsrs6`` on the time-ordered train part of the curriculum's log; None = the package's
-defaults) and same-day table ``fsrs6_same_day_recall``. Memory: stability S (kept here in seconds: FSRS-6's
+defaults) and same-day rule (``fsrs6_same_day_stability``, or ``fsrs6_same_day_recall`` for encoders fitted
+before it). Memory: stability S (kept here in seconds: FSRS-6's
 days x 86400; the interval at which recall is 0.9), difficulty D in [1, 10], time and grade of the last review,
 number of reviews. Estimated recall at t is fsrs6's retrievability: the power forgetting curve at the whole days
-since the last review; less than a whole day after it, the same-day table's value for the last grade (the
-package's 1.0 without a table); 0 for a concept never reviewed. Updates are fsrs6's: first review, long-term
+since the last review; less than a whole day after it, the same-day rule by the last grade (the curve at the
+fractional days with the fitted same-day stability; or the old constant table; the package's 1.0 with neither);
+0 for a concept never reviewed. Updates are fsrs6's: first review, long-term
 success / lapse, same-day (short-term) stability.
 
 Why no per-concept factor (the half-life estimator's ``concept_stability``): FSRS-6's initial stabilities
@@ -95,6 +97,7 @@ class StateEncoder:
         self._fsrs = config.estimator == "fsrs6"
         self._w = np.asarray(config.parameters, dtype=np.float64) if self._fsrs else None
         self._same_day = config.fsrs6_same_day_recall if self._fsrs else None
+        self._same_day_stability = config.fsrs6_same_day_stability if self._fsrs else None
 
     def init_memory(self, n: int) -> EncoderMemory:
         shape = (n, self.num_concepts)
@@ -126,7 +129,8 @@ class StateEncoder:
         at = t[r]
         if self._fsrs:
             p = fsrs6.recall(_pair_memory(memory, learner, c), np.arange(r.size), np.zeros(r.size, dtype=np.int64),
-                             at, w=self._w, same_day_recall=self._same_day)
+                             at, w=self._w, same_day_recall=self._same_day,
+                             same_day_stability=self._same_day_stability)
         else:
             elapsed = np.maximum(at - memory.last_review[learner, c], 0.0)
             p = np.exp2(-elapsed / memory.stability[learner, c])

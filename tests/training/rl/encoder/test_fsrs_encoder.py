@@ -37,7 +37,8 @@ def test_the_fit_stores_fitted_parameters_and_a_same_day_table(fitted):
     config, fit = fitted
     assert fit.fitted and config.estimator == "fsrs6"
     assert config.fsrs6_parameters == fit.parameters != fsrs6.DEFAULT_PARAMETERS
-    assert config.fsrs6_same_day_recall == fit.same_day_recall and len(config.fsrs6_same_day_recall) == 4
+    assert config.fsrs6_same_day_stability == fit.same_day_stability and len(config.fsrs6_same_day_stability) == 4
+    assert config.fsrs6_same_day_recall is None  # fits give the same-day stabilities, not the constant table
 
 
 def test_the_encoder_with_fitted_fsrs6_equals_fsrs6_retrievability_on_the_same_reviews(log, fitted):
@@ -51,7 +52,7 @@ def test_the_encoder_with_fitted_fsrs6_equals_fsrs6_retrievability_on_the_same_r
         before[idx] = encoder.recall(memory, log.t[idx])[np.arange(learners), log.concept[idx]]
         encoder.update(memory, np.arange(learners), log.concept[idx], log.t[idx], log.correct[idx], log.grade[idx])
     replayed = fsrs6.replay(log.learner, log.concept, log.t, effective_grade(log.correct, log.grade),
-                            w=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall)
+                            w=config.fsrs6_parameters, same_day_stability=config.fsrs6_same_day_stability)
     np.testing.assert_allclose(before, replayed["p"], rtol=1e-12, atol=1e-15)
     assert (replayed["p"] > 0).mean() > 0.5  # most reviews are repeats: the comparison is not all zeros
     # and the state's recall feature is that recall (float32)
@@ -63,7 +64,7 @@ def test_the_encoder_with_fitted_fsrs6_equals_fsrs6_retrievability_on_the_same_r
 def test_fitted_fsrs6_beats_the_constant_predictor_on_the_later_reviews(log, fitted):
     config, _ = fitted
     p = fsrs6.replay(log.learner, log.concept, log.t, effective_grade(log.correct, log.grade),
-                     w=config.fsrs6_parameters, same_day_recall=config.fsrs6_same_day_recall)
+                     w=config.fsrs6_parameters, same_day_stability=config.fsrs6_same_day_stability)
     by_time = np.argsort(log.t, kind="stable")
     test = by_time[int(0.7 * log.t.size):]
     test = test[~p["first"][test]]
@@ -84,7 +85,7 @@ def test_fsrs6_config_round_trips_and_its_identity_follows_the_parameters(fitted
     assert encoder_identity(EncoderConfig.from_dict(data), context_length=20) == encoder_identity(config, context_length=20)
     w = list(config.fsrs6_parameters)
     w[20] = min(w[20] + 0.01, fsrs6.UPPER_BOUNDS[20])
-    others = [EncoderConfig(num_concepts=C, fsrs6_parameters=w, fsrs6_same_day_recall=config.fsrs6_same_day_recall),
+    others = [EncoderConfig(num_concepts=C, fsrs6_parameters=w, fsrs6_same_day_stability=config.fsrs6_same_day_stability),
               EncoderConfig(num_concepts=C, fsrs6_parameters=config.fsrs6_parameters),
               EncoderConfig(num_concepts=C)]
     identities = {encoder_identity(c, context_length=20) for c in [config, *others]}
@@ -104,6 +105,33 @@ def test_fsrs6_config_refuses_half_life_parameters_and_bad_fsrs6_values():
         EncoderConfig(num_concepts=2, estimator="halflife", fsrs6_parameters=fsrs6.DEFAULT_PARAMETERS)
     with pytest.raises(ValueError, match="estimator"):
         EncoderConfig(num_concepts=2, estimator="sm2")
+
+
+def test_one_same_day_rule_per_config_and_configs_with_the_old_table_still_load():
+    with pytest.raises(ValueError, match="same_day_stability"):
+        EncoderConfig(num_concepts=2, fsrs6_same_day_stability=(0.1, 0.1, 0.0, 0.1))
+    with pytest.raises(ValueError, match="one same-day rule"):
+        EncoderConfig(num_concepts=2, fsrs6_same_day_recall=(0.5,) * 4, fsrs6_same_day_stability=(0.1,) * 4)
+    with pytest.raises(ValueError, match="fsrs6_parameters"):  # the half-life estimator reads neither
+        EncoderConfig(num_concepts=2, estimator="halflife", fsrs6_same_day_stability=(0.1,) * 4)
+    table = {"num_concepts": 2, "horizon_s": 86400.0, "estimator": "fsrs6", "fsrs6_same_day_recall": [0.6, 0.7, 0.8, 0.9],
+             "features": ["recall", "elapsed", "reviews", "stability"]}
+    old = EncoderConfig.from_dict(table)
+    assert old.to_dict() == table and old.fsrs6_same_day_stability is None
+    encoder = StateEncoder(old)
+    memory = encoder.init_memory(1)
+    encoder.update(memory, np.array([0]), np.array([1]), np.array([0.0]), np.array([True]), np.array([4]))
+    # an hour or six after an Easy: the old table's constant 0.9, whatever the hours
+    assert encoder.recall(memory, np.array([3600.0]))[0, 1] == encoder.recall(memory, np.array([21600.0]))[0, 1] == 0.9
+    new = EncoderConfig(num_concepts=2, fsrs6_same_day_stability=(0.1, 0.1, 0.1, 0.1))
+    encoder = StateEncoder(new)
+    memory = encoder.init_memory(1)
+    encoder.update(memory, np.array([0]), np.array([1]), np.array([0.0]), np.array([True]), np.array([4]))
+    w20 = fsrs6.DEFAULT_PARAMETERS[20]
+    factor = 0.9 ** (-1 / w20) - 1
+    expected = [(1 + factor * h / 24 / 0.1) ** -w20 for h in (1.0, 6.0)]
+    got = [encoder.recall(memory, np.array([h * 3600.0]))[0, 1] for h in (1.0, 6.0)]
+    assert got == pytest.approx(expected, abs=1e-12) and got[0] > got[1]
 
 
 def test_an_old_format_config_keeps_its_estimator_its_identity_and_serves():
