@@ -201,7 +201,8 @@ def test_a_cancelled_run_records_cancelled_and_registers_nothing(curriculum, wai
     run = jobs.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "epochs": 1000})
 
     def operator_cancels_once_training_is_under_way():
-        wait_until(lambda: TrainingRun.objects.filter(pk=run.pk, status="running", step__gt=0).exists(),
+        # every phase reports its own progress now: wait for the optimiser's steps
+        wait_until(lambda: TrainingRun.objects.filter(pk=run.pk, status="running", phase="training", step__gt=0).exists(),
                    timeout=60, what="training to start", interval=0.05)
         assert jobs.cancel_job(job=run) == "requested"
         connection.close()
