@@ -93,6 +93,9 @@ def main() -> None:
                         help="state features per concept, as the encoder's (default 4); the state is "
                              "action_dim x this; 0: the original linear action head only, --state-dim wide")
     parser.add_argument("--state-dim", type=int, default=80, help="only with --concept-features 0")
+    parser.add_argument("--state-token", choices=("summary", "linear"), default="summary",
+                        help="summary: the fixed-size summary train_crl_policy exports (default); linear: the "
+                             "earlier embedding of the whole state (needs --concept-features or --state-dim)")
     parser.add_argument("--repeats", type=int, default=400)
     args = parser.parse_args()
     how = limit_threads()
@@ -102,7 +105,8 @@ def main() -> None:
         args.state_dim = args.concept_features * args.action_dim
     # the defaults otherwise: hidden 128, 4 layers, 4 heads, context 20, as train_crl_policy's
     config = DTConfig(state_dim=args.state_dim, action_dim=args.action_dim, return_scale=10.0,
-                      concept_features=args.concept_features)
+                      concept_features=args.concept_features,
+                      state_token=args.state_token if args.concept_features else "linear")
     model = DecisionTransformer(config).eval()
     directory = Path(tempfile.mkdtemp(prefix="bench-dtlite-"))
     export_artifacts(model=model, output_dir=directory, concept_keys=[str(i) for i in range(args.action_dim)],
@@ -111,7 +115,7 @@ def main() -> None:
 
     print(f"hidden {config.hidden_dim}, layers {config.num_layers}, heads {config.num_heads}, "
           f"context {config.context_length}, state_dim {args.state_dim}, action_dim {args.action_dim}, "
-          f"concept head {config.concept_features and config.concept_head_dim or 'none'}; "
+          f"concept head {config.concept_features and config.concept_head_dim or 'none'}, state token {config.state_token}; "
           f"1 thread ({how}); numpy {np.__version__}, torch {torch.__version__}")
     print(f"{'batch':>5}  {'engine':<28}{'median ms':>10}{'p90 ms':>9}{'rows/s':>10}{'vs torch':>10}")
     for B, repeats in ((1, args.repeats), (256, max(5, args.repeats // 40))):
