@@ -27,9 +27,11 @@ def demo(make_curriculum):
 
 @pytest.fixture
 def broker(monkeypatch):
-    """Point the Celery app at another broker URL for this test."""
+    """Point the Celery app at another broker URL for this test (Celery reads CELERY_BROKER_URL from the environment
+    before its configuration, as CI sets it: both are changed)."""
 
     def use(url: str) -> None:
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
         monkeypatch.setattr(app.conf, "broker_url", url)
 
     return use
@@ -122,7 +124,8 @@ def test_a_starting_worker_re_encodes_what_a_lost_message_left_behind(
 ):
     demo = make_curriculum("demo", concepts=5)
     with monkeypatch.context() as m:
-        m.setattr(app.conf, "broker_url", f"redis://127.0.0.1:{dead_port}/0")  # the promotions' messages are lost
+        m.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{dead_port}/0")  # the promotions' messages are lost
+        m.setattr(app.conf, "broker_url", f"redis://127.0.0.1:{dead_port}/0")
         for tag, factors in (("a", (1.0, 2.0, 1.0, 1.0, 1.0)), ("b", (0.5, 1.0, 4.0, 1.0, 1.0))):
             promote_policy(policy=policy(demo, fake_artifact_dir, tag, factors), force=True, reason="test")
             if tag == "a":
