@@ -15,6 +15,13 @@ from training.workers import QueueInfo, WorkerHealth, format_duration, worker_he
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def brokers_as_configured(monkeypatch):
+    # Celery reads CELERY_BROKER_URL from the environment before any app's own broker (CI sets it): the apps made
+    # here must use the broker they are given.
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+
+
 @pytest.fixture
 def curriculum(make_curriculum):
     return make_curriculum("algebra", concepts=5)
