@@ -35,6 +35,8 @@ def broker_away(monkeypatch):
     from crlsite.celery import app
 
     saved = app.conf.broker_url, app.conf.broker_transport_options
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration (CI sets it): change both.
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
     app.conf.broker_url, app.conf.broker_transport_options = "redis://127.0.0.1:1/0", {}
     yield
     app.conf.broker_url, app.conf.broker_transport_options = saved
