@@ -16,7 +16,8 @@ from curriculum import selectors, services
 from curriculum.services import ensure_curriculum
 
 DEMO_CONCEPTS = 20
-# Small enough to train in about a minute on a laptop CPU; the admin's training runs do the real ones.
+# Small enough to train in a few minutes on 2 CPU cores (305 s measured on a shared machine); the admin's training runs
+# do the real ones.
 DEMO_REASON = "make run: demo policy"
 DEMO_TRAINING = ["--num_users", "300", "--interactions", "60", "--epochs", "3", "--eval_students", "100"]
 
@@ -43,7 +44,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Policy {demo.key} v{latest.version} is a {latest.status} version (not active): the fallback "
                               f"answers until a version is promoted on the Policy orchestrator page.")
         elif training:
-            self.stdout.write(f"Training a small demo policy for {demo.key!r} (about a minute), then promoting it...")
+            self.stdout.write(f"Training a small demo policy for {demo.key!r} (a few minutes on 2 cores), then promoting it...")
             Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="crl-demo-", dir=settings.VAR_DIR) as tmp:
                 call_command("train_crl_policy", "--curriculum", demo.key, "--output_dir", tmp, "--register",
