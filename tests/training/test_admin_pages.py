@@ -19,11 +19,6 @@ FORM = {"data_source": "synthetic", "dataset": "", "num_users": "20", "interacti
 
 
 @pytest.fixture
-def curriculum(make_curriculum):
-    return make_curriculum("algebra", concepts=5)
-
-
-@pytest.fixture
 def sent(monkeypatch):
     from training.jobs import lifecycle
 

@@ -18,21 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def curriculum(make_curriculum):
-    return make_curriculum("algebra", concepts=5)
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Tasks that would have been sent to the broker: (task name, job id)."""
-    from crlsite.celery import app
-
-    calls = []
-    monkeypatch.setattr(app, "send_task", lambda name, args=(), **kw: calls.append((name, *args)))
-    return calls
-
-
-@pytest.fixture
 def operator(django_user_model):
     """Staff with exactly the permissions an operator of training runs needs."""
     user = django_user_model.objects.create_user(username="operator", password="pw-operator-1", is_staff=True)

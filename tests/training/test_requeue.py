@@ -15,21 +15,6 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the job runs here with i
 
 
 @pytest.fixture
-def curriculum(make_curriculum):
-    return make_curriculum("algebra", concepts=5)
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Tasks the broker took: (task name, job id)."""
-    from crlsite.celery import app
-
-    calls = []
-    monkeypatch.setattr(app, "send_task", lambda name, args=(), **kw: calls.append((name, *args)))
-    return calls
-
-
-@pytest.fixture
 def broker_away(monkeypatch):
     """A broker that refuses connections (nothing listens on the port)."""
     from crlsite.celery import app

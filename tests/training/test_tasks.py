@@ -28,11 +28,6 @@ def _quick_heartbeats_and_no_broker(settings, monkeypatch):
     monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: None)  # these tests call the tasks themselves
 
 
-@pytest.fixture
-def curriculum(make_curriculum):
-    return make_curriculum("algebra", concepts=5)
-
-
 def generate(curriculum, *, users: int = 6, interactions: int = 7):
     job = jobs.launch_synthetic_generation(curriculum=curriculum, num_users=users, interactions=interactions, seed=3)
     tasks.run_synthetic_generation(job.pk)

@@ -21,11 +21,6 @@ TINY_FORM = {
 }
 
 
-@pytest.fixture
-def curriculum(make_curriculum):
-    return make_curriculum("algebra", concepts=5)
-
-
 def worker_log(worker) -> str:
     return worker.log_path.read_text(errors="replace")[-6000:]
 

@@ -23,11 +23,6 @@ def brokers_as_configured(monkeypatch):
 
 
 @pytest.fixture
-def curriculum(make_curriculum):
-    return make_curriculum("algebra", concepts=5)
-
-
-@pytest.fixture
 def empty_broker(tmp_path):
     """A Celery app on a broker of its own with nothing in it (the filesystem transport in fresh folders): what
     other tests left in the configured broker must not count here."""
