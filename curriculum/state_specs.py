@@ -9,7 +9,8 @@ from typing import Any
 
 from training.rl.encoder import EncodedLearnerState, EncoderConfig, StateEncoder, encoder_identity
 
-# The Decision Transformer's default context (DESIGN.md section 4), used while no policy is active.
+# The Decision Transformer's default context (20, as in Chen et al. 2021; docs/architecture.md), used while no policy
+# is active.
 DEFAULT_CONTEXT_LENGTH = 20
 # The `LearnerState.data` key that holds the identity of the encoding the state was stored in.
 IDENTITY_KEY = "encoder_identity"

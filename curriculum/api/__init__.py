@@ -1,1 +1,1 @@
-"""The REST API (v1, DESIGN.md section 6): review ingestion, recommendations, the active policy's metadata."""
+"""The REST API (v1, docs/contracts.md): review ingestion, recommendations, the active policy's metadata."""
