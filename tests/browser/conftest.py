@@ -25,7 +25,13 @@ def watch_for_load_problems(page) -> None:
         if not any(url in problem for url in BLOCKED_ON_PURPOSE):
             page.load_problems.append(problem)
 
-    page.on("requestfailed", lambda request: record(f"{request.resource_type} {request.url} failed: {request.failure}"))
+    def failed(request) -> None:
+        # A page that reloads itself (a job page when its status changes) aborts what it was still loading:
+        # net::ERR_ABORTED is the navigation's doing, not a missing file (that answers >= 400, recorded below).
+        if "ERR_ABORTED" not in (request.failure or ""):
+            record(f"{request.resource_type} {request.url} failed: {request.failure}")
+
+    page.on("requestfailed", failed)
     page.on("response", lambda response: response.status >= 400 and record(
         f"{response.request.resource_type} {response.url} answered {response.status}"))
     page.on("console", lambda message: "Content Security Policy" in message.text and record(f"CSP: {message.text}"))
