@@ -105,7 +105,7 @@ def test_oracle_maximises_the_true_expected_gain_and_needs_the_simulator():
 def test_default_mix_holds_good_and_bad_behaviour_and_normalises():
     mix = normalise_mix(None)
     assert sum(mix.values()) == pytest.approx(1.0)
-    assert mix["noisy_target_recall"] + mix["target_recall"] >= 0.4  # the good behaviour the DT learns from
+    assert mix["noisy_varied_target_recall"] + mix["varied_target_recall"] >= 0.4  # the good behaviour to learn from
     assert mix["random"] > 0 and mix["leitner"] > 0
     assert set(mix) == set(DEFAULT_POLICY_MIX)
     # schedules whose first steps coincide with the good ones' would be ambiguous to a sequence model
@@ -134,6 +134,37 @@ def test_noisy_target_recall_mostly_follows_target_recall():
     obs = Observation(step=5, t=np.zeros(m), recall=recall, states=_states_with_reviews(np.ones((m, C))),
                       cumulative_reward=np.zeros(m))
     share = (_policy("noisy_target_recall", m=m).select(obs) == 2).mean()
+    assert 0.75 < share < 0.9  # 1 - epsilon + epsilon / C = 0.85
+
+
+def test_varied_target_recall_gives_each_learner_its_own_target_and_follows_it():
+    m = 400
+    policy = _policy("varied_target_recall", m=m, seed=5)
+    lo, hi = policy.target_range
+    assert policy.targets.shape == (m,) and lo <= policy.targets.min() and policy.targets.max() <= hi
+    assert policy.targets.std() > 0.05  # spread over the range, not one target
+    assert np.array_equal(policy.targets, _policy("varied_target_recall", m=m, seed=5).targets)  # the rng decides
+    recall = np.tile([0.9, 0.4, 0.3, 0.15], (m, 1))
+    obs = Observation(step=5, t=np.zeros(m), recall=recall, states=_states_with_reviews(np.ones((m, C))),
+                      cumulative_reward=np.zeros(m))
+    chosen = policy.select(obs)
+    # each learner takes the concept closest to its own target
+    assert np.array_equal(chosen, np.argmin(np.abs(recall - policy.targets[:, None]), axis=1))
+    assert {1, 2, 3} <= set(chosen.tolist())
+    reviews = np.ones((m, C))
+    reviews[:, 0] = 0  # a never-reviewed concept still comes first, whatever the target
+    obs = Observation(step=5, t=np.zeros(m), recall=recall, states=_states_with_reviews(reviews),
+                      cumulative_reward=np.zeros(m))
+    assert (policy.select(obs) == 0).all()
+
+
+def test_noisy_varied_target_recall_mostly_follows_its_targets():
+    m = 2000
+    policy = _policy("noisy_varied_target_recall", m=m)
+    recall = np.tile([0.9, 0.4, 0.3, 0.15], (m, 1))
+    obs = Observation(step=5, t=np.zeros(m), recall=recall, states=_states_with_reviews(np.ones((m, C))),
+                      cumulative_reward=np.zeros(m))
+    share = (policy.select(obs) == np.argmin(np.abs(recall - policy.targets[:, None]), axis=1)).mean()
     assert 0.75 < share < 0.9  # 1 - epsilon + epsilon / C = 0.85
 
 
