@@ -165,7 +165,11 @@ class TargetRecallPolicy(Policy):
 
     def select(self, obs: Observation) -> np.ndarray:
         seen = _reviewed(obs)
-        return np.argmin(np.where(seen, np.abs(obs.recall - self.target), -1.0), axis=1)
+        return np.argmin(np.where(seen, np.abs(obs.recall - self._targets()), -1.0), axis=1)
+
+    def _targets(self) -> float | np.ndarray:
+        """The target recall, broadcastable to [m, C]: one for every learner here."""
+        return self.target
 
 
 class NoisyTargetRecallPolicy(_Exploring, TargetRecallPolicy):
@@ -187,9 +191,8 @@ class VariedTargetRecallPolicy(TargetRecallPolicy):
         super().__init__(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
         self.targets = rng.uniform(*self.target_range, size=num_learners)  # float64 [m]
 
-    def select(self, obs: Observation) -> np.ndarray:
-        seen = _reviewed(obs)
-        return np.argmin(np.where(seen, np.abs(obs.recall - self.targets[:, None]), -1.0), axis=1)
+    def _targets(self) -> np.ndarray:
+        return self.targets[:, None]
 
 
 class NoisyVariedTargetRecallPolicy(_Exploring, VariedTargetRecallPolicy):
