@@ -33,9 +33,10 @@ run: migrate static
 	$(PY) manage.py setup_demo
 	@echo "Starting a Celery worker (queues default,gpu) and the web server on http://$(HOST):$(PORT)/admin/"
 	@set -e; \
-	$(VENV)/bin/celery -A crlsite worker -Q default,gpu -c 2 --loglevel=INFO >var/worker.log 2>&1 & \
+	echo "--- make run, $$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>var/worker.log; \
+	$(VENV)/bin/celery -A crlsite worker -Q default,gpu -c 2 --loglevel=INFO >>var/worker.log 2>&1 & \
 	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	echo "worker pid $$worker (log: var/worker.log)"; \
+	echo "worker pid $$worker (log, appended to: var/worker.log)"; \
 	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
 
 test: setup

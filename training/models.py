@@ -12,7 +12,8 @@ from django.db.models import Q
 
 from curriculum.models import Curriculum, PolicyModel, ReviewLog
 
-from .spec import TrainingSpec
+from .rl.policies import BEHAVIOUR_POLICIES, normalise_mix  # NumPy only, no PyTorch
+from .spec import SEED_MAX, TrainingSpec
 
 
 class Job(models.Model):
@@ -69,10 +70,12 @@ class SyntheticGenerationJob(Job):
     interactions = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(10_000)], help_text="Reviews per learner."
     )
-    seed = models.IntegerField(default=42)
+    seed = models.IntegerField(default=42, validators=[MinValueValidator(0), MaxValueValidator(SEED_MAX)])
     policy_mix = models.JSONField(
         default=dict, blank=True,
-        help_text='Behaviour policy -> weight, e.g. {"random": 1, "leitner": 2}; empty for the simulator\'s default mix.',
+        help_text='Behaviour policy -> weight, e.g. {"random": 1, "leitner": 2}: each learner follows one policy, drawn '
+                  'with these relative weights (rescaled to sum to 1). Names: ' + ", ".join(BEHAVIOUR_POLICIES)
+                  + ". Empty for the default mix.",
     )
     rows_written = models.PositiveBigIntegerField(default=0)
 
@@ -84,14 +87,12 @@ class SyntheticGenerationJob(Job):
         return f"generation #{self.pk} ({self.curriculum.key}, {self.num_users}x{self.interactions})"
 
     def clean(self) -> None:
-        from .rl.policies import normalise_mix  # NumPy only
-
         errors = {}
         if self.curriculum_id and self.curriculum.concepts.count() < 2:
             errors["curriculum"] = f"curriculum {self.curriculum.key!r} needs at least 2 concepts to simulate practice"
-        if not isinstance(self.policy_mix, dict) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.policy_mix.values()
-        ):
+        if self.policy_mix is None:  # the form's empty field: the default mix, as the help text says
+            self.policy_mix = {}
+        if not isinstance(self.policy_mix, dict):
             errors["policy_mix"] = 'expected an object of policy name -> weight, e.g. {"random": 1, "leitner": 2}'
         elif self.policy_mix:
             try:
@@ -166,7 +167,11 @@ class TrainingRun(Job):
         REVIEW_LOG = "review_log", "the curriculum's review log (extracted on the fly)"
         DATASET = "dataset", "dataset from an extraction job"
 
-    data_source = models.CharField(max_length=16, choices=DataSource.choices, default=DataSource.SYNTHETIC)
+    data_source = models.CharField(
+        max_length=16, choices=DataSource.choices, default=DataSource.SYNTHETIC,
+        help_text="A synthetic cohort is simulated with the default behaviour mix; to train on a cohort generated with "
+                  "your own policy mix, choose the curriculum's review log (or a dataset extracted from it).",
+    )
     dataset = models.ForeignKey(
         TrajectoryExtractionJob, on_delete=models.PROTECT, null=True, blank=True, related_name="training_runs",
         help_text="Required when the data source is a dataset.",

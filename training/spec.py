@@ -15,6 +15,11 @@ from typing import Any
 DEFAULT_CONCEPTS = 20  # a synthetic curriculum's concept count when neither the flag nor a curriculum says
 
 
+# Seeds: NumPy refuses negative ones and PyTorch ones past 64 bits; 0 to 2**31 - 1 also fits every database's
+# integer column, so the flag, the admin form and the stored run accept the same values.
+SEED_MAX = 2**31 - 1
+
+
 def _param(default: Any, help: str, low: int | None = None, high: int | None = None) -> Any:
     return field(default=default, metadata={"help": help, "low": low, "high": high})
 
@@ -31,7 +36,7 @@ class TrainingSpec:
                                   2, 5_000)
     epochs: int = _param(10, "passes over the trajectory dataset", 1, 1_000)
     batch_size: int = _param(64, "trajectory windows per optimiser step", 1, 8_192)
-    seed: int = _param(42, "seed of the synthetic cohort and of training")
+    seed: int = _param(42, "seed of the synthetic cohort and of training", 0, SEED_MAX)
     no_cuda: bool = _param(False, "train on the CPU even when CUDA is available")
     eval_students: int = _param(
         200, "held-out simulated students of the evaluation against the baselines, but only when the curriculum "
@@ -91,7 +96,11 @@ class TrainingSpec:
             if isinstance(default, bool):
                 parser.add_argument(f"--{name}", action="store_true", help=help_text)
                 continue
-            shown = "" if default is None else f" (default {default})"
+            low, high = cls.bounds(name)
+            shown = "; ".join(
+                [*([f"{low:,} to {high:,}"] if low is not None and high is not None else []),
+                 *([f"default {default}"] if default is not None else [])])
+            shown = f" ({shown})" if shown else ""
             parser.add_argument(f"--{name}", type=cls._argparse_type(name), default=default, help=help_text + shown)
 
     @classmethod
@@ -129,7 +138,9 @@ class TrainingSpec:
         low, high = cls.bounds(name)
         validators = [*([MinValueValidator(low)] if low is not None else []),
                       *([MaxValueValidator(high)] if high is not None else [])]
-        kind = models.PositiveIntegerField if low is not None and low >= 0 else models.IntegerField
+        # seed (low 0) keeps the signed column it had before it had bounds: rows of runs that failed with a
+        # negative seed still migrate (a positive column adds a CHECK that they would fail)
+        kind = models.PositiveIntegerField if low is not None and low >= 1 else models.IntegerField
         if default is None:
             return kind(null=True, blank=True, validators=validators, help_text=help_text)
         return kind(default=default, validators=validators, help_text=help_text)

@@ -131,6 +131,14 @@ def test_the_command_prints_a_table_and_json(log):
 
 
 @pytest.mark.django_db
+def test_the_command_names_a_bad_train_fraction_once(make_curriculum):
+    make_curriculum(key="frac")
+    with pytest.raises(CommandError) as info:
+        call_command("calibration_report", "--curriculum", "frac", "--train-fraction", "0")
+    assert str(info.value) == "--train-fraction: expected a number between 0 and 1, got 0.0"
+
+
+@pytest.mark.django_db
 def test_the_command_names_an_unknown_curriculum():
     with pytest.raises(CommandError, match="--curriculum: no curriculum 'nope'"):
         call_command("calibration_report", "--curriculum", "nope")

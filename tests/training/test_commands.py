@@ -147,6 +147,8 @@ def extraction_encoder(job) -> dict:
         (["--dataset", "two", "--curriculum", "x"], "--dataset: expected a dataset version"),
         (["--dataset", "1", "--from-db", "--curriculum", "x"], "not allowed with"),
         (["--interactions", "100001"], "--interactions: expected 2 to 100000"),
+        (["--seed", "-1"], "--seed: expected 0 to 2147483647, got -1"),
+        (["--seed", "99999999999999999999999"], "--seed: expected 0 to 2147483647"),
     ],
 )
 def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, message):
@@ -162,6 +164,24 @@ def test_a_curriculum_without_reviews_or_with_other_concepts_is_refused(tmp_path
     with pytest.raises(CommandError, match="curriculum 'empty' has 3 concepts"):
         run("train_crl_policy", "--curriculum", "empty", "--concepts", "5", "--output_dir", str(tmp_path), *TINY)
     assert Concept.objects.filter(curriculum__key="empty").count() == 3
+
+
+def test_evaluate_policy_refuses_a_seed_out_of_bounds_naming_the_flag(tmp_path):
+    with pytest.raises(CommandError, match=r"--seed: expected 0 to 2147483647, got -1"):
+        run("evaluate_policy", "--policy_dir", str(tmp_path), "--seed", "-1", "--json")
+
+
+@pytest.mark.trains
+def test_a_refused_promotion_still_prints_what_was_trained_and_registered(tmp_path):
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"registered spanish v1 \(candidate\) but did not promote it: .*below the "
+                                           r"random baseline"):
+        call_command("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--curriculum", "spanish",
+                     "--concepts", "5", "--promote", *TINY, stdout=out, stderr=io.StringIO())
+    printed = out.getvalue()
+    assert "Artifacts in" in printed and "Evaluation: mean_final_recall" in printed
+    assert "Registered spanish v1 (candidate)" in printed
+    assert PolicyModel.objects.get(curriculum__key="spanish").status == PolicyModel.Status.CANDIDATE
 
 
 @pytest.mark.trains

@@ -90,6 +90,43 @@ def test_launch_refuses_an_unknown_behaviour_policy_in_the_mix(curriculum, sent)
     assert "not behaviour policies" in info.value.message_dict["policy_mix"][0]
 
 
+@pytest.mark.parametrize("mix", [{"random": float("nan")}, {"random": float("inf"), "leitner": 1},
+                                 {"random": True}, {"random": "1"}])
+def test_launch_refuses_a_weight_that_is_not_a_finite_number(curriculum, sent, mix):
+    with pytest.raises(ValidationError) as info:
+        jobs.launch_synthetic_generation(curriculum=curriculum, num_users=5, interactions=5, policy_mix=mix)
+    assert "not finite numbers" in info.value.message_dict["policy_mix"][0] and "['random']" in str(info.value)
+    assert not SyntheticGenerationJob.objects.exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31])
+def test_launch_refuses_a_seed_out_of_bounds(curriculum, sent, seed):
+    with pytest.raises(ValidationError) as info:
+        jobs.launch_synthetic_generation(curriculum=curriculum, num_users=5, interactions=5, seed=seed)
+    assert set(info.value.message_dict) == {"seed"}
+
+
+def test_the_generation_form_refuses_non_finite_weights_and_takes_an_empty_mix_as_the_default(
+    admin_client, curriculum, sent, django_capture_on_commit_callbacks
+):
+    url = reverse("admin:training_syntheticgenerationjob_add")
+    form = {"curriculum": curriculum.pk, "num_users": "5", "interactions": "5", "seed": "3"}
+    for weights in ('{"random": NaN}', '{"random": Infinity, "leitner": 1}', '{"random": 1e309}'):
+        response = admin_client.post(url, {**form, "policy_mix": weights})
+        assert response.status_code == 200, weights  # the form again, with its error: never a 500
+        assert "not finite numbers" in response.context["adminform"].form.errors["policy_mix"][0]
+    negative = admin_client.post(url, {**form, "seed": "-1", "policy_mix": "{}"})
+    assert negative.status_code == 200 and "seed" in negative.context["adminform"].form.errors
+    assert not SyntheticGenerationJob.objects.exists()
+
+    page = admin_client.get(url).content.decode()
+    assert "varied_target_recall" in page and "relative weights" in page  # the help text lists the names
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, {**form, "policy_mix": ""})  # the help text: empty for the default mix
+    assert response.status_code == 302
+    assert SyntheticGenerationJob.objects.get().policy_mix == {}
+
+
 def test_extraction_needs_reviews_to_extract(curriculum, sent):
     with pytest.raises(ValidationError) as info:
         jobs.launch_trajectory_extraction(curriculum=curriculum)

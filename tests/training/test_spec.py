@@ -23,7 +23,8 @@ CASES = [
 
 
 def test_the_bounds_are_the_pipelines_and_every_number_is_bounded():
-    assert BOUNDED == ["num_users", "interactions", "concepts", "epochs", "batch_size", "eval_students"]
+    assert BOUNDED == ["num_users", "interactions", "concepts", "epochs", "batch_size", "seed", "eval_students"]
+    assert TrainingSpec.bounds("seed") == (0, 2**31 - 1)  # NumPy refuses negative seeds; every database's int
     assert TrainingSpec.bounds("interactions") == (2, 100_000)
     assert TrainingSpec.bounds("concepts") == (2, 5_000)
     assert TrainingSpec.bounds("eval_students") == (2, 100_000)
@@ -96,4 +97,12 @@ def test_the_command_defaults_are_the_spec_defaults():
 def test_validate_names_the_parameter_out_of_bounds():
     with pytest.raises(ValueError, match=r"--batch_size: expected 1 to 8192, got 0"):
         TrainingSpec(batch_size=0).validate()
-    TrainingSpec(concepts=None, seed=-5).validate()  # no bounds on the seed; concepts None is the curriculum's
+    with pytest.raises(ValueError, match=r"--seed: expected 0 to 2147483647, got -5"):
+        TrainingSpec(seed=-5).validate()
+    TrainingSpec(concepts=None).validate()  # concepts None: the curriculum's
+
+
+def test_the_help_shows_each_flags_bounds_and_default():
+    text = Command().create_parser("manage.py", "train_crl_policy").format_help()
+    assert "1 to 1,000,000; default 500" in " ".join(text.split())
+    assert "0 to 2,147,483,647; default 42" in " ".join(text.split())

@@ -5,6 +5,7 @@ true recall and exists for evaluation only, as the ceiling.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -261,13 +262,23 @@ def make_policy(name: str, *, num_learners: int, num_concepts: int, rng: np.rand
 
 
 def normalise_mix(mix: dict[str, float] | None) -> dict[str, float]:
-    """Weights of a policy mix summing to 1; behaviour policies only (the oracle cannot write a real log)."""
+    """Weights of a policy mix (relative, any positive scale) rescaled to sum to 1, zero weights dropped.
+
+    ``mix`` None: DEFAULT_POLICY_MIX. Raises ValueError ("policy_mix: ...") for a name that is not a behaviour policy
+    (the oracle cannot write a real log), a weight that is not a finite number (bool, string, NaN, infinity), a
+    negative weight, or weights all zero.
+    """
     mix = DEFAULT_POLICY_MIX if mix is None else mix
     bad = sorted(name for name in mix if name not in BEHAVIOUR_POLICIES)
     if bad:
         raise ValueError(
             f"policy_mix: {bad} are not behaviour policies; expected names from {list(BEHAVIOUR_POLICIES)}"
         )
+    not_numbers = sorted(name for name, w in mix.items()
+                         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w))
+    if not_numbers:
+        raise ValueError(f"policy_mix: the weights of {not_numbers} are not finite numbers, got "
+                         f"{[mix[name] for name in not_numbers]!r}")
     total = float(sum(mix.values()))
     if total <= 0 or any(w < 0 for w in mix.values()):
         raise ValueError(f"policy_mix: weights must be non-negative and not all zero, got {mix!r}")

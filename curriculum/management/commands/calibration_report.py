@@ -43,7 +43,7 @@ class Command(BaseCommand):
         try:
             report = calibration_report(curriculum=found, train_fraction=train_fraction)
         except ValueError as exc:
-            raise CommandError(f"--train-fraction: {exc}") from exc
+            raise CommandError(f"--train-fraction: {str(exc).removeprefix('train_fraction: ')}") from exc
         if as_json:
             self.stdout.write(json.dumps(report))
             return

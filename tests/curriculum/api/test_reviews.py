@@ -125,6 +125,12 @@ def test_malformed_or_non_object_bodies_are_400(api_client, demo, raw):
     assert ReviewLog.objects.count() == 0
 
 
+def test_a_number_too_long_to_read_is_named_as_such(api_client, demo):
+    error = assert_error_shape(api_client.post(URL, data=b'{"learner": 1' + b"0" * 5000 + b"}",
+                                               content_type="application/json"))
+    assert error["message"] == "malformed JSON: a number of 5,001 digits (at most 4,300)"
+
+
 def test_a_body_larger_than_the_limit_is_400(api_client, demo):
     from curriculum.api.parsers import MAX_BODY_BYTES
 

@@ -171,3 +171,13 @@ def test_noisy_varied_target_recall_mostly_follows_its_targets():
 def test_unknown_policy_name_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="lowest_recall"):
         _policy("smartest")
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -float("inf"), True, "1", None])
+def test_a_mix_weight_that_is_not_a_finite_number_is_refused_by_name(weight):
+    with pytest.raises(ValueError, match=r"policy_mix: the weights of \['leitner'\] are not finite numbers"):
+        normalise_mix({"random": 1, "leitner": weight})
+
+
+def test_mix_weights_are_relative():
+    assert normalise_mix({"random": 3, "leitner": 5, "blocked": 0}) == {"random": 0.375, "leitner": 0.625}

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from training import pipeline
+from training.spec import SEED_MAX, TrainingSpec
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
                             help="directory holding dt_lite_weights.npz and dt_lite_config.json")
         parser.add_argument("--students", type=int, default=200, help="held-out simulated students (default 200)")
         parser.add_argument("--seed", type=int, default=pipeline.EVALUATION_SEED,
-                            help=f"held-out cohort seed (default {pipeline.EVALUATION_SEED})")
+                            help=f"held-out cohort seed (0 to {SEED_MAX:,}; default {pipeline.EVALUATION_SEED})")
         parser.add_argument("--interactions", type=int, default=100, help="reviews per student (default 100)")
         parser.add_argument("--students-like", "--students_like", dest="students_like", metavar="CURRICULUM",
                             help="evaluate also on students whose memory follows FSRS-6 fitted to this curriculum's "
@@ -37,6 +38,10 @@ class Command(BaseCommand):
             raise CommandError(f"--students: expected at least 2 (for a confidence interval), got {students}")
         if interactions < 1:
             raise CommandError(f"--interactions: expected at least 1, got {interactions}")
+        try:
+            TrainingSpec.check("seed", seed)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         directory = Path(policy_dir)
         if not directory.is_dir():
             raise CommandError(f"--policy_dir {policy_dir}: not a directory")

@@ -92,6 +92,8 @@ class Command(BaseCommand):
                         force=options["force"],
                     )
                 except services.PolicyError as exc:
+                    # what was trained, evaluated and registered is still worth reading beside the refusal
+                    self._summary(result, registered, time.monotonic() - started)
                     raise CommandError(f"registered {registered} but did not promote it: {exc}") from exc
                 registered.refresh_from_db()
         self._summary(result, registered, time.monotonic() - started)
