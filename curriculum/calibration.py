@@ -21,6 +21,7 @@ import numpy as np
 
 from training.rl import calibration as metrics
 from training.rl.encoder import fsrs6
+from training.rl.encoder.fit import time_split
 from training.rl.encoder.fsrs_fit import fit_fsrs6, grades_of
 
 from .models import Curriculum, ReviewLog
@@ -100,10 +101,10 @@ def calibration_report(
     }
     if not total:
         return report
-    cut_index = min(int(total * train_fraction), total - 1)
-    cut = float(np.sort(r["t"], kind="stable")[cut_index])
+    part, cut = time_split(r["t"], train_fraction=train_fraction)  # the encoder's split: it scores what policies see
     report["split"]["test_from"] = dt.datetime.fromtimestamp(cut, tz=dt.timezone.utc).isoformat()
-    train = r["t"] < cut
+    train = np.zeros(total, dtype=bool)
+    train[part] = True
     grade = grades_of(grade=r["grade"], correct=r["correct"])
     y = r["correct"].astype(np.float64)
 

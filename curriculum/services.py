@@ -86,7 +86,9 @@ def register_policy(
     notes: str = "",
 ) -> PolicyModel:
     """Store a trained policy's artifact files and create the next ``candidate`` version of the curriculum, with
-    its encoder identity (``state_specs.policy_identity(config)``; "" for a config without an encoder)."""
+    its encoder identity (``state_specs.policy_identity(config)``; "" for a config without an encoder). The first
+    version of a curriculum without an evaluation protocol stores the one it was evaluated under
+    (``metrics["protocol"]``) as the curriculum's: every later version is evaluated alike."""
     artifact_dir = Path(artifact_dir)
     missing = [n for n in ARTIFACT_NAMES if not (artifact_dir / n).is_file()]
     if missing:
@@ -97,8 +99,13 @@ def register_policy(
         raise PolicyError(f"cannot register: config.encoder/context_length cannot be read ({exc})") from None
     storage = artifact_storage()
     with transaction.atomic():
-        Curriculum.objects.select_for_update().get(pk=curriculum.pk)  # versions are numbered under this lock
+        locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)  # versions are numbered under this lock
         version = (PolicyModel.objects.filter(curriculum=curriculum).aggregate(v=Max("version"))["v"] or 0) + 1
+        measured = protocol_of(metrics)
+        if version == 1 and not locked.evaluation_protocol and measured is not None:
+            locked.evaluation_protocol = measured.to_dict()
+            locked.save(update_fields=["evaluation_protocol"])
+            curriculum.evaluation_protocol = locked.evaluation_protocol
         artifacts = {}
         for name in ARTIFACT_NAMES:
             with open(artifact_dir / name, "rb") as fh:
@@ -280,16 +287,15 @@ def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyMo
 
 
 # ---------------------------------------------------------------------------------- evaluation protocol
-def ensure_evaluation_protocol(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
-    """The curriculum's evaluation protocol; when it has none set and no version yet, ``proposed`` (the first
-    training's evaluation settings) becomes it and is stored, so that every later version is evaluated alike."""
-    with transaction.atomic():
-        locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
-        if not locked.evaluation_protocol and not PolicyModel.objects.filter(curriculum=locked).exists():
-            locked.evaluation_protocol = proposed.to_dict()
-            locked.save(update_fields=["evaluation_protocol"])
-    curriculum.evaluation_protocol = locked.evaluation_protocol
-    return locked.protocol
+def evaluation_protocol_for(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
+    """The protocol a new version of ``curriculum`` is evaluated under: the stored one; the defaults once the
+    curriculum has a version; else ``proposed`` (the run's own evaluation settings). Reads only: the first
+    registered version's protocol is stored by ``register_policy``, so a run that registers nothing (an operator
+    trying flags) fixes nothing."""
+    curriculum.refresh_from_db(fields=["evaluation_protocol"])
+    if curriculum.evaluation_protocol or PolicyModel.objects.filter(curriculum=curriculum).exists():
+        return curriculum.protocol
+    return proposed
 
 
 def request_protocol_evaluation(*, policy: PolicyModel) -> bool:

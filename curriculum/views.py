@@ -177,7 +177,7 @@ def orchestrator_promote(request: HttpRequest, pk: int) -> HttpResponse:
         except services.PolicyError as exc:
             messages.error(request, f"Promotion refused: {exc}")
         else:
-            messages.success(request, f"{policy.curriculum.key} v{policy.version} is now the active version.")
+            messages.success(request, f"Promoted: {policy.curriculum.key} v{policy.version} is now the active version.")
             return HttpResponseRedirect(_orchestrator_url(policy.curriculum))
     context = _confirm_context(request, curriculum=policy.curriculum, target=policy, kind="promote")
     return render(request, "admin/curriculum/orchestrator_confirm.html", context)
@@ -190,7 +190,7 @@ def orchestrator_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     curriculum = get_object_or_404(Curriculum, pk=pk)
     target = selectors.rollback_target(curriculum=curriculum)
     if target is None:
-        messages.error(request, f"{curriculum.key}: there is no version to roll back to.")
+        messages.error(request, f"Curriculum {curriculum.key}: there is no version to roll back to.")
         return HttpResponseRedirect(_orchestrator_url(curriculum))
     if request.method == "POST":
         try:
@@ -198,7 +198,7 @@ def orchestrator_rollback(request: HttpRequest, pk: int) -> HttpResponse:
         except services.PolicyError as exc:
             messages.error(request, f"Rollback refused: {exc}")
         else:
-            messages.success(request, f"{curriculum.key}: rolled back from v{event.from_version} to v{event.to_version}.")
+            messages.success(request, f"Curriculum {curriculum.key}: rolled back from v{event.from_version} to v{event.to_version}.")
             return HttpResponseRedirect(_orchestrator_url(curriculum))
     context = _confirm_context(request, curriculum=curriculum, target=target, kind="rollback")
     return render(request, "admin/curriculum/orchestrator_confirm.html", context)
@@ -211,10 +211,10 @@ def orchestrator_evaluate(request: HttpRequest, pk: int) -> HttpResponseRedirect
     _require_promote_permission(request)
     policy = get_object_or_404(PolicyModel.objects.select_related("curriculum"), pk=pk)
     if services.request_protocol_evaluation(policy=policy):
-        messages.info(request, f"{policy.curriculum.key} v{policy.version}: evaluation under the protocol queued; "
+        messages.info(request, f"Version {policy.curriculum.key} v{policy.version}: evaluation under the protocol queued; "
                                f"reload this page when the worker has run it.")
     else:
-        messages.error(request, f"{policy.curriculum.key} v{policy.version}: the task queue cannot be reached; "
+        messages.error(request, f"Version {policy.curriculum.key} v{policy.version}: the task queue cannot be reached; "
                                 f"try again later.")
     return HttpResponseRedirect(request.POST.get("next") or _orchestrator_url(policy.curriculum))
 
@@ -230,7 +230,7 @@ def orchestrator_describe(request: HttpRequest, pk: int) -> HttpResponseRedirect
     except services.PolicyError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{policy.curriculum.key} v{policy.version}: description saved.")
+        messages.success(request, f"Version {policy.curriculum.key} v{policy.version}: description saved.")
     return HttpResponseRedirect(_orchestrator_url(policy.curriculum))
 
 

@@ -376,7 +376,8 @@ RUN_PAGE_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
 def fixed_protocol(curriculum) -> EvaluationProtocol | None:
     """The evaluation protocol a new run on ``curriculum`` will be evaluated under whatever its eval_students and
     interactions say: the stored one, or the defaults once the curriculum has a version (see
-    curriculum.services.ensure_evaluation_protocol); None when the next run's own values will set it."""
+    curriculum.services.evaluation_protocol_for); None when the next run's own values will set it (a run
+    registers its version, which stores them)."""
     if curriculum.evaluation_protocol or PolicyModel.objects.filter(curriculum=curriculum).exists():
         return curriculum.protocol
     return None

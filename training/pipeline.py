@@ -322,9 +322,9 @@ def train_policy(
     # curriculum the spec's evaluation settings, recorded the same way.
     protocol = EvaluationProtocol(students=spec.eval_students, seed=EVALUATION_SEED, interactions=spec.interactions)
     if curriculum is not None:
-        from curriculum.services import ensure_evaluation_protocol
+        from curriculum.services import evaluation_protocol_for
 
-        protocol = ensure_evaluation_protocol(curriculum=curriculum, proposed=protocol)
+        protocol = evaluation_protocol_for(curriculum=curriculum, proposed=protocol)
     metrics = evaluate_export(output_dir=output, students=protocol.students, seed=protocol.seed,
                               interactions=protocol.interactions, on_progress=progress,
                               students_like=students)

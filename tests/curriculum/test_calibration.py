@@ -6,6 +6,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -128,6 +129,51 @@ def test_the_command_prints_a_table_and_json(log):
     call_command("calibration_report", "--curriculum", "cal", "--json", stdout=out)
     printed = json.loads(out.getvalue())
     assert printed["results"]["including_same_day"]["n"] == 5 and printed["curriculum"] == "cal"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("times_s, fraction", [
+    ([0.0], 0.7),  # one review: nothing before the cut
+    ([5.0] * 12, 0.7),  # every review at one time
+    ([i * DAY for i in range(5)], 0.01),  # a small train fraction of a small log
+])
+def test_a_log_with_an_empty_train_part_reports_with_nothing_fitted(make_curriculum, times_s, fraction):
+    from curriculum.models import Curriculum
+
+    make_curriculum(key="cal", concepts=2)
+    record_reviews(items=[review(f"u{i}", at, i % 2 == 0, concept=f"c{i % 2}") for i, at in enumerate(times_s)])
+    report = calibration_report(curriculum=Curriculum.objects.get(key="cal"), train_fraction=fraction)
+    json.dumps(report, allow_nan=False)  # valid JSON
+    assert report["reviews"] == len(times_s) and report["split"]["test_from"] is not None
+    for section in report["results"].values():
+        assert section["model"]["fit"]["fitted"] is False and section["avg"]["log_loss"] is None
+    out = io.StringIO()
+    call_command("calibration_report", "--curriculum", "cal", "--train-fraction", str(fraction), "--json", stdout=out)
+    assert json.loads(out.getvalue())["reviews"] == len(times_s)
+
+
+@pytest.mark.django_db
+def test_reviews_tied_at_the_cut_all_go_to_the_test_part_as_in_the_encoders_fit(make_curriculum):
+    """Rounds of reviews sharing one time each: the cut falls inside a round; the report and the encoder's fit
+    see the same train part (reviews strictly before the cut), whatever the storage order."""
+    from curriculum.models import Curriculum
+    from training.rl.encoder import fit_encoder_config, train_part
+
+    make_curriculum(key="cal", concepts=2)
+    rounds, learners = 9, 30
+    record_reviews(items=[review(f"u{i}", r * 2 * DAY, (i + r) % 3 != 0, concept="c0")
+                          for r in range(rounds) for i in range(learners)])
+    report = calibration_report(curriculum=Curriculum.objects.get(key="cal"))
+    cut_round = int(rounds * learners * 0.7) // learners  # review 189 is in round 6: all of round 6 is tested
+    assert report["split"]["test_from"] == (BASE + dt.timedelta(days=2 * cut_round)).isoformat()
+    t = np.repeat(np.arange(rounds) * 2.0 * DAY, learners)[::-1].copy()  # stored newest first: order must not matter
+    assert train_part(t).size == cut_round * learners == 180
+    correct = np.ones(t.size, dtype=bool)
+    learner = np.tile(np.arange(learners), rounds)
+    _, fit = fit_encoder_config(learner=learner, concept=np.zeros(t.size, int), t=t, correct=correct,
+                                grade=np.full(t.size, 3), num_concepts=2)
+    assert fit.long_term_reviews == (cut_round - 1) * learners  # every train review but each card's first
+    assert report["results"]["excluding_same_day"]["model"]["fit"]["long_term_reviews"] == fit.long_term_reviews
 
 
 @pytest.mark.django_db

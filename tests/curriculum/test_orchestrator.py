@@ -90,7 +90,8 @@ def test_promote_makes_the_candidate_active_and_records_who(promoter_client, pro
     assert candidate.status == "active"
     event = PromotionEvent.objects.get()
     assert (event.actor, event.reason, event.to_version) == (promoter, "first", candidate.version)
-    assert "is now the active version" in response.content.decode()
+    # the admin capitalises a message's first letter: the curriculum key (lower case) must not come first
+    assert f"Promoted: {curriculum.key} v{candidate.version} is now the active version" in response.content.decode()
     assert response.context["panels"][0]["active"]["policy"] == candidate
 
 

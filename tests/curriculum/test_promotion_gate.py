@@ -13,9 +13,19 @@ pytestmark = pytest.mark.django_db
 OTHER = {"students": 200, "seed": 1234, "interactions": 30, "horizon_s": 86400.0}
 
 
+def version_from_before_protocols(make_policy, curriculum, **kwargs) -> PolicyModel:
+    """A version evaluated under another protocol, registered before curricula stored one: registering a first
+    version now stores its protocol as the curriculum's, so the curriculum's is put back to empty (the defaults)."""
+    policy = make_policy(curriculum, protocol=OTHER, **kwargs)
+    type(curriculum).objects.filter(pk=curriculum.pk).update(evaluation_protocol={})
+    curriculum.refresh_from_db()
+    policy.curriculum.refresh_from_db()
+    return policy
+
+
 def test_a_candidate_is_not_compared_with_an_active_version_evaluated_under_another_protocol(make_curriculum, make_policy):
     curriculum = make_curriculum()
-    old = make_policy(curriculum, recall=0.60, protocol=OTHER)  # like v2 of the issue: fewer reviews, other numbers
+    old = version_from_before_protocols(make_policy, curriculum, recall=0.60)  # fewer reviews, other numbers
     services.promote_policy(policy=old, force=True, reason="before protocols")
     new = make_policy(curriculum, recall=0.28)
     with pytest.raises(services.PromotionRefused, match="active v1 has no evaluation under the curriculum's protocol"):
@@ -27,7 +37,7 @@ def test_a_candidate_is_not_compared_with_an_active_version_evaluated_under_anot
 
 def test_a_candidate_evaluated_under_another_protocol_is_refused(make_curriculum, make_policy):
     curriculum = make_curriculum()
-    candidate = make_policy(curriculum, recall=0.9, protocol=OTHER)
+    candidate = version_from_before_protocols(make_policy, curriculum, recall=0.9)
     with pytest.raises(services.PromotionRefused, match="v1 has no evaluation under the curriculum's protocol.*30 reviews"):
         services.promote_policy(policy=candidate, reason="looks great")
 
@@ -36,7 +46,7 @@ def test_the_active_version_re_evaluated_under_the_protocol_is_compared_like_wit
     make_curriculum, make_policy, evaluation_metrics
 ):
     curriculum = make_curriculum()
-    old = make_policy(curriculum, recall=0.60, protocol=OTHER)
+    old = version_from_before_protocols(make_policy, curriculum, recall=0.60)
     services.promote_policy(policy=old, force=True, reason="before protocols")
     # what evaluate_under_protocol stores: the active version under the curriculum's protocol
     protocol = curriculum.protocol
@@ -133,3 +143,23 @@ def test_uncovered_concepts_are_those_outside_the_active_version(make_curriculum
     assert selectors.uncovered_concepts(curriculum=curriculum) == []  # no active version: the fallback scores all
     services.promote_policy(policy=policy, reason="first")
     assert selectors.uncovered_concepts(curriculum=curriculum) == ["c2"]
+
+
+def test_the_first_registered_version_stores_its_protocol_and_later_ones_do_not(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    assert not curriculum.evaluation_protocol
+    make_policy(curriculum, protocol=OTHER)
+    curriculum.refresh_from_db()
+    assert curriculum.protocol == EvaluationProtocol.from_dict(OTHER)
+    make_policy(curriculum, protocol={**OTHER, "students": 50})
+    curriculum.refresh_from_db()
+    assert curriculum.protocol == EvaluationProtocol.from_dict(OTHER)
+    assert services.evaluation_protocol_for(curriculum=curriculum, proposed=EvaluationProtocol()) == curriculum.protocol
+
+
+def test_before_any_version_a_run_is_evaluated_under_its_own_settings_and_nothing_is_stored(make_curriculum):
+    curriculum = make_curriculum()
+    proposed = EvaluationProtocol.from_dict({"students": 9, "interactions": 12})
+    assert services.evaluation_protocol_for(curriculum=curriculum, proposed=proposed) == proposed
+    curriculum.refresh_from_db()
+    assert not curriculum.evaluation_protocol

@@ -185,6 +185,22 @@ def test_a_refused_promotion_still_prints_what_was_trained_and_registered(tmp_pa
 
 
 @pytest.mark.trains
+def test_a_run_that_registers_nothing_fixes_no_protocol_and_the_first_version_does(tmp_path):
+    args = ["train_crl_policy", "--curriculum", "proto", "--concepts", "4", *TINY]
+    run(*args, "--output_dir", str(tmp_path / "try"), "--eval_students", "5")  # an operator trying flags
+    assert not Curriculum.objects.get(key="proto").evaluation_protocol
+
+    run(*args, "--output_dir", str(tmp_path / "v1"), "--eval_students", "7", "--register")
+    assert Curriculum.objects.get(key="proto").evaluation_protocol["students"] == 7
+    assert PolicyModel.objects.get(curriculum__key="proto").metrics["protocol"]["students"] == 7
+
+    printed = run(*args, "--output_dir", str(tmp_path / "v2"), "--eval_students", "9", "--register")
+    assert PolicyModel.objects.get(curriculum__key="proto", version=2).metrics["students"] == 7
+    assert "Evaluated under curriculum 'proto''s evaluation protocol (7 students" in printed
+    assert "not --eval_students 9" in printed
+
+
+@pytest.mark.trains
 def test_evaluate_policy_refuses_a_folder_without_a_policy_or_with_a_tampered_one(tmp_path):
     with pytest.raises(CommandError, match="not a directory"):
         run("evaluate_policy", "--policy_dir", str(tmp_path / "missing"), "--json")

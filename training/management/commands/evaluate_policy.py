@@ -45,6 +45,11 @@ class Command(BaseCommand):
         directory = Path(policy_dir)
         if not directory.is_dir():
             raise CommandError(f"--policy_dir {policy_dir}: not a directory")
+        like = options.get("students_like")
+        try:  # fitted (or refused) before the progress bar starts
+            population = None if not like else pipeline.students_like_curriculum(curriculum=like)
+        except pipeline.PipelineError as exc:
+            raise CommandError(str(exc)) from exc
         bar = None if options["json"] else tqdm(total=6, desc="evaluating", file=self.stderr._out, leave=False)
 
         def progress(stage, done, total, info):
@@ -55,8 +60,6 @@ class Command(BaseCommand):
                     bar.set_postfix(policy=info["policy"], refresh=False)
 
         try:
-            like = options.get("students_like")
-            population = None if not like else pipeline.students_like_curriculum(curriculum=like)
             metrics = pipeline.evaluate_export(output_dir=directory, students=students, seed=seed,
                                                interactions=interactions, on_progress=progress,
                                                students_like=population)

@@ -93,12 +93,12 @@ class Command(BaseCommand):
                     )
                 except services.PolicyError as exc:
                     # what was trained, evaluated and registered is still worth reading beside the refusal
-                    self._summary(result, registered, time.monotonic() - started)
+                    self._summary(result, registered, time.monotonic() - started, spec=spec)
                     raise CommandError(f"registered {registered} but did not promote it: {exc}") from exc
                 registered.refresh_from_db()
-        self._summary(result, registered, time.monotonic() - started)
+        self._summary(result, registered, time.monotonic() - started, spec=spec)
 
-    def _summary(self, result, registered, seconds: float) -> None:
+    def _summary(self, result, registered, seconds: float, *, spec: TrainingSpec) -> None:
         out = self.stdout
         out.write("")
         out.write(f"Artifacts in {result.output_dir}:")
@@ -110,6 +110,14 @@ class Command(BaseCommand):
         out.write(f"Evaluation: {result.metrics.get('metric')} on {result.metrics.get('students')} held-out students "
                   f"(seed {result.metrics.get('seed')}; written to {result.output_dir / pipeline.EVALUATION_FILE})")
         out.write(format_results(result.metrics))
+        protocol = result.metrics.get("protocol") or {}
+        if result.curriculum is not None and (protocol.get("students"), protocol.get("interactions")) != (
+                spec.eval_students, spec.interactions):
+            out.write(self.style.WARNING(
+                f"Evaluated under curriculum {result.curriculum.key!r}'s evaluation protocol ({protocol.get('students')} "
+                f"students, {protocol.get('interactions')} reviews each, seed {protocol.get('seed')}), not "
+                f"--eval_students {spec.eval_students} / --interactions {spec.interactions}: every version of a "
+                "curriculum is evaluated alike (the protocol is edited on the curriculum's admin page)."))
         if "students_like" in result.metrics:
             out.write("Students like the curriculum's own (FSRS-6 fitted to its log):")
             out.write(format_results(result.metrics, key="students_like"))

@@ -9,7 +9,7 @@ simulator internals), so it works the same on synthetic, imported and live logs.
 - ``state``: ``EncodedLearnerState``, one learner's serving state
 """
 from .config import FEATURES_PER_CONCEPT, NEVER_REVIEWED_ELAPSED, STATE_FEATURES, EncoderConfig, encoder_identity
-from .fit import TRAIN_FRACTION, concept_sequences, fit_encoder_config, train_part
+from .fit import TRAIN_FRACTION, concept_sequences, fit_encoder_config, time_split, train_part
 from .memory import EncoderMemory, StateEncoder, effective_grade
 from .state import EncodedLearnerState
 
@@ -26,5 +26,6 @@ __all__ = [
     "effective_grade",
     "encoder_identity",
     "fit_encoder_config",
+    "time_split",
     "train_part",
 ]

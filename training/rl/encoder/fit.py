@@ -28,14 +28,29 @@ def concept_sequences(learner: np.ndarray, concept: np.ndarray) -> tuple[np.ndar
     return order, starts
 
 
-def train_part(t: np.ndarray, *, train_fraction: float = TRAIN_FRACTION) -> np.ndarray:
-    """Indices (int64) of the earliest ``train_fraction`` of reviews by time (stable for equal times), at least one
-    when there is any. ValueError when train_fraction is not in (0, 1]."""
+def time_split(t: np.ndarray, *, train_fraction: float = TRAIN_FRACTION) -> tuple[np.ndarray, float | None]:
+    """The time-ordered split of a log, as srs-benchmark splits: t float [N] seconds -> (train indices int64 in time
+    order, the test part's first time in seconds or None when there is no test part).
+
+    The cut is the time of the review at position ``int(N * train_fraction)`` in time order; the train part is every
+    review strictly before it, so reviews tied at the cut all fall on the test side (never split by storage order).
+    It can be empty (every review at one time). ``train_fraction`` 1: everything, no test part. The encoder's fit
+    and the calibration report both split with this. ValueError when train_fraction is not in (0, 1].
+    """
     if not 0.0 < train_fraction <= 1.0:
         raise ValueError(f"train_fraction: expected a number in (0, 1], got {train_fraction!r}")
     t = np.asarray(t, dtype=np.float64).reshape(-1)
     by_time = np.argsort(t, kind="stable")
-    return by_time[: max(int(t.size * train_fraction), min(t.size, 1))]
+    k = int(t.size * train_fraction)
+    if k >= t.size:
+        return by_time, None
+    cut = float(t[by_time[k]])
+    return by_time[: int(np.searchsorted(t[by_time], cut, side="left"))], cut
+
+
+def train_part(t: np.ndarray, *, train_fraction: float = TRAIN_FRACTION) -> np.ndarray:
+    """Indices (int64) of the train part of ``time_split`` (reviews strictly before the cut; possibly none)."""
+    return time_split(t, train_fraction=train_fraction)[0]
 
 
 def fit_encoder_config(
@@ -46,7 +61,7 @@ def fit_encoder_config(
     seconds; correct bool; grade int 0-4, 0 = none recorded), any order -> (EncoderConfig, the fit).
 
     The fit sees each review's ``effective_grade`` (the grade the encoder counts). Fewer long-term reviews than the
-    fit needs: the parameters stay the defaults (``fsrs6_parameters`` None; the fit's ``reason`` says why) and the
+    fit needs in the train part (or none at all): the parameters stay the defaults (``fsrs6_parameters`` None; the fit's ``reason`` says why) and the
     same-day table is still the log's. ValueError when the arrays differ in length or the log is empty.
     """
     arrays = [np.asarray(a).reshape(-1) for a in (learner, concept, t, correct, grade)]

@@ -148,7 +148,8 @@ def fit_fsrs6(*, learner, concept, t, grade, correct, min_long_term_reviews: int
 
     order, starts, card = fsrs6.card_sequences(learner, concept)
     prev = np.full(t.size, -1, dtype=np.int64)  # index of the same pair's previous review
-    same_pair = np.r_[False, np.diff(card[order]) == 0]
+    same_pair = np.zeros(t.size, dtype=bool)  # (np.r_[False, diff] would be one long for an empty train part)
+    same_pair[1:] = np.diff(card[order]) == 0
     prev[order[same_pair]] = order[np.flatnonzero(same_pair) - 1]
     has_prev = prev >= 0
     whole_days = np.where(has_prev, np.floor((t - t[np.maximum(prev, 0)]) / fsrs6.DAY_S), -1)
