@@ -114,15 +114,23 @@ def make_policy(fake_artifact_dir):
     from curriculum.services import register_policy
 
     def make(curriculum, *, recall: float | None = 0.5, tag: str | None = None, random: float = 0.3,
-             protocol: dict | None = None):
-        # evaluated under the curriculum's protocol (or the one given), with a random baseline for the gate
+             protocol: dict | None = None, before_protocols: bool = False):
+        # evaluated under the curriculum's protocol (or the one given), with a random baseline for the gate.
+        # before_protocols: a version registered before curricula stored a protocol (registering a first version
+        # now stores its protocol as the curriculum's): the curriculum's stays empty, i.e. the defaults.
         metrics = {} if recall is None else _evaluation_metrics(
             recall=recall, random=random, protocol=protocol if protocol is not None else curriculum.protocol.to_dict()
         )
         n = curriculum.policies.count() + 1
-        return register_policy(
+        stored = curriculum.evaluation_protocol
+        policy = register_policy(
             curriculum=curriculum, artifact_dir=fake_artifact_dir(tag or f"{curriculum.key}-{n}"), config={"v": n}, metrics=metrics
         )
+        if before_protocols:
+            type(curriculum).objects.filter(pk=curriculum.pk).update(evaluation_protocol=stored)
+            curriculum.refresh_from_db()
+            policy.curriculum.refresh_from_db()
+        return policy
 
     return make
 

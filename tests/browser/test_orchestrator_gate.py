@@ -18,7 +18,7 @@ def versions(make_curriculum, make_policy):
     """algebra (5 concepts): v1 active, evaluated with 30 reviews per student (not the protocol's 100) and covering
     c0-c2 only; v2 a candidate evaluated under the protocol, lower in raw numbers than v1."""
     curriculum = make_curriculum("algebra", concepts=5)
-    v1 = make_policy(curriculum, recall=0.60, random=0.48, protocol=FEWER_REVIEWS)
+    v1 = make_policy(curriculum, recall=0.60, random=0.48, protocol=FEWER_REVIEWS, before_protocols=True)
     v2 = make_policy(curriculum, recall=0.28, random=0.20)
     PolicyModel.objects.filter(pk=v1.pk).update(config={"concept_keys": ["c0", "c1", "c2"], "hidden_dim": 64})
     PolicyModel.objects.filter(pk=v2.pk).update(config={"concept_keys": [f"c{i}" for i in range(5)], "hidden_dim": 128})

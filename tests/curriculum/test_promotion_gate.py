@@ -13,19 +13,9 @@ pytestmark = pytest.mark.django_db
 OTHER = {"students": 200, "seed": 1234, "interactions": 30, "horizon_s": 86400.0}
 
 
-def version_from_before_protocols(make_policy, curriculum, **kwargs) -> PolicyModel:
-    """A version evaluated under another protocol, registered before curricula stored one: registering a first
-    version now stores its protocol as the curriculum's, so the curriculum's is put back to empty (the defaults)."""
-    policy = make_policy(curriculum, protocol=OTHER, **kwargs)
-    type(curriculum).objects.filter(pk=curriculum.pk).update(evaluation_protocol={})
-    curriculum.refresh_from_db()
-    policy.curriculum.refresh_from_db()
-    return policy
-
-
 def test_a_candidate_is_not_compared_with_an_active_version_evaluated_under_another_protocol(make_curriculum, make_policy):
     curriculum = make_curriculum()
-    old = version_from_before_protocols(make_policy, curriculum, recall=0.60)  # fewer reviews, other numbers
+    old = make_policy(curriculum, recall=0.60, protocol=OTHER, before_protocols=True)  # fewer reviews, other numbers
     services.promote_policy(policy=old, force=True, reason="before protocols")
     new = make_policy(curriculum, recall=0.28)
     with pytest.raises(services.PromotionRefused, match="active v1 has no evaluation under the curriculum's protocol"):
@@ -37,7 +27,7 @@ def test_a_candidate_is_not_compared_with_an_active_version_evaluated_under_anot
 
 def test_a_candidate_evaluated_under_another_protocol_is_refused(make_curriculum, make_policy):
     curriculum = make_curriculum()
-    candidate = version_from_before_protocols(make_policy, curriculum, recall=0.9)
+    candidate = make_policy(curriculum, recall=0.9, protocol=OTHER, before_protocols=True)
     with pytest.raises(services.PromotionRefused, match="v1 has no evaluation under the curriculum's protocol.*30 reviews"):
         services.promote_policy(policy=candidate, reason="looks great")
 
@@ -46,7 +36,7 @@ def test_the_active_version_re_evaluated_under_the_protocol_is_compared_like_wit
     make_curriculum, make_policy, evaluation_metrics
 ):
     curriculum = make_curriculum()
-    old = version_from_before_protocols(make_policy, curriculum, recall=0.60)
+    old = make_policy(curriculum, recall=0.60, protocol=OTHER, before_protocols=True)
     services.promote_policy(policy=old, force=True, reason="before protocols")
     # what evaluate_under_protocol stores: the active version under the curriculum's protocol
     protocol = curriculum.protocol
