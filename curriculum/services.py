@@ -287,15 +287,21 @@ def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyMo
 
 
 # ---------------------------------------------------------------------------------- evaluation protocol
-def evaluation_protocol_for(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
-    """The protocol a new version of ``curriculum`` is evaluated under: the stored one; the defaults once the
-    curriculum has a version; else ``proposed`` (the run's own evaluation settings). Reads only: the first
-    registered version's protocol is stored by ``register_policy``, so a run that registers nothing (an operator
-    trying flags) fixes nothing."""
-    curriculum.refresh_from_db(fields=["evaluation_protocol"])
+def fixed_evaluation_protocol(*, curriculum: Curriculum) -> EvaluationProtocol | None:
+    """The protocol a new version of ``curriculum`` is evaluated under whatever its run's settings say: the stored
+    one, or the defaults once the curriculum has a version; None while it has neither (the run's own settings then
+    serve, and registering the first version stores them, ``register_policy``). Reads the instance as given."""
     if curriculum.evaluation_protocol or PolicyModel.objects.filter(curriculum=curriculum).exists():
         return curriculum.protocol
-    return proposed
+    return None
+
+
+def evaluation_protocol_for(*, curriculum: Curriculum, proposed: EvaluationProtocol) -> EvaluationProtocol:
+    """The protocol a new version of ``curriculum`` is evaluated under: ``fixed_evaluation_protocol`` as stored
+    now, else ``proposed`` (the run's own evaluation settings). Reads only, so a run that registers nothing (an
+    operator trying flags) fixes nothing."""
+    curriculum.refresh_from_db(fields=["evaluation_protocol"])
+    return fixed_evaluation_protocol(curriculum=curriculum) or proposed
 
 
 def request_protocol_evaluation(*, policy: PolicyModel) -> bool:

@@ -23,7 +23,7 @@ from curriculum import charts
 from curriculum.admin import PolicyModelAdmin, format_when, permission_denied
 from curriculum.admin_text import protocol_columns
 from curriculum.evaluation_protocol import EvaluationProtocol, protocol_of
-from curriculum.models import PolicyModel
+from curriculum.services import fixed_evaluation_protocol
 
 from . import jobs
 from .models import Job, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
@@ -373,16 +373,6 @@ RUN_PAGE_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def fixed_protocol(curriculum) -> EvaluationProtocol | None:
-    """The evaluation protocol a new run on ``curriculum`` will be evaluated under whatever its eval_students and
-    interactions say: the stored one, or the defaults once the curriculum has a version (see
-    curriculum.services.evaluation_protocol_for); None when the next run's own values will set it (a run
-    registers its version, which stores them)."""
-    if curriculum.evaluation_protocol or PolicyModel.objects.filter(curriculum=curriculum).exists():
-        return curriculum.protocol
-    return None
-
-
 def protocol_note(protocol: EvaluationProtocol) -> str:
     """The sentence the add form and a run's page show about a curriculum's fixed protocol."""
     return (f"The curriculum's evaluation protocol decides the evaluation: {protocol.students} students, "
@@ -457,7 +447,7 @@ class TrainingRunAdmin(JobAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         from curriculum.models import Curriculum
 
-        notes = {str(c.pk): protocol_note(p) for c in Curriculum.objects.all() if (p := fixed_protocol(c))}
+        notes = {str(c.pk): protocol_note(p) for c in Curriculum.objects.all() if (p := fixed_evaluation_protocol(curriculum=c))}
         return super().add_view(request, form_url, {**(extra_context or {}), "source_fields": SOURCE_FIELDS,
                                                     "protocol_notes": notes})
 
@@ -467,7 +457,7 @@ class TrainingRunAdmin(JobAdmin):
         used = protocol_of(obj.metrics)
         if used is not None:
             return f"{used.label} (the curriculum's evaluation protocol)"
-        fixed = fixed_protocol(obj.curriculum)
+        fixed = fixed_evaluation_protocol(curriculum=obj.curriculum)
         if fixed is not None:
             return protocol_note(fixed)
         return (f"{obj.eval_students} students, {obj.interactions} reviews each: this run's values, which become the "

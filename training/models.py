@@ -13,7 +13,7 @@ from django.db.models import Q
 from curriculum.models import Curriculum, PolicyModel, ReviewLog
 
 from .rl.policies import BEHAVIOUR_POLICIES, normalise_mix  # NumPy only, no PyTorch
-from .spec import SEED_MAX, TrainingSpec
+from .spec import TrainingSpec
 
 
 class Job(models.Model):
@@ -70,7 +70,7 @@ class SyntheticGenerationJob(Job):
     interactions = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(10_000)], help_text="Reviews per learner."
     )
-    seed = models.IntegerField(default=42, validators=[MinValueValidator(0), MaxValueValidator(SEED_MAX)])
+    seed = models.IntegerField(default=42, validators=TrainingSpec.validators("seed"))  # the training seed's bounds
     policy_mix = models.JSONField(
         default=dict, blank=True,
         help_text='Behaviour policy -> weight, e.g. {"random": 1, "leitner": 2}: each learner follows one policy, drawn '

@@ -126,18 +126,25 @@ class TrainingSpec:
 
     # ----------------------------------------------------------------------------- derived: model and form
     @classmethod
+    def validators(cls, name: str) -> list:
+        """Django validators for a parameter's bounds (none where unbounded), for any column that holds it."""
+        from django.core.validators import MaxValueValidator, MinValueValidator
+
+        low, high = cls.bounds(name)
+        return [*([MinValueValidator(low)] if low is not None else []),
+                *([MaxValueValidator(high)] if high is not None else [])]
+
+    @classmethod
     def model_field(cls, name: str):
         """The TrainingRun column for a parameter: its default, help text and bounds as validators."""
-        from django.core.validators import MaxValueValidator, MinValueValidator
         from django.db import models
 
         default, help_text = cls.default(name), cls.help_text(name)
         help_text = help_text[0].upper() + help_text[1:] + "."
         if isinstance(default, bool):
             return models.BooleanField(default=default, help_text=help_text)
-        low, high = cls.bounds(name)
-        validators = [*([MinValueValidator(low)] if low is not None else []),
-                      *([MaxValueValidator(high)] if high is not None else [])]
+        low = cls.bounds(name)[0]
+        validators = cls.validators(name)
         # seed (low 0) keeps the signed column it had before it had bounds: rows of runs that failed with a
         # negative seed still migrate (a positive column adds a CHECK that they would fail)
         kind = models.PositiveIntegerField if low is not None and low >= 1 else models.IntegerField
