@@ -9,6 +9,10 @@ the load from a second process (asyncio, HTTP/1.1 keep-alive): recommendations o
 connections, as fast as they go (or at `--rate` per second, latency then counted from the scheduled send),
 while review batches are posted at `--review-rate` per second; half way through, v2 is promoted. The target:
 >= 300 recommendations/s with p99 <= 50 ms and no errors. `--seconds 5` is a smoke run. Loopback only.
+
+`--batch N` sends the recommendations as batches of N learners to `POST /api/v1/recommendations/batch` instead
+(90% known learners, 10% new ones per batch) and reports learners/s; the target is then >= 20,000 learners/s
+with no errors. The server's `API_THROTTLE_RATE` is raised for it (unless set) so the budget does not cap the run.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only
 RECOMMEND, REVIEWS = "/api/v1/recommendations", "/api/v1/reviews"
+BATCH = RECOMMEND + "/batch"
 
 
 # --------------------------------------------------------------------------------------- load generator
@@ -104,6 +109,12 @@ async def _load(cfg: dict, started, results) -> None:
     connections: list[Connection] = []
     state = {"measuring": False, "stop": False}
 
+    def learner() -> str:
+        return rng.choice(learners) if rng.random() < 0.9 else f"{cfg['curriculum']}-new{rng.randrange(10**6)}"
+
+    def batch_body() -> bytes:
+        return json.dumps({"curriculum": cfg["curriculum"], "learners": [learner() for _ in range(cfg["batch"])]}).encode()
+
     def rec_body() -> bytes:
         roll = rng.random()
         body = {"curriculum": cfg["curriculum"],
@@ -169,7 +180,8 @@ async def _load(cfg: dict, started, results) -> None:
         await asyncio.gather(*tasks)
 
     def on_recommendation(sent: float, done: float, payload: bytes) -> None:
-        policy = json.loads(payload)["policy"]
+        answer = json.loads(payload)
+        policy = answer["results"][0]["policy"] if cfg["batch"] else answer["policy"]
         versions.append((sent, done, policy["version"] if policy else None))
 
     def connect(n: int) -> list[Connection]:
@@ -178,11 +190,12 @@ async def _load(cfg: dict, started, results) -> None:
         return made
 
     rec_conns, review_conns = connect(cfg["concurrency"]), connect(cfg["review_concurrency"])
+    path, body = (BATCH, batch_body) if cfg["batch"] else (RECOMMEND, rec_body)
     if cfg["rate"] > 0:
-        rec_task = paced(cfg["rate"], rec_conns, RECOMMEND, rec_body, 200, recs, on_recommendation)
+        rec_task = paced(cfg["rate"], rec_conns, path, body, 200, recs, on_recommendation)
         tasks = [asyncio.create_task(rec_task)]
     else:
-        tasks = [asyncio.create_task(closed_loop(c, RECOMMEND, rec_body, 200, recs, on_recommendation)) for c in rec_conns]
+        tasks = [asyncio.create_task(closed_loop(c, path, body, 200, recs, on_recommendation)) for c in rec_conns]
     if cfg["review_rate"] > 0:
         tasks.append(asyncio.create_task(paced(cfg["review_rate"], review_conns, REVIEWS, review_body, 201, reviews)))
 
@@ -227,7 +240,7 @@ def seed(args, key: str, workdir: Path) -> dict:
     from curriculum.management.commands.create_api_token import issue_token
     from curriculum.reviews.store import record_reviews
     from curriculum.services import ensure_curriculum, promote_policy, register_policy
-    from training.rl.artifacts import export_artifacts
+    from training.rl.checkpoint import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
     from training.rl.encoder import FEATURES_PER_CONCEPT, EncoderConfig
 
@@ -292,6 +305,8 @@ def start_server(args, port: int, log_path: Path) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(args.workers),
                "--threads", str(args.threads), "-b", f"{HOST}:{port}", "--log-level", "warning"]
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    if args.batch:  # the budget counts learners: 60000/min would cap the run at 1,000 learners/s
+        env.setdefault("API_THROTTLE_RATE", "100000000/min")
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -331,7 +346,7 @@ def report(args, out: dict, promoted_at: float | None, db: str, cache: str) -> b
     print(f"recommendations: {load}; reviews: batches of {args.review_batch} at {args.review_rate:.0f}/s on "
           f"{args.review_concurrency} connections\n")
     print(f"{'endpoint':<34} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
-    print(row("POST /api/v1/recommendations", out["recommendations"], elapsed))
+    print(row(f"POST {BATCH} ({args.batch}/batch)" if args.batch else f"POST {RECOMMEND}", out["recommendations"], elapsed))
     print(row(f"POST /api/v1/reviews ({args.review_batch}/batch)", out["reviews"], elapsed))
     for kind in ("recommendations", "reviews"):
         for sample in out[kind]["samples"]:
@@ -345,13 +360,21 @@ def report(args, out: dict, promoted_at: float | None, db: str, cache: str) -> b
         after = [v for sent, _, v in versions if sent > promoted_at]
         first_new = min((done for _, done, v in versions if v == 2), default=None)
         stale = [sent for sent, _, v in versions if sent > promoted_at and v == 1]
-        print(f"\npromotion v1 -> v2 committed at {at:.1f} s: first v2 answer {first_new - promoted_at:+.3f} s after; "
+        first = "no v2 answer in the run" if first_new is None else f"first v2 answer {first_new - promoted_at:+.3f} s after"
+        print(f"\npromotion v1 -> v2 committed at {at:.1f} s: {first}; "
               f"{len(stale)} of {len(after)} requests sent after it answered by v1 (the old version answers while a "
               f"worker loads the new one){f', last at {max(stale) - promoted_at:+.3f} s' if stale else ''}")
     rec = out["recommendations"]
     rps = len(rec["latencies"]) / elapsed
     p99 = float(np.percentile(rec["latencies"], 99)) if rec["latencies"] else float("inf")
     errors = rec["errors"] + out["reviews"]["errors"]
+    if args.batch:
+        learners_per_s = rps * args.batch
+        met = learners_per_s >= 20_000 and errors == 0
+        print(f"target (>= 20,000 learners/s in batches, 0 errors): {'met' if met else 'MISSED'} "
+              f"({learners_per_s:.0f} learners/s in {rps:.1f} batches/s of {args.batch}, p99 {p99:.1f} ms per batch, "
+              f"{errors} errors)")
+        return met
     met = rps >= 300 and p99 <= 50 and errors == 0
     print(f"target (>= 300 recommendations/s, p99 <= 50 ms, 0 errors): {'met' if met else 'MISSED'} "
           f"({rps:.0f}/s, p99 {p99:.1f} ms, {errors} errors)")
@@ -364,11 +387,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured load before it")
     parser.add_argument("--concurrency", type=int, default=4, help="recommendation connections")
     parser.add_argument("--rate", type=float, default=0.0, help="recommendations per second (0: closed loop)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="learners per batch request to /recommendations/batch (0: the single endpoint)")
     parser.add_argument("--review-rate", type=float, default=20.0, help="review batches per second (0: none)")
     parser.add_argument("--review-batch", type=int, default=5, help="reviews per batch")
     parser.add_argument("--review-concurrency", type=int, default=2, help="review connections")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="gunicorn worker processes (default: one per CPU, as the README advises)")
+                        help="gunicorn worker processes (default: one per CPU, as docs/operations.md advises)")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
     parser.add_argument("--learners", type=int, default=1000)
     parser.add_argument("--history", type=int, default=30, help="reviews per learner before the run")
@@ -383,7 +408,7 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
-    from curriculum.learner_states import reencode_states
+    from curriculum.learner_state_rebuild import reencode_states
     from curriculum.services import promote_policy
 
     key = f"bench-{uuid.uuid4().hex[:8]}"
@@ -403,7 +428,8 @@ def main() -> int:
             cfg = {"port": port, "token": seeded["token"], "curriculum": key, "learners": seeded["learners"],
                    "concepts": seeded["concepts"], "seconds": args.seconds, "warmup": args.warmup,
                    "concurrency": args.concurrency, "rate": args.rate, "review_rate": args.review_rate,
-                   "review_batch": args.review_batch, "review_concurrency": args.review_concurrency, "seed": 1}
+                   "review_batch": args.review_batch, "review_concurrency": args.review_concurrency, "seed": 1,
+                   "batch": args.batch}
             ctx = mp.get_context("spawn")
             started_recv, started_send = ctx.Pipe(duplex=False)
             results_recv, results_send = ctx.Pipe(duplex=False)

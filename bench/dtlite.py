@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from training.rl.artifacts import export_artifacts  # noqa: E402
+from training.rl.checkpoint import export_artifacts  # noqa: E402
 from training.rl.dt import DecisionTransformer, DTConfig  # noqa: E402
 from training.rl.dtlite import DTLite  # noqa: E402
 

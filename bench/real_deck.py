@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/real_deck.py [--file bench/data/fsrs-real-half.csv] [--curriculum real]
 
 Uses the configured database (DATABASE_URL); the curriculum is deleted first so the import starts from nothing.
-Target (README): both together in at most 10 minutes on 2 CPU cores.
+Target (bench/README.md): both together in at most 10 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 

@@ -9,6 +9,11 @@ three same-day rules with the same fitted 21 parameters: ``stability`` (fsrs6's 
 curve on fractional days), ``table`` (the constant per previous grade of encoders fitted before it) and ``none``
 (the fsrs package's R = 1). Then target_recall and lowest_recall run on 200 held-out students (``--eval-seed``)
 with the encoder under the first two rules; round_robin, which reads no estimate, for scale.
+
+Last, the unfitted encoder (what encodes states and drives serving's fallback while no version is active) on the
+same held-out students: lowest_recall and target_recall with no same-day rule (configs stored before the default
+rule: recall 1.0 for the rest of the day), with the default rule (``fsrs6.default_same_day_stability``), and with
+the other short-term intervals it was chosen among; and each rule's recall 5 minutes after a lapse.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.rl.calibration import auc, log_loss  # noqa: E402
-from training.rl.encoder import effective_grade, fit_encoder_config, fsrs6  # noqa: E402
+from training.rl.encoder import EncoderConfig, effective_grade, fit_encoder_config, fsrs6  # noqa: E402
 from training.rl.evaluation import final_recall  # noqa: E402
 from training.rl.simulator import generate_logs  # noqa: E402
 
@@ -60,6 +65,36 @@ def main() -> None:
                          encoder=encoder)
         half = 1.96 * v.std(ddof=1) / np.sqrt(v.size)
         print(f"| {policy} | {name} | {v.mean():.4f} | [{v.mean() - half:.4f}, {v.mean() + half:.4f}] |")
+    default_rule(eval_seed=args.eval_seed)
+
+
+def default_rule(*, eval_seed: int) -> None:
+    """The unfitted encoder's same-day rules in closed loop (see the module docstring)."""
+    w = fsrs6.DEFAULT_PARAMETERS
+    minute = 1.0 / 1440.0
+    rules = {
+        "none (stored before the rule)": EncoderConfig(num_concepts=20, fsrs6_same_day_default=False),
+        "default: 1 min, w1, w2, w3": EncoderConfig(num_concepts=20),
+        "package steps: 1 min, 5.5 min, 10 min, w3": EncoderConfig(
+            num_concepts=20, fsrs6_same_day_stability=(minute, 5.5 * minute, 10 * minute, w[3])),
+        "relearning step: 10 min, w1, w2, w3": EncoderConfig(
+            num_concepts=20, fsrs6_same_day_stability=(10 * minute, w[1], w[2], w[3])),
+        "first stabilities: w0, w1, w2, w3": EncoderConfig(num_concepts=20, fsrs6_same_day_stability=tuple(w[:4])),
+    }
+    print(f"\nThe unfitted encoder (serving's fallback), 200 held-out students (seed {eval_seed}), mean final recall:\n")
+    print("| same-day rule | recall 5 min after Again | lowest_recall | 95% CI | target_recall | 95% CI |\n"
+          "|---|---:|---:|---|---:|---|")
+    for name, encoder in rules.items():
+        memory = fsrs6.init_memory(1, 1)
+        fsrs6.update(memory, [0], [0], [0.0], [1])
+        after = fsrs6.recall(memory, [0], [0], [300.0], same_day_stability=encoder.same_day_stability)[0]
+        cells = [f"{after:.4f}"]
+        for policy in ("lowest_recall", "target_recall"):
+            v = final_recall(policy_name=policy, num_concepts=20, students=200, interactions=100, seed=eval_seed,
+                             encoder=encoder)
+            half = 1.96 * v.std(ddof=1) / np.sqrt(v.size)
+            cells += [f"{v.mean():.4f}", f"[{v.mean() - half:.4f}, {v.mean() + half:.4f}]"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

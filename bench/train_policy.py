@@ -1,11 +1,17 @@
 """Benchmark: the default `train_crl_policy` end to end (generation, training, export, evaluation) on this
 machine, timed per stage, with DTLite's closed-loop result against the baselines on 200 held-out students.
 
-    .venv/bin/python bench/train_policy.py [--repeats 1] [-- extra train_crl_policy flags]
+    .venv/bin/python bench/train_policy.py [--repeats 1] [--hold-out FAMILY] [-- extra train_crl_policy flags]
 
 Targets (issue "Learning core"): the whole command in at most 10 minutes on a 2-core CPU; DTLite above random,
 round_robin and leitner with non-overlapping 95% intervals and at or above lowest_recall. Each repeat is a fresh
 process (as an operator runs it); the table reports the median wall time and the last run's evaluation.
+
+Per student family (issue 21): the evaluation's "families" table (each policy's mean and 95% interval, the paired
+difference dt - policy on the same students, the best behaviour policy of the training mix and the share of the
+lowest_recall-to-oracle gap closed). ``--hold-out FAMILY`` is leave-one-family-out: training mixes the other
+families of EVALUATION_FAMILIES (``--families``), the evaluation reports them all, and the verdict says whether
+the DT is still at or above round_robin and lowest_recall (paired mean difference >= 0) on the family it never met.
 """
 from __future__ import annotations
 
@@ -20,14 +26,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from training.rl.evaluation import EVALUATION_FAMILIES, format_report  # noqa: E402 - NumPy only, no Django
 TARGET_SECONDS = 600.0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--hold-out", dest="hold_out", metavar="FAMILY",
+                        help="train on the other student families, evaluate on all (leave-one-family-out)")
     parser.add_argument("extra", nargs="*", help="more train_crl_policy flags (after --)")
     args = parser.parse_args()
+    if args.hold_out:
+        args.extra = [*args.extra, "--families", ",".join(held_out_mix(args.hold_out))]
     walls, stages, metrics = [], {}, {}
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -41,9 +53,6 @@ def main() -> int:
                 print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
                 return done.returncode
             metrics = json.loads((Path(tmp) / "evaluation.json").read_text())
-            interactions = int(args.extra[args.extra.index("--interactions") + 1]) if "--interactions" in args.extra else 100
-            paired = paired_difference(Path(tmp), students=metrics["students"], seed=metrics["seed"],
-                                       interactions=interactions)
             found = re.search(r"Done in \d+ s \((.*)\)\.", done.stdout)
             stages = dict(part.rsplit(" ", 2)[:2] for part in found.group(1).split(", ")) if found else {}
 
@@ -69,35 +78,22 @@ def main() -> int:
     print(f"\nAbove random/round_robin/leitner with non-overlapping intervals: {'yes' if beats else 'NO'}; "
           f"mean at or above lowest_recall: {'yes' if at_least else 'NO'}; "
           f"gap to oracle: {results['oracle']['mean'] - dt['mean']:.4f}")
-    print("\nPaired (the same students, review times and dice for both), per-student dt - baseline (and dt - "
-          "target_recall, the best behaviour policy of the training mix):\n")
-    print("| baseline | mean difference | 95% CI | dt better on |\n|---|---:|---|---:|")
-    for name, (mean, lo, hi, share) in paired.items():
-        print(f"| {name} | {mean:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {share:.0%} of students |")
+    print("\n## Per student family (paired: the same students, review times and dice for both policies)\n")
+    print(format_report(metrics))
+    if args.hold_out:
+        block = metrics["families"][args.hold_out]
+        verdict = all(block["paired"][name]["mean"] >= 0 for name in ("round_robin", "lowest_recall"))
+        print(f"\nLeave-one-family-out: trained on {', '.join(held_out_mix(args.hold_out))}, evaluated on "
+              f"{args.hold_out}: dt at or above round_robin and lowest_recall (paired mean >= 0): "
+              f"{'yes' if verdict else 'NO'}")
     return 0
 
 
-def paired_difference(policy_dir: Path, *, students: int, seed: int, interactions: int) -> dict[str, tuple[float, float, float, float]]:
-    """Per-student final recall of dt minus each baseline's, on the evaluation's cohort: mean, 95% CI, share > 0."""
-    sys.path.insert(0, str(ROOT))
-    import numpy as np
-
-    from training.rl.dtlite import DTLite
-    from training.rl.evaluation import BASELINES, final_recall
-    from training.rl.encoder import EncoderConfig
-
-    lite = DTLite.load(policy_dir / "dt_lite_weights.npz", policy_dir / "dt_lite_config.json")
-    encoder = EncoderConfig.from_dict(lite.config["encoder"])
-    common = dict(num_concepts=encoder.num_concepts, students=students, interactions=interactions, seed=seed, encoder=encoder)
-    dt = final_recall(policy_name="dt", model=lite, **common)
-    out = {}
-    # target_recall is no baseline of the evaluation, but the best behaviour policy of the training mix: how close
-    # the Decision Transformer comes to (or goes past) what it learned from
-    for name in (*BASELINES, "target_recall"):
-        diff = dt - final_recall(policy_name=name, **common)
-        half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
-        out[name] = (float(diff.mean()), float(diff.mean() - half), float(diff.mean() + half), float((diff > 0).mean()))
-    return out
+def held_out_mix(family: str) -> list[str]:
+    """The training families without ``family`` (exits naming it when it is not an evaluation family)."""
+    if family not in EVALUATION_FAMILIES:
+        raise SystemExit(f"--hold-out: expected one of {', '.join(EVALUATION_FAMILIES)}, got {family!r}")
+    return [name for name in EVALUATION_FAMILIES if name != family]
 
 
 if __name__ == "__main__":

@@ -66,6 +66,21 @@ def publish(task_name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | N
         return False
 
 
+# ---------------------------------------------------------------- the database's statement timeout in workers
+@signals.worker_init.connect
+def worker_statement_timeout(**kwargs) -> None:
+    """A worker's bulk statements (a COPY block, a curriculum's reviews read for extraction) run longer than a web
+    request's: its connections take CRL_WORKER_DB_STATEMENT_TIMEOUT_SECONDS (before any is opened; pool processes
+    inherit it) instead of DB_STATEMENT_TIMEOUT_SECONDS."""
+    from django.conf import settings
+    from django.db import connections
+
+    options = settings.DATABASES["default"].get("OPTIONS", {})
+    if "statement_timeout" in str(options.get("options", "")):
+        options["options"] = settings.CRL_WORKER_DB_OPTIONS
+        connections.close_all()
+
+
 # ---------------------------------------------------------------- PyTorch threads per worker process
 _worker_concurrency: int | None = None
 

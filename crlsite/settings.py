@@ -83,6 +83,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A view that cannot reach the database or the storage answers 503 + Retry-After, logged once per outage.
+    "crlsite.outages.ServiceUnavailableMiddleware",
     # Static files from the process itself (gunicorn or runserver, DEBUG or not): no separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -130,6 +132,31 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # The test database's name is chosen per test run (and per xdist worker) in tests/conftest.py.
+# Every query is bounded (PostgreSQL): connecting by DB_CONNECT_TIMEOUT_SECONDS (libpq's connect_timeout, whole
+# seconds, at least 2), each statement by DB_STATEMENT_TIMEOUT_SECONDS (the server cancels it; 0: no bound). Celery
+# workers, whose bulk statements run longer, take CRL_WORKER_DB_STATEMENT_TIMEOUT_SECONDS instead (crlsite/celery.py).
+# A query that fails either way is answered 503 with Retry-After CRL_RETRY_AFTER_SECONDS (crlsite/outages.py).
+DB_CONNECT_TIMEOUT_SECONDS = max(env_int("DB_CONNECT_TIMEOUT_SECONDS", 5), 2)
+DB_STATEMENT_TIMEOUT_SECONDS = float(os.environ.get("DB_STATEMENT_TIMEOUT_SECONDS", "30"))
+CRL_WORKER_DB_STATEMENT_TIMEOUT_SECONDS = float(os.environ.get("CRL_WORKER_DB_STATEMENT_TIMEOUT_SECONDS", "3600"))
+CRL_RETRY_AFTER_SECONDS = env_int("CRL_RETRY_AFTER_SECONDS", 5)
+# A database that holds the connection and never answers (frozen, or a network that drops everything) cancels no
+# statement: a web process cuts a query's connection after DB_QUERY_DEADLINE_SECONDS itself (crlsite/query_deadline.py;
+# 0: never). Default: the statement timeout and 5 s more, so that the server cancels first when it can.
+DB_QUERY_DEADLINE_SECONDS = float(os.environ.get("DB_QUERY_DEADLINE_SECONDS", str(DB_STATEMENT_TIMEOUT_SECONDS + 5)))
+
+
+def postgres_statement_timeout(seconds: float) -> str:
+    """libpq's ``options`` that set the server's statement_timeout (milliseconds; 0 is no timeout)."""
+    return f"-c statement_timeout={int(round(seconds * 1000))}"
+
+
+# The libpq options a Celery worker's connections take (crlsite/celery.py swaps them in when the worker starts).
+CRL_WORKER_DB_OPTIONS = postgres_statement_timeout(CRL_WORKER_DB_STATEMENT_TIMEOUT_SECONDS)
+if DATABASES["default"]["ENGINE"] in {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}:
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=DB_CONNECT_TIMEOUT_SECONDS, options=postgres_statement_timeout(DB_STATEMENT_TIMEOUT_SECONDS)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -161,13 +188,16 @@ _ARTIFACT_STORAGE_OPTIONS = {
                              ("region_name", "AWS_S3_REGION_NAME"), ("location", "AWS_LOCATION"))
     if os.environ.get(variable)
 }
+# A local artifact file is written whole or not at all, and a write that would leave less than
+# CRL_STORAGE_RESERVE_BYTES free is refused before it starts (curriculum/storage.py).
+CRL_STORAGE_RESERVE_BYTES = env_int("CRL_STORAGE_RESERVE_BYTES", 16 << 20)
 if ARTIFACT_STORAGE_BACKEND.endswith("S3Storage"):
     _ARTIFACT_STORAGE_OPTIONS.setdefault("file_overwrite", False)  # never replace a stored artifact silently
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "artifacts": {"BACKEND": ARTIFACT_STORAGE_BACKEND, "OPTIONS": _ARTIFACT_STORAGE_OPTIONS}
     if ARTIFACT_STORAGE_BACKEND
-    else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(MEDIA_ROOT / "artifacts")}},
+    else {"BACKEND": "curriculum.storage.WholeFileSystemStorage", "OPTIONS": {"location": str(MEDIA_ROOT / "artifacts")}},
     # `manage.py collectstatic` (make run does it) writes hashed, compressed copies that WhiteNoise serves
     # with far-future cache headers; the tests swap in the plain storage (tests/conftest.py).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -218,6 +248,10 @@ CELERY_TASK_ROUTES = {"training.tasks.run_training_run": {"queue": "gpu"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: a worker takes one at a time
 CELERY_TASK_ACKS_LATE = True  # a job whose worker died is redelivered (and found stale by its heartbeat)
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
+# When a pool process dies (killed for memory), its job is failed as soon as Celery reports the task lost
+# (training.tasks); Celery first waits this long for a result the process might have sent, which these tasks never
+# send (the job rows are the truth): 2 s instead of Celery's 10.
+CELERY_WORKER_LOST_WAIT = float(os.environ.get("CELERY_WORKER_LOST_WAIT", "2"))
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", str(5 * 3600)))
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 300
 CELERY_TASK_IGNORE_RESULT = True  # the job rows in the database are the truth, not the result backend
@@ -227,7 +261,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Jobs: a running job writes a heartbeat this often; one silent for CRL_JOB_STALE_SECONDS is marked failed.
 CRL_JOB_HEARTBEAT_SECONDS = float(os.environ.get("CRL_JOB_HEARTBEAT_SECONDS", "2"))
-CRL_JOB_STALE_SECONDS = float(os.environ.get("CRL_JOB_STALE_SECONDS", "300"))
+CRL_JOB_STALE_SECONDS = float(os.environ.get("CRL_JOB_STALE_SECONDS", "60"))
+# Every worker checks for stale jobs and re-publishes lost messages this often (training/jobs/watch.py).
+CRL_JOB_WATCH_SECONDS = float(os.environ.get("CRL_JOB_WATCH_SECONDS", "10"))
 # PyTorch threads per worker process; unset: the cores this worker may use divided by its concurrency
 # (crlsite/worker_threads.py). Two processes each using every core made training steps 5-14x slower.
 CRL_WORKER_TORCH_THREADS = env_int("CRL_WORKER_TORCH_THREADS", None)
@@ -306,10 +342,10 @@ CRL_REVIEW_FUTURE_TOLERANCE_SECONDS = float(os.environ.get("CRL_REVIEW_FUTURE_TO
 
 # Periodic tasks, for `celery -A crlsite beat` (one per deployment): the stale-job check and the re-publishing of
 # jobs whose message was lost (training.tasks.BEAT_SCHEDULE), and the re-encoding catch-up of learner states
-# (curriculum.tasks.BEAT_SCHEDULE). A job still queued after CRL_JOB_REQUEUE_SECONDS is published again (a
-# duplicate message is harmless: the claim happens once). Review-log uploads in the admin are refused above
+# (curriculum.tasks.BEAT_SCHEDULE). A job still queued after CRL_JOB_REQUEUE_SECONDS whose queue holds no message
+# is published again (training/jobs/publishing.py; a duplicate message is harmless: the claim happens once). Review-log uploads in the admin are refused above
 # CRL_IMPORT_MAX_UPLOAD_BYTES (default 1 GiB); larger files go through `manage.py import_reviewlogs`.
-CRL_JOB_REQUEUE_SECONDS = float(os.environ.get("CRL_JOB_REQUEUE_SECONDS", "120"))
+CRL_JOB_REQUEUE_SECONDS = float(os.environ.get("CRL_JOB_REQUEUE_SECONDS", "30"))
 CRL_IMPORT_MAX_UPLOAD_BYTES = int(os.environ.get("CRL_IMPORT_MAX_UPLOAD_BYTES", str(1 << 30)))
 
 # The entries of training.tasks.BEAT_SCHEDULE and curriculum.tasks.BEAT_SCHEDULE (settings cannot import task

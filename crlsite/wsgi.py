@@ -3,5 +3,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from crlsite.heap import freeze_loaded_heap
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
 application = get_wsgi_application()
+# Loaded once per worker (gunicorn imports this module after the fork): keep it out of the collector's full passes.
+freeze_loaded_heap()

@@ -6,9 +6,12 @@ import json
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connections
+from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+
+from training.rl.evaluation import family_policies
 
 from . import charts, selectors, services
 from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
@@ -173,7 +176,7 @@ class LearnerAdmin(admin.ModelAdmin):
             format_html("<p>{} ({}); the {} newest are shown.</p>",
                         f"{len(h.reviews) + h.truncated} reviews", f"{h.truncated} older ones left out", len(h.reviews))
             if h.truncated else "",
-            self._timeline(h), self._recall(h),
+            charts.review_timeline(history=h), charts.estimated_recall(history=h),
         ) for curriculum in learner_curricula(learner=obj)
             for h in [self._recent_concepts(recall_history(learner=obj, curriculum=curriculum))]]
         if not parts:
@@ -197,33 +200,6 @@ class LearnerAdmin(admin.ModelAdmin):
         object.__setattr__(limited, "hidden", hidden)
         return limited
 
-    @staticmethod
-    def _timeline(h):
-        keys = sorted({key for _, key, _, _ in h.reviews}, key=lambda k: (k not in h.concepts, h.concepts.index(k)
-                                                                           if k in h.concepts else k))
-        row = {key: i for i, key in enumerate(keys)}
-
-        def marks(correct: bool) -> charts.Series:
-            chosen = [r for r in h.reviews if r[2] is correct]
-            return charts.Series(
-                name="correct" if correct else "wrong", points=[(t, row[key]) for t, key, _, _ in chosen],
-                color=charts.PALETTE[2] if correct else charts.PALETTE[1], markers=True, line=False,
-                tooltips=[f"{charts.format_time(t)} UTC {key}: {'correct' if c else 'wrong'}"
-                          + (f", grade {g}" if g else "") for t, key, c, g in chosen],
-            )
-
-        return charts.line_chart(series=[marks(True), marks(False)], title="Review timeline", x_label="time (UTC)",
-                                 y_label="concept", x_time=True, y_ticks=[(i, key) for key, i in row.items()],
-                                 height=max(160, 90 + 18 * len(keys)), width=900)
-
-    @staticmethod
-    def _recall(h):
-        series = [charts.Series(name=key, points=list(zip(h.times.tolist(), h.recall[:, k].tolist())))
-                  for k, key in enumerate(h.concepts)]
-        return charts.line_chart(series=series, title="Estimated recall per concept (serving encoder)",
-                                 x_label="time (UTC)", y_label="estimated recall", x_time=True, y_range=(0.0, 1.0),
-                                 width=900, height=300)
-
 
 @admin.register(LearnerState)
 class LearnerStateAdmin(admin.ModelAdmin):
@@ -242,16 +218,26 @@ class LearnerStateAdmin(admin.ModelAdmin):
 
 @admin.register(ReviewLog)
 class ReviewLogAdmin(admin.ModelAdmin):
-    list_display = ("reviewed_at", "learner", "curriculum", "concept", "correct", "grade", "source", "batch")
-    list_filter = ("source", "correct", "curriculum")
+    """The first page operators open on a table of millions of reviews: a constant number of queries whatever the
+    rows (one join for learner, curriculum and concept; the concept shown by its key, not Concept.__str__, which
+    reads the concept's curriculum per row), no COUNT(*) of the table (LargeTablePaginator, no full result count),
+    and the time filtered by bounded ranges (today, past 7 days, this month, this year: Django's
+    DateFieldListFilter, whose choices need no query) instead of a date hierarchy, whose year list is a
+    SELECT DISTINCT over every row. Timings: bench/review_admin.py."""
+
+    list_display = ("reviewed_at", "learner", "curriculum", "concept_key", "correct", "grade", "source", "batch")
+    list_filter = (("reviewed_at", admin.DateFieldListFilter), "source", "correct", "curriculum")
     # Exact-match searches hit indexes; a LIKE over millions of rows would not.
     search_fields = ("=learner__external_id", "=concept__key", "=batch", "=idempotency_key")
     raw_id_fields = ("learner", "concept", "curriculum")
     list_select_related = ("learner", "curriculum", "concept")
-    date_hierarchy = "reviewed_at"
     paginator = LargeTablePaginator
     show_full_result_count = False
     list_per_page = 100
+
+    @admin.display(description="concept")
+    def concept_key(self, obj: ReviewLog) -> str:
+        return obj.concept.key
 
 
 @admin.register(PolicyModel)
@@ -283,8 +269,23 @@ class PolicyModelAdmin(admin.ModelAdmin):
         """The evaluation chart above its table (the training run's page shows the same)."""
         if not (obj.metrics or {}).get("results"):
             return "not evaluated"
-        return format_html('<div class="crl-charts">{}</div>{}', charts.evaluation_chart(metrics=obj.metrics),
-                           self.metrics_table(obj))
+        return format_html('<div class="crl-charts">{}</div>{}{}', charts.evaluation_chart(metrics=obj.metrics),
+                           self.metrics_table(obj), self.families_table(obj))
+
+    @staticmethod
+    def families_table(obj: PolicyModel):
+        """The evaluation per student family (``metrics["families"]``; "" for a version evaluated without)."""
+        families = (obj.metrics or {}).get("families") or {}
+        if not families:
+            return ""
+        shown = []
+        for name, block in families.items():
+            paired = block.get("paired") or {}
+            rows = [{**r, "name": policy, "paired": paired.get(policy)}
+                    for policy, r in sorted(family_policies(block).items(), key=lambda kv: -kv[1]["mean"])]
+            shown.append({"name": name, "rows": rows, "best_behaviour": block.get("best_behaviour"),
+                          "gap_closed": block.get("gap_closed")})
+        return render_to_string("admin/curriculum/family_evaluation.html", {"families": shown})
 
     @admin.display(description="training loss")
     def loss_chart(self, obj: PolicyModel):

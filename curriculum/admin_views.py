@@ -6,14 +6,14 @@ Hooked into CurriculumAdmin.get_urls; thin: they parse the form, call one servic
 from __future__ import annotations
 
 import datetime as dt
+import errno
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -26,7 +26,10 @@ from .admin_text import format_when
 from .calibration import PREDICTORS, calibration_report
 from .models import Curriculum, Learner
 from .services import artifact_storage
+from .storage import StorageFull
 from .reviews.export import fsrs_csv_lines
+from .reviews.fields import MAX_ID_LENGTH
+from .reviews.validation import ReviewValidationError, check_learner_id
 from .reviews.importers.service import FORMATS
 
 
@@ -38,7 +41,7 @@ class ImportReviewsForm(forms.Form):
         required=False,
     )
     learner = forms.CharField(
-        required=False, max_length=200,
+        required=False, max_length=MAX_ID_LENGTH,
         help_text="The learner whose reviews the file holds: required for fsrs and anki files (they have no user column).",
     )
 
@@ -86,7 +89,10 @@ class _CurriculumPage(View):
     def dispatch(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if not request.user.has_perm(self.permission):
             raise PermissionDenied
-        self.curriculum = get_object_or_404(Curriculum, pk=object_id)
+        # the admin's own lookup: an id that is not a number (or holds a NUL byte) is a 404, not a 500
+        self.curriculum = self.model_admin.get_object(request, object_id)
+        if self.curriculum is None:
+            raise Http404(f"no curriculum with id {object_id!r}")
         return super().dispatch(request, object_id)
 
     def render(self, request: HttpRequest, *, status: int = 200, **context) -> TemplateResponse:
@@ -118,7 +124,18 @@ class ImportReviewsView(_CurriculumPage):
     def dispatch(self, request: HttpRequest, object_id: str) -> HttpResponse:
         # Before anything reads the body: the upload streams to a temporary file whatever its size.
         request.upload_handlers = [TemporaryFileUploadHandler(request)]
-        return csrf_protect(super().dispatch)(request, object_id)
+        try:
+            return csrf_protect(super().dispatch)(request, object_id)
+        except OSError as exc:  # the server's temporary folder ran out of space receiving the upload
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            return self.refuse_upload(request, f"the server has no space left to receive the upload ({exc.strerror}); "
+                                               "nothing was stored: try again once space is freed")
+
+    def refuse_upload(self, request: HttpRequest, message: str, form: ImportReviewsForm | None = None) -> HttpResponse:
+        """The page again, saying why the upload was not stored (507 Insufficient Storage)."""
+        return self.page(request, form=form or ImportReviewsForm(curriculum=self.curriculum), status=507,
+                         refusal=message)
 
     def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self.page(request, form=ImportReviewsForm(curriculum=self.curriculum))
@@ -130,20 +147,23 @@ class ImportReviewsView(_CurriculumPage):
         if not form.is_valid():
             return self.page(request, form=form, status=400)
         data = form.cleaned_data
+        options = dict(format=data["format"], learner=data["learner"], dry_run="dry_run" in request.POST,
+                       created_by=request.user)
         if data["stored"] is not None:
-            upload, filename, size = data["stored"].upload, data["stored"].filename, data["stored"].size
+            stored = data["stored"]
+            job = jobs.launch_review_import(curriculum=self.curriculum, upload=stored.upload, filename=stored.filename,
+                                            size=stored.size, **options)
         else:
-            upload = jobs.store_upload(fileobj=data["file"], filename=data["file"].name)
-            filename, size = data["file"].name, data["file"].size
-        job = jobs.launch_review_import(
-            curriculum=self.curriculum, upload=upload, filename=filename, size=size, format=data["format"],
-            learner=data["learner"], dry_run="dry_run" in request.POST, created_by=request.user,
-        )
+            try:
+                job = jobs.launch_uploaded_import(curriculum=self.curriculum, fileobj=data["file"],
+                                                  filename=data["file"].name, **options)
+            except StorageFull as exc:
+                return self.refuse_upload(request, str(exc), form)
         messages.success(request, f"{job} queued; its progress is shown below.")
         return HttpResponseRedirect(request.path)
 
-    def page(self, request: HttpRequest, *, form: ImportReviewsForm, status: int = 200) -> TemplateResponse:
-        return self.render(request, status=status, form=form, formats=FORMATS.values(),
+    def page(self, request: HttpRequest, *, form: ImportReviewsForm, status: int = 200, refusal: str = "") -> TemplateResponse:
+        return self.render(request, status=status, form=form, refusal=refusal, formats=FORMATS.values(),
                            import_jobs=recent_import_jobs(curriculum=self.curriculum),
                            limit_mib=settings.CRL_IMPORT_MAX_UPLOAD_BYTES / 2**20)
 
@@ -172,10 +192,13 @@ class ExportReviewsView(_CurriculumPage):
 
     def get(self, request: HttpRequest, object_id: str) -> HttpResponse:
         learner_id = request.GET.get("learner", "").strip()
-        learner = Learner.objects.filter(external_id=learner_id).first() if learner_id else None
+        try:  # the rule of every route: an id with a NUL byte or a control character names no learner
+            learner = Learner.objects.filter(external_id=check_learner_id(learner_id)).first() if learner_id else None
+            problem = f"no learner {learner_id!r}; give a learner id (the learner field)"
+        except ReviewValidationError as exc:
+            learner, problem = None, f"learner: {exc.errors[0]['message']}"
         if learner is None:
-            messages.error(request, f"export: no learner {learner_id!r}; give a learner id (the learner field)"
-                           if learner_id else "export: give a learner id (the learner field)")
+            messages.error(request, f"export: {problem}" if learner_id else "export: give a learner id (the learner field)")
             opts = self.model_admin.opts
             return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[self.curriculum.pk]))
         response = StreamingHttpResponse(

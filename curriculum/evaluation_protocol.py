@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from training.rl.evaluation import EVALUATION_SEED, FINAL_RECALL_DELAY_S
+from training.rl.evaluation import (
+    EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS, FINAL_RECALL_DELAY_S,
+)
+from training.rl.policies import LowestRecallPolicy
 
 LIFT_BASELINES = ("random", "round_robin", "leitner", "lowest_recall")
-_BOUNDS = {"students": (2, 100_000), "seed": (0, 2**31 - 1), "interactions": (1, 100_000)}
+# The rule that serves while a curriculum has no active version (curriculum.serving's fallback), with the unfitted
+# default encoder serving uses then: the bar a first promotion must beat (curriculum.services.promotion_gate).
+FALLBACK_POLICY = LowestRecallPolicy.name
+# Sizing a curriculum's first protocol from its deck (EvaluationProtocol.sized_for): each held-out student gets at
+# least REVIEWS_PER_CONCEPT reviews per concept (one to meet it, two to space it: fewer and every policy's final
+# recall on a large deck is about 0, so none compares), up to SIZED_INTERACTIONS_CAP reviews (the evaluation's time
+# grows with students x reviews x concepts: 30 students x 1,830 reviews on 610 concepts take about 9 s per policy
+# on one core), but never fewer than one review per concept.
+REVIEWS_PER_CONCEPT = 3
+SIZED_INTERACTIONS_CAP = 5000
 
 
 class ProtocolError(ValueError):
@@ -28,9 +40,9 @@ class EvaluationProtocol:
     horizon_s: seconds after each student's last review at which true recall is measured (the evaluation's
     ``FINAL_RECALL_DELAY_S``, fixed)."""
 
-    students: int = 200
+    students: int = EVALUATION_STUDENTS
     seed: int = EVALUATION_SEED
-    interactions: int = 100
+    interactions: int = EVALUATION_INTERACTIONS
     horizon_s: float = FINAL_RECALL_DELAY_S
 
     @classmethod
@@ -41,7 +53,7 @@ class EvaluationProtocol:
         if unknown:
             raise ProtocolError(f"evaluation protocol: unknown field(s) {', '.join(unknown)}")
         values: dict[str, Any] = {}
-        for name, (lo, hi) in _BOUNDS.items():
+        for name, (lo, hi) in EVALUATION_BOUNDS.items():
             if name not in data:
                 continue
             value = data[name]
@@ -58,6 +70,14 @@ class EvaluationProtocol:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def sized_for(self, *, num_concepts: int) -> EvaluationProtocol:
+        """This protocol with enough reviews per student to meet every one of ``num_concepts`` concepts:
+        ``max(interactions, min(REVIEWS_PER_CONCEPT * num_concepts, max(SIZED_INTERACTIONS_CAP, num_concepts)))``,
+        within the evaluation's bounds (EVALUATION_BOUNDS). Students, seed and horizon are kept."""
+        low, high = EVALUATION_BOUNDS["interactions"]
+        wanted = min(REVIEWS_PER_CONCEPT * num_concepts, max(SIZED_INTERACTIONS_CAP, num_concepts))
+        return replace(self, interactions=max(self.interactions, min(max(wanted, low), high)))
+
     @property
     def key(self) -> str:
         """A stable string naming the protocol (the key of PolicyModel.evaluations)."""
@@ -68,6 +88,12 @@ class EvaluationProtocol:
         """One line for pages and messages."""
         return (f"{self.students} students, seed {self.seed}, {self.interactions} reviews each, "
                 f"recall {self.horizon_s / 3600:g} h after the last review")
+
+
+def fallback_key(protocol: EvaluationProtocol, num_concepts: int) -> str:
+    """The key of the fallback's evaluation under ``protocol`` over ``num_concepts`` concepts in
+    ``Curriculum.fallback_evaluations`` (mean final recall is a mean over concepts: it depends on their number)."""
+    return f"{protocol.key},concepts={int(num_concepts)}"
 
 
 def protocol_of(metrics: Mapping[str, Any] | None) -> EvaluationProtocol | None:

@@ -5,7 +5,8 @@ with the active policy's encoder (or the default one while no policy is active),
 encoding (`curriculum.state_specs`): a state stored under another identity is rebuilt from the history. Reviews
 are folded in as they are recorded; a review that sorts before the newest one applied (a late review) rebuilds
 the state from the full history, so the result is always the one `from_history` gives, whatever the order reviews
-arrived in.
+arrived in. Bulk rebuilds (after a promotion, around an import) are learner_state_rebuild.py's; every writer
+locks the rows through `locked_states`, in one order.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from training.rl.encoder import EncodedLearnerState
@@ -52,18 +53,32 @@ def _observe(state: EncodedLearnerState, reviews: Iterable[_Review], *, spec: St
 
 def history(*, learner_id: int, curriculum_id: int) -> list[_Review]:
     """A learner's reviews of one curriculum in (time, id) order."""
+    return _histories(curriculum_id=curriculum_id, learner_id=learner_id).get(learner_id, [])
+
+
+def histories(*, learner_ids: Sequence[int], curriculum_id: int) -> dict[int, list[_Review]]:
+    """Several learners' reviews of one curriculum, each in (time, id) order, read HISTORY_BATCH learners per query
+    (a learner without reviews is absent)."""
+    found: dict[int, list[_Review]] = {}
+    for start in range(0, len(learner_ids), HISTORY_BATCH):
+        found.update(_histories(curriculum_id=curriculum_id, learner_ids=learner_ids[start:start + HISTORY_BATCH]))
+    return found
+
+
+HISTORY_BATCH = 500  # learners per history query
+
+
+def _histories(*, curriculum_id: int, **which) -> dict[int, list[_Review]]:
     from .reviews.reader import iter_review_chunks
 
-    reviews: list[_Review] = []
-    for chunk in iter_review_chunks(curriculum=curriculum_id, learner_id=learner_id, with_ids=True):
-        reviews.extend(
-            _Review(dt.datetime.fromtimestamp(t, tz=dt.timezone.utc), pk, position, correct, grade)
-            for t, pk, position, correct, grade in zip(
-                chunk["t"].tolist(), chunk["id"].tolist(), chunk["concept"].tolist(), chunk["correct"].tolist(),
-                chunk["grade"].tolist(),
-            )
-        )
-    return reviews
+    found: dict[int, list[_Review]] = defaultdict(list)
+    for chunk in iter_review_chunks(curriculum=curriculum_id, with_ids=True, **which):
+        for learner, t, pk, position, correct, grade in zip(
+            chunk["learner"].tolist(), chunk["t"].tolist(), chunk["id"].tolist(), chunk["concept"].tolist(),
+            chunk["correct"].tolist(), chunk["grade"].tolist(),
+        ):
+            found[learner].append(_Review(dt.datetime.fromtimestamp(t, tz=dt.timezone.utc), pk, position, correct, grade))
+    return dict(found)
 
 
 def state_from_history(reviews: Iterable[_Review], *, spec: StateSpec) -> tuple[EncodedLearnerState, tuple[float, int] | None]:
@@ -78,6 +93,10 @@ def apply_reviews(*, reviews: Sequence[ReviewLog]) -> None:
     The state rows are locked (`select_for_update`, in a fixed order) so concurrent batches for one learner
     apply one after the other; a batch that does not extend the newest applied review rebuilds from history,
     which then holds every committed review and this transaction's own.
+
+    The cost does not grow with the number of learners in queries: learners without a state row (new learners)
+    get theirs computed from their histories (read in one query) and inserted with it; states to rebuild read
+    their histories together. What remains per learner is the UPDATE of a state that changed.
     """
     groups: dict[tuple[int, int], list[_Review]] = defaultdict(list)
     for row in reviews:
@@ -90,29 +109,69 @@ def apply_reviews(*, reviews: Sequence[ReviewLog]) -> None:
 
     for curriculum_id, learner_ids in by_curriculum.items():
         spec = serving_spec(curriculum_id=curriculum_id)
-        # Rows are created empty first (sorted, so two batches cannot wait on each other's inserts), then locked.
-        LearnerState.objects.bulk_create(
-            [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in learner_ids], ignore_conflicts=True
-        )
-        rows = list(
-            LearnerState.objects.select_for_update()
-            .filter(curriculum_id=curriculum_id, learner_id__in=learner_ids)
-            .order_by("learner_id")
-        )
         now = timezone.now()
-        for row in rows:
-            _fold(row, groups[(curriculum_id, row.learner_id)], spec=spec)
-            _save(row, now=now)
+        inserted = _insert_missing_states(curriculum_id=curriculum_id, learner_ids=learner_ids, spec=spec, now=now)
+        rows = list(locked_states(curriculum_id=curriculum_id, learner_ids=learner_ids))
+        # A row another writer inserted first (or changed since) does not hold what this one computed: fold into it.
+        changed = [row for row in rows if not _holds(row, inserted.get(row.learner_id))]
+        rebuild = [row for row in changed if not _fold(row, groups[(curriculum_id, row.learner_id)], spec=spec)]
+        found = histories(learner_ids=[row.learner_id for row in rebuild], curriculum_id=curriculum_id)
+        for row in rebuild:
+            _take_history(row, found.get(row.learner_id, []), spec=spec)
+        for row in changed:
+            save_state(row, now=now)
 
 
-def _save(row: LearnerState, *, now: dt.datetime) -> None:
+def _insert_missing_states(*, curriculum_id: int, learner_ids: Sequence[int], spec: StateSpec,
+                           now: dt.datetime) -> dict[int, LearnerState]:
+    """Insert, with their states built from the history (this transaction's reviews included), the rows of the
+    learners (in increasing id order) that have none yet; returns them by learner id. A row inserted meanwhile by
+    another writer wins (ON CONFLICT DO NOTHING): the caller sees that it does not hold these states."""
+    have = set(LearnerState.objects.filter(curriculum_id=curriculum_id, learner_id__in=learner_ids)
+               .values_list("learner_id", flat=True))
+    missing = [learner_id for learner_id in learner_ids if learner_id not in have]
+    found = histories(learner_ids=missing, curriculum_id=curriculum_id)
+    rows = {}
+    for learner_id in missing:
+        rows[learner_id] = row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, updated_at=now)
+        _take_history(row, found.get(learner_id, []), spec=spec)
+    LearnerState.objects.bulk_create(list(rows.values()), batch_size=500, ignore_conflicts=True)
+    return rows
+
+
+def _holds(row: LearnerState, inserted: LearnerState | None) -> bool:
+    """Whether the locked ``row`` is the one this writer inserted (same counters and newest review applied)."""
+    return inserted is not None and (row.review_count, row.newest_review_at, row.data.get("last_review")) == (
+        inserted.review_count, inserted.newest_review_at, inserted.data.get("last_review"))
+
+
+def locked_states(*, curriculum_id: int, learner_ids: Iterable[int]) -> QuerySet[LearnerState]:
+    """These learners' LearnerState rows in one curriculum, locked (``select_for_update``) in learner order when the
+    query runs, inside the caller's transaction. Every writer of the rows locks them through here: one order, so
+    a review batch and a bulk rebuild never wait on each other in a circle."""
+    return (LearnerState.objects.select_for_update()
+            .filter(curriculum_id=curriculum_id, learner_id__in=learner_ids).order_by("learner_id"))
+
+
+def create_missing_states(*, curriculum_id: int, learner_ids: Sequence[int]) -> None:
+    """An empty LearnerState row for each of these learners (ids in increasing order, so that two writers cannot
+    wait on each other's inserts) that has none yet, so that every row exists to be locked."""
+    LearnerState.objects.bulk_create(
+        [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in learner_ids], ignore_conflicts=True
+    )
+
+
+def save_state(row: LearnerState, *, now: dt.datetime) -> None:
+    """Store the row's state and counters, stamped `now` (the caller holds the row's lock)."""
     # one UPDATE per row: bulk_update's CASE over large JSON values costs more than the round trips
     LearnerState.objects.filter(pk=row.pk).update(
         data=row.data, review_count=row.review_count, newest_review_at=row.newest_review_at, updated_at=now
     )
 
 
-def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
+def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> bool:
+    """Fold ``new`` into the row's state when they extend it (True); False when the state must be rebuilt from the
+    full history instead (a late review, no state yet, or one encoded for another policy)."""
     state = spec.load(row.data)
     last = tuple(row.data["last_review"]) if state is not None and row.data.get("last_review") else None
     # rows without ids (a database that returns none from bulk_create) cannot be placed in (time, id) order
@@ -125,150 +184,18 @@ def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> None:
         newest = new[-1].at
         row.newest_review_at = newest if row.newest_review_at is None else max(row.newest_review_at, newest)
         row.data = spec.dump(state, last_review=last)
-    else:
-        # a late review, no state yet, or one encoded for another policy: the full history is the truth
-        _rebuild(row, spec=spec)
+        return True
+    return False  # a late review, no state yet, or one encoded for another policy: the full history is the truth
 
 
-def _rebuild(row: LearnerState, *, spec: StateSpec) -> None:
+def rebuild_state(row: LearnerState, *, spec: StateSpec) -> None:
     """The row's state, counters included, from the learner's full history in `spec`'s encoding."""
-    reviews = history(learner_id=row.learner_id, curriculum_id=row.curriculum_id)
+    _take_history(row, history(learner_id=row.learner_id, curriculum_id=row.curriculum_id), spec=spec)
+
+
+def _take_history(row: LearnerState, reviews: list[_Review], *, spec: StateSpec) -> None:
+    """The row's state and counters from ``reviews``, the learner's full history in (time, id) order."""
     state, last = state_from_history(reviews, spec=spec)
     row.review_count = len(reviews)
     row.newest_review_at = reviews[-1].at if reviews else None
     row.data = spec.dump(state, last_review=last)
-
-
-def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
-    """Re-encode the curriculum's stored learner states that are not in the active policy's encoding (after a
-    promotion or rollback: each version carries its own fitted encoder), so recommendations read them in O(1)
-    again instead of rebuilding from the history on every request. Returns how many states were rebuilt.
-
-    Batches of rows are locked as `apply_reviews` locks them, so a review batch arriving meanwhile is folded in
-    after the rebuild (or the rebuild sees it committed); small batches keep those waits short (bench/api_load.py:
-    with 200 learners a batch, review posts waited up to ~3 s during the re-encoding). The active policy is read
-    again for every batch: when another promotion happens midway, the rest is encoded for that one (its own task
-    then finds little to do).
-    """
-    learner_ids = list(
-        LearnerState.objects.filter(curriculum_id=curriculum_id).order_by("learner_id").values_list("learner_id", flat=True)
-    )
-    rebuilt = 0
-    for start in range(0, len(learner_ids), batch_size):
-        with transaction.atomic():
-            spec = serving_spec(curriculum_id=curriculum_id)
-            rows = list(
-                LearnerState.objects.select_for_update()
-                .filter(curriculum_id=curriculum_id, learner_id__in=learner_ids[start:start + batch_size])
-                .order_by("learner_id")
-            )
-            now = timezone.now()
-            for row in rows:
-                if spec.load(row.data) is None:
-                    _rebuild(row, spec=spec)
-                    _save(row, now=now)
-                    rebuilt += 1
-    return rebuilt
-
-
-def invalidate_states(*, curriculum_id: int, learner_ids: Sequence[int], chunk_size: int = 1000) -> int:
-    """Empty the stored serving states of these learners (an empty state is rebuilt from the history when read or
-    when a review is folded in). For bulk writers at the end of their transaction: the rows are locked in
-    learner order (as apply_reviews locks them) only from here to the commit. Returns how many were emptied."""
-    emptied = 0
-    for start in range(0, len(learner_ids), chunk_size):
-        part = sorted(learner_ids[start:start + chunk_size])
-        locked = list(
-            LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
-            .order_by("learner_id").values_list("pk", flat=True)
-        )
-        emptied += LearnerState.objects.filter(pk__in=locked).update(data={}, updated_at=timezone.now())
-    return emptied
-
-
-def rebuild_states(*, curriculum_id: int, learner_ids: Sequence[int], batch_size: int = 10) -> int:
-    """Rebuild these learners' serving states from their histories after a bulk write has committed (creating
-    missing rows). Each state is computed without a lock; its row is then locked only to store it, and only if
-    it is still empty or missing (a review folded in meanwhile rebuilt it from the full history already), so a
-    live review waits a few milliseconds at most. Returns how many states were stored."""
-    ids = sorted(set(learner_ids))
-    stored = 0
-    for start in range(0, len(ids), batch_size):
-        part = ids[start:start + batch_size]
-        spec = serving_spec(curriculum_id=curriculum_id)
-        built = {}
-        for learner_id in part:
-            row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
-            _rebuild(row, spec=spec)
-            built[learner_id] = row
-        LearnerState.objects.bulk_create(
-            [LearnerState(learner_id=l, curriculum_id=curriculum_id) for l in part], ignore_conflicts=True
-        )
-        with transaction.atomic():
-            rows = list(
-                LearnerState.objects.select_for_update().filter(curriculum_id=curriculum_id, learner_id__in=part)
-                .order_by("learner_id")
-            )
-            now = timezone.now()
-            for row in rows:
-                if row.data:  # folded in meanwhile (from the full history, the committed bulk write included)
-                    continue
-                fresh = built[row.learner_id]
-                row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
-                _save(row, now=now)
-                stored += 1
-    return stored
-
-
-def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learners: int = 20_000,
-                   lock_chunk: int = 500) -> list[int]:
-    """For a bulk writer, inside its transaction, at its end: bring these learners' stored serving states up to
-    date with the history (this transaction's reviews included) so that the commit publishes them together.
-
-    Each state is computed first without a lock; the rows are then locked (in learner order, as apply_reviews
-    locks them) only to store them, from there to the commit; a row that changed meanwhile (a live review folded
-    in) is computed again, unlocked (up to three passes), and one that changed even then is emptied under its
-    lock (an empty state is rebuilt from the history when read) and returned for later. Learners without a stored state, and every learner when there are more
-    than ``max_learners`` (the states are held in memory), are left out: their states (emptied, for the latter)
-    are for ``rebuild_states`` after the commit. Returns those learner ids.
-    """
-    ids = sorted(set(learner_ids))
-    if len(ids) > max_learners:
-        invalidate_states(curriculum_id=curriculum_id, learner_ids=ids)
-        return ids
-    spec = serving_spec(curriculum_id=curriculum_id)
-    seen: dict[int, dt.datetime] = {}
-    for start in range(0, len(ids), lock_chunk):
-        seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id, learner_id__in=ids[start:start + lock_chunk])
-                    .values_list("learner_id", "updated_at"))
-    built: dict[int, LearnerState] = {}
-    todo = sorted(seen)
-    for _ in range(3):  # live reviews folded in meanwhile: compute those again (each pass is shorter)
-        for learner_id in todo:
-            row = LearnerState(learner_id=learner_id, curriculum_id=curriculum_id, review_count=0)
-            _rebuild(row, spec=spec)
-            built[learner_id] = row
-        now_seen = {}
-        for start in range(0, len(todo), lock_chunk):
-            now_seen.update(LearnerState.objects.filter(curriculum_id=curriculum_id,
-                                                        learner_id__in=todo[start:start + lock_chunk])
-                            .values_list("learner_id", "updated_at"))
-        todo = sorted(l for l, at in now_seen.items() if at != seen[l])
-        seen.update(now_seen)
-        if not todo:
-            break
-    present, emptied = sorted(seen), []
-    for start in range(0, len(present), lock_chunk):
-        rows = list(LearnerState.objects.select_for_update()
-                    .filter(curriculum_id=curriculum_id, learner_id__in=present[start:start + lock_chunk])
-                    .order_by("learner_id"))
-        now = timezone.now()
-        for row in rows:
-            if row.updated_at == seen[row.learner_id]:
-                fresh = built[row.learner_id]
-                row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
-            else:  # changed again: emptied now (rebuilt from the history when read), rebuilt after the commit
-                row.data = {}
-                emptied.append(row.learner_id)
-            _save(row, now=now)
-    return sorted([l for l in ids if l not in seen] + emptied)

@@ -6,9 +6,12 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 
+from .reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH
+
 
 class Curriculum(models.Model):
-    key = models.SlugField(max_length=100, unique=True, help_text="Stable identifier used by the API.")
+    key = models.SlugField(max_length=CURRICULUM_KEY_LENGTH, unique=True,
+                           help_text="Stable identifier used by the API.")
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
     # {"students", "seed", "interactions", "horizon_s"} (curriculum.evaluation_protocol); {} = the defaults.
@@ -17,6 +20,10 @@ class Curriculum(models.Model):
         help_text='How every version of this curriculum is evaluated, e.g. {"students": 200, "seed": 1234, '
         '"interactions": 100}; empty: those defaults. Versions are compared only under the same protocol.',
     )
+    # The fallback rule (what serves with no active version) evaluated under a protocol, computed once per protocol
+    # and concept count by a worker: {curriculum.evaluation_protocol.fallback_key: evaluation} (the promotion gate's
+    # bar for a first promotion; training.protocol_evaluation.evaluate_fallback_under_protocol writes it).
+    fallback_evaluations = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["key"]
@@ -49,7 +56,7 @@ class Concept(models.Model):
     """A thing to practise; ``position`` is its action index in every policy of the curriculum."""
 
     curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="concepts")
-    key = models.CharField(max_length=200)
+    key = models.CharField(max_length=MAX_ID_LENGTH)
     name = models.CharField(max_length=300, blank=True)
     position = models.PositiveIntegerField()
 
@@ -67,7 +74,7 @@ class Concept(models.Model):
 class Learner(models.Model):
     """A learner, identified by the client system's id string."""
 
-    external_id = models.CharField(max_length=200, unique=True)
+    external_id = models.CharField(max_length=MAX_ID_LENGTH, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -97,7 +104,7 @@ class ReviewLog(models.Model):
     response_time_ms = models.PositiveIntegerField(null=True, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.LIVE)
     batch = models.CharField(max_length=100, blank=True, default="", help_text="Job or import that wrote it.")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=MAX_ID_LENGTH, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

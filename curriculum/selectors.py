@@ -9,9 +9,11 @@ from typing import Any
 from django.db import connection
 from django.db.models import QuerySet
 
+from training.rl.model_config import scores_unseen_concepts
+
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent
-from .evaluation_protocol import EvaluationProtocol, protocol_of
-from .state_specs import StateSpec, config_scores_unseen_concepts
+from .evaluation_protocol import EvaluationProtocol, fallback_key, protocol_of
+from .state_specs import StateSpec
 
 
 def _active_policies() -> QuerySet[PolicyModel]:
@@ -39,6 +41,18 @@ def evaluation_under(*, policy: PolicyModel, protocol: EvaluationProtocol) -> di
         return policy.metrics
     stored = (policy.evaluations or {}).get(protocol.key)
     return stored if protocol_of(stored) == protocol else None
+
+
+def fallback_evaluation(*, curriculum: Curriculum, protocol: EvaluationProtocol, num_concepts: int) -> dict[str, Any] | None:
+    """The fallback rule's stored evaluation (``Curriculum.fallback_evaluations``) under ``protocol`` over
+    ``num_concepts`` concepts, or None when there is none, or when it was made with another default encoder than
+    serving's now (``StateSpec.default``: a changed encoder serves, and scores, differently)."""
+    stored = (curriculum.fallback_evaluations or {}).get(fallback_key(protocol, num_concepts))
+    if not isinstance(stored, dict) or protocol_of(stored) != protocol:
+        return None
+    if stored.get("encoder_identity") != StateSpec.default(num_concepts=num_concepts).identity:
+        return None
+    return stored
 
 
 def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PolicyModel | None:
@@ -88,7 +102,7 @@ def policy_coverage(*, curriculum: Curriculum, policy: PolicyModel, keys: tuple[
         trained_keys = keys[: int(config.get("action_dim", len(keys)))]
     trained_set = set(trained_keys)
     outside = tuple(k for k in keys if k not in trained_set)
-    if config_scores_unseen_concepts(config):
+    if scores_unseen_concepts(config):
         return Coverage(len(keys), len(keys) - len(outside), from_features=outside, uncovered=())
     return Coverage(len(keys), len(keys) - len(outside), from_features=(), uncovered=outside)
 
@@ -138,7 +152,8 @@ def serving_spec(*, curriculum_id: int) -> StateSpec:
     count = Concept.objects.filter(curriculum_id=curriculum_id).count()
     if spec is not None:
         # versions sharing an encoder identity may differ in their model: the flag is this version's
-        return spec.scoring_unseen(token == "summary" and bool(features)).widened(num_concepts=count)
+        flag = scores_unseen_concepts({"state_token": token, "concept_features": features})
+        return spec.scoring_unseen(flag).widened(num_concepts=count)
     return StateSpec.default(num_concepts=count)
 
 
@@ -182,3 +197,48 @@ def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingL
     if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
         data = json.loads(data)
     return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data)
+
+
+@dataclass(frozen=True)
+class ServingBatchLookup:
+    """What a batch of recommendations reads before choosing: the curriculum's part of `ServingLookup` once, and
+    per learner external id found its (learner id, stored state or None); ids never seen are absent."""
+
+    curriculum_id: int
+    policy_id: int | None
+    concept_count: int
+    learners: dict[str, tuple[int, dict[str, Any] | None]]
+
+
+_CURRICULUM_SQL = f"""
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id)
+    FROM {_table(Curriculum)} c
+    LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
+    WHERE c.{connection.ops.quote_name("key")} = %s
+"""
+# SQLite before 3.32 allows 999 parameters per statement: ids are sent in chunks well below it.
+_IDS_PER_QUERY = 500
+
+
+def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]) -> ServingBatchLookup | None:
+    """`serving_lookup` for many learners of one curriculum: one query for the curriculum, then one per
+    `_IDS_PER_QUERY` learners (two for a batch of 1000), on the same indexed columns. None for an unknown curriculum."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CURRICULUM_SQL, [PolicyModel.Status.ACTIVE, curriculum_key])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        curriculum_id, policy_id, concept_count = row
+        learners: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        ids = list(dict.fromkeys(learner_external_ids))
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
+            cursor.execute(
+                f"SELECT l.external_id, l.id, s.data FROM {_table(Learner)} l "
+                f"LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = %s "
+                f"WHERE l.external_id IN ({', '.join(['%s'] * len(chunk))})",
+                [curriculum_id, *chunk],
+            )
+            for external_id, learner_id, data in cursor.fetchall():
+                learners[external_id] = (learner_id, json.loads(data) if isinstance(data, str) else data)
+    return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners)

@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.core.files.base import ContentFile
+from django.core.files.base import File
 from django.core.files.storage import storages
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from training.rl.artifacts import ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
+from training.rl.artifacts import ARTIFACT_NAMES, OPTIONAL_ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
 
 from . import selectors
-from .evaluation_protocol import EvaluationProtocol, dt_mean, protocol_of
+from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, dt_mean, protocol_of
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
+from .reviews.fields import check_curriculum_key
 from .selectors import active_policy
+from .storage import check_free_space, remove_leftovers, saving_together
 from .state_specs import policy_identity
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,11 @@ class PromotionRefused(PolicyError):
 
 # ------------------------------------------------------------------------------------------- curricula
 def ensure_curriculum(*, key: str, name: str = "", concept_keys: Iterable[str] = ()) -> Curriculum:
-    """Get or create a curriculum and append the concepts it lacks, in the order given."""
+    """Get or create a curriculum and append the concepts it lacks, in the order given.
+
+    Raises ValueError (curriculum.reviews.fields.check_curriculum_key's message) for a key that is not a curriculum
+    key, before anything is stored."""
+    check_curriculum_key(key)
     with transaction.atomic():
         curriculum, _ = Curriculum.objects.get_or_create(key=key, defaults={"name": name or key})
         curriculum = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
@@ -85,10 +91,15 @@ def register_policy(
     metrics: Mapping[str, Any] | None = None,
     notes: str = "",
 ) -> PolicyModel:
-    """Store a trained policy's artifact files and create the next ``candidate`` version of the curriculum, with
-    its encoder identity (``state_specs.policy_identity(config)``; "" for a config without an encoder). The first
-    version of a curriculum without an evaluation protocol stores the one it was evaluated under
-    (``metrics["protocol"]``) as the curriculum's: every later version is evaluated alike."""
+    """Store a trained policy's artifact files (the three, and `dt_policy.onnx` when the folder has it) and create the
+    next ``candidate`` version of the curriculum, with its encoder identity (``state_specs.policy_identity(config)``;
+    "" for a config without an encoder). The first version of a curriculum without an evaluation protocol stores the
+    one it was evaluated under (``metrics["protocol"]``) as the curriculum's: every later version is evaluated alike.
+
+    The files are stored whole, then recorded: when storing or recording fails, none of them is left (and what a
+    registration rolled back after it left in the version's folder is removed before this one stores there). Raises
+    curriculum.storage.StorageFull, before anything is stored, when the artifact storage has clearly not enough
+    space for the three files."""
     artifact_dir = Path(artifact_dir)
     missing = [n for n in ARTIFACT_NAMES if not (artifact_dir / n).is_file()]
     if missing:
@@ -97,6 +108,7 @@ def register_policy(
         identity = policy_identity(config)
     except (KeyError, TypeError, ValueError) as exc:  # refused before anything is stored
         raise PolicyError(f"cannot register: config.encoder/context_length cannot be read ({exc})") from None
+    names = ARTIFACT_NAMES + tuple(n for n in OPTIONAL_ARTIFACT_NAMES if (artifact_dir / n).is_file())
     storage = artifact_storage()
     with transaction.atomic():
         locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)  # versions are numbered under this lock
@@ -106,28 +118,33 @@ def register_policy(
             locked.evaluation_protocol = measured.to_dict()
             locked.save(update_fields=["evaluation_protocol"])
             curriculum.evaluation_protocol = locked.evaluation_protocol
+        folder = f"policies/{curriculum.key}/v{version}"
+        remove_leftovers(storage, folder)  # no committed version names them: we hold the lock that numbers versions
+        check_free_space(storage, needed=sum((artifact_dir / n).stat().st_size for n in names),
+                         what=f"curriculum {curriculum.key} v{version}'s artifacts")
         artifacts = {}
-        for name in ARTIFACT_NAMES:
-            with open(artifact_dir / name, "rb") as fh:
-                sha, size = file_sha256(fh)
-                fh.seek(0)
-                stored = storage.save(f"policies/{curriculum.key}/v{version}/{name}", ContentFile(fh.read()))
-            artifacts[name] = {"path": stored, "sha256": sha, "size": size}
-        return PolicyModel.objects.create(
-            curriculum=curriculum,
-            version=version,
-            artifacts=artifacts,
-            config=dict(config),
-            encoder_identity=identity,
-            metrics=dict(metrics or {}),
-            notes=notes,
-        )
+        with saving_together(storage) as save:
+            for name in names:
+                with open(artifact_dir / name, "rb") as fh:
+                    sha, size = file_sha256(fh)
+                    stored = save(f"{folder}/{name}", File(fh, name=name))
+                artifacts[name] = {"path": stored, "sha256": sha, "size": size}
+            return PolicyModel.objects.create(
+                curriculum=curriculum,
+                version=version,
+                artifacts=artifacts,
+                config=dict(config),
+                encoder_identity=identity,
+                metrics=dict(metrics or {}),
+                notes=notes,
+            )
 
 
 def verify_policy_artifacts(*, policy: PolicyModel) -> None:
-    """Raise ArtifactIntegrityError unless every artifact file exists and matches its recorded SHA-256."""
+    """Raise ArtifactIntegrityError unless every artifact file (the three, and an optional one the version recorded,
+    such as dt_policy.onnx) exists and matches its recorded SHA-256."""
     storage = artifact_storage()
-    for name in ARTIFACT_NAMES:
+    for name in ARTIFACT_NAMES + tuple(n for n in OPTIONAL_ARTIFACT_NAMES if n in policy.artifacts):
         entry = policy.artifacts.get(name)
         if not entry:
             raise ArtifactIntegrityError(f"{policy}: {name} is not recorded for this version")
@@ -149,10 +166,11 @@ def promote_policy(
     """Make ``policy`` the active version of its curriculum, atomically, with an audit event.
 
     Always refused: no written ``reason``; a missing or tampered artifact. Refused unless ``force`` (the reason
-    then says why) by the gate (``promotion_gate``): the candidate has no evaluation under the curriculum's
-    protocol, evaluates below the random baseline, or below the active version under that same protocol (or the
-    active version has no evaluation under it: re-evaluate it first, ``evaluate_under_protocol``).
-    The first promotion of a curriculum is gated too.
+    then says why, and the event records ``forced``) by the gate (``promotion_gate``): the candidate has no
+    evaluation under the curriculum's protocol, evaluates below the random baseline, or does not beat what would
+    serve without it under that same protocol: the active version (or the active version has no evaluation under
+    it: re-evaluate it first, ``evaluate_under_protocol``), or, with no active version, the fallback rule (or
+    the fallback has no stored evaluation under it yet).
     """
     return _activate(
         curriculum_id=policy.curriculum_id, version=policy.version, actor=actor, reason=reason, force=force,
@@ -174,7 +192,10 @@ class GateVerdict:
     """What the promotion gate says about activating ``candidate`` over ``active`` under ``protocol``.
 
     ``refusals``: one sentence per rule broken (empty: it passes); ``needs_reevaluation``: versions (the candidate
-    and/or the active one) with no evaluation under the protocol, which an "evaluate under the protocol" job fixes.
+    and/or the active one) with no evaluation under the protocol, which an "evaluate under the protocol" job fixes
+    (the job on the candidate also evaluates the fallback when ``fallback_needs_evaluation``);
+    ``fallback_metrics``: with no active version, the fallback rule's stored evaluation under the protocol
+    (``selectors.fallback_evaluation``; its mean is ``results[FALLBACK_POLICY]``), None when not evaluated yet.
     """
 
     protocol: EvaluationProtocol
@@ -184,25 +205,46 @@ class GateVerdict:
     active_metrics: dict[str, Any] | None
     refusals: tuple[str, ...]
     needs_reevaluation: tuple[PolicyModel, ...]
+    fallback_metrics: dict[str, Any] | None = None
+    fallback_needs_evaluation: bool = False
 
     @property
     def passes(self) -> bool:
         return not self.refusals
 
+    @property
+    def fallback_recall(self) -> float | None:
+        """The fallback's mean final recall under the protocol (with no active version and a stored evaluation)."""
+        return dt_mean(self.fallback_metrics, FALLBACK_POLICY)
+
+
+def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: int) -> int:
+    """How many concepts a version with DTLite ``config`` is evaluated over: the config's ``action_dim`` (or its
+    ``concept_keys``), else the curriculum's concept count (a version registered without a DTLite config)."""
+    config = config or {}
+    if isinstance(config.get("action_dim"), int):
+        return config["action_dim"]
+    if config.get("concept_keys"):
+        return len(config["concept_keys"])
+    return Concept.objects.filter(curriculum_id=curriculum_id).count()
+
 
 def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> GateVerdict:
-    """The gate's verdict on promoting ``candidate`` over ``active`` (a read: nothing changes).
+    """The gate's verdict on promoting ``candidate`` over ``active`` (a read: nothing changes, nothing is evaluated).
 
     Rules, under the candidate's curriculum protocol only (numbers from other protocols are never compared):
     the candidate has an evaluation under it; its DT mean is not below the random baseline's of that evaluation;
-    when there is an active version, it has an evaluation under it too and the candidate's DT mean is not below
-    the active version's.
+    it beats what would serve without it: when there is an active version, that version has an evaluation under
+    the protocol too and the candidate's DT mean is not below it; when there is none, the fallback rule
+    (``FALLBACK_POLICY`` with serving's default encoder, over the candidate's concepts) has a stored evaluation
+    under the protocol (``selectors.fallback_evaluation``) and the candidate's DT mean is strictly above its mean.
     """
     protocol = candidate.curriculum.protocol
     refusals: list[str] = []
     reevaluate: list[PolicyModel] = []
     mine = selectors.evaluation_under(policy=candidate, protocol=protocol)
     theirs = selectors.evaluation_under(policy=active, protocol=protocol) if active is not None else None
+    fallback, fallback_missing = None, False
     new = dt_mean(mine)
     if mine is None or new is None:
         measured = protocol_of(candidate.metrics)
@@ -224,8 +266,25 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
         elif new is not None and mine is not None and new < old:
             refusals.append(f"v{candidate.version} evaluates worse than the active v{active.version} under the "
                             f"same protocol (mean final recall {new:.4f} < {old:.4f})")
+    else:
+        fallback = selectors.fallback_evaluation(curriculum=candidate.curriculum, protocol=protocol,
+                                                 num_concepts=evaluated_concept_count(
+                                                     config=candidate.config, curriculum_id=candidate.curriculum_id))
+        bar = dt_mean(fallback, FALLBACK_POLICY)
+        if bar is None:
+            fallback, fallback_missing = None, True
+            refusals.append(f"the fallback ({FALLBACK_POLICY}, what serves with no active version) has no evaluation "
+                            f"under the curriculum's protocol yet: evaluate v{candidate.version} under the protocol "
+                            f"(it evaluates the fallback too)")
+            if candidate not in reevaluate:
+                reevaluate.append(candidate)
+        elif new is not None and mine is not None and new <= bar:
+            refusals.append(f"v{candidate.version} does not beat the fallback it would replace: {FALLBACK_POLICY}, "
+                            f"what serves with no active version, scores {bar:.4f} under the same protocol "
+                            f"(v{candidate.version}: mean final recall {new:.4f})")
     return GateVerdict(protocol=protocol, candidate=candidate, active=active, candidate_metrics=mine,
-                       active_metrics=theirs, refusals=tuple(refusals), needs_reevaluation=tuple(reevaluate))
+                       active_metrics=theirs, refusals=tuple(refusals), needs_reevaluation=tuple(reevaluate),
+                       fallback_metrics=fallback, fallback_needs_evaluation=fallback_missing)
 
 
 def _activate(
@@ -287,6 +346,36 @@ def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyMo
 
 
 # ---------------------------------------------------------------------------------- evaluation protocol
+def set_evaluation_protocol(
+    *, curriculum: Curriculum, protocol: EvaluationProtocol, actor, reason: str
+) -> EvaluationProtocol:
+    """Change the curriculum's evaluation protocol on purpose, with an audit entry in the curriculum's admin
+    history (``LogEntry``: who, from which protocol to which, why). Versions evaluated under the old protocol are
+    then "not evaluated under the current protocol" until re-evaluated (``request_protocol_evaluation``); the
+    fallback's score is evaluated anew under the new one. Returns the old protocol.
+
+    Raises PolicyError: no written ``reason``; the protocol is the current one."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise PolicyError("reason: changing the evaluation protocol needs a written reason (it is recorded in the history)")
+    with transaction.atomic():
+        locked = Curriculum.objects.select_for_update(no_key=True).get(pk=curriculum.pk)
+        old = locked.protocol
+        if old == protocol:
+            raise PolicyError(f"the evaluation protocol is already {protocol.label}")
+        locked.evaluation_protocol = protocol.to_dict()
+        locked.save(update_fields=["evaluation_protocol"])
+        if getattr(actor, "pk", None):
+            LogEntry.objects.log_actions(
+                user_id=actor.pk, queryset=[locked], action_flag=CHANGE, single_object=True,
+                change_message=f"Evaluation protocol changed from {old.label} to {protocol.label}. Reason: {reason}",
+            )
+    curriculum.evaluation_protocol = locked.evaluation_protocol
+    return old
+
+
 def fixed_evaluation_protocol(*, curriculum: Curriculum) -> EvaluationProtocol | None:
     """The protocol a new version of ``curriculum`` is evaluated under whatever its run's settings say: the stored
     one, or the defaults once the curriculum has a version; None while it has neither (the run's own settings then

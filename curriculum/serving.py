@@ -218,13 +218,57 @@ def recommend(
         in_policy = [p for p in allowed if p < len(keys)]
         if in_policy:
             state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
-            rec = _from_policy(served, state, keys=keys, now=now, allowed=in_policy)
+            rec = _from_policy(served, [state], keys=keys, now=now, allowed=in_policy)[0]
             if len(in_policy) < len(allowed):  # concepts this version can neither be trained on nor score
                 rec = replace(rec, unscored=tuple(catalog.keys[p] for p in allowed if p >= len(keys)))
             return rec
     spec = StateSpec.default(num_concepts=len(catalog.keys))
     state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
     return _lowest_recall(state, keys=catalog.keys, now=now, allowed=allowed)
+
+
+# Learners per batch request (POST /api/v1/recommendations/batch).
+MAX_BATCH_LEARNERS = 1000
+# Learners per DTLite call: bounds a request's scratch memory (about 75 MB at the default model size and context,
+# against 300 MB for 1000 learners at once) at the same speed per learner (measured: 1.7-2.1 ms from 16 to 512).
+_LEARNERS_PER_CALL = 256
+
+
+def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime | None = None) -> list[Recommendation]:
+    """`recommend` for each of `learners` (valid external ids, at most MAX_BATCH_LEARNERS; repeats allowed) of one
+    curriculum at one moment, among all its concepts: one answer per learner, in order, each what `recommend` answers
+    for that learner alone (to float32 rounding of the scores). The active policy version answers every learner in one
+    batched DTLite call; a learner never seen is a new learner. Raises UnknownCurriculum, NothingToRecommend."""
+    found = selectors.serving_batch_lookup(curriculum_key=curriculum, learner_external_ids=list(learners))
+    if found is None:
+        raise UnknownCurriculum(curriculum)
+    curriculum_id = found.curriculum_id
+    catalog = _catalog(curriculum_id=curriculum_id, concept_count=found.concept_count)
+    if not catalog.keys:
+        raise NothingToRecommend(f"curriculum {curriculum!r} has no concepts yet")
+    allowed = list(range(len(catalog.keys)))
+    now = (at or timezone.now()).timestamp()
+    unique = list(dict.fromkeys(learners))
+    if not unique:  # every id of the request was invalid: the curriculum was still checked
+        return []
+    rows = [found.learners.get(learner, (None, None)) for learner in unique]
+
+    served = policies.get(curriculum_id=curriculum_id, policy_id=found.policy_id)
+    if served is not None:
+        spec = served.spec.widened(num_concepts=len(catalog.keys))
+        keys = served.concept_keys if spec is served.spec else catalog.keys
+        in_policy = [p for p in allowed if p < len(keys)]
+        states = [_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id) for lid, data in rows]
+        answers = _from_policy(served, states, keys=keys, now=now, allowed=in_policy)
+        if len(in_policy) < len(allowed):
+            unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
+            answers = [replace(rec, unscored=unscored) for rec in answers]
+    else:
+        spec = StateSpec.default(num_concepts=len(catalog.keys))
+        answers = [_lowest_recall(_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id),
+                                  keys=catalog.keys, now=now, allowed=allowed) for lid, data in rows]
+    by_learner = dict(zip(unique, answers))
+    return [by_learner[learner] for learner in learners]
 
 
 def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedLearnerState:
@@ -238,23 +282,39 @@ def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | No
     return state
 
 
-def _from_policy(served: ServedPolicy, state: EncodedLearnerState, *, keys: Sequence[str], now: float,
-                 allowed: list[int]) -> Recommendation:
-    """The policy's choice among allowed positions; keys: the concepts the state encodes (the policy's, or the
-    curriculum's when it has concepts the policy scores from their features)."""
-    rtg, states, actions, timesteps = state.context(now, served.target_return, max_timestep=served.max_timestep)
+def _from_policy(served: ServedPolicy, states: Sequence[EncodedLearnerState], *, keys: Sequence[str], now: float,
+                 allowed: list[int]) -> list[Recommendation]:
+    """The policy's choice for each learner state among allowed positions, in one batched DTLite call per
+    `_LEARNERS_PER_CALL` learners; keys: the concepts the states encode (the policy's, or the curriculum's when it has
+    concepts the policy scores from their features). Contexts shorter than the longest are left-padded and masked (attention_mask 0), which leaves their
+    logits as they are alone (DTLite masks padded keys)."""
+    if len(states) > _LEARNERS_PER_CALL:
+        return [rec for start in range(0, len(states), _LEARNERS_PER_CALL)
+                for rec in _from_policy(served, states[start:start + _LEARNERS_PER_CALL], keys=keys, now=now,
+                                        allowed=allowed)]
     T = served.spec.context_length
-    action, probs = served.lite.select_action(
-        rtg[None, -T:], states[None, -T:], actions[None, -T:], timesteps[None, -T:],
+    contexts = [tuple(a[-T:] for a in s.context(now, served.target_return, max_timestep=served.max_timestep))
+                for s in states]
+    L = max(len(c[0]) for c in contexts)
+    B, S = len(contexts), contexts[0][1].shape[1]
+    rtg, obs = np.zeros((B, L), np.float32), np.zeros((B, L, S), np.float32)
+    actions, timesteps, mask = np.zeros((B, L), np.int64), np.zeros((B, L), np.int64), np.zeros((B, L), np.int64)
+    for b, (r, o, a, t) in enumerate(contexts):
+        n = len(r)
+        rtg[b, L - n:], obs[b, L - n:], actions[b, L - n:], timesteps[b, L - n:], mask[b, L - n:] = r, o, a, t, 1
+    chosen, probs = served.lite.select_action(
+        rtg, obs, actions, timesteps, None if mask.all() else mask,
         candidates=None if len(allowed) == len(keys) else np.asarray(allowed),
     )
-    p = probs[0]
-    return Recommendation(
-        concept=keys[int(action[0])],
-        scores={keys[i]: round(float(p[i]), SCORE_DIGITS) for i in allowed},
-        policy_version=served.version,
-        strategy="policy",
-    )
+    return [
+        Recommendation(
+            concept=keys[int(chosen[b])],
+            scores={keys[i]: round(float(p), SCORE_DIGITS) for i, p in zip(allowed, probs[b, allowed].tolist())},
+            policy_version=served.version,
+            strategy="policy",
+        )
+        for b in range(B)
+    ]
 
 
 def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:

@@ -8,19 +8,10 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from training.rl.encoder import EncodedLearnerState, EncoderConfig, StateEncoder, encoder_identity
+from training.rl.model_config import DEFAULT_CONTEXT_LENGTH, scores_unseen_concepts
 
-# The Decision Transformer's default context (20, as in Chen et al. 2021; docs/architecture.md), used while no policy
-# is active.
-DEFAULT_CONTEXT_LENGTH = 20
 # The `LearnerState.data` key that holds the identity of the encoding the state was stored in.
 IDENTITY_KEY = "encoder_identity"
-
-
-def config_scores_unseen_concepts(config: Mapping[str, Any] | None) -> bool:
-    """Whether a policy version with this `dt_lite_config.json` scores concepts added after training from their
-    features: the summary state token and concept features (the concept head), as DTLite.scores_unseen_concepts."""
-    config = config or {}
-    return config.get("state_token") == "summary" and bool(config.get("concept_features"))
 
 
 @dataclass(frozen=True)
@@ -39,7 +30,7 @@ class StateSpec:
         """The spec a policy version was trained with (its `dt_lite_config.json`); KeyError/ValueError naming the
         key when the config has no usable `encoder` or `context_length`."""
         return cls(EncoderConfig.from_dict(config["encoder"]), int(config["context_length"]),
-                   config_scores_unseen_concepts(config))
+                   scores_unseen_concepts(config))
 
     def scoring_unseen(self, flag: bool) -> StateSpec:
         """This spec with scores_unseen_concepts set to flag (same encoding, same identity)."""
@@ -55,7 +46,8 @@ class StateSpec:
 
     @classmethod
     def default(cls, *, num_concepts: int) -> StateSpec:
-        """The unfitted encoder over `num_concepts` (at least 1) concepts, with the default context."""
+        """The unfitted encoder over `num_concepts` (at least 1) concepts, with the model's default context
+        (model_config.DEFAULT_CONTEXT_LENGTH): how states are encoded while no policy version is active."""
         return _default_spec(max(num_concepts, 1))
 
     @cached_property

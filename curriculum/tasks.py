@@ -19,7 +19,7 @@ BEAT_SCHEDULE = {
 @shared_task(name=REENCODE_TASK)
 def reencode_learner_states(curriculum_id: int) -> int:
     """After a promotion or rollback: store the curriculum's learner states in the new active encoding."""
-    from .learner_states import reencode_states
+    from .learner_state_rebuild import reencode_states
 
     return reencode_states(curriculum_id=curriculum_id)
 
@@ -27,7 +27,7 @@ def reencode_learner_states(curriculum_id: int) -> int:
 @shared_task(name=REENCODE_LAGGING_TASK)
 def reencode_lagging_learner_states() -> dict[int, int]:
     """Re-encode every curriculum whose stored learner states lag its active version; {curriculum id: rebuilt}."""
-    from .learner_states import reencode_states
+    from .learner_state_rebuild import reencode_states
 
     return {cid: reencode_states(curriculum_id=cid) for cid in curricula_with_lagging_states()}
 

@@ -12,4 +12,5 @@ urlpatterns = [
     path("orchestrator/curricula/<int:pk>/compare", views.orchestrator_compare, name="orchestrator-compare"),
     path("orchestrator/policies/<int:pk>/evaluate", views.orchestrator_evaluate, name="orchestrator-evaluate"),
     path("orchestrator/policies/<int:pk>/description", views.orchestrator_describe, name="orchestrator-describe"),
+    path("orchestrator/curricula/<int:pk>/protocol", views.orchestrator_protocol, name="orchestrator-protocol"),
 ]

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import charts, selectors, services
-from .evaluation_protocol import dt_mean, lift, protocol_of
+from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
 
@@ -45,7 +45,9 @@ def orchestrator(request: HttpRequest) -> HttpResponse:
     """Per curriculum: its protocol, the active version, candidates ranked by evaluation under the protocol, retired
     versions, concepts the active version does not cover, rollback target, comparison and history."""
     _require_promote_permission(request)
-    panels = [_curriculum_panel(curriculum) for curriculum in Curriculum.objects.order_by("key")]
+    may_change = request.user.has_perm("curriculum.change_curriculum")
+    panels = [_curriculum_panel(curriculum, may_change_protocol=may_change)
+              for curriculum in Curriculum.objects.order_by("key")]
     context = {**admin.site.each_context(request), "title": "Policy orchestrator", "panels": panels}
     return render(request, "admin/curriculum/orchestrator.html", context)
 
@@ -69,6 +71,7 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
         "other_recall": None if under is not None else dt_mean(policy.metrics),
         "delta": None if value is None or active_value is None or policy == active else value - active_value,
         "lift": lift(under),
+        "data_warnings": ((policy.metrics or {}).get("training_data") or {}).get("warnings") or [],
         "chart": metrics_chart(metrics=shown),
         "run": run,
         "dataset": getattr(run, "dataset", None) if run is not None else None,
@@ -77,7 +80,7 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
     }
 
 
-def _curriculum_panel(curriculum: Curriculum) -> dict[str, Any]:
+def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = False) -> dict[str, Any]:
     active = selectors.active_policy(curriculum=curriculum)
     versions = list(
         selectors.policy_versions(curriculum=curriculum).select_related("curriculum", "training_run__dataset")
@@ -93,10 +96,14 @@ def _curriculum_panel(curriculum: Curriculum) -> dict[str, Any]:
     return {
         "curriculum": curriculum,
         "protocol": curriculum.protocol,
+        "may_change_protocol": may_change_protocol,
         "versions": versions,
         "active": entries[active.pk] if active else None,
         "rollback_target": selectors.rollback_target(curriculum=curriculum, active=active) if active else None,
         "concept_count": len(keys),
+        "fallback_name": FALLBACK_POLICY,
+        "fallback_recall": None if active else dt_mean(selectors.fallback_evaluation(
+            curriculum=curriculum, protocol=curriculum.protocol, num_concepts=len(keys)), FALLBACK_POLICY),
         "candidates": candidates,
         "retired": retired,
         "history": list(selectors.promotion_history(curriculum=curriculum)[:20]),
@@ -158,6 +165,7 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
         "active": _version_entry(active, active=active, keys=keys) if active else None,
         "concept_count": len(keys),
         "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
+        "fallback_name": FALLBACK_POLICY,
         "reason": request.POST.get("reason", ""),
     }
 
@@ -217,6 +225,37 @@ def orchestrator_evaluate(request: HttpRequest, pk: int) -> HttpResponseRedirect
         messages.error(request, f"Version {policy.curriculum.key} v{policy.version}: the task queue cannot be reached; "
                                 f"try again later.")
     return HttpResponseRedirect(request.POST.get("next") or _orchestrator_url(policy.curriculum))
+
+
+@require_POST
+@staff_member_required
+def orchestrator_protocol(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    """Change a curriculum's evaluation protocol (students, seed, reviews per student; a reason is required and
+    recorded in the curriculum's history). Needs the orchestrator's permission and curriculum.change_curriculum."""
+    _require_promote_permission(request)
+    if not request.user.has_perm("curriculum.change_curriculum"):
+        raise PermissionDenied("changing the evaluation protocol needs the curriculum.change_curriculum permission")
+    curriculum = get_object_or_404(Curriculum, pk=pk)
+    try:
+        protocol = EvaluationProtocol.from_dict({name: _integer(request.POST.get(name))
+                                                 for name in ("students", "seed", "interactions")})
+        old = services.set_evaluation_protocol(curriculum=curriculum, protocol=protocol, actor=request.user,
+                                               reason=request.POST.get("reason", ""))
+    except (ProtocolError, services.PolicyError) as exc:
+        messages.error(request, f"Curriculum {curriculum.key}: protocol not changed: {exc}")
+    else:
+        messages.success(request, f"Curriculum {curriculum.key}: evaluation protocol changed from {old.label} to "
+                                  f"{protocol.label}. Versions evaluated under the old one are shown as not evaluated "
+                                  f"under the current protocol: use Evaluate under the protocol on each.")
+    return HttpResponseRedirect(_orchestrator_url(curriculum))
+
+
+def _integer(value: str | None) -> int | str | None:
+    """A form value as an integer when it is one (EvaluationProtocol.from_dict then names the field otherwise)."""
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        return value
 
 
 @require_POST

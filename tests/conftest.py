@@ -55,7 +55,7 @@ def _artifact_storage(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("artifacts")
     settings.STORAGES = {
         **settings.STORAGES,
-        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(root)}},
+        "artifacts": {"BACKEND": "curriculum.storage.WholeFileSystemStorage", "OPTIONS": {"location": str(root)}},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     # The serving caches are per process and keyed by database ids, which a rolled-back test hands out again
@@ -114,10 +114,12 @@ def make_policy(fake_artifact_dir):
     from curriculum.services import register_policy
 
     def make(curriculum, *, recall: float | None = 0.5, tag: str | None = None, random: float = 0.3,
-             protocol: dict | None = None, before_protocols: bool = False):
+             protocol: dict | None = None, before_protocols: bool = False, fallback: float | None = 0.2):
         # evaluated under the curriculum's protocol (or the one given), with a random baseline for the gate.
         # before_protocols: a version registered before curricula stored a protocol (registering a first version
         # now stores its protocol as the curriculum's): the curriculum's stays empty, i.e. the defaults.
+        # fallback: the fallback rule's mean under the curriculum's protocol, stored as a worker would
+        # (store_fallback); None: not evaluated.
         metrics = {} if recall is None else _evaluation_metrics(
             recall=recall, random=random, protocol=protocol if protocol is not None else curriculum.protocol.to_dict()
         )
@@ -130,9 +132,35 @@ def make_policy(fake_artifact_dir):
             type(curriculum).objects.filter(pk=curriculum.pk).update(evaluation_protocol=stored)
             curriculum.refresh_from_db()
             policy.curriculum.refresh_from_db()
+        if fallback is not None:
+            _store_fallback(curriculum, mean=fallback)
+            policy.curriculum.refresh_from_db()
         return policy
 
     return make
+
+
+def _store_fallback(curriculum, *, mean: float, num_concepts: int | None = None) -> None:
+    """Store the fallback rule's evaluation under the curriculum's protocol (+-0.01), in the shape
+    training.protocol_evaluation.evaluate_fallback_under_protocol stores."""
+    from curriculum.evaluation_protocol import FALLBACK_POLICY, fallback_key
+    from curriculum.state_specs import StateSpec
+
+    curriculum.refresh_from_db()
+    protocol = curriculum.protocol
+    n = num_concepts if num_concepts is not None else curriculum.concepts.count()
+    evaluation = {"metric": "mean_final_recall", "students": protocol.students, "seed": protocol.seed,
+                  "num_concepts": n, "encoder_identity": StateSpec.default(num_concepts=n).identity,
+                  "protocol": protocol.to_dict(),
+                  "results": {FALLBACK_POLICY: {"mean": mean, "ci95": [mean - 0.01, mean + 0.01]}}}
+    curriculum.fallback_evaluations = {**curriculum.fallback_evaluations, fallback_key(protocol, n): evaluation}
+    curriculum.save(update_fields=["fallback_evaluations"])
+
+
+@pytest.fixture
+def store_fallback():
+    """store_fallback(curriculum, mean=, num_concepts=None): the fallback's evaluation under the protocol."""
+    return _store_fallback
 
 
 # ------------------------------------------------------------------------- a real Celery worker (integration)
@@ -220,20 +248,20 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture
 def gunicorn_server(tmp_path, wait_until):
-    """``start(env) -> port``: `gunicorn crlsite.wsgi -w 1` on a free loopback port with ``env`` as its whole
-    environment, listening when it returns; every server started is stopped at the end of the test (logs:
+    """``start(env, workers=1) -> port``: `gunicorn crlsite.wsgi -w WORKERS` on a free loopback port with ``env`` as
+    its whole environment, listening when it returns; every server started is stopped at the end of the test (logs:
     tmp_path/gunicorn-N.log)."""
     import socket
     import sys
 
     started = []
 
-    def start(env: dict[str, str]) -> int:
+    def start(env: dict[str, str], workers: int = 1) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         started.append(start_service(
-            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", "1", "-b", f"127.0.0.1:{port}"],
+            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"],
             env=env, log_path=tmp_path / f"gunicorn-{len(started)}.log", ready=lambda _: _listening(port),
             what="gunicorn to listen", wait_until=wait_until, timeout=60,
         ))
@@ -251,7 +279,15 @@ def celery_worker_environment() -> dict[str, str]:
 
 
 @pytest.fixture
-def celery_worker(request, transactional_db, settings, tmp_path, wait_until, celery_worker_environment):
+def celery_worker_pool() -> str:
+    """The `celery_worker`'s pool: "solo" (the task runs in the worker's process); a test module overrides it with
+    "prefork" to have a pool process it can kill."""
+    return "solo"
+
+
+@pytest.fixture
+def celery_worker(request, transactional_db, settings, tmp_path, wait_until, celery_worker_environment,
+                  celery_worker_pool):
     """A real `celery worker` subprocess (queues default and gpu) on the test database and the test broker.
 
     The broker is the test process's CELERY_BROKER_URL (Redis in CI), else the filesystem transport in fresh
@@ -273,7 +309,7 @@ def celery_worker(request, transactional_db, settings, tmp_path, wait_until, cel
     if "ARTIFACT_STORAGE_BACKEND" not in celery_worker_environment:
         settings.STORAGES = {
             **settings.STORAGES,
-            "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+            "artifacts": {"BACKEND": "curriculum.storage.WholeFileSystemStorage",
                           "OPTIONS": {"location": str(tmp_path / "media" / "artifacts")}},
         }
     saved_options = app.conf.broker_transport_options
@@ -290,7 +326,7 @@ def celery_worker(request, transactional_db, settings, tmp_path, wait_until, cel
     try:
         worker = start_service(
             [str(Path(sys.executable).parent / "celery"), "-A", "crlsite", "worker", "-Q", "default,gpu", "-c", "1",
-             "--pool=solo", "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip",
+             f"--pool={celery_worker_pool}", "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip",
              "--loglevel=INFO"],
             env=env, log_path=tmp_path / "worker.log", what="the celery worker to be ready", wait_until=wait_until,
             ready=lambda process: " ready." in process.log_path.read_text(errors="replace"),
@@ -321,43 +357,31 @@ def dead_port():
         return s.getsockname()[1]
 
 
-class HungServer:
-    """A real TCP server on loopback that accepts every connection and never sends a byte (a hung Redis)."""
-
-    def __init__(self):
-        import socket
-        import threading
-
-        self._socket = socket.socket()
-        self._socket.bind(("127.0.0.1", 0))
-        self._socket.listen(128)
-        self.port = self._socket.getsockname()[1]
-        self.accepted = 0  # connections accepted so far
-        self._held = []
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name="hung-server").start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self._socket.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self._held.append(conn)  # kept open, never read from or written to
-
-    def close(self) -> None:
-        self._closed = True
-        self._socket.close()
-        for conn in self._held:
-            conn.close()
-
-
 @pytest.fixture
 def hung_server():
+    """A real TCP server on loopback that accepts every connection and never sends a byte (a hung Redis);
+    ``accepted`` counts the connections (bench/loopback.py, shared with bench/faults.py)."""
+    from bench.loopback import HungServer
+
     server = HungServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def database_proxy(transactional_db):
+    """A proxy to the test database's PostgreSQL server that freezes when told (``frozen.set()``: bench/loopback.py,
+    shared with bench/faults.py); skipped on SQLite."""
+    from django.db import connection
+
+    from bench.loopback import FreezableProxy
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a database proxy needs PostgreSQL: set DATABASE_URL=postgres://...")
+    proxy = FreezableProxy(connection.settings_dict["HOST"] or "127.0.0.1", int(connection.settings_dict["PORT"] or 5432))
+    yield proxy
+    proxy.frozen.clear()
+    proxy.close()
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from django.db import models
 from django.db.models import Q
 
 from curriculum.models import Curriculum, PolicyModel, ReviewLog
+from curriculum.reviews.fields import MAX_ID_LENGTH
 
 from .rl.policies import BEHAVIOUR_POLICIES, normalise_mix  # NumPy only, no PyTorch
-from .spec import TrainingSpec
+from .spec import DATASET, REVIEW_LOG, SYNTHETIC, TrainingSpec
 
 
 class Job(models.Model):
@@ -66,9 +67,13 @@ class Job(models.Model):
 class SyntheticGenerationJob(Job):
     """A simulated cohort practising the curriculum under a mix of behaviour policies -> ReviewLog rows."""
 
-    num_users = models.PositiveIntegerField(default=500, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)])
+    # A cohort's size and reviews per learner default to a training run's synthetic data (TrainingSpec); the
+    # reviews per learner are capped lower here (10,000: every one is a stored row).
+    num_users = models.PositiveIntegerField(default=TrainingSpec.default("num_users"),
+                                            validators=TrainingSpec.validators("num_users"))
     interactions = models.PositiveIntegerField(
-        default=100, validators=[MinValueValidator(1), MaxValueValidator(10_000)], help_text="Reviews per learner."
+        default=TrainingSpec.default("interactions"), validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="Reviews per learner.",
     )
     seed = models.IntegerField(default=42, validators=TrainingSpec.validators("seed"))  # the training seed's bounds
     policy_mix = models.JSONField(
@@ -116,7 +121,7 @@ class ReviewImportJob(Job):
     filename = models.CharField(max_length=255, help_text="The file's name as uploaded.")
     size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
     format = models.CharField(max_length=16, blank=True, help_text="fsrs, anki or hlr; empty: from the header.")
-    learner = models.CharField(max_length=200, blank=True, help_text="The learner of an fsrs or anki file.")
+    learner = models.CharField(max_length=MAX_ID_LENGTH, blank=True, help_text="The learner of an fsrs or anki file.")
     dry_run = models.BooleanField(default=False, help_text="Validate and count only; store nothing.")
     result = models.JSONField(default=dict, blank=True, help_text="Counts: rows, created, duplicates, skipped, ...")
 
@@ -163,9 +168,9 @@ class TrainingRun(Job):
     LOSS_STEP_POINTS = 2000
 
     class DataSource(models.TextChoices):
-        SYNTHETIC = "synthetic", "synthetic cohort (simulated on the fly)"
-        REVIEW_LOG = "review_log", "the curriculum's review log (extracted on the fly)"
-        DATASET = "dataset", "dataset from an extraction job"
+        SYNTHETIC = SYNTHETIC, "synthetic cohort (simulated on the fly)"
+        REVIEW_LOG = REVIEW_LOG, "the curriculum's review log (extracted on the fly)"
+        DATASET = DATASET, "dataset from an extraction job"
 
     data_source = models.CharField(
         max_length=16, choices=DataSource.choices, default=DataSource.SYNTHETIC,
@@ -184,6 +189,7 @@ class TrainingRun(Job):
     batch_size = TrainingSpec.model_field("batch_size")
     seed = TrainingSpec.model_field("seed")
     no_cuda = TrainingSpec.model_field("no_cuda")
+    families = TrainingSpec.model_field("families")
     eval_students = TrainingSpec.model_field("eval_students")
     # What happened.
     device = models.CharField(max_length=50, blank=True)
@@ -194,6 +200,9 @@ class TrainingRun(Job):
     # one point per progress report (about every 10 steps), thinned to at most LOSS_STEP_POINTS.
     loss_steps = models.JSONField(default=list, blank=True, help_text="Training loss per optimiser step.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
+    # training.pipeline.training_hardware + "seconds" per stage, and "warning" (training.hardware.missing_gpu_warning)
+    hardware = models.JSONField(default=dict, blank=True,
+                                help_text="Where it trained: device, dtype, optimiser steps/s, seconds per stage.")
     policy = models.OneToOneField(
         PolicyModel, on_delete=models.PROTECT, null=True, blank=True, related_name="training_run",
         help_text="The candidate version this run registered.",
@@ -216,22 +225,22 @@ class TrainingRun(Job):
             elif self.dataset.status != Job.Status.SUCCEEDED:
                 errors["dataset"] = f"{self.dataset} has not succeeded (it is {self.dataset.status})"
             elif self.curriculum_id and self.dataset.curriculum_id != self.curriculum_id:
-                errors["dataset"] = f"{self.dataset} was extracted from another curriculum than {self.curriculum.key!r}"
+                errors["dataset"] = (f"{self.dataset} was extracted from {self.dataset.curriculum.key!r}, not from "
+                                     f"{self.curriculum.key!r}: choose that curriculum or another dataset")
         else:
             source = self.get_data_source_display().split(" (")[0]
             if self.dataset_id is not None:
                 errors["dataset"] = f"leave it empty for the {source} data source, or choose the dataset data source"
-            if self.curriculum_id and self.concepts:
-                have = self.curriculum.concepts.count()
-                if have != self.concepts:
-                    errors["concepts"] = (
-                        f"curriculum {self.curriculum.key!r} has {have} concepts: a run on {source} uses exactly "
-                        f"those, so set concepts to {have} (or leave it empty)"
-                    )
             if (self.data_source == self.DataSource.REVIEW_LOG and self.curriculum_id
                     and not ReviewLog.objects.filter(curriculum_id=self.curriculum_id).exists()):
                 errors["curriculum"] = (f"curriculum {self.curriculum.key!r} has no reviews to train on "
                                         f"(generate or import some first)")
+        if self.curriculum_id and self.concepts is not None:
+            try:
+                TrainingSpec(concepts=self.concepts).concept_count(curriculum=self.curriculum.key,
+                                                                   have=self.curriculum.concepts.count())
+            except ValueError as exc:
+                errors["concepts"] = str(exc)
         if errors:
             raise ValidationError(errors)
 

@@ -1,6 +1,7 @@
-"""The training pipeline: one entry, ``train_policy``, for `train_crl_policy` and the admin's training runs:
-data (synthetic students | a curriculum's review log | an extracted dataset) -> trajectories -> DT -> DTLite
-artifacts -> closed-loop evaluation. Registration and promotion stay with the callers (curriculum.services).
+"""The training pipeline: ``train_policy``, data (synthetic students | a curriculum's review log | an extracted
+dataset) -> trajectories -> DT -> DTLite artifacts -> closed-loop evaluation. Its one caller is
+``training.services.train_and_register`` (for `train_crl_policy` and the training runs alike), which registers and
+promotes what it makes.
 """
 from __future__ import annotations
 
@@ -14,22 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.db import connection
 
 from curriculum.evaluation_protocol import EvaluationProtocol
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.reviews.reader import iter_review_chunks
 from curriculum.selectors import concept_keys
+from curriculum.services import artifact_storage, ensure_curriculum, evaluation_protocol_for
 
+from .data_sufficiency import training_data_summary
 from .models import TrainingRun, TrajectoryExtractionJob
-from .rl.evaluation import EVALUATION_SEED
+from .rl.evaluation import EVALUATION_FAMILIES, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS
 from .rl.encoder import EncoderConfig, fit_encoder_config
 from .rl.simulator import StudentsLike, generate_logs
+from .rl.students import BUILTIN, FITTED, parse_families
 from .rl.trainer import TrainConfig, training_device
-from .rl.trajectories import (
-    DEFAULT_CHUNK_ROWS, ReviewColumns, TrajectoryDataset, dataset_statistics, extract_trajectories,
-)
-from .spec import DEFAULT_CONCEPTS, TrainingSpec
+from .rl.dataset_statistics import dataset_statistics
+from .rl.review_columns import ReviewColumns
+from .rl.trajectories import DEFAULT_CHUNK_ROWS, TrajectoryDataset, extract_trajectories
+from .spec import DATA_SOURCES, TrainingSpec
 
 REVIEW_CHUNK_ROWS = 50_000
 # The trainer's settings for every policy this project trains (the command and the admin's runs alike).
@@ -64,25 +67,36 @@ def synthetic_concept_keys(count: int) -> list[str]:
 def build_synthetic_dataset(
     *, num_users: int, interactions: int, concepts: int, seed: int, concept_keys: list[str] | None = None,
     on_progress: ProgressCallback | None = None, students_like: StudentsLike | None = None,
+    families: str | None = None,
 ) -> TrajectoryDataset:
     """Simulate a cohort under the behaviour-policy mix and turn its log into trajectories.
+
+    ``families``: the student families the learners are drawn from ("builtin,actr", see
+    ``rl.simulator.generate_logs``); None or "builtin" the older students (the built-in ones, or ``students_like``'s
+    when given). PipelineError for "fitted" without ``students_like`` or an unknown family.
 
     Two runs of the same students: a pilot, whose behaviour policies estimate recall with FSRS-6's default
     parameters and whose log the encoder's FSRS-6 is fitted to (``fit_encoder``); then the cohort taught by the
     same policies with the fitted encoder (a tutor that had fitted its estimator to the curriculum). The
-    trajectories are encoded with the fitted encoder, which the policy then serves with.
+    trajectories are encoded with the fitted encoder, which the policy then serves with. ``concept_keys`` name
+    the ``concepts`` actions (default "0", "1", ...).
     """
-    if concept_keys and len(concept_keys) != concepts:
-        raise PipelineError(f"concepts is {concepts} but the curriculum has {len(concept_keys)} concepts")
+    try:
+        chosen = parse_families(families)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+    if FITTED in chosen and students_like is None:
+        raise PipelineError("families: 'fitted' needs students like a curriculum's own (--students-like CURRICULUM)")
+    mixed = None if chosen == (BUILTIN,) else chosen
     rows = num_users * interactions
     _report(on_progress, "simulating students", 0, 2 * rows)
     pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
-                          students_like=students_like)
+                          students_like=students_like, families=mixed)
     _report(on_progress, "simulating students", rows, 2 * rows)
     encoder = fit_encoder(pilot.chunks(size=DEFAULT_CHUNK_ROWS), num_concepts=concepts)
     del pilot
     logs = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
-                         encoder=encoder, students_like=students_like)
+                         encoder=encoder, students_like=students_like, families=mixed)
     _report(on_progress, "simulating students", 2 * rows, 2 * rows)
     chunks = _progress_chunks(logs.chunks(size=DEFAULT_CHUNK_ROWS), total=len(logs), on_progress=on_progress)
     return extract_trajectories(chunks=chunks, encoder=encoder, concept_keys=concept_keys or None, total_rows=len(logs))
@@ -138,11 +152,12 @@ def _progress_chunks(chunks: Iterable[ReviewColumns], *, total: int, on_progress
 
 def build_dataset_from_reviews(
     *, curriculum: Curriculum, on_progress: ProgressCallback | None = None, chunk_size: int = REVIEW_CHUNK_ROWS,
+    keys: list[str] | None = None,
 ) -> TrajectoryDataset:
-    """A curriculum's ReviewLog -> trajectories (one episode per learner), streamed in chunks."""
-    keys = list(concept_keys(curriculum_id=curriculum.pk))
-    if len(keys) < 2:
-        raise PipelineError(f"curriculum {curriculum.key!r} has {len(keys)} concepts; a policy needs at least 2")
+    """A curriculum's ReviewLog -> trajectories (one episode per learner), streamed in chunks. ``keys``: the
+    curriculum's ``policy_concept_keys`` when the caller has them already. PipelineError when the curriculum has
+    fewer than 2 concepts or no reviews."""
+    keys = policy_concept_keys(curriculum=curriculum) if keys is None else keys
     total = ReviewLog.objects.filter(curriculum=curriculum).count()
     if total == 0:
         raise PipelineError(f"curriculum {curriculum.key!r} has no reviews (generate or import some first)")
@@ -170,17 +185,31 @@ class TrainOutcome:
     final_loss: float
     losses: list[float]  # mean loss per epoch
     device: str
+    hardware: dict[str, Any] = field(default_factory=dict)  # training_hardware(): where and how fast it trained
+
+
+def training_hardware(result: Any) -> dict[str, Any]:
+    """Where and how fast a trainer.TrainResult trained, as recorded in dt_lite_config.json's "extra", the
+    command's summary and the training run's page: device ("cpu" | "cuda"), device_name ("cpu" or the GPU's
+    name), dtype, optimizer_steps, steps_per_s (optimiser steps per second of the training loop, batches
+    included) and training_s (the trainer's wall time, seconds)."""
+    return {"device": result.device, "device_name": result.device_name, "dtype": result.dtype,
+            "optimizer_steps": result.optimizer_steps, "steps_per_s": round(result.steps_per_second, 2),
+            "training_s": round(result.seconds, 2)}
 
 
 def train_and_export(
     *, dataset: TrajectoryDataset, output_dir: str | os.PathLike, epochs: int, batch_size: int, seed: int,
     no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
-    train_config: TrainConfig | None = None,
+    train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
-    dt_lite_config.json to output_dir. Raises trainer.TrainingCancelled when should_stop() says so."""
-    from .rl.artifacts import CONFIG_FILE, export_artifacts
+    dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
+    the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". Raises
+    trainer.TrainingCancelled when should_stop() says so."""
+    from .rl.artifacts import CONFIG_FILE
+    from .rl.checkpoint import export_artifacts
     from .rl.trainer import train
 
     config = replace(train_config or TRAIN_DEFAULTS, epochs=epochs, batch_size=batch_size, seed=seed, no_cuda=no_cuda)
@@ -196,45 +225,61 @@ def train_and_export(
     except ValueError as exc:
         raise PipelineError(f"cannot train on this dataset: {exc}") from exc
     _report(on_progress, "exporting artifacts", 0, 1)
+    hardware = training_hardware(result)
+    stages = {name: round(value, 2) for name, value in (stage_seconds or {}).items()} | {
+        "training": hardware["training_s"]}
     files = export_artifacts(
         model=result.model, output_dir=output_dir, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
         target_return=result.target_return, optimizer_state=result.optimizer_state,
         extra={"loss_history": result.loss_history, "epochs": result.epochs_completed, "batch_size": batch_size,
                "seed": seed, "device": result.device, "learning_rate": config.learning_rate,
-               "target_return_quantile": config.target_return_quantile},
+               "target_return_quantile": config.target_return_quantile,
+               **{key: value for key, value in hardware.items() if key not in ("device", "training_s")},
+               "stage_seconds": stages},
     )
     _report(on_progress, "exporting artifacts", 1, 1)
     written = json.loads((Path(output_dir) / CONFIG_FILE).read_text())
     return TrainOutcome(files=files, config=written, final_loss=result.final_loss, losses=list(result.loss_history),
-                        device=result.device)
+                        device=result.device, hardware=hardware)
 
 
 # ----------------------------------------------------------------------------------------- evaluation
 def evaluate_export(
-    *, output_dir: str | os.PathLike, students: int = 200, seed: int = EVALUATION_SEED, interactions: int = 100,
+    *, output_dir: str | os.PathLike, students: int = EVALUATION_STUDENTS, seed: int = EVALUATION_SEED,
+    interactions: int = EVALUATION_INTERACTIONS,
     on_progress: ProgressCallback | None = None, students_like: StudentsLike | None = None,
+    families: str | tuple[str, ...] | None = None, with_fitted: bool = True,
 ) -> dict[str, Any]:
     """Closed-loop evaluation of the DTLite policy in output_dir against the baselines (evaluate_policy's JSON):
-    the built-in students in "results", and students like the curriculum's own in "students_like" (``students_like``,
-    else those the policy's fitted FSRS-6 encoder describes; absent when neither exists)."""
+    the built-in students in "results", students like the curriculum's own in "students_like" (``students_like``,
+    else those the policy's fitted FSRS-6 encoder describes; absent when neither exists), and one block per student
+    family in "families" (``families``, default EVALUATION_FAMILIES; () for none; "fitted" added when those
+    students exist, unless ``with_fitted`` is False). ValueError naming an unknown family.
+
+    Cost: one closed loop per policy and family; the DT's dominates (~40 s for 200 students x 100 reviews on a
+    loaded 2-core machine, the baselines' ~0.5 s), so each family adds about one DT run."""
     from .rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, ArtifactError
     from .rl.dtlite import DTLite
-    from .rl.evaluation import BASELINES, evaluate
+    from .rl.evaluation import BASELINES, EXTRA_BASELINES, evaluate
 
     directory = Path(output_dir)
     try:
         model = DTLite.load(directory / WEIGHTS_FILE, directory / CONFIG_FILE)
     except (ArtifactError, OSError) as exc:
         raise PipelineError(f"cannot load the policy in {directory}: {exc}") from exc
-    runs = 1 + len(BASELINES)
+    runs = 1 + len(BASELINES) + len(EXTRA_BASELINES)
     _report(on_progress, "evaluating", 0, runs)
 
     def progress(done: int, total: int, name: str) -> None:
         _report(on_progress, "evaluating", done, total, policy=name)
 
+    families = EVALUATION_FAMILIES if families is None else parse_families(families) if families else ()
+    fitted = students_like is not None or StudentsLike.from_encoder(model.config.get("encoder")) is not None
+    if families and with_fitted and fitted and FITTED not in families:
+        families = (*families, FITTED)
     return evaluate(policy=model, num_concepts=int(model.config["action_dim"]), students=students,
                     interactions=interactions, seed=seed, concept_keys=list(model.config["concept_keys"]),
-                    students_like=students_like, on_progress=progress)
+                    students_like=students_like, on_progress=progress, families=families or None)
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -250,9 +295,8 @@ class PolicyResult:
     device: str
     dataset_stats: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
-
-
-SOURCES = tuple(TrainingRun.DataSource.values)  # "synthetic", "review_log", "dataset"
+    # training_hardware() plus "seconds": the wall time per stage (data, training, evaluation, total)
+    hardware: dict[str, Any] = field(default_factory=dict)
 
 
 def train_policy(
@@ -267,18 +311,20 @@ def train_policy(
     serves a curriculum (a curriculum without one and without versions takes ``spec.eval_students`` /
     ``spec.interactions`` as its protocol), else under those; ``metrics["protocol"]`` says which.
 
-    The one entry of `train_crl_policy` and of the admin's training runs. ``source``:
+    The training half of ``training.services.train_and_register`` (for `train_crl_policy` and the training
+    runs). ``source``:
 
     * "synthetic": simulated students. With a ``curriculum`` (object or key) its concepts are the actions (a
       missing curriculum, given by key, is created with c00, c01, ...; ``spec.concepts`` must be None or equal
-      its concept count); without one, ``spec.concepts`` (default DEFAULT_CONCEPTS) keys "0", "1", ...
+      its concept count: TrainingSpec.concept_count); without one, ``spec.concepts`` (default DEFAULT_CONCEPTS)
+      keys "0", "1", ...
     * "review_log": the curriculum's ReviewLog, extracted now (``curriculum`` required).
     * "dataset": a succeeded TrajectoryExtractionJob's saved dataset (``dataset`` required); it serves the
       dataset's curriculum.
 
     ``progress(stage, done, total, info)`` as the stages go; ``should_stop()`` is asked at each stage boundary
     and each training step: when it says so, trainer.TrainingCancelled is raised. Registration and promotion
-    are the caller's (curriculum.services). Raises PipelineError naming the parameter for inputs it refuses.
+    are the caller's (training.services). Raises PipelineError naming the parameter for inputs it refuses.
 
     ``students_like`` (a curriculum or its key): synthetic training students and the evaluation's "students_like"
     population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
@@ -294,8 +340,8 @@ def train_policy(
         spec.validate()
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    if source not in SOURCES:
-        raise PipelineError(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
+    if source not in DATA_SOURCES:
+        raise PipelineError(f"source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}
     started = time.monotonic()
     students = None if students_like is None else students_like_curriculum(curriculum=students_like)
@@ -312,7 +358,7 @@ def train_policy(
         outcome = train_and_export(dataset=dataset_data, output_dir=output, epochs=spec.epochs,
                                    batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
-                                   should_stop=should_stop)
+                                   should_stop=should_stop, stage_seconds={"data": seconds["data"]})
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()
@@ -321,20 +367,27 @@ def train_policy(
     # seed and reviews per student), whatever data it was trained on, so that versions compare; without a
     # curriculum the spec's evaluation settings, recorded the same way.
     protocol = EvaluationProtocol(students=spec.eval_students, seed=EVALUATION_SEED, interactions=spec.interactions)
-    if curriculum is not None:
-        from curriculum.services import evaluation_protocol_for
-
-        protocol = evaluation_protocol_for(curriculum=curriculum, proposed=protocol)
+    if curriculum is not None:  # a curriculum's first protocol is sized from its deck: every concept is met
+        protocol = evaluation_protocol_for(
+            curriculum=curriculum, proposed=protocol.sized_for(num_concepts=int(outcome.config["action_dim"])))
+    # the default run (built-in students) is evaluated on them (and on the fitted students, as before): each
+    # family costs about one more DT closed loop; a run that mixes families is evaluated on every family
+    trained_on = parse_families(spec.families)
     metrics = evaluate_export(output_dir=output, students=protocol.students, seed=protocol.seed,
                               interactions=protocol.interactions, on_progress=progress,
-                              students_like=students)
+                              students_like=students,
+                              families=trained_on if trained_on == (BUILTIN,) else (*EVALUATION_FAMILIES, *(
+                                  name for name in trained_on if name not in EVALUATION_FAMILIES)))
     metrics["protocol"] = protocol.to_dict()
+    # what the policy was learned from, and whether it is enough (warned on the run, the command, the orchestrator)
+    metrics["training_data"] = training_data_summary(statistics=stats, concepts=int(outcome.config["action_dim"]))
     seconds["evaluation"] = time.monotonic() - stage
     (output / EVALUATION_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     seconds["total"] = time.monotonic() - started
     return PolicyResult(curriculum=curriculum, output_dir=output, files=outcome.files, config=outcome.config,
                         metrics=metrics, final_loss=outcome.final_loss, losses=outcome.losses, device=outcome.device,
-                        dataset_stats=stats, seconds=seconds)
+                        dataset_stats=stats, seconds=seconds,
+                        hardware={**outcome.hardware, "seconds": {k: round(v, 2) for k, v in seconds.items()}})
 
 
 EVALUATION_FILE = "evaluation.json"
@@ -345,50 +398,69 @@ def _training_data(
     progress: ProgressCallback | None, students_like: StudentsLike | None = None,
 ) -> tuple[TrajectoryDataset, Curriculum | None]:
     """The trajectory dataset for ``source`` and the curriculum the policy will serve."""
+    curriculum = _served_curriculum(spec=spec, source=source, curriculum=curriculum, dataset=dataset)
+    keys = None if curriculum is None else policy_concept_keys(curriculum=curriculum, spec=spec)  # before the work
+    if source == TrainingRun.DataSource.DATASET:
+        _report(progress, "loading the dataset", 0, 1)
+        data = load_extracted_dataset(job=dataset)
+        _report(progress, "loading the dataset", 1, 1)
+        return data, curriculum
+    if source == TrainingRun.DataSource.REVIEW_LOG:
+        return build_dataset_from_reviews(curriculum=curriculum, on_progress=progress, keys=keys), curriculum
+    concepts = len(keys) if keys else spec.concept_count(curriculum=None, have=0)
+    data = build_synthetic_dataset(num_users=spec.num_users, interactions=spec.interactions, concepts=concepts,
+                                   seed=spec.seed, concept_keys=keys, on_progress=progress,
+                                   students_like=students_like, families=spec.families)
+    return data, curriculum
+
+
+def _served_curriculum(
+    *, spec: TrainingSpec, source: str, curriculum: Curriculum | str | None, dataset: TrajectoryExtractionJob | None,
+) -> Curriculum | None:
+    """The curriculum the policy will serve: the dataset's, the one given (by key: it must exist, but for synthetic
+    data, which makes a missing one with c00, c01, ..., as it gives concepts to one that has none), or None for
+    synthetic data without one. PipelineError naming what is missing."""
     if source == TrainingRun.DataSource.DATASET:
         if dataset is None:
             raise PipelineError("dataset: training on an extracted dataset needs the extraction job (--dataset)")
         if dataset.status != TrainingRun.Status.SUCCEEDED or not dataset.dataset_path:
             raise PipelineError(f"dataset: {dataset} has not succeeded (it is {dataset.status})")
-        _check_concepts(spec, dataset.curriculum)
-        _report(progress, "loading the dataset", 0, 1)
-        data = load_extracted_dataset(job=dataset)
-        _report(progress, "loading the dataset", 1, 1)
-        return data, dataset.curriculum
+        return dataset.curriculum
+    key = curriculum if isinstance(curriculum, str) or curriculum is None else curriculum.key
     if isinstance(curriculum, str):
-        key = curriculum
         curriculum = Curriculum.objects.filter(key=key).first()
-    else:
-        key = curriculum.key if curriculum is not None else None
     if source == TrainingRun.DataSource.REVIEW_LOG:
         if key is None:
-            raise PipelineError("training on the ReviewLog (--from-db) needs a curriculum key")
+            raise PipelineError("--from-db needs --curriculum KEY (whose ReviewLog to train on)")
         if curriculum is None:
             raise PipelineError(f"no curriculum {key!r} (import reviews into it first)")
-        _check_concepts(spec, curriculum)  # before the extraction's work
-        return build_dataset_from_reviews(curriculum=curriculum, on_progress=progress), curriculum
-    concepts, keys = spec.concepts, None
-    if key:
-        curriculum, keys = _synthetic_curriculum(key, spec.concepts)
-        concepts = len(keys)
-    data = build_synthetic_dataset(num_users=spec.num_users, interactions=spec.interactions,
-                                   concepts=concepts or DEFAULT_CONCEPTS, seed=spec.seed, concept_keys=keys,
-                                   on_progress=progress, students_like=students_like)
-    return data, curriculum
+        return curriculum
+    if key is None:
+        return None
+    if curriculum is None or not curriculum.concepts.exists():
+        count = spec.concept_count(curriculum=key, have=0)
+        curriculum = ensure_curriculum(key=key, concept_keys=synthetic_concept_keys(count))
+    return curriculum
 
 
-def _check_concepts(spec: TrainingSpec, curriculum: Curriculum) -> None:
-    have = curriculum.concepts.count()
-    if spec.concepts is not None and spec.concepts != have:
-        raise PipelineError(f"--concepts {spec.concepts}: curriculum {curriculum.key!r} has {have} concepts "
-                            f"(leave --concepts out when training on its reviews or datasets)")
+def policy_concept_keys(*, curriculum: Curriculum, spec: TrainingSpec | None = None) -> list[str]:
+    """The concept keys a policy for ``curriculum`` acts on, in action (position) order: the one check of a run's
+    concepts. PipelineError when ``spec.concepts`` is neither None nor the curriculum's count
+    (TrainingSpec.concept_count, naming --concepts) or when the curriculum has fewer than 2 concepts."""
+    keys = list(concept_keys(curriculum_id=curriculum.pk))
+    if spec is not None:
+        try:
+            spec.concept_count(curriculum=curriculum.key, have=len(keys))
+        except ValueError as exc:
+            raise PipelineError(f"--concepts {spec.concepts}: {exc}") from None
+    if len(keys) < 2:
+        raise PipelineError(f"curriculum {curriculum.key!r} has {len(keys)} concepts; a policy needs at least 2")
+    return keys
 
 
 def load_extracted_dataset(*, job: TrajectoryExtractionJob) -> TrajectoryDataset:
     """The TrajectoryDataset an extraction job saved (read through the storage API, via a temporary file)."""
-    from curriculum.services import artifact_storage
-
-    from .rl.trajectories import load_dataset
+    from .rl.dataset_file import load_dataset
 
     with tempfile.TemporaryFile(suffix=".npz") as local:
         with artifact_storage().open(job.dataset_path, "rb") as fh:
@@ -418,20 +490,3 @@ def find_dataset(*, curriculum_key: str, version: str) -> TrajectoryExtractionJo
         raise PipelineError(f"--dataset {version}: curriculum {curriculum_key!r} has no such extracted dataset "
                             f"(succeeded versions: {have})")
     return found
-
-
-def _synthetic_curriculum(key: str, concepts: int | None) -> tuple[Curriculum, list[str]]:
-    """The curriculum a synthetic policy will serve: existing (its concepts) or new (c00, c01, ...)."""
-    from curriculum.services import ensure_curriculum
-
-    curriculum = Curriculum.objects.filter(key=key).first()
-    keys = list(concept_keys(curriculum_id=curriculum.pk)) if curriculum is not None else []
-    if not keys:
-        curriculum = ensure_curriculum(key=key, concept_keys=synthetic_concept_keys(concepts or DEFAULT_CONCEPTS))
-        keys = list(concept_keys(curriculum_id=curriculum.pk))
-    elif concepts is not None and concepts != len(keys):
-        raise PipelineError(f"--concepts {concepts}: curriculum {key!r} has {len(keys)} concepts, and a synthetic "
-                            f"policy for it must use exactly those (leave --concepts out)")
-    if len(keys) < 2:
-        raise PipelineError(f"curriculum {key!r} has {len(keys)} concepts; a policy needs at least 2")
-    return curriculum, keys

@@ -8,14 +8,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 
 from curriculum import selectors
-from curriculum.evaluation_protocol import EvaluationProtocol
+from curriculum.evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, fallback_key
 from curriculum.models import Curriculum, PolicyModel
 from curriculum.selectors import active_policy
-from curriculum.services import PolicyError, artifact_storage, verify_policy_artifacts
+from curriculum.services import PolicyError, artifact_storage, evaluated_concept_count, verify_policy_artifacts
+from curriculum.state_specs import StateSpec
 from training.rl.artifacts import ARTIFACT_NAMES
+from training.rl.evaluation import METRIC, final_recall
 
 from .pipeline import PipelineError, evaluate_export
 
@@ -49,15 +52,62 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
         locked.evaluations = {**(locked.evaluations or {}), protocol.key: metrics}
         locked.save(update_fields=["evaluations"])
     policy.evaluations = locked.evaluations
+    if active_policy(curriculum=policy.curriculum) is None:  # what a first promotion must beat: evaluated alongside
+        evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol,
+                                         num_concepts=evaluated_concept_count(config=policy.config,
+                                                                              curriculum_id=policy.curriculum_id))
     return metrics
 
 
-def evaluate_active_under_protocol(*, curriculum: Curriculum) -> PolicyModel | None:
-    """Make sure the curriculum's active version has an evaluation under the curriculum's protocol (evaluating
-    it when it has none), so that a new candidate's gate compares like with like; the active version or None.
-    Called by training runs and ``train_crl_policy`` after training (long work: a worker or a command)."""
+def evaluate_fallback_under_protocol(
+    *, curriculum: Curriculum, num_concepts: int, protocol: EvaluationProtocol | None = None
+) -> dict[str, Any]:
+    """The fallback rule (``FALLBACK_POLICY``, with serving's unfitted default encoder ``StateSpec.default``) on
+    the protocol's held-out students over ``num_concepts`` concepts, stored in ``curriculum.fallback_evaluations``
+    (once per protocol, concept count and default encoder: a stored one is returned as it is).
+
+    Returns ``{"metric", "students", "seed", "num_concepts", "encoder_identity", "protocol",
+    "results": {FALLBACK_POLICY: {"mean", "ci95"}}}``: the same closed loop, students and 95% normal interval as
+    ``training.rl.evaluation.evaluate``'s lowest_recall baseline, but with the encoder that serves without a
+    version rather than the candidate's fitted one. Long work (seconds for a 600-concept deck): a worker or a
+    command. ValueError naming the setting for a protocol outside the evaluation's bounds.
+    """
+    protocol = protocol or curriculum.protocol
+    found = selectors.fallback_evaluation(curriculum=curriculum, protocol=protocol, num_concepts=num_concepts)
+    if found is not None:
+        return found
+    spec = StateSpec.default(num_concepts=num_concepts)
+    values = final_recall(policy_name=FALLBACK_POLICY, num_concepts=num_concepts, students=protocol.students,
+                          interactions=protocol.interactions, seed=protocol.seed, encoder=spec.encoder_config)
+    mean = float(values.mean())
+    half_width = 1.96 * float(values.std(ddof=1)) / np.sqrt(protocol.students)
+    evaluation = {
+        "metric": METRIC, "students": protocol.students, "seed": protocol.seed, "num_concepts": num_concepts,
+        "encoder_identity": spec.identity, "protocol": protocol.to_dict(),
+        "results": {FALLBACK_POLICY: {"mean": mean, "ci95": [mean - half_width, mean + half_width]}},
+    }
+    with transaction.atomic():
+        locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
+        locked.fallback_evaluations = {**(locked.fallback_evaluations or {}),
+                                       fallback_key(protocol, num_concepts): evaluation}
+        locked.save(update_fields=["fallback_evaluations"])
+    curriculum.fallback_evaluations = locked.fallback_evaluations
+    return evaluation
+
+
+def evaluate_active_under_protocol(
+    *, curriculum: Curriculum, protocol: EvaluationProtocol | None = None, num_concepts: int | None = None
+) -> PolicyModel | None:
+    """Make sure what serves now has an evaluation under the curriculum's protocol, so that a new candidate's gate
+    compares like with like: the active version (evaluated when it has none), or with no active version the
+    fallback rule over ``num_concepts`` concepts (the candidate's; ``evaluate_fallback_under_protocol``) under
+    ``protocol`` (default the curriculum's; a first version passes the protocol its registration will store).
+    Returns the active version or None. Called by ``training.services.train_and_register`` before it registers
+    (long work: a worker or a command)."""
     active = active_policy(curriculum=curriculum)
     if active is not None:
         active.curriculum = curriculum
         evaluate_under_protocol(policy=active)
+    elif num_concepts is not None:
+        evaluate_fallback_under_protocol(curriculum=curriculum, protocol=protocol, num_concepts=num_concepts)
     return active

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from .jobs.lifecycle import JOB_MODELS, TASK_NAMES
+from .jobs.lifecycle import JOB_MODELS
+from .jobs.publishing import job_queues, queue_length
 from .models import Job
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,6 @@ class WorkerHealth:
         return out
 
 
-def job_queues() -> dict[type[Job], str]:
-    """The queue each job's task goes to (settings.CELERY_TASK_ROUTES, else the default queue)."""
-    routes = getattr(settings, "CELERY_TASK_ROUTES", {}) or {}
-    default = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
-    return {model: (routes.get(TASK_NAMES[model]) or {}).get("queue", default) for model in JOB_MODELS}
-
-
 def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt.datetime | None = None) -> WorkerHealth:
     """Ask the broker and the workers, within about 3 x ``timeout`` seconds in the worst case; never raises for a
     broker problem (it is reported in ``broker_error``). ``app`` defaults to crlsite.celery.app (a seam for tests).
@@ -124,7 +118,7 @@ def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt
             connection.ensure_connection(max_retries=0, timeout=timeout)
             channel = connection.default_channel
             for name in names:
-                messages[name] = _queue_length(channel, name)
+                messages[name] = queue_length(channel, name)
             replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
     except Exception as exc:  # noqa: BLE001 - any broker failure degrades the panel, never the page
         log.warning("worker health: broker %s did not answer: %s: %s", health.broker, type(exc).__name__, exc)
@@ -142,22 +136,6 @@ def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt
     health.queues = [QueueInfo(name=n, messages=messages[n], queued_jobs=queued[n], workers=tuple(listeners[n]))
                      for n in sorted(listeners)]
     return health
-
-
-def _queue_length(channel, name: str) -> int:
-    """Messages waiting in queue ``name``: a passive declare (Redis: LLEN over the priority lists; the
-    filesystem transport: the message files); a queue the broker does not know yet holds 0."""
-    try:
-        return int(channel.queue_declare(queue=name, passive=True).message_count)
-    except Exception as exc:  # noqa: BLE001 - a missing queue is an empty one; connection errors re-raise
-        if _is_connection_error(channel, exc):
-            raise
-        return 0
-
-
-def _is_connection_error(channel, exc: Exception) -> bool:
-    errors = tuple(getattr(channel.connection, "connection_errors", ())) + (OSError, TimeoutError)
-    return isinstance(exc, errors)
 
 
 def _describe(app) -> str:

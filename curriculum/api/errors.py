@@ -7,6 +7,7 @@ elsewhere.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -14,6 +15,8 @@ from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from .serializers import ErrorSerializer, render
 
 
 class InvalidRequest(APIException):
@@ -69,6 +72,19 @@ def field_errors(detail: Any, path: str = "") -> list[dict[str, Any]]:
     return [{"field": path or "body", "message": str(detail)}]
 
 
+@dataclass(frozen=True)
+class ApiError:
+    """What an error answer says: one line, and every problem ``{"index"?, "field", "message"}``."""
+
+    message: str
+    fields: list[dict[str, Any]] = field(default_factory=list)
+
+
+def error_body(message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The API's error shape, rendered by ErrorSerializer (the schema's `Error`)."""
+    return render(ErrorSerializer, ApiError(message, fields or []))
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]):
     """DRF's handler (status, Retry-After, WWW-Authenticate), with the body rewritten to the API's shape."""
     response = drf_exception_handler(exc, context)
@@ -87,7 +103,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]):
         message = summary(fields)
     else:
         fields, message = [], str(exc.detail) if isinstance(exc, APIException) else response.status_text
-    response.data = {"error": {"message": message, "fields": fields}}
+    response.data = error_body(message, fields)
     return response
 
 
@@ -95,38 +111,42 @@ def exception_handler(exc: Exception, context: dict[str, Any]):
 API_PREFIX = "/api/"
 
 
-def error_body(message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The API's error shape."""
-    return {"error": {"message": message, "fields": fields or []}}
-
-
-def _is_api(request: HttpRequest) -> bool:
+def is_api_request(request: HttpRequest) -> bool:
+    """Whether Django's error views answer ``request`` in the API's shape (a path under /api/)."""
     return request.path_info.startswith(API_PREFIX)
+
+
+def service_unavailable(*, message: str, retry_after: int) -> HttpResponse:
+    """503 in the API's shape with ``Retry-After`` (seconds): a service the request needs (the database, the
+    artifact storage) is away, not a bug; crlsite.outages answers it. The message names the service, no detail."""
+    response = JsonResponse(error_body(message), status=503)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """`handler404`: no such route (or an Http404 outside DRF)."""
-    if not _is_api(request):
+    if not is_api_request(request):
         return defaults.page_not_found(request, exception)
     return JsonResponse(error_body(f"no such API path: {request.method} {request.path}"), status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     """`handler500`: an uncaught exception (Django has already logged it with its traceback)."""
-    if not _is_api(request):
+    if not is_api_request(request):
         return defaults.server_error(request)
     return JsonResponse(error_body("internal server error; the failure is logged on the server"), status=500)
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """`handler400`: a request Django refuses before any view (e.g. a Host not in ALLOWED_HOSTS)."""
-    if not _is_api(request):
+    if not is_api_request(request):
         return defaults.bad_request(request, exception)
     return JsonResponse(error_body("bad request"), status=400)
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """`handler403`: PermissionDenied raised outside DRF."""
-    if not _is_api(request):
+    if not is_api_request(request):
         return defaults.permission_denied(request, exception)
     return JsonResponse(error_body(str(exception) if exception and str(exception) else "permission denied"), status=403)

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import cache
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from ..models import PolicyModel
+from ..reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH, REVIEW_FIELDS, ReviewField
 from ..reviews.store import MAX_BATCH
-from ..reviews.validation import ReviewValidationError, check_learner_id, check_time
+from ..reviews.validation import ReviewValidationError, check_learner_id, check_time, normalise_id
+from ..serving import MAX_BATCH_LEARNERS
 
 MAX_CANDIDATES = 10_000
-ID_LENGTH = 200
 
 # DRF's default messages ("This field is required.", "Ensure this field has at least 1 elements.") in the house
 # style of review ingestion (curriculum.reviews.validation): lower case, no full stop, saying what was expected.
@@ -26,6 +28,20 @@ LIST_MESSAGES = {**REQUIRED, "not_a_list": "expected a list, got {input_type}", 
                  "min_length": "expected at least {min_length} item(s)",
                  "max_length": "expected at most {max_length} items"}
 OBJECT_MESSAGES = {"invalid": "expected a JSON object, got {datatype}", "null": "expected a JSON object, got null"}
+
+
+def render(serializer_class: type[serializers.BaseSerializer], instance: Any) -> dict[str, Any]:
+    """``instance`` as an answer body, rendered by ``serializer_class`` (an output serializer of this module).
+
+    One serializer per class and process does the rendering: building one deep-copies its fields (about 170 us for
+    RecommendationSerializer, twenty times the rendering itself), and ``to_representation`` keeps no state, so
+    threads share it."""
+    return _renderer(serializer_class).to_representation(instance)
+
+
+@cache
+def _renderer(serializer_class: type[serializers.BaseSerializer]) -> serializers.BaseSerializer:
+    return serializer_class()
 
 
 class StrictCharField(serializers.CharField):
@@ -41,6 +57,14 @@ class StrictCharField(serializers.CharField):
         if isinstance(data, bool) or not (isinstance(data, str) or (self.integers and isinstance(data, int))):
             raise serializers.ValidationError("expected a string" + (" or an integer" if self.integers else ""))
         return super().to_internal_value(data)
+
+
+class ConceptKeyField(StrictCharField):
+    """A concept key as reviews name one: in Unicode NFC (curriculum.reviews.validation.normalise_id), so a key
+    sent decomposed finds the concept stored composed."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return normalise_id(super().to_internal_value(data))
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -74,23 +98,29 @@ class LearnerIdField(StrictCharField):
 
 
 # ------------------------------------------------------------------------------------------- reviews
-class ReviewSerializer(serializers.Serializer):
-    """One review. Documentation only: `curriculum.reviews.store.record_reviews` validates the batch."""
+# The schema's field class per declared type (curriculum.reviews.fields.ReviewField.type).
+_SCHEMA_FIELDS: dict[type, type[serializers.Field]] = {
+    str: serializers.CharField, bool: serializers.BooleanField, int: serializers.IntegerField,
+    dt.datetime: serializers.DateTimeField,
+}
 
-    curriculum = serializers.CharField(help_text="Curriculum key.")
-    learner = serializers.CharField(max_length=ID_LENGTH, help_text="The learner's id in your system (a string; an integer is read as its decimal string).")
-    concept = serializers.CharField(max_length=ID_LENGTH, help_text="Concept key within the curriculum.")
-    correct = serializers.BooleanField(help_text="Whether the learner got it right.")
-    grade = serializers.IntegerField(
-        min_value=1, max_value=4, required=False, allow_null=True,
-        help_text="1 again (wrong), 2 hard, 3 good, 4 easy; must agree with `correct` (1 exactly when wrong).",
-    )
-    reviewed_at = serializers.DateTimeField(help_text="When the review happened: ISO 8601 with a zone ('Z' or '+02:00').")
-    response_time_ms = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True)
-    idempotency_key = serializers.CharField(
-        max_length=ID_LENGTH, required=False, allow_null=True,
-        help_text="Unique per review; a review whose key is already stored is counted as a duplicate and not stored again.",
-    )
+
+def schema_field(field: ReviewField) -> serializers.Field:
+    """The DRF field that documents a declared review field: its type, optionality (optional fields may be null),
+    bounds and help text. KeyError for a type without a schema field."""
+    bounds = {key: value for key, value in (("max_length", field.max_length), ("min_value", field.min_value),
+                                             ("max_value", field.max_value)) if value is not None}
+    return _SCHEMA_FIELDS[field.type](required=field.required, allow_null=not field.required,
+                                      help_text=field.help_text, **bounds)
+
+
+# Built from curriculum.reviews.fields, the one declaration; it documents (the schema's `Review`) and does not
+# validate: `curriculum.reviews.store.record_reviews` validates the batch (curriculum.reviews.validation).
+class ReviewSerializer(serializers.Serializer):
+    """One review. Every field is checked as documented here; a batch with any invalid review stores nothing."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {field.name: schema_field(field) for field in REVIEW_FIELDS}
 
 
 class ReviewOrBatchSerializer(serializers.Serializer):
@@ -139,14 +169,14 @@ class RecommendationRequestSerializer(serializers.Serializer):
 
     default_error_messages = OBJECT_MESSAGES
 
-    curriculum = StrictCharField(max_length=100, help_text="Curriculum key.")
+    curriculum = StrictCharField(max_length=CURRICULUM_KEY_LENGTH, help_text="Curriculum key.")
     learner = LearnerIdField(
-        max_length=ID_LENGTH,
-        help_text="The learner's id in your system (trimmed; non-blank; no control characters); a learner never "
-        "seen is a new learner.",
+        max_length=MAX_ID_LENGTH,
+        help_text="The learner's id in your system (trimmed; non-blank; no control characters; compared in Unicode "
+        "NFC); a learner never seen is a new learner.",
     )
     candidates = CandidatesField(
-        child=StrictCharField(max_length=ID_LENGTH), required=False, min_length=1, max_length=MAX_CANDIDATES,
+        child=ConceptKeyField(max_length=MAX_ID_LENGTH), required=False, min_length=1, max_length=MAX_CANDIDATES,
         help_text="Concept keys to choose from (default: all); a key sent twice counts once (deduplicated); keys "
         "that are not concepts of the curriculum are refused.",
     )
@@ -160,10 +190,13 @@ class RecommendationRequestSerializer(serializers.Serializer):
         return attrs
 
 
+# A policy version named by its number, rendered from the number itself (``source="*"``): a field holding a version
+# number or None renders as {"version": n} or null. (Comments, not docstrings: a docstring is the schema's text.)
 class PolicyRefSerializer(serializers.Serializer):
-    version = serializers.IntegerField(help_text="The policy version that answered.")
+    version = serializers.IntegerField(source="*", help_text="The policy version that answered.")
 
 
+# A curriculum.serving.Recommendation as the API answers it.
 class RecommendationSerializer(serializers.Serializer):
     concept = serializers.CharField(help_text="The concept to practise next.")
     scores = serializers.DictField(
@@ -171,7 +204,8 @@ class RecommendationSerializer(serializers.Serializer):
         help_text="Per candidate concept: with strategy `policy`, the policy's probability of choosing it; with "
         "`fallback:lowest_recall`, its estimated recall probability now (the lowest is chosen; 0 when never reviewed).",
     )
-    policy = PolicyRefSerializer(allow_null=True, help_text="null when no policy version answered.")
+    policy = PolicyRefSerializer(source="policy_version", allow_null=True,
+                                 help_text="null when no policy version answered.")
     strategy = serializers.ChoiceField(
         choices=["policy", "fallback:lowest_recall"],
         help_text="`policy`: the active policy version chose. `fallback:lowest_recall`: no active policy (or none of "
@@ -243,6 +277,67 @@ class ErrorDetailSerializer(serializers.Serializer):
     fields = ErrorFieldSerializer(many=True, help_text="Every problem found (empty for errors not about the body).")
 
 
+# Renders an object with `message` and `fields` (curriculum.api.errors.ApiError) as {"error": {...}}.
 class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
+    error = ErrorDetailSerializer(source="*")
 
+
+# ------------------------------------------------------------------------------ batch recommendations
+@extend_schema_field({
+    "type": "array", "minItems": 1, "maxItems": MAX_BATCH_LEARNERS,
+    "items": {"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH}, {"type": "integer"}]},
+})
+class LearnerIdsField(serializers.ListField):
+    """Learner ids as sent, 1 to MAX_BATCH_LEARNERS of them. The ids themselves are checked one by one by the view
+    (check_learner_id), so that an invalid id is that learner's error, not the batch's."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs["error_messages"] = {**LIST_MESSAGES, **kwargs.get("error_messages", {})}
+        super().__init__(min_length=1, max_length=MAX_BATCH_LEARNERS, **kwargs)
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        return data
+
+
+class BatchRecommendationRequestSerializer(serializers.Serializer):
+    """Many learners of one curriculum, at one moment. Unknown fields are refused."""
+
+    default_error_messages = OBJECT_MESSAGES
+
+    curriculum = StrictCharField(max_length=CURRICULUM_KEY_LENGTH, help_text="Curriculum key.")
+    learners = LearnerIdsField(
+        help_text=f"1 to {MAX_BATCH_LEARNERS} learner ids of your system (each as in the single endpoint's "
+        "`learner`). A learner never seen is a new learner; an invalid id is that learner's error in `results`; an id "
+        "sent twice is answered twice.",
+    )
+    at = AwareDateTimeField(required=False, help_text="The moment of the decisions, ISO 8601 with a zone (default: now).")
+
+    validate = RecommendationRequestSerializer.validate
+
+
+# One learner's answer in a batch: the learner as sent, then the single endpoint's fields.
+class BatchRecommendationSerializer(RecommendationSerializer):
+    learner = serializers.JSONField(help_text="The learner id as sent.")
+
+
+# One learner's error in a batch (an invalid id): the learner as sent (null unless a string or an integer).
+class BatchLearnerErrorSerializer(serializers.Serializer):
+    learner = serializers.JSONField(allow_null=True, help_text="The learner id as sent; null unless a string or integer.")
+    error = ErrorDetailSerializer(help_text="What is wrong with this learner id; `fields` names `learners[i]`.")
+
+
+@extend_schema_field(PolymorphicProxySerializer(
+    component_name="BatchResult", serializers=[BatchRecommendationSerializer, BatchLearnerErrorSerializer],
+    resource_type_field_name=None, many=False))
+class BatchResultField(serializers.JSONField):
+    """A learner's recommendation, or its error (schema only: the view renders each result)."""
+
+
+class BatchRecommendationResultSerializer(serializers.Serializer):
+    results = serializers.ListField(
+        child=BatchResultField(),
+        help_text="One per learner sent, in the same order: a recommendation (the single endpoint's fields, plus "
+        "`learner`), or `{\"learner\", \"error\"}` for an invalid learner id.",
+    )

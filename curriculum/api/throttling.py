@@ -1,5 +1,14 @@
 """Per-token request budget for the API (`API_THROTTLE_RATE`, e.g. "60000/min"), counted in the shared cache.
 
+A request costs one unit of the budget, a batch of recommendations one per learner (the view's `throttle_cost`).
+
+Each process counts its requests locally and adds them to the shared count in batches (`_Batches`): at most every
+`FLUSH_SECONDS`, or once `FLUSH_FRACTION` of the budget is pending, one round trip adds them and reads what every
+process counted. Between round trips a request is decided on the shared count last read plus this process's
+pending ones, so a process never grants more than it could after a round trip, and all processes together exceed
+the rate by less than `FLUSH_FRACTION` of it each (the requests counted by the others since their last round trip).
+A budget too small to batch (fewer than 1 / `FLUSH_FRACTION` units) is counted request by request, exactly.
+
 When the shared cache fails (down, refusing, or slower than its client timeout), the budget is counted in the
 process instead for `FALLBACK_SECONDS`, with one logged warning: a cache outage costs a few requests one client
 timeout each, never an API outage. Meanwhile each process grants the full rate on its own (fail open).
@@ -22,6 +31,42 @@ logger = logging.getLogger(__name__)
 
 # Seconds the throttle counts in the process after the shared cache failed, before trying it again.
 FALLBACK_SECONDS = 5.0
+# The longest a process keeps counted requests before adding them to the shared cache, and the share of the budget
+# it may keep pending (the most all processes together can overshoot the rate, each).
+FLUSH_SECONDS = 0.25
+FLUSH_FRACTION = 0.01
+
+
+class _Batch:
+    """One token's counts in one process: the shared counts last read (`this`: this window's, `last`: the last
+    window's), and the units granted here since (`pending`), for window `window`."""
+
+    __slots__ = ("lock", "window", "this", "last", "pending", "synced_at")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.window: int | None = None
+        self.this = self.last = self.pending = 0
+        self.synced_at = -math.inf
+
+
+class _Batches:
+    """The per-token batches of one process (a test may hold two, as two processes would)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._by_key: dict[str, _Batch] = {}
+
+    def of(self, key: str) -> _Batch:
+        batch = self._by_key.get(key)
+        if batch is None:
+            with self._guard:
+                batch = self._by_key.setdefault(key, _Batch())
+        return batch
+
+    def clear(self) -> None:
+        with self._guard:
+            self._by_key.clear()
 
 
 class _Fallback:
@@ -80,35 +125,69 @@ class TokenRateThrottle(SimpleRateThrottle):
         ident = user.pk if user is not None and user.is_authenticated else self.get_ident(request)
         return f"throttle:{self.scope}:{ident}"
 
+    batches = _Batches()  # one per process
+
     def allow_request(self, request, view) -> bool:
         if self.rate is None:
             return True
         base = self.get_cache_key(request, view)
+        # a batch larger than the whole budget takes all of it (it would otherwise never pass)
+        cost = min(max(int(view.throttle_cost(request)), 1) if hasattr(view, "throttle_cost") else 1, self.num_requests)
         position = self.timer() / self.duration
         window = math.floor(position)
         elapsed = position - window  # fraction of this window gone
-        this_key, last_key = f"{base}:{window}", f"{base}:{window - 1}"
         now = _monotonic()
-        backend = _Fallback.counts if _Fallback.active(now) else caches[DEFAULT_CACHE_ALIAS]
+        if _Fallback.active(now):
+            return self._decide(_Fallback.counts, base, window, elapsed, cost, now)
+        batch = self.batches.of(base)
+        with batch.lock:
+            if (batch.window == window and now - batch.synced_at < FLUSH_SECONDS
+                    and batch.pending + cost < self.num_requests * FLUSH_FRACTION):
+                # decided here: the shared counts last read plus this process's since
+                this = batch.this + batch.pending + cost
+                if batch.last * (1.0 - elapsed) + this <= self.num_requests:
+                    batch.pending += cost
+                    return True
+                self._wait = self._seconds_until_allowed(this=this - cost, last=batch.last, elapsed=elapsed, cost=cost)
+                return False
+            return self._sync(batch, base, window, elapsed, cost, now)
+
+    def _sync(self, batch: _Batch, base: str, window: int, elapsed: float, cost: int, now: float) -> bool:
+        """Add the pending units and this request to the shared counts, read them, decide (under batch.lock)."""
+        backend = caches[DEFAULT_CACHE_ALIAS]
+        pending, batch.pending = batch.pending, 0
         try:
-            this, last = self._count(backend, this_key, last_key)  # `this` includes the request being decided
+            if pending and batch.window != window:  # counted in a window that has ended: they belong to it
+                self._count(backend, f"{base}:{batch.window}", f"{base}:{batch.window - 1}", pending)
+                pending = 0
+            this, last = self._count(backend, f"{base}:{window}", f"{base}:{window - 1}", pending + cost)
         except Exception as exc:  # noqa: BLE001 - any cache failure (redis-py's, a backend's own) fails over
-            if backend is _Fallback.counts:
-                raise
             _Fallback.start(now, exc)
-            backend = _Fallback.counts
-            this, last = self._count(backend, this_key, last_key)
+            batch.window = None  # read the shared counts afresh once the cache answers again
+            return self._decide(_Fallback.counts, base, window, elapsed, cost, now)
+        batch.window, batch.this, batch.last, batch.synced_at = window, this, last, now
         if last * (1.0 - elapsed) + this <= self.num_requests:
             return True
         try:
-            backend.decr(this_key)  # a refused request does not use up the budget
-        except Exception as exc:  # noqa: BLE001 - the refusal stands; the count is one too high
+            backend.decr(f"{base}:{window}", cost)  # a refused request does not use up the budget
+            batch.this -= cost
+        except Exception as exc:  # noqa: BLE001 - the refusal stands; the count is `cost` too high
             _Fallback.start(now, exc)
-        self._wait = self._seconds_until_allowed(this=this - 1, last=last, elapsed=elapsed)
+        self._wait = self._seconds_until_allowed(this=this - cost, last=last, elapsed=elapsed, cost=cost)
         return False
 
-    def _count(self, backend: BaseCache, this_key: str, last_key: str) -> tuple[int, int]:
-        """Count this request in this window; return (this window's count, the last window's)."""
+    def _decide(self, backend: BaseCache, base: str, window: int, elapsed: float, cost: int, now: float) -> bool:
+        """Count and decide request by request in `backend` (the process's own counts during a cache outage)."""
+        this_key = f"{base}:{window}"
+        this, last = self._count(backend, this_key, f"{base}:{window - 1}", cost)
+        if last * (1.0 - elapsed) + this <= self.num_requests:
+            return True
+        backend.decr(this_key, cost)
+        self._wait = self._seconds_until_allowed(this=this - cost, last=last, elapsed=elapsed, cost=cost)
+        return False
+
+    def _count(self, backend: BaseCache, this_key: str, last_key: str, cost: int = 1) -> tuple[int, int]:
+        """Count this request (`cost` units) in this window; return (this window's count, the last window's)."""
         # two windows of life: a count is read as "the last window" during the next one
         ttl = 2 * self.duration + 1
         if isinstance(backend, RedisCache):
@@ -116,27 +195,27 @@ class TokenRateThrottle(SimpleRateThrottle):
             # (Django stores integers unpickled, so INCR works on them and they read back as ints)
             keys = [backend.make_and_validate_key(k) for k in (this_key, last_key)]
             pipe = backend._cache.get_client(keys[0], write=True).pipeline(transaction=False)
-            pipe.incr(keys[0]).expire(keys[0], ttl).get(keys[1])
+            pipe.incr(keys[0], cost).expire(keys[0], ttl).get(keys[1])
             this, _, last = pipe.execute()
             return int(this), int(last or 0)
-        if backend.add(this_key, 1, timeout=ttl):
-            this = 1
+        if backend.add(this_key, cost, timeout=ttl):
+            this = cost
         else:
             try:
-                this = backend.incr(this_key)
+                this = backend.incr(this_key, cost)
             except ValueError:  # expired between add and incr (only at the very end of its life)
-                backend.add(this_key, 1, timeout=ttl)
-                this = 1
+                backend.add(this_key, cost, timeout=ttl)
+                this = cost
         return this, int(backend.get(last_key) or 0)
 
-    def _seconds_until_allowed(self, *, this: int, last: int, elapsed: float) -> float:
-        room = self.num_requests - 1  # the estimate must fall to this for one more request
+    def _seconds_until_allowed(self, *, this: int, last: int, elapsed: float, cost: int = 1) -> float:
+        room = self.num_requests - cost  # the estimate must fall to this for `cost` more units
         if this <= room:
             # within this window, as the last window's share decays: last * (1 - e) <= room - this
             needed = 1.0 - (room - this) / last if last else elapsed
             return max(needed - elapsed, 0.0) * self.duration
         # after this window ends, when its count (then "the last window") has decayed enough
-        needed = 1.0 - room / max(this, 1)
+        needed = 1.0 - max(room, 0) / max(this, 1)
         return (1.0 - elapsed + max(needed, 0.0)) * self.duration
 
     def wait(self) -> float | None:

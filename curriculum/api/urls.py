@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.renderers import JSONRenderer
 
 from .errors import exception_handler
-from .views import ActivePolicyView, RecommendationsView, ReviewsView
+from .views import ActivePolicyView, BatchRecommendationsView, RecommendationsView, ReviewsView
 
 
 def _api_errors(view_class: type) -> type:
@@ -24,6 +24,7 @@ def _api_errors(view_class: type) -> type:
 urlpatterns = [
     path("v1/reviews", ReviewsView.as_view(), name="api-reviews"),
     path("v1/recommendations", RecommendationsView.as_view(), name="api-recommendations"),
+    path("v1/recommendations/batch", BatchRecommendationsView.as_view(), name="api-recommendations-batch"),
     path("v1/curricula/<str:key>/policy", ActivePolicyView.as_view(), name="api-active-policy"),
     path("schema/", _api_errors(SpectacularAPIView).as_view(), name="api-schema"),
     path("docs/", _api_errors(SpectacularSwaggerView).as_view(url_name="api-schema"), name="api-docs"),

@@ -13,18 +13,22 @@ from rest_framework.views import APIView
 from .. import serving
 from ..models import Curriculum
 from ..selectors import active_policy
+from ..reviews.fields import EARLIEST, check_curriculum_key
 from ..reviews.store import MAX_BATCH, record_reviews
-from ..reviews.validation import IdempotencyConflict, ReviewValidationError
+from ..reviews.validation import IdempotencyConflict, ReviewValidationError, check_learner_id
 from .authentication import CachedTokenAuthentication
 from .errors import Conflict, InvalidRequest, NotFoundField, exception_handler, field_errors
 from .parsers import JSONBodyParser, buffer_chunked_body
 from .serializers import (
     ActivePolicySerializer,
+    BatchRecommendationRequestSerializer,
+    BatchRecommendationResultSerializer,
     ErrorSerializer,
     RecommendationRequestSerializer,
     RecommendationSerializer,
     ReviewOrBatchSerializer,
     ReviewResultSerializer,
+    render,
 )
 
 ERRORS = {
@@ -36,10 +40,12 @@ ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description="No token, or an invalid one (`WWW-Authenticate: Token`)."),
     429: OpenApiResponse(ErrorSerializer, description="Over the per-token rate (`API_THROTTLE_RATE`); `Retry-After` "
                          "says how many seconds to wait."),
+    503: OpenApiResponse(ErrorSerializer, description="The database (or the artifact storage) is unreachable or did "
+                         "not answer in time; `Retry-After` says when to try again. Nothing was stored."),
 }
 HEADERS = [
-    OpenApiParameter("Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429],
-                     description="Seconds until the token may send again."),
+    OpenApiParameter("Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429, 503],
+                     description="Seconds to wait before sending again."),
     OpenApiParameter("WWW-Authenticate", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[401],
                      description="`Token`: send `Authorization: Token <key>`."),
 ]
@@ -67,7 +73,8 @@ class ReviewsView(ApiView):
         "nothing is stored and every problem is listed. A review already stored (same learner, concept, time to the "
         "millisecond and outcome), or whose `idempotency_key` is already stored for it, is counted in `duplicates` "
         "and not stored again. A time more than the tolerance (default 5 minutes) after the server clock, or before "
-        "1990, is refused. An `idempotency_key` already used for another review is a 409 naming it; nothing is stored.",
+        f"{EARLIEST.year}, is refused. An `idempotency_key` already used for another review is a 409 naming it; "
+        "nothing is stored.",
         request={"application/json": ReviewOrBatchSerializer},
         responses={201: ReviewResultSerializer, **ERRORS, 409: OpenApiResponse(ErrorSerializer, description=(
             "An `idempotency_key` is already used for another review (named with the item's `index`); nothing was stored."))},
@@ -95,7 +102,7 @@ class ReviewsView(ApiView):
             # a single object has no index to name
             errors = exc.errors if isinstance(body, list) else [_without_index(e) for e in exc.errors]
             raise (Conflict if isinstance(exc, IdempotencyConflict) else InvalidRequest)(errors) from None
-        return Response({"created": result.created, "duplicates": result.duplicates}, status=status.HTTP_201_CREATED)
+        return Response(render(ReviewResultSerializer, result), status=status.HTTP_201_CREATED)
 
 
 def _without_index(error: dict[str, Any]) -> dict[str, Any]:
@@ -143,13 +150,69 @@ class RecommendationsView(ApiView):
             raise InvalidRequest([{"field": "candidates", "message": str(exc)}]) from None
         except serving.NothingToRecommend as exc:
             raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
-        return Response({
-            "concept": rec.concept,
-            "scores": rec.scores,
-            "policy": None if rec.policy_version is None else {"version": rec.policy_version},
-            "strategy": rec.strategy,
-            "unscored": list(rec.unscored),
-        })
+        return Response(render(RecommendationSerializer, rec))
+
+
+class BatchRecommendationsView(ApiView):
+    @extend_schema(
+        operation_id="recommend_batch",
+        summary="Next concept for many learners",
+        description=f"The single endpoint's answer for each of 1 to {serving.MAX_BATCH_LEARNERS} learners of one "
+        "curriculum at one moment, among all its concepts, in one call (the active policy version answers them all in "
+        "one batched computation). `results` has one item per learner sent, in order. A learner never seen is a new "
+        "learner; an invalid learner id is that learner's `error` and the others are answered. The rate limit counts "
+        "learners, not calls: a batch of n learners uses n requests of the per-token budget (`API_THROTTLE_RATE`; a "
+        "batch larger than the whole budget uses all of it).",
+        request={"application/json": BatchRecommendationRequestSerializer},
+        responses={200: BatchRecommendationResultSerializer, **ERRORS},
+        parameters=HEADERS,
+        examples=[
+            OpenApiExample("request", request_only=True,
+                           value={"curriculum": "demo", "learners": ["u-42", "u-43", " "]}),
+            OpenApiExample("answers", response_only=True, status_codes=["200"], value={"results": [
+                {"learner": "u-42", "concept": "c3", "scores": {"c1": 0.12, "c3": 0.71, "c4": 0.17},
+                 "policy": {"version": 4}, "strategy": "policy", "unscored": []},
+                {"learner": "u-43", "concept": "c1", "scores": {"c1": 0.64, "c3": 0.2, "c4": 0.16},
+                 "policy": {"version": 4}, "strategy": "policy", "unscored": []},
+                {"learner": " ", "error": {"message": "learners[2]: this field is required (a non-blank learner id)",
+                                           "fields": [{"field": "learners[2]",
+                                                       "message": "this field is required (a non-blank learner id)"}]}},
+            ]}),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = BatchRecommendationRequestSerializer(data=request.data)
+        if not serializer.is_valid():
+            raise InvalidRequest(field_errors(serializer.errors))
+        sent = serializer.validated_data["learners"]
+        ids: list[str | None] = []
+        errors: dict[int, dict[str, Any]] = {}
+        for index, raw in enumerate(sent):
+            try:
+                ids.append(check_learner_id(raw, field=f"learners[{index}]"))
+            except ReviewValidationError as exc:
+                ids.append(None)
+                error = exc.errors[0]
+                errors[index] = {"message": f"{error['field']}: {error['message']}", "fields": [error]}
+        valid = [learner for learner in ids if learner is not None]
+        try:
+            answers = iter(serving.recommend_batch(curriculum=serializer.validated_data["curriculum"], learners=valid,
+                                                   at=serializer.validated_data.get("at")))
+        except (serving.UnknownCurriculum, serving.NothingToRecommend) as exc:
+            raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
+        results = []
+        for index, raw in enumerate(sent):
+            if index in errors:
+                shown = raw if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
+                results.append({"learner": shown, "error": errors[index]})
+            else:
+                results.append({"learner": raw, **render(RecommendationSerializer, next(answers))})
+        return Response({"results": results})
+
+    def throttle_cost(self, request: Request) -> int:
+        """Units of the per-token budget this request uses: one per learner sent (TokenRateThrottle)."""
+        learners = request.data.get("learners") if isinstance(request.data, dict) else None
+        return len(learners) if isinstance(learners, list) else 1
 
 
 class ActivePolicyView(ApiView):
@@ -163,10 +226,15 @@ class ActivePolicyView(ApiView):
             404: OpenApiResponse(ErrorSerializer, description="Unknown curriculum, or no active policy version; "
                                  "`fields` names `key`."),
             429: ERRORS[429],
+            503: ERRORS[503],
         },
         parameters=HEADERS,
     )
     def get(self, request: Request, key: str) -> Response:
+        try:
+            check_curriculum_key(key)
+        except ValueError as exc:  # never a curriculum (a NUL byte, '../evil'): not looked up
+            raise NotFoundField([{"field": "key", "message": str(exc)}]) from None
         curriculum = Curriculum.objects.filter(key=key).first()
         if curriculum is None:
             raise NotFoundField([{"field": "key", "message": f"unknown curriculum {key!r}"}])
@@ -174,4 +242,4 @@ class ActivePolicyView(ApiView):
         if policy is None:
             raise NotFoundField([{"field": "key", "message": f"curriculum {key!r} has no active policy version"}])
         policy.curriculum = curriculum
-        return Response(ActivePolicySerializer(policy).data)
+        return Response(render(ActivePolicySerializer, policy))

@@ -2,7 +2,7 @@
 extraction, calibration and a learner's history (curriculum.learner_states.history)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from django.db import connection
@@ -28,14 +28,15 @@ def _epoch_seconds_sql() -> str:
 
 def iter_review_chunks(
     *, curriculum: Curriculum | int, chunk_size: int = REVIEW_CHUNK_ROWS, learner_id: int | None = None,
-    with_ids: bool = False,
+    learner_ids: Sequence[int] | None = None, with_ids: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Stream a curriculum's reviews in (learner, time, id) order as columnar chunks, with bounded memory.
 
     Each chunk: learner int64 (database id), concept int64 (position = action index), t float64 (epoch
     seconds), correct bool, grade int8 (0 when unknown); with ``with_ids`` also id int64 (the ReviewLog id).
     A learner may continue into the next chunk. ``curriculum`` is a Curriculum or its id; ``learner_id``
-    limits the stream to one learner (the history a serving state is rebuilt from).
+    limits the stream to one learner (the history a serving state is rebuilt from), ``learner_ids`` to several
+    (their histories in one query; a few hundred at a time).
     """
     curriculum_id = curriculum if isinstance(curriculum, int) else curriculum.pk
     positions = dict(Concept.objects.filter(curriculum_id=curriculum_id).values_list("id", "position"))
@@ -46,6 +47,11 @@ def iter_review_chunks(
     where, params = "r.curriculum_id = %s", [curriculum_id]
     if learner_id is not None:
         where, params = where + " AND r.learner_id = %s", params + [learner_id]
+    if learner_ids is not None:
+        if not learner_ids:
+            return
+        where += f" AND r.learner_id IN ({', '.join(['%s'] * len(learner_ids))})"
+        params += [int(i) for i in learner_ids]
     sql = (
         f"SELECT r.learner_id, r.concept_id, {_epoch_seconds_sql()}, r.correct, COALESCE(r.grade, 0), r.id "
         f"FROM {ReviewLog._meta.db_table} r WHERE {where} ORDER BY r.learner_id, r.reviewed_at, r.id"

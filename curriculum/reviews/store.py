@@ -18,6 +18,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from ..models import Concept, Curriculum, Learner, ReviewLog
+from .fields import check_curriculum_key
 from .validation import IdempotencyConflict, ReviewFields, ReviewValidationError, check_review_item
 
 MAX_BATCH = 1000  # reviews per API request
@@ -69,7 +70,7 @@ def record_reviews(
 
 def _resolve(items: list[Any]) -> list[NewReview]:
     """Field rules per item, then curricula and concepts looked up; every problem of every item listed."""
-    curriculum_keys = {str(i.get("curriculum")) for i in items if isinstance(i, Mapping) and i.get("curriculum")}
+    curriculum_keys = {i["curriculum"] for i in items if isinstance(i, Mapping) and _is_key(i.get("curriculum"))}
     curricula = {c.key: c for c in Curriculum.objects.filter(key__in=curriculum_keys)}
     concepts: dict[tuple[int, str], Concept] = {
         (c.curriculum_id, c.key): c
@@ -81,9 +82,11 @@ def _resolve(items: list[Any]) -> list[NewReview]:
         problems: list[dict[str, Any]] = []
         curriculum = concept = None
         if isinstance(item, Mapping):
-            curriculum = curricula.get(str(item.get("curriculum", "")))
+            curriculum = curricula.get(item.get("curriculum")) if _is_key(item.get("curriculum")) else None
             if not item.get("curriculum"):
                 problems.append({"field": "curriculum", "message": "this field is required"})
+            elif not _is_key(item["curriculum"]):
+                problems.append({"field": "curriculum", "message": _key_problem(item["curriculum"])})
             elif curriculum is None:
                 problems.append({"field": "curriculum", "message": f"unknown curriculum {item['curriculum']!r}"})
         try:
@@ -102,6 +105,19 @@ def _resolve(items: list[Any]) -> list[NewReview]:
     if errors:
         raise ReviewValidationError(errors)
     return valid
+
+
+def _key_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a curriculum key (curriculum.reviews.fields.check_curriculum_key), or None."""
+    try:
+        check_curriculum_key(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _is_key(value: Any) -> bool:
+    return _key_problem(value) is None
 
 
 # ----------------------------------------------------------------------------------------------- the store

@@ -1,16 +1,20 @@
 """The one validation of a review, whatever route it comes by (the API, a file import, synthetic generation).
 
-Field rules (a rule added here applies to every route):
+Field rules (a rule added here applies to every route; the fields, their types and bounds are declared in
+curriculum/reviews/fields.py):
 
-* learner: the client system's id, a string (an integer is read as its decimal string); trimmed; non-empty; at
-  most MAX_ID_LENGTH characters; no control characters (Unicode category Cc) and no bidirectional-override or
-  isolate characters (they make an id display as another one).
-* concept: a non-empty key of at most MAX_ID_LENGTH characters.
-* reviewed_at (and a recommendation's ``at``): an aware date-time (ISO 8601 with a zone), not before EARLIEST
+* learner: the client system's id, a string (an integer is read as its decimal string); trimmed; normalised to
+  Unicode NFC (normalise_id); non-empty; at most MAX_ID_LENGTH characters; no control characters (Unicode
+  category Cc) and no bidirectional-override or isolate characters (they make an id display as another one).
+* concept: a non-empty key of at most MAX_ID_LENGTH characters, normalised to Unicode NFC.
+* reviewed_at (and a recommendation's ``at``): an aware date-time, ISO 8601 / RFC 3339 with a zone (``Z``,
+  ``+00:00``, ``+0530``; ``T`` or a space; lower-case ``t`` and ``z`` as RFC 3339 section 5.6 allows; a decimal
+  fraction of the second of any length, read to the microsecond; parse_aware_datetime), not before EARLIEST
   (1990-01-01Z) and not more than ``CRL_REVIEW_FUTURE_TOLERANCE_SECONDS`` (default 300) after the server clock;
   kept to the millisecond (a review's identity is (learner, concept, time to the millisecond, outcome)).
-* correct: true or false; grade: optional 1-4 (Anki's Again/Hard/Good/Easy), 1 exactly when wrong.
-* response_time_ms: optional, 0 to 2**31 - 1 milliseconds.
+* correct: true or false; grade: optional, MIN_GRADE to MAX_GRADE (1-4, Anki's Again/Hard/Good/Easy), 1 exactly
+  when wrong.
+* response_time_ms: optional, 0 to MAX_RESPONSE_TIME_MS (2**31 - 1) milliseconds.
 * idempotency_key: optional, a non-empty string of at most MAX_ID_LENGTH characters.
 
 Errors are one type, ReviewValidationError, whose ``errors`` list ``{"field", "message"}`` plus where the
@@ -29,9 +33,8 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-MAX_ID_LENGTH = 200  # Learner.external_id, Concept.key, ReviewLog.idempotency_key
-MAX_RESPONSE_TIME_MS = 2**31 - 1
-EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
+from .fields import EARLIEST, FIELD_NAMES, MAX_GRADE, MAX_ID_LENGTH, MAX_RESPONSE_TIME_MS, MIN_GRADE
+
 DEFAULT_FUTURE_TOLERANCE_S = 300.0
 # Bidirectional embedding, override and isolate controls, and the directional marks.
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -75,11 +78,24 @@ def latest_allowed() -> dt.datetime:
 
 
 # ----------------------------------------------------------------------------------------------- fields
+def normalise_id(text: str) -> str:
+    """``text`` in Unicode Normalization Form C (Unicode Standard Annex #15, ``unicodedata.normalize``): one id
+    however the client's platform encodes it ("José" with a precomposed é, as Windows and most keyboards write it,
+    or as e + a combining acute accent, as macOS file names do). NFC, not NFKC: compatibility characters (ﬁ, ²,
+    full-width letters) are other characters, kept as sent (W3C's Character Model, "normalization for string
+    matching")."""
+    return unicodedata.normalize("NFC", text)
+
+
 def parse_aware_datetime(value: Any) -> dt.datetime:
-    """An ISO 8601 date-time string (or datetime) with a zone; ValueError saying what was expected otherwise."""
+    """An ISO 8601 / RFC 3339 date-time string (or datetime) with a zone; ValueError saying what was expected
+    otherwise. Python's ``datetime.fromisoformat`` (through Django's ``parse_datetime``) reads ISO 8601's extended
+    and basic forms, ``Z``, offsets with or without a colon and a fraction of any length (kept to the microsecond);
+    the string is upper-cased first, as RFC 3339 section 5.6 allows ``t`` and ``z`` (an ISO date-time's only
+    letters are T, Z and W)."""
     if isinstance(value, str):
         try:
-            parsed = parse_datetime(value.strip())
+            parsed = parse_datetime(value.strip().upper())
         except ValueError:  # well formed but impossible, e.g. month 13
             parsed = None
         if parsed is None:
@@ -107,7 +123,8 @@ def check_time(value: Any, *, field: str = "reviewed_at", hint: str = "") -> dt.
         raise ReviewValidationError.of(field, str(exc)) from None
     suffix = f": {hint}" if hint else ""
     if when < EARLIEST:
-        raise ReviewValidationError.of(field, f"expected a time from 1990 on, got {when.isoformat()}{suffix}")
+        raise ReviewValidationError.of(
+            field, f"expected a time from {EARLIEST.year} on, got {when.isoformat()}{suffix}")
     latest = latest_allowed()
     if when > latest:
         raise ReviewValidationError.of(
@@ -124,7 +141,7 @@ def check_learner_id(value: Any, *, field: str = "learner") -> str:
         raise ReviewValidationError.of(field, "this field is required (a non-blank learner id)")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ReviewValidationError.of(field, "expected a learner id string (or an integer)")
-    text = str(value).strip()
+    text = normalise_id(str(value).strip())
     if len(text) > MAX_ID_LENGTH:
         raise ReviewValidationError.of(field, f"expected a learner id of at most {MAX_ID_LENGTH} characters, got {len(text)}")
     for ch in text:
@@ -136,11 +153,15 @@ def check_learner_id(value: Any, *, field: str = "learner") -> str:
 
 
 def check_concept_key(value: Any, *, field: str = "concept") -> str:
+    """A concept key in NFC (normalise_id); ReviewValidationError naming ``field`` unless it keeps to the rules."""
     if value is None or value == "":
         raise ReviewValidationError.of(field, "this field is required")
-    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+    if not isinstance(value, str) or len(normalise_id(value)) > MAX_ID_LENGTH:
         raise ReviewValidationError.of(field, f"expected a concept key string of at most {MAX_ID_LENGTH} characters")
-    return value
+    return normalise_id(value)
+
+
+GRADE_MESSAGE = f"expected an integer from {MIN_GRADE} to {MAX_GRADE}"
 
 
 def check_outcome(correct: Any, grade: Any) -> tuple[bool, int | None]:
@@ -151,9 +172,9 @@ def check_outcome(correct: Any, grade: Any) -> tuple[bool, int | None]:
         raise ReviewValidationError.of("correct", "expected true or false")
     if grade is None:
         return correct, None
-    if isinstance(grade, bool) or not isinstance(grade, int) or not 1 <= grade <= 4:
-        raise ReviewValidationError.of("grade", "expected an integer from 1 to 4")
-    if (grade == 1) == correct:
+    if isinstance(grade, bool) or not isinstance(grade, int) or not MIN_GRADE <= grade <= MAX_GRADE:
+        raise ReviewValidationError.of("grade", GRADE_MESSAGE)
+    if (grade == MIN_GRADE) == correct:
         raise ReviewValidationError.of(
             "grade", f"grade {grade} contradicts correct={str(correct).lower()} (1 means wrong, 2-4 right)"
         )
@@ -220,19 +241,15 @@ def validate_review(
     )
 
 
-REVIEW_FIELDS = frozenset(
-    {"curriculum", "learner", "concept", "correct", "grade", "reviewed_at", "response_time_ms", "idempotency_key"}
-)
-
-
 def check_review_item(item: Any) -> ReviewFields:
-    """One API review object (a mapping of REVIEW_FIELDS); curriculum is checked by the caller, who resolves it."""
+    """One API review object (a mapping of fields.REVIEW_FIELDS); curriculum is checked by the caller, who
+    resolves it."""
     if not isinstance(item, Mapping):
         raise ReviewValidationError.of("item", "expected an object")
     errors: list[dict[str, Any]] = []
     if item.get("reviewed_at") in (None, ""):
         errors.append({"field": "reviewed_at", "message": "this field is required"})
-    unknown = sorted(set(item) - REVIEW_FIELDS)
+    unknown = sorted(set(item) - FIELD_NAMES)
     errors.extend({"field": name, "message": "unknown field"} for name in unknown[:1])
     try:
         fields = validate_review(
@@ -255,9 +272,9 @@ def check_review_columns(*, t: np.ndarray, correct: np.ndarray, grade: np.ndarra
     earliest, latest = EARLIEST.timestamp(), latest_allowed().timestamp()
     checks = (
         ("reviewed_at", ~np.isfinite(t) | (t < earliest) | (t > latest),
-         "expected a time from 1990 to the server clock plus the tolerance"),
-        ("grade", (grade < 1) | (grade > 4), "expected an integer from 1 to 4"),
-        ("grade", (grade == 1) == correct.astype(bool), "grade contradicts correct (1 means wrong, 2-4 right)"),
+         f"expected a time from {EARLIEST.year} to the server clock plus the tolerance"),
+        ("grade", (grade < MIN_GRADE) | (grade > MAX_GRADE), GRADE_MESSAGE),
+        ("grade", (grade == MIN_GRADE) == correct.astype(bool), "grade contradicts correct (1 means wrong, 2-4 right)"),
         ("response_time_ms", (response_time_ms < 0) | (response_time_ms > MAX_RESPONSE_TIME_MS),
          "expected a non-negative integer number of milliseconds"),
     )

@@ -1,5 +1,5 @@
 """Settings from the environment: SECRET_KEY (required in production, made once into var/ otherwise), the
-production configuration the README documents passing `manage.py check --deploy`, WhiteNoise's static files."""
+production configuration docs/operations.md documents passing `manage.py check --deploy`, WhiteNoise's static files."""
 from __future__ import annotations
 
 import os
@@ -81,7 +81,7 @@ def test_an_empty_key_file_is_an_error_naming_it(tmp_path):
 
 
 def test_the_documented_production_configuration_passes_check_deploy(tmp_path):
-    # The README's production environment (section Production).
+    # The production environment of docs/operations.md (section Production).
     env = _env(tmp_path, CRL_ENV="production", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="ops.example.org",
                CSRF_TRUSTED_ORIGINS="https://ops.example.org")
     result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)

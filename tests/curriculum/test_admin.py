@@ -121,3 +121,48 @@ def test_a_learner_page_on_a_large_deck_shows_the_recent_concepts_and_a_read_onl
     recall_svg = page[page.index("Estimated recall per concept"):]
     assert recall_svg.count('class="series"') == LearnerAdmin.SHOWN_CONCEPTS
     assert concepts[19].key in recall_svg and f">{concepts[0].key}<" not in recall_svg  # the most recent kept
+
+
+def _changelist_queries(client, url: str) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return [q["sql"] for q in queries]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["", "?reviewed_at__gte=2025-12-01+00%3A00%3A00%2B00%3A00", "?source__exact=live"])
+def test_the_reviewlog_changelist_makes_as_many_queries_for_100_rows_as_for_none(admin_client, make_curriculum, query):
+    make_curriculum(concepts=5)
+    url = reverse("admin:curriculum_reviewlog_changelist") + query
+    empty = _changelist_queries(admin_client, url)
+    record_reviews(items=[{
+        "curriculum": "demo", "learner": f"u{i % 7}", "concept": f"c{i % 5}", "correct": True,
+        "reviewed_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=i),
+    } for i in range(100)])
+
+    full = _changelist_queries(admin_client, url)
+    page = admin_client.get(url).content.decode()
+
+    assert len(full) == len(empty), "\n".join(full)
+    assert page.count('class="field-concept_key"') == 100 and ">c4<" in page
+    assert not [sql for sql in full if "DISTINCT" in sql.upper() and "reviewed_at" in sql]  # no date hierarchy
+
+
+@pytest.mark.django_db
+def test_a_version_page_shows_its_evaluation_per_student_family(admin_client, make_curriculum, make_policy):
+    from training.rl.evaluation import family_block
+    import numpy as np
+
+    policy = make_policy(make_curriculum(), recall=0.7)
+    values = {"dt": np.array([0.6, 0.7, 0.8]), "lowest_recall": np.array([0.5, 0.6, 0.6]),
+              "oracle": np.array([0.5, 0.55, 0.6]), "target_recall": np.array([0.55, 0.7, 0.75])}
+    policy.metrics = {**policy.metrics, "families": {"actr": family_block(values, references=("target_recall",))}}
+    policy.save(update_fields=["metrics"])
+    page = admin_client.get(reverse("admin:curriculum_policymodel_change", args=[policy.pk])).content.decode()
+    assert "crl-families" in page and "<td>actr</td>" in page
+    assert "(best behaviour)" in page and "0.1333" in page  # dt - lowest_recall, paired
+    assert "n/a (the oracle is not above lowest_recall)" in page

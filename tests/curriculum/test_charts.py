@@ -1,4 +1,5 @@
-"""The server-side SVG charts: valid SVG, labelled axes, any number of points, escaped text."""
+"""The server-side SVG charts, the toolkit (svg.py) and the domain's pictures (charts.py): valid SVG, labelled axes,
+any number of points, escaped text."""
 from __future__ import annotations
 
 import math
@@ -6,13 +7,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from curriculum import charts
+from curriculum import charts, svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def parse(svg: str) -> ET.Element:
-    root = ET.fromstring(str(svg))  # raises on invalid XML
+def parse(drawn: str) -> ET.Element:
+    root = ET.fromstring(str(drawn))  # raises on invalid XML
     assert root.tag == f"{SVG}svg" and root.get("role") == "img"
     return root
 
@@ -25,14 +26,14 @@ def texts(root: ET.Element, cls: str) -> list[str]:
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 5000])
 def test_line_chart_is_valid_svg_with_labelled_axes_for_any_number_of_points(n):
     points = [(float(i), 1.0 / (i + 1)) for i in range(n)]
-    root = parse(charts.line_chart(series=[charts.Series("loss", points)], title="Loss", x_label="optimiser step",
-                                   y_label="loss"))
+    root = parse(svg.line_chart(series=[svg.Series("loss", points)], title="Loss", x_label="optimiser step",
+                                y_label="loss"))
     assert texts(root, "x-label") == ["optimiser step"] and texts(root, "y-label") == ["loss"]
     assert len(texts(root, "y-ticks")) >= 2 and len(texts(root, "x-ticks")) >= (1 if n == 1 else 2)
     polylines = list(root.iter(f"{SVG}polyline"))
     if n >= 2:
         coords = polylines[0].get("points").split()
-        assert 2 <= len(coords) <= charts.MAX_LINE_POINTS
+        assert 2 <= len(coords) <= svg.MAX_LINE_POINTS
     if n == 0:
         assert texts(root, "no-data") == ["no data"]
     if n == 1:
@@ -42,39 +43,39 @@ def test_line_chart_is_valid_svg_with_labelled_axes_for_any_number_of_points(n):
 def test_thinning_keeps_the_ends_and_the_spikes():
     points = [(float(i), 1.0) for i in range(10_000)]
     points[4321] = (4321.0, 50.0)
-    thinned = charts.thin(points, limit=200)
+    thinned = svg.thin(points, limit=200)
     assert len(thinned) <= 200
     assert thinned[0] == points[0] and thinned[-1] == points[-1] and (4321.0, 50.0) in thinned
 
 
 def test_points_stay_inside_the_plot_area():
-    svg = charts.line_chart(series=[charts.Series("a", [(0, -3.0), (10, 7.5), (20, 2.0)])], title="t", x_label="x",
-                            y_label="y", width=400, height=200)
-    coords = [tuple(map(float, c.split(","))) for c in next(parse(svg).iter(f"{SVG}polyline")).get("points").split()]
-    assert all(charts.PAD_LEFT <= x <= 400 - charts.PAD_RIGHT and charts.PAD_TOP <= y <= 200 - charts.PAD_BOTTOM
+    drawn = svg.line_chart(series=[svg.Series("a", [(0, -3.0), (10, 7.5), (20, 2.0)])], title="t", x_label="x",
+                          y_label="y", width=400, height=200)
+    coords = [tuple(map(float, c.split(","))) for c in next(parse(drawn).iter(f"{SVG}polyline")).get("points").split()]
+    assert all(svg.PAD_LEFT <= x <= 400 - svg.PAD_RIGHT and svg.PAD_TOP <= y <= 200 - svg.PAD_BOTTOM
                for x, y in coords)
 
 
 def test_text_is_escaped():
-    svg = charts.bar_chart(labels=["<script>"], values=[1.0], title='a "b" & <c>', x_label="x<", y_label="y&")
-    root = parse(svg)
-    assert "<script>" not in str(svg) and root.get("aria-label") == 'a "b" & <c>'
+    drawn = svg.bar_chart(labels=["<script>"], values=[1.0], title='a "b" & <c>', x_label="x<", y_label="y&")
+    root = parse(drawn)
+    assert "<script>" not in str(drawn) and root.get("aria-label") == 'a "b" & <c>'
 
 
 def test_bar_chart_draws_intervals_and_refuses_mismatched_input():
-    root = parse(charts.bar_chart(labels=["dt", "random"], values=[0.8, 0.5], intervals=[(0.7, 0.9), None],
-                                  title="Evaluation", x_label="policy", y_label="recall", y_range=(0, 1)))
+    root = parse(svg.bar_chart(labels=["dt", "random"], values=[0.8, 0.5], intervals=[(0.7, 0.9), None],
+                               title="Evaluation", x_label="policy", y_label="recall", y_range=(0, 1)))
     assert len([r for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]) == 2
     assert len([p for p in root.iter(f"{SVG}path") if p.get("class") == "interval"]) == 1
     with pytest.raises(ValueError, match="2 labels for 1 values"):
-        charts.bar_chart(labels=["a", "b"], values=[1.0], title="t", x_label="x", y_label="y")
+        svg.bar_chart(labels=["a", "b"], values=[1.0], title="t", x_label="x", y_label="y")
 
 
 def test_histogram_checks_its_edges():
-    root = parse(charts.histogram(edges=[0, 1, 2, 3], counts=[4, 0, 2], title="Returns", x_label="return"))
+    root = parse(svg.histogram(edges=[0, 1, 2, 3], counts=[4, 0, 2], title="Returns", x_label="return"))
     assert texts(root, "x-label") == ["return"]
     with pytest.raises(ValueError, match="expected 4 edges"):
-        charts.histogram(edges=[0, 1], counts=[1, 2, 3], title="t", x_label="x")
+        svg.histogram(edges=[0, 1], counts=[1, 2, 3], title="t", x_label="x")
 
 
 def test_distribution_chart_falls_back_to_quantiles_without_bins():
@@ -109,35 +110,35 @@ def test_a_one_step_loss_curve_has_distinct_y_ticks_around_the_value_and_its_ste
 
 
 def test_flat_series_and_small_integer_ranges_get_sensible_axes():
-    flat = parse(charts.line_chart(series=[charts.Series("loss", [(1, 0.5), (2, 0.5), (3, 0.5)])], title="t",
-                                   x_label="epoch", y_label="loss"))
+    flat = parse(svg.line_chart(series=[svg.Series("loss", [(1, 0.5), (2, 0.5), (3, 0.5)])], title="t",
+                                x_label="epoch", y_label="loss"))
     polyline = next(flat.iter(f"{SVG}polyline")).get("points").split()
     assert len({point.split(",")[1] for point in polyline}) == 1  # a flat line is drawn flat
     y_labels = texts(flat, "y-ticks")
     assert len(set(y_labels)) == len(y_labels) >= 3
     assert texts(flat, "x-ticks") == ["1", "2", "3"]  # whole epochs, no 1.5
-    zero = parse(charts.line_chart(series=[charts.Series("z", [(0, 0.0)])], title="t", x_label="x", y_label="y"))
+    zero = parse(svg.line_chart(series=[svg.Series("z", [(0, 0.0)])], title="t", x_label="x", y_label="y"))
     assert "0" in texts(zero, "y-ticks") and len(set(texts(zero, "y-ticks"))) == len(texts(zero, "y-ticks"))
     # labels closer than format_number shows get the decimals that tell them apart
-    assert charts.tick_labels([2.9660, 2.9662, 2.9664], charts.format_number) == ["2.9660", "2.9662", "2.9664"]
-    bars = parse(charts.bar_chart(labels=["a", "b"], values=[5.0, 5.0], title="t", x_label="x", y_label="y"))
+    assert svg.tick_labels([2.9660, 2.9662, 2.9664], svg.format_number) == ["2.9660", "2.9662", "2.9664"]
+    bars = parse(svg.bar_chart(labels=["a", "b"], values=[5.0, 5.0], title="t", x_label="x", y_label="y"))
     assert len(set(texts(bars, "y-ticks"))) == len(texts(bars, "y-ticks"))
 
 
 def test_nice_ticks_are_round_and_cover_the_range():
-    ticks = charts.nice_ticks(0.13, 0.87)
+    ticks = svg.nice_ticks(0.13, 0.87)
     assert ticks[0] <= 0.13 and ticks[-1] >= 0.87
     steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
     assert len(steps) == 1 and steps.pop() in {0.1, 0.2, 0.25, 0.5}
-    assert charts.nice_ticks(3.0, 3.0)[0] < 3.0 < charts.nice_ticks(3.0, 3.0)[-1]
+    assert svg.nice_ticks(3.0, 3.0)[0] < 3.0 < svg.nice_ticks(3.0, 3.0)[-1]
     with pytest.raises(ValueError):
-        charts.nice_ticks(0.0, math.inf)
+        svg.nice_ticks(0.0, math.inf)
 
 
 def test_time_axis_labels_dates():
     day = 1_700_006_400.0  # 2023-11-15 00:00 UTC
-    root = parse(charts.line_chart(series=[charts.Series("r", [(day, 0.2), (day + 5 * 86400, 0.9)])], title="t",
-                                   x_label="time (UTC)", y_label="recall", x_time=True, y_range=(0, 1)))
+    root = parse(svg.line_chart(series=[svg.Series("r", [(day, 0.2), (day + 5 * 86400, 0.9)])], title="t",
+                                x_label="time (UTC)", y_label="recall", x_time=True, y_range=(0, 1)))
     assert any(label.startswith("2023-11-") for label in texts(root, "x-ticks"))
 
 
@@ -156,28 +157,28 @@ def test_the_orchestrator_and_the_version_page_draw_the_policies_in_one_order():
 
 def test_long_y_labels_fit_and_the_legend_never_covers_the_title():
     keys = [f"{1_700_000_000_000 + i}" for i in range(3)]  # 13-digit concept ids
-    root = parse(charts.line_chart(series=[charts.Series("r", [(1.0, 0.0)])], title="Review timeline", x_label="t",
-                                   y_label="concept", y_ticks=[(i, k) for i, k in enumerate(keys)]))
+    root = parse(svg.line_chart(series=[svg.Series("r", [(1.0, 0.0)])], title="Review timeline", x_label="t",
+                                y_label="concept", y_ticks=[(i, k) for i, k in enumerate(keys)]))
     axis_x = float(root.find(f".//{SVG}g[@class='axes']/{SVG}line").get("x1"))
     assert axis_x - 6 >= 6.5 * 13  # the labels end 6 px left of the axis: room for 13 digits
-    many = [charts.Series(f"concept-{i}", [(0.0, 0.1), (1.0, 0.2)]) for i in range(40)]
+    many = [svg.Series(f"concept-{i}", [(0.0, 0.1), (1.0, 0.2)]) for i in range(40)]
     title = "Estimated recall per concept (serving encoder)"
-    root = parse(charts.line_chart(series=many, title=title, x_label="t", y_label="r", width=900))
+    root = parse(svg.line_chart(series=many, title=title, x_label="t", y_label="r", width=900))
     legend_x = [float(el.get("x")) for el in root.iter(f"{SVG}rect")] + [
         float(el.get("x")) for el in root.iter(f"{SVG}text") if el.get("class") == "legend-more"]
-    assert legend_x and min(legend_x) >= charts.PAD_LEFT + 7.5 * len(title)
+    assert legend_x and min(legend_x) >= svg.PAD_LEFT + 7.5 * len(title)
     assert any(el.get("class") == "legend-more" for el in root.iter(f"{SVG}text"))
 
 
 def test_the_calibration_chart_draws_every_predictor_over_the_diagonal_with_labelled_ticks():
     bins = lambda *pts: [{"count": c, "predicted": p, "observed": o} for p, o, c in pts]  # noqa: E731
-    svg = str(charts.calibration_chart(title="Calibration", reliability={
+    drawn = str(charts.calibration_chart(title="Calibration", reliability={
         "model": bins((0.3, 0.35, 10), (0.8, 0.75, 40)),
         "avg": bins((0.7, 0.72, 50)),  # a constant predictor: one bin, drawn as a dot
         "moving_avg": bins((0.5, 0.4, 5), (0.9, 0.85, 5)) + [{"count": 0, "predicted": None, "observed": None}],
         "fsrs6_default": [],
     }))
-    root = ET.fromstring(svg)
+    root = ET.fromstring(drawn)
     assert int(root.get("width")) >= 500
     drawn = {el.get("data-series") for el in root.iter()
              if el.get("data-series") and (el.tag.endswith("polyline") or len(el))}  # a line, or dots

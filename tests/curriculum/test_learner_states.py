@@ -2,11 +2,12 @@
 import datetime as dt
 import random
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from curriculum import learner_states
+from curriculum import learner_state_rebuild, learner_states
 from curriculum.learner_states import history, state_from_history
 from curriculum.selectors import serving_spec
 from curriculum.state_specs import StateSpec
@@ -30,6 +31,12 @@ def expected_data(row: LearnerState) -> dict:
     return spec.dump(state, last_review=last)
 
 
+def history_reads(monkeypatch, reads: list) -> None:
+    """Record in ``reads`` every read of learners' histories (the one reader learner_states uses)."""
+    real = learner_states._histories
+    monkeypatch.setattr(learner_states, "_histories", lambda **kw: reads.append(kw) or real(**kw))
+
+
 @pytest.fixture
 def demo(make_curriculum):
     return make_curriculum("demo", concepts=5)
@@ -37,7 +44,7 @@ def demo(make_curriculum):
 
 def test_in_order_reviews_are_folded_incrementally(demo, monkeypatch):
     rebuilds = []
-    monkeypatch.setattr(learner_states, "history", lambda **kw: rebuilds.append(kw) or history(**kw))
+    history_reads(monkeypatch, rebuilds)
     record_reviews(items=[item("u1", 0, 0)])
     for minute in range(1, 8):
         record_reviews(items=[item("u1", minute % 5, minute, correct=minute % 3 != 0)])
@@ -131,7 +138,7 @@ def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
     assert tasks.reencode_learner_states(demo.pk) == 5
     for row in LearnerState.objects.all():
         assert spec.load(row.data) is not None and row.data == expected_data(row) and row.review_count == 3
-    assert learner_states.reencode_states(curriculum_id=demo.pk, batch_size=2) == 0  # nothing left to do
+    assert learner_state_rebuild.reencode_states(curriculum_id=demo.pk, batch_size=2) == 0  # nothing left to do
 
 
 def test_a_broker_that_cannot_be_reached_does_not_undo_a_promotion(
@@ -165,7 +172,7 @@ def test_a_state_stored_under_another_encoder_identity_is_rebuilt_not_read(demo,
     row.refresh_from_db()
     assert spec.load(row.data) is None
     rebuilds = []
-    monkeypatch.setattr(learner_states, "history", lambda **kw: rebuilds.append(kw) or history(**kw))
+    history_reads(monkeypatch, rebuilds)
     record_reviews(items=[item("u1", 2, 2)])  # in order, but the stored state is not this encoding's
     row.refresh_from_db()
     assert len(rebuilds) == 1 and row.data["encoder_identity"] == spec.identity
@@ -228,3 +235,17 @@ def test_concurrent_review_posts_for_one_learner_leave_a_consistent_state(make_c
     assert row.review_count == 90 == ReviewLog.objects.count()
     assert row.data == expected_data(row)
     assert row.newest_review_at == ReviewLog.objects.latest("reviewed_at").reviewed_at
+
+
+def test_state_rows_are_locked_through_one_helper_only():
+    """Every writer of LearnerState rows (the live fold-in and the bulk rebuilds) locks them with
+    learner_states.locked_states: one lock order, so two writers never wait on each other in a circle."""
+    repo = Path(__file__).resolve().parents[2]
+    lock_queries = [
+        f"{path.relative_to(repo)}:{number}"
+        for folder in ("curriculum", "training")
+        for path in sorted((repo / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "LearnerState.objects.select_for_update" in line
+    ]
+    assert len(lock_queries) == 1 and lock_queries[0].startswith("curriculum/learner_states.py:"), lock_queries

@@ -158,3 +158,96 @@ def test_the_admin_index_links_the_orchestrator_for_promoters_only(client, promo
     staff = django_user_model.objects.create_user(username="staff", password="pw-staff-1", is_staff=True)
     client.force_login(staff)
     assert URL not in client.get("/admin/").content.decode()
+
+
+def test_the_confirmation_page_says_the_first_version_must_beat_the_fallback_and_refuses_it(
+        promoter_client, curriculum, make_policy):
+    v1 = make_policy(curriculum, recall=0.549, fallback=0.601)
+    url = reverse("curriculum:orchestrator-promote", args=[v1.pk])
+    page = promoter_client.get(url).content.decode()
+    assert "Under the protocol it scores mean final recall" in page and "0.6010" in page
+    assert "v1 does not beat the fallback it would replace" in page
+    page = promoter_client.post(url, {"reason": "demo"}, follow=True).content.decode()
+    assert "Promotion refused: v1 does not beat the fallback" in page
+    assert not PolicyModel.objects.filter(status="active").exists()
+    promoter_client.post(url, {"reason": "smoke test", "force": "on"})
+    assert PromotionEvent.objects.get().forced and PolicyModel.objects.get(status="active") == v1
+
+
+def test_the_orchestrator_shows_the_fallbacks_score_under_the_protocol_while_nothing_is_active(
+        promoter_client, curriculum, make_policy):
+    make_policy(curriculum, recall=0.5, fallback=None)
+    page = promoter_client.get(URL).content.decode()
+    assert "It has no evaluation under the protocol yet" in page
+    make_policy(curriculum, recall=0.7, fallback=0.42)
+    page = promoter_client.get(URL).content.decode()
+    assert "Under the protocol it scores mean final recall <strong>0.4200</strong>" in page
+
+
+# -------------------------------------------------------------------------- changing the protocol on purpose
+@pytest.fixture
+def protocol_editor(promoter):
+    promoter.user_permissions.add(Permission.objects.get(codename="change_curriculum"))
+    return promoter
+
+
+def protocol_form(**changes):
+    return {"students": "30", "seed": "1234", "interactions": "1830", "reason": "610 concepts: meet every one", **changes}
+
+
+def test_changing_the_protocol_is_audited_and_versions_under_the_old_one_ask_for_re_evaluation(
+        client, protocol_editor, curriculum, make_policy):
+    from django.contrib.admin.models import LogEntry
+
+    make_policy(curriculum, recall=0.5)
+    client.force_login(protocol_editor)
+    page = client.get(URL).content.decode()
+    assert 'id="protocol-change-algebra"' in page and 'name="interactions" min="1" value="100"' in page
+    url = reverse("curriculum:orchestrator-protocol", args=[curriculum.pk])
+    page = client.post(url, protocol_form(), follow=True).content.decode()
+    curriculum.refresh_from_db()
+    assert (curriculum.protocol.students, curriculum.protocol.interactions) == (30, 1830)
+    assert "evaluation protocol changed from 200 students" in page
+    entry = LogEntry.objects.get(object_id=str(curriculum.pk))
+    assert entry.user == protocol_editor and "to 30 students, seed 1234, 1830 reviews each" in entry.change_message
+    assert "Reason: 610 concepts: meet every one" in entry.change_message
+    assert "not evaluated under the current protocol" in page and 'id="evaluate-algebra-1"' in page
+
+
+def test_the_protocol_change_needs_a_reason_and_valid_numbers(client, protocol_editor, curriculum):
+    client.force_login(protocol_editor)
+    url = reverse("curriculum:orchestrator-protocol", args=[curriculum.pk])
+    page = client.post(url, protocol_form(reason=" "), follow=True).content.decode()
+    assert "protocol not changed: reason: changing the evaluation protocol needs a written reason" in page
+    page = client.post(url, protocol_form(students="1"), follow=True).content.decode()
+    assert "protocol not changed: evaluation protocol: students must be an integer in [2, 100000]" in page
+    curriculum.refresh_from_db()
+    assert curriculum.evaluation_protocol == {}
+
+
+def test_the_protocol_change_needs_the_change_permission_and_csrf(client, promoter, protocol_editor, curriculum):
+    url = reverse("curriculum:orchestrator-protocol", args=[curriculum.pk])
+    client.force_login(promoter)
+    promoter.user_permissions.remove(Permission.objects.get(codename="change_curriculum"))
+    from django.contrib.auth import get_user_model
+
+    only_promoter = get_user_model().objects.create_user(username="p2", password="pw-p2-1", is_staff=True)
+    only_promoter.user_permissions.add(Permission.objects.get(codename="promote_policymodel"))
+    client.force_login(only_promoter)
+    assert client.post(url, protocol_form()).status_code == 403
+    assert 'id="protocol-change-algebra"' not in client.get(URL).content.decode()
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(get_user_model().objects.get(username="promoter"))
+    assert strict.post(url, protocol_form()).status_code == 403  # no CSRF token
+    assert client.get(url).status_code == 405  # a change is a POST
+    curriculum.refresh_from_db()
+    assert curriculum.evaluation_protocol == {}
+
+
+def test_a_version_trained_on_too_few_learners_says_so_on_the_orchestrator(promoter_client, curriculum, make_policy):
+    policy = make_policy(curriculum, recall=0.5)
+    metrics = {**policy.metrics, "training_data": {"episodes": 1, "steps": 6220, "concepts": 3,
+                                                   "warnings": ["too few learners to learn from: 1 episode(s)"]}}
+    PolicyModel.objects.filter(pk=policy.pk).update(metrics=metrics)
+    page = promoter_client.get(URL).content.decode()
+    assert "Trained on: too few learners to learn from: 1 episode(s)." in page

@@ -126,10 +126,11 @@ def test_lift_is_the_difference_with_a_combined_interval():
     assert out["random"]["ci95"] == pytest.approx([0.15, 0.25])  # half-width hypot(0.03, 0.04) = 0.05
 
 
-def test_uncovered_concepts_are_those_outside_the_active_version(make_curriculum, make_policy):
+def test_uncovered_concepts_are_those_outside_the_active_version(make_curriculum, make_policy, store_fallback):
     curriculum = make_curriculum(concepts=3)
     policy = make_policy(curriculum, recall=0.5)
     PolicyModel.objects.filter(pk=policy.pk).update(config={"concept_keys": ["c0", "c1"]})
+    store_fallback(curriculum, mean=0.2, num_concepts=2)  # the gate compares over the version's two concepts
     assert selectors.uncovered_concepts(curriculum=curriculum) == []  # no active version: the fallback scores all
     services.promote_policy(policy=policy, reason="first")
     assert selectors.uncovered_concepts(curriculum=curriculum) == ["c2"]
@@ -153,3 +154,70 @@ def test_before_any_version_a_run_is_evaluated_under_its_own_settings_and_nothin
     assert services.evaluation_protocol_for(curriculum=curriculum, proposed=proposed) == proposed
     curriculum.refresh_from_db()
     assert not curriculum.evaluation_protocol
+
+
+# ------------------------------------------------------------------- the fallback: what serves without a version
+def test_a_first_version_below_the_fallback_is_refused_with_both_numbers(make_curriculum, make_policy):
+    curriculum = make_curriculum()
+    v1 = make_policy(curriculum, recall=0.549, random=0.3, fallback=0.601)  # make run's demo in the issue
+    with pytest.raises(services.PromotionRefused,
+                       match=r"v1 does not beat the fallback it would replace: lowest_recall.*scores 0.6010 under "
+                             r"the same protocol \(v1: mean final recall 0.5490\)"):
+        services.promote_policy(policy=v1, reason="make run: demo policy")
+    assert not PolicyModel.objects.filter(status="active").exists()
+    verdict = services.promotion_gate(candidate=v1, active=None)
+    assert verdict.fallback_recall == pytest.approx(0.601) and not verdict.fallback_needs_evaluation
+
+
+def test_a_first_version_that_only_ties_the_fallback_is_refused(make_curriculum, make_policy):
+    v1 = make_policy(make_curriculum(), recall=0.6, fallback=0.6)
+    with pytest.raises(services.PromotionRefused, match="does not beat the fallback"):
+        services.promote_policy(policy=v1, reason="tie")
+
+
+def test_a_first_version_above_the_fallback_passes(make_curriculum, make_policy):
+    v1 = make_policy(make_curriculum(), recall=0.62, fallback=0.601)
+    event = services.promote_policy(policy=v1, reason="beats lowest_recall")
+    assert (event.from_version, event.to_version, event.forced) == (None, 1, False)
+
+
+def test_a_first_version_is_refused_while_the_fallback_has_no_evaluation_under_the_protocol(make_curriculum, make_policy):
+    v1 = make_policy(make_curriculum(), recall=0.9, fallback=None)
+    verdict = services.promotion_gate(candidate=v1, active=None)
+    assert verdict.fallback_needs_evaluation and verdict.needs_reevaluation == (v1,)
+    with pytest.raises(services.PromotionRefused, match="the fallback .* has no evaluation under the curriculum's protocol"):
+        services.promote_policy(policy=v1, reason="no bar yet")
+
+
+def test_a_fallback_evaluated_under_another_protocol_or_concept_count_is_not_the_bar(make_curriculum, make_policy, store_fallback):
+    curriculum = make_curriculum(concepts=5)
+    v1 = make_policy(curriculum, recall=0.5, fallback=None)
+    store_fallback(curriculum, mean=0.1, num_concepts=4)
+    assert services.promotion_gate(candidate=v1, active=None).fallback_needs_evaluation
+    key = next(iter(curriculum.fallback_evaluations))
+    stale = {**curriculum.fallback_evaluations[key], "encoder_identity": "0" * 64}  # another default encoder
+    type(curriculum).objects.filter(pk=curriculum.pk).update(fallback_evaluations={key.replace("concepts=4", "concepts=5"): stale})
+    v1.curriculum.refresh_from_db()
+    assert services.promotion_gate(candidate=v1, active=None).fallback_needs_evaluation
+
+
+def test_a_version_below_the_fallback_forced_with_a_reason_is_promoted_and_audited(make_curriculum, make_policy, admin_user):
+    v1 = make_policy(make_curriculum(), recall=0.549, fallback=0.601)
+    with pytest.raises(services.PromotionRefused, match="reason"):
+        services.promote_policy(policy=v1, force=True, reason="")
+    event = services.promote_policy(policy=v1, force=True, reason="serving smoke test", actor=admin_user)
+    assert (event.forced, event.reason, event.actor_name, event.to_version) == (True, "serving smoke test", admin_user.username, 1)
+    assert PolicyModel.objects.get(status="active") == v1
+
+
+# ------------------------------------------------------------------------------ a protocol sized from the deck
+def test_a_protocol_for_a_610_concept_deck_meets_every_concept():
+    from curriculum.evaluation_protocol import REVIEWS_PER_CONCEPT, SIZED_INTERACTIONS_CAP
+
+    first_run = EvaluationProtocol(students=30, interactions=50)  # the issue's first run
+    sized = first_run.sized_for(num_concepts=610)
+    assert sized.interactions == REVIEWS_PER_CONCEPT * 610 == 1830 and sized.students == 30
+    assert EvaluationProtocol().sized_for(num_concepts=20) == EvaluationProtocol()  # a small deck keeps its 100
+    huge = EvaluationProtocol().sized_for(num_concepts=6000)
+    assert huge.interactions == 6000 > SIZED_INTERACTIONS_CAP  # capped, but every concept is still met once
+    assert EvaluationProtocol().sized_for(num_concepts=2000).interactions == SIZED_INTERACTIONS_CAP

@@ -17,7 +17,7 @@ TRAINED = 4
 def _export(folder, *, state_token: str):
     import torch
 
-    from training.rl.artifacts import export_artifacts
+    from training.rl.checkpoint import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
     from training.rl.encoder import EncoderConfig
 

@@ -18,3 +18,23 @@ def sent(monkeypatch):
     calls = []
     monkeypatch.setattr(app, "send_task", lambda name, args=(), **kw: calls.append((name, *args)))
     return calls
+
+
+@pytest.fixture
+def training_on_the_worker(curriculum, wait_until):
+    """``start() -> run``: a training run of 1,000 epochs launched for the `celery_worker` to run, once it reports
+    training progress (a run to kill in the middle)."""
+    from training import jobs
+
+    def start():
+        run = jobs.launch_training_run(curriculum=curriculum, num_users=40, interactions=20, concepts=5, epochs=1000,
+                                       batch_size=16, eval_students=30, no_cuda=True)
+
+        def training():
+            run.refresh_from_db()
+            return run.status == "running" and run.step > 0
+
+        wait_until(training, timeout=120, what=f"{run} to report training progress")
+        return run
+
+    return start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
@@ -63,6 +64,23 @@ def test_launch_takes_the_concept_count_from_the_curriculum_and_ignores_fields_o
     assert "field-evaluation" in page and "30 students, 20 reviews each" in page  # what the evaluation will use
 
 
+def test_launch_says_which_entered_values_the_data_source_does_not_use(admin_client, curriculum, sent):
+    done = TrajectoryExtractionJob.objects.create(curriculum=curriculum, status="succeeded", version=1)
+    url = reverse("admin:training_trainingrun_add")
+    response = admin_client.post(url, {**FORM, "curriculum": curriculum.pk, "data_source": "dataset",
+                                       "dataset": done.pk, "num_users": "999"}, follow=True)
+    said = [str(m) for m in response.context["messages"]]
+    assert "Not used by a run on the dataset from an extraction job, so not part of it: Learners to simulate " \
+           "999." in said
+    run = TrainingRun.objects.get()
+    assert run.num_users == 500
+    # the form's object is the launched run: the history entry and the page the operator lands on are its
+    assert response.redirect_chain[-1][0] == reverse("admin:training_trainingrun_change", args=[run.pk])
+    assert LogEntry.objects.get().object_id == str(run.pk) and f"{run} queued" in said[-1]
+    quiet = admin_client.post(url, {**FORM, "curriculum": curriculum.pk, "num_users": "30"}, follow=True)
+    assert not any("Not used" in str(m) for m in quiet.context["messages"])  # nothing entered was left out
+
+
 def test_a_curriculum_with_a_protocol_says_the_evaluation_uses_it_on_the_form_and_the_run_page(
         admin_client, curriculum, make_policy):
     curriculum.evaluation_protocol = {"students": 77, "interactions": 33}
@@ -79,7 +97,7 @@ def test_a_curriculum_with_a_protocol_says_the_evaluation_uses_it_on_the_form_an
 def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_ticking_runtime(admin_client, curriculum):
     run = TrainingRun.objects.create(curriculum=curriculum, status="running", epochs=1, epoch=1, loss=2.966,
                                      started_at=timezone.now() - dt.timedelta(seconds=90),
-                                     phase="evaluating", step=2, steps=5)
+                                     heartbeat_at=timezone.now(), phase="evaluating", step=2, steps=5)
     response = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk]))
     page = response.content.decode()
     status = response.context["job_status"]
@@ -94,6 +112,21 @@ def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_t
     assert response.context["job_status"]["indeterminate"] is True
     bar = response.content.decode().split('id="job-progress-bar"')[1].split(">")[0]
     assert "value=" not in bar  # an indeterminate bar, labelled with the phase
+
+
+def test_a_running_run_without_the_gpu_it_asked_for_says_so_in_the_progress_panel(admin_client, curriculum):
+    from training.jobs import job_status
+
+    run = TrainingRun.objects.create(curriculum=curriculum, status="running", epochs=2, epoch=1, no_cuda=False,
+                                     started_at=timezone.now(), heartbeat_at=timezone.now(), phase="training",
+                                     hardware={"warning": "No GPU on worker w1@box: torch.cuda.is_available() is False"})
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    panel = page.split('id="job-hardware-warning"')[1].split("</ul>")[0]
+    assert "hidden" not in panel.split(">")[0] and "No GPU on worker w1@box" in panel
+    assert job_status(job=run)["hardware_warning"].startswith("No GPU on worker w1@box")
+    TrainingRun.objects.filter(pk=run.pk).update(hardware={})
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert 'id="job-hardware-warning" hidden' in page
 
 
 def test_launch_form_refuses_a_dataset_of_another_curriculum(admin_client, curriculum, make_curriculum, sent):
@@ -156,6 +189,7 @@ def test_extraction_statistics_are_charts_not_a_json_dump(admin_client, curricul
     page = admin_client.get(reverse("admin:training_trajectoryextractionjob_change", args=[job.pk])).content.decode()
     assert page.count('class="crl-chart histogram"') == 2 and 'class="crl-chart bar-chart"' in page
     assert "2 episodes of 20 steps" in page
+    assert "Warning: too few learners to learn from: 2 episode(s)" in page  # an extraction of 2 learners
     assert page.index("<details><summary>all statistics (JSON)") > page.index("crl-chart histogram")
 
 
@@ -197,3 +231,20 @@ def test_recall_history_jumps_at_a_correct_review_and_decays_after(curriculum):
     after = history.times >= t0
     assert recall[after][0] == pytest.approx(1.0) and recall[-1] < recall[after][0]
     assert all(a >= b - 1e-12 for a, b in zip(recall[after], recall[after][1:]))  # forgetting: never rises
+
+
+def test_a_finished_runs_page_warns_when_it_learned_from_too_few_learners(admin_client, curriculum):
+    run = TrainingRun.objects.create(curriculum=curriculum, status="succeeded", metrics={"training_data": {
+        "episodes": 1, "steps": 6220, "concepts": 610,
+        "warnings": ["too few learners to learn from: 1 episode(s) (one per learner), fewer than 50"]}})
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert "1 episodes (learners), 6220 reviews, 610 concepts" in page
+    assert '<div class="warning">Warning: too few learners to learn from: 1 episode(s)' in page
+
+
+def test_the_launch_form_takes_student_families_and_names_an_unknown_one(admin_client, curriculum, sent):
+    url = reverse("admin:training_trainingrun_add")
+    bad = admin_client.post(url, {**FORM, "curriculum": curriculum.pk, "families": "builtin,ebbinghaus"})
+    assert bad.status_code == 200 and "unknown student family" in str(bad.context["adminform"].form.errors)
+    admin_client.post(url, {**FORM, "curriculum": curriculum.pk, "families": "actr, hlr"})
+    assert TrainingRun.objects.get().families == "actr,hlr"

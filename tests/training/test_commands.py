@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 TINY = ["--num_users", "24", "--interactions", "24", "--epochs", "1", "--batch_size", "16", "--eval_students", "6",
         "--no_cuda", "--no-progress"]
-POLICIES = {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle"}
+POLICIES = {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle", "planner"}
 
 
 def run(*args: str) -> str:
@@ -25,9 +25,11 @@ def run(*args: str) -> str:
 
 
 def assert_evaluation_shape(data: dict, *, students: int, seed: int) -> None:
-    # stored metrics name their protocol; "students_like" (students like the curriculum's own) only when the
-    # encoder's FSRS-6 was fitted
-    assert set(data) - {"protocol", "students_like"} == {"metric", "students", "seed", "results"}
+    # stored metrics name their protocol and what the policy was trained on ("training_data"); "students_like"
+    # (students like the curriculum's own) only when the encoder's FSRS-6 was fitted
+    assert set(data) - {"protocol", "students_like", "training_data", "families"} == {"metric", "students", "seed", "results"}
+    if "training_data" in data:
+        assert set(data["training_data"]) == {"episodes", "steps", "concepts", "warnings"}
     assert (data["metric"], data["students"], data["seed"]) == ("mean_final_recall", students, seed)
     for block in ("results", "students_like"):
         if block not in data:
@@ -52,11 +54,39 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert config["encoder"]["estimator"] == "fsrs6" and len(config["encoder"]["fsrs6_same_day_stability"]) == 4
     assert config["concept_features"] == 4
     assert_evaluation_shape(json.loads((out_dir / "evaluation.json").read_text()), students=6, seed=1234)
-    assert "lowest_recall" in summary and "final loss" in summary and "dt_lite_weights.npz" in summary
+    assert "lowest_recall" in summary and "Final loss" in summary and "dt_lite_weights.npz" in summary
+    # where it trained: the device, dtype, optimiser pace and time per stage, in the config and the summary
+    extra = config["extra"]
+    assert (extra["device"], extra["device_name"], extra["dtype"]) == ("cpu", "cpu", "float32")
+    assert extra["steps_per_s"] > 0 and extra["optimizer_steps"] > 0
+    assert set(extra["stage_seconds"]) == {"data", "training"}
+    assert "Trained on: cpu (cpu, float32)" in summary and "optimiser steps/s; data" in summary
 
     printed = run("evaluate_policy", "--policy_dir", str(out_dir), "--students", "5", "--seed", "7", "--json")
     assert_evaluation_shape(json.loads(printed), students=5, seed=7)
     assert not Curriculum.objects.exists() and not PolicyModel.objects.exists()  # nothing registered unasked
+
+
+@pytest.mark.trains
+def test_leave_one_family_out_trains_without_it_and_evaluates_on_every_family(tmp_path):
+    out_dir = tmp_path / "models"
+    summary = run("train_crl_policy", "--output_dir", str(out_dir), "--concepts", "4", "--families",
+                  "builtin,fsrs6,hlr", *TINY)
+    data = json.loads((out_dir / "evaluation.json").read_text())
+    assert_evaluation_shape(data, students=6, seed=1234)
+    # the held-out family (actr) is evaluated like the others, and so are the fitted students where there are some
+    fitted = ["fitted"] if "students_like" in data else []
+    assert list(data["families"]) == ["builtin", "fsrs6", "actr", "hlr", *fitted]
+    actr = data["families"]["actr"]
+    assert set(actr["paired"]) == {"random", "round_robin", "leitner", "lowest_recall", "oracle", "planner",
+                                  "target_recall"}
+    assert actr["best_behaviour"] in ("random", "leitner", "target_recall")
+    assert "| actr | dt |" in summary and "gap closed" in summary
+
+    printed = run("evaluate_policy", "--policy_dir", str(out_dir), "--students", "4", "--families", "actr", "--json")
+    assert list(json.loads(printed)["families"]) == ["actr"]
+    with pytest.raises(CommandError, match="unknown student family 'act-r'"):
+        run("evaluate_policy", "--policy_dir", str(out_dir), "--families", "act-r")
 
 
 @pytest.mark.trains
@@ -146,7 +176,7 @@ def extraction_encoder(job) -> dict:
         (["--dataset", "2", "--curriculum", "nowhere"], "--dataset 2: curriculum 'nowhere' has no such extracted dataset"),
         (["--dataset", "two", "--curriculum", "x"], "--dataset: expected a dataset version"),
         (["--dataset", "1", "--from-db", "--curriculum", "x"], "not allowed with"),
-        (["--interactions", "100001"], "--interactions: expected 2 to 100000"),
+        (["--interactions", "100001"], "--interactions: expected 1 to 100000"),
         (["--seed", "-1"], "--seed: expected 0 to 2147483647, got -1"),
         (["--seed", "99999999999999999999999"], "--seed: expected 0 to 2147483647"),
     ],
@@ -155,6 +185,16 @@ def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, messag
     with pytest.raises(CommandError, match=message):
         run("train_crl_policy", "--output_dir", str(tmp_path), "--no-progress", *args)
     assert not PolicyModel.objects.exists()
+
+
+@pytest.mark.parametrize("command, flag", [("train_crl_policy", "--curriculum"), ("train_crl_policy", "--students-like"),
+                                           ("evaluate_policy", "--students-like"), ("calibration_report", "--curriculum")])
+def test_a_curriculum_key_that_is_not_one_stops_the_command_before_it_does_anything(tmp_path, command, flag):
+    folder = {"train_crl_policy": "--output_dir", "evaluate_policy": "--policy_dir"}.get(command)
+    with pytest.raises(CommandError, match=r"expected a curriculum key of 1 to 100 letters, digits, '-' or '_', "
+                                           r"got '\.\./evil'"):
+        run(command, flag, "../evil", *([folder, str(tmp_path / "m")] if folder else []))
+    assert not Curriculum.objects.exists() and not (tmp_path / "m").exists()
 
 
 def test_a_curriculum_without_reviews_or_with_other_concepts_is_refused(tmp_path, make_curriculum):
@@ -213,3 +253,17 @@ def test_evaluate_policy_refuses_a_folder_without_a_policy_or_with_a_tampered_on
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(CommandError, match="SHA-256|dt_lite_weights.npz"):
         run("evaluate_policy", "--policy_dir", str(tmp_path / "m"), "--json")
+
+
+@pytest.mark.trains
+def test_a_first_version_of_a_large_deck_fixes_a_protocol_that_meets_every_concept_and_warns_of_thin_data(tmp_path):
+    # 60 concepts, 24 reviews per learner: the run's 24 reviews per evaluated student would meet 24 of them
+    printed = run("train_crl_policy", "--curriculum", "deck", "--concepts", "60", *TINY,
+                  "--output_dir", str(tmp_path / "v1"), "--register")
+    protocol = Curriculum.objects.get(key="deck").protocol
+    assert protocol.interactions == 3 * 60 and protocol.students == 6
+    metrics = PolicyModel.objects.get(curriculum__key="deck").metrics
+    assert metrics["protocol"]["interactions"] == 180
+    assert metrics["training_data"]["episodes"] == 24 and metrics["training_data"]["concepts"] == 60
+    assert "Warning: too few learners to learn from: 24 episode(s)" in printed
+    assert "Warning: too few reviews to learn from: " in printed

@@ -99,6 +99,32 @@ def test_launch_refuses_a_weight_that_is_not_a_finite_number(curriculum, sent, m
     assert not SyntheticGenerationJob.objects.exists()
 
 
+@pytest.mark.parametrize("mix", [{"random": 1e308, "leitner": 1e308}, {"random": 10**308, "leitner": 10**308},
+                                 {"random": 1.7e308, "leitner": 1.7e308, "round_robin": 0}])
+def test_launch_refuses_finite_weights_whose_sum_overflows(curriculum, sent, mix):
+    with pytest.raises(ValidationError) as info:
+        jobs.launch_synthetic_generation(curriculum=curriculum, num_users=5, interactions=5, policy_mix=mix)
+    assert "the weights sum to more than the largest number" in info.value.message_dict["policy_mix"][0]
+    assert not SyntheticGenerationJob.objects.exists() and not sent
+
+
+def test_the_generation_form_refuses_weights_whose_sum_overflows(admin_client, curriculum, sent):
+    url = reverse("admin:training_syntheticgenerationjob_add")
+    response = admin_client.post(url, {"curriculum": curriculum.pk, "num_users": "5", "interactions": "5", "seed": "3",
+                                       "policy_mix": '{"random": 1e308, "leitner": 1e308}'})
+
+    assert response.status_code == 200  # the form again, with its error: not a job that fails later
+    assert "the weights sum to more than the largest number" in response.context["adminform"].form.errors["policy_mix"][0]
+    assert not SyntheticGenerationJob.objects.exists()
+
+
+def test_a_mix_of_huge_finite_weights_that_fit_is_rescaled_exactly():
+    from training.rl.policies import normalise_mix
+
+    assert normalise_mix({"random": 1e308, "leitner": 3e307}) == pytest.approx({"random": 1e308 / 1.3e308,
+                                                                                 "leitner": 3e307 / 1.3e308})
+
+
 @pytest.mark.parametrize("seed", [-1, 2**31])
 def test_launch_refuses_a_seed_out_of_bounds(curriculum, sent, seed):
     with pytest.raises(ValidationError) as info:
@@ -206,6 +232,56 @@ def test_retry_launches_a_new_run_with_the_same_parameters(client, operator, cur
     assert response["Location"] == reverse("admin:training_trainingrun_change", args=[new.pk])
     assert (new.status, new.seed, new.batch_size, new.created_by) == ("queued", 99, 8, operator)
     assert sent == [("training.tasks.run_training_run", new.pk)]
+
+
+def test_retry_with_changes_launches_those_and_keeps_the_other_parameters(curriculum, sent,
+                                                                         django_capture_on_commit_callbacks):
+    failed = make_run(curriculum, status="failed", seed=99, batch_size=8)
+    with django_capture_on_commit_callbacks(execute=True):
+        new = jobs.retry_job(job=failed, changes={"seed": 100, "epochs": 3})
+    assert (new.seed, new.epochs, new.batch_size, new.num_users, new.status) == (100, 3, 8, 20, "queued")
+    failed.refresh_from_db()
+    assert (failed.status, failed.seed) == ("failed", 99)  # the old run keeps its history
+    assert sent == [("training.tasks.run_training_run", new.pk)]
+
+
+def test_retry_refuses_a_change_that_is_no_parameter_or_out_of_bounds_and_launches_nothing(curriculum, sent):
+    failed = make_run(curriculum, status="failed")
+    with pytest.raises(TypeError, match="loss not parameters of a training run"):
+        jobs.retry_job(job=failed, changes={"loss": 0.1})
+    with pytest.raises(ValidationError) as info:
+        jobs.retry_job(job=failed, changes={"seed": -1})
+    assert set(info.value.message_dict) == {"seed"}
+    assert TrainingRun.objects.count() == 1
+
+
+def test_the_retry_action_of_the_generation_list_takes_a_new_seed(admin_client, curriculum, sent):
+    old = SyntheticGenerationJob.objects.create(curriculum=curriculum, num_users=5, interactions=5, seed=41,
+                                                status="failed")
+    admin_client.post(reverse("admin:training_syntheticgenerationjob_changelist"),
+                      {"action": "retry_selected", "_selected_action": [old.pk]})
+    new = SyntheticGenerationJob.objects.exclude(pk=old.pk).get()
+    assert new.seed == jobs.new_cohort_seed(job=old) == 42 and (new.num_users, new.interactions) == (5, 5)
+
+
+def test_launch_takes_the_curriculums_concept_count_and_drops_what_the_data_source_ignores(curriculum, sent):
+    done = TrajectoryExtractionJob.objects.create(curriculum=curriculum, status="succeeded", version=1)
+    synthetic = jobs.launch_training_run(curriculum=curriculum, data_source="synthetic", dataset=done, num_users=30)
+    assert (synthetic.concepts, synthetic.dataset, synthetic.num_users) == (5, None, 30)
+    on_dataset = jobs.launch_training_run(curriculum=curriculum, dataset=done, num_users=999, interactions=40)
+    assert (on_dataset.data_source, on_dataset.num_users, on_dataset.interactions) == ("dataset", 500, 40)
+    assert jobs.unused_parameters(data_source="dataset", parameters={"num_users": 999, "dataset": done}) == {
+        "num_users": 999}
+    assert jobs.unused_parameters(data_source="synthetic", parameters={"num_users": 999, "dataset": done}) == {
+        "dataset": done}
+    assert jobs.unused_parameters(data_source="review_log", parameters={"num_users": 500, "dataset": None}) == {}
+
+
+def test_launch_gives_a_curriculum_without_concepts_the_default_count(make_curriculum, sent):
+    from training.spec import DEFAULT_CONCEPTS
+
+    empty = make_curriculum("empty", concepts=0)
+    assert jobs.launch_training_run(curriculum=empty).concepts == DEFAULT_CONCEPTS  # the pipeline then makes them
 
 
 def test_status_endpoint_reports_progress_to_staff_only(client, viewer, curriculum):

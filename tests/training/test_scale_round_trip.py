@@ -33,7 +33,7 @@ def test_a_thousand_concept_deck_imports_extracts_trains_and_recommends_with_bou
     from curriculum.services import promote_policy, register_policy
     from training.pipeline import build_dataset_from_reviews, train_and_export
     from training.rl.trainer import TrainConfig
-    from training.rl.trajectories import dataset_statistics
+    from training.rl.dataset_statistics import dataset_statistics
 
     import_review_file(fileobj=io.BytesIO(_fsrs_csv(np.random.default_rng(0))), filename="deck.csv",
                        curriculum_key="deck", learner="a")

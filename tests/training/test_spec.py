@@ -25,7 +25,7 @@ CASES = [
 def test_the_bounds_are_the_pipelines_and_every_number_is_bounded():
     assert BOUNDED == ["num_users", "interactions", "concepts", "epochs", "batch_size", "seed", "eval_students"]
     assert TrainingSpec.bounds("seed") == (0, 2**31 - 1)  # NumPy refuses negative seeds; every database's int
-    assert TrainingSpec.bounds("interactions") == (2, 100_000)
+    assert TrainingSpec.bounds("interactions") == (1, 100_000)  # the evaluation's: it is also a protocol's reviews
     assert TrainingSpec.bounds("concepts") == (2, 5_000)
     assert TrainingSpec.bounds("eval_students") == (2, 100_000)
 
@@ -106,3 +106,30 @@ def test_the_help_shows_each_flags_bounds_and_default():
     text = Command().create_parser("manage.py", "train_crl_policy").format_help()
     assert "1 to 1,000,000; default 500" in " ".join(text.split())
     assert "0 to 2,147,483,647; default 42" in " ".join(text.split())
+
+
+def test_only_synthetic_data_reads_the_number_of_learners_to_simulate_and_their_families():
+    assert TrainingSpec.ignored_by("synthetic") == ()
+    assert TrainingSpec.ignored_by("review_log") == TrainingSpec.ignored_by("dataset") == ("num_users", "families")
+    with pytest.raises(ValueError, match="data_source: expected one of synthetic, review_log, dataset, got 'csv'"):
+        TrainingSpec.ignored_by("csv")
+
+
+def test_the_concept_count_is_the_curriculums_and_a_different_one_is_refused_naming_it():
+    assert TrainingSpec().concept_count(curriculum="algebra", have=5) == 5
+    assert TrainingSpec(concepts=5).concept_count(curriculum="algebra", have=5) == 5
+    assert TrainingSpec(concepts=7).concept_count(curriculum=None, have=0) == 7  # a new synthetic curriculum's
+    assert TrainingSpec().concept_count(curriculum=None, have=0) == 20
+    with pytest.raises(ValueError, match=r"curriculum 'algebra' has 5 concepts: .* set concepts to 5"):
+        TrainingSpec(concepts=7).concept_count(curriculum="algebra", have=5)
+
+
+def test_the_student_families_default_to_builtin_and_an_unknown_one_is_named():
+    assert TrainingSpec().families == "builtin"
+    TrainingSpec(families="builtin,actr,hlr,fsrs6").validate()
+    with pytest.raises(ValueError, match="--families: unknown student family 'ebbinghaus'"):
+        TrainingSpec(families="builtin,ebbinghaus").validate()
+    parser = Command().create_parser("manage.py", "train_crl_policy")
+    assert parser.parse_args(["--families", "actr, hlr"]).families == "actr,hlr"
+    with pytest.raises(CommandError, match="unknown student family 'x'"):
+        parser.parse_args(["--families", "x"])

@@ -181,6 +181,37 @@ def test_a_redelivered_training_task_registers_one_version(curriculum):
     verify_policy_artifacts(policy=policy)
 
 
+@pytest.mark.trains
+def test_a_run_asking_for_a_gpu_on_a_worker_without_one_says_so_and_records_where_it_trained(
+        curriculum, monkeypatch, admin_client):
+    import torch
+    from django.urls import reverse
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = jobs.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "no_cuda": False})
+    tasks.run_training_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert "No GPU on worker" in run.hardware["warning"] and "trains on the CPU" in run.hardware["warning"]
+    assert (run.hardware["device_name"], run.hardware["dtype"]) == ("cpu", "float32")
+    assert run.hardware["steps_per_s"] > 0 and run.hardware["optimizer_steps"] > 0
+    assert set(run.hardware["seconds"]) == {"data", "training", "evaluation", "total"}
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert "No GPU on worker" in page and "cpu (cpu, float32)" in page and "optimiser steps/s" in page
+
+
+@pytest.mark.trains
+def test_a_run_on_the_cpu_by_choice_carries_no_gpu_warning(curriculum, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = jobs.launch_training_run(curriculum=curriculum, **TINY_RUN)  # no_cuda=True
+    tasks.run_training_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert "warning" not in run.hardware and run.hardware["device"] == "cpu"
+
+
 def test_a_redelivery_finding_its_run_stale_marks_it_failed_instead_of_running_it(curriculum, settings):
     settings.CRL_JOB_STALE_SECONDS = 60
     run = TrainingRun.objects.create(curriculum=curriculum, status="running", worker="celery@dead",

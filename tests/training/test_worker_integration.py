@@ -50,16 +50,9 @@ def test_a_run_launched_from_the_admin_is_trained_by_the_worker_and_registered(
 
 @pytest.mark.trains
 def test_a_worker_killed_mid_run_leaves_the_run_failed_by_the_stale_check(
-    celery_worker, curriculum, wait_until, monkeypatch
+    celery_worker, training_on_the_worker, monkeypatch
 ):
-    run = jobs.launch_training_run(curriculum=curriculum, num_users=40, interactions=20, concepts=5, epochs=1000,
-                                       batch_size=16, eval_students=30, no_cuda=True)
-
-    def training_reported_progress():
-        run.refresh_from_db()
-        return run.status == "running" and run.step > 0
-
-    wait_until(training_reported_progress, timeout=90, what=f"{run} to report training progress")
+    run = training_on_the_worker()
     celery_worker.kill()  # SIGKILL: no cleanup, no goodbye, like a lost machine
     celery_worker.wait()
 

@@ -1,6 +1,6 @@
 """The trajectory extraction job: a curriculum's ReviewLog -> a trajectory dataset saved (through the artifacts
-storage) as the curriculum's next dataset version, with its statistics. Read it back with
-training.pipeline.load_extracted_dataset."""
+storage) as the curriculum's next dataset version, with its statistics: both files whole and recorded, or neither
+(curriculum.storage). Read it back with training.pipeline.load_extracted_dataset."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ from django.db.models import Max
 
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.services import artifact_storage
+from curriculum.storage import remove_leftovers, saving_together
 
 from ..models import TrajectoryExtractionJob
 from .lifecycle import launch_job
@@ -30,7 +31,8 @@ def run_trajectory_extraction(*, job_id: int, worker: str = "") -> TrajectoryExt
 
 def _extract(run: JobRun) -> None:
     from .. import pipeline
-    from ..rl.trajectories import dataset_statistics, save_dataset
+    from ..rl.dataset_file import save_dataset
+    from ..rl.dataset_statistics import dataset_statistics
 
     job: TrajectoryExtractionJob = run.job  # type: ignore[assignment]
     total = ReviewLog.objects.filter(curriculum=job.curriculum).count()
@@ -56,6 +58,8 @@ def _extract(run: JobRun) -> None:
                 TrajectoryExtractionJob.objects.filter(curriculum_id=job.curriculum_id).aggregate(v=Max("version"))["v"] or 0
             ) + 1
             folder = f"datasets/{job.curriculum.key}/v{version}"
-            path = storage.save(f"{folder}/dataset.npz", File(fh))
-            storage.save(f"{folder}/statistics.json", ContentFile(json.dumps(statistics, indent=2).encode()))
-            run.finish(version=version, dataset_path=path, statistics=statistics, rows_read=total, step=total)
+            remove_leftovers(storage, folder)  # an extraction that failed after storing; no succeeded job names it
+            with saving_together(storage) as save:  # stored whole, then recorded; neither left when either fails
+                path = save(f"{folder}/dataset.npz", File(fh, name="dataset.npz"))
+                save(f"{folder}/statistics.json", ContentFile(json.dumps(statistics, indent=2).encode()))
+                run.finish(version=version, dataset_path=path, statistics=statistics, rows_read=total, step=total)

@@ -24,6 +24,12 @@ def launch_synthetic_generation(
     ))
 
 
+def new_cohort_seed(*, job: SyntheticGenerationJob) -> int:
+    """The seed a retry of a generation job takes unless the operator says otherwise: the old one + 1, so that the
+    retry simulates new learners instead of adding a second, identical cohort to the review log."""
+    return job.seed + 1
+
+
 def run_synthetic_generation(*, job_id: int, worker: str = "") -> SyntheticGenerationJob | None:
     """Simulate the cohort and write its reviews; all rows and the ``succeeded`` status commit together."""
     return execute(SyntheticGenerationJob, job_id=job_id, worker=worker, work=_generate)

@@ -5,18 +5,22 @@ Lifecycle and guarantees (the job row is the truth, not the broker):
 
 * launch: the row is saved ``queued`` and the Celery task enqueued by ``transaction.on_commit``, so a worker
   never sees a job that was rolled back. The enqueue (crlsite.celery.publish) never raises and gives up quickly
-  when the broker is away; the job then stays ``queued`` and ``requeue_queued_jobs`` (Celery beat, and every
-  worker when it starts) publishes it again once it is older than CRL_JOB_REQUEUE_SECONDS.
+  when the broker is away; the job then stays ``queued`` and ``publishing.requeue_queued_jobs`` (every worker's
+  watch, every CRL_JOB_WATCH_SECONDS, and Celery beat) publishes it again, once, when its queue holds no message.
 * run: the worker claims the row with a conditional UPDATE ``queued -> running``; a redelivered or duplicated
   task finds it running or finished and does nothing, so a job never runs twice and a training run never
   registers a second version (registration also happens under the run's row lock, checking ``policy``).
 * heartbeat: while a job runs, a thread in the worker writes ``heartbeat_at`` and the latest progress every
   CRL_JOB_HEARTBEAT_SECONDS and reads ``cancel_requested`` back; the work checks the flag at each step
   boundary and stops with ``cancelled``.
-* stale: a running job whose heartbeat is older than CRL_JOB_STALE_SECONDS had its worker die; ``mark_stale_jobs``
-  marks it ``failed`` with the reason. It runs when a worker starts (and then also fails, at once, the jobs that
+* a dead worker process: when the pool process running a job dies (killed for memory, a hard time limit), its
+  worker's main process learns it within seconds (Celery's ``task_failure`` with WorkerLostError) and
+  ``fail_lost_job`` marks the job ``failed`` at once, saying so.
+* stale: a running job whose heartbeat is older than CRL_JOB_STALE_SECONDS had its worker die (the whole worker,
+  or its machine); ``mark_stale_jobs`` marks it ``failed`` with the reason. It runs in every worker's watch (every
+  CRL_JOB_WATCH_SECONDS, training/jobs/watch.py), when a worker starts (and then also fails, at once, the jobs that
   worker itself was running before it restarted), whenever an operator opens a job page in the admin (so
-  ``make run`` needs no extra process), and, in production, from Celery beat (task ``mark_stale_jobs``).
+  ``make run`` needs no extra process), and from Celery beat (task ``mark_stale_jobs``).
   A stale job is not resumed: its partial work is discarded (generation writes its rows in one transaction,
   extraction and training write their results only at the end) and the operator retries it, which starts
   a new job with the same parameters.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -46,7 +51,8 @@ PARAMETERS: dict[type[Job], tuple[str, ...]] = {
     TrajectoryExtractionJob: ("curriculum",),
     TrainingRun: ("curriculum", "data_source", "dataset", *TrainingSpec.names()),
 }
-# The Celery task of each job (training/tasks.py; outside clients and CI rely on these names).
+# The Celery task of each job, declared here once: training/tasks.py registers its tasks under these names (outside
+# clients and CI rely on them).
 TASK_NAMES: dict[type[Job], str] = {
     SyntheticGenerationJob: "training.tasks.run_synthetic_generation",
     ReviewImportJob: "training.tasks.run_review_import",
@@ -60,7 +66,7 @@ def heartbeat_seconds() -> float:
 
 
 def stale_seconds() -> float:
-    return float(getattr(settings, "CRL_JOB_STALE_SECONDS", 300.0))
+    return float(getattr(settings, "CRL_JOB_STALE_SECONDS", 60.0))
 
 
 def _now() -> dt.datetime:
@@ -99,29 +105,19 @@ def _enqueue(*, job: Job) -> bool:
     return publish(TASK_NAMES[type(job)], args=[job.pk])
 
 
-def requeue_seconds() -> float:
-    return float(getattr(settings, "CRL_JOB_REQUEUE_SECONDS", 120.0))
+def retry_job(*, job: JobT, created_by=None, changes: Mapping[str, Any] | None = None) -> JobT:
+    """Launch a new job with the parameters of ``job`` (PARAMETERS) but ``changes`` (e.g. ``{"seed": 43}``); the
+    old one keeps its history.
 
-
-def requeue_queued_jobs(*, older_than: float | None = None) -> int:
-    """Publish again the task of every job still ``queued`` after ``older_than`` seconds (CRL_JOB_REQUEUE_SECONDS
-    by default): its message was lost (the broker was away at launch) or is still waiting behind other work. A
-    second message is harmless: the claim (queued -> running) happens once, later deliveries do nothing. Returns
-    how many were published."""
-    cutoff = _now() - dt.timedelta(seconds=requeue_seconds() if older_than is None else older_than)
-    published = 0
-    for model in JOB_MODELS:
-        for job in model.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff).order_by("created_at"):
-            published += bool(_enqueue(job=job))
-    if published:
-        log.info("re-published %d queued job(s)", published)
-    return published
-
-
-def retry_job(*, job: JobT, created_by=None) -> JobT:
-    """A new job with the same parameters (the old one keeps its history)."""
+    Raises TypeError naming a change that is not a parameter of the job, ValidationError naming the field for a
+    refused value (nothing is launched then).
+    """
+    changes = dict(changes or {})
+    unknown = sorted(set(changes) - set(PARAMETERS[type(job)]))
+    if unknown:
+        raise TypeError(f"retry_job: {', '.join(unknown)} not parameters of a {job._meta.verbose_name}")
     fields = {name: getattr(job, name) for name in PARAMETERS[type(job)]}
-    return launch_job(job=type(job)(created_by=created_by, **fields))
+    return launch_job(job=type(job)(created_by=created_by, **{**fields, **changes}))
 
 
 def cancel_job(*, job: Job) -> str:
@@ -180,11 +176,30 @@ def mark_stale_jobs(*, restarted_worker: str = "") -> int:
 
 
 
+def fail_lost_job(*, task_name: str, job_id: Any, worker: str, cause: BaseException) -> bool:
+    """Mark failed, at once, the job whose task ``task_name`` (one of TASK_NAMES) was running on ``worker`` when its
+    pool process ended without reporting (``cause``: WorkerLostError for a killed process, TimeLimitExceeded), if
+    the job is still running there. True when it was marked; any other task or job is left alone."""
+    model = next((m for m, name in TASK_NAMES.items() if name == task_name), None)
+    if model is None or not isinstance(job_id, int):
+        return False
+    reason = (f"its worker process ended while running it ({type(cause).__name__}: {str(cause).strip()[:200]}), e.g. "
+              "killed by the out-of-memory killer; its partial work was discarded: use 'retry' to run it again, with "
+              "less memory (fewer users, a smaller batch) if it was killed for memory")
+    running = model.objects.filter(pk=job_id, status=Job.Status.RUNNING)
+    marked = bool((running.filter(worker=worker) if worker else running).update(
+        status=Job.Status.FAILED, finished_at=_now(), phase="", error=reason))
+    if marked:
+        log.error("%s #%s failed: %s", model.__name__, job_id, reason)
+    return marked
+
+
 # ------------------------------------------------------------------------------------------- for the UI
 def job_status(*, job: Job) -> dict[str, Any]:
     """What the admin's progress poller shows. ``percent`` is the progress of the current ``phase`` (step of
     steps); ``indeterminate``: a running job whose phase has no counts (steps 0), shown as a moving bar;
-    ``started_at`` (ISO 8601 or None) lets the page tick the runtime."""
+    ``started_at`` (ISO 8601 or None) lets the page tick the runtime; a training run's ``hardware_warning`` is its
+    no-GPU warning (training.hardware.missing_gpu_warning), "" when none."""
     data: dict[str, Any] = {
         "id": job.pk, "status": job.status, "finished": job.is_finished, "phase": job.phase,
         "step": job.step, "steps": job.steps, "percent": job.progress_percent,
@@ -197,6 +212,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
         data.update(dry_run=job.dry_run, result=job.result)
     if isinstance(job, TrainingRun):
         data.update(epoch=job.epoch, epochs=job.epochs, loss=job.loss, device=job.device,
+                    hardware_warning=(job.hardware or {}).get("warning", ""),
                     policy_version=job.policy.version if job.policy_id else None)
     return data
 

@@ -10,6 +10,7 @@ import dataclasses
 from django.core.files.base import File
 from curriculum.models import Curriculum
 from curriculum.services import artifact_storage
+from curriculum.storage import saving_together
 from curriculum.reviews.importers.service import ImportFileError, import_review_file
 
 from ..models import Job, ReviewImportJob
@@ -22,6 +23,16 @@ UPLOAD_FOLDER = "review-imports"
 def store_upload(*, fileobj: File, filename: str) -> str:
     """Save an uploaded file in the artifacts storage; returns its storage name (under review-imports/)."""
     return artifact_storage().save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
+
+
+def launch_uploaded_import(*, curriculum: Curriculum, fileobj: File, filename: str, **options) -> ReviewImportJob:
+    """Store an uploaded file under review-imports/ and launch its import (``launch_review_import`` with ``options``):
+    stored whole, then recorded; when the launch is refused (ValidationError) the stored file is removed again.
+    Raises curriculum.storage.StorageFull, with nothing stored, when the artifact storage has no room for it."""
+    with saving_together(artifact_storage()) as save:
+        upload = save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
+        return launch_review_import(curriculum=curriculum, upload=upload, filename=filename, size=fileobj.size,
+                                    **options)
 
 
 def launch_review_import(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -138,13 +137,32 @@ def execute(model: type[JobT], *, job_id: int, worker: str, work: Callable[[JobR
     except JobLost as exc:
         log.warning("%s", exc)
     except Exception as exc:
-        log.exception("%s failed", job)
+        log.exception("%s failed", job)  # the traceback stays in the worker's log; the job shows the message
         run.stop()
-        detail = "".join(traceback.format_exception(exc)[-6:])
-        _record_end(run, status=Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{detail}"[:20000])
+        _record_end(run, status=Job.Status.FAILED, error=operator_message(exc)[:20000])
     finally:
         run.stop()
     return job
+
+
+# Exceptions raised by the project's own code carry a message written for the operator (it names the file, field or
+# setting and what was expected); anything else is shown with its type, and without file names.
+PROJECT_PACKAGES = ("curriculum", "training", "crlsite")
+
+
+def operator_message(exc: BaseException) -> str:
+    """What a failed job shows the operator: the message of the project's own errors (ImportFileError,
+    ValidationError's messages, PipelineError, StorageFull...) as is; another exception as ``Type: message`` with
+    an OSError's file names left out (``OSError: No space left on device``), and a pointer to the worker's log,
+    which keeps the traceback. Never a traceback or a server path of the project's code."""
+    from django.core.exceptions import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(exc.messages)
+    if type(exc).__module__.split(".")[0] in PROJECT_PACKAGES:
+        return str(exc)
+    message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{type(exc).__name__}: {message} (the traceback is in the worker's log)"
 
 
 def _record_end(run: JobRun, *, status: str, **fields: Any) -> None:

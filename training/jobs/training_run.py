@@ -1,6 +1,7 @@
-"""The training run job: training.pipeline.train_policy on the run's TrainingSpec and data source (synthetic
-students, the curriculum's review log, or an extracted dataset), then the candidate version registered, exactly
-once (under the run's row lock, checking ``policy``)."""
+"""The training run job: launched with its parameters resolved (``launch_training_run``), run by a worker through
+training.services.train_and_register on the run's TrainingSpec and data source (synthetic students, the
+curriculum's review log, or an extracted dataset), which registers the candidate version exactly once (under the
+run's row lock, checking ``policy``)."""
 from __future__ import annotations
 
 import logging
@@ -8,32 +9,66 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from curriculum.models import Curriculum, PolicyModel
+from curriculum.services import artifact_storage
+from curriculum.storage import check_free_folder, check_free_space
 
-from curriculum.models import Curriculum
-from curriculum.services import PolicyError, register_policy
-
-
+from ..hardware import missing_gpu_warning
 from ..models import Job, TrainingRun
-from ..spec import TrainingSpec
+from ..spec import DATA_SOURCES, DATASET, TrainingSpec
 from .lifecycle import PARAMETERS, JobLost, launch_job
 from .runner import JobRun, execute
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def launch_training_run(*, curriculum: Curriculum, created_by=None, **parameters: Any) -> TrainingRun:
-    """A training run on ``parameters`` (``data_source``, ``dataset`` and the TrainingSpec's fields; unset ones
-    take the spec's defaults). Giving ``dataset`` implies the dataset data source.
+    """Launch a training run (lifecycle.launch_job) on ``parameters``: ``data_source``, ``dataset`` and the
+    TrainingSpec's fields; unset ones take the spec's defaults. Giving ``dataset`` implies the dataset data source.
+    The parameters the data source does not read (``ignored_parameters``) are dropped: the run keeps their defaults
+    (``unused_parameters`` says which given values that drops). ``concepts`` left unset becomes the curriculum's
+    concept count (TrainingSpec.concept_count: DEFAULT_CONCEPTS for a curriculum without concepts yet, which a
+    synthetic run then gives it).
 
-    Raises TypeError for an unknown parameter, ValidationError naming the field for a refused value.
+    Raises TypeError for an unknown parameter, ValidationError naming the field for a refused value (a ``concepts``
+    other than the curriculum's among them).
     """
     unknown = set(parameters) - set(PARAMETERS[TrainingRun])
     if unknown:
         raise TypeError(f"launch_training_run: unknown parameters {sorted(unknown)}")
     if parameters.get("dataset") is not None:
         parameters.setdefault("data_source", TrainingRun.DataSource.DATASET)
-    return launch_job(job=TrainingRun(curriculum=curriculum, created_by=created_by, **parameters))
+    source = parameters.get("data_source", TrainingRun._meta.get_field("data_source").default)
+    ignored = ignored_parameters(data_source=source)
+    run = TrainingRun(curriculum=curriculum, created_by=created_by,
+                      **{name: value for name, value in parameters.items() if name not in ignored})
+    if run.concepts is None:
+        run.concepts = TrainingSpec().concept_count(curriculum=curriculum.key, have=curriculum.concepts.count())
+    return launch_job(job=run)
+
+
+def ignored_parameters(*, data_source: str) -> tuple[str, ...]:
+    """The launch parameters a run on ``data_source`` does not read: the spec's (TrainingSpec.ignored_by), and
+    ``dataset`` but for the dataset source. () for an unknown source (the model refuses it, naming the field)."""
+    if data_source not in DATA_SOURCES:
+        return ()
+    return (*(() if data_source == DATASET else ("dataset",)), *TrainingSpec.ignored_by(data_source))
+
+
+def unused_parameters(*, data_source: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Of ``parameters``, those a run on ``data_source`` ignores that hold something else than what the run keeps
+    (the spec's default; no dataset): what ``launch_training_run`` drops, for the caller to say so."""
+    kept = {name: None if name == "dataset" else TrainingSpec.default(name)
+            for name in ignored_parameters(data_source=data_source)}
+    return {name: parameters[name] for name in kept if name in parameters and parameters[name] != kept[name]}
+
+
+def parameter_sources() -> dict[str, tuple[str, ...]]:
+    """For each launch parameter that some data source ignores, the data sources that read it (a launch form shows
+    the parameter for those only): ``{"dataset": ("dataset",), "num_users": ("synthetic",)}``."""
+    return {name: tuple(source for source in DATA_SOURCES if name not in ignored_parameters(data_source=source))
+            for name in PARAMETERS[TrainingRun]
+            if any(name in ignored_parameters(data_source=source) for source in DATA_SOURCES)}
 
 
 def run_training_run(*, job_id: int, worker: str = "") -> TrainingRun | None:
@@ -65,12 +100,38 @@ def spec_of(run: TrainingRun) -> TrainingSpec:
     return TrainingSpec(**{name: getattr(run, name) for name in TrainingSpec.names()})
 
 
+def _refuse_without_room(job: TrainingRun) -> None:
+    """StorageFull before any training when the run's artifacts clearly do not fit: less room, in the artifact
+    storage or in the local temporary folder the run writes them to first, than the curriculum's latest version's
+    artifacts took (a run without an earlier version is checked when its files are stored)."""
+    latest = PolicyModel.objects.filter(curriculum_id=job.curriculum_id).order_by("-version").first()
+    if latest is None:
+        return
+    needed = sum(int(entry.get("size", 0)) for entry in latest.artifacts.values())
+    what = f"the run's artifacts (about {needed / 2**20:,.1f} MiB, as {job.curriculum.key} v{latest.version}'s)"
+    check_free_space(artifact_storage(), needed=needed, what=what)
+    check_free_folder(tempfile.gettempdir(), needed=needed, what=what)
+
+
+def _with_warning(hardware: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The result's hardware, keeping the no-GPU warning recorded when the run started."""
+    return {**hardware, **({"warning": recorded["warning"]} if recorded.get("warning") else {})}
+
+
 def _train(run: JobRun) -> None:
-    from .. import pipeline
-    from ..protocol_evaluation import evaluate_active_under_protocol
+    # training.services imports PyTorch: only a worker running the job loads it, never the web process launching it
+    import torch
+
+    from .. import services
     from ..rl.trainer import TrainingCancelled
 
     job: TrainingRun = run.job  # type: ignore[assignment]
+    warning = missing_gpu_warning(no_cuda=job.no_cuda, cuda_available=torch.cuda.is_available(), worker=job.worker)
+    if warning:
+        log.warning("%s: %s", job, warning)
+        run.report(hardware={"warning": warning})
+    run.report(phase="checking the space for the artifacts", steps=0)
+    _refuse_without_room(job)
     run.report(phase="preparing the data", steps=0)
     losses: list[float] = []
     steps: list[list[float]] = []  # TrainingRun.loss_steps
@@ -102,37 +163,29 @@ def _train(run: JobRun) -> None:
             fields["device"] = str(info["device"])
         run.report(**fields)
 
+    def lock_the_run(result) -> None:
+        # The run's row lock + the policy check make registration happen once, whatever the deliveries. The
+        # result is shown now, so that a run whose registration fails still shows what it trained.
+        run.report(metrics=result.metrics, device=result.device, loss_history=list(result.losses),
+                   loss=result.final_loss, hardware=_with_warning(result.hardware, job.hardware))
+        locked = TrainingRun.objects.select_for_update().get(pk=job.pk)
+        if locked.status != Job.Status.RUNNING or locked.policy_id is not None:
+            raise JobLost(f"{job} is {locked.status} with version {locked.policy_id}: not registering again")
+
+    def record(policy, result) -> None:  # in the registering transaction: the version and the run commit together
+        run.finish(policy=policy, metrics=result.metrics, device=result.device, loss=result.final_loss,
+                   loss_history=list(result.losses), epoch=job.epochs,
+                   hardware=_with_warning(result.hardware, job.hardware))
+
     with tempfile.TemporaryDirectory(prefix=f"crl-run-{job.pk}-") as tmp:
         try:
-            result = pipeline.train_policy(
+            services.train_and_register(
                 spec=spec_of(job), output_dir=Path(tmp) / "artifacts", source=job.data_source,
-                curriculum=job.curriculum, dataset=job.dataset, progress=progress, should_stop=run.should_stop,
+                curriculum=job.curriculum, dataset=job.dataset, register=True, progress=progress,
+                should_stop=run.should_stop, before_register=lock_the_run, on_registered=record,
+                notes=lambda result: (f"training run #{job.pk}: {job.epochs} epochs, batch {job.batch_size}, seed "
+                                      f"{job.seed}, {job.get_data_source_display()}, device {result.device}"),
             )
         except TrainingCancelled:
             run.check()  # says whether it was a cancel request or a lost job
             raise
-        run.check()
-        # The gate compares the new candidate with the active version under the curriculum's protocol only: make
-        # sure the active version has that evaluation now (a worker's long work, not the orchestrator's request).
-        # No counts to show here: steps 0 makes the admin's bar indeterminate, labelled with the phase.
-        run.report(phase="evaluating the active version under the curriculum's protocol", step=0, steps=0)
-        try:
-            evaluate_active_under_protocol(curriculum=job.curriculum)
-        except PolicyError as exc:  # the candidate is still worth registering; the orchestrator shows the gap
-            logger.warning("%s: the active version was not re-evaluated under the protocol: %s", job, exc)
-        run.check()
-        run.report(phase="registering the candidate version", step=0, steps=0, metrics=result.metrics, device=result.device,
-                   loss_history=list(result.losses), loss=result.final_loss)
-        with transaction.atomic():
-            # The run's row lock + the policy check make registration happen once, whatever the deliveries.
-            locked = TrainingRun.objects.select_for_update().get(pk=job.pk)
-            if locked.status != Job.Status.RUNNING or locked.policy_id is not None:
-                raise JobLost(f"{job} is {locked.status} with version {locked.policy_id}: not registering again")
-            policy = register_policy(
-                curriculum=job.curriculum, artifact_dir=result.output_dir, config=result.config,
-                metrics=result.metrics,
-                notes=f"training run #{job.pk}: {job.epochs} epochs, batch {job.batch_size}, seed {job.seed}, "
-                f"{job.get_data_source_display()}, device {result.device}",
-            )
-            run.finish(policy=policy, metrics=result.metrics, device=result.device, loss=result.final_loss,
-                       loss_history=list(result.losses), epoch=job.epochs)

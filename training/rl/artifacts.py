@@ -1,7 +1,8 @@
-"""Export, load and verify a trained policy's files: dt_model.pt, dt_lite_weights.npz, dt_lite_config.json.
+"""A policy version's files (dt_model.pt, dt_lite_weights.npz, dt_lite_config.json): their names, the DTLite
+format (encode, load, verify) and the SHA-256 checks, in NumPy only.
 
-Importing this module does not import torch: serving verifies and loads the DTLite files without it;
-only writing or reading `dt_model.pt` imports torch, inside the functions that do so.
+Serving verifies and loads the DTLite files with this module and never imports torch; reading and writing
+`dt_model.pt`, and exporting a trained model, are in checkpoint.py.
 """
 from __future__ import annotations
 
@@ -13,14 +14,11 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, Any, Union
 
 import numpy as np
 
 from .model_config import check_model_config, state_token_input_dim
-
-if TYPE_CHECKING:
-    from training.rl.dt import DecisionTransformer
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "dt_model.pt"
@@ -28,6 +26,10 @@ WEIGHTS_FILE = "dt_lite_weights.npz"
 CONFIG_FILE = "dt_lite_config.json"
 # Every file of a policy version, as the registry stores and verifies them.
 ARTIFACT_NAMES = (CHECKPOINT_FILE, WEIGHTS_FILE, CONFIG_FILE)
+# The ONNX graph of the model (onnx_export.py), written beside the three when the `onnx` package is installed; a
+# version registers it when present (SHA-256 like the others), and serving never reads it.
+ONNX_FILE = "dt_policy.onnx"
+OPTIONAL_ARTIFACT_NAMES = (ONNX_FILE,)
 
 # A file given as a path, its bytes, or an open binary file object (e.g. from Django's storage API).
 Source = Union[str, os.PathLike, bytes, IO[bytes]]
@@ -133,8 +135,9 @@ def check_sha256(*, name: str, actual: str, expected: str) -> None:
         raise ArtifactError(f"{name}: SHA-256 mismatch: the file has {actual}, expected {expected}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A reader (or a resumed run) never sees half a file: write beside it, then rename over it.
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader (or a resumed run) never sees half a file: beside it, then renamed
+    over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -145,50 +148,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> str:
-    """Write a `dt_model.pt` checkpoint (tensors and plain Python types only) atomically; return its SHA-256."""
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    data = buffer.getvalue()
-    _write_atomic(Path(path), data)
-    return sha256_hex(data)
-
-
-def read_checkpoint(source: Source) -> dict[str, Any]:
-    """A `dt_model.pt` checkpoint, on the CPU, through torch's weights-only unpickler."""
-    import torch
-
-    data = read_bytes(source, name=CHECKPOINT_FILE)
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a corrupt or unsafe file
-        raise ArtifactError(f"{CHECKPOINT_FILE}: cannot be loaded with weights_only=True ({exc})") from exc
-    for key in ("model", "config"):
-        if not isinstance(checkpoint, dict) or key not in checkpoint:
-            raise ArtifactError(f"{CHECKPOINT_FILE}: missing key {key!r}")
-    return checkpoint
-
-
-def export_artifacts(
+def dtlite_files(
     *,
-    model: DecisionTransformer,
-    output_dir: str | os.PathLike,
+    model_config: Mapping[str, Any],
+    weights: Mapping[str, np.ndarray],
     concept_keys: list[str],
     encoder: dict,
     target_return: float,
     temperature: float = 1.0,
     top_k: int | None = None,
-    optimizer_state: dict | None = None,
     extra: dict | None = None,
-) -> dict[str, str]:
-    """Write the three policy files to `output_dir`; return {filename: sha256}.
+) -> dict[str, bytes]:
+    """{WEIGHTS_FILE: npz bytes, CONFIG_FILE: JSON bytes} of a model: its config (DecisionTransformer's, as plain
+    Python types) and its state_dict as float32 arrays; the config records the npz's SHA-256.
 
-    `extra` (JSON-serialisable: training metadata such as the run id or loss history) is stored under
-    "extra" in both the checkpoint and the DTLite config.
+    Raises ArtifactError when the config or the arrays are not a consistent DTLite pair (checked before any
+    byte is produced). `extra` (JSON-serialisable training metadata) is stored under "extra".
     """
-    model_config = model.checkpoint_config()
     config: dict[str, Any] = {
         "state_dim": model_config["state_dim"],
         "action_dim": model_config["action_dim"],
@@ -212,8 +188,6 @@ def export_artifacts(
         config["state_token"] = model_config["state_token"]  # absent: the linear token of earlier exports
     if extra is not None:
         config["extra"] = extra
-    state = {name: t.detach().cpu() for name, t in model.state_dict().items()}
-    weights = {name: t.float().numpy() for name, t in state.items()}
     config["weights_sha256"] = "0" * 64  # placeholder so the checks below can run before the npz exists
     check_config(config)
     check_weights(weights, config=config)
@@ -222,26 +196,7 @@ def export_artifacts(
     np.savez(buffer, **weights)
     weights_bytes = buffer.getvalue()
     config["weights_sha256"] = sha256_hex(weights_bytes)
-    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "format_version": FORMAT_VERSION,
-        "model": state,
-        "config": model_config,
-        "optimizer": optimizer_state,
-        "target_return": float(target_return),
-        "concept_keys": list(concept_keys),
-        "encoder": dict(encoder),
-        "extra": extra,
-    }
-    shas = {CHECKPOINT_FILE: write_checkpoint(out / CHECKPOINT_FILE, checkpoint)}
-    _write_atomic(out / WEIGHTS_FILE, weights_bytes)
-    shas[WEIGHTS_FILE] = config["weights_sha256"]
-    _write_atomic(out / CONFIG_FILE, config_bytes)
-    shas[CONFIG_FILE] = sha256_hex(config_bytes)
-    return shas
+    return {WEIGHTS_FILE: weights_bytes, CONFIG_FILE: (json.dumps(config, indent=2) + "\n").encode()}
 
 
 def check_config(config: Any) -> None:

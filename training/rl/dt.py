@@ -23,9 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import read_checkpoint
 from .model_config import (
-    SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, UNREVIEWED_FEATURES,
-    check_model_config, state_token_input_dim,
+    DEFAULT_CONTEXT_LENGTH, SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS,
+    UNREVIEWED_FEATURES, check_model_config, state_token_input_dim,
 )
 
 LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
@@ -38,7 +39,7 @@ class DTConfig:
     hidden_dim: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    context_length: int = 20  # K timesteps -> 3K tokens
+    context_length: int = DEFAULT_CONTEXT_LENGTH  # K timesteps -> 3K tokens
     max_timestep: int = 1024  # larger timesteps are clamped to max_timestep - 1 (here and in DTLite)
     dropout: float = 0.1
     # Returns-to-go are given in natural units and divided by this inside the model. None: the trainer
@@ -133,7 +134,9 @@ class ConceptHead(nn.Module):
     def forward(self, h: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         B, T, _ = h.shape
         features = states.reshape(B, T, -1, self.concept_features)  # [B, T, A, F]
-        if h.device.type != "cpu" or torch.is_autocast_enabled():
+        # the plain formula on GPUs, under autocast, and when traced (ONNX export: ConceptScores' blocks depend on the
+        # values of the traced inputs, so a trace of them would hold only for those)
+        if h.device.type != "cpu" or torch.is_autocast_enabled() or torch.jit.is_tracing():
             z = self.c_state(h).unsqueeze(2) + self.c_concept(features)  # [B, T, A, D]
             return self.c_out(self.gelu(z)).squeeze(-1)  # [B, T, A]
         # The same function, never holding [B, T, A, D] (ConceptScores)
@@ -266,8 +269,10 @@ def token_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     B, T = attention_mask.shape
     keys = (attention_mask != 0).repeat_interleave(3, dim=1)  # [B, 3T]
     L = 3 * T
-    causal = torch.ones(L, L, dtype=torch.bool, device=attention_mask.device).tril()
-    eye = torch.eye(L, dtype=torch.bool, device=attention_mask.device)
+    # from comparisons of positions, not tril/eye of booleans: ONNX Runtime has no boolean EyeLike (onnx_export.py)
+    position = torch.arange(L, device=attention_mask.device)
+    causal = position[:, None] >= position[None, :]
+    eye = position[:, None] == position[None, :]
     return (causal & (keys[:, None, :] | eye))[:, None]  # [B, 1, L, L]
 
 
@@ -338,8 +343,6 @@ class DecisionTransformer(nn.Module):
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike | IO[bytes] | bytes) -> DecisionTransformer:
         """A model from `dt_model.pt` (path, bytes or file object), in eval mode on the CPU."""
-        from training.rl.artifacts import read_checkpoint
-
         checkpoint = read_checkpoint(source)
         model = cls(DTConfig(**checkpoint["config"]))
         model.load_state_dict(checkpoint["model"])

@@ -21,6 +21,7 @@ import numpy as np
 from training.rl.artifacts import Source, check_weights, verify_artifacts
 from training.rl.model_config import (
     SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, check_model_config,
+    scores_unseen_concepts,
 )
 
 LAYER_NORM_EPS = 1e-5  # as dt.LAYER_NORM_EPS
@@ -230,9 +231,8 @@ class DTLite:
         self.ln_f = LayerNorm(w, "ln_f")
         self.predict_action_w, self.predict_action_b = _linear(w, "predict_action")
         self.concept_head = ConceptHead(w, "concept_head", config) if config.get("concept_features") else None
-        # Concepts beyond the trained action space (see the module docstring): only with the summary token, whose
-        # size does not depend on the number of concepts, and the concept head, which scores any concept.
-        self.scores_unseen_concepts = self.state_summary is not None and self.concept_head is not None
+        # Concepts beyond the trained action space (see the module docstring): the rule is model_config's.
+        self.scores_unseen_concepts = scores_unseen_concepts(config)
         if self.scores_unseen_concepts:
             self.unseen_action = self.embed_action.mean(axis=0)  # [H]
             self.unseen_predict_w = self.predict_action_w.mean(axis=1)  # [H]

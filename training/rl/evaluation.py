@@ -7,9 +7,21 @@ and the same dice. Metric ``mean_final_recall``: per student the mean over conce
 ``FINAL_RECALL_DELAY_S`` (one day) after the student's last review, averaged over students; the 95% interval is
 the normal approximation ``mean +- 1.96 * std / sqrt(n)`` (sample std).
 
-Two populations: the built-in students (``simulator.Cohort``: ``results``) and, when fitted FSRS-6 parameters
-exist (given, or the policy encoder's), students like the curriculum's own (``simulator.FsrsCohort``:
-``students_like``, the same shape). In each the oracle reads that population's true memory.
+Populations: the built-in students (``students.Cohort``: ``results``) and, when fitted FSRS-6 parameters
+exist (given, or the policy encoder's), students like the curriculum's own (``students.FsrsCohort``:
+``students_like``, the same shape). In each the oracle reads that population's true memory (it picks the review
+with the highest expected true recall one day later: a greedy one-step rule, the ceiling on the built-in students
+but not on every family; on ACT-R students it is below round robin).
+
+Student families (``families``, see ``students``): one block per family, ``"families": {NAME: {policy: {"mean",
+"ci95"}, ..., "paired": {policy: {"mean", "ci95"}}, "best_behaviour": NAME, "gap_closed": x}}``. Besides the
+baselines each family is taught by the behaviour policies of the training mix without their exploration noise and
+per-learner variation (``behaviour_references``: random, leitner and target_recall for the default mix), and
+``best_behaviour`` names the best of them there. ``paired``: per-student differences dt - policy on the same
+students, review times and dice (a paired design: the interval is the normal approximation on the differences,
+much narrower than the two policies' own intervals), against every baseline and every behaviour reference.
+``gap_closed = (dt - lowest_recall) / (oracle - lowest_recall)``, the share of the lowest_recall-to-oracle gap the
+policy closes; None without a policy or where the oracle is not above lowest_recall (then it is no ceiling).
 """
 from __future__ import annotations
 
@@ -18,15 +30,44 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .cpu_threads import sized_threads
 from .encoder import EncoderConfig, StateEncoder
-from .policies import Observation, Policy, make_policy
+from .policies import Observation, Policy, make_policy, normalise_mix
+from .seeds import SEED_MAX, SEED_MIN
 from .simulator import SimulatorConfig, StudentsLike, make_cohort, policy_rng, run_policies
+from .students import BUILTIN, FITTED, parse_families
 from .trajectories import DEFAULT_MAX_TIMESTEP
 
 METRIC = "mean_final_recall"
 FINAL_RECALL_DELAY_S = 86400.0
 BASELINES = ("random", "round_robin", "leitner", "lowest_recall", "oracle")
+# Reported after BASELINES (whose keys stay as they are): the planning behaviour policy (policies.PlannerPolicy,
+# one-step lookahead on the encoder's memory model), a teacher the Decision Transformer may learn from.
+EXTRA_BASELINES = ("planner",)
+HEURISTICS = ("random", "round_robin", "leitner", "lowest_recall")  # the baselines that are not the oracle
+# the keys of a family's block that are not a policy's result
+FAMILY_SUMMARY_KEYS = ("paired", "best_behaviour", "gap_closed")
+# The evaluation's defaults and bounds, declared here once: evaluate_policy's flags, the training spec's evaluation
+# parameters (and the reviews per learner it shares with them) and a curriculum's evaluation protocol import them
+# (tests/test_layers.py fails on a second declaration).
+EVALUATION_STUDENTS = 200  # held-out simulated students
 EVALUATION_SEED = 1234  # the default held-out cohort: every version is compared on the same students
+EVALUATION_INTERACTIONS = 100  # reviews per student
+# the student families a trained policy is evaluated on (plus "fitted" where a curriculum's FSRS-6 is known)
+EVALUATION_FAMILIES = ("builtin", "fsrs6", "actr", "hlr")
+# (low, high), inclusive. At least 2 students: a 95% interval needs a sample standard deviation.
+EVALUATION_BOUNDS: dict[str, tuple[int, int]] = {
+    "students": (2, 100_000), "seed": (SEED_MIN, SEED_MAX), "interactions": (1, 100_000),
+}
+
+
+def check_evaluation_setting(name: str, value: int) -> None:
+    """Raise ValueError "NAME: expected LOW to HIGH, got VALUE" when an evaluation setting ("students", "seed" or
+    "interactions") is outside EVALUATION_BOUNDS (booleans and non-integers are refused too); KeyError for another
+    name."""
+    low, high = EVALUATION_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name}: expected {low} to {high}, got {value!r}")
 
 
 class ActionModel(Protocol):
@@ -95,10 +136,11 @@ def final_recall(
     model: ActionModel | None = None,
     simulator: SimulatorConfig | None = None,
     students_like: StudentsLike | None = None,
+    family: str | None = None,
 ) -> np.ndarray:
     """Each held-out student's mean true recall FINAL_RECALL_DELAY_S after the last review, float64 [students]
-    (the built-in students, or ``students_like``'s)."""
-    cohort = make_cohort(students_like=students_like, num_students=students, num_concepts=num_concepts,
+    (``family``'s students, see ``students.make_cohort``: default the built-in ones, or ``students_like``'s)."""
+    cohort = make_cohort(family=family, students_like=students_like, num_students=students, num_concepts=num_concepts,
                          interactions=interactions, seed=seed, held_out=True, config=simulator)
     rng = policy_rng(seed=seed, held_out=True, name=policy_name)
     if model is not None:
@@ -111,57 +153,125 @@ def final_recall(
     return cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S).mean(axis=1)
 
 
+def behaviour_references(mix: dict[str, float] | None = None) -> tuple[str, ...]:
+    """The behaviour policies of a training mix (default ``policies.DEFAULT_POLICY_MIX``) without their exploration
+    noise ("noisy_") and per-learner variation ("varied_"), in the mix's order: what a policy trained on the mix
+    imitates at its best. ("random", "leitner", "target_recall") for the default mix."""
+    names = []
+    for name in normalise_mix(mix):
+        for prefix in ("noisy_", "varied_"):
+            name = name.removeprefix(prefix)
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def interval(values: np.ndarray) -> dict[str, Any]:
+    """``{"mean": m, "ci95": [lo, hi]}`` of float values [n] (n >= 2): the normal approximation
+    ``mean +- 1.96 * std / sqrt(n)`` with the sample std."""
+    mean = float(values.mean())
+    half_width = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values))
+    return {"mean": mean, "ci95": [float(mean - half_width), float(mean + half_width)]}
+
+
+def gap_closed(*, dt: float, lowest_recall: float, oracle: float) -> float | None:
+    """``(dt - lowest_recall) / (oracle - lowest_recall)``: the share of the lowest_recall-to-oracle gap closed
+    (1 = as good as the oracle, 0 = as lowest_recall, negative below it); None when oracle <= lowest_recall."""
+    if oracle <= lowest_recall:
+        return None
+    return float((dt - lowest_recall) / (oracle - lowest_recall))
+
+
+def family_block(values: dict[str, np.ndarray], *, references: tuple[str, ...]) -> dict[str, Any]:
+    """One family's block from each policy's per-student final recall (float64 [students], the same students):
+    every policy's ``interval``, and with a "dt": ``paired`` (dt - policy, per student, for every other policy),
+    ``best_behaviour`` (the reference with the highest mean) and ``gap_closed`` (None without the oracle or
+    lowest_recall)."""
+    block: dict[str, Any] = {name: interval(v) for name, v in values.items()}
+    present = [name for name in references if name in values]
+    block["best_behaviour"] = max(present, key=lambda name: block[name]["mean"]) if present else None
+    block["paired"] = {}
+    block["gap_closed"] = None
+    if "dt" in values:
+        block["paired"] = {name: interval(values["dt"] - v) for name, v in values.items() if name != "dt"}
+        if "oracle" in values and "lowest_recall" in values:
+            block["gap_closed"] = gap_closed(dt=block["dt"]["mean"], lowest_recall=block["lowest_recall"]["mean"],
+                                             oracle=block["oracle"]["mean"])
+    return block
+
+
+@sized_threads  # threads=N (default cpu_threads.EVALUATION_THREADS): the BLAS / PyTorch threads it runs with
 def evaluate(
     *,
     policy: ActionModel | None = None,
     num_concepts: int,
-    students: int = 200,
-    interactions: int = 100,
+    students: int = EVALUATION_STUDENTS,
+    interactions: int = EVALUATION_INTERACTIONS,
     seed: int = EVALUATION_SEED,
     concept_keys: list[str] | None = None,
     encoder: EncoderConfig | dict | None = None,
     simulator: SimulatorConfig | None = None,
     students_like: StudentsLike | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    families: str | tuple[str, ...] | list[str] | None = None,
+    behaviour_mix: dict[str, float] | None = None,
 ) -> dict:
-    """The policy (when given, as "dt") and the baselines on the same held-out students, as one JSON-able dict:
+    """The policy (when given, as "dt"), the baselines and the extra ones (EXTRA_BASELINES) on the same held-out
+    students, as one JSON-able dict:
     ``{"metric", "students", "seed", "results": {name: {"mean", "ci95"}}}`` for the built-in students, plus
     ``"students_like": {name: {"mean", "ci95"}}`` for students like the curriculum's own when ``students_like`` is
-    given or, by default, the encoder's fitted FSRS-6 describes them (``StudentsLike.from_encoder``).
+    given or, by default, the encoder's fitted FSRS-6 describes them (``StudentsLike.from_encoder``), plus, when
+    ``families`` is given ("builtin,fsrs6,actr,hlr" or names), ``"families": {NAME: family_block}`` (see the module
+    docstring; the behaviour references from ``behaviour_mix``, default the default mix). "results" is the
+    "builtin" family's policies and baselines, computed once.
 
     The encoder defaults to the policy's (``policy.config["encoder"]``), else ``EncoderConfig(num_concepts)``:
     a policy must see the states it was trained on. ``on_progress(done, total, name)`` is called after each
-    policy's run (over both populations).
+    policy's run (over all populations). ValueError naming the setting for students or interactions outside
+    EVALUATION_BOUNDS, for an unknown family, or for "fitted" without fitted parameters.
     """
-    if students < 2:
-        raise ValueError(f"students: expected at least 2 for a confidence interval, got {students}")
+    check_evaluation_setting("students", students)
+    check_evaluation_setting("interactions", interactions)
     if concept_keys is not None and len(concept_keys) != num_concepts:
         raise ValueError(f"concept_keys: {len(concept_keys)} keys for num_concepts={num_concepts}")
     encoder_config = _encoder_config(policy=policy, encoder=encoder, num_concepts=num_concepts)
     if policy is not None:
         _check_policy(policy.config, encoder_config=encoder_config, concept_keys=concept_keys)
+    chosen = () if families is None else parse_families(families)
 
     if students_like is None:
         students_like = StudentsLike.from_encoder(encoder_config)
+    if FITTED in chosen and students_like is None:
+        raise ValueError("families: 'fitted' needs a curriculum's fitted FSRS-6 (--students-like, or a policy whose "
+                         "encoder was fitted)")
+    references = behaviour_references(behaviour_mix)
     runs = [("dt", policy)] if policy is not None else []
-    runs += [(name, None) for name in BASELINES]
-    populations = [("results", None)] + ([("students_like", students_like)] if students_like is not None else [])
+    runs += [(name, None) for name in (*BASELINES, *EXTRA_BASELINES)]
+    extra = [(name, None) for name in references if name not in (*BASELINES, *EXTRA_BASELINES)]
+    # (output key, family, runs); the built-in students are "results" and, when asked for, the "builtin" family
+    populations: list[tuple[str, str, list]] = [("results", BUILTIN, runs + (extra if BUILTIN in chosen else []))]
+    if students_like is not None:
+        populations.append(("students_like", FITTED, runs + (extra if FITTED in chosen else [])))
+    populations += [(name, name, runs + extra) for name in chosen if name not in (BUILTIN, FITTED)]
     out: dict[str, Any] = {"metric": METRIC, "students": students, "seed": seed}
-    done, total = 0, len(runs) * len(populations)
-    for key, population in populations:
-        results = {}
-        for name, model in runs:
-            values = final_recall(
+    done, total = 0, sum(len(population_runs) for _, _, population_runs in populations)
+    blocks: dict[str, dict] = {}
+    for key, family, population_runs in populations:
+        values = {}
+        for name, model in population_runs:
+            values[name] = final_recall(
                 policy_name=name, num_concepts=num_concepts, students=students, interactions=interactions, seed=seed,
-                encoder=encoder_config, model=model, simulator=simulator, students_like=population,
+                encoder=encoder_config, model=model, simulator=simulator, students_like=students_like,
+                family=family,
             )
-            mean = float(values.mean())
-            half_width = 1.96 * float(values.std(ddof=1)) / np.sqrt(students)
-            results[name] = {"mean": mean, "ci95": [float(mean - half_width), float(mean + half_width)]}
             done += 1
             if on_progress is not None:
                 on_progress(done, total, name)
-        out[key] = results
+        if key in ("results", "students_like"):
+            out[key] = {name: interval(values[name]) for name, _ in runs}
+        if family in chosen:
+            blocks[family] = family_block(values, references=references)
+    if chosen:
+        out["families"] = {name: blocks[name] for name in chosen}
     return out
 
 
@@ -193,3 +303,32 @@ def _check_policy(config: dict, *, encoder_config: EncoderConfig, concept_keys: 
     policy_keys = config.get("concept_keys")
     if concept_keys is not None and policy_keys and list(policy_keys) != list(concept_keys):
         raise ValueError("concept_keys: differ from the policy's concept_keys (action order)")
+
+
+def family_policies(block: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The policies' results of a family's block (its keys but FAMILY_SUMMARY_KEYS)."""
+    return {name: r for name, r in block.items() if name not in FAMILY_SUMMARY_KEYS}
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """The ``families`` blocks of an evaluation as a Markdown table: per family and policy (best first) the mean
+    with its 95% interval and the paired difference dt - policy with its interval, then per family the best
+    behaviour policy and the share of the lowest_recall-to-oracle gap closed. "" without ``families``."""
+    families = metrics.get("families") or {}
+    if not families:
+        return ""
+    lines = ["| family | policy | mean | 95% CI | dt - policy (paired) | 95% CI |", "|---|---|---:|---|---:|---|"]
+    notes = []
+    for family, block in families.items():
+        paired = block.get("paired") or {}
+        for name, r in sorted(family_policies(block).items(), key=lambda kv: -kv[1]["mean"]):
+            lo, hi = r["ci95"]
+            d = paired.get(name)
+            shown = ("", "") if d is None else (f"{d['mean']:+.4f}", f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
+            marker = " (best behaviour)" if name == block.get("best_behaviour") else ""
+            lines.append(f"| {family} | {name}{marker} | {r['mean']:.4f} | [{lo:.4f}, {hi:.4f}] | {shown[0]} | "
+                         f"{shown[1]} |")
+        gap = block.get("gap_closed")
+        gap_text = "n/a (the oracle is not above lowest_recall)" if gap is None else f"{gap:.1%}"
+        notes.append(f"- {family}: gap closed {gap_text}" if "dt" in block else f"- {family}: no policy")
+    return "\n".join(lines + [""] + notes)

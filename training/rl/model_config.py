@@ -1,10 +1,15 @@
 """The Decision Transformer's architecture rules, written once: DTConfig (PyTorch), DTLite (NumPy), the
-artifact checks and the trainer all use `check_model_config` (no torch, no NumPy needed)."""
+artifact checks, the trainer and serving all use them (no torch, no NumPy needed): `check_model_config`, the
+default context length and which models score concepts added after training (`scores_unseen_concepts`)."""
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from typing import Any
+
+# Timesteps (reviews) of context the model reads: 20 as in the original (Chen et al. 2021). DTConfig's default, and
+# the learner-state encoding while a curriculum has no active policy version (curriculum/state_specs.py).
+DEFAULT_CONTEXT_LENGTH = 20
 
 POSITIVE_INT_KEYS = ("state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads", "context_length",
                      "max_timestep")
@@ -47,6 +52,16 @@ def state_token_input_dim(config: Mapping[str, Any]) -> int:
     if config.get("state_token", "linear") == "summary":
         return summary_dim(config["concept_features"])
     return config["state_dim"]
+
+
+def scores_unseen_concepts(config: Mapping[str, Any] | None) -> bool:
+    """Whether a model with this config (a `dt_lite_config.json` or DTConfig's fields; None: no model) scores
+    concepts added to the curriculum after training, from their features: only with the summary state token, whose
+    size does not depend on the number of concepts, and the concept head (``concept_features`` > 0), which scores
+    any concept. DTLite then widens its action space (training/rl/dtlite.py); serving encodes learner states over
+    all of the curriculum's concepts (curriculum/state_specs.py)."""
+    config = config or {}
+    return config.get("state_token", "linear") == "summary" and bool(config.get("concept_features"))
 
 
 def _is_int(value: Any) -> bool:

@@ -6,6 +6,7 @@ true recall and exists for evaluation only, as the ceiling.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,6 +27,8 @@ class Observation:
     # only for policies with uses_true_recall (the simulator's truth):
     true_recall: np.ndarray | None = None  # float64 [m, C]
     true_gain: np.ndarray | None = None  # float64 [m, C], expected rise of true recall a horizon ahead if reviewed
+    # only for policies with uses_expected_gain (the encoder's estimate, StateEncoder.expected_recall_gain):
+    expected_gain: np.ndarray | None = None  # float64 [m, C], expected rise of estimated recall a horizon ahead
 
 
 def _reviewed(obs: Observation) -> np.ndarray:
@@ -38,6 +41,7 @@ class Policy:
 
     name: ClassVar[str]
     uses_true_recall: ClassVar[bool] = False
+    uses_expected_gain: ClassVar[bool] = False  # reads Observation.expected_gain (the encoder's lookahead)
 
     def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> None:
         self.num_learners = num_learners
@@ -202,6 +206,22 @@ class NoisyVariedTargetRecallPolicy(_Exploring, VariedTargetRecallPolicy):
     name = "noisy_varied_target_recall"
 
 
+class PlannerPolicy(Policy):
+    """The review with the highest expected gain in ESTIMATED recall at the encoder's horizon (one-step lookahead on
+    the encoder's memory model, ``StateEncoder.expected_recall_gain``: E over a correct / wrong answer, with the
+    model's own recall as the probability, of the concept's recall ``horizon_s`` later, minus its recall then
+    without the review); ties to the lowest position. The oracle's rule on the estimate instead of the truth: it
+    sees only the log, so it can write a behaviour log. Measured in ``DEFAULT_POLICY_MIX``'s comment."""
+
+    name = "planner"
+    uses_expected_gain = True
+
+    def select(self, obs: Observation) -> np.ndarray:
+        if obs.expected_gain is None:
+            raise ValueError("planner: the observation has no expected_gain (run_policies computes it)")
+        return np.argmax(obs.expected_gain, axis=1).astype(np.int64)  # argmax takes the first maximum
+
+
 class OraclePolicy(Policy):
     """The concept whose review raises the expected TRUE recall a horizon ahead the most (one-step lookahead on
     the simulated memory): the ceiling, not a competitor. (The argmin of true recall is no ceiling: it spends
@@ -229,6 +249,7 @@ POLICIES: dict[str, type[Policy]] = {
         NoisyTargetRecallPolicy,
         VariedTargetRecallPolicy,
         NoisyVariedTargetRecallPolicy,
+        PlannerPolicy,
         OraclePolicy,
     )
 }
@@ -266,7 +287,7 @@ def normalise_mix(mix: dict[str, float] | None) -> dict[str, float]:
 
     ``mix`` None: DEFAULT_POLICY_MIX. Raises ValueError ("policy_mix: ...") for a name that is not a behaviour policy
     (the oracle cannot write a real log), a weight that is not a finite number (bool, string, NaN, infinity), a
-    negative weight, or weights all zero.
+    negative weight, weights all zero, or finite weights whose sum overflows a float (1e308 + 1e308).
     """
     mix = DEFAULT_POLICY_MIX if mix is None else mix
     bad = sorted(name for name in mix if name not in BEHAVIOUR_POLICIES)
@@ -274,12 +295,27 @@ def normalise_mix(mix: dict[str, float] | None) -> dict[str, float]:
         raise ValueError(
             f"policy_mix: {bad} are not behaviour policies; expected names from {list(BEHAVIOUR_POLICIES)}"
         )
-    not_numbers = sorted(name for name, w in mix.items()
-                         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w))
+    weights = {name: _finite_weight(w) for name, w in mix.items()}
+    not_numbers = sorted(name for name, w in weights.items() if w is None)
     if not_numbers:
         raise ValueError(f"policy_mix: the weights of {not_numbers} are not finite numbers, got "
                          f"{[mix[name] for name in not_numbers]!r}")
-    total = float(sum(mix.values()))
-    if total <= 0 or any(w < 0 for w in mix.values()):
+    if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
         raise ValueError(f"policy_mix: weights must be non-negative and not all zero, got {mix!r}")
-    return {name: float(w) / total for name, w in mix.items() if w > 0}
+    total = sum(weights.values())
+    if not math.isfinite(total):  # each finite, their sum past the largest float (1.8e308): nothing to divide by
+        raise ValueError(f"policy_mix: the weights sum to more than the largest number ({sys.float_info.max:.3g}), "
+                         f"got {mix!r}; use smaller relative weights, e.g. 1 and 2")
+    return {name: w / total for name, w in weights.items() if w > 0}
+
+
+def _finite_weight(weight: object) -> float | None:
+    """``weight`` as a finite float, or None when it is not a finite number (a bool, a string, NaN, infinity, an
+    integer past the largest float)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        return None
+    try:
+        value = float(weight)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None

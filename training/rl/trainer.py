@@ -20,10 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.rl.artifacts import FORMAT_VERSION, read_checkpoint, write_checkpoint
+from training.rl.artifacts import FORMAT_VERSION
+from training.rl.batches import BatchBuilder, draw_window_ends
+from training.rl.checkpoint import read_checkpoint, write_checkpoint
 from training.rl.dt import DecisionTransformer, DTConfig
 from training.rl.model_config import SUMMARY_FEATURES_PER_CONCEPT, concept_head_fits
 from training.rl.trajectories import TrajectoryDataset
+
+
+BATCH_BUILDERS = ("device", "numpy")  # TrainConfig.batch_builder
 
 
 class TrainingCancelled(Exception):
@@ -49,6 +54,9 @@ class TrainConfig:
     target_return_quantile: float = 0.9
     progress_every: int = 10  # steps between on_progress calls (and always at an epoch's end)
     num_threads: int | None = None  # torch.set_num_threads; None leaves the caller's setting alone
+    # "device": batches built on the training device from tensors held there (batches.BatchBuilder); "numpy":
+    # sample_windows on the host, copied per step (the reference; the same batches for a seed)
+    batch_builder: str = "device"
 
     def steps_per_epoch(self, *, num_steps: int, context_length: int) -> int:
         windows = self.windows_per_epoch or math.ceil(self.coverage * num_steps / context_length)
@@ -67,6 +75,10 @@ class TrainResult:
     resumed_from_epoch: int  # 0 when training started from scratch
     seconds: float  # wall time of this call
     optimizer_state: dict[str, Any] = field(repr=False, default_factory=dict)
+    device_name: str = "cpu"  # "cpu" or the GPU's name (torch.cuda.get_device_name)
+    dtype: str = "float32"  # the arithmetic of the forward pass: "float32", or "bfloat16 autocast" on CUDA
+    optimizer_steps: int = 0  # optimiser steps taken by this call (a resumed run counts only its own)
+    steps_per_second: float = 0.0  # optimiser_steps / the wall time of the training loop (batches included)
 
 
 ProgressCallback = Callable[[int, int, int, int, float], None]
@@ -93,6 +105,17 @@ def check_dataset(dataset: TrajectoryDataset) -> None:
 def training_device(*, no_cuda: bool) -> str:
     """Where training runs: CUDA when there is a GPU, unless no_cuda."""
     return "cuda" if torch.cuda.is_available() and not no_cuda else "cpu"
+
+
+def device_name(device: str) -> str:
+    """What a person calls the device: "cpu", or the GPU's name (e.g. "NVIDIA H200") for "cuda"."""
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+
+
+def training_dtype(device: str) -> str:
+    """The forward pass's arithmetic on the device: bfloat16 autocast on CUDA (weights and optimiser in
+    float32), float32 on the CPU; what ``train`` uses and records."""
+    return "bfloat16 autocast" if device.startswith("cuda") else "float32"
 
 
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
@@ -137,11 +160,12 @@ def sample_windows(
 
     Every step is equally likely to end a window, so early steps are trained with the short, padded
     contexts they will have at inference. The states are computed here, for the drawn rows only
-    (``dataset.state_rows``: rebuilt from review rows for extracted datasets).
+    (``dataset.state_rows``: rebuilt from review rows for extracted datasets). The NumPy reference of
+    batches.BatchBuilder, which builds the same batch on the training device (TrainConfig.batch_builder).
     """
     K = context_length
     starts = np.asarray(dataset.episode_starts)
-    ends = rng.integers(0, len(dataset.actions), size=batch_size)  # [B]
+    ends = draw_window_ends(rng, num_steps=len(dataset.actions), batch_size=batch_size)  # [B]
     episode_start = starts[np.searchsorted(starts, ends, side="right") - 1]  # [B]
     rows = ends[:, None] - (K - 1) + np.arange(K)  # [B, K]
     valid = rows >= episode_start[:, None]
@@ -241,6 +265,18 @@ def train(
     steps = train_config.steps_per_epoch(num_steps=len(dataset.actions), context_length=model_config.context_length)
     warmup = train_config.warmup_steps or steps
 
+    if train_config.batch_builder not in BATCH_BUILDERS:
+        raise ValueError(f"train_config.batch_builder: expected one of {', '.join(BATCH_BUILDERS)}, got "
+                         f"{train_config.batch_builder!r}")
+    builder = (BatchBuilder(dataset, context_length=model_config.context_length, device=device)
+               if train_config.batch_builder == "device" else None)
+
+    def next_batch() -> dict[str, torch.Tensor]:
+        if builder is not None:
+            return builder.batch(draw_window_ends(rng, num_steps=builder.num_steps, batch_size=train_config.batch_size))
+        return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample_windows(
+            dataset, rng=rng, batch_size=train_config.batch_size, context_length=model_config.context_length).items()}
+
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
     model = DecisionTransformer(model_config).to(device)
@@ -266,6 +302,7 @@ def train(
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     if device == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    loop_started, steps_taken = time.monotonic(), 0
     try:
         for epoch in range(start_epoch, train_config.epochs):
             model.train()
@@ -273,9 +310,7 @@ def train(
             for step in range(steps):
                 if should_stop is not None and should_stop():
                     raise TrainingCancelled(f"training cancelled at epoch {epoch + 1}, step {step + 1}")
-                batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sample_windows(
-                    dataset, rng=rng, batch_size=train_config.batch_size,
-                    context_length=model_config.context_length).items()}
+                batch = next_batch()
                 with autocast:
                     logits = model(batch["returns_to_go"], batch["states"], batch["actions"],
                                    batch["timesteps"], batch["attention_mask"])  # [B, K, A]
@@ -286,6 +321,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                steps_taken += 1
                 total += loss.detach()
                 if on_progress is not None and ((step + 1) % train_config.progress_every == 0 or step + 1 == steps):
                     on_progress(epoch + 1, train_config.epochs, step + 1, steps, total.item() / (step + 1))
@@ -307,6 +343,7 @@ def train(
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
+    loop_seconds = time.monotonic() - loop_started  # the last loss.item() has waited for the device
     model = model.cpu().eval()
     return TrainResult(
         model=model,
@@ -319,4 +356,8 @@ def train(
         resumed_from_epoch=start_epoch,
         seconds=time.monotonic() - started,
         optimizer_state=optimizer.state_dict(),
+        device_name=device_name(device),
+        dtype=training_dtype(device),
+        optimizer_steps=steps_taken,
+        steps_per_second=steps_taken / loop_seconds if steps_taken and loop_seconds > 0 else 0.0,
     )

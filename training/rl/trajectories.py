@@ -2,18 +2,17 @@
 
 A trajectory is one learner's reviews in time order: per step the encoded state before the review,
 the concept reviewed (the action), the reward and the return-to-go. Extraction streams over chunks of review
-columns; datasets are saved as .npz without pickles.
+columns (review_columns.py); a dataset's file format is dataset_file.py's, its summary dataset_statistics.py's.
 """
 from __future__ import annotations
 
-import json
-import zipfile
-from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from .encoder import EncoderConfig, EncoderMemory, StateEncoder
+from .review_columns import ReviewColumns
 from .review_states import DEFAULT_SNAPSHOT_EVERY, ReviewStates, ReviewStatesBuilder
 
 
@@ -71,37 +70,6 @@ class TrajectoryDataset:
         if self.review_states is not None:
             return held + self.review_states.nbytes - self.review_states.concept.nbytes  # concept is actions
         return held + int(self.stored_states.nbytes)
-
-
-@dataclass
-class ReviewColumns:
-    """Review rows as columns, sorted by (learner, time); the input of extraction (one chunk or a whole log).
-
-    learner int64 [N] (any id, equal for one learner's rows); concept int64 [N] (position = action index);
-    t float64 [N] (seconds since the epoch); correct bool [N]; grade int8 [N] (1-4, 0 unknown);
-    response_time_ms int32 [N] (-1 unknown). behaviour_policy: the simulator's policy name per learner index
-    (empty for real logs).
-    """
-
-    learner: np.ndarray
-    concept: np.ndarray
-    t: np.ndarray
-    correct: np.ndarray
-    grade: np.ndarray
-    response_time_ms: np.ndarray
-    behaviour_policy: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
-
-    def __len__(self) -> int:
-        return len(self.learner)
-
-    def chunks(self, *, size: int) -> Iterator["ReviewColumns"]:
-        """Consecutive slices of at most size rows (a learner may straddle two)."""
-        for start in range(0, len(self), size):
-            part = slice(start, start + size)
-            yield ReviewColumns(
-                learner=self.learner[part], concept=self.concept[part], t=self.t[part], correct=self.correct[part],
-                grade=self.grade[part], response_time_ms=self.response_time_ms[part],
-            )
 
 
 DEFAULT_MAX_TIMESTEP = 1024  # the DT's timestep table; later steps share its last row
@@ -178,10 +146,7 @@ def _pieces(chunk: ReviewColumns, *, max_learners: int) -> Iterator[ReviewColumn
     cuts = list(starts[max_learners::max_learners]) + [len(learner)]
     begin = 0
     for end in cuts:
-        part = slice(begin, int(end))
-        yield ReviewColumns(learner=chunk.learner[part], concept=chunk.concept[part], t=chunk.t[part],
-                            correct=chunk.correct[part], grade=chunk.grade[part],
-                            response_time_ms=chunk.response_time_ms[part])
+        yield chunk.rows(slice(begin, int(end)))
         begin = int(end)
 
 
@@ -343,177 +308,3 @@ def _returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray) -> np.ndarra
     lengths = np.diff(episode_starts)
     episode_total = np.repeat(total[ends - 1], lengths)
     return (episode_total - total + rewards).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-# Format 2 keeps review rows (review_states.py), format 1 the states [N, S] (still read; written for datasets
-# that hold their states, e.g. hand-made ones).
-DATASET_FORMAT_VERSION = 2
-_STEP_ARRAYS = {  # name -> (dtype, number of dimensions)
-    "actions": (np.int64, 1),
-    "rewards": (np.float32, 1),
-    "returns_to_go": (np.float32, 1),
-    "timesteps": (np.int64, 1),
-}
-_STATES_V1 = ("states", np.float32, 2)
-_MEMORY_PREFIX = "memory."
-
-
-def save_dataset(ds: TrajectoryDataset, fileobj: BinaryIO) -> None:
-    """Write ds as .npz (no pickles): the arrays plus ``meta``, UTF-8 JSON bytes (uint8) with the concept keys,
-    the encoder config and the format version. Format 2 (review rows): ``t`` float64 [N], ``memory.<field>``
-    [N, ...], ``snapshot_rows`` int64 [M], ``snapshots`` int32 [M, C], and ``snapshot_every`` in meta; format 1
-    (a dataset holding its states): ``states`` float32 [N, S]."""
-    meta = {"format_version": DATASET_FORMAT_VERSION, "concept_keys": list(ds.concept_keys), "encoder": ds.encoder}
-    arrays = {name: np.asarray(getattr(ds, name), dtype=dtype) for name, (dtype, _) in _STEP_ARRAYS.items()}
-    arrays["episode_starts"] = np.asarray(ds.episode_starts, dtype=np.int64)
-    rs = ds.review_states
-    if rs is None:
-        meta["format_version"] = 1
-        arrays["states"] = np.asarray(ds.stored_states, dtype=np.float32)
-    else:
-        meta["snapshot_every"] = rs.snapshot_every
-        arrays |= {"t": rs.t, "snapshot_rows": rs.snapshot_rows, "snapshots": rs.snapshots}
-        arrays |= {_MEMORY_PREFIX + name: values for name, values in rs.memory.items()}
-    np.savez(fileobj, **arrays, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8))
-
-
-def _read(archive, name: str) -> np.ndarray:
-    if name not in archive.files:
-        raise ValueError(f"dataset file: array {name!r} is missing")
-    try:
-        return archive[name]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"dataset file: array {name!r} is corrupt ({exc})") from exc
-
-
-def _check_array(name: str, a: np.ndarray, dtype, ndim: int, n: int) -> None:
-    if a.dtype != dtype or a.ndim != ndim or a.shape[0] != n:
-        raise ValueError(
-            f"dataset file: array {name!r} has dtype {a.dtype} shape {a.shape}, expected {np.dtype(dtype)} "
-            f"with {ndim} dimension(s) and {n} rows"
-        )
-
-
-def load_dataset(fileobj: BinaryIO) -> TrajectoryDataset:
-    """Read a file written by save_dataset (format 1 or 2); refuses a missing, corrupt or inconsistent array,
-    naming it."""
-    try:
-        archive = np.load(fileobj, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"dataset file: not a readable .npz archive ({exc})") from exc
-    with archive:
-        raw_meta = _read(archive, "meta")
-        try:
-            meta = json.loads(raw_meta.astype(np.uint8).tobytes().decode("utf-8"))
-            concept_keys, encoder = list(meta["concept_keys"]), dict(meta["encoder"])
-            version = meta["format_version"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"dataset file: array 'meta' is not the expected JSON ({exc})") from exc
-        if version not in (1, DATASET_FORMAT_VERSION):
-            raise ValueError(
-                f"dataset file: array 'meta' has format_version {version!r}, expected 1 or {DATASET_FORMAT_VERSION}"
-            )
-        arrays = {name: _read(archive, name) for name in (*_STEP_ARRAYS, "episode_starts")}
-        if version == 1:
-            arrays["states"] = _read(archive, "states")
-        else:
-            for name in ("t", "snapshot_rows", "snapshots"):
-                arrays[name] = _read(archive, name)
-            memory = {name[len(_MEMORY_PREFIX):]: _read(archive, name) for name in archive.files
-                      if name.startswith(_MEMORY_PREFIX)}
-
-    n = len(arrays["actions"])
-    for name, (dtype, ndim) in _STEP_ARRAYS.items():
-        _check_array(name, arrays[name], dtype, ndim, n)
-    starts = arrays["episode_starts"]
-    if (starts.dtype != np.int64 or starts.ndim != 1 or len(starts) < 1 or starts[0] != 0 or starts[-1] != n
-            or (np.diff(starts) <= 0).any()):
-        raise ValueError(f"dataset file: array 'episode_starts' must be increasing int64 offsets from 0 to {n}")
-    if concept_keys and n and (arrays["actions"].min() < 0 or arrays["actions"].max() >= len(concept_keys)):
-        raise ValueError(f"dataset file: array 'actions' holds indices outside [0, {len(concept_keys)})")
-    steps = {name: arrays[name] for name in _STEP_ARRAYS}
-    if version == 1:
-        states = arrays["states"]
-        _check_array("states", states, np.float32, 2, n)
-        if encoder and states.shape[1] != EncoderConfig.from_dict(encoder).state_dim:
-            raise ValueError(f"dataset file: array 'states' has {states.shape[1]} columns, the encoder's "
-                             f"{EncoderConfig.from_dict(encoder).state_dim}")
-        return TrajectoryDataset(states=states, episode_starts=starts, concept_keys=concept_keys, encoder=encoder,
-                                 **steps)
-    if not encoder:
-        raise ValueError("dataset file: array 'meta' has no encoder config (format 2 needs it)")
-    config = EncoderConfig.from_dict(encoder)
-    _check_array("t", arrays["t"], np.float64, 1, n)
-    rows, snaps = arrays["snapshot_rows"], arrays["snapshots"]
-    _check_array("snapshot_rows", rows, np.int64, 1, len(rows))
-    _check_array("snapshots", snaps, np.int32, 2, len(rows))
-    if snaps.shape[1] != config.num_concepts or (len(rows) and (rows.min() < 0 or rows.max() >= n
-                                                                 or (np.diff(rows) < 0).any())):
-        raise ValueError(f"dataset file: arrays 'snapshot_rows'/'snapshots' must be sorted rows in [0, {n}) with "
-                         f"{config.num_concepts} columns")
-    if len(snaps) and (snaps.min() < -1 or snaps.max() >= n):
-        raise ValueError(f"dataset file: array 'snapshots' holds rows outside [-1, {n})")
-    for name, values in memory.items():
-        if values.shape[:1] != (n,):
-            raise ValueError(f"dataset file: array {_MEMORY_PREFIX + name!r} has shape {values.shape}, expected {n} rows")
-    every = meta.get("snapshot_every")
-    if not isinstance(every, int) or every < 1:
-        raise ValueError(f"dataset file: array 'meta' has snapshot_every {every!r}, expected a positive integer")
-    review_states = ReviewStates(t=arrays["t"], concept=steps["actions"], episode_starts=starts, memory=memory,
-                                 snapshot_rows=rows, snapshots=snaps, snapshot_every=every, encoder=config)
-    return TrajectoryDataset(review_states=review_states, episode_starts=starts, concept_keys=concept_keys,
-                             encoder=encoder, **steps)
-
-
-# ---------------------------------------------------------------------------------------------- statistics
-
-
-HISTOGRAM_BINS = 20
-
-
-def dataset_statistics(ds: TrajectoryDataset) -> dict:
-    """A JSON-able summary: sizes, episode returns and lengths (quantiles and a 20-bin histogram), how often
-    each action was taken."""
-    starts = np.asarray(ds.episode_starts)
-    episodes, steps = len(starts) - 1, len(ds.actions)
-    returns = np.asarray(ds.returns_to_go, dtype=np.float64)[starts[:-1]] if episodes else np.zeros(0)
-    lengths = np.diff(starts)
-    num_actions = max(len(ds.concept_keys), int(ds.actions.max()) + 1 if steps else 0)
-    counts = np.bincount(ds.actions, minlength=num_actions) if steps else np.zeros(num_actions, dtype=np.int64)
-    share = counts / max(steps, 1)
-    keys = ds.concept_keys or [str(i) for i in range(num_actions)]
-
-    def summary(values: np.ndarray) -> dict:
-        if len(values) == 0:
-            return {"mean": None, "std": None, "min": None, "max": None, "p10": None, "p50": None, "p90": None}
-        p10, p50, p90 = np.quantile(values, [0.1, 0.5, 0.9])
-        # 20 equal-width bins over [min, max] (numpy.histogram), for the admin's distribution charts
-        counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
-        return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
-                "max": float(values.max()), "p10": float(p10), "p50": float(p50), "p90": float(p90),
-                "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}}
-
-    nonzero = share[share > 0]
-    entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(num_actions)) if num_actions > 1 else None
-    return {
-        "episodes": int(episodes),
-        "steps": int(steps),
-        "state_dim": ds.state_dim,
-        # how the dataset keeps its states: review rows (format 2, O(N)) or the states themselves (format 1)
-        "storage": {"format_version": 1 if ds.review_states is None else DATASET_FORMAT_VERSION,
-                    "bytes": ds.nbytes},
-        "return": summary(returns),
-        "episode_length": summary(lengths.astype(np.float64)),
-        "actions": {
-            "count": int(num_actions),
-            "counts": {keys[i]: int(c) for i, c in enumerate(counts)},
-            "most_common": keys[int(counts.argmax())] if num_actions else None,
-            "least_common": keys[int(counts.argmin())] if num_actions else None,
-            "min_share": float(share.min()) if num_actions else None,
-            "max_share": float(share.max()) if num_actions else None,
-            # 1.0 = every concept equally often
-            "normalised_entropy": entropy,
-        },
-    }

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from curriculum.calibration import PREDICTORS, TRAIN_FRACTION, calibration_report
 from curriculum.models import Curriculum
+from curriculum.reviews.fields import curriculum_key_argument
 
 
 def markdown_table(report: dict) -> str:
@@ -31,7 +32,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--curriculum", required=True, help="curriculum key")
+        parser.add_argument("--curriculum", required=True, type=curriculum_key_argument, help="curriculum key")
         parser.add_argument("--train-fraction", "--train_fraction", dest="train_fraction", type=float, default=TRAIN_FRACTION,
                             help=f"the earliest part of the log (by time) the model is fitted on (default {TRAIN_FRACTION})")
         parser.add_argument("--json", dest="as_json", action="store_true", help="print the report as one JSON object")

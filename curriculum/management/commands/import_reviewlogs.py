@@ -51,9 +51,15 @@ class Command(BaseCommand):
                 f"dry run, nothing stored: {path.name} ({result.format}) -> {result.curriculum}: {result.rows} rows, "
                 f"{result.skipped} skipped; {result.learners} learners, {result.concepts_created} new concepts"
             ))
+            self._notes(result)
             return
         self.stdout.write(self.style.SUCCESS(
             f"{path.name} ({result.format}) -> {result.curriculum}: {result.created} reviews created, "
             f"{result.duplicates} duplicates, {result.skipped} skipped of {result.rows} rows; "
             f"{result.learners} learners, {result.concepts_created} new concepts; batch {result.batch}"
         ))
+        self._notes(result)
+
+    def _notes(self, result) -> None:
+        for note in result.notes:
+            self.stdout.write(self.style.WARNING(note))

@@ -14,21 +14,30 @@ AND 4 AND (type != 3 OR factor != 0)``):
   again as new, so its rows before its last reset are skipped too (Anki's FSRS ignores the entries before a
   reset, rslib/src/scheduler/fsrs/params.rs). With ``factor`` != 0 ("set due date") only the row is skipped.
 * 5 rescheduled (newer Anki): not an answer, skipped.
+
+A negative ``time`` (the clock went back while the card was shown, e.g. at a daylight-saving change) keeps the
+review, stored without a duration and counted (csvstream's Row.duration_ms).
+
+``id`` and ``cid`` are integers (milliseconds since 1970): a file a spreadsheet saved, with them rewritten as
+``1.69E+12``, ``1690000000000.0`` or digit groups, is refused naming the line and column (csvstream's
+spreadsheet_rewritten): read as numbers they would collapse reviews onto one instant and cards onto one concept.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .csvstream import FileReview, ReviewFileFormat, Row
+from ..fields import MAX_GRADE, MIN_GRADE
+from .csvstream import INT32_MAX, FileReview, ReviewFileFormat, Row
 
 LEARN, REVIEW, RELEARN, FILTERED, MANUAL, RESCHEDULED = range(6)
+MS_TIME = "a time in milliseconds"
 
 
 def _kind(row: Row) -> tuple[int, int, int]:
     return (
         row.integer("type", low=0, high=5),
-        row.integer("ease", low=0, high=4),
-        row.integer("factor", low=0, high=2**31 - 1, required=False) or 0,
+        row.integer("ease", low=0, high=MAX_GRADE),
+        row.integer("factor", low=0, high=INT32_MAX, required=False) or 0,
     )
 
 
@@ -38,7 +47,7 @@ def prescan(rows: Iterator[Row]) -> dict[str, int]:
     for row in rows:
         kind, _, factor = _kind(row)
         if kind == MANUAL and factor == 0:
-            card, at = row.text("cid"), row.integer("id", low=0, high=2**63 - 1)
+            card, at = row.identifier("cid"), row.integer("id", low=0, high=2**63 - 1, exact=MS_TIME)
             resets[card] = max(at, resets.get(card, at))
     return resets
 
@@ -46,13 +55,14 @@ def prescan(rows: Iterator[Row]) -> dict[str, int]:
 def parse(row: Row, learner: str, resets: dict[str, int]) -> FileReview | None:
     kind, ease, factor = _kind(row)
     when = row.epoch_time("id", unit_ms=1)
-    item = row.text("cid")
-    response_time_ms = row.integer("time", low=0, high=2**31 - 1, required=False)
+    item = row.identifier("cid")
+    response_time_ms, negative = row.duration_ms("time")
     if ease == 0 or kind in (MANUAL, RESCHEDULED) or (kind == FILTERED and factor == 0):
         return None
-    if item in resets and row.integer("id", low=0, high=2**63 - 1) < resets[item]:
+    if item in resets and row.integer("id", low=0, high=2**63 - 1, exact=MS_TIME) < resets[item]:
         return None  # before the card's last reset
-    return FileReview(row.line, learner, item, "", when, ease > 1, ease, response_time_ms)
+    return row.review(learner=learner, concept=item, reviewed_at=when, correct=ease > MIN_GRADE, grade=ease,
+                      response_time_ms=response_time_ms, negative_duration=negative)
 
 
 FORMAT = ReviewFileFormat(

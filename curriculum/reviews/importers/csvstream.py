@@ -5,14 +5,18 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import decimal
 import io
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from ..validation import MAX_ID_LENGTH, ReviewValidationError, check_time
+from ..fields import EARLIEST, MAX_ID_LENGTH, MAX_RESPONSE_TIME_MS
+from ..validation import ReviewFields, ReviewValidationError, check_time, validate_review
 
+INT32_MAX = 2**31 - 1  # a file's 32-bit integer columns (session counts, Anki's ease factor)
 HEAD_BYTES = 1 << 16  # the part of the file read first: it names the import batch and shows the encoding
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "bar"}
@@ -29,26 +33,37 @@ class ImportFileError(ValueError):
 
 @dataclass(frozen=True)
 class FileReview:
-    """One row read as a review, before validation (curriculum.reviews.validation) and storage."""
+    """One row read as a review: the validated review (curriculum.reviews.validation), where it is in the file,
+    the name its concept gets when the import creates it ("" keeps the key), and whether its duration was negative
+    (stored without one: see duration_ms)."""
 
     line: int
-    learner: str
-    item: str  # -> concept key
-    item_name: str  # the concept's name when it is created ("" keeps the key)
-    reviewed_at: dt.datetime
-    correct: bool
-    grade: int | None
-    response_time_ms: int | None
+    fields: ReviewFields
+    concept_name: str = ""
+    negative_duration: bool = False
 
 
 class Row:
     """One CSV row with typed, validating accessors whose errors name the line and column."""
 
-    def __init__(self, *, filename: str, line: int, columns: dict[str, int], values: list[str]):
+    def __init__(self, *, filename: str, line: int, columns: dict[str, int], values: list[str],
+                 review_columns: Mapping[str, str] | None = None):
         self.filename, self.line, self._columns, self._values = filename, line, columns, values
+        self._review_columns = review_columns or {}  # review field -> the column it comes from
 
     def error(self, column: str, message: str) -> ImportFileError:
         return ImportFileError(self.filename, message, line=self.line, column=column)
+
+    def review(self, *, concept_name: str = "", negative_duration: bool = False, **values: Any) -> FileReview:
+        """The row as a review: ``values`` by the review's field names (curriculum.reviews.fields), validated by
+        the one validation (validate_review). ImportFileError naming this line and the column the first field at
+        fault came from (the format's ``columns``)."""
+        try:
+            fields = validate_review(**values)
+        except ReviewValidationError as exc:
+            field, message = exc.errors[0]["field"], exc.errors[0]["message"]
+            raise self.error(self._review_columns.get(field, field), message) from None
+        return FileReview(self.line, fields, concept_name, negative_duration)
 
     def text(self, column: str, *, required: bool = True, max_length: int = MAX_ID_LENGTH) -> str:
         index = self._columns.get(column)
@@ -59,43 +74,78 @@ class Row:
             raise self.error(column, f"expected at most {max_length} characters, got {len(value)}")
         return value
 
-    def integer(self, column: str, *, low: int, high: int, required: bool = True, expected: str = "") -> int | None:
-        """An integer from ``low`` to ``high`` (``expected`` describes the range in the error when given)."""
+    def integer(self, column: str, *, low: int, high: int, required: bool = True, expected: str = "",
+                exact: str = "") -> int | None:
+        """An integer from ``low`` to ``high`` written in decimal digits (``expected`` describes the range in the
+        error when given). ``exact`` names what an id or a time in milliseconds is ("a time in milliseconds"): a number a spreadsheet rewrote
+        (spreadsheet_rewritten) is refused naming the line and column. Elsewhere (small counts, grades, durations)
+        an integral decimal such as "1234.0" (how pandas writes an integer column with missing values) is read
+        exactly, through Decimal, never through a float."""
         value = self.text(column, required=required)
         if not value:
             return None
         expected = expected or f"{low}-{high}"
-        try:
+        if _DIGITS.fullmatch(value):
             number = int(value)
-        except ValueError:
-            try:  # pandas writes integer columns with missing values as floats: "1234.0"
-                as_float = float(value)
-            except ValueError:
-                as_float = float("nan")
-            if not as_float.is_integer():
+        else:
+            if exact and spreadsheet_rewritten(value):
+                raise self.error(column, spreadsheet_message(value, exact))
+            number = _integral_decimal(value)
+            if number is None:
                 raise self.error(column, f"expected an integer {expected}, got {value!r}") from None
-            number = int(as_float)
         if not low <= number <= high:
             raise self.error(column, f"expected {expected}, got {value!r}")
         return number
 
+    def duration_ms(self, column: str) -> tuple[int | None, bool]:
+        """A review's duration in milliseconds (optional) and whether the file's was negative.
+
+        A negative duration is the clock going back while the card was shown (a daylight-saving change, a clock
+        sync: a known artefact of real Anki collections, whose ``time`` is the difference of two wall-clock
+        readings). A duration does not enter the memory model, so such a review is kept, stored without a
+        duration (``response_time_ms`` NULL: unknown, not 0, which would claim an instant answer), and counted
+        in the import's summary. Above MAX_RESPONSE_TIME_MS it is refused as before."""
+        value = self.integer(column, low=-(2**63), high=MAX_RESPONSE_TIME_MS, required=False,
+                             expected=f"at most {MAX_RESPONSE_TIME_MS} milliseconds")
+        if value is not None and value < 0:
+            return None, True
+        return value, False
+
+    def identifier(self, column: str) -> str:
+        """An id column whose ids are integers in the source (Anki's card id, the FSRS optimizer's card_id): the
+        text as written, refused naming the line and column when a spreadsheet rewrote it (``1.69E+12``,
+        ``1690000000000.0``, ``1,690,000,000,000``): several ids would otherwise become one."""
+        value = self.text(column)
+        if spreadsheet_rewritten(value):
+            raise self.error(column, spreadsheet_message(value, "an id"))
+        return value
+
     def epoch_time(self, column: str, *, unit_ms: int, iso: bool = False) -> dt.datetime:
         """A time from a number in units of ``unit_ms`` ms since 1970 (or ISO 8601 with a zone when ``iso``),
-        bounded as every review time is (validation.check_time); a number out of bounds gets "wrong unit?"."""
+        bounded as every review time is (validation.check_time); a number out of bounds gets "wrong unit?".
+
+        Milliseconds are read as decimal digits only (int, never float: a float holds 15-17 significant digits
+        and a spreadsheet's ``1.69E+12`` holds 3); seconds may carry a decimal fraction, read exactly (Decimal).
+        A number a spreadsheet rewrote (spreadsheet_rewritten) is refused naming the line and column."""
         value = self.text(column)
         unit = "milliseconds" if unit_ms == 1 else "seconds"
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
+        if spreadsheet_rewritten(value, fraction_ok=unit_ms != 1):
+            raise self.error(column, spreadsheet_message(value, f"a time in {unit}"))
+        number: decimal.Decimal | None = None
+        if _DIGITS.fullmatch(value):
+            number = decimal.Decimal(int(value))
+        elif unit_ms != 1 and _DECIMAL.fullmatch(value):
+            number = decimal.Decimal(value)
         if number is not None:
+            micros = number * unit_ms * 1000
             try:
-                when = EPOCH + dt.timedelta(milliseconds=number * unit_ms)
+                when = EPOCH + dt.timedelta(microseconds=int(micros))
                 shown = f" ({when:%Y-%m-%d})"
             except (OverflowError, ValueError):  # e.g. milliseconds read as seconds: past year 9999
                 when, shown = None, ""
             if when is None or not _within_bounds(when):
-                raise self.error(column, f"expected {unit} since 1970, from 1990 to now, got {value!r}{shown}: wrong unit?")
+                raise self.error(
+                    column, f"expected {unit} since 1970, from {EARLIEST.year} to now, got {value!r}{shown}: wrong unit?")
             return check_time(when)
         if not iso:
             raise self.error(column, f"expected {unit} since 1970, got {value!r}")
@@ -108,6 +158,43 @@ class Row:
             elif "no zone" in message:
                 message = f"the date-time {value!r} has no zone; add one, e.g. 'Z' or '+02:00'"
             raise self.error(column, message) from None
+
+
+# ------------------------------------------------------------------------------- spreadsheet-rewritten numbers
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?[0-9]+\.[0-9]+")
+_EXPONENT = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[eE][+-]?[0-9]+")  # 1.69E+12, 1,69E+12 (a decimal comma), 1e12
+_INTEGRAL_FRACTION = re.compile(r"[+-]?[0-9]+[.,]0+")  # 1690000000000.0
+# digit groups of three: 1,690,000,000,000 / 1.690.000.000.000 / 1 690 000 000 000 (also no-break and thin spaces)
+# / 1'690'000'000'000 (Swiss)
+_GROUPED = re.compile(r"[+-]?[0-9]{1,3}(?:([,. \u00a0\u202f'])[0-9]{3})(?:\1[0-9]{3})*")
+
+
+def spreadsheet_rewritten(value: str, *, fraction_ok: bool = False) -> bool:
+    """Whether ``value`` is an integer as a spreadsheet writes it back when saving a CSV (Excel, LibreOffice,
+    Numbers): scientific notation (``1.69E+12``, ``1e12``), a zero fraction (``1690000000000.0``) or digit groups
+    (``1,690,000,000,000``, ``1.690.000``, ``1 690 000``, ``1'690'000``). Such an id or time has lost digits or
+    may have, so it is refused rather than read; ``fraction_ok`` leaves ``123.0`` and ``1.690`` alone (a time in
+    seconds may carry a decimal fraction). Detection only: the value is never converted here."""
+    if _EXPONENT.fullmatch(value):
+        return True
+    if _GROUPED.fullmatch(value) and not (fraction_ok and _DECIMAL.fullmatch(value)):
+        return True
+    return not fraction_ok and bool(_INTEGRAL_FRACTION.fullmatch(value))
+
+
+def spreadsheet_message(value: str, what: str) -> str:
+    return (f"expected {what} written in digits, got {value!r}: a spreadsheet rewrote this number (scientific "
+            "notation, a decimal part or digit groups) and its exact value is lost; export the file again from its "
+            "source, or format the column as text before saving")
+
+
+def _integral_decimal(value: str) -> int | None:
+    """``value`` as an integer when it is a plain decimal with a zero fraction ("1234.0"), read exactly."""
+    if not _DECIMAL.fullmatch(value):
+        return None
+    number = decimal.Decimal(value)
+    return int(number) if number == number.to_integral_value() else None
 
 
 def _within_bounds(when: dt.datetime) -> bool:
@@ -126,7 +213,8 @@ class ReviewFileFormat:
     required: tuple[str, ...]
     optional: tuple[str, ...]
     learner_column: str | None  # None: the whole file is one learner's, named by --learner
-    # row, learner, context (from prescan) -> a review, or None for a row that is not a memory event (skipped)
+    # row, learner, context (from prescan) -> a review (Row.review), or None for a row that is not a memory event
+    # (skipped)
     parse: Callable[[Row, str, object], FileReview | None]
     columns: dict[str, str]  # review field (validation's names) -> the column it comes from, for errors
     # a first pass over the rows (e.g. Anki's card resets), whose result every row is parsed with
@@ -219,7 +307,7 @@ class CsvRows:
             expected = fmt.describe() if fmt else "; ".join(f.describe() for f in formats.values())
             raise ImportFileError(filename, f"the file is empty; expected a header line with the columns of {expected}", line=1)
         header = [h.strip() for h in header]
-        self._check_text(header, line=1, names=[f"column {i + 1}" for i in range(len(header))])
+        self._check_text(header, line=1, names=[str(i + 1) for i in range(len(header))])
         if len(header) == 1:
             try:  # csv.Sniffer names the delimiter of a header that comma-splitting left whole
                 delimiter = csv.Sniffer().sniff(header[0], delimiters="".join(_DELIMITER_NAMES)).delimiter
@@ -253,7 +341,8 @@ class CsvRows:
         self.header = header
         return fmt
 
-    def rows(self, records: Iterator[list[str]]) -> Iterator[Row]:
+    def rows(self, records: Iterator[list[str]], *, review_columns: Mapping[str, str] | None = None) -> Iterator[Row]:
+        """The data rows; ``review_columns`` (review field -> column) names the column in a review's errors."""
         header = self.header
         columns = {name: i for i, name in reversed(list(enumerate(header)))}  # a repeated column: the first one
         for values in records:
@@ -264,7 +353,7 @@ class CsvRows:
                     line=line,
                 )
             self._check_text(values, line=line, names=header)
-            yield Row(filename=self.filename, line=line, columns=columns, values=values)
+            yield Row(filename=self.filename, line=line, columns=columns, values=values, review_columns=review_columns)
 
     def _check_text(self, values: list[str], *, line: int, names: list[str]) -> None:
         """Every field UTF-8 text without NUL bytes (a database text column cannot hold NUL)."""

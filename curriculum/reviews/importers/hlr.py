@@ -10,23 +10,20 @@ alone.
 from __future__ import annotations
 
 from ...models import Concept
-from .csvstream import FileReview, ReviewFileFormat, Row
+from .csvstream import INT32_MAX, FileReview, ReviewFileFormat, Row
 
 NAME_LENGTH = Concept._meta.get_field("name").max_length
 
 
 def parse(row: Row, learner: str, context: object = None) -> FileReview:
-    seen = row.integer("session_seen", low=1, high=2**31 - 1)
+    seen = row.integer("session_seen", low=1, high=INT32_MAX)
     right = row.integer("session_correct", low=0, high=seen)
-    return FileReview(
-        line=row.line,
+    return row.review(
         learner=row.text("user_id"),
-        item=row.text("lexeme_id"),
-        item_name=row.text("lexeme_string", required=False, max_length=10_000)[:NAME_LENGTH],
+        concept=row.text("lexeme_id"),
+        concept_name=row.text("lexeme_string", required=False, max_length=10_000)[:NAME_LENGTH],
         reviewed_at=row.epoch_time("timestamp", unit_ms=1000),
         correct=2 * right >= seen,
-        grade=None,
-        response_time_ms=None,
     )
 
 

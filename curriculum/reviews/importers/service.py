@@ -12,8 +12,8 @@ cannot refer to them before they exist), and every review is stored, a batch at 
 that takes no lock on the curriculum row, on learners or on learner states until its very end: imports into one
 curriculum are serialised by a PostgreSQL advisory lock instead, which nothing else waits on. At the end the
 stored serving states of the file's learners are recomputed (without locks) and written under row locks held only
-from there to the commit (curriculum.learner_states.refresh_states); learners without one get theirs after the
-commit, in small transactions (rebuild_states). A review already stored (by
+from there to the commit (curriculum.learner_state_rebuild.refresh_states); learners without one get theirs
+after the commit, in small transactions (rebuild_states). A review already stored (by
 any route: the API, this or another file, another format) or twice in the file is a duplicate (its identity:
 learner, concept, time to the millisecond, outcome), so a second import adds nothing. Rows that are not memory
 events (see each format) are skipped and counted. On SQLite every write waits for the import's transaction
@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.db import connection, transaction
-from django.utils.text import slugify
 
-from ...learner_states import rebuild_states, refresh_states
+from ...learner_state_rebuild import rebuild_states, refresh_states
 from ...models import Concept, Curriculum, Learner, ReviewLog
 from ...services import ensure_concepts
+from ..fields import check_curriculum_key
 from ..store import NewReview, store_reviews
-from ..validation import ReviewFields, ReviewValidationError, check_learner_id, validate_review
+from ..validation import ReviewValidationError, check_learner_id
 from . import anki, fsrs, hlr
 from .csvstream import HEAD_BYTES, CsvRows, FileReview, ImportFileError, ReviewFileFormat, check_encoding, size_of
 
@@ -59,6 +59,8 @@ class ImportResult:
     concepts_created: int
     new_concepts: tuple[str, ...] = ()  # their keys, in the order they were (or, in a dry run, would be) added
     dry_run: bool = False
+    negative_durations: int = 0  # reviews whose duration was negative (the clock went back): stored without one
+    notes: tuple[str, ...] = ()  # sentences for the operator about what was read differently (summary_notes)
 
 
 def detect_format(header: list[str]) -> ReviewFileFormat | None:
@@ -102,8 +104,10 @@ def import_review_file(
             )
     filename = filename or Path(getattr(fileobj, "name", "") or "upload").name
     fmt = _choose_format(format, filename=filename)
-    if not curriculum_key or slugify(curriculum_key) != curriculum_key:
-        raise ImportFileError(filename, f"curriculum: expected a key of letters, digits, '-' or '_', got {curriculum_key!r}")
+    try:
+        check_curriculum_key(curriculum_key)
+    except ValueError as exc:
+        raise ImportFileError(filename, f"curriculum: {exc}") from None
     if learner is not None and str(learner).strip():
         try:
             learner = check_learner_id(learner)
@@ -121,17 +125,20 @@ def import_review_file(
     known = set(Concept.objects.filter(curriculum=existing).values_list("key", flat=True)) if existing else set()
     new_concepts: dict[str, str] = {}  # key -> name, in first-seen order
     learners: set[str] = set()
-    rows = skipped = 0
-    for review, fields in reader.reviews(progress=lambda done: progress("validating", done, reader.total), every=batch_size):
+    rows = skipped = negative_durations = 0
+    for review in reader.reviews(progress=lambda done: progress("validating", done, reader.total), every=batch_size):
         rows += 1
         if review is None:
             skipped += 1
             continue
+        fields = review.fields
+        negative_durations += review.negative_duration
         learners.add(fields.learner)
         if fields.concept not in known and fields.concept not in new_concepts:
-            new_concepts[fields.concept] = review.item_name
+            new_concepts[fields.concept] = review.concept_name
     summary = dict(format=reader.fmt.name, curriculum=curriculum_key, batch=reader.batch, rows=rows, skipped=skipped,
-                   learners=len(learners), concepts_created=len(new_concepts), new_concepts=tuple(new_concepts))
+                   learners=len(learners), concepts_created=len(new_concepts), new_concepts=tuple(new_concepts),
+                   negative_durations=negative_durations, notes=summary_notes(negative_durations=negative_durations))
     if dry_run:
         return ImportResult(created=0, duplicates=0, dry_run=True, **summary)
 
@@ -146,10 +153,11 @@ def import_review_file(
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_NAMESPACE, curriculum.pk])
         pending: list[NewReview] = []
-        for review, fields in reader.reviews(progress=lambda done: progress("storing", done, reader.total), every=batch_size):
+        for review in reader.reviews(progress=lambda done: progress("storing", done, reader.total), every=batch_size):
             if review is None:
                 continue
-            pending.append(NewReview(curriculum, writer.concepts[fields.concept], fields, {"line": review.line}))
+            concept = writer.concepts[review.fields.concept]
+            pending.append(NewReview(curriculum, concept, review.fields, {"line": review.line}))
             if len(pending) >= batch_size:
                 writer.write(pending)
                 pending = []
@@ -162,6 +170,16 @@ def import_review_file(
     #    recommendation rebuilds an empty state from the history: correct, O(history)), in short transactions.
     rebuild_states(curriculum_id=curriculum.pk, learner_ids=later)
     return ImportResult(created=writer.created, duplicates=writer.duplicates, dry_run=False, **summary)
+
+
+def summary_notes(*, negative_durations: int) -> tuple[str, ...]:
+    """What an import's summary tells the operator besides its counts (the command's output, the job's page)."""
+    notes = []
+    if negative_durations:
+        reviews = "review" if negative_durations == 1 else "reviews"
+        notes.append(f"{negative_durations} {reviews} had a negative duration (clock went back): stored without a "
+                     "duration")
+    return tuple(notes)
 
 
 def _choose_format(name: str | None, *, filename: str) -> ReviewFileFormat | None:
@@ -202,32 +220,19 @@ class _FileReader:
             fmt = stream.read_header(records, fmt=fmt, formats=FORMATS, detect=detect_format)
             if counter is not None:
                 counter.append(stream.counter)
-            yield fmt, stream.rows(records)
+            yield fmt, stream.rows(records, review_columns=fmt.columns)
         finally:
             stream.close()
 
-    def reviews(self, *, progress: Callable[[int], None], every: int) -> Iterator[tuple[FileReview | None, ReviewFields | None]]:
-        """(file review, validated fields) per data row; (None, None) for a skipped row. Raises ImportFileError."""
+    def reviews(self, *, progress: Callable[[int], None], every: int) -> Iterator[FileReview | None]:
+        """The validated review of each data row (None for a skipped row). Raises ImportFileError."""
         counters: list = []
         with self._rows(self.fmt, counters) as (fmt, rows):
             for n, row in enumerate(rows, 1):
-                review = fmt.parse(row, self.learner or "", self.context)
-                yield (review, self._validate(review)) if review is not None else (None, None)
+                yield fmt.parse(row, self.learner or "", self.context)
                 if n % every == 0:
                     progress(counters[0].bytes_read)
             progress(counters[0].bytes_read)
-
-    def _validate(self, review: FileReview) -> ReviewFields:
-        try:
-            return validate_review(
-                learner=review.learner, concept=review.item, reviewed_at=review.reviewed_at, correct=review.correct,
-                grade=review.grade, response_time_ms=review.response_time_ms,
-            )
-        except ReviewValidationError as exc:
-            field = exc.errors[0]["field"]
-            raise ImportFileError(
-                self.filename, exc.errors[0]["message"], line=review.line, column=self.fmt.columns.get(field, field)
-            ) from None
 
 
 def _ensure_structure(*, curriculum_key: str, new_concepts: dict[str, str]) -> Curriculum:

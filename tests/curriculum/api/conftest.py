@@ -13,11 +13,15 @@ CONCEPTS = 5
 def _fresh_token_cache():
     # a token remembered by one test must not authenticate in another (the serving caches are cleared by the
     # root conftest)
+    # nor its throttle counts, which each process batches before the shared cache (keyed by user ids, handed out again)
     from curriculum.api.authentication import CachedTokenAuthentication
+    from curriculum.api.throttling import TokenRateThrottle
 
     CachedTokenAuthentication.forget()
+    TokenRateThrottle.batches.clear()
     yield
     CachedTokenAuthentication.forget()
+    TokenRateThrottle.batches.clear()
 
 
 @pytest.fixture
@@ -42,7 +46,7 @@ def dtlite_artifacts(tmp_path_factory):
     """seed -> a folder with the three artifact files of a tiny random Decision Transformer over CONCEPTS concepts."""
     import torch
 
-    from training.rl.artifacts import export_artifacts
+    from training.rl.checkpoint import export_artifacts
     from training.rl.dt import DecisionTransformer, DTConfig
     from training.rl.encoder import EncoderConfig
 
@@ -65,14 +69,19 @@ def dtlite_artifacts(tmp_path_factory):
 
 
 @pytest.fixture
-def make_real_policy(dtlite_artifacts, evaluation_metrics):
-    """Register a real policy version (seed 1 or 2) for a curriculum made with make_curriculum(concepts=CONCEPTS)."""
+def make_real_policy(dtlite_artifacts, evaluation_metrics, store_fallback):
+    """Register a real policy version (seed 1 or 2) for a curriculum made with make_curriculum(concepts=CONCEPTS);
+    ``fallback``: the fallback's stored mean under the protocol (None: not evaluated)."""
     from curriculum.services import register_policy
 
-    def make(curriculum, *, seed: int = 1, recall: float = 0.5):
+    def make(curriculum, *, seed: int = 1, recall: float = 0.5, fallback: float | None = 0.2):
         folder: Path = dtlite_artifacts[seed]
         config = json.loads((folder / "dt_lite_config.json").read_text())
         metrics = evaluation_metrics(recall=recall, protocol=curriculum.protocol.to_dict())
-        return register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics)
+        policy = register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics)
+        if fallback is not None:
+            store_fallback(curriculum, mean=fallback, num_concepts=config["action_dim"])
+            policy.curriculum.refresh_from_db()
+        return policy
 
     return make

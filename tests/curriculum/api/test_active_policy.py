@@ -34,7 +34,9 @@ def test_the_active_version_is_described(api_client, demo, make_real_policy):
     assert body["concept_keys"] == [f"c{i}" for i in range(5)]
     assert (body["context_length"], body["action_dim"], body["state_dim"]) == (4, 5, 20)
     assert body["encoder"]["num_concepts"] == 5 and body["target_return"] == 1.0
-    assert set(body["artifacts"]) == {"dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json"}
+    # the three policy files, and dt_policy.onnx where the onnx package exported one (training/rl/checkpoint.py)
+    assert set(body["artifacts"]) == set(v2.artifacts)
+    assert {"dt_model.pt", "dt_lite_weights.npz", "dt_lite_config.json"} <= set(body["artifacts"])
     assert body["artifacts"]["dt_lite_weights.npz"] == {
         "sha256": v2.artifacts["dt_lite_weights.npz"]["sha256"], "size": v2.artifacts["dt_lite_weights.npz"]["size"],
     }

@@ -54,6 +54,22 @@ def test_the_fallback_picks_the_lowest_recall_once_everything_was_reviewed(api_c
     assert body["scores"]["c3"] == min(body["scores"].values())
 
 
+def test_the_fallback_offers_a_concept_answered_wrong_minutes_ago(api_client, demo):
+    # every concept learnt on day 0; two days later c2 is answered wrong, the others right in the next minutes.
+    # The default same-day rule (fsrs6.default_same_day_stability): 5 minutes after Again, with s = 1 minute,
+    # R = (1 + FACTOR * 5) ** -w20 = 0.7605; the others, 1-4 minutes after Good (s = w2 days), stay above 0.999.
+    # Without the rule every concept reviewed that day has recall 1.0 and c0 (first position) would be offered.
+    day2 = T0 + dt.timedelta(days=2)
+    record_reviews(items=reviews("u1", [(c, True, c) for c in range(5)])
+                   + reviews("u1", [(2, False, 0), (0, True, 1), (1, True, 2), (3, True, 3), (4, True, 4)], start=day2))
+    body = post(api_client, {"curriculum": "demo", "learner": "u1",
+                             "at": (day2 + dt.timedelta(minutes=5)).isoformat()}).json()
+    assert body["strategy"] == "fallback:lowest_recall"
+    assert body["concept"] == "c2"
+    assert body["scores"]["c2"] == pytest.approx(0.7605, abs=1e-4) and body["scores"]["c2"] < 0.9
+    assert min(v for k, v in body["scores"].items() if k != "c2") > 0.999
+
+
 def test_the_active_policy_answers_with_its_version_and_probabilities(api_client, demo, make_real_policy):
     promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     record_reviews(items=reviews("u1", [(0, True, 0), (1, False, 3)]))

@@ -95,3 +95,31 @@ def test_batch_over_the_limit_is_refused(make_curriculum):
     assert ReviewLog.objects.count() == 0
 
 
+
+
+# ------------------------------------------------------------------------------------- new learners in bulk
+@pytest.mark.django_db
+def test_a_batch_for_many_new_learners_takes_the_queries_of_one_for_a_few(make_curriculum):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from curriculum.models import LearnerState
+    from tests.curriculum.test_learner_states import expected_data
+
+    make_curriculum()
+
+    def queries(*, learners: int, tag: str) -> int:
+        items = [review(i, learner=f"{tag}{i % learners}", concept=f"c{i % 5}") for i in range(300)]
+        with CaptureQueriesContext(connection) as captured:
+            assert store.record_reviews(items=items).created == 300
+        return len(captured)
+
+    few, many = queries(learners=3, tag="few-"), queries(learners=100, tag="many-")
+
+    # not one query (or three) more per new learner; a bulk insert of more rows than the database takes in one
+    # statement (SQLite: 999 parameters) is split, as the reviews' own insert is
+    assert many == few
+    states = LearnerState.objects.filter(learner__external_id__startswith="many-")
+    assert states.count() == 100 and all(s.review_count == 3 and s.data == expected_data(s) for s in states)
+    assert all(s.review_count == 100 and s.data == expected_data(s)
+               for s in LearnerState.objects.filter(learner__external_id__startswith="few-"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.rl.artifacts import export_artifacts
+from training.rl.checkpoint import export_artifacts
 from training.rl.dt import DecisionTransformer, DTConfig
 
 S, A = 6, 5

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.rl.artifacts import export_artifacts
+from training.rl.checkpoint import export_artifacts
 from training.rl.dt import DecisionTransformer, DTConfig, StateSummary
 from training.rl.dtlite import DTLite
 from training.rl.dtlite import StateSummary as LiteStateSummary
-from training.rl.model_config import summary_dim
+from training.rl.model_config import scores_unseen_concepts, summary_dim
 
 K = 6
 F = 4
@@ -132,6 +132,24 @@ def test_an_export_with_the_linear_state_token_still_loads_and_matches(tmp_path)
     with pytest.raises(ValueError, match="states must be"):  # no scoring beyond the trained concepts
         lite.select_action(rtg, encoder_like_states(np.random.default_rng(2), (3, K), concepts + 1), actions,
                            timesteps, mask)
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"state_token": "summary", "concept_features": F}, True),
+    ({"state_token": "linear", "concept_features": F}, False),  # the linear token grows with the concepts
+    ({"concept_features": F}, False),  # an export from before the summary token
+    ({"state_token": "summary", "concept_features": 0}, False),  # no concept head
+    ({"state_token": "summary", "concept_features": None}, False),  # a registry row without the key
+    (None, False),
+])
+def test_only_the_summary_token_with_the_concept_head_scores_concepts_added_after_training(config, expected):
+    assert scores_unseen_concepts(config) is expected
+
+
+@pytest.mark.parametrize("state_token", ["summary", "linear"])
+def test_dtlite_scores_concepts_added_after_training_exactly_when_its_config_says_so(tmp_path, state_token):
+    lite = export(summary_model(4, state_token=state_token), tmp_path)
+    assert lite.scores_unseen_concepts is scores_unseen_concepts(lite.config) is (state_token == "summary")
 
 
 def test_a_concept_added_after_training_is_scored_from_its_features(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.rl.artifacts import export_artifacts
+from training.rl.checkpoint import export_artifacts
 from training.rl.dt import DecisionTransformer, DTConfig
 from training.rl.dtlite import DTLite
 from training.rl.trainer import TrainConfig, train

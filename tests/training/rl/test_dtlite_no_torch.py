@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 
-from training.rl.artifacts import export_artifacts
+from training.rl.checkpoint import export_artifacts
 from training.rl.dt import DecisionTransformer, DTConfig
 
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from training.rl.evaluation import BASELINES, evaluate, final_recall
+from training.rl.evaluation import BASELINES, EXTRA_BASELINES, evaluate, final_recall
 from training.rl.encoder import EncoderConfig, StateEncoder
 from training.rl.simulator import Cohort
 
@@ -39,7 +39,7 @@ def test_evaluate_returns_exactly_the_documented_json_shape():
     result = json.loads(json.dumps(_evaluate(policy=LowestRecallModel())))
     assert set(result) == {"metric", "students", "seed", "results"}
     assert result["metric"] == "mean_final_recall" and result["students"] == 30 and result["seed"] == 5
-    assert list(result["results"]) == ["dt", *BASELINES]
+    assert list(result["results"]) == ["dt", *BASELINES, *EXTRA_BASELINES]
     for entry in result["results"].values():
         assert set(entry) == {"mean", "ci95"}
         low, high = entry["ci95"]
@@ -47,7 +47,7 @@ def test_evaluate_returns_exactly_the_documented_json_shape():
 
 
 def test_without_a_policy_only_the_baselines_are_reported():
-    assert list(_evaluate()["results"]) == list(BASELINES)
+    assert list(_evaluate()["results"]) == [*BASELINES, *EXTRA_BASELINES]
 
 
 def test_evaluation_is_paired_same_students_schedule_and_dice_for_every_policy():

@@ -181,3 +181,71 @@ def test_a_mix_weight_that_is_not_a_finite_number_is_refused_by_name(weight):
 
 def test_mix_weights_are_relative():
     assert normalise_mix({"random": 3, "leitner": 5, "blocked": 0}) == {"random": 0.375, "leitner": 0.625}
+
+
+def _fsrs6_hand(w):
+    """FSRS-6's formulas (fsrs package 6.3, scheduler.py) written out for the planner's hand-computed gains."""
+    w20 = w[20]
+    factor = 0.9 ** (-1 / w20) - 1
+
+    def curve(days, s):
+        return (1 + factor * days / s) ** -w20
+
+    def d0(grade):
+        return min(max(w[4] - np.exp(w[5] * (grade - 1)) + 1, 1.0), 10.0)  # D in [1, 10]
+
+    def success(s, d, r):  # Good, a day or more after the last review
+        return s * (1 + np.exp(w[8]) * (11 - d) * s ** -w[9] * (np.exp(w[10] * (1 - r)) - 1))
+
+    def lapse(s, d, r):
+        return min(w[11] * d ** -w[12] * ((s + 1) ** w[13] - 1) * np.exp(w[14] * (1 - r)), s / np.exp(w[17] * w[18]))
+
+    return curve, d0, success, lapse
+
+
+def test_planner_picks_the_highest_hand_computed_expected_gain_at_the_horizon():
+    """Two learners of 3 concepts at day 100, horizon 1 day, the unfitted FSRS-6 encoder. Learner 0: c0 Good 3 days
+    ago, c1 Again 2 days ago, c2 never reviewed; learner 1: the same, and c2 Easy 1 day ago. gain = p R_h(Good) +
+    (1 - p) R_h(Again) - R_h(no review), p the recall now; a concept never reviewed: its first review as Again."""
+    from training.rl.encoder import EncoderConfig, StateEncoder, fsrs6
+
+    w = fsrs6.DEFAULT_PARAMETERS
+    curve, d0, success, lapse = _fsrs6_hand(w)
+    day, now = 86400.0, 100 * 86400.0
+    encoder = StateEncoder(EncoderConfig(num_concepts=3))
+    memory = encoder.init_memory(2)
+    for concept, days_ago, correct, grade, rows in ((0, 3, True, 3, [0, 1]), (1, 2, False, 1, [0, 1]),
+                                                   (2, 1, True, 4, [1])):
+        n = len(rows)
+        encoder.update(memory, np.array(rows), np.full(n, concept), np.full(n, now - days_ago * day),
+                       np.full(n, correct), np.full(n, grade))
+
+    def reviewed_gain(s, d, days_ago):
+        p = curve(days_ago, s)
+        return p * curve(1, success(s, d, p)) + (1 - p) * curve(1, lapse(s, d, p)) - curve(days_ago + 1, s)
+
+    g0, g1 = reviewed_gain(w[2], d0(3), 3), reviewed_gain(w[0], d0(1), 2)
+    expected = np.array([[g0, g1, curve(1, w[0])], [g0, g1, reviewed_gain(w[3], d0(4), 1)]])
+    gain = encoder.expected_recall_gain(memory, np.full(2, now))
+    assert gain == pytest.approx(expected, abs=1e-12)
+    assert expected.round(4).tolist() == [[0.1168, 0.2159, 0.7662], [0.1168, 0.2159, 0.0201]]
+    obs = Observation(step=5, t=np.full(2, now), recall=encoder.recall(memory, np.full(2, now)),
+                      states=encoder.encode(memory, np.full(2, now)), cumulative_reward=np.zeros(2),
+                      expected_gain=gain)
+    planner = make_policy("planner", num_learners=2, num_concepts=3, rng=np.random.default_rng(0))
+    assert planner.select(obs).tolist() == [2, 1]
+    assert encoder.expected_recall_gain(memory, np.full(1, now), rows=np.array([1])) == pytest.approx(expected[1:])
+    with pytest.raises(ValueError, match="expected_gain"):
+        planner.select(Observation(step=5, t=obs.t, recall=obs.recall, states=obs.states,
+                                   cumulative_reward=obs.cumulative_reward))
+
+
+def test_planner_drives_the_simulator_and_may_join_a_behaviour_mix():
+    from training.rl.simulator import generate_logs
+
+    assert normalise_mix({"planner": 1.0, "random": 1.0}) == {"planner": 0.5, "random": 0.5}
+    log = generate_logs(num_users=6, interactions=12, num_concepts=C, seed=2, policy_mix={"planner": 1.0})
+    assert set(log.behaviour_policy) == {"planner"}
+    first = log.concept.reshape(6, 12)[:, :C]
+    # a concept never reviewed gains the most at first (0.766 against at most a few hundredths for one just seen)
+    assert all(sorted(row) == list(range(C)) for row in first.tolist())

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from training.rl.encoder import EncoderConfig, StateEncoder
+from training.rl.review_columns import ReviewColumns
 from training.rl.simulator import generate_logs
 from training.rl.trainer import sample_windows
-from training.rl.trajectories import ReviewColumns, trajectories_from_columns
+from training.rl.trajectories import trajectories_from_columns
 
 C = 7
 

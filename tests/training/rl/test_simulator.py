@@ -114,6 +114,12 @@ def test_policy_mix_refuses_the_oracle_and_unknown_names():
         generate_logs(num_users=2, interactions=2, num_concepts=2, seed=0, policy_mix={"nope": 1})
 
 
+def test_policy_mix_refuses_finite_weights_whose_sum_overflows():
+    # the simulator's own check (normalise_mix), so every caller of generate_logs refuses before simulating
+    with pytest.raises(ValueError, match="policy_mix: the weights sum to more than the largest number"):
+        generate_logs(num_users=2, interactions=2, num_concepts=2, seed=0, policy_mix={"random": 1e308, "leitner": 1e308})
+
+
 def test_rollout_rewards_are_the_encoder_rewards_of_the_log():
     cohort = _cohort(num_students=8, interactions=15)
     policy = make_policy("random", num_learners=8, num_concepts=5, rng=np.random.default_rng(0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from training.rl.encoder import EncoderConfig, fsrs6
-from training.rl.evaluation import BASELINES, evaluate
+from training.rl.evaluation import BASELINES, EXTRA_BASELINES, evaluate
 from training.rl.policies import make_policy
 from training.rl.simulator import FsrsCohort, StudentsLike, generate_logs, run_policies
 from training.rl.encoder import StateEncoder
@@ -104,7 +104,7 @@ def test_evaluation_reports_both_populations_when_fitted_parameters_exist():
     fitted = EncoderConfig(num_concepts=C, fsrs6_parameters=W, fsrs6_same_day_recall=TABLE)
     both = evaluate(num_concepts=C, students=8, interactions=20, seed=3, encoder=fitted)
     assert set(both) == {"metric", "students", "seed", "results", "students_like"}
-    assert set(both["results"]) == set(both["students_like"]) == set(BASELINES)
+    assert set(both["results"]) == set(both["students_like"]) == {*BASELINES, *EXTRA_BASELINES}
     for block in ("results", "students_like"):
         for name, r in both[block].items():
             assert set(r) == {"mean", "ci95"} and r["ci95"][0] <= r["mean"] <= r["ci95"][1], (block, name)

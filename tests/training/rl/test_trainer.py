@@ -12,9 +12,11 @@ from training.rl.trainer import (
     TrainConfig,
     TrainingCancelled,
     default_model_config,
+    device_name,
     sample_windows,
     target_return,
     train,
+    training_dtype,
 )
 from training.rl.trajectories import TrajectoryDataset
 
@@ -73,6 +75,20 @@ def test_training_is_deterministic_for_a_seed():
     assert first.device == "cpu" and first.model.config.return_scale > 0
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.trains
+def test_training_records_the_device_dtype_and_optimiser_pace():
+    result = train(dataset=toy_dataset(), model_config=TINY, train_config=quick())
+    assert (result.device, result.device_name, result.dtype) == ("cpu", "cpu", "float32")
+    assert result.optimizer_steps == result.steps_per_epoch * result.epochs_completed
+    assert result.steps_per_second > 0
+
+
+def test_a_gpu_is_named_and_trains_in_bfloat16_autocast(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Fake GPU")
+    assert (device_name("cuda"), training_dtype("cuda")) == ("NVIDIA Fake GPU", "bfloat16 autocast")
+    assert (device_name("cpu"), training_dtype("cpu")) == ("cpu", "float32")
 
 
 @pytest.mark.trains

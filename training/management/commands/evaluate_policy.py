@@ -4,18 +4,34 @@ Held-out simulated students (the simulator's held-out domain: no training cohort
 by the policy and by random, round_robin, leitner, lowest_recall and oracle; prints mean final recall with
 95% intervals (as a table, or the JSON with --json). Two populations: the built-in students ("results") and, when
 fitted FSRS-6 parameters exist (--students-like CURRICULUM, else the policy's fitted encoder), students like the
-curriculum's own ("students_like", the same shape).
+curriculum's own ("students_like", the same shape); and one block per student family ("families": --families, default
+builtin, fsrs6, actr, hlr and fitted where a curriculum's FSRS-6 is known) with paired differences and the gap closed.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from curriculum.reviews.fields import curriculum_key_argument
 from training import pipeline
-from training.spec import SEED_MAX, TrainingSpec
+from training.rl.evaluation import (EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS,
+                                    format_report)
+from training.rl.students import parse_families
+from training.spec import add_integer_flag
+
+
+def _families_or_none(text: str) -> tuple[str, ...]:
+    """argparse type of ``--families``: the names, () for "none"; an unknown name is a parser error."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return parse_families(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
 class Command(BaseCommand):
@@ -24,24 +40,24 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--policy_dir", "--policy-dir", dest="policy_dir", required=True,
                             help="directory holding dt_lite_weights.npz and dt_lite_config.json")
-        parser.add_argument("--students", type=int, default=200, help="held-out simulated students (default 200)")
-        parser.add_argument("--seed", type=int, default=pipeline.EVALUATION_SEED,
-                            help=f"held-out cohort seed (0 to {SEED_MAX:,}; default {pipeline.EVALUATION_SEED})")
-        parser.add_argument("--interactions", type=int, default=100, help="reviews per student (default 100)")
+        # the evaluation's defaults and bounds (training/rl/evaluation.py): out-of-bounds values are parser errors
+        add_integer_flag(parser, "students", default=EVALUATION_STUDENTS, bounds=EVALUATION_BOUNDS["students"],
+                         help="held-out simulated students")
+        add_integer_flag(parser, "seed", default=EVALUATION_SEED, bounds=EVALUATION_BOUNDS["seed"],
+                         help="held-out cohort seed")
+        add_integer_flag(parser, "interactions", default=EVALUATION_INTERACTIONS,
+                         bounds=EVALUATION_BOUNDS["interactions"], help="reviews per student")
         parser.add_argument("--students-like", "--students_like", dest="students_like", metavar="CURRICULUM",
+                            type=curriculum_key_argument,
                             help="evaluate also on students whose memory follows FSRS-6 fitted to this curriculum's "
                                  "ReviewLog (default: the policy's fitted encoder, when it has one)")
+        parser.add_argument("--families", type=_families_or_none, default=None,
+                            help="student families to report, comma-separated (builtin, fsrs6, actr, hlr, fitted; "
+                                 "'none' for none; default builtin,fsrs6,actr,hlr, and fitted where a curriculum's "
+                                 "FSRS-6 is known)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, policy_dir: str, students: int, seed: int, interactions: int, **options):
-        if students < 2:
-            raise CommandError(f"--students: expected at least 2 (for a confidence interval), got {students}")
-        if interactions < 1:
-            raise CommandError(f"--interactions: expected at least 1, got {interactions}")
-        try:
-            TrainingSpec.check("seed", seed)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
         directory = Path(policy_dir)
         if not directory.is_dir():
             raise CommandError(f"--policy_dir {policy_dir}: not a directory")
@@ -62,7 +78,8 @@ class Command(BaseCommand):
         try:
             metrics = pipeline.evaluate_export(output_dir=directory, students=students, seed=seed,
                                                interactions=interactions, on_progress=progress,
-                                               students_like=population)
+                                               students_like=population, families=options.get("families"),
+                                               with_fitted=options.get("families") is None)
         except pipeline.PipelineError as exc:
             raise CommandError(str(exc)) from exc
         except ValueError as exc:
@@ -78,6 +95,9 @@ class Command(BaseCommand):
         if "students_like" in metrics:
             self.stdout.write("students like the curriculum's own (FSRS-6 fitted to its log):")
             self.stdout.write(format_results(metrics, key="students_like"))
+        if metrics.get("families"):
+            self.stdout.write("per student family (paired dt - policy on the same students):")
+            self.stdout.write(format_report(metrics))
 
 
 def format_results(metrics: dict, *, key: str = "results") -> str:

@@ -2,7 +2,8 @@
 
 On synthetic students by default (the original script's flags and defaults, declared in training/spec.py), on a
 curriculum's ReviewLog with --from-db, or on one of its extracted datasets with --dataset VERSION; --register
-creates the next PolicyModel version, --promote activates it.
+creates the next PolicyModel version, --promote activates it. The work is training.services.train_and_register's,
+as for the admin's training runs.
 """
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from training import pipeline, protocol_evaluation
+from curriculum.reviews.fields import curriculum_key_argument
+from curriculum.storage import StorageFull
+from training import hardware, pipeline, services
+from training.management.commands.evaluate_policy import format_results
+from training.rl.evaluation import format_report
 from training.models import TrainingRun
 from training.spec import TrainingSpec
-from training.management.commands.evaluate_policy import format_results
 
 
 class Command(BaseCommand):
@@ -26,7 +30,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--output_dir", default="./models", help="where the artifacts are written (default ./models)")
         TrainingSpec.add_arguments(parser)  # --num_users ... --eval_students: defaults, help and bounds declared there
-        parser.add_argument("--curriculum", help="curriculum key: its concepts are the actions (created if missing)")
+        parser.add_argument("--curriculum", type=curriculum_key_argument,
+                            help="curriculum key: its concepts are the actions (created if missing)")
         data = parser.add_mutually_exclusive_group()
         data.add_argument("--from-db", "--from_db", dest="from_db", action="store_true",
                           help="train on the curriculum's ReviewLog instead of synthetic students")
@@ -34,6 +39,7 @@ class Command(BaseCommand):
                           help="train on the curriculum's extracted dataset VERSION (3, v3 or latest; "
                                "see Trajectory extraction jobs in the admin)")
         parser.add_argument("--students-like", "--students_like", dest="students_like", metavar="CURRICULUM",
+                            type=curriculum_key_argument,
                             help="synthetic students (and a second evaluation population) whose memory follows FSRS-6 "
                                  "fitted to this curriculum's ReviewLog, with per-learner spread")
         parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
@@ -44,13 +50,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         spec = TrainingSpec.from_options(options)
-        register = options["register"] or options["promote"]
-        if options["from_db"] and not options["curriculum"]:
-            raise CommandError("--from-db needs --curriculum KEY (whose ReviewLog to train on)")
         if options["dataset"] and not options["curriculum"]:
             raise CommandError("--dataset needs --curriculum KEY (whose extracted dataset to train on)")
-        if register and not options["curriculum"]:
-            raise CommandError("--register/--promote need --curriculum KEY (which curriculum the version serves)")
         if options["force"] and not options["reason"]:
             raise CommandError("--force needs --reason (it is recorded in the promotion history)")
         source, dataset = TrainingRun.DataSource.SYNTHETIC, None
@@ -66,37 +67,23 @@ class Command(BaseCommand):
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
         started = time.monotonic()
         try:
-            result = pipeline.train_policy(
+            made = services.train_and_register(
                 spec=spec, output_dir=Path(options["output_dir"]), source=source, curriculum=options["curriculum"],
-                dataset=dataset, progress=progress, students_like=options.get("students_like"),
+                dataset=dataset, students_like=options.get("students_like"), register=options["register"],
+                promote=options["promote"], force=options["force"],
+                reason=options["reason"] or "train_crl_policy --promote",
+                notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source)})}", progress=progress,
             )
-        except pipeline.PipelineError as exc:
+        except (pipeline.PipelineError, StorageFull) as exc:
+            raise CommandError(str(exc)) from exc
+        except services.NotPromoted as exc:
+            # what was trained, evaluated and registered is still worth reading beside the refusal
+            progress.close()
+            self._summary(exc.outcome.result, exc.outcome.policy, time.monotonic() - started, spec=spec)
             raise CommandError(str(exc)) from exc
         finally:
             progress.close()
-
-        registered = None
-        if register:
-            from curriculum import services
-
-            registered = services.register_policy(
-                curriculum=result.curriculum, artifact_dir=result.output_dir, config=result.config, metrics=result.metrics,
-                notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source)})}",
-            )
-            if options["promote"]:
-                try:
-                    # the gate compares under the curriculum's protocol: the active version is evaluated under it first
-                    protocol_evaluation.evaluate_active_under_protocol(curriculum=result.curriculum)
-                    services.promote_policy(
-                        policy=registered, actor=None, reason=options["reason"] or "train_crl_policy --promote",
-                        force=options["force"],
-                    )
-                except services.PolicyError as exc:
-                    # what was trained, evaluated and registered is still worth reading beside the refusal
-                    self._summary(result, registered, time.monotonic() - started, spec=spec)
-                    raise CommandError(f"registered {registered} but did not promote it: {exc}") from exc
-                registered.refresh_from_db()
-        self._summary(result, registered, time.monotonic() - started, spec=spec)
+        self._summary(made.result, made.policy, time.monotonic() - started, spec=spec)
 
     def _summary(self, result, registered, seconds: float, *, spec: TrainingSpec) -> None:
         out = self.stdout
@@ -104,7 +91,8 @@ class Command(BaseCommand):
         out.write(f"Artifacts in {result.output_dir}:")
         for name, sha in sorted(result.files.items()):
             out.write(f"  {name:<22} sha256 {sha[:16]}...")
-        out.write(f"Device: {result.device}   final loss: {result.final_loss:.4f}   "
+        out.write(f"Trained on: {hardware.describe(result.hardware) or result.device}")
+        out.write(f"Final loss: {result.final_loss:.4f}   "
                   f"target return: {result.config.get('target_return', float('nan')):.4f}   "
                   f"dataset: {result.dataset_stats.get('episodes')} episodes, {result.dataset_stats.get('steps')} steps")
         out.write(f"Evaluation: {result.metrics.get('metric')} on {result.metrics.get('students')} held-out students "
@@ -117,10 +105,16 @@ class Command(BaseCommand):
                 f"Evaluated under curriculum {result.curriculum.key!r}'s evaluation protocol ({protocol.get('students')} "
                 f"students, {protocol.get('interactions')} reviews each, seed {protocol.get('seed')}), not "
                 f"--eval_students {spec.eval_students} / --interactions {spec.interactions}: every version of a "
-                "curriculum is evaluated alike (the protocol is edited on the curriculum's admin page)."))
+                "curriculum is evaluated alike (a first protocol has enough reviews per student to meet every "
+                "concept; an operator changes it on the Policy orchestrator)."))
+        for warning in (result.metrics.get("training_data") or {}).get("warnings") or []:
+            out.write(self.style.WARNING(f"Warning: {warning}."))
         if "students_like" in result.metrics:
             out.write("Students like the curriculum's own (FSRS-6 fitted to its log):")
             out.write(format_results(result.metrics, key="students_like"))
+        if result.metrics.get("families"):
+            out.write("Per student family (paired dt - policy on the same students):")
+            out.write(format_report(result.metrics))
         if registered is not None:
             out.write(self.style.SUCCESS(f"Registered {registered.curriculum.key} v{registered.version} ({registered.status})"))
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items() if k != "total")
@@ -138,6 +132,7 @@ class _ProgressBars:
     def __call__(self, stage: str, done: int, total: int, info: dict | None = None) -> None:
         if not self.enabled:
             return
+        total = total or None  # a stage without counts: a counter, not a bar
         if stage != self.stage:
             self.close()
             self.stage = stage

@@ -12,7 +12,9 @@ position c is ``state[c * 4 + j]``):
 Estimators (``EncoderConfig.estimator``, see ``memory.py``): "fsrs6", FSRS-6 with ``fsrs6_parameters`` (21 floats;
 None = the package's defaults) and a same-day rule, ``fsrs6_same_day_stability`` (4 stabilities in days, what fits
 produce) or ``fsrs6_same_day_recall`` (4 constants, encoders fitted before it), fitted per curriculum by
-``fsrs_fit.fit_fsrs6``; "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
+``fsrs_fit.fit_fsrs6``; with neither, ``fsrs6_same_day_default`` gives FSRS-6's default same-day stabilities
+(``fsrs6.default_same_day_stability``; encoders made before the field existed have none and keep the package's
+same-day recall 1.0); "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
 ``concept_stability`` factors), which configs exported before the estimator key existed keep serving with. S is
 FSRS-6's stability (recall 0.9) for "fsrs6" and the half-life for "halflife".
 """
@@ -53,6 +55,12 @@ class EncoderConfig:
     # Same-day stabilities (days) by the previous grade: recall less than a day after a review on FSRS-6's curve at
     # fractional days (fsrs6's same-day rule; what fits produce). At most one of the two same-day rules.
     fsrs6_same_day_stability: tuple[float, float, float, float] | None = None
+    # With neither same-day rule above: True, the default same-day stabilities of the parameters
+    # (fsrs6.default_same_day_stability); False, the package's recall 1.0 less than a day after a review (what an
+    # encoder config stored before this field had: from_dict reads a dict without the key as False, so old
+    # versions keep their behaviour and identity). Normalised to False where it does not apply (a same-day rule
+    # given, or estimator "halflife"), so it never changes such a config's dict or identity.
+    fsrs6_same_day_default: bool = True
     # ---- the half-life estimator's parameters (estimator "halflife" only)
     initial_stability_s: tuple[float, float, float, float] = (86400.0, 129600.0, 172800.0, 259200.0)
     initial_difficulty: float = 5.0
@@ -87,9 +95,15 @@ class EncoderConfig:
                                None if short is None else tuple(float(v) for v in short))
             if table is not None and short is not None:
                 raise ValueError("fsrs6_same_day_stability: give one same-day rule, not it and fsrs6_same_day_recall")
+            if not isinstance(self.fsrs6_same_day_default, (bool, np.bool_)):
+                raise ValueError(f"fsrs6_same_day_default: expected true or false, got {self.fsrs6_same_day_default!r}")
+            object.__setattr__(self, "fsrs6_same_day_default",
+                               bool(self.fsrs6_same_day_default) and table is None and short is None)
         elif (self.fsrs6_parameters is not None or self.fsrs6_same_day_recall is not None
               or self.fsrs6_same_day_stability is not None):
             raise ValueError("fsrs6_parameters: an FSRS-6 parameter; estimator 'halflife' does not read it")
+        else:
+            object.__setattr__(self, "fsrs6_same_day_default", False)  # the half-life estimator has no same-day rule
         if self.concept_stability is not None:
             factors = tuple(float(v) for v in self.concept_stability)
             if len(factors) != int(self.num_concepts):
@@ -114,6 +128,17 @@ class EncoderConfig:
         """FSRS-6's 21 parameters this encoder uses (the defaults when unfitted); estimator "fsrs6" only."""
         return self.fsrs6_parameters if self.fsrs6_parameters is not None else fsrs6.DEFAULT_PARAMETERS
 
+    @property
+    def same_day_stability(self) -> tuple[float, float, float, float] | None:
+        """The same-day stabilities (days, by the previous grade 1-4) the encoder reads: the fitted ones, else the
+        defaults of ``parameters`` when ``fsrs6_same_day_default``, else None (the constant table, or the package's
+        recall 1.0). Always None for "halflife"."""
+        if self.fsrs6_same_day_stability is not None:
+            return self.fsrs6_same_day_stability
+        if self.fsrs6_same_day_default:
+            return fsrs6.default_same_day_stability(self.parameters)
+        return None
+
     def with_num_concepts(self, num_concepts: int) -> "EncoderConfig":
         """This encoder for another number of concepts: FSRS-6's parameters are the same for every concept; the
         half-life estimator's fitted factors are kept for the concepts both have, a concept beyond them is unfitted
@@ -125,7 +150,8 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         """JSON-ready. "fsrs6": num_concepts, horizon_s, estimator, fsrs6_parameters (when fitted),
-        fsrs6_same_day_recall or fsrs6_same_day_stability (when fitted), features. "halflife": the dict of configs exported before FSRS-6 (no
+        fsrs6_same_day_recall or fsrs6_same_day_stability (when fitted), ``"fsrs6_same_day_default": true`` (the
+        default same-day rule; absent in configs stored before it, read as false), features. "halflife": the dict of configs exported before FSRS-6 (no
         estimator key), so their identities do not change."""
         if self.estimator == "fsrs6":
             data = {"num_concepts": self.num_concepts, "horizon_s": self.horizon_s, "estimator": "fsrs6"}
@@ -135,10 +161,13 @@ class EncoderConfig:
                 data["fsrs6_same_day_recall"] = list(self.fsrs6_same_day_recall)
             if self.fsrs6_same_day_stability is not None:
                 data["fsrs6_same_day_stability"] = list(self.fsrs6_same_day_stability)
+            if self.fsrs6_same_day_default:
+                data["fsrs6_same_day_default"] = True
             data["features"] = list(STATE_FEATURES)
             return data
         data = asdict(self)
-        for name in ("estimator", "fsrs6_parameters", "fsrs6_same_day_recall", "fsrs6_same_day_stability"):
+        for name in ("estimator", "fsrs6_parameters", "fsrs6_same_day_recall", "fsrs6_same_day_stability",
+                     "fsrs6_same_day_default"):
             del data[name]
         data["initial_stability_s"] = list(self.initial_stability_s)
         data["grade_factor"] = list(self.grade_factor)
@@ -151,10 +180,12 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderConfig":
-        """The inverse of ``to_dict``; a dict without ``estimator`` is the half-life estimator (older exports).
+        """The inverse of ``to_dict``; a dict without ``estimator`` is the half-life estimator (older exports), one
+        without ``fsrs6_same_day_default`` has no default same-day rule (stored before it existed).
         ValueError naming the key for unknown keys, other features, or a value out of bounds."""
         data = dict(data)
         data.setdefault("estimator", "halflife")
+        data.setdefault("fsrs6_same_day_default", False)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"features"})
         if unknown:
@@ -184,7 +215,7 @@ def encoder_identity(config: EncoderConfig, *, context_length: int) -> str:
         raise ValueError(f"context_length: expected a positive integer, got {context_length!r}")
     canonical = {}
     for name, value in config.to_dict().items():
-        if name in ("num_concepts", "features", "estimator"):
+        if name in ("num_concepts", "features", "estimator", "fsrs6_same_day_default"):
             canonical[name] = value
         elif isinstance(value, list):
             canonical[name] = [float(v) for v in value]

@@ -37,6 +37,16 @@ the package's curve at whole days either way.
   0.4755; both below the constant's 0.5170).
 * ``same_day_recall`` (4 probabilities; encoders fitted before the rule above keep it): a constant per previous
   grade, ``R = same_day_recall[G' - 1]``, whatever the hours since the review.
+
+Default same-day stabilities (``default_same_day_stability``: an encoder with no fitted same-day rule, e.g. the
+unfitted one that serves while no policy version is active). Stability is, by FSRS's definition, the interval at
+which recall is 0.9, the package's default ``desired_retention``. After Again, the package's ``Scheduler`` (fsrs
+6.3, ``Scheduler.review_card``, State.Learning, Rating.Again) shows the card again after ``learning_steps[0]``
+= 1 minute: it takes a failed card to be due again (R at the desired retention 0.9) after a minute, so
+``s[Again] = 60 s = 1/1440 day`` (recall 5 minutes after a lapse: ``(1 + FACTOR * 5) ** -w20`` = 0.7605 with the
+default parameters). After a correct grade G' in 2..4, the stability FSRS-6 gives a card's first review with that
+grade, ``s[G' - 1] = w[G' - 1]`` (days: 1.2931, 2.3065, 8.2956 by default). Chosen on validation seeds
+(``bench/same_day_rule.py``, held-out seed 99) among the package's other short-term intervals.
 """
 from __future__ import annotations
 
@@ -62,6 +72,22 @@ LOWER_BOUNDS: tuple[float, ...] = (
 UPPER_BOUNDS: tuple[float, ...] = (
     100.0, 100.0, 100.0, 100.0, 10.0, 4.0, 4.0, 0.75, 4.5, 0.8, 3.5, 5.0, 0.25, 0.9, 4.0, 1.0, 6.0, 2.0, 2.0, 0.8, 0.8,
 )
+
+
+# The package Scheduler's first learning step (fsrs 6.3 ``Scheduler(learning_steps=(1 min, 10 min))``): when it
+# shows a card answered Again again.
+LEARNING_STEP_S = 60.0
+
+
+def default_same_day_stability(w=DEFAULT_PARAMETERS) -> tuple[float, float, float, float]:
+    """The default same-day stabilities (days, by the previous grade 1-4; see the module docstring): the package
+    Scheduler's first learning step after Again (``LEARNING_STEP_S`` / 86400), FSRS-6's first-review stabilities
+    ``w[1], w[2], w[3]`` after Hard, Good, Easy. ``w``: 21 parameters (ValueError as ``check_parameters``). Each
+    value is clipped into [SAME_DAY_STABILITY_MIN, SAME_DAY_STABILITY_MAX] so ``check_same_day_stability`` accepts it.
+    """
+    w = check_parameters(w)
+    values = (LEARNING_STEP_S / DAY_S, w[1], w[2], w[3])
+    return tuple(float(np.clip(v, SAME_DAY_STABILITY_MIN, SAME_DAY_STABILITY_MAX)) for v in values)
 
 
 def check_parameters(w) -> np.ndarray:

@@ -10,11 +10,12 @@ The memory model of ``fsrs6.py`` (the ``fsrs`` package's formulas; this module c
 and ``recall``, it does not restate them), with the curriculum's fitted parameters ``fsrs6_parameters`` (21
 floats, ``fsrs_fit.fit_fsrs6`` on the time-ordered train part of the curriculum's log; None = the package's
 defaults) and same-day rule (``fsrs6_same_day_stability``, or ``fsrs6_same_day_recall`` for encoders fitted
-before it). Memory: stability S (kept here in seconds: FSRS-6's
-days x 86400; the interval at which recall is 0.9), difficulty D in [1, 10], time and grade of the last review,
-number of reviews. Estimated recall at t is fsrs6's retrievability: the power forgetting curve at the whole days
-since the last review; less than a whole day after it, the same-day rule by the last grade (the curve at the
-fractional days with the fitted same-day stability; or the old constant table; the package's 1.0 with neither);
+before it; with neither, the default same-day stabilities, ``fsrs6_same_day_default``, see ``config.py``).
+Memory: stability S (kept here in seconds: FSRS-6's days x 86400; the interval at which recall is 0.9),
+difficulty D in [1, 10], time and grade of the last review, number of reviews. Estimated recall at t is fsrs6's
+retrievability: the power forgetting curve at the whole days since the last review; less than a whole day after
+it, the same-day rule by the last grade (the curve at the fractional days with the fitted or default same-day
+stability; or the old constant table; the package's 1.0 in configs stored before the default rule);
 0 for a concept never reviewed. Updates are fsrs6's: first review, long-term
 success / lapse, same-day (short-term) stability.
 
@@ -97,7 +98,7 @@ class StateEncoder:
         self._fsrs = config.estimator == "fsrs6"
         self._w = np.asarray(config.parameters, dtype=np.float64) if self._fsrs else None
         self._same_day = config.fsrs6_same_day_recall if self._fsrs else None
-        self._same_day_stability = config.fsrs6_same_day_stability if self._fsrs else None
+        self._same_day_stability = config.same_day_stability if self._fsrs else None
 
     def init_memory(self, n: int) -> EncoderMemory:
         shape = (n, self.num_concepts)
@@ -194,8 +195,72 @@ class StateEncoder:
         memory.last_review[rows, concepts] = t
         memory.reviews[rows, concepts] = pairs.reviews[:, 0]
 
+    def expected_recall_gain(self, memory: EncoderMemory, t: np.ndarray, horizon_s: float | None = None, *,
+                             rows: np.ndarray | None = None) -> np.ndarray:
+        """For each concept, the expected rise of the ESTIMATED recall at ``t + horizon_s`` if it were reviewed at
+        ``t``: float64 [n, C] (rows selects learners of memory, default all; ``t`` float [n] seconds;
+        ``horizon_s`` seconds, default the config's ``horizon_s``). One-step lookahead on the encoder's own memory
+        model, the estimate of the simulator oracle's ``expected_recall_gain``::
+
+            gain = p R_h(after a correct review) + (1 - p) R_h(after a wrong one) - R_h(no review)
+
+        with ``p`` the estimated recall at ``t`` (0 for a concept never reviewed: its first review counts as wrong),
+        a correct review graded Good (3, ``effective_grade`` of a correct review without a grade) and a wrong one
+        Again (1), and ``R_h`` the estimated recall at ``t + horizon_s`` (FSRS-6 with the config's same-day rule,
+        or the half-life curve). Gains may be negative (a lapse can lower a concept's recall at the horizon).
+        ValueError when horizon_s is not a finite number >= 0.
+        """
+        horizon = float(self.config.horizon_s if horizon_s is None else horizon_s)
+        if not np.isfinite(horizon) or horizon < 0:
+            raise ValueError(f"horizon_s: expected a finite number of seconds >= 0, got {horizon_s!r}")
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        reviews = memory.reviews if rows is None else memory.reviews[np.asarray(rows, dtype=np.int64)]
+        # A first review's gain depends on the concept alone (not on t): once per concept, for every learner.
+        fresh = self.init_memory(1)
+        concepts = np.arange(self.num_concepts, dtype=np.int64)
+        gain = np.tile(self._cell_gain(_cells(fresh, np.zeros_like(concepts), concepts), concepts,
+                                       np.zeros(self.num_concepts), horizon), (reviews.shape[0], 1))
+        r, c = np.nonzero(reviews > 0)
+        if r.size:
+            learners = r if rows is None else np.asarray(rows, dtype=np.int64)[r]
+            gain[r, c] = self._cell_gain(_cells(memory, learners, c), c, t[r], horizon)
+        return gain
+
+    def _cell_gain(self, cells: EncoderMemory, concept: np.ndarray, t: np.ndarray, horizon: float) -> np.ndarray:
+        """``expected_recall_gain`` of m one-concept learners (``_cells``; concept [m] their concept positions) at
+        t [m] seconds: float64 [m]."""
+        m = len(cells)
+        now, later = self._cell_recall(cells, t), self._cell_recall(cells, t + horizon)
+        gain = -later
+        for grade, weight in ((3, now), (1, 1.0 - now)):
+            after = cells.take(np.arange(m))
+            if self._fsrs:
+                self._update_fsrs6(after, np.arange(m), np.zeros(m, dtype=np.int64), t, np.full(m, grade))
+            else:
+                self._halflife_cells(after, np.arange(m), np.zeros(m, dtype=np.int64), t, np.full(m, grade),
+                                     concept_of=concept)
+            after.last_grade[:, 0] = grade
+            gain += weight * self._cell_recall(after, t + horizon)
+        return gain
+
+    def _cell_recall(self, cells: EncoderMemory, t: np.ndarray) -> np.ndarray:
+        """Estimated recall float64 [m] of m one-concept learners (``_cells``) at t [m]; 0 where never reviewed."""
+        m = len(cells)
+        if self._fsrs:
+            return fsrs6.recall(_pair_memory(cells, np.arange(m), np.zeros(m, dtype=np.int64)), np.arange(m),
+                                np.zeros(m, dtype=np.int64), t, w=self._w, same_day_recall=self._same_day,
+                                same_day_stability=self._same_day_stability)
+        elapsed = np.maximum(t - cells.last_review[:, 0], 0.0)
+        return np.where(cells.reviews[:, 0] > 0, np.exp2(-elapsed / cells.stability[:, 0]), 0.0)
+
     def _update_halflife(self, memory: EncoderMemory, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray,
                          g: np.ndarray) -> None:
+        self._halflife_cells(memory, rows, concepts, t, g, concept_of=concepts)
+
+    def _halflife_cells(self, memory: EncoderMemory, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray,
+                        g: np.ndarray, *, concept_of: np.ndarray) -> None:
+        """The half-life update of cells (rows, concepts) of memory; ``concept_of``: each cell's concept position
+        (for ``concept_stability``; the cells' own column unless memory holds one-concept learners)."""
         cfg = self.config
         stability = memory.stability[rows, concepts]
         difficulty = memory.difficulty[rows, concepts]
@@ -210,7 +275,7 @@ class StateEncoder:
         lapsed = np.maximum(self._initial_stability[0], stability * cfg.lapse_factor)
         first = self._initial_stability[g - 1]
         if self._concept_stability is not None:
-            first = first * self._concept_stability[concepts]
+            first = first * self._concept_stability[concept_of]
         new_stability = np.where(seen, np.where(g > 1, grown, lapsed), first)
         base_difficulty = np.where(seen, difficulty, cfg.initial_difficulty)
 
@@ -236,6 +301,16 @@ def _pair_memory(memory: EncoderMemory, learners: np.ndarray, concepts: np.ndarr
         last_grade=memory.last_grade[learners, concepts][:, None],
         reviews=memory.reviews[learners, concepts][:, None],
     )
+
+
+def _cells(memory: EncoderMemory, learners: np.ndarray, concepts: np.ndarray) -> EncoderMemory:
+    """Cells (learners[i], concepts[i]) of memory as m one-concept learners (arrays [m, 1]; a copy)."""
+    def cell(array: np.ndarray) -> np.ndarray:
+        return array[learners, concepts][:, None]
+
+    return EncoderMemory(stability=cell(memory.stability), difficulty=cell(memory.difficulty),
+                         last_review=cell(memory.last_review), reviews=cell(memory.reviews),
+                         potential=np.zeros(len(learners)), last_grade=cell(memory.last_grade))
 
 
 def _rows(memory: EncoderMemory, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

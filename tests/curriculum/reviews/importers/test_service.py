@@ -225,6 +225,22 @@ def test_a_bad_file_is_refused_with_what_was_expected(tmp_path, text, message):
 
 
 @pytest.mark.django_db
+def test_a_review_the_one_validation_refuses_names_the_column_its_field_came_from(tmp_path):
+    # The row reads well (every column parses), but its learner id breaks a review rule (validation.py).
+    header = ("p_recall,timestamp,delta,user_id,learning_language,ui_language,lexeme_id,lexeme_string,history_seen,"
+              "history_correct,session_seen,session_correct\n")
+    path = tmp_path / "traces.csv"
+    path.write_text(header + "1.0,1362076081,27649635,u\u202eX,de,en,lex1,word,6,4,2,2\n", encoding="utf-8")
+
+    with pytest.raises(ImportFileError) as caught:
+        import_review_file(path=path, curriculum_key="logs")
+
+    assert str(caught.value) == ("traces.csv, line 2, column user_id: expected a learner id without control or "
+                                 "bidirectional-override characters, found U+202E")
+    assert ReviewLog.objects.count() == 0
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("fixture", ["fsrs_reviews.csv", "anki_revlog.csv"])
 def test_a_format_without_a_learner_column_needs_a_learner(fixture):
     with pytest.raises(ImportFileError, match=r"holds one learner's reviews: name the learner \(--learner ID\)"):
@@ -325,7 +341,8 @@ def test_a_curriculum_of_1500_concepts_and_15000_reviews_imports_extracts_trains
                  "--output_dir", str(tmp_path / "out"), stdout=out)
     policy = PolicyModel.objects.get(curriculum__key="big")
     assert (policy.config["action_dim"], policy.config["state_dim"]) == (1500, 6000)
-    assert set(policy.metrics["results"]) == {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle"}
+    assert set(policy.metrics["results"]) == {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle",
+                                                   "planner"}
     answer = recommend(curriculum="big", learner="ana", candidates=["card7", "card1499"])
     assert answer.strategy == "policy" and answer.policy_version == 1 and answer.concept in {"card7", "card1499"}
 

@@ -91,27 +91,9 @@ def test_a_utf16_file_is_refused_naming_the_encoding(encoding):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_nul_byte_in_an_upload_fails_its_import_job_naming_the_field_not_a_500(client, make_curriculum, monkeypatch):
-    from django.contrib.auth import get_user_model
-    from django.core.files.uploadedfile import SimpleUploadedFile
-    from django.urls import reverse
+def test_a_nul_byte_in_an_upload_fails_its_import_job_naming_the_field_not_a_500(client, import_through_admin):
+    job, url = import_through_admin("nul.csv", (FSRS + "1,1700000000000,3,1\x000\n").encode())
 
-    from training import jobs
-    from training.jobs import lifecycle
-    from training.models import ReviewImportJob
-
-    launched = []
-    monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: launched.append(job.pk) or True)
-    curriculum = make_curriculum(key="logs", concepts=1)
-    client.force_login(get_user_model().objects.create_superuser("root", password="x"))
-    upload = SimpleUploadedFile("nul.csv", (FSRS + "1,1700000000000,3,1\x000\n").encode())
-    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
-
-    response = client.post(url, {"file": upload, "learner": "ana", "import": "1"})
-    assert response.status_code == 302 and len(launched) == 1
-    jobs.run_review_import(job_id=launched[0], worker="test")
-
-    job = ReviewImportJob.objects.get()
     assert job.status == "failed" and "nul.csv, line 2, column review_duration: a NUL byte" in job.error
     assert "nul.csv, line 2, column review_duration: a NUL byte" in client.get(url).content.decode()
 

@@ -266,7 +266,8 @@ def test_recall_and_rewards_over_the_reviewed_cells_equal_the_whole_grid(encoder
             grid = fsrs6.recall_grid(fsrs6.Memory(stability=memory.stability[rows] / fsrs6.DAY_S,
                                                   difficulty=memory.difficulty[rows], last_t=memory.last_review[rows],
                                                   last_grade=memory.last_grade[rows], reviews=memory.reviews[rows]),
-                                     horizon, w=cfg.parameters, same_day_recall=cfg.fsrs6_same_day_recall)
+                                     horizon, w=cfg.parameters, same_day_recall=cfg.fsrs6_same_day_recall,
+                                     same_day_stability=cfg.same_day_stability)
         else:
             elapsed = np.maximum(horizon[:, None] - memory.last_review[rows], 0.0)
             grid = np.where(memory.reviews[rows] > 0, np.exp2(-elapsed / memory.stability[rows]), 0.0)

@@ -158,3 +158,63 @@ def test_a_learner_state_stored_before_last_grade_existed_still_loads():
     del data["memory"]["last_grade"]
     restored = EncodedLearnerState.from_dict(data, encoder=encoder)
     assert np.array_equal(restored.encode(1_700_003_600.0), state.encode(1_700_003_600.0))
+
+
+# An unfitted FSRS-6 config as stored before the default same-day rule existed, and its identity as that code
+# computed it (context length 20).
+OLD_DEFAULT = {"num_concepts": 3, "horizon_s": 86400.0, "estimator": "fsrs6",
+               "features": ["recall", "elapsed", "reviews", "stability"]}
+OLD_DEFAULT_IDENTITY = "062ecbfd56225ac1586607f2aebdba3cdb9d0b1a1c447ce82ecada82ff0eb94b"
+
+
+def _recall_after_a_lapse(config, minutes):
+    encoder = StateEncoder(config)
+    memory = encoder.init_memory(1)
+    encoder.update(memory, np.array([0]), np.array([1]), np.array([0.0]), np.array([False]), np.array([1]))
+    return float(encoder.recall(memory, np.array([minutes * 60.0]))[0, 1])
+
+
+def test_the_default_encoder_lowers_recall_minutes_after_a_lapse():
+    """fsrs6.default_same_day_stability: s = 1 minute after Again (the package Scheduler's first learning step), so
+    5 minutes after a wrong answer R = (1 + FACTOR * 5) ** -w20 = 0.7605 (w20 = 0.1542), no longer 1.0."""
+    config = EncoderConfig(num_concepts=3)
+    assert config.fsrs6_same_day_default and config.same_day_stability == (
+        1 / 1440, fsrs6.DEFAULT_PARAMETERS[1], fsrs6.DEFAULT_PARAMETERS[2], fsrs6.DEFAULT_PARAMETERS[3])
+    w20 = fsrs6.DEFAULT_PARAMETERS[20]
+    factor = 0.9 ** (-1 / w20) - 1
+    expected = (1 + factor * 5.0) ** -w20
+    assert expected == pytest.approx(0.7605, abs=1e-4)
+    assert _recall_after_a_lapse(config, 5) == pytest.approx(expected, abs=1e-12) and expected < 0.9
+    assert _recall_after_a_lapse(config, 60) < _recall_after_a_lapse(config, 5)  # it keeps falling over the day
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["fsrs6_same_day_default"] is True and EncoderConfig.from_dict(data) == config
+
+
+def test_a_config_stored_before_the_default_rule_keeps_its_dict_identity_and_recall():
+    old = EncoderConfig.from_dict(json.loads(json.dumps(OLD_DEFAULT)))
+    assert not old.fsrs6_same_day_default and old.same_day_stability is None
+    assert old.to_dict() == OLD_DEFAULT
+    assert encoder_identity(old, context_length=20) == OLD_DEFAULT_IDENTITY
+    assert encoder_identity(EncoderConfig(num_concepts=3), context_length=20) != OLD_DEFAULT_IDENTITY
+    assert _recall_after_a_lapse(old, 5) == 1.0  # the package's same-day recall, as it served
+
+
+def test_the_default_rule_never_changes_a_config_with_its_own_same_day_rule():
+    fitted = EncoderConfig(num_concepts=2, fsrs6_same_day_stability=(0.1,) * 4)
+    assert not fitted.fsrs6_same_day_default and "fsrs6_same_day_default" not in fitted.to_dict()
+    assert fitted == EncoderConfig(num_concepts=2, fsrs6_same_day_stability=(0.1,) * 4, fsrs6_same_day_default=False)
+    halflife = EncoderConfig(num_concepts=2, estimator="halflife")
+    assert not halflife.fsrs6_same_day_default and "fsrs6_same_day_default" not in halflife.to_dict()
+    with pytest.raises(ValueError, match="fsrs6_same_day_default"):
+        EncoderConfig(num_concepts=2, fsrs6_same_day_default="yes")
+
+
+def test_expected_recall_gain_reads_the_half_life_estimator_too():
+    """A first review counts as wrong (recall 0 before it): S = initial_stability_s[0] x the concept's factor, so the
+    gain a day later is 2 ** (-1 / (1 x factor)): 0.25 and 0.7071 for factors 0.5 and 2; 0 gain needs no review."""
+    config = EncoderConfig(num_concepts=2, estimator="halflife", concept_stability=(0.5, 2.0))
+    encoder = StateEncoder(config)
+    gain = encoder.expected_recall_gain(encoder.init_memory(1), np.array([1_700_000_000.0]))
+    assert gain[0] == pytest.approx([0.25, 2 ** -0.5], abs=1e-12)
+    with pytest.raises(ValueError, match="horizon_s"):
+        encoder.expected_recall_gain(encoder.init_memory(1), np.array([0.0]), horizon_s=-1.0)

@@ -1,0 +1,143 @@
+"""POST /api/v1/recommendations/batch: each learner answered as the single endpoint answers it, per-learner errors,
+limits, and a rate limit that counts learners."""
+import datetime as dt
+import json
+
+import pytest
+from django.core.cache import cache
+
+from curriculum.reviews.fields import MAX_ID_LENGTH
+from curriculum.reviews.store import record_reviews
+from curriculum.serving import MAX_BATCH_LEARNERS
+from curriculum.services import promote_policy
+
+URL = "/api/v1/recommendations/batch"
+T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
+AT = (T0 + dt.timedelta(days=3)).isoformat()
+
+
+@pytest.fixture
+def demo(make_curriculum):
+    return make_curriculum("demo", concepts=5)
+
+
+def post(client, body):
+    return client.post(URL, data=json.dumps(body), content_type="application/json")
+
+
+def single(client, learner):
+    return client.post("/api/v1/recommendations", data=json.dumps({"curriculum": "demo", "learner": learner, "at": AT}),
+                       content_type="application/json").json()
+
+
+def practise(learner, count):
+    """`count` reviews of learner, one concept after another, an hour apart."""
+    return [{"curriculum": "demo", "learner": learner, "concept": f"c{i % 5}", "correct": i % 3 != 0,
+             "reviewed_at": (T0 + dt.timedelta(hours=i)).isoformat()} for i in range(count)]
+
+
+@pytest.mark.parametrize("with_policy, per_call", [(False, 256), (True, 256), (True, 3)])
+def test_each_learner_gets_what_the_single_endpoint_answers(api_client, demo, make_real_policy, monkeypatch,
+                                                            with_policy, per_call):
+    from curriculum import serving
+
+    monkeypatch.setattr(serving, "_LEARNERS_PER_CALL", per_call)  # 3: the batch in several DTLite calls
+    if with_policy:
+        promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
+    # histories shorter than, equal to and longer than the context (4): contexts of different lengths, padded
+    counts = {"u0": 0, "u1": 1, "u2": 2, "u3": 3, "u7": 7}
+    for learner, count in counts.items():
+        if count:
+            record_reviews(items=practise(learner, count))
+    learners = [*counts, "never-seen", "u2"]
+    response = post(api_client, {"curriculum": "demo", "learners": learners, "at": AT})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["learner"] for r in results] == learners
+    for result, learner in zip(results, learners):
+        alone = single(api_client, learner)
+        assert {k: v for k, v in result.items() if k not in ("learner", "scores")} == \
+               {k: v for k, v in alone.items() if k != "scores"}
+        assert result["scores"] == pytest.approx(alone["scores"], abs=2e-6)
+    assert results[2] == results[-1]  # an id sent twice is answered twice
+    assert {r["strategy"] for r in results} == {"policy" if with_policy else "fallback:lowest_recall"}
+
+
+def test_invalid_learner_ids_are_errors_of_those_learners_only(api_client, demo):
+    sent = ["u1", " ", True, {"id": 1}, "x" * (MAX_ID_LENGTH + 1), "bad\x07id", 42]
+    response = post(api_client, {"curriculum": "demo", "learners": sent})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == len(sent)
+    assert results[0]["learner"] == "u1" and results[0]["concept"] == "c0"
+    assert results[6]["learner"] == 42 and results[6]["concept"] == "c0"
+    for index in range(1, 6):
+        error = results[index]["error"]
+        assert set(results[index]) == {"learner", "error"}
+        assert error["fields"][0]["field"] == f"learners[{index}]" and error["message"].startswith(f"learners[{index}]: ")
+    assert [results[i]["learner"] for i in range(1, 6)] == [" ", None, None, "x" * (MAX_ID_LENGTH + 1), "bad\x07id"]
+
+
+def test_a_batch_of_only_invalid_ids_still_answers_each(api_client, demo):
+    results = post(api_client, {"curriculum": "demo", "learners": [None, ""]}).json()["results"]
+    assert [sorted(r) for r in results] == [["error", "learner"], ["error", "learner"]]
+    unknown = post(api_client, {"curriculum": "nope", "learners": [None]})  # the curriculum is checked all the same
+    assert unknown.status_code == 400 and unknown.json()["error"]["fields"][0]["field"] == "curriculum"
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"curriculum": "demo", "learners": []}, "learners"),
+    ({"curriculum": "demo", "learners": [f"u{i}" for i in range(MAX_BATCH_LEARNERS + 1)]}, "learners"),
+    ({"curriculum": "demo", "learners": "u1"}, "learners"),
+    ({"curriculum": "demo"}, "learners"),
+    ({"curriculum": "nope", "learners": ["u1"]}, "curriculum"),
+    ({"curriculum": "demo", "learners": ["u1"], "candidates": ["c1"]}, "candidates"),
+    ({"curriculum": "demo", "learners": ["u1"], "at": "2026-01-05T09:00:00"}, "at"),
+])
+def test_a_wrong_batch_is_400_naming_the_field(api_client, demo, body, field):
+    response = post(api_client, body)
+    assert response.status_code == 400
+    assert field in [f["field"] for f in response.json()["error"]["fields"]]
+
+
+def test_the_largest_batch_is_answered(api_client, demo, make_real_policy):
+    promote_policy(policy=make_real_policy(demo, seed=2), reason="test")
+    record_reviews(items=practise("u5", 5))
+    learners = [f"u{i}" for i in range(MAX_BATCH_LEARNERS)]
+    results = post(api_client, {"curriculum": "demo", "learners": learners}).json()["results"]
+    assert len(results) == MAX_BATCH_LEARNERS and all(r["strategy"] == "policy" for r in results)
+    assert results[5]["learner"] == "u5" and results[5]["scores"] != results[4]["scores"]
+
+
+@pytest.fixture
+def rate(settings):
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "5/min"}}
+    yield
+    cache.clear()
+
+
+def test_the_rate_limit_counts_learners_not_calls(api_client, demo, rate):
+    assert post(api_client, {"curriculum": "demo", "learners": ["a", "b", "c"]}).status_code == 200
+    refused = post(api_client, {"curriculum": "demo", "learners": ["a", "b", "c"]})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+    # the refused batch used nothing: two learners are left
+    assert post(api_client, {"curriculum": "demo", "learners": ["a", "b"]}).status_code == 200
+    assert post(api_client, {"curriculum": "demo", "learners": ["a"]}).status_code == 429
+
+
+def test_a_batch_larger_than_the_budget_uses_all_of_it(api_client, demo, rate):
+    assert post(api_client, {"curriculum": "demo", "learners": [f"u{i}" for i in range(8)]}).status_code == 200
+    response = api_client.post("/api/v1/recommendations", {"curriculum": "demo", "learner": "u1"}, format="json")
+    assert response.status_code == 429
+
+
+def test_the_batch_endpoint_is_in_the_openapi_schema(api_client):
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    operation = schema["paths"]["/api/v1/recommendations/batch"]["post"]
+    assert operation["operationId"] == "recommend_batch"
+    components = schema["components"]["schemas"]
+    learners = components["BatchRecommendationRequest"]["properties"]["learners"]
+    assert learners["maxItems"] == MAX_BATCH_LEARNERS and learners["minItems"] == 1
+    assert {"BatchRecommendation", "BatchLearnerError", "BatchResult"} <= set(components)
+    assert {"learner", "concept", "scores", "policy", "strategy"} <= set(components["BatchRecommendation"]["properties"])

@@ -1,0 +1,71 @@
+"""Answers are rendered by the output serializers the OpenAPI schema documents: each answer has exactly the fields
+of its schema component."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from curriculum.api.errors import ApiError, error_body
+from curriculum.api.serializers import ErrorSerializer, RecommendationSerializer, render
+from curriculum.serving import Recommendation
+
+
+@pytest.fixture
+def components(client):
+    return yaml.safe_load(client.get("/api/schema/").content)["components"]["schemas"]
+
+
+def assert_documented(answer: dict, component: dict) -> None:
+    assert list(answer) == list(component["properties"])
+    assert set(component.get("required", [])) <= set(answer)
+
+
+@pytest.mark.parametrize("version, policy", [(None, None), (7, {"version": 7})])
+def test_a_recommendation_names_the_version_that_answered_or_null(version, policy):
+    rec = Recommendation(concept="c1", scores={"c1": 0.75, "c0": 0.25}, policy_version=version,
+                         strategy="policy" if version else "fallback:lowest_recall", unscored=("c9",))
+
+    assert json.loads(json.dumps(RecommendationSerializer(rec).data)) == {
+        "concept": "c1", "scores": {"c1": 0.75, "c0": 0.25}, "policy": policy, "strategy": rec.strategy,
+        "unscored": ["c9"],
+    }
+
+
+def test_the_shared_serializer_renders_each_answer_from_its_own_instance():
+    first = Recommendation(concept="c1", scores={"c1": 1.0}, policy_version=2, strategy="policy")
+    second = Recommendation(concept="c0", scores={"c0": 0.5, "c2": 0.5}, policy_version=None,
+                            strategy="fallback:lowest_recall", unscored=("c3",))
+
+    rendered = [render(RecommendationSerializer, rec) for rec in (first, second, first)]
+
+    assert rendered[0] == rendered[2] == RecommendationSerializer(first).data
+    assert rendered[1] == RecommendationSerializer(second).data != rendered[0]
+
+
+def test_an_error_names_the_index_only_for_a_problem_that_has_one():
+    body = error_body("item 1: grade: bad (and 1 more)", [{"index": 1, "field": "grade", "message": "bad"},
+                                                          {"field": "body", "message": "worse"}])
+
+    assert json.dumps(body) == json.dumps({"error": {"message": "item 1: grade: bad (and 1 more)", "fields": [
+        {"index": 1, "field": "grade", "message": "bad"}, {"field": "body", "message": "worse"}]}})
+    assert ErrorSerializer(ApiError("no route")).data == {"error": {"message": "no route", "fields": []}}
+
+
+@pytest.mark.django_db
+def test_each_answer_has_the_fields_its_schema_component_documents(api_client, make_curriculum, components):
+    make_curriculum("demo", concepts=3)
+    review = {"curriculum": "demo", "learner": "u1", "concept": "c1", "correct": True,
+              "reviewed_at": "2026-01-05T09:00:00Z"}
+
+    stored = api_client.post("/api/v1/reviews", review, format="json")
+    recommended = api_client.post("/api/v1/recommendations", {"curriculum": "demo", "learner": "u1"}, format="json")
+    refused = api_client.post("/api/v1/reviews", [review, {**review, "grade": 9}], format="json")
+
+    assert (stored.status_code, recommended.status_code, refused.status_code) == (201, 200, 400)
+    assert_documented(stored.json(), components["ReviewResult"])
+    assert_documented(recommended.json(), components["Recommendation"])
+    assert_documented(refused.json(), components["Error"])
+    assert_documented(refused.json()["error"], components["ErrorDetail"])
+    assert_documented(refused.json()["error"]["fields"][0], components["ErrorField"])

@@ -1,0 +1,22 @@
+"""Device honesty: where a run trained, in words, and the warning of a GPU asked for on a worker without one."""
+from __future__ import annotations
+
+from training.hardware import describe, missing_gpu_warning
+
+
+def test_describe_names_the_device_dtype_pace_and_the_stages_in_order():
+    text = describe({"device": "cuda", "device_name": "NVIDIA H200", "dtype": "bfloat16 autocast",
+                     "steps_per_s": 170.04, "seconds": {"evaluation": 56.2, "total": 103, "data": 1.2,
+                                                        "training": 46.0}})
+    assert text == ("NVIDIA H200 (cuda, bfloat16 autocast), 170.0 optimiser steps/s; "
+                    "data 1 s, training 46 s, evaluation 56 s")
+
+
+def test_describe_says_nothing_before_training():
+    assert describe({}) == "" and describe({"warning": "No GPU"}) == ""
+
+
+def test_the_missing_gpu_warning_is_given_only_when_a_gpu_was_wanted_and_absent():
+    assert "No GPU on worker w1@gpu-box" in missing_gpu_warning(no_cuda=False, cuda_available=False, worker="w1@gpu-box")
+    assert missing_gpu_warning(no_cuda=True, cuda_available=False, worker="w1") == ""
+    assert missing_gpu_warning(no_cuda=False, cuda_available=True, worker="w1") == ""

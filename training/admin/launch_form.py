@@ -1,0 +1,76 @@
+"""The training run's launch form: the fields of the chosen data source (which data sources read each parameter is
+declared on TrainingSpec and given by training.jobs.parameter_sources), and the sentence about a curriculum's fixed
+evaluation protocol."""
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from curriculum.evaluation_protocol import EvaluationProtocol
+
+from .. import jobs
+from ..models import TrainingRun
+from ..rl.students import parse_families
+
+
+def protocol_note(protocol: EvaluationProtocol) -> str:
+    """The sentence the add form and a run's page show about a curriculum's fixed protocol."""
+    return (f"The curriculum's evaluation protocol decides the evaluation: {protocol.students} students, "
+            f"{protocol.interactions} reviews each (seed {protocol.seed}); the run's \"Evaluation students\" and "
+            f"the evaluation's share of \"Reviews per learner\" are not used.")
+
+
+class TrainingRunLaunchForm(forms.ModelForm):
+    """The add form: the fields of the chosen data source; ``concepts`` is the curriculum's
+    (training.jobs.launch_training_run resolves it).
+
+    The page hides the fields the chosen data source does not read, but their inputs are still sent: they are no
+    part of the run (``clean`` leaves them out, so that the run is validated as it will be launched), and ``unused``
+    holds those that said something else than the run keeps, for the admin to say so when it launches the run.
+    """
+
+    class Meta:
+        model = TrainingRun
+        fields = [name for name in jobs.PARAMETERS[TrainingRun] if name != "concepts"]
+        labels = {"num_users": "Learners to simulate", "interactions": "Reviews per learner",
+                  "eval_students": "Evaluation students", "no_cuda": "CPU only", "families": "Student families"}
+        help_texts = {
+            "curriculum": "Its concepts are the actions: the run takes the concept count from the curriculum.",
+            "interactions": "Reviews per simulated learner (synthetic data source). Also the reviews per evaluation "
+                            "student, but only while the curriculum has no evaluation protocol (the first run "
+                            "sets it).",
+            "eval_students": "Held-out simulated students of the evaluation, only while the curriculum has no "
+                             "evaluation protocol (the first run sets it; later runs use the protocol's).",
+        }
+
+    unused: dict[str, Any] = {}
+
+    def clean_families(self) -> str:
+        """The student families normalised ("builtin,actr"); left empty, the default (builtin). A form error naming
+        an unknown family."""
+        try:
+            return ",".join(parse_families(self.cleaned_data.get("families") or None))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean(self):
+        data = super().clean()
+        source = data.get("data_source") or ""
+        self.unused = jobs.unused_parameters(data_source=source, parameters=data)
+        for name in jobs.ignored_parameters(data_source=source):
+            data.pop(name, None)  # the run keeps its default: launch_training_run drops it as well
+        return data
+
+    def launch_parameters(self) -> dict[str, Any]:
+        """The cleaned parameters for training.jobs.launch_training_run, but the curriculum (its own argument)."""
+        return {name: self.cleaned_data[name] for name in jobs.PARAMETERS[TrainingRun]
+                if name in self.cleaned_data and name != "curriculum"}
+
+    def unused_message(self) -> str:
+        """What the admin says about ``unused`` ("" when nothing the operator entered was left out)."""
+        if not self.unused:
+            return ""
+        source = TrainingRun.DataSource(self.cleaned_data["data_source"]).label
+        shown = ", ".join(f"{self.fields[name].label} {value}" for name, value in self.unused.items())
+        return f"Not used by a run on the {source}, so not part of it: {shown}."

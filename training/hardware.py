@@ -1,0 +1,31 @@
+"""Where a policy trained, in words: the device, its arithmetic, the optimiser's pace and the time per stage, and the
+warning of a training run that asked for a GPU on a worker that has none (no PyTorch here: the web process reads it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+STAGES = ("data", "training", "evaluation")
+
+
+def describe(hardware: dict[str, Any]) -> str:
+    """One line for ``pipeline.training_hardware``'s dict (plus its optional "seconds" per stage), e.g.
+    ``NVIDIA H200 (cuda, bfloat16 autocast), 170.0 optimiser steps/s; data 1 s, training 46 s, evaluation 56 s``;
+    "" for an empty dict (a run that has not trained yet)."""
+    if not hardware.get("device_name"):
+        return ""
+    text = (f"{hardware['device_name']} ({hardware.get('device', '?')}, {hardware.get('dtype', '?')}), "
+            f"{float(hardware.get('steps_per_s', 0.0)):.1f} optimiser steps/s")
+    seconds = hardware.get("seconds") or {}
+    stages = [f"{name} {float(seconds[name]):.0f} s" for name in STAGES if name in seconds]
+    return f"{text}; {', '.join(stages)}" if stages else text
+
+
+def missing_gpu_warning(*, no_cuda: bool, cuda_available: bool, worker: str) -> str:
+    """The warning of a training run that did not ask for the CPU (no_cuda False) on a worker without a usable GPU
+    (``torch.cuda.is_available()`` False): it trains on the CPU, slower; "" when there is nothing to say."""
+    if no_cuda or cuda_available:
+        return ""
+    return (f"No GPU on worker {worker or '(unnamed)'}: torch.cuda.is_available() is False, so this run trains on "
+            "the CPU (slower). Start the gpu queue's worker on a machine with a CUDA GPU and a CUDA build of PyTorch, "
+            "or tick no_cuda to train on the CPU on purpose.")
