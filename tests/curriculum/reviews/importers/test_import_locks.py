@@ -98,11 +98,22 @@ def test_live_review_posts_and_a_promotion_do_not_wait_for_an_import_in_progress
         assert post_review("dan", second=2) < 3  # a new learner of the same curriculum
         from curriculum.services import promote_policy
 
-        promoted = threading.Thread(target=lambda: (promote_policy(policy=candidate, reason="during an import"),
-                                                    connection.close()))
+        outcome: dict = {}
+
+        def promote():
+            try:  # forced: this test is about locks, not the gate (the candidate has no evaluation)
+                outcome["event"] = promote_policy(policy=candidate, reason="during an import", force=True)
+            except Exception as error:  # noqa: BLE001  # reported by the assertion below
+                outcome["error"] = error
+            finally:
+                connection.close()
+
+        promoted = threading.Thread(target=promote)
         promoted.start()
         promoted.join(10)
         assert not promoted.is_alive(), "the promotion waited for the import"
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["event"].to_version == candidate.version
     finally:
         importer.resume.set()
         importer.join(60)
