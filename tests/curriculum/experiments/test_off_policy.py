@@ -1,5 +1,6 @@
 """Off-policy estimators (curriculum/experiments/off_policy.py): hand-computed values on tiny logs, obp 0.4.1's values
-on a one-step log, on-policy logs, doubly robust with the exact Q-function, the bootstrap over learners, bad input."""
+on a one-step log, scope-rl 0.2.1's on a sequential one, on-policy logs, doubly robust with the exact Q-function, the
+bootstrap over learners, bad input."""
 from __future__ import annotations
 
 import subprocess
@@ -99,6 +100,29 @@ def test_one_step_estimates_equal_obp_041_on_the_same_log():
     assert estimates["snips"].value == pytest.approx(0.29633699633699634, abs=1e-12)
     assert estimates["dr"].value == pytest.approx(0.2541666666666667, abs=1e-12)
     assert estimates["pdis"].value == estimates["ips"].value  # one decision: per-decision IS is IPS
+
+
+# A sequential log (4 learners x 3 decisions, 3 concepts) scored by scope-rl 0.2.1 (pip install scope-rl==0.2.1 in a
+# throwaway venv; it also pulls torch 2.14 with CUDA, d3rlpy, gym and obp 0.4.1): scope_rl.ope.discrete's
+# TrajectoryWiseImportanceSampling, SelfNormalizedTIS, PerDecisionImportanceSampling and DoublyRobust with
+# step_per_trajectory=3, gamma=1.0, action = [0, 2, 1, 1, 1, 0, 2, 0, 0, 1, 2, 2], evaluation_policy_action_dist the
+# rows of pi_e(. | s_t) whose logged entries are SCOPE_PI_E and state_action_value_prediction the rows of q(s_t, .)
+# whose logged entries and pi_e-averages are SCOPE_Q and SCOPE_V, gave 2.109722222222222, 0.5655249441397179,
+# 2.064722222222222 and 1.0410277777777777. (SelfNormalizedTIS divides by the mean weight + 1e-10: 1.5e-11 apart.)
+SCOPE_REWARD = [[0.2, -0.1, 0.4], [0.0, 0.3, 0.1], [0.5, 0.2, -0.2], [0.1, 0.1, 0.6]]
+SCOPE_PSCORE = [[0.5, 0.2, 0.4], [0.3, 0.6, 0.25], [0.2, 0.5, 0.5], [0.4, 0.3, 0.35]]
+SCOPE_PI_E = [[0.6, 0.6, 0.7], [0.5, 0.5, 0.4], [0.8, 0.5, 0.3], [0.6, 0.7, 0.4]]
+SCOPE_Q = [[0.3, 0.0, 0.3], [0.1, 0.3, 0.1], [0.4, 0.3, 0.0], [0.2, 0.3, 0.5]]
+SCOPE_V = [[0.21, 0.06, 0.26], [0.19, 0.175, 0.08], [0.37, 0.23, -0.01], [0.24, 0.25, 0.41]]
+
+
+def test_sequential_estimates_equal_scope_rl_021_on_the_same_log():
+    estimates = estimate_all(propensity=SCOPE_PSCORE, target_probability=SCOPE_PI_E, reward=SCOPE_REWARD,
+                             q_hat=SCOPE_Q, v_hat=SCOPE_V)
+    assert estimates["ips"].value == pytest.approx(2.109722222222222, abs=1e-12)
+    assert estimates["snips"].value == pytest.approx(0.5655249441397179, abs=1e-10)
+    assert estimates["pdis"].value == pytest.approx(2.064722222222222, abs=1e-12)
+    assert estimates["dr"].value == pytest.approx(1.0410277777777777, abs=1e-12)
 
 
 def test_on_policy_logs_give_the_plain_mean_return():
