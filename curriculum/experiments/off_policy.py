@@ -303,7 +303,7 @@ def _estimate(name: str, log: _Log, numerator: np.ndarray, denominator: np.ndarr
         stop = min(bootstrap_samples, start + chunk)
         picks = rng.integers(0, n, size=(stop - start, n))
         top = numerator[picks].sum(axis=1)
-        bottom = ones[picks].sum(axis=1)
+        bottom = np.full(stop - start, float(n)) if denominator is None else denominator[picks].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[start:stop] = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan)
     values = values[np.isfinite(values)]
