@@ -208,25 +208,29 @@ def simulated_check(*, students: int, concepts: int, interactions: int, seed: in
 
 def table(check: Check) -> str:
     truth = check.truth
-    lines = ["| estimator | estimate | 95% CI | ESS | on-policy truth [95% CI] | truth in CI |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| estimator | estimate | 95% CI | ESS | on-policy truth [95% CI] | truth in CI "
+             "| estimate in truth's CI |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in check.estimates.items():
         lines.append(f"| {name} | {e.value:.4f} | [{e.ci95[0]:.4f}, {e.ci95[1]:.4f}] | {e.ess:.1f} | "
                      f"{truth.value:.4f} [{truth.ci95[0]:.4f}, {truth.ci95[1]:.4f}] | "
-                     f"{'yes' if e.contains(truth.value) else 'no'} |")
+                     f"{'yes' if e.contains(truth.value) else 'no'} | {'yes' if truth.contains(e.value) else 'no'} |")
     return "\n".join(lines)
 
 
 def coverage_table(checks: list[Check]) -> str:
-    """Per estimator over several checks: truth in the interval (count), mean error, RMSE, interval width, ESS."""
-    lines = ["| estimator | truth in CI | mean error | RMSE | mean CI width | mean ESS |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """Per estimator over several checks: truth in the interval and estimate in the truth's (counts), mean error,
+    RMSE, interval width, ESS."""
+    lines = ["| estimator | truth in CI | estimate in truth's CI | mean error | RMSE | mean CI width | mean ESS |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in checks[0].estimates:
         estimates = [c.estimates[name] for c in checks]
         errors = np.array([e.value - c.truth.value for e, c in zip(estimates, checks)])
         held = sum(e.contains(c.truth.value) for e, c in zip(estimates, checks))
+        inside = sum(c.truth.contains(e.value) for e, c in zip(estimates, checks))
         width = np.mean([e.ci95[1] - e.ci95[0] for e in estimates])
-        lines.append(f"| {name} | {held}/{len(checks)} | {errors.mean():+.4f} | {np.sqrt(np.mean(errors ** 2)):.4f} "
+        rmse = float(np.sqrt(np.mean(errors ** 2)))
+        lines.append(f"| {name} | {held}/{len(checks)} | {inside}/{len(checks)} | {errors.mean():+.4f} | {rmse:.4f} "
                      f"| {width:.4f} | {np.mean([e.ess for e in estimates]):.1f} |")
     return "\n".join(lines)
 
