@@ -35,6 +35,8 @@ def test_ips_equals_the_hand_computed_value_on_a_tiny_log():
     assert estimate.value == pytest.approx(12.5 / 3)
     assert estimate.ess == pytest.approx(16 / 6)  # (2 + 1 + 1)^2 / (4 + 1 + 1)
     assert (estimate.learners, estimate.decisions) == (3, 8)
+    assert estimate.to_dict() == {"estimator": "ips", "value": estimate.value, "ci95": list(estimate.ci95),
+                                  "ess": estimate.ess, "learners": 3, "decisions": 8, "confidence": 0.95}
 
 
 def test_snips_equals_the_hand_computed_value_on_a_tiny_log():
@@ -228,6 +230,15 @@ def test_episodes_from_rows_pads_each_learners_decisions_in_time_order():
     mask, (padded,) = episodes_from_rows(learner, reward)
     assert mask.tolist() == [[True, True, False], [True, True, True]]
     assert padded.tolist() == [[2.0, 4.0, 0.0], [1.0, 3.0, 5.0]]
+    # the packed log is the padded one: the estimators read the same episodes
+    rows = {"learner": [0, 1, 0, 2, 1, 0, 2, 2],
+            "propensity": [0.5, 0.8, 0.25, 0.5, 0.5, 0.5, 0.5, 0.5],
+            "target_probability": [1.0, 0.4, 0.5, 0.5, 1.0, 0.25, 0.5, 0.5],
+            "reward": [1.0, 0.5, 2.0, 0.0, -1.0, 3.0, 0.0, 1.0]}
+    mask, (pb, pe, r) = episodes_from_rows(rows["learner"], rows["propensity"], rows["target_probability"],
+                                           rows["reward"])
+    assert (mask == TINY["mask"]).all()
+    assert pdis(propensity=pb, target_probability=pe, reward=r, mask=mask).value == pytest.approx(pdis(**TINY).value)
     with pytest.raises(ValueError, match=r"columns\[0\]"):
         episodes_from_rows(learner, reward[:-1])
 
