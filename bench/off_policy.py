@@ -20,8 +20,8 @@ later rewards), so doubly robust stays unbiased and reduces the variance of each
 ``--direct-method memory_model+future`` adds to q and v of step t the log's mean reward-to-go after step t (one
 number per step, the same for every concept, from the behaviour's log: a crude stand-in for the value of the
 future that leaves doubly robust unbiased, since a per-state constant added to both q and v changes each learner's
-term by ``sum_t c_t (w_{t-1} - w_t)``, whose mean is 0 under the behaviour; up to c_t being fitted on that same
-log, which at 2,000 learners moves nothing measurable).
+term by ``sum_t c_t (w_{t-1} - w_t)``, whose mean is 0 under the behaviour; c_t is fitted on that same log, a
+small dependence this bench does not separate out).
 
 With ``--repeats R`` the check runs for seeds seed, seed + 1, ... (new students, new dice each) and a second table
 gives per estimator how often the interval held the truth and the estimate lay in the truth's interval, the mean
