@@ -15,11 +15,12 @@ several families, its family from ``(seed, 0, family)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import EncoderConfig, StateEncoder
+from .encoder import EncoderConfig, EncoderMemory, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .review_columns import ReviewColumns
 from .students import (ASSIGNMENT_STREAM, FAMILY_STREAM, HELD_OUT_DOMAIN, POLICY_STREAM, TRAINING_DOMAIN, Cohort,
@@ -44,63 +45,80 @@ class Rollout:
     correct: np.ndarray  # bool
     grade: np.ndarray  # int8
     response_time_ms: np.ndarray  # int32
-    rewards: np.ndarray  # float32, the encoder's reward
+    rewards: np.ndarray | None  # float32, the encoder's reward (None: run_policies(rewards=False))
 
 
 def run_policies(
-    *, cohort: Cohort, groups: list[tuple[Policy, np.ndarray]], encoder: StateEncoder
+    *, cohort: Cohort, groups: list[tuple[Policy, np.ndarray]], encoder: StateEncoder, rewards: bool = True
 ) -> Rollout:
-    """Drive the cohort for all its interactions; groups assign each student (rows) to one policy."""
+    """Drive the cohort for all its interactions; groups assign each student (rows) to one policy.
+
+    A step computes what the groups' policies read and nothing more (``Policy.uses_*``): the encoded states only for
+    the learners of a policy with ``uses_states``, the estimated recall on demand (``Observation.recall_of``: the
+    recall rules need it only for learners who have reviewed every concept), the simulator's truth only for
+    ``uses_true_recall``, the encoder's lookahead only for ``uses_expected_gain``. ``rewards`` False: the encoder's
+    reward is not computed unless a policy has ``uses_rewards``, and ``Rollout.rewards`` is then None
+    (``generate_logs``: a log has no reward column). What is computed is computed per learner as on the whole
+    cohort, so the rollout is the same whichever parts are computed (tests/training/rl/test_simulation_pinned.py).
+    """
     n, steps = cohort.num_students, cohort.interactions
     times = cohort.schedule()
+    with_rewards = rewards or any(policy.uses_rewards for policy, _ in groups)
     out = {
         "concepts": np.zeros((n, steps), dtype=np.int64),
         "correct": np.zeros((n, steps), dtype=bool),
         "grade": np.zeros((n, steps), dtype=np.int8),
         "response_time_ms": np.zeros((n, steps), dtype=np.int32),
-        "rewards": np.zeros((n, steps), dtype=np.float32),
+        "rewards": np.zeros((n, steps), dtype=np.float32) if with_rewards else None,
     }
     memory = encoder.init_memory(n)
+    reviewed = np.zeros((n, encoder.num_concepts), dtype=bool)  # memory.reviews > 0, kept up to date in place
     cumulative = np.zeros(n)  # float64 sum of the float32 rewards, as LearnerState and returns-to-go add them
     all_rows = np.arange(n)
     needs_truth = any(policy.uses_true_recall for policy, _ in groups)
-    planning = [rows for policy, rows in groups if policy.uses_expected_gain]
-    planned = np.concatenate(planning) if planning else np.zeros(0, dtype=np.int64)
     for k in range(steps):
         t = times[:, k]
-        recall = encoder.recall(memory, t)
-        states = encoder.encode(memory, t)
         true_recall = cohort.recall_probability(t) if needs_truth else None
         true_gain = cohort.expected_recall_gain(t, horizon_s=ORACLE_HORIZON_S) if needs_truth else None
-        expected_gain = np.zeros_like(recall)
-        if planned.size:  # the encoder's lookahead, for the planning policies' learners only
-            expected_gain[planned] = encoder.expected_recall_gain(memory, t[planned], rows=planned)
         concepts = np.zeros(n, dtype=np.int64)
         for policy, rows in groups:
+            at = t[rows]
             obs = Observation(
                 step=k,
-                t=t[rows],
-                recall=recall[rows],
-                states=states[rows],
-                cumulative_reward=cumulative[rows],
+                t=at,
+                recall=None,
+                states=encoder.encode(memory, at, rows=rows) if policy.uses_states else None,
+                cumulative_reward=cumulative[rows] if policy.uses_rewards else None,
                 true_recall=true_recall[rows] if policy.uses_true_recall else None,
                 true_gain=true_gain[rows] if policy.uses_true_recall else None,
-                expected_gain=expected_gain[rows] if policy.uses_expected_gain else None,
+                # the encoder's lookahead, for the planning policies' learners only
+                expected_gain=(encoder.expected_recall_gain(memory, at, rows=rows) if policy.uses_expected_gain
+                               else None),
+                reviewed=reviewed[rows],
+                recall_source=_recall_source(encoder, memory, at, rows),
             )
             concepts[rows] = policy.select(obs)
         outcome = cohort.review(concepts, t)
-        rewards = encoder.update(memory, all_rows, concepts, t, outcome.correct, outcome.grade)
-        cumulative += rewards
+        step_rewards = encoder.update(memory, all_rows, concepts, t, outcome.correct, outcome.grade,
+                                      rewards=with_rewards)
+        reviewed[all_rows, concepts] = True
+        if step_rewards is not None:
+            cumulative += step_rewards
+            out["rewards"][:, k] = step_rewards
         for policy, rows in groups:
-            policy.observe(
-                concepts=concepts[rows], t=t[rows], correct=outcome.correct[rows], rewards=rewards[rows]
-            )
+            policy.observe(concepts=concepts[rows], t=t[rows], correct=outcome.correct[rows],
+                           rewards=None if step_rewards is None else step_rewards[rows])
         out["concepts"][:, k] = concepts
         out["correct"][:, k] = outcome.correct
         out["grade"][:, k] = outcome.grade
         out["response_time_ms"][:, k] = outcome.response_time_ms
-        out["rewards"][:, k] = rewards
     return Rollout(t=times, **out)
+
+
+def _recall_source(encoder: StateEncoder, memory: EncoderMemory, t: np.ndarray,
+                   rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Observation.recall_source for a group's learners (rows of memory, at times t [m])."""
+    return lambda learners: encoder.recall(memory, t[learners], rows=rows[learners])
 
 
 def policy_rng(*, seed: int, held_out: bool, name: str) -> np.random.Generator:
@@ -163,7 +181,7 @@ def generate_logs(
                 stream = name if len(chosen) == 1 else f"{name}@{family}"
                 rng = policy_rng(seed=seed, held_out=False, name=stream)
                 groups.append((make_policy(name, num_learners=len(rows), num_concepts=num_concepts, rng=rng), rows))
-        rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(encoder_config))
+        rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(encoder_config), rewards=False)
         for key in out:
             out[key][members] = getattr(rollout, key)
     return ReviewColumns(
