@@ -35,7 +35,8 @@ class Observation:
     # only for policies with uses_expected_gain (the encoder's estimate, StateEncoder.expected_recall_gain):
     expected_gain: np.ndarray | None = None  # float64 [m, C], expected rise of estimated recall a horizon ahead
     reviewed: np.ndarray | None = None  # bool [m, C], reviewed at least once (None: read from states)
-    # learner indices [k] (into these m) -> their estimated recall float64 [k, C]; used when recall is None
+    # learner indices [k] (into these m) -> their estimated recall float64 [k, C]; used when recall is None. It reads
+    # the encoder's live memory: ask during select, before the step's reviews are applied
     recall_source: Callable[[np.ndarray], np.ndarray] | None = None
 
     def recall_of(self, learners: np.ndarray) -> np.ndarray:

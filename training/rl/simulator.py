@@ -15,11 +15,14 @@ several families, its family from ``(seed, 0, family)``.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from .cpu_threads import limited_threads
 from .encoder import EncoderConfig, EncoderMemory, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .review_columns import ReviewColumns
@@ -127,6 +130,27 @@ def policy_rng(*, seed: int, held_out: bool, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, domain, POLICY_STREAM, *name.encode()])
 
 
+# A part of fewer learners is simulated in less time than a worker process takes to start and return its part
+# (bench/simulation.py: about 300,000 reviews/s a core, a worker's start and transfer a few tenths of a second).
+MIN_LEARNERS_PER_PROCESS = 500
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything that decides a synthetic log, drawn once for the whole cohort (so that parts agree on it)."""
+
+    interactions: int
+    num_concepts: int
+    seed: int
+    names: list[str]  # the behaviour policies, in the mix's order
+    assigned: np.ndarray  # int64 [users]: each learner's policy (an index into names)
+    families: tuple[str | None, ...]
+    family_of: np.ndarray  # int64 [users]: each learner's family (an index into families)
+    config: SimulatorConfig | None
+    encoder: EncoderConfig
+    students_like: StudentsLike | None
+
+
 def generate_logs(
     *,
     num_users: int,
@@ -138,6 +162,7 @@ def generate_logs(
     encoder: EncoderConfig | None = None,
     students_like: StudentsLike | None = None,
     families: str | tuple[str, ...] | list[str] | None = None,
+    processes: int = 1,
 ) -> ReviewColumns:
     """A synthetic log sorted by (learner, time); each learner follows one behaviour policy drawn from policy_mix
     (default ``policies.DEFAULT_POLICY_MIX``), recorded in ``behaviour_policy``. Behaviour policies see the state
@@ -148,7 +173,16 @@ def generate_logs(
     randomisation) each learner belongs to one, drawn uniformly from the stream ``(seed, 0, family)``; learner i
     is the same student (stream, schedule, dice, behaviour policy) whatever the families. "fitted" needs
     ``students_like``. ValueError naming the family for an unknown one.
+
+    ``processes``: at most this many worker processes (``concurrent.futures.ProcessPoolExecutor``, one BLAS thread
+    each), one per contiguous part of the learners, at least ``MIN_LEARNERS_PER_PROCESS`` learners a part; 1 (the
+    default), a cohort too small to split, or a daemonic caller (a Celery prefork worker may not start processes)
+    simulates in this process. The log is the same whatever the number: a learner's students' streams are its own
+    ``(seed, domain, learner)``, and a policy's draws are made for its whole group (``policies.Policy``).
+    ValueError when processes is not a positive integer.
     """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes: expected a positive integer, got {processes!r}")
     mix = normalise_mix(policy_mix)
     names = list(mix)
     assignment_rng = np.random.default_rng([seed, TRAINING_DOMAIN, ASSIGNMENT_STREAM])
@@ -162,28 +196,20 @@ def generate_logs(
     else:
         family_rng = np.random.default_rng([seed, TRAINING_DOMAIN, FAMILY_STREAM])
         family_of = family_rng.integers(len(chosen), size=num_users)
-    encoder_config = encoder or EncoderConfig(num_concepts=num_concepts)
-    out = {name: np.zeros((num_users, interactions), dtype=dtype) for name, dtype in (
-        ("concepts", np.int64), ("t", np.float64), ("correct", bool), ("grade", np.int8),
-        ("response_time_ms", np.int32))}
-    for f, family in enumerate(chosen):
-        members = np.flatnonzero(family_of == f)
-        if not len(members):
-            continue
-        cohort = make_cohort(family=family, students_like=students_like, num_students=len(members),
-                             num_concepts=num_concepts, interactions=interactions, seed=seed, config=config,
-                             student_ids=None if len(chosen) == 1 else members)
-        groups = []
-        for i, name in enumerate(names):
-            rows = np.flatnonzero(assigned[members] == i)
-            if len(rows):
-                # one family keeps the policy streams of the single-population log; several get one each
-                stream = name if len(chosen) == 1 else f"{name}@{family}"
-                rng = policy_rng(seed=seed, held_out=False, name=stream)
-                groups.append((make_policy(name, num_learners=len(rows), num_concepts=num_concepts, rng=rng), rows))
-        rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(encoder_config), rewards=False)
-        for key in out:
-            out[key][members] = getattr(rollout, key)
+    plan = _Plan(interactions=interactions, num_concepts=num_concepts, seed=seed, names=names, assigned=assigned,
+                 families=chosen, family_of=family_of, config=config,
+                 encoder=encoder or EncoderConfig(num_concepts=num_concepts), students_like=students_like)
+    parts = min(processes, max(num_users // MIN_LEARNERS_PER_PROCESS, 1))
+    if parts > 1 and multiprocessing.current_process().daemon:
+        parts = 1
+    bounds = np.linspace(0, num_users, parts + 1).round().astype(np.int64)
+    if parts == 1:
+        pieces = [_simulate_part(plan, 0, num_users)]
+    else:
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=parts, mp_context=context) as pool:
+            pieces = list(pool.map(_simulate_part_one_thread, [plan] * parts, bounds[:-1], bounds[1:]))
+    out = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
     return ReviewColumns(
         learner=np.repeat(np.arange(num_users, dtype=np.int64), interactions),
         concept=out["concepts"].reshape(-1),
@@ -193,3 +219,47 @@ def generate_logs(
         response_time_ms=out["response_time_ms"].reshape(-1),
         behaviour_policy=np.array([names[i] for i in assigned], dtype=str),
     )
+
+
+def _simulate_part_one_thread(plan: _Plan, start: int, stop: int) -> dict[str, np.ndarray]:
+    """``_simulate_part`` in a worker process, its BLAS / OpenMP pools at one thread (no oversubscription)."""
+    with limited_threads(1):
+        return _simulate_part(plan, int(start), int(stop))
+
+
+def _simulate_part(plan: _Plan, start: int, stop: int) -> dict[str, np.ndarray]:
+    """The log of learners start..stop-1: arrays [stop - start, interactions] by column name (concepts, t, correct,
+    grade, response_time_ms). Each family's learners in the part are a cohort of their own stream ids; each behaviour
+    policy's learners in the part are a contiguous slice of the policy's group over the whole cohort, which draws as
+    the whole group does (``Policy``'s stream_learners / stream_offset)."""
+    n, single = stop - start, len(plan.families) == 1
+    out = {name: np.zeros((n, plan.interactions), dtype=dtype) for name, dtype in (
+        ("concepts", np.int64), ("t", np.float64), ("correct", bool), ("grade", np.int8),
+        ("response_time_ms", np.int32))}
+    for f, family in enumerate(plan.families):
+        members = np.flatnonzero(plan.family_of == f)  # the family's learners over the whole cohort
+        in_part = (members >= start) & (members < stop)
+        part = members[in_part]
+        if not len(part):
+            continue
+        cohort = make_cohort(family=family, students_like=plan.students_like, num_students=len(part),
+                             num_concepts=plan.num_concepts, interactions=plan.interactions, seed=plan.seed,
+                             config=plan.config, student_ids=part)
+        position = np.cumsum(in_part) - 1  # a member's row in the part's cohort (where in_part)
+        groups = []
+        for i, name in enumerate(plan.names):
+            group = np.flatnonzero(plan.assigned[members] == i)  # the policy's learners (positions in members)
+            mine = in_part[group]
+            if not mine.any():
+                continue
+            # one family keeps the policy streams of the single-population log; several get one each
+            stream = name if single else f"{name}@{family}"
+            rng = policy_rng(seed=plan.seed, held_out=False, name=stream)
+            rows = position[group[mine]]
+            policy = make_policy(name, num_learners=len(rows), num_concepts=plan.num_concepts, rng=rng,
+                                 stream_learners=len(group), stream_offset=int(np.argmax(mine)))
+            groups.append((policy, rows))
+        rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(plan.encoder), rewards=False)
+        for key in out:
+            out[key][part - start] = getattr(rollout, key)
+    return out

@@ -63,8 +63,12 @@ class ActrCohort(StudentCohort):
         gaps = np.diff(times, axis=1)
         self._psych_at_schedule = np.concatenate(
             [np.zeros((self.num_students, 1)), np.cumsum(self._psych_gap(gaps), axis=1)], axis=1)  # [n, interactions]
-        self._presented = np.zeros((self.num_students, self.num_concepts, 4))  # psychological times of the presentations
-        self._decay = np.zeros((self.num_students, self.num_concepts, 4))
+        # Slots for the psychological times of the presentations, doubled when full. At least 8: NumPy sums 8 or more
+        # slots pairwise, in which trailing empty (zero) slots add exactly nothing, but fewer one by one, in another
+        # order; from 8 slots a learner's traces sum to the same bits whatever the slots the cohort's other learners
+        # needed, so a cohort split into parts (generate_logs(processes=N)) gives the same students.
+        self._presented = np.zeros((self.num_students, self.num_concepts, 8))
+        self._decay = np.zeros((self.num_students, self.num_concepts, 8))
         self.presentations = np.zeros((self.num_students, self.num_concepts), dtype=np.int64)
 
     def _psych_gap(self, gap: np.ndarray) -> np.ndarray:
