@@ -152,7 +152,8 @@ def final_recall(
         )
     else:
         policy = make_policy(policy_name, num_learners=students, num_concepts=num_concepts, rng=rng)
-    run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=StateEncoder(encoder))
+    # rewards only for a policy that reads them (the DT's returns-to-go): the score is the true recall below
+    run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=StateEncoder(encoder), rewards=False)
     return cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S).mean(axis=1)
 
 
