@@ -130,9 +130,10 @@ def policy_rng(*, seed: int, held_out: bool, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, domain, POLICY_STREAM, *name.encode()])
 
 
-# A part of fewer learners is simulated in less time than a worker process takes to start and return its part
-# (bench/simulation.py: about 300,000 reviews/s a core, a worker's start and transfer a few tenths of a second).
-MIN_LEARNERS_PER_PROCESS = 500
+# A worker process pays for itself only on a part of about a second or more: bench/simulation.py measured 250,000-
+# 550,000 reviews/s on one core of the development machine (default mix, builtin students), and 0.3-0.7 s to start a
+# pool of two workers and take their parts back (warm fork server; about 1 s cold).
+MIN_REVIEWS_PER_PROCESS = 500_000
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def generate_logs(
     ``students_like``. ValueError naming the family for an unknown one.
 
     ``processes``: at most this many worker processes (``concurrent.futures.ProcessPoolExecutor``, one BLAS thread
-    each), one per contiguous part of the learners, at least ``MIN_LEARNERS_PER_PROCESS`` learners a part; 1 (the
+    each), one per contiguous part of the learners, at least ``MIN_REVIEWS_PER_PROCESS`` reviews a part; 1 (the
     default), a cohort too small to split, or a daemonic caller (a Celery prefork worker may not start processes)
     simulates in this process. The log is the same whatever the number: a learner's students' streams are its own
     ``(seed, domain, learner)``, and a policy's draws are made for its whole group (``policies.Policy``).
@@ -199,7 +200,7 @@ def generate_logs(
     plan = _Plan(interactions=interactions, num_concepts=num_concepts, seed=seed, names=names, assigned=assigned,
                  families=chosen, family_of=family_of, config=config,
                  encoder=encoder or EncoderConfig(num_concepts=num_concepts), students_like=students_like)
-    parts = min(processes, max(num_users // MIN_LEARNERS_PER_PROCESS, 1))
+    parts = max(min(processes, num_users, num_users * interactions // MIN_REVIEWS_PER_PROCESS), 1)
     if parts > 1 and multiprocessing.current_process().daemon:
         parts = 1
     bounds = np.linspace(0, num_users, parts + 1).round().astype(np.int64)
@@ -207,6 +208,9 @@ def generate_logs(
         pieces = [_simulate_part(plan, 0, num_users)]
     else:
         context = multiprocessing.get_context("forkserver")
+        # The fork server imports the simulator once; each worker forks from it ready (else each imports NumPy and
+        # this module again). No effect when the server already runs: its workers then import what they need.
+        context.set_forkserver_preload([__name__])
         with ProcessPoolExecutor(max_workers=parts, mp_context=context) as pool:
             pieces = list(pool.map(_simulate_part_one_thread, [plan] * parts, bounds[:-1], bounds[1:]))
     out = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}

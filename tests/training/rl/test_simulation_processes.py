@@ -17,7 +17,7 @@ FITTED = StudentsLike(parameters=(0.3, 1.1, 2.5, 7.0, 6.0, 0.8, 2.9, 0.01, 1.7, 
 
 
 def test_generated_log_does_not_depend_on_the_number_of_processes(monkeypatch):
-    monkeypatch.setattr(simulator, "MIN_LEARNERS_PER_PROCESS", 1)  # split even this small cohort
+    monkeypatch.setattr(simulator, "MIN_REVIEWS_PER_PROCESS", 1)  # split even this small cohort
     kwargs = dict(num_users=37, interactions=40, num_concepts=5, seed=4, families="builtin,fsrs6,actr,hlr,fitted",
                   students_like=FITTED, policy_mix={name: 1.0 for name in BEHAVIOUR_POLICIES})
     one = generate_logs(**kwargs)
@@ -31,9 +31,8 @@ def test_a_cohort_below_the_minimum_part_stays_in_this_process(monkeypatch):
         raise AssertionError("a worker process was started")
 
     monkeypatch.setattr(simulator, "ProcessPoolExecutor", refuse)
-    log = generate_logs(num_users=simulator.MIN_LEARNERS_PER_PROCESS // 100, interactions=3, num_concepts=4, seed=1,
-                        processes=4)
-    assert len(log) == simulator.MIN_LEARNERS_PER_PROCESS // 100 * 3
+    log = generate_logs(num_users=50, interactions=3, num_concepts=4, seed=1, processes=4)
+    assert len(log) == 150 < simulator.MIN_REVIEWS_PER_PROCESS
 
 
 @pytest.mark.parametrize("processes", [0, -1, 1.5, True, "2"])
