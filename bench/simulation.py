@@ -79,7 +79,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"generate_logs, default behaviour mix, seed 42; checkout {os.getcwd()} ({commit or '?'}); "
-          f"{affinity} of {os.cpu_count()} cores usable; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{affinity} of {os.cpu_count()} cores usable; "
+          f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"median of {args.repeats}\n")
     print("| concepts | families | processes | users x interactions | seconds | interactions/s |")
     print("| ---: | --- | ---: | --- | ---: | ---: |")

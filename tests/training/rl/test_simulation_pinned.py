@@ -111,8 +111,8 @@ def test_generated_log_is_bit_identical_to_the_pinned_one(case):
 
 
 def test_generated_log_of_a_deck_no_learner_finishes_is_bit_identical_to_the_pinned_one():
-    log = generate_logs(num_users=30, interactions=50, num_concepts=40, seed=6, families="builtin,fsrs6,actr,hlr,fitted",
-                        students_like=FITTED, policy_mix=EVERY)
+    log = generate_logs(num_users=30, interactions=50, num_concepts=40, seed=6,
+                        families="builtin,fsrs6,actr,hlr,fitted", students_like=FITTED, policy_mix=EVERY)
     assert _log_digest(log) == WIDE_DIGEST
 
 

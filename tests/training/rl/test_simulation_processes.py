@@ -41,7 +41,8 @@ def test_generate_logs_refuses_a_number_of_processes_that_is_not_a_positive_inte
         generate_logs(num_users=2, interactions=2, num_concepts=3, seed=1, processes=processes)
 
 
-@pytest.mark.parametrize("name", ["random", "noisy_lowest_recall", "noisy_varied_target_recall", "varied_target_recall"])
+@pytest.mark.parametrize("name", ["random", "noisy_lowest_recall", "noisy_varied_target_recall",
+                                  "varied_target_recall"])
 def test_a_policy_group_split_into_parts_chooses_as_the_whole_group(name):
     m, concepts, steps = 11, 6, 8
     rng = np.random.default_rng(0)
