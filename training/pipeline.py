@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from crlsite.worker_threads import available_cores
 from curriculum.evaluation_protocol import EvaluationProtocol
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.reviews.reader import iter_review_chunks
@@ -90,13 +91,14 @@ def build_synthetic_dataset(
     mixed = None if chosen == (BUILTIN,) else chosen
     rows = num_users * interactions
     _report(on_progress, "simulating students", 0, 2 * rows)
+    processes = available_cores()  # one per core for a large cohort (the log is the same whatever the number)
     pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
-                          students_like=students_like, families=mixed)
+                          students_like=students_like, families=mixed, processes=processes)
     _report(on_progress, "simulating students", rows, 2 * rows)
     encoder = fit_encoder(pilot.chunks(size=DEFAULT_CHUNK_ROWS), num_concepts=concepts)
     del pilot
     logs = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
-                         encoder=encoder, students_like=students_like, families=mixed)
+                         encoder=encoder, students_like=students_like, families=mixed, processes=processes)
     _report(on_progress, "simulating students", 2 * rows, 2 * rows)
     chunks = _progress_chunks(logs.chunks(size=DEFAULT_CHUNK_ROWS), total=len(logs), on_progress=on_progress)
     return extract_trajectories(chunks=chunks, encoder=encoder, concept_keys=concept_keys or None, total_rows=len(logs))

@@ -87,6 +87,8 @@ class DecisionTransformerPolicy(Policy):
     the last context_length steps (states, actions, returns-to-go), the last one being the decision now."""
 
     name = "dt"
+    uses_states = True
+    uses_rewards = True
 
     def __init__(
         self, *, model: ActionModel, num_learners: int, num_concepts: int, rng: np.random.Generator
@@ -121,7 +123,8 @@ class DecisionTransformerPolicy(Policy):
         del self.returns_to_go[: -self.context_length]
         return np.asarray(actions, dtype=np.int64)
 
-    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray, rewards: np.ndarray) -> None:
+    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray,
+                rewards: np.ndarray | None) -> None:
         self.actions[-1] = np.asarray(concepts, dtype=np.int64)
 
 
@@ -149,7 +152,8 @@ def final_recall(
         )
     else:
         policy = make_policy(policy_name, num_learners=students, num_concepts=num_concepts, rng=rng)
-    run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=StateEncoder(encoder))
+    # rewards only for a policy that reads them (the DT's returns-to-go): the score is the true recall below
+    run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=StateEncoder(encoder), rewards=False)
     return cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S).mean(axis=1)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,50 +18,108 @@ from .encoder import FEATURES_PER_CONCEPT, STATE_FEATURES
 
 @dataclass(frozen=True)
 class Observation:
-    """What a policy sees before choosing, for its m learners (all at the same step of their sessions)."""
+    """What a policy sees before choosing, for its m learners (all at the same step of their sessions).
+
+    ``run_policies`` fills only what the policy reads (its ``uses_*`` flags), so that a step costs what the policies
+    need: ``states`` only for ``uses_states``, ``cumulative_reward`` only for ``uses_rewards``; ``recall`` is left
+    None there and computed on demand, for the learners asked, through ``recall_of`` (``recall_source``)."""
 
     step: int  # reviews each learner has done so far
     t: np.ndarray  # float64 [m], seconds since the epoch
-    recall: np.ndarray  # float64 [m, C], the encoder's estimate
-    states: np.ndarray  # float32 [m, S], the encoder's state
-    cumulative_reward: np.ndarray  # float64 [m]
+    recall: np.ndarray | None  # float64 [m, C], the encoder's estimate (None: ask recall_of)
+    states: np.ndarray | None  # float32 [m, S], the encoder's state (None unless the policy has uses_states)
+    cumulative_reward: np.ndarray | None  # float64 [m] (None unless the policy has uses_rewards)
     # only for policies with uses_true_recall (the simulator's truth):
     true_recall: np.ndarray | None = None  # float64 [m, C]
     true_gain: np.ndarray | None = None  # float64 [m, C], expected rise of true recall a horizon ahead if reviewed
     # only for policies with uses_expected_gain (the encoder's estimate, StateEncoder.expected_recall_gain):
     expected_gain: np.ndarray | None = None  # float64 [m, C], expected rise of estimated recall a horizon ahead
+    reviewed: np.ndarray | None = None  # bool [m, C], reviewed at least once (None: read from states)
+    # learner indices [k] (into these m) -> their estimated recall float64 [k, C]; used when recall is None. It reads
+    # the encoder's live memory: ask during select, before the step's reviews are applied
+    recall_source: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def recall_of(self, learners: np.ndarray) -> np.ndarray:
+        """The encoder's estimated recall float64 [k, C] of ``learners`` (int indices [k] into this observation's
+        m learners): rows of ``recall`` when it is given, else ``recall_source``'s. ValueError when neither is."""
+        if self.recall is not None:
+            return self.recall[learners]
+        if self.recall_source is None:
+            raise ValueError("observation: neither recall nor recall_source is given")
+        return self.recall_source(learners)
 
 
 def _reviewed(obs: Observation) -> np.ndarray:
-    """bool [m, C]: which concepts each learner has reviewed (the encoded review count is > 0)."""
+    """bool [m, C]: which concepts each learner has reviewed (``obs.reviewed``, else the encoded review count > 0)."""
+    if obs.reviewed is not None:
+        return obs.reviewed
+    if obs.states is None:
+        raise ValueError("observation: neither reviewed nor states is given")
     return obs.states[:, STATE_FEATURES.index("reviews")::FEATURES_PER_CONCEPT] > 0
 
 
+def never_reviewed_first(reviewed: np.ndarray, choose: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per learner, the never-reviewed concept of lowest position; for the learners who reviewed every concept,
+    ``choose(learners)`` (int indices [k] -> concept positions [k]). int64 [m] from reviewed bool [m, C].
+
+    The same choice as an argmin over all concepts of a key that is -1 where never reviewed and >= 0 (never NaN)
+    where reviewed, as the recall rules below state it, but the key (the recall) is computed only for the learners
+    who have nothing new left: on a large deck, none for most of a cohort's reviews."""
+    choice = np.argmax(~reviewed, axis=1).astype(np.int64)  # argmax takes the first True: the lowest position
+    done = np.flatnonzero(reviewed.all(axis=1))
+    if done.size:
+        choice[done] = choose(done)
+    return choice
+
+
 class Policy:
-    """One policy for a fixed group of m learners; keeps whatever per-learner state it needs."""
+    """One policy for a fixed group of m learners; keeps whatever per-learner state it needs.
+
+    A group may be run in parts (one per process, ``simulator.generate_logs(processes=N)``): this policy's m learners
+    are then positions ``stream_offset`` to ``stream_offset + m`` of a group of ``stream_learners`` (default: m, the
+    whole group) that share ``rng``. Every per-learner draw (``_draw``) is made for the whole group and the part keeps
+    its own slice, so the parts draw exactly what the whole group would (a draw costs O(group) per step, nothing
+    next to the O(m x C) of choosing). ValueError when the part does not fit in the group."""
 
     name: ClassVar[str]
     uses_true_recall: ClassVar[bool] = False
     uses_expected_gain: ClassVar[bool] = False  # reads Observation.expected_gain (the encoder's lookahead)
+    uses_states: ClassVar[bool] = False  # reads Observation.states (the encoded states: [m, 4 C] floats a step)
+    uses_rewards: ClassVar[bool] = False  # reads Observation.cumulative_reward or observe's rewards
 
-    def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> None:
+    def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator,
+                 stream_learners: int | None = None, stream_offset: int = 0) -> None:
         self.num_learners = num_learners
         self.num_concepts = num_concepts
         self.rng = rng
+        self.stream_learners = num_learners if stream_learners is None else int(stream_learners)
+        self.stream_offset = int(stream_offset)
+        if self.stream_offset < 0 or self.stream_offset + num_learners > self.stream_learners:
+            raise ValueError(f"stream_offset: learners {self.stream_offset}..{self.stream_offset + num_learners} do "
+                             f"not fit in a group of stream_learners={self.stream_learners}")
+
+    def _draw(self, draw: Callable[[int], np.ndarray]) -> np.ndarray:
+        """``draw(size)`` (one value per learner of the whole group, from ``self.rng``) -> this part's values [m]."""
+        values = draw(self.stream_learners)
+        if self.stream_learners == self.num_learners:
+            return values
+        return values[self.stream_offset:self.stream_offset + self.num_learners]
 
     def select(self, obs: Observation) -> np.ndarray:
         """Concept positions int64 [m]."""
         raise NotImplementedError
 
-    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray, rewards: np.ndarray) -> None:
-        """The outcome of the reviews just chosen (most policies need nothing)."""
+    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray,
+                rewards: np.ndarray | None) -> None:
+        """The outcome of the reviews just chosen (most policies need nothing); rewards float32 [m], None unless the
+        policy has uses_rewards (run_policies may skip computing them)."""
 
 
 class RandomPolicy(Policy):
     name = "random"
 
     def select(self, obs: Observation) -> np.ndarray:
-        return self.rng.integers(0, self.num_concepts, size=self.num_learners, dtype=np.int64)
+        return self._draw(lambda size: self.rng.integers(0, self.num_concepts, size=size, dtype=np.int64))
 
 
 class RoundRobinPolicy(Policy):
@@ -88,8 +147,10 @@ class LeitnerPolicy(Policy):
     name = "leitner"
     intervals_s = np.array([600.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0])
 
-    def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> None:
-        super().__init__(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
+    def __init__(self, **kwargs) -> None:
+        """kwargs as ``Policy``'s."""
+        super().__init__(**kwargs)
+        num_learners, num_concepts = self.num_learners, self.num_concepts
         self.box = np.full((num_learners, num_concepts), -1, dtype=np.int64)  # -1: never reviewed
         self.due = np.zeros((num_learners, num_concepts))
 
@@ -102,7 +163,8 @@ class LeitnerPolicy(Policy):
         soonest = np.argmin(np.where(seen, self.due, np.inf), axis=1)
         return np.where(due_now.any(axis=1), due_choice, np.where((~seen).any(axis=1), new_choice, soonest))
 
-    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray, rewards: np.ndarray) -> None:
+    def observe(self, *, concepts: np.ndarray, t: np.ndarray, correct: np.ndarray,
+                rewards: np.ndarray | None) -> None:
         rows = np.arange(self.num_learners)
         promoted = np.maximum(self.box[rows, concepts], 0) + 1  # a new concept answered correctly starts in box 1
         box = np.where(correct, np.minimum(promoted, len(self.intervals_s) - 1), 0)
@@ -138,7 +200,8 @@ class LowestRecallPolicy(Policy):
     name = "lowest_recall"
 
     def select(self, obs: Observation) -> np.ndarray:
-        return lowest_recall_choice(obs.recall, _reviewed(obs))
+        reviewed = _reviewed(obs)
+        return never_reviewed_first(reviewed, lambda done: lowest_recall_choice(obs.recall_of(done), reviewed[done]))
 
 
 class _Exploring(Policy):
@@ -147,8 +210,8 @@ class _Exploring(Policy):
     epsilon = 0.2
 
     def select(self, obs: Observation) -> np.ndarray:
-        explore = self.rng.random(self.num_learners) < self.epsilon
-        random = self.rng.integers(0, self.num_concepts, size=self.num_learners, dtype=np.int64)
+        explore = self._draw(lambda size: self.rng.random(size)) < self.epsilon
+        random = self._draw(lambda size: self.rng.integers(0, self.num_concepts, size=size, dtype=np.int64))
         return np.where(explore, random, super().select(obs))
 
 
@@ -170,10 +233,11 @@ class TargetRecallPolicy(Policy):
 
     def select(self, obs: Observation) -> np.ndarray:
         seen = _reviewed(obs)
-        return np.argmin(np.where(seen, np.abs(obs.recall - self._targets()), -1.0), axis=1)
+        return never_reviewed_first(seen, lambda done: np.argmin(np.abs(obs.recall_of(done) - self._targets(done)),
+                                                                 axis=1))
 
-    def _targets(self) -> float | np.ndarray:
-        """The target recall, broadcastable to [m, C]: one for every learner here."""
+    def _targets(self, learners: np.ndarray) -> float | np.ndarray:
+        """The target recall of ``learners`` (indices [k]), broadcastable to [k, C]: one for every learner here."""
         return self.target
 
 
@@ -192,12 +256,13 @@ class VariedTargetRecallPolicy(TargetRecallPolicy):
     name = "varied_target_recall"
     target_range = (0.15, 0.45)
 
-    def __init__(self, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> None:
-        super().__init__(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
-        self.targets = rng.uniform(*self.target_range, size=num_learners)  # float64 [m]
+    def __init__(self, **kwargs) -> None:
+        """kwargs as ``Policy``'s."""
+        super().__init__(**kwargs)
+        self.targets = self._draw(lambda size: self.rng.uniform(*self.target_range, size=size))  # float64 [m]
 
-    def _targets(self) -> np.ndarray:
-        return self.targets[:, None]
+    def _targets(self, learners: np.ndarray) -> np.ndarray:
+        return self.targets[learners, None]
 
 
 class NoisyVariedTargetRecallPolicy(_Exploring, VariedTargetRecallPolicy):
@@ -274,12 +339,16 @@ DEFAULT_POLICY_MIX: dict[str, float] = {
 }
 
 
-def make_policy(name: str, *, num_learners: int, num_concepts: int, rng: np.random.Generator) -> Policy:
+def make_policy(name: str, *, num_learners: int, num_concepts: int, rng: np.random.Generator,
+                stream_learners: int | None = None, stream_offset: int = 0) -> Policy:
+    """The policy ``name`` for num_learners (a part of a group of stream_learners from stream_offset: see
+    ``Policy``). ValueError for an unknown name."""
     try:
         cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"policy: unknown name {name!r}; expected one of {sorted(POLICIES)}") from None
-    return cls(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
+    return cls(num_learners=num_learners, num_concepts=num_concepts, rng=rng, stream_learners=stream_learners,
+               stream_offset=stream_offset)
 
 
 def normalise_mix(mix: dict[str, float] | None) -> dict[str, float]:

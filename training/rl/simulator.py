@@ -15,11 +15,15 @@ several families, its family from ``(seed, 0, family)``.
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import EncoderConfig, StateEncoder
+from .cpu_threads import limited_threads
+from .encoder import EncoderConfig, EncoderMemory, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .review_columns import ReviewColumns
 from .students import (ASSIGNMENT_STREAM, FAMILY_STREAM, HELD_OUT_DOMAIN, POLICY_STREAM, TRAINING_DOMAIN, Cohort,
@@ -44,69 +48,108 @@ class Rollout:
     correct: np.ndarray  # bool
     grade: np.ndarray  # int8
     response_time_ms: np.ndarray  # int32
-    rewards: np.ndarray  # float32, the encoder's reward
+    rewards: np.ndarray | None  # float32, the encoder's reward (None: run_policies(rewards=False))
 
 
 def run_policies(
-    *, cohort: Cohort, groups: list[tuple[Policy, np.ndarray]], encoder: StateEncoder
+    *, cohort: Cohort, groups: list[tuple[Policy, np.ndarray]], encoder: StateEncoder, rewards: bool = True
 ) -> Rollout:
-    """Drive the cohort for all its interactions; groups assign each student (rows) to one policy."""
+    """Drive the cohort for all its interactions; groups assign each student (rows) to one policy.
+
+    A step computes what the groups' policies read and nothing more (``Policy.uses_*``): the encoded states only for
+    the learners of a policy with ``uses_states``, the estimated recall on demand (``Observation.recall_of``: the
+    recall rules need it only for learners who have reviewed every concept), the simulator's truth only for
+    ``uses_true_recall``, the encoder's lookahead only for ``uses_expected_gain``. ``rewards`` False: the encoder's
+    reward is not computed unless a policy has ``uses_rewards``, and ``Rollout.rewards`` is then None
+    (``generate_logs``: a log has no reward column). What is computed is computed per learner as on the whole
+    cohort, so the rollout is the same whichever parts are computed (tests/training/rl/test_simulation_pinned.py).
+    """
     n, steps = cohort.num_students, cohort.interactions
     times = cohort.schedule()
+    with_rewards = rewards or any(policy.uses_rewards for policy, _ in groups)
     out = {
         "concepts": np.zeros((n, steps), dtype=np.int64),
         "correct": np.zeros((n, steps), dtype=bool),
         "grade": np.zeros((n, steps), dtype=np.int8),
         "response_time_ms": np.zeros((n, steps), dtype=np.int32),
-        "rewards": np.zeros((n, steps), dtype=np.float32),
+        "rewards": np.zeros((n, steps), dtype=np.float32) if with_rewards else None,
     }
     memory = encoder.init_memory(n)
+    reviewed = np.zeros((n, encoder.num_concepts), dtype=bool)  # memory.reviews > 0, kept up to date in place
     cumulative = np.zeros(n)  # float64 sum of the float32 rewards, as LearnerState and returns-to-go add them
     all_rows = np.arange(n)
     needs_truth = any(policy.uses_true_recall for policy, _ in groups)
-    planning = [rows for policy, rows in groups if policy.uses_expected_gain]
-    planned = np.concatenate(planning) if planning else np.zeros(0, dtype=np.int64)
     for k in range(steps):
         t = times[:, k]
-        recall = encoder.recall(memory, t)
-        states = encoder.encode(memory, t)
         true_recall = cohort.recall_probability(t) if needs_truth else None
         true_gain = cohort.expected_recall_gain(t, horizon_s=ORACLE_HORIZON_S) if needs_truth else None
-        expected_gain = np.zeros_like(recall)
-        if planned.size:  # the encoder's lookahead, for the planning policies' learners only
-            expected_gain[planned] = encoder.expected_recall_gain(memory, t[planned], rows=planned)
         concepts = np.zeros(n, dtype=np.int64)
         for policy, rows in groups:
+            at = t[rows]
             obs = Observation(
                 step=k,
-                t=t[rows],
-                recall=recall[rows],
-                states=states[rows],
-                cumulative_reward=cumulative[rows],
+                t=at,
+                recall=None,
+                states=encoder.encode(memory, at, rows=rows) if policy.uses_states else None,
+                cumulative_reward=cumulative[rows] if policy.uses_rewards else None,
                 true_recall=true_recall[rows] if policy.uses_true_recall else None,
                 true_gain=true_gain[rows] if policy.uses_true_recall else None,
-                expected_gain=expected_gain[rows] if policy.uses_expected_gain else None,
+                # the encoder's lookahead, for the planning policies' learners only
+                expected_gain=(encoder.expected_recall_gain(memory, at, rows=rows) if policy.uses_expected_gain
+                               else None),
+                reviewed=reviewed[rows],
+                recall_source=_recall_source(encoder, memory, at, rows),
             )
             concepts[rows] = policy.select(obs)
         outcome = cohort.review(concepts, t)
-        rewards = encoder.update(memory, all_rows, concepts, t, outcome.correct, outcome.grade)
-        cumulative += rewards
+        step_rewards = encoder.update(memory, all_rows, concepts, t, outcome.correct, outcome.grade,
+                                      rewards=with_rewards)
+        reviewed[all_rows, concepts] = True
+        if step_rewards is not None:
+            cumulative += step_rewards
+            out["rewards"][:, k] = step_rewards
         for policy, rows in groups:
-            policy.observe(
-                concepts=concepts[rows], t=t[rows], correct=outcome.correct[rows], rewards=rewards[rows]
-            )
+            policy.observe(concepts=concepts[rows], t=t[rows], correct=outcome.correct[rows],
+                           rewards=None if step_rewards is None else step_rewards[rows])
         out["concepts"][:, k] = concepts
         out["correct"][:, k] = outcome.correct
         out["grade"][:, k] = outcome.grade
         out["response_time_ms"][:, k] = outcome.response_time_ms
-        out["rewards"][:, k] = rewards
     return Rollout(t=times, **out)
+
+
+def _recall_source(encoder: StateEncoder, memory: EncoderMemory, t: np.ndarray,
+                   rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Observation.recall_source for a group's learners (rows of memory, at times t [m])."""
+    return lambda learners: encoder.recall(memory, t[learners], rows=rows[learners])
 
 
 def policy_rng(*, seed: int, held_out: bool, name: str) -> np.random.Generator:
     """The random stream a policy draws from, a function of (seed, domain, policy name) only."""
     domain = HELD_OUT_DOMAIN if held_out else TRAINING_DOMAIN
     return np.random.default_rng([seed, domain, POLICY_STREAM, *name.encode()])
+
+
+# A worker process pays for itself only on a part of about a second or more: bench/simulation.py measured 250,000-
+# 550,000 reviews/s on one core of the development machine (default mix, builtin students), and 0.3-0.7 s to start a
+# pool of two workers and take their parts back (warm fork server; about 1 s cold).
+MIN_REVIEWS_PER_PROCESS = 500_000
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything that decides a synthetic log, drawn once for the whole cohort (so that parts agree on it)."""
+
+    interactions: int
+    num_concepts: int
+    seed: int
+    names: list[str]  # the behaviour policies, in the mix's order
+    assigned: np.ndarray  # int64 [users]: each learner's policy (an index into names)
+    families: tuple[str | None, ...]
+    family_of: np.ndarray  # int64 [users]: each learner's family (an index into families)
+    config: SimulatorConfig | None
+    encoder: EncoderConfig
+    students_like: StudentsLike | None
 
 
 def generate_logs(
@@ -120,6 +163,7 @@ def generate_logs(
     encoder: EncoderConfig | None = None,
     students_like: StudentsLike | None = None,
     families: str | tuple[str, ...] | list[str] | None = None,
+    processes: int = 1,
 ) -> ReviewColumns:
     """A synthetic log sorted by (learner, time); each learner follows one behaviour policy drawn from policy_mix
     (default ``policies.DEFAULT_POLICY_MIX``), recorded in ``behaviour_policy``. Behaviour policies see the state
@@ -130,7 +174,16 @@ def generate_logs(
     randomisation) each learner belongs to one, drawn uniformly from the stream ``(seed, 0, family)``; learner i
     is the same student (stream, schedule, dice, behaviour policy) whatever the families. "fitted" needs
     ``students_like``. ValueError naming the family for an unknown one.
+
+    ``processes``: at most this many worker processes (``concurrent.futures.ProcessPoolExecutor``, one BLAS thread
+    each), one per contiguous part of the learners, at least ``MIN_REVIEWS_PER_PROCESS`` reviews a part; 1 (the
+    default), a cohort too small to split, or a daemonic caller (a Celery prefork worker may not start processes)
+    simulates in this process. The log is the same whatever the number: a learner's students' streams are its own
+    ``(seed, domain, learner)``, and a policy's draws are made for its whole group (``policies.Policy``).
+    ValueError when processes is not a positive integer.
     """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes: expected a positive integer, got {processes!r}")
     mix = normalise_mix(policy_mix)
     names = list(mix)
     assignment_rng = np.random.default_rng([seed, TRAINING_DOMAIN, ASSIGNMENT_STREAM])
@@ -144,28 +197,23 @@ def generate_logs(
     else:
         family_rng = np.random.default_rng([seed, TRAINING_DOMAIN, FAMILY_STREAM])
         family_of = family_rng.integers(len(chosen), size=num_users)
-    encoder_config = encoder or EncoderConfig(num_concepts=num_concepts)
-    out = {name: np.zeros((num_users, interactions), dtype=dtype) for name, dtype in (
-        ("concepts", np.int64), ("t", np.float64), ("correct", bool), ("grade", np.int8),
-        ("response_time_ms", np.int32))}
-    for f, family in enumerate(chosen):
-        members = np.flatnonzero(family_of == f)
-        if not len(members):
-            continue
-        cohort = make_cohort(family=family, students_like=students_like, num_students=len(members),
-                             num_concepts=num_concepts, interactions=interactions, seed=seed, config=config,
-                             student_ids=None if len(chosen) == 1 else members)
-        groups = []
-        for i, name in enumerate(names):
-            rows = np.flatnonzero(assigned[members] == i)
-            if len(rows):
-                # one family keeps the policy streams of the single-population log; several get one each
-                stream = name if len(chosen) == 1 else f"{name}@{family}"
-                rng = policy_rng(seed=seed, held_out=False, name=stream)
-                groups.append((make_policy(name, num_learners=len(rows), num_concepts=num_concepts, rng=rng), rows))
-        rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(encoder_config))
-        for key in out:
-            out[key][members] = getattr(rollout, key)
+    plan = _Plan(interactions=interactions, num_concepts=num_concepts, seed=seed, names=names, assigned=assigned,
+                 families=chosen, family_of=family_of, config=config,
+                 encoder=encoder or EncoderConfig(num_concepts=num_concepts), students_like=students_like)
+    parts = max(min(processes, num_users, num_users * interactions // MIN_REVIEWS_PER_PROCESS), 1)
+    if parts > 1 and multiprocessing.current_process().daemon:
+        parts = 1
+    bounds = np.linspace(0, num_users, parts + 1).round().astype(np.int64)
+    if parts == 1:
+        pieces = [_simulate_part(plan, 0, num_users)]
+    else:
+        context = multiprocessing.get_context("forkserver")
+        # The fork server imports the simulator once; each worker forks from it ready (else each imports NumPy and
+        # this module again). No effect when the server already runs: its workers then import what they need.
+        context.set_forkserver_preload([__name__])
+        with ProcessPoolExecutor(max_workers=parts, mp_context=context) as pool:
+            pieces = list(pool.map(_simulate_part_one_thread, [plan] * parts, bounds[:-1], bounds[1:]))
+    out = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
     return ReviewColumns(
         learner=np.repeat(np.arange(num_users, dtype=np.int64), interactions),
         concept=out["concepts"].reshape(-1),
@@ -175,3 +223,47 @@ def generate_logs(
         response_time_ms=out["response_time_ms"].reshape(-1),
         behaviour_policy=np.array([names[i] for i in assigned], dtype=str),
     )
+
+
+def _simulate_part_one_thread(plan: _Plan, start: int, stop: int) -> dict[str, np.ndarray]:
+    """``_simulate_part`` in a worker process, its BLAS / OpenMP pools at one thread (no oversubscription)."""
+    with limited_threads(1):
+        return _simulate_part(plan, int(start), int(stop))
+
+
+def _simulate_part(plan: _Plan, start: int, stop: int) -> dict[str, np.ndarray]:
+    """The log of learners start..stop-1: arrays [stop - start, interactions] by column name (concepts, t, correct,
+    grade, response_time_ms). Each family's learners in the part are a cohort of their own stream ids; each behaviour
+    policy's learners in the part are a contiguous slice of the policy's group over the whole cohort, which draws as
+    the whole group does (``Policy``'s stream_learners / stream_offset)."""
+    n, single = stop - start, len(plan.families) == 1
+    out = {name: np.zeros((n, plan.interactions), dtype=dtype) for name, dtype in (
+        ("concepts", np.int64), ("t", np.float64), ("correct", bool), ("grade", np.int8),
+        ("response_time_ms", np.int32))}
+    for f, family in enumerate(plan.families):
+        members = np.flatnonzero(plan.family_of == f)  # the family's learners over the whole cohort
+        in_part = (members >= start) & (members < stop)
+        part = members[in_part]
+        if not len(part):
+            continue
+        cohort = make_cohort(family=family, students_like=plan.students_like, num_students=len(part),
+                             num_concepts=plan.num_concepts, interactions=plan.interactions, seed=plan.seed,
+                             config=plan.config, student_ids=part)
+        position = np.cumsum(in_part) - 1  # a member's row in the part's cohort (where in_part)
+        groups = []
+        for i, name in enumerate(plan.names):
+            group = np.flatnonzero(plan.assigned[members] == i)  # the policy's learners (positions in members)
+            mine = in_part[group]
+            if not mine.any():
+                continue
+            # one family keeps the policy streams of the single-population log; several get one each
+            stream = name if single else f"{name}@{family}"
+            rng = policy_rng(seed=plan.seed, held_out=False, name=stream)
+            rows = position[group[mine]]
+            policy = make_policy(name, num_learners=len(rows), num_concepts=plan.num_concepts, rng=rng,
+                                 stream_learners=len(group), stream_offset=int(np.argmax(mine)))
+            groups.append((policy, rows))
+        rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(plan.encoder), rewards=False)
+        for key in out:
+            out[key][part - start] = getattr(rollout, key)
+    return out

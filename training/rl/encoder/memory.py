@@ -162,8 +162,14 @@ class StateEncoder:
         t: np.ndarray,
         correct: np.ndarray,
         grade: np.ndarray,
-    ) -> np.ndarray:
-        """Apply one review per listed learner (rows distinct) in place; returns the rewards float32 [rows]."""
+        *,
+        rewards: bool = True,
+    ) -> np.ndarray | None:
+        """Apply one review per listed learner (rows distinct) in place; returns the rewards float32 [rows].
+
+        ``rewards`` False: the memory's recall state is updated the same, but the reward (the potential: the recall at
+        the horizon of every reviewed concept) is not computed, None is returned and ``memory.potential`` is left
+        as it was: for a caller that never reads rewards (``simulator.generate_logs``'s behaviour policies)."""
         cfg = self.config
         rows = np.asarray(learner_rows, dtype=np.int64)
         concepts = np.asarray(concepts, dtype=np.int64)
@@ -176,6 +182,8 @@ class StateEncoder:
         else:
             self._update_halflife(memory, rows, concepts, t, g)
         memory.last_grade[rows, concepts] = g
+        if not rewards:
+            return None
 
         # the mean over all C concepts of the recall at the horizon, summed over the reviewed ones (the others add 0)
         r, _, p = self._reviewed_recall(memory, t + cfg.horizon_s, rows)

@@ -63,8 +63,12 @@ class ActrCohort(StudentCohort):
         gaps = np.diff(times, axis=1)
         self._psych_at_schedule = np.concatenate(
             [np.zeros((self.num_students, 1)), np.cumsum(self._psych_gap(gaps), axis=1)], axis=1)  # [n, interactions]
-        self._presented = np.zeros((self.num_students, self.num_concepts, 4))  # psychological times of the presentations
-        self._decay = np.zeros((self.num_students, self.num_concepts, 4))
+        # Slots for the psychological times of the presentations, doubled when full. At least 8: NumPy sums 8 or more
+        # slots pairwise, in which trailing empty (zero) slots add exactly nothing, but fewer one by one, in another
+        # order; from 8 slots a learner's traces sum to the same bits whatever the slots the cohort's other learners
+        # needed, so a cohort split into parts (generate_logs(processes=N)) gives the same students.
+        self._presented = np.zeros((self.num_students, self.num_concepts, 8))
+        self._decay = np.zeros((self.num_students, self.num_concepts, 8))
         self.presentations = np.zeros((self.num_students, self.num_concepts), dtype=np.int64)
 
     def _psych_gap(self, gap: np.ndarray) -> np.ndarray:
@@ -92,6 +96,20 @@ class ActrCohort(StudentCohort):
         with np.errstate(divide="ignore"):
             return self.offset + np.log(traces)
 
+    def _cell_activation(self, psych: np.ndarray, rows: np.ndarray, concepts: np.ndarray) -> np.ndarray:
+        """``_activation``'s formula at the cells (rows[i], concepts[i]) only, at psychological times psych [n]:
+        m float64 [n] (-inf where nothing was presented). The traces are summed over the same slots as on the whole
+        grid, so each value is the grid's to the bit."""
+        presented, decay = self._presented[rows, concepts], self._decay[rows, concepts]  # [n, slots]
+        used = np.arange(presented.shape[1])[None, :] < self.presentations[rows, concepts][:, None]
+        elapsed = np.maximum(psych[:, None] - presented, 1.0)
+        traces = np.where(used, elapsed ** -decay, 0.0).sum(axis=1)
+        with np.errstate(divide="ignore"):
+            return self.offset[rows, concepts] + np.log(traces)
+
+    def _recall_reviewed(self, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return self._recall_from(self._cell_activation(self.psychological_time(t), rows, concepts))
+
     def _recall_from(self, m: np.ndarray) -> np.ndarray:
         p = self.actr
         return np.where(np.isfinite(m), 1.0 / (1.0 + np.exp(np.clip((p.tau - m) / p.s, -700.0, 700.0))), 0.0)
@@ -116,7 +134,7 @@ class ActrCohort(StudentCohort):
 
     def _learn(self, rows, concepts, t, *, p, correct, grade) -> None:
         now = self.psychological_time(t)
-        decay = self._decay_now(self._activation(now))[rows, concepts]
+        decay = self._decay_now(self._cell_activation(now, rows, concepts))
         slot = self.presentations[rows, concepts]
         if slot.max(initial=0) >= self._presented.shape[2]:  # room for more presentations: double it
             self._presented = np.concatenate([self._presented, np.zeros_like(self._presented)], axis=2)

@@ -44,6 +44,12 @@ class Cohort(StudentCohort):
         elapsed = np.maximum(t[:, None] - self.last_review, 0.0) * self.forgetting_rate[:, None]
         return np.where(self.seen, np.exp2(-elapsed / self.half_life), self.config.unseen_recall)
 
+    def _recall_reviewed(self, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``recall_probability``'s formula at the reviewed cells only: float64 [n]."""
+        elapsed = np.maximum(t - self.last_review[rows, concepts], 0.0) * self.forgetting_rate[rows]
+        return np.where(self.seen[rows, concepts], np.exp2(-elapsed / self.half_life[rows, concepts]),
+                        self.config.unseen_recall)
+
     def half_life_after(
         self, *, p: np.ndarray, half_life: np.ndarray, seen: np.ndarray, concepts: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -72,6 +72,12 @@ class HlrCohort(StudentCohort):
         h = self.half_life_days(self.right, self.wrong, self.offset)
         return np.where(self.seen, np.exp2(-delta / h), 0.0)
 
+    def _recall_reviewed(self, rows: np.ndarray, concepts: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``recall_probability``'s formula at the reviewed cells only: float64 [n]."""
+        delta = np.maximum(t - self.last_review[rows, concepts], 0.0) / DAY_S
+        h = self.half_life_days(self.right[rows, concepts], self.wrong[rows, concepts], self.offset[rows, concepts])
+        return np.where(self.seen[rows, concepts], np.exp2(-delta / h), 0.0)
+
     def counted(self, gap_s: np.ndarray) -> np.ndarray:
         """The share of a review ``gap_s`` seconds after the previous one that the counts take (massing discount)."""
         return -np.expm1(-np.log(2.0) * np.maximum(gap_s, 0.0) / self.hlr.massing_half_life_s)
