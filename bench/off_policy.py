@@ -49,20 +49,28 @@ from training.rl.simulator import make_cohort, policy_rng, run_policies  # noqa:
 
 
 def _reviewed(obs: Observation) -> np.ndarray:
-    """bool [m, C]: which concepts each learner has reviewed (the encoded review count is > 0, as policies.py)."""
+    """bool [m, C]: which concepts each learner has reviewed (``obs.reviewed``, else the encoded review count > 0,
+    as policies.py)."""
+    if obs.reviewed is not None:
+        return obs.reviewed
     return obs.states[:, STATE_FEATURES.index("reviews")::FEATURES_PER_CONCEPT] > 0
+
+
+def _recall(obs: Observation) -> np.ndarray:
+    """float64 [m, C]: the encoder's estimated recall of every learner (``run_policies`` may compute it on demand)."""
+    return obs.recall_of(np.arange(len(obs.t)))
 
 
 def lowest_recall_preference(obs: Observation, num_concepts: int) -> np.ndarray:
     """lowest_recall's rule as scores float64 [m, C] (higher = preferred): 1 for a never-reviewed concept, else
     minus the estimated recall; its argmax is ``lowest_recall_choice`` (ties to the lowest position)."""
-    return np.where(_reviewed(obs), -obs.recall, 1.0)
+    return np.where(_reviewed(obs), -_recall(obs), 1.0)
 
 
 def target_recall_preference(obs: Observation, num_concepts: int) -> np.ndarray:
     """target_recall's rule (``TargetRecallPolicy``, its target 0.25) as scores: 1 for a never-reviewed concept, else
     minus the distance of the estimated recall from the target."""
-    return np.where(_reviewed(obs), -np.abs(obs.recall - TargetRecallPolicy.target), 1.0)
+    return np.where(_reviewed(obs), -np.abs(_recall(obs) - TargetRecallPolicy.target), 1.0)
 
 
 def round_robin_preference(obs: Observation, num_concepts: int) -> np.ndarray:
