@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from crlsite.worker_threads import available_cores
 from curriculum.evaluation_protocol import EvaluationProtocol
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.reviews.reader import iter_review_chunks
@@ -26,6 +25,7 @@ from curriculum.services import artifact_storage, ensure_curriculum, evaluation_
 from .data_sufficiency import training_data_summary
 from .models import TrainingRun, TrajectoryExtractionJob
 from .rl.evaluation import EVALUATION_FAMILIES, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS
+from .rl.cpu_threads import AUTO
 from .rl.encoder import EncoderConfig, fit_encoder_config
 from .rl.simulator import StudentsLike, generate_logs
 from .rl.students import BUILTIN, FITTED, parse_families
@@ -91,7 +91,7 @@ def build_synthetic_dataset(
     mixed = None if chosen == (BUILTIN,) else chosen
     rows = num_users * interactions
     _report(on_progress, "simulating students", 0, 2 * rows)
-    processes = available_cores()  # one per core for a large cohort (the log is the same whatever the number)
+    processes = AUTO  # one per core for a large cohort (the log is the same whatever the number)
     pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
                           students_like=students_like, families=mixed, processes=processes)
     _report(on_progress, "simulating students", rows, 2 * rows)
