@@ -19,3 +19,22 @@ def test_the_export_panel_sits_below_the_curriculum_form_in_the_page(logged_in, 
     assert panel["y"] >= form["y"] + form["height"] - 1  # below the change form, not beside it
     assert content["x"] - 1 <= panel["x"] and panel["x"] + panel["width"] <= width + 1  # inside the page
     assert abs(panel["x"] - form["x"]) < 2  # aligned with the form, not pushed to the right
+
+
+def test_cancelling_a_run_from_its_page_asks_first(logged_in, make_curriculum, screenshot):
+    from training.models import TrainingRun
+
+    page, url = logged_in
+    run = TrainingRun.objects.create(curriculum=make_curriculum("algebra", concepts=5), concepts=5)
+    page.goto(f"{url}/admin/training/trainingrun/{run.pk}/change/")
+    page.click("#job-cancel")
+    page.wait_for_selector("#cancel-confirm")
+    screenshot("cancel-confirmation")
+    assert "Are you sure you want to cancel this training run?" in page.text_content("#content-main")
+    run.refresh_from_db()
+    assert run.status == "queued"  # nothing happened yet
+    page.click("#cancel-confirm input[type=submit]")
+    page.wait_for_selector("#job-progress")
+    run.refresh_from_db()
+    assert run.status == "cancelled" and page.url.endswith(f"/trainingrun/{run.pk}/change/")
+    assert not page.load_problems
