@@ -15,7 +15,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import charts, selectors, services
-from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of
+from .evaluation_protocol import (
+    FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
+)
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
 
@@ -63,6 +65,7 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
     measured = protocol_of(policy.metrics)
     shown = under or policy.metrics or {}
     run = getattr(policy, "training_run", None)
+    like = students_like(under)
     return {
         "policy": policy,
         "under_protocol": under is not None,
@@ -71,6 +74,10 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
         "other_recall": None if under is not None else dt_mean(policy.metrics),
         "delta": None if value is None or active_value is None or policy == active else value - active_value,
         "lift": lift(under),
+        # students like the curriculum's own: under the protocol, else the training-time evaluation's (not comparable)
+        "students_like": like or students_like(policy.metrics),
+        "students_like_under_protocol": like is not None,
+        "students_like_id": f"students-like-{policy.curriculum.key}-{policy.version}",
         "data_warnings": ((policy.metrics or {}).get("training_data") or {}).get("warnings") or [],
         "chart": metrics_chart(metrics=shown),
         "run": run,
