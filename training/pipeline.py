@@ -205,14 +205,16 @@ def train_and_export(
     no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
+    attention_window: int | None = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
-    the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". Raises
-    trainer.TrainingCancelled when should_stop() says so."""
+    the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". ``attention_window``
+    (DTConfig's; None: full attention) trains a model with local attention. Raises trainer.TrainingCancelled when
+    should_stop() says so, PipelineError when the model config or the dataset is refused."""
     from .rl.artifacts import CONFIG_FILE
     from .rl.checkpoint import export_artifacts
-    from .rl.trainer import train
+    from .rl.trainer import default_model_config, train
 
     config = replace(train_config or TRAIN_DEFAULTS, epochs=epochs, batch_size=batch_size, seed=seed, no_cuda=no_cuda)
     device = training_device(no_cuda=no_cuda)
@@ -222,8 +224,10 @@ def train_and_export(
                 epoch=epoch, loss=float(loss), device=device)
 
     try:
-        result = train(dataset=dataset, train_config=config, checkpoint_path=checkpoint_path,
-                       on_progress=progress, should_stop=should_stop)
+        model_config = (None if attention_window is None
+                        else default_model_config(dataset, attention_window=attention_window))
+        result = train(dataset=dataset, model_config=model_config, train_config=config,
+                       checkpoint_path=checkpoint_path, on_progress=progress, should_stop=should_stop)
     except ValueError as exc:
         raise PipelineError(f"cannot train on this dataset: {exc}") from exc
     _report(on_progress, "exporting artifacts", 0, 1)
@@ -310,6 +314,7 @@ def train_policy(
     curriculum: Curriculum | str | None = None, dataset: TrajectoryExtractionJob | None = None,
     progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     students_like: Curriculum | str | None = None, eval_processes: int | str = AUTO,
+    attention_window: int | None = None,
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
@@ -335,6 +340,9 @@ def train_policy(
     ``students_like`` (a curriculum or its key): synthetic training students and the evaluation's "students_like"
     population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
     are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``).
+
+    ``attention_window``: the model's local attention window in tokens (DTConfig.attention_window; None: full
+    attention), checked against the default architecture before any work.
     """
     from .rl.trainer import TrainingCancelled
 
@@ -346,6 +354,13 @@ def train_policy(
         spec.validate()
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
+    if attention_window is not None:
+        from .rl.dt import DTConfig
+
+        try:  # the default architecture (context, layers) bounds the window
+            DTConfig(state_dim=1, action_dim=1, attention_window=attention_window)
+        except ValueError as exc:
+            raise PipelineError(f"--attention-window {attention_window}: {exc}") from exc
     if source not in DATA_SOURCES:
         raise PipelineError(f"source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}
@@ -364,7 +379,8 @@ def train_policy(
         outcome = train_and_export(dataset=dataset_data, output_dir=output, epochs=spec.epochs,
                                    batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
-                                   should_stop=should_stop, stage_seconds={"data": seconds["data"]})
+                                   should_stop=should_stop, stage_seconds={"data": seconds["data"]},
+                                   attention_window=attention_window)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()

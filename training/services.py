@@ -68,6 +68,7 @@ def train_and_register(
     before_register: Callable[[PolicyResult], None] | None = None,
     on_registered: Callable[[PolicyModel, PolicyResult], None] | None = None,
     eval_processes: int | str = AUTO,
+    attention_window: int | None = None,
 ) -> TrainedVersion:
     """Train a policy on ``spec`` and ``source`` (training.pipeline.train_policy: artifacts and evaluation.json in
     ``output_dir``); with ``register`` (implied by ``promote``) make it the curriculum's next candidate version,
@@ -80,6 +81,8 @@ def train_and_register(
     the result), and ``on_registered(policy, result)`` (a training run locks its row in the first, to register
     once, and records its result in the second, so that both commit with the version). Promoting:
     ``curriculum.services.promote_policy`` with ``actor``, ``reason`` and ``force``.
+
+    ``attention_window`` (None: full attention) is the model's local attention window (train_policy's).
 
     ``progress(stage, done, total, info)`` follows the pipeline's stages, then EVALUATING_ACTIVE and REGISTERING
     (0 of 0); ``should_stop()`` is asked at every stage boundary: trainer.TrainingCancelled when it says so.
@@ -95,7 +98,7 @@ def train_and_register(
         raise PipelineError("--register/--promote need --curriculum KEY (which curriculum the version serves)")
     result = train_policy(spec=spec, output_dir=output_dir, source=source, curriculum=curriculum, dataset=dataset,
                           progress=progress, should_stop=should_stop, students_like=students_like,
-                          eval_processes=eval_processes)
+                          eval_processes=eval_processes, attention_window=attention_window)
     outcome = TrainedVersion(result=result)
     if not register:
         return outcome
