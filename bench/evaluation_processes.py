@@ -100,6 +100,7 @@ def main() -> None:
             for run, (kwargs, affinity) in settings.items():
                 took, results[run], workers[run] = timed(policy, settings=kwargs, affinity=affinity, args=args)
                 seconds[run].append(took)
+                print(f"{run}: {took:.1f} s", file=sys.stderr, flush=True)  # a slow run shows before the table
     print(f"{args.students} students x {args.interactions} reviews, families {args.families or 'builtin only'}, "
           f"{available_cores()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} (after), "
           f"median of {args.repeats}\n")
