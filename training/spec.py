@@ -15,7 +15,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .rl.cpu_threads import AUTO, pool_size
+from .rl.cpu_threads import AUTO, check_processes
 from .rl.evaluation import EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_STUDENTS
 from .rl.seeds import SEED_MAX, SEED_MIN
 from .rl.students import BUILTIN, parse_families
@@ -223,7 +223,7 @@ def _processes(text: str) -> int | str:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive integer or {AUTO!r}, got {text!r}") from None
     try:
-        pool_size(value, parts=1)  # the one check of a number of processes
+        check_processes(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
     return value
