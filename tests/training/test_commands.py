@@ -200,6 +200,8 @@ def extraction_encoder(job) -> dict:
         (["--interactions", "100001"], "--interactions: expected 1 to 100000"),
         (["--seed", "-1"], "--seed: expected 0 to 2147483647, got -1"),
         (["--seed", "99999999999999999999999"], "--seed: expected 0 to 2147483647"),
+        (["--eval-processes", "0"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 0"),
+        (["--eval-processes", "all"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 'all'"),
         (["--attention-window", "16"], "--attention-window 16: .*attention_window must be null or an integer from 1 "
                                        "to 15"),
     ],
@@ -290,3 +292,29 @@ def test_a_first_version_of_a_large_deck_fixes_a_protocol_that_meets_every_conce
     assert metrics["training_data"]["episodes"] == 24 and metrics["training_data"]["concepts"] == 60
     assert "Warning: too few learners to learn from: 24 episode(s)" in printed
     assert "Warning: too few reviews to learn from: " in printed
+
+
+@pytest.mark.trains
+def test_the_evaluation_flags_spread_the_loops_over_processes_with_the_same_results(tmp_path, monkeypatch):
+    from training.rl import evaluation
+
+    monkeypatch.setattr(evaluation, "POOL_PART_REVIEWS", 1)  # a pool for even this tiny evaluation
+    started = []
+    real_pool = evaluation.worker_pool
+
+    def recording_pool(workers, **kwargs):
+        started.append(workers)
+        return real_pool(workers, **kwargs)
+
+    monkeypatch.setattr(evaluation, "worker_pool", recording_pool)
+    run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--concepts", "3", "--eval-processes", "2", *TINY)
+    assert started == [2]
+    stored = json.loads((tmp_path / "m" / "evaluation.json").read_text())
+    args = ["evaluate_policy", "--policy_dir", str(tmp_path / "m"), "--students", "6", "--interactions", "24",
+            "--families", "builtin,hlr", "--json"]
+    one = json.loads(run(*args, "--processes", "1"))
+    two = json.loads(run(*args, "--processes", "2"))
+    assert started == [2, 2] and one == two
+    assert one["results"] == stored["results"]  # the training run's own evaluation: the same students and seed
+    with pytest.raises(CommandError, match="--processes: expected a positive integer or 'auto', got -3"):
+        run(*args, "--processes", "-3")

@@ -322,6 +322,18 @@ class DTLite:
             self.unseen_predict_b = self.predict_action_b.mean()
         self._local = threading.local()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle everything but the per-thread scratch state (a ``threading.local``, which does not pickle): a policy
+        ships to evaluation worker processes (``evaluation.evaluate(processes=N)``)."""
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled DTLite with fresh, empty per-thread scratch state."""
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     @classmethod
     def load(cls, weights: Source, config: Source) -> DTLite:
         """Load `dt_lite_weights.npz` and `dt_lite_config.json` (paths, bytes or file objects), verified."""

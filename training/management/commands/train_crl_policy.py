@@ -21,7 +21,7 @@ from training import hardware, pipeline, services
 from training.management.commands.evaluate_policy import format_results
 from training.rl.evaluation import format_report
 from training.models import TrainingRun
-from training.spec import TrainingSpec
+from training.spec import TrainingSpec, add_processes_flag
 
 
 class Command(BaseCommand):
@@ -53,6 +53,8 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
         parser.add_argument("--reason", default="", help="why (recorded in the promotion history)")
         parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+        add_processes_flag(parser, "--eval-processes", "--eval_processes", help="worker processes of the "
+                           "closed-loop evaluation, one thread each (the results are the same for any number)")
 
     def handle(self, *args, **options):
         spec = TrainingSpec.from_options(options)
@@ -80,7 +82,7 @@ class Command(BaseCommand):
                 promote=options["promote"], force=options["force"],
                 reason=options["reason"] or "train_crl_policy --promote",
                 notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source), **window})}",
-                progress=progress,
+                progress=progress, eval_processes=options["eval_processes"],
                 attention_window=options.get("attention_window"),
             )
         except (pipeline.PipelineError, StorageFull) as exc:
