@@ -46,7 +46,9 @@ def limit_threads() -> str:
     return "threadpoolctl"
 
 
-def interleaved(engines: dict[str, Callable[[], object]], repeats: int) -> dict[str, np.ndarray]:
+def interleaved(engines: dict[str, Callable[[], object]], repeats: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
+    """Seconds per call of each engine, the engines called in turn ``repeats`` times after a warm-up."""
     warmup = max(2, repeats // 20)
     for f in engines.values():
         for _ in range(warmup):
@@ -54,9 +56,9 @@ def interleaved(engines: dict[str, Callable[[], object]], repeats: int) -> dict[
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(repeats):
         for name, f in engines.items():
-            start = time.perf_counter()
+            start = clock()
             f()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
     return {name: np.array(s) for name, s in seconds.items()}
 
 
@@ -130,6 +132,9 @@ def main() -> None:
                         help="the model's local attention window in tokens (default: the widest exact one, 15 at "
                              "the default context and layers); 0: full attention, no per-step rows")
     parser.add_argument("--repeats", type=int, default=400)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time (default); cpu: the calling thread's CPU time (every engine runs on "
+                             "one thread), which a machine shared with other work disturbs much less")
     args = parser.parse_args()
     how = limit_threads()
 
@@ -154,7 +159,8 @@ def main() -> None:
           f"context {config.context_length}, attention window {config.attention_window or 'full'}, "
           f"state_dim {args.state_dim}, action_dim {args.action_dim}, "
           f"concept head {config.concept_features and config.concept_head_dim or 'none'}, state token "
-          f"{config.state_token}; 1 thread ({how}); numpy {np.__version__}, torch {torch.__version__}")
+          f"{config.state_token}; 1 thread ({how}), {args.clock} clock; numpy {np.__version__}, torch "
+          f"{torch.__version__}")
     print()
     print("| batch | engine | median ms | p90 ms | rows/s | vs PyTorch |")
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
@@ -176,7 +182,7 @@ def main() -> None:
         onnx = onnx_engine(model, x)
         if callable(onnx):
             engines["onnxruntime"] = onnx
-        seconds = interleaved(engines, repeats)
+        seconds = interleaved(engines, repeats, time.thread_time if args.clock == "cpu" else time.perf_counter)
         base = np.median(seconds["pytorch eager forward"])
         for name, s in seconds.items():
             median = np.median(s)
