@@ -12,6 +12,7 @@ action c >= action_dim in the context is embedded as the average of the trained 
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,9 +36,16 @@ def _linear(w: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndar
     return np.array(w[name + ".weight"].T, np.float32, order="C"), np.array(w[name + ".bias"], np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _ones(n: int) -> np.ndarray:
+    ones = np.ones(n, np.float32)
+    ones.flags.writeable = False  # shared by every call
+    return ones
+
+
 def _row_sums(x: np.ndarray) -> np.ndarray:
     # a matrix-vector product: several times faster than x.sum(axis=-1) for short rows
-    return x @ np.ones(x.shape[-1], np.float32)
+    return x @ _ones(x.shape[-1])
 
 
 def _twice_gelu(h: np.ndarray) -> np.ndarray:
@@ -68,7 +76,7 @@ class LayerNorm:
         mean = _row_sums(x)
         mean *= self.inv_n
         xc = x - mean[..., None]
-        var = np.einsum("...i,...i->...", xc, xc)  # one pass, no xc * xc temporary
+        var = _row_sums(xc * xc)  # for rows of ~128, faster than einsum's dispatch
         var *= self.inv_n
         var += np.float32(LAYER_NORM_EPS)
         rstd = np.sqrt(var, out=var)
