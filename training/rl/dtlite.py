@@ -1,8 +1,14 @@
 """DTLite: the Decision Transformer's inference in NumPy only, for serving without torch.
 
 Read it beside `training/rl/dt.py`: the same blocks under the same names, computing the same numbers
-(max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py). `select_action` computes only
-what the last state token needs, which is all a recommendation uses.
+(max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py; 1e-5 in test_dtlite_step.py).
+`select_action` computes only what the last state token needs, which is all a recommendation uses. Where a linear map
+follows a LayerNorm its affine weight and bias are folded into that map once (LayerNorm.fold).
+
+Local attention (``attention_window`` W in the config; absent: full attention): each token attends to the last W
+tokens only. `select_action` then computes only the last state token's cone, and the per-step path (`prefill`,
+`extend`, `step`, a `StepState`) computes only the newest tokens against cached per-block keys and values, exact
+because a token's keys and values never change once computed (the bound on W: model_config.max_attention_window).
 
 Concepts added after training: a model with the summary state token (``scores_unseen_concepts``) also takes
 states of C' > action_dim concepts (the trained ones first, in position order). The summary then covers all C'
@@ -296,7 +302,8 @@ class StepState:
 
 
 class DTLite:
-    """A Decision Transformer for inference; thread-safe (per-thread scratch state only)."""
+    """A Decision Transformer for inference; thread-safe (per-thread scratch state only; a StepState is never
+    changed in place)."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
         check_model_config(config)  # ValueError naming the key; DTLite.load's configs were checked already
@@ -409,7 +416,8 @@ class DTLite:
         blocks = len(self.blocks)
         # starts[i]: the first token block i reads (starts[i + 1]: the first whose output it computes). All of them,
         # but for the last state token alone with local attention: block i's outputs reach (W - 1) tokens further
-        # per later block, so earlier rows are never read (43, 29, 15 and 1 of 59 rows at the defaults).
+        # per later block, so earlier rows are never read (blocks 0-3 compute 43, 29, 15 and 1 of the 59 rows at the
+        # defaults).
         starts = [0] * (blocks + 1)
         if last_only and window is not None:
             starts = [max(0, last - (blocks - i) * (window - 1)) for i in range(blocks)] + [last]
