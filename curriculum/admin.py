@@ -16,6 +16,7 @@ from training.rl.evaluation import family_policies
 from . import charts, selectors, services
 from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
+from .evaluation_protocol import students_like
 from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
@@ -276,8 +277,17 @@ class PolicyModelAdmin(admin.ModelAdmin):
         """The evaluation chart above its table (the training run's page shows the same)."""
         if not (obj.metrics or {}).get("results"):
             return "not evaluated"
-        return format_html('<div class="crl-charts">{}</div>{}{}', charts.evaluation_chart(metrics=obj.metrics),
-                           self.metrics_table(obj), self.families_table(obj))
+        return format_html('<div class="crl-charts">{}</div>{}{}{}', charts.evaluation_chart(metrics=obj.metrics),
+                           self.metrics_table(obj), self.families_table(obj), self.students_like_table(obj))
+
+    def students_like_table(self, obj: PolicyModel) -> str:
+        """The evaluation on students like the curriculum's own (``evaluation_protocol.students_like``): under the
+        curriculum's protocol when the version has it, else its training-time evaluation's, said as such."""
+        under = students_like(self._protocol_metrics(obj))
+        return render_to_string("admin/curriculum/_students_like.html", {
+            "like": under or students_like(obj.metrics), "under_protocol": under is not None,
+            "dom_id": f"students-like-{obj.curriculum.key}-{obj.version}",
+        })
 
     @staticmethod
     def families_table(obj: PolicyModel):
