@@ -26,8 +26,9 @@ from .state_specs import policy_identity
 
 logger = logging.getLogger(__name__)
 
-# Evaluating a version under the protocol is training's work (training/protocol_evaluation.py); the curriculum only
-# asks a worker for it by the task's name, so a web process never loads the evaluation code (or torch).
+# Evaluating a version under the protocol is training's work (training/protocol_evaluation.py), launched as a job
+# (training.models.ProtocolEvaluationJob, from the orchestrator). The task of the earlier, job-less request keeps its
+# name so that messages already in a broker still run.
 EVALUATE_TASK = "training.tasks.evaluate_policy_under_protocol"
 
 
@@ -351,7 +352,7 @@ def set_evaluation_protocol(
 ) -> EvaluationProtocol:
     """Change the curriculum's evaluation protocol on purpose, with an audit entry in the curriculum's admin
     history (``LogEntry``: who, from which protocol to which, why). Versions evaluated under the old protocol are
-    then "not evaluated under the current protocol" until re-evaluated (``request_protocol_evaluation``); the
+    then "not evaluated under the current protocol" until re-evaluated (a ``training.models.ProtocolEvaluationJob``); the
     fallback's score is evaluated anew under the new one. Returns the old protocol.
 
     Raises PolicyError: no written ``reason``; the protocol is the current one."""
@@ -391,14 +392,6 @@ def evaluation_protocol_for(*, curriculum: Curriculum, proposed: EvaluationProto
     operator trying flags) fixes nothing."""
     curriculum.refresh_from_db(fields=["evaluation_protocol"])
     return fixed_evaluation_protocol(curriculum=curriculum) or proposed
-
-
-def request_protocol_evaluation(*, policy: PolicyModel) -> bool:
-    """Queue ``evaluate_under_protocol`` for the version on a worker (training.tasks.evaluate_policy_under_protocol);
-    whether the broker took the message (False: logged, never raised; ask again later)."""
-    from crlsite.celery import publish
-
-    return publish(EVALUATE_TASK, args=[policy.pk])
 
 
 def _enqueue_reencoding(*, curriculum_id: int) -> None:
