@@ -18,6 +18,7 @@ from training.rl.artifacts import ARTIFACT_NAMES, OPTIONAL_ARTIFACT_NAMES, Artif
 
 from . import selectors
 from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, dt_mean, protocol_of
+from .history import record_change
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
 from .reviews.fields import check_curriculum_key
 from .selectors import active_policy
@@ -332,8 +333,21 @@ def _activate(
             reason=reason,
             forced=bool(force and kind == PromotionEvent.Kind.PROMOTE),
         )
+        _record_activation(event=event, curriculum=curriculum, target=target, retired=active, actor=actor)
         transaction.on_commit(lambda: _enqueue_reencoding(curriculum_id=curriculum.pk))
     return event
+
+
+def _record_activation(*, event: PromotionEvent, curriculum: Curriculum, target: PolicyModel,
+                       retired: PolicyModel | None, actor) -> None:
+    """The promotion or rollback in the admin history of the curriculum and of both versions (when a user acted)."""
+    done = "Rolled back" if event.kind == PromotionEvent.Kind.ROLLBACK else ("Force-promoted" if event.forced else "Promoted")
+    change = f"v{retired.version} \u2192 v{target.version}" if retired is not None else f"v{target.version} (none active before)"
+    why = f"Reason: {event.reason}"
+    record_change(actor=actor, objects=[curriculum], message=f"{done}: {change}. {why}")
+    record_change(actor=actor, objects=[target], message=f"{done}: now the active version ({change}). {why}")
+    if retired is not None:
+        record_change(actor=actor, objects=[retired], message=f"Retired: {done.lower()} to v{target.version}. {why}")
 
 
 def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyModel:
@@ -356,8 +370,6 @@ def set_evaluation_protocol(
     fallback's score is evaluated anew under the new one. Returns the old protocol.
 
     Raises PolicyError: no written ``reason``; the protocol is the current one."""
-    from django.contrib.admin.models import CHANGE, LogEntry
-
     reason = (reason or "").strip()
     if not reason:
         raise PolicyError("reason: changing the evaluation protocol needs a written reason (it is recorded in the history)")
@@ -368,11 +380,8 @@ def set_evaluation_protocol(
             raise PolicyError(f"the evaluation protocol is already {protocol.label}")
         locked.evaluation_protocol = protocol.to_dict()
         locked.save(update_fields=["evaluation_protocol"])
-        if getattr(actor, "pk", None):
-            LogEntry.objects.log_actions(
-                user_id=actor.pk, queryset=[locked], action_flag=CHANGE, single_object=True,
-                change_message=f"Evaluation protocol changed from {old.label} to {protocol.label}. Reason: {reason}",
-            )
+        record_change(actor=actor, objects=[locked],
+                      message=f"Evaluation protocol changed from {old.label} to {protocol.label}. Reason: {reason}")
     curriculum.evaluation_protocol = locked.evaluation_protocol
     return old
 
