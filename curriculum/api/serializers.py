@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from functools import cache
 from typing import Any
 
@@ -101,7 +102,7 @@ class LearnerIdField(StrictCharField):
 # The schema's field class per declared type (curriculum.reviews.fields.ReviewField.type).
 _SCHEMA_FIELDS: dict[type, type[serializers.Field]] = {
     str: serializers.CharField, bool: serializers.BooleanField, int: serializers.IntegerField,
-    dt.datetime: serializers.DateTimeField,
+    dt.datetime: serializers.DateTimeField, uuid.UUID: serializers.UUIDField,
 }
 
 
@@ -198,6 +199,9 @@ class PolicyRefSerializer(serializers.Serializer):
 
 # A curriculum.serving.Recommendation as the API answers it.
 class RecommendationSerializer(serializers.Serializer):
+    recommendation_id = serializers.UUIDField(
+        help_text="This recommendation's id in the recommendation log; send it back on the review that follows "
+        "(`recommendation_id`) to attribute the review's outcome to it exactly. Added in v1 (additive).")
     concept = serializers.CharField(help_text="The concept to practise next.")
     scores = serializers.DictField(
         child=serializers.FloatField(),
