@@ -75,3 +75,30 @@ def test_a_review_with_a_malformed_recommendation_id_is_refused_naming_the_field
     assert response.status_code == 400
     assert [f["field"] for f in response.json()["error"]["fields"]] == ["recommendation_id"]
     assert not ReviewLog.objects.exists()
+
+
+def test_softmax_exploration_logs_the_policys_own_probability_and_draws_with_it(api_client, demo, make_real_policy):
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
+    type(demo).objects.filter(pk=demo.pk).update(exploration="softmax", exploration_temperature=1.0)
+    answers = [post(api_client, "/api/v1/recommendations", {"curriculum": "demo", "learner": "u1", "at": T0.isoformat()})
+               .json() for _ in range(400)]
+
+    logged = {str(r.id): r for r in RecommendationLog.objects.all()}
+    scores = answers[0]["scores"]
+    for answer in answers:
+        row = logged[answer["recommendation_id"]]
+        assert row.exploration == "softmax" and row.propensity == pytest.approx(scores[answer["concept"]], abs=2e-6)
+    counts = {key: sum(a["concept"] == key for a in answers) / len(answers) for key in scores}
+    for key, probability in scores.items():  # 4 standard errors at 400 draws: at most 0.1
+        assert counts[key] == pytest.approx(probability, abs=4 * (probability * (1 - probability) / 400) ** 0.5 + 1e-9)
+
+
+def test_epsilon_greedy_on_the_fallback_logs_either_greedy_or_uniform_mass(api_client, demo):
+    type(demo).objects.filter(pk=demo.pk).update(exploration="epsilon_greedy", exploration_epsilon=0.5)
+    for _ in range(60):
+        post(api_client, "/api/v1/recommendations", {"curriculum": "demo", "learner": "u1", "at": T0.isoformat()})
+
+    # a new learner: the fallback's greedy choice is c0 (never reviewed, lowest position)
+    propensities = dict(RecommendationLog.objects.values_list("concept", "propensity").distinct())
+    assert propensities.pop("c0") == pytest.approx(0.5 + 0.5 / 5)
+    assert propensities and list(propensities.values()) == pytest.approx([0.1] * len(propensities))
