@@ -237,6 +237,8 @@ class PromotionEvent(models.Model):
     actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
     reason = models.TextField(blank=True)
     forced = models.BooleanField(default=False)
+    # The experiment whose winner this promotion is ("promote the winner"), if any.
+    experiment = models.ForeignKey("Experiment", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
