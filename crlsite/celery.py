@@ -8,7 +8,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from crlsite.worker_threads import apply_torch_threads, available_cores, torch_threads_per_process
+from crlsite.worker_threads import apply_torch_threads, torch_threads_per_process
+from training.rl.cpu_threads import available_cores
 
 logger = logging.getLogger(__name__)
 

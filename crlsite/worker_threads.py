@@ -8,14 +8,6 @@ import os
 import sys
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and taskset narrow), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def torch_threads_per_process(*, cores: int, concurrency: int, override: int | None = None) -> int:
     """Threads for each of ``concurrency`` worker processes sharing ``cores`` cores: ``cores // concurrency``,
     at least 1; ``override`` (CRL_WORKER_TORCH_THREADS) wins when it is a positive int.

@@ -16,6 +16,7 @@ from training.rl.evaluation import family_policies
 from . import charts, selectors, services
 from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
+from .evaluation_protocol import students_like
 from .learner_history import learner_curricula, recall_history
 from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
 
@@ -169,13 +170,15 @@ class LearnerAdmin(admin.ModelAdmin):
     def history(self, obj: Learner):
         if obj.pk is None:
             return "-"
+        # The counts are the database's (RecallHistory.review_count, concept_count), not the shown window's.
         parts = [format_html(
-            "<h3>{}</h3>{}{}{}{}", curriculum.key,
+            "<h3>{}</h3>{}{}{}{}{}", curriculum.key,
+            format_html('<p class="review-counts">{} of {}.</p>', _count(h.review_count, "review"),
+                        _count(h.concept_count, "concept")),
             format_html('<p class="concepts-hidden">The {} most recently reviewed concepts are shown; {} other '
-                        "reviewed concepts are hidden.</p>", self.SHOWN_CONCEPTS, h.hidden) if h.hidden else "",
-            format_html("<p>{} ({}); the {} newest are shown.</p>",
-                        f"{len(h.reviews) + h.truncated} reviews", f"{h.truncated} older ones left out", len(h.reviews))
-            if h.truncated else "",
+                        "reviewed concepts are hidden.</p>", self.SHOWN_CONCEPTS, f"{h.hidden:,}") if h.hidden else "",
+            format_html("<p>The {} newest reviews are shown ({} older ones left out).</p>",
+                        f"{h.review_count - h.truncated:,}", f"{h.truncated:,}") if h.truncated else "",
             charts.review_timeline(history=h), charts.estimated_recall(history=h),
         ) for curriculum in learner_curricula(learner=obj)
             for h in [self._recent_concepts(recall_history(learner=obj, curriculum=curriculum))]]
@@ -193,12 +196,17 @@ class LearnerAdmin(admin.ModelAdmin):
         for t, key, _, _ in h.reviews:
             last[key] = max(t, last.get(key, t))
         keep = set(sorted(last, key=last.get, reverse=True)[: cls.SHOWN_CONCEPTS])
-        hidden = len(last) - len(keep)
+        hidden = h.concept_count - len(keep)  # counted by the database: older reviews may name more concepts
         columns = [k for k, key in enumerate(h.concepts) if key in keep]
         limited = replace(h, reviews=[r for r in h.reviews if r[1] in keep],
                           concepts=[h.concepts[k] for k in columns], recall=h.recall[:, columns])
         object.__setattr__(limited, "hidden", hidden)
         return limited
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` with thousands separators and ``noun`` in the singular or plural: "6,220 reviews", "1 concept"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @admin.register(LearnerState)
@@ -269,8 +277,17 @@ class PolicyModelAdmin(admin.ModelAdmin):
         """The evaluation chart above its table (the training run's page shows the same)."""
         if not (obj.metrics or {}).get("results"):
             return "not evaluated"
-        return format_html('<div class="crl-charts">{}</div>{}{}', charts.evaluation_chart(metrics=obj.metrics),
-                           self.metrics_table(obj), self.families_table(obj))
+        return format_html('<div class="crl-charts">{}</div>{}{}{}', charts.evaluation_chart(metrics=obj.metrics),
+                           self.metrics_table(obj), self.families_table(obj), self.students_like_table(obj))
+
+    def students_like_table(self, obj: PolicyModel) -> str:
+        """The evaluation on students like the curriculum's own (``evaluation_protocol.students_like``): under the
+        curriculum's protocol when the version has it, else its training-time evaluation's, said as such."""
+        under = students_like(self._protocol_metrics(obj))
+        return render_to_string("admin/curriculum/_students_like.html", {
+            "like": under or students_like(obj.metrics), "under_protocol": under is not None,
+            "dom_id": f"students-like-{obj.curriculum.key}-{obj.version}",
+        })
 
     @staticmethod
     def families_table(obj: PolicyModel):

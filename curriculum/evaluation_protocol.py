@@ -139,3 +139,52 @@ def lift(metrics: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
 def _half_width(result: Mapping[str, Any]) -> float:
     lo, hi = (result.get("ci95") or [result["mean"], result["mean"]])[:2]
     return (float(hi) - float(lo)) / 2.0
+
+
+def students_like(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What an evaluation says about simulated students like the curriculum's own (FSRS-6 fitted to its log: the
+    "fitted" family of ``training.rl.students``), or None when it has no such block (the version's encoder was not
+    fitted to a log, or the evaluation predates it).
+
+    Reads ``metrics["students_like"]`` (``{policy: {"mean", "ci95"}}``, written by ``training.rl.evaluation.evaluate``
+    whenever fitted parameters exist) and, when the evaluation also has it, ``metrics["families"]["fitted"]`` (the
+    paired differences dt - policy on the same students, ``best_behaviour`` and ``gap_closed``). Returns::
+
+        {"rows": [{"name", "mean", "ci95", "diff": {"mean", "ci95", "paired": bool} | None}, ...],
+         "dt": float | None,                        # the DT's mean final recall there (a recall, in [0, 1])
+         "lift": {baseline: row's "diff"},          # for the LIFT_BASELINES present, with a "dt"
+         "gap_closed": float | None, "best_behaviour": str | None}
+
+    Rows: "dt" first, then the best mean first. ``diff`` is dt - policy (None for dt itself, or without a dt): the
+    paired interval when the family block has one (narrower: same students, review times and dice), else the
+    independent one as ``lift`` computes it (half-widths combined in quadrature).
+    """
+    block = (metrics or {}).get("students_like")
+    if not isinstance(block, Mapping):
+        return None
+    results = {name: r for name, r in block.items() if isinstance(r, Mapping) and "mean" in r}
+    if not results:
+        return None
+    fitted = ((metrics or {}).get("families") or {}).get("fitted")
+    fitted = fitted if isinstance(fitted, Mapping) else {}
+    paired = fitted.get("paired") if isinstance(fitted.get("paired"), Mapping) else {}
+    dt = results.get("dt")
+    rows = []
+    for name, result in results.items():
+        mean = float(result["mean"])
+        diff = None
+        if dt is not None and name != "dt":
+            known = paired.get(name)
+            if isinstance(known, Mapping) and "mean" in known:
+                diff = {"mean": float(known["mean"]), "ci95": [float(v) for v in known["ci95"][:2]], "paired": True}
+            else:
+                d = float(dt["mean"]) - mean
+                half = math.hypot(_half_width(dt), _half_width(result))
+                diff = {"mean": d, "ci95": [d - half, d + half], "paired": False}
+        rows.append({"name": name, "mean": mean, "ci95": [float(v) for v in (result.get("ci95") or [mean, mean])[:2]],
+                     "diff": diff})
+    rows.sort(key=lambda row: (row["name"] != "dt", -row["mean"]))
+    gap = fitted.get("gap_closed")
+    return {"rows": rows, "dt": None if dt is None else float(dt["mean"]),
+            "lift": {row["name"]: row["diff"] for row in rows if row["name"] in LIFT_BASELINES and row["diff"]},
+            "gap_closed": None if gap is None else float(gap), "best_behaviour": fitted.get("best_behaviour")}

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
+from django.db.models import Count
 from django.utils import timezone
 
 from . import selectors
@@ -23,6 +24,8 @@ class RecallHistory:
     ``times``: float64 [T] seconds since the epoch; ``recall``: float64 [T, K], the encoder's estimated recall
     of ``concepts`` (the K reviewed concepts, in action order) at each time, 0 before a concept's first review.
     ``truncated``: how many older reviews were left out (MAX_REVIEWS).
+    ``review_count`` and ``concept_count``: the learner's reviews and distinct reviewed concepts in the curriculum,
+    counted by the database (not from the replayed window, which MAX_REVIEWS may cut).
     """
 
     curriculum: Curriculum
@@ -31,6 +34,8 @@ class RecallHistory:
     times: np.ndarray
     recall: np.ndarray
     truncated: int
+    review_count: int = 0
+    concept_count: int = 0
 
 
 def learner_curricula(*, learner: Learner) -> list[Curriculum]:
@@ -52,16 +57,20 @@ def recall_history(*, learner: Learner, curriculum: Curriculum, points: int = 30
         .order_by("-reviewed_at", "-id").values_list("reviewed_at", "concept__key", "concept__position", "correct",
                                                       "grade")[: MAX_REVIEWS + 1]
     )
-    truncated = 0
+    logged = ReviewLog.objects.filter(learner=learner, curriculum=curriculum)
+    review_count = len(rows)
+    concept_count = len({key for _, key, _, _, _ in rows})
     if len(rows) > MAX_REVIEWS:
-        truncated = ReviewLog.objects.filter(learner=learner, curriculum=curriculum).count() - MAX_REVIEWS
+        counts = logged.aggregate(reviews=Count("id"), concepts=Count("concept", distinct=True))
+        review_count, concept_count = counts["reviews"], counts["concepts"]
         rows = rows[:MAX_REVIEWS]
+    truncated = review_count - len(rows)
     rows.reverse()
     reviews = [(at.timestamp(), key, bool(correct), grade) for at, key, _, correct, grade in rows]
     positions = {key: position for _, key, position, _, _ in rows if position < encoder.num_concepts}
     concepts = sorted(positions, key=positions.get)
     if not rows:
-        return RecallHistory(curriculum, [], [], np.zeros(0), np.zeros((0, 0)), 0)
+        return RecallHistory(curriculum, [], [], np.zeros(0), np.zeros((0, 0)), 0, 0, 0)
 
     end = max((now or timezone.now()).timestamp(), reviews[-1][0] + 1.0)
     review_times = np.array([r[0] for r in reviews])
@@ -87,4 +96,4 @@ def recall_history(*, learner: Learner, curriculum: Curriculum, points: int = 30
             if position < encoder.num_concepts:
                 encoder.update(memory, np.array([0]), np.array([position]), np.array([t]), np.array([correct]),
                                np.array([grade or 0]))
-    return RecallHistory(curriculum, reviews, concepts, times, recall, truncated)
+    return RecallHistory(curriculum, reviews, concepts, times, recall, truncated, review_count, concept_count)

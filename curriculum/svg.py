@@ -78,15 +78,63 @@ def format_time(value: float) -> str:
     return moment.strftime("%Y-%m-%d") if moment.hour == moment.minute == 0 else moment.strftime("%m-%d %H:%M")
 
 
-def time_ticks(low: float, high: float, *, count: int = 5) -> list[float]:
-    """Tick positions (seconds since the epoch) at round minutes, hours or days covering [low, high]."""
+# Calendar steps for a time axis, finest first: (unit, how many). Minutes, hours and days are fixed lengths;
+# weeks start on Mondays, months on the 1st, years on 1 January (all UTC).
+TIME_STEPS = (("minute", 1), ("minute", 5), ("minute", 15), ("minute", 30), ("hour", 1), ("hour", 3), ("hour", 6),
+              ("hour", 12), ("day", 1), ("day", 2), ("week", 1), ("week", 2), ("month", 1), ("month", 2),
+              ("month", 3), ("month", 6), ("year", 1), ("year", 2), ("year", 5), ("year", 10), ("year", 25),
+              ("year", 50), ("year", 100))
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30.44 * 86400,
+                 "year": 365.25 * 86400}
+_UNIT_LABEL = {"minute": "%m-%d %H:%M", "hour": "%m-%d %H:%M", "day": "%Y-%m-%d", "week": "%Y-%m-%d",
+               "month": "%b %Y", "year": "%Y"}
+_MONDAY = 4 * 86400  # 1970-01-05, the first Monday after the epoch
+
+
+def _calendar_ticks(low: float, high: float, unit: str, n: int) -> list[float]:
+    """Every ``n``-th calendar boundary of ``unit`` (UTC) in [low, high], in seconds since the epoch."""
+    if unit in ("minute", "hour", "day", "week"):
+        step = _UNIT_SECONDS[unit] * n
+        origin = _MONDAY if unit == "week" else 0
+        first = math.ceil((low - origin) / step) * step + origin
+        return [float(t) for t in range(int(first), int(high) + 1, int(step))]
+    start = dt.datetime.fromtimestamp(low, tz=dt.timezone.utc)
+    ticks = []
+    if unit == "month":
+        index = start.year * 12 + start.month - 1  # months since year 0
+        index += (-index) % n  # the first month at or after ``low``'s that is a multiple of n (Jan, Apr, Jul...)
+        while True:
+            moment = dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=dt.timezone.utc).timestamp()
+            if moment > high:
+                return ticks
+            if moment >= low:
+                ticks.append(moment)
+            index += n
+    year = start.year + (-start.year) % n
+    while (moment := dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc).timestamp()) <= high:
+        if moment >= low:
+            ticks.append(moment)
+        year += n
+    return ticks
+
+
+def time_axis(low: float, high: float, *, count: int = 5) -> list[tuple[float, str]]:
+    """Calendar ticks (value, label) for a time axis over [low, high] seconds since the epoch (UTC): the finest
+    step of TIME_STEPS that gives at most ``count`` ticks, at round minutes or hours, midnights, Mondays, the
+    1st of months or 1 January, each labelled at that step's precision ("03-05 14:00", "2026-03-05",
+    "Mar 2026", "2026"). A span shorter than a minute gets its two ends."""
     span = max(high - low, 1.0)
-    for step in (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400):
-        if span / step <= count:
-            break
-    start = math.ceil(low / step) * step
-    ticks = [float(t) for t in range(int(start), int(high) + 1, int(step))]
-    return ticks or [low, high]
+    unit, n = next(((u, k) for u, k in TIME_STEPS if span / (_UNIT_SECONDS[u] * k) <= count), TIME_STEPS[-1])
+    ticks = _calendar_ticks(low, high, unit, n)
+    if not ticks:
+        return [(v, format_time(v)) for v in (low, high)]
+    fmt = _UNIT_LABEL[unit]
+    return [(t, dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).strftime(fmt)) for t in ticks]
+
+
+def time_ticks(low: float, high: float, *, count: int = 5) -> list[float]:
+    """The tick positions of ``time_axis`` (seconds since the epoch)."""
+    return [value for value, _ in time_axis(low, high, count=count)]
 
 
 def thin(points: Sequence[tuple[float, float]], *, limit: int = MAX_LINE_POINTS) -> list[tuple[float, float]]:
@@ -254,7 +302,8 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
     if x_time:
         if xs_low == xs_high:
             xs_low, xs_high = xs_low - 3600, xs_high + 3600
-        x_tick_values = time_ticks(xs_low, xs_high)
+        time_labels = dict(time_axis(xs_low, xs_high))
+        x_tick_values = list(time_labels)
     else:
         integers = bool(all_points) and all(float(x).is_integer() for x, _ in all_points)
         xs_low, xs_high, x_tick_values = _x_axis(xs_low, xs_high, integers=integers)
@@ -273,7 +322,10 @@ def line_chart(*, series: Sequence[Series], title: str, x_label: str, y_label: s
     left = max(PAD_LEFT, int(16 + 6.5 * max((len(text) for _, text in y_tick_pairs), default=0)))
     frame = _Frame(width=width, height=height, x_range=(xs_low, xs_high), y_range=(y_low, y_high), left=left)
     shown_x = [v for v in x_tick_values if xs_low <= v <= xs_high]
-    x_tick_pairs = list(zip(shown_x, tick_labels(shown_x, x_fmt) if not x_time else [x_fmt(v) for v in shown_x]))
+    if x_time:  # calendar labels at the step's precision, unless the caller formats them
+        x_tick_pairs = [(v, x_fmt(v) if x_format else time_labels[v]) for v in shown_x]
+    else:
+        x_tick_pairs = list(zip(shown_x, tick_labels(shown_x, x_fmt)))
     body = _axes(frame, x_ticks=x_tick_pairs, y_ticks=y_tick_pairs, x_label=x_label, y_label=y_label)
     if not all_points:
         body.append(_no_data(frame))

@@ -14,10 +14,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from training.comparison import compare_versions
+
 from . import charts, selectors, services
-from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of
+from .evaluation_protocol import (
+    FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
+)
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
+from .svg import nice_ticks
 
 PROMOTE_PERMISSION = "curriculum.promote_policymodel"
 
@@ -63,6 +68,7 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
     measured = protocol_of(policy.metrics)
     shown = under or policy.metrics or {}
     run = getattr(policy, "training_run", None)
+    like = students_like(under)
     return {
         "policy": policy,
         "under_protocol": under is not None,
@@ -71,6 +77,10 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
         "other_recall": None if under is not None else dt_mean(policy.metrics),
         "delta": None if value is None or active_value is None or policy == active else value - active_value,
         "lift": lift(under),
+        # students like the curriculum's own: under the protocol, else the training-time evaluation's (not comparable)
+        "students_like": like or students_like(policy.metrics),
+        "students_like_under_protocol": like is not None,
+        "students_like_id": f"students-like-{policy.curriculum.key}-{policy.version}",
         "data_warnings": ((policy.metrics or {}).get("training_data") or {}).get("warnings") or [],
         "chart": metrics_chart(metrics=shown),
         "run": run,
@@ -110,9 +120,12 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
     }
 
 
-def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 170) -> dict[str, Any] | None:
+def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 170,
+                  y_range: tuple[float, float] | None = None) -> dict[str, Any] | None:
     """Bar geometry for an inline SVG: each policy's mean (dt first, then the baselines) with its 95% CI whiskers,
-    on a fixed 0..1 recall axis so charts of different versions compare at a glance."""
+    on a fixed 0..1 recall axis so charts of different versions compare at a glance; ``y_range`` (low, high) gives
+    another axis shared by the charts shown together (the comparison's, scaled to their data:
+    ``training.comparison.evaluation_range``), bars then rising from ``low``."""
     results = (metrics or {}).get("results") or {}
     names = charts.ordered_policies(results)
     if not names:
@@ -121,8 +134,10 @@ def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 17
     plot_h = height - bottom - top
     slot = (width - left - 4) / len(names)
 
+    low, high = y_range or (0.0, 1.0)
+
     def y(value: float) -> float:
-        return round(top + plot_h * (1.0 - min(max(value, 0.0), 1.0)), 1)
+        return round(top + plot_h * (1.0 - (min(max(value, low), high) - low) / (high - low)), 1)
 
     bars = []
     for i, name in enumerate(names):
@@ -132,15 +147,17 @@ def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 17
         x = left + slot * i + slot * 0.15
         bars.append({
             "name": name, "mean": mean, "lo": float(lo), "hi": float(hi),
-            "x": round(x, 1), "w": round(slot * 0.7, 1), "y": y(mean), "h": round(y(0.0) - y(mean), 1),
+            "x": round(x, 1), "w": round(slot * 0.7, 1), "y": y(mean), "h": round(y(low) - y(mean), 1),
             "cx": round(x + slot * 0.35, 1), "cap_l": round(x + slot * 0.35 - 4, 1), "cap_r": round(x + slot * 0.35 + 4, 1),
             "y_lo": y(float(lo)), "y_hi": y(float(hi)),
             "kind": "dt" if name == "dt" else ("oracle" if name == "oracle" else "baseline"),
         })
-    ticks = [{"value": v, "y": y(v)} for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    values = (0.0, 0.25, 0.5, 0.75, 1.0) if y_range is None else [v for v in nice_ticks(low, high)
+                                                                   if low - 1e-9 <= v <= high + 1e-9]
+    ticks = [{"value": v, "y": y(v)} for v in values]
     return {
         "width": width, "height": height, "left": left, "right": width - 4, "tick_x": left - 4, "bars": bars, "ticks": ticks,
-        "axis_y": y(0.0), "label_y": height - bottom + 14, "metric": (metrics or {}).get("metric", "metric"),
+        "axis_y": y(low), "label_y": height - bottom + 14, "metric": (metrics or {}).get("metric", "metric"),
     }
 
 
@@ -273,14 +290,11 @@ def orchestrator_describe(request: HttpRequest, pk: int) -> HttpResponseRedirect
     return HttpResponseRedirect(_orchestrator_url(policy.curriculum))
 
 
-COMPARED_PARAMETERS = ("hidden_dim", "num_layers", "num_heads", "context_length", "epochs", "batch_size", "seed",
-                       "learning_rate", "target_return", "device")
-
-
 @staff_member_required
 def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
-    """Two or more versions of a curriculum side by side (``?v=1&v=3``): parameters, evaluation under the protocol,
-    lift over the baselines, charts and lineage (dataset -> run -> version)."""
+    """Two or more versions of a curriculum side by side (``?v=1&v=3``): what differs between them (parameters,
+    data size and snapshot, final loss: ``training.comparison``), the loss curves overlaid, evaluation under the
+    protocol with charts on one axis scaled to their results, lift over the baselines and lineage."""
     _require_promote_permission(request)
     curriculum = get_object_or_404(Curriculum, pk=pk)
     try:
@@ -298,13 +312,14 @@ def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404(f"{curriculum.key} has no version(s) {', '.join(map(str, missing))}")
     keys = selectors.concept_keys(curriculum_id=curriculum.pk)
     entries = [_version_entry(p, active=active, keys=keys) for p in versions]
+    shown = [selectors.evaluation_under(policy=p, protocol=curriculum.protocol) or p.metrics for p in versions]
+    comparison = compare_versions(policies=versions, evaluations=shown)
+    for entry, metrics in zip(entries, shown):  # every chart on the one axis that holds all their results
+        entry["chart"] = metrics_chart(metrics=metrics, y_range=comparison.evaluation_range)
     baselines = sorted({name for e in entries for name in e["lift"]})
-    rows = [{"name": name, "values": [(e["policy"].config or {}).get(name, "-") for e in entries]}
-            for name in COMPARED_PARAMETERS]
-    rows = [row for row in rows if any(value != "-" for value in row["values"])]  # no config has it: leave it out
     lift_rows = [{"name": name, "values": [e["lift"].get(name) for e in entries]} for name in baselines]
     context = {
         **admin.site.each_context(request), "title": f"Compare {curriculum.key} versions", "curriculum": curriculum,
-        "protocol": curriculum.protocol, "entries": entries, "rows": rows, "lift_rows": lift_rows,
+        "protocol": curriculum.protocol, "entries": entries, "lift_rows": lift_rows, "comparison": comparison,
     }
     return render(request, "admin/curriculum/orchestrator_compare.html", context)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from crlsite.worker_threads import available_cores
 from curriculum.evaluation_protocol import EvaluationProtocol
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.reviews.reader import iter_review_chunks
@@ -26,6 +25,7 @@ from curriculum.services import artifact_storage, ensure_curriculum, evaluation_
 from .data_sufficiency import training_data_summary
 from .models import TrainingRun, TrajectoryExtractionJob
 from .rl.evaluation import EVALUATION_FAMILIES, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS
+from .rl.cpu_threads import AUTO
 from .rl.encoder import EncoderConfig, fit_encoder_config
 from .rl.simulator import StudentsLike, generate_logs
 from .rl.students import BUILTIN, FITTED, parse_families
@@ -91,7 +91,7 @@ def build_synthetic_dataset(
     mixed = None if chosen == (BUILTIN,) else chosen
     rows = num_users * interactions
     _report(on_progress, "simulating students", 0, 2 * rows)
-    processes = available_cores()  # one per core for a large cohort (the log is the same whatever the number)
+    processes = AUTO  # one per core for a large cohort (the log is the same whatever the number)
     pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
                           students_like=students_like, families=mixed, processes=processes)
     _report(on_progress, "simulating students", rows, 2 * rows)
@@ -205,14 +205,16 @@ def train_and_export(
     no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
+    attention_window: int | None = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
-    the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". Raises
-    trainer.TrainingCancelled when should_stop() says so."""
+    the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". ``attention_window``
+    (DTConfig's; None: full attention) trains a model with local attention. Raises trainer.TrainingCancelled when
+    should_stop() says so, PipelineError when the model config or the dataset is refused."""
     from .rl.artifacts import CONFIG_FILE
     from .rl.checkpoint import export_artifacts
-    from .rl.trainer import train
+    from .rl.trainer import default_model_config, train
 
     config = replace(train_config or TRAIN_DEFAULTS, epochs=epochs, batch_size=batch_size, seed=seed, no_cuda=no_cuda)
     device = training_device(no_cuda=no_cuda)
@@ -222,8 +224,10 @@ def train_and_export(
                 epoch=epoch, loss=float(loss), device=device)
 
     try:
-        result = train(dataset=dataset, train_config=config, checkpoint_path=checkpoint_path,
-                       on_progress=progress, should_stop=should_stop)
+        model_config = (None if attention_window is None
+                        else default_model_config(dataset, attention_window=attention_window))
+        result = train(dataset=dataset, model_config=model_config, train_config=config,
+                       checkpoint_path=checkpoint_path, on_progress=progress, should_stop=should_stop)
     except ValueError as exc:
         raise PipelineError(f"cannot train on this dataset: {exc}") from exc
     _report(on_progress, "exporting artifacts", 0, 1)
@@ -250,16 +254,19 @@ def evaluate_export(
     *, output_dir: str | os.PathLike, students: int = EVALUATION_STUDENTS, seed: int = EVALUATION_SEED,
     interactions: int = EVALUATION_INTERACTIONS,
     on_progress: ProgressCallback | None = None, students_like: StudentsLike | None = None,
-    families: str | tuple[str, ...] | None = None, with_fitted: bool = True,
+    families: str | tuple[str, ...] | None = None, with_fitted: bool = True, processes: int | str = AUTO,
 ) -> dict[str, Any]:
     """Closed-loop evaluation of the DTLite policy in output_dir against the baselines (evaluate_policy's JSON):
     the built-in students in "results", students like the curriculum's own in "students_like" (``students_like``,
     else those the policy's fitted FSRS-6 encoder describes; absent when neither exists), and one block per student
     family in "families" (``families``, default EVALUATION_FAMILIES; () for none; "fitted" added when those
-    students exist, unless ``with_fitted`` is False). ValueError naming an unknown family.
+    students exist, unless ``with_fitted`` is False). ValueError naming an unknown family or a number of
+    ``processes`` that is neither "auto" nor a positive integer.
 
     Cost: one closed loop per policy and family; the DT's dominates (~40 s for 200 students x 100 reviews on a
-    loaded 2-core machine, the baselines' ~0.5 s), so each family adds about one DT run."""
+    loaded 2-core machine, the baselines' ~0.5 s), so each family adds about one DT run. The loops go to
+    ``processes`` worker processes ("auto": one per core; see ``evaluation.evaluate``), so on as many cores as
+    families they take about one DT run in all."""
     from .rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, ArtifactError
     from .rl.dtlite import DTLite
     from .rl.evaluation import BASELINES, EXTRA_BASELINES, evaluate
@@ -281,7 +288,8 @@ def evaluate_export(
         families = (*families, FITTED)
     return evaluate(policy=model, num_concepts=int(model.config["action_dim"]), students=students,
                     interactions=interactions, seed=seed, concept_keys=list(model.config["concept_keys"]),
-                    students_like=students_like, on_progress=progress, families=families or None)
+                    students_like=students_like, on_progress=progress, families=families or None,
+                    processes=processes)
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -305,7 +313,8 @@ def train_policy(
     *, spec: TrainingSpec, output_dir: str | os.PathLike, source: str = TrainingRun.DataSource.SYNTHETIC,
     curriculum: Curriculum | str | None = None, dataset: TrajectoryExtractionJob | None = None,
     progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
-    students_like: Curriculum | str | None = None,
+    students_like: Curriculum | str | None = None, eval_processes: int | str = AUTO,
+    attention_window: int | None = None,
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
@@ -330,7 +339,10 @@ def train_policy(
 
     ``students_like`` (a curriculum or its key): synthetic training students and the evaluation's "students_like"
     population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
-    are still evaluated in "results".
+    are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``).
+
+    ``attention_window``: the model's local attention window in tokens (DTConfig.attention_window; None: full
+    attention), checked against the default architecture before any work.
     """
     from .rl.trainer import TrainingCancelled
 
@@ -342,6 +354,13 @@ def train_policy(
         spec.validate()
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
+    if attention_window is not None:
+        from .rl.dt import DTConfig
+
+        try:  # the default architecture (context, layers) bounds the window
+            DTConfig(state_dim=1, action_dim=1, attention_window=attention_window)
+        except ValueError as exc:
+            raise PipelineError(f"--attention-window {attention_window}: {exc}") from exc
     if source not in DATA_SOURCES:
         raise PipelineError(f"source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}
@@ -360,7 +379,8 @@ def train_policy(
         outcome = train_and_export(dataset=dataset_data, output_dir=output, epochs=spec.epochs,
                                    batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
-                                   should_stop=should_stop, stage_seconds={"data": seconds["data"]})
+                                   should_stop=should_stop, stage_seconds={"data": seconds["data"]},
+                                   attention_window=attention_window)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()
@@ -377,7 +397,7 @@ def train_policy(
     trained_on = parse_families(spec.families)
     metrics = evaluate_export(output_dir=output, students=protocol.students, seed=protocol.seed,
                               interactions=protocol.interactions, on_progress=progress,
-                              students_like=students,
+                              students_like=students, processes=eval_processes,
                               families=trained_on if trained_on == (BUILTIN,) else (*EVALUATION_FAMILIES, *(
                                   name for name in trained_on if name not in EVALUATION_FAMILIES)))
     metrics["protocol"] = protocol.to_dict()

@@ -19,6 +19,7 @@ from curriculum.services import PolicyError, evaluated_concept_count, promote_po
 from .models import TrajectoryExtractionJob
 from .pipeline import PipelineError, PolicyResult, ProgressCallback, train_policy
 from .protocol_evaluation import evaluate_active_under_protocol
+from .rl.cpu_threads import AUTO
 from .rl.trainer import TrainingCancelled
 from .spec import SYNTHETIC, TrainingSpec
 
@@ -66,6 +67,8 @@ def train_and_register(
     should_stop: Callable[[], bool] | None = None,
     before_register: Callable[[PolicyResult], None] | None = None,
     on_registered: Callable[[PolicyModel, PolicyResult], None] | None = None,
+    eval_processes: int | str = AUTO,
+    attention_window: int | None = None,
 ) -> TrainedVersion:
     """Train a policy on ``spec`` and ``source`` (training.pipeline.train_policy: artifacts and evaluation.json in
     ``output_dir``); with ``register`` (implied by ``promote``) make it the curriculum's next candidate version,
@@ -79,8 +82,12 @@ def train_and_register(
     once, and records its result in the second, so that both commit with the version). Promoting:
     ``curriculum.services.promote_policy`` with ``actor``, ``reason`` and ``force``.
 
+    ``attention_window`` (None: full attention) is the model's local attention window (train_policy's).
+
     ``progress(stage, done, total, info)`` follows the pipeline's stages, then EVALUATING_ACTIVE and REGISTERING
     (0 of 0); ``should_stop()`` is asked at every stage boundary: trainer.TrainingCancelled when it says so.
+    ``eval_processes``: the worker processes of the closed-loop evaluation (``evaluation.evaluate``'s ``processes``;
+    "auto", one per core, by default).
 
     Raises PipelineError naming the parameter for inputs the pipeline refuses (before any work, when a version to
     register would serve no curriculum); NotPromoted (with ``outcome``) when the version was registered but the
@@ -90,7 +97,8 @@ def train_and_register(
     if register and curriculum is None and dataset is None:
         raise PipelineError("--register/--promote need --curriculum KEY (which curriculum the version serves)")
     result = train_policy(spec=spec, output_dir=output_dir, source=source, curriculum=curriculum, dataset=dataset,
-                          progress=progress, should_stop=should_stop, students_like=students_like)
+                          progress=progress, should_stop=should_stop, students_like=students_like,
+                          eval_processes=eval_processes, attention_window=attention_window)
     outcome = TrainedVersion(result=result)
     if not register:
         return outcome

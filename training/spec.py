@@ -15,6 +15,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .rl.cpu_threads import AUTO, pool_size
 from .rl.evaluation import EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_STUDENTS
 from .rl.seeds import SEED_MAX, SEED_MIN
 from .rl.students import BUILTIN, parse_families
@@ -203,6 +204,29 @@ def add_integer_flag(parser: argparse.ArgumentParser, name: str, *, default: int
                        *([f"default {default}"] if default is not None else [])])
     parser.add_argument(f"--{name}", type=_bounded_integer(name, low, high), default=default,
                         help=help + (f" ({shown})" if shown else ""))
+
+
+def add_processes_flag(parser: argparse.ArgumentParser, *flags: str, help: str) -> None:
+    """A flag (``flags``: its spellings, the first naming it) taking "auto" (the default: one worker process per
+    available core, ``training.rl.cpu_threads.AUTO``) or a positive integer; any other value is a parser error
+    "argument FLAG: expected a positive integer or 'auto', got VALUE"."""
+    parser.add_argument(*flags, type=_processes, default=AUTO, metavar="N|auto",
+                        help=help + " (a positive integer, or auto: one per core; default auto)")
+
+
+def _processes(text: str) -> int | str:
+    """argparse type of a processes flag: "auto" or a positive integer."""
+    value: int | str = AUTO if text.strip().lower() == AUTO else text
+    if value != AUTO:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive integer or {AUTO!r}, got {text!r}") from None
+    try:
+        pool_size(value, parts=1)  # the one check of a number of processes
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+    return value
 
 
 def _families_argument(text: str) -> str:

@@ -91,7 +91,10 @@ def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged
     page.click("#compare-button-algebra")
     page.wait_for_selector("#compare-table")
     table = page.text_content("#compare-table")
-    assert "lift over random" in table and "0.0800" in table and "hidden_dim" in table
+    assert "lift over random" in table and "0.0800" in table
+    differences = page.text_content("#differences-table")  # only what differs: hidden 64 vs 128, the concepts
+    assert "hidden_dim" in differences and "64" in differences and "128" in differences
+    assert page.is_visible("#compare-axis")  # the charts share an axis scaled to their results
     assert page.locator("#compare svg").count() == 2
     screenshot("05-compare")
 

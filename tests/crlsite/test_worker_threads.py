@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from crlsite.worker_threads import apply_torch_threads, available_cores, torch_threads_per_process
+from crlsite.worker_threads import apply_torch_threads, torch_threads_per_process
+from training.rl.cpu_threads import available_cores
 
 
 @pytest.mark.parametrize(("cores", "concurrency", "override", "threads"), [

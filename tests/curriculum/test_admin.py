@@ -166,3 +166,31 @@ def test_a_version_page_shows_its_evaluation_per_student_family(admin_client, ma
     assert "crl-families" in page and "<td>actr</td>" in page
     assert "(best behaviour)" in page and "0.1333" in page  # dt - lowest_recall, paired
     assert "n/a (the oracle is not above lowest_recall)" in page
+
+
+@pytest.mark.django_db
+def test_a_learner_page_counts_every_review_and_concept_from_the_database(admin_client, make_curriculum, monkeypatch):
+    """The window the page replays (MAX_REVIEWS newest reviews) is not the learner's history: the counts and the
+    number of hidden concepts come from the database."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from curriculum import learner_history
+    from curriculum.admin import LearnerAdmin
+    from curriculum.models import Learner, ReviewLog
+
+    monkeypatch.setattr(learner_history, "MAX_REVIEWS", 30)
+    deck = make_curriculum("deck", concepts=40)
+    learner = Learner.objects.create(external_id="l-6220")
+    now = timezone.now()
+    concepts = list(deck.concepts.order_by("position"))
+    # 40 older reviews of concepts 0-39, then 30 newer ones of concepts 0-14 only (the replayed window).
+    rows = [(concepts[i], now - dt.timedelta(days=10, minutes=i)) for i in range(40)]
+    rows += [(concepts[i % 15], now - dt.timedelta(hours=30 - i)) for i in range(30)]
+    ReviewLog.objects.bulk_create([ReviewLog(learner=learner, curriculum=deck, concept=c, correct=True,
+                                             reviewed_at=at, source="live") for c, at in rows])
+    page = admin_client.get(f"/admin/curriculum/learner/{learner.pk}/change/").content.decode()
+    assert "70 reviews of 40 concepts." in page
+    assert f"{40 - LearnerAdmin.SHOWN_CONCEPTS} other reviewed concepts are hidden" in page
+    assert "The 30 newest reviews are shown (40 older ones left out)." in page

@@ -188,3 +188,23 @@ def test_the_calibration_chart_draws_every_predictor_over_the_diagonal_with_labe
     texts = [el.text for el in root.iter() if el.text]
     for label in ("0", "0.4", "1", "predicted recall (mean of the bin)", "observed recall", "fsrs6_default"):
         assert label in texts
+
+
+@pytest.mark.parametrize("start, days, label, check", [
+    ("2026-01-10", 100, "Feb 2026", lambda m: m.day == 1 and m.hour == 0),  # months start on the 1st
+    ("2026-01-07", 25, "2026-01-12", lambda m: m.weekday() == 0 and m.hour == 0),  # weeks start on Mondays
+    ("2019-05-01", 6 * 365, "2020", lambda m: (m.month, m.day, m.hour) == (1, 1, 0)),  # years on 1 January
+    ("2026-01-07", 3, "2026-01-08", lambda m: m.hour == m.minute == 0),  # days at midnight
+])
+def test_a_time_axis_has_calendar_ticks_labelled_at_their_precision(start, days, label, check):
+    import datetime as dt
+
+    low = dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp() + 3 * 3600 + 17
+    high = low + days * 86400
+    root = parse(svg.line_chart(series=[svg.Series("r", [(low, 0.2), (high, 0.9)])], title="t",
+                                x_label="time (UTC)", y_label="recall", x_time=True, y_range=(0, 1)))
+    labels = texts(root, "x-ticks")
+    assert 2 <= len(labels) <= 5 and label in labels and len(set(labels)) == len(labels)
+    ticks = svg.time_ticks(low, high)
+    assert all(check(dt.datetime.fromtimestamp(t, tz=dt.timezone.utc)) for t in ticks)
+    assert all(low <= t <= high for t in ticks)

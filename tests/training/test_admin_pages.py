@@ -173,7 +173,8 @@ def test_a_permission_denial_names_the_missing_permission(client, viewer, curric
 def test_cancel_messages_use_the_right_plural(admin_client, curriculum):
     one = TrainingRun.objects.create(curriculum=curriculum, concepts=5)
     response = admin_client.post(reverse("admin:training_trainingrun_changelist"),
-                                 {"action": "cancel_selected", "_selected_action": [one.pk]}, follow=True)
+                                 {"action": "cancel_selected", "_selected_action": [one.pk], "post": "yes"},
+                                 follow=True)
     assert [str(m) for m in response.context["messages"]] == ["1 job cancelled before starting"]
 
 

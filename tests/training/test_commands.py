@@ -68,6 +68,27 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
 
 
 @pytest.mark.trains
+def test_attention_window_trains_a_windowed_model_that_steps_like_its_full_forward(tmp_path):
+    from training.rl.dtlite import DTLite
+
+    out_dir = tmp_path / "models"
+    run("train_crl_policy", "--output_dir", str(out_dir), "--concepts", "4", "--attention-window", "6", *TINY)
+    config, _ = verify_artifacts(directory=out_dir)
+    assert config["attention_window"] == 6
+    lite = DTLite.load(out_dir / "dt_lite_weights.npz", out_dir / "dt_lite_config.json")
+    rng = np.random.default_rng(0)
+    N, K = 23, config["context_length"]
+    h = {"returns_to_go": rng.random((1, N), dtype=np.float32), "states": rng.random((1, N, 16), dtype=np.float32),
+         "actions": rng.integers(0, 4, (1, N)), "timesteps": np.arange(N)[None]}
+    state = lite.prefill(**{k: v[:, :K] for k, v in h.items()})
+    for i in range(K, N):
+        state = lite.step(state, h["actions"][:, i - 1], h["returns_to_go"][:, i], h["states"][:, i],
+                          h["timesteps"][:, i])
+    full = lite.action_logits(**{k: v[:, N - K:] for k, v in h.items()})[:, -1]
+    np.testing.assert_allclose(state.logits, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.trains
 def test_leave_one_family_out_trains_without_it_and_evaluates_on_every_family(tmp_path):
     out_dir = tmp_path / "models"
     summary = run("train_crl_policy", "--output_dir", str(out_dir), "--concepts", "4", "--families",
@@ -179,6 +200,10 @@ def extraction_encoder(job) -> dict:
         (["--interactions", "100001"], "--interactions: expected 1 to 100000"),
         (["--seed", "-1"], "--seed: expected 0 to 2147483647, got -1"),
         (["--seed", "99999999999999999999999"], "--seed: expected 0 to 2147483647"),
+        (["--eval-processes", "0"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 0"),
+        (["--eval-processes", "all"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 'all'"),
+        (["--attention-window", "16"], "--attention-window 16: .*attention_window must be null or an integer from 1 "
+                                       "to 15"),
     ],
 )
 def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, message):
@@ -267,3 +292,29 @@ def test_a_first_version_of_a_large_deck_fixes_a_protocol_that_meets_every_conce
     assert metrics["training_data"]["episodes"] == 24 and metrics["training_data"]["concepts"] == 60
     assert "Warning: too few learners to learn from: 24 episode(s)" in printed
     assert "Warning: too few reviews to learn from: " in printed
+
+
+@pytest.mark.trains
+def test_the_evaluation_flags_spread_the_loops_over_processes_with_the_same_results(tmp_path, monkeypatch):
+    from training.rl import evaluation
+
+    monkeypatch.setattr(evaluation, "POOL_PART_REVIEWS", 1)  # a pool for even this tiny evaluation
+    started = []
+    real_pool = evaluation.worker_pool
+
+    def recording_pool(workers, **kwargs):
+        started.append(workers)
+        return real_pool(workers, **kwargs)
+
+    monkeypatch.setattr(evaluation, "worker_pool", recording_pool)
+    run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--concepts", "3", "--eval-processes", "2", *TINY)
+    assert started == [2]
+    stored = json.loads((tmp_path / "m" / "evaluation.json").read_text())
+    args = ["evaluate_policy", "--policy_dir", str(tmp_path / "m"), "--students", "6", "--interactions", "24",
+            "--families", "builtin,hlr", "--json"]
+    one = json.loads(run(*args, "--processes", "1"))
+    two = json.loads(run(*args, "--processes", "2"))
+    assert started == [2, 2] and one == two
+    assert one["results"] == stored["results"]  # the training run's own evaluation: the same students and seed
+    with pytest.raises(CommandError, match="--processes: expected a positive integer or 'auto', got -3"):
+        run(*args, "--processes", "-3")

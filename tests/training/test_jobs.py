@@ -200,16 +200,40 @@ def test_cancel_needs_the_cancel_permission(client, viewer, operator, curriculum
     run.refresh_from_db()
     assert run.status == "queued"
     client.force_login(operator)
-    client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk]))
+    client.post(reverse("admin:training_trainingrun_cancel", args=[run.pk]), {"post": "yes"})
     run.refresh_from_db()
     assert run.status == "cancelled"
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_cancelling_a_run_asks_for_confirmation_first(client, operator, curriculum, method):
+    run = make_run(curriculum, status="running", heartbeat_at=timezone.now())
+    client.force_login(operator)
+    page = getattr(client, method)(reverse("admin:training_trainingrun_cancel", args=[run.pk]))
+    text = page.content.decode()
+    assert page.status_code == 200 and "Are you sure you want to cancel this training run?" in text
+    assert "asked to stop at its next step" in text and 'name="post" value="yes"' in text
+    run.refresh_from_db()
+    assert (run.status, run.cancel_requested) == ("running", False)
+
+
+def test_the_cancel_action_asks_for_confirmation_before_cancelling(client, operator, curriculum):
+    queued, running = make_run(curriculum), make_run(curriculum, status="running", heartbeat_at=timezone.now())
+    client.force_login(operator)
+    page = client.post(reverse("admin:training_trainingrun_changelist"),
+                       {"action": "cancel_selected", "_selected_action": [queued.pk, running.pk]})
+    text = page.content.decode()
+    assert "these 2 training runs?" in text and "never starts: cancelled at once" in text
+    assert text.count('name="_selected_action"') == 2 and 'value="cancel_selected"' in text
+    queued.refresh_from_db()
+    assert queued.status == "queued"
 
 
 def test_cancel_action_cancels_queued_runs_at_once_and_asks_running_ones_to_stop(client, operator, curriculum):
     queued, running = make_run(curriculum), make_run(curriculum, status="running", heartbeat_at=timezone.now())
     client.force_login(operator)
     client.post(reverse("admin:training_trainingrun_changelist"),
-                {"action": "cancel_selected", "_selected_action": [queued.pk, running.pk]})
+                {"action": "cancel_selected", "_selected_action": [queued.pk, running.pk], "post": "yes"})
     queued.refresh_from_db()
     running.refresh_from_db()
     assert (queued.status, queued.finished_at is not None) == ("cancelled", True)

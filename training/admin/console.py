@@ -16,6 +16,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -28,6 +29,13 @@ from ..workers import format_duration
 
 # The static "Status" fieldset of a job's page; status, progress and phase are in the live panel above it
 # (templates/admin/training/job_change_form.html), which the page reloads from when the status changes.
+# What cancelling does to a job in each state (the confirmation page says it before the operator agrees).
+CANCEL_EFFECT = {
+    "queued": "never starts: cancelled at once",
+    "running": "is asked to stop at its next step; what it made so far is kept",
+    "finished": "already finished: nothing to cancel",
+}
+
 STATUS_FIELDS = (
     "cancel_requested", "worker", "attempts", "created_by", "created", "started", "last_heartbeat", "finished",
     "duration", "error",
@@ -178,11 +186,14 @@ class JobAdmin(admin.ModelAdmin):
         return JsonResponse(jobs.job_status(job=get_object_or_404(self.model, pk=pk)))
 
     def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        def cancel(job: Job) -> int:
-            self._report_cancel(request, [(job, jobs.cancel_job(job=job))])
-            return job.pk
-
-        return self._post_on_job(request, pk, allowed=self.has_cancel_permission(request), act=cancel, action="cancel")
+        """The page's "Cancel this job" link: a confirmation page (GET), then the cancel (POST with post=yes)."""
+        if not self.has_cancel_permission(request):
+            raise self._denied(request, "cancel")
+        job = get_object_or_404(self.model, pk=pk)
+        if request.method != "POST" or request.POST.get("post") != "yes":
+            return self._cancel_confirmation(request, [job], back_url=self._change_url(job.pk))
+        self._report_cancel(request, [(job, jobs.cancel_job(job=job))])
+        return HttpResponseRedirect(self._change_url(job.pk))
 
     def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         def retry(job: Job) -> int:
@@ -214,7 +225,26 @@ class JobAdmin(admin.ModelAdmin):
     # -- actions
     @admin.action(description="Cancel the selected jobs", permissions=["cancel"])
     def cancel_selected(self, request, queryset):
+        # As Django's delete_selected: the first post shows a confirmation page, its "Yes" posts again with post=yes.
+        if request.POST.get("post") != "yes":
+            return self._cancel_confirmation(request, list(queryset), action="cancel_selected",
+                                             back_url=reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}"
+                                                              "_changelist"))
         self._report_cancel(request, [(job, jobs.cancel_job(job=job)) for job in queryset])
+
+    def _cancel_confirmation(self, request, selected: list[Job], *, back_url: str,
+                             action: str | None = None) -> TemplateResponse:
+        """The page that asks before cancelling ``selected``: what each one is doing and what cancelling does to
+        it (a queued job never starts; a running one stops at its next step; a finished one is left alone).
+        ``action``: the list action to post back to (the changelist), else the job's own cancel URL."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Cancel {plural(len(selected), str(self.opts.verbose_name), str(self.opts.verbose_name_plural))}?",
+            "selected": [(job, CANCEL_EFFECT["finished" if job.is_finished else job.status]) for job in selected],
+            "action": action, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME, "back_url": back_url,
+        }
+        return TemplateResponse(request, "admin/training/cancel_confirmation.html", context)
 
     @admin.action(description="Retry: launch new jobs with the same parameters", permissions=["add"])
     def retry_selected(self, request, queryset):

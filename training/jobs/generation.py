@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from django.db import transaction
 
-from crlsite.worker_threads import available_cores
 from curriculum.models import Concept, Curriculum, ReviewLog
 
 from ..models import SyntheticGenerationJob
+from ..rl.cpu_threads import AUTO
 from curriculum.reviews.bulk import create_learners, write_reviews
 from .lifecycle import launch_job
 from .runner import JobRun, execute
@@ -47,7 +47,7 @@ def _generate(run: JobRun) -> None:
     run.report(phase="simulating the cohort", steps=total)
     logs = generate_logs(
         num_users=job.num_users, interactions=job.interactions, num_concepts=len(concept_ids), seed=job.seed,
-        policy_mix=job.policy_mix or None, processes=available_cores(),  # in this process when daemonic (prefork)
+        policy_mix=job.policy_mix or None, processes=AUTO,  # one per core; in this process when daemonic (prefork)
     )
     run.check()
     run.report(phase="writing reviews")

@@ -186,6 +186,8 @@ def dtlite_files(
         config["concept_head_dim"] = model_config["concept_head_dim"]
     if model_config.get("state_token", "linear") != "linear":
         config["state_token"] = model_config["state_token"]  # absent: the linear token of earlier exports
+    if model_config.get("attention_window") is not None:
+        config["attention_window"] = model_config["attention_window"]  # absent: full attention (earlier exports)
     if extra is not None:
         config["extra"] = extra
     config["weights_sha256"] = "0" * 64  # placeholder so the checks below can run before the npz exists

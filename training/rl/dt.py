@@ -52,6 +52,11 @@ class DTConfig:
     concept_head_dim: int = 64
     # "summary": the state token embeds StateSummary(states) (fixed size); "linear": all S numbers (older exports)
     state_token: str = "linear"
+    # None: full causal attention (the original). W: each token attends to the last W tokens only (itself and the
+    # W - 1 before it), so a token's keys and values never change once computed and DTLite can serve a learner step
+    # by step from cached keys and values (dtlite.DTLite.step); W <= model_config.max_attention_window keeps that
+    # exact. Set at training time (`train_crl_policy --attention-window W`): the model learns with the window.
+    attention_window: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -259,12 +264,12 @@ class StateSummary(nn.Module):
         ], dim=-1)
 
 
-def token_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+def token_attention_mask(attention_mask: torch.Tensor, window: int | None = None) -> torch.Tensor:
     """[B, T] timestep mask (1 valid, 0 pad) -> boolean [B, 1, 3T, 3T] attention mask (True = may attend).
 
     Causal, and no query attends to a padded key, except that every token attends to itself: a padded
     query then has one key instead of none, so its row stays finite (no NaN) while valid rows never see
-    a pad.
+    a pad. With ``window`` W (DTConfig.attention_window), query i sees keys j with i - W < j <= i only.
     """
     B, T = attention_mask.shape
     keys = (attention_mask != 0).repeat_interleave(3, dim=1)  # [B, 3T]
@@ -272,6 +277,8 @@ def token_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     # from comparisons of positions, not tril/eye of booleans: ONNX Runtime has no boolean EyeLike (onnx_export.py)
     position = torch.arange(L, device=attention_mask.device)
     causal = position[:, None] >= position[None, :]
+    if window is not None:
+        causal = causal & (position[:, None] - position[None, :] < window)
     eye = position[:, None] == position[None, :]
     return (causal & (keys[:, None, :] | eye))[:, None]  # [B, 1, L, L]
 
@@ -327,7 +334,10 @@ class DecisionTransformer(nn.Module):
         # interleave (R_1, s_1, a_1, R_2, ...): [B, T, 3, H] -> [B, 3T, H]
         x = torch.stack((r_tok, s_tok, a_tok), dim=2).reshape(B, 3 * T, -1)
         x = self.drop(self.embed_ln(x))
-        attn_mask = None if attention_mask is None else token_attention_mask(attention_mask)
+        window = self.config.attention_window
+        if attention_mask is None and window is not None:  # the window needs a mask even without padding
+            attention_mask = torch.ones_like(actions)
+        attn_mask = None if attention_mask is None else token_attention_mask(attention_mask, window)
         for block in self.blocks:
             x = block(x, attn_mask)
         h = self.ln_f(x)[:, 1::3]  # state tokens only

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from training.rl.model_config import (
 )
 
 LAYER_NORM_EPS = 1e-5  # as dt.LAYER_NORM_EPS
+KeyValues = tuple[np.ndarray, np.ndarray]  # one block's keys [B, heads, d, m] and values [B, heads, m, d]
 _GELU_C = np.float32(np.sqrt(2.0 / np.pi))
 
 
@@ -52,12 +54,17 @@ def _twice_gelu(h: np.ndarray) -> np.ndarray:
 
 
 class LayerNorm:
+    """LayerNorm over the last axis. Where a linear map follows directly (ln_1 -> c_attn, ln_2 -> c_fc, ln_f -> the
+    heads), its affine weight and bias are folded into that map's weights once (`fold`) and only `normalize` runs
+    per call: ``(x_hat g + b) W + c = x_hat (g W) + (b W + c)``, the same function (float32 rounding apart)."""
+
     def __init__(self, w: Mapping[str, np.ndarray], name: str) -> None:
         self.weight = np.asarray(w[name + ".weight"], np.float32)
         self.bias = np.asarray(w[name + ".bias"], np.float32)
         self.inv_n = np.float32(1.0 / self.weight.shape[0])
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """(x - mean) / sqrt(var + eps) over the last axis, float32, without the affine weight and bias."""
         mean = _row_sums(x)
         mean *= self.inv_n
         xc = x - mean[..., None]
@@ -67,9 +74,23 @@ class LayerNorm:
         rstd = np.sqrt(var, out=var)
         np.divide(np.float32(1.0), rstd, out=rstd)
         xc *= rstd[..., None]  # multiply by 1 / std, as torch does
+        return xc
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        xc = self.normalize(x)
         xc *= self.weight
         xc += self.bias
         return xc
+
+    def fold(self, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """A linear map [H, out] (x @ weight + bias; bias None: none) applied after this LayerNorm, as the map to
+        apply after `normalize`: (g[:, None] * weight, b @ weight + bias), computed in float64, stored float32."""
+        w64 = weight.astype(np.float64)
+        folded_bias = self.bias.astype(np.float64) @ w64
+        if bias is not None:
+            folded_bias += bias
+        return (np.ascontiguousarray(self.weight.astype(np.float64)[:, None] * w64, dtype=np.float32),
+                folded_bias.astype(np.float32))
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -89,9 +110,10 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 
 
 class CausalSelfAttention:
-    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any], ln_1: LayerNorm) -> None:
         self.num_heads = config["num_heads"]
-        self.c_attn_w, self.c_attn_b = _linear(w, name + ".c_attn")  # [H, 3H]: q | k | v
+        c_attn_w, c_attn_b = _linear(w, name + ".c_attn")  # [H, 3H]: q | k | v
+        self.c_attn_w, self.c_attn_b = ln_1.fold(c_attn_w, c_attn_b)  # ln_1's affine folded in: x is normalised
         H = self.c_attn_w.shape[0]
         # q k^T / sqrt(d): fold 1 / sqrt(d) into the query projection once, not into every score matrix
         scale = np.float32(1.0 / np.sqrt(H // self.num_heads))
@@ -102,35 +124,54 @@ class CausalSelfAttention:
         self.kv_w, self.kv_b = np.ascontiguousarray(self.c_attn_w[:, H:]), self.c_attn_b[H:]
         self.c_proj_w, self.c_proj_b = _linear(w, name + ".c_proj")
 
-    def __call__(self, x: np.ndarray, bias: np.ndarray, query: int | None = None) -> np.ndarray:
-        B, L, H = x.shape
+    def keys_values(self, x: np.ndarray, past: KeyValues | None) -> KeyValues:
+        """The keys [B, heads, d, m + n] and values [B, heads, m + n, d] of the n tokens x [B, n, H] (normalised),
+        after the m cached ones of ``past`` (None: none)."""
+        B, n, H = x.shape
         heads, d = self.num_heads, H // self.num_heads
-        if query is not None:  # one query row (keys and values from all rows): [B, 1, H]
-            q = x[:, query:query + 1] @ self.q_w
+        kv = x @ self.kv_w
+        kv += self.kv_b
+        k = kv[..., :H].reshape(B, n, heads, d).transpose(0, 2, 3, 1)
+        v = kv[..., H:].reshape(B, n, heads, d).transpose(0, 2, 1, 3)
+        if past is not None:
+            k = np.concatenate((past[0], k), axis=3)
+            v = np.concatenate((past[1], v), axis=2)
+        return k, v
+
+    def __call__(self, x: np.ndarray, bias: np.ndarray, query: int | None = None, past: KeyValues | None = None,
+                 keep: slice | None = None) -> tuple[np.ndarray, KeyValues | None]:
+        """x [B, n, H] (normalised by ln_1) -> ([B, n, H], or [B, 1, H] for row ``query`` only; the keys and values
+        of the key positions ``keep`` (of past's m then x's n), copied, or None without ``keep``). ``bias``
+        [.., n or 1, m + n]: 0 where a query may attend, -inf elsewhere."""
+        B, n, H = x.shape
+        heads, d = self.num_heads, H // self.num_heads
+        if query is not None or past is not None:  # keys and values of every row, queries of some
+            k, v = self.keys_values(x, past)
+            rows = x if query is None else x[:, query:query + 1]
+            q = rows @ self.q_w
             q += self.q_b
-            kv = x @ self.kv_w
-            kv += self.kv_b
-            k, v = kv[..., :H], kv[..., H:]
-            bias = bias[..., query:query + 1, :]
+            if query is not None:
+                bias = bias[..., query:query + 1, :]
         else:
             qkv = x @ self.c_attn_w
             qkv += self.c_attn_b
-            q, k, v = qkv[..., :H], qkv[..., H:2 * H], qkv[..., 2 * H:]
+            q = qkv[..., :H]
+            k = qkv[..., H:2 * H].reshape(B, n, heads, d).transpose(0, 2, 3, 1)  # [B, heads, d, L]
+            v = qkv[..., 2 * H:].reshape(B, n, heads, d).transpose(0, 2, 1, 3)  # [B, heads, L, d]
         Lq = q.shape[1]
         q = q.reshape(B, Lq, heads, d).transpose(0, 2, 1, 3)  # [B, heads, Lq, d], already scaled
-        k = k.reshape(B, L, heads, d).transpose(0, 2, 3, 1)  # [B, heads, d, L]
-        v = v.reshape(B, L, heads, d).transpose(0, 2, 1, 3)  # [B, heads, L, d]
         att = q @ k  # [B, heads, Lq, L]
         att += bias  # 0 where allowed, -inf elsewhere; the diagonal is always allowed, so no row is empty
         y = (_softmax(att) @ v).transpose(0, 2, 1, 3).reshape(B, Lq, H)
         y = y @ self.c_proj_w
         y += self.c_proj_b
-        return y
+        kept = None if keep is None else (k[..., keep].copy(), v[:, :, keep].copy())
+        return y, kept
 
 
 class MLP:
-    def __init__(self, w: Mapping[str, np.ndarray], name: str) -> None:
-        self.c_fc_w, self.c_fc_b = _linear(w, name + ".c_fc")
+    def __init__(self, w: Mapping[str, np.ndarray], name: str, ln_2: LayerNorm) -> None:
+        self.c_fc_w, self.c_fc_b = ln_2.fold(*_linear(w, name + ".c_fc"))  # ln_2's affine folded in
         self.c_proj_w, self.c_proj_b = _linear(w, name + ".c_proj")
         self.c_proj_w *= np.float32(0.5)  # GELU's factor 0.5, folded in (exact: a power of two)
 
@@ -145,28 +186,35 @@ class MLP:
 class Block:
     def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any]) -> None:
         self.ln_1 = LayerNorm(w, name + ".ln_1")
-        self.attn = CausalSelfAttention(w, name + ".attn", config)
+        self.attn = CausalSelfAttention(w, name + ".attn", config, self.ln_1)
         self.ln_2 = LayerNorm(w, name + ".ln_2")
-        self.mlp = MLP(w, name + ".mlp")
+        self.mlp = MLP(w, name + ".mlp", self.ln_2)
 
-    def __call__(self, x: np.ndarray, bias: np.ndarray, query: int | None = None) -> np.ndarray:
-        """x [B, L, H] -> [B, L, H], or [B, 1, H]: only row `query`'s output when it is given."""
-        y = self.attn(self.ln_1(x), bias, query)
+    def __call__(self, x: np.ndarray, bias: np.ndarray, query: int | None = None, past: KeyValues | None = None,
+                 keep: slice | None = None) -> tuple[np.ndarray, KeyValues | None]:
+        """x [B, n, H] -> ([B, n, H], or [B, 1, H]: only row ``query``'s output when it is given; the kept keys
+        and values, as CausalSelfAttention's)."""
+        y, kept = self.attn(self.ln_1.normalize(x), bias, query, past, keep)
         y += x if query is None else x[:, query:query + 1]
-        y += self.mlp(self.ln_2(y))
-        return y
+        y += self.mlp(self.ln_2.normalize(y))
+        return y, kept
+
+    def keys_values(self, x: np.ndarray, past: KeyValues | None) -> KeyValues:
+        """Only the keys and values this block's attention would read for x [B, n, H] after ``past``: what the
+        last block computes for tokens whose own output nothing reads (DTLite.extend without logits)."""
+        return self.attn.keys_values(self.ln_1.normalize(x), past)
 
 
 class ConceptHead:
-    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, w: Mapping[str, np.ndarray], name: str, config: Mapping[str, Any], ln_f: LayerNorm) -> None:
         self.concept_features = config["concept_features"]
-        self.c_state_w, self.c_state_b = _linear(w, name + ".c_state")  # [H, D]
+        self.c_state_w, self.c_state_b = ln_f.fold(*_linear(w, name + ".c_state"))  # [H, D]; ln_f's affine folded in
         self.c_concept_w = np.array(w[name + ".c_concept.weight"].T, np.float32, order="C")  # [F, D]
         # [D]; GELU's factor 0.5 folded in (exact: a power of two)
         self.c_out_w = np.array(w[name + ".c_out.weight"][0], np.float32) * np.float32(0.5)
 
     def __call__(self, h: np.ndarray, states: np.ndarray) -> np.ndarray:
-        """h [..., H], states [..., S] -> scores [..., A]."""
+        """h [..., H] (normalised by ln_f, its affine folded in), states [..., S] -> scores [..., A]."""
         features = states.reshape(states.shape[:-1] + (-1, self.concept_features))  # [..., A, F]
         z = features @ self.c_concept_w  # [..., A, D]
         base = h @ self.c_state_w
@@ -207,6 +255,38 @@ class StateSummary:
         ], axis=-1).astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class StepState:
+    """What DTLite's per-step path keeps of B sequences after their newest state token (DTLite.prefill, extend,
+    step): per block the keys [B, heads, d, m] and values [B, heads, m, d] (float32) of the last m <=
+    attention_window - 1 tokens, the only ones a later token can attend to; ``valid`` bool [B, m] (False: a left
+    padding token; None: all valid); ``timesteps`` int64 [B], the newest state token's timestep (its action token
+    has it); ``logits`` float32 [B, A] of the newest state token (None after ``extend(logits=False)``).
+    Never changed in place: extend and step return a new one, so one may be shared between threads."""
+
+    keys: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray, ...]
+    valid: np.ndarray | None
+    timesteps: np.ndarray
+    logits: np.ndarray | None
+
+    @property
+    def batch_size(self) -> int:
+        return self.timesteps.shape[0]
+
+    @property
+    def cached_tokens(self) -> int:
+        """m, the tokens whose keys and values are kept."""
+        return self.values[0].shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (what a cache of states counts against its size)."""
+        arrays = (*self.keys, *self.values, self.timesteps,
+                  *(a for a in (self.valid, self.logits) if a is not None))
+        return sum(a.nbytes for a in arrays)
+
+
 class DTLite:
     """A Decision Transformer for inference; thread-safe (per-thread scratch state only)."""
 
@@ -229,14 +309,29 @@ class DTLite:
         self.embed_ln = LayerNorm(w, "embed_ln")
         self.blocks = [Block(w, f"blocks.{i}", config) for i in range(config["num_layers"])]
         self.ln_f = LayerNorm(w, "ln_f")
-        self.predict_action_w, self.predict_action_b = _linear(w, "predict_action")
-        self.concept_head = ConceptHead(w, "concept_head", config) if config.get("concept_features") else None
+        # ln_f's affine folded into both heads: they read ln_f.normalize's output
+        self.predict_action_w, self.predict_action_b = self.ln_f.fold(*_linear(w, "predict_action"))
+        self.concept_head = (ConceptHead(w, "concept_head", config, self.ln_f) if config.get("concept_features")
+                             else None)
+        self.attention_window = config.get("attention_window")
         # Concepts beyond the trained action space (see the module docstring): the rule is model_config's.
         self.scores_unseen_concepts = scores_unseen_concepts(config)
         if self.scores_unseen_concepts:
             self.unseen_action = self.embed_action.mean(axis=0)  # [H]
             self.unseen_predict_w = self.predict_action_w.mean(axis=1)  # [H]
             self.unseen_predict_b = self.predict_action_b.mean()
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle everything but the per-thread scratch state (a ``threading.local``, which does not pickle): a policy
+        ships to evaluation worker processes (``evaluation.evaluate(processes=N)``)."""
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled DTLite with fresh, empty per-thread scratch state."""
+        self.__dict__.update(state)
         self._local = threading.local()
 
     @classmethod
@@ -246,10 +341,15 @@ class DTLite:
         return cls(arrays, parsed)
 
     def _causal_bias(self, L: int) -> np.ndarray:
-        # [L, L] additive mask, cached per thread and length: 0 on and below the diagonal, -inf above
+        # [L, L] additive mask, cached per thread and length: 0 where query i may see key j (j <= i, and
+        # i - j < attention_window with one), -inf elsewhere
         cache = self._local.__dict__.setdefault("causal", {})
         if L not in cache:
-            cache[L] = np.triu(np.full((L, L), -np.inf, np.float32), k=1)
+            position = np.arange(L)
+            allowed = position[:, None] >= position[None, :]
+            if self.attention_window is not None:
+                allowed &= position[:, None] - position[None, :] < self.attention_window
+            cache[L] = np.where(allowed, np.float32(0), np.float32(-np.inf))
         return cache[L]
 
     def _bias(self, attention_mask: np.ndarray | None, B: int, T: int, L: int) -> np.ndarray:
@@ -262,8 +362,33 @@ class DTLite:
         padded = ~keys[:, None, :] & ~np.eye(L, dtype=bool)  # [B, L, L]
         return np.where(padded, np.float32(-np.inf), causal)[:, None]  # [B, 1, L, L]
 
+    def _return_tokens(self, rtg: np.ndarray, out: np.ndarray) -> None:
+        np.multiply((rtg / self.return_scale)[..., None], self.embed_return_w, out=out)
+        out += self.embed_return_b
+
+    def _state_tokens(self, states: np.ndarray, out: np.ndarray) -> None:
+        token_input = states if self.state_summary is None else self.state_summary(states)
+        np.matmul(token_input, self.embed_state_w, out=out)
+        out += self.embed_state_b
+
+    def _time(self, timesteps: np.ndarray) -> np.ndarray:
+        return self.embed_timestep[np.clip(timesteps, 0, self.max_timestep - 1)]
+
+    def _heads(self, h: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """The action logits [..., A] from the state tokens' last-block outputs h [..., H] and their states."""
+        h = self.ln_f.normalize(h)  # ln_f's affine is folded into both heads
+        logits = h @ self.predict_action_w
+        logits += self.predict_action_b
+        if states.shape[-1] > self.state_dim:  # concepts added after training: a typical concept's linear score
+            extra = (states.shape[-1] - self.state_dim) // self.concept_head.concept_features
+            unseen = h @ self.unseen_predict_w + self.unseen_predict_b  # [..]
+            logits = np.concatenate([logits, np.repeat(unseen[..., None], extra, axis=-1)], axis=-1)
+        if self.concept_head is not None:
+            logits += self.concept_head(h, states)
+        return logits
+
     def _forward(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
-                 attention_mask: Any, last_only: bool) -> np.ndarray:
+                 attention_mask: Any, last_only: bool, prefill: bool = False) -> np.ndarray | StepState:
         rtg = np.asarray(returns_to_go, np.float32)
         states = np.asarray(states, np.float32)
         actions = np.asarray(actions)
@@ -277,35 +402,132 @@ class DTLite:
             # skip it, except where 3T is a multiple of 4 (T = 20...): OpenBLAS's kernels work in blocks
             # of rows, and 60 rows measured ~10% faster than 59 (causally the extra row is invisible).
             L -= 1
-        time = self.embed_timestep[np.clip(timesteps, 0, self.max_timestep - 1)]  # [B, T, H]
         x = np.empty((B, T, 3, H), np.float32)
-        r_tok = x[:, :, 0]
-        np.multiply((rtg / self.return_scale)[..., None], self.embed_return_w, out=r_tok)
-        r_tok += self.embed_return_b
-        token_input = states if self.state_summary is None else self.state_summary(states)
-        np.matmul(token_input, self.embed_state_w, out=x[:, :, 1])
-        x[:, :, 1] += self.embed_state_b
+        self._return_tokens(rtg, x[:, :, 0])
+        self._state_tokens(states, x[:, :, 1])
         if last_only:
             x[:, :-1, 2] = self._embed_actions(actions[:, :-1])
             x[:, -1, 2] = 0.0  # never seen by the last state token (see L above)
         else:
             x[:, :, 2] = self._embed_actions(actions)
-        x += time[:, :, None]
+        x += self._time(timesteps)[:, :, None]
         x = self.embed_ln(x.reshape(B, 3 * T, H)[:, :L])  # interleaved (R_1, s_1, a_1, R_2, ...)
         bias = self._bias(attention_mask, B, T, L)
+        # prefill: every block's keys and values of the last W - 1 tokens up to the last state token (3T - 2)
+        keep = slice(max(0, 3 * T - self.attention_window), 3 * T - 1) if prefill else None
+        kept = []
         for block in self.blocks[:-1]:
-            x = block(x, bias)
-        x = self.blocks[-1](x, bias, query)
-        x = self.ln_f(x[:, 0] if last_only else x[:, 1::3])  # state tokens only
-        logits = x @ self.predict_action_w
-        logits += self.predict_action_b
-        if states.shape[-1] > self.state_dim:  # concepts added after training: a typical concept's linear score
-            extra = (states.shape[-1] - self.state_dim) // self.concept_head.concept_features
-            unseen = x @ self.unseen_predict_w + self.unseen_predict_b  # [..]
-            logits = np.concatenate([logits, np.repeat(unseen[..., None], extra, axis=-1)], axis=-1)
-        if self.concept_head is not None:
-            logits += self.concept_head(x, states[:, -1] if last_only else states)
-        return logits
+            x, kv = block(x, bias, past=None, keep=keep)
+            kept.append(kv)
+        x, kv = self.blocks[-1](x, bias, query, keep=keep)
+        kept.append(kv)
+        logits = self._heads(x[:, 0] if last_only else x[:, 1::3], states[:, -1] if last_only else states)
+        if not prefill:
+            return logits
+        valid = None
+        if attention_mask is not None and not (np.asarray(attention_mask) != 0).all():
+            valid = np.repeat(np.asarray(attention_mask) != 0, 3, axis=1)[:, keep]
+        return StepState(keys=tuple(k for k, _ in kept), values=tuple(v for _, v in kept), valid=valid,
+                         timesteps=timesteps[:, -1].astype(np.int64), logits=logits)
+
+    # ------------------------------------------------------------------------------------ the per-step path
+    def prefill(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
+                attention_mask: Any = None) -> StepState:
+        """The full forward of `select_action` (the inputs as its: [B, T], the last action unread), kept as a
+        StepState: the last state token's logits [B, A] and every block's keys and values of the last
+        ``attention_window - 1`` tokens up to it, from which `extend` and `step` go on. ValueError for a model
+        without ``attention_window`` (with full attention an earlier token's keys change as the context slides)."""
+        self._require_window()
+        return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True, prefill=True)
+
+    def step(self, state: StepState, action: Any, return_to_go: Any, states: Any, timestep: Any) -> StepState:
+        """One new timestep after ``state``: ``action`` int [B], the action taken at state's last state token (the
+        concept reviewed), then the new ``return_to_go`` float [B], ``states`` float [B, S] and ``timestep`` int
+        [B]. Returns the new StepState, whose ``logits`` [B, A] equal `select_action`'s logits on the last
+        ``context_length`` timesteps of the whole sequence (float32 rounding apart): only the 3 new tokens are
+        computed, against the cached keys and values. ``state`` is not changed (the new one has its own arrays)."""
+        return self.extend(state, np.asarray(action)[:, None], np.asarray(return_to_go)[:, None],
+                           np.asarray(states)[:, None], np.asarray(timestep)[:, None])
+
+    def extend(self, state: StepState, actions: Any, returns_to_go: Any, states: Any, timesteps: Any, *,
+               logits: bool = True) -> StepState:
+        """m >= 1 new timesteps after ``state``: ``actions`` int [B, m] (the action taken at state's last state
+        token, then at the first m - 1 new ones), ``returns_to_go`` float [B, m], ``states`` float [B, m, S],
+        ``timesteps`` int [B, m]. Computes only the 3m new tokens (a, R, s per timestep) against the cached keys
+        and values. ``logits`` False: the last block computes the new tokens' keys and values only, and the
+        returned state's logits are None (a learner who reviewed without asking for a recommendation); else as
+        `step`. ValueError naming the argument for shapes or actions that do not fit; ``state`` is not changed."""
+        window = self._require_window()
+        rtg = np.asarray(returns_to_go, np.float32)
+        states = np.asarray(states, np.float32)
+        actions = np.asarray(actions)
+        timesteps = np.asarray(timesteps)
+        B = state.batch_size
+        if rtg.ndim != 2 or rtg.shape[0] != B or rtg.shape[1] < 1:
+            raise ValueError(f"returns_to_go must be [{B}, m] with m >= 1, got shape {rtg.shape}")
+        m = rtg.shape[1]
+        for name, value in (("actions", actions), ("timesteps", timesteps)):
+            if value.shape != (B, m) or not np.issubdtype(value.dtype, np.integer):
+                raise ValueError(f"{name} must be an integer array [{B}, {m}], got {value.dtype} {value.shape}")
+        F = self.concept_head.concept_features if self.scores_unseen_concepts else None
+        if states.ndim != 3 or states.shape[:2] != (B, m) or (
+                states.shape[2] != self.state_dim if F is None else states.shape[2] < self.state_dim or
+                states.shape[2] % F):
+            raise ValueError(f"states must be [{B}, {m}, {self.state_dim}{' or more' if F else ''}], got shape "
+                             f"{states.shape}")
+        limit = states.shape[2] // F if F else self.action_dim
+        if actions.min() < 0 or actions.max() >= limit:
+            raise ValueError(f"actions must lie in [0, {limit}), got [{actions.min()}, {actions.max()}]")
+        H = self.embed_timestep.shape[1]
+        # the new tokens (a, R, s) per timestep; an action token has its own step's time: the one before
+        before = np.concatenate((state.timesteps[:, None], timesteps[:, :-1]), axis=1)
+        x = np.empty((B, m, 3, H), np.float32)
+        x[:, :, 0] = self._embed_actions(actions)
+        x[:, :, 0] += self._time(before)
+        self._return_tokens(rtg, x[:, :, 1])
+        self._state_tokens(states, x[:, :, 2])
+        x[:, :, 1:] += self._time(timesteps)[:, :, None]
+        x = self.embed_ln(x.reshape(B, 3 * m, H))
+        n, past = 3 * m, state.cached_tokens
+        bias = self._step_bias(past, n, state.valid)
+        keep = slice(max(0, past + n - (window - 1)), past + n)
+        valid = None if state.valid is None else np.concatenate(
+            (state.valid, np.ones((B, n), bool)), axis=1)[:, keep]
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            cached = (state.keys[i], state.values[i])
+            if i == len(self.blocks) - 1 and not logits:
+                k, v = block.keys_values(x, cached)
+                kv = (k[..., keep].copy(), v[:, :, keep].copy())
+            else:
+                x, kv = block(x, bias, n - 1 if i == len(self.blocks) - 1 else None, cached, keep)
+            keys.append(kv[0])
+            values.append(kv[1])
+        out = self._heads(x[:, 0], states[:, -1]) if logits else None
+        return StepState(keys=tuple(keys), values=tuple(values), valid=valid, timesteps=timesteps[:, -1].astype(
+            np.int64), logits=out)
+
+    def _require_window(self) -> int:
+        if self.attention_window is None:
+            raise ValueError("the per-step path needs a model trained with attention_window (dt_lite_config.json); "
+                             "this one attends to its whole context: use select_action")
+        return self.attention_window
+
+    def _step_bias(self, past: int, n: int, valid: np.ndarray | None) -> np.ndarray:
+        """[n, past + n] additive mask of n new tokens after ``past`` cached ones (cached per thread): new token i
+        (position past + i) sees positions j <= past + i within the window; with ``valid`` (bool [B, past], False
+        for a padded cached token) [B, 1, n, past + n]."""
+        cache = self._local.__dict__.setdefault("step", {})
+        if (past, n) not in cache:
+            query = past + np.arange(n)[:, None]
+            key = np.arange(past + n)[None, :]
+            allowed = (key <= query) & (query - key < self.attention_window)
+            cache[past, n] = np.where(allowed, np.float32(0), np.float32(-np.inf))
+        bias = cache[past, n]
+        if valid is None:
+            return bias
+        padded = np.concatenate((~valid, np.zeros((valid.shape[0], n), bool)), axis=1)  # [B, past + n]
+        return np.where(padded[:, None, None, :], np.float32(-np.inf), bias)
 
     def _embed_actions(self, actions: np.ndarray) -> np.ndarray:
         """[B, T'] action indices -> [B, T', H]; an index >= action_dim (a concept added after training) gets the

@@ -26,11 +26,12 @@ policy closes; None without a policy or where the oracle is not above lowest_rec
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from concurrent.futures import FIRST_COMPLETED, wait
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .cpu_threads import sized_threads
+from .cpu_threads import AUTO, pool_size, sized_threads, worker_pool
 from .encoder import EncoderConfig, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .seeds import SEED_MAX, SEED_MIN
@@ -47,6 +48,14 @@ EXTRA_BASELINES = ("planner",)
 HEURISTICS = ("random", "round_robin", "leitner", "lowest_recall")  # the baselines that are not the oracle
 # the keys of a family's block that are not a policy's result
 FAMILY_SUMMARY_KEYS = ("paired", "best_behaviour", "gap_closed")
+# When the closed loops go to worker processes (evaluate(processes=N)): a pool costs about a second to start (fork
+# server, workers, the policy shipped to each), so a run is spread only over parts worth more. A default-size DT
+# (hidden 128, 4 layers, context 20, 20 concepts) taught about 600 student-reviews/s on one core of the loaded
+# 2-core development machine (50 students x 100 reviews: 8.2 s), the baselines 25 to 280 times as many (the planner
+# is the slowest): POOL_PART_REVIEWS DT student-reviews are ~2.5 s of work, a baseline's run counts BASELINE_SHARE
+# of a DT's.
+POOL_PART_REVIEWS = 1_500
+BASELINE_SHARE = 0.05
 # The evaluation's defaults and bounds, declared here once: evaluate_policy's flags, the training spec's evaluation
 # parameters (and the reviews per learner it shares with them) and a curriculum's evaluation protocol import them
 # (tests/test_layers.py fails on a second declaration).
@@ -218,6 +227,7 @@ def evaluate(
     on_progress: Callable[[int, int, str], None] | None = None,
     families: str | tuple[str, ...] | list[str] | None = None,
     behaviour_mix: dict[str, float] | None = None,
+    processes: int | Literal["auto"] = AUTO,
 ) -> dict:
     """The policy (when given, as "dt"), the baselines and the extra ones (EXTRA_BASELINES) on the same held-out
     students, as one JSON-able dict:
@@ -230,8 +240,16 @@ def evaluate(
 
     The encoder defaults to the policy's (``policy.config["encoder"]``), else ``EncoderConfig(num_concepts)``:
     a policy must see the states it was trained on. ``on_progress(done, total, name)`` is called after each
-    policy's run (over all populations). ValueError naming the setting for students or interactions outside
-    EVALUATION_BOUNDS, for an unknown family, or for "fitted" without fitted parameters.
+    policy's run (over all populations), in the order the runs finish. ValueError naming the setting for students
+    or interactions outside EVALUATION_BOUNDS, for an unknown family, for "fitted" without fitted parameters, or for
+    ``processes`` neither "auto" nor a positive integer.
+
+    ``processes``: the (population, policy) closed loops go to at most this many worker processes
+    (``cpu_threads.worker_pool``: forkserver, one BLAS / PyTorch thread each, the policy pickled to them); "auto"
+    (the default) is one per available core. The run stays in this process (with ``threads`` threads) on one core,
+    in a daemonic process (a Celery prefork worker's child may not start processes), or when the work is too small
+    to pay for a pool (``POOL_PART_REVIEWS``, ``BASELINE_SHARE``). The results are the same whatever the number:
+    each closed loop is a function of its own arguments (students, dice and policy streams from the seed).
     """
     check_evaluation_setting("students", students)
     check_evaluation_setting("interactions", interactions)
@@ -257,19 +275,14 @@ def evaluate(
         populations.append(("students_like", FITTED, runs + (extra if FITTED in chosen else [])))
     populations += [(name, name, runs + extra) for name in chosen if name not in (BUILTIN, FITTED)]
     out: dict[str, Any] = {"metric": METRIC, "students": students, "seed": seed}
-    done, total = 0, sum(len(population_runs) for _, _, population_runs in populations)
+    loops = [dict(policy_name=name, num_concepts=num_concepts, students=students, interactions=interactions,
+                  seed=seed, encoder=encoder_config, model=model, simulator=simulator, students_like=students_like,
+                  family=family)
+             for _, family, population_runs in populations for name, model in population_runs]
+    recall = _closed_loops(loops, processes=processes, on_progress=on_progress)
     blocks: dict[str, dict] = {}
     for key, family, population_runs in populations:
-        values = {}
-        for name, model in population_runs:
-            values[name] = final_recall(
-                policy_name=name, num_concepts=num_concepts, students=students, interactions=interactions, seed=seed,
-                encoder=encoder_config, model=model, simulator=simulator, students_like=students_like,
-                family=family,
-            )
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total, name)
+        values = {name: recall[(family, name)] for name, _ in population_runs}
         if key in ("results", "students_like"):
             out[key] = {name: interval(values[name]) for name, _ in runs}
         if family in chosen:
@@ -277,6 +290,45 @@ def evaluate(
     if chosen:
         out["families"] = {name: blocks[name] for name in chosen}
     return out
+
+
+def _closed_loops(
+    loops: list[dict[str, Any]], *, processes: int | Literal["auto"],
+    on_progress: Callable[[int, int, str], None] | None,
+) -> dict[tuple[str | None, str], np.ndarray]:
+    """``final_recall(**loop)`` for every loop, by (family, policy name): in this process, or spread over a worker
+    pool when the work pays for one (see ``evaluate``'s ``processes``); ``on_progress(done, total, name)`` after
+    each."""
+    total = len(loops)
+    dt_loops = sum(loop["model"] is not None for loop in loops)
+    reviews = loops[0]["students"] * loops[0]["interactions"] if loops else 0
+    work = reviews * (dt_loops + BASELINE_SHARE * (total - dt_loops))
+    workers = pool_size(processes, parts=min(total, int(work // POOL_PART_REVIEWS)))
+    recall: dict[tuple[str | None, str], np.ndarray] = {}
+
+    def finished(loop: dict[str, Any], values: np.ndarray) -> None:
+        recall[(loop["family"], loop["policy_name"])] = values
+        if on_progress is not None:
+            on_progress(len(recall), total, loop["policy_name"])
+
+    if workers == 1:
+        for loop in loops:
+            finished(loop, final_recall(**loop))
+        return recall
+    # the policy's loops first: they are the longest, and the baselines' fill the workers' gaps after them
+    ordered = sorted(loops, key=lambda loop: loop["model"] is None)
+    with worker_pool(workers, preload=[__name__]) as pool:
+        pending = {pool.submit(final_recall, **loop): loop for loop in ordered}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finished(pending.pop(future), future.result())
+        except BaseException:
+            for future in pending:  # a failed loop or an interrupt: what has not started never will
+                future.cancel()
+            raise
+    return recall
 
 
 def _encoder_config(

@@ -1,6 +1,7 @@
 """The Decision Transformer's architecture rules, written once: DTConfig (PyTorch), DTLite (NumPy), the
 artifact checks, the trainer and serving all use them (no torch, no NumPy needed): `check_model_config`, the
-default context length and which models score concepts added after training (`scores_unseen_concepts`)."""
+default context length, which models score concepts added after training (`scores_unseen_concepts`) and the widest
+local attention window that keeps the per-step path exact (`max_attention_window`)."""
 from __future__ import annotations
 
 import math
@@ -64,6 +65,21 @@ def scores_unseen_concepts(config: Mapping[str, Any] | None) -> bool:
     return config.get("state_token", "linear") == "summary" and bool(config.get("concept_features"))
 
 
+def max_attention_window(*, context_length: int, num_layers: int) -> int:
+    """The widest local attention window (in tokens) for which a token's keys and values never change once computed
+    and the per-step path stays exact: ``(3 K - 2) // num_layers + 1`` for a context of K timesteps.
+
+    Why: with a window of W tokens each layer reaches W - 1 tokens further back, so after ``num_layers`` layers the
+    last state token (index 3K - 2 of the 3K tokens of a full context; the last action token comes after it)
+    depends on the tokens ``num_layers x (W - 1)`` before it. While that reach stays inside the context
+    (``num_layers (W - 1) <= 3K - 2``), every value the last state token depends on, at every layer, is computed
+    from tokens that are all inside the context, so a forward over the last K timesteps gives the same numbers as
+    one over the whole history, and a value cached when its token was newest is still the one a full forward
+    computes later (DTLite's step path, training/rl/kv_cache.py). A wider window would let the full forward's
+    truncated start (the context slides) reach the last state token, and the cache would go stale."""
+    return (3 * context_length - 2) // num_layers + 1
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -80,8 +96,9 @@ def check_model_config(config: Mapping[str, Any]) -> None:
     ``concept_features``, ``concept_head_dim`` (optional, default 0) integers >= 0; ``hidden_dim`` divisible by
     ``num_heads``; with ``concept_features`` > 0, ``state_dim = concept_features x action_dim`` and
     ``concept_head_dim`` > 0; ``state_token`` (optional, default "linear") one of STATE_TOKENS, "summary" only with
-    the encoder's 4 features per concept; ``return_scale`` (optional) null or a finite number > 0. A missing required key is a
-    ValueError naming it."""
+    the encoder's 4 features per concept; ``return_scale`` (optional) null or a finite number > 0;
+    ``attention_window`` (optional, absent or null: full causal attention) an integer from 1 to
+    ``max_attention_window``. A missing required key is a ValueError naming it."""
     for key in POSITIVE_INT_KEYS:
         if key not in config:
             raise ValueError(f"missing key {key!r}")
@@ -106,6 +123,12 @@ def check_model_config(config: Mapping[str, Any]) -> None:
     if token == "summary" and features != SUMMARY_FEATURES_PER_CONCEPT:
         raise ValueError(f"state_token 'summary' needs concept_features {SUMMARY_FEATURES_PER_CONCEPT} (the "
                          f"encoder's layout), got {features}")
+    window = config.get("attention_window")
+    if window is not None:
+        widest = max_attention_window(context_length=config["context_length"], num_layers=config["num_layers"])
+        if not _is_int(window) or not 1 <= window <= widest:
+            raise ValueError(f"attention_window must be null or an integer from 1 to {widest} (tokens; (3 x "
+                             f"context_length - 2) // num_layers + 1 keeps the per-step path exact), got {window!r}")
     scale = config.get("return_scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale <= 0):

@@ -15,14 +15,13 @@ several families, its family from ``(seed, 0, family)``.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from .cpu_threads import limited_threads
+from .cpu_threads import pool_size, worker_pool
 from .encoder import EncoderConfig, EncoderMemory, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .review_columns import ReviewColumns
@@ -163,7 +162,7 @@ def generate_logs(
     encoder: EncoderConfig | None = None,
     students_like: StudentsLike | None = None,
     families: str | tuple[str, ...] | list[str] | None = None,
-    processes: int = 1,
+    processes: int | Literal["auto"] = 1,
 ) -> ReviewColumns:
     """A synthetic log sorted by (learner, time); each learner follows one behaviour policy drawn from policy_mix
     (default ``policies.DEFAULT_POLICY_MIX``), recorded in ``behaviour_policy``. Behaviour policies see the state
@@ -175,15 +174,14 @@ def generate_logs(
     is the same student (stream, schedule, dice, behaviour policy) whatever the families. "fitted" needs
     ``students_like``. ValueError naming the family for an unknown one.
 
-    ``processes``: at most this many worker processes (``concurrent.futures.ProcessPoolExecutor``, one BLAS thread
-    each), one per contiguous part of the learners, at least ``MIN_REVIEWS_PER_PROCESS`` reviews a part; 1 (the
-    default), a cohort too small to split, or a daemonic caller (a Celery prefork worker may not start processes)
-    simulates in this process. The log is the same whatever the number: a learner's students' streams are its own
-    ``(seed, domain, learner)``, and a policy's draws are made for its whole group (``policies.Policy``).
-    ValueError when processes is not a positive integer.
+    ``processes``: at most this many worker processes (``cpu_threads.worker_pool``: forkserver, one BLAS thread
+    each; "auto": one per available core), one per contiguous part of the learners, at least
+    ``MIN_REVIEWS_PER_PROCESS`` reviews a part; 1 (the default), a cohort too small to split, or a daemonic caller (a
+    Celery prefork worker may not start processes) simulates in this process (``cpu_threads.pool_size``). The log is
+    the same whatever the number: a learner's students' streams are its own ``(seed, domain, learner)``, and a
+    policy's draws are made for its whole group (``policies.Policy``). ValueError when processes is neither "auto"
+    nor a positive integer.
     """
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes: expected a positive integer, got {processes!r}")
     mix = normalise_mix(policy_mix)
     names = list(mix)
     assignment_rng = np.random.default_rng([seed, TRAINING_DOMAIN, ASSIGNMENT_STREAM])
@@ -200,19 +198,13 @@ def generate_logs(
     plan = _Plan(interactions=interactions, num_concepts=num_concepts, seed=seed, names=names, assigned=assigned,
                  families=chosen, family_of=family_of, config=config,
                  encoder=encoder or EncoderConfig(num_concepts=num_concepts), students_like=students_like)
-    parts = max(min(processes, num_users, num_users * interactions // MIN_REVIEWS_PER_PROCESS), 1)
-    if parts > 1 and multiprocessing.current_process().daemon:
-        parts = 1
+    parts = pool_size(processes, parts=min(num_users, num_users * interactions // MIN_REVIEWS_PER_PROCESS))
     bounds = np.linspace(0, num_users, parts + 1).round().astype(np.int64)
     if parts == 1:
         pieces = [_simulate_part(plan, 0, num_users)]
     else:
-        context = multiprocessing.get_context("forkserver")
-        # The fork server imports the simulator once; each worker forks from it ready (else each imports NumPy and
-        # this module again). No effect when the server already runs: its workers then import what they need.
-        context.set_forkserver_preload([__name__])
-        with ProcessPoolExecutor(max_workers=parts, mp_context=context) as pool:
-            pieces = list(pool.map(_simulate_part_one_thread, [plan] * parts, bounds[:-1], bounds[1:]))
+        with worker_pool(parts, preload=[__name__]) as pool:  # one thread each: no oversubscription
+            pieces = list(pool.map(_simulate_part, [plan] * parts, bounds[:-1].tolist(), bounds[1:].tolist()))
     out = {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
     return ReviewColumns(
         learner=np.repeat(np.arange(num_users, dtype=np.int64), interactions),
@@ -223,12 +215,6 @@ def generate_logs(
         response_time_ms=out["response_time_ms"].reshape(-1),
         behaviour_policy=np.array([names[i] for i in assigned], dtype=str),
     )
-
-
-def _simulate_part_one_thread(plan: _Plan, start: int, stop: int) -> dict[str, np.ndarray]:
-    """``_simulate_part`` in a worker process, its BLAS / OpenMP pools at one thread (no oversubscription)."""
-    with limited_threads(1):
-        return _simulate_part(plan, int(start), int(stop))
 
 
 def _simulate_part(plan: _Plan, start: int, stop: int) -> dict[str, np.ndarray]:

@@ -1,13 +1,16 @@
 """The evaluation's thread pools: sized as asked while it runs, restored after, and its results the same for any
-number of threads."""
+number of threads; worker pools: one per core, none in a daemonic process, one thread in each worker."""
+import os
+
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE
 from training.rl.checkpoint import export_artifacts
-from training.rl.cpu_threads import limited_threads
+from training.rl import cpu_threads
+from training.rl.cpu_threads import AUTO, can_start_processes, limited_threads, one_thread, pool_size, worker_pool
 from training.rl.dt import DecisionTransformer, DTConfig
 from training.rl.dtlite import DTLite
 from training.rl.encoder import EncoderConfig
@@ -73,3 +76,52 @@ def test_a_thread_count_that_is_not_a_positive_integer_is_refused(threads):
     with pytest.raises(ValueError, match="threads: expected a positive integer"):
         with limited_threads(threads):
             pass
+
+
+def test_pool_size_is_the_cores_for_auto_capped_by_the_parts(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: 16)
+    assert pool_size(AUTO, parts=40) == 16
+    assert pool_size(AUTO, parts=3) == 3
+    assert pool_size(4, parts=40) == 4
+    assert pool_size(4, parts=0) == 1  # work too small for one process: stays in this one
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: 1)
+    assert pool_size(AUTO, parts=40) == 1
+
+
+def test_a_daemonic_process_such_as_a_prefork_worker_child_starts_no_pool(monkeypatch):
+    class Daemonic:
+        daemon = True
+
+    monkeypatch.setattr(cpu_threads.multiprocessing, "current_process", lambda: Daemonic())
+    assert not can_start_processes()
+    assert pool_size(8, parts=8) == 1
+
+
+@pytest.mark.parametrize("processes", [0, -1, 1.5, True, "2", None])
+def test_pool_size_refuses_a_number_of_processes_that_is_neither_auto_nor_a_positive_integer(processes):
+    with pytest.raises(ValueError, match="processes: expected a positive integer or 'auto'"):
+        pool_size(processes, parts=4)
+
+
+def _worker_threads() -> tuple[list[int], str]:
+    return blas_threads(), os.environ["OMP_NUM_THREADS"]
+
+
+def test_a_worker_pool_process_runs_with_one_thread():
+    with worker_pool(1) as pool:
+        threads, omp = pool.submit(_worker_threads).result(timeout=120)
+    assert threads and set(threads) == {1} and omp == "1"
+
+
+def test_one_thread_sets_every_pool_and_the_variables_libraries_read_later(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    torch.set_num_threads(3)
+    try:
+        with threadpool_limits(limits=2):  # restores this process's pools after
+            assert set(blas_threads()) == {2}
+            one_thread()
+            assert set(blas_threads()) == {1} and torch.get_num_threads() == 1
+            assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(1)

@@ -34,7 +34,9 @@ def export(model, directory, **kwargs) -> dict[str, str]:
     {},  # the original linear state token and action head
     {"concept_features": F, "concept_head_dim": 8},
     {"concept_features": F, "concept_head_dim": 8, "state_token": "summary"},  # what training exports
-], ids=["linear", "concept_head", "summary"])
+    # local attention (train_crl_policy --attention-window): the window is in the graph's mask
+    {"concept_features": F, "concept_head_dim": 8, "state_token": "summary", "attention_window": 4},
+], ids=["linear", "concept_head", "summary", "windowed"])
 def test_onnx_runtime_equals_dtlite_for_every_length_and_padding(tmp_path, config):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

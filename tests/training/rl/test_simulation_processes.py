@@ -30,7 +30,7 @@ def test_a_cohort_below_the_minimum_part_stays_in_this_process(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a worker process was started")
 
-    monkeypatch.setattr(simulator, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(simulator, "worker_pool", refuse)
     log = generate_logs(num_users=50, interactions=3, num_concepts=4, seed=1, processes=4)
     assert len(log) == 150 < simulator.MIN_REVIEWS_PER_PROCESS
 

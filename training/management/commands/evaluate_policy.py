@@ -21,7 +21,7 @@ from training import pipeline
 from training.rl.evaluation import (EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS,
                                     format_report)
 from training.rl.students import parse_families
-from training.spec import add_integer_flag
+from training.spec import add_integer_flag, add_processes_flag
 
 
 def _families_or_none(text: str) -> tuple[str, ...]:
@@ -55,6 +55,8 @@ class Command(BaseCommand):
                             help="student families to report, comma-separated (builtin, fsrs6, actr, hlr, fitted; "
                                  "'none' for none; default builtin,fsrs6,actr,hlr, and fitted where a curriculum's "
                                  "FSRS-6 is known)")
+        add_processes_flag(parser, "--processes", help="worker processes the policies' and families' closed loops "
+                           "are spread over, one thread each (the results are the same for any number)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON only")
 
     def handle(self, *args, policy_dir: str, students: int, seed: int, interactions: int, **options):
@@ -79,7 +81,8 @@ class Command(BaseCommand):
             metrics = pipeline.evaluate_export(output_dir=directory, students=students, seed=seed,
                                                interactions=interactions, on_progress=progress,
                                                students_like=population, families=options.get("families"),
-                                               with_fitted=options.get("families") is None)
+                                               with_fitted=options.get("families") is None,
+                                               processes=options["processes"])
         except pipeline.PipelineError as exc:
             raise CommandError(str(exc)) from exc
         except ValueError as exc:

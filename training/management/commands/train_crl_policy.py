@@ -21,7 +21,7 @@ from training import hardware, pipeline, services
 from training.management.commands.evaluate_policy import format_results
 from training.rl.evaluation import format_report
 from training.models import TrainingRun
-from training.spec import TrainingSpec
+from training.spec import TrainingSpec, add_processes_flag
 
 
 class Command(BaseCommand):
@@ -42,11 +42,19 @@ class Command(BaseCommand):
                             type=curriculum_key_argument,
                             help="synthetic students (and a second evaluation population) whose memory follows FSRS-6 "
                                  "fitted to this curriculum's ReviewLog, with per-learner spread")
+        parser.add_argument("--attention-window", "--attention_window", dest="attention_window", type=int,
+                            metavar="W",
+                            help="local attention: each token attends to the last W tokens only, at most "
+                                 "(3 x context_length - 2) // num_layers + 1 (the error says the bound), so DTLite "
+                                 "can serve a learner step by step from cached keys and values; default: full "
+                                 "attention")
         parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
         parser.add_argument("--promote", action="store_true", help="promote the registered version (implies --register)")
         parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
         parser.add_argument("--reason", default="", help="why (recorded in the promotion history)")
         parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+        add_processes_flag(parser, "--eval-processes", "--eval_processes", help="worker processes of the "
+                           "closed-loop evaluation, one thread each (the results are the same for any number)")
 
     def handle(self, *args, **options):
         spec = TrainingSpec.from_options(options)
@@ -64,6 +72,7 @@ class Command(BaseCommand):
             except pipeline.PipelineError as exc:
                 raise CommandError(str(exc)) from exc
 
+        window = {} if options.get("attention_window") is None else {"attention_window": options["attention_window"]}
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
         started = time.monotonic()
         try:
@@ -72,7 +81,9 @@ class Command(BaseCommand):
                 dataset=dataset, students_like=options.get("students_like"), register=options["register"],
                 promote=options["promote"], force=options["force"],
                 reason=options["reason"] or "train_crl_policy --promote",
-                notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source)})}", progress=progress,
+                notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source), **window})}",
+                progress=progress, eval_processes=options["eval_processes"],
+                attention_window=options.get("attention_window"),
             )
         except (pipeline.PipelineError, StorageFull) as exc:
             raise CommandError(str(exc)) from exc

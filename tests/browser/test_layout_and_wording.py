@@ -1,0 +1,40 @@
+"""Issue #25 item 11 in a real browser (Debian's Chromium): the layout and wording operators pointed out."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.mark.parametrize("width", [1366, 1920])
+def test_the_export_panel_sits_below_the_curriculum_form_in_the_page(logged_in, make_curriculum, screenshot, width):
+    page, url = logged_in
+    curriculum = make_curriculum("algebra", concepts=5)
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{url}/admin/curriculum/curriculum/{curriculum.pk}/change/")
+    form = page.locator("#curriculum_form").bounding_box()
+    panel = page.locator("#export-reviews").bounding_box()
+    content = page.locator("#content").bounding_box()
+    screenshot(f"curriculum-change-{width}")
+    assert panel["y"] >= form["y"] + form["height"] - 1  # below the change form, not beside it
+    assert content["x"] - 1 <= panel["x"] and panel["x"] + panel["width"] <= width + 1  # inside the page
+    assert abs(panel["x"] - form["x"]) < 2  # aligned with the form, not pushed to the right
+
+
+def test_cancelling_a_run_from_its_page_asks_first(logged_in, make_curriculum, screenshot):
+    from training.models import TrainingRun
+
+    page, url = logged_in
+    run = TrainingRun.objects.create(curriculum=make_curriculum("algebra", concepts=5), concepts=5)
+    page.goto(f"{url}/admin/training/trainingrun/{run.pk}/change/")
+    page.click("#job-cancel")
+    page.wait_for_selector("#cancel-confirm")
+    screenshot("cancel-confirmation")
+    assert "Are you sure you want to cancel this training run?" in page.text_content("#content-main")
+    run.refresh_from_db()
+    assert run.status == "queued"  # nothing happened yet
+    page.click("#cancel-confirm input[type=submit]")
+    page.wait_for_selector("#job-progress")
+    run.refresh_from_db()
+    assert run.status == "cancelled" and page.url.endswith(f"/trainingrun/{run.pk}/change/")
+    assert not page.load_problems
