@@ -416,26 +416,14 @@ def _from_policy(served: ServedPolicy, states: Sequence[EncodedLearnerState], *,
                  allowed: list[int], exploration: Exploration = Exploration()) -> list[Recommendation]:
     """The policy's choice for each learner state among allowed positions, in one batched DTLite call per
     `_LEARNERS_PER_CALL` learners; keys: the concepts the states encode (the policy's, or the curriculum's when it has
-    concepts the policy scores from their features). Contexts shorter than the longest are left-padded and masked (attention_mask 0), which leaves their
-    logits as they are alone (DTLite masks padded keys)."""
+    concepts the policy scores from their features), drawn by `exploration` (its propensity on each answer)."""
     if len(states) > _LEARNERS_PER_CALL:
         return [rec for start in range(0, len(states), _LEARNERS_PER_CALL)
                 for rec in _from_policy(served, states[start:start + _LEARNERS_PER_CALL], keys=keys, now=now,
-                                        allowed=allowed)]
-    T = served.spec.context_length
-    contexts = [tuple(a[-T:] for a in s.context(now, served.target_return, max_timestep=served.max_timestep))
-                for s in states]
-    L = max(len(c[0]) for c in contexts)
-    B, S = len(contexts), contexts[0][1].shape[1]
-    rtg, obs = np.zeros((B, L), np.float32), np.zeros((B, L, S), np.float32)
-    actions, timesteps, mask = np.zeros((B, L), np.int64), np.zeros((B, L), np.int64), np.zeros((B, L), np.int64)
-    for b, (r, o, a, t) in enumerate(contexts):
-        n = len(r)
-        rtg[b, L - n:], obs[b, L - n:], actions[b, L - n:], timesteps[b, L - n:], mask[b, L - n:] = r, o, a, t, 1
-    chosen, probs = served.lite.select_action(
-        rtg, obs, actions, timesteps, None if mask.all() else mask,
-        candidates=None if len(allowed) == len(keys) else np.asarray(allowed),
-    )
+                                        allowed=allowed, exploration=exploration)]
+    chosen, probs = policy_distribution(served, states, nows=[now] * len(states), allowed=allowed,
+                                        all_concepts=len(allowed) == len(keys))
+    B = len(states)
     chosen, propensity = _explore(exploration, preferences=_log(probs[:, allowed]), allowed=allowed, greedy=chosen)
     return [
         Recommendation(
@@ -449,6 +437,26 @@ def _from_policy(served: ServedPolicy, states: Sequence[EncodedLearnerState], *,
         )
         for b in range(B)
     ]
+
+
+def policy_distribution(served: ServedPolicy, states: Sequence[EncodedLearnerState], *, nows: Sequence[float],
+                        allowed: list[int], all_concepts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The version's choice and probabilities for each learner state at its own moment ``nows[b]`` (epoch seconds):
+    (greedy positions int64 [B], probs float32 [B, A], 0 outside ``allowed``), in one DTLite call (callers batch at
+    most `_LEARNERS_PER_CALL`). ``all_concepts``: ``allowed`` is every action (no candidate mask). Contexts shorter
+    than the longest are left-padded and masked (attention_mask 0), which leaves their logits as they are alone."""
+    T = served.spec.context_length
+    contexts = [tuple(a[-T:] for a in s.context(now, served.target_return, max_timestep=served.max_timestep))
+                for s, now in zip(states, nows)]
+    L = max(len(c[0]) for c in contexts)
+    B, S = len(contexts), contexts[0][1].shape[1]
+    rtg, obs = np.zeros((B, L), np.float32), np.zeros((B, L, S), np.float32)
+    actions, timesteps, mask = np.zeros((B, L), np.int64), np.zeros((B, L), np.int64), np.zeros((B, L), np.int64)
+    for b, (r, o, a, t) in enumerate(contexts):
+        n = len(r)
+        rtg[b, L - n:], obs[b, L - n:], actions[b, L - n:], timesteps[b, L - n:], mask[b, L - n:] = r, o, a, t, 1
+    return served.lite.select_action(rtg, obs, actions, timesteps, None if mask.all() else mask,
+                                     candidates=None if all_concepts else np.asarray(allowed))
 
 
 def _log(p: np.ndarray) -> np.ndarray:
