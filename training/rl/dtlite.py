@@ -1,7 +1,7 @@
 """DTLite: the Decision Transformer's inference in NumPy only, for serving without torch.
 
 Read it beside `training/rl/dt.py`: the same blocks under the same names, computing the same numbers
-(max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py; 1e-5 in test_dtlite_step.py).
+(max abs difference <= 1e-4 by contract, <= 1e-5 in tests/training/rl/test_dtlite.py and test_dtlite_step.py).
 `select_action` computes only what the last state token needs, which is all a recommendation uses. Where a linear map
 follows a LayerNorm its affine weight and bias are folded into that map once (LayerNorm.fold).
 
