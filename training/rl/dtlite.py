@@ -600,6 +600,12 @@ class DTLite:
         states hold C' > action_dim concepts and the model scores unseen concepts; see the module docstring)."""
         return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=False)
 
+    def last_logits(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
+                    attention_mask: Any = None) -> np.ndarray:
+        """float32 [B, A] logits of the last state token (the inputs as `action_logits`'; ``actions[:, -1]`` is not
+        read), computing only what that token needs: `select_action`'s full forward, for any model."""
+        return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+
     def select_action(
         self,
         returns_to_go: Any,
@@ -621,7 +627,7 @@ class DTLite:
         `candidates` (bool [A] or [B, A], or a list of indices) and to the top_k logits (top_k, else the
         config's top_k; ties at the k-th logit are all kept); the chosen action always has probs > 0.
         """
-        logits = self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+        logits = self.last_logits(returns_to_go, states, actions, timesteps, attention_mask)
         B, A = logits.shape
         if candidates is not None:
             allowed = np.zeros((B, A), dtype=bool)
