@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from training.rl.evaluation import family_policies
 
-from . import charts, selectors, services
+from . import charts, selectors, services, token_admin  # noqa: F401 - token_admin: Curriculum > API tokens
 from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
 from .evaluation_protocol import students_like

@@ -68,7 +68,8 @@ def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged
     assert page.text_content("#rollback-algebra").strip() == "Roll back to v1\u2026"
     page.click("#rollback-algebra")
     page.wait_for_selector("#confirm")
-    assert "Roll back curriculum algebra: from v2 to v1" in " ".join(page.text_content("#confirm h2").split())
+    assert "Roll back curriculum algebra: back from v2 to the previously active v1" in " ".join(
+        page.text_content("#confirm h2").split())
     page.fill("#confirm-form input[name=reason]", "complaints from teachers")
     page.click("#confirm-button")
     page.wait_for_selector("text=rolled back from v2 to v1")
