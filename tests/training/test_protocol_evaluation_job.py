@@ -7,6 +7,7 @@ import io
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -180,3 +181,14 @@ def test_a_real_worker_runs_the_evaluation_launched_from_the_orchestrator(celery
     version = page[page.index('id="version-geo-1"'):]
     version = version[:version.index('class="inline-form"')]
     assert 'id="evaluation-geo-1"' not in version and "not evaluated under the current protocol" not in version
+
+
+@pytest.mark.django_db
+def test_a_failed_evaluation_is_retried_with_its_version_and_protocol(curriculum, make_policy, sent, operator):
+    policy = make_policy(curriculum, recall=0.5)
+    failed = ProtocolEvaluationJob.objects.create(curriculum=curriculum, policy=policy, status="failed",
+                                                  protocol=SMALL_PROTOCOL.to_dict(), error="worker lost")
+    retried = jobs.retry_job(job=failed, created_by=operator)
+    assert (retried.status, retried.policy, retried.protocol) == ("queued", policy, SMALL_PROTOCOL.to_dict())
+    with pytest.raises(ValidationError, match="interactions"):
+        jobs.retry_job(job=failed, changes={"protocol": {"interactions": 0}})
