@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from training.rl.model_config import scores_unseen_concepts
 
-from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent
+from .models import Concept, Curriculum, Experiment, Learner, LearnerState, PolicyModel, PromotionEvent
 from .evaluation_protocol import EvaluationProtocol, fallback_key, protocol_of
 from .state_specs import StateSpec
 
@@ -158,6 +158,16 @@ def serving_spec(*, curriculum_id: int) -> StateSpec:
 
 
 @dataclass(frozen=True)
+class ServingRules:
+    """A curriculum's exploration rule and parameters (Curriculum.exploration*) and its running experiment's id."""
+
+    exploration: str = "argmax"
+    temperature: float = 1.0
+    epsilon: float = 0.1
+    experiment_id: int | None = None
+
+
+@dataclass(frozen=True)
 class ServingLookup:
     """What a recommendation reads before choosing, as the database says now."""
 
@@ -166,6 +176,7 @@ class ServingLookup:
     concept_count: int
     learner_id: int | None  # None: a learner never seen
     state: dict[str, Any] | None  # the stored LearnerState.data, None without one
+    serving: ServingRules = ServingRules()  # how the curriculum explores, and its running experiment
 
 
 def _table(model) -> str:
@@ -175,8 +186,11 @@ def _table(model) -> str:
 # Everything a recommendation reads, in one round trip on indexed columns (the curriculum key, the one active
 # policy, the learner's external id, the state's (learner, curriculum)); hand-written because this is the hot
 # path and building it through the ORM cost more than running it.
+_RULES_COLUMNS = f"""c.exploration, c.exploration_temperature, c.exploration_epsilon,
+    (SELECT e.id FROM {_table(Experiment)} e WHERE e.curriculum_id = c.id AND e.status = 'running')"""
 _LOOKUP_SQL = f"""
-    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data,
+    {_RULES_COLUMNS}
     FROM {_table(Curriculum)} c
     LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
     LEFT JOIN {_table(Learner)} l ON l.external_id = %s
@@ -193,10 +207,10 @@ def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingL
         row = cursor.fetchone()
     if row is None:
         return None
-    curriculum_id, policy_id, concept_count, learner_id, data = row
+    curriculum_id, policy_id, concept_count, learner_id, data, *rules = row
     if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
         data = json.loads(data)
-    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data)
+    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data, ServingRules(*rules))
 
 
 @dataclass(frozen=True)
@@ -208,10 +222,11 @@ class ServingBatchLookup:
     policy_id: int | None
     concept_count: int
     learners: dict[str, tuple[int, dict[str, Any] | None]]
+    serving: ServingRules = ServingRules()
 
 
 _CURRICULUM_SQL = f"""
-    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id)
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), {_RULES_COLUMNS}
     FROM {_table(Curriculum)} c
     LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
     WHERE c.{connection.ops.quote_name("key")} = %s
@@ -228,7 +243,7 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
         row = cursor.fetchone()
         if row is None:
             return None
-        curriculum_id, policy_id, concept_count = row
+        curriculum_id, policy_id, concept_count, *rules = row
         learners: dict[str, tuple[int, dict[str, Any] | None]] = {}
         ids = list(dict.fromkeys(learner_external_ids))
         for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -241,4 +256,4 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
             )
             for external_id, learner_id, data in cursor.fetchall():
                 learners[external_id] = (learner_id, json.loads(data) if isinstance(data, str) else data)
-    return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners)
+    return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))

@@ -163,7 +163,7 @@ def verify_policy_artifacts(*, policy: PolicyModel) -> None:
 
 
 def promote_policy(
-    *, policy: PolicyModel, actor=None, reason: str = "", force: bool = False
+    *, policy: PolicyModel, actor=None, reason: str = "", force: bool = False, experiment=None
 ) -> PromotionEvent:
     """Make ``policy`` the active version of its curriculum, atomically, with an audit event.
 
@@ -172,11 +172,12 @@ def promote_policy(
     evaluation under the curriculum's protocol, evaluates below the random baseline, or does not beat what would
     serve without it under that same protocol: the active version (or the active version has no evaluation under
     it: re-evaluate it first, ``evaluate_under_protocol``), or, with no active version, the fallback rule (or
-    the fallback has no stored evaluation under it yet).
+    the fallback has no stored evaluation under it yet). ``experiment``: the Experiment whose winner this is; the
+    audit event links it.
     """
     return _activate(
         curriculum_id=policy.curriculum_id, version=policy.version, actor=actor, reason=reason, force=force,
-        kind=PromotionEvent.Kind.PROMOTE,
+        kind=PromotionEvent.Kind.PROMOTE, experiment=experiment,
     )
 
 
@@ -290,7 +291,7 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
 
 
 def _activate(
-    *, curriculum_id: int, version: int | None, actor, reason: str, force: bool, kind: str
+    *, curriculum_id: int, version: int | None, actor, reason: str, force: bool, kind: str, experiment=None
 ) -> PromotionEvent:
     reason = (reason or "").strip()
     what = "rollback" if kind == PromotionEvent.Kind.ROLLBACK else "promotion"
@@ -332,6 +333,7 @@ def _activate(
             actor_name=getattr(actor, "get_username", lambda: str(actor or ""))(),
             reason=reason,
             forced=bool(force and kind == PromotionEvent.Kind.PROMOTE),
+            experiment=experiment,
         )
         _record_activation(event=event, curriculum=curriculum, target=target, retired=active, actor=actor)
         transaction.on_commit(lambda: _enqueue_reencoding(curriculum_id=curriculum.pk))

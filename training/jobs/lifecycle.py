@@ -41,6 +41,7 @@ from ..models import (
     Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
 )
 from ..spec import TrainingSpec
+from .stages import stage_bar
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,8 @@ def fail_lost_job(*, task_name: str, job_id: Any, worker: str, cause: BaseExcept
 # ------------------------------------------------------------------------------------------- for the UI
 def job_status(*, job: Job) -> dict[str, Any]:
     """What the admin's progress poller shows. ``percent`` is the progress of the current ``phase`` (step of
-    steps); ``indeterminate``: a running job whose phase has no counts (steps 0), shown as a moving bar;
+    steps); ``bar``, ``stage``, ``stages``, ``bar_label``: the whole job's stage-aware bar (stages.stage_bar);
+    ``indeterminate``: a running job whose phase has no counts (steps 0), shown as a moving bar;
     ``started_at`` (ISO 8601 or None) lets the page tick the runtime; a training run's ``hardware_warning`` is its
     no-GPU warning (training.hardware.missing_gpu_warning), "" when none."""
     data: dict[str, Any] = {
@@ -213,6 +215,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "cancel_requested": job.cancel_requested, "error": job.error.splitlines()[0] if job.error else "",
     }
+    data.update(stage_bar(job))
     if isinstance(job, ReviewImportJob):
         data.update(dry_run=job.dry_run, result=job.result)
     if isinstance(job, ProtocolEvaluationJob):
