@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
+from curriculum.models import PolicyModel
 from curriculum.services import promote_policy
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,7 +32,8 @@ def test_the_audit_list_wraps_a_long_reason_and_shows_seconds_and_zone(logged_in
     when = page.locator("#result_list .field-when_listed span").bounding_box()
     assert when["height"] < 30 and cell["height"] > 3 * when["height"]  # the time on one line, the reason wrapped
     assert "none \u2192 v1" in page.text_content("#result_list")
-    page.goto(f"{base}/admin/curriculum/policymodel/{event.to_version}/history/")
+    policy = PolicyModel.objects.get(curriculum=curriculum, version=event.to_version)
+    page.goto(f"{base}/admin/curriculum/policymodel/{policy.pk}/history/")
     assert "Force-promoted: now the active version" in page.text_content("#content-main")
 
 
@@ -45,12 +47,12 @@ def test_a_running_protocol_evaluation_is_on_the_worker_panel_and_its_page(logge
     now = timezone.now()
     job = ProtocolEvaluationJob.objects.create(
         curriculum=curriculum, policy=policy, protocol=curriculum.protocol.to_dict(), status="running",
-        worker="w1@host", started_at=now, heartbeat_at=now, phase="evaluating (leitner)", step=4, steps=8)
+        worker="w1@host", started_at=now, heartbeat_at=now, phase="evaluating", step=4, steps=8)
     page.goto(f"{base}/admin/")
     page.wait_for_selector("#worker-health")
     assert "algebra v1 evaluation" in page.text_content("#worker-health")
     page.click(f"#worker-health a[href$='/protocolevaluationjob/{job.pk}/change/']")
     page.wait_for_selector("#job-progress")
-    assert "50.0% of evaluating (leitner) (4 / 8)" in page.text_content("#job-bar-label")
+    assert "stage 2 of 3: evaluating, 50% (4 / 8)" in page.text_content("#job-bar-label")
     assert page.evaluate(NOT_FITTING) == []
     screenshot("protocol-evaluation-job")
