@@ -404,7 +404,7 @@ class PromotionEventAdmin(admin.ModelAdmin):
     """The audit trail of promotions and rollbacks: read-only; each moment to the second with its zone, the reason
     wrapped and readable however long (an experiment's write-up is read from here)."""
 
-    list_display = ("when", "curriculum", "kind", "from_version", "to_version", "actor_name", "forced", "reason_text")
+    list_display = ("when_listed", "curriculum", "kind", "change", "by", "forced", "reason_text")
     list_filter = ("kind", "forced", "curriculum")
     search_fields = ("curriculum__key", "actor_name", "reason")
     date_hierarchy = "at"
@@ -415,11 +415,23 @@ class PromotionEventAdmin(admin.ModelAdmin):
     def when(self, obj: PromotionEvent) -> str:
         return format_when(obj.at)
 
+    @admin.display(description="when", ordering="at")
+    def when_listed(self, obj: PromotionEvent):
+        return format_html('<span style="white-space: nowrap">{}</span>', format_when(obj.at))  # one line
+
+    @admin.display(description="versions")
+    def change(self, obj: PromotionEvent) -> str:
+        return f"{f'v{obj.from_version}' if obj.from_version else 'none'} \u2192 v{obj.to_version}"
+
+    @admin.display(description="by", ordering="actor_name")
+    def by(self, obj: PromotionEvent) -> str:
+        return obj.actor_name or "-"
+
     @admin.display(description="reason")
     def reason_text(self, obj: PromotionEvent):
-        # The admin's changelist cells do not wrap a long unbroken reason: it would push the table off the page.
+        # A long reason wraps, an unbroken one too, within the width left: it never pushes the table off the page.
         return format_html('<div class="crl-reason" style="white-space: pre-wrap; overflow-wrap: anywhere; '
-                           'min-width: 16em; max-width: 48em">{}</div>', obj.reason or "-")
+                           'max-width: 40em">{}</div>', obj.reason or "-")
 
     def has_add_permission(self, request) -> bool:
         return False

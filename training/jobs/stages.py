@@ -25,16 +25,10 @@ STAGES: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("simulating the cohort", "writing reviews"),
     TrajectoryExtractionJob: ("reading reviews", "extracting trajectories", "fitting the encoder", "saving the dataset"),
     ReviewImportJob: ("validating", "storing", "updating learner states"),
-    ProtocolEvaluationJob: ("copying the artifacts", "evaluating"),
+    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback: only while no version
+    # is active, else the bar goes from the end of "evaluating" to done)
+    ProtocolEvaluationJob: ("copying the artifacts", "evaluating", "evaluating the fallback"),
 }
-
-
-def _stage_index(stages: tuple[str, ...], phase: str) -> int | None:
-    """The stage ``phase`` is in: its name, or its name with what it works on ("evaluating (dt)")."""
-    for index, stage in enumerate(stages):
-        if phase == stage or phase.startswith(stage + " ("):
-            return index
-    return None
 
 
 def job_stages(job: Job) -> tuple[str, ...]:
@@ -62,9 +56,8 @@ def stage_bar(job: Job) -> dict[str, Any]:
         return {**base, "bar": 100.0, "bar_label": "done"}
     if job.status == Job.Status.QUEUED:
         return {**base, "bar": 0.0, "bar_label": "waiting for a worker"}
-    found = _stage_index(stages, job.phase)
-    known = found is not None
-    index = found or 0
+    known = job.phase in stages
+    index = stages.index(job.phase) if known else 0
     fraction = min(job.step, job.steps) / job.steps if job.steps and known else 0.0
     bar = min(round(100.0 * (index + fraction) / len(stages), 1), 99.9) if known else None
     if job.is_finished:  # failed or cancelled: the bar stays where the job stopped
