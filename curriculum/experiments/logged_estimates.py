@@ -71,7 +71,7 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
     if served is None:
         return LoggedEstimates(policy.version, 0, 0, {}, None, f"v{policy.version} cannot be loaded for serving")
     ids = dict(Learner.objects.filter(external_id__in={r[2] for r in rows}).values_list("external_id", "id"))
-    start, end = rows[0][4], until or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    start, end = rows[0][4], until
     external = {v: k for k, v in ids.items()}
     reviews = {external[lid]: entry for lid, entry in _reviews(curriculum_id=curriculum.pk,
                                                                learner_ids=list(ids.values()), start=start, end=end).items()}
