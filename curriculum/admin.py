@@ -404,11 +404,25 @@ class PolicyModelAdmin(admin.ModelAdmin):
 
 @admin.register(PromotionEvent)
 class PromotionEventAdmin(admin.ModelAdmin):
-    list_display = ("at", "curriculum", "kind", "from_version", "to_version", "actor_name", "forced", "reason")
+    """The audit trail of promotions and rollbacks: read-only; each moment to the second with its zone, the reason
+    wrapped and readable however long (an experiment's write-up is read from here)."""
+
+    list_display = ("when", "curriculum", "kind", "from_version", "to_version", "actor_name", "forced", "reason_text")
     list_filter = ("kind", "forced", "curriculum")
     search_fields = ("curriculum__key", "actor_name", "reason")
     date_hierarchy = "at"
-    readonly_fields = ("curriculum", "kind", "from_version", "to_version", "actor", "actor_name", "reason", "forced", "at")
+    fields = ("curriculum", "kind", "from_version", "to_version", "actor", "actor_name", "reason_text", "forced", "when")
+    readonly_fields = fields
+
+    @admin.display(description="when", ordering="at")
+    def when(self, obj: PromotionEvent) -> str:
+        return format_when(obj.at)
+
+    @admin.display(description="reason")
+    def reason_text(self, obj: PromotionEvent):
+        # The admin's changelist cells do not wrap a long unbroken reason: it would push the table off the page.
+        return format_html('<div class="crl-reason" style="white-space: pre-wrap; overflow-wrap: anywhere; '
+                           'min-width: 16em; max-width: 48em">{}</div>', obj.reason or "-")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -38,3 +38,16 @@ def test_cancelling_a_run_from_its_page_asks_first(logged_in, make_curriculum, s
     run.refresh_from_db()
     assert run.status == "cancelled" and page.url.endswith(f"/trainingrun/{run.pk}/change/")
     assert not page.load_problems
+
+
+def test_the_header_links_the_api_docs_which_render_styled(logged_in, screenshot):
+    page, url = logged_in
+    page.goto(f"{url}/admin/")
+    header = page.text_content("#user-tools")
+    assert "View site" not in header and "API docs" in header
+    page.click("#api-docs-link")
+    page.wait_for_selector(".swagger-ui .info .title")  # Swagger UI's scripts and styles loaded and ran
+    screenshot("api-docs-from-the-header")
+    assert page.url == f"{url}/api/docs/"
+    assert page.eval_on_selector(".swagger-ui .info .title", "el => getComputedStyle(el).fontSize") != "16px"
+    assert not page.load_problems

@@ -255,3 +255,26 @@ def test_the_calibration_page_is_refused_without_the_permission(client, curricul
     client.force_login(staff("nobody"))
 
     assert client.get(reverse("admin:curriculum_curriculum_calibration", args=[curriculum.pk])).status_code == 403
+
+
+@pytest.mark.django_db
+def test_review_import_jobs_add_chooses_the_curriculum_then_opens_its_import_page(admin_client, curriculum,
+                                                                                   make_curriculum):
+    make_curriculum(key="algebra", concepts=1)
+    add = reverse("admin:training_reviewimportjob_add")
+    page = admin_client.get(add)
+    text = page.content.decode()
+    assert page.status_code == 200 and 'id="import-curriculum"' in text
+    assert f'<option value="{curriculum.pk}">logs</option>' in text and ">algebra</option>" in text
+    assert not list(page.context["messages"])  # no bounce with a message
+    chosen = admin_client.get(add, {"curriculum": curriculum.pk})
+    assert chosen.status_code == 302
+    assert chosen["Location"] == reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+    wrong = admin_client.get(add, {"curriculum": "999999"})
+    assert wrong.status_code == 200 and "errornote" in wrong.content.decode()
+
+
+@pytest.mark.django_db
+def test_review_import_jobs_add_without_a_curriculum_says_to_add_one(admin_client):
+    text = admin_client.get(reverse("admin:training_reviewimportjob_add")).content.decode()
+    assert 'id="no-curriculum"' in text and reverse("admin:curriculum_curriculum_add") in text
