@@ -178,8 +178,9 @@ def compare(*, control: Mean, candidate: Mean, label: str, control_label: str = 
 
 def _reviews(*, curriculum_id: int, learner_ids: list[int], start: dt.datetime,
              end: dt.datetime | None) -> dict[int, dict]:
-    """Per learner id: "all" (times from start to end, sorted; end None: no bound), per concept key the sorted
-    (time, correct) of its reviews, and "by_recommendation" {recommendation_id: correct}."""
+    """Per learner id: "all" (times from start to end, sorted; end None: no bound), "concepts": per concept key the
+    sorted (time, correct) of its reviews ("times": their times alone, for bisect), and "by_recommendation"
+    {recommendation_id: correct}."""
     out: dict[int, dict] = {}
     bound = {"reviewed_at__lte": end} if end is not None else {}
     for chunk in range(0, len(learner_ids), 500):
@@ -187,9 +188,11 @@ def _reviews(*, curriculum_id: int, learner_ids: list[int], start: dt.datetime,
                 curriculum_id=curriculum_id, learner_id__in=learner_ids[chunk:chunk + 500], reviewed_at__gte=start,
                 **bound).order_by("reviewed_at", "id").values_list(
                 "learner_id", "concept__key", "reviewed_at", "correct", "recommendation_id"):
-            entry = out.setdefault(learner_id, {"all": [], "concepts": defaultdict(list), "by_recommendation": {}})
+            entry = out.setdefault(learner_id, {"all": [], "concepts": defaultdict(list), "times": defaultdict(list),
+                                                "by_recommendation": {}})
             entry["all"].append(at)
             entry["concepts"][concept].append((at, correct))
+            entry["times"][concept].append(at)
             if rec is not None:
                 entry["by_recommendation"][str(rec)] = correct
     return out
@@ -207,7 +210,7 @@ def _recall_next(decisions, reviews, *, until: dt.datetime | None = None) -> dic
             outcomes[learner].append(float(exact))
             continue
         seq = entry["concepts"].get(concept, ())
-        i = bisect.bisect_left([t for t, _ in seq], at)
+        i = bisect.bisect_left(entry["times"].get(concept, ()), at)
         if i < len(seq) and (until is None or seq[i][0] < until):
             outcomes[learner].append(float(seq[i][1]))
     return {learner: float(np.mean(v)) for learner, v in outcomes.items()}
