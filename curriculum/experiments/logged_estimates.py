@@ -53,11 +53,14 @@ class LoggedEstimates:
 
 
 def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                     max_decisions: int = MAX_DECISIONS, seed: int = 0,
+                     arm=None, max_decisions: int = MAX_DECISIONS, seed: int = 0,
                      bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> LoggedEstimates:
-    """The off-policy estimates of ``policy``'s value on its curriculum's logged recommendations (see the module)."""
+    """The off-policy estimates of ``policy``'s value on its curriculum's logged recommendations (see the module);
+    ``arm``: only the decisions one experiment arm served (e.g. the control's, to estimate a candidate from them)."""
     curriculum = policy.curriculum
     rows = RecommendationLog.objects.filter(curriculum=curriculum, served=True)
+    if arm is not None:
+        rows = rows.filter(arm=arm)
     if since is not None:
         rows = rows.filter(at__gte=since)
     if until is not None:
