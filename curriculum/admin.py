@@ -18,7 +18,10 @@ from .admin_text import format_when, permission_denied, protocol_columns  # noqa
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
 from .evaluation_protocol import students_like
 from .learner_history import learner_curricula, recall_history
-from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
+from .models import (
+    Concept, Curriculum, Experiment, ExperimentArm, Learner, LearnerState, PolicyModel, PromotionEvent,
+    RecommendationLog, ReviewLog,
+)
 
 
 def _shown(keys, limit: int = 50) -> str:
@@ -441,3 +444,67 @@ class PromotionEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the system only (the log, experiments changed from the orchestrator): viewable, never edited
+    here."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RecommendationLog)
+class RecommendationLogAdmin(ReadOnlyAdmin):
+    """Served recommendations with their propensities (curriculum.experiments.recommendation_log writes them)."""
+
+    list_display = ("at", "curriculum", "learner", "concept", "version", "propensity", "candidates", "exploration",
+                    "arm", "served")
+    list_filter = ("served", "exploration", "curriculum")
+    search_fields = ("=learner", "=id")
+    date_hierarchy = "at"
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    list_select_related = ("curriculum", "policy", "arm")
+
+    @admin.display(description="version")
+    def version(self, obj: RecommendationLog) -> str:
+        return f"v{obj.policy.version}" if obj.policy_id else "fallback"
+
+
+class ExperimentArmInline(admin.TabularInline):
+    model = ExperimentArm
+    fields = ("label", "policy", "is_control", "traffic_percent")
+    readonly_fields = fields
+    extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(ReadOnlyAdmin):
+    """Experiments between policy versions; created, started, stopped and decided on the orchestrator's experiment
+    pages (permission run_experiment), which this page links to."""
+
+    list_display = ("name", "curriculum", "mode", "status", "started_at", "stopped_at", "page")
+    list_filter = ("status", "mode", "curriculum")
+    search_fields = ("name", "curriculum__key")
+    fields = ("curriculum", "name", "mode", "status", "horizon_s", "min_effect", "created_by", "created_at",
+              "started_at", "stopped_at", "page")
+    readonly_fields = fields
+    inlines = [ExperimentArmInline]
+
+    @admin.display(description="orchestrator")
+    def page(self, obj: Experiment):
+        return format_html('<a href="{}">results, start, stop, promote the winner</a>',
+                           reverse("curriculum:experiment", args=[obj.pk]))
