@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
+from rest_framework.authtoken.models import TokenProxy
 
 from .reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH
 
@@ -247,6 +248,20 @@ class PromotionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.curriculum.key}: v{self.from_version} -> v{self.to_version} ({self.kind})"
+
+
+class ApiToken(TokenProxy):
+    """An API client's token (Django REST framework's authtoken ``Token``, the same table) as the admin shows it:
+    under Curriculum > API tokens, its key masked (curriculum/token_admin.py). As DRF's TokenProxy, its ``pk`` is
+    the user's id, so that no URL or form of the admin carries the key."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
+
+    def __str__(self) -> str:
+        return f"{self.user}'s token"  # Token's own __str__ is the key: titles, breadcrumbs and history show this
 
 
 class RecommendationLog(models.Model):

@@ -55,17 +55,22 @@ def fallback_evaluation(*, curriculum: Curriculum, protocol: EvaluationProtocol,
     return stored
 
 
-def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PolicyModel | None:
-    """The version a rollback would re-activate: the one that was active before the current active version was
-    promoted (rollbacks are skipped, so rolling back twice walks further back); None when there is none."""
+def activation_event(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PromotionEvent | None:
+    """The promotion that made the active version active (its latest promotion, rollbacks skipped): what a rollback
+    undoes. None when nothing is active or it was never promoted."""
     active = active if active is not None else active_policy(curriculum=curriculum)
     if active is None:
         return None
-    activation = (
+    return (
         PromotionEvent.objects.filter(curriculum=curriculum, to_version=active.version, kind=PromotionEvent.Kind.PROMOTE)
-        .order_by("-at", "-id")
-        .first()
+        .select_related("actor").order_by("-at", "-id").first()
     )
+
+
+def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PolicyModel | None:
+    """The version a rollback would re-activate: the one that was active before the current active version was
+    promoted (rollbacks are skipped, so rolling back twice walks further back); None when there is none."""
+    activation = activation_event(curriculum=curriculum, active=active)
     if activation is None or activation.from_version is None:
         return None
     return PolicyModel.objects.filter(curriculum=curriculum, version=activation.from_version).first()

@@ -20,6 +20,7 @@ from training.comparison import compare_versions
 from training.jobs import job_status, launch_protocol_evaluation, unfinished_evaluations
 
 from . import charts, selectors, services
+from .admin_text import format_when
 from .evaluation_protocol import (
     FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
 )
@@ -189,9 +190,20 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
         "active": _version_entry(active, active=active, keys=keys) if active else None,
         "concept_count": len(keys),
         "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
+        # a rollback undoes the promotion that activated the active version, whichever version numbers they carry
+        "undone": _undone_promotion(curriculum=curriculum, active=active) if kind == "rollback" else None,
         "fallback_name": FALLBACK_POLICY,
         "reason": request.POST.get("reason", ""),
     }
+
+
+def _undone_promotion(*, curriculum: Curriculum, active: PolicyModel | None) -> dict[str, Any] | None:
+    """The promotion a rollback undoes, for the confirmation's wording: ``event``, ``when`` (formatted), ``who``."""
+    event = selectors.activation_event(curriculum=curriculum, active=active)
+    if event is None:
+        return None
+    who = event.actor.get_username() if event.actor else (event.actor_name or "someone")
+    return {"event": event, "when": format_when(event.at), "who": who}
 
 
 @staff_member_required

@@ -71,15 +71,15 @@ class SyntheticGenerationJob(Job):
 
     # A cohort's size and reviews per learner default to a training run's synthetic data (TrainingSpec); the
     # reviews per learner are capped lower here (10,000: every one is a stored row).
-    num_users = models.PositiveIntegerField(default=TrainingSpec.default("num_users"),
+    num_users = models.PositiveIntegerField(TrainingSpec.label("num_users"), default=TrainingSpec.default("num_users"),
                                             validators=TrainingSpec.validators("num_users"))
     interactions = models.PositiveIntegerField(
-        default=TrainingSpec.default("interactions"), validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        TrainingSpec.label("interactions"), default=TrainingSpec.default("interactions"), validators=[MinValueValidator(1), MaxValueValidator(10_000)],
         help_text="Reviews per learner.",
     )
     seed = models.IntegerField(default=42, validators=TrainingSpec.validators("seed"))  # the training seed's bounds
     policy_mix = models.JSONField(
-        default=dict, blank=True,
+        "behaviour-policy mix", default=dict, blank=True,
         help_text='Behaviour policy -> weight, e.g. {"random": 1, "leitner": 2}: each learner follows one policy, drawn '
                   'with these relative weights (rescaled to sum to 1). Names: ' + ", ".join(BEHAVIOUR_POLICIES)
                   + ". Empty for the default mix.",

@@ -190,9 +190,9 @@ def waiting_note(*, job: Job) -> str:
     """What a queued job's page says about who will run it: "" when a worker listens on its queue (or the job is not
     queued), else a sentence naming the queue and the command that starts a worker for it, or saying that the
     broker could not be asked."""
-    if job.status != Job.Status.QUEUED:
+    queue = job_queues().get(type(job))
+    if job.status != Job.Status.QUEUED or queue is None:
         return ""
-    queue = job_queues()[type(job)]
     listeners = queue_listeners()
     if listeners is None:
         return (f"The broker did not answer: whether a worker listens on queue \"{queue}\" is unknown; this job "

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
 
+from . import schema  # noqa: F401 - registers the token scheme's OpenAPI description (drf-spectacular extension)
 from .errors import exception_handler
 from .views import (
     ActivePolicyView, BatchRecommendationsView, ExperimentsView, ExperimentView, RecommendationsView, ReviewsView,

@@ -53,11 +53,14 @@ class LoggedEstimates:
 
 
 def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                     max_decisions: int = MAX_DECISIONS, seed: int = 0,
+                     arm=None, max_decisions: int = MAX_DECISIONS, seed: int = 0,
                      bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> LoggedEstimates:
-    """The off-policy estimates of ``policy``'s value on its curriculum's logged recommendations (see the module)."""
+    """The off-policy estimates of ``policy``'s value on its curriculum's logged recommendations (see the module);
+    ``arm``: only the decisions one experiment arm served (e.g. the control's, to estimate a candidate from them)."""
     curriculum = policy.curriculum
     rows = RecommendationLog.objects.filter(curriculum=curriculum, served=True)
+    if arm is not None:
+        rows = rows.filter(arm=arm)
     if since is not None:
         rows = rows.filter(at__gte=since)
     if until is not None:
@@ -71,7 +74,7 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
     if served is None:
         return LoggedEstimates(policy.version, 0, 0, {}, None, f"v{policy.version} cannot be loaded for serving")
     ids = dict(Learner.objects.filter(external_id__in={r[2] for r in rows}).values_list("external_id", "id"))
-    start, end = rows[0][4], until or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    start, end = rows[0][4], until
     external = {v: k for k, v in ids.items()}
     reviews = {external[lid]: entry for lid, entry in _reviews(curriculum_id=curriculum.pk,
                                                                learner_ids=list(ids.values()), start=start, end=end).items()}

@@ -119,7 +119,7 @@ def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = Non
     now = now or timezone.now()
     arms = list(experiment.arms.select_related("policy").order_by("label"))
     start = experiment.started_at or experiment.created_at
-    end = experiment.stopped_at or now
+    end = experiment.stopped_at  # while it runs, every review so far (a client's clock may run a little ahead)
     rows = list(RecommendationLog.objects.filter(arm__experiment=experiment).order_by("at").values_list(
         "id", "arm_id", "learner", "concept", "at", "served"))
     served = [r for r in rows if r[5]]
@@ -133,7 +133,7 @@ def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = Non
     reviews = {by_id[k]: v for k, v in reviews.items()}
     horizon = _horizon_recall(curriculum_id=experiment.curriculum_id, learner_ids=ids, horizon_s=experiment.horizon_s)
 
-    outcomes, days = [], _days(start, end)
+    outcomes, days = [], _days(start, end or now)
     for arm in arms:
         decisions = [r for r in served if r[1] == arm.pk]
         learners = sorted(learners_of.get(arm.pk, ()))
@@ -176,18 +176,23 @@ def compare(*, control: Mean, candidate: Mean, label: str, control_label: str = 
     return Difference(label, d, ci, more, f"{head}; {tail}")
 
 
-def _reviews(*, curriculum_id: int, learner_ids: list[int], start: dt.datetime, end: dt.datetime) -> dict[int, dict]:
-    """Per learner id: "all" (times since start, sorted), per concept key the sorted (time, correct) of its reviews,
-    and "by_recommendation" {recommendation_id: correct}."""
+def _reviews(*, curriculum_id: int, learner_ids: list[int], start: dt.datetime,
+             end: dt.datetime | None) -> dict[int, dict]:
+    """Per learner id: "all" (times from start to end, sorted; end None: no bound), "concepts": per concept key the
+    sorted (time, correct) of its reviews ("times": their times alone, for bisect), and "by_recommendation"
+    {recommendation_id: correct}."""
     out: dict[int, dict] = {}
+    bound = {"reviewed_at__lte": end} if end is not None else {}
     for chunk in range(0, len(learner_ids), 500):
         for learner_id, concept, at, correct, rec in ReviewLog.objects.filter(
                 curriculum_id=curriculum_id, learner_id__in=learner_ids[chunk:chunk + 500], reviewed_at__gte=start,
-                reviewed_at__lte=end).order_by("reviewed_at", "id").values_list(
+                **bound).order_by("reviewed_at", "id").values_list(
                 "learner_id", "concept__key", "reviewed_at", "correct", "recommendation_id"):
-            entry = out.setdefault(learner_id, {"all": [], "concepts": defaultdict(list), "by_recommendation": {}})
+            entry = out.setdefault(learner_id, {"all": [], "concepts": defaultdict(list), "times": defaultdict(list),
+                                                "by_recommendation": {}})
             entry["all"].append(at)
             entry["concepts"][concept].append((at, correct))
+            entry["times"][concept].append(at)
             if rec is not None:
                 entry["by_recommendation"][str(rec)] = correct
     return out
@@ -205,7 +210,7 @@ def _recall_next(decisions, reviews, *, until: dt.datetime | None = None) -> dic
             outcomes[learner].append(float(exact))
             continue
         seq = entry["concepts"].get(concept, ())
-        i = bisect.bisect_left([t for t, _ in seq], at)
+        i = bisect.bisect_left(entry["times"].get(concept, ()), at)
         if i < len(seq) and (until is None or seq[i][0] < until):
             outcomes[learner].append(float(seq[i][1]))
     return {learner: float(np.mean(v)) for learner, v in outcomes.items()}

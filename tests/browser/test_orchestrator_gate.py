@@ -68,7 +68,8 @@ def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged
     assert page.text_content("#rollback-algebra").strip() == "Roll back to v1\u2026"
     page.click("#rollback-algebra")
     page.wait_for_selector("#confirm")
-    assert "Roll back curriculum algebra: from v2 to v1" in " ".join(page.text_content("#confirm h2").split())
+    assert "Roll back curriculum algebra: back from v2 to the previously active v1" in " ".join(
+        page.text_content("#confirm h2").split())
     page.fill("#confirm-form input[name=reason]", "complaints from teachers")
     page.click("#confirm-button")
     page.wait_for_selector("text=rolled back from v2 to v1")
@@ -125,13 +126,13 @@ def test_evaluate_under_the_protocol_shows_the_jobs_progress_then_the_result(ver
     assert "queued: waiting for a worker" in page.text_content("#evaluation-algebra-1")
     assert not page.is_visible("#evaluate-algebra-1")  # one job per version and protocol: no second button
     job = ProtocolEvaluationJob.objects.get()
-    ProtocolEvaluationJob.objects.filter(pk=job.pk).update(status="running", phase="evaluating (random)", step=3,
+    ProtocolEvaluationJob.objects.filter(pk=job.pk).update(status="running", phase="evaluating", step=3,
                                                            steps=8, started_at=job.created_at)
-    page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('37.5% of evaluating (random) (3 / 8)')",
+    page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('stage 2 of 3: evaluating, 38% (3 / 8)')",
                            timeout=15000)  # queued -> running: the page reloads
     ProtocolEvaluationJob.objects.filter(pk=job.pk).update(step=6)
     page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('(6 / 8)')", timeout=15000)  # live
-    assert page.eval_on_selector("#evaluation-algebra-1 progress", "bar => bar.value") == 75
+    assert page.eval_on_selector("#evaluation-algebra-1 progress", "bar => bar.value") == 58.3  # (1 + 6/8) / 3
     screenshot("07-evaluation-progress")
 
     protocol = curriculum.protocol

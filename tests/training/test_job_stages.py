@@ -7,7 +7,9 @@ from django.utils import timezone
 
 from training.jobs import job_status
 from training.jobs.stages import job_stages
-from training.models import ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from training.models import (
+    ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -45,14 +47,23 @@ def test_the_stages_are_the_phases_the_job_bodies_report(curriculum):
 
     from curriculum.reviews.importers import service as import_service
     from training import pipeline, services
-    from training.jobs import extraction, generation, review_import, training_run
+    from training.jobs import extraction, generation, protocol_evaluation, review_import, training_run
 
     sources = "".join(inspect.getsource(m) for m in (pipeline, services, extraction, generation, review_import,
-                                                       training_run, import_service))
+                                                       training_run, import_service, protocol_evaluation))
     jobs = [TrainingRun(curriculum=curriculum, data_source=source) for source in TrainingRun.DataSource.values]
     jobs += [SyntheticGenerationJob(curriculum=curriculum), TrajectoryExtractionJob(curriculum=curriculum),
-             ReviewImportJob(curriculum=curriculum)]
+             ReviewImportJob(curriculum=curriculum), ProtocolEvaluationJob(curriculum=curriculum)]
     for job in jobs:
         for stage in job_stages(job):
             assert f'"{stage}"' in sources, f"{type(job).__name__}: no job body reports the phase {stage!r}"
     assert services.EVALUATING_ACTIVE in job_stages(jobs[0]) and services.REGISTERING in job_stages(jobs[0])
+
+
+def test_a_phase_naming_what_it_works_on_is_in_its_stage(curriculum):
+    from training.jobs.stages import stage_bar
+
+    job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating (dt)", step=1, steps=4)
+    status = stage_bar(job)
+    assert (status["stage"], status["bar"]) == (2, round(100 * 1.25 / 2, 1))
+    assert status["bar_label"] == "stage 2 of 2: evaluating (dt), 25% (1 / 4)"

@@ -7,6 +7,7 @@ import io
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -15,6 +16,7 @@ from curriculum.evaluation_protocol import EvaluationProtocol
 from curriculum.models import PolicyModel
 from curriculum.services import set_evaluation_protocol
 from training import jobs
+from training.jobs.stages import job_stages
 from training.models import Job, ProtocolEvaluationJob
 from training.workers import worker_health
 
@@ -145,9 +147,10 @@ def test_the_job_evaluates_the_version_under_the_protocol_with_progress(make_cur
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     assert job.step == job.steps and job.progress_percent == 100.0
-    loops = [(step, steps) for phase, step, steps in phases if phase.startswith("evaluating (")]
+    loops = [(step, steps) for phase, step, steps in phases if phase == "evaluating"]
     assert loops[-1][0] == loops[-1][1] > 1  # one step per policy's closed loop, the last one done
-    assert phases[-1][0] == "evaluating the fallback (lowest_recall)"  # nothing active: the bar a first version beats
+    assert phases[-1][0] == "evaluating the fallback"  # nothing active: the bar a first version must beat
+    assert {phase for phase, _, _ in phases} <= set(job_stages(job))  # every phase a stage of the bar
     policy.refresh_from_db()
     stored = policy.evaluations[SMALL_PROTOCOL.key]
     assert stored["students"] == 4 and stored["protocol"] == SMALL_PROTOCOL.to_dict()
@@ -180,3 +183,14 @@ def test_a_real_worker_runs_the_evaluation_launched_from_the_orchestrator(celery
     version = page[page.index('id="version-geo-1"'):]
     version = version[:version.index('class="inline-form"')]
     assert 'id="evaluation-geo-1"' not in version and "not evaluated under the current protocol" not in version
+
+
+@pytest.mark.django_db
+def test_a_failed_evaluation_is_retried_with_its_version_and_protocol(curriculum, make_policy, sent, operator):
+    policy = make_policy(curriculum, recall=0.5)
+    failed = ProtocolEvaluationJob.objects.create(curriculum=curriculum, policy=policy, status="failed",
+                                                  protocol=SMALL_PROTOCOL.to_dict(), error="worker lost")
+    retried = jobs.retry_job(job=failed, created_by=operator)
+    assert (retried.status, retried.policy, retried.protocol) == ("queued", policy, SMALL_PROTOCOL.to_dict())
+    with pytest.raises(ValidationError, match="interactions"):
+        jobs.retry_job(job=failed, changes={"protocol": {"interactions": 0}})

@@ -54,8 +54,8 @@ def _evaluate(run: JobRun) -> None:
     run.report(phase="copying the artifacts", step=0, steps=0)
 
     def progress(stage: str, done: int, total: int, info: dict | None = None) -> None:
-        name = (info or {}).get("policy")
-        run.report(phase=f"{stage} ({name})" if name else stage, step=done, steps=max(total, done))
+        # the phase is the stage's name alone (training/jobs/stages.py draws the bar from it); the count says how far
+        run.report(phase=stage, step=done, steps=max(total, done))
         run.check()
 
     metrics = evaluate_under_protocol(policy=policy, protocol=protocol, on_progress=progress)

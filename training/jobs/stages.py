@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import Job, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from ..models import (
+    Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
+)
 
 _TRAINING_BEFORE = ("checking the space for the artifacts", "preparing the data")
 _TRAINING_DATA = {
@@ -23,6 +25,9 @@ STAGES: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("simulating the cohort", "writing reviews"),
     TrajectoryExtractionJob: ("reading reviews", "extracting trajectories", "fitting the encoder", "saving the dataset"),
     ReviewImportJob: ("validating", "storing", "updating learner states"),
+    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback: only while no version
+    # is active, else the bar goes from the end of "evaluating" to done)
+    ProtocolEvaluationJob: ("copying the artifacts", "evaluating", "evaluating the fallback"),
 }
 
 

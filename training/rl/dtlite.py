@@ -1,7 +1,7 @@
 """DTLite: the Decision Transformer's inference in NumPy only, for serving without torch.
 
 Read it beside `training/rl/dt.py`: the same blocks under the same names, computing the same numbers
-(max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py; 1e-5 in test_dtlite_step.py).
+(max abs difference <= 1e-4 by contract, <= 1e-5 in tests/training/rl/test_dtlite.py and test_dtlite_step.py).
 `select_action` computes only what the last state token needs, which is all a recommendation uses. Where a linear map
 follows a LayerNorm its affine weight and bias are folded into that map once (LayerNorm.fold).
 
@@ -600,6 +600,12 @@ class DTLite:
         states hold C' > action_dim concepts and the model scores unseen concepts; see the module docstring)."""
         return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=False)
 
+    def last_logits(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
+                    attention_mask: Any = None) -> np.ndarray:
+        """float32 [B, A] logits of the last state token (the inputs as `action_logits`'; ``actions[:, -1]`` is not
+        read), computing only what that token needs: `select_action`'s full forward, for any model."""
+        return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+
     def select_action(
         self,
         returns_to_go: Any,
@@ -621,7 +627,7 @@ class DTLite:
         `candidates` (bool [A] or [B, A], or a list of indices) and to the top_k logits (top_k, else the
         config's top_k; ties at the k-th logit are all kept); the chosen action always has probs > 0.
         """
-        logits = self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+        logits = self.last_logits(returns_to_go, states, actions, timesteps, attention_mask)
         B, A = logits.shape
         if candidates is not None:
             allowed = np.zeros((B, A), dtype=bool)
