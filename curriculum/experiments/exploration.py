@@ -77,6 +77,12 @@ def _rng() -> np.random.Generator:
     return rng
 
 
+def seed_draws(seed: int | None) -> None:
+    """Make this thread's draws reproducible from ``seed`` (None: from the operating system again): the seam tests
+    and benchmarks use; serving never calls it."""
+    _local.rng = np.random.default_rng(seed)
+
+
 def draw(distribution: np.ndarray, *, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One index per row of ``distribution`` float [B, K] (rows summing to 1), drawn with those probabilities
     (inverse CDF of one uniform per row) -> (chosen int64 [B], propensity float64 [B] = distribution[b, chosen_b],

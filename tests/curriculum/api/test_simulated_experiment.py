@@ -6,10 +6,12 @@ lie in the observed value's interval: with 4 decisions per learner and epsilon 0
 effective sample size near a tenth of the learners.)"""
 import datetime as dt
 import json
+import os
 
 import numpy as np
 import pytest
 
+from curriculum.experiments.exploration import seed_draws
 from curriculum.experiments.logged_estimates import logged_estimates
 from curriculum.experiments.outcomes import experiment_outcomes
 from curriculum.experiments.services import create_experiment, start_experiment
@@ -23,8 +25,18 @@ def post(client, url, body):
     return client.post(url, data=json.dumps(body), content_type="application/json")
 
 
+@pytest.fixture
+def seeded_draws():
+    """Exploration's draws in this thread (the test client serves in it) from a fixed seed, then from the system."""
+    # seeds 1-8 measured: the interval covers the observed mean for 7 (seed 5 misses: 0.85 [0.50, 1.25] against
+    # 1.39), as a 95% interval with an effective sample size near 10 may; CRL_TEST_DRAW_SEED picks another
+    seed_draws(int(os.environ.get("CRL_TEST_DRAW_SEED", "1")))
+    yield
+    seed_draws(None)
+
+
 def test_a_simulated_experiment_detects_the_difference_and_dr_agrees_with_the_on_policy_value(
-        api_client, make_curriculum, make_real_policy):
+        api_client, make_curriculum, make_real_policy, seeded_draws):
     demo = make_curriculum("demo", concepts=5)
     candidate = make_real_policy(demo, seed=1)
     type(demo).objects.filter(pk=demo.pk).update(exploration="epsilon_greedy", exploration_epsilon=0.5)
