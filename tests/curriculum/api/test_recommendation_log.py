@@ -13,6 +13,16 @@ T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
+def seeded_draws():
+    """Exploration's draws in this thread (the test client serves in it) from a fixed seed, then from the system."""
+    from curriculum.experiments.exploration import seed_draws
+
+    seed_draws(3)
+    yield
+    seed_draws(None)
+
+
+@pytest.fixture
 def demo(make_curriculum):
     return make_curriculum("demo", concepts=5)
 
@@ -77,7 +87,8 @@ def test_a_review_with_a_malformed_recommendation_id_is_refused_naming_the_field
     assert not ReviewLog.objects.exists()
 
 
-def test_softmax_exploration_logs_the_policys_own_probability_and_draws_with_it(api_client, demo, make_real_policy):
+def test_softmax_exploration_logs_the_policys_own_probability_and_draws_with_it(api_client, demo, make_real_policy,
+                                                                                seeded_draws):
     promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
     type(demo).objects.filter(pk=demo.pk).update(exploration="softmax", exploration_temperature=1.0)
     answers = [post(api_client, "/api/v1/recommendations", {"curriculum": "demo", "learner": "u1", "at": T0.isoformat()})
@@ -93,7 +104,7 @@ def test_softmax_exploration_logs_the_policys_own_probability_and_draws_with_it(
         assert counts[key] == pytest.approx(probability, abs=4 * (probability * (1 - probability) / 400) ** 0.5 + 1e-9)
 
 
-def test_epsilon_greedy_on_the_fallback_logs_either_greedy_or_uniform_mass(api_client, demo):
+def test_epsilon_greedy_on_the_fallback_logs_either_greedy_or_uniform_mass(api_client, demo, seeded_draws):
     type(demo).objects.filter(pk=demo.pk).update(exploration="epsilon_greedy", exploration_epsilon=0.5)
     for _ in range(60):
         post(api_client, "/api/v1/recommendations", {"curriculum": "demo", "learner": "u1", "at": T0.isoformat()})
