@@ -292,6 +292,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # an experiment's status is a choice set of its own; a policy version's keeps its name from before experiments
+    "ENUM_NAME_OVERRIDES": {"ExperimentStatusEnum": ["draft", "running", "stopped"],
+                            "StatusEnum": "curriculum.models.PolicyModel.Status"},
 }
 
 LOGGING = {
