@@ -10,6 +10,9 @@ connections, as fast as they go (or at `--rate` per second, latency then counted
 while review batches are posted at `--review-rate` per second; half way through, v2 is promoted. The target:
 >= 300 recommendations/s with p99 <= 50 ms and no errors. `--seconds 5` is a smoke run. Loopback only.
 
+`--log-ab` measures the recommendation log's cost: the same load against a server with `RECOMMENDATION_LOG_ENABLED=0`
+then `=1` (no promotion; `--log-ab-rounds` pairs), and reports both rates; the target: on within 10% of off.
+
 `--batch N` sends the recommendations as batches of N learners to `POST /api/v1/recommendations/batch` instead
 (90% known learners, 10% new ones per batch) and reports learners/s; the target is then >= 20,000 learners/s
 with no errors. The server's `API_THROTTLE_RATE` is raised for it (unless set) so the budget does not cap the run.
@@ -280,12 +283,13 @@ def seed(args, key: str, workdir: Path) -> dict:
 def cleanup(key: str) -> None:
     from django.contrib.auth import get_user_model
 
-    from curriculum.models import Curriculum, Learner, PolicyModel, PromotionEvent
+    from curriculum.models import Curriculum, Learner, PolicyModel, PromotionEvent, RecommendationLog
     from curriculum.services import artifact_storage
 
     curriculum = Curriculum.objects.filter(key=key).first()
     if curriculum is not None:
         PromotionEvent.objects.filter(curriculum=curriculum).delete()
+        RecommendationLog.objects.filter(curriculum=curriculum).delete()  # it protects the versions it names
         for policy in PolicyModel.objects.filter(curriculum=curriculum):
             for entry in policy.artifacts.values():
                 artifact_storage().delete(entry["path"])
@@ -301,10 +305,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(args, port: int, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(args.workers),
                "--threads", str(args.threads), "-b", f"{HOST}:{port}", "--log-level", "warning"]
-    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "LOG_LEVEL": "WARNING", **(extra_env or {})}
     if args.batch:  # the budget counts learners: 60000/min would cap the run at 1,000 learners/s
         env.setdefault("API_THROTTLE_RATE", "100000000/min")
     with open(log_path, "wb") as log:
@@ -381,6 +385,81 @@ def report(args, out: dict, promoted_at: float | None, db: str, cache: str) -> b
     return met
 
 
+def measure(args, seeded: dict, key: str, workdir: Path, *, promote: bool, extra_env: dict[str, str] | None = None,
+            tag: str = "") -> tuple[dict, float | None, tuple[int, float] | None]:
+    """One measured run against a fresh gunicorn (with ``extra_env``): (the load generator's results, the promotion's
+    monotonic time or None, (states re-encoded, seconds) or None)."""
+    from curriculum.learner_state_rebuild import reencode_states
+    from curriculum.services import promote_policy
+
+    log_path = workdir / f"gunicorn{tag}.log"
+    port = free_port()
+    server = start_server(args, port, log_path, extra_env)
+    try:
+        wait_ready(server, port, seeded["token"], key, log_path)
+        cfg = {"port": port, "token": seeded["token"], "curriculum": key, "learners": seeded["learners"],
+               "concepts": seeded["concepts"], "seconds": args.seconds, "warmup": args.warmup,
+               "concurrency": args.concurrency, "rate": args.rate, "review_rate": args.review_rate,
+               "review_batch": args.review_batch, "review_concurrency": args.review_concurrency, "seed": 1,
+               "batch": args.batch}
+        ctx = mp.get_context("spawn")
+        started_recv, started_send = ctx.Pipe(duplex=False)
+        results_recv, results_send = ctx.Pipe(duplex=False)
+        generator = ctx.Process(target=run_load, args=(cfg, started_send, results_send), name="api-load-generator")
+        generator.start()
+        if not started_recv.poll(args.warmup + 60):
+            raise SystemExit("the load generator did not start")
+        t0 = started_recv.recv()  # time.monotonic() is one clock for all processes on the machine
+        promoted_at, reencoding = None, None
+        if promote:
+            time.sleep(max(0.0, t0 + args.seconds / 2 - time.monotonic()))
+            promote_policy(policy=seeded["policies"][1], force=True, reason="api_load bench: mid-run promotion")
+            promoted_at = time.monotonic()
+            # what the worker's task does once the promotion commits (no worker runs here); meanwhile a
+            # recommendation for a learner not yet re-encoded rebuilds the state from the history
+            reencoded = reencode_states(curriculum_id=seeded["curriculum"].pk)
+            reencoding = (reencoded, time.monotonic() - promoted_at)
+        if not results_recv.poll(args.seconds + 120):
+            raise SystemExit("the load generator did not report")
+        out = results_recv.recv()
+        generator.join(30)
+        return out, promoted_at, reencoding
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)  # gunicorn's workers flush their recommendation log at exit
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def log_ab(args, seeded: dict, key: str, workdir: Path) -> bool:
+    """Recommendation throughput with the recommendation log off and on (``RECOMMENDATION_LOG_ENABLED``), in
+    alternating runs of ``--seconds`` each (``--log-ab-rounds`` pairs), no promotion; the target: on within 10% of
+    off. Prints one row per run, the means and the rows the log stored."""
+    from curriculum.models import RecommendationLog
+
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    print(f"\nrecommendation log A/B: {args.log_ab_rounds} round(s) of off then on, {args.seconds:.0f} s each")
+    print(f"{'run':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for round_ in range(args.log_ab_rounds):
+        for mode in ("off", "on"):
+            out, _, _ = measure(args, seeded, key, workdir, promote=False, tag=f"-{mode}-{round_}",
+                                extra_env={"RECOMMENDATION_LOG_ENABLED": "1" if mode == "on" else "0"})
+            lat = np.asarray(out["recommendations"]["latencies"])
+            rps = lat.size / out["elapsed"]
+            rates[mode].append(rps)
+            print(f"{mode + ' #' + str(round_ + 1):<12} {rps:>8.1f} {np.percentile(lat, 50):>8.1f} "
+                  f"{np.percentile(lat, 99):>8.1f} {out['recommendations']['errors']:>7}")
+    off, on = float(np.mean(rates["off"])), float(np.mean(rates["on"]))
+    stored = RecommendationLog.objects.filter(curriculum__key=key).count()
+    met = on >= 0.9 * off
+    print(f"mean: off {off:.1f} req/s, on {on:.1f} req/s ({on / off - 1:+.1%}); {stored:,} recommendations logged")
+    print(f"target (log on within 10% of off): {'met' if met else 'MISSED'}")
+    return met
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured duration")
@@ -400,6 +479,9 @@ def main() -> int:
     parser.add_argument("--concepts", type=int, default=20)
     parser.add_argument("--no-promotion", action="store_true", help="keep v1 active throughout")
     parser.add_argument("--keep", action="store_true", help="keep the bench curriculum and its data afterwards")
+    parser.add_argument("--log-ab", action="store_true",
+                        help="measure recommendation throughput with the recommendation log off, then on (no promotion)")
+    parser.add_argument("--log-ab-rounds", type=int, default=1, help="--log-ab: pairs of runs (off, on)")
     args = parser.parse_args()
 
     if not os.environ.get("DATABASE_URL"):
@@ -408,13 +490,9 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
-    from curriculum.learner_state_rebuild import reencode_states
-    from curriculum.services import promote_policy
-
     key = f"bench-{uuid.uuid4().hex[:8]}"
     db = f"{connection.vendor} ({settings.DATABASES['default']['NAME']})"
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
-    server = None
     with tempfile.TemporaryDirectory(prefix="api-load-") as tmp:
         workdir = Path(tmp)
         try:
@@ -422,47 +500,15 @@ def main() -> int:
             seeded = seed(args, key, workdir)
             print(f"seeded {key}: {len(seeded['learners'])} learners x {args.history} reviews, "
                   f"{args.concepts} concepts, policy v1 active ({time.perf_counter() - t:.1f} s)")
-            port = free_port()
-            server = start_server(args, port, workdir / "gunicorn.log")
-            wait_ready(server, port, seeded["token"], key, workdir / "gunicorn.log")
-            cfg = {"port": port, "token": seeded["token"], "curriculum": key, "learners": seeded["learners"],
-                   "concepts": seeded["concepts"], "seconds": args.seconds, "warmup": args.warmup,
-                   "concurrency": args.concurrency, "rate": args.rate, "review_rate": args.review_rate,
-                   "review_batch": args.review_batch, "review_concurrency": args.review_concurrency, "seed": 1,
-                   "batch": args.batch}
-            ctx = mp.get_context("spawn")
-            started_recv, started_send = ctx.Pipe(duplex=False)
-            results_recv, results_send = ctx.Pipe(duplex=False)
-            generator = ctx.Process(target=run_load, args=(cfg, started_send, results_send), name="api-load-generator")
-            generator.start()
-            if not started_recv.poll(args.warmup + 60):
-                raise SystemExit("the load generator did not start")
-            t0 = started_recv.recv()  # time.monotonic() is one clock for all processes on the machine
-            promoted_at, reencoding = None, None
-            if not args.no_promotion:
-                time.sleep(max(0.0, t0 + args.seconds / 2 - time.monotonic()))
-                promote_policy(policy=seeded["policies"][1], force=True, reason="api_load bench: mid-run promotion")
-                promoted_at = time.monotonic()
-                # what the worker's task does once the promotion commits (no worker runs here); meanwhile a
-                # recommendation for a learner not yet re-encoded rebuilds the state from the history
-                reencoded = reencode_states(curriculum_id=seeded["curriculum"].pk)
-                reencoding = (reencoded, time.monotonic() - promoted_at)
-            if not results_recv.poll(args.seconds + 120):
-                raise SystemExit("the load generator did not report")
-            out = results_recv.recv()
-            generator.join(30)
-            met = report(args, out, promoted_at, db, cache)
-            if reencoding is not None:
-                print(f"\nAfter the promotion, {reencoding[0]:,} stored learner states were re-encoded for v2 in "
-                      f"{reencoding[1]:.1f} s (as the worker's task does), during the load.")
+            if args.log_ab:
+                met = log_ab(args, seeded, key, workdir)
+            else:
+                out, promoted_at, reencoding = measure(args, seeded, key, workdir, promote=not args.no_promotion)
+                met = report(args, out, promoted_at, db, cache)
+                if reencoding is not None:
+                    print(f"\nAfter the promotion, {reencoding[0]:,} stored learner states were re-encoded for v2 in "
+                          f"{reencoding[1]:.1f} s (as the worker's task does), during the load.")
         finally:
-            if server is not None and server.poll() is None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
             if not args.keep:
                 cleanup(key)
     return 0 if met else 1

@@ -1,14 +1,14 @@
-"""The admin site, branded CRL Ops; its "View site" link opens the API docs (the site has no public home page)."""
+"""The admin site, branded CRL Ops. The site has no public home page: no "View site" link (``site_url`` None); the
+header links the API docs instead (templates/admin/base_site.html)."""
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
-from django.urls import reverse_lazy
 
 
 class CrlAdminSite(admin.AdminSite):
     site_header = "CRL Ops"
     site_title = "CRL Ops"
     index_title = "CRL Ops administration"
-    site_url = reverse_lazy("api-docs")
+    site_url = None
 
 
 class CrlAdminConfig(AdminConfig):

@@ -145,6 +145,12 @@ CRL_RETRY_AFTER_SECONDS = env_int("CRL_RETRY_AFTER_SECONDS", 5)
 # 0: never). Default: the statement timeout and 5 s more, so that the server cancels first when it can.
 DB_QUERY_DEADLINE_SECONDS = float(os.environ.get("DB_QUERY_DEADLINE_SECONDS", str(DB_STATEMENT_TIMEOUT_SECONDS + 5)))
 
+# The recommendation log (curriculum/experiments/recommendation_log.py): every served recommendation is queued in
+# memory and stored in batches by a background thread; at most RECOMMENDATION_LOG_MAX_BUFFERED rows wait (more are
+# dropped, counted and logged, never blocking a request). RECOMMENDATION_LOG_ENABLED=0 stores none.
+RECOMMENDATION_LOG_ENABLED = env_bool("RECOMMENDATION_LOG_ENABLED", True)
+RECOMMENDATION_LOG_MAX_BUFFERED = max(env_int("RECOMMENDATION_LOG_MAX_BUFFERED", 50_000), 1)
+
 
 def postgres_statement_timeout(seconds: float) -> str:
     """libpq's ``options`` that set the server's statement_timeout (milliseconds; 0 is no timeout)."""

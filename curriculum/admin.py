@@ -13,12 +13,15 @@ from django.utils.html import format_html, format_html_join
 
 from training.rl.evaluation import family_policies
 
-from . import charts, selectors, services
+from . import charts, selectors, services, token_admin  # noqa: F401 - token_admin: Curriculum > API tokens
 from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
 from .evaluation_protocol import students_like
 from .learner_history import learner_curricula, recall_history
-from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent, ReviewLog
+from .models import (
+    Concept, Curriculum, Experiment, ExperimentArm, Learner, LearnerState, PolicyModel, PromotionEvent,
+    RecommendationLog, ReviewLog,
+)
 
 
 def _shown(keys, limit: int = 50) -> str:
@@ -401,11 +404,37 @@ class PolicyModelAdmin(admin.ModelAdmin):
 
 @admin.register(PromotionEvent)
 class PromotionEventAdmin(admin.ModelAdmin):
-    list_display = ("at", "curriculum", "kind", "from_version", "to_version", "actor_name", "forced", "reason")
+    """The audit trail of promotions and rollbacks: read-only; each moment to the second with its zone, the reason
+    wrapped and readable however long (an experiment's write-up is read from here)."""
+
+    list_display = ("when_listed", "curriculum", "kind", "change", "by", "forced", "reason_text")
     list_filter = ("kind", "forced", "curriculum")
     search_fields = ("curriculum__key", "actor_name", "reason")
     date_hierarchy = "at"
-    readonly_fields = ("curriculum", "kind", "from_version", "to_version", "actor", "actor_name", "reason", "forced", "at")
+    fields = ("curriculum", "kind", "from_version", "to_version", "actor", "actor_name", "reason_text", "forced", "when")
+    readonly_fields = fields
+
+    @admin.display(description="when", ordering="at")
+    def when(self, obj: PromotionEvent) -> str:
+        return format_when(obj.at)
+
+    @admin.display(description="when", ordering="at")
+    def when_listed(self, obj: PromotionEvent):
+        return format_html('<span style="white-space: nowrap">{}</span>', format_when(obj.at))  # one line
+
+    @admin.display(description="versions")
+    def change(self, obj: PromotionEvent) -> str:
+        return f"{f'v{obj.from_version}' if obj.from_version else 'none'} \u2192 v{obj.to_version}"
+
+    @admin.display(description="by", ordering="actor_name")
+    def by(self, obj: PromotionEvent) -> str:
+        return obj.actor_name or "-"
+
+    @admin.display(description="reason")
+    def reason_text(self, obj: PromotionEvent):
+        # A long reason wraps, an unbroken one too, within the width left: it never pushes the table off the page.
+        return format_html('<div class="crl-reason" style="white-space: pre-wrap; overflow-wrap: anywhere; '
+                           'max-width: 40em">{}</div>', obj.reason or "-")
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -415,3 +444,67 @@ class PromotionEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the system only (the log, experiments changed from the orchestrator): viewable, never edited
+    here."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RecommendationLog)
+class RecommendationLogAdmin(ReadOnlyAdmin):
+    """Served recommendations with their propensities (curriculum.experiments.recommendation_log writes them)."""
+
+    list_display = ("at", "curriculum", "learner", "concept", "version", "propensity", "candidates", "exploration",
+                    "arm", "served")
+    list_filter = ("served", "exploration", "curriculum")
+    search_fields = ("=learner", "=id")
+    date_hierarchy = "at"
+    paginator = LargeTablePaginator
+    show_full_result_count = False
+    list_select_related = ("curriculum", "policy", "arm")
+
+    @admin.display(description="version")
+    def version(self, obj: RecommendationLog) -> str:
+        return f"v{obj.policy.version}" if obj.policy_id else "fallback"
+
+
+class ExperimentArmInline(admin.TabularInline):
+    model = ExperimentArm
+    fields = ("label", "policy", "is_control", "traffic_percent")
+    readonly_fields = fields
+    extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(ReadOnlyAdmin):
+    """Experiments between policy versions; created, started, stopped and decided on the orchestrator's experiment
+    pages (permission run_experiment), which this page links to."""
+
+    list_display = ("name", "curriculum", "mode", "status", "started_at", "stopped_at", "page")
+    list_filter = ("status", "mode", "curriculum")
+    search_fields = ("name", "curriculum__key")
+    fields = ("curriculum", "name", "mode", "status", "horizon_s", "min_effect", "created_by", "created_at",
+              "started_at", "stopped_at", "page")
+    readonly_fields = fields
+    inlines = [ExperimentArmInline]
+
+    @admin.display(description="orchestrator")
+    def page(self, obj: Experiment):
+        return format_html('<a href="{}">results, start, stop, promote the winner</a>',
+                           reverse("curriculum:experiment", args=[obj.pk]))

@@ -30,7 +30,7 @@ from .storage import StorageFull
 from .reviews.export import fsrs_csv_lines
 from .reviews.fields import MAX_ID_LENGTH
 from .reviews.validation import ReviewValidationError, check_learner_id
-from .reviews.importers.service import FORMATS
+from .reviews.importers.service import FORMATS, ImportFileError, check_file_head
 
 
 class ImportReviewsForm(forms.Form):
@@ -72,10 +72,31 @@ class ImportReviewsForm(forms.Form):
         return job
 
     def clean(self):
+        """Refuse here what the file's first bytes already show (check_file_head: encoding, header, format, the
+        learner a file without a learner column needs), each error on the field the operator changes, rather than
+        storing the file for a job that fails."""
         data = super().clean()
-        if not self.errors and data.get("file") is None and data.get("stored") is None:
+        if self.errors:
+            return data
+        if data.get("file") is None and data.get("stored") is None:
             self.add_error("file", "choose a file")
+            return data
+        stored = data.get("stored")
+        try:
+            if stored is not None:
+                with artifact_storage().open(stored.upload, "rb") as fh:
+                    self._check_head(fh, stored.filename, data)
+            else:
+                self._check_head(data["file"], data["file"].name, data)
+        except ImportFileError as exc:
+            self.add_error(exc.field if exc.field in ("format", "learner") else "file" if stored is None else None,
+                           str(exc))
         return data
+
+    @staticmethod
+    def _check_head(fileobj, filename: str, data: dict) -> None:
+        check_file_head(fileobj=fileobj, filename=filename, format=data.get("format") or None,
+                        learner=data.get("learner") or None, learner_option="the learner field")
 
 
 class _CurriculumPage(View):

@@ -116,3 +116,35 @@ def estimated_recall(*, history: RecallHistory) -> SafeString:
     return line_chart(series=series, title="Estimated recall per concept (serving encoder)",
                       x_label="time (UTC)", y_label="estimated recall", x_time=True, y_range=(0.0, 1.0),
                       width=900, height=300)
+
+
+def experiment_chart(*, arms: Sequence, width: int = 640, height: int = 260) -> SafeString:
+    """Each arm's recall at the next review over the days of an experiment (cumulative), a solid line per arm with
+    its 95% interval as dashed lines of the same colour (curriculum.experiments.outcomes.ArmOutcome.timeline)."""
+    series = []
+    for i, arm in enumerate(arms):
+        color = PALETTE[i % len(PALETTE)]
+        days = [(_day_seconds(day), mean) for day, mean in arm.timeline if mean.mean is not None]
+        name = f"{arm.label} ({'v' + str(arm.version) if arm.version else 'fallback'})"
+        series.append(Series(name=name, points=[(x, m.mean) for x, m in days], color=color, markers=len(days) <= 60,
+                             tooltips=[f"{name}: {m.mean:.3f} ({m.n} learners)" for _, m in days]))
+        bounded = [(x, m) for x, m in days if m.ci95]
+        for side in (0, 1):
+            series.append(Series(name=f"{arm.label} 95% {'low' if side == 0 else 'high'}",
+                                 points=[(x, m.ci95[side]) for x, m in bounded], color=color, dashed=True))
+    return line_chart(series=[s for s in series if s.points], title="Recall at the next review, by arm (cumulative)",
+                      x_label="day", y_label="recall at the next review", width=width, height=height, x_time=True,
+                      y_range=(0.0, 1.0), css_class="experiment-chart")
+
+
+def experiment_traffic_chart(*, arms: Sequence, width: int = 420, height: int = 170) -> SafeString:
+    """The recommendations each arm actually served (shadow choices are not served)."""
+    return bar_chart(labels=[a.label for a in arms], values=[float(a.decisions) for a in arms],
+                     title="Traffic served per arm", x_label="arm", y_label="recommendations served", width=width,
+                     height=height)
+
+
+def _day_seconds(day: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp()

@@ -1,10 +1,14 @@
 """Data model: what learners did (ReviewLog), the concepts they did it on, and the registry of policy versions."""
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
+from rest_framework.authtoken.models import TokenProxy
 
 from .reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH
 
@@ -24,6 +28,25 @@ class Curriculum(models.Model):
     # and concept count by a worker: {curriculum.evaluation_protocol.fallback_key: evaluation} (the promotion gate's
     # bar for a first promotion; training.protocol_evaluation.evaluate_fallback_under_protocol writes it).
     fallback_evaluations = models.JSONField(default=dict, blank=True, editable=False)
+    # How serving draws the concept from the deciding policy's distribution (curriculum.experiments.exploration):
+    # argmax never explores (every logged propensity is 1); softmax and epsilon-greedy do, so that the log supports
+    # off-policy estimates of other versions.
+    exploration = models.CharField(
+        max_length=16, default="argmax",
+        choices=[("argmax", "argmax (no exploration)"), ("softmax", "softmax with a temperature"),
+                 ("epsilon_greedy", "epsilon-greedy")],
+        help_text="How the served concept is drawn: the policy's most likely concept (argmax), a draw from its "
+        "scores sharpened or flattened by a temperature (softmax), or the argmax except with probability epsilon a "
+        "uniformly random candidate (epsilon-greedy).",
+    )
+    exploration_temperature = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.05), MaxValueValidator(20.0)],
+        help_text="softmax only: 1 draws from the policy's own scores, below 1 sharpens them, above 1 flattens them.",
+    )
+    exploration_epsilon = models.FloatField(
+        default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="epsilon-greedy only: the probability of a uniformly random candidate.",
+    )
 
     class Meta:
         ordering = ["key"]
@@ -105,6 +128,9 @@ class ReviewLog(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.LIVE)
     batch = models.CharField(max_length=100, blank=True, default="", help_text="Job or import that wrote it.")
     idempotency_key = models.CharField(max_length=MAX_ID_LENGTH, null=True, blank=True, unique=True)
+    # The recommendation this review answers, when the client sends it back (RecommendationLog.id; not a foreign
+    # key: the log is written off the request path and may not hold the row yet, or may have dropped it).
+    recommendation_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -212,6 +238,8 @@ class PromotionEvent(models.Model):
     actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
     reason = models.TextField(blank=True)
     forced = models.BooleanField(default=False)
+    # The experiment whose winner this promotion is ("promote the winner"), if any.
+    experiment = models.ForeignKey("Experiment", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -220,3 +248,121 @@ class PromotionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.curriculum.key}: v{self.from_version} -> v{self.to_version} ({self.kind})"
+
+
+class ApiToken(TokenProxy):
+    """An API client's token (Django REST framework's authtoken ``Token``, the same table) as the admin shows it:
+    under Curriculum > API tokens, its key masked (curriculum/token_admin.py). As DRF's TokenProxy, its ``pk`` is
+    the user's id, so that no URL or form of the admin carries the key."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
+
+    def __str__(self) -> str:
+        return f"{self.user}'s token"  # Token's own __str__ is the key: titles, breadcrumbs and history show this
+
+
+class RecommendationLog(models.Model):
+    """One served recommendation: who, which version (None: the fallback), what was chosen among how many
+    candidates, and the probability with which the serving distribution chose it (the propensity). Written off the
+    request path by curriculum.experiments.recommendation_log; read by experiments' outcomes and off-policy
+    estimates. ``served`` is False for a shadow arm's choice (logged, never shown to the learner)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, help_text="The recommendation_id.")
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="recommendations",
+                                   db_index=False)
+    # The learner's external id (a learner never seen is not stored on a read, so no foreign key).
+    learner = models.CharField(max_length=MAX_ID_LENGTH)
+    policy = models.ForeignKey("PolicyModel", on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                               help_text="The version that chose; empty: the fallback rule.")
+    concept = models.CharField(max_length=MAX_ID_LENGTH, help_text="The chosen concept's key.")
+    candidates = models.PositiveIntegerField(help_text="How many concepts it chose among.")
+    propensity = models.FloatField(help_text="The serving distribution's probability of the chosen concept, (0, 1].")
+    exploration = models.CharField(max_length=16, default="argmax")
+    arm = models.ForeignKey("ExperimentArm", on_delete=models.CASCADE, null=True, blank=True,
+                            related_name="recommendations")
+    served = models.BooleanField(default=True, help_text="False: a shadow arm's choice, logged but not served.")
+    at = models.DateTimeField(help_text="The moment of the decision (the request's `at`, else the server clock).")
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [
+            models.Index(fields=["curriculum", "learner", "at"], name="reclog_curr_learner_at"),
+            models.Index(fields=["arm", "at"], name="reclog_arm_at"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(propensity__gt=0) & Q(propensity__lte=1), name="reclog_propensity_0_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.learner} -> {self.concept} ({self.at:%Y-%m-%d %H:%M})"
+
+
+class Experiment(models.Model):
+    """A comparison of policy versions on a curriculum's real learners: a control arm (the active version when
+    started, or the fallback) against up to MAX_CANDIDATES candidates. ``split``: each learner is assigned to one arm
+    for good (a hash of the experiment and the learner) and that arm serves; ``shadow``: the control serves every
+    learner while the learner's candidate arm chooses and logs only. At most one running experiment per curriculum
+    (a database constraint)."""
+
+    MAX_CANDIDATES = 7
+
+    class Mode(models.TextChoices):
+        SPLIT = "split", "traffic split"
+        SHADOW = "shadow", "shadow (the control serves)"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        RUNNING = "running"
+        STOPPED = "stopped"
+
+    curriculum = models.ForeignKey(Curriculum, on_delete=models.PROTECT, related_name="experiments")
+    name = models.CharField(max_length=200)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SPLIT)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    horizon_s = models.PositiveIntegerField(
+        default=86400, help_text="Outcome 'estimated recall at a horizon': seconds after each learner's last review.")
+    min_effect = models.FloatField(
+        default=0.01, validators=[MinValueValidator(1e-4), MaxValueValidator(1.0)],
+        help_text="The difference in recall the sample size is computed to confirm.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["curriculum"], condition=Q(status="running"),
+                                    name="one_running_experiment_per_curriculum"),
+        ]
+        permissions = [("run_experiment", "Can start, stop and promote the winner of experiments")]
+
+    def __str__(self) -> str:
+        return f"{self.curriculum.key}: {self.name} ({self.status})" if self.curriculum_id else self.name
+
+
+class ExperimentArm(models.Model):
+    """One arm of an experiment: a policy version (None: the fallback rule) and its share of the traffic in percent
+    (split: of the learners served; shadow: of the learners whose candidate choice is logged; the control's share
+    is then 100, it serves everyone)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    label = models.CharField(max_length=8, help_text="A for the control, then B, C...")
+    policy = models.ForeignKey(PolicyModel, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    is_control = models.BooleanField(default=False)
+    traffic_percent = models.PositiveSmallIntegerField(validators=[MaxValueValidator(100)])
+
+    class Meta:
+        ordering = ["experiment", "label"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "label"], name="experiment_arm_label_unique"),
+            models.CheckConstraint(condition=Q(traffic_percent__lte=100), name="experiment_arm_traffic_0_100"),
+        ]
+
+    def __str__(self) -> str:
+        version = f"v{self.policy.version}" if self.policy_id else "fallback"
+        return f"{self.label} ({version})"

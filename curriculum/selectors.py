@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from training.rl.model_config import scores_unseen_concepts
 
-from .models import Concept, Curriculum, Learner, LearnerState, PolicyModel, PromotionEvent
+from .models import Concept, Curriculum, Experiment, Learner, LearnerState, PolicyModel, PromotionEvent
 from .evaluation_protocol import EvaluationProtocol, fallback_key, protocol_of
 from .state_specs import StateSpec
 
@@ -55,17 +55,22 @@ def fallback_evaluation(*, curriculum: Curriculum, protocol: EvaluationProtocol,
     return stored
 
 
-def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PolicyModel | None:
-    """The version a rollback would re-activate: the one that was active before the current active version was
-    promoted (rollbacks are skipped, so rolling back twice walks further back); None when there is none."""
+def activation_event(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PromotionEvent | None:
+    """The promotion that made the active version active (its latest promotion, rollbacks skipped): what a rollback
+    undoes. None when nothing is active or it was never promoted."""
     active = active if active is not None else active_policy(curriculum=curriculum)
     if active is None:
         return None
-    activation = (
+    return (
         PromotionEvent.objects.filter(curriculum=curriculum, to_version=active.version, kind=PromotionEvent.Kind.PROMOTE)
-        .order_by("-at", "-id")
-        .first()
+        .select_related("actor").order_by("-at", "-id").first()
     )
+
+
+def rollback_target(*, curriculum: Curriculum, active: PolicyModel | None = None) -> PolicyModel | None:
+    """The version a rollback would re-activate: the one that was active before the current active version was
+    promoted (rollbacks are skipped, so rolling back twice walks further back); None when there is none."""
+    activation = activation_event(curriculum=curriculum, active=active)
     if activation is None or activation.from_version is None:
         return None
     return PolicyModel.objects.filter(curriculum=curriculum, version=activation.from_version).first()
@@ -158,6 +163,16 @@ def serving_spec(*, curriculum_id: int) -> StateSpec:
 
 
 @dataclass(frozen=True)
+class ServingRules:
+    """A curriculum's exploration rule and parameters (Curriculum.exploration*) and its running experiment's id."""
+
+    exploration: str = "argmax"
+    temperature: float = 1.0
+    epsilon: float = 0.1
+    experiment_id: int | None = None
+
+
+@dataclass(frozen=True)
 class ServingLookup:
     """What a recommendation reads before choosing, as the database says now."""
 
@@ -166,6 +181,7 @@ class ServingLookup:
     concept_count: int
     learner_id: int | None  # None: a learner never seen
     state: dict[str, Any] | None  # the stored LearnerState.data, None without one
+    serving: ServingRules = ServingRules()  # how the curriculum explores, and its running experiment
 
 
 def _table(model) -> str:
@@ -175,8 +191,11 @@ def _table(model) -> str:
 # Everything a recommendation reads, in one round trip on indexed columns (the curriculum key, the one active
 # policy, the learner's external id, the state's (learner, curriculum)); hand-written because this is the hot
 # path and building it through the ORM cost more than running it.
+_RULES_COLUMNS = f"""c.exploration, c.exploration_temperature, c.exploration_epsilon,
+    (SELECT e.id FROM {_table(Experiment)} e WHERE e.curriculum_id = c.id AND e.status = 'running')"""
 _LOOKUP_SQL = f"""
-    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data,
+    {_RULES_COLUMNS}
     FROM {_table(Curriculum)} c
     LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
     LEFT JOIN {_table(Learner)} l ON l.external_id = %s
@@ -193,10 +212,10 @@ def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingL
         row = cursor.fetchone()
     if row is None:
         return None
-    curriculum_id, policy_id, concept_count, learner_id, data = row
+    curriculum_id, policy_id, concept_count, learner_id, data, *rules = row
     if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
         data = json.loads(data)
-    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data)
+    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data, ServingRules(*rules))
 
 
 @dataclass(frozen=True)
@@ -208,10 +227,11 @@ class ServingBatchLookup:
     policy_id: int | None
     concept_count: int
     learners: dict[str, tuple[int, dict[str, Any] | None]]
+    serving: ServingRules = ServingRules()
 
 
 _CURRICULUM_SQL = f"""
-    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id)
+    SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), {_RULES_COLUMNS}
     FROM {_table(Curriculum)} c
     LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
     WHERE c.{connection.ops.quote_name("key")} = %s
@@ -228,7 +248,7 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
         row = cursor.fetchone()
         if row is None:
             return None
-        curriculum_id, policy_id, concept_count = row
+        curriculum_id, policy_id, concept_count, *rules = row
         learners: dict[str, tuple[int, dict[str, Any] | None]] = {}
         ids = list(dict.fromkeys(learner_external_ids))
         for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -241,4 +261,4 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
             )
             for external_id, learner_id, data in cursor.fetchall():
                 learners[external_id] = (learner_id, json.loads(data) if isinstance(data, str) else data)
-    return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners)
+    return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))

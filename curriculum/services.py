@@ -18,6 +18,7 @@ from training.rl.artifacts import ARTIFACT_NAMES, OPTIONAL_ARTIFACT_NAMES, Artif
 
 from . import selectors
 from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, dt_mean, protocol_of
+from .history import record_change
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
 from .reviews.fields import check_curriculum_key
 from .selectors import active_policy
@@ -26,8 +27,9 @@ from .state_specs import policy_identity
 
 logger = logging.getLogger(__name__)
 
-# Evaluating a version under the protocol is training's work (training/protocol_evaluation.py); the curriculum only
-# asks a worker for it by the task's name, so a web process never loads the evaluation code (or torch).
+# Evaluating a version under the protocol is training's work (training/protocol_evaluation.py), launched as a job
+# (training.models.ProtocolEvaluationJob, from the orchestrator). The task of the earlier, job-less request keeps its
+# name so that messages already in a broker still run.
 EVALUATE_TASK = "training.tasks.evaluate_policy_under_protocol"
 
 
@@ -161,7 +163,7 @@ def verify_policy_artifacts(*, policy: PolicyModel) -> None:
 
 
 def promote_policy(
-    *, policy: PolicyModel, actor=None, reason: str = "", force: bool = False
+    *, policy: PolicyModel, actor=None, reason: str = "", force: bool = False, experiment=None
 ) -> PromotionEvent:
     """Make ``policy`` the active version of its curriculum, atomically, with an audit event.
 
@@ -170,11 +172,12 @@ def promote_policy(
     evaluation under the curriculum's protocol, evaluates below the random baseline, or does not beat what would
     serve without it under that same protocol: the active version (or the active version has no evaluation under
     it: re-evaluate it first, ``evaluate_under_protocol``), or, with no active version, the fallback rule (or
-    the fallback has no stored evaluation under it yet).
+    the fallback has no stored evaluation under it yet). ``experiment``: the Experiment whose winner this is; the
+    audit event links it.
     """
     return _activate(
         curriculum_id=policy.curriculum_id, version=policy.version, actor=actor, reason=reason, force=force,
-        kind=PromotionEvent.Kind.PROMOTE,
+        kind=PromotionEvent.Kind.PROMOTE, experiment=experiment,
     )
 
 
@@ -288,7 +291,7 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
 
 
 def _activate(
-    *, curriculum_id: int, version: int | None, actor, reason: str, force: bool, kind: str
+    *, curriculum_id: int, version: int | None, actor, reason: str, force: bool, kind: str, experiment=None
 ) -> PromotionEvent:
     reason = (reason or "").strip()
     what = "rollback" if kind == PromotionEvent.Kind.ROLLBACK else "promotion"
@@ -330,9 +333,23 @@ def _activate(
             actor_name=getattr(actor, "get_username", lambda: str(actor or ""))(),
             reason=reason,
             forced=bool(force and kind == PromotionEvent.Kind.PROMOTE),
+            experiment=experiment,
         )
+        _record_activation(event=event, curriculum=curriculum, target=target, retired=active, actor=actor)
         transaction.on_commit(lambda: _enqueue_reencoding(curriculum_id=curriculum.pk))
     return event
+
+
+def _record_activation(*, event: PromotionEvent, curriculum: Curriculum, target: PolicyModel,
+                       retired: PolicyModel | None, actor) -> None:
+    """The promotion or rollback in the admin history of the curriculum and of both versions (when a user acted)."""
+    done = "Rolled back" if event.kind == PromotionEvent.Kind.ROLLBACK else ("Force-promoted" if event.forced else "Promoted")
+    change = f"v{retired.version} \u2192 v{target.version}" if retired is not None else f"v{target.version} (none active before)"
+    why = f"Reason: {event.reason}"
+    record_change(actor=actor, objects=[curriculum], message=f"{done}: {change}. {why}")
+    record_change(actor=actor, objects=[target], message=f"{done}: now the active version ({change}). {why}")
+    if retired is not None:
+        record_change(actor=actor, objects=[retired], message=f"Retired: {done.lower()} to v{target.version}. {why}")
 
 
 def set_policy_description(*, policy: PolicyModel, description: str) -> PolicyModel:
@@ -351,12 +368,10 @@ def set_evaluation_protocol(
 ) -> EvaluationProtocol:
     """Change the curriculum's evaluation protocol on purpose, with an audit entry in the curriculum's admin
     history (``LogEntry``: who, from which protocol to which, why). Versions evaluated under the old protocol are
-    then "not evaluated under the current protocol" until re-evaluated (``request_protocol_evaluation``); the
+    then "not evaluated under the current protocol" until re-evaluated (a ``training.models.ProtocolEvaluationJob``); the
     fallback's score is evaluated anew under the new one. Returns the old protocol.
 
     Raises PolicyError: no written ``reason``; the protocol is the current one."""
-    from django.contrib.admin.models import CHANGE, LogEntry
-
     reason = (reason or "").strip()
     if not reason:
         raise PolicyError("reason: changing the evaluation protocol needs a written reason (it is recorded in the history)")
@@ -367,11 +382,8 @@ def set_evaluation_protocol(
             raise PolicyError(f"the evaluation protocol is already {protocol.label}")
         locked.evaluation_protocol = protocol.to_dict()
         locked.save(update_fields=["evaluation_protocol"])
-        if getattr(actor, "pk", None):
-            LogEntry.objects.log_actions(
-                user_id=actor.pk, queryset=[locked], action_flag=CHANGE, single_object=True,
-                change_message=f"Evaluation protocol changed from {old.label} to {protocol.label}. Reason: {reason}",
-            )
+        record_change(actor=actor, objects=[locked],
+                      message=f"Evaluation protocol changed from {old.label} to {protocol.label}. Reason: {reason}")
     curriculum.evaluation_protocol = locked.evaluation_protocol
     return old
 
@@ -391,14 +403,6 @@ def evaluation_protocol_for(*, curriculum: Curriculum, proposed: EvaluationProto
     operator trying flags) fixes nothing."""
     curriculum.refresh_from_db(fields=["evaluation_protocol"])
     return fixed_evaluation_protocol(curriculum=curriculum) or proposed
-
-
-def request_protocol_evaluation(*, policy: PolicyModel) -> bool:
-    """Queue ``evaluate_under_protocol`` for the version on a worker (training.tasks.evaluate_policy_under_protocol);
-    whether the broker took the message (False: logged, never raised; ask again later)."""
-    from crlsite.celery import publish
-
-    return publish(EVALUATE_TASK, args=[policy.pk])
 
 
 def _enqueue_reencoding(*, curriculum_id: int) -> None:

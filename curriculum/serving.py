@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,8 +24,11 @@ from training.rl.encoder import EncodedLearnerState
 from training.rl.policies import LowestRecallPolicy, lowest_recall_choice
 
 from . import selectors
+from .experiments import recommendation_log
+from .experiments.assignment import assign
+from .experiments.exploration import Exploration, draw
 from .learner_states import history, state_from_history
-from .models import PolicyModel
+from .models import ExperimentArm, PolicyModel, RecommendationLog
 from .services import artifact_storage
 from .state_specs import StateSpec
 
@@ -60,6 +64,13 @@ class Recommendation:
     strategy: str  # "policy" or "fallback:<name>"
     # Candidate concept keys the deciding policy version cannot score (outside its action space), position order.
     unscored: tuple[str, ...] = ()
+    # The recommendation log's id for this answer (a UUID string; a review may send it back).
+    recommendation_id: str | None = None
+    # The serving distribution's probability of `concept` (curriculum.experiments.exploration), among `candidates`
+    # concepts; `policy_id` the deciding version's database id (None: the fallback).
+    propensity: float = 1.0
+    candidates: int = 0
+    policy_id: int | None = None
 
 
 # ------------------------------------------------------------------------------------------- policies
@@ -154,6 +165,74 @@ class PolicyCache:
 
 
 policies = PolicyCache()  # one per process
+# Versions serving an experiment's arm other than the active one: one slot per version (its id as the slot key).
+arm_policies = PolicyCache()
+
+
+def _served(*, curriculum_id: int, policy_id: int | None, active_id: int | None) -> ServedPolicy | None:
+    if policy_id is None:
+        return None
+    if policy_id == active_id:
+        return policies.get(curriculum_id=curriculum_id, policy_id=policy_id)
+    return arm_policies.get(curriculum_id=policy_id, policy_id=policy_id)
+
+
+# ------------------------------------------------------------------------------------------- experiments
+@dataclass(frozen=True)
+class _Arm:
+    id: int
+    label: str
+    policy_id: int | None
+    is_control: bool
+    traffic_percent: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A running experiment's arms, cached per process: arms never change once an experiment has started."""
+
+    id: int
+    mode: str
+    arms: tuple[_Arm, ...]
+
+    def arms_for(self, learner: str) -> tuple[_Arm, _Arm | None]:
+        """(the arm that serves the learner, the shadow arm that only chooses and logs, or None)."""
+        if self.mode == "shadow":
+            control = next(a for a in self.arms if a.is_control)
+            candidates = [a for a in self.arms if not a.is_control and a.traffic_percent > 0]
+            if not candidates:
+                return control, None
+            chosen = assign(experiment_id=self.id, learner=learner, weights=[a.traffic_percent for a in candidates])
+            return control, candidates[chosen]
+        return self.arms[assign(experiment_id=self.id, learner=learner,
+                                weights=[a.traffic_percent for a in self.arms])], None
+
+
+_plans: dict[int, _Plan] = {}
+
+
+def _plan(experiment_id: int | None) -> _Plan | None:
+    if experiment_id is None:
+        return None
+    plan = _plans.get(experiment_id)
+    if plan is None:
+        from .models import Experiment
+
+        mode = Experiment.objects.filter(pk=experiment_id).values_list("mode", flat=True).first()
+        arms = tuple(_Arm(*row) for row in ExperimentArm.objects.filter(experiment_id=experiment_id).order_by(
+            "label").values_list("id", "label", "policy_id", "is_control", "traffic_percent"))
+        if mode is None or not arms or not any(a.is_control for a in arms):
+            return None
+        plan = _plans[experiment_id] = _Plan(experiment_id, mode, arms)
+    return plan
+
+
+def _exploration(rules: selectors.ServingRules) -> Exploration:
+    try:
+        return Exploration(rules.exploration, rules.temperature, rules.epsilon)
+    except ValueError:
+        logger.exception("the curriculum's exploration settings are invalid; serving without exploration")
+        return Exploration()
 
 
 # ------------------------------------------------------------------------------------------- catalog
@@ -179,7 +258,9 @@ def _catalog(*, curriculum_id: int, concept_count: int) -> _Catalog:
 def clear_caches() -> None:
     """Forget every loaded policy version and concept list (tests; a restored database)."""
     policies.clear()
+    arm_policies.clear()
     _catalogs.clear()
+    _plans.clear()
 
 
 # ------------------------------------------------------------------------------------------- recommend
@@ -188,16 +269,17 @@ def recommend(
 ) -> Recommendation:
     """The concept `learner` should practise next in `curriculum`, at `at` (default now), among `candidates`.
 
-    The active policy version decides; without one (or when none of the candidates is in its action space)
-    the fallback `lowest_recall` does: the concept with the lowest estimated recall, never-reviewed concepts
-    first in position order, and its scores are those recall estimates. A learner never seen is a new
-    learner (nothing is stored on a read).
+    The active policy version decides (or, while an experiment runs, the learner's arm's version); without one (or
+    when none of the candidates is in its action space) the fallback `lowest_recall` does: the concept with the
+    lowest estimated recall, never-reviewed concepts first in position order, and its scores are those recall
+    estimates. The curriculum's exploration rule draws the concept from the decider's distribution. The answer is
+    queued for the recommendation log under its `recommendation_id` (with a shadow arm's choice, in shadow mode).
+    A learner never seen is a new learner (nothing is stored on a read).
     """
     found = selectors.serving_lookup(curriculum_key=curriculum, learner_external_id=learner)
     if found is None:
         raise UnknownCurriculum(curriculum)
-    curriculum_id, learner_id, data = found.curriculum_id, found.learner_id, found.state
-    catalog = _catalog(curriculum_id=curriculum_id, concept_count=found.concept_count)
+    catalog = _catalog(curriculum_id=found.curriculum_id, concept_count=found.concept_count)
     if not catalog.keys:
         raise NothingToRecommend(f"curriculum {curriculum!r} has no concepts yet")
     if candidates is None:
@@ -207,9 +289,40 @@ def recommend(
         if unknown:
             raise UnknownConcepts(unknown, curriculum)
         allowed = sorted({catalog.positions[k] for k in candidates})
-    now = (at or timezone.now()).timestamp()
+    moment = at or timezone.now()
+    exploration = _exploration(found.serving)
+    plan = _plan(found.serving.experiment_id)
+    arm, shadow = plan.arms_for(learner) if plan is not None else (None, None)
+    rows = [(found.learner_id, found.state)]
 
-    served = policies.get(curriculum_id=curriculum_id, policy_id=found.policy_id)
+    def decide(policy_id: int | None) -> Recommendation:
+        return _decide(curriculum_id=found.curriculum_id, policy_id=policy_id, active_id=found.policy_id,
+                       catalog=catalog, allowed=allowed, rows=rows, now=moment.timestamp(), exploration=exploration)[0]
+
+    rec = decide(arm.policy_id if arm is not None else found.policy_id)
+    log = [_log_row(rec, curriculum_id=found.curriculum_id, learner=learner, at=moment, exploration=exploration, arm=arm)]
+    if shadow is not None:
+        log.append(_log_row(decide(shadow.policy_id), curriculum_id=found.curriculum_id, learner=learner, at=moment,
+                            exploration=exploration, arm=shadow, served=False))
+    recommendation_log.writer().submit(log)
+    return replace(rec, recommendation_id=str(log[0].id))
+
+
+def _log_row(rec: Recommendation, *, curriculum_id: int, learner: str, at: dt.datetime, exploration: Exploration,
+             arm: _Arm | None, served: bool = True) -> RecommendationLog:
+    return RecommendationLog(
+        id=uuid.uuid4(), curriculum_id=curriculum_id, learner=learner, policy_id=rec.policy_id, concept=rec.concept,
+        candidates=rec.candidates, propensity=rec.propensity, exploration=exploration.rule,
+        arm_id=arm.id if arm is not None else None, served=served, at=at,
+    )
+
+
+def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None, catalog: _Catalog, allowed: list[int],
+            rows: Sequence[tuple[int | None, dict[str, Any] | None]], now: float,
+            exploration: Exploration) -> list[Recommendation]:
+    """The answer for each (learner id or None, stored state or None) of `rows` by version `policy_id` (None, one
+    that cannot load, or one that scores none of `allowed`: the fallback), drawn by `exploration`."""
+    served = _served(curriculum_id=curriculum_id, policy_id=policy_id, active_id=active_id)
     if served is not None:
         # A policy that scores concepts added after training reads states over all of the curriculum's concepts
         # (stored so by learner_states: selectors.serving_spec widens the same way).
@@ -217,14 +330,15 @@ def recommend(
         keys = served.concept_keys if spec is served.spec else catalog.keys
         in_policy = [p for p in allowed if p < len(keys)]
         if in_policy:
-            state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
-            rec = _from_policy(served, [state], keys=keys, now=now, allowed=in_policy)[0]
+            states = [_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id) for lid, data in rows]
+            answers = _from_policy(served, states, keys=keys, now=now, allowed=in_policy, exploration=exploration)
             if len(in_policy) < len(allowed):  # concepts this version can neither be trained on nor score
-                rec = replace(rec, unscored=tuple(catalog.keys[p] for p in allowed if p >= len(keys)))
-            return rec
+                unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
+                answers = [replace(rec, unscored=unscored) for rec in answers]
+            return answers
     spec = StateSpec.default(num_concepts=len(catalog.keys))
-    state = _state(spec=spec, data=data, learner_id=learner_id, curriculum_id=curriculum_id)
-    return _lowest_recall(state, keys=catalog.keys, now=now, allowed=allowed)
+    return [_lowest_recall(_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id),
+                           keys=catalog.keys, now=now, allowed=allowed, exploration=exploration) for lid, data in rows]
 
 
 # Learners per batch request (POST /api/v1/recommendations/batch).
@@ -237,8 +351,9 @@ _LEARNERS_PER_CALL = 256
 def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime | None = None) -> list[Recommendation]:
     """`recommend` for each of `learners` (valid external ids, at most MAX_BATCH_LEARNERS; repeats allowed) of one
     curriculum at one moment, among all its concepts: one answer per learner, in order, each what `recommend` answers
-    for that learner alone (to float32 rounding of the scores). The active policy version answers every learner in one
-    batched DTLite call; a learner never seen is a new learner. Raises UnknownCurriculum, NothingToRecommend."""
+    for that learner alone (to float32 rounding of the scores, and up to exploration's draw). Each deciding version
+    answers its learners in one batched DTLite call; a learner never seen is a new learner; a learner sent twice gets
+    one answer (one recommendation_id) twice. Raises UnknownCurriculum, NothingToRecommend."""
     found = selectors.serving_batch_lookup(curriculum_key=curriculum, learner_external_ids=list(learners))
     if found is None:
         raise UnknownCurriculum(curriculum)
@@ -247,27 +362,42 @@ def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime
     if not catalog.keys:
         raise NothingToRecommend(f"curriculum {curriculum!r} has no concepts yet")
     allowed = list(range(len(catalog.keys)))
-    now = (at or timezone.now()).timestamp()
+    moment = at or timezone.now()
     unique = list(dict.fromkeys(learners))
     if not unique:  # every id of the request was invalid: the curriculum was still checked
         return []
-    rows = [found.learners.get(learner, (None, None)) for learner in unique]
+    exploration = _exploration(found.serving)
+    plan = _plan(found.serving.experiment_id)
+    arms = {learner: plan.arms_for(learner) if plan is not None else (None, None) for learner in unique}
 
-    served = policies.get(curriculum_id=curriculum_id, policy_id=found.policy_id)
-    if served is not None:
-        spec = served.spec.widened(num_concepts=len(catalog.keys))
-        keys = served.concept_keys if spec is served.spec else catalog.keys
-        in_policy = [p for p in allowed if p < len(keys)]
-        states = [_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id) for lid, data in rows]
-        answers = _from_policy(served, states, keys=keys, now=now, allowed=in_policy)
-        if len(in_policy) < len(allowed):
-            unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
-            answers = [replace(rec, unscored=unscored) for rec in answers]
-    else:
-        spec = StateSpec.default(num_concepts=len(catalog.keys))
-        answers = [_lowest_recall(_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id),
-                                  keys=catalog.keys, now=now, allowed=allowed) for lid, data in rows]
-    by_learner = dict(zip(unique, answers))
+    def decide_groups(pick) -> dict[str, tuple[Recommendation, _Arm | None]]:
+        # learners grouped by deciding version: one batched call per version
+        groups: dict[int | None, list[str]] = {}
+        for learner in unique:
+            arm = pick(learner)
+            if arm is not False:
+                groups.setdefault(arm.policy_id if arm is not None else found.policy_id, []).append(learner)
+        out = {}
+        for policy_id, members in groups.items():
+            answers = _decide(curriculum_id=curriculum_id, policy_id=policy_id, active_id=found.policy_id,
+                              catalog=catalog, allowed=allowed, rows=[found.learners.get(m, (None, None)) for m in members],
+                              now=moment.timestamp(), exploration=exploration)
+            out.update({m: (rec, pick(m)) for m, rec in zip(members, answers)})
+        return out
+
+    served = decide_groups(lambda learner: arms[learner][0])
+    shadows = decide_groups(lambda learner: arms[learner][1] if arms[learner][1] is not None else False)
+    log, by_learner = [], {}
+    for learner in unique:
+        rec, arm = served[learner]
+        row = _log_row(rec, curriculum_id=curriculum_id, learner=learner, at=moment, exploration=exploration, arm=arm)
+        log.append(row)
+        by_learner[learner] = replace(rec, recommendation_id=str(row.id))
+        if learner in shadows:
+            rec, arm = shadows[learner]
+            log.append(_log_row(rec, curriculum_id=curriculum_id, learner=learner, at=moment, exploration=exploration,
+                                arm=arm, served=False))
+    recommendation_log.writer().submit(log)
     return [by_learner[learner] for learner in learners]
 
 
@@ -283,18 +413,41 @@ def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | No
 
 
 def _from_policy(served: ServedPolicy, states: Sequence[EncodedLearnerState], *, keys: Sequence[str], now: float,
-                 allowed: list[int]) -> list[Recommendation]:
+                 allowed: list[int], exploration: Exploration = Exploration()) -> list[Recommendation]:
     """The policy's choice for each learner state among allowed positions, in one batched DTLite call per
     `_LEARNERS_PER_CALL` learners; keys: the concepts the states encode (the policy's, or the curriculum's when it has
-    concepts the policy scores from their features). Contexts shorter than the longest are left-padded and masked (attention_mask 0), which leaves their
-    logits as they are alone (DTLite masks padded keys)."""
+    concepts the policy scores from their features), drawn by `exploration` (its propensity on each answer)."""
     if len(states) > _LEARNERS_PER_CALL:
         return [rec for start in range(0, len(states), _LEARNERS_PER_CALL)
                 for rec in _from_policy(served, states[start:start + _LEARNERS_PER_CALL], keys=keys, now=now,
-                                        allowed=allowed)]
+                                        allowed=allowed, exploration=exploration)]
+    chosen, probs = policy_distribution(served, states, nows=[now] * len(states), allowed=allowed,
+                                        all_concepts=len(allowed) == len(keys))
+    B = len(states)
+    chosen, propensity = _explore(exploration, preferences=_log(probs[:, allowed]), allowed=allowed, greedy=chosen)
+    return [
+        Recommendation(
+            concept=keys[int(chosen[b])],
+            scores={keys[i]: round(float(p), SCORE_DIGITS) for i, p in zip(allowed, probs[b, allowed].tolist())},
+            policy_version=served.version,
+            strategy="policy",
+            propensity=float(propensity[b]),
+            candidates=len(allowed),
+            policy_id=served.id,
+        )
+        for b in range(B)
+    ]
+
+
+def policy_distribution(served: ServedPolicy, states: Sequence[EncodedLearnerState], *, nows: Sequence[float],
+                        allowed: list[int], all_concepts: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The version's choice and probabilities for each learner state at its own moment ``nows[b]`` (epoch seconds):
+    (greedy positions int64 [B], probs float32 [B, A], 0 outside ``allowed``), in one DTLite call (callers batch at
+    most `_LEARNERS_PER_CALL`). ``all_concepts``: ``allowed`` is every action (no candidate mask). Contexts shorter
+    than the longest are left-padded and masked (attention_mask 0), which leaves their logits as they are alone."""
     T = served.spec.context_length
     contexts = [tuple(a[-T:] for a in s.context(now, served.target_return, max_timestep=served.max_timestep))
-                for s in states]
+                for s, now in zip(states, nows)]
     L = max(len(c[0]) for c in contexts)
     B, S = len(contexts), contexts[0][1].shape[1]
     rtg, obs = np.zeros((B, L), np.float32), np.zeros((B, L, S), np.float32)
@@ -302,29 +455,43 @@ def _from_policy(served: ServedPolicy, states: Sequence[EncodedLearnerState], *,
     for b, (r, o, a, t) in enumerate(contexts):
         n = len(r)
         rtg[b, L - n:], obs[b, L - n:], actions[b, L - n:], timesteps[b, L - n:], mask[b, L - n:] = r, o, a, t, 1
-    chosen, probs = served.lite.select_action(
-        rtg, obs, actions, timesteps, None if mask.all() else mask,
-        candidates=None if len(allowed) == len(keys) else np.asarray(allowed),
-    )
-    return [
-        Recommendation(
-            concept=keys[int(chosen[b])],
-            scores={keys[i]: round(float(p), SCORE_DIGITS) for i, p in zip(allowed, probs[b, allowed].tolist())},
-            policy_version=served.version,
-            strategy="policy",
-        )
-        for b in range(B)
-    ]
+    return served.lite.select_action(rtg, obs, actions, timesteps, None if mask.all() else mask,
+                                     candidates=None if all_concepts else np.asarray(allowed))
 
 
-def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int]) -> Recommendation:
+def _log(p: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(p, dtype=np.float64))
+
+
+def _explore(exploration: Exploration, *, preferences: np.ndarray, allowed: list[int],
+             greedy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen positions int64 [B], their propensities float64 [B]) under `exploration`, from the decider's
+    preferences float [B, len(allowed)] over `allowed` positions and its greedy positions int [B]."""
+    greedy = np.asarray(greedy, dtype=np.int64)
+    if exploration.rule == "argmax":  # no draw: the greedy choice, with probability 1
+        return greedy, np.ones(len(greedy))
+    index = {p: i for i, p in enumerate(allowed)}
+    distribution = exploration.distribution(preferences=preferences, greedy=np.array([index[int(g)] for g in greedy]))
+    drawn, propensity = draw(distribution)
+    return np.asarray(allowed, dtype=np.int64)[drawn], propensity
+
+
+def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int],
+                   exploration: Exploration = Exploration()) -> Recommendation:
     recall = state.encoder.recall(state.memory, np.array([now]))[0]
     mask = np.zeros(len(recall), dtype=bool)
     mask[allowed] = True
-    chosen = int(lowest_recall_choice(recall[None], state.memory.reviews[:1] > 0, allowed=mask)[0])
+    reviewed = state.memory.reviews[:1] > 0
+    greedy = int(lowest_recall_choice(recall[None], reviewed, allowed=mask)[0])
+    # the fallback's preference: low recall first, never-reviewed concepts above all (as lowest_recall_choice)
+    preferences = -np.where(reviewed[0], recall, -1.0)[allowed][None]
+    chosen, propensity = _explore(exploration, preferences=preferences, allowed=allowed, greedy=np.array([greedy]))
     return Recommendation(
-        concept=keys[chosen],
+        concept=keys[int(chosen[0])],
         scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
         policy_version=None,
         strategy=f"fallback:{FALLBACK}",
+        propensity=float(propensity[0]),
+        candidates=len(allowed),
     )

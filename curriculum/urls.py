@@ -1,7 +1,7 @@
 """Admin-side URLs of the curriculum domain."""
 from django.urls import path
 
-from . import views
+from . import experiment_views, views
 
 app_name = "curriculum"
 urlpatterns = [
@@ -13,4 +13,7 @@ urlpatterns = [
     path("orchestrator/policies/<int:pk>/evaluate", views.orchestrator_evaluate, name="orchestrator-evaluate"),
     path("orchestrator/policies/<int:pk>/description", views.orchestrator_describe, name="orchestrator-describe"),
     path("orchestrator/curricula/<int:pk>/protocol", views.orchestrator_protocol, name="orchestrator-protocol"),
+    path("orchestrator/curricula/<int:pk>/experiments", experiment_views.experiments, name="experiments"),
+    path("orchestrator/experiments/<int:pk>", experiment_views.experiment, name="experiment"),
+    path("orchestrator/experiments/<int:pk>/action", experiment_views.experiment_action, name="experiment-action"),
 ]

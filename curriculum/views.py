@@ -8,15 +8,19 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from training.comparison import compare_versions
+from training.jobs import job_status, launch_protocol_evaluation, unfinished_evaluations
 
 from . import charts, selectors, services
+from .admin_text import format_when
 from .evaluation_protocol import (
     FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
 )
@@ -97,6 +101,9 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
     )
     keys = selectors.concept_keys(curriculum_id=curriculum.pk)
     entries = {p.pk: _version_entry(p, active=active, keys=keys) for p in versions}
+    for policy_id, job in unfinished_evaluations(policies=versions).items():  # its progress instead of the button
+        entries[policy_id]["evaluation_job"] = job
+        entries[policy_id]["evaluation_status"] = job_status(job=job)
     candidates = [entries[p.pk] for p in versions if p.status == PolicyModel.Status.CANDIDATE]
     # Best evaluation under the protocol first; versions without one last, newest first among equals.
     candidates.sort(key=lambda e: (e["recall"] is None, -(e["recall"] or 0.0), -e["policy"].version))
@@ -161,8 +168,9 @@ def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 17
     }
 
 
-def _orchestrator_url(curriculum: Curriculum) -> str:
-    return reverse("curriculum:orchestrator") + f"#curriculum-{curriculum.key}"
+def _orchestrator_url(curriculum: Curriculum, *, version: int | None = None) -> str:
+    anchor = f"version-{curriculum.key}-{version}" if version is not None else f"curriculum-{curriculum.key}"
+    return reverse("curriculum:orchestrator") + f"#{anchor}"
 
 
 def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: PolicyModel, kind: str) -> dict[str, Any]:
@@ -182,9 +190,20 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
         "active": _version_entry(active, active=active, keys=keys) if active else None,
         "concept_count": len(keys),
         "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
+        # a rollback undoes the promotion that activated the active version, whichever version numbers they carry
+        "undone": _undone_promotion(curriculum=curriculum, active=active) if kind == "rollback" else None,
         "fallback_name": FALLBACK_POLICY,
         "reason": request.POST.get("reason", ""),
     }
+
+
+def _undone_promotion(*, curriculum: Curriculum, active: PolicyModel | None) -> dict[str, Any] | None:
+    """The promotion a rollback undoes, for the confirmation's wording: ``event``, ``when`` (formatted), ``who``."""
+    event = selectors.activation_event(curriculum=curriculum, active=active)
+    if event is None:
+        return None
+    who = event.actor.get_username() if event.actor else (event.actor_name or "someone")
+    return {"event": event, "when": format_when(event.at), "who": who}
 
 
 @staff_member_required
@@ -232,16 +251,28 @@ def orchestrator_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @staff_member_required
 def orchestrator_evaluate(request: HttpRequest, pk: int) -> HttpResponseRedirect:
-    """Queue the evaluation of a version under its curriculum's protocol on a worker."""
+    """Launch a ProtocolEvaluationJob for a version under its curriculum's protocol (or find the one queued or
+    running), then go back to ``next`` when it is a URL of this site, else to the version on the orchestrator, where
+    the job's progress shows; needs the orchestrator's permission and ``training.add_protocolevaluationjob``."""
     _require_promote_permission(request)
+    if not request.user.has_perm("training.add_protocolevaluationjob"):
+        raise PermissionDenied("evaluating under the protocol needs the training.add_protocolevaluationjob permission")
     policy = get_object_or_404(PolicyModel.objects.select_related("curriculum"), pk=pk)
-    if services.request_protocol_evaluation(policy=policy):
-        messages.info(request, f"Version {policy.curriculum.key} v{policy.version}: evaluation under the protocol queued; "
-                               f"reload this page when the worker has run it.")
+    try:
+        job, launched = launch_protocol_evaluation(policy=policy, created_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, f"Version {policy.curriculum.key} v{policy.version}: cannot evaluate: "
+                                f"{'; '.join(exc.messages)}")
     else:
-        messages.error(request, f"Version {policy.curriculum.key} v{policy.version}: the task queue cannot be reached; "
-                                f"try again later.")
-    return HttpResponseRedirect(request.POST.get("next") or _orchestrator_url(policy.curriculum))
+        url = reverse("admin:training_protocolevaluationjob_change", args=[job.pk])
+        text = ("evaluation under the protocol queued" if launched
+                else "an evaluation under the protocol is already " + job.status)
+        messages.info(request, format_html('Version {} v{}: {} (<a href="{}">{}</a>); its progress shows here.',
+                                           policy.curriculum.key, policy.version, text, url, job))
+    wanted = request.POST.get("next") or ""
+    if url_has_allowed_host_and_scheme(wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return HttpResponseRedirect(wanted)
+    return HttpResponseRedirect(_orchestrator_url(policy.curriculum, version=policy.version))
 
 
 @require_POST

@@ -67,6 +67,22 @@ def _artifact_storage(request, tmp_path_factory):
     clear_caches()
 
 
+@pytest.fixture(autouse=True)
+def _synchronous_recommendation_log(request):
+    """Every test that touches Django stores recommendation log rows at once, in its own thread and transaction:
+    the background writer's thread would not see a test's uncommitted rows (curriculum/experiments/
+    recommendation_log.py; its own tests make a background writer explicitly)."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield None
+        return
+    from curriculum.experiments.recommendation_log import SynchronousRecommendationLogWriter, set_writer
+
+    writer = SynchronousRecommendationLogWriter()
+    previous = set_writer(writer)
+    yield writer
+    set_writer(previous)
+
+
 @pytest.fixture
 def make_curriculum(db):
     from curriculum.services import ensure_curriculum

@@ -66,7 +66,7 @@ def segments(text: str) -> list[str]:
 PATH = re.compile(r"(?<![\w/.-])((?:crlsite|curriculum|training|tests|bench|templates|docs)/[\w./-]*[\w/])")
 FILE_NAME = re.compile(r"^[\w-]+\.py$")
 DOTTED = re.compile(r"(?<![\w.])((?:crlsite|curriculum|training)(?:\.\w+)+)")
-PERMISSION = re.compile(r"(\w+)\.((?:add|change|delete|view|cancel|promote)_\w+)")
+PERMISSION = re.compile(r"(\w+)\.((?:add|change|delete|view|cancel|promote|run)_\w+)")
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""Jobs that make policies: synthetic cohort generation, review-log imports, trajectory extraction and training runs.
+"""Jobs that make policies: synthetic cohort generation, review-log imports, trajectory extraction, training runs, and
+evaluating a registered version under its curriculum's protocol.
 
 The row is the truth about a job (status, progress, heartbeat), not the broker: see training/jobs/.
 """
@@ -10,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from curriculum.evaluation_protocol import EvaluationProtocol, ProtocolError
 from curriculum.models import Curriculum, PolicyModel, ReviewLog
 from curriculum.reviews.fields import MAX_ID_LENGTH
 
@@ -69,15 +71,15 @@ class SyntheticGenerationJob(Job):
 
     # A cohort's size and reviews per learner default to a training run's synthetic data (TrainingSpec); the
     # reviews per learner are capped lower here (10,000: every one is a stored row).
-    num_users = models.PositiveIntegerField(default=TrainingSpec.default("num_users"),
+    num_users = models.PositiveIntegerField(TrainingSpec.label("num_users"), default=TrainingSpec.default("num_users"),
                                             validators=TrainingSpec.validators("num_users"))
     interactions = models.PositiveIntegerField(
-        default=TrainingSpec.default("interactions"), validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        TrainingSpec.label("interactions"), default=TrainingSpec.default("interactions"), validators=[MinValueValidator(1), MaxValueValidator(10_000)],
         help_text="Reviews per learner.",
     )
     seed = models.IntegerField(default=42, validators=TrainingSpec.validators("seed"))  # the training seed's bounds
     policy_mix = models.JSONField(
-        default=dict, blank=True,
+        "behaviour-policy mix", default=dict, blank=True,
         help_text='Behaviour policy -> weight, e.g. {"random": 1, "leitner": 2}: each learner follows one policy, drawn '
                   'with these relative weights (rescaled to sum to 1). Names: ' + ", ".join(BEHAVIOUR_POLICIES)
                   + ". Empty for the default mix.",
@@ -246,3 +248,37 @@ class TrainingRun(Job):
 
     def __str__(self) -> str:
         return f"training run #{self.pk} ({self.curriculum.key})"
+
+
+class ProtocolEvaluationJob(Job):
+    """A registered policy version evaluated under its curriculum's evaluation protocol on a worker (closed-loop
+    simulation of the version and every baseline: training.protocol_evaluation.evaluate_under_protocol), so that the
+    promotion gate compares it with the active version or the fallback under the same students."""
+
+    policy = models.ForeignKey(PolicyModel, on_delete=models.PROTECT, related_name="protocol_evaluation_jobs",
+                               help_text="The version evaluated.")
+    protocol = models.JSONField(default=dict, blank=True,
+                                help_text="The curriculum's evaluation protocol when the job was launched: students, "
+                                          "seed, reviews per student.")
+    result = models.JSONField(default=dict, blank=True,
+                              help_text="The DT's and each baseline's mean final recall under the protocol.")
+
+    class Meta(Job.Meta):
+        verbose_name = "protocol evaluation job"
+        permissions = [("cancel_protocolevaluationjob", "Can cancel protocol evaluation jobs")]
+
+    def __str__(self) -> str:
+        version = f"v{self.policy.version}" if self.policy_id else "?"
+        return f"{self.curriculum.key} {version} evaluation #{self.pk}"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.policy_id and self.curriculum_id and self.policy.curriculum_id != self.curriculum_id:
+            errors["policy"] = (f"{self.policy} is a version of {self.policy.curriculum.key!r}, not of "
+                                f"{self.curriculum.key!r}")
+        try:
+            EvaluationProtocol.from_dict(self.protocol)
+        except (ProtocolError, TypeError) as exc:
+            errors["protocol"] = str(exc)
+        if errors:
+            raise ValidationError(errors)

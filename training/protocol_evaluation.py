@@ -20,12 +20,15 @@ from curriculum.state_specs import StateSpec
 from training.rl.artifacts import ARTIFACT_NAMES
 from training.rl.evaluation import METRIC, final_recall
 
-from .pipeline import PipelineError, evaluate_export
+from .pipeline import PipelineError, ProgressCallback, evaluate_export
 
-def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol | None = None) -> dict[str, Any]:
+def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol | None = None,
+                            on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Evaluate a registered version under ``protocol`` (default: its curriculum's) and store the result in
     ``policy.evaluations`` (its training-time ``metrics`` stay as they were). Long work (closed-loop simulation
-    of every policy): run it in a worker (``curriculum.services.request_protocol_evaluation``) or a command, never in a request.
+    of every policy): run it in a worker (a ``ProtocolEvaluationJob``, training/jobs/protocol_evaluation.py) or a
+    command, never in a request. ``on_progress(stage, done, total, info)`` as ``training.pipeline``'s: "evaluating"
+    after each policy's closed loop (``info["policy"]``), then "evaluating the fallback" when that is evaluated too.
 
     Returns the evaluation (evaluate_policy's JSON plus ``"protocol"``). Raises ArtifactIntegrityError for
     missing or tampered artifacts, PolicyError when the artifacts cannot be evaluated.
@@ -43,7 +46,7 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
                     dst.write(chunk)
         try:
             metrics = evaluate_export(output_dir=tmp, students=protocol.students, seed=protocol.seed,
-                                      interactions=protocol.interactions)
+                                      interactions=protocol.interactions, on_progress=on_progress)
         except PipelineError as exc:
             raise PolicyError(f"{policy}: cannot evaluate: {exc}") from exc
     metrics = {**metrics, "protocol": protocol.to_dict()}
@@ -53,6 +56,8 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
         locked.save(update_fields=["evaluations"])
     policy.evaluations = locked.evaluations
     if active_policy(curriculum=policy.curriculum) is None:  # what a first promotion must beat: evaluated alongside
+        if on_progress is not None:
+            on_progress("evaluating the fallback", 0, 1, {"policy": FALLBACK_POLICY})
         evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol,
                                          num_concepts=evaluated_concept_count(config=policy.config,
                                                                               curriculum_id=policy.curriculum_id))

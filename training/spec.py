@@ -1,6 +1,6 @@
 """TrainingSpec: the parameters of a training run (the `train_crl_policy` flags, the admin's training-run form,
-the TrainingRun model's fields), each declared once here with its default, help text, bounds and the data sources
-that read it.
+the TrainingRun model's fields), each declared once here with its default, help text, bounds, label in words (the
+forms' and pages' "learners to simulate", not "Num users") and the data sources that read it.
 
 Everything else is derived: `add_arguments` (argparse flags), `model_field` (TrainingRun's columns and their
 validators), `form_field_options` (the admin form's min/max), `validate` (the pipeline's check), `ignored_by` (what
@@ -15,7 +15,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .rl.cpu_threads import AUTO, pool_size
+from .rl.cpu_threads import AUTO, check_processes
 from .rl.evaluation import EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_STUDENTS
 from .rl.seeds import SEED_MAX, SEED_MIN
 from .rl.students import BUILTIN, parse_families
@@ -28,8 +28,9 @@ DATA_SOURCES = (SYNTHETIC, REVIEW_LOG, DATASET)
 
 
 def _param(default: Any, help: str, low: int | None = None, high: int | None = None, *,
-           sources: tuple[str, ...] = DATA_SOURCES) -> Any:
-    return field(default=default, metadata={"help": help, "low": low, "high": high, "sources": sources})
+           sources: tuple[str, ...] = DATA_SOURCES, label: str) -> Any:
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "sources": sources,
+                                            "label": label})
 
 
 @dataclass(frozen=True)
@@ -37,27 +38,28 @@ class TrainingSpec:
     """What a training run is made with. ``concepts`` None: the curriculum's count (else DEFAULT_CONCEPTS)."""
 
     num_users: int = _param(500, "learners simulated for the training data (synthetic data source only)", 1, 1_000_000,
-                            sources=(SYNTHETIC,))
+                            sources=(SYNTHETIC,), label="learners to simulate")
     interactions: int = _param(
         EVALUATION_INTERACTIONS, "reviews per simulated training learner (synthetic data source); also the reviews "
         "per evaluation student, but only when the curriculum has no evaluation protocol yet (the first run sets it)",
-        *EVALUATION_BOUNDS["interactions"])
+        *EVALUATION_BOUNDS["interactions"], label="reviews per learner")
     concepts: int | None = _param(None, f"concepts of a synthetic curriculum (default: the curriculum's, else "
                                   f"{DEFAULT_CONCEPTS})",
-                                  2, 5_000)
-    epochs: int = _param(10, "passes over the trajectory dataset", 1, 1_000)
-    batch_size: int = _param(64, "trajectory windows per optimiser step", 1, 8_192)
-    seed: int = _param(42, "seed of the synthetic cohort and of training", SEED_MIN, SEED_MAX)
-    no_cuda: bool = _param(False, "train on the CPU even when CUDA is available")
+                                  2, 5_000, label="concepts")
+    epochs: int = _param(10, "passes over the trajectory dataset", 1, 1_000, label="epochs")
+    batch_size: int = _param(64, "trajectory windows per optimiser step", 1, 8_192, label="batch size")
+    seed: int = _param(42, "seed of the synthetic cohort and of training", SEED_MIN, SEED_MAX, label="seed")
+    no_cuda: bool = _param(False, "train on the CPU even when CUDA is available", label="CPU only")
     families: str = _param(
         BUILTIN, "student families the synthetic training learners are drawn from, comma-separated (builtin, fsrs6, "
         "actr, hlr, fitted: see training/rl/students/); several mix them, one family per learner (domain "
         "randomisation). builtin alone keeps the older students: the built-in ones, or with --students-like those "
-        "like the curriculum's own; fitted needs --students-like", sources=(SYNTHETIC,))
+        "like the curriculum's own; fitted needs --students-like", sources=(SYNTHETIC,),
+        label="student families")
     eval_students: int = _param(
         EVALUATION_STUDENTS, "held-out simulated students of the evaluation against the baselines, but only when the "
         "curriculum has no evaluation protocol yet (the first run sets it; later runs use the protocol's)",
-        *EVALUATION_BOUNDS["students"])
+        *EVALUATION_BOUNDS["students"], label="evaluation students")
 
     # ------------------------------------------------------------------------------------ the declaration
     @classmethod
@@ -78,6 +80,12 @@ class TrainingSpec:
     @classmethod
     def help_text(cls, name: str) -> str:
         return cls._field(name).metadata["help"]
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """The parameter in words, for forms and pages ("learners to simulate", not "num_users"); lower case, as
+        Django's verbose_name (forms capitalise it)."""
+        return cls._field(name).metadata["label"]
 
     @classmethod
     def sources(cls, name: str) -> tuple[str, ...]:
@@ -171,22 +179,22 @@ class TrainingSpec:
         """The TrainingRun column for a parameter: its default, help text and bounds as validators."""
         from django.db import models
 
-        default, help_text = cls.default(name), cls.help_text(name)
+        default, help_text, label = cls.default(name), cls.help_text(name), cls.label(name)
         help_text = help_text[0].upper() + help_text[1:] + "."
         if isinstance(default, bool):
-            return models.BooleanField(default=default, help_text=help_text)
+            return models.BooleanField(label, default=default, help_text=help_text)
         if isinstance(default, str):
             # blank: a form or client that leaves it out gets the default (parse_families reads "" as builtin)
-            return models.CharField(max_length=100, default=default, blank=True, validators=[_families_validator],
-                                    help_text=help_text)
+            return models.CharField(label, max_length=100, default=default, blank=True,
+                                    validators=[_families_validator], help_text=help_text)
         low = cls.bounds(name)[0]
         validators = cls.validators(name)
         # seed (low 0) keeps the signed column it had before it had bounds: rows of runs that failed with a
         # negative seed still migrate (a positive column adds a CHECK that they would fail)
         kind = models.PositiveIntegerField if low is not None and low >= 1 else models.IntegerField
         if default is None:
-            return kind(null=True, blank=True, validators=validators, help_text=help_text)
-        return kind(default=default, validators=validators, help_text=help_text)
+            return kind(label, null=True, blank=True, validators=validators, help_text=help_text)
+        return kind(label, default=default, validators=validators, help_text=help_text)
 
     @classmethod
     def form_field_options(cls, name: str) -> dict[str, Any]:
@@ -223,7 +231,7 @@ def _processes(text: str) -> int | str:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive integer or {AUTO!r}, got {text!r}") from None
     try:
-        pool_size(value, parts=1)  # the one check of a number of processes
+        check_processes(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
     return value

@@ -15,7 +15,7 @@ from celery.signals import task_failure, worker_ready
 from curriculum.services import EVALUATE_TASK
 
 from . import jobs
-from .models import ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from .models import ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ def run_trajectory_extraction(self, job_id: int) -> None:
 @shared_task(bind=True, name=jobs.TASK_NAMES[TrainingRun])
 def run_training_run(self, job_id: int) -> None:
     jobs.run_training_run(job_id=job_id, worker=self.request.hostname or "")
+
+
+@shared_task(bind=True, name=jobs.TASK_NAMES[ProtocolEvaluationJob])
+def run_protocol_evaluation(self, job_id: int) -> None:
+    jobs.run_protocol_evaluation(job_id=job_id, worker=self.request.hostname or "")
 
 
 @shared_task(name=EVALUATE_TASK)

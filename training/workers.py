@@ -3,7 +3,8 @@ wait in each queue, which jobs run (and for how long), and the plain warnings an
 
 Nothing here may hang or break a page: the broker is asked with short timeouts (one connection attempt,
 bounded socket reads, one ``active_queues`` broadcast that waits ``timeout`` seconds for replies), and any
-broker failure becomes ``broker_error`` with what could still be read from the database.
+broker failure becomes ``broker_error`` with what could still be read from the database. A queued job's page asks
+only who listens on its queue (``queue_listeners``, ``waiting_note``), an answer cached for 15 seconds.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from .jobs.lifecycle import JOB_MODELS
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # Seconds the admin index waits for workers to answer (they answer within milliseconds when alive).
 INSPECT_TIMEOUT_SECONDS = 1.0
+# How long a queued job's page reuses the workers' last answer (queue_listeners), and where it keeps it.
+LISTENERS_CACHE_SECONDS = 15
+LISTENERS_CACHE_KEY = "crl:queue-listeners"
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,8 @@ def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt
     health = WorkerHealth(broker=_describe(app), running=running)
     messages: dict[str, int | None] = {name: None for name in names}
     listeners: dict[str, list[str]] = {name: [] for name in names}
-    transport_options = {
-        **(app.conf.broker_transport_options or {}),
-        "max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout,
-    }
     try:
-        with app.connection_for_read(connect_timeout=timeout, transport_options=transport_options) as connection:
-            connection.ensure_connection(max_retries=0, timeout=timeout)
+        with _connection(app, timeout) as connection:
             channel = connection.default_channel
             for name in names:
                 messages[name] = queue_length(channel, name)
@@ -136,6 +136,71 @@ def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt
     health.queues = [QueueInfo(name=n, messages=messages[n], queued_jobs=queued[n], workers=tuple(listeners[n]))
                      for n in sorted(listeners)]
     return health
+
+
+def _connection(app, timeout: float):
+    """An open broker connection for reading that gives up after ``timeout`` seconds (one attempt, bounded socket
+    reads); raises the broker's error."""
+    transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        "max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout,
+    }
+    connection = app.connection_for_read(connect_timeout=timeout, transport_options=transport_options)
+    try:
+        connection.ensure_connection(max_retries=0, timeout=timeout)
+    except Exception:
+        connection.release()
+        raise
+    return connection
+
+
+def queue_listeners(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None) -> dict[str, tuple[str, ...]] | None:
+    """Queue name -> the workers consuming it (sorted names; a queue nobody consumes is absent), or None when the
+    broker did not answer. One ``active_queues`` broadcast, at most about 2 x ``timeout`` seconds, its answer kept in
+    Django's cache for LISTENERS_CACHE_SECONDS (a queued job's page asks on every load); a cache outage only costs
+    the broadcast. Never raises for a broker or cache problem."""
+    try:
+        cached = cache.get(LISTENERS_CACHE_KEY)
+    except Exception as exc:  # noqa: BLE001 - a cache outage degrades to asking the workers
+        log.warning("queue listeners: cache unavailable: %s: %s", type(exc).__name__, exc)
+        cached = None
+    if cached is not None:
+        return cached["listeners"]
+    if app is None:
+        from crlsite.celery import app
+    listeners: dict[str, list[str]] | None = {}
+    try:
+        with _connection(app, timeout) as connection:
+            replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
+        for worker, queues in sorted(replies.items()):
+            for queue in queues or ():
+                listeners.setdefault(queue.get("name", ""), []).append(worker)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: "unknown", never a broken page
+        log.warning("queue listeners: broker %s did not answer: %s: %s", _describe(app), type(exc).__name__, exc)
+        listeners = None
+    answer = None if listeners is None else {queue: tuple(sorted(names)) for queue, names in listeners.items()}
+    try:
+        cache.set(LISTENERS_CACHE_KEY, {"listeners": answer}, LISTENERS_CACHE_SECONDS)
+    except Exception:  # noqa: BLE001 - logged above when the cache is down; the answer is still right
+        pass
+    return answer
+
+
+def waiting_note(*, job: Job) -> str:
+    """What a queued job's page says about who will run it: "" when a worker listens on its queue (or the job is not
+    queued), else a sentence naming the queue and the command that starts a worker for it, or saying that the
+    broker could not be asked."""
+    queue = job_queues().get(type(job))
+    if job.status != Job.Status.QUEUED or queue is None:
+        return ""
+    listeners = queue_listeners()
+    if listeners is None:
+        return (f"The broker did not answer: whether a worker listens on queue \"{queue}\" is unknown; this job "
+                f"waits until one takes it.")
+    if listeners.get(queue):
+        return ""
+    return (f"No worker listens on queue \"{queue}\": this job waits until one starts. Start one with: "
+            f"celery -A crlsite worker -Q {queue}")
 
 
 def _describe(app) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from functools import cache
 from typing import Any
 
@@ -101,7 +102,7 @@ class LearnerIdField(StrictCharField):
 # The schema's field class per declared type (curriculum.reviews.fields.ReviewField.type).
 _SCHEMA_FIELDS: dict[type, type[serializers.Field]] = {
     str: serializers.CharField, bool: serializers.BooleanField, int: serializers.IntegerField,
-    dt.datetime: serializers.DateTimeField,
+    dt.datetime: serializers.DateTimeField, uuid.UUID: serializers.UUIDField,
 }
 
 
@@ -198,6 +199,9 @@ class PolicyRefSerializer(serializers.Serializer):
 
 # A curriculum.serving.Recommendation as the API answers it.
 class RecommendationSerializer(serializers.Serializer):
+    recommendation_id = serializers.UUIDField(
+        help_text="This recommendation's id in the recommendation log; send it back on the review that follows "
+        "(`recommendation_id`) to attribute the review's outcome to it exactly. Added in v1 (additive).")
     concept = serializers.CharField(help_text="The concept to practise next.")
     scores = serializers.DictField(
         child=serializers.FloatField(),
@@ -341,3 +345,75 @@ class BatchRecommendationResultSerializer(serializers.Serializer):
         help_text="One per learner sent, in the same order: a recommendation (the single endpoint's fields, plus "
         "`learner`), or `{\"learner\", \"error\"}` for an invalid learner id.",
     )
+
+
+# ------------------------------------------------------------------------------------------- experiments
+class ExperimentArmSerializer(serializers.Serializer):
+    label = serializers.CharField(help_text="A for the control, then B, C...")
+    version = serializers.IntegerField(source="policy.version", allow_null=True, default=None,
+                                       help_text="The arm's policy version; null: the fallback rule.")
+    control = serializers.BooleanField(source="is_control")
+    traffic_percent = serializers.IntegerField(
+        help_text="Split: the arm's share of the learners, in percent. Shadow: the control serves everyone (100) and "
+        "a candidate's share is of the learners whose shadow choice it logs.")
+
+
+class ExperimentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    curriculum = serializers.CharField(source="curriculum.key")
+    name = serializers.CharField()
+    mode = serializers.ChoiceField(choices=["split", "shadow"], help_text="`split`: each learner is served by its arm "
+                                   "(sticky); `shadow`: the control serves, a candidate chooses and logs only.")
+    status = serializers.ChoiceField(choices=["draft", "running", "stopped"])
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    stopped_at = serializers.DateTimeField(allow_null=True)
+    horizon_s = serializers.IntegerField(help_text="Seconds after each learner's newest review at which the estimated "
+                                         "recall outcome is read.")
+    min_effect = serializers.FloatField(help_text="The difference the sample size is computed to confirm.")
+    arms = ExperimentArmSerializer(many=True, source="arms.all")
+
+
+class OutcomeMeanSerializer(serializers.Serializer):
+    mean = serializers.FloatField(allow_null=True, help_text="Mean over the arm's learners; null without any.")
+    ci95 = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True,
+                                 help_text="95% interval (normal, over learners); null below 2 learners.")
+    learners = serializers.IntegerField(help_text="Learners with this outcome.")
+
+
+class ArmOutcomeSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True)
+    control = serializers.BooleanField()
+    traffic_percent = serializers.IntegerField()
+    decisions = serializers.IntegerField(help_text="Recommendations the arm served.")
+    shadow_decisions = serializers.IntegerField(help_text="Shadow mode: choices the arm logged without serving them.")
+    learners = serializers.IntegerField(help_text="Learners the arm served.")
+    recall_next = OutcomeMeanSerializer(help_text="Recall at the next review of the recommended concepts.")
+    horizon_recall = OutcomeMeanSerializer(help_text="The memory model's mean estimated recall, over all concepts, "
+                                           "`horizon_s` after each learner's newest review.")
+    reviews = OutcomeMeanSerializer(help_text="Reviews per learner since the start.")
+
+
+class DifferenceSerializer(serializers.Serializer):
+    label = serializers.CharField(help_text="The candidate arm compared with the control.")
+    metric = serializers.CharField(help_text="`recall_next`.")
+    difference = serializers.FloatField(allow_null=True, help_text="Candidate minus control; null: too few learners.")
+    ci95 = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    more_learners_per_arm = serializers.IntegerField(
+        allow_null=True, help_text="Learners per arm still needed to confirm `min_effect` (5% two-sided, 80% power).")
+    summary = serializers.CharField(help_text='e.g. "B is ahead of A by 0.031 [0.012, 0.050]; about 1,400 more '
+                                    'learners per arm to confirm a 0.01 difference".')
+
+
+class ExperimentOutcomesSerializer(serializers.Serializer):
+    arms = ArmOutcomeSerializer(many=True)
+    differences = DifferenceSerializer(many=True)
+
+
+class ExperimentDetailSerializer(ExperimentSerializer):
+    outcomes = ExperimentOutcomesSerializer(help_text="Per-arm outcomes from the reviews that followed.")
+
+
+class ExperimentListSerializer(serializers.Serializer):
+    experiments = ExperimentSerializer(many=True)

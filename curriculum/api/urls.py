@@ -3,8 +3,11 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
 
+from . import schema  # noqa: F401 - registers the token scheme's OpenAPI description (drf-spectacular extension)
 from .errors import exception_handler
-from .views import ActivePolicyView, BatchRecommendationsView, RecommendationsView, ReviewsView
+from .views import (
+    ActivePolicyView, BatchRecommendationsView, ExperimentsView, ExperimentView, RecommendationsView, ReviewsView,
+)
 
 
 def _api_errors(view_class: type) -> type:
@@ -26,6 +29,8 @@ urlpatterns = [
     path("v1/recommendations", RecommendationsView.as_view(), name="api-recommendations"),
     path("v1/recommendations/batch", BatchRecommendationsView.as_view(), name="api-recommendations-batch"),
     path("v1/curricula/<str:key>/policy", ActivePolicyView.as_view(), name="api-active-policy"),
+    path("v1/experiments", ExperimentsView.as_view(), name="api-experiments"),
+    path("v1/experiments/<int:experiment_id>", ExperimentView.as_view(), name="api-experiment"),
     path("schema/", _api_errors(SpectacularAPIView).as_view(), name="api-schema"),
     path("docs/", _api_errors(SpectacularSwaggerView).as_view(url_name="api-schema"), name="api-docs"),
     path("docs/redoc/", _api_errors(SpectacularRedocView).as_view(url_name="api-schema"), name="api-redoc"),

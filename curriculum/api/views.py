@@ -11,7 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import serving
-from ..models import Curriculum
+from ..experiments.outcomes import experiment_outcomes
+from ..models import Curriculum, Experiment
 from ..selectors import active_policy
 from ..reviews.fields import EARLIEST, check_curriculum_key
 from ..reviews.store import MAX_BATCH, record_reviews
@@ -24,6 +25,8 @@ from .serializers import (
     BatchRecommendationRequestSerializer,
     BatchRecommendationResultSerializer,
     ErrorSerializer,
+    ExperimentDetailSerializer,
+    ExperimentListSerializer,
     RecommendationRequestSerializer,
     RecommendationSerializer,
     ReviewOrBatchSerializer,
@@ -243,3 +246,47 @@ class ActivePolicyView(ApiView):
             raise NotFoundField([{"field": "key", "message": f"curriculum {key!r} has no active policy version"}])
         policy.curriculum = curriculum
         return Response(render(ActivePolicySerializer, policy))
+
+
+GET_ERRORS = {401: ERRORS[401], 429: ERRORS[429], 503: ERRORS[503]}
+
+
+class ExperimentsView(ApiView):
+    @extend_schema(
+        operation_id="list_experiments",
+        summary="Experiments",
+        description="Every experiment between policy versions, newest first: arms (version, control, traffic split), "
+        "mode and status. `?curriculum=KEY` keeps one curriculum's.",
+        parameters=[*HEADERS, OpenApiParameter("curriculum", OpenApiTypes.STR, OpenApiParameter.QUERY,
+                                               description="A curriculum key: only its experiments.")],
+        responses={200: ExperimentListSerializer, 400: ERRORS[400], **GET_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        experiments = Experiment.objects.select_related("curriculum").prefetch_related("arms__policy")
+        key = request.query_params.get("curriculum")
+        if key is not None:
+            try:
+                check_curriculum_key(key)
+            except ValueError as exc:
+                raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
+            experiments = experiments.filter(curriculum__key=key)
+        return Response(render(ExperimentListSerializer, {"experiments": list(experiments)}))
+
+
+class ExperimentView(ApiView):
+    @extend_schema(
+        operation_id="experiment",
+        summary="One experiment with its outcomes",
+        description="An experiment's arms, split and status, and per arm the outcomes of the reviews that followed its "
+        "recommendations (recall at the next review, estimated recall at the horizon, reviews per learner, each with "
+        "a 95% interval), and each candidate's difference from the control with the learners still needed.",
+        parameters=HEADERS,
+        responses={200: ExperimentDetailSerializer, 404: OpenApiResponse(
+            ErrorSerializer, description="No experiment with that id; `fields` names `id`."), **GET_ERRORS},
+    )
+    def get(self, request: Request, experiment_id: int) -> Response:
+        experiment = Experiment.objects.select_related("curriculum").filter(pk=experiment_id).first()
+        if experiment is None:
+            raise NotFoundField([{"field": "id", "message": f"no experiment {experiment_id}"}])
+        experiment.outcomes = experiment_outcomes(experiment=experiment).to_dict()
+        return Response(render(ExperimentDetailSerializer, experiment))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,5 +80,8 @@ REVIEW_FIELDS: tuple[ReviewField, ...] = (
     ReviewField("idempotency_key", str, required=False, max_length=MAX_ID_LENGTH,
                 help_text="Unique per review; a review whose key is already stored is counted as a duplicate and "
                 "not stored again."),
+    ReviewField("recommendation_id", uuid.UUID, required=False,
+                help_text="The `recommendation_id` of the recommendation this review answers (from POST "
+                "/api/v1/recommendations), to attribute its outcome exactly; a UUID. Added in v1 (additive)."),
 )
 FIELD_NAMES = frozenset(field.name for field in REVIEW_FIELDS)

@@ -203,7 +203,7 @@ def _store(reviews: Sequence[NewReview], *, source: str, batch: str, apply_state
             learner=existing[r.fields.learner], curriculum=r.curriculum, concept=r.concept,
             reviewed_at=r.fields.reviewed_at, correct=r.fields.correct, grade=r.fields.grade,
             response_time_ms=r.fields.response_time_ms, source=source, batch=batch,
-            idempotency_key=r.fields.idempotency_key,
+            idempotency_key=r.fields.idempotency_key, recommendation_id=r.fields.recommendation_id,
         )
         for r in fresh
     ]

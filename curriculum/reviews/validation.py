@@ -16,6 +16,8 @@ curriculum/reviews/fields.py):
   when wrong.
 * response_time_ms: optional, 0 to MAX_RESPONSE_TIME_MS (2**31 - 1) milliseconds.
 * idempotency_key: optional, a non-empty string of at most MAX_ID_LENGTH characters.
+* recommendation_id: optional, a UUID in its canonical text form (any case, hyphens optional as Python's UUID
+  reads it): the recommendation this review answers; not looked up (the log is written off the request path).
 
 Errors are one type, ReviewValidationError, whose ``errors`` list ``{"field", "message"}`` plus where the
 review came from (``index`` in an API batch, ``line`` in a file), so each route names the item and field.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -198,6 +201,18 @@ def check_idempotency_key(value: Any) -> str | None:
     return value
 
 
+def check_recommendation_id(value: Any) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or len(value) > 36:
+            raise ValueError
+        return uuid.UUID(value)
+    except ValueError:
+        raise ReviewValidationError.of("recommendation_id", "expected a UUID, the recommendation_id of a "
+                                       "recommendation (e.g. '1f0c2a34-5b6d-4e7f-8a9b-0c1d2e3f4a5b')") from None
+
+
 # ----------------------------------------------------------------------------------------------- review
 @dataclass(frozen=True)
 class ReviewFields:
@@ -210,11 +225,12 @@ class ReviewFields:
     grade: int | None
     response_time_ms: int | None
     idempotency_key: str | None
+    recommendation_id: uuid.UUID | None = None
 
 
 def validate_review(
     *, learner: Any, concept: Any, reviewed_at: Any, correct: Any, grade: Any = None, response_time_ms: Any = None,
-    idempotency_key: Any = None, time_hint: str = "",
+    idempotency_key: Any = None, recommendation_id: Any = None, time_hint: str = "",
 ) -> ReviewFields:
     """Every field rule of a review (see the module); raises ReviewValidationError listing each field at fault."""
     errors: list[dict[str, Any]] = []
@@ -226,6 +242,7 @@ def validate_review(
         ("outcome", lambda: check_outcome(correct, grade)),
         ("response_time_ms", lambda: check_response_time(response_time_ms)),
         ("idempotency_key", lambda: check_idempotency_key(idempotency_key)),
+        ("recommendation_id", lambda: check_recommendation_id(recommendation_id)),
     )
     for name, check in checks:
         try:
@@ -237,7 +254,7 @@ def validate_review(
     correct, grade = values["outcome"]
     return ReviewFields(
         values["learner"], values["concept"], values["reviewed_at"], correct, grade, values["response_time_ms"],
-        values["idempotency_key"],
+        values["idempotency_key"], values["recommendation_id"],
     )
 
 
@@ -255,7 +272,7 @@ def check_review_item(item: Any) -> ReviewFields:
         fields = validate_review(
             learner=item.get("learner"), concept=item.get("concept"), reviewed_at=item.get("reviewed_at"),
             correct=item.get("correct"), grade=item.get("grade"), response_time_ms=item.get("response_time_ms"),
-            idempotency_key=item.get("idempotency_key"),
+            idempotency_key=item.get("idempotency_key"), recommendation_id=item.get("recommendation_id"),
         )
     except ReviewValidationError as exc:
         errors.extend(e for e in exc.errors if not (e["field"] == "reviewed_at" and item.get("reviewed_at") in (None, "")))

@@ -1,6 +1,7 @@
 """The orchestrator in a real browser (Debian's Chromium via Playwright) against a live server: the gate refuses
 an unlike comparison and accepts a like one, confirmation pages for promotion and rollback, re-promoting a retired
-version, the side-by-side comparison, and the warning about concepts the active version does not cover."""
+version, the side-by-side comparison (what differs), the warning about concepts the active version does not cover,
+and "Evaluate under the protocol" with its job's progress, then the evaluation on students like the curriculum's own."""
 from __future__ import annotations
 
 import pytest
@@ -67,7 +68,8 @@ def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged
     assert page.text_content("#rollback-algebra").strip() == "Roll back to v1\u2026"
     page.click("#rollback-algebra")
     page.wait_for_selector("#confirm")
-    assert "Roll back curriculum algebra: from v2 to v1" in " ".join(page.text_content("#confirm h2").split())
+    assert "Roll back curriculum algebra: back from v2 to the previously active v1" in " ".join(
+        page.text_content("#confirm h2").split())
     page.fill("#confirm-form input[name=reason]", "complaints from teachers")
     page.click("#confirm-button")
     page.wait_for_selector("text=rolled back from v2 to v1")
@@ -106,3 +108,40 @@ def test_the_curriculum_page_says_which_concepts_the_active_version_does_not_cov
     text = page.text_content("#uncovered-concepts")
     assert "v1 does not cover 2 of 5 concepts: c3, c4" in text
     screenshot("06-curriculum-coverage")
+
+
+def test_evaluate_under_the_protocol_shows_the_jobs_progress_then_the_result(versions, logged_in, screenshot,
+                                                                             evaluation_metrics, monkeypatch):
+    """The button launches a job (no broker message needed here), the version shows its progress, which follows the
+    job live, and the page shows the evaluation (and students like the curriculum's own) when it finishes."""
+    from crlsite.celery import app
+    from training.models import ProtocolEvaluationJob
+
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)  # no worker: the test plays its part
+    curriculum, v1, _ = versions
+    page, base = logged_in
+    page.goto(f"{base}/admin/curriculum-ops/orchestrator/")
+    page.click("#evaluate-algebra-1")
+    page.wait_for_selector("#evaluation-algebra-1")
+    assert "queued: waiting for a worker" in page.text_content("#evaluation-algebra-1")
+    assert not page.is_visible("#evaluate-algebra-1")  # one job per version and protocol: no second button
+    job = ProtocolEvaluationJob.objects.get()
+    ProtocolEvaluationJob.objects.filter(pk=job.pk).update(status="running", phase="evaluating", step=3,
+                                                           steps=8, started_at=job.created_at)
+    page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('stage 2 of 3: evaluating, 38% (3 / 8)')",
+                           timeout=15000)  # queued -> running: the page reloads
+    ProtocolEvaluationJob.objects.filter(pk=job.pk).update(step=6)
+    page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('(6 / 8)')", timeout=15000)  # live
+    assert page.eval_on_selector("#evaluation-algebra-1 progress", "bar => bar.value") == 58.3  # (1 + 6/8) / 3
+    screenshot("07-evaluation-progress")
+
+    protocol = curriculum.protocol
+    stored = evaluation_metrics(recall=0.2612, random=0.20, protocol=protocol.to_dict())
+    stored["students_like"] = {"dt": {"mean": 0.4321, "ci95": [0.42, 0.44]}, "random": {"mean": 0.30, "ci95": [0.29, 0.31]}}
+    PolicyModel.objects.filter(pk=v1.pk).update(evaluations={protocol.key: stored})
+    ProtocolEvaluationJob.objects.filter(pk=job.pk).update(status="succeeded", step=8)
+    page.wait_for_selector("#version-algebra-1 .recall:has-text('0.2612')", timeout=15000)  # reloaded by the poller
+    assert not page.is_visible("#evaluation-algebra-1")
+    like = page.text_content("#students-like-algebra-1")
+    assert "0.4321" in like and "0.1321" in like  # dt, and dt - random
+    screenshot("08-evaluated-students-like")

@@ -109,17 +109,22 @@ def test_a_failed_import_keeps_its_file_names_line_and_column_and_is_retried_wit
 
     url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
 
-    _, failed = post_and_run(importer, url, {"file": upload("anki_revlog.csv"), "import": "1"},
+    # A bad row the header cannot show (a grade of 7 on line 4): the form lets it through, the job fails on it.
+    _, failed = post_and_run(importer, url, {"file": upload("fsrs_bad_grade.csv"), "learner": "ana", "import": "1"},
                              uploads, django_capture_on_commit_callbacks)
 
-    assert failed.status == "failed" and "name the learner" in failed.error and ReviewLog.objects.count() == 0
-    assert artifact_storage().exists(failed.upload)
+    assert failed.status == "failed" and "line 4, column review_rating" in failed.error
+    assert ReviewLog.objects.count() == 0 and artifact_storage().exists(failed.upload)
     page = importer.get(url).content.decode()
-    assert "name the learner" in page and f'name="stored" value="{failed.pk}"' in page and "Import again" in page
+    assert "line 4, column review_rating" in page and f'name="stored" value="{failed.pk}"' in page
+    assert "Import again" in page
 
-    _, again = post_and_run(importer, url, {"stored": str(failed.pk), "learner": "ana", "import": "1"},
-                            uploads, django_capture_on_commit_callbacks)
-    assert again.status == "succeeded" and again.result["created"] > 0
+    # The stored file goes through the form's checks too: the fsrs format needs its learner.
+    refused = importer.post(url, {"stored": str(failed.pk), "import": "1"})
+    assert refused.status_code == 400 and "name the learner" in refused.context["form"].errors["learner"][0]
+    _, again = post_and_run(importer, url, {"stored": str(failed.pk), "learner": "ana", "format": "fsrs",
+                                            "dry_run": "1"}, uploads, django_capture_on_commit_callbacks)
+    assert again.status == "failed" and again.upload == failed.upload
 
 
 @pytest.mark.django_db(transaction=True)
@@ -255,3 +260,45 @@ def test_the_calibration_page_is_refused_without_the_permission(client, curricul
     client.force_login(staff("nobody"))
 
     assert client.get(reverse("admin:curriculum_curriculum_calibration", args=[curriculum.pk])).status_code == 403
+
+
+@pytest.mark.django_db
+def test_review_import_jobs_add_chooses_the_curriculum_then_opens_its_import_page(admin_client, curriculum,
+                                                                                   make_curriculum):
+    make_curriculum(key="algebra", concepts=1)
+    add = reverse("admin:training_reviewimportjob_add")
+    page = admin_client.get(add)
+    text = page.content.decode()
+    assert page.status_code == 200 and 'id="import-curriculum"' in text
+    assert f'<option value="{curriculum.pk}">logs</option>' in text and ">algebra</option>" in text
+    assert not list(page.context["messages"])  # no bounce with a message
+    chosen = admin_client.get(add, {"curriculum": curriculum.pk})
+    assert chosen.status_code == 302
+    assert chosen["Location"] == reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+    wrong = admin_client.get(add, {"curriculum": "999999"})
+    assert wrong.status_code == 200 and "errornote" in wrong.content.decode()
+
+
+@pytest.mark.django_db
+def test_review_import_jobs_add_without_a_curriculum_says_to_add_one(admin_client):
+    text = admin_client.get(reverse("admin:training_reviewimportjob_add")).content.decode()
+    assert 'id="no-curriculum"' in text and reverse("admin:curriculum_curriculum_add") in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, data, field, words", [
+    ("anki_revlog.csv", {}, "learner", "holds one learner's reviews and has no learner column: name the learner "
+                                       "whose reviews they are (the learner field)"),
+    ("hlr_traces.csv", {"learner": "ana"}, "learner", "names its learners in the user_id column: leave the learner empty"),
+    ("fsrs_missing_column.csv", {"learner": "ana"}, "file", "missing column"),
+    ("fsrs_semicolon.csv", {"learner": "ana"}, "file", "semicolon-separated"),
+])
+def test_the_import_form_refuses_what_the_header_shows_on_the_field_to_change(importer, curriculum, uploads, name,
+                                                                            data, field, words):
+    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+    response = importer.post(url, {"file": upload(name), "import": "1", **data})
+    assert response.status_code == 400 and uploads == []  # no job, nothing stored
+    errors = response.context["form"].errors
+    assert list(errors) == [field] and words in errors[field][0] and name in errors[field][0]
+    from training.models import ReviewImportJob
+    assert not ReviewImportJob.objects.exists()

@@ -251,3 +251,21 @@ def test_a_version_trained_on_too_few_learners_says_so_on_the_orchestrator(promo
     PolicyModel.objects.filter(pk=policy.pk).update(metrics=metrics)
     page = promoter_client.get(URL).content.decode()
     assert "Trained on: too few learners to learn from: 1 episode(s)." in page
+
+
+def test_the_rollback_confirmation_says_which_promotion_it_undoes_after_a_later_promotion(
+        promoter_client, promoter, curriculum, make_policy):
+    import html
+
+    first, second = make_policy(curriculum, recall=0.5), make_policy(curriculum, recall=0.6)
+    promote_policy(policy=first, reason="start")
+    promote_policy(policy=second, reason="better")
+    promote_policy(policy=first, actor=promoter, reason="v2 misbehaves", force=True)  # v1 again, later
+    page = html.unescape(promoter_client.get(
+        reverse("curriculum:orchestrator-rollback", args=[curriculum.pk])).content.decode())
+    heading = " ".join(page.split('id="confirm"')[1].split("</h2>")[0].split())
+    assert "Roll back curriculum <code>algebra</code>: back from v1 to the previously active v2" in heading
+    undoes = " ".join(page.split('id="rollback-undoes">')[1].split("</p>")[0].split())
+    assert undoes.startswith("Rolling back undoes the promotion of v1 on ") and "by promoter" in undoes
+    assert "(reason: \u201cv2 misbehaves\u201d): v2, the version active before it, becomes active again" in undoes
+    assert "v2 is newer than v1: v1 was promoted again after it." in undoes

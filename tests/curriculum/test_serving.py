@@ -92,7 +92,9 @@ def demo(make_curriculum):
 
 def test_a_new_learner_gets_the_first_concept_from_the_fallback(demo):
     rec = serving.recommend(curriculum="demo", learner="nobody")
-    assert rec == serving.Recommendation("c0", {"c0": 0.0, "c1": 0.0, "c2": 0.0, "c3": 0.0}, None, "fallback:lowest_recall")
+    assert rec == serving.Recommendation("c0", {"c0": 0.0, "c1": 0.0, "c2": 0.0, "c3": 0.0}, None, "fallback:lowest_recall",
+                                         recommendation_id=rec.recommendation_id, propensity=1.0, candidates=4)
+    assert rec.recommendation_id is not None
     assert not Learner.objects.exists()
 
 

@@ -102,7 +102,7 @@ def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_t
     page = response.content.decode()
     status = response.context["job_status"]
     assert (status["percent"], status["indeterminate"]) == (40.0, False)  # the evaluation's 2 of 5, not 100%
-    assert "of evaluating (2 / 5)" in page
+    assert "stage 6 of 8: evaluating, 40% (2 / 5)" in page and status["bar"] == round(100 * 5.4 / 8, 1)
     # the header and the Result section show the same fields, both updated by the poller (data-live)
     assert page.count('data-live="epoch">1<') == 2 and page.count('data-live="loss">2.9660<') == 2
     assert f'data-started="{run.started_at.isoformat()}"' in page and "1 min 30 s so far" in page

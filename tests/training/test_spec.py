@@ -133,3 +133,35 @@ def test_the_student_families_default_to_builtin_and_an_unknown_one_is_named():
     assert parser.parse_args(["--families", "actr, hlr"]).families == "actr,hlr"
     with pytest.raises(CommandError, match="unknown student family 'x'"):
         parser.parse_args(["--families", "x"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["trainingrun", "syntheticgenerationjob"])
+def test_launch_forms_and_job_pages_label_parameters_in_words_not_field_names(admin_client, make_curriculum, model):
+    import re
+
+    from django.urls import reverse
+
+    from training.models import SyntheticGenerationJob
+
+    curriculum = make_curriculum("algebra", concepts=5)
+    job = (TrainingRun if model == "trainingrun" else SyntheticGenerationJob).objects.create(curriculum=curriculum)
+    field_names = {"num_users", "no_cuda", "eval_students", "policy_mix", "interactions"}
+    for url in (reverse(f"admin:training_{model}_add"), reverse(f"admin:training_{model}_change", args=[job.pk])):
+        page = admin_client.get(url).content.decode()
+        labels = {" ".join(re.sub(r"<[^>]+>", "", label).split()).rstrip(":")
+                  for label in re.findall(r"<label[^>]*>(.*?)</label>", page, flags=re.S)}
+        assert {"Learners to simulate", "Reviews per learner"} <= labels, (url, labels)
+        assert not {label for label in labels if label.lower().replace(" ", "_") in field_names}, (url, labels)
+        if model == "trainingrun":  # a run's page shows its evaluation protocol instead of its evaluation students
+            assert {"CPU only", "Student families"} <= labels, (url, labels)
+            assert "Evaluation students" in labels or url.endswith("/change/"), (url, labels)
+        else:
+            assert "Behaviour-policy mix" in labels, (url, labels)
+
+
+def test_every_parameter_has_a_label_in_words():
+    assert TrainingSpec.label("num_users") == "learners to simulate" and TrainingSpec.label("no_cuda") == "CPU only"
+    for name in TrainingSpec.names():
+        assert TrainingSpec.label(name) and "_" not in TrainingSpec.label(name)
+        assert TrainingRun._meta.get_field(name).verbose_name == TrainingSpec.label(name)

@@ -102,3 +102,45 @@ def test_the_admin_index_shows_worker_health_and_survives_a_dead_broker(admin_cl
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (4.4, "4 s"), (65, "1 min 05 s"), (3725, "1 h 02 min 05 s")])
 def test_durations_read_as_hours_minutes_seconds(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_a_queued_jobs_page_says_when_no_worker_listens_on_its_queue(admin_client, curriculum, monkeypatch,
+                                                                     empty_broker):
+    import html
+
+    from django.core.cache import cache
+
+    from training import workers
+
+    cache.delete(workers.LISTENERS_CACHE_KEY)
+    asked = []
+
+    def inspect(**kw):
+        asked.append(1)
+        return FakeInspect({"w1@host": [{"name": "default"}]})  # one worker, on the default queue only
+
+    monkeypatch.setattr(empty_broker.control, "inspect", inspect)
+    monkeypatch.setattr("crlsite.celery.app", empty_broker)
+    run = TrainingRun.objects.create(curriculum=curriculum, concepts=5)  # queued, for the gpu queue
+    page = html.unescape(admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode())
+    assert 'No worker listens on queue "gpu": this job waits until one starts' in page
+    assert "celery -A crlsite worker -Q gpu" in page
+    job = SyntheticGenerationJob.objects.create(curriculum=curriculum, num_users=3)  # queued, for "default"
+    page = admin_client.get(reverse("admin:training_syntheticgenerationjob_change", args=[job.pk])).content.decode()
+    assert 'id="job-no-worker"' not in page
+    assert len(asked) == 1  # the second page reused the cached answer (LISTENERS_CACHE_SECONDS)
+    cache.delete(workers.LISTENERS_CACHE_KEY)
+
+
+def test_queue_listeners_is_none_when_the_broker_does_not_answer(monkeypatch):
+    from django.core.cache import cache
+
+    from training import workers
+
+    cache.delete(workers.LISTENERS_CACHE_KEY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    app = Celery("down", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
+    assert workers.queue_listeners(timeout=0.2, app=app) is None
+    cache.delete(workers.LISTENERS_CACHE_KEY)

@@ -25,7 +25,7 @@ from curriculum.admin import format_when, permission_denied
 
 from .. import jobs
 from ..models import Job
-from ..workers import format_duration
+from ..workers import format_duration, waiting_note
 
 # The static "Status" fieldset of a job's page; status, progress and phase are in the live panel above it
 # (templates/admin/training/job_change_form.html), which the page reloads from when the status changes.
@@ -165,6 +165,7 @@ class JobAdmin(admin.ModelAdmin):
                 "retry_url": reverse(f"{name}_retry", args=[job.pk]),
                 "can_cancel": not job.is_finished and self.has_cancel_permission(request, job),
                 "can_retry": job.is_finished and self.has_add_permission(request),
+                "waiting_note": waiting_note(job=job),  # a queued job whose queue no worker consumes says so
             }
         return super().change_view(request, object_id, form_url, extra_context)
 

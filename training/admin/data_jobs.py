@@ -2,13 +2,16 @@
 from a curriculum's page) and trajectory extraction (its dataset's statistics as charts)."""
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django import forms
+from django.contrib import admin
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from curriculum import charts, svg
+from curriculum.models import Curriculum
 
 from .. import jobs
 from ..data_sufficiency import training_data_summary
@@ -37,6 +40,15 @@ class SyntheticGenerationJobAdmin(JobAdmin):
         return format_html('<a href="{}">reviews with batch {}</a>', url, obj.batch_tag)
 
 
+class ImportCurriculumForm(forms.Form):
+    """The first step of a review import from the job list: which curriculum the file's reviews belong to."""
+
+    curriculum = forms.ModelChoiceField(
+        queryset=Curriculum.objects.order_by("key"), empty_label=None,
+        help_text="Its items become this curriculum's concepts; the next page takes the file.",
+    )
+
+
 @admin.register(ReviewImportJob)
 class ReviewImportJobAdmin(JobAdmin):
     """Launched from a curriculum's "Import review log" page (the upload is stored first); watched, cancelled and
@@ -46,8 +58,17 @@ class ReviewImportJobAdmin(JobAdmin):
     result_fields = ("result_notes", "result_pretty", "reviews_link")
 
     def add_view(self, request, form_url="", extra_context=None):
-        self.message_user(request, "Open a curriculum and use \"Import review log\" to upload a file.", messages.INFO)
-        return HttpResponseRedirect(reverse("admin:curriculum_curriculum_changelist"))
+        """Add: choose the curriculum, then its "Import review log" page takes the file (the upload streams to
+        storage there). ``?curriculum=<id>`` goes straight to that page."""
+        if not (self.has_add_permission(request) and request.user.has_perm("curriculum.add_reviewlog")):
+            raise self._denied(request, "add")
+        form = ImportCurriculumForm(request.GET if "curriculum" in request.GET else None)
+        if form.is_valid():
+            return HttpResponseRedirect(reverse("admin:curriculum_curriculum_import_reviews",
+                                                args=[form.cleaned_data["curriculum"].pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
+                   "title": f"Launch a {self.opts.verbose_name}"}
+        return TemplateResponse(request, "admin/training/reviewimportjob_add.html", context)
 
     @admin.display(description="notes")
     def result_notes(self, obj: ReviewImportJob):

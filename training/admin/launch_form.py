@@ -33,8 +33,7 @@ class TrainingRunLaunchForm(forms.ModelForm):
     class Meta:
         model = TrainingRun
         fields = [name for name in jobs.PARAMETERS[TrainingRun] if name != "concepts"]
-        labels = {"num_users": "Learners to simulate", "interactions": "Reviews per learner",
-                  "eval_students": "Evaluation students", "no_cuda": "CPU only", "families": "Student families"}
+        # the labels are the model's verbose names: TrainingSpec.label, declared once with each parameter
         help_texts = {
             "curriculum": "Its concepts are the actions: the run takes the concept count from the curriculum.",
             "interactions": "Reviews per simulated learner (synthetic data source). Also the reviews per evaluation "

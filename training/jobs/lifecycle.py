@@ -37,19 +37,24 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Job, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from ..models import (
+    Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
+)
 from ..spec import TrainingSpec
+from .stages import stage_bar
 
 log = logging.getLogger(__name__)
 
 JobT = TypeVar("JobT", bound=Job)
-JOB_MODELS: tuple[type[Job], ...] = (SyntheticGenerationJob, ReviewImportJob, TrajectoryExtractionJob, TrainingRun)
+JOB_MODELS: tuple[type[Job], ...] = (SyntheticGenerationJob, ReviewImportJob, TrajectoryExtractionJob, TrainingRun,
+                                    ProtocolEvaluationJob)
 # The fields a job is launched with: what the admin's add form shows and what a retry copies.
 PARAMETERS: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("curriculum", "num_users", "interactions", "seed", "policy_mix"),
     ReviewImportJob: ("curriculum", "upload", "filename", "size", "format", "learner", "dry_run"),
     TrajectoryExtractionJob: ("curriculum",),
     TrainingRun: ("curriculum", "data_source", "dataset", *TrainingSpec.names()),
+    ProtocolEvaluationJob: ("curriculum", "policy", "protocol"),
 }
 # The Celery task of each job, declared here once: training/tasks.py registers its tasks under these names (outside
 # clients and CI rely on them).
@@ -58,6 +63,7 @@ TASK_NAMES: dict[type[Job], str] = {
     ReviewImportJob: "training.tasks.run_review_import",
     TrajectoryExtractionJob: "training.tasks.run_trajectory_extraction",
     TrainingRun: "training.tasks.run_training_run",
+    ProtocolEvaluationJob: "training.tasks.run_protocol_evaluation",
 }
 
 
@@ -197,7 +203,8 @@ def fail_lost_job(*, task_name: str, job_id: Any, worker: str, cause: BaseExcept
 # ------------------------------------------------------------------------------------------- for the UI
 def job_status(*, job: Job) -> dict[str, Any]:
     """What the admin's progress poller shows. ``percent`` is the progress of the current ``phase`` (step of
-    steps); ``indeterminate``: a running job whose phase has no counts (steps 0), shown as a moving bar;
+    steps); ``bar``, ``stage``, ``stages``, ``bar_label``: the whole job's stage-aware bar (stages.stage_bar);
+    ``indeterminate``: a running job whose phase has no counts (steps 0), shown as a moving bar;
     ``started_at`` (ISO 8601 or None) lets the page tick the runtime; a training run's ``hardware_warning`` is its
     no-GPU warning (training.hardware.missing_gpu_warning), "" when none."""
     data: dict[str, Any] = {
@@ -208,8 +215,11 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
         "cancel_requested": job.cancel_requested, "error": job.error.splitlines()[0] if job.error else "",
     }
+    data.update(stage_bar(job))
     if isinstance(job, ReviewImportJob):
         data.update(dry_run=job.dry_run, result=job.result)
+    if isinstance(job, ProtocolEvaluationJob):
+        data.update(policy_version=job.policy.version, result=job.result)
     if isinstance(job, TrainingRun):
         data.update(epoch=job.epoch, epochs=job.epochs, loss=job.loss, device=job.device,
                     hardware_warning=(job.hardware or {}).get("warning", ""),

@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 
 from django.core.files.base import File
+from django.db import transaction
+
+from curriculum.history import record_change
 from curriculum.models import Curriculum
 from curriculum.services import artifact_storage
 from curriculum.storage import saving_together
@@ -75,7 +78,13 @@ def _import(run: JobRun) -> None:
             fileobj=fh, filename=job.filename, curriculum_key=job.curriculum.key, format=job.format or None,
             learner=job.learner or None, dry_run=job.dry_run, on_progress=progress,
         )
-    run.finish(result=dataclasses.asdict(result) | {"new_concepts": list(result.new_concepts[:1000])})
+    with transaction.atomic():  # the job's result and the curriculum's history entry together
+        run.finish(result=dataclasses.asdict(result) | {"new_concepts": list(result.new_concepts[:1000])})
+        if not job.dry_run:
+            record_change(actor=job.created_by, objects=[job.curriculum], message=(
+                f"Imported {job.filename} ({result.format}, review import job #{job.pk}): {result.created} review(s) "
+                f"stored, {result.duplicates} already stored, {result.skipped} skipped; {result.learners} learner(s), "
+                f"{result.concepts_created} new concept(s)."))
     if not job.dry_run:
         _forget_upload(job)
 

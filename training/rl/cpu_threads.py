@@ -80,12 +80,18 @@ def pool_size(processes: int | Literal["auto"], *, parts: int) -> int:
     capped at ``parts``; 1, meaning "work in this process", when that is 1 or less or when this process may not
     start processes (``can_start_processes``). ValueError when ``processes`` is neither AUTO nor a positive
     integer."""
+    check_processes(processes)
     if processes == AUTO:
         processes = available_cores()
-    elif isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes: expected a positive integer or {AUTO!r}, got {processes!r}")
     size = max(1, min(processes, parts))
     return size if size > 1 and can_start_processes() else 1
+
+
+def check_processes(processes: object) -> None:
+    """ValueError "processes: expected a positive integer or 'auto', got VALUE" unless ``processes`` is ``AUTO`` or a
+    positive integer (not a boolean)."""
+    if processes != AUTO and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+        raise ValueError(f"processes: expected a positive integer or {AUTO!r}, got {processes!r}")
 
 
 def one_thread() -> None:

@@ -1,8 +1,14 @@
 """DTLite: the Decision Transformer's inference in NumPy only, for serving without torch.
 
 Read it beside `training/rl/dt.py`: the same blocks under the same names, computing the same numbers
-(max abs difference <= 1e-4, checked by tests/training/rl/test_dtlite.py). `select_action` computes only
-what the last state token needs, which is all a recommendation uses.
+(max abs difference <= 1e-4 by contract, <= 1e-5 in tests/training/rl/test_dtlite.py and test_dtlite_step.py).
+`select_action` computes only what the last state token needs, which is all a recommendation uses. Where a linear map
+follows a LayerNorm its affine weight and bias are folded into that map once (LayerNorm.fold).
+
+Local attention (``attention_window`` W in the config; absent: full attention): each token attends to the last W
+tokens only. `select_action` then computes only the last state token's cone, and the per-step path (`prefill`,
+`extend`, `step`, a `StepState`) computes only the newest tokens against cached per-block keys and values, exact
+because a token's keys and values never change once computed (the bound on W: model_config.max_attention_window).
 
 Concepts added after training: a model with the summary state token (``scores_unseen_concepts``) also takes
 states of C' > action_dim concepts (the trained ones first, in position order). The summary then covers all C'
@@ -12,6 +18,7 @@ action c >= action_dim in the context is embedded as the average of the trained 
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,9 +42,16 @@ def _linear(w: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndar
     return np.array(w[name + ".weight"].T, np.float32, order="C"), np.array(w[name + ".bias"], np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _ones(n: int) -> np.ndarray:
+    ones = np.ones(n, np.float32)
+    ones.flags.writeable = False  # shared by every call
+    return ones
+
+
 def _row_sums(x: np.ndarray) -> np.ndarray:
     # a matrix-vector product: several times faster than x.sum(axis=-1) for short rows
-    return x @ np.ones(x.shape[-1], np.float32)
+    return x @ _ones(x.shape[-1])
 
 
 def _twice_gelu(h: np.ndarray) -> np.ndarray:
@@ -68,7 +82,7 @@ class LayerNorm:
         mean = _row_sums(x)
         mean *= self.inv_n
         xc = x - mean[..., None]
-        var = np.einsum("...i,...i->...", xc, xc)  # one pass, no xc * xc temporary
+        var = _row_sums(xc * xc)  # for rows of ~128, faster than einsum's dispatch
         var *= self.inv_n
         var += np.float32(LAYER_NORM_EPS)
         rstd = np.sqrt(var, out=var)
@@ -138,24 +152,24 @@ class CausalSelfAttention:
             v = np.concatenate((past[1], v), axis=2)
         return k, v
 
-    def __call__(self, x: np.ndarray, bias: np.ndarray, query: int | None = None, past: KeyValues | None = None,
+    def __call__(self, x: np.ndarray, bias: np.ndarray, query: slice | None = None, past: KeyValues | None = None,
                  keep: slice | None = None) -> tuple[np.ndarray, KeyValues | None]:
-        """x [B, n, H] (normalised by ln_1) -> ([B, n, H], or [B, 1, H] for row ``query`` only; the keys and values
-        of the key positions ``keep`` (of past's m then x's n), copied, or None without ``keep``). ``bias``
-        [.., n or 1, m + n]: 0 where a query may attend, -inf elsewhere."""
+        """x [B, n, H] (normalised by ln_1) -> ([B, n, H], or [B, n_q, H] for the rows ``query`` only; the keys and
+        values of the key positions ``keep`` (of past's m then x's n), copied, or None without ``keep``). ``bias``
+        [.., n, m + n]: 0 where a query may attend, -inf elsewhere."""
         B, n, H = x.shape
         heads, d = self.num_heads, H // self.num_heads
-        if query is not None or past is not None:  # keys and values of every row, queries of some
+        rows = x if query is None else x[:, query]
+        if query is not None:
+            bias = bias[..., query, :]
+        if past is not None or rows.shape[1] == 1:  # keys and values of every row, the query of one or after past
             k, v = self.keys_values(x, past)
-            rows = x if query is None else x[:, query:query + 1]
             q = rows @ self.q_w
             q += self.q_b
-            if query is not None:
-                bias = bias[..., query:query + 1, :]
         else:
             qkv = x @ self.c_attn_w
             qkv += self.c_attn_b
-            q = qkv[..., :H]
+            q = qkv[..., :H] if query is None else qkv[:, query, :H]
             k = qkv[..., H:2 * H].reshape(B, n, heads, d).transpose(0, 2, 3, 1)  # [B, heads, d, L]
             v = qkv[..., 2 * H:].reshape(B, n, heads, d).transpose(0, 2, 1, 3)  # [B, heads, L, d]
         Lq = q.shape[1]
@@ -190,12 +204,12 @@ class Block:
         self.ln_2 = LayerNorm(w, name + ".ln_2")
         self.mlp = MLP(w, name + ".mlp", self.ln_2)
 
-    def __call__(self, x: np.ndarray, bias: np.ndarray, query: int | None = None, past: KeyValues | None = None,
+    def __call__(self, x: np.ndarray, bias: np.ndarray, query: slice | None = None, past: KeyValues | None = None,
                  keep: slice | None = None) -> tuple[np.ndarray, KeyValues | None]:
-        """x [B, n, H] -> ([B, n, H], or [B, 1, H]: only row ``query``'s output when it is given; the kept keys
-        and values, as CausalSelfAttention's)."""
+        """x [B, n, H] -> ([B, n, H], or [B, n_q, H]: only the rows ``query``'s outputs when it is given; the kept
+        keys and values, as CausalSelfAttention's)."""
         y, kept = self.attn(self.ln_1.normalize(x), bias, query, past, keep)
-        y += x if query is None else x[:, query:query + 1]
+        y += x if query is None else x[:, query]
         y += self.mlp(self.ln_2.normalize(y))
         return y, kept
 
@@ -288,7 +302,8 @@ class StepState:
 
 
 class DTLite:
-    """A Decision Transformer for inference; thread-safe (per-thread scratch state only)."""
+    """A Decision Transformer for inference; thread-safe (per-thread scratch state only; a StepState is never
+    changed in place)."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
         check_model_config(config)  # ValueError naming the key; DTLite.load's configs were checked already
@@ -395,9 +410,21 @@ class DTLite:
         timesteps = np.asarray(timesteps)
         B, T = self._check_inputs(rtg, states, actions, timesteps, attention_mask, last_only)
         H = self.embed_timestep.shape[1]
-        query = 3 * T - 2 if last_only else None  # the last state token
+        last = 3 * T - 2  # the last state token
         L = 3 * T
-        if last_only and L % 4:
+        window = self.attention_window
+        blocks = len(self.blocks)
+        # starts[i]: the first token block i reads (starts[i + 1]: the first whose output it computes). All of them,
+        # but for the last state token alone with local attention: block i's outputs reach (W - 1) tokens further
+        # per later block, so earlier rows are never read (blocks 0-3 compute 43, 29, 15 and 1 of the 59 rows at the
+        # defaults).
+        starts = [0] * (blocks + 1)
+        if last_only and window is not None:
+            starts = [max(0, last - (blocks - i) * (window - 1)) for i in range(blocks)] + [last]
+            L = last + 1
+        elif last_only:
+            starts[-1] = last
+        if last_only and window is None and L % 4:
             # The last action token comes after the last state token, so it cannot change its answer:
             # skip it, except where 3T is a multiple of 4 (T = 20...): OpenBLAS's kernels work in blocks
             # of rows, and 60 rows measured ~10% faster than 59 (causally the extra row is invisible).
@@ -411,16 +438,17 @@ class DTLite:
         else:
             x[:, :, 2] = self._embed_actions(actions)
         x += self._time(timesteps)[:, :, None]
-        x = self.embed_ln(x.reshape(B, 3 * T, H)[:, :L])  # interleaved (R_1, s_1, a_1, R_2, ...)
+        x = self.embed_ln(x.reshape(B, 3 * T, H)[:, starts[0]:L])  # interleaved (R_1, s_1, a_1, R_2, ...)
         bias = self._bias(attention_mask, B, T, L)
-        # prefill: every block's keys and values of the last W - 1 tokens up to the last state token (3T - 2)
-        keep = slice(max(0, 3 * T - self.attention_window), 3 * T - 1) if prefill else None
+        # prefill: every block's keys and values of the last W - 1 tokens up to the last state token
+        keep = slice(max(0, last + 1 - (window - 1)), last + 1) if prefill else None
         kept = []
-        for block in self.blocks[:-1]:
-            x, kv = block(x, bias, past=None, keep=keep)
+        for i, block in enumerate(self.blocks):
+            lo, out = starts[i], starts[i + 1]
+            query = None if out == 0 else slice(out - lo, out - lo + 1 if out == last else None)
+            x, kv = block(x, bias[..., lo:L, lo:L], query, keep=None if keep is None else slice(
+                keep.start - lo, keep.stop - lo))
             kept.append(kv)
-        x, kv = self.blocks[-1](x, bias, query, keep=keep)
-        kept.append(kv)
         logits = self._heads(x[:, 0] if last_only else x[:, 1::3], states[:, -1] if last_only else states)
         if not prefill:
             return logits
@@ -500,7 +528,7 @@ class DTLite:
                 k, v = block.keys_values(x, cached)
                 kv = (k[..., keep].copy(), v[:, :, keep].copy())
             else:
-                x, kv = block(x, bias, n - 1 if i == len(self.blocks) - 1 else None, cached, keep)
+                x, kv = block(x, bias, slice(n - 1, n) if i == len(self.blocks) - 1 else None, cached, keep)
             keys.append(kv[0])
             values.append(kv[1])
         out = self._heads(x[:, 0], states[:, -1]) if logits else None
@@ -572,6 +600,12 @@ class DTLite:
         states hold C' > action_dim concepts and the model scores unseen concepts; see the module docstring)."""
         return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=False)
 
+    def last_logits(self, returns_to_go: Any, states: Any, actions: Any, timesteps: Any,
+                    attention_mask: Any = None) -> np.ndarray:
+        """float32 [B, A] logits of the last state token (the inputs as `action_logits`'; ``actions[:, -1]`` is not
+        read), computing only what that token needs: `select_action`'s full forward, for any model."""
+        return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+
     def select_action(
         self,
         returns_to_go: Any,
@@ -593,7 +627,7 @@ class DTLite:
         `candidates` (bool [A] or [B, A], or a list of indices) and to the top_k logits (top_k, else the
         config's top_k; ties at the k-th logit are all kept); the chosen action always has probs > 0.
         """
-        logits = self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True)
+        logits = self.last_logits(returns_to_go, states, actions, timesteps, attention_mask)
         B, A = logits.shape
         if candidates is not None:
             allowed = np.zeros((B, A), dtype=bool)

@@ -7,7 +7,8 @@ StepState.nbytes) are evicted, least recently used first. A request names the st
 state is an earlier one with ``new_steps`` steps appended, that earlier version: the store steps from the earlier
 entry when it has it, and otherwise (a miss, a rewritten history, another policy version) runs the full forward
 (DTLite.prefill) on the context. An entry is only ever read under its exact key, so one of an old policy version or
-of another learner state is never used for a newer one.
+of another learner state is never used for a newer one. A model with full attention is always answered by the full
+forward, and nothing is kept for it.
 
 Not wired into the serving endpoint yet: that needs a learner-state version that changes on every write of the
 state and says which writes only appended steps (a late review rewrites the history); see docs/architecture.md.
@@ -112,9 +113,13 @@ class StepCacheStore:
            new_steps steps (their actions: actions[-new_steps - 1:-1]); the earlier entry is replaced;
         3. otherwise the full forward (DTLite.prefill).
 
-        The result is kept under (learner, version, state_version). ValueError from DTLite for a context of the
-        wrong shape or a model without an attention window.
+        The result is kept under (learner, version, state_version). A model without an attention window (full
+        attention: nothing it computed stays valid once the context slides) is always answered by the full forward
+        (DTLite.last_logits) and nothing is kept. ValueError from DTLite for a context of the wrong shape.
         """
+        if lite.attention_window is None:
+            self._count("misses")
+            return lite.last_logits(*(np.asarray(a)[None] for a in (returns_to_go, states, actions, timesteps)))[0]
         cached = self.get(learner, version, state_version)
         if cached is not None and cached.logits is not None:
             self._count("hits")

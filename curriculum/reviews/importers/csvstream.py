@@ -23,10 +23,12 @@ _DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "bar"}
 
 
 class ImportFileError(ValueError):
-    """A file that cannot be imported (nothing was stored); the message names the file, line and column."""
+    """A file that cannot be imported (nothing was stored); the message names the file, line and column.
+    ``field``: the import's input to change instead of the file ("format", "learner"), None for the file itself."""
 
-    def __init__(self, filename: str, message: str, *, line: int | None = None, column: str | None = None):
-        self.filename, self.line, self.column, self.detail = filename, line, column, message
+    def __init__(self, filename: str, message: str, *, line: int | None = None, column: str | None = None,
+                 field: str | None = None):
+        self.filename, self.line, self.column, self.detail, self.field = filename, line, column, message, field
         where = "".join([f", line {line}" if line else "", f", column {column}" if column else ""])
         super().__init__(f"{filename}{where}: {message}")
 

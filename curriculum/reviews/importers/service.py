@@ -39,7 +39,8 @@ from ..validation import ReviewValidationError, check_learner_id
 from . import anki, fsrs, hlr
 from .csvstream import HEAD_BYTES, CsvRows, FileReview, ImportFileError, ReviewFileFormat, check_encoding, size_of
 
-__all__ = ["BATCH_SIZE", "FORMATS", "ImportFileError", "ImportResult", "detect_format", "import_review_file"]
+__all__ = ["BATCH_SIZE", "FORMATS", "ImportFileError", "ImportResult", "check_file_head", "check_learner_rule",
+           "detect_format", "import_review_file"]
 
 BATCH_SIZE = 5000
 IMPORT_LOCK_NAMESPACE = 0x1C0  # PostgreSQL advisory lock (namespace, curriculum id): one import per curriculum
@@ -112,7 +113,7 @@ def import_review_file(
         try:
             learner = check_learner_id(learner)
         except ReviewValidationError as exc:
-            raise ImportFileError(filename, f"learner: {exc.errors[0]['message']}") from None
+            raise ImportFileError(filename, f"learner: {exc.errors[0]['message']}", field="learner") from None
     else:
         learner = None
     if not fileobj.seekable():
@@ -182,11 +183,54 @@ def summary_notes(*, negative_durations: int) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def check_learner_rule(fmt: ReviewFileFormat, *, learner: str | None, filename: str,
+                       learner_option: str = "--learner ID") -> None:
+    """A format without a learner column (fsrs, anki) needs the learner named, one with it (hlr) refuses one.
+    Raises ImportFileError with ``field="learner"``; ``learner_option`` says where to name it (the command's
+    option, or the admin form's field)."""
+    if fmt.learner_column is None and learner is None:
+        raise ImportFileError(filename, f"an {fmt.name} file holds one learner's reviews and has no learner column: "
+                                        f"name the learner whose reviews they are ({learner_option})", field="learner")
+    if fmt.learner_column is not None and learner is not None:
+        raise ImportFileError(filename, f"an {fmt.name} file names its learners in the {fmt.learner_column} column: "
+                                        f"leave the learner empty", field="learner")
+
+
+def check_file_head(*, fileobj: BinaryIO, filename: str, format: str | None = None, learner: str | None = None,
+                    learner_option: str = "--learner ID") -> ReviewFileFormat:
+    """What can be told from a review file's first bytes, before it is stored: the encoding, the header (its
+    delimiter, the format it names, no missing column) and the learner rule (check_learner_rule). Reads at most
+    HEAD_BYTES and the header line and puts ``fileobj`` back where it was. Returns the format; raises
+    ImportFileError (its ``field``: "format" or "learner" when that input is the one to change, else None)."""
+    fmt = _choose_format(format, filename=filename)
+    if learner is not None and str(learner).strip():
+        try:
+            learner = check_learner_id(learner)
+        except ReviewValidationError as exc:
+            raise ImportFileError(filename, f"learner: {exc.errors[0]['message']}", field="learner") from None
+    else:
+        learner = None
+    start = fileobj.tell()
+    try:
+        head = fileobj.read(HEAD_BYTES)
+        check_encoding(head, filename=filename)
+        fileobj.seek(start)
+        stream = CsvRows(fileobj, filename=filename, head=fileobj.read(HEAD_BYTES))
+        try:
+            fmt = stream.read_header(stream.records(), fmt=fmt, formats=FORMATS, detect=detect_format)
+        finally:
+            stream.close()
+        check_learner_rule(fmt, learner=learner, filename=filename, learner_option=learner_option)
+        return fmt
+    finally:
+        fileobj.seek(start)
+
+
 def _choose_format(name: str | None, *, filename: str) -> ReviewFileFormat | None:
     if name is None or name == "":
         return None
     if name not in FORMATS:
-        raise ImportFileError(filename, f"format: expected one of {', '.join(FORMATS)}, got {name!r}")
+        raise ImportFileError(filename, f"format: expected one of {', '.join(FORMATS)}, got {name!r}", field="format")
     return FORMATS[name]
 
 
@@ -202,12 +246,7 @@ class _FileReader:
         self.batch = "import:" + hashlib.sha256(filename.encode() + b"\0" + head).hexdigest()[:16]
         self.context: object = None
         with self._rows(fmt) as (self.fmt, rows):
-            if self.fmt.learner_column is None and learner is None:
-                raise ImportFileError(filename, f"a {self.fmt.name} file holds one learner's reviews: name the learner (--learner ID)")
-            if self.fmt.learner_column is not None and learner is not None:
-                raise ImportFileError(
-                    filename, f"a {self.fmt.name} file names its learners in the {self.fmt.learner_column} column: do not name a learner"
-                )
+            check_learner_rule(self.fmt, learner=learner, filename=filename)
             if self.fmt.prescan is not None:
                 self.context = self.fmt.prescan(rows)
 

@@ -25,10 +25,11 @@ def assert_documented(answer: dict, component: dict) -> None:
 @pytest.mark.parametrize("version, policy", [(None, None), (7, {"version": 7})])
 def test_a_recommendation_names_the_version_that_answered_or_null(version, policy):
     rec = Recommendation(concept="c1", scores={"c1": 0.75, "c0": 0.25}, policy_version=version,
-                         strategy="policy" if version else "fallback:lowest_recall", unscored=("c9",))
+                         strategy="policy" if version else "fallback:lowest_recall", unscored=("c9",),
+                         recommendation_id="0b8e5a8e-9a53-4f4e-9d55-3c1e6b2f7a10")
 
     assert json.loads(json.dumps(RecommendationSerializer(rec).data)) == {
-        "concept": "c1", "scores": {"c1": 0.75, "c0": 0.25}, "policy": policy, "strategy": rec.strategy,
+        "recommendation_id": "0b8e5a8e-9a53-4f4e-9d55-3c1e6b2f7a10", "concept": "c1", "scores": {"c1": 0.75, "c0": 0.25}, "policy": policy, "strategy": rec.strategy,
         "unscored": ["c9"],
     }
 

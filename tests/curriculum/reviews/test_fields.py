@@ -2,6 +2,7 @@
 OpenAPI schema documents and what the database columns hold."""
 import dataclasses
 import datetime as dt
+import uuid
 
 import pytest
 import yaml
@@ -78,7 +79,7 @@ def test_the_database_columns_hold_the_declared_lengths():
 @pytest.mark.django_db
 def test_the_schema_documents_each_declared_field(client):
     review = yaml.safe_load(client.get("/api/schema/").content)["components"]["schemas"]["Review"]
-    kinds = {str: "string", bool: "boolean", int: "integer", dt.datetime: "string"}
+    kinds = {str: "string", bool: "boolean", int: "integer", dt.datetime: "string", uuid.UUID: "string"}
 
     assert list(review["properties"]) == [f.name for f in REVIEW_FIELDS]
     assert set(review["required"]) == {f.name for f in REVIEW_FIELDS if f.required}

@@ -122,6 +122,22 @@ def test_an_old_policy_version_or_an_old_learner_state_is_never_used(lite, tmp_p
     np.testing.assert_allclose(logits, full_logits(lite, other, 9), atol=TOLERANCE, rtol=0)
 
 
+def test_a_model_with_full_attention_is_answered_by_the_full_forward_and_nothing_is_kept(tmp_path):
+    torch.manual_seed(4)
+    model = DecisionTransformer(DTConfig(state_dim=S, action_dim=A, context_length=K, max_timestep=40, hidden_dim=32,
+                                         num_layers=LAYERS, num_heads=2, return_scale=4.0)).eval()
+    export_artifacts(model=model, output_dir=tmp_path, concept_keys=[f"c{i}" for i in range(A)], encoder={},
+                     target_return=2.0, onnx=False)
+    full = DTLite.load(tmp_path / "dt_lite_weights.npz", tmp_path / "dt_lite_config.json")
+    store = StepCacheStore()
+    h = learner_history(2 * K, seed=8)
+    for t in (K, K + 1):
+        logits = store.step_logits(full, learner="ed", version=1, state_version=t, previous_state_version=t - 1,
+                                   **context(h, t))
+        np.testing.assert_allclose(logits, full_logits(full, h, t), atol=TOLERANCE, rtol=0)
+    assert len(store) == 0 and store.misses == 2 and store.steps == 0
+
+
 def test_a_negative_size_is_refused():
     with pytest.raises(ValueError, match="max_bytes must be >= 0"):
         StepCacheStore(max_bytes=-1)

@@ -243,7 +243,8 @@ def test_a_review_the_one_validation_refuses_names_the_column_its_field_came_fro
 @pytest.mark.django_db
 @pytest.mark.parametrize("fixture", ["fsrs_reviews.csv", "anki_revlog.csv"])
 def test_a_format_without_a_learner_column_needs_a_learner(fixture):
-    with pytest.raises(ImportFileError, match=r"holds one learner's reviews: name the learner \(--learner ID\)"):
+    with pytest.raises(ImportFileError, match=r"holds one learner's reviews and has no learner column: name the learner whose reviews "
+                                            r"they are \(--learner ID\)"):
         import_review_file(path=FIXTURES / fixture, curriculum_key="logs")
     assert ReviewLog.objects.count() == 0
 

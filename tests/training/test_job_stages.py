@@ -1,0 +1,69 @@
+"""The stage-aware progress bar (training/jobs/stages.py): a stage at 100% is not a finished job."""
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from training.jobs import job_status
+from training.jobs.stages import job_stages
+from training.models import (
+    ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_run_that_has_extracted_every_review_is_not_at_100_percent(admin_client, curriculum):
+    run = TrainingRun.objects.create(curriculum=curriculum, status="running", data_source="review_log",
+                                     heartbeat_at=timezone.now(), phase="extracting trajectories", step=500, steps=500)
+    status = job_status(job=run)
+    stages = status["stages"]
+    assert status["percent"] == 100.0  # the phase's own count is complete...
+    assert status["stage"] == stages.index("extracting trajectories") + 1 == 3 and len(stages) == 9
+    assert status["bar"] == pytest.approx(100 * 3 / 9, abs=0.1)  # ...the job is a third of the way
+    assert status["bar_label"] == "stage 3 of 9: extracting trajectories, 100% (500 / 500)"
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    bar = page.split('id="job-progress-bar"')[1].split(">")[0]
+    assert f'value="{status["bar"]}"' in bar and 'value="100' not in bar
+    assert "stage 3 of 9: extracting trajectories" in page
+
+
+def test_the_bar_reaches_100_only_when_the_job_succeeded(curriculum):
+    run = TrainingRun.objects.create(curriculum=curriculum, status="running", phase="registering the candidate version",
+                                     step=1, steps=1)
+    assert job_status(job=run)["bar"] == 99.9
+    run.status = "succeeded"
+    assert (job_status(job=run)["bar"], job_status(job=run)["bar_label"]) == (100.0, "done")
+    run.status, run.phase = "queued", ""
+    assert (job_status(job=run)["bar"], job_status(job=run)["stage"]) == (0.0, None)
+    run.status, run.phase = "running", "a phase no stage list knows"
+    assert (job_status(job=run)["bar"], job_status(job=run)["bar_label"]) == (None, "a phase no stage list knows")
+
+
+def test_the_stages_are_the_phases_the_job_bodies_report(curriculum):
+    """Each stage name appears in the code that reports it (a renamed phase would leave the bar indeterminate)."""
+    import inspect
+
+    from curriculum.reviews.importers import service as import_service
+    from training import pipeline, services
+    from training.jobs import extraction, generation, protocol_evaluation, review_import, training_run
+
+    sources = "".join(inspect.getsource(m) for m in (pipeline, services, extraction, generation, review_import,
+                                                       training_run, import_service, protocol_evaluation))
+    jobs = [TrainingRun(curriculum=curriculum, data_source=source) for source in TrainingRun.DataSource.values]
+    jobs += [SyntheticGenerationJob(curriculum=curriculum), TrajectoryExtractionJob(curriculum=curriculum),
+             ReviewImportJob(curriculum=curriculum), ProtocolEvaluationJob(curriculum=curriculum)]
+    for job in jobs:
+        for stage in job_stages(job):
+            assert f'"{stage}"' in sources, f"{type(job).__name__}: no job body reports the phase {stage!r}"
+    assert services.EVALUATING_ACTIVE in job_stages(jobs[0]) and services.REGISTERING in job_stages(jobs[0])
+
+
+def test_a_phase_naming_what_it_works_on_is_in_its_stage(curriculum):
+    from training.jobs.stages import stage_bar
+
+    job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating (dt)", step=1, steps=4)
+    status = stage_bar(job)
+    assert (status["stage"], status["bar"]) == (2, round(100 * 1.25 / 2, 1))
+    assert status["bar_label"] == "stage 2 of 2: evaluating (dt), 25% (1 / 4)"

@@ -1,0 +1,71 @@
+"""The stages each kind of job goes through, in order, and the one progress bar they make: a stage-aware bar that
+fills stage by stage, so that a stage at 100% (all reviews extracted) is not a finished job.
+
+The names are the ``phase`` each job body reports (training/jobs/*.py, the pipeline's stages in training/pipeline.py,
+training.services.EVALUATING_ACTIVE and REGISTERING, literal here because training.services imports PyTorch and the
+web process reads this); tests/training/test_job_stages.py checks them against the code that reports them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import (
+    Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
+)
+
+_TRAINING_BEFORE = ("checking the space for the artifacts", "preparing the data")
+_TRAINING_DATA = {
+    TrainingRun.DataSource.SYNTHETIC: ("simulating students",),
+    TrainingRun.DataSource.REVIEW_LOG: ("extracting trajectories", "fitting the encoder"),
+    TrainingRun.DataSource.DATASET: (),
+}
+_TRAINING_AFTER = ("training", "exporting artifacts", "evaluating",
+                   "evaluating the active version under the curriculum's protocol", "registering the candidate version")
+STAGES: dict[type[Job], tuple[str, ...]] = {
+    SyntheticGenerationJob: ("simulating the cohort", "writing reviews"),
+    TrajectoryExtractionJob: ("reading reviews", "extracting trajectories", "fitting the encoder", "saving the dataset"),
+    ReviewImportJob: ("validating", "storing", "updating learner states"),
+    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback: only while no version
+    # is active, else the bar goes from the end of "evaluating" to done)
+    ProtocolEvaluationJob: ("copying the artifacts", "evaluating", "evaluating the fallback"),
+}
+
+
+def job_stages(job: Job) -> tuple[str, ...]:
+    """The phases ``job`` goes through, in order (a training run's depend on its data source; a dry-run import
+    only validates)."""
+    if isinstance(job, TrainingRun):
+        return _TRAINING_BEFORE + _TRAINING_DATA.get(job.data_source, ()) + _TRAINING_AFTER
+    if isinstance(job, ReviewImportJob) and job.dry_run:
+        return ("validating",)
+    return next((stages for model, stages in STAGES.items() if isinstance(job, model)), ())
+
+
+def stage_bar(job: Job) -> dict[str, Any]:
+    """The job's progress bar across its stages, as the job JSON's keys:
+
+    ``stages``: the phase names in order; ``stage``: the current one's 1-based number, or None (queued, finished,
+    or a phase not in ``stages``); ``bar``: percent 0-100 of the whole job, each stage an equal share, filled by
+    its own step/steps, never 100 before the job succeeded (99.9 at most), or None while the place is unknown
+    (the page then shows a moving bar); ``bar_label``: what the bar means in words ("stage 3 of 9: extracting
+    trajectories, 100%").
+    """
+    stages = job_stages(job)
+    base = {"stages": list(stages), "stage": None}
+    if job.status == Job.Status.SUCCEEDED:
+        return {**base, "bar": 100.0, "bar_label": "done"}
+    if job.status == Job.Status.QUEUED:
+        return {**base, "bar": 0.0, "bar_label": "waiting for a worker"}
+    known = job.phase in stages
+    index = stages.index(job.phase) if known else 0
+    fraction = min(job.step, job.steps) / job.steps if job.steps and known else 0.0
+    bar = min(round(100.0 * (index + fraction) / len(stages), 1), 99.9) if known else None
+    if job.is_finished:  # failed or cancelled: the bar stays where the job stopped
+        status = job.get_status_display().lower()
+        return {**base, "bar": bar or 0.0, "bar_label": f"{status} ({job.phase})" if job.phase else status}
+    if not known:
+        return {**base, "bar": None, "bar_label": job.phase or "starting"}
+    label = f"stage {index + 1} of {len(stages)}: {job.phase}"
+    if job.steps:
+        label += f", {round(100.0 * fraction)}% ({job.step:,} / {job.steps:,})"
+    return {**base, "stage": index + 1, "bar": bar, "bar_label": label}
