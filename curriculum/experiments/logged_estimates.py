@@ -31,7 +31,7 @@ from .. import selectors, serving
 from ..learner_states import histories
 from ..models import Learner, PolicyModel, RecommendationLog
 from .exploration import Exploration
-from .off_policy import Estimate, episodes_from_rows, estimate_all
+from .off_policy import ESTIMATORS, Estimate, episodes_from_rows
 from .outcomes import Mean, _recall_next, _reviews
 
 MAX_DECISIONS = 2000
@@ -40,9 +40,10 @@ BOOTSTRAP_SAMPLES = 500  # at page load; bench/off_policy.py uses the module def
 
 @dataclass(frozen=True)
 class LoggedEstimates:
-    """A version's estimates on the log (``estimates``: {"ips", "snips", "pdis", "dr"} -> Estimate), the decisions
-    and learners used, the observed mean return per learner of its own decisions (``on_policy``, None when it served
-    none), or ``error``: why there is no estimate (no decision with an outcome, a version that cannot load...)."""
+    """A version's estimates on the log (``estimates``: {"ips", "snips", "pdis", "dr"} -> Estimate, those that could
+    be computed), the decisions and learners used, the observed mean return per learner of its own decisions
+    (``on_policy``, None when it served none), and ``error``: why there is no estimate, or why an estimator gave none
+    (no decision with an outcome, a version that cannot load, SNIPS with every weight 0...)."""
 
     version: int
     decisions: int
@@ -117,10 +118,16 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
     learners = np.array([k[0] for k in kept])
     mask, (reward, propensity, target_p, q_hat, v_hat) = episodes_from_rows(
         learners, [k[1] for k in kept], [k[2] for k in kept], target, q, v)
-    estimates = estimate_all(propensity=np.where(mask, propensity, 1.0), target_probability=target_p, reward=reward,
-                             q_hat=q_hat, v_hat=v_hat, mask=mask, seed=seed, bootstrap_samples=bootstrap_samples)
+    common = {"propensity": np.where(mask, propensity, 1.0), "target_probability": target_p, "reward": reward,
+              "mask": mask, "seed": seed, "bootstrap_samples": bootstrap_samples}
+    estimates, refused = {}, []
+    for name, estimator in ESTIMATORS.items():
+        try:
+            estimates[name] = estimator(**common, **({"q_hat": q_hat, "v_hat": v_hat} if name == "dr" else {}))
+        except ValueError as exc:  # e.g. SNIPS when the version never takes the logged concepts (argmax logs)
+            refused.append(f"{name}: {exc}")
     return LoggedEstimates(policy.version, len(kept), int(mask.shape[0]), estimates,
-                           Mean.of(on_policy.values()) if on_policy else None)
+                           Mean.of(on_policy.values()) if on_policy else None, "; ".join(refused))
 
 
 def _per_decision_outcomes(decisions, reviews) -> dict:

@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import random
 
+import numpy as np
 import pytest
 
 from curriculum.experiments.outcomes import experiment_outcomes
@@ -84,3 +85,27 @@ def test_logged_estimates_of_a_version_from_another_versions_exploring_log(api_c
     logging_version.refresh_from_db()
     own = logged_estimates(policy=logging_version)
     assert own.on_policy is not None and own.on_policy.n == 30
+
+
+def test_an_argmax_log_the_version_never_agrees_with_gives_the_reason_not_an_error(api_client, make_curriculum,
+                                                                                   make_real_policy, monkeypatch):
+    from curriculum.experiments import logged_estimates as module
+    from curriculum.experiments.logged_estimates import logged_estimates
+
+    demo = make_curriculum("demo", concepts=5)
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
+    target = make_real_policy(demo, seed=2)
+    for i in range(5):
+        rec = post(api_client, "/api/v1/recommendations", {"curriculum": "demo", "learner": f"u{i}",
+                                                           "at": T0.isoformat()}).json()
+        post(api_client, "/api/v1/reviews", {"curriculum": "demo", "learner": f"u{i}", "concept": rec["concept"],
+                                             "correct": True, "recommendation_id": rec["recommendation_id"],
+                                             "reviewed_at": (T0 + dt.timedelta(minutes=1)).isoformat()})
+    real = module._target
+    # the version puts probability 0 on every logged concept: every episode weight is 0
+    monkeypatch.setattr(module, "_target", lambda *a, **k: (np.zeros(5), *real(*a, **k)[1:]))
+
+    result = logged_estimates(policy=target)
+
+    assert result.decisions == 5 and "snips" not in result.estimates and result.error.startswith("snips:")
+    assert result.estimates["ips"].value == 0.0 and set(result.estimates) == {"ips", "pdis", "dr"}
