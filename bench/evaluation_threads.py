@@ -4,8 +4,9 @@
     .venv/bin/python bench/evaluation_threads.py [--policy_dir DIR] [--students 200] [--interactions 100]
         [--threads 1 2 16] [--repeats 1]
 
-``evaluate(threads=N)`` sizes the BLAS / OpenMP / PyTorch pools to N for the run (training/rl/cpu_threads.py; the
-default, what train_crl_policy and evaluate_policy use, is one). Without --policy_dir the policy is an untrained
+``evaluate(threads=N, processes=1)`` sizes the BLAS / OpenMP / PyTorch pools to N for the run, in this process
+(training/rl/cpu_threads.py; the default, what train_crl_policy and evaluate_policy use, is one thread a process;
+worker processes are bench/evaluation_processes.py's). Without --policy_dir the policy is an untrained
 model of the default size (20 concepts, hidden 128, 4 layers, context 20) exported to DTLite: the cost of the loop
 does not depend on what the weights learned. Runs alternate over the thread counts; the table gives the medians and
 each count's time against the 2-thread run's.
@@ -63,7 +64,7 @@ def main() -> None:
             for n in args.threads:
                 started = time.perf_counter()
                 results[n] = evaluate(policy=policy, num_concepts=num_concepts, students=args.students,
-                                      interactions=args.interactions, seed=1234, threads=n)
+                                      interactions=args.interactions, seed=1234, threads=n, processes=1)
                 seconds[n].append(time.perf_counter() - started)
     print(f"{args.students} students x {args.interactions} reviews, {os.cpu_count()} cores, load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}, {args.repeats} repeat(s)\n")
