@@ -47,10 +47,12 @@ def test_the_stages_are_the_phases_the_job_bodies_report(curriculum):
 
     from curriculum.reviews.importers import service as import_service
     from training import pipeline, services
+    from training import protocol_evaluation as evaluation_under_protocol
     from training.jobs import extraction, generation, protocol_evaluation, review_import, training_run
 
     sources = "".join(inspect.getsource(m) for m in (pipeline, services, extraction, generation, review_import,
-                                                       training_run, import_service, protocol_evaluation))
+                                                       training_run, import_service, protocol_evaluation,
+                                                       evaluation_under_protocol))
     jobs = [TrainingRun(curriculum=curriculum, data_source=source) for source in TrainingRun.DataSource.values]
     jobs += [SyntheticGenerationJob(curriculum=curriculum), TrajectoryExtractionJob(curriculum=curriculum),
              ReviewImportJob(curriculum=curriculum), ProtocolEvaluationJob(curriculum=curriculum)]
@@ -60,10 +62,10 @@ def test_the_stages_are_the_phases_the_job_bodies_report(curriculum):
     assert services.EVALUATING_ACTIVE in job_stages(jobs[0]) and services.REGISTERING in job_stages(jobs[0])
 
 
-def test_a_phase_naming_what_it_works_on_is_in_its_stage(curriculum):
+def test_a_protocol_evaluation_fills_its_own_stages(curriculum):
     from training.jobs.stages import stage_bar
 
-    job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating (dt)", step=1, steps=4)
+    job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating", step=1, steps=4)
     status = stage_bar(job)
-    assert (status["stage"], status["bar"]) == (2, round(100 * 1.25 / 2, 1))
-    assert status["bar_label"] == "stage 2 of 2: evaluating (dt), 25% (1 / 4)"
+    assert (status["stage"], status["bar"]) == (2, round(100 * 1.25 / 3, 1))
+    assert status["bar_label"] == "stage 2 of 3: evaluating, 25% (1 / 4)"
