@@ -1,24 +1,31 @@
 """A simulated experiment through the API, the built-in students answering: the fallback (control, no active version)
-against a Decision Transformer version, both exploring (epsilon-greedy). The outcomes detect the difference between
-the two, and the doubly robust estimate of the DT version from the control's exploring log alone agrees with the DT
-arm's own observed value: the observed mean lies in the estimate's 95% interval. (The estimate's point value need not
-lie in the observed value's interval: with 4 decisions per learner and epsilon 0.5 the importance weights leave an
-effective sample size near a tenth of the learners.)"""
+against a Decision Transformer version, both exploring epsilon-greedily (epsilon 0.8, so that no concept is ever
+logged with a propensity below 0.16). The outcomes detect the difference between the two (the DT arm ahead), and the
+doubly robust estimate of the DT version from the control's exploring log alone agrees with the DT arm's own observed
+value at the 95% level: their difference lies within 1.96 standard errors of the two combined.
+
+Why epsilon 0.8: with 4 decisions per learner the per-decision weights multiply; at epsilon 0.5 a ratio reaches
+0.6 / 0.1 = 6 per decision and the effective sample size fell to about a tenth of the learners (docs/operations.md,
+"Off-policy estimates"); at 0.8 it is 0.36 / 0.16 = 2.25 at most and the ESS is about half the learners.
+Why not the issue's literal "the DR point lies in the on-policy interval": that interval covers the true value 95% of
+the time only, and the DR point has its own error, so even an exact estimator misses it more often than 5%; the
+measured miss rate is in docs/operations.md. Seeds 1-5 (cohort and draws) are fixed here, not chosen."""
 import datetime as dt
 import json
-import os
+import math
 
 import numpy as np
 import pytest
 
 from curriculum.experiments.exploration import seed_draws
 from curriculum.experiments.logged_estimates import logged_estimates
-from curriculum.experiments.outcomes import experiment_outcomes
+from curriculum.experiments.outcomes import Z95, experiment_outcomes
 from curriculum.experiments.services import create_experiment, start_experiment
 from curriculum.models import Experiment
 from training.rl.students.builtin import Cohort
 
-STUDENTS, STEPS = 160, 4
+STUDENTS, STEPS, CONCEPTS, EPSILON = 400, 4, 5, 0.8
+GAP_S = 600.0  # ten minutes between a learner's decisions: within one session, where the two policies differ
 
 
 def post(client, url, body):
@@ -26,48 +33,54 @@ def post(client, url, body):
 
 
 @pytest.fixture
-def seeded_draws():
-    """Exploration's draws in this thread (the test client serves in it) from a fixed seed, then from the system."""
-    # seeds 1-8 measured: the interval covers the observed mean for 7 (seed 5 misses: 0.85 [0.50, 1.25] against
-    # 1.39), as a 95% interval with an effective sample size near 10 may; CRL_TEST_DRAW_SEED picks another
-    seed_draws(int(os.environ.get("CRL_TEST_DRAW_SEED", "1")))
-    yield
+def draws_from():
+    """Exploration's draws in this thread (the test client serves in it) from a given seed, then from the system."""
+    yield seed_draws
     seed_draws(None)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_a_simulated_experiment_detects_the_difference_and_dr_agrees_with_the_on_policy_value(
-        api_client, make_curriculum, make_real_policy, seeded_draws):
-    demo = make_curriculum("demo", concepts=5)
+        api_client, make_curriculum, make_real_policy, draws_from, seed):
+    draws_from(seed)
+    demo = make_curriculum("demo", concepts=CONCEPTS)
     candidate = make_real_policy(demo, seed=1)
-    type(demo).objects.filter(pk=demo.pk).update(exploration="epsilon_greedy", exploration_epsilon=0.5)
+    type(demo).objects.filter(pk=demo.pk).update(exploration="epsilon_greedy", exploration_epsilon=EPSILON)
     experiment = start_experiment(experiment=create_experiment(curriculum=demo, name="DT vs fallback",
                                                                candidates=[candidate]))
-    cohort = Cohort(num_students=STUDENTS, num_concepts=5, interactions=STEPS, seed=11)
-    times = cohort.schedule()
+    cohort = Cohort(num_students=STUDENTS, num_concepts=CONCEPTS, interactions=STEPS, seed=seed)
+    start = float(cohort.schedule().min())
     Experiment.objects.filter(pk=experiment.pk).update(
-        started_at=dt.datetime.fromtimestamp(times.min() - 1, tz=dt.timezone.utc))
+        started_at=dt.datetime.fromtimestamp(start - 1, tz=dt.timezone.utc))
     experiment.refresh_from_db()
 
+    learners = [f"s{s}" for s in range(STUDENTS)]
     for k in range(STEPS):
-        answers = [post(api_client, "/api/v1/recommendations", {
-            "curriculum": "demo", "learner": f"s{s}",
-            "at": dt.datetime.fromtimestamp(times[s, k], tz=dt.timezone.utc).isoformat()}).json() for s in range(STUDENTS)]
-        outcome = cohort.review(np.array([int(a["concept"][1:]) for a in answers]), times[:, k])
-        reviews = [{"curriculum": "demo", "learner": f"s{s}", "concept": a["concept"], "correct": bool(outcome.correct[s]),
-                    "grade": int(outcome.grade[s]), "recommendation_id": a["recommendation_id"],
-                    "reviewed_at": dt.datetime.fromtimestamp(times[s, k] + 1, tz=dt.timezone.utc).isoformat()}
+        now = start + k * GAP_S
+        answers = post(api_client, "/api/v1/recommendations/batch", {
+            "curriculum": "demo", "learners": learners,
+            "at": dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).isoformat()}).json()["results"]
+        outcome = cohort.review(np.array([int(a["concept"][1:]) for a in answers]), np.full(STUDENTS, now))
+        reviews = [{"curriculum": "demo", "learner": a["learner"], "concept": a["concept"],
+                    "correct": bool(outcome.correct[s]), "grade": int(outcome.grade[s]),
+                    "recommendation_id": a["recommendation_id"],
+                    "reviewed_at": dt.datetime.fromtimestamp(now + 1, tz=dt.timezone.utc).isoformat()}
                    for s, a in enumerate(answers)]
         assert post(api_client, "/api/v1/reviews", reviews).status_code == 201
 
-    outcomes = experiment_outcomes(experiment=experiment)
-    (difference,) = outcomes.differences
-    assert difference.ci95[0] > 0 or difference.ci95[1] < 0, difference.sentence  # detected at the 95% level
+    (difference,) = experiment_outcomes(experiment=experiment).differences
+    assert difference.ci95[0] > 0, difference.sentence  # detected at the 95% level, the DT arm ahead
 
     control = experiment.arms.get(label="A")
     candidate.refresh_from_db()
-    from_control = logged_estimates(policy=candidate, arm=control, since=experiment.started_at, bootstrap_samples=1000)
-    observed = logged_estimates(policy=candidate, arm=experiment.arms.get(label="B"), since=experiment.started_at).on_policy
+    from_control = logged_estimates(policy=candidate, arm=control, since=experiment.started_at, bootstrap_samples=1000,
+                                    max_decisions=STUDENTS * STEPS)
+    observed = logged_estimates(policy=candidate, arm=experiment.arms.get(label="B"), since=experiment.started_at,
+                                max_decisions=STUDENTS * STEPS).on_policy
     dr = from_control.estimates["dr"]
-    assert from_control.learners > 40 and observed.n > 40
-    assert dr.ci95[0] <= observed.mean <= dr.ci95[1], (dr, observed)
-    assert dr.ci95[1] - dr.ci95[0] < 4  # informative: returns over 4 decisions lie in [0, 4]
+    assert from_control.learners > 150 and observed.n > 150
+    assert dr.ess > from_control.learners / 4, dr  # the exploration keeps the weights usable
+    # standard errors from the 95% intervals' half-widths (the DR's is a percentile bootstrap: about normal here)
+    se = math.hypot((dr.ci95[1] - dr.ci95[0]) / (2 * Z95), (observed.ci95[1] - observed.ci95[0]) / (2 * Z95))
+    assert abs(dr.value - observed.mean) <= Z95 * se, (dr, observed)
+    assert dr.ci95[1] - dr.ci95[0] < 0.5  # informative: returns over 4 decisions lie in [0, 4]
