@@ -16,6 +16,11 @@ learners), the difference B - A with ``+- 1.96 sqrt(s_A^2 / n_A + s_B^2 / n_B)``
 learners per arm needed to detect ``min_effect`` with a two-sided 5% test at 80% power (Chow, Shao & Wang 2008,
 "Sample Size Calculations in Clinical Research", 2nd ed., section 3.2.1, two-sample parallel design, equality):
 ``n = (z_{0.975} + z_{0.8})^2 (s_A^2 + s_B^2) / min_effect^2``, of which the learners already served are subtracted.
+
+A big experiment stays fast: the decisions, shadow choices and learners per arm are counted in the database, and the
+metrics read at most ``MAX_LEARNERS_PER_ARM`` learners per arm (the first in learner-id order; the arm of a learner is
+a hash of the experiment and its id, so these are not chosen by outcome), their decisions and reviews only. A metric's
+``n`` below the arm's ``learners`` says it was computed on that sample; its interval is the sample's.
 """
 from __future__ import annotations
 
@@ -27,12 +32,14 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
+from django.db.models import Count
 from django.utils import timezone
 
 from .. import selectors
 from ..learner_states import histories, state_from_history
 from ..models import Experiment, Learner, RecommendationLog, ReviewLog
 
+MAX_LEARNERS_PER_ARM = 2000  # learners per arm whose outcomes are read at a page load (see the module)
 Z95 = NormalDist().inv_cdf(0.975)
 Z_POWER = NormalDist().inv_cdf(0.8)
 METRICS = ("recall_next", "horizon_recall", "reviews")
@@ -68,8 +75,9 @@ class Mean:
 @dataclass(frozen=True)
 class ArmOutcome:
     """One arm: its label, version (None: the fallback), traffic share, what it logged (decisions, and shadow
-    choices in shadow mode), the learners it served, each metric's Mean, and ``timeline``: per day since the start
-    (ISO date) the cumulative recall at the next review (Mean)."""
+    choices in shadow mode), the learners it served (these three counted in the database over the whole arm), each
+    metric's Mean (over at most the cap of learners, see the module), and ``timeline``: per day since the start
+    (ISO date) the cumulative recall at the next review (Mean, same learners)."""
 
     arm_id: int
     label: str
@@ -113,19 +121,32 @@ class ExperimentOutcomes:
         }
 
 
-def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = None) -> ExperimentOutcomes:
+def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = None,
+                        max_learners_per_arm: int = MAX_LEARNERS_PER_ARM) -> ExperimentOutcomes:
     """Every arm's outcomes and each candidate's difference from the control, as the database says now (see the
-    module). Reads the experiment's served log rows, its learners' reviews since the start and their histories."""
+    module). Counts the experiment's log rows per arm in the database; reads the served rows of at most
+    ``max_learners_per_arm`` learners per arm (>= 2; ValueError naming it otherwise), their reviews since the start
+    and their histories."""
+    if isinstance(max_learners_per_arm, bool) or not isinstance(max_learners_per_arm, int) or max_learners_per_arm < 2:
+        raise ValueError(f"max_learners_per_arm: expected an integer >= 2, got {max_learners_per_arm!r}")
     now = now or timezone.now()
     arms = list(experiment.arms.select_related("policy").order_by("label"))
     start = experiment.started_at or experiment.created_at
     end = experiment.stopped_at  # while it runs, every review so far (a client's clock may run a little ahead)
-    rows = list(RecommendationLog.objects.filter(arm__experiment=experiment).order_by("at").values_list(
-        "id", "arm_id", "learner", "concept", "at", "served"))
-    served = [r for r in rows if r[5]]
-    learners_of: dict[int, set[str]] = defaultdict(set)
-    for _, arm_id, learner, *_ in served:
-        learners_of[arm_id].add(learner)
+    logged = RecommendationLog.objects.filter(arm__experiment=experiment)
+    counts = {(arm_id, served): (n, learners) for arm_id, served, n, learners in logged.order_by().values(
+        "arm_id", "served").annotate(n=Count("id"), learners=Count("learner", distinct=True)).values_list(
+        "arm_id", "served", "n", "learners")}
+    learners_of: dict[int, set[str]] = {}
+    served = []
+    for arm in arms:
+        sample = list(logged.filter(arm=arm, served=True).order_by("learner").values_list(
+            "learner", flat=True).distinct()[:max_learners_per_arm])
+        learners_of[arm.pk] = set(sample)
+        for chunk in range(0, len(sample), 500):
+            served += logged.filter(arm=arm, served=True, learner__in=sample[chunk:chunk + 500]).order_by().values_list(
+                "id", "arm_id", "learner", "concept", "at", "served")
+    served.sort(key=lambda r: r[4])
     everyone = sorted(set().union(*learners_of.values())) if learners_of else []
     ids = dict(Learner.objects.filter(external_id__in=everyone).values_list("external_id", "id")) if everyone else {}
     reviews = _reviews(curriculum_id=experiment.curriculum_id, learner_ids=list(ids.values()), start=start, end=end)
@@ -147,8 +168,9 @@ def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = Non
                                                                    until=day).values()))
                     for day in days]
         outcomes.append(ArmOutcome(arm.pk, arm.label, arm.policy.version if arm.policy_id else None, arm.is_control,
-                                   arm.traffic_percent, len(decisions), sum(1 for r in rows if r[1] == arm.pk and not r[5]),
-                                   len(learners), metrics, timeline))
+                                   arm.traffic_percent, counts.get((arm.pk, True), (0, 0))[0],
+                                   counts.get((arm.pk, False), (0, 0))[0], counts.get((arm.pk, True), (0, 0))[1],
+                                   metrics, timeline))
     control = next((a for a in outcomes if a.is_control), None)
     differences = [] if control is None else [
         compare(control=control.metrics["recall_next"], candidate=a.metrics["recall_next"], label=a.label,

@@ -109,3 +109,41 @@ def test_an_argmax_log_the_version_never_agrees_with_gives_the_reason_not_an_err
 
     assert result.decisions == 5 and "snips" not in result.estimates and result.error.startswith("snips:")
     assert result.estimates["ips"].value == 0.0 and set(result.estimates) == {"ips", "pdis", "dr"}
+
+
+def test_outcomes_read_at_most_the_cap_of_learners_per_arm_and_count_everything_in_the_database(
+        api_client, make_curriculum, make_real_policy):
+    from curriculum.models import Learner, ReviewLog
+
+    demo = make_curriculum("demo", concepts=5)
+    experiment = start_experiment(experiment=create_experiment(curriculum=demo, name="x",
+                                                               candidates=[make_real_policy(demo, seed=2)]))
+    experiment.started_at = T0 - dt.timedelta(days=1)
+    experiment.save(update_fields=["started_at"])
+    rng = random.Random(7)
+    learners = [f"u{i:02d}" for i in range(30)]
+    for step in range(3):
+        at = T0 + dt.timedelta(hours=step)
+        answers = post(api_client, "/api/v1/recommendations/batch", {"curriculum": "demo", "learners": learners,
+                                                                     "at": at.isoformat()}).json()["results"]
+        assert post(api_client, "/api/v1/reviews", [
+            {"curriculum": "demo", "learner": a["learner"], "concept": a["concept"], "correct": rng.random() < 0.6,
+             "reviewed_at": (at + dt.timedelta(minutes=5)).isoformat(), "recommendation_id": a["recommendation_id"]}
+            for a in answers]).status_code == 201
+
+    full = experiment_outcomes(experiment=experiment, now=T0 + dt.timedelta(days=1))
+    capped = experiment_outcomes(experiment=experiment, now=T0 + dt.timedelta(days=1), max_learners_per_arm=4)
+
+    assert sum(a.learners for a in full.arms) == 30 and sum(a.decisions for a in full.arms) == 90
+    for whole, part in zip(full.arms, capped.arms):
+        # the counts are the whole arm's, the metrics its first 4 learners' (by id)
+        assert (part.learners, part.decisions, part.shadow_decisions) == (whole.learners, whole.decisions, 0)
+        assert whole.metrics["recall_next"].n == whole.learners > 4
+        assert part.metrics["recall_next"].n == part.metrics["reviews"].n == 4
+        arm_learners = sorted(set(experiment.arms.get(pk=part.arm_id).recommendations.values_list("learner",
+                                                                                                  flat=True)))[:4]
+        ids = Learner.objects.filter(external_id__in=arm_learners).values_list("id", flat=True)
+        per_learner = [np.mean([r.correct for r in ReviewLog.objects.filter(learner_id=i)]) for i in ids]
+        assert part.metrics["recall_next"].mean == pytest.approx(float(np.mean(per_learner)))
+    with pytest.raises(ValueError, match="max_learners_per_arm"):
+        experiment_outcomes(experiment=experiment, max_learners_per_arm=1)
