@@ -14,7 +14,7 @@ seeded by ``--seed``) review the recommended concepts, and the reviews go back w
 (``POST /api/v1/reviews``); steps are ``--gap-s`` apart.
 
 The arms: A, the control, the fallback rule (no version is active); B, the candidate, a tiny untrained Decision
-Transformer (hidden 16, 2 layers, weights scaled by 20 so that its choices are decisive: the test fixtures' way of
+Transformer (hidden 16, 2 layers, the default context, weights scaled by 20 so that its choices are decisive: the test fixtures' way of
 making a version, tests/curriculum/api/conftest.py), 50/50 split by the experiment's hash of the learner. Not a
 trained policy: the bench measures the experiment machinery on a known, large difference (the DT keeps practising
 the concepts it has just shown, whose recall at the next review is high; the fallback shows the least-recalled
@@ -74,7 +74,7 @@ def make_candidate(curriculum, *, concepts: int, workdir: Path):
     encoder = EncoderConfig(num_concepts=concepts)
     torch.manual_seed(1)
     model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=concepts, hidden_dim=16, num_layers=2,
-                                         num_heads=2, context_length=4, max_timestep=64, dropout=0.0)).eval()
+                                         num_heads=2, max_timestep=64, dropout=0.0)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(20.0)
