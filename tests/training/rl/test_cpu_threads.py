@@ -160,3 +160,17 @@ def test_one_thread_sets_every_pool_and_the_variables_libraries_read_later(monke
             assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.trains
+def test_training_then_evaluating_in_one_process_leaves_the_trainers_threads_alone():
+    from tests.training.rl.test_trainer import TINY, quick, toy_dataset
+    from training.rl.trainer import train
+
+    try:
+        train(dataset=toy_dataset(), model_config=TINY, train_config=quick(num_threads=2))
+        assert torch.get_num_threads() == 2
+        evaluate(num_concepts=4, students=5, interactions=3, seed=3, processes=1)  # baselines only
+        assert torch.get_num_threads() == 2  # what a training after it in this process runs with
+    finally:
+        torch.set_num_threads(1)
