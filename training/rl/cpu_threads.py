@@ -50,7 +50,7 @@ def sized_threads(function: Callable[..., T]) -> Callable[..., T]:
     being a keyword argument the wrapper takes (default EVALUATION_THREADS) and does not pass on: whatever the caller
     set before (a trainer's ``torch.set_num_threads(16)``, OMP_NUM_THREADS) or asks, the function never runs with
     more threads than the cores it may use, and the caller's pool sizes come back when it returns or raises.
-    ValueError (from ``limited_threads``) when ``threads`` is not a positive integer."""
+    ValueError (``check_threads``) when ``threads`` is not a positive integer."""
 
     @functools.wraps(function)
     def wrapper(*args, threads: int = EVALUATION_THREADS, **kwargs) -> T:
