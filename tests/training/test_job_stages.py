@@ -69,3 +69,20 @@ def test_a_protocol_evaluation_fills_its_own_stages(curriculum):
     status = stage_bar(job)
     assert (status["stage"], status["bar"]) == (2, round(100 * 1.25 / 3, 1))
     assert status["bar_label"] == "stage 2 of 3: evaluating, 25% (1 / 4)"
+
+
+def test_a_job_cancelled_before_it_started_says_cancelled_once(admin_client, curriculum):
+    from training.jobs import cancel_job
+
+    run = TrainingRun.objects.create(curriculum=curriculum)
+    assert cancel_job(job=run) == "cancelled"
+    run.refresh_from_db()
+    label = job_status(job=run)["bar_label"]
+    assert label == "cancelled (before it started)" and label.count("cancelled") == 1
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert "cancelled (cancelled" not in page and "cancelled (before it started)" in page
+    # a row cancelled before the phase stopped repeating the status reads the same once
+    run.phase = "cancelled before it started"
+    assert job_status(job=run)["bar_label"] == "cancelled before it started"
+    run.status, run.phase = "failed", "training"
+    assert job_status(job=run)["bar_label"] == "failed (training)"

@@ -61,11 +61,19 @@ def stage_bar(job: Job) -> dict[str, Any]:
     fraction = min(job.step, job.steps) / job.steps if job.steps and known else 0.0
     bar = min(round(100.0 * (index + fraction) / len(stages), 1), 99.9) if known else None
     if job.is_finished:  # failed or cancelled: the bar stays where the job stopped
-        status = job.get_status_display().lower()
-        return {**base, "bar": bar or 0.0, "bar_label": f"{status} ({job.phase})" if job.phase else status}
+        return {**base, "bar": bar or 0.0, "bar_label": _finished_label(job)}
     if not known:
         return {**base, "bar": None, "bar_label": job.phase or "starting"}
     label = f"stage {index + 1} of {len(stages)}: {job.phase}"
     if job.steps:
         label += f", {round(100.0 * fraction)}% ({job.step:,} / {job.steps:,})"
     return {**base, "stage": index + 1, "bar": bar, "bar_label": label}
+
+
+def _finished_label(job: Job) -> str:
+    """"cancelled (before it started)", "failed (training)": the status once, then where it stopped, unless the phase
+    already says the status (rows written before the phase stopped repeating it: "cancelled before it started")."""
+    status = job.get_status_display().lower()
+    if not job.phase:
+        return status
+    return job.phase if job.phase.lower().startswith(status) else f"{status} ({job.phase})"
