@@ -7,9 +7,9 @@ on every core; its target: 200 students no slower with 16 threads than with 2).
 A run is ``N`` (``evaluate(processes=N)``: the (family, policy) closed loops over N worker processes, one thread
 each), ``auto`` (one per core of this process's affinity), ``auto@K`` (auto with this process's affinity narrowed to
 its first K cores, as ``taskset`` would: on one core the evaluation stays in this process) or ``tN`` (one process, its
-BLAS / OpenMP / PyTorch pools at N threads, ``evaluate(threads=N, processes=1)``). Without --policy_dir the policy is
-an untrained DTLite of the default size (bench/evaluation_threads.py's: the loop's cost does not depend on what the
-weights learned). Runs alternate over the list; the table gives each run's median and its time against the first
+BLAS / OpenMP / PyTorch pools at N threads capped at the available cores, ``evaluate(threads=N, processes=1)``).
+Without --policy_dir the policy is an untrained DTLite of the default size (bench/evaluation_threads.py's: the loop's
+cost does not depend on what the weights learned). Runs alternate over the list; the table gives each run's median and its time against the first
 run's, and says whether every run gave the same results.
 """
 from __future__ import annotations

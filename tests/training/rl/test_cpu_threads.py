@@ -71,11 +71,46 @@ def test_the_evaluation_runs_with_the_threads_asked_and_restores_the_pools_after
         torch.set_num_threads(1)
 
 
+def test_the_evaluation_never_runs_with_more_threads_than_cores_and_gives_the_same_results(policy, monkeypatch):
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: 2)
+    recording = RecordingPolicy(policy)
+    asked_16 = evaluate(policy=recording, num_concepts=C, students=5, interactions=3, seed=3, threads=16, processes=1)
+    assert {torch_threads for _, torch_threads in recording.seen} == {2}
+    assert all(set(blas) <= {2} for blas, _ in recording.seen)
+    assert asked_16 == evaluate(policy=policy, num_concepts=C, students=5, interactions=3, seed=3, processes=1)
+
+
+def test_a_caller_with_16_threads_such_as_a_trainer_gets_them_back_and_the_evaluation_runs_with_one(policy):
+    # the trainer's TrainConfig.num_threads is a torch.set_num_threads the evaluation after it must not undo
+    torch.set_num_threads(16)
+    try:
+        with threadpool_limits(limits=16):
+            before = blas_threads()
+            recording = RecordingPolicy(policy)
+            evaluate(policy=recording, num_concepts=C, students=5, interactions=3, seed=3, processes=1)
+            assert recording.seen == {(tuple(1 for _ in before), 1)}
+            assert blas_threads() == before and torch.get_num_threads() == 16
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_the_caller_threads_come_back_when_the_evaluation_raises(policy):
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(ValueError, match="students"):
+            evaluate(policy=policy, num_concepts=C, students=0, interactions=3, seed=3, threads=1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(1)
+
+
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
 def test_a_thread_count_that_is_not_a_positive_integer_is_refused(threads):
     with pytest.raises(ValueError, match="threads: expected a positive integer"):
         with limited_threads(threads):
             pass
+    with pytest.raises(ValueError, match="threads: expected a positive integer"):
+        cpu_threads.capped_threads(threads)
 
 
 def test_pool_size_is_the_cores_for_auto_capped_by_the_parts(monkeypatch):
@@ -123,5 +158,19 @@ def test_one_thread_sets_every_pool_and_the_variables_libraries_read_later(monke
             one_thread()
             assert set(blas_threads()) == {1} and torch.get_num_threads() == 1
             assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.mark.trains
+def test_training_then_evaluating_in_one_process_leaves_the_trainers_threads_alone():
+    from tests.training.rl.test_trainer import TINY, quick, toy_dataset
+    from training.rl.trainer import train
+
+    try:
+        train(dataset=toy_dataset(), model_config=TINY, train_config=quick(num_threads=2))
+        assert torch.get_num_threads() == 2
+        evaluate(num_concepts=4, students=5, interactions=3, seed=3, processes=1)  # baselines only
+        assert torch.get_num_threads() == 2  # what a training after it in this process runs with
     finally:
         torch.set_num_threads(1)
