@@ -17,9 +17,9 @@ class Curriculum(models.Model):
     key = models.SlugField(max_length=CURRICULUM_KEY_LENGTH, unique=True,
                            help_text="Stable identifier used by the API.")
     name = models.CharField(max_length=200)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField("created", auto_now_add=True)
     # {"students", "seed", "interactions", "horizon_s"} (curriculum.evaluation_protocol); {} = the defaults.
-    evaluation_protocol = models.JSONField(
+    evaluation_protocol = models.JSONField("evaluation protocol",
         default=dict, blank=True,
         help_text='How every version of this curriculum is evaluated, e.g. {"students": 200, "seed": 1234, '
         '"interactions": 100}; empty: those defaults. Versions are compared only under the same protocol.',
@@ -27,7 +27,8 @@ class Curriculum(models.Model):
     # The fallback rule (what serves with no active version) evaluated under a protocol, computed once per protocol
     # and concept count by a worker: {curriculum.evaluation_protocol.fallback_key: evaluation} (the promotion gate's
     # bar for a first promotion; training.protocol_evaluation.evaluate_fallback_under_protocol writes it).
-    fallback_evaluations = models.JSONField(default=dict, blank=True, editable=False)
+    fallback_evaluations = models.JSONField("the fallback rule's evaluations", default=dict, blank=True,
+                                            editable=False)
     # How serving draws the concept from the deciding policy's distribution (curriculum.experiments.exploration):
     # argmax never explores (every logged propensity is 1); softmax and epsilon-greedy do, so that the log supports
     # off-policy estimates of other versions.
@@ -39,11 +40,11 @@ class Curriculum(models.Model):
         "scores sharpened or flattened by a temperature (softmax), or the argmax except with probability epsilon a "
         "uniformly random candidate (epsilon-greedy).",
     )
-    exploration_temperature = models.FloatField(
+    exploration_temperature = models.FloatField("softmax temperature",
         default=1.0, validators=[MinValueValidator(0.05), MaxValueValidator(20.0)],
         help_text="softmax only: 1 draws from the policy's own scores, below 1 sharpens them, above 1 flattens them.",
     )
-    exploration_epsilon = models.FloatField(
+    exploration_epsilon = models.FloatField("epsilon (chance of a random candidate)",
         default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="epsilon-greedy only: the probability of a uniformly random candidate.",
     )
@@ -97,8 +98,8 @@ class Concept(models.Model):
 class Learner(models.Model):
     """A learner, identified by the client system's id string."""
 
-    external_id = models.CharField(max_length=MAX_ID_LENGTH, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    external_id = models.CharField("learner id", max_length=MAX_ID_LENGTH, unique=True)
+    created_at = models.DateTimeField("first seen", auto_now_add=True)
 
     class Meta:
         ordering = ["external_id"]
@@ -121,17 +122,18 @@ class ReviewLog(models.Model):
     # Denormalised from concept so that "all of a curriculum in (learner, time) order" is one index scan.
     curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="reviews", db_index=False)
     concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="reviews")
-    reviewed_at = models.DateTimeField()
+    reviewed_at = models.DateTimeField("reviewed")
     correct = models.BooleanField()
     grade = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (again) to 4 (easy).")
-    response_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    response_time_ms = models.PositiveIntegerField("response time (ms)", null=True, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.LIVE)
     batch = models.CharField(max_length=100, blank=True, default="", help_text="Job or import that wrote it.")
-    idempotency_key = models.CharField(max_length=MAX_ID_LENGTH, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField("idempotency key", max_length=MAX_ID_LENGTH, null=True, blank=True,
+                                       unique=True)
     # The recommendation this review answers, when the client sends it back (RecommendationLog.id; not a foreign
     # key: the log is written off the request path and may not hold the row yet, or may have dropped it).
-    recommendation_id = models.UUIDField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    recommendation_id = models.UUIDField("answers recommendation", null=True, blank=True)
+    created_at = models.DateTimeField("stored", auto_now_add=True)
 
     class Meta:
         indexes = [
@@ -161,9 +163,9 @@ class LearnerState(models.Model):
     learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="states")
     curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="learner_states")
     data = models.JSONField(default=dict)
-    review_count = models.PositiveIntegerField(default=0)
-    newest_review_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    review_count = models.PositiveIntegerField("reviews", default=0)
+    newest_review_at = models.DateTimeField("newest review", null=True, blank=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
 
     class Meta:
         constraints = [
@@ -191,15 +193,15 @@ class PolicyModel(models.Model):
     config = models.JSONField(default=dict, help_text="The DTLite config (dt_lite_config.json).")
     # The hash of config's encoder and context length (curriculum.state_specs.policy_identity), filled at
     # registration: serving finds a version's state spec, and a stored state's fitness, by it. "": no encoder.
-    encoder_identity = models.CharField(max_length=64, blank=True, default="", editable=False)
+    encoder_identity = models.CharField("encoder identity", max_length=64, blank=True, default="", editable=False)
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
     notes = models.TextField(blank=True)
     description = models.TextField(blank=True, help_text="What this version is, for operators (editable).")
     # Re-evaluations under evaluation protocols other than the one in ``metrics``: {protocol key: metrics}
     # (curriculum.selectors.evaluation_under reads both).
     evaluations = models.JSONField(default=dict, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    promoted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    promoted_at = models.DateTimeField("last promoted", null=True, blank=True)
 
     class Meta:
         ordering = ["curriculum", "-version"]
@@ -232,10 +234,11 @@ class PromotionEvent(models.Model):
 
     curriculum = models.ForeignKey(Curriculum, on_delete=models.PROTECT, related_name="promotion_events")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PROMOTE)
-    from_version = models.PositiveIntegerField(null=True, blank=True)
-    to_version = models.PositiveIntegerField()
+    from_version = models.PositiveIntegerField("from version", null=True, blank=True)
+    to_version = models.PositiveIntegerField("to version")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
-    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    actor_name = models.CharField("actor's username", max_length=150, blank=True,
+                                  help_text="Kept when the user is deleted.")
     reason = models.TextField(blank=True)
     forced = models.BooleanField(default=False)
     # The experiment whose winner this promotion is ("promote the winner"), if any.
@@ -322,16 +325,16 @@ class Experiment(models.Model):
     name = models.CharField(max_length=200)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SPLIT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
-    horizon_s = models.PositiveIntegerField(
+    horizon_s = models.PositiveIntegerField("horizon (seconds)",
         default=86400, help_text="Outcome 'estimated recall at a horizon': seconds after each learner's last review.")
-    min_effect = models.FloatField(
+    min_effect = models.FloatField("minimum effect",
         default=0.01, validators=[MinValueValidator(1e-4), MaxValueValidator(1.0)],
         help_text="The difference in recall the sample size is computed to confirm.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    stopped_at = models.DateTimeField(null=True, blank=True)
+                                   related_name="+", verbose_name="created by")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    stopped_at = models.DateTimeField("stopped", null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

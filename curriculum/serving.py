@@ -116,8 +116,9 @@ class PolicyCache:
     loaded by one thread, outside any lock other requests wait on: meanwhile they keep getting the version
     already in memory (only a process's very first request per curriculum waits for a load). The swap is one
     dict assignment, so a request sees the old version or the new one, never half of each. A version that
-    fails to load is logged and retried after `retry_after_s`; until then the old version (or the fallback)
-    answers.
+    fails to load is retried after `retry_after_s`; until then the old version (or the fallback) answers. Its first
+    failure is logged with the traceback, each retry that fails again with a one-line warning (the traceback every
+    `retry_after_s` would bury the log); after it loads, a new failure logs its traceback again.
     """
 
     def __init__(self, *, loader: Callable[[int], ServedPolicy] = ServedPolicy.load, retry_after_s: float = 30.0):
@@ -126,6 +127,7 @@ class PolicyCache:
         self._served: dict[int, ServedPolicy] = {}
         self._loading: dict[int, threading.Lock] = {}
         self._failed: dict[int, float] = {}
+        self._traced: set[int] = set()  # versions whose load failure was logged with its traceback
         self._guard = threading.Lock()
 
     def get(self, *, curriculum_id: int, policy_id: int | None) -> ServedPolicy | None:
@@ -147,13 +149,20 @@ class PolicyCache:
                 return current
             try:
                 loaded = self._loader(policy_id)
-            except Exception:
-                logger.exception("cannot load policy id %s for serving; %s answers meanwhile", policy_id,
-                                 f"v{current.version}" if current else "the fallback")
+            except Exception as exc:
+                meanwhile = f"v{current.version}" if current else "the fallback"
+                if policy_id in self._traced:
+                    logger.warning("still cannot load policy id %s for serving (%s: %s); %s answers meanwhile",
+                                   policy_id, type(exc).__name__, exc, meanwhile)
+                else:
+                    logger.exception("cannot load policy id %s for serving; %s answers meanwhile (retried every "
+                                     "%.0f s, logged again in one line)", policy_id, meanwhile, self._retry_after_s)
+                    self._traced.add(policy_id)
                 self._failed[policy_id] = time.monotonic()
                 return current
             self._served[curriculum_id] = loaded
             self._failed.pop(policy_id, None)
+            self._traced.discard(policy_id)
             logger.info("serving policy v%s (id %s) for curriculum id %s", loaded.version, loaded.id, curriculum_id)
             return loaded
         finally:
@@ -162,6 +171,7 @@ class PolicyCache:
     def clear(self) -> None:
         self._served.clear()
         self._failed.clear()
+        self._traced.clear()
 
 
 policies = PolicyCache()  # one per process

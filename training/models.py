@@ -34,18 +34,22 @@ class Job(models.Model):
     curriculum = models.ForeignKey(Curriculum, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name="launched by",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField("queued", auto_now_add=True)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
     # Written every few seconds by the worker while it works; a running job whose heartbeat is older
     # than settings.CRL_JOB_STALE_SECONDS had its worker die and is marked failed (mark_stale_jobs).
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField("last heartbeat", null=True, blank=True,
+                                        help_text="When the worker last said it is alive.")
+    cancel_requested = models.BooleanField(
+        "cancellation requested", default=False,
+        help_text="An operator asked to cancel it: a running job stops at its next checkpoint.")
     # Units of work done / to do (rows written, rows read, optimiser steps): the progress bar.
-    step = models.PositiveBigIntegerField(default=0)
-    steps = models.PositiveBigIntegerField(default=0)
+    step = models.PositiveBigIntegerField("work done", default=0)
+    steps = models.PositiveBigIntegerField("work to do", default=0)
     phase = models.CharField(max_length=100, blank=True, help_text="What the worker is doing now.")
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed it.")
@@ -84,7 +88,7 @@ class SyntheticGenerationJob(Job):
                   'with these relative weights (rescaled to sum to 1). Names: ' + ", ".join(BEHAVIOUR_POLICIES)
                   + ". Empty for the default mix.",
     )
-    rows_written = models.PositiveBigIntegerField(default=0)
+    rows_written = models.PositiveBigIntegerField("reviews written", default=0)
 
     class Meta(Job.Meta):
         verbose_name = "synthetic generation job"
@@ -124,7 +128,8 @@ class ReviewImportJob(Job):
     size = models.PositiveBigIntegerField(default=0, help_text="Bytes.")
     format = models.CharField(max_length=16, blank=True, help_text="fsrs, anki or hlr; empty: from the header.")
     learner = models.CharField(max_length=MAX_ID_LENGTH, blank=True, help_text="The learner of an fsrs or anki file.")
-    dry_run = models.BooleanField(default=False, help_text="Validate and count only; store nothing.")
+    dry_run = models.BooleanField("dry run (validate only)", default=False,
+                                  help_text="Validate and count only; store nothing.")
     result = models.JSONField(default=dict, blank=True, help_text="Counts: rows, created, duplicates, skipped, ...")
 
     class Meta(Job.Meta):
@@ -140,9 +145,10 @@ class TrajectoryExtractionJob(Job):
     """ReviewLog of a curriculum -> a versioned trajectory dataset artifact with its statistics."""
 
     version = models.PositiveIntegerField(null=True, blank=True, help_text="Dataset version, given on success.")
-    dataset_path = models.CharField(max_length=500, blank=True, help_text="Storage name in the artifacts storage.")
+    dataset_path = models.CharField("dataset file", max_length=500, blank=True,
+                                    help_text="Storage name in the artifacts storage.")
     statistics = models.JSONField(default=dict, blank=True)
-    rows_read = models.PositiveBigIntegerField(default=0)
+    rows_read = models.PositiveBigIntegerField("reviews read", default=0)
 
     class Meta(Job.Meta):
         verbose_name = "trajectory extraction job"
@@ -174,7 +180,7 @@ class TrainingRun(Job):
         REVIEW_LOG = REVIEW_LOG, "the curriculum's review log (extracted on the fly)"
         DATASET = DATASET, "dataset from an extraction job"
 
-    data_source = models.CharField(
+    data_source = models.CharField("data source",
         max_length=16, choices=DataSource.choices, default=DataSource.SYNTHETIC,
         help_text="A synthetic cohort is simulated with the default behaviour mix; to train on a cohort generated with "
                   "your own policy mix, choose the curriculum's review log (or a dataset extracted from it).",
@@ -196,11 +202,13 @@ class TrainingRun(Job):
     # What happened.
     device = models.CharField(max_length=50, blank=True)
     epoch = models.PositiveIntegerField(default=0, help_text="Epochs completed.")
-    loss_history = models.JSONField(default=list, blank=True, help_text="Mean training loss per epoch.")
+    loss_history = models.JSONField("loss per epoch", default=list, blank=True,
+                                    help_text="Mean training loss per epoch.")
     loss = models.FloatField(null=True, blank=True, help_text="Latest training loss.")
     # [[optimiser step (1-based, over all epochs), mean loss of the steps since the previous point], ...]:
     # one point per progress report (about every 10 steps), thinned to at most LOSS_STEP_POINTS.
-    loss_steps = models.JSONField(default=list, blank=True, help_text="Training loss per optimiser step.")
+    loss_steps = models.JSONField("loss per optimiser step", default=list, blank=True,
+                                  help_text="Training loss per optimiser step.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation against the baselines.")
     # training.pipeline.training_hardware + "seconds" per stage, and "warning" (training.hardware.missing_gpu_warning)
     hardware = models.JSONField(default=dict, blank=True,

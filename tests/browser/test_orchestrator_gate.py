@@ -115,6 +115,7 @@ def test_evaluate_under_the_protocol_shows_the_jobs_progress_then_the_result(ver
     """The button launches a job (no broker message needed here), the version shows its progress, which follows the
     job live, and the page shows the evaluation (and students like the curriculum's own) when it finishes."""
     from crlsite.celery import app
+    from training.jobs.stages import job_stages, stage_weight
     from training.models import ProtocolEvaluationJob
 
     monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)  # no worker: the test plays its part
@@ -132,7 +133,9 @@ def test_evaluate_under_the_protocol_shows_the_jobs_progress_then_the_result(ver
                            timeout=15000)  # queued -> running: the page reloads
     ProtocolEvaluationJob.objects.filter(pk=job.pk).update(step=6)
     page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('(6 / 8)')", timeout=15000)  # live
-    assert page.eval_on_selector("#evaluation-algebra-1 progress", "bar => bar.value") == 58.3  # (1 + 6/8) / 3
+    weights = [stage_weight(stage) for stage in job_stages(job)]  # copying, evaluating (6 of 8 done), fallback
+    assert page.eval_on_selector("#evaluation-algebra-1 progress", "bar => bar.value") == round(
+        100 * (weights[0] + 0.75 * weights[1]) / sum(weights), 1)
     screenshot("07-evaluation-progress")
 
     protocol = curriculum.protocol

@@ -85,6 +85,31 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_answering_and_is_retrie
     assert cache.get(curriculum_id=1, policy_id=2).version == 20
 
 
+def test_a_version_that_keeps_failing_logs_its_traceback_once_then_one_line_per_retry(caplog):
+    import logging
+
+    loader = Loader()
+    loader.broken.add(2)
+    cache = PolicyCache(loader=loader, retry_after_s=0)  # every request retries, as every 30 s would
+    with caplog.at_level(logging.INFO, logger=serving.logger.name):
+        for _ in range(4):
+            assert cache.get(curriculum_id=1, policy_id=2) is None
+    failures = [r for r in caplog.records if "load policy id 2" in r.getMessage()]
+    assert len(failures) == 4 and loader.calls == [2, 2, 2, 2]
+    assert [r.exc_info is not None for r in failures] == [True, False, False, False]  # one traceback
+    assert all(r.levelno == logging.WARNING and "\n" not in r.getMessage() for r in failures[1:])
+    assert "OSError: artifact storage unreachable" in failures[1].getMessage()
+    # once it loads, a later failure is a new story (v3 promoted, then a rollback to v2 that fails): a traceback again
+    loader.broken.clear()
+    assert cache.get(curriculum_id=1, policy_id=2).version == 20
+    assert cache.get(curriculum_id=1, policy_id=3).version == 30
+    loader.broken.add(2)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=serving.logger.name):
+        assert cache.get(curriculum_id=1, policy_id=2).version == 30
+    assert [r.exc_info is not None for r in caplog.records if "load policy id 2" in r.getMessage()] == [True]
+
+
 @pytest.fixture
 def demo(make_curriculum):
     return make_curriculum("demo", concepts=4)

@@ -91,3 +91,17 @@ def test_a_training_time_only_evaluation_is_said_not_comparable(promoter_client,
     start = html.index('id="students-like-algebra-1"')
     shown = html[start:start + 1500]
     assert "0.5876" in shown and "not comparable with other versions" in shown
+
+
+def test_the_promotion_confirmation_shows_students_like_for_both_versions(promoter_client, make_curriculum,
+                                                                          make_policy):
+    curriculum = make_curriculum("algebra", concepts=3)
+    active = with_students_like(make_policy(curriculum, recall=0.5), dt=0.6111)
+    PolicyModel.objects.filter(pk=active.pk).update(status=PolicyModel.Status.ACTIVE)
+    candidate = with_students_like(make_policy(curriculum, recall=0.55), dt=0.6789)
+    html = promoter_client.get(reverse("curriculum:orchestrator-promote", args=[candidate.pk])).content.decode()
+    to = html[html.index('id="confirm-to"'):]
+    shown = to[to.index(f'id="students-like-algebra-{candidate.version}"'):][:2500]
+    assert "0.6789" in shown and "lowest_recall" in shown
+    now = html[html.index('id="confirm-from"'):html.index('id="confirm-to"')]
+    assert f'id="students-like-algebra-{active.version}"' in now and "0.6111" in now

@@ -95,6 +95,8 @@ def test_a_curriculum_with_a_protocol_says_the_evaluation_uses_it_on_the_form_an
 
 
 def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_ticking_runtime(admin_client, curriculum):
+    from training.jobs.stages import stage_weight
+
     run = TrainingRun.objects.create(curriculum=curriculum, status="running", epochs=1, epoch=1, loss=2.966,
                                      started_at=timezone.now() - dt.timedelta(seconds=90),
                                      heartbeat_at=timezone.now(), phase="evaluating", step=2, steps=5)
@@ -102,7 +104,9 @@ def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_t
     page = response.content.decode()
     status = response.context["job_status"]
     assert (status["percent"], status["indeterminate"]) == (40.0, False)  # the evaluation's 2 of 5, not 100%
-    assert "stage 6 of 8: evaluating, 40% (2 / 5)" in page and status["bar"] == round(100 * 5.4 / 8, 1)
+    weights = [stage_weight(stage) for stage in status["stages"]]  # each stage its share of a run's typical time
+    assert "stage 6 of 8: evaluating, 40% (2 / 5)" in page
+    assert status["bar"] == round(100 * (sum(weights[:5]) + 0.4 * weights[5]) / sum(weights), 1)
     # the header and the Result section show the same fields, both updated by the poller (data-live)
     assert page.count('data-live="epoch">1<') == 2 and page.count('data-live="loss">2.9660<') == 2
     assert f'data-started="{run.started_at.isoformat()}"' in page and "1 min 30 s so far" in page

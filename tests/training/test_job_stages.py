@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from training.jobs import job_status
-from training.jobs.stages import job_stages
+from training.jobs.stages import job_stages, stage_weight
 from training.models import (
     ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
 )
@@ -21,7 +21,9 @@ def test_a_run_that_has_extracted_every_review_is_not_at_100_percent(admin_clien
     stages = status["stages"]
     assert status["percent"] == 100.0  # the phase's own count is complete...
     assert status["stage"] == stages.index("extracting trajectories") + 1 == 3 and len(stages) == 9
-    assert status["bar"] == pytest.approx(100 * 3 / 9, abs=0.1)  # ...the job is a third of the way
+    weights = [stage_weight(stage) for stage in stages]
+    assert status["bar"] == pytest.approx(100 * sum(weights[:3]) / sum(weights), abs=0.1)  # ...training is ahead
+    assert status["bar"] < 15
     assert status["bar_label"] == "stage 3 of 9: extracting trajectories, 100% (500 / 500)"
     page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
     bar = page.split('id="job-progress-bar"')[1].split(">")[0]
@@ -67,5 +69,50 @@ def test_a_protocol_evaluation_fills_its_own_stages(curriculum):
 
     job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating", step=1, steps=4)
     status = stage_bar(job)
-    assert (status["stage"], status["bar"]) == (2, round(100 * 1.25 / 3, 1))
+    weights = [stage_weight(stage) for stage in job_stages(job)]
+    assert (status["stage"], status["bar"]) == (2, round(100 * (weights[0] + weights[1] / 4) / sum(weights), 1))
     assert status["bar_label"] == "stage 2 of 3: evaluating, 25% (1 / 4)"
+
+
+def test_a_job_cancelled_before_it_started_says_cancelled_once(admin_client, curriculum):
+    from training.jobs import cancel_job
+
+    run = TrainingRun.objects.create(curriculum=curriculum)
+    assert cancel_job(job=run) == "cancelled"
+    run.refresh_from_db()
+    label = job_status(job=run)["bar_label"]
+    assert label == "cancelled (before it started)" and label.count("cancelled") == 1
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert "cancelled (cancelled" not in page and "cancelled (before it started)" in page
+    # a row cancelled before the phase stopped repeating the status reads the same once
+    run.phase = "cancelled before it started"
+    assert job_status(job=run)["bar_label"] == "cancelled before it started"
+    run.status, run.phase = "failed", "training"
+    assert job_status(job=run)["bar_label"] == "failed (training)"
+
+
+@pytest.mark.parametrize("source", TrainingRun.DataSource.values)
+def test_a_runs_training_stage_is_most_of_its_bar_and_it_never_reaches_100_before_success(curriculum, source):
+    run = TrainingRun(curriculum=curriculum, data_source=source, status="running", phase="training", steps=200)
+    start = job_status(job=run)["bar"]
+    run.step = 100
+    half = job_status(job=run)["bar"]
+    run.step = 200
+    end = job_status(job=run)["bar"]
+    assert start < half < end and end - start >= 40  # an equal share per stage gave training a ninth (11%)
+    assert half == pytest.approx((start + end) / 2, abs=0.1)  # filled by the job's own progress within the stage
+    bars = []
+    for stage in job_stages(run):
+        run.phase, run.step, run.steps = stage, 1, 1
+        bars.append(job_status(job=run)["bar"])
+    assert bars == sorted(bars) and max(bars) == 99.9
+
+
+def test_every_weighted_stage_is_a_stage_some_job_goes_through(curriculum):
+    from training.jobs.stages import STAGE_WEIGHTS
+
+    jobs = [TrainingRun(curriculum=curriculum, data_source=source) for source in TrainingRun.DataSource.values]
+    jobs += [model(curriculum=curriculum) for model in (SyntheticGenerationJob, TrajectoryExtractionJob,
+                                                        ReviewImportJob, ProtocolEvaluationJob)]
+    known = {stage for job in jobs for stage in job_stages(job)}
+    assert set(STAGE_WEIGHTS) <= known and all(weight > 0 for weight in STAGE_WEIGHTS.values())

@@ -194,3 +194,36 @@ def test_a_failed_evaluation_is_retried_with_its_version_and_protocol(curriculum
     assert (retried.status, retried.policy, retried.protocol) == ("queued", policy, SMALL_PROTOCOL.to_dict())
     with pytest.raises(ValidationError, match="interactions"):
         jobs.retry_job(job=failed, changes={"protocol": {"interactions": 0}})
+
+
+@pytest.mark.django_db
+def test_add_chooses_the_version_and_launches_its_evaluation(operator_client, curriculum, make_policy, sent,
+                                                            django_capture_on_commit_callbacks):
+    add = reverse("admin:training_protocolevaluationjob_add")
+    policy = make_policy(curriculum, recall=0.5)
+    page = operator_client.get(add)
+    assert page.status_code == 200  # a form, not a bounce to the orchestrator
+    html = page.content.decode()
+    assert 'id="evaluate-version"' in html and f'value="{policy.pk}"' in html and "algebra v1 (candidate)" in html
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(add, {"policy": policy.pk})
+    job = ProtocolEvaluationJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:training_protocolevaluationjob_change", args=[job.pk])
+    assert (job.policy, job.created_by.username, job.protocol) == (policy, "operator", curriculum.protocol.to_dict())
+    assert sent == [(TASK, job.pk)]
+    with django_capture_on_commit_callbacks(execute=True):
+        again = operator_client.post(add, {"policy": policy.pk}, follow=True)
+    assert ProtocolEvaluationJob.objects.count() == 1 and "is already queued" in again.content.decode()
+    assert operator_client.post(add, {"policy": 999999}).status_code == 200  # refused at the form, nothing launched
+    assert ProtocolEvaluationJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_add_needs_the_jobs_add_permission(client, django_user_model, curriculum, make_policy, sent):
+    user = django_user_model.objects.create_user(username="viewer", password="pw-viewer-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_protocolevaluationjob"))
+    client.force_login(user)
+    add = reverse("admin:training_protocolevaluationjob_add")
+    assert client.post(add, {"policy": make_policy(curriculum, recall=0.5).pk}).status_code == 403
+    assert not ProtocolEvaluationJob.objects.exists()

@@ -137,7 +137,7 @@ def cancel_job(*, job: Job) -> str:
         if current.status == Job.Status.QUEUED:
             now = _now()
             model.objects.filter(pk=job.pk).update(
-                status=Job.Status.CANCELLED, cancel_requested=True, finished_at=now, phase="cancelled before it started"
+                status=Job.Status.CANCELLED, cancel_requested=True, finished_at=now, phase="before it started"
             )
             return "cancelled"
         if current.status == Job.Status.RUNNING:

@@ -21,6 +21,23 @@ _TRAINING_DATA = {
 }
 _TRAINING_AFTER = ("training", "exporting artifacts", "evaluating",
                    "evaluating the active version under the curriculum's protocol", "registering the candidate version")
+# Each stage's share of the bar: its typical share of the job's wall time, relative within a job (a stage not named
+# here weighs 1). From the stage timings a training run records (training.hardware: "data 1 s, training 46 s,
+# evaluation 56 s" for the demo on an H200; on a CPU worker training takes the larger part) and the phases' own
+# timings in the job bodies: training and the evaluations are most of a run, the checks and the bookkeeping around
+# them a blink. An equal share per stage made a run's long training one ninth of its bar.
+STAGE_WEIGHTS: dict[str, float] = {
+    # training runs (and the extraction job's shared phases)
+    "checking the space for the artifacts": 0.5, "preparing the data": 1.0, "simulating students": 4.0,
+    "extracting trajectories": 4.0, "fitting the encoder": 3.0, "training": 45.0, "exporting artifacts": 1.0,
+    "evaluating": 30.0, "evaluating the active version under the curriculum's protocol": 10.0,
+    "registering the candidate version": 0.5,
+    # synthetic generation, extraction, import, protocol evaluation
+    "simulating the cohort": 3.0, "writing reviews": 2.0, "reading reviews": 1.0, "saving the dataset": 1.0,
+    "validating": 3.0, "storing": 5.0, "updating learner states": 2.0, "copying the artifacts": 0.5,
+    "evaluating the fallback": 10.0,
+}
+
 STAGES: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("simulating the cohort", "writing reviews"),
     TrajectoryExtractionJob: ("reading reviews", "extracting trajectories", "fitting the encoder", "saving the dataset"),
@@ -29,6 +46,11 @@ STAGES: dict[type[Job], tuple[str, ...]] = {
     # is active, else the bar goes from the end of "evaluating" to done)
     ProtocolEvaluationJob: ("copying the artifacts", "evaluating", "evaluating the fallback"),
 }
+
+
+def stage_weight(stage: str) -> float:
+    """``stage``'s share of its job's bar, relative to the job's other stages (``STAGE_WEIGHTS``, else 1)."""
+    return STAGE_WEIGHTS.get(stage, 1.0)
 
 
 def job_stages(job: Job) -> tuple[str, ...]:
@@ -45,9 +67,9 @@ def stage_bar(job: Job) -> dict[str, Any]:
     """The job's progress bar across its stages, as the job JSON's keys:
 
     ``stages``: the phase names in order; ``stage``: the current one's 1-based number, or None (queued, finished,
-    or a phase not in ``stages``); ``bar``: percent 0-100 of the whole job, each stage an equal share, filled by
-    its own step/steps, never 100 before the job succeeded (99.9 at most), or None while the place is unknown
-    (the page then shows a moving bar); ``bar_label``: what the bar means in words ("stage 3 of 9: extracting
+    or a phase not in ``stages``); ``bar``: percent 0-100 of the whole job, each stage its share of the job's
+    typical time (``STAGE_WEIGHTS``), filled by its own step/steps, never 100 before the job succeeded (99.9 at
+    most), or None while the place is unknown (the page then shows a moving bar); ``bar_label``: what the bar means in words ("stage 3 of 9: extracting
     trajectories, 100%").
     """
     stages = job_stages(job)
@@ -59,13 +81,23 @@ def stage_bar(job: Job) -> dict[str, Any]:
     known = job.phase in stages
     index = stages.index(job.phase) if known else 0
     fraction = min(job.step, job.steps) / job.steps if job.steps and known else 0.0
-    bar = min(round(100.0 * (index + fraction) / len(stages), 1), 99.9) if known else None
+    weights = [stage_weight(stage) for stage in stages]
+    done = sum(weights[:index]) + weights[index] * fraction if known else 0.0
+    bar = min(round(100.0 * done / sum(weights), 1), 99.9) if known else None
     if job.is_finished:  # failed or cancelled: the bar stays where the job stopped
-        status = job.get_status_display().lower()
-        return {**base, "bar": bar or 0.0, "bar_label": f"{status} ({job.phase})" if job.phase else status}
+        return {**base, "bar": bar or 0.0, "bar_label": _finished_label(job)}
     if not known:
         return {**base, "bar": None, "bar_label": job.phase or "starting"}
     label = f"stage {index + 1} of {len(stages)}: {job.phase}"
     if job.steps:
         label += f", {round(100.0 * fraction)}% ({job.step:,} / {job.steps:,})"
     return {**base, "stage": index + 1, "bar": bar, "bar_label": label}
+
+
+def _finished_label(job: Job) -> str:
+    """"cancelled (before it started)", "failed (training)": the status once, then where it stopped, unless the phase
+    already says the status (rows written before the phase stopped repeating it: "cancelled before it started")."""
+    status = job.get_status_display().lower()
+    if not job.phase:
+        return status
+    return job.phase if job.phase.lower().startswith(status) else f"{status} ({job.phase})"
