@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Upper
 from rest_framework.authtoken.models import TokenProxy
 
 from .reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH
@@ -90,6 +90,8 @@ class Concept(models.Model):
             models.UniqueConstraint(fields=["curriculum", "key"], name="concept_key_unique_per_curriculum"),
             models.UniqueConstraint(fields=["curriculum", "position"], name="concept_position_unique_per_curriculum"),
         ]
+        # The admin's review search finds a concept by its key whatever the case (curriculum.admin.ReviewLogAdmin).
+        indexes = [models.Index(Upper("key"), name="concept_key_upper")]
 
     def __str__(self) -> str:
         return f"{self.curriculum.key}:{self.key}" if self.curriculum_id else self.key
@@ -103,6 +105,8 @@ class Learner(models.Model):
 
     class Meta:
         ordering = ["external_id"]
+        # The admin's searches find a learner by id whatever the case (curriculum.admin.ReviewLogAdmin).
+        indexes = [models.Index(Upper("external_id"), name="learner_external_id_upper")]
 
     def __str__(self) -> str:
         return self.external_id
