@@ -11,6 +11,7 @@ from django.db.models.functions import Coalesce, Upper
 from rest_framework.authtoken.models import TokenProxy
 
 from .reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH
+from .reviews.validation import normalise_id
 
 
 class Curriculum(models.Model):
@@ -96,6 +97,16 @@ class Concept(models.Model):
     def __str__(self) -> str:
         return f"{self.curriculum.key}:{self.key}" if self.curriculum_id else self.key
 
+    def clean(self) -> None:
+        """The key in Unicode NFC (``normalise_id``), as every review and request names it, before the form's
+        uniqueness check: a key typed in the admin with a decomposed é is the concept the API's composed one is."""
+        super().clean()
+        self.key = normalise_id(self.key or "")
+
+    def save(self, *args, **kwargs) -> None:
+        self.key = normalise_id(self.key or "")
+        super().save(*args, **kwargs)
+
 
 class Learner(models.Model):
     """A learner, identified by the client system's id string."""
@@ -110,6 +121,11 @@ class Learner(models.Model):
 
     def __str__(self) -> str:
         return self.external_id
+
+    def save(self, *args, **kwargs) -> None:
+        """Stored in Unicode NFC (``normalise_id``), the form every route compares learner ids in."""
+        self.external_id = normalise_id(self.external_id or "")
+        super().save(*args, **kwargs)
 
 
 class ReviewLog(models.Model):

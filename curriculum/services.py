@@ -21,6 +21,7 @@ from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, dt_mean, p
 from .history import record_change
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
 from .reviews.fields import check_curriculum_key
+from .reviews.validation import normalise_id
 from .selectors import active_policy
 from .storage import check_free_space, remove_leftovers, saving_together
 from .state_specs import policy_identity
@@ -63,12 +64,13 @@ def ensure_curriculum(*, key: str, name: str = "", concept_keys: Iterable[str] =
 def ensure_concepts(*, curriculum: Curriculum, concept_keys: Iterable[str]) -> dict[str, Concept]:
     """Create the concepts a curriculum lacks, at the next positions, in first-seen order; return key -> concept.
 
-    Call it inside a transaction holding the curriculum row lock, so positions stay dense and unique.
+    Call it inside a transaction holding the curriculum row lock, so positions stay dense and unique. Keys are
+    taken in Unicode NFC (``normalise_id``), as reviews name concepts; the returned dict is keyed by them.
     """
     existing = {c.key: c for c in Concept.objects.filter(curriculum=curriculum)}
     next_position = max((c.position for c in existing.values()), default=-1) + 1
     new = []
-    for key in dict.fromkeys(concept_keys):
+    for key in dict.fromkeys(normalise_id(k) for k in concept_keys):
         if key not in existing:
             concept = Concept(curriculum=curriculum, key=key, name=key, position=next_position)
             next_position += 1

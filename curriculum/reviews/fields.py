@@ -74,7 +74,8 @@ REVIEW_FIELDS: tuple[ReviewField, ...] = (
                 help_text="1 again (wrong), 2 hard, 3 good, 4 easy; must agree with `correct` (1 exactly when wrong)."),
     ReviewField("reviewed_at", dt.datetime,
                 help_text="When the review happened: ISO 8601 / RFC 3339 with a zone ('Z' or '+02:00'; 't'/'z' "
-                "accepted; fractional seconds of any length, kept to the millisecond)."),
+                "accepted; fractional seconds of any length, kept to the millisecond; a leap second 23:59:60Z as "
+                "23:59:59.999Z)."),
     ReviewField("response_time_ms", int, required=False, min_value=0, max_value=MAX_RESPONSE_TIME_MS,
                 help_text="How long the learner took to answer, in milliseconds."),
     ReviewField("idempotency_key", str, required=False, max_length=MAX_ID_LENGTH,

@@ -9,7 +9,8 @@ curriculum/reviews/fields.py):
 * concept: a non-empty key of at most MAX_ID_LENGTH characters, normalised to Unicode NFC.
 * reviewed_at (and a recommendation's ``at``): an aware date-time, ISO 8601 / RFC 3339 with a zone (``Z``,
   ``+00:00``, ``+0530``; ``T`` or a space; lower-case ``t`` and ``z`` as RFC 3339 section 5.6 allows; a decimal
-  fraction of the second of any length, read to the microsecond; parse_aware_datetime), not before EARLIEST
+  fraction of the second of any length, read to the microsecond; ordinal and week dates, 24:00, a leap second
+  23:59:60 UTC kept as 23:59:59.999; parse_aware_datetime), not before EARLIEST
   (1990-01-01Z) and not more than ``CRL_REVIEW_FUTURE_TOLERANCE_SECONDS`` (default 300) after the server clock;
   kept to the millisecond (a review's identity is (learner, concept, time to the millisecond, outcome)).
 * correct: true or false; grade: optional, MIN_GRADE to MAX_GRADE (1-4, Anki's Again/Hard/Good/Easy), 1 exactly
@@ -25,6 +26,7 @@ review came from (``index`` in an API batch, ``line`` in a file), so each route 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -90,19 +92,51 @@ def normalise_id(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+# The forms of ISO 8601 / RFC 3339 that datetime.fromisoformat does not read, rewritten to ones it does:
+# an ordinal date (ISO 8601 "2026-005", basic "2026005": year and day of the year),
+_ORDINAL_DATE = re.compile(r"^(\d{4})(?:-(\d{3})|(\d{3})(?=T))(?=[T ]|$)")
+# a leap second (RFC 3339 section 5.6 time-second 60, section 5.7: 23:59:60 UTC, at another local minute with an
+# offset), and ISO 8601's end of a day, 24:00 (ISO 8601-1:2019/Amd 1:2022; not RFC 3339).
+_LEAP_SECOND = re.compile(r"([T ]\d{2}(:?)\d{2}\2)60(?:[.,]\d+)?(?=[Z+-]|$)")
+_END_OF_DAY = re.compile(r"([T ])24((?:(?P<sep>:?)00(?:(?P=sep)00(?:[.,]0+)?)?)?)(?=[Z+-]|$)")
+
+
 def parse_aware_datetime(value: Any) -> dt.datetime:
     """An ISO 8601 / RFC 3339 date-time string (or datetime) with a zone; ValueError saying what was expected
     otherwise. Python's ``datetime.fromisoformat`` (through Django's ``parse_datetime``) reads ISO 8601's extended
-    and basic forms, ``Z``, offsets with or without a colon and a fraction of any length (kept to the microsecond);
-    the string is upper-cased first, as RFC 3339 section 5.6 allows ``t`` and ``z`` (an ISO date-time's only
-    letters are T, Z and W)."""
+    and basic forms, week dates, ``Z``, offsets with or without a colon (or hours only) and a fraction of any length
+    (kept to the microsecond); the string is upper-cased first, as RFC 3339 section 5.6 allows ``t`` and ``z`` (an
+    ISO date-time's only letters are T, Z and W). Read here as well: the minus sign U+2212 in an offset (ISO 8601's
+    own sign; the hyphen is its ASCII stand-in), ordinal dates (``2026-005T09:00Z``), ISO 8601's ``24:00`` (the
+    end of the day: 00:00 of the next), and a leap second, ``23:59:60Z`` (RFC 3339 section 5.7; ``15:59:60-08:00``
+    is the same second), kept as 23:59:59.999 UTC, the last millisecond of the day before the next (Python and
+    PostgreSQL have no second 60, and a review's time is kept to the millisecond). A second 60 anywhere but the
+    last UTC minute of a day is refused."""
     if isinstance(value, str):
+        text = value.strip().upper().replace("\u2212", "-")
+        leap = _LEAP_SECOND.search(text)
+        end_of_day = _END_OF_DAY.search(text)
+        text = _LEAP_SECOND.sub(r"\g<1>59", text)
+        text = _END_OF_DAY.sub(r"\g<1>00\g<2>", text)
+        ordinal = _ORDINAL_DATE.match(text)
         try:
-            parsed = parse_datetime(value.strip().upper())
+            if ordinal:
+                year, day = int(ordinal.group(1)), int(ordinal.group(2) or ordinal.group(3))
+                if not 1 <= day <= (366 if dt.date(year, 12, 31).timetuple().tm_yday == 366 else 365):
+                    raise ValueError("no such day of the year")
+                text = (dt.date(year, 1, 1) + dt.timedelta(days=day - 1)).isoformat() + text[ordinal.end():]
+            parsed = parse_datetime(text)
         except ValueError:  # well formed but impossible, e.g. month 13
             parsed = None
         if parsed is None:
             raise ValueError(f"expected an ISO 8601 date-time with a zone, got {value!r}")
+        if end_of_day:
+            parsed += dt.timedelta(days=1)
+        if leap and parsed.tzinfo is not None:
+            utc = parsed.astimezone(dt.timezone.utc)
+            if (utc.hour, utc.minute, utc.second) != (23, 59, 59):
+                raise ValueError(f"a leap second (second 60) is 23:59:60 UTC, got {value!r}")
+            parsed = parsed.replace(microsecond=999_000)
         value = parsed
     if not isinstance(value, dt.datetime):
         raise ValueError(f"expected an ISO 8601 date-time with a zone, got {type(value).__name__}")
