@@ -116,3 +116,33 @@ def test_every_weighted_stage_is_a_stage_some_job_goes_through(curriculum):
                                                         ReviewImportJob, ProtocolEvaluationJob)]
     known = {stage for job in jobs for stage in job_stages(job)}
     assert set(STAGE_WEIGHTS) <= known and all(weight > 0 for weight in STAGE_WEIGHTS.values())
+
+
+def test_a_protocol_evaluation_with_a_version_active_has_no_fallback_stage_and_fills_its_bar(curriculum, make_policy):
+    """The fallback is evaluated only while no version is active (training.protocol_evaluation): with one active
+    its stage is not on the bar, so evaluating fills the bar instead of stopping at three quarters and jumping to
+    done; without one the fallback's stage follows evaluating and the bar reaches the end only through it."""
+    from curriculum.services import promote_policy
+    from training.jobs.stages import FALLBACK_STAGE, stage_bar
+
+    job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating", step=4, steps=4)
+    assert job_stages(job)[-1] == FALLBACK_STAGE  # nothing active: the fallback is evaluated after the version
+    weights = [stage_weight(stage) for stage in job_stages(job)]
+    assert stage_bar(job)["bar"] == round(100 * sum(weights[:2]) / sum(weights), 1) < 80
+    assert stage_bar(job)["bar_label"] == "stage 2 of 3: evaluating, 100% (4 / 4)"
+
+    promote_policy(policy=make_policy(curriculum, recall=0.6), force=True, reason="test")
+    assert job_stages(job) == ("copying the artifacts", "evaluating")
+    job.step = 2
+    half = stage_bar(job)
+    job.step = 4
+    full = stage_bar(job)
+    assert (half["stage"], half["bar_label"]) == (2, "stage 2 of 2: evaluating, 50% (2 / 4)")
+    assert half["bar"] == pytest.approx((weights[0] + weights[1] / 2) / (weights[0] + weights[1]) * 100, abs=0.1)
+    assert full["bar"] == 99.9  # the whole bar but done: no jump from three quarters
+    job.status = "succeeded"
+    assert (stage_bar(job)["bar"], stage_bar(job)["stages"]) == (100.0, ["copying the artifacts", "evaluating"])
+
+    # a job that reported the fallback's stage keeps it, whatever became active since
+    job.status, job.phase, job.step, job.steps = "running", FALLBACK_STAGE, 0, 1
+    assert job_stages(job)[-1] == FALLBACK_STAGE and stage_bar(job)["stage"] == 3

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from curriculum.models import PolicyModel
+
 from ..models import (
     Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
 )
@@ -42,10 +44,11 @@ STAGES: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("simulating the cohort", "writing reviews"),
     TrajectoryExtractionJob: ("reading reviews", "extracting trajectories", "fitting the encoder", "saving the dataset"),
     ReviewImportJob: ("validating", "storing", "updating learner states"),
-    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback: only while no version
-    # is active, else the bar goes from the end of "evaluating" to done)
+    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback only while no version
+    # is active: _protocol_evaluation_stages)
     ProtocolEvaluationJob: ("copying the artifacts", "evaluating", "evaluating the fallback"),
 }
+FALLBACK_STAGE = "evaluating the fallback"
 
 
 def stage_weight(stage: str) -> float:
@@ -60,7 +63,24 @@ def job_stages(job: Job) -> tuple[str, ...]:
         return _TRAINING_BEFORE + _TRAINING_DATA.get(job.data_source, ()) + _TRAINING_AFTER
     if isinstance(job, ReviewImportJob) and job.dry_run:
         return ("validating",)
+    if isinstance(job, ProtocolEvaluationJob):
+        return _protocol_evaluation_stages(job)
     return next((stages for model, stages in STAGES.items() if isinstance(job, model)), ())
+
+
+def _protocol_evaluation_stages(job: ProtocolEvaluationJob) -> tuple[str, ...]:
+    """A protocol evaluation evaluates the fallback too only while its curriculum has no active version
+    (training.protocol_evaluation.evaluate_under_protocol asks when "evaluating" ends): with one active, the
+    fallback's stage is left out, so "evaluating" fills the whole bar instead of stopping at three quarters and
+    jumping to done. Once the job reports the fallback's stage it is in; a finished job keeps it only if it got there.
+    One query (whether a version is active) for a job still to run it."""
+    stages = STAGES[ProtocolEvaluationJob]
+    if job.phase == FALLBACK_STAGE:
+        return stages
+    if job.is_finished:
+        return stages[:-1]
+    active = PolicyModel.objects.filter(curriculum_id=job.curriculum_id, status=PolicyModel.Status.ACTIVE).exists()
+    return stages[:-1] if active else stages
 
 
 def stage_bar(job: Job) -> dict[str, Any]:
