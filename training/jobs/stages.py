@@ -72,13 +72,11 @@ def _protocol_evaluation_stages(job: ProtocolEvaluationJob) -> tuple[str, ...]:
     """A protocol evaluation evaluates the fallback too only while its curriculum has no active version
     (training.protocol_evaluation.evaluate_under_protocol asks when "evaluating" ends): with one active, the
     fallback's stage is left out, so "evaluating" fills the whole bar instead of stopping at three quarters and
-    jumping to done. Once the job reports the fallback's stage it is in; a finished job keeps it only if it got there.
-    One query (whether a version is active) for a job still to run it."""
+    jumping to done. Once the job reports the fallback's stage it is in, whatever became active since. One query
+    (whether a version is active) otherwise."""
     stages = STAGES[ProtocolEvaluationJob]
     if job.phase == FALLBACK_STAGE:
         return stages
-    if job.is_finished:
-        return stages[:-1]
     active = PolicyModel.objects.filter(curriculum_id=job.curriculum_id, status=PolicyModel.Status.ACTIVE).exists()
     return stages[:-1] if active else stages
 
