@@ -11,6 +11,7 @@ from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from ..experiments.outcomes import MAX_LEARNERS_PER_ARM
 from ..models import PolicyModel
 from ..reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH, REVIEW_FIELDS, ReviewField
 from ..reviews.store import MAX_BATCH
@@ -378,7 +379,9 @@ class OutcomeMeanSerializer(serializers.Serializer):
     mean = serializers.FloatField(allow_null=True, help_text="Mean over the arm's learners; null without any.")
     ci95 = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True,
                                  help_text="95% interval (normal, over learners); null below 2 learners.")
-    learners = serializers.IntegerField(help_text="Learners with this outcome.")
+    learners = serializers.IntegerField(
+        help_text=f"Learners with this outcome, among at most {MAX_LEARNERS_PER_ARM:,} per arm: a uniform random "
+        "sample, seeded by the experiment's id, when the arm has more learners.")
 
 
 class ArmOutcomeSerializer(serializers.Serializer):
