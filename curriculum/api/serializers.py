@@ -207,15 +207,17 @@ class RecommendationSerializer(serializers.Serializer):
     scores = serializers.DictField(
         child=serializers.FloatField(),
         help_text="Per candidate concept: with strategy `policy`, the policy's probability of choosing it; with "
-        "`fallback:lowest_recall`, its estimated recall probability now (the lowest is chosen; 0 when never reviewed).",
+        "`fallback:lowest_recall`, its estimated recall probability now (the lowest is chosen; 0 when never reviewed); "
+        "with `fallback:round_robin`, the same estimates (the concept whose turn it is is chosen).",
     )
     policy = PolicyRefSerializer(source="policy_version", allow_null=True,
                                  help_text="null when no policy version answered.")
     strategy = serializers.ChoiceField(
-        choices=["policy", "fallback:lowest_recall"],
+        choices=["policy", "fallback:lowest_recall", "fallback:round_robin"],
         help_text="`policy`: the active policy version chose. `fallback:lowest_recall`: no active policy (or none of "
         "the candidates is in its action space): the concept with the lowest estimated recall, never-reviewed "
-        "concepts first in position order.",
+        "concepts first in position order. `fallback:round_robin`: the same, on a curriculum whose fallback rule is "
+        "round robin: the candidates in position order, in turn by the learner's number of reviews.",
     )
     unscored = serializers.ListField(
         child=serializers.CharField(),
