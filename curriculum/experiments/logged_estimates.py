@@ -14,7 +14,8 @@ decision t of learner i:
 * target probability pi_e(a_t | s_t): the version's serving distribution (its DTLite scores under the curriculum's
   exploration rule, as serving would draw) at the learner's state at the decision, rebuilt from the reviews before it;
 * direct method for doubly robust: q(s_t, a) = the memory model's estimated recall of concept a at the decision
-  (the serving encoder's), v(s_t) = sum_a pi_e(a | s_t) q(s_t, a).
+  (the serving encoder's), v(s_t) = sum_a pi_e(a | s_t) q(s_t, a); by default (``memory_model+future``) both plus
+  the log's mean reward-to-go after step t (off_policy.mean_reward_after: still unbiased, smaller variance).
 
 Episodes are the learners' decision sequences; each estimate has a 95% bootstrap interval over learners and Kish's
 effective sample size (off_policy). ``on_policy``: the version's own served decisions' mean return per learner
@@ -35,10 +36,11 @@ from ..learner_states import histories
 from ..models import Learner, PolicyModel, RecommendationLog
 from .exploration import Exploration
 from .assignment import sample
-from .off_policy import ESTIMATORS, Estimate, episodes_from_rows
+from .off_policy import ESTIMATORS, Estimate, episodes_from_rows, mean_reward_after
 from .outcomes import Mean, _recall_next, _reviews
 
 MAX_DECISIONS = 2000
+DIRECT_METHODS = ("memory_model", "memory_model+future")
 BOOTSTRAP_SAMPLES = 500  # at page load; bench/off_policy.py uses the module default
 
 
@@ -59,10 +61,14 @@ class LoggedEstimates:
 
 def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, until: dt.datetime | None = None,
                      arm=None, max_decisions: int = MAX_DECISIONS, seed: int = 0,
-                     bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> LoggedEstimates:
+                     bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+                     direct_method: str = "memory_model+future") -> LoggedEstimates:
     """The off-policy estimates of ``policy``'s value on its curriculum's logged recommendations (see the module);
     ``arm``: only the decisions one experiment arm served (e.g. the control's, to estimate a candidate from them);
-    ``seed``: the learner sample's (above ``max_decisions``) and the bootstrap's."""
+    ``seed``: the learner sample's (above ``max_decisions``) and the bootstrap's; ``direct_method``: one of
+    DIRECT_METHODS (see the module). ValueError naming it otherwise."""
+    if direct_method not in DIRECT_METHODS:
+        raise ValueError(f"direct_method: expected one of {', '.join(DIRECT_METHODS)}, got {direct_method!r}")
     curriculum = policy.curriculum
     rows = RecommendationLog.objects.filter(curriculum=curriculum, served=True)
     if arm is not None:
@@ -122,6 +128,9 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
     learners = np.array([k[0] for k in kept])
     mask, (reward, propensity, target_p, q_hat, v_hat) = episodes_from_rows(
         learners, [k[1] for k in kept], [k[2] for k in kept], target, q, v)
+    if direct_method == "memory_model+future":
+        after = mean_reward_after(reward, mask)[None, :]
+        q_hat, v_hat = np.where(mask, q_hat + after, 0.0), np.where(mask, v_hat + after, 0.0)
     common = {"propensity": np.where(mask, propensity, 1.0), "target_probability": target_p, "reward": reward,
               "mask": mask, "seed": seed, "bootstrap_samples": bootstrap_samples}
     estimates, refused = {}, []

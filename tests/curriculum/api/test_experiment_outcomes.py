@@ -211,3 +211,9 @@ def test_logged_estimates_above_the_cap_read_whole_learners_of_a_uniform_sample(
     own = logged_estimates(policy=active, max_decisions=31, seed=5).on_policy
     assert own.n == 10 and own.mean == pytest.approx(3 * np.mean([int(l[1:]) < 20 for l in first]))
     assert logged_estimates(policy=target, max_decisions=2, seed=5).decisions == 2  # one learner's newest 2
+    # the direct method changes doubly robust only
+    plain = logged_estimates(policy=target, max_decisions=31, seed=5, direct_method="memory_model")
+    assert plain.estimates["dr"].value != capped.estimates["dr"].value
+    assert all(plain.estimates[k] == capped.estimates[k] for k in ("ips", "snips", "pdis"))
+    with pytest.raises(ValueError, match="direct_method"):
+        logged_estimates(policy=target, direct_method="oracle")
