@@ -4,7 +4,7 @@ fallback rule, no version active), the built-in students answering; prints Markd
     .venv/bin/python bench/experiment_simulation.py [--learners 2000] [--steps 4] [--concepts 5] [--epsilon 0.8]
         [--gap-s 600] [--seed 1] [--bootstrap 1000] [--control round_robin] [--candidate trained]
         [--train-learners 300] [--train-reviews 40] [--epochs 4] [--train-seed 42] [--eval-students 100]
-        [--policy-dir DIR]
+        [--policy-dir DIR] [--keep-policy DIR]
 
 How: in one process, against a throwaway SQLite database and artifact folder in a temporary directory (unless
 DATABASE_URL / MEDIA_ROOT are set), migrated at start. Requests go through Django's test client (the full URL
@@ -143,6 +143,10 @@ def run(args, workdir: Path) -> dict:
         candidate, training_s = make_untrained_candidate(curriculum, concepts=args.concepts, workdir=workdir)
     else:
         candidate, training_s = make_trained_candidate(curriculum, args=args, workdir=workdir)
+        if args.keep_policy:  # for --policy-dir in later runs (other seeds, the same trained DT)
+            import shutil
+
+            shutil.copytree(workdir / "candidate", args.keep_policy, dirs_exist_ok=True)
     experiment = start_experiment(experiment=create_experiment(curriculum=curriculum, name=f"DT vs {args.control}",
                                                                candidates=[candidate]))
     cohort = Cohort(num_students=args.learners, num_concepts=args.concepts, interactions=args.steps, seed=args.seed)
@@ -267,6 +271,7 @@ def main(argv=None) -> None:
     parser.add_argument("--candidate", choices=["trained", "untrained"], default="trained",
                         help="arm B: a DT trained now by the pipeline, or the test fixtures' tiny untrained one")
     parser.add_argument("--policy-dir", help="arm B from an exported policy folder instead (5 concepts c0...)")
+    parser.add_argument("--keep-policy", help="copy the trained candidate's folder here (for --policy-dir)")
     parser.add_argument("--train-learners", type=int, default=300, help="simulated training learners")
     parser.add_argument("--train-reviews", type=int, default=40, help="reviews per training learner (and per "
                         "evaluation student)")
