@@ -12,7 +12,7 @@ import numpy as np
 from django.db import transaction
 
 from curriculum import selectors
-from curriculum.evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, fallback_key
+from curriculum.evaluation_protocol import EvaluationProtocol, fallback_key
 from curriculum.models import Curriculum, PolicyModel
 from curriculum.selectors import active_policy
 from curriculum.services import PolicyError, artifact_storage, evaluated_concept_count, verify_policy_artifacts

@@ -74,3 +74,14 @@ def test_an_experiment_of_a_version_against_round_robin(api_client, make_curricu
     strategies = {a["strategy"] for a in answers}
     assert strategies == {"fallback:round_robin", "policy"}
     assert {a["concept"] for a in answers if a["strategy"] == "fallback:round_robin"} == {"c0"}
+
+
+def test_the_rules_a_curriculum_may_choose_are_serving_s_and_the_evaluation_s():
+    from curriculum import serving
+    from curriculum.evaluation_protocol import FALLBACK_POLICY, FALLBACK_RULES, LIFT_BASELINES
+    from curriculum.models import Curriculum
+
+    choices = [value for value, _ in Curriculum._meta.get_field("fallback_rule").choices]
+    assert tuple(choices) == FALLBACK_RULES == (serving.FALLBACK, serving.ROUND_ROBIN)
+    assert Curriculum._meta.get_field("fallback_rule").default == FALLBACK_POLICY
+    assert set(FALLBACK_RULES) <= set(LIFT_BASELINES)  # each one is a baseline every evaluation reports
