@@ -1,8 +1,10 @@
-"""A simulated experiment through the API: a Decision Transformer version against the fallback (lowest recall first),
-the built-in students answering; prints Markdown.
+"""A simulated experiment through the API: a Decision Transformer version against round robin (the curriculum's
+fallback rule, no version active), the built-in students answering; prints Markdown.
 
     .venv/bin/python bench/experiment_simulation.py [--learners 2000] [--steps 4] [--concepts 5] [--epsilon 0.8]
-        [--gap-s 600] [--seed 1] [--bootstrap 1000]
+        [--gap-s 600] [--seed 1] [--bootstrap 1000] [--control round_robin] [--candidate trained]
+        [--train-learners 300] [--train-reviews 40] [--epochs 4] [--train-seed 42] [--eval-students 100]
+        [--policy-dir DIR] [--keep-policy DIR]
 
 How: in one process, against a throwaway SQLite database and artifact folder in a temporary directory (unless
 DATABASE_URL / MEDIA_ROOT are set), migrated at start. Requests go through Django's test client (the full URL
@@ -13,20 +15,24 @@ batches of 1,000 (``POST /api/v1/recommendations/batch``), the built-in students
 seeded by ``--seed``) review the recommended concepts, and the reviews go back with their ``recommendation_id``
 (``POST /api/v1/reviews``); steps are ``--gap-s`` apart.
 
-The arms: A, the control, the fallback rule (no version is active); B, the candidate, a tiny untrained Decision
-Transformer (hidden 16, 2 layers, the default context, weights scaled by 20 so that its choices are decisive: the test fixtures' way of
-making a version, tests/curriculum/api/conftest.py), 50/50 split by the experiment's hash of the learner. Not a
-trained policy: the bench measures the experiment machinery on a known, large difference (the DT keeps practising
-the concepts it has just shown, whose recall at the next review is high; the fallback shows the least-recalled
-ones), not the value of training. The curriculum explores epsilon-greedily (``--epsilon``), so that every logged
-propensity is at least epsilon / concepts and off-policy estimates are usable.
+The arms, 50/50 by the experiment's hash of the learner: A, the control, the curriculum's fallback rule
+(``--control``: ``round_robin``, issue #24's baseline, or ``lowest_recall``; ``Curriculum.fallback_rule``); B, the
+candidate (``--candidate``): by default a Decision Transformer trained now by the project's pipeline
+(``training.services.train_and_register``: ``--train-learners`` built-in students x ``--train-reviews`` reviews,
+``--epochs``, the default architecture, CPU; evaluated on ``--eval-students`` held-out students against the
+baselines, and registered, not promoted), or ``untrained``, the test fixtures' tiny untrained DT (hidden 16, 2
+layers, weights scaled by 20 so that its choices are decisive: a known large difference from lowest_recall, the
+earlier figures), or ``--policy-dir``, a folder ``train_crl_policy`` exported over 5 concepts c0...c4. The
+curriculum explores epsilon-greedily (``--epsilon``), so that every logged propensity is at least epsilon / concepts
+and off-policy estimates are usable.
 
-Reports: per arm the outcomes (``experiment_outcomes``: recall at the next review, estimated recall at the horizon,
-reviews per learner, 95% intervals), B - A with its 95% interval and whether it excludes 0 (detected at the 95%
-level); then each version's off-policy estimates (IPS, SNIPS, per-decision IS, doubly robust;
-``logged_estimates``) from the OTHER arm's log, against its own arm's observed mean return per learner (the true
-on-policy value on these learners, with its 95% interval), with the effective sample size and ``|z|`` of the
-difference (estimate - observed over the two standard errors combined).
+Reports: the candidate's simulator evaluation against the control's rule; per arm the outcomes
+(``experiment_outcomes``: recall at the next review, estimated recall at the horizon, reviews per learner, 95%
+intervals), B - A with its 95% interval and whether it excludes 0 (detected at the 95% level); then each version's
+off-policy estimates (IPS, SNIPS, per-decision IS, doubly robust with ``logged_estimates``' default direct method,
+and doubly robust with the memory model alone) from the OTHER arm's log, against its own arm's observed mean
+return per learner (the true on-policy value on these learners, with its 95% interval), with the effective sample
+size and ``|z|`` of the difference (estimate - observed over the two standard errors combined).
 """
 from __future__ import annotations
 
@@ -62,8 +68,8 @@ def setup(workdir: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def make_candidate(curriculum, *, concepts: int, workdir: Path):
-    """A tiny untrained DT registered as a candidate version of ``curriculum`` (see the module)."""
+def make_untrained_candidate(curriculum, *, concepts: int, workdir: Path):
+    """A tiny untrained DT registered as a candidate version of ``curriculum`` (``--candidate untrained``)."""
     import torch
 
     from curriculum.services import register_policy
@@ -83,7 +89,34 @@ def make_candidate(curriculum, *, concepts: int, workdir: Path):
                      encoder=encoder.to_dict(), target_return=1.0)
     config = json.loads((folder / "dt_lite_config.json").read_text())
     metrics = {"metric": "mean_final_recall", "results": {"dt": {"mean": 0.5, "ci95": [0.49, 0.51]}}}
-    return register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics)
+    return register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics), None
+
+
+def make_trained_candidate(curriculum, *, args, workdir: Path):
+    """A Decision Transformer trained by the project's pipeline (``training.services.train_and_register``: synthetic
+    built-in students, the default architecture) on ``--train-learners`` x ``--train-reviews``, ``--epochs``
+    passes, evaluated on ``--eval-students`` held-out students, and registered as a candidate (not promoted).
+    Returns (the version, seconds spent)."""
+    from training.services import train_and_register
+    from training.spec import TrainingSpec
+
+    spec = TrainingSpec(num_users=args.train_learners, interactions=args.train_reviews, epochs=args.epochs,
+                        seed=args.train_seed, no_cuda=True, eval_students=args.eval_students)
+    t0 = time.perf_counter()
+    trained = train_and_register(spec=spec, output_dir=workdir / "candidate", curriculum=curriculum, register=True,
+                                 eval_processes=1)
+    return trained.policy, time.perf_counter() - t0
+
+
+def register_existing(curriculum, *, folder: Path):
+    """An exported policy folder (``--policy-dir``: dt_lite.npz, dt_lite_config.json, evaluation.json as
+    train_crl_policy writes them, over the curriculum's concepts c0, c1...) registered as a candidate."""
+    from curriculum.services import register_policy
+
+    config = json.loads((folder / "dt_lite_config.json").read_text())
+    evaluation = folder / "evaluation.json"
+    metrics = json.loads(evaluation.read_text()) if evaluation.exists() else {}
+    return register_policy(curriculum=curriculum, artifact_dir=folder, config=config, metrics=metrics), None
 
 
 def run(args, workdir: Path) -> dict:
@@ -101,9 +134,20 @@ def run(args, workdir: Path) -> dict:
 
     set_writer(SynchronousRecommendationLogWriter())
     curriculum = ensure_curriculum(key=KEY, name="experiment bench", concept_keys=[f"c{i}" for i in range(args.concepts)])
-    Curriculum.objects.filter(pk=curriculum.pk).update(exploration="epsilon_greedy", exploration_epsilon=args.epsilon)
-    candidate = make_candidate(curriculum, concepts=args.concepts, workdir=workdir)
-    experiment = start_experiment(experiment=create_experiment(curriculum=curriculum, name="DT vs fallback",
+    Curriculum.objects.filter(pk=curriculum.pk).update(exploration="epsilon_greedy", exploration_epsilon=args.epsilon,
+                                                       fallback_rule=args.control)
+    curriculum.refresh_from_db()
+    if args.policy_dir:
+        candidate, training_s = register_existing(curriculum, folder=Path(args.policy_dir))
+    elif args.candidate == "untrained":
+        candidate, training_s = make_untrained_candidate(curriculum, concepts=args.concepts, workdir=workdir)
+    else:
+        candidate, training_s = make_trained_candidate(curriculum, args=args, workdir=workdir)
+        if args.keep_policy:  # for --policy-dir in later runs (other seeds, the same trained DT)
+            import shutil
+
+            shutil.copytree(workdir / "candidate", args.keep_policy, dirs_exist_ok=True)
+    experiment = start_experiment(experiment=create_experiment(curriculum=curriculum, name=f"DT vs {args.control}",
                                                                candidates=[candidate]))
     cohort = Cohort(num_students=args.learners, num_concepts=args.concepts, interactions=args.steps, seed=args.seed)
     start = float(cohort.schedule().min())
@@ -147,14 +191,19 @@ def run(args, workdir: Path) -> dict:
     for target, logging in (("B", "A"), ("A", "B")):
         if arms[target].policy is None:
             continue  # the fallback is not a version: it has no serving distribution to estimate
-        estimates[target] = (
-            logged_estimates(policy=arms[target].policy, arm=arms[logging], since=experiment.started_at,
-                             max_decisions=everything, bootstrap_samples=args.bootstrap),
-            logged_estimates(policy=arms[target].policy, arm=arms[target], since=experiment.started_at,
-                             max_decisions=everything).on_policy)
+        found = logged_estimates(policy=arms[target].policy, arm=arms[logging], since=experiment.started_at,
+                                 max_decisions=everything, bootstrap_samples=args.bootstrap)
+        plain = logged_estimates(policy=arms[target].policy, arm=arms[logging], since=experiment.started_at,
+                                 max_decisions=everything, bootstrap_samples=args.bootstrap,
+                                 direct_method="memory_model").estimates.get("dr")
+        if plain is not None:  # the direct method without the future term, for comparison
+            found.estimates["dr (memory model alone)"] = plain
+        estimates[target] = (found, logged_estimates(policy=arms[target].policy, arm=arms[target],
+                                                     since=experiment.started_at, max_decisions=everything).on_policy)
     estimates_s = time.perf_counter() - t0
+    candidate.refresh_from_db()
     return {"outcomes": outcomes, "estimates": estimates, "served_s": served_s, "outcomes_s": outcomes_s,
-            "estimates_s": estimates_s}
+            "estimates_s": estimates_s, "training_s": training_s, "simulator": candidate.metrics or {}}
 
 
 def interval(ci) -> str:
@@ -166,8 +215,17 @@ def report(args, result: dict) -> None:
     from curriculum.experiments.outcomes import METRIC_NAMES, METRICS, Z95
 
     outcomes = result["outcomes"]
-    print(f"## Experiment: DT (B) against the fallback (A), {args.learners} learners x {args.steps} decisions, "
-          f"epsilon-greedy {args.epsilon}, {args.concepts} concepts, seed {args.seed}\n")
+    what = (f"an exported policy ({args.policy_dir})" if args.policy_dir else "a tiny untrained DT"
+            if args.candidate == "untrained" else f"a DT trained on {args.train_learners} x {args.train_reviews} "
+            f"reviews, {args.epochs} epochs, seed {args.train_seed}")
+    print(f"## Experiment: {what} (B) against the fallback rule {args.control} (A), {args.learners} learners x "
+          f"{args.steps} decisions, epsilon-greedy {args.epsilon}, {args.concepts} concepts, seed {args.seed}\n")
+    results = result["simulator"].get("results", {})
+    if "dt" in results and args.control in results:
+        dt_, base = results["dt"], results[args.control]
+        print(f"The candidate's simulator evaluation (mean final recall, {result['simulator'].get('students')} held-out "
+              f"students): DT {dt_['mean']:.4f} [{dt_['ci95'][0]:.4f}, {dt_['ci95'][1]:.4f}], {args.control} "
+              f"{base['mean']:.4f} [{base['ci95'][0]:.4f}, {base['ci95'][1]:.4f}].\n")
     print("| arm | version | learners | decisions | " + " | ".join(METRIC_NAMES[m] for m in METRICS) + " |")
     print("|---|---|---|---|" + "---|" * len(METRICS))
     for a in outcomes.arms:
@@ -193,6 +251,8 @@ def report(args, result: dict) -> None:
                   f"{abs(e.value - observed.mean) / se:.2f} |")
         if result_.error:
             print(f"\n(v{result_.version}: {result_.error})")
+    if result["training_s"] is not None:
+        print(f"\nTraining, evaluating and registering the candidate: {result['training_s']:.1f} s.")
     print(f"\nServing {args.learners * args.steps} recommendations through the API: {result['served_s']:.1f} s; "
           f"outcomes: {result['outcomes_s']:.1f} s; off-policy estimates: {result['estimates_s']:.1f} s.")
 
@@ -206,6 +266,18 @@ def main(argv=None) -> None:
     parser.add_argument("--gap-s", type=float, default=600.0, help="seconds between a learner's decisions")
     parser.add_argument("--seed", type=int, default=1, help="the students' traits and dice")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per estimate")
+    parser.add_argument("--control", choices=["round_robin", "lowest_recall"], default="round_robin",
+                        help="the curriculum's fallback rule, which serves arm A (no version is active)")
+    parser.add_argument("--candidate", choices=["trained", "untrained"], default="trained",
+                        help="arm B: a DT trained now by the pipeline, or the test fixtures' tiny untrained one")
+    parser.add_argument("--policy-dir", help="arm B from an exported policy folder instead (5 concepts c0...)")
+    parser.add_argument("--keep-policy", help="copy the trained candidate's folder here (for --policy-dir)")
+    parser.add_argument("--train-learners", type=int, default=300, help="simulated training learners")
+    parser.add_argument("--train-reviews", type=int, default=40, help="reviews per training learner (and per "
+                        "evaluation student)")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs")
+    parser.add_argument("--train-seed", type=int, default=42, help="the training cohort's and the model's seed")
+    parser.add_argument("--eval-students", type=int, default=100, help="held-out students of the simulator evaluation")
     args = parser.parse_args(argv)
     if args.learners < 4 or args.steps < 1 or args.concepts < 2 or not 0 < args.epsilon <= 1:
         parser.error("--learners >= 4, --steps >= 1, --concepts >= 2, 0 < --epsilon <= 1")

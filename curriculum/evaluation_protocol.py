@@ -15,12 +15,15 @@ from typing import Any
 from training.rl.evaluation import (
     EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS, FINAL_RECALL_DELAY_S,
 )
-from training.rl.policies import LowestRecallPolicy
+from training.rl.policies import LowestRecallPolicy, RoundRobinPolicy
 
 LIFT_BASELINES = ("random", "round_robin", "leitner", "lowest_recall")
 # The rule that serves while a curriculum has no active version (curriculum.serving's fallback), with the unfitted
 # default encoder serving uses then: the bar a first promotion must beat (curriculum.services.promotion_gate).
 FALLBACK_POLICY = LowestRecallPolicy.name
+# The rules a curriculum may choose as its fallback (Curriculum.fallback_rule; the default FALLBACK_POLICY): each is
+# the evaluation's baseline of that name, so the gate's bar is the rule that would serve.
+FALLBACK_RULES = (FALLBACK_POLICY, RoundRobinPolicy.name)
 # Sizing a curriculum's first protocol from its deck (EvaluationProtocol.sized_for): each held-out student gets at
 # least REVIEWS_PER_CONCEPT reviews per concept (one to meet it, two to space it: fewer and every policy's final
 # recall on a large deck is about 0, so none compares), up to SIZED_INTERACTIONS_CAP reviews (the evaluation's time
@@ -90,10 +93,11 @@ class EvaluationProtocol:
                 f"recall {self.horizon_s / 3600:g} h after the last review")
 
 
-def fallback_key(protocol: EvaluationProtocol, num_concepts: int) -> str:
-    """The key of the fallback's evaluation under ``protocol`` over ``num_concepts`` concepts in
-    ``Curriculum.fallback_evaluations`` (mean final recall is a mean over concepts: it depends on their number)."""
-    return f"{protocol.key},concepts={int(num_concepts)}"
+def fallback_key(protocol: EvaluationProtocol, num_concepts: int, rule: str = FALLBACK_POLICY) -> str:
+    """The key of the fallback ``rule``'s evaluation under ``protocol`` over ``num_concepts`` concepts in
+    ``Curriculum.fallback_evaluations`` (mean final recall is a mean over concepts: it depends on their number); the
+    default rule's key names no rule (the keys stored before rules could be chosen)."""
+    return f"{protocol.key},concepts={int(num_concepts)}" + ("" if rule == FALLBACK_POLICY else f",rule={rule}")
 
 
 def protocol_of(metrics: Mapping[str, Any] | None) -> EvaluationProtocol | None:

@@ -30,6 +30,15 @@ class Curriculum(models.Model):
     # bar for a first promotion; training.protocol_evaluation.evaluate_fallback_under_protocol writes it).
     fallback_evaluations = models.JSONField("the fallback rule's evaluations", default=dict, blank=True,
                                             editable=False)
+    # What serves with no active version (and an experiment's control arm then): curriculum.serving's fallback rules,
+    # each the evaluation baseline of that name (curriculum.evaluation_protocol.FALLBACK_RULES).
+    fallback_rule = models.CharField(
+        "fallback rule", max_length=16, default="lowest_recall",
+        choices=[("lowest_recall", "lowest estimated recall first"), ("round_robin", "round robin")],
+        help_text="What serves while no version is active: the concept with the lowest estimated recall (never "
+        "reviewed ones first), or round robin (the concepts in turn, by the learner's number of reviews). The "
+        "first version promoted must beat this rule's evaluation.",
+    )
     # How serving draws the concept from the deciding policy's distribution (curriculum.experiments.exploration):
     # argmax never explores (every logged propensity is 1); softmax and epsilon-greedy do, so that the log supports
     # off-policy estimates of other versions.

@@ -44,10 +44,10 @@ def evaluation_under(*, policy: PolicyModel, protocol: EvaluationProtocol) -> di
 
 
 def fallback_evaluation(*, curriculum: Curriculum, protocol: EvaluationProtocol, num_concepts: int) -> dict[str, Any] | None:
-    """The fallback rule's stored evaluation (``Curriculum.fallback_evaluations``) under ``protocol`` over
+    """The curriculum's fallback rule's stored evaluation (``Curriculum.fallback_evaluations``) under ``protocol`` over
     ``num_concepts`` concepts, or None when there is none, or when it was made with another default encoder than
     serving's now (``StateSpec.default``: a changed encoder serves, and scores, differently)."""
-    stored = (curriculum.fallback_evaluations or {}).get(fallback_key(protocol, num_concepts))
+    stored = (curriculum.fallback_evaluations or {}).get(fallback_key(protocol, num_concepts, curriculum.fallback_rule))
     if not isinstance(stored, dict) or protocol_of(stored) != protocol:
         return None
     if stored.get("encoder_identity") != StateSpec.default(num_concepts=num_concepts).identity:
@@ -164,12 +164,14 @@ def serving_spec(*, curriculum_id: int) -> StateSpec:
 
 @dataclass(frozen=True)
 class ServingRules:
-    """A curriculum's exploration rule and parameters (Curriculum.exploration*) and its running experiment's id."""
+    """A curriculum's exploration rule and parameters (Curriculum.exploration*), its running experiment's id and its
+    fallback rule (Curriculum.fallback_rule)."""
 
     exploration: str = "argmax"
     temperature: float = 1.0
     epsilon: float = 0.1
     experiment_id: int | None = None
+    fallback_rule: str = "lowest_recall"
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def _table(model) -> str:
 # policy, the learner's external id, the state's (learner, curriculum)); hand-written because this is the hot
 # path and building it through the ORM cost more than running it.
 _RULES_COLUMNS = f"""c.exploration, c.exploration_temperature, c.exploration_epsilon,
-    (SELECT e.id FROM {_table(Experiment)} e WHERE e.curriculum_id = c.id AND e.status = 'running')"""
+    (SELECT e.id FROM {_table(Experiment)} e WHERE e.curriculum_id = c.id AND e.status = 'running'), c.fallback_rule"""
 _LOOKUP_SQL = f"""
     SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data,
     {_RULES_COLUMNS}

@@ -17,7 +17,7 @@ from django.utils import timezone
 from training.rl.artifacts import ARTIFACT_NAMES, OPTIONAL_ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
 
 from . import selectors
-from .evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, dt_mean, protocol_of
+from .evaluation_protocol import EvaluationProtocol, dt_mean, protocol_of
 from .history import record_change
 from .models import Concept, Curriculum, PolicyModel, PromotionEvent
 from .reviews.fields import check_curriculum_key
@@ -200,7 +200,8 @@ class GateVerdict:
     and/or the active one) with no evaluation under the protocol, which an "evaluate under the protocol" job fixes
     (the job on the candidate also evaluates the fallback when ``fallback_needs_evaluation``);
     ``fallback_metrics``: with no active version, the fallback rule's stored evaluation under the protocol
-    (``selectors.fallback_evaluation``; its mean is ``results[FALLBACK_POLICY]``), None when not evaluated yet.
+    (``selectors.fallback_evaluation``; its mean is ``results[rule]``, the curriculum's fallback rule), None when not
+    evaluated yet.
     """
 
     protocol: EvaluationProtocol
@@ -220,7 +221,7 @@ class GateVerdict:
     @property
     def fallback_recall(self) -> float | None:
         """The fallback's mean final recall under the protocol (with no active version and a stored evaluation)."""
-        return dt_mean(self.fallback_metrics, FALLBACK_POLICY)
+        return dt_mean(self.fallback_metrics, self.candidate.curriculum.fallback_rule)
 
 
 def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: int) -> int:
@@ -241,7 +242,7 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
     the candidate has an evaluation under it; its DT mean is not below the random baseline's of that evaluation;
     it beats what would serve without it: when there is an active version, that version has an evaluation under
     the protocol too and the candidate's DT mean is not below it; when there is none, the fallback rule
-    (``FALLBACK_POLICY`` with serving's default encoder, over the candidate's concepts) has a stored evaluation
+    (``Curriculum.fallback_rule`` with serving's default encoder, over the candidate's concepts) has a stored evaluation
     under the protocol (``selectors.fallback_evaluation``) and the candidate's DT mean is strictly above its mean.
     """
     protocol = candidate.curriculum.protocol
@@ -275,16 +276,17 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
         fallback = selectors.fallback_evaluation(curriculum=candidate.curriculum, protocol=protocol,
                                                  num_concepts=evaluated_concept_count(
                                                      config=candidate.config, curriculum_id=candidate.curriculum_id))
-        bar = dt_mean(fallback, FALLBACK_POLICY)
+        rule = candidate.curriculum.fallback_rule
+        bar = dt_mean(fallback, rule)
         if bar is None:
             fallback, fallback_missing = None, True
-            refusals.append(f"the fallback ({FALLBACK_POLICY}, what serves with no active version) has no evaluation "
+            refusals.append(f"the fallback ({rule}, what serves with no active version) has no evaluation "
                             f"under the curriculum's protocol yet: evaluate v{candidate.version} under the protocol "
                             f"(it evaluates the fallback too)")
             if candidate not in reevaluate:
                 reevaluate.append(candidate)
         elif new is not None and mine is not None and new <= bar:
-            refusals.append(f"v{candidate.version} does not beat the fallback it would replace: {FALLBACK_POLICY}, "
+            refusals.append(f"v{candidate.version} does not beat the fallback it would replace: {rule}, "
                             f"what serves with no active version, scores {bar:.4f} under the same protocol "
                             f"(v{candidate.version}: mean final recall {new:.4f})")
     return GateVerdict(protocol=protocol, candidate=candidate, active=active, candidate_metrics=mine,

@@ -21,7 +21,7 @@ from django.utils import timezone
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
 from training.rl.dtlite import DTLite
 from training.rl.encoder import EncodedLearnerState
-from training.rl.policies import LowestRecallPolicy, lowest_recall_choice
+from training.rl.policies import LowestRecallPolicy, RoundRobinPolicy, lowest_recall_choice
 
 from . import selectors
 from .experiments import recommendation_log
@@ -34,7 +34,8 @@ from .state_specs import StateSpec
 
 logger = logging.getLogger(__name__)
 
-FALLBACK = LowestRecallPolicy.name  # the rule evaluate_policy reports as its lowest_recall baseline
+FALLBACK = LowestRecallPolicy.name  # the default fallback rule: evaluate_policy's lowest_recall baseline
+ROUND_ROBIN = RoundRobinPolicy.name  # the other one a curriculum may choose (Curriculum.fallback_rule)
 SCORE_DIGITS = 6
 
 
@@ -307,7 +308,8 @@ def recommend(
 
     def decide(policy_id: int | None) -> Recommendation:
         return _decide(curriculum_id=found.curriculum_id, policy_id=policy_id, active_id=found.policy_id,
-                       catalog=catalog, allowed=allowed, rows=rows, now=moment.timestamp(), exploration=exploration)[0]
+                       catalog=catalog, allowed=allowed, rows=rows, now=moment.timestamp(), exploration=exploration,
+                       fallback=found.serving.fallback_rule)[0]
 
     rec = decide(arm.policy_id if arm is not None else found.policy_id)
     log = [_log_row(rec, curriculum_id=found.curriculum_id, learner=learner, at=moment, exploration=exploration, arm=arm)]
@@ -329,9 +331,10 @@ def _log_row(rec: Recommendation, *, curriculum_id: int, learner: str, at: dt.da
 
 def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None, catalog: _Catalog, allowed: list[int],
             rows: Sequence[tuple[int | None, dict[str, Any] | None]], now: float,
-            exploration: Exploration) -> list[Recommendation]:
+            exploration: Exploration, fallback: str = FALLBACK) -> list[Recommendation]:
     """The answer for each (learner id or None, stored state or None) of `rows` by version `policy_id` (None, one
-    that cannot load, or one that scores none of `allowed`: the fallback), drawn by `exploration`."""
+    that cannot load, or one that scores none of `allowed`: the curriculum's `fallback` rule), drawn by
+    `exploration`."""
     served = _served(curriculum_id=curriculum_id, policy_id=policy_id, active_id=active_id)
     if served is not None:
         # A policy that scores concepts added after training reads states over all of the curriculum's concepts
@@ -347,8 +350,9 @@ def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None,
                 answers = [replace(rec, unscored=unscored) for rec in answers]
             return answers
     spec = StateSpec.default(num_concepts=len(catalog.keys))
-    return [_lowest_recall(_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id),
-                           keys=catalog.keys, now=now, allowed=allowed, exploration=exploration) for lid, data in rows]
+    rule = _round_robin if fallback == ROUND_ROBIN else _lowest_recall
+    return [rule(_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id),
+                 keys=catalog.keys, now=now, allowed=allowed, exploration=exploration) for lid, data in rows]
 
 
 # Learners per batch request (POST /api/v1/recommendations/batch).
@@ -391,7 +395,7 @@ def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime
         for policy_id, members in groups.items():
             answers = _decide(curriculum_id=curriculum_id, policy_id=policy_id, active_id=found.policy_id,
                               catalog=catalog, allowed=allowed, rows=[found.learners.get(m, (None, None)) for m in members],
-                              now=moment.timestamp(), exploration=exploration)
+                              now=moment.timestamp(), exploration=exploration, fallback=found.serving.fallback_rule)
             out.update({m: (rec, pick(m)) for m, rec in zip(members, answers)})
         return out
 
@@ -502,6 +506,29 @@ def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: fl
         scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
         policy_version=None,
         strategy=f"fallback:{FALLBACK}",
+        propensity=float(propensity[0]),
+        candidates=len(allowed),
+    )
+
+
+def _round_robin(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int],
+                 exploration: Exploration = Exploration()) -> Recommendation:
+    """The round-robin fallback: the allowed concepts in position order, in turn by the learner's number of reviews n
+    (``allowed[n mod len(allowed)]``; over all concepts, training.rl.policies.RoundRobinPolicy's rule with n its
+    step). Its preference for exploration: 0 for the concept whose turn it is, -1 for the others (softmax at
+    temperature tau gives the turn e^(1/tau) times any other's probability). Scores: the estimated recalls, as the
+    lowest-recall fallback's."""
+    recall = state.encoder.recall(state.memory, np.array([now]))[0]
+    turn = int(state.memory.reviews[0].sum()) % len(allowed)
+    preferences = np.full((1, len(allowed)), -1.0)
+    preferences[0, turn] = 0.0
+    chosen, propensity = _explore(exploration, preferences=preferences, allowed=allowed,
+                                  greedy=np.array([allowed[turn]]))
+    return Recommendation(
+        concept=keys[int(chosen[0])],
+        scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
+        policy_version=None,
+        strategy=f"fallback:{ROUND_ROBIN}",
         propensity=float(propensity[0]),
         candidates=len(allowed),
     )

@@ -12,7 +12,7 @@ import numpy as np
 from django.db import transaction
 
 from curriculum import selectors
-from curriculum.evaluation_protocol import FALLBACK_POLICY, EvaluationProtocol, fallback_key
+from curriculum.evaluation_protocol import EvaluationProtocol, fallback_key
 from curriculum.models import Curriculum, PolicyModel
 from curriculum.selectors import active_policy
 from curriculum.services import PolicyError, artifact_storage, evaluated_concept_count, verify_policy_artifacts
@@ -57,7 +57,7 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
     policy.evaluations = locked.evaluations
     if active_policy(curriculum=policy.curriculum) is None:  # what a first promotion must beat: evaluated alongside
         if on_progress is not None:
-            on_progress("evaluating the fallback", 0, 1, {"policy": FALLBACK_POLICY})
+            on_progress("evaluating the fallback", 0, 1, {"policy": policy.curriculum.fallback_rule})
         evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol,
                                          num_concepts=evaluated_concept_count(config=policy.config,
                                                                               curriculum_id=policy.curriculum_id))
@@ -67,13 +67,14 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
 def evaluate_fallback_under_protocol(
     *, curriculum: Curriculum, num_concepts: int, protocol: EvaluationProtocol | None = None
 ) -> dict[str, Any]:
-    """The fallback rule (``FALLBACK_POLICY``, with serving's unfitted default encoder ``StateSpec.default``) on
+    """The curriculum's fallback rule (``Curriculum.fallback_rule``, by default ``FALLBACK_POLICY``; with serving's
+    unfitted default encoder ``StateSpec.default``) on
     the protocol's held-out students over ``num_concepts`` concepts, stored in ``curriculum.fallback_evaluations``
     (once per protocol, concept count and default encoder: a stored one is returned as it is).
 
     Returns ``{"metric", "students", "seed", "num_concepts", "encoder_identity", "protocol",
-    "results": {FALLBACK_POLICY: {"mean", "ci95"}}}``: the same closed loop, students and 95% normal interval as
-    ``training.rl.evaluation.evaluate``'s lowest_recall baseline, but with the encoder that serves without a
+    "results": {rule: {"mean", "ci95"}}}``: the same closed loop, students and 95% normal interval as
+    ``training.rl.evaluation.evaluate``'s baseline of that name, but with the encoder that serves without a
     version rather than the candidate's fitted one. Long work (seconds for a 600-concept deck): a worker or a
     command. ValueError naming the setting for a protocol outside the evaluation's bounds.
     """
@@ -82,19 +83,20 @@ def evaluate_fallback_under_protocol(
     if found is not None:
         return found
     spec = StateSpec.default(num_concepts=num_concepts)
-    values = final_recall(policy_name=FALLBACK_POLICY, num_concepts=num_concepts, students=protocol.students,
+    rule = curriculum.fallback_rule
+    values = final_recall(policy_name=rule, num_concepts=num_concepts, students=protocol.students,
                           interactions=protocol.interactions, seed=protocol.seed, encoder=spec.encoder_config)
     mean = float(values.mean())
     half_width = 1.96 * float(values.std(ddof=1)) / np.sqrt(protocol.students)
     evaluation = {
         "metric": METRIC, "students": protocol.students, "seed": protocol.seed, "num_concepts": num_concepts,
         "encoder_identity": spec.identity, "protocol": protocol.to_dict(),
-        "results": {FALLBACK_POLICY: {"mean": mean, "ci95": [mean - half_width, mean + half_width]}},
+        "results": {rule: {"mean": mean, "ci95": [mean - half_width, mean + half_width]}},
     }
     with transaction.atomic():
         locked = Curriculum.objects.select_for_update().get(pk=curriculum.pk)
         locked.fallback_evaluations = {**(locked.fallback_evaluations or {}),
-                                       fallback_key(protocol, num_concepts): evaluation}
+                                       fallback_key(protocol, num_concepts, rule): evaluation}
         locked.save(update_fields=["fallback_evaluations"])
     curriculum.fallback_evaluations = locked.fallback_evaluations
     return evaluation

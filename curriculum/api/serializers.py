@@ -11,6 +11,7 @@ from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from ..experiments.outcomes import MAX_LEARNERS_PER_ARM
 from ..models import PolicyModel
 from ..reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH, REVIEW_FIELDS, ReviewField
 from ..reviews.store import MAX_BATCH
@@ -206,15 +207,17 @@ class RecommendationSerializer(serializers.Serializer):
     scores = serializers.DictField(
         child=serializers.FloatField(),
         help_text="Per candidate concept: with strategy `policy`, the policy's probability of choosing it; with "
-        "`fallback:lowest_recall`, its estimated recall probability now (the lowest is chosen; 0 when never reviewed).",
+        "`fallback:lowest_recall`, its estimated recall probability now (the lowest is chosen; 0 when never reviewed); "
+        "with `fallback:round_robin`, the same estimates (the concept whose turn it is is chosen).",
     )
     policy = PolicyRefSerializer(source="policy_version", allow_null=True,
                                  help_text="null when no policy version answered.")
     strategy = serializers.ChoiceField(
-        choices=["policy", "fallback:lowest_recall"],
+        choices=["policy", "fallback:lowest_recall", "fallback:round_robin"],
         help_text="`policy`: the active policy version chose. `fallback:lowest_recall`: no active policy (or none of "
         "the candidates is in its action space): the concept with the lowest estimated recall, never-reviewed "
-        "concepts first in position order.",
+        "concepts first in position order. `fallback:round_robin`: the same, on a curriculum whose fallback rule is "
+        "round robin: the candidates in position order, in turn by the learner's number of reviews.",
     )
     unscored = serializers.ListField(
         child=serializers.CharField(),
@@ -378,7 +381,9 @@ class OutcomeMeanSerializer(serializers.Serializer):
     mean = serializers.FloatField(allow_null=True, help_text="Mean over the arm's learners; null without any.")
     ci95 = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2, allow_null=True,
                                  help_text="95% interval (normal, over learners); null below 2 learners.")
-    learners = serializers.IntegerField(help_text="Learners with this outcome.")
+    learners = serializers.IntegerField(
+        help_text=f"Learners with this outcome, among at most {MAX_LEARNERS_PER_ARM:,} per arm: a uniform random "
+        "sample, seeded by the experiment's id, when the arm has more learners.")
 
 
 class ArmOutcomeSerializer(serializers.Serializer):

@@ -11,7 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import serving
-from ..experiments.outcomes import experiment_outcomes
+from ..experiments.logged_estimates import MAX_DECISIONS
+from ..experiments.outcomes import MAX_LEARNERS_PER_ARM, experiment_outcomes
 from ..models import Curriculum, Experiment
 from ..selectors import active_policy
 from ..reviews.fields import EARLIEST, check_curriculum_key
@@ -279,7 +280,12 @@ class ExperimentView(ApiView):
         summary="One experiment with its outcomes",
         description="An experiment's arms, split and status, and per arm the outcomes of the reviews that followed its "
         "recommendations (recall at the next review, estimated recall at the horizon, reviews per learner, each with "
-        "a 95% interval), and each candidate's difference from the control with the learners still needed.",
+        "a 95% interval), and each candidate's difference from the control with the learners still needed. An arm's "
+        "`decisions`, `shadow_decisions` and `learners` count the whole arm; the three outcomes read at most "
+        f"{MAX_LEARNERS_PER_ARM:,} learners per arm (`MAX_LEARNERS_PER_ARM`): above that, a uniform random sample of "
+        "the arm's learners, seeded by the experiment's id, so an outcome's `learners` below the arm's says that it "
+        "is the sample's mean and interval. No off-policy estimates here (the orchestrator's experiment page shows "
+        f"them, on at most {MAX_DECISIONS:,} logged decisions: above that, a uniform seeded sample of whole learners).",
         parameters=HEADERS,
         responses={200: ExperimentDetailSerializer, 404: OpenApiResponse(
             ErrorSerializer, description="No experiment with that id; `fields` names `id`."), **GET_ERRORS},

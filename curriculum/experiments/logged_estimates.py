@@ -2,8 +2,10 @@
 estimated from the recommendations other versions served (with their logged propensities) and their outcomes,
 before it serves anyone (curriculum.experiments.off_policy's estimators on the log).
 
-The log read: a curriculum's served recommendations from ``since`` on, the newest ``MAX_DECISIONS`` of them (the
-page-load cap), of which the decisions with a known outcome are used. Per decision t of learner i:
+The log read: a curriculum's served recommendations from ``since`` on; above ``MAX_DECISIONS`` of them (the
+page-load cap), those of a uniform random sample of its learners (seeded, ``assignment.sample``; whole learners, so
+that each episode is complete) holding at most that many; of these the decisions with a known outcome are used. Per
+decision t of learner i:
 
 * reward r_t: the outcome (correct = 1) of the review that followed it (the one carrying its recommendation_id,
   else the learner's first review of the recommended concept at or after the decision; experiments.outcomes'
@@ -12,7 +14,8 @@ page-load cap), of which the decisions with a known outcome are used. Per decisi
 * target probability pi_e(a_t | s_t): the version's serving distribution (its DTLite scores under the curriculum's
   exploration rule, as serving would draw) at the learner's state at the decision, rebuilt from the reviews before it;
 * direct method for doubly robust: q(s_t, a) = the memory model's estimated recall of concept a at the decision
-  (the serving encoder's), v(s_t) = sum_a pi_e(a | s_t) q(s_t, a).
+  (the serving encoder's), v(s_t) = sum_a pi_e(a | s_t) q(s_t, a); by default (``memory_model+future``) both plus
+  the log's mean reward-to-go after step t (off_policy.mean_reward_after: still unbiased, smaller variance).
 
 Episodes are the learners' decision sequences; each estimate has a 95% bootstrap interval over learners and Kish's
 effective sample size (off_policy). ``on_policy``: the version's own served decisions' mean return per learner
@@ -26,15 +29,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+from django.db.models import Count
 
 from .. import selectors, serving
 from ..learner_states import histories
 from ..models import Learner, PolicyModel, RecommendationLog
 from .exploration import Exploration
-from .off_policy import ESTIMATORS, Estimate, episodes_from_rows
+from .assignment import sample
+from .off_policy import ESTIMATORS, Estimate, episodes_from_rows, mean_reward_after
 from .outcomes import Mean, _recall_next, _reviews
 
 MAX_DECISIONS = 2000
+DIRECT_METHODS = ("memory_model", "memory_model+future")
 BOOTSTRAP_SAMPLES = 500  # at page load; bench/off_policy.py uses the module default
 
 
@@ -55,9 +61,14 @@ class LoggedEstimates:
 
 def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, until: dt.datetime | None = None,
                      arm=None, max_decisions: int = MAX_DECISIONS, seed: int = 0,
-                     bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> LoggedEstimates:
+                     bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+                     direct_method: str = "memory_model+future") -> LoggedEstimates:
     """The off-policy estimates of ``policy``'s value on its curriculum's logged recommendations (see the module);
-    ``arm``: only the decisions one experiment arm served (e.g. the control's, to estimate a candidate from them)."""
+    ``arm``: only the decisions one experiment arm served (e.g. the control's, to estimate a candidate from them);
+    ``seed``: the learner sample's (above ``max_decisions``) and the bootstrap's; ``direct_method``: one of
+    DIRECT_METHODS (see the module). ValueError naming it otherwise."""
+    if direct_method not in DIRECT_METHODS:
+        raise ValueError(f"direct_method: expected one of {', '.join(DIRECT_METHODS)}, got {direct_method!r}")
     curriculum = policy.curriculum
     rows = RecommendationLog.objects.filter(curriculum=curriculum, served=True)
     if arm is not None:
@@ -66,8 +77,7 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
         rows = rows.filter(at__gte=since)
     if until is not None:
         rows = rows.filter(at__lte=until)
-    rows = list(rows.order_by("-at").values_list("id", "arm_id", "learner", "concept", "at", "served", "propensity",
-                                                  "policy_id")[:max_decisions])[::-1]
+    rows = _sampled_rows(rows, max_decisions=max_decisions, seed=seed)
     if not rows:
         return LoggedEstimates(policy.version, 0, 0, {}, None, "no logged recommendations in the window")
     served = serving.policies.get(curriculum_id=curriculum.pk, policy_id=policy.pk) if policy.status == "active" \
@@ -118,6 +128,9 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
     learners = np.array([k[0] for k in kept])
     mask, (reward, propensity, target_p, q_hat, v_hat) = episodes_from_rows(
         learners, [k[1] for k in kept], [k[2] for k in kept], target, q, v)
+    if direct_method == "memory_model+future":
+        after = mean_reward_after(reward, mask)[None, :]
+        q_hat, v_hat = np.where(mask, q_hat + after, 0.0), np.where(mask, v_hat + after, 0.0)
     common = {"propensity": np.where(mask, propensity, 1.0), "target_probability": target_p, "reward": reward,
               "mask": mask, "seed": seed, "bootstrap_samples": bootstrap_samples}
     estimates, refused = {}, []
@@ -128,6 +141,29 @@ def logged_estimates(*, policy: PolicyModel, since: dt.datetime | None = None, u
             refused.append(f"{name}: {exc}")
     return LoggedEstimates(policy.version, len(kept), int(mask.shape[0]), estimates,
                            Mean.of(on_policy.values()) if on_policy else None, "; ".join(refused))
+
+
+def _sampled_rows(rows, *, max_decisions: int, seed: int) -> list[tuple]:
+    """The window's rows (time order) of a uniform seeded sample of its learners holding at most ``max_decisions``
+    decisions: all of them when they fit; else the learners in ``assignment.sample``'s random order, while their
+    decisions fit (a learner whose decisions alone exceed the cap: its newest ``max_decisions``)."""
+    columns = ("id", "arm_id", "learner", "concept", "at", "served", "propensity", "policy_id")
+    counts = dict(rows.order_by().values("learner").annotate(n=Count("id")).values_list("learner", "n"))
+    if sum(counts.values()) <= max_decisions:
+        return list(rows.order_by("at", "id").values_list(*columns))
+    chosen, total = [], 0
+    for learner in sample(counts, len(counts), seed=seed):
+        if total + counts[learner] > max_decisions:
+            break
+        chosen.append(learner)
+        total += counts[learner]
+    if not chosen:
+        first = sample(counts, 1, seed=seed)
+        return list(rows.filter(learner__in=first).order_by("-at", "-id").values_list(*columns)[:max_decisions])[::-1]
+    out = []
+    for start in range(0, len(chosen), 500):
+        out += rows.filter(learner__in=chosen[start:start + 500]).order_by().values_list(*columns)
+    return sorted(out, key=lambda r: (r[4], str(r[0])))
 
 
 def _per_decision_outcomes(decisions, reviews) -> dict:

@@ -18,9 +18,10 @@ learners per arm needed to detect ``min_effect`` with a two-sided 5% test at 80%
 ``n = (z_{0.975} + z_{0.8})^2 (s_A^2 + s_B^2) / min_effect^2``, of which the learners already served are subtracted.
 
 A big experiment stays fast: the decisions, shadow choices and learners per arm are counted in the database, and the
-metrics read at most ``MAX_LEARNERS_PER_ARM`` learners per arm (the first in learner-id order; the arm of a learner is
-a hash of the experiment and its id, so these are not chosen by outcome), their decisions and reviews only. A metric's
-``n`` below the arm's ``learners`` says it was computed on that sample; its interval is the sample's.
+metrics read at most ``MAX_LEARNERS_PER_ARM`` learners per arm: a uniform random sample of the arm's learners, seeded by
+the experiment's id (``assignment.sample``: the same learners on every page load while the arm has the same learners),
+their decisions and reviews only. A metric's ``n`` below the arm's ``learners`` says it was computed on that sample;
+its interval is the sample's (an unbiased estimate of the whole arm's mean, wider than the whole arm's would be).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from .. import selectors
+from . import assignment
 from ..learner_states import histories, state_from_history
 from ..models import Experiment, Learner, RecommendationLog, ReviewLog
 
@@ -125,8 +127,8 @@ def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = Non
                         max_learners_per_arm: int = MAX_LEARNERS_PER_ARM) -> ExperimentOutcomes:
     """Every arm's outcomes and each candidate's difference from the control, as the database says now (see the
     module). Counts the experiment's log rows per arm in the database; reads the served rows of at most
-    ``max_learners_per_arm`` learners per arm (>= 2; ValueError naming it otherwise), their reviews since the start
-    and their histories."""
+    ``max_learners_per_arm`` learners per arm (>= 2; ValueError naming it otherwise; a uniform sample seeded by the
+    experiment's id when the arm has more), their reviews since the start and their histories."""
     if isinstance(max_learners_per_arm, bool) or not isinstance(max_learners_per_arm, int) or max_learners_per_arm < 2:
         raise ValueError(f"max_learners_per_arm: expected an integer >= 2, got {max_learners_per_arm!r}")
     now = now or timezone.now()
@@ -140,8 +142,8 @@ def experiment_outcomes(*, experiment: Experiment, now: dt.datetime | None = Non
     learners_of: dict[int, set[str]] = {}
     served = []
     for arm in arms:
-        sample = list(logged.filter(arm=arm, served=True).order_by("learner").values_list(
-            "learner", flat=True).distinct()[:max_learners_per_arm])
+        sample = assignment.sample(logged.filter(arm=arm, served=True).order_by().values_list(
+            "learner", flat=True).distinct().iterator(chunk_size=5000), max_learners_per_arm, seed=experiment.pk)
         learners_of[arm.pk] = set(sample)
         for chunk in range(0, len(sample), 500):
             served += logged.filter(arm=arm, served=True, learner__in=sample[chunk:chunk + 500]).order_by().values_list(

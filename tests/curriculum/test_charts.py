@@ -208,3 +208,25 @@ def test_a_time_axis_has_calendar_ticks_labelled_at_their_precision(start, days,
     ticks = svg.time_ticks(low, high)
     assert all(check(dt.datetime.fromtimestamp(t, tz=dt.timezone.utc)) for t in ticks)
     assert all(low <= t <= high for t in ticks)
+
+
+def test_the_experiment_charts_draw_each_arms_outcome_with_its_interval_and_the_traffic_served():
+    from curriculum.experiments.outcomes import ArmOutcome, Mean
+
+    def arm(label, version, decisions, means):
+        timeline = [(f"2026-01-0{d + 5}", Mean(m, (m - 0.05, m + 0.05), 40, 0.2)) for d, m in enumerate(means)]
+        return ArmOutcome(1, label, version, label == "A", 50, decisions, 0, 40, {}, timeline)
+
+    arms = [arm("A", None, 300, [0.50, 0.52, 0.51]), arm("B", 2, 120, [0.60, 0.58, 0.61])]
+    root = parse(charts.experiment_chart(arms=arms))
+    lines = list(root.iter(f"{SVG}polyline"))
+    solid = [p for p in lines if p.get("stroke-dasharray") is None]
+    dashed = [p for p in lines if p.get("stroke-dasharray") is not None]
+    assert [p.find(f"{SVG}title").text for p in solid] == ["A (fallback)", "B (v2)"]
+    assert sorted(p.find(f"{SVG}title").text for p in dashed) == ["A 95% high", "A 95% low", "B 95% high", "B 95% low"]
+    assert all(len(p.get("points").split()) == 3 for p in lines)  # one point a day
+
+    traffic = parse(charts.experiment_traffic_chart(arms=arms))
+    bars = [r for r in traffic.iter(f"{SVG}rect") if r.get("class") == "bar"]
+    heights = [float(b.get("height")) for b in bars]
+    assert len(bars) == 2 and heights[0] / heights[1] == pytest.approx(300 / 120, rel=0.02)  # what each served

@@ -25,3 +25,13 @@ def test_the_exploration_settings_are_on_the_curriculum_form(admin_client, make_
     demo = make_curriculum("demo", concepts=2)
     page = admin_client.get(reverse("admin:curriculum_curriculum_change", args=[demo.pk])).content.decode()
     assert 'name="exploration"' in page and 'name="exploration_temperature"' in page and 'name="exploration_epsilon"' in page
+
+
+def test_the_fallback_rule_is_chosen_on_the_curriculum_form_and_shown_on_its_experiments_page(admin_client,
+                                                                                            make_curriculum):
+    demo = make_curriculum("demo", concepts=2)
+    page = admin_client.get(reverse("admin:curriculum_curriculum_change", args=[demo.pk])).content.decode()
+    assert 'name="fallback_rule"' in page and 'value="round_robin"' in page
+    type(demo).objects.filter(pk=demo.pk).update(fallback_rule="round_robin")
+    page = admin_client.get(reverse("curriculum:experiments", args=[demo.pk])).content.decode()
+    assert "Fallback rule (the control when no version is active): <strong>round robin</strong>" in page

@@ -221,3 +221,24 @@ def test_a_protocol_for_a_610_concept_deck_meets_every_concept():
     huge = EvaluationProtocol().sized_for(num_concepts=6000)
     assert huge.interactions == 6000 > SIZED_INTERACTIONS_CAP  # capped, but every concept is still met once
     assert EvaluationProtocol().sized_for(num_concepts=2000).interactions == SIZED_INTERACTIONS_CAP
+
+
+def test_with_a_round_robin_fallback_the_bar_is_round_robins_evaluation(make_curriculum, make_policy, store_fallback):
+    from curriculum.evaluation_protocol import fallback_key
+
+    curriculum = make_curriculum()
+    v1 = make_policy(curriculum, recall=0.65, random=0.3, fallback=0.70)  # lowest_recall's bar: refused
+    assert not services.promotion_gate(candidate=v1, active=None).passes
+    type(curriculum).objects.filter(pk=curriculum.pk).update(fallback_rule="round_robin")
+    v1.refresh_from_db()
+    verdict = services.promotion_gate(candidate=v1, active=None)
+    assert verdict.fallback_needs_evaluation and "the fallback (round_robin" in verdict.refusals[0]
+    curriculum.refresh_from_db()
+    protocol, n = curriculum.protocol, curriculum.concepts.count()
+    rr = {**curriculum.fallback_evaluations[fallback_key(protocol, n)], "results": {"round_robin": {
+        "mean": 0.60, "ci95": [0.59, 0.61]}}}
+    curriculum.fallback_evaluations = {**curriculum.fallback_evaluations, fallback_key(protocol, n, "round_robin"): rr}
+    curriculum.save(update_fields=["fallback_evaluations"])
+    v1.refresh_from_db()
+    verdict = services.promotion_gate(candidate=v1, active=None)
+    assert verdict.passes and verdict.fallback_recall == pytest.approx(0.60)

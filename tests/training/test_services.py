@@ -221,3 +221,24 @@ def test_train_crl_policy_promote_says_the_version_does_not_beat_the_fallback(tr
                  stdout=io.StringIO(), stderr=io.StringIO())
     event = PromotionEvent.objects.get()
     assert event.forced and event.reason == "below the fallback, served on purpose" and event.to_version == 2
+
+
+def test_a_round_robin_fallback_is_evaluated_as_round_robin_under_its_own_key(curriculum):
+    from curriculum import selectors
+    from curriculum.evaluation_protocol import EvaluationProtocol, dt_mean
+    from training import protocol_evaluation
+    from curriculum.state_specs import StateSpec
+    from training.rl.evaluation import final_recall
+
+    small = EvaluationProtocol(students=20, interactions=30)
+    lowest = protocol_evaluation.evaluate_fallback_under_protocol(curriculum=curriculum, protocol=small, num_concepts=5)
+    type(curriculum).objects.filter(pk=curriculum.pk).update(fallback_rule="round_robin")
+    curriculum.refresh_from_db()
+    assert selectors.fallback_evaluation(curriculum=curriculum, protocol=small, num_concepts=5) is None
+    rr = protocol_evaluation.evaluate_fallback_under_protocol(curriculum=curriculum, protocol=small, num_concepts=5)
+    assert set(rr["results"]) == {"round_robin"} and set(lowest["results"]) == {"lowest_recall"}
+    expected = final_recall(policy_name="round_robin", num_concepts=5, students=20, interactions=30,
+                            seed=small.seed, encoder=StateSpec.default(num_concepts=5).encoder_config)
+    assert dt_mean(rr, "round_robin") == pytest.approx(float(expected.mean()))
+    assert selectors.fallback_evaluation(curriculum=curriculum, protocol=small, num_concepts=5) == rr
+    assert len(curriculum.fallback_evaluations) == 2  # the lowest_recall one is kept, under its own key

@@ -14,7 +14,6 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from curriculum import selectors, services
-from curriculum.evaluation_protocol import FALLBACK_POLICY
 from curriculum.services import ensure_curriculum
 
 DEMO_CONCEPTS = 20
@@ -116,8 +115,8 @@ def gate_summary(verdict: services.GateVerdict) -> list[str]:
     if verdict.active is not None:
         rows.append((f"active v{verdict.active.version}", _result(verdict.active_metrics, "dt")))
     else:
-        rows.append((f"fallback {FALLBACK_POLICY} (serves with no version)",
-                     _result(verdict.fallback_metrics, FALLBACK_POLICY)))
+        rule = candidate.curriculum.fallback_rule
+        rows.append((f"fallback {rule} (serves with no version)", _result(verdict.fallback_metrics, rule)))
     width = max(len(name) for name, _ in rows)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     return lines

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from curriculum.experiments.assignment import sample
 from curriculum.experiments.outcomes import experiment_outcomes
 from curriculum.experiments.services import create_experiment, start_experiment
 from curriculum.services import promote_policy
@@ -136,14 +137,83 @@ def test_outcomes_read_at_most_the_cap_of_learners_per_arm_and_count_everything_
 
     assert sum(a.learners for a in full.arms) == 30 and sum(a.decisions for a in full.arms) == 90
     for whole, part in zip(full.arms, capped.arms):
-        # the counts are the whole arm's, the metrics its first 4 learners' (by id)
+        # the counts are the whole arm's, the metrics a uniform sample's of 4 learners (seeded by the experiment)
         assert (part.learners, part.decisions, part.shadow_decisions) == (whole.learners, whole.decisions, 0)
         assert whole.metrics["recall_next"].n == whole.learners > 4
         assert part.metrics["recall_next"].n == part.metrics["reviews"].n == 4
-        arm_learners = sorted(set(experiment.arms.get(pk=part.arm_id).recommendations.values_list("learner",
-                                                                                                  flat=True)))[:4]
+        arm_learners = sample(set(experiment.arms.get(pk=part.arm_id).recommendations.values_list(
+            "learner", flat=True)), 4, seed=experiment.pk)
         ids = Learner.objects.filter(external_id__in=arm_learners).values_list("id", flat=True)
         per_learner = [np.mean([r.correct for r in ReviewLog.objects.filter(learner_id=i)]) for i in ids]
         assert part.metrics["recall_next"].mean == pytest.approx(float(np.mean(per_learner)))
     with pytest.raises(ValueError, match="max_learners_per_arm"):
         experiment_outcomes(experiment=experiment, max_learners_per_arm=1)
+
+
+def _serve_and_answer(api_client, learners, *, steps, correct):
+    """Every learner asks for a concept ``steps`` times an hour apart and answers it; ``correct(learner)``."""
+    for step in range(steps):
+        at = T0 + dt.timedelta(hours=step)
+        answers = post(api_client, "/api/v1/recommendations/batch", {"curriculum": "demo", "learners": learners,
+                                                                     "at": at.isoformat()}).json()["results"]
+        assert post(api_client, "/api/v1/reviews", [
+            {"curriculum": "demo", "learner": a["learner"], "concept": a["concept"], "correct": correct(a["learner"]),
+             "reviewed_at": (at + dt.timedelta(minutes=5)).isoformat(), "recommendation_id": a["recommendation_id"]}
+            for a in answers]).status_code == 201
+
+
+def test_capped_outcomes_are_a_uniform_sample_not_the_first_learners_by_id(api_client, make_curriculum,
+                                                                           make_real_policy):
+    # learners u00-u39 always answer right, u40-u79 always wrong: the first learners by id would read 1.0
+    demo = make_curriculum("demo", concepts=5)
+    experiment = start_experiment(experiment=create_experiment(curriculum=demo, name="x",
+                                                               candidates=[make_real_policy(demo, seed=2)]))
+    experiment.started_at = T0 - dt.timedelta(days=1)
+    experiment.save(update_fields=["started_at"])
+    learners = [f"u{i:02d}" for i in range(80)]
+    _serve_and_answer(api_client, learners, steps=2, correct=lambda learner: int(learner[1:]) < 40)
+
+    capped = experiment_outcomes(experiment=experiment, now=T0 + dt.timedelta(days=1), max_learners_per_arm=12)
+
+    assert capped == experiment_outcomes(experiment=experiment, now=T0 + dt.timedelta(days=1), max_learners_per_arm=12)
+    for arm in capped.arms:
+        assert arm.learners > 12 and arm.metrics["recall_next"].n == 12
+        served = set(experiment.arms.get(pk=arm.arm_id).recommendations.values_list("learner", flat=True))
+        expected = np.mean([int(l[1:]) < 40 for l in sample(served, 12, seed=experiment.pk)])
+        assert arm.metrics["recall_next"].mean == pytest.approx(expected)
+        # a sample of 12 from about 40 learners, half of them right: all 12 from one half has probability < 1e-4
+        assert 0 < arm.metrics["recall_next"].mean < 1
+
+
+def test_logged_estimates_above_the_cap_read_whole_learners_of_a_uniform_sample(api_client, make_curriculum,
+                                                                                make_real_policy):
+    from curriculum.experiments.logged_estimates import logged_estimates
+
+    demo = make_curriculum("demo", concepts=5)
+    active = make_real_policy(demo, seed=1)
+    promote_policy(policy=active, reason="test")
+    target = make_real_policy(demo, seed=2)
+    type(demo).objects.filter(pk=demo.pk).update(exploration="epsilon_greedy", exploration_epsilon=0.5)
+    learners = [f"u{i:02d}" for i in range(40)]
+    _serve_and_answer(api_client, learners, steps=3, correct=lambda learner: int(learner[1:]) < 20)
+    demo.refresh_from_db()
+    target.refresh_from_db()
+
+    capped = logged_estimates(policy=target, max_decisions=31, seed=5)
+
+    # whole learners (3 decisions each) of the seeded sample's order, at most 31 decisions: its first 10 learners
+    assert (capped.decisions, capped.learners) == (30, 10)
+    first = sample(learners, 10, seed=5)
+    assert capped == logged_estimates(policy=target, max_decisions=31, seed=5)
+    assert sorted(first) != learners[:10] and 0 < np.mean([int(l[1:]) < 20 for l in first]) < 1
+    # the active version served them all: its observed mean return is the sample's (3 decisions, right or wrong)
+    active.refresh_from_db()
+    own = logged_estimates(policy=active, max_decisions=31, seed=5).on_policy
+    assert own.n == 10 and own.mean == pytest.approx(3 * np.mean([int(l[1:]) < 20 for l in first]))
+    assert logged_estimates(policy=target, max_decisions=2, seed=5).decisions == 2  # one learner's newest 2
+    # the direct method changes doubly robust only
+    plain = logged_estimates(policy=target, max_decisions=31, seed=5, direct_method="memory_model")
+    assert plain.estimates["dr"].value != capped.estimates["dr"].value
+    assert all(plain.estimates[k] == capped.estimates[k] for k in ("ips", "snips", "pdis"))
+    with pytest.raises(ValueError, match="direct_method"):
+        logged_estimates(policy=target, direct_method="oracle")

@@ -46,3 +46,13 @@ def test_the_schema_documents_the_experiment_routes_and_the_recommendation_id(cl
     assert "outcomes" in components["ExperimentDetail"]["properties"]
     assert "recommendation_id" in components["Recommendation"]["properties"]
     assert "recommendation_id" in components["Review"]["properties"]
+
+
+def test_the_schema_says_how_many_learners_the_outcomes_read_and_how_they_are_sampled(client, db):
+    from curriculum.experiments.outcomes import MAX_LEARNERS_PER_ARM
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    description = schema["paths"]["/api/v1/experiments/{experiment_id}"]["get"]["description"]
+    assert f"{MAX_LEARNERS_PER_ARM:,} learners per arm" in description and "uniform random sample" in description
+    learners = schema["components"]["schemas"]["OutcomeMean"]["properties"]["learners"]["description"]
+    assert f"{MAX_LEARNERS_PER_ARM:,}" in learners and "uniform random sample" in learners

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from curriculum.experiments.off_policy import (doubly_robust, effective_sample_size, episodes_from_rows, estimate_all,
-                                               ips, pdis, snips)
+                                               ips, mean_reward_after, pdis, snips)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -312,3 +312,30 @@ def test_the_module_imports_without_django():
             "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'torch')) or 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_mean_reward_after_each_step_by_hand_on_the_tiny_log():
+    # reward-to-go after step 0: A 2 + 3 = 5, B -1, C 0 + 1 = 1 -> 5/3; after step 1: A 3, B none (its step 2 is
+    # padding: 0), C 1 -> (3 + 0 + 1) / 3; after the last step: 0
+    after = mean_reward_after(TINY["reward"], TINY["mask"])
+    assert after == pytest.approx([5 / 3, 4 / 3, 0.0])
+    assert mean_reward_after([[1.0, 2.0]], None) == pytest.approx([2.0, 0.0])
+
+
+def test_doubly_robust_with_the_future_term_stays_unbiased_and_equals_the_mean_return_on_policy():
+    # on-policy every w is 1: the added sum_t c_t (w_{t-1} - w_t) vanishes
+    rng = np.random.default_rng(5)
+    p, r, q = rng.uniform(0.05, 1, (30, 4)), rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    after = mean_reward_after(r)[None, :]
+    assert doubly_robust(propensity=p, target_probability=p, reward=r, q_hat=q + after, v_hat=q + after).value == \
+        pytest.approx(r.sum(axis=1).mean())
+    # off-policy, on the deterministic chain: the future term keeps DR's mean over many logs at the truth
+    values = []
+    for seed in range(200):
+        log = _deterministic_chain_log(n=40, seed=seed)
+        after = mean_reward_after(log["reward"])[None, :]
+        values.append(doubly_robust(propensity=log["propensity"], target_probability=log["target_probability"],
+                                    reward=log["reward"], q_hat=np.zeros_like(log["reward"]) + after,
+                                    v_hat=np.zeros_like(log["reward"]) + after, bootstrap_samples=100).value)
+    truth = _deterministic_chain_log(n=1, seed=0)["truth"]
+    assert abs(np.mean(values) - truth) < 4 * np.std(values) / np.sqrt(len(values))
