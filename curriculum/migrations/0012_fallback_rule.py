@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curriculum', '0010_labels'),
+        ('curriculum', '0011_admin_search_indexes'),
     ]
 
     operations = [
