@@ -258,7 +258,8 @@ def seed(args, key: str, workdir: Path) -> dict:
         encoder = EncoderConfig(estimator="halflife", num_concepts=args.concepts, concept_stability=tuple(factors))
         torch.manual_seed(seed_)
         model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts,
-                                             concept_features=FEATURES_PER_CONCEPT)).eval()
+                                             concept_features=FEATURES_PER_CONCEPT,
+                                             attention_window=getattr(args, "attention_window", None))).eval()
         folder = workdir / f"policy-{seed_}"
         export_artifacts(model=model, output_dir=folder, concept_keys=concepts, encoder=encoder.to_dict(), target_return=1.0)
         config = json.loads((folder / "dt_lite_config.json").read_text())

@@ -225,6 +225,20 @@ class RecommendationSerializer(serializers.Serializer):
     )
 
 
+
+def recommendation_body(rec: Any) -> dict[str, Any]:
+    """``render(RecommendationSerializer, rec)`` for a curriculum.serving.Recommendation, built directly: the same
+    keys in the same order and the same values (tests/curriculum/api/test_response_serializers.py compares them),
+    without a serializer field call per value (about 25 us a recommendation, what a batch of 1,000 spent rendering)."""
+    return {
+        "recommendation_id": rec.recommendation_id,
+        "concept": rec.concept,
+        "scores": {key: float(value) for key, value in rec.scores.items()},
+        "policy": None if rec.policy_version is None else {"version": int(rec.policy_version)},
+        "strategy": rec.strategy,
+        "unscored": list(rec.unscored),
+    }
+
 # ------------------------------------------------------------------------------------------- policies
 class ArtifactSerializer(serializers.Serializer):
     sha256 = serializers.CharField()

@@ -31,6 +31,7 @@ from .serializers import (
     RecommendationSerializer,
     ReviewOrBatchSerializer,
     ReviewResultSerializer,
+    recommendation_body,
     render,
 )
 
@@ -153,7 +154,7 @@ class RecommendationsView(ApiView):
             raise InvalidRequest([{"field": "candidates", "message": str(exc)}]) from None
         except serving.NothingToRecommend as exc:
             raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
-        return Response(render(RecommendationSerializer, rec))
+        return Response(recommendation_body(rec))
 
 
 class BatchRecommendationsView(ApiView):
@@ -209,7 +210,7 @@ class BatchRecommendationsView(ApiView):
                 shown = raw if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
                 results.append({"learner": shown, "error": errors[index]})
             else:
-                results.append({"learner": raw, **render(RecommendationSerializer, next(answers))})
+                results.append({"learner": raw, **recommendation_body(next(answers))})
         return Response({"results": results})
 
     def throttle_cost(self, request: Request) -> int:
