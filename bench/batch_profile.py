@@ -118,8 +118,11 @@ def run(args) -> dict:
             recommendation_log.writer().flush(timeout=30)
         finally:
             api_load.cleanup(key)
+    top = sorted(pstats.Stats(profile).stats.items(), key=lambda item: -item[1][2])[:args.top]
     return {"timed": timed, "stages": stage_times(profile, args.profiled),
-            "parts": profile_parts(profile, args.profiled)}
+            "parts": profile_parts(profile, args.profiled),
+            "top": [(f"{Path(f).name}:{line} {name}", tottime * 1000 / args.profiled)
+                    for (f, line, name), (_, _, tottime, _, _) in top]}
 
 
 def main() -> None:
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=30, help="reviews per seeded learner")
     parser.add_argument("--attention-window", type=int, default=None,
                         help="the policies' local attention window in tokens (default: full attention, as trained)")
+    parser.add_argument("--top", type=int, default=0, help="also list the N functions with the most self time")
     parser.add_argument("--repeat", action="store_true", help="time the same batches a second time")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
@@ -161,6 +165,12 @@ def main() -> None:
     for name in [p for p, _ in PARTS] + [OTHER]:
         print(f"| {name} | {out['parts'].get(name, 0.0):.1f} |")
     print(f"| total | {sum(out['parts'].values()):.1f} |")
+    if out["top"]:
+        print("\nFunctions with the most self time, ms per batch\n")
+        print("| function | ms |")
+        print("| --- | ---: |")
+        for name, ms in out["top"]:
+            print(f"| `{name}` | {ms:.1f} |")
 
 
 if __name__ == "__main__":
