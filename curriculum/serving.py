@@ -16,12 +16,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.utils import timezone
 
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
 from training.rl.dtlite import DTLite
 from training.rl.encoder import EncodedLearnerState, EncoderMemory, StateEncoder
 from training.rl.encoder.state import LearnerStateBatch
+from training.rl.kv_cache import HistoryStepCache
 from training.rl.policies import LowestRecallPolicy, lowest_recall_choice
 
 from . import selectors
@@ -266,8 +268,21 @@ def _catalog(*, curriculum_id: int, concept_count: int) -> _Catalog:
     return catalog
 
 
+_step_caches: list[HistoryStepCache] = []
+
+
+def _step_cache() -> HistoryStepCache | None:
+    """This process's per-step cache of learners' history keys and values (SERVING_STEP_CACHE_BYTES; 0: none)."""
+    if not _step_caches:
+        if settings.SERVING_STEP_CACHE_BYTES <= 0:
+            return None
+        _step_caches.append(HistoryStepCache(max_bytes=settings.SERVING_STEP_CACHE_BYTES))
+    return _step_caches[0]
+
+
 def clear_caches() -> None:
     """Forget every loaded policy version and concept list (tests; a restored database)."""
+    _step_caches.clear()
     policies.clear()
     arm_policies.clear()
     _catalogs.clear()
@@ -343,8 +358,9 @@ def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None,
         in_policy = [p for p in allowed if p < len(keys)]
         if in_policy:
             unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
-            return _from_policy(served, _states(spec=spec, rows=rows, curriculum_id=curriculum_id), keys=keys,
-                                now=now, allowed=in_policy, exploration=exploration, unscored=unscored)
+            return _from_policy(served, _states(spec=spec, rows=rows, curriculum_id=curriculum_id),
+                                learner_ids=[lid for lid, _ in rows], keys=keys, now=now, allowed=in_policy,
+                                exploration=exploration, unscored=unscored)
     spec = StateSpec.default(num_concepts=len(catalog.keys))
     batch = _states(spec=spec, rows=rows, curriculum_id=curriculum_id)
     return _lowest_recall(batch.memory, encoder=batch.encoder, keys=catalog.keys, now=now, allowed=allowed,
@@ -429,20 +445,35 @@ def _states(*, spec: StateSpec, rows: Sequence[tuple[int | None, dict[str, Any] 
     return LearnerStateBatch.from_dicts(datas, encoder=spec.encoder, history_length=max(spec.context_length - 1, 0))
 
 
-def _from_policy(served: ServedPolicy, batch: LearnerStateBatch, *, keys: Sequence[str], now: float,
-                 allowed: list[int], exploration: Exploration = Exploration(),
+def _from_policy(served: ServedPolicy, batch: LearnerStateBatch, *, learner_ids: Sequence[int | None],
+                 keys: Sequence[str], now: float, allowed: list[int], exploration: Exploration = Exploration(),
                  unscored: tuple[str, ...] = ()) -> list[Recommendation]:
     """The policy's choice for each learner of `batch` among allowed positions at `now`. Learners are grouped by
     context length, so none is padded (a new learner's one-step context costs one step, not a full context), and
     each group is answered in DTLite calls of at most `_LEARNERS_PER_CALL` learners; keys: the concepts the states
     encode (the policy's, or the curriculum's when it has concepts the policy scores from their features), drawn by
-    `exploration` (its propensity on each answer)."""
+    `exploration` (its propensity on each answer). With a model of local attention (``attention_window``), known
+    learners (``learner_ids``, None: a new learner) with a history are answered by the per-step path: the keys and
+    values of their history come from this process's `HistoryStepCache` (computed once per history and version,
+    extended by one step after a review), and only the decision position's tokens are computed."""
     rtg, obs, actions, timesteps = batch.contexts(now, served.target_return, max_timestep=served.max_timestep)
     lengths = np.minimum(batch.lengths + 1, served.spec.context_length)
     chosen = np.zeros(len(lengths), np.int64)
     probs = np.zeros((len(lengths), len(keys)), np.float32)
     candidates = None if len(allowed) == len(keys) else np.asarray(allowed)
-    for n in np.unique(lengths).tolist():
+    cache = _step_cache() if served.lite.attention_window is not None else None
+    if cache is not None:  # known learners with a history: their history's keys and values from the cache
+        stepped = np.flatnonzero((lengths > 1) & np.array([lid is not None for lid in learner_ids], bool))
+        if len(stepped):
+            # keyed by the loaded DTLite too: a version id is never reused, but a restored database could
+            logits = cache.last_logits(served.lite, learners=[learner_ids[b] for b in stepped.tolist()],
+                                       version=(served.id, id(served.lite)), returns_to_go=rtg[stepped], states=obs[stepped],
+                                       actions=actions[stepped], timesteps=timesteps[stepped],
+                                       lengths=lengths[stepped] - 1)
+            chosen[stepped], probs[stepped] = served.lite.choose(logits, candidates=candidates)
+            lengths = lengths.copy()
+            lengths[stepped] = 0  # answered
+    for n in np.unique(lengths[lengths > 0]).tolist():
         group = np.flatnonzero(lengths == n)
         for start in range(0, len(group), _LEARNERS_PER_CALL):
             rows = group[start:start + _LEARNERS_PER_CALL]

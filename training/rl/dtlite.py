@@ -628,6 +628,14 @@ class DTLite:
         config's top_k; ties at the k-th logit are all kept); the chosen action always has probs > 0.
         """
         logits = self.last_logits(returns_to_go, states, actions, timesteps, attention_mask)
+        return self.choose(logits, candidates=candidates, temperature=temperature, top_k=top_k, rng=rng)
+
+    def choose(self, logits: np.ndarray, *, candidates: np.ndarray | Sequence[int] | None = None,
+               temperature: float | None = None, top_k: int | None = None,
+               rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`select_action`'s choice from last-state-token logits float32 [B, A] computed elsewhere (the per-step
+        path: StepState.logits, HistoryStepCache): (actions int64 [B], probs float32 [B, A]), the same rules.
+        ``logits`` is changed in place (masked entries set to -inf)."""
         B, A = logits.shape
         if candidates is not None:
             allowed = np.zeros((B, A), dtype=bool)
