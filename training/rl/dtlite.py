@@ -468,23 +468,28 @@ class DTLite:
         self._require_window()
         return self._forward(returns_to_go, states, actions, timesteps, attention_mask, last_only=True, prefill=True)
 
-    def step(self, state: StepState, action: Any, return_to_go: Any, states: Any, timestep: Any) -> StepState:
+    def step(self, state: StepState, action: Any, return_to_go: Any, states: Any, timestep: Any, *,
+             keep_cache: bool = True) -> StepState:
         """One new timestep after ``state``: ``action`` int [B], the action taken at state's last state token (the
         concept reviewed), then the new ``return_to_go`` float [B], ``states`` float [B, S] and ``timestep`` int
         [B]. Returns the new StepState, whose ``logits`` [B, A] equal `select_action`'s logits on the last
         ``context_length`` timesteps of the whole sequence (float32 rounding apart): only the 3 new tokens are
-        computed, against the cached keys and values. ``state`` is not changed (the new one has its own arrays)."""
+        computed, against the cached keys and values. ``state`` is not changed (the new one has its own arrays);
+        ``keep_cache`` as `extend`'s."""
         return self.extend(state, np.asarray(action)[:, None], np.asarray(return_to_go)[:, None],
-                           np.asarray(states)[:, None], np.asarray(timestep)[:, None])
+                           np.asarray(states)[:, None], np.asarray(timestep)[:, None], keep_cache=keep_cache)
 
     def extend(self, state: StepState, actions: Any, returns_to_go: Any, states: Any, timesteps: Any, *,
-               logits: bool = True) -> StepState:
+               logits: bool = True, keep_cache: bool = True) -> StepState:
         """m >= 1 new timesteps after ``state``: ``actions`` int [B, m] (the action taken at state's last state
         token, then at the first m - 1 new ones), ``returns_to_go`` float [B, m], ``states`` float [B, m, S],
         ``timesteps`` int [B, m]. Computes only the 3m new tokens (a, R, s per timestep) against the cached keys
         and values. ``logits`` False: the last block computes the new tokens' keys and values only, and the
         returned state's logits are None (a learner who reviewed without asking for a recommendation); else as
-        `step`. ValueError naming the argument for shapes or actions that do not fit; ``state`` is not changed."""
+        `step`. ``keep_cache`` False: only the logits are wanted (nothing will be appended to this state: serving's
+        decision position, whose state depends on the moment asked): no keys and values are copied out, and the
+        returned state has none (empty ``keys`` and ``values``). ValueError naming the argument for shapes or
+        actions that do not fit; ``state`` is not changed."""
         window = self._require_window()
         rtg = np.asarray(returns_to_go, np.float32)
         states = np.asarray(states, np.float32)
@@ -528,12 +533,14 @@ class DTLite:
                 k, v = block.keys_values(x, cached)
                 kv = (k[..., keep].copy(), v[:, :, keep].copy())
             else:
-                x, kv = block(x, bias, slice(n - 1, n) if i == len(self.blocks) - 1 else None, cached, keep)
-            keys.append(kv[0])
-            values.append(kv[1])
+                x, kv = block(x, bias, slice(n - 1, n) if i == len(self.blocks) - 1 else None, cached,
+                              keep if keep_cache else None)
+            if keep_cache:
+                keys.append(kv[0])
+                values.append(kv[1])
         out = self._heads(x[:, 0], states[:, -1]) if logits else None
-        return StepState(keys=tuple(keys), values=tuple(values), valid=valid, timesteps=timesteps[:, -1].astype(
-            np.int64), logits=out)
+        return StepState(keys=tuple(keys), values=tuple(values), valid=valid if keep_cache else None,
+                         timesteps=timesteps[:, -1].astype(np.int64), logits=out)
 
     def _require_window(self) -> int:
         if self.attention_window is None:

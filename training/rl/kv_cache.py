@@ -258,7 +258,7 @@ class HistoryStepCache:
         for group in _by_cached_tokens(list(enumerate(entries))):
             rows = np.array([b for b, _ in group])
             stepped = lite.step(_stack([e for _, e in group]), actions[rows, K - 1], returns_to_go[rows, K],
-                                states[rows, K], timesteps[rows, K])
+                                states[rows, K], timesteps[rows, K], keep_cache=False)
             if logits is None:
                 logits = np.empty((B, stepped.logits.shape[1]), np.float32)
             logits[rows] = stepped.logits
