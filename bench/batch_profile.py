@@ -104,9 +104,9 @@ def run(args) -> dict:
             for _ in range(2):  # warm-up: the policy loaded, connections open
                 one(body())
             bodies = [body() for _ in range(args.batches)]
-            timed = {"first ask": [one(b) for b in bodies]}
+            timed = {"batches": [one(b) for b in bodies]}
             if args.repeat:
-                timed["same learners again"] = [one(b) for b in bodies]
+                timed["the same batches again"] = [one(b) for b in bodies]
             profile = cProfile.Profile()
             profiled = [body() for _ in range(args.profiled)]
             profile.enable()
