@@ -30,7 +30,7 @@ from . import selectors
 from .experiments import recommendation_log
 from .experiments.assignment import assign
 from .experiments.exploration import Exploration, draw
-from .learner_states import history, state_from_history
+from .learner_states import histories, state_from_history
 from .models import ExperimentArm, PolicyModel, RecommendationLog
 from .services import artifact_storage
 from .state_specs import IDENTITY_KEY, StateSpec
@@ -431,17 +431,17 @@ def _states(*, spec: StateSpec, rows: Sequence[tuple[int | None, dict[str, Any] 
             curriculum_id: int) -> LearnerStateBatch:
     """The learner states of `rows` ((learner id or None for a new learner, stored `LearnerState.data` or None)) in
     `spec`'s encoding, decoded together. A state row that is missing (reviews written around record_reviews) or
-    encoded for another policy version is rebuilt in memory from the learner's history, O(history); the next
-    recorded review stores it in this encoding. ValueError for a stored state that does not decode."""
-    identity, datas = spec.identity, []
-    for learner_id, data in rows:
-        if learner_id is None:
-            datas.append(None)
-        elif data and data.get(IDENTITY_KEY) == identity:
-            datas.append(data["state"])
-        else:
-            state, _ = state_from_history(history(learner_id=learner_id, curriculum_id=curriculum_id), spec=spec)
-            datas.append(state.to_dict())
+    encoded for another policy version is rebuilt in memory from the learner's history, O(history), the histories of
+    all of them read together (learner_states.histories: one query per 500 learners); the next recorded review stores
+    it in this encoding (a learner without reviews is a new one). ValueError for a stored state that does not
+    decode."""
+    identity = spec.identity
+    stale = [lid for lid, data in rows if lid is not None and not (data and data.get(IDENTITY_KEY) == identity)]
+    # the histories of every state to rebuild (after a promotion, until the worker has re-encoded them) read together
+    rebuilt = {lid: state_from_history(reviews, spec=spec)[0].to_dict() for lid, reviews in histories(
+        learner_ids=list(dict.fromkeys(stale)), curriculum_id=curriculum_id).items()} if stale else {}
+    datas = [None if lid is None else data["state"] if data and data.get(IDENTITY_KEY) == identity
+             else rebuilt.get(lid) for lid, data in rows]
     return LearnerStateBatch.from_dicts(datas, encoder=spec.encoder, history_length=max(spec.context_length - 1, 0))
 
 

@@ -183,3 +183,23 @@ def test_a_policy_with_local_attention_steps_from_cached_histories_as_the_full_f
     promote_policy(policy=make_real_policy(demo, seed=4), reason="test")
     assert_same(ask(True), ask(False))
     assert (cache.misses, cache.hits, cache.steps) == (6, 4, 2)
+
+
+def test_states_of_another_encoding_are_rebuilt_together_as_the_stored_ones_answer(
+        api_client, demo, make_real_policy, django_assert_max_num_queries):
+    """After a promotion and before the worker re-encodes the stored states, the batch rebuilds them from the
+    histories read together (not a query per learner), and answers as it does once they are re-encoded."""
+    from curriculum.learner_state_rebuild import reencode_states
+
+    learners = [f"u{i}" for i in range(12)]
+    for i, learner in enumerate(learners):
+        record_reviews(items=practise(learner, 2 + i % 5))  # stored in the default encoding: no version active
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")  # context 4: another encoding
+    body = {"curriculum": "demo", "learners": [*learners, "never-seen"], "at": AT}
+    with django_assert_max_num_queries(10):  # a query per learner would be 20
+        rebuilt = post(api_client, body).json()["results"]
+    reencode_states(curriculum_id=demo.pk)
+    stored = post(api_client, body).json()["results"]
+    for a, b in zip(rebuilt, stored):
+        assert (a["learner"], a["concept"], a["policy"]) == (b["learner"], b["concept"], b["policy"])
+        assert a["scores"] == pytest.approx(b["scores"], abs=2e-6)
