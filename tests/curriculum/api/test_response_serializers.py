@@ -83,3 +83,19 @@ def test_each_answer_has_the_fields_its_schema_component_documents(api_client, m
     assert_documented(refused.json(), components["Error"])
     assert_documented(refused.json()["error"], components["ErrorDetail"])
     assert_documented(refused.json()["error"]["fields"][0], components["ErrorField"])
+
+
+def test_a_shared_request_serializer_validates_each_body_on_its_own():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curriculum.api.serializers import RecommendationRequestSerializer, validate
+
+    bodies = [{"curriculum": "demo", "learner": "u1"}, {"curriculum": "demo", "learner": " ", "colour": 1},
+              {"curriculum": "demo", "learner": 7, "candidates": ["c1", "c1"]}, {"learner": "u2"}]
+    alone = []
+    for body in bodies:
+        fresh = RecommendationRequestSerializer(data=body)
+        alone.append((fresh.validated_data, None) if fresh.is_valid() else (None, fresh.errors))
+    assert [validate(RecommendationRequestSerializer, b) for b in bodies * 2] == alone * 2
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda b: validate(RecommendationRequestSerializer, b), bodies * 25)) == alone * 25
