@@ -463,16 +463,18 @@ def _from_policy(served: ServedPolicy, batch: LearnerStateBatch, *, learner_ids:
     candidates = None if len(allowed) == len(keys) else np.asarray(allowed)
     cache = _step_cache() if served.lite.attention_window is not None else None
     if cache is not None:  # known learners with a history: their history's keys and values from the cache
-        stepped = np.flatnonzero((lengths > 1) & np.array([lid is not None for lid in learner_ids], bool))
-        if len(stepped):
+        known = np.flatnonzero((lengths > 1) & np.array([lid is not None for lid in learner_ids], bool))
+        for start in range(0, len(known), _LEARNERS_PER_CALL):  # bounded scratch memory, as the full forward's
+            stepped = known[start:start + _LEARNERS_PER_CALL]
             # keyed by the loaded DTLite too: a version id is never reused, but a restored database could
             logits = cache.last_logits(served.lite, learners=[learner_ids[b] for b in stepped.tolist()],
-                                       version=(served.id, id(served.lite)), returns_to_go=rtg[stepped], states=obs[stepped],
-                                       actions=actions[stepped], timesteps=timesteps[stepped],
+                                       version=(served.id, id(served.lite)), returns_to_go=rtg[stepped],
+                                       states=obs[stepped], actions=actions[stepped], timesteps=timesteps[stepped],
                                        lengths=lengths[stepped] - 1)
             chosen[stepped], probs[stepped] = served.lite.choose(logits, candidates=candidates)
+        if len(known):
             lengths = lengths.copy()
-            lengths[stepped] = 0  # answered
+            lengths[known] = 0  # answered
     for n in np.unique(lengths[lengths > 0]).tolist():
         group = np.flatnonzero(lengths == n)
         for start in range(0, len(group), _LEARNERS_PER_CALL):

@@ -149,6 +149,7 @@ def test_a_policy_with_local_attention_steps_from_cached_histories_as_the_full_f
     a step, another version never from the old one's entries; each time what the full forward answers."""
     from curriculum import serving
 
+    monkeypatch.setattr(serving, "_LEARNERS_PER_CALL", 2)  # the 3 known learners in two calls
     promote_policy(policy=make_real_policy(demo, seed=3), reason="test")
     counts = {"u1": 1, "u3": 3, "u7": 7}
     for learner, count in counts.items():
