@@ -258,7 +258,8 @@ def seed(args, key: str, workdir: Path) -> dict:
         encoder = EncoderConfig(estimator="halflife", num_concepts=args.concepts, concept_stability=tuple(factors))
         torch.manual_seed(seed_)
         model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts,
-                                             concept_features=FEATURES_PER_CONCEPT)).eval()
+                                             concept_features=FEATURES_PER_CONCEPT,
+                                             attention_window=getattr(args, "attention_window", None))).eval()
         folder = workdir / f"policy-{seed_}"
         export_artifacts(model=model, output_dir=folder, concept_keys=concepts, encoder=encoder.to_dict(), target_return=1.0)
         config = json.loads((folder / "dt_lite_config.json").read_text())
@@ -477,6 +478,9 @@ def main() -> int:
     parser.add_argument("--learners", type=int, default=1000)
     parser.add_argument("--history", type=int, default=30, help="reviews per learner before the run")
     parser.add_argument("--concepts", type=int, default=20)
+    parser.add_argument("--attention-window", type=int, default=None,
+                        help="the policies' local attention window in tokens (default: full attention, as trained); "
+                        "with one, serving's per-step path answers learners whose history it has cached")
     parser.add_argument("--no-promotion", action="store_true", help="keep v1 active throughout")
     parser.add_argument("--keep", action="store_true", help="keep the bench curriculum and its data afterwards")
     parser.add_argument("--log-ab", action="store_true",

@@ -147,6 +147,9 @@ def run(args) -> None:
                 profiles[name].disable()
             use("after")
         finally:
+            from curriculum.experiments import recommendation_log
+
+            recommendation_log.writer().flush(timeout=30)  # its rows name the versions cleanup deletes
             api_load.cleanup(key)
 
     from django.conf import settings
@@ -173,6 +176,13 @@ def run(args) -> None:
     for name in [p for p, _ in PARTS] + [OTHER]:
         print(f"| {name} | " + " | ".join(f"{parts[n].get(name, 0.0):.3f}" for n in configs) + " |")
     print("| total | " + " | ".join(f"{sum(parts[n].values()):.3f}" for n in configs) + " |")
+    if args.top:
+        print(f"\nFunctions with the most self time in `after`, ms per request:\n")
+        print("| function | ms |")
+        print("| --- | ---: |")
+        stats = sorted(pstats.Stats(profiles["after"]).stats.items(), key=lambda item: -item[1][2])[:args.top]
+        for (filename, line, name), (_, _, tottime, _, _) in stats:
+            print(f"| `{Path(filename).name}:{line} {name}` | {tottime * 1000 / args.profiled:.3f} |")
     slow = [(ms, n) for n in configs for ms in latencies[n] if ms > 5 * np.median(latencies[n])]
     print(f"\nRequests over 5x their column's median: {len(slow)}; gen-2 collections: "
           + ", ".join(f"{n} {[round(ms, 1) for g, ms in gcs[n].pauses if g == 2]}" for n in configs))
@@ -183,6 +193,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="unprofiled requests per configuration")
     parser.add_argument("--profiled", type=int, default=300, help="profiled requests per configuration")
     parser.add_argument("--learners", type=int, default=1000)
+    parser.add_argument("--top", type=int, default=0, help="also list the N functions with the most self time")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         print("note: DATABASE_URL is not set: running on the SQLite default; the issue's figures are PostgreSQL's")

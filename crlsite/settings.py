@@ -150,6 +150,10 @@ DB_QUERY_DEADLINE_SECONDS = float(os.environ.get("DB_QUERY_DEADLINE_SECONDS", st
 # dropped, counted and logged, never blocking a request). RECOMMENDATION_LOG_ENABLED=0 stores none.
 RECOMMENDATION_LOG_ENABLED = env_bool("RECOMMENDATION_LOG_ENABLED", True)
 RECOMMENDATION_LOG_MAX_BUFFERED = max(env_int("RECOMMENDATION_LOG_MAX_BUFFERED", 50_000), 1)
+# Serving's per-step cache (training/rl/kv_cache.py, HistoryStepCache): per web process, the attention keys and values
+# of learners' histories for policy versions with local attention, so that a recommendation computes only the newest
+# tokens; bytes of arrays kept (about 60 KB a learner at the default model size), least recently used evicted; 0: off.
+SERVING_STEP_CACHE_BYTES = max(env_int("SERVING_STEP_CACHE_BYTES", 64 << 20), 0)
 
 
 def postgres_statement_timeout(seconds: float) -> str:

@@ -243,8 +243,9 @@ _IDS_PER_QUERY = 500
 
 
 def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]) -> ServingBatchLookup | None:
-    """`serving_lookup` for many learners of one curriculum: one query for the curriculum, then one per
-    `_IDS_PER_QUERY` learners (two for a batch of 1000), on the same indexed columns. None for an unknown curriculum."""
+    """`serving_lookup` for many learners of one curriculum: one query for the curriculum, then one for all the
+    learners on PostgreSQL (the ids as one array parameter; elsewhere one per `_IDS_PER_QUERY` learners), on the same
+    indexed columns. None for an unknown curriculum."""
     with connection.cursor() as cursor:
         cursor.execute(_CURRICULUM_SQL, [PolicyModel.Status.ACTIVE, curriculum_key])
         row = cursor.fetchone()
@@ -253,14 +254,18 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
         curriculum_id, policy_id, concept_count, *rules = row
         learners: dict[str, tuple[int, dict[str, Any] | None]] = {}
         ids = list(dict.fromkeys(learner_external_ids))
-        for start in range(0, len(ids), _IDS_PER_QUERY):
-            chunk = ids[start:start + _IDS_PER_QUERY]
-            cursor.execute(
-                f"SELECT l.external_id, l.id, s.data FROM {_table(Learner)} l "
-                f"LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = %s "
-                f"WHERE l.external_id IN ({', '.join(['%s'] * len(chunk))})",
-                [curriculum_id, *chunk],
-            )
-            for external_id, learner_id, data in cursor.fetchall():
-                learners[external_id] = (learner_id, json.loads(data) if isinstance(data, str) else data)
+        select = (f"SELECT l.external_id, l.id, s.data FROM {_table(Learner)} l "
+                  f"LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = %s ")
+        if connection.vendor == "postgresql":  # the ids as one array parameter: one query for the whole batch
+            cursor.execute(select + "WHERE l.external_id = ANY(%s)", [curriculum_id, ids])
+            rows = cursor.fetchall()
+        else:
+            rows = []
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                chunk = ids[start:start + _IDS_PER_QUERY]
+                cursor.execute(select + f"WHERE l.external_id IN ({', '.join(['%s'] * len(chunk))})",
+                               [curriculum_id, *chunk])
+                rows.extend(cursor.fetchall())
+        for external_id, learner_id, data in rows:
+            learners[external_id] = (learner_id, json.loads(data) if isinstance(data, str) else data)
     return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))

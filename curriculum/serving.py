@@ -16,21 +16,24 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.utils import timezone
 
 from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, verify_artifacts
 from training.rl.dtlite import DTLite
-from training.rl.encoder import EncodedLearnerState
+from training.rl.encoder import EncodedLearnerState, EncoderMemory, StateEncoder
+from training.rl.encoder.state import LearnerStateBatch
+from training.rl.kv_cache import HistoryStepCache
 from training.rl.policies import LowestRecallPolicy, RoundRobinPolicy, lowest_recall_choice
 
 from . import selectors
 from .experiments import recommendation_log
 from .experiments.assignment import assign
 from .experiments.exploration import Exploration, draw
-from .learner_states import history, state_from_history
+from .learner_states import histories, state_from_history
 from .models import ExperimentArm, PolicyModel, RecommendationLog
 from .services import artifact_storage
-from .state_specs import StateSpec
+from .state_specs import IDENTITY_KEY, StateSpec
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +269,21 @@ def _catalog(*, curriculum_id: int, concept_count: int) -> _Catalog:
     return catalog
 
 
+_step_caches: list[HistoryStepCache] = []
+
+
+def _step_cache() -> HistoryStepCache | None:
+    """This process's per-step cache of learners' history keys and values (SERVING_STEP_CACHE_BYTES; 0: none)."""
+    if not _step_caches:
+        if settings.SERVING_STEP_CACHE_BYTES <= 0:
+            return None
+        _step_caches.append(HistoryStepCache(max_bytes=settings.SERVING_STEP_CACHE_BYTES))
+    return _step_caches[0]
+
+
 def clear_caches() -> None:
     """Forget every loaded policy version and concept list (tests; a restored database)."""
+    _step_caches.clear()
     policies.clear()
     arm_policies.clear()
     _catalogs.clear()
@@ -334,7 +350,8 @@ def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None,
             exploration: Exploration, fallback: str = FALLBACK) -> list[Recommendation]:
     """The answer for each (learner id or None, stored state or None) of `rows` by version `policy_id` (None, one
     that cannot load, or one that scores none of `allowed`: the curriculum's `fallback` rule), drawn by
-    `exploration`."""
+    `exploration`. The states are decoded together (LearnerStateBatch) and the deciding version answers them in
+    batched DTLite calls."""
     served = _served(curriculum_id=curriculum_id, policy_id=policy_id, active_id=active_id)
     if served is not None:
         # A policy that scores concepts added after training reads states over all of the curriculum's concepts
@@ -343,16 +360,15 @@ def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None,
         keys = served.concept_keys if spec is served.spec else catalog.keys
         in_policy = [p for p in allowed if p < len(keys)]
         if in_policy:
-            states = [_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id) for lid, data in rows]
-            answers = _from_policy(served, states, keys=keys, now=now, allowed=in_policy, exploration=exploration)
-            if len(in_policy) < len(allowed):  # concepts this version can neither be trained on nor score
-                unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
-                answers = [replace(rec, unscored=unscored) for rec in answers]
-            return answers
+            unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
+            return _from_policy(served, _states(spec=spec, rows=rows, curriculum_id=curriculum_id),
+                                learner_ids=[lid for lid, _ in rows], keys=keys, now=now, allowed=in_policy,
+                                exploration=exploration, unscored=unscored)
     spec = StateSpec.default(num_concepts=len(catalog.keys))
+    batch = _states(spec=spec, rows=rows, curriculum_id=curriculum_id)
     rule = _round_robin if fallback == ROUND_ROBIN else _lowest_recall
-    return [rule(_state(spec=spec, data=data, learner_id=lid, curriculum_id=curriculum_id),
-                 keys=catalog.keys, now=now, allowed=allowed, exploration=exploration) for lid, data in rows]
+    return rule(batch.memory, encoder=batch.encoder, keys=catalog.keys, now=now, allowed=allowed,
+                exploration=exploration)
 
 
 # Learners per batch request (POST /api/v1/recommendations/batch).
@@ -415,41 +431,76 @@ def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime
     return [by_learner[learner] for learner in learners]
 
 
-def _state(*, spec: StateSpec, data: dict[str, Any] | None, learner_id: int | None, curriculum_id: int) -> EncodedLearnerState:
-    if learner_id is None:
-        return spec.new_state()
-    state = spec.load(data)
-    if state is None:
-        # No state row (reviews written around record_reviews) or one encoded for another policy version:
-        # rebuild in memory, O(history); the next recorded review stores it in this encoding.
-        state, _ = state_from_history(history(learner_id=learner_id, curriculum_id=curriculum_id), spec=spec)
-    return state
+def _states(*, spec: StateSpec, rows: Sequence[tuple[int | None, dict[str, Any] | None]],
+            curriculum_id: int) -> LearnerStateBatch:
+    """The learner states of `rows` ((learner id or None for a new learner, stored `LearnerState.data` or None)) in
+    `spec`'s encoding, decoded together. A state row that is missing (reviews written around record_reviews) or
+    encoded for another policy version is rebuilt in memory from the learner's history, O(history), the histories of
+    all of them read together (learner_states.histories: one query per 500 learners); the next recorded review stores
+    it in this encoding (a learner without reviews is a new one). ValueError for a stored state that does not
+    decode."""
+    identity = spec.identity
+    stale = [lid for lid, data in rows if lid is not None and not (data and data.get(IDENTITY_KEY) == identity)]
+    # the histories of every state to rebuild (after a promotion, until the worker has re-encoded them) read together
+    rebuilt = {lid: state_from_history(reviews, spec=spec)[0].to_dict() for lid, reviews in histories(
+        learner_ids=list(dict.fromkeys(stale)), curriculum_id=curriculum_id).items()} if stale else {}
+    datas = [None if lid is None else data["state"] if data and data.get(IDENTITY_KEY) == identity
+             else rebuilt.get(lid) for lid, data in rows]
+    return LearnerStateBatch.from_dicts(datas, encoder=spec.encoder, history_length=max(spec.context_length - 1, 0))
 
 
-def _from_policy(served: ServedPolicy, states: Sequence[EncodedLearnerState], *, keys: Sequence[str], now: float,
-                 allowed: list[int], exploration: Exploration = Exploration()) -> list[Recommendation]:
-    """The policy's choice for each learner state among allowed positions, in one batched DTLite call per
-    `_LEARNERS_PER_CALL` learners; keys: the concepts the states encode (the policy's, or the curriculum's when it has
-    concepts the policy scores from their features), drawn by `exploration` (its propensity on each answer)."""
-    if len(states) > _LEARNERS_PER_CALL:
-        return [rec for start in range(0, len(states), _LEARNERS_PER_CALL)
-                for rec in _from_policy(served, states[start:start + _LEARNERS_PER_CALL], keys=keys, now=now,
-                                        allowed=allowed, exploration=exploration)]
-    chosen, probs = policy_distribution(served, states, nows=[now] * len(states), allowed=allowed,
-                                        all_concepts=len(allowed) == len(keys))
-    B = len(states)
+def _from_policy(served: ServedPolicy, batch: LearnerStateBatch, *, learner_ids: Sequence[int | None],
+                 keys: Sequence[str], now: float, allowed: list[int], exploration: Exploration = Exploration(),
+                 unscored: tuple[str, ...] = ()) -> list[Recommendation]:
+    """The policy's choice for each learner of `batch` among allowed positions at `now`. Learners are grouped by
+    context length, so none is padded (a new learner's one-step context costs one step, not a full context), and
+    each group is answered in DTLite calls of at most `_LEARNERS_PER_CALL` learners; keys: the concepts the states
+    encode (the policy's, or the curriculum's when it has concepts the policy scores from their features), drawn by
+    `exploration` (its propensity on each answer). With a model of local attention (``attention_window``), known
+    learners (``learner_ids``, None: a new learner) with a history are answered by the per-step path: the keys and
+    values of their history come from this process's `HistoryStepCache` (computed once per history and version,
+    extended by one step after a review), and only the decision position's tokens are computed."""
+    rtg, obs, actions, timesteps = batch.contexts(now, served.target_return, max_timestep=served.max_timestep)
+    lengths = np.minimum(batch.lengths + 1, served.spec.context_length)
+    chosen = np.zeros(len(lengths), np.int64)
+    probs = np.zeros((len(lengths), len(keys)), np.float32)
+    candidates = None if len(allowed) == len(keys) else np.asarray(allowed)
+    cache = _step_cache() if served.lite.attention_window is not None else None
+    if cache is not None:  # known learners with a history: their history's keys and values from the cache
+        known = np.flatnonzero((lengths > 1) & np.array([lid is not None for lid in learner_ids], bool))
+        for start in range(0, len(known), _LEARNERS_PER_CALL):  # bounded scratch memory, as the full forward's
+            stepped = known[start:start + _LEARNERS_PER_CALL]
+            # keyed by the loaded DTLite too: a version id is never reused, but a restored database could
+            logits = cache.last_logits(served.lite, learners=[learner_ids[b] for b in stepped.tolist()],
+                                       version=(served.id, id(served.lite)), returns_to_go=rtg[stepped],
+                                       states=obs[stepped], actions=actions[stepped], timesteps=timesteps[stepped],
+                                       lengths=lengths[stepped] - 1)
+            chosen[stepped], probs[stepped] = served.lite.choose(logits, candidates=candidates)
+        if len(known):
+            lengths = lengths.copy()
+            lengths[known] = 0  # answered
+    for n in np.unique(lengths[lengths > 0]).tolist():
+        group = np.flatnonzero(lengths == n)
+        for start in range(0, len(group), _LEARNERS_PER_CALL):
+            rows = group[start:start + _LEARNERS_PER_CALL]
+            chosen[rows], probs[rows] = served.lite.select_action(
+                rtg[rows, -n:], obs[rows, -n:], actions[rows, -n:], timesteps[rows, -n:], candidates=candidates)
     chosen, propensity = _explore(exploration, preferences=_log(probs[:, allowed]), allowed=allowed, greedy=chosen)
+    return _answers(keys=keys, allowed=allowed, chosen=chosen, scores=probs[:, allowed], propensity=propensity,
+                    policy_version=served.version, strategy="policy", policy_id=served.id, unscored=unscored)
+
+
+def _answers(*, keys: Sequence[str], allowed: list[int], chosen: np.ndarray, scores: np.ndarray,
+             propensity: np.ndarray, policy_version: int | None, strategy: str, policy_id: int | None = None,
+             unscored: tuple[str, ...] = ()) -> list[Recommendation]:
+    """One Recommendation per row: chosen positions int [B], scores float [B, len(allowed)] (rounded to
+    SCORE_DIGITS in bulk), propensities float [B]."""
+    named = [keys[i] for i in allowed]
+    rounded = np.round(np.asarray(scores, np.float64), SCORE_DIGITS).tolist()
     return [
-        Recommendation(
-            concept=keys[int(chosen[b])],
-            scores={keys[i]: round(float(p), SCORE_DIGITS) for i, p in zip(allowed, probs[b, allowed].tolist())},
-            policy_version=served.version,
-            strategy="policy",
-            propensity=float(propensity[b]),
-            candidates=len(allowed),
-            policy_id=served.id,
-        )
-        for b in range(B)
+        Recommendation(concept=keys[c], scores=dict(zip(named, row)), policy_version=policy_version, strategy=strategy,
+                       unscored=unscored, propensity=p, candidates=len(allowed), policy_id=policy_id)
+        for c, row, p in zip(chosen.tolist(), rounded, np.asarray(propensity, np.float64).tolist())
     ]
 
 
@@ -491,44 +542,35 @@ def _explore(exploration: Exploration, *, preferences: np.ndarray, allowed: list
     return np.asarray(allowed, dtype=np.int64)[drawn], propensity
 
 
-def _lowest_recall(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int],
-                   exploration: Exploration = Exploration()) -> Recommendation:
-    recall = state.encoder.recall(state.memory, np.array([now]))[0]
-    mask = np.zeros(len(recall), dtype=bool)
+def _lowest_recall(memory: EncoderMemory, *, encoder: StateEncoder, keys: tuple[str, ...], now: float,
+                   allowed: list[int], exploration: Exploration = Exploration()) -> list[Recommendation]:
+    """The fallback's answer for each of the B learners of `memory` (the encoder's memory [B, C]) at `now`: the
+    lowest estimated recall among allowed positions, never-reviewed concepts first (lowest_recall_choice); its
+    scores are the recall estimates."""
+    recall = encoder.recall(memory, np.full(len(memory), float(now)))
+    mask = np.zeros(recall.shape[1], dtype=bool)
     mask[allowed] = True
-    reviewed = state.memory.reviews[:1] > 0
-    greedy = int(lowest_recall_choice(recall[None], reviewed, allowed=mask)[0])
+    reviewed = memory.reviews > 0
+    greedy = lowest_recall_choice(recall, reviewed, allowed=mask)
     # the fallback's preference: low recall first, never-reviewed concepts above all (as lowest_recall_choice)
-    preferences = -np.where(reviewed[0], recall, -1.0)[allowed][None]
-    chosen, propensity = _explore(exploration, preferences=preferences, allowed=allowed, greedy=np.array([greedy]))
-    return Recommendation(
-        concept=keys[int(chosen[0])],
-        scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
-        policy_version=None,
-        strategy=f"fallback:{FALLBACK}",
-        propensity=float(propensity[0]),
-        candidates=len(allowed),
-    )
+    preferences = -np.where(reviewed, recall, -1.0)[:, allowed]
+    chosen, propensity = _explore(exploration, preferences=preferences, allowed=allowed, greedy=greedy)
+    return _answers(keys=keys, allowed=allowed, chosen=chosen, scores=recall[:, allowed], propensity=propensity,
+                    policy_version=None, strategy=f"fallback:{FALLBACK}")
 
 
-def _round_robin(state: EncodedLearnerState, *, keys: tuple[str, ...], now: float, allowed: list[int],
-                 exploration: Exploration = Exploration()) -> Recommendation:
-    """The round-robin fallback: the allowed concepts in position order, in turn by the learner's number of reviews n
-    (``allowed[n mod len(allowed)]``; over all concepts, training.rl.policies.RoundRobinPolicy's rule with n its
-    step). Its preference for exploration: 0 for the concept whose turn it is, -1 for the others (softmax at
-    temperature tau gives the turn e^(1/tau) times any other's probability). Scores: the estimated recalls, as the
-    lowest-recall fallback's."""
-    recall = state.encoder.recall(state.memory, np.array([now]))[0]
-    turn = int(state.memory.reviews[0].sum()) % len(allowed)
-    preferences = np.full((1, len(allowed)), -1.0)
-    preferences[0, turn] = 0.0
-    chosen, propensity = _explore(exploration, preferences=preferences, allowed=allowed,
-                                  greedy=np.array([allowed[turn]]))
-    return Recommendation(
-        concept=keys[int(chosen[0])],
-        scores={keys[i]: round(float(recall[i]), SCORE_DIGITS) for i in allowed},
-        policy_version=None,
-        strategy=f"fallback:{ROUND_ROBIN}",
-        propensity=float(propensity[0]),
-        candidates=len(allowed),
-    )
+def _round_robin(memory: EncoderMemory, *, encoder: StateEncoder, keys: tuple[str, ...], now: float,
+                 allowed: list[int], exploration: Exploration = Exploration()) -> list[Recommendation]:
+    """The round-robin fallback for each of the B learners of `memory` (the encoder's memory [B, C]): the allowed
+    concepts in position order, in turn by the learner's number of reviews n (``allowed[n mod len(allowed)]``; over
+    all concepts, training.rl.policies.RoundRobinPolicy's rule with n its step). Its preference for exploration: 0
+    for the concept whose turn it is, -1 for the others (softmax at temperature tau gives the turn e^(1/tau) times
+    any other's probability). Scores: the estimated recalls, as the lowest-recall fallback's."""
+    recall = encoder.recall(memory, np.full(len(memory), float(now)))
+    turn = np.asarray(memory.reviews, dtype=np.int64).sum(axis=1) % len(allowed)
+    preferences = np.full((len(turn), len(allowed)), -1.0)
+    preferences[np.arange(len(turn)), turn] = 0.0
+    greedy = np.asarray(allowed, dtype=np.int64)[turn]
+    chosen, propensity = _explore(exploration, preferences=preferences, allowed=allowed, greedy=greedy)
+    return _answers(keys=keys, allowed=allowed, chosen=chosen, scores=recall[:, allowed], propensity=propensity,
+                    policy_version=None, strategy=f"fallback:{ROUND_ROBIN}")

@@ -32,7 +32,9 @@ from .serializers import (
     RecommendationSerializer,
     ReviewOrBatchSerializer,
     ReviewResultSerializer,
+    recommendation_body,
     render,
+    validate,
 )
 
 ERRORS = {
@@ -143,18 +145,18 @@ class RecommendationsView(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        serializer = RecommendationRequestSerializer(data=request.data)
-        if not serializer.is_valid():
-            raise InvalidRequest(field_errors(serializer.errors))
+        valid, errors = validate(RecommendationRequestSerializer, request.data)
+        if errors is not None:
+            raise InvalidRequest(field_errors(errors))
         try:
-            rec = serving.recommend(**serializer.validated_data)
+            rec = serving.recommend(**valid)
         except serving.UnknownCurriculum as exc:
             raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
         except serving.UnknownConcepts as exc:
             raise InvalidRequest([{"field": "candidates", "message": str(exc)}]) from None
         except serving.NothingToRecommend as exc:
             raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
-        return Response(render(RecommendationSerializer, rec))
+        return Response(recommendation_body(rec))
 
 
 class BatchRecommendationsView(ApiView):
@@ -185,10 +187,10 @@ class BatchRecommendationsView(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        serializer = BatchRecommendationRequestSerializer(data=request.data)
-        if not serializer.is_valid():
-            raise InvalidRequest(field_errors(serializer.errors))
-        sent = serializer.validated_data["learners"]
+        valid, errors = validate(BatchRecommendationRequestSerializer, request.data)
+        if errors is not None:
+            raise InvalidRequest(field_errors(errors))
+        sent = valid["learners"]
         ids: list[str | None] = []
         errors: dict[int, dict[str, Any]] = {}
         for index, raw in enumerate(sent):
@@ -198,10 +200,10 @@ class BatchRecommendationsView(ApiView):
                 ids.append(None)
                 error = exc.errors[0]
                 errors[index] = {"message": f"{error['field']}: {error['message']}", "fields": [error]}
-        valid = [learner for learner in ids if learner is not None]
+        known = [learner for learner in ids if learner is not None]
         try:
-            answers = iter(serving.recommend_batch(curriculum=serializer.validated_data["curriculum"], learners=valid,
-                                                   at=serializer.validated_data.get("at")))
+            answers = iter(serving.recommend_batch(curriculum=valid["curriculum"], learners=known,
+                                                   at=valid.get("at")))
         except (serving.UnknownCurriculum, serving.NothingToRecommend) as exc:
             raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None
         results = []
@@ -210,7 +212,7 @@ class BatchRecommendationsView(ApiView):
                 shown = raw if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
                 results.append({"learner": shown, "error": errors[index]})
             else:
-                results.append({"learner": raw, **render(RecommendationSerializer, next(answers))})
+                results.append({"learner": raw, **recommendation_body(next(answers))})
         return Response({"results": results})
 
     def throttle_cost(self, request: Request) -> int:

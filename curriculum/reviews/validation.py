@@ -181,6 +181,8 @@ def check_learner_id(value: Any, *, field: str = "learner") -> str:
     text = normalise_id(str(value).strip())
     if len(text) > MAX_ID_LENGTH:
         raise ReviewValidationError.of(field, f"expected a learner id of at most {MAX_ID_LENGTH} characters, got {len(text)}")
+    if text.isascii() and text.isprintable():  # U+0020-U+007E only: no control or bidirectional character
+        return text
     for ch in text:
         if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS:
             raise ReviewValidationError.of(

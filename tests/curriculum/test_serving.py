@@ -169,7 +169,8 @@ def test_the_serving_fallback_and_the_evaluation_baseline_choose_alike(estimator
     nows = [now] * len(states)
     nows[3] = 5000 * day  # 2 ** (-5000 days / 1 day) underflows to exactly 0
     keys = tuple(f"c{i}" for i in range(C))
-    served = [serving._lowest_recall(s, keys=keys, now=t, allowed=list(range(C))).concept for s, t in zip(states, nows)]
+    served = [serving._lowest_recall(s.memory, encoder=s.encoder, keys=keys, now=t, allowed=list(range(C)))[0].concept
+              for s, t in zip(states, nows)]
 
     encoded = np.stack([s.encode(t) for s, t in zip(states, nows)])
     recall = np.stack([s.encoder.recall(s.memory, np.array([t]))[0] for s, t in zip(states, nows)])

@@ -10,14 +10,16 @@ entry when it has it, and otherwise (a miss, a rewritten history, another policy
 of another learner state is never used for a newer one. A model with full attention is always answered by the full
 forward, and nothing is kept for it.
 
-Not wired into the serving endpoint yet: that needs a learner-state version that changes on every write of the
-state and says which writes only appended steps (a late review rewrites the history); see docs/architecture.md.
+`HistoryStepCache` is serving's use of it (curriculum/serving.py): per learner the StepState after the stored
+history, keyed by a digest of that history's token inputs (the learner-state generation), so that a recommendation
+computes only the decision position's 3 tokens, and after one new review 3 more.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -143,3 +145,128 @@ class StepCacheStore:
             self._count("misses")
         self.put(learner, version, state_version, state)
         return state.logits[0].copy()
+
+
+def _stack(states: list[StepState]) -> StepState:
+    """One StepState of the learners of ``states`` (single learners', the same cached length, no padding)."""
+    return StepState(keys=tuple(np.concatenate(k) for k in zip(*(s.keys for s in states))),
+                     values=tuple(np.concatenate(v) for v in zip(*(s.values for s in states))), valid=None,
+                     timesteps=np.concatenate([s.timesteps for s in states]), logits=None)
+
+
+def _split(state: StepState) -> list[StepState]:
+    """The learners of a batch StepState (no padding), each with its own arrays (a kept entry holds its own
+    bytes, not a view of the whole batch's); logits dropped (a later ask is at another moment: it steps)."""
+    return [StepState(keys=tuple(k[b:b + 1].copy() for k in state.keys),
+                      values=tuple(v[b:b + 1].copy() for v in state.values), valid=None,
+                      timesteps=state.timesteps[b:b + 1].copy(), logits=None) for b in range(state.batch_size)]
+
+
+class HistoryStepCache:
+    """Serving's per-step path: for each (learner, policy version) the StepState after the learner's stored history
+    (every review in the context but the decision position, whose state depends on the moment asked), so that a
+    recommendation computes only the 3 tokens of the decision position, and after one new review 3 more.
+
+    An entry's ``state_version`` (the learner-state generation) is a 128-bit BLAKE2b digest of exactly the token
+    inputs of that history (returns-to-go, states, actions, timesteps, as float32/int64 bytes): an entry is only
+    ever used for the very history it was computed from, so one of another policy version or of an older (or
+    rewritten) learner state is never used. After one new review the entry of the previous history is found by the
+    digest of the new history without its newest step (the previous one's last ``K - 1`` steps: the one that fell
+    out of the context is never read again, `max_attention_window`) and extended by that step (DTLite.extend
+    without logits); otherwise the history is prefilled (DTLite.prefill). Bounded by ``max_bytes`` (StepCacheStore,
+    least recently used first). Thread-safe. Counters: ``hits`` (the history was cached), ``steps`` (extended by one
+    review), ``misses`` (prefilled)."""
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.store = StepCacheStore(max_bytes=max_bytes)
+        # (learner, version, digest of the entry's history without its oldest step when full) -> its state_version
+        self._previous: OrderedDict[tuple[Hashable, Hashable, bytes], bytes] = OrderedDict()
+        self._max_previous = max(1024, max_bytes // 8192)
+        self._lock = threading.Lock()
+        self.hits = self.steps = self.misses = 0
+
+    @staticmethod
+    def _digest(*arrays: np.ndarray) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.digest()
+
+    def last_logits(self, lite: DTLite, *, learners: Sequence[Hashable], version: Hashable, returns_to_go: np.ndarray,
+                    states: np.ndarray, actions: np.ndarray, timesteps: np.ndarray,
+                    lengths: np.ndarray) -> np.ndarray:
+        """The last state token's logits float32 [B, A] of each learner's context, as ``lite.last_logits`` computes
+        them on it (float32 rounding apart), B >= 1 learners at once.
+
+        Contexts right-aligned in K + 1 = ``lite.context_length`` positions (LearnerStateBatch.contexts): position
+        K is the decision, learner b's history its ``lengths[b]`` (1 <= lengths[b] <= K) positions before it;
+        returns_to_go float32 [B, K + 1], states float32 [B, K + 1, S], actions int [B, K + 1] (the last unread),
+        timesteps int [B, K + 1]. ``learners``: a key per learner (its database id), ``version``: the policy
+        version's (its id; ``lite`` must be that version's). ValueError for a model without an attention window."""
+        lite._require_window()
+        B, K1 = returns_to_go.shape
+        K = K1 - 1
+        lengths = np.asarray(lengths)
+        if K1 != lite.context_length or lengths.min() < 1 or lengths.max() > K:
+            raise ValueError(f"contexts of {lite.context_length} positions with 1 to {K} history steps expected, got "
+                             f"{K1} positions and {lengths.min()} to {lengths.max()} steps")
+        entries: list[StepState | None] = [None] * B
+        generations, suffixes = [], []
+        extend: list[tuple[int, StepState, bytes]] = []
+        for b, n in enumerate(lengths.tolist()):
+            rows = slice(K - n, K)
+            inputs = (returns_to_go[b, rows], states[b, rows], actions[b, rows], timesteps[b, rows])
+            generation = self._digest(*inputs)
+            # the key a later history extending this one by a step looks this entry up by
+            suffixes.append(self._digest(*(a[1:] for a in inputs)) if n == K else generation)
+            generations.append(generation)
+            entries[b] = self.store.get(learners[b], version, generation)
+            if entries[b] is None and n >= 2:
+                with self._lock:
+                    old = self._previous.get((learners[b], version, self._digest(*(a[:-1] for a in inputs))))
+                earlier = None if old is None else self.store.get(learners[b], version, old)
+                if earlier is not None:
+                    extend.append((b, earlier, old))
+        hits = sum(e is not None for e in entries)
+        for group in _by_cached_tokens([(b, e) for b, e, _ in extend]):
+            rows = np.array([b for b, _ in group])
+            grown = lite.extend(_stack([e for _, e in group]), actions[rows, K - 2:K - 1], returns_to_go[rows, K - 1:K],
+                                states[rows, K - 1:K], timesteps[rows, K - 1:K], logits=False)
+            for b, state in zip(rows.tolist(), _split(grown)):
+                entries[b] = state
+        for b, _, old in extend:
+            self.store.discard(learners[b], version, old)
+        missed = [b for b, e in enumerate(entries) if e is None]
+        for n in sorted({int(lengths[b]) for b in missed}):
+            rows = np.array([b for b in missed if lengths[b] == n])
+            prefilled = lite.prefill(returns_to_go[rows, K - n:K], states[rows, K - n:K], actions[rows, K - n:K],
+                                     timesteps[rows, K - n:K])
+            for b, state in zip(rows.tolist(), _split(prefilled)):
+                entries[b] = state
+        for b in range(B):
+            self.store.put(learners[b], version, generations[b], entries[b])
+        with self._lock:
+            for b in range(B):
+                self._previous[(learners[b], version, suffixes[b])] = generations[b]
+                self._previous.move_to_end((learners[b], version, suffixes[b]))
+            while len(self._previous) > self._max_previous:
+                self._previous.popitem(last=False)
+            self.hits += hits
+            self.steps += len(extend)
+            self.misses += len(missed)
+        logits = None
+        for group in _by_cached_tokens(list(enumerate(entries))):
+            rows = np.array([b for b, _ in group])
+            stepped = lite.step(_stack([e for _, e in group]), actions[rows, K - 1], returns_to_go[rows, K],
+                                states[rows, K], timesteps[rows, K], keep_cache=False)
+            if logits is None:
+                logits = np.empty((B, stepped.logits.shape[1]), np.float32)
+            logits[rows] = stepped.logits
+        return logits
+
+
+def _by_cached_tokens(items: list[tuple[int, StepState]]) -> list[list[tuple[int, StepState]]]:
+    groups: dict[int, list[tuple[int, StepState]]] = {}
+    for b, state in items:
+        groups.setdefault(state.cached_tokens, []).append((b, state))
+    return list(groups.values())

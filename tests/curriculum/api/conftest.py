@@ -50,13 +50,16 @@ def dtlite_artifacts(tmp_path_factory):
     from training.rl.dt import DecisionTransformer, DTConfig
     from training.rl.encoder import EncoderConfig
 
+    from training.rl.model_config import max_attention_window
+
     encoder = EncoderConfig(num_concepts=CONCEPTS)
     folders = {}
-    for seed in (1, 2):
+    for seed in (1, 2, 3, 4):  # 3 and 4: local attention (the per-step path serves them)
         torch.manual_seed(seed)
         model = DecisionTransformer(DTConfig(
             state_dim=encoder.state_dim, action_dim=CONCEPTS, hidden_dim=16, num_layers=2, num_heads=2,
             context_length=4, max_timestep=64, dropout=0.0,
+            attention_window=max_attention_window(context_length=4, num_layers=2) if seed > 2 else None,
         )).eval()
         with torch.no_grad():  # std 0.02 weights score every concept about the same: make choices differ by seed
             for p in model.parameters():
@@ -70,7 +73,7 @@ def dtlite_artifacts(tmp_path_factory):
 
 @pytest.fixture
 def make_real_policy(dtlite_artifacts, evaluation_metrics, store_fallback):
-    """Register a real policy version (seed 1 or 2) for a curriculum made with make_curriculum(concepts=CONCEPTS);
+    """Register a real policy version (seed 1 or 2; 3 or 4 with local attention) for a curriculum made with make_curriculum(concepts=CONCEPTS);
     ``fallback``: the fallback's stored mean under the protocol (None: not evaluated)."""
     from curriculum.services import register_policy
 

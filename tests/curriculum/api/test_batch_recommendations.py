@@ -141,3 +141,66 @@ def test_the_batch_endpoint_is_in_the_openapi_schema(api_client):
     assert learners["maxItems"] == MAX_BATCH_LEARNERS and learners["minItems"] == 1
     assert {"BatchRecommendation", "BatchLearnerError", "BatchResult"} <= set(components)
     assert {"learner", "concept", "scores", "policy", "strategy"} <= set(components["BatchRecommendation"]["properties"])
+
+
+def test_a_policy_with_local_attention_steps_from_cached_histories_as_the_full_forward_answers(
+        api_client, demo, make_real_policy, monkeypatch):
+    """The per-step path (HistoryStepCache): first ask prefilled, asked again a hit, one review later extended by
+    a step, another version never from the old one's entries; each time what the full forward answers."""
+    from curriculum import serving
+
+    monkeypatch.setattr(serving, "_LEARNERS_PER_CALL", 2)  # the 3 known learners in two calls
+    promote_policy(policy=make_real_policy(demo, seed=3), reason="test")
+    counts = {"u1": 1, "u3": 3, "u7": 7}
+    for learner, count in counts.items():
+        record_reviews(items=practise(learner, count))
+    learners = [*counts, "never-seen"]
+
+    def ask(cached: bool, at: str = AT) -> list[dict]:
+        with monkeypatch.context() as patch:
+            if not cached:
+                patch.setattr(serving, "_step_cache", lambda: None)
+            response = post(api_client, {"curriculum": "demo", "learners": learners, "at": at})
+        assert response.status_code == 200
+        return response.json()["results"]
+
+    def assert_same(got: list[dict], want: list[dict]) -> None:
+        for a, b in zip(got, want):
+            assert {k: v for k, v in a.items() if k not in ("scores", "recommendation_id")} == \
+                   {k: v for k, v in b.items() if k not in ("scores", "recommendation_id")}
+            assert a["scores"] == pytest.approx(b["scores"], abs=2e-6)
+
+    serving.clear_caches()
+    cache = serving._step_cache()
+    assert_same(ask(True), ask(False))
+    assert (cache.misses, cache.hits, cache.steps) == (3, 0, 0)
+    later = (T0 + dt.timedelta(days=5)).isoformat()
+    assert_same(ask(True, later), ask(False, later))
+    assert (cache.misses, cache.hits, cache.steps) == (3, 3, 0)
+    record_reviews(items=[{"curriculum": "demo", "learner": learner, "concept": "c2", "correct": True,
+                           "reviewed_at": (T0 + dt.timedelta(days=2)).isoformat()} for learner in ("u3", "u7")])
+    assert_same(ask(True), ask(False))
+    assert (cache.misses, cache.hits, cache.steps) == (3, 4, 2)
+    promote_policy(policy=make_real_policy(demo, seed=4), reason="test")
+    assert_same(ask(True), ask(False))
+    assert (cache.misses, cache.hits, cache.steps) == (6, 4, 2)
+
+
+def test_states_of_another_encoding_are_rebuilt_together_as_the_stored_ones_answer(
+        api_client, demo, make_real_policy, django_assert_max_num_queries):
+    """After a promotion and before the worker re-encodes the stored states, the batch rebuilds them from the
+    histories read together (not a query per learner), and answers as it does once they are re-encoded."""
+    from curriculum.learner_state_rebuild import reencode_states
+
+    learners = [f"u{i}" for i in range(12)]
+    for i, learner in enumerate(learners):
+        record_reviews(items=practise(learner, 2 + i % 5))  # stored in the default encoding: no version active
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")  # context 4: another encoding
+    body = {"curriculum": "demo", "learners": [*learners, "never-seen"], "at": AT}
+    with django_assert_max_num_queries(10):  # a query per learner would be 20
+        rebuilt = post(api_client, body).json()["results"]
+    reencode_states(curriculum_id=demo.pk)
+    stored = post(api_client, body).json()["results"]
+    for a, b in zip(rebuilt, stored):
+        assert (a["learner"], a["concept"], a["policy"]) == (b["learner"], b["concept"], b["policy"])
+        assert a["scores"] == pytest.approx(b["scores"], abs=2e-6)

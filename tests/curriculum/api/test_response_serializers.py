@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from curriculum.api.errors import ApiError, error_body
-from curriculum.api.serializers import ErrorSerializer, RecommendationSerializer, render
+from curriculum.api.serializers import ErrorSerializer, RecommendationSerializer, recommendation_body, render
 from curriculum.serving import Recommendation
 
 
@@ -45,6 +45,19 @@ def test_the_shared_serializer_renders_each_answer_from_its_own_instance():
     assert rendered[1] == RecommendationSerializer(second).data != rendered[0]
 
 
+
+@pytest.mark.parametrize("rec", [
+    Recommendation(concept="c1", scores={"c1": 0.75, "c0": 0.25}, policy_version=7, strategy="policy",
+                   unscored=("c9",), recommendation_id="0b8e5a8e-9a53-4f4e-9d55-3c1e6b2f7a10", propensity=0.5),
+    Recommendation(concept="c0", scores={"c0": 0.0, "c2": 1, "c3": 0.123457}, policy_version=None,
+                   strategy="fallback:lowest_recall"),
+])
+def test_the_direct_body_is_what_the_serializer_renders(rec):
+    body = recommendation_body(rec)
+    assert body == render(RecommendationSerializer, rec)
+    assert list(body) == list(render(RecommendationSerializer, rec))  # the same order
+    assert json.dumps(body) == json.dumps(render(RecommendationSerializer, rec))
+
 def test_an_error_names_the_index_only_for_a_problem_that_has_one():
     body = error_body("item 1: grade: bad (and 1 more)", [{"index": 1, "field": "grade", "message": "bad"},
                                                           {"field": "body", "message": "worse"}])
@@ -70,3 +83,19 @@ def test_each_answer_has_the_fields_its_schema_component_documents(api_client, m
     assert_documented(refused.json(), components["Error"])
     assert_documented(refused.json()["error"], components["ErrorDetail"])
     assert_documented(refused.json()["error"]["fields"][0], components["ErrorField"])
+
+
+def test_a_shared_request_serializer_validates_each_body_on_its_own():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curriculum.api.serializers import RecommendationRequestSerializer, validate
+
+    bodies = [{"curriculum": "demo", "learner": "u1"}, {"curriculum": "demo", "learner": " ", "colour": 1},
+              {"curriculum": "demo", "learner": 7, "candidates": ["c1", "c1"]}, {"learner": "u2"}]
+    alone = []
+    for body in bodies:
+        fresh = RecommendationRequestSerializer(data=body)
+        alone.append((fresh.validated_data, None) if fresh.is_valid() else (None, fresh.errors))
+    assert [validate(RecommendationRequestSerializer, b) for b in bodies * 2] == alone * 2
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda b: validate(RecommendationRequestSerializer, b), bodies * 25)) == alone * 25

@@ -107,8 +107,11 @@ def test_step_equals_the_full_forward_for_every_length_up_to_and_past_the_contex
     np.testing.assert_allclose(state.logits, full_last_logits(lite, h, start), atol=TOLERANCE, rtol=0)
     for t in range(start + 1, N + 1):
         i = t - 1  # the new step's index; h["actions"][:, i - 1] was taken at the previous state
-        state = lite.step(state, h["actions"][:, i - 1], h["returns_to_go"][:, i], h["states"][:, i],
-                          h["timesteps"][:, i])
+        args = (h["actions"][:, i - 1], h["returns_to_go"][:, i], h["states"][:, i], h["timesteps"][:, i])
+        only = lite.step(state, *args, keep_cache=False)  # the logits alone: nothing kept, the same logits
+        assert only.keys == only.values == ()
+        state = lite.step(state, *args)
+        np.testing.assert_array_equal(only.logits, state.logits)
         assert state.cached_tokens <= lite.attention_window - 1
         np.testing.assert_allclose(state.logits, full_last_logits(lite, h, t), atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(state.logits, torch_last_logits(model, h, t), atol=TOLERANCE, rtol=0)

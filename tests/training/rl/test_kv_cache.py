@@ -141,3 +141,76 @@ def test_a_model_with_full_attention_is_answered_by_the_full_forward_and_nothing
 def test_a_negative_size_is_refused():
     with pytest.raises(ValueError, match="max_bytes must be >= 0"):
         StepCacheStore(max_bytes=-1)
+
+
+# ----------------------------------------------------------------------------------------- HistoryStepCache
+def right_aligned(h: dict[str, np.ndarray], ts: list[int], decision: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The contexts of learners whose histories are h's first ts[b] steps, asked at step ``decision`` of h (its
+    state etc. the decision position's), right-aligned in K positions as LearnerStateBatch.contexts gives them."""
+    out = {"returns_to_go": np.zeros((len(ts), K), np.float32), "states": np.zeros((len(ts), K, S), np.float32),
+           "actions": np.zeros((len(ts), K), np.int64), "timesteps": np.zeros((len(ts), K), np.int64)}
+    lengths = []
+    for b, t in enumerate(ts):
+        kept = list(range(max(0, t - (K - 1)), t)) + [decision]
+        for name in out:
+            out[name][b, K - len(kept):] = h[name][kept]
+        lengths.append(len(kept) - 1)
+    return out, np.array(lengths)
+
+
+def expected_logits(lite: DTLite, contexts: dict[str, np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    return np.stack([lite.last_logits(**{name: value[b:b + 1, K - n - 1:] for name, value in contexts.items()})[0]
+                     for b, n in enumerate(lengths.tolist())])
+
+
+def test_history_cache_equals_the_full_forward_asked_again_after_a_review_and_after_a_rewrite(lite):
+    from training.rl.kv_cache import HistoryStepCache
+
+    cache = HistoryStepCache()
+    h = learner_history(4 * K, seed=5)
+    learners = list(range(3 * K))
+    ts = [1 + b for b in learners]  # every history length from 1 step to well past the context
+    for round_, (shift, decision) in enumerate([(0, 4 * K - 1), (0, 4 * K - 2), (1, 4 * K - 3)]):
+        # round 0: every learner missed (prefill); 1: the same histories asked at another moment (hits); 2: one
+        # review more each (extended by one step)
+        contexts, lengths = right_aligned(h, [t + shift for t in ts], decision)
+        got = cache.last_logits(lite, learners=learners, version=1, lengths=lengths, **contexts)
+        np.testing.assert_allclose(got, expected_logits(lite, contexts, lengths), atol=TOLERANCE, rtol=0)
+    assert (cache.misses, cache.hits, cache.steps) == (len(learners), len(learners), len(learners))
+    # a rewritten history (a late review changed an earlier step): never the cached entry
+    other = {name: value.copy() for name, value in h.items()}
+    other["actions"][2] = (other["actions"][2] + 1) % A
+    contexts, lengths = right_aligned(other, [5], 4 * K - 1)
+    got = cache.last_logits(lite, learners=[4], version=1, lengths=lengths, **contexts)
+    np.testing.assert_allclose(got, expected_logits(lite, contexts, lengths), atol=TOLERANCE, rtol=0)
+    assert cache.misses == len(learners) + 1
+
+
+def test_history_cache_never_uses_an_entry_of_another_version(lite, tmp_path):
+    from training.rl.kv_cache import HistoryStepCache
+
+    v2 = make_lite(tmp_path / "v2", seed=2)
+    cache = HistoryStepCache()
+    h = learner_history(2 * K, seed=6)
+    contexts, lengths = right_aligned(h, [K + 2], 2 * K - 1)
+    cache.last_logits(lite, learners=["ada"], version=1, lengths=lengths, **contexts)
+    got = cache.last_logits(v2, learners=["ada"], version=2, lengths=lengths, **contexts)
+    np.testing.assert_allclose(got, expected_logits(v2, contexts, lengths), atol=TOLERANCE, rtol=0)
+    assert (cache.hits, cache.misses) == (0, 2)
+    again = cache.last_logits(lite, learners=["ada"], version=1, lengths=lengths, **contexts)
+    np.testing.assert_allclose(again, expected_logits(lite, contexts, lengths), atol=TOLERANCE, rtol=0)
+    assert cache.hits == 1
+
+
+def test_history_cache_is_bounded_by_its_size(lite):
+    from training.rl.kv_cache import HistoryStepCache
+
+    h = learner_history(2 * K, seed=7)
+    contexts, lengths = right_aligned(h, [K], 2 * K - 1)
+    probe = HistoryStepCache()
+    probe.last_logits(lite, learners=[0], version=1, lengths=lengths, **contexts)
+    cache = HistoryStepCache(max_bytes=3 * probe.store.nbytes)
+    for learner in range(10):
+        cache.last_logits(lite, learners=[learner], version=1, lengths=lengths, **contexts)
+    assert len(cache.store) == 3 and cache.store.nbytes <= cache.store.max_bytes
+    assert cache.store.evictions == 7

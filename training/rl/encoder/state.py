@@ -177,3 +177,118 @@ class EncodedLearnerState:
         ):
             state.history.append(_Step(states[i], int(action), float(reward), int(timestep)))
         return state
+
+
+_MEMORY_ARRAYS = (("stability", np.float64), ("difficulty", np.float64), ("last_review", np.float64),
+                  ("reviews", np.int64), ("last_grade", np.int8))
+
+
+@dataclass
+class LearnerStateBatch:
+    """Many learners' serving states decoded together (the batch recommendation path): what
+    ``EncodedLearnerState`` holds for each, as arrays, so that the Decision Transformer's contexts of B learners
+    are built without a Python object per review.
+
+    ``memory``: the encoder's memory [B, C]; ``steps`` int64 [B], ``cumulative_reward`` float64 [B]; the kept
+    history right-aligned in K = ``history_length`` slots, learner b's ``lengths[b]`` steps in slots K - lengths[b]
+    .. K - 1: ``states`` float32 [B, K, S], ``actions`` int64 [B, K], ``cumulative_rewards`` float64 [B, K]
+    (before each review), ``timesteps`` int64 [B, K]; empty slots hold zeros."""
+
+    encoder: StateEncoder
+    history_length: int
+    memory: EncoderMemory
+    steps: np.ndarray
+    cumulative_reward: np.ndarray
+    lengths: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    cumulative_rewards: np.ndarray
+    timesteps: np.ndarray
+
+    @classmethod
+    def from_dicts(cls, datas: list[dict | None], *, encoder: StateEncoder,
+                   history_length: int) -> "LearnerStateBatch":
+        """Decode ``EncodedLearnerState.to_dict()`` dicts (None: a new learner, as ``EncodedLearnerState.new``) of
+        one encoder and one history length: per learner one base64 decode per array, the rest in bulk. The same
+        checks as ``EncodedLearnerState.from_dict`` (ValueError naming what does not fit); a dict whose
+        ``history_length`` is not ``history_length`` is a ValueError too (its spec differs)."""
+        B, C, S, K = len(datas), encoder.num_concepts, encoder.state_dim, history_length
+        memory = encoder.init_memory(B)
+        steps = np.zeros(B, np.int64)
+        cumulative = np.zeros(B, np.float64)
+        lengths = np.zeros(B, np.int64)
+        raw = {name: [] for name, _ in _MEMORY_ARRAYS}
+        stored, history_bytes, actions, rewards, timesteps = [], [], [], [], []
+        potential, last_reviewed = [], []
+        for b, data in enumerate(datas):
+            if data is None:
+                continue
+            if data.get("format") != 1:
+                raise ValueError(f"learner state: format {data.get('format')!r} is not supported (expected 1)")
+            if data.get("num_concepts") != C:
+                raise ValueError(f"learner state: num_concepts {data.get('num_concepts')!r}, the encoder has {C}")
+            if int(data["history_length"]) != K:
+                raise ValueError(f"learner state: history_length {data['history_length']!r}, expected {K}")
+            mem, hist = data["memory"], data["history"]
+            stored.append(b)
+            for name, _ in _MEMORY_ARRAYS:
+                # states stored before FSRS-6 have no last grade; only FSRS-6's same-day recall reads it
+                raw[name].append(base64.b64decode(mem[name]) if name in mem else bytes(C))
+            potential.append(float(mem["potential"]))
+            steps[b] = int(data["steps"])
+            cumulative[b] = float(data["cumulative_reward"])
+            k = len(hist["actions"])
+            if k > K or len(hist["cumulative_rewards"]) != k or len(hist["timesteps"]) != k:
+                raise ValueError(f"learner state: a history of {k} steps, at most {K} with one reward and timestep each")
+            lengths[b] = k
+            history_bytes.append(base64.b64decode(hist["states"]))
+            if len(history_bytes[-1]) != 4 * k * S:
+                raise ValueError(f"learner state: history.states has {len(history_bytes[-1]) // 4} values, expected "
+                                 f"shape ({k}, {S})")
+            actions.extend(hist["actions"])
+            rewards.extend(hist["cumulative_rewards"])
+            timesteps.extend(hist["timesteps"])
+        if stored:
+            rows = np.asarray(stored)
+            for name, dtype in _MEMORY_ARRAYS:
+                joined = b"".join(raw[name])
+                if len(joined) != len(stored) * C * np.dtype(dtype).itemsize:
+                    bad = next(i for i, r in enumerate(raw[name]) if len(r) != C * np.dtype(dtype).itemsize)
+                    raise ValueError(f"learner state: memory.{name} has {len(raw[name][bad]) // np.dtype(dtype).itemsize}"
+                                     f" values, expected shape (1, {C})")
+                getattr(memory, name)[rows] = np.frombuffer(joined, dtype=dtype).reshape(len(stored), C)
+            memory.potential[rows] = potential
+        states = np.zeros((B, K, S), np.float32)
+        history = dict(actions=np.zeros((B, K), np.int64), cumulative_rewards=np.zeros((B, K), np.float64),
+                       timesteps=np.zeros((B, K), np.int64))
+        if actions:
+            # learner b's j-th kept step goes to slot K - lengths[b] + j
+            owner = np.repeat(np.arange(B), lengths)
+            starts = np.cumsum(lengths) - lengths
+            slot = K - lengths[owner] + (np.arange(len(owner)) - starts[owner])
+            states[owner, slot] = np.frombuffer(b"".join(history_bytes), dtype=np.float32).reshape(-1, S)
+            history["actions"][owner, slot] = actions
+            history["cumulative_rewards"][owner, slot] = rewards
+            history["timesteps"][owner, slot] = timesteps
+        return cls(encoder, K, memory, steps, cumulative, lengths, states, **history)
+
+    def contexts(self, now: float, target_return: float, *, max_timestep: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every learner's DT input at ``now``, right-aligned in K + 1 positions (position K is now): returns_to_go
+        float32 [B, K + 1], states float32 [B, K + 1, S], actions int64 [B, K + 1], timesteps int64 [B, K + 1];
+        learner b's context is the last ``lengths[b] + 1`` positions, equal to ``EncodedLearnerState.context``."""
+        B, K = len(self.steps), self.history_length
+        rtg = np.empty((B, K + 1), np.float32)
+        rtg[:, :K] = target_return - self.cumulative_rewards
+        rtg[:, K] = target_return - self.cumulative_reward
+        states = np.empty((B, K + 1, self.encoder.state_dim), np.float32)
+        states[:, :K] = self.states
+        states[:, K] = self.encoder.encode(self.memory, np.full(B, float(now)))
+        actions = np.zeros((B, K + 1), np.int64)
+        actions[:, :K] = self.actions
+        timesteps = np.empty((B, K + 1), np.int64)
+        timesteps[:, :K] = self.timesteps
+        timesteps[:, K] = self.steps
+        if max_timestep is not None:
+            np.minimum(timesteps, max_timestep - 1, out=timesteps)
+        return rtg, states, actions, timesteps
