@@ -42,7 +42,7 @@ def main() -> None:
     from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE
     from training.rl.dtlite import DTLite
     from training.rl.encoder import EncoderConfig
-    from training.rl.evaluation import final_recall
+    from training.rl.cpu_threads import EVALUATION_THREADS, limited_threads
     from training.spec import TrainingSpec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,13 +75,8 @@ def main() -> None:
     encoder = EncoderConfig.from_dict(model.config["encoder"])  # the fitted encoder the policy serves with
     evaluation = time.perf_counter()
     values: dict[int, dict[str, np.ndarray]] = {}
-    for eval_seed in eval_seeds:
-        values[eval_seed] = {"dt": final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS,
-                                                interactions=INTERACTIONS, seed=eval_seed, encoder=encoder,
-                                                model=model)}
-        for name in BASELINES:
-            values[eval_seed][name] = final_recall(policy_name=name, num_concepts=CONCEPTS, students=STUDENTS,
-                                                   interactions=INTERACTIONS, seed=eval_seed, encoder=encoder)
+    with limited_threads(EVALUATION_THREADS):  # as the pipeline's evaluation: one thread (cpu_threads.py)
+        evaluate_seeds(values, eval_seeds=eval_seeds, model=model, encoder=encoder)
     evaluation_s = time.perf_counter() - evaluation
     steps = outcome.hardware["optimizer_steps"]
     recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
@@ -112,6 +107,20 @@ def main() -> None:
     if args.json:
         with open(args.json, "a") as out:
             out.write(json.dumps(record) + "\n")
+
+
+def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder) -> None:
+    """values[eval_seed][policy]: each held-out student's mean final recall (evaluation.final_recall), float64
+    [STUDENTS], for DTLite ("dt") and BASELINES, on each evaluation seed's students."""
+    from training.rl.evaluation import final_recall
+
+    for eval_seed in eval_seeds:
+        values[eval_seed] = {"dt": final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS,
+                                                interactions=INTERACTIONS, seed=eval_seed, encoder=encoder,
+                                                model=model)}
+        for name in BASELINES:
+            values[eval_seed][name] = final_recall(policy_name=name, num_concepts=CONCEPTS, students=STUDENTS,
+                                                   interactions=INTERACTIONS, seed=eval_seed, encoder=encoder)
 
 
 def _half(v: np.ndarray) -> float:
