@@ -42,7 +42,9 @@ REVIEW_CHUNK_ROWS = 50_000
 # 3e-4 -> 0.686 and 6e-4 with twice the steps -> 0.684). coverage 4 (each dataset step sampled ~4 times an epoch,
 # twice the trainer's default): the concept head imitates the behaviour's finer choices better with the extra
 # steps (+0.003 to +0.005 mean final recall on validation seeds 3 and 7 against coverage 2), for ~150 s more on 2
-# CPU cores. The target return's quantile (0.75/0.9/0.99) moved the result by < 0.001.
+# CPU cores. The target return's quantile (0.75/0.9/0.99) moved the result by < 0.001. Tried for issue 22 (the default
+# run in 5 minutes on 2 cores) and dropped: coverage 2.4 with a cosine decay to 0.1 x the rate (60% of the steps) lost
+# 0.010 to 0.015 mean final recall on all four validation pairs (bench/README.md, training_recipe.py).
 TRAIN_DEFAULTS = TrainConfig(learning_rate=3e-4, coverage=4.0)
 
 
