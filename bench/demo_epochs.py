@@ -3,8 +3,8 @@ on validation seeds rather than on the demo's own training seed and evaluation p
 
     .venv/bin/python bench/demo_epochs.py [--epochs 3 8] [--train-seeds 1] [--eval-seeds 1 2 3 11]
 
-For each training seed and epoch count: `train_crl_policy` with setup_demo's sizes (DEMO_SIZES, 20 concepts; a
-fresh process, timed), then DTLite and the fallback the promotion gate compares it with (FALLBACK_POLICY with
+For each training seed and epoch count: `train_crl_policy` with setup_demo's sizes and recipe (DEMO_SIZES,
+DEMO_RECIPE, 20 concepts; a fresh process, timed), then DTLite and the fallback the promotion gate compares it with (FALLBACK_POLICY with
 serving's unfitted default encoder) on each evaluation seed's held-out students, setup_demo's evaluation size.
 Prints one row per (training seed, epochs, evaluation seed): both means with their 95% intervals and DT - fallback.
 The demo's own training seed (train_crl_policy's default) and evaluation seed (EVALUATION_SEED) are refused here:
@@ -27,7 +27,7 @@ import django  # noqa: E402
 
 django.setup()
 from curriculum.evaluation_protocol import FALLBACK_POLICY  # noqa: E402
-from curriculum.management.commands.setup_demo import DEMO_CONCEPTS, DEMO_SIZES  # noqa: E402
+from curriculum.management.commands.setup_demo import DEMO_CONCEPTS, DEMO_RECIPE, DEMO_SIZES  # noqa: E402
 from curriculum.state_specs import StateSpec  # noqa: E402
 from training.pipeline import evaluate_export  # noqa: E402
 from training.rl.evaluation import EVALUATION_SEED, final_recall  # noqa: E402
@@ -65,7 +65,8 @@ def main() -> int:
     for train_seed in args.train_seeds:
         for epochs in args.epochs:
             with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
-                flags = [item for name, value in DEMO_SIZES.items() for item in (f"--{name}", str(value))]
+                flags = [item for name, value in {**DEMO_SIZES, **DEMO_RECIPE}.items()
+                         for item in (f"--{name}", str(value))]
                 started = time.perf_counter()
                 done = subprocess.run(
                     [sys.executable, "manage.py", "train_crl_policy", "--output_dir", tmp, "--no-progress",

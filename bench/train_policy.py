@@ -3,9 +3,11 @@ machine, timed per stage, with DTLite's closed-loop result against the baselines
 
     .venv/bin/python bench/train_policy.py [--repeats 1] [--hold-out FAMILY] [-- extra train_crl_policy flags]
 
-Targets (issue "Learning core"): the whole command in at most 10 minutes on a 2-core CPU; DTLite above random,
-round_robin and leitner with non-overlapping 95% intervals and at or above lowest_recall. Each repeat is a fresh
-process (as an operator runs it); the table reports the median wall time and the last run's evaluation.
+Targets: the whole command in at most 5 minutes on a 2-core CPU (issue 22; issue "Learning core" asked for 10);
+DTLite above random, round_robin and leitner with non-overlapping 95% intervals and at or above lowest_recall. Each
+repeat is a fresh process (as an operator runs it); the table reports the median wall time, the last run's time per
+stage, where it trained (device, dtype), its optimiser steps and steps/s (from dt_lite_config.json), the load
+average before and after, and the last run's evaluation.
 
 Per student family (issue 21): the evaluation's "families" table (each policy's mean and 95% interval, the paired
 difference dt - policy on the same students, the best behaviour policy of the training mix and the share of the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -28,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from training.rl.evaluation import EVALUATION_FAMILIES, format_report  # noqa: E402 - NumPy only, no Django
-TARGET_SECONDS = 600.0
+TARGET_SECONDS = 300.0  # issue 22 (the earlier target, issue "Learning core": 600 s)
 
 
 def main() -> int:
@@ -40,7 +43,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.hold_out:
         args.extra = [*args.extra, "--families", ",".join(held_out_mix(args.hold_out))]
-    walls, stages, metrics = [], {}, {}
+    walls, stages, metrics, extra = [], {}, {}, {}
+    load_before = os.getloadavg()
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             started = time.perf_counter()
@@ -53,11 +57,17 @@ def main() -> int:
                 print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
                 return done.returncode
             metrics = json.loads((Path(tmp) / "evaluation.json").read_text())
+            extra = json.loads((Path(tmp) / "dt_lite_config.json").read_text()).get("extra", {})
             found = re.search(r"Done in \d+ s \((.*)\)\.", done.stdout)
             stages = dict(part.rsplit(" ", 2)[:2] for part in found.group(1).split(", ")) if found else {}
 
     wall = statistics.median(walls)
+    load_after = os.getloadavg()
     print(f"## train_crl_policy {' '.join(args.extra) or '(defaults)'}: {len(walls)} run(s)\n")
+    print(f"Trained on {extra.get('device_name', '?')} ({extra.get('device', '?')}, {extra.get('dtype', '?')}): "
+          f"{extra.get('optimizer_steps', '?')} optimiser steps of batch {extra.get('batch_size', '?')}, "
+          f"{extra.get('steps_per_s', '?')} steps/s; {len(os.sched_getaffinity(0))} cores; load average "
+          f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in load_after)} after\n")
     print("| stage | seconds |\n|---|---:|")
     for name, seconds in stages.items():
         print(f"| {name} | {seconds} |")

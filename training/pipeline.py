@@ -42,7 +42,9 @@ REVIEW_CHUNK_ROWS = 50_000
 # 3e-4 -> 0.686 and 6e-4 with twice the steps -> 0.684). coverage 4 (each dataset step sampled ~4 times an epoch,
 # twice the trainer's default): the concept head imitates the behaviour's finer choices better with the extra
 # steps (+0.003 to +0.005 mean final recall on validation seeds 3 and 7 against coverage 2), for ~150 s more on 2
-# CPU cores. The target return's quantile (0.75/0.9/0.99) moved the result by < 0.001.
+# CPU cores. The target return's quantile (0.75/0.9/0.99) moved the result by < 0.001. Tried for issue 22 (the default
+# run in 5 minutes on 2 cores) and dropped: coverage 2.4 with a cosine decay to 0.1 x the rate (60% of the steps) lost
+# 0.010 to 0.015 mean final recall on all four validation pairs (bench/README.md, training_recipe.py).
 TRAIN_DEFAULTS = TrainConfig(learning_rate=3e-4, coverage=4.0)
 
 
@@ -239,6 +241,7 @@ def train_and_export(
         target_return=result.target_return, optimizer_state=result.optimizer_state,
         extra={"loss_history": result.loss_history, "epochs": result.epochs_completed, "batch_size": batch_size,
                "seed": seed, "device": result.device, "learning_rate": config.learning_rate,
+               "lr_schedule": config.lr_schedule, "min_lr_ratio": config.min_lr_ratio, "coverage": config.coverage,
                "target_return_quantile": config.target_return_quantile,
                **{key: value for key, value in hardware.items() if key not in ("device", "training_s")},
                "stage_seconds": stages},
@@ -314,7 +317,7 @@ def train_policy(
     curriculum: Curriculum | str | None = None, dataset: TrajectoryExtractionJob | None = None,
     progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     students_like: Curriculum | str | None = None, eval_processes: int | str = AUTO,
-    attention_window: int | None = None,
+    attention_window: int | None = None, train_config: TrainConfig | None = None,
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
@@ -342,7 +345,9 @@ def train_policy(
     are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``).
 
     ``attention_window``: the model's local attention window in tokens (DTConfig.attention_window; None: full
-    attention), checked against the default architecture before any work.
+    attention), checked against the default architecture before any work. ``train_config``: the trainer's recipe
+    (learning rate, its schedule, coverage...; None: TRAIN_DEFAULTS), whose epochs, batch size, seed and no_cuda
+    are the spec's.
     """
     from .rl.trainer import TrainingCancelled
 
@@ -380,7 +385,7 @@ def train_policy(
                                    batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
                                    should_stop=should_stop, stage_seconds={"data": seconds["data"]},
-                                   attention_window=attention_window)
+                                   attention_window=attention_window, train_config=train_config)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()

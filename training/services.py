@@ -20,7 +20,7 @@ from .models import TrajectoryExtractionJob
 from .pipeline import PipelineError, PolicyResult, ProgressCallback, train_policy
 from .protocol_evaluation import evaluate_active_under_protocol
 from .rl.cpu_threads import AUTO
-from .rl.trainer import TrainingCancelled
+from .rl.trainer import TrainConfig, TrainingCancelled
 from .spec import SYNTHETIC, TrainingSpec
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def train_and_register(
     on_registered: Callable[[PolicyModel, PolicyResult], None] | None = None,
     eval_processes: int | str = AUTO,
     attention_window: int | None = None,
+    train_config: TrainConfig | None = None,
 ) -> TrainedVersion:
     """Train a policy on ``spec`` and ``source`` (training.pipeline.train_policy: artifacts and evaluation.json in
     ``output_dir``); with ``register`` (implied by ``promote``) make it the curriculum's next candidate version,
@@ -82,7 +83,8 @@ def train_and_register(
     once, and records its result in the second, so that both commit with the version). Promoting:
     ``curriculum.services.promote_policy`` with ``actor``, ``reason`` and ``force``.
 
-    ``attention_window`` (None: full attention) is the model's local attention window (train_policy's).
+    ``attention_window`` (None: full attention) is the model's local attention window (train_policy's);
+    ``train_config`` the trainer's recipe (train_policy's; None: pipeline.TRAIN_DEFAULTS).
 
     ``progress(stage, done, total, info)`` follows the pipeline's stages, then EVALUATING_ACTIVE and REGISTERING
     (0 of 0); ``should_stop()`` is asked at every stage boundary: trainer.TrainingCancelled when it says so.
@@ -98,7 +100,8 @@ def train_and_register(
         raise PipelineError("--register/--promote need --curriculum KEY (which curriculum the version serves)")
     result = train_policy(spec=spec, output_dir=output_dir, source=source, curriculum=curriculum, dataset=dataset,
                           progress=progress, should_stop=should_stop, students_like=students_like,
-                          eval_processes=eval_processes, attention_window=attention_window)
+                          eval_processes=eval_processes, attention_window=attention_window,
+                          train_config=train_config)
     outcome = TrainedVersion(result=result)
     if not register:
         return outcome

@@ -45,6 +45,8 @@ def test_setup_demo_trains_the_epochs_chosen_on_validation_seeds_and_promotes_a_
     assert name == "train_crl_policy" and "--register" in flags
     # 3 epochs lost to the fallback on every validation seed; 8 beat it (bench/README.md, "demo_epochs.py")
     assert setup_demo.DEMO_EPOCHS == 8 and flags[flags.index("--epochs") + 1] == "8"
+    # ... with the recipe they were chosen with (a constant learning rate, coverage 4), not the later default's
+    assert [flags[flags.index("--lr-schedule") + 1], flags[flags.index("--coverage") + 1]] == ["constant", "4"]
     assert [flags[flags.index("--num_users") + 1], flags[flags.index("--interactions") + 1],
             flags[flags.index("--eval_students") + 1]] == ["300", "60", "100"]
     text = out.getvalue()
@@ -85,7 +87,9 @@ def test_setup_demo_trains_a_policy_once_promotes_it_through_the_gate_and_prints
     assert demo.concepts.count() == 20
     policy = PolicyModel.objects.get(curriculum=demo)
     assert policy.version == 1
-    assert policy.config["extra"]["epochs"] == 2  # setup_demo's epochs reach the trainer
+    extra = policy.config["extra"]
+    assert extra["epochs"] == 2  # setup_demo's epochs and recipe reach the trainer
+    assert (extra["lr_schedule"], extra["coverage"]) == ("constant", 4.0)
     # A model this small may not beat the fallback: the gate decides, as for any version, and the output says so
     # with the numbers it compared.
     verdict = services.promotion_gate(candidate=policy, active=None)

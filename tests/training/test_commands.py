@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -118,6 +119,22 @@ def test_training_is_deterministic_for_a_seed_on_the_cpu(tmp_path):
 
 
 @pytest.mark.trains
+def test_the_recipe_flags_reach_the_trainer_and_the_config_records_them(tmp_path):
+    from training.pipeline import TRAIN_DEFAULTS
+
+    run("train_crl_policy", "--output_dir", str(tmp_path / "default"), "--concepts", "4", *TINY)
+    run("train_crl_policy", "--output_dir", str(tmp_path / "chosen"), "--concepts", "4", *TINY,
+        "--lr-schedule", "constant", "--coverage", "1.5")
+    default = json.loads((tmp_path / "default" / "dt_lite_config.json").read_text())["extra"]
+    chosen = json.loads((tmp_path / "chosen" / "dt_lite_config.json").read_text())["extra"]
+    assert (default["lr_schedule"], default["coverage"]) == (TRAIN_DEFAULTS.lr_schedule, TRAIN_DEFAULTS.coverage)
+    assert (chosen["lr_schedule"], chosen["coverage"]) == ("constant", 1.5)
+    # one epoch of coverage x 576 reviews / context 20 windows, 16 a step: 44 windows in 3 steps at coverage 1.5
+    assert chosen["optimizer_steps"] == 3
+    assert default["optimizer_steps"] == math.ceil(math.ceil(TRAIN_DEFAULTS.coverage * 576 / 20) / 16)
+
+
+@pytest.mark.trains
 def test_register_and_promote_serve_a_new_curriculum_with_its_keys(tmp_path):
     summary = run("train_crl_policy", "--output_dir", str(tmp_path / "m"), "--curriculum", "spanish", "--concepts", "5",
                   "--promote", "--force", "--reason", "a 1-epoch model: below random", *TINY)
@@ -204,6 +221,9 @@ def extraction_encoder(job) -> dict:
         (["--eval-processes", "all"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 'all'"),
         (["--attention-window", "16"], "--attention-window 16: .*attention_window must be null or an integer from 1 "
                                        "to 15"),
+        (["--coverage", "0"], "--coverage: expected a positive number, got '0'"),
+        (["--coverage", "nan"], "--coverage: expected a positive number, got 'nan'"),
+        (["--lr-schedule", "step"], "--lr-schedule/--lr_schedule: invalid choice: 'step'"),
     ],
 )
 def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, message):

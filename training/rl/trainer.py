@@ -29,6 +29,7 @@ from training.rl.trajectories import TrajectoryDataset
 
 
 BATCH_BUILDERS = ("device", "numpy")  # TrainConfig.batch_builder
+LR_SCHEDULES = ("constant", "cosine")  # TrainConfig.lr_schedule
 
 
 class TrainingCancelled(Exception):
@@ -41,7 +42,11 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-4
     weight_decay: float = 1e-4
-    warmup_steps: int | None = None  # linear warm-up, then constant (as the original DT); None: one epoch
+    warmup_steps: int | None = None  # linear warm-up, then lr_schedule; None: one epoch
+    # after the warm-up: "constant" (the original DT) or "cosine", half a cosine from learning_rate down to
+    # min_lr_ratio x learning_rate at the last step (Loshchilov & Hutter 2017, SGDR, without restarts)
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.1
     grad_clip: float = 0.25
     # An epoch is ceil(windows_per_epoch / batch_size) optimizer steps. None: coverage * N / context_length
     # windows for N dataset steps, i.e. each step is, on average, the target `coverage` times per epoch.
@@ -82,6 +87,25 @@ class TrainResult:
 
 
 ProgressCallback = Callable[[int, int, int, int, float], None]
+
+
+def learning_rate_factor(config: TrainConfig, *, warmup: int, total: int) -> Callable[[int], float]:
+    """The multiplier of ``config.learning_rate`` before optimiser step s (0-based), for LambdaLR: linear warm-up
+    over ``warmup`` steps ((s + 1) / warmup), then 1 ("constant") or, for "cosine", min_lr_ratio + (1 -
+    min_lr_ratio) x (1 + cos(pi x p)) / 2 with p = (s + 1 - warmup) / (total - warmup) in [0, 1] (``total``: the
+    run's optimiser steps, epochs x steps per epoch). ValueError naming lr_schedule for another name."""
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"train_config.lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, got "
+                         f"{config.lr_schedule!r}")
+    floor, decay = config.min_lr_ratio, max(1, total - warmup)
+
+    def factor(s: int) -> float:
+        if s + 1 < warmup or config.lr_schedule == "constant":
+            return min((s + 1) / warmup, 1.0)
+        progress = min(1.0, (s + 1 - warmup) / decay)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def check_dataset(dataset: TrajectoryDataset) -> None:
@@ -215,7 +239,7 @@ def _restore_rng_states(states: dict[str, torch.Tensor], rng: np.random.Generato
 
 # train_config fields that must match for a resumed run to continue the same trajectory (epochs may grow)
 _RESUME_FIELDS = ("batch_size", "learning_rate", "weight_decay", "warmup_steps", "grad_clip",
-                  "windows_per_epoch", "coverage", "seed", "target_return_quantile")
+                  "windows_per_epoch", "coverage", "seed", "target_return_quantile", "lr_schedule", "min_lr_ratio")
 
 
 def _check_resumable(checkpoint: dict[str, Any], *, path: Path, model_config: DTConfig,
@@ -282,7 +306,8 @@ def train(
     model = DecisionTransformer(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 1.0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(
+        train_config, warmup=warmup, total=steps * train_config.epochs))
     loss_history: list[float] = []
     start_epoch = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None

@@ -13,6 +13,7 @@ from training.rl.trainer import (
     TrainingCancelled,
     default_model_config,
     device_name,
+    learning_rate_factor,
     sample_windows,
     target_return,
     train,
@@ -38,6 +39,12 @@ def toy_dataset(*, episodes: int = 12, seed: int = 0) -> TrajectoryDataset:
     return TrajectoryDataset(states=states, actions=actions, rewards=rewards, returns_to_go=rtg,
                              timesteps=np.concatenate([np.arange(k) for k in lengths]), episode_starts=starts,
                              concept_keys=[f"c{i}" for i in range(A)])
+
+
+def _after_steps(steps: int):
+    """A should_stop that lets ``steps`` optimiser steps run, then stops (it is asked before every step)."""
+    asked = iter(range(steps + 1))
+    return lambda: next(asked, steps) >= steps
 
 
 def quick(**overrides) -> TrainConfig:
@@ -91,12 +98,36 @@ def test_a_gpu_is_named_and_trains_in_bfloat16_autocast(monkeypatch):
     assert (device_name("cpu"), training_dtype("cpu")) == ("cpu", "float32")
 
 
+def test_the_constant_schedule_is_the_original_linear_warm_up_then_one():
+    factor = learning_rate_factor(TrainConfig(), warmup=10, total=100)
+    assert [factor(s) for s in (0, 4, 9, 10, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_the_cosine_schedule_warms_up_then_decays_by_half_a_cosine_to_the_floor():
+    factor = learning_rate_factor(TrainConfig(lr_schedule="cosine", min_lr_ratio=0.1), warmup=10, total=110)
+    assert [factor(s) for s in (0, 4)] == [0.1, 0.5]
+    assert factor(9) == pytest.approx(1.0) and factor(109) == pytest.approx(0.1)
+    assert factor(59) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the decay: the cosine's middle
+    after = [factor(s) for s in range(9, 110)]
+    assert all(a > b for a, b in zip(after, after[1:]))
+
+
+def test_an_unknown_learning_rate_schedule_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="lr_schedule: expected one of constant, cosine, got 'step'"):
+        train(dataset=toy_dataset(), model_config=TINY, train_config=quick(lr_schedule="step"))
+
+
 @pytest.mark.trains
-def test_resuming_from_the_epoch_checkpoint_equals_training_straight(tmp_path):
-    straight = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2))
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resuming_from_the_epoch_checkpoint_equals_training_straight(tmp_path, schedule):
+    straight = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2, lr_schedule=schedule))
     path = tmp_path / "dt_model.pt"
-    train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=1), checkpoint_path=path)
-    resumed = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2), checkpoint_path=path)
+    # the first epoch of the two-epoch run, stopped after it: the cosine's length is the whole run's
+    with pytest.raises(TrainingCancelled):
+        train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2, lr_schedule=schedule),
+              checkpoint_path=path, should_stop=_after_steps(3))  # 24 windows of 8: 3 steps an epoch
+    resumed = train(dataset=toy_dataset(), model_config=TINY, train_config=quick(epochs=2, lr_schedule=schedule),
+                    checkpoint_path=path)
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
     assert resumed.loss_history == straight.loss_history
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):

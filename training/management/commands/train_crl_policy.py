@@ -7,9 +7,11 @@ as for the admin's training runs.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,6 +23,8 @@ from training import hardware, pipeline, services
 from training.management.commands.evaluate_policy import format_results
 from training.rl.evaluation import format_report
 from training.models import TrainingRun
+from training.pipeline import TRAIN_DEFAULTS
+from training.rl.trainer import LR_SCHEDULES
 from training.spec import TrainingSpec, add_processes_flag
 
 
@@ -48,6 +52,13 @@ class Command(BaseCommand):
                                  "(3 x context_length - 2) // num_layers + 1 (the error says the bound), so DTLite "
                                  "can serve a learner step by step from cached keys and values; default: full "
                                  "attention")
+        recipe = parser.add_argument_group("the training recipe (default: the one chosen on validation seeds, "
+                                           "pipeline.TRAIN_DEFAULTS)")
+        recipe.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES,
+                            help=f"the learning rate after the warm-up (default {TRAIN_DEFAULTS.lr_schedule})")
+        recipe.add_argument("--coverage", type=_coverage, metavar="X",
+                            help=f"how many times an epoch samples each dataset step, on average: an epoch is X x "
+                                 f"steps / context_length windows (default {TRAIN_DEFAULTS.coverage:g})")
         parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
         parser.add_argument("--promote", action="store_true", help="promote the registered version (implies --register)")
         parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
@@ -73,6 +84,9 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
 
         window = {} if options.get("attention_window") is None else {"attention_window": options["attention_window"]}
+        changed = {name: options[name] for name in ("lr_schedule", "coverage") if options.get(name) is not None}
+        recipe = replace(TRAIN_DEFAULTS, **changed) if changed else None
+        window.update(changed)  # recorded in the version's notes with the spec
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
         started = time.monotonic()
         try:
@@ -83,7 +97,7 @@ class Command(BaseCommand):
                 reason=options["reason"] or "train_crl_policy --promote",
                 notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source), **window})}",
                 progress=progress, eval_processes=options["eval_processes"],
-                attention_window=options.get("attention_window"),
+                attention_window=options.get("attention_window"), train_config=recipe,
             )
         except (pipeline.PipelineError, StorageFull) as exc:
             raise CommandError(str(exc)) from exc
@@ -130,6 +144,17 @@ class Command(BaseCommand):
             out.write(self.style.SUCCESS(f"Registered {registered.curriculum.key} v{registered.version} ({registered.status})"))
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items() if k != "total")
         out.write(f"Done in {seconds:.0f} s ({stages}).")
+
+
+def _coverage(text: str) -> float:
+    """--coverage: a positive number (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 class _ProgressBars:

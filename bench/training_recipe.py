@@ -1,0 +1,139 @@
+"""Which training recipe for the default policy (issue 22: the default `train_crl_policy` in at most 5 minutes on 2
+CPU cores, policy quality unchanged or better)? One recipe, one training seed, per run: the default training data
+(500 built-in students x 100 reviews, 20 concepts, the default behaviour mix, as ``build_synthetic_dataset``), trained
+with the recipe, timed (wall and process CPU time, optimiser steps/s), then DTLite and the baselines on 200 held-out
+validation students of each evaluation seed, with paired differences. Prints Markdown and, with ``--json``, appends
+one JSON line per run (to compare recipes run in separate processes).
+
+    python bench/training_recipe.py [--seed 3] [--eval-seeds 99,2024] [--epochs 10] [--batch-size 64]
+        [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--json FILE]
+
+Defaults: the pipeline's TRAIN_DEFAULTS and the spec's epochs / batch size. Choose on validation seeds (training 3
+and 7, held-out 99 and 2024); ``--eval-seeds`` refuses 1234, the reporting seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CONCEPTS, USERS, INTERACTIONS, STUDENTS = 20, 500, 100, 200
+REPORTING_SEED = 1234
+BASELINES = ("target_recall", "lowest_recall", "round_robin")
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
+    import django
+
+    django.setup()
+    import torch
+
+    from training.pipeline import TRAIN_DEFAULTS, build_synthetic_dataset, train_and_export
+    from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE
+    from training.rl.dtlite import DTLite
+    from training.rl.encoder import EncoderConfig
+    from training.rl.cpu_threads import EVALUATION_THREADS, limited_threads
+    from training.spec import TrainingSpec
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=3, help="training seed (default 3)")
+    parser.add_argument("--eval-seeds", default="99,2024", help="held-out validation seeds (default 99,2024)")
+    parser.add_argument("--epochs", type=int, default=TrainingSpec.default("epochs"))
+    parser.add_argument("--batch-size", type=int, default=TrainingSpec.default("batch_size"))
+    parser.add_argument("--learning-rate", type=float, default=TRAIN_DEFAULTS.learning_rate)
+    parser.add_argument("--coverage", type=float, default=TRAIN_DEFAULTS.coverage)
+    parser.add_argument("--lr-schedule", default=TRAIN_DEFAULTS.lr_schedule)
+    parser.add_argument("--min-lr-ratio", type=float, default=TRAIN_DEFAULTS.min_lr_ratio)
+    parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
+    args = parser.parse_args()
+    eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
+    if REPORTING_SEED in eval_seeds:
+        parser.error(f"--eval-seeds: {REPORTING_SEED} is the reporting seed; choose on others")
+
+    config = replace(TRAIN_DEFAULTS, learning_rate=args.learning_rate, coverage=args.coverage,
+                     lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio)
+    load = os.getloadavg()
+    started = time.perf_counter()
+    dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed)
+    data_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:
+        wall, cpu = time.perf_counter(), time.process_time()
+        outcome = train_and_export(dataset=dataset, output_dir=tmp, epochs=args.epochs, batch_size=args.batch_size,
+                                   seed=args.seed, no_cuda=True, train_config=config)
+        train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        model = DTLite.load(Path(tmp) / WEIGHTS_FILE, Path(tmp) / CONFIG_FILE)
+    encoder = EncoderConfig.from_dict(model.config["encoder"])  # the fitted encoder the policy serves with
+    evaluation = time.perf_counter()
+    values: dict[int, dict[str, np.ndarray]] = {}
+    with limited_threads(EVALUATION_THREADS):  # as the pipeline's evaluation: one thread (cpu_threads.py)
+        evaluate_seeds(values, eval_seeds=eval_seeds, model=model, encoder=encoder)
+    evaluation_s = time.perf_counter() - evaluation
+    steps = outcome.hardware["optimizer_steps"]
+    recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
+              f"{args.lr_schedule}" + (f" (floor {args.min_lr_ratio:g})" if args.lr_schedule != "constant" else ""))
+    print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start\n")
+    print(f"data {data_s:.0f} s; training {train_wall:.0f} s wall, {train_cpu:.0f} s process CPU, {steps} optimiser "
+          f"steps, {outcome.hardware['steps_per_s']:.2f} steps/s ({steps * args.batch_size / train_wall:.0f} "
+          f"windows/s); final loss {outcome.final_loss:.4f}; evaluation {evaluation_s:.0f} s\n")
+    print("| eval seed | policy | mean final recall | 95% CI | dt - policy (paired) | 95% CI |")
+    print("|---:|---|---:|---|---:|---|")
+    record = {"recipe": recipe, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
+              "learning_rate": args.learning_rate, "coverage": args.coverage, "lr_schedule": args.lr_schedule,
+              "min_lr_ratio": args.min_lr_ratio, "train_wall_s": round(train_wall, 1),
+              "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,
+              "steps_per_s": outcome.hardware["steps_per_s"], "final_loss": round(outcome.final_loss, 4),
+              "losses": [round(x, 4) for x in outcome.losses], "load_average": [round(x, 2) for x in load],
+              "eval": {}}
+    for eval_seed, by_policy in values.items():
+        dt = by_policy["dt"]
+        print(f"| {eval_seed} | dt | {dt.mean():.4f} | [{_low(dt):.4f}, {_high(dt):.4f}] | | |")
+        record["eval"][eval_seed] = {"dt": round(float(dt.mean()), 4)}
+        for name in BASELINES:
+            v, d = by_policy[name], dt - by_policy[name]
+            print(f"| {eval_seed} | {name} | {v.mean():.4f} | [{_low(v):.4f}, {_high(v):.4f}] | {d.mean():+.4f} | "
+                  f"[{_low(d):+.4f}, {_high(d):+.4f}] |")
+            record["eval"][eval_seed][name] = round(float(v.mean()), 4)
+    if args.json:
+        with open(args.json, "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder) -> None:
+    """values[eval_seed][policy]: each held-out student's mean final recall (evaluation.final_recall), float64
+    [STUDENTS], for DTLite ("dt") and BASELINES, on each evaluation seed's students."""
+    from training.rl.evaluation import final_recall
+
+    for eval_seed in eval_seeds:
+        values[eval_seed] = {"dt": final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS,
+                                                interactions=INTERACTIONS, seed=eval_seed, encoder=encoder,
+                                                model=model)}
+        for name in BASELINES:
+            values[eval_seed][name] = final_recall(policy_name=name, num_concepts=CONCEPTS, students=STUDENTS,
+                                                   interactions=INTERACTIONS, seed=eval_seed, encoder=encoder)
+
+
+def _half(v: np.ndarray) -> float:
+    return 1.96 * float(v.std(ddof=1)) / np.sqrt(v.size)
+
+
+def _low(v: np.ndarray) -> float:
+    return float(v.mean()) - _half(v)
+
+
+def _high(v: np.ndarray) -> float:
+    return float(v.mean()) + _half(v)
+
+
+if __name__ == "__main__":
+    main()
