@@ -129,11 +129,11 @@ def test_evaluate_under_the_protocol_shows_the_jobs_progress_then_the_result(ver
     job = ProtocolEvaluationJob.objects.get()
     ProtocolEvaluationJob.objects.filter(pk=job.pk).update(status="running", phase="evaluating", step=3,
                                                            steps=8, started_at=job.created_at)
-    page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('stage 2 of 3: evaluating, 38% (3 / 8)')",
+    page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('stage 2 of 2: evaluating, 38% (3 / 8)')",
                            timeout=15000)  # queued -> running: the page reloads
     ProtocolEvaluationJob.objects.filter(pk=job.pk).update(step=6)
     page.wait_for_selector("#evaluation-algebra-1 .evaluation-label:has-text('(6 / 8)')", timeout=15000)  # live
-    weights = [stage_weight(stage) for stage in job_stages(job)]  # copying, evaluating (6 of 8 done), fallback
+    weights = [stage_weight(stage) for stage in job_stages(job)]  # copying, evaluating (6 of 8 done): v1 is active, no fallback stage
     assert page.eval_on_selector("#evaluation-algebra-1 progress", "bar => bar.value") == round(
         100 * (weights[0] + 0.75 * weights[1]) / sum(weights), 1)
     screenshot("07-evaluation-progress")

@@ -6,7 +6,9 @@ cases (``_log_digest`` / ``_rollout_digest``) on that checkout. They cover every
 and every behaviour policy, the three encoder estimators' paths (FSRS-6 with the default and a fitted same-day rule,
 the half-life estimator), mixed cohorts, and a deck whose learners never see every concept. A digest that changes
 means the generated log changed: a change of stream, which must be documented and the policy figures re-measured,
-never a side effect of an optimisation.
+never a side effect of an optimisation. The rollouts' float arrays are hashed rounded to 1e-9: their last bits differ
+between CPUs (on 2026-12-06 the same code gave other bits on another machine), so those digests were re-computed
+with 78b1ebe's code, which gives the same rounded digests as the code of today.
 """
 from __future__ import annotations
 
@@ -51,12 +53,12 @@ WIDE_DIGEST = "1408039a6bc381b00ca1e2cf6c6c26766e93f9265c54a68c19f751bc1ee1f49a"
 
 # run_policies on 26 held-out students (seed 8) x 25 reviews of 6 concepts, every policy of POLICIES (oracle
 # included) and _StateReader on interleaved rows: the whole rollout (rewards too) and the final true recall.
-ROLLOUT_DIGESTS = {
-    "builtin": "4dd0ccadda85a6b28e3ce9e947d4b5f581372f4103cba423e43350f32d6fd486",
-    "fsrs6": "244eaf556915aaf2be780e614d5e3c820ccc4f1c08146fabc726458f70a91e9f",
-    "actr": "3fcb137f91d29ef3d903d0b6551a2572274a4352f938d8b6297b006a0ae2e55a",
-    "hlr": "4f0363998ef5b68a5c973a07ec96ac7fcfdaa845536a9b02c3770ec751ab3c84",
-    "fitted": "d5c85499c77dc4c7441911a03a0657327f102f571ece69a24a51388d352ccd2e",
+ROLLOUT_DIGESTS = {  # floats rounded to 1e-9 (_exact_or_rounded); re-computed on 78b1ebe's code on 2026-12-06
+    "builtin": "f3426c60a7156ab3e898a93575a605e582f848cbe9cd723543004b4d3702f46e",
+    "fsrs6": "d1f2e816bb33e1dd9bc3e0594e4e361036fc6f05de552369aa4b7fea1225334f",
+    "actr": "325bbe225fa5b737c7ed274ed9cbea029e44a49aace0b1558230e218ec224441",
+    "hlr": "58b92cf7ac8357af98210cea326e98375920d921e11eac146a261a2810fd5022",
+    "fitted": "10c07601009bfac453228b123219051826dcc5c8c67f9ad5b5e14c79986e97d4",
 }
 
 
@@ -98,9 +100,18 @@ def _rollout_digest(family: str) -> str:
     rollout = run_policies(cohort=cohort, groups=groups, encoder=StateEncoder(EncoderConfig(num_concepts=concepts)))
     digest = hashlib.sha256()
     for name in ("concepts", "t", "correct", "grade", "response_time_ms", "rewards"):
-        digest.update(np.ascontiguousarray(getattr(rollout, name)).tobytes())
-    digest.update(np.ascontiguousarray(cohort.recall_probability(cohort.schedule()[:, -1] + 86400.0)).tobytes())
+        digest.update(_exact_or_rounded(getattr(rollout, name)))
+    digest.update(_exact_or_rounded(cohort.recall_probability(cohort.schedule()[:, -1] + 86400.0)))
     return digest.hexdigest()
+
+
+def _exact_or_rounded(values) -> bytes:
+    """The bytes hashed for one array: integers exactly; floats rounded to 1e-9, because libm and NumPy's SIMD
+    exp/log differ in the last bit between CPUs (the same commit gave other float bits on another machine)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        values = np.round(values.astype(np.float64), 9)
+    return np.ascontiguousarray(values).tobytes()
 
 
 @pytest.mark.parametrize("case", sorted(LOG_CASES))
