@@ -6,7 +6,8 @@ validation students of each evaluation seed, with paired differences. Prints Mar
 one JSON line per run (to compare recipes run in separate processes).
 
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99,2024] [--epochs 10] [--batch-size 64]
-        [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--json FILE]
+        [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16]
+        [--attention-window W] [--dropout P] [--threads N] [--json FILE]
 
 Defaults: the pipeline's TRAIN_DEFAULTS and the spec's epochs / batch size. Choose on validation seeds (training 3
 and 7, held-out 99 and 2024); ``--eval-seeds`` refuses 1234, the reporting seed.
@@ -54,6 +55,13 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, default=TRAIN_DEFAULTS.coverage)
     parser.add_argument("--lr-schedule", default=TRAIN_DEFAULTS.lr_schedule)
     parser.add_argument("--min-lr-ratio", type=float, default=TRAIN_DEFAULTS.min_lr_ratio)
+    parser.add_argument("--cpu-bfloat16", action="store_true",
+                        help="train under bfloat16 autocast on the CPU (TrainConfig.cpu_bfloat16)")
+    parser.add_argument("--attention-window", type=int, metavar="W",
+                        help="local attention over the last W tokens (default: full attention)")
+    parser.add_argument("--dropout", type=float, metavar="P", help="the model's dropout (default DTConfig's, 0.1)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="PyTorch threads for training (default: PyTorch's own)")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
     args = parser.parse_args()
     eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
@@ -61,7 +69,8 @@ def main() -> None:
         parser.error(f"--eval-seeds: {REPORTING_SEED} is the reporting seed; choose on others")
 
     config = replace(TRAIN_DEFAULTS, learning_rate=args.learning_rate, coverage=args.coverage,
-                     lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio)
+                     lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio, cpu_bfloat16=args.cpu_bfloat16,
+                     num_threads=args.threads)
     load = os.getloadavg()
     started = time.perf_counter()
     dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed)
@@ -69,7 +78,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:
         wall, cpu = time.perf_counter(), time.process_time()
         outcome = train_and_export(dataset=dataset, output_dir=tmp, epochs=args.epochs, batch_size=args.batch_size,
-                                   seed=args.seed, no_cuda=True, train_config=config)
+                                   seed=args.seed, no_cuda=True, train_config=config,
+                                   attention_window=args.attention_window, dropout=args.dropout)
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
         model = DTLite.load(Path(tmp) / WEIGHTS_FILE, Path(tmp) / CONFIG_FILE)
     encoder = EncoderConfig.from_dict(model.config["encoder"])  # the fitted encoder the policy serves with
@@ -80,7 +90,10 @@ def main() -> None:
     evaluation_s = time.perf_counter() - evaluation
     steps = outcome.hardware["optimizer_steps"]
     recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
-              f"{args.lr_schedule}" + (f" (floor {args.min_lr_ratio:g})" if args.lr_schedule != "constant" else ""))
+              f"{args.lr_schedule}" + (f" (floor {args.min_lr_ratio:g})" if args.lr_schedule != "constant" else "")
+              + (", CPU bfloat16 autocast" if args.cpu_bfloat16 else "")
+              + (f", attention window {args.attention_window}" if args.attention_window else "")
+              + (f", dropout {args.dropout:g}" if args.dropout is not None else ""))
     print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start\n")
     print(f"data {data_s:.0f} s; training {train_wall:.0f} s wall, {train_cpu:.0f} s process CPU, {steps} optimiser "
@@ -90,7 +103,8 @@ def main() -> None:
     print("|---:|---|---:|---|---:|---|")
     record = {"recipe": recipe, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "coverage": args.coverage, "lr_schedule": args.lr_schedule,
-              "min_lr_ratio": args.min_lr_ratio, "train_wall_s": round(train_wall, 1),
+              "min_lr_ratio": args.min_lr_ratio, "cpu_bfloat16": args.cpu_bfloat16,
+              "attention_window": args.attention_window, "dropout": args.dropout, "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
               "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,
               "steps_per_s": outcome.hardware["steps_per_s"], "final_loss": round(outcome.final_loss, 4),
               "losses": [round(x, 4) for x in outcome.losses], "load_average": [round(x, 2) for x in load],

@@ -207,12 +207,13 @@ def train_and_export(
     no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
-    attention_window: int | None = None,
+    attention_window: int | None = None, dropout: float | None = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
     the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". ``attention_window``
-    (DTConfig's; None: full attention) trains a model with local attention. Raises trainer.TrainingCancelled when
+    (DTConfig's; None: full attention) trains a model with local attention; ``dropout`` (DTConfig's; None: its
+    default, 0.1) the model's dropout rate during training. Raises trainer.TrainingCancelled when
     should_stop() says so, PipelineError when the model config or the dataset is refused."""
     from .rl.artifacts import CONFIG_FILE
     from .rl.checkpoint import export_artifacts
@@ -226,8 +227,9 @@ def train_and_export(
                 epoch=epoch, loss=float(loss), device=device)
 
     try:
-        model_config = (None if attention_window is None
-                        else default_model_config(dataset, attention_window=attention_window))
+        overrides = {name: value for name, value in (("attention_window", attention_window), ("dropout", dropout))
+                     if value is not None}
+        model_config = default_model_config(dataset, **overrides) if overrides else None
         result = train(dataset=dataset, model_config=model_config, train_config=config,
                        checkpoint_path=checkpoint_path, on_progress=progress, should_stop=should_stop)
     except ValueError as exc:

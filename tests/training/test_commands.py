@@ -124,11 +124,12 @@ def test_the_recipe_flags_reach_the_trainer_and_the_config_records_them(tmp_path
 
     run("train_crl_policy", "--output_dir", str(tmp_path / "default"), "--concepts", "4", *TINY)
     run("train_crl_policy", "--output_dir", str(tmp_path / "chosen"), "--concepts", "4", *TINY,
-        "--lr-schedule", "constant", "--coverage", "1.5")
+        "--lr-schedule", "constant", "--coverage", "1.5", "--cpu-bfloat16")
     default = json.loads((tmp_path / "default" / "dt_lite_config.json").read_text())["extra"]
     chosen = json.loads((tmp_path / "chosen" / "dt_lite_config.json").read_text())["extra"]
     assert (default["lr_schedule"], default["coverage"]) == (TRAIN_DEFAULTS.lr_schedule, TRAIN_DEFAULTS.coverage)
     assert (chosen["lr_schedule"], chosen["coverage"]) == ("constant", 1.5)
+    assert (default["dtype"], chosen["dtype"]) == ("float32", "bfloat16 autocast")
     # one epoch of coverage x 576 reviews / context 20 windows, 16 a step: 44 windows in 3 steps at coverage 1.5
     assert chosen["optimizer_steps"] == 3
     assert default["optimizer_steps"] == math.ceil(math.ceil(TRAIN_DEFAULTS.coverage * 576 / 20) / 16)

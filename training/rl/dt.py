@@ -141,14 +141,16 @@ class ConceptHead(nn.Module):
         features = states.reshape(B, T, -1, self.concept_features)  # [B, T, A, F]
         # the plain formula on GPUs, under autocast, and when traced (ONNX export: ConceptScores' blocks depend on the
         # values of the traced inputs, so a trace of them would hold only for those)
-        if h.device.type != "cpu" or torch.is_autocast_enabled() or torch.jit.is_tracing():
+        if h.device.type != "cpu" or torch.is_autocast_enabled("cuda") or torch.jit.is_tracing():
             z = self.c_state(h).unsqueeze(2) + self.c_concept(features)  # [B, T, A, D]
             return self.c_out(self.gelu(z)).squeeze(-1)  # [B, T, A]
         # The same function, never holding [B, T, A, D] (ConceptScores)
         A = features.shape[2]
         shared = self.unreviewed if self.concept_features == len(UNREVIEWED_FEATURES) else None
-        scores = ConceptScores.apply(self.c_state(h).reshape(B * T, -1), features.reshape(B * T, A, -1).float(),
-                                     self.c_concept.weight, self.c_out.weight, shared)
+        base = self.c_state(h).reshape(B * T, -1)
+        with torch.autocast("cpu", enabled=False):  # under CPU bfloat16 autocast, the blocks stay in float32
+            scores = ConceptScores.apply(base.float(), features.reshape(B * T, A, -1).float(),
+                                         self.c_concept.weight, self.c_out.weight, shared)
         return scores.reshape(B, T, A)
 
 

@@ -59,6 +59,10 @@ class TrainConfig:
     target_return_quantile: float = 0.9
     progress_every: int = 10  # steps between on_progress calls (and always at an epoch's end)
     num_threads: int | None = None  # torch.set_num_threads; None leaves the caller's setting alone
+    # CPU only: the forward pass under bfloat16 autocast (torch.autocast("cpu"); weights, gradients and the
+    # optimiser stay float32; the concept head's blocks and the loss in float32). Pays on CPUs with bfloat16
+    # matrix units (Intel AMX, AVX512-BF16). CUDA always trains under bfloat16 autocast.
+    cpu_bfloat16: bool = False
     # "device": batches built on the training device from tensors held there (batches.BatchBuilder); "numpy":
     # sample_windows on the host, copied per step (the reference; the same batches for a seed)
     batch_builder: str = "device"
@@ -136,10 +140,19 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
-def training_dtype(device: str) -> str:
+def training_dtype(device: str, *, cpu_bfloat16: bool = False) -> str:
     """The forward pass's arithmetic on the device: bfloat16 autocast on CUDA (weights and optimiser in
-    float32), float32 on the CPU; what ``train`` uses and records."""
-    return "bfloat16 autocast" if device.startswith("cuda") else "float32"
+    float32), on the CPU float32 or, with ``cpu_bfloat16`` (TrainConfig's), bfloat16 autocast; what ``train``
+    uses and records."""
+    return "bfloat16 autocast" if device.startswith("cuda") or cpu_bfloat16 else "float32"
+
+
+def training_autocast(device: str, *, cpu_bfloat16: bool = False) -> contextlib.AbstractContextManager:
+    """The autocast context of ``train``'s forward pass (see training_dtype): torch.autocast(device, bfloat16)
+    on CUDA, and on the CPU with ``cpu_bfloat16``; a null context otherwise."""
+    if device.startswith("cuda") or (device == "cpu" and cpu_bfloat16):
+        return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
@@ -282,8 +295,7 @@ def train(
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
     device = training_device(no_cuda=train_config.no_cuda)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
-                else contextlib.nullcontext())
+    autocast = training_autocast(device, cpu_bfloat16=train_config.cpu_bfloat16)
     goal = target_return(dataset, quantile=train_config.target_return_quantile)
     fingerprint = dataset_fingerprint(dataset)
     steps = train_config.steps_per_epoch(num_steps=len(dataset.actions), context_length=model_config.context_length)
@@ -382,7 +394,7 @@ def train(
         seconds=time.monotonic() - started,
         optimizer_state=optimizer.state_dict(),
         device_name=device_name(device),
-        dtype=training_dtype(device),
+        dtype=training_dtype(device, cpu_bfloat16=train_config.cpu_bfloat16),
         optimizer_steps=steps_taken,
         steps_per_second=steps_taken / loop_seconds if steps_taken and loop_seconds > 0 else 0.0,
     )

@@ -92,10 +92,27 @@ def test_training_records_the_device_dtype_and_optimiser_pace():
     assert result.steps_per_second > 0
 
 
+@pytest.mark.trains
+def test_cpu_bfloat16_autocast_trains_the_concept_head_deterministically_and_records_it():
+    # concept_features > 0: the concept head's blocks (ConceptScores) run in float32 inside the autocast region
+    config = DTConfig(state_dim=S, action_dim=A, hidden_dim=16, num_layers=1, num_heads=2, context_length=K,
+                      max_timestep=64, concept_features=S // A, concept_head_dim=8)
+    plain = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4))
+    first = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4, cpu_bfloat16=True))
+    second = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4, cpu_bfloat16=True))
+    assert (first.dtype, plain.dtype) == ("bfloat16 autocast", "float32")
+    assert first.loss_history == second.loss_history  # still deterministic for a seed
+    assert all(math.isfinite(x) for x in first.loss_history) and first.loss_history[-1] < first.loss_history[0]
+    assert first.loss_history != plain.loss_history  # the forward pass really ran in bfloat16
+    assert abs(first.loss_history[-1] - plain.loss_history[-1]) < 0.1 * plain.loss_history[-1]
+    assert all(v.dtype == torch.float32 for v in first.model.state_dict().values() if v.is_floating_point())
+
+
 def test_a_gpu_is_named_and_trains_in_bfloat16_autocast(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Fake GPU")
     assert (device_name("cuda"), training_dtype("cuda")) == ("NVIDIA Fake GPU", "bfloat16 autocast")
     assert (device_name("cpu"), training_dtype("cpu")) == ("cpu", "float32")
+    assert training_dtype("cpu", cpu_bfloat16=True) == "bfloat16 autocast"
 
 
 def test_the_constant_schedule_is_the_original_linear_warm_up_then_one():
@@ -197,3 +214,19 @@ def test_default_model_has_the_concept_head_for_per_concept_states():
     assert default_model_config(dataset, concept_features=0).concept_features == 0
     dataset.encoder = {"features": ["recall", "elapsed", "reviews"]}  # 3 x 4 != 8: not that layout
     assert default_model_config(dataset).concept_features == 0
+
+
+@pytest.mark.trains
+def test_train_and_export_passes_the_model_overrides_to_the_model(tmp_path):
+    from training.pipeline import train_and_export
+
+    outcome = train_and_export(dataset=toy_dataset(), output_dir=tmp_path, epochs=1, batch_size=8, seed=1,
+                               no_cuda=True, train_config=quick(epochs=1), attention_window=4, dropout=0.0)
+    from training.rl.checkpoint import read_checkpoint
+
+    trained = read_checkpoint(tmp_path / "dt_model.pt")["config"]
+    assert (outcome.config["attention_window"], trained["attention_window"], trained["dropout"]) == (4, 4, 0.0)
+    train_and_export(dataset=toy_dataset(), output_dir=tmp_path / "default", epochs=1, batch_size=8, seed=1,
+                     no_cuda=True, train_config=quick(epochs=1))
+    default = read_checkpoint(tmp_path / "default" / "dt_model.pt")["config"]
+    assert (default.get("attention_window"), default["dropout"]) == (None, 0.1)
