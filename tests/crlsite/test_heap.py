@@ -17,7 +17,8 @@ def test_the_wsgi_application_freezes_what_it_loaded():
 def test_freezing_leaves_new_objects_collectable():
     try:
         frozen = freeze_loaded_heap()
-        assert frozen == gc.get_freeze_count() > 0
+        # frozen objects freed since (another thread of the test process may drop one) only lower the count
+        assert 0 < gc.get_freeze_count() <= frozen and frozen > 10_000
         cycle = []
         cycle.append(cycle)
         del cycle
