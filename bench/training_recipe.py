@@ -6,7 +6,7 @@ validation students of each evaluation seed, with paired differences. Prints Mar
 one JSON line per run (to compare recipes run in separate processes).
 
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99,2024] [--epochs 10] [--batch-size 64]
-        [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16]
+        [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
         [--attention-window W] [--dropout P] [--threads N] [--json FILE]
 
 Defaults: the pipeline's TRAIN_DEFAULTS and the spec's epochs / batch size. Choose on validation seeds (training 3
@@ -55,8 +55,12 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, default=TRAIN_DEFAULTS.coverage)
     parser.add_argument("--lr-schedule", default=TRAIN_DEFAULTS.lr_schedule)
     parser.add_argument("--min-lr-ratio", type=float, default=TRAIN_DEFAULTS.min_lr_ratio)
-    parser.add_argument("--cpu-bfloat16", action="store_true",
-                        help="train under bfloat16 autocast on the CPU (TrainConfig.cpu_bfloat16)")
+    arithmetic = parser.add_mutually_exclusive_group()
+    arithmetic.add_argument("--cpu-bfloat16", dest="cpu_bfloat16", action="store_const", const=True, default=None,
+                            help="train under bfloat16 autocast on the CPU (TrainConfig.cpu_bfloat16 True)")
+    arithmetic.add_argument("--cpu-float32", dest="cpu_bfloat16", action="store_const", const=False,
+                            help="train in float32 on the CPU (TrainConfig.cpu_bfloat16 False); default: bfloat16 "
+                                 "autocast where the CPU has bfloat16 matrix units")
     parser.add_argument("--attention-window", type=int, metavar="W",
                         help="local attention over the last W tokens (default: full attention)")
     parser.add_argument("--dropout", type=float, metavar="P", help="the model's dropout (default DTConfig's, 0.1)")
@@ -91,7 +95,7 @@ def main() -> None:
     steps = outcome.hardware["optimizer_steps"]
     recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
               f"{args.lr_schedule}" + (f" (floor {args.min_lr_ratio:g})" if args.lr_schedule != "constant" else "")
-              + (", CPU bfloat16 autocast" if args.cpu_bfloat16 else "")
+              + f", {outcome.hardware.get('dtype', 'float32')}"
               + (f", attention window {args.attention_window}" if args.attention_window else "")
               + (f", dropout {args.dropout:g}" if args.dropout is not None else ""))
     print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

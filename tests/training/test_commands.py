@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from curriculum.models import Concept, Curriculum, PolicyModel, PromotionEvent, ReviewLog
 from training.rl.artifacts import verify_artifacts
+from training.rl.trainer import cpu_has_bfloat16_units
 
 pytestmark = pytest.mark.django_db
 
@@ -58,10 +59,11 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert "lowest_recall" in summary and "Final loss" in summary and "dt_lite_weights.npz" in summary
     # where it trained: the device, dtype, optimiser pace and time per stage, in the config and the summary
     extra = config["extra"]
-    assert (extra["device"], extra["device_name"], extra["dtype"]) == ("cpu", "cpu", "float32")
+    expected = "bfloat16 autocast" if cpu_has_bfloat16_units() else "float32"  # the CPU default
+    assert (extra["device"], extra["device_name"], extra["dtype"]) == ("cpu", "cpu", expected)
     assert extra["steps_per_s"] > 0 and extra["optimizer_steps"] > 0
     assert set(extra["stage_seconds"]) == {"data", "training"}
-    assert "Trained on: cpu (cpu, float32)" in summary and "optimiser steps/s; data" in summary
+    assert f"Trained on: cpu (cpu, {expected})" in summary and "optimiser steps/s; data" in summary
 
     printed = run("evaluate_policy", "--policy_dir", str(out_dir), "--students", "5", "--seed", "7", "--json")
     assert_evaluation_shape(json.loads(printed), students=5, seed=7)
@@ -122,7 +124,7 @@ def test_training_is_deterministic_for_a_seed_on_the_cpu(tmp_path):
 def test_the_recipe_flags_reach_the_trainer_and_the_config_records_them(tmp_path):
     from training.pipeline import TRAIN_DEFAULTS
 
-    run("train_crl_policy", "--output_dir", str(tmp_path / "default"), "--concepts", "4", *TINY)
+    run("train_crl_policy", "--output_dir", str(tmp_path / "default"), "--concepts", "4", *TINY, "--cpu-float32")
     run("train_crl_policy", "--output_dir", str(tmp_path / "chosen"), "--concepts", "4", *TINY,
         "--lr-schedule", "constant", "--coverage", "1.5", "--cpu-bfloat16")
     default = json.loads((tmp_path / "default" / "dt_lite_config.json").read_text())["extra"]

@@ -30,6 +30,52 @@ from .model_config import (
 )
 
 LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
+DROPOUT_BITS = 15  # Dropout's mask on the CPU: one element from 15 random bits
+
+
+def dropout_mask(shape: torch.Size | tuple[int, ...], threshold: int, *, device: torch.device | str) -> torch.Tensor:
+    """bool ``shape``: True (keep) with probability 1 - threshold / 2**15, each element independent.
+
+    Four elements from one 64-bit draw of torch's generator (``Tensor.random_`` on int64 gives 63 uniform bits;
+    each element keeps the low 15 bits of its 16), so a seed gives the same mask. On the CPU this costs about a
+    quarter of ``torch.bernoulli_``'s one draw per element (which is also serial: 17% of a default training step at
+    two threads before; bench/README.md, training_recipe.py). ValueError unless 0 <= threshold < 2**15.
+    """
+    if not 0 <= threshold < 1 << DROPOUT_BITS:
+        raise ValueError(f"threshold must lie in [0, {(1 << DROPOUT_BITS) - 1}], got {threshold}")
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
+    return (words.view(torch.int16)[:n] & ((1 << DROPOUT_BITS) - 1)).ge(threshold).view(shape)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (Srivastava et al. 2014; ``nn.Dropout``'s function): in training each element is zeroed
+    with probability p and the others scaled by 1 / (1 - p); the identity in eval mode, so inference (DTLite, the
+    ONNX export) never sees it.
+
+    On the CPU the mask comes from ``dropout_mask`` (p rounded to a multiple of 2**-15, at most 1 - 2**-15: 0.1 ->
+    3277 / 32768, the scale 32768 / 29491, so the expectation is kept exactly); on other devices it is ``F.dropout`` (a fused kernel
+    there). x any float tensor -> the same shape and dtype. ValueError unless 0 <= p < 1.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = float(p)
+        self.threshold = min(round(p * (1 << DROPOUT_BITS)), (1 << DROPOUT_BITS) - 1)
+        self.scale = (1 << DROPOUT_BITS) / ((1 << DROPOUT_BITS) - self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        keep = dropout_mask(x.shape, self.threshold, device=x.device)
+        return x * keep.to(x.dtype).mul_(self.scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +118,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.hidden_dim, 3 * config.hidden_dim)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.hidden_dim, config.hidden_dim)
         self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = Dropout(config.dropout)  # on the attention weights, where SDPA's own is not used
+        self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, L, H = x.shape  # L = 3T tokens
@@ -82,7 +129,15 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
         v = v.view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
         dropout_p = self.dropout if self.training else 0.0
-        if attn_mask is None:
+        if dropout_p > 0.0 and x.device.type == "cpu":
+            # SDPA's CPU dropout draws one bernoulli number per weight; the same attention by hand, with Dropout's
+            # mask (Vaswani et al. 2017: softmax(q k^T / sqrt(d)) v)
+            if attn_mask is None:
+                attn_mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            att = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.shape[-1]))
+            att = att.masked_fill_(~attn_mask, float("-inf")).softmax(dim=-1)
+            y = torch.matmul(self.attn_dropout(att), v)
+        elif attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
@@ -97,7 +152,7 @@ class MLP(nn.Module):
         # GPT-2's tanh GELU (as in the original DT): NumPy has no erf, and DTLite must match exactly.
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * config.hidden_dim, config.hidden_dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
@@ -298,7 +353,7 @@ class DecisionTransformer(nn.Module):
         self.embed_state = nn.Linear(state_token_input_dim(asdict(config)), H)
         self.embed_action = nn.Embedding(config.action_dim, H)
         self.embed_ln = nn.LayerNorm(H, eps=LAYER_NORM_EPS)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(H, eps=LAYER_NORM_EPS)
         self.predict_action = nn.Linear(H, config.action_dim)

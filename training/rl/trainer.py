@@ -60,9 +60,10 @@ class TrainConfig:
     progress_every: int = 10  # steps between on_progress calls (and always at an epoch's end)
     num_threads: int | None = None  # torch.set_num_threads; None leaves the caller's setting alone
     # CPU only: the forward pass under bfloat16 autocast (torch.autocast("cpu"); weights, gradients and the
-    # optimiser stay float32; the concept head's blocks and the loss in float32). Pays on CPUs with bfloat16
-    # matrix units (Intel AMX, AVX512-BF16). CUDA always trains under bfloat16 autocast.
-    cpu_bfloat16: bool = False
+    # optimiser stay float32; the concept head's blocks and the loss in float32). None (the default): when the CPU
+    # has bfloat16 matrix units (cpu_has_bfloat16_units: Intel AMX, AVX512-BF16), float32 otherwise; True / False
+    # force it. CUDA always trains under bfloat16 autocast.
+    cpu_bfloat16: bool | None = None
     # "device": batches built on the training device from tensors held there (batches.BatchBuilder); "numpy":
     # sample_windows on the host, copied per step (the reference; the same batches for a seed)
     batch_builder: str = "device"
@@ -140,17 +141,33 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
-def training_dtype(device: str, *, cpu_bfloat16: bool = False) -> str:
+def cpu_has_bfloat16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles or AVX512-BF16), as PyTorch's
+    own checks (``torch.cpu._is_amx_tile_supported``, ``_is_avx512_bf16_supported``) say; False where this PyTorch
+    has no such check. Elsewhere bfloat16 autocast is emulated and slower than float32."""
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def uses_cpu_bfloat16(cpu_bfloat16: bool | None) -> bool:
+    """TrainConfig.cpu_bfloat16 resolved: None -> cpu_has_bfloat16_units(); True / False as given."""
+    return cpu_has_bfloat16_units() if cpu_bfloat16 is None else bool(cpu_bfloat16)
+
+
+def training_dtype(device: str, *, cpu_bfloat16: bool | None = False) -> str:
     """The forward pass's arithmetic on the device: bfloat16 autocast on CUDA (weights and optimiser in
-    float32), on the CPU float32 or, with ``cpu_bfloat16`` (TrainConfig's), bfloat16 autocast; what ``train``
-    uses and records."""
-    return "bfloat16 autocast" if device.startswith("cuda") or cpu_bfloat16 else "float32"
+    float32), on the CPU float32 or, with ``cpu_bfloat16`` (TrainConfig's; None: where the CPU has bfloat16
+    matrix units), bfloat16 autocast; what ``train`` uses and records."""
+    if device.startswith("cuda") or (device == "cpu" and uses_cpu_bfloat16(cpu_bfloat16)):
+        return "bfloat16 autocast"
+    return "float32"
 
 
-def training_autocast(device: str, *, cpu_bfloat16: bool = False) -> contextlib.AbstractContextManager:
+def training_autocast(device: str, *, cpu_bfloat16: bool | None = False) -> contextlib.AbstractContextManager:
     """The autocast context of ``train``'s forward pass (see training_dtype): torch.autocast(device, bfloat16)
-    on CUDA, and on the CPU with ``cpu_bfloat16``; a null context otherwise."""
-    if device.startswith("cuda") or (device == "cpu" and cpu_bfloat16):
+    on CUDA, and on the CPU with ``cpu_bfloat16`` (None: where the CPU has bfloat16 matrix units); a null context
+    otherwise."""
+    if training_dtype(device, cpu_bfloat16=cpu_bfloat16) != "float32":
         return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -179,3 +179,80 @@ def test_the_encoder_gives_unreviewed_concepts_the_vector_the_concept_head_share
     encoder = StateEncoder(EncoderConfig(num_concepts=3))
     states = encoder.encode(encoder.init_memory(2), np.array([0.0, 1e9]))
     assert np.array_equal(states.reshape(2, 3, -1), np.broadcast_to(np.float32(UNREVIEWED_FEATURES), (2, 3, 4)))
+
+
+def test_the_dropout_mask_keeps_each_element_with_its_probability_and_repeats_for_a_seed():
+    from training.rl.dt import dropout_mask
+
+    torch.manual_seed(5)
+    mask = dropout_mask((1000, 1000), 3277, device="cpu")
+    torch.manual_seed(5)
+    again = dropout_mask((1000, 1000), 3277, device="cpu")
+    assert mask.shape == (1000, 1000) and mask.dtype == torch.bool and torch.equal(mask, again)
+    keep = 1 - 3277 / 32768  # 0.899994
+    sd = (keep * (1 - keep) / mask.numel()) ** 0.5
+    assert abs(mask.float().mean().item() - keep) < 5 * sd
+    # every one of the four elements a 64-bit draw gives is uniform, including the one with the draw's top bit
+    by_slot = mask.reshape(-1, 4).float().mean(0)
+    assert all(abs(v - keep) < 5 * sd * 2 for v in by_slot.tolist())
+    assert dropout_mask((7,), 0, device="cpu").all()
+    assert dropout_mask((100_000,), 32767, device="cpu").float().mean() < 0.001  # keeps 1 / 32768
+    for bad in (-1, 32768):
+        with pytest.raises(ValueError, match="threshold"):
+            dropout_mask((3,), bad, device="cpu")
+
+
+def test_dropout_keeps_the_expectation_and_is_the_identity_in_eval_mode():
+    from training.rl.dt import Dropout
+
+    drop = Dropout(0.1)
+    assert (drop.threshold, drop.scale) == (3277, 32768 / 29491)
+    x = torch.ones(2000, 500)
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 32768 / 29491))
+    assert abs(y.mean().item() - 1.0) < 0.003  # E[y] = x: 5 standard deviations of the mean
+    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x
+    assert Dropout(0.99999).threshold == 32767  # at most 1 - 2**-15
+    x.requires_grad_(True)
+    torch.manual_seed(1)
+    out = drop.train()(x)
+    out.sum().backward()
+    assert torch.equal(x.grad, (out != 0).float() * (32768 / 29491))  # the gradient flows through kept elements
+    for p in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout probability"):
+            Dropout(p)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_training_attention_by_hand_equals_scaled_dot_product_attention(padded):
+    # in training on the CPU with dropout > 0 the attention is computed by hand (its weights take Dropout's mask);
+    # without the masks it is the function SDPA computes in eval mode
+    from training.rl.dt import CausalSelfAttention, token_attention_mask
+
+    torch.manual_seed(0)
+    config = DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2, num_heads=4, context_length=8,
+                      max_timestep=64, dropout=0.1)
+    attention = CausalSelfAttention(config)
+    attention.attn_dropout, attention.resid_dropout = torch.nn.Identity(), torch.nn.Identity()
+    x = torch.randn(3, 24, 32)
+    valid = torch.ones(3, 8, dtype=torch.int64)
+    if padded:
+        valid[0, :3] = 0
+    mask = token_attention_mask(valid) if padded else None
+    by_hand = attention.train()(x, mask)
+    sdpa = attention.eval()(x, mask)
+    torch.testing.assert_close(by_hand, sdpa, atol=1e-6, rtol=1e-5)
+
+
+def test_a_training_step_with_dropout_is_seeded():
+    model = small_model(dropout=0.1).train()
+    inputs = random_inputs(2, 8)
+    torch.manual_seed(3)
+    first = model(*inputs)
+    torch.manual_seed(3)
+    again = model(*inputs)
+    torch.manual_seed(4)
+    other = model(*inputs)
+    assert torch.equal(first, again) and not torch.equal(first, other)

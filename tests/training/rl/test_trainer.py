@@ -11,12 +11,14 @@ from training.rl.dt import DTConfig
 from training.rl.trainer import (
     TrainConfig,
     TrainingCancelled,
+    cpu_has_bfloat16_units,
     default_model_config,
     device_name,
     learning_rate_factor,
     sample_windows,
     target_return,
     train,
+    training_autocast,
     training_dtype,
 )
 from training.rl.trajectories import TrajectoryDataset
@@ -87,7 +89,9 @@ def test_training_is_deterministic_for_a_seed():
 @pytest.mark.trains
 def test_training_records_the_device_dtype_and_optimiser_pace():
     result = train(dataset=toy_dataset(), model_config=TINY, train_config=quick())
-    assert (result.device, result.device_name, result.dtype) == ("cpu", "cpu", "float32")
+    # the default: bfloat16 autocast where the CPU has bfloat16 matrix units, float32 elsewhere
+    expected = "bfloat16 autocast" if cpu_has_bfloat16_units() else "float32"
+    assert (result.device, result.device_name, result.dtype) == ("cpu", "cpu", expected)
     assert result.optimizer_steps == result.steps_per_epoch * result.epochs_completed
     assert result.steps_per_second > 0
 
@@ -97,7 +101,7 @@ def test_cpu_bfloat16_autocast_trains_the_concept_head_deterministically_and_rec
     # concept_features > 0: the concept head's blocks (ConceptScores) run in float32 inside the autocast region
     config = DTConfig(state_dim=S, action_dim=A, hidden_dim=16, num_layers=1, num_heads=2, context_length=K,
                       max_timestep=64, concept_features=S // A, concept_head_dim=8)
-    plain = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4))
+    plain = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4, cpu_bfloat16=False))
     first = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4, cpu_bfloat16=True))
     second = train(dataset=toy_dataset(), model_config=config, train_config=quick(epochs=4, cpu_bfloat16=True))
     assert (first.dtype, plain.dtype) == ("bfloat16 autocast", "float32")
@@ -113,6 +117,19 @@ def test_a_gpu_is_named_and_trains_in_bfloat16_autocast(monkeypatch):
     assert (device_name("cuda"), training_dtype("cuda")) == ("NVIDIA Fake GPU", "bfloat16 autocast")
     assert (device_name("cpu"), training_dtype("cpu")) == ("cpu", "float32")
     assert training_dtype("cpu", cpu_bfloat16=True) == "bfloat16 autocast"
+    assert training_dtype("cuda", cpu_bfloat16=False) == "bfloat16 autocast"  # the flag is the CPU's only
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_the_cpu_default_is_bfloat16_autocast_where_the_cpu_has_bfloat16_matrix_units(monkeypatch, units):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: units)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert cpu_has_bfloat16_units() is units
+    assert training_dtype("cpu", cpu_bfloat16=None) == ("bfloat16 autocast" if units else "float32")
+    assert training_dtype("cpu", cpu_bfloat16=False) == "float32"
+    assert isinstance(training_autocast("cpu", cpu_bfloat16=None), torch.autocast) is units
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a PyTorch without the check: float32
+    assert cpu_has_bfloat16_units() is False
 
 
 def test_the_constant_schedule_is_the_original_linear_warm_up_then_one():

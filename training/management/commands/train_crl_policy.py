@@ -59,10 +59,14 @@ class Command(BaseCommand):
         recipe.add_argument("--coverage", type=_coverage, metavar="X",
                             help=f"how many times an epoch samples each dataset step, on average: an epoch is X x "
                                  f"steps / context_length windows (default {TRAIN_DEFAULTS.coverage:g})")
-        recipe.add_argument("--cpu-bfloat16", "--cpu_bfloat16", dest="cpu_bfloat16", action="store_true",
-                            default=None,
-                            help="on the CPU, train under bfloat16 autocast (weights and optimiser in float32): faster "
-                                 "on CPUs with bfloat16 matrix units (Intel AMX); CUDA always uses it")
+        arithmetic = recipe.add_mutually_exclusive_group()
+        arithmetic.add_argument("--cpu-bfloat16", "--cpu_bfloat16", dest="cpu_bfloat16", action="store_const",
+                                const=True, default=None,
+                                help="on the CPU, train under bfloat16 autocast (weights and optimiser in float32), "
+                                     "even where the CPU has no bfloat16 matrix units (then slower); default: where "
+                                     "it has them (Intel AMX, AVX512-BF16), float32 elsewhere; CUDA always uses it")
+        arithmetic.add_argument("--cpu-float32", "--cpu_float32", dest="cpu_bfloat16", action="store_const",
+                                const=False, help="on the CPU, train in float32 even where bfloat16 would be faster")
         parser.add_argument("--register", action="store_true", help="register the result as the next candidate version")
         parser.add_argument("--promote", action="store_true", help="promote the registered version (implies --register)")
         parser.add_argument("--force", action="store_true", help="with --promote: promote even if it evaluates worse")
