@@ -29,7 +29,9 @@ import torch.nn.functional as F  # noqa: E402
 from training.rl.batches import BatchBuilder, draw_window_ends  # noqa: E402
 from training.rl.dt import DecisionTransformer  # noqa: E402
 from training.rl.simulator import generate_logs  # noqa: E402
-from training.rl.trainer import default_model_config, sample_windows  # noqa: E402
+from training.rl.trainer import (  # noqa: E402
+    TrainConfig, default_model_config, sample_windows, training_autocast, training_dtype,
+)
 from training.rl.trajectories import trajectories_from_columns  # noqa: E402
 
 
@@ -53,10 +55,12 @@ def measure(*, concepts: int, users: int, interactions: int, batch_size: int, re
     data_s = time.perf_counter() - started
     config = default_model_config(dataset)
     K = config.context_length
-    builder = BatchBuilder(dataset, context_length=K, device=device)
+    builder = BatchBuilder(dataset, context_length=K, device=device, reuse_states=True)  # as the trainer builds
     model = DecisionTransformer(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    # the trainer's arithmetic: bfloat16 autocast on CUDA and on a CPU with bfloat16 matrix units (TrainConfig's
+    # default), float32 on other CPUs
+    autocast = training_autocast(device, cpu_bfloat16=TrainConfig().cpu_bfloat16)
     rng = np.random.default_rng(0)
     batch = builder.batch(draw_window_ends(rng, num_steps=builder.num_steps, batch_size=batch_size))
 
@@ -85,7 +89,8 @@ def measure(*, concepts: int, users: int, interactions: int, batch_size: int, re
         for name, work in (("reference", reference), ("built", built), ("step", step)):
             times[name].append(timed(device, work))
     medians = {name: statistics.median(values) for name, values in times.items()}
-    return {"concepts": concepts, "rows": len(dataset.actions), "data_s": data_s, **medians}
+    return {"concepts": concepts, "rows": len(dataset.actions), "data_s": data_s,
+            "dtype": training_dtype(device, cpu_bfloat16=TrainConfig().cpu_bfloat16), **medians}
 
 
 def main() -> None:
@@ -108,14 +113,14 @@ def main() -> None:
 
     print(f"batch {args.batch_size}, {args.repeats} repeats, device {args.device}, {torch.get_num_threads()} threads, "
           f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print("| concepts | rows | NumPy reference + copy (ms) | device builder (ms) | optimiser step (ms) | "
-          "step / builder | builder speed-up over the reference |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| concepts | rows | NumPy reference + copy (ms) | device builder (ms) | optimiser step (ms) | step's "
+          "arithmetic | step / builder | builder speed-up over the reference |")
+    print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     for i, concepts in enumerate(args.concepts):
         row = measure(concepts=concepts, users=per_deck(args.users, i), interactions=per_deck(args.interactions, i),
                       batch_size=args.batch_size, repeats=args.repeats, device=args.device)
         print(f"| {concepts:,} | {row['rows']:,} | {1e3 * row['reference']:.1f} | {1e3 * row['built']:.1f} | "
-              f"{1e3 * row['step']:.1f} | {row['step'] / row['built']:.0f}x | "
+              f"{1e3 * row['step']:.1f} | {row['dtype']} | {row['step'] / row['built']:.0f}x | "
               f"{row['reference'] / row['built']:.1f}x |", flush=True)
 
 

@@ -7,7 +7,11 @@ one JSON line per run (to compare recipes run in separate processes).
 
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99,2024] [--epochs 10] [--batch-size 64]
         [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
-        [--attention-window W] [--dropout P] [--threads N] [--json FILE]
+        [--attention-window W] [--dropout P] [--threads N] [--target-quantiles Q [Q ...]] [--json FILE]
+
+``--target-quantiles``: the trained model is also evaluated conditioned on other target returns, each that quantile of
+the training episodes' returns (``trainer.target_return``; the recipe's own is TrainConfig.target_return_quantile,
+0.9): the weights do not depend on it, so one training run serves every quantile.
 
 Defaults: the pipeline's TRAIN_DEFAULTS and the spec's epochs / batch size. Choose on validation seeds (training 3
 and 7, held-out 99 and 2024); ``--eval-seeds`` refuses 1234, the reporting seed.
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, metavar="P", help="the model's dropout (default DTConfig's, 0.1)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="PyTorch threads for training (default: PyTorch's own)")
+    parser.add_argument("--target-quantiles", type=float, nargs="+", metavar="Q",
+                        help="also evaluate DTLite conditioned on these quantiles of the episode returns")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
     args = parser.parse_args()
     eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
@@ -122,6 +128,22 @@ def main() -> None:
             print(f"| {eval_seed} | {name} | {v.mean():.4f} | [{_low(v):.4f}, {_high(v):.4f}] | {d.mean():+.4f} | "
                   f"[{_low(d):+.4f}, {_high(d):+.4f}] |")
             record["eval"][eval_seed][name] = round(float(v.mean()), 4)
+    if args.target_quantiles:
+        from training.rl.trainer import target_return
+
+        print("\n| eval seed | target quantile | target return | dt | dt - target_recall | 95% CI | dt - lowest_recall |")
+        print("|---:|---:|---:|---:|---:|---|---:|")
+        record["quantiles"] = {}
+        for q in args.target_quantiles:
+            model.config["target_return"] = target_return(dataset, quantile=q)
+            with limited_threads(EVALUATION_THREADS):
+                for eval_seed in eval_seeds:
+                    dt = final_recall_of(model, encoder=encoder, eval_seed=eval_seed)
+                    by_policy = values[eval_seed]
+                    d, low = dt - by_policy["target_recall"], dt - by_policy["lowest_recall"]
+                    print(f"| {eval_seed} | {q:g} | {model.config['target_return']:.4f} | {dt.mean():.4f} | "
+                          f"{d.mean():+.4f} | [{_low(d):+.4f}, {_high(d):+.4f}] | {low.mean():+.4f} |", flush=True)
+                    record["quantiles"].setdefault(str(q), {})[eval_seed] = round(float(dt.mean()), 4)
     if args.json:
         with open(args.json, "a") as out:
             out.write(json.dumps(record) + "\n")
@@ -139,6 +161,14 @@ def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder) -> No
         for name in BASELINES:
             values[eval_seed][name] = final_recall(policy_name=name, num_concepts=CONCEPTS, students=STUDENTS,
                                                    interactions=INTERACTIONS, seed=eval_seed, encoder=encoder)
+
+
+def final_recall_of(model, *, encoder, eval_seed: int) -> np.ndarray:
+    """DTLite's per-student mean final recall on eval_seed's held-out students (as evaluate_seeds), float64 [STUDENTS]."""
+    from training.rl.evaluation import final_recall
+
+    return final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS, interactions=INTERACTIONS,
+                        seed=eval_seed, encoder=encoder, model=model)
 
 
 def _half(v: np.ndarray) -> float:

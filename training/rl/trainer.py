@@ -321,7 +321,7 @@ def train(
     if train_config.batch_builder not in BATCH_BUILDERS:
         raise ValueError(f"train_config.batch_builder: expected one of {', '.join(BATCH_BUILDERS)}, got "
                          f"{train_config.batch_builder!r}")
-    builder = (BatchBuilder(dataset, context_length=model_config.context_length, device=device)
+    builder = (BatchBuilder(dataset, context_length=model_config.context_length, device=device, reuse_states=True)
                if train_config.batch_builder == "device" else None)
 
     def next_batch() -> dict[str, torch.Tensor]:

@@ -47,6 +47,22 @@ def test_the_builder_gives_the_reference_batch_for_the_same_draw(log, encoder, s
 
 
 @pytest.mark.parametrize("compact", [True, False], ids=["reviewed cells", "whole grid"])
+def test_reusing_the_states_tensor_gives_the_same_batches_and_the_next_call_overwrites_it(log, compact):
+    ds = trajectories_from_columns(log, encoder=ENCODERS["fsrs6 same-day stability"], snapshot_every=5)
+    fresh, reused = BatchBuilder(ds, context_length=K), BatchBuilder(ds, context_length=K, reuse_states=True)
+    fresh.review_states.compact = reused.review_states.compact = compact
+    previous = None
+    for seed in range(3):
+        ends = draw_window_ends(np.random.default_rng(seed), num_steps=len(ds.actions), batch_size=32)
+        expected, got = fresh.batch(ends), reused.batch(ends)
+        assert_same_batch({k: v.numpy() for k, v in expected.items()}, got)
+        if previous is not None and compact:  # the reviewed-cells path writes into the one kept tensor
+            assert previous["states"].data_ptr() == got["states"].data_ptr()
+            assert torch.equal(previous["states"], got["states"])  # the earlier batch's states are this one's now
+        previous = got
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["reviewed cells", "whole grid"])
 def test_the_builders_states_equal_the_datasets_own_per_row_states(log, compact):
     ds = trajectories_from_columns(log, encoder=ENCODERS["fsrs6 same-day stability"], snapshot_every=4)
     builder = BatchBuilder(ds, context_length=K)
