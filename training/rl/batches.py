@@ -49,6 +49,7 @@ class BatchBuilder:
         # "states" is overwritten by the next call (the trainer's loop is done with it by then); it saves writing
         # fresh memory each step (20 MB a batch of 64 x 20 at 1,000 concepts: a quarter of the builder's time there)
         self.reuse_states = bool(reuse_states)
+        self.zero_by_index = self.device.type == "cpu"  # padded rows zeroed by index (else a masked fill, no sync)
         self._states_out: torch.Tensor | None = None
         self.num_steps = len(dataset.actions)
 
@@ -100,7 +101,7 @@ class BatchBuilder:
             # zero the padded windows' rows in place: every tensor here is this batch's own (gathers, and the states
             # built above). On the CPU by index (a broadcast torch.where over [B, K, S] cost a third of a
             # 1,000-concept batch); on CUDA by a masked fill, which needs no host-device synchronisation
-            if self.device.type == "cpu":
+            if self.zero_by_index:
                 value[padded] = 0
             else:
                 value.masked_fill_(padded if value.dim() == 2 else padded[..., None], 0)
@@ -203,7 +204,7 @@ class _DeviceReviewStates:
         elapsed_s = (t - last_review).clamp(min=0.0)
         out = torch.empty((len(source), FEATURES_PER_CONCEPT), dtype=torch.float32, device=source.device)
         if self.fsrs is not None:
-            out[:, 0] = self.fsrs.recall(stability, elapsed_s, self.last_grade, source)
+            out[:, 0] = self.fsrs.recall(stability, elapsed_s, self.last_grade, source, subset=self.compact)
         else:
             out[:, 0] = torch.exp2(-elapsed_s / stability)
         out[:, 1] = torch.log1p(elapsed_s / _HOUR) / _ELAPSED_SCALE
@@ -230,17 +231,17 @@ class _Fsrs6Recall:
         return (1.0 + self.factor * days / stability) ** self.decay
 
     def recall(self, stability_days: torch.Tensor, elapsed_s: torch.Tensor, last_grade: torch.Tensor,
-               source: torch.Tensor) -> torch.Tensor:
+               source: torch.Tensor, *, subset: bool) -> torch.Tensor:
         """float64 [M] from stability (days) and elapsed seconds since the last review (>= 0), float64 [M], and the
-        last review's grade, ``last_grade[source]`` (int64 [N] gathered at int64 [M]). On the CPU the same-day rule
-        is computed for the cells less than a day after their last review only (found with nonzero); on other
-        devices for all (no host-device synchronisation)."""
+        last review's grade, ``last_grade[source]`` (int64 [N] gathered at int64 [M]). ``subset`` (the CPU's
+        reviewed-cells path): the same-day rule computed for the cells less than a day after their last review only
+        (found with nonzero); else for all, with no host-device synchronisation (CUDA's whole grid)."""
         days = torch.floor(elapsed_s / fsrs6.DAY_S)
         p = self.curve(days, stability_days)
         if self.table is None and self.short is None:
             return p
         same_day = days < 1
-        if elapsed_s.device.type == "cpu":
+        if subset:
             cells = same_day.nonzero().squeeze(1)
             previous = _gather(last_grade, _gather(source, cells)).clamp(1, 4) - 1
             if self.table is not None:
