@@ -60,7 +60,8 @@ def measure(*, concepts: int, users: int, interactions: int, batch_size: int, re
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)
     # the trainer's arithmetic: bfloat16 autocast on CUDA and on a CPU with bfloat16 matrix units (TrainConfig's
     # default), float32 on other CPUs
-    autocast = training_autocast(device, cpu_bfloat16=TrainConfig().cpu_bfloat16)
+    arithmetic = TrainConfig().cpu_bfloat16
+    autocast = training_autocast(device, cpu_bfloat16=arithmetic)
     rng = np.random.default_rng(0)
     batch = builder.batch(draw_window_ends(rng, num_steps=builder.num_steps, batch_size=batch_size))
 
@@ -90,7 +91,7 @@ def measure(*, concepts: int, users: int, interactions: int, batch_size: int, re
             times[name].append(timed(device, work))
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {"concepts": concepts, "rows": len(dataset.actions), "data_s": data_s,
-            "dtype": training_dtype(device, cpu_bfloat16=TrainConfig().cpu_bfloat16), **medians}
+            "dtype": training_dtype(device, cpu_bfloat16=arithmetic), **medians}
 
 
 def main() -> None:

@@ -155,16 +155,14 @@ def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder) -> No
     from training.rl.evaluation import final_recall
 
     for eval_seed in eval_seeds:
-        values[eval_seed] = {"dt": final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS,
-                                                interactions=INTERACTIONS, seed=eval_seed, encoder=encoder,
-                                                model=model)}
+        values[eval_seed] = {"dt": final_recall_of(model, encoder=encoder, eval_seed=eval_seed)}
         for name in BASELINES:
             values[eval_seed][name] = final_recall(policy_name=name, num_concepts=CONCEPTS, students=STUDENTS,
                                                    interactions=INTERACTIONS, seed=eval_seed, encoder=encoder)
 
 
 def final_recall_of(model, *, encoder, eval_seed: int) -> np.ndarray:
-    """DTLite's per-student mean final recall on eval_seed's held-out students (as evaluate_seeds), float64 [STUDENTS]."""
+    """DTLite's per-student mean final recall on eval_seed's held-out students, float64 [STUDENTS]."""
     from training.rl.evaluation import final_recall
 
     return final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS, interactions=INTERACTIONS,
