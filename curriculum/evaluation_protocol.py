@@ -31,6 +31,13 @@ FALLBACK_RULES = (FALLBACK_POLICY, RoundRobinPolicy.name)
 # on one core), but never fewer than one review per concept.
 REVIEWS_PER_CONCEPT = 3
 SIZED_INTERACTIONS_CAP = 5000
+# ... and where that raises the reviews, fewer students so that students x reviews stays within
+# SIZED_STUDENT_REVIEWS_CAP (or the unsized protocol's own product, if larger), never fewer than SIZED_MIN_STUDENTS
+# (nor more than asked): the Decision Transformer's closed loop costs about 1.5 ms of one core per student-review on
+# 610 concepts (its 20-step context is recomputed at every review), so 200 students x 1,830 reviews took about 9
+# minutes per population on a 2-core machine (bench/real_deck.py), 54 x 1,830 take about 2.5.
+SIZED_STUDENT_REVIEWS_CAP = 100_000
+SIZED_MIN_STUDENTS = 30
 
 
 class ProtocolError(ValueError):
@@ -76,10 +83,18 @@ class EvaluationProtocol:
     def sized_for(self, *, num_concepts: int) -> EvaluationProtocol:
         """This protocol with enough reviews per student to meet every one of ``num_concepts`` concepts:
         ``max(interactions, min(REVIEWS_PER_CONCEPT * num_concepts, max(SIZED_INTERACTIONS_CAP, num_concepts)))``,
-        within the evaluation's bounds (EVALUATION_BOUNDS). Students, seed and horizon are kept."""
+        within the evaluation's bounds (EVALUATION_BOUNDS). Where that raises the reviews, the students are reduced
+        so that students x reviews stays within ``max(SIZED_STUDENT_REVIEWS_CAP, students x interactions)``, but
+        never below ``min(students, SIZED_MIN_STUDENTS)``: e.g. 200 x 100 on 610 concepts -> 54 students x 1,830
+        reviews. Seed and horizon are kept; a protocol that needs no more reviews is returned unchanged."""
         low, high = EVALUATION_BOUNDS["interactions"]
         wanted = min(REVIEWS_PER_CONCEPT * num_concepts, max(SIZED_INTERACTIONS_CAP, num_concepts))
-        return replace(self, interactions=max(self.interactions, min(max(wanted, low), high)))
+        interactions = max(self.interactions, min(max(wanted, low), high))
+        if interactions == self.interactions:
+            return self
+        budget = max(SIZED_STUDENT_REVIEWS_CAP, self.students * self.interactions)
+        students = max(min(self.students, SIZED_MIN_STUDENTS), min(self.students, budget // interactions))
+        return replace(self, students=students, interactions=interactions)
 
     @property
     def key(self) -> str:

@@ -223,6 +223,23 @@ def test_a_protocol_for_a_610_concept_deck_meets_every_concept():
     assert EvaluationProtocol().sized_for(num_concepts=2000).interactions == SIZED_INTERACTIONS_CAP
 
 
+def test_a_sized_protocol_keeps_students_times_reviews_within_the_budget():
+    from curriculum.evaluation_protocol import SIZED_MIN_STUDENTS, SIZED_STUDENT_REVIEWS_CAP
+
+    default = EvaluationProtocol()  # 200 students x 100 reviews
+    sized = default.sized_for(num_concepts=610)
+    assert (sized.students, sized.interactions) == (SIZED_STUDENT_REVIEWS_CAP // 1830, 1830) == (54, 1830)
+    assert (sized.seed, sized.horizon_s) == (default.seed, default.horizon_s)
+    # never below SIZED_MIN_STUDENTS (a 6,000-concept deck: 100,000 // 6,000 = 16 -> 30)
+    assert default.sized_for(num_concepts=6000).students == SIZED_MIN_STUDENTS
+    # never more than asked, and an operator's larger product is kept as the budget
+    assert EvaluationProtocol(students=10, interactions=100).sized_for(num_concepts=610).students == 10
+    big = EvaluationProtocol(students=2000, interactions=100).sized_for(num_concepts=610)
+    assert (big.students, big.interactions) == (200_000 // 1830, 1830)
+    # nothing to size: the same protocol, whatever its students
+    assert EvaluationProtocol(students=5000, interactions=2000).sized_for(num_concepts=610).students == 5000
+
+
 def test_with_a_round_robin_fallback_the_bar_is_round_robins_evaluation(make_curriculum, make_policy, store_fallback):
     from curriculum.evaluation_protocol import fallback_key
 
