@@ -14,12 +14,8 @@ experiment, not a product feature). The reporting seed 1234 is refused.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,9 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
 
 import numpy as np  # noqa: E402
-
-REPORTING_SEED = 1234
-
 
 def episode_returns(dataset) -> np.ndarray:
     """float64 [E]: each episode's return (its first row's return-to-go)."""
@@ -45,25 +38,17 @@ def main() -> None:
 
     import training.rl.trainer as trainer
     import training_recipe as recipe
-    from training.pipeline import TRAIN_DEFAULTS, build_synthetic_dataset, train_and_export
-    from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE
-    from training.rl.cpu_threads import EVALUATION_THREADS, limited_threads
-    from training.rl.dtlite import DTLite
+    from training.pipeline import build_synthetic_dataset
     from training.rl.encoder import EncoderConfig
     from training.rl.simulator import generate_logs
     from training.rl.trajectories import extract_trajectories
-    from training.spec import TrainingSpec
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=3, help="training seed (default 3)")
-    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[99, 2024])
+    parser = recipe.experiment_parser(__doc__)
     parser.add_argument("--mode", choices=("filter", "weight"), default="filter")
     parser.add_argument("--scale", type=float, default=3.0, help="--mode weight: exp(A / (scale x sd A))")
     parser.add_argument("--reference", default="target_recall", help="the reference policy (a behaviour policy name)")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if REPORTING_SEED in args.eval_seeds or args.seed == REPORTING_SEED:
-        parser.error(f"{REPORTING_SEED} is the reporting seed; choose on others")
+    recipe.check_seeds(parser, args)
     torch.set_num_threads(args.threads)
 
     users, interactions, concepts = recipe.USERS, recipe.INTERACTIONS, recipe.CONCEPTS
@@ -92,23 +77,8 @@ def main() -> None:
     print(f"return vs reference return: correlation {np.corrcoef(returns, reference_returns)[0, 1]:.3f}; advantage "
           f"mean {advantage.mean():+.4f}, sd {advantage.std():.4f}, share > 0 {np.mean(advantage > 0):.2f}; "
           f"effective episodes {weights.sum() ** 2 / (weights ** 2).sum():.0f} of {len(weights)}\n")
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-advantage-") as tmp:
-        outcome = train_and_export(dataset=dataset, output_dir=tmp, epochs=TrainingSpec.default("epochs"),
-                                   batch_size=TrainingSpec.default("batch_size"), seed=args.seed, no_cuda=True,
-                                   train_config=replace(TRAIN_DEFAULTS, num_threads=args.threads))
-        model = DTLite.load(Path(tmp) / WEIGHTS_FILE, Path(tmp) / CONFIG_FILE)
-    print(f"training {time.perf_counter() - started:.0f} s, final loss {outcome.final_loss:.4f}\n")
-    values: dict = {}
-    with limited_threads(EVALUATION_THREADS):
-        recipe.evaluate_seeds(values, eval_seeds=args.eval_seeds, model=model, encoder=encoder)
-    print("| eval seed | dt | dt - policy (paired) |")
-    print("|---:|---:|---|")
-    for eval_seed, by_policy in values.items():
-        dt = by_policy["dt"]
-        paired = "; ".join(f"{name} {(dt - by_policy[name]).mean():+.4f} [{recipe._low(dt - by_policy[name]):+.4f}, "
-                           f"{recipe._high(dt - by_policy[name]):+.4f}]" for name in recipe.BASELINES)
-        print(f"| {eval_seed} | {dt.mean():.4f} | {paired} |", flush=True)
+    recipe.train_and_report(dataset, seed=args.seed, threads=args.threads, eval_seeds=args.eval_seeds,
+                            prefix="bench-advantage-")
 
 
 if __name__ == "__main__":

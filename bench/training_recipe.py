@@ -7,7 +7,8 @@ one JSON line per run (to compare recipes run in separate processes).
 
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99,2024] [--epochs 10] [--batch-size 64]
         [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
-        [--attention-window W] [--dropout P] [--threads N] [--target-quantiles Q [Q ...]] [--json FILE]
+        [--attention-window W] [--dropout P] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
+        [--json FILE]
 
 ``--target-quantiles``: the trained model is also evaluated conditioned on other target returns, each that quantile of
 the training episodes' returns (``trainer.target_return``; the recipe's own is TrainConfig.target_return_quantile,
@@ -72,6 +73,9 @@ def main() -> None:
                         help="PyTorch threads for training (default: PyTorch's own)")
     parser.add_argument("--target-quantiles", type=float, nargs="+", metavar="Q",
                         help="also evaluate DTLite conditioned on these quantiles of the episode returns")
+    parser.add_argument("--concept-exponents", action="store_true",
+                        help="fit the encoder's per-concept recall exponents too (fit_encoder_config's "
+                             "concept_exponents; off by default)")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
     args = parser.parse_args()
     eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
@@ -83,7 +87,8 @@ def main() -> None:
                      num_threads=args.threads)
     load = os.getloadavg()
     started = time.perf_counter()
-    dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed)
+    dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed,
+                                      concept_exponents=args.concept_exponents)
     data_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -103,7 +108,8 @@ def main() -> None:
               f"{args.lr_schedule}" + (f" (floor {args.min_lr_ratio:g})" if args.lr_schedule != "constant" else "")
               + f", {outcome.hardware.get('dtype', 'float32')}"
               + (f", attention window {args.attention_window}" if args.attention_window else "")
-              + (f", dropout {args.dropout:g}" if args.dropout is not None else ""))
+              + (f", dropout {args.dropout:g}" if args.dropout is not None else "")
+              + (", concept recall exponents" if args.concept_exponents else ""))
     print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start\n")
     print(f"data {data_s:.0f} s; training {train_wall:.0f} s wall, {train_cpu:.0f} s process CPU, {steps} optimiser "
@@ -114,7 +120,8 @@ def main() -> None:
     record = {"recipe": recipe, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "coverage": args.coverage, "lr_schedule": args.lr_schedule,
               "min_lr_ratio": args.min_lr_ratio, "cpu_bfloat16": args.cpu_bfloat16,
-              "attention_window": args.attention_window, "dropout": args.dropout, "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
+              "attention_window": args.attention_window, "dropout": args.dropout,
+              "concept_exponents": args.concept_exponents, "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
               "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,
               "steps_per_s": outcome.hardware["steps_per_s"], "final_loss": round(outcome.final_loss, 4),
               "losses": [round(x, 4) for x in outcome.losses], "load_average": [round(x, 2) for x in load],
@@ -147,6 +154,56 @@ def main() -> None:
     if args.json:
         with open(args.json, "a") as out:
             out.write(json.dumps(record) + "\n")
+
+
+def experiment_parser(doc: str):
+    """The argument parser the issue-21 experiments share: --seed (training, default 3), --eval-seeds (default 99
+    2024), --threads (default 1); ``check_seeds(parser, args)`` refuses the reporting seed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=3, help="training seed (default 3)")
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=[99, 2024])
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def check_seeds(parser, args) -> None:
+    """parser.error when --seed or --eval-seeds names the reporting seed."""
+    if REPORTING_SEED in args.eval_seeds or args.seed == REPORTING_SEED:
+        parser.error(f"{REPORTING_SEED} is the reporting seed; choose on others")
+
+
+def train_and_report(dataset, *, seed: int, threads: int, eval_seeds: list[int], prefix: str):
+    """Train the default recipe on ``dataset`` (CPU, ``threads``), print the training time and final loss, evaluate
+    DTLite and BASELINES on ``eval_seeds``' held-out students (one thread, as the pipeline) and print the paired
+    table (Markdown). Returns the DTLite model."""
+    from training.pipeline import TRAIN_DEFAULTS, train_and_export
+    from training.rl.artifacts import CONFIG_FILE, WEIGHTS_FILE
+    from training.rl.cpu_threads import EVALUATION_THREADS, limited_threads
+    from training.rl.dtlite import DTLite
+    from training.rl.encoder import EncoderConfig
+    from training.spec import TrainingSpec
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        outcome = train_and_export(dataset=dataset, output_dir=tmp, epochs=TrainingSpec.default("epochs"),
+                                   batch_size=TrainingSpec.default("batch_size"), seed=seed, no_cuda=True,
+                                   train_config=replace(TRAIN_DEFAULTS, num_threads=threads))
+        model = DTLite.load(Path(tmp) / WEIGHTS_FILE, Path(tmp) / CONFIG_FILE)
+    print(f"training {time.perf_counter() - started:.0f} s, final loss {outcome.final_loss:.4f}\n", flush=True)
+    values: dict = {}
+    with limited_threads(EVALUATION_THREADS):
+        evaluate_seeds(values, eval_seeds=eval_seeds, model=model,
+                       encoder=EncoderConfig.from_dict(model.config["encoder"]))
+    print("| eval seed | dt | dt - policy (paired) |")
+    print("|---:|---:|---|")
+    for eval_seed, by_policy in values.items():
+        dt = by_policy["dt"]
+        paired = "; ".join(f"{name} {(dt - by_policy[name]).mean():+.4f} [{_low(dt - by_policy[name]):+.4f}, "
+                           f"{_high(dt - by_policy[name]):+.4f}]" for name in BASELINES)
+        print(f"| {eval_seed} | {dt.mean():.4f} | {paired} |", flush=True)
+    return model
 
 
 def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder) -> None:

@@ -70,7 +70,7 @@ def synthetic_concept_keys(count: int) -> list[str]:
 def build_synthetic_dataset(
     *, num_users: int, interactions: int, concepts: int, seed: int, concept_keys: list[str] | None = None,
     on_progress: ProgressCallback | None = None, students_like: StudentsLike | None = None,
-    families: str | None = None,
+    families: str | None = None, concept_exponents: bool = False,
 ) -> TrajectoryDataset:
     """Simulate a cohort under the behaviour-policy mix and turn its log into trajectories.
 
@@ -82,7 +82,8 @@ def build_synthetic_dataset(
     parameters and whose log the encoder's FSRS-6 is fitted to (``fit_encoder``); then the cohort taught by the
     same policies with the fitted encoder (a tutor that had fitted its estimator to the curriculum). The
     trajectories are encoded with the fitted encoder, which the policy then serves with. ``concept_keys`` name
-    the ``concepts`` actions (default "0", "1", ...).
+    the ``concepts`` actions (default "0", "1", ...). ``concept_exponents``: the encoder's fit also gives each
+    concept its recall exponent (``fit_encoder_config``; off by default, an experiment's switch).
     """
     try:
         chosen = parse_families(families)
@@ -97,7 +98,8 @@ def build_synthetic_dataset(
     pilot = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
                           students_like=students_like, families=mixed, processes=processes)
     _report(on_progress, "simulating students", rows, 2 * rows)
-    encoder = fit_encoder(pilot.chunks(size=DEFAULT_CHUNK_ROWS), num_concepts=concepts)
+    encoder = fit_encoder(pilot.chunks(size=DEFAULT_CHUNK_ROWS), num_concepts=concepts,
+                          concept_exponents=concept_exponents)
     del pilot
     logs = generate_logs(num_users=num_users, interactions=interactions, num_concepts=concepts, seed=seed,
                          encoder=encoder, students_like=students_like, families=mixed, processes=processes)
@@ -106,7 +108,7 @@ def build_synthetic_dataset(
     return extract_trajectories(chunks=chunks, encoder=encoder, concept_keys=concept_keys or None, total_rows=len(logs))
 
 
-def fit_encoder(chunks: Iterable[ReviewColumns], *, num_concepts: int) -> EncoderConfig:
+def fit_encoder(chunks: Iterable[ReviewColumns], *, num_concepts: int, concept_exponents: bool = False) -> EncoderConfig:
     """The FSRS-6 encoder fitted to a log (chunks in any order): its 21 parameters and same-day table fitted to the
     log's time-ordered train part (the earlier ``TRAIN_FRACTION``, as the calibration report; see
     training.rl.encoder.fit_encoder_config). Holds the log's five columns in memory (~25 bytes a review).
@@ -118,7 +120,7 @@ def fit_encoder(chunks: Iterable[ReviewColumns], *, num_concepts: int) -> Encode
     if not parts["t"] or not sum(len(v) for v in parts["t"]):
         raise PipelineError("cannot fit the encoder: the log has no reviews")
     columns = {name: np.concatenate(values) for name, values in parts.items()}
-    config, _ = fit_encoder_config(**columns, num_concepts=num_concepts)
+    config, _ = fit_encoder_config(**columns, num_concepts=num_concepts, concept_exponents=concept_exponents)
     return config
 
 

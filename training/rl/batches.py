@@ -142,6 +142,8 @@ class _DeviceReviewStates:
             stability / fsrs6.DAY_S if rs.encoder.estimator == "fsrs6" else stability], axis=1), torch.float64)
         self.last_grade = put(memory["last_grade"], torch.int64)
         self.fsrs = _Fsrs6Recall(rs.encoder, device=self.t.device) if rs.encoder.estimator == "fsrs6" else None
+        exponent = rs.encoder.concept_recall_exponent  # FSRS-6's per-concept exponent on recall (None: 1)
+        self.exponent = None if exponent is None else put(np.asarray(exponent, dtype=np.float64), torch.float64)
         self.unseen = torch.tensor([0.0, NEVER_REVIEWED_ELAPSED, 0.0, 0.0], device=self.t.device)  # a concept's, unreviewed
         self.compact = compact if compact is not None else self.t.device.type == "cpu"
 
@@ -204,7 +206,10 @@ class _DeviceReviewStates:
         elapsed_s = (t - last_review).clamp(min=0.0)
         out = torch.empty((len(source), FEATURES_PER_CONCEPT), dtype=torch.float32, device=source.device)
         if self.fsrs is not None:
-            out[:, 0] = self.fsrs.recall(stability, elapsed_s, self.last_grade, source, subset=self.compact)
+            p = self.fsrs.recall(stability, elapsed_s, self.last_grade, source, subset=self.compact)
+            if self.exponent is not None:  # StateEncoder's R ** k_c, k of each cell's concept
+                p = p ** _gather(self.exponent, _gather(self.concept, source))
+            out[:, 0] = p
         else:
             out[:, 0] = torch.exp2(-elapsed_s / stability)
         out[:, 1] = torch.log1p(elapsed_s / _HOUR) / _ELAPSED_SCALE

@@ -13,11 +13,9 @@ review, from the learner's earlier reviews alone.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from .encoder import EncoderConfig, StateEncoder, concept_sequences
+from .encoder.fit import recall_before_reviews  # noqa: F401  (the replay lives with the encoder's fit, which uses it)
 
 EPS = 1e-6
 DEFAULT_BINS = 20
@@ -159,51 +157,3 @@ def moving_average(*, learner, y, start: float, alpha: float = 0.1) -> np.ndarra
         out[i] = m
         state[who] = m + alpha * (outcome - m)
     return out
-
-
-def recall_before_reviews(
-    *, config: EncoderConfig, learner: np.ndarray, concept: np.ndarray, t: np.ndarray, correct: np.ndarray, grade: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For reviews in (learner, time) order: the encoder's recall of the reviewed concept just before each review
-    (float64 [N]), and whether it is the learner's first review of that concept (bool [N]; the estimate is 0).
-
-    The encoder's memory of one concept changes only with reviews of that concept, so each (learner, concept)
-    sequence runs as its own one-concept learner: O(1) per review, whatever the number of concepts. The
-    encoder's rewards (which average over all concepts) are not needed here.
-    """
-    learner = np.asarray(learner, dtype=np.int64)
-    concept = np.asarray(concept, dtype=np.int64)
-    n = learner.size
-    p = np.zeros(n)
-    first = np.zeros(n, dtype=bool)
-    if not n:
-        return p, first
-    order, starts = concept_sequences(learner, concept)  # within a sequence the reviews keep their time order
-    lengths = np.diff(np.r_[starts, n])
-    t_sorted = np.asarray(t, dtype=np.float64)[order]
-    correct_sorted = np.asarray(correct, dtype=bool)[order]
-    grade_sorted = np.asarray(grade, dtype=np.int64)[order]
-
-    # One concept per sequence: the concept's fitted factor (EncoderConfig.concept_stability) is applied to each
-    # sequence's first review here, as the full encoder applies it to that concept's.
-    encoder = StateEncoder(replace(config, num_concepts=1, concept_stability=None))
-    factors = None
-    if config.concept_stability is not None:  # a position beyond the fitted ones is unfitted (factor 1)
-        positions = concept[order[starts]]
-        covering = config.with_num_concepts(int(positions.max()) + 1)
-        factors = np.asarray(covering.concept_stability, dtype=np.float64)[positions]
-    memory = encoder.init_memory(starts.size)
-    zeros = np.zeros(starts.size, dtype=np.int64)
-    by_length = np.argsort(-lengths, kind="stable")  # the sequences still running at step k are a prefix
-    for k in range(int(lengths.max())):
-        rows = by_length[: np.searchsorted(-lengths[by_length], -k, side="left")]
-        at = starts[rows] + k
-        p[order[at]] = encoder.recall(memory, t_sorted[at], rows=rows)[:, 0]
-        is_first = memory.reviews[rows, 0] == 0
-        first[order[at]] = is_first
-        encoder.update(memory, rows, zeros[: rows.size], t_sorted[at], correct_sorted[at], grade_sorted[at])
-        if factors is not None and is_first.any():
-            scaled = rows[is_first]
-            memory.stability[scaled, 0] = np.minimum(memory.stability[scaled, 0] * factors[scaled],
-                                                     config.max_stability_s)
-    return p, first

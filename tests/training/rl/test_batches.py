@@ -17,6 +17,9 @@ ENCODERS = {
     "fsrs6 same-day stability": EncoderConfig(num_concepts=C, fsrs6_same_day_stability=(0.05, 0.2, 0.6, 1.5)),
     "fsrs6 same-day recall": EncoderConfig(num_concepts=C, fsrs6_same_day_recall=(0.6, 0.8, 0.9, 0.95)),
     "halflife": EncoderConfig(num_concepts=C, estimator="halflife"),
+    # per-concept recall exponents (R ** k_c), as fitted encoders have
+    "fsrs6 concept exponents": EncoderConfig(num_concepts=C, fsrs6_same_day_stability=(0.05, 0.2, 0.6, 1.5),
+                                             concept_recall_exponent=(0.4, 0.8, 1.0, 1.3, 2.0, 3.5, 0.6)),
 }
 
 

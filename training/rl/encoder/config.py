@@ -14,7 +14,7 @@ None = the package's defaults) and a same-day rule, ``fsrs6_same_day_stability``
 produce) or ``fsrs6_same_day_recall`` (4 constants, encoders fitted before it), fitted per curriculum by
 ``fsrs_fit.fit_fsrs6``; with neither, ``fsrs6_same_day_default`` gives FSRS-6's default same-day stabilities
 (``fsrs6.default_same_day_stability``; encoders made before the field existed have none and keep the package's
-same-day recall 1.0); "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
+same-day recall 1.0), and per concept ``concept_recall_exponent`` (R ** k_c; None = 1); "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
 ``concept_stability`` factors), which configs exported before the estimator key existed keep serving with. S is
 FSRS-6's stability (recall 0.9) for "fsrs6" and the half-life for "halflife".
 """
@@ -61,6 +61,11 @@ class EncoderConfig:
     # versions keep their behaviour and identity). Normalised to False where it does not apply (a same-day rule
     # given, or estimator "halflife"), so it never changes such a config's dict or identity.
     fsrs6_same_day_default: bool = True
+    # Per concept (in position order), an exponent on FSRS-6's retrievability: R_c = R ** k_c, so a concept whose
+    # memories fade faster than the population's (a harder one) has k > 1; for an exponential curve it divides the
+    # half-life by k. Fitted to the curriculum's log across learners (``fit.fit_concept_recall_exponents``: a
+    # per-item difficulty, as item parameters in IRT or HLR's item features). None: 1 for every concept.
+    concept_recall_exponent: tuple[float, ...] | None = None
     # ---- the half-life estimator's parameters (estimator "halflife" only)
     initial_stability_s: tuple[float, float, float, float] = (86400.0, 129600.0, 172800.0, 259200.0)
     initial_difficulty: float = 5.0
@@ -104,6 +109,16 @@ class EncoderConfig:
             raise ValueError("fsrs6_parameters: an FSRS-6 parameter; estimator 'halflife' does not read it")
         else:
             object.__setattr__(self, "fsrs6_same_day_default", False)  # the half-life estimator has no same-day rule
+        if self.concept_recall_exponent is not None:
+            if self.estimator != "fsrs6":
+                raise ValueError("concept_recall_exponent: an FSRS-6 parameter; estimator 'halflife' does not read it")
+            exponents = tuple(float(v) for v in self.concept_recall_exponent)
+            if len(exponents) != int(self.num_concepts):
+                raise ValueError(f"concept_recall_exponent: {len(exponents)} exponents for {self.num_concepts} "
+                                 f"concepts")
+            if not all(np.isfinite(v) and v > 0 for v in exponents):
+                raise ValueError("concept_recall_exponent: exponents must be finite and > 0")
+            object.__setattr__(self, "concept_recall_exponent", exponents)
         if self.concept_stability is not None:
             factors = tuple(float(v) for v in self.concept_stability)
             if len(factors) != int(self.num_concepts):
@@ -141,17 +156,20 @@ class EncoderConfig:
 
     def with_num_concepts(self, num_concepts: int) -> "EncoderConfig":
         """This encoder for another number of concepts: FSRS-6's parameters are the same for every concept; the
-        half-life estimator's fitted factors are kept for the concepts both have, a concept beyond them is unfitted
-        (factor 1)."""
-        factors = self.concept_stability
+        per-concept values (the half-life estimator's factors, FSRS-6's recall exponents) are kept for the concepts
+        both have, a concept beyond them is unfitted (1)."""
+        factors, exponents = self.concept_stability, self.concept_recall_exponent
         if factors is not None:
             factors = (factors + (1.0,) * num_concepts)[:num_concepts]
-        return replace(self, num_concepts=num_concepts, concept_stability=factors)
+        if exponents is not None:
+            exponents = (exponents + (1.0,) * num_concepts)[:num_concepts]
+        return replace(self, num_concepts=num_concepts, concept_stability=factors, concept_recall_exponent=exponents)
 
     def to_dict(self) -> dict:
         """JSON-ready. "fsrs6": num_concepts, horizon_s, estimator, fsrs6_parameters (when fitted),
         fsrs6_same_day_recall or fsrs6_same_day_stability (when fitted), ``"fsrs6_same_day_default": true`` (the
-        default same-day rule; absent in configs stored before it, read as false), features. "halflife": the dict of configs exported before FSRS-6 (no
+        default same-day rule; absent in configs stored before it, read as false), concept_recall_exponent (when
+        fitted; absent = 1 for every concept, so older configs keep their dict and identity), features. "halflife": the dict of configs exported before FSRS-6 (no
         estimator key), so their identities do not change."""
         if self.estimator == "fsrs6":
             data = {"num_concepts": self.num_concepts, "horizon_s": self.horizon_s, "estimator": "fsrs6"}
@@ -163,11 +181,13 @@ class EncoderConfig:
                 data["fsrs6_same_day_stability"] = list(self.fsrs6_same_day_stability)
             if self.fsrs6_same_day_default:
                 data["fsrs6_same_day_default"] = True
+            if self.concept_recall_exponent is not None:
+                data["concept_recall_exponent"] = list(self.concept_recall_exponent)
             data["features"] = list(STATE_FEATURES)
             return data
         data = asdict(self)
         for name in ("estimator", "fsrs6_parameters", "fsrs6_same_day_recall", "fsrs6_same_day_stability",
-                     "fsrs6_same_day_default"):
+                     "fsrs6_same_day_default", "concept_recall_exponent"):
             del data[name]
         data["initial_stability_s"] = list(self.initial_stability_s)
         data["grade_factor"] = list(self.grade_factor)

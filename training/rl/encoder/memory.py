@@ -17,12 +17,17 @@ retrievability: the power forgetting curve at the whole days since the last revi
 it, the same-day rule by the last grade (the curve at the fractional days with the fitted or default same-day
 stability; or the old constant table; the package's 1.0 in configs stored before the default rule);
 0 for a concept never reviewed. Updates are fsrs6's: first review, long-term
-success / lapse, same-day (short-term) stability.
+success / lapse, same-day (short-term) stability. With ``concept_recall_exponent`` (fitted across the curriculum's
+learners, ``fit.fit_concept_recall_exponents``), the estimated recall of concept c is that retrievability to the
+power k_c (a read-out: the memory and its updates stay FSRS-6's, with FSRS-6's own retrievability).
 
-Why no per-concept factor (the half-life estimator's ``concept_stability``): FSRS-6's initial stabilities
-w0-w3 (by first grade) and its difficulty D, updated by every later grade, carry what the factor approximated
-(an easy concept gets better grades, so a longer first stability and a lower D); fsrs-rs fits all 21 jointly,
-and a factor fitted on top would make the encoder's recall differ from FSRS-6's (the calibration report's).
+Why no per-concept factor by default (the half-life estimator's ``concept_stability``): FSRS-6's initial
+stabilities w0-w3 (by first grade) and its difficulty D, updated by every later grade, carry part of what the factor
+approximated (an easy concept gets better grades, so a longer first stability and a lower D); fsrs-rs fits all 21
+jointly. What they do not carry is a difficulty shared by every learner of a concept (D is per learner and
+concept): ``concept_recall_exponent``, fitted across learners when asked (``fit_encoder_config(concept_exponents=
+True)``), does; it is off by default because the product's rules and behaviour mix were chosen with the plain
+estimate (measured in bench/README.md, "Per-concept recall exponents").
 
 Half-life (estimator "halflife": configs exported before FSRS-6, kept serving as they were trained)
 --------------------------------------------------------------------------------------------------
@@ -99,6 +104,8 @@ class StateEncoder:
         self._w = np.asarray(config.parameters, dtype=np.float64) if self._fsrs else None
         self._same_day = config.fsrs6_same_day_recall if self._fsrs else None
         self._same_day_stability = config.same_day_stability if self._fsrs else None
+        self._exponent = (None if config.concept_recall_exponent is None
+                          else np.asarray(config.concept_recall_exponent, dtype=np.float64))
 
     def init_memory(self, n: int) -> EncoderMemory:
         shape = (n, self.num_concepts)
@@ -132,6 +139,8 @@ class StateEncoder:
             p = fsrs6.recall(_pair_memory(memory, learner, c), np.arange(r.size), np.zeros(r.size, dtype=np.int64),
                              at, w=self._w, same_day_recall=self._same_day,
                              same_day_stability=self._same_day_stability)
+            if self._exponent is not None:
+                p = p ** self._exponent[c]
         else:
             elapsed = np.maximum(at - memory.last_review[learner, c], 0.0)
             p = np.exp2(-elapsed / memory.stability[learner, c])
@@ -238,7 +247,7 @@ class StateEncoder:
         """``expected_recall_gain`` of m one-concept learners (``_cells``; concept [m] their concept positions) at
         t [m] seconds: float64 [m]."""
         m = len(cells)
-        now, later = self._cell_recall(cells, t), self._cell_recall(cells, t + horizon)
+        now, later = self._cell_recall(cells, t, concept), self._cell_recall(cells, t + horizon, concept)
         gain = -later
         for grade, weight in ((3, now), (1, 1.0 - now)):
             after = cells.take(np.arange(m))
@@ -248,16 +257,18 @@ class StateEncoder:
                 self._halflife_cells(after, np.arange(m), np.zeros(m, dtype=np.int64), t, np.full(m, grade),
                                      concept_of=concept)
             after.last_grade[:, 0] = grade
-            gain += weight * self._cell_recall(after, t + horizon)
+            gain += weight * self._cell_recall(after, t + horizon, concept)
         return gain
 
-    def _cell_recall(self, cells: EncoderMemory, t: np.ndarray) -> np.ndarray:
-        """Estimated recall float64 [m] of m one-concept learners (``_cells``) at t [m]; 0 where never reviewed."""
+    def _cell_recall(self, cells: EncoderMemory, t: np.ndarray, concept: np.ndarray) -> np.ndarray:
+        """Estimated recall float64 [m] of m one-concept learners (``_cells``; concept [m] their concept positions,
+        for ``concept_recall_exponent``) at t [m]; 0 where never reviewed."""
         m = len(cells)
         if self._fsrs:
-            return fsrs6.recall(_pair_memory(cells, np.arange(m), np.zeros(m, dtype=np.int64)), np.arange(m),
-                                np.zeros(m, dtype=np.int64), t, w=self._w, same_day_recall=self._same_day,
-                                same_day_stability=self._same_day_stability)
+            p = fsrs6.recall(_pair_memory(cells, np.arange(m), np.zeros(m, dtype=np.int64)), np.arange(m),
+                             np.zeros(m, dtype=np.int64), t, w=self._w, same_day_recall=self._same_day,
+                             same_day_stability=self._same_day_stability)
+            return p if self._exponent is None else p ** self._exponent[concept]
         elapsed = np.maximum(t - cells.last_review[:, 0], 0.0)
         return np.where(cells.reviews[:, 0] > 0, np.exp2(-elapsed / cells.stability[:, 0]), 0.0)
 

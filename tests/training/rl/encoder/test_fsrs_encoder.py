@@ -53,6 +53,7 @@ def test_the_encoder_with_fitted_fsrs6_equals_fsrs6_retrievability_on_the_same_r
         encoder.update(memory, np.arange(learners), log.concept[idx], log.t[idx], log.correct[idx], log.grade[idx])
     replayed = fsrs6.replay(log.learner, log.concept, log.t, effective_grade(log.correct, log.grade),
                             w=config.fsrs6_parameters, same_day_stability=config.fsrs6_same_day_stability)
+    assert config.concept_recall_exponent is None  # not fitted by default (test_concept_exponents.py)
     np.testing.assert_allclose(before, replayed["p"], rtol=1e-12, atol=1e-15)
     assert (replayed["p"] > 0).mean() > 0.5  # most reviews are repeats: the comparison is not all zeros
     # and the state's recall feature is that recall (float32)
