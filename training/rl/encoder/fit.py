@@ -141,6 +141,7 @@ def fit_concept_recall_exponents(*, p, correct, concept, num_concepts: int,
     half = CONCEPT_EXPONENT_GRID_HALF_WIDTH
     best_u = np.zeros(num_concepts)
     coarse, fine = CONCEPT_EXPONENT_GRID_STEPS
+
     def steps(width: float, step: float) -> np.ndarray:  # integer multiples, so that 0 is exactly on the grid
         n = int(round(width / step))
         return np.arange(-n, n + 1) * step
