@@ -173,15 +173,32 @@ def command_flags(name: str) -> frozenset[str]:
     return frozenset(option for action in parser._actions for option in action.option_strings)
 
 
-@functools.cache
-def script_flags(script: str) -> frozenset[str]:
-    """The option strings a bench script's argparse parser declares (``add_argument("--x", ...)``)."""
-    tree = ast.parse((REPO / "bench" / script).read_text())
-    return frozenset(
+def _declared_flags(tree: ast.AST) -> set[str]:
+    """The option strings of the ``add_argument("--x", ...)`` calls anywhere in tree."""
+    return {
         arg.value for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
         for arg in node.args if isinstance(arg, ast.Constant) and str(arg.value).startswith("-")
-    )
+    }
+
+
+@functools.cache
+def script_flags(script: str) -> frozenset[str]:
+    """The option strings a bench script's argparse parser declares (``add_argument("--x", ...)``), including those
+    of a parser it gets from another bench module (``import training_recipe as recipe`` then
+    ``recipe.experiment_parser(...)``: that function's add_argument calls)."""
+    tree = ast.parse((REPO / "bench" / script).read_text())
+    flags = _declared_flags(tree)
+    modules = {alias.asname or alias.name: alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names if (REPO / "bench" / f"{alias.name}.py").is_file()}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in modules):
+            other = ast.parse((REPO / "bench" / f"{modules[node.func.value.id]}.py").read_text())
+            for function in ast.walk(other):
+                if isinstance(function, ast.FunctionDef) and function.name == node.func.attr:
+                    flags |= _declared_flags(function)
+    return frozenset(flags)
 
 
 @functools.cache

@@ -5,8 +5,9 @@ import threading
 import time
 
 from django.db.models.signals import post_delete
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import AuthenticationFailed
 
 # How long a process trusts a token it has checked: a deleted (rotated) token, or a deactivated user, is refused
 # by every web process within this many seconds, and at once by the process that deleted it.
@@ -23,6 +24,15 @@ class CachedTokenAuthentication(TokenAuthentication):
 
     _known: dict[str, tuple[float, object, Token]] = {}
     _lock = threading.Lock()
+
+    def authenticate(self, request):
+        """DRF's, except that a header with the ``Bearer`` scheme (what OAuth clients send) is refused with a 401
+        that names the scheme to use, instead of DRF's "credentials were not provided"."""
+        scheme = get_authorization_header(request).split(maxsplit=1)[:1]
+        if scheme and scheme[0].lower() == b"bearer":
+            raise AuthenticationFailed("the Authorization header's scheme must be Token: 'Authorization: Token <key>' "
+                                       "(not Bearer)")
+        return super().authenticate(request)
 
     def authenticate_credentials(self, key: str):
         now = time.monotonic()

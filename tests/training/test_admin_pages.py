@@ -194,7 +194,7 @@ def test_extraction_statistics_are_charts_not_a_json_dump(admin_client, curricul
     page = admin_client.get(reverse("admin:training_trajectoryextractionjob_change", args=[job.pk])).content.decode()
     assert page.count('class="crl-chart histogram"') == 2 and 'class="crl-chart bar-chart"' in page
     assert "2 episodes of 20 steps" in page
-    assert "Warning: too few learners to learn from: 2 episode(s)" in page  # an extraction of 2 learners
+    assert "Warning: too few learners to learn from: 2 episodes" in page  # an extraction of 2 learners
     assert page.index("<details><summary>all statistics (JSON)") > page.index("crl-chart histogram")
 
 

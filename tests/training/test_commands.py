@@ -278,14 +278,18 @@ def test_a_run_that_registers_nothing_fixes_no_protocol_and_the_first_version_do
     run(*args, "--output_dir", str(tmp_path / "try"), "--eval_students", "5")  # an operator trying flags
     assert not Curriculum.objects.get(key="proto").evaluation_protocol
 
-    run(*args, "--output_dir", str(tmp_path / "v1"), "--eval_students", "7", "--register")
+    printed = run(*args, "--output_dir", str(tmp_path / "v1"), "--eval_students", "7", "--register")
     assert Curriculum.objects.get(key="proto").evaluation_protocol["students"] == 7
     assert PolicyModel.objects.get(curriculum__key="proto").metrics["protocol"]["students"] == 7
+    # the run's own settings (nothing to size on 4 concepts): nothing differs, and registering says it fixed them
+    assert "Evaluated with" not in printed
+    assert "Registering proto v1 fixed its evaluation protocol: 7 students" in printed
 
     printed = run(*args, "--output_dir", str(tmp_path / "v2"), "--eval_students", "9", "--register")
     assert PolicyModel.objects.get(curriculum__key="proto", version=2).metrics["students"] == 7
-    assert "Evaluated under curriculum 'proto''s evaluation protocol (7 students" in printed
-    assert "not --eval_students 9" in printed
+    # only what differs is named, and why: the curriculum's protocol; nothing newly fixed
+    assert "Evaluated with 7 students, not --eval_students 9 (seed 1234): the evaluation protocol of curriculum 'proto'" in printed
+    assert "--interactions" not in printed and "fixed its evaluation protocol" not in printed
 
 
 @pytest.mark.trains
@@ -313,7 +317,7 @@ def test_a_first_version_of_a_large_deck_fixes_a_protocol_that_meets_every_conce
     metrics = PolicyModel.objects.get(curriculum__key="deck").metrics
     assert metrics["protocol"]["interactions"] == 180
     assert metrics["training_data"]["episodes"] == 24 and metrics["training_data"]["concepts"] == 60
-    assert "Warning: too few learners to learn from: 24 episode(s)" in printed
+    assert "Warning: too few learners to learn from: 24 episodes" in printed
     assert "Warning: too few reviews to learn from: " in printed
 
 
@@ -341,3 +345,24 @@ def test_the_evaluation_flags_spread_the_loops_over_processes_with_the_same_resu
     assert one["results"] == stored["results"]  # the training run's own evaluation: the same students and seed
     with pytest.raises(CommandError, match="--processes: expected a positive integer or 'auto', got -3"):
         run(*args, "--processes", "-3")
+
+
+def test_the_summary_says_a_first_protocol_was_sized_from_the_deck_and_names_only_what_differs():
+    from types import SimpleNamespace
+
+    from training.management.commands.train_crl_policy import _protocol_lines
+    from training.spec import TrainingSpec
+
+    spec = TrainingSpec(eval_students=20, interactions=100)
+    sized = {"students": 20, "interactions": 1830, "seed": 1234}
+    lines = _protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=None)
+    assert lines == ["Evaluated with 1830 reviews each, not --interactions 100 (seed 1234): curriculum 'real' has no "
+                     "protocol yet, so its first is sized from the deck: at least 3 reviews per student per concept, "
+                     "students x reviews at most 100,000."]
+    registered = SimpleNamespace(version=1)
+    lines = _protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=registered)
+    assert lines[1] == ("Registering real v1 fixed its evaluation protocol: 20 students, 1830 reviews each, seed 1234, "
+                        "for every later version (change it on the Policy orchestrator).")
+    assert _protocol_lines(sized, spec=spec, key="real", fixed_before=True, registered=registered) == [
+        "Evaluated with 1830 reviews each, not --interactions 100 (seed 1234): the evaluation protocol of curriculum "
+        "'real': every version of a curriculum is evaluated alike (an operator changes it on the Policy orchestrator)."]

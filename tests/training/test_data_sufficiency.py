@@ -7,7 +7,7 @@ from training.data_sufficiency import MIN_EPISODES, MIN_REVIEWS_PER_CONCEPT, dat
 def test_one_learner_on_a_610_concept_deck_is_warned_twice():
     warnings = data_warnings(episodes=1, steps=6220, concepts=610)
     assert len(warnings) == 2
-    assert warnings[0].startswith("too few learners to learn from: 1 episode(s)")
+    assert warnings[0].startswith("too few learners to learn from: 1 episode (")
     assert "6220 for 610 concepts (10.2 per concept" in warnings[1]
 
 

@@ -32,9 +32,11 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"{file}: no such file")
         size = path.stat().st_size
-        bar = tqdm(total=2 * size, unit="B", unit_scale=True, desc=path.name, disable=not progress, file=self.stderr._out)
+        # two passes over the file (validating, then storing), one for a dry run
+        bar = tqdm(total=size if dry_run else 2 * size, unit="B", unit_scale=True, desc=path.name,
+                   disable=not progress, file=self.stderr._out)
 
-        def show(phase: str, done: int, total: int | None) -> None:  # two passes: validating, then storing
+        def show(phase: str, done: int, total: int | None) -> None:
             bar.set_postfix_str(phase, refresh=False)
             bar.update(done + (size if phase != "validating" else 0) - bar.n)
 
@@ -49,17 +51,23 @@ class Command(BaseCommand):
         if result.dry_run:
             self.stdout.write(self.style.SUCCESS(
                 f"dry run, nothing stored: {path.name} ({result.format}) -> {result.curriculum}: {result.rows} rows, "
-                f"{result.skipped} skipped; {result.learners} learners, {result.concepts_created} new concepts"
+                f"{result.skipped} skipped; {_count(result.learners, 'learner')}, "
+                f"{_count(result.concepts_created, 'new concept')}"
             ))
             self._notes(result)
             return
         self.stdout.write(self.style.SUCCESS(
             f"{path.name} ({result.format}) -> {result.curriculum}: {result.created} reviews created, "
             f"{result.duplicates} duplicates, {result.skipped} skipped of {result.rows} rows; "
-            f"{result.learners} learners, {result.concepts_created} new concepts; batch {result.batch}"
+            f"{_count(result.learners, 'learner')}, {_count(result.concepts_created, 'new concept')}; batch {result.batch}"
         ))
         self._notes(result)
 
     def _notes(self, result) -> None:
         for note in result.notes:
             self.stdout.write(self.style.WARNING(note))
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 learner", "3 learners" (English plural by -s: the nouns used here)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

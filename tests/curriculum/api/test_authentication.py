@@ -35,3 +35,12 @@ def test_an_invalid_token_is_never_remembered(client, demo):
         response = client.get(URL, HTTP_AUTHORIZATION="Token " + "f" * 40)
         assert response.status_code == 401
     assert response.json()["error"]["message"] == "Invalid token."
+
+
+def test_a_bearer_header_is_refused_naming_the_scheme_to_use(client, api_user, demo):
+    key = Token.objects.create(user=api_user).key
+    response = client.get(URL, HTTP_AUTHORIZATION="Bearer " + key)
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+    assert response.json()["error"]["message"] == ("the Authorization header's scheme must be Token: "
+                                                   "'Authorization: Token <key>' (not Bearer)")
+    assert client.get(URL, HTTP_AUTHORIZATION="Token " + key).status_code == 404  # the same key, the right scheme

@@ -40,6 +40,12 @@ def test_paired_differences_and_gap_closed_on_fixed_final_recalls():
 def test_gap_closed_is_none_where_the_oracle_is_no_ceiling():
     assert gap_closed(dt=0.5, lowest_recall=0.6, oracle=0.55) is None
     assert gap_closed(dt=0.5, lowest_recall=0.4, oracle=0.6) == pytest.approx(0.5)
+    # an oracle below another baseline bounds nothing either (a large deck's students: -768% was printed)
+    assert gap_closed(dt=0.5, lowest_recall=0.4, oracle=0.6, others=(0.3, 0.65)) is None
+    assert gap_closed(dt=0.5, lowest_recall=0.4, oracle=0.6, others=(0.3, 0.55)) == pytest.approx(0.5)
+    block = family_block({"dt": np.array([0.5, 0.5]), "lowest_recall": np.array([0.4, 0.4]),
+                          "oracle": np.array([0.6, 0.6]), "round_robin": np.array([0.7, 0.7])}, references=())
+    assert block["gap_closed"] is None
 
 
 def test_behaviour_references_strip_noise_and_variation():

@@ -17,6 +17,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from curriculum import services as curriculum_services
+from curriculum.evaluation_protocol import REVIEWS_PER_CONCEPT, SIZED_STUDENT_REVIEWS_CAP
+from curriculum.models import Curriculum
 from curriculum.reviews.fields import curriculum_key_argument
 from curriculum.storage import StorageFull
 from training import hardware, pipeline, services
@@ -96,6 +99,11 @@ class Command(BaseCommand):
         recipe = replace(TRAIN_DEFAULTS, **changed) if changed else None
         window.update(changed)  # recorded in the version's notes with the spec
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
+        # whether the curriculum's protocol was fixed before this run (else the run's own, sized from the deck, and
+        # registering fixes it): the summary says which
+        existing = Curriculum.objects.filter(key=options["curriculum"]).first() if options["curriculum"] else None
+        fixed_before = (existing is not None
+                        and curriculum_services.fixed_evaluation_protocol(curriculum=existing) is not None)
         started = time.monotonic()
         try:
             made = services.train_and_register(
@@ -112,13 +120,14 @@ class Command(BaseCommand):
         except services.NotPromoted as exc:
             # what was trained, evaluated and registered is still worth reading beside the refusal
             progress.close()
-            self._summary(exc.outcome.result, exc.outcome.policy, time.monotonic() - started, spec=spec)
+            self._summary(exc.outcome.result, exc.outcome.policy, time.monotonic() - started, spec=spec,
+                          fixed_before=fixed_before)
             raise CommandError(str(exc)) from exc
         finally:
             progress.close()
-        self._summary(made.result, made.policy, time.monotonic() - started, spec=spec)
+        self._summary(made.result, made.policy, time.monotonic() - started, spec=spec, fixed_before=fixed_before)
 
-    def _summary(self, result, registered, seconds: float, *, spec: TrainingSpec) -> None:
+    def _summary(self, result, registered, seconds: float, *, spec: TrainingSpec, fixed_before: bool) -> None:
         out = self.stdout
         out.write("")
         out.write(f"Artifacts in {result.output_dir}:")
@@ -132,14 +141,10 @@ class Command(BaseCommand):
                   f"(seed {result.metrics.get('seed')}; written to {result.output_dir / pipeline.EVALUATION_FILE})")
         out.write(format_results(result.metrics))
         protocol = result.metrics.get("protocol") or {}
-        if result.curriculum is not None and (protocol.get("students"), protocol.get("interactions")) != (
-                spec.eval_students, spec.interactions):
-            out.write(self.style.WARNING(
-                f"Evaluated under curriculum {result.curriculum.key!r}'s evaluation protocol ({protocol.get('students')} "
-                f"students, {protocol.get('interactions')} reviews each, seed {protocol.get('seed')}), not "
-                f"--eval_students {spec.eval_students} / --interactions {spec.interactions}: every version of a "
-                "curriculum is evaluated alike (a first protocol has enough reviews per student to meet every "
-                "concept; an operator changes it on the Policy orchestrator)."))
+        if result.curriculum is not None:
+            for line in _protocol_lines(protocol, spec=spec, key=result.curriculum.key, fixed_before=fixed_before,
+                                        registered=registered):
+                out.write(self.style.WARNING(line))
         for warning in (result.metrics.get("training_data") or {}).get("warnings") or []:
             out.write(self.style.WARNING(f"Warning: {warning}."))
         if "students_like" in result.metrics:
@@ -152,6 +157,31 @@ class Command(BaseCommand):
             out.write(self.style.SUCCESS(f"Registered {registered.curriculum.key} v{registered.version} ({registered.status})"))
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items() if k != "total")
         out.write(f"Done in {seconds:.0f} s ({stages}).")
+
+
+def _protocol_lines(protocol: dict, *, spec: TrainingSpec, key: str, fixed_before: bool, registered) -> list[str]:
+    """What the summary says about the evaluation protocol of a curriculum's run: where it came from where it differs
+    from the run's --eval_students / --interactions (naming only what differs), and that registering a curriculum's
+    first version fixed it."""
+    students, interactions = protocol.get("students"), protocol.get("interactions")
+    differs = [f"{value} {what}, not {flag} {asked}" for value, what, flag, asked in (
+        (students, "students", "--eval_students", spec.eval_students),
+        (interactions, "reviews each", "--interactions", spec.interactions)) if value != asked]
+    lines = []
+    if differs:
+        if fixed_before:
+            why = (f"the evaluation protocol of curriculum {key!r}: every version of a curriculum is evaluated alike "
+                   "(an operator changes it on the Policy orchestrator)")
+        else:
+            why = (f"curriculum {key!r} has no protocol yet, so its first is sized from the deck: at least "
+                   f"{REVIEWS_PER_CONCEPT} reviews per student per concept, students x reviews at most "
+                   f"{SIZED_STUDENT_REVIEWS_CAP:,}")
+        lines.append(f"Evaluated with {'; '.join(differs)} (seed {protocol.get('seed')}): {why}.")
+    if registered is not None and not fixed_before:
+        lines.append(f"Registering {key} v{registered.version} fixed its evaluation protocol: {students} students, "
+                     f"{interactions} reviews each, seed {protocol.get('seed')}, for every later version (change it "
+                     "on the Policy orchestrator).")
+    return lines
 
 
 def _coverage(text: str) -> float:

@@ -296,6 +296,7 @@ def test_the_command_imports_and_refuses_a_bad_file_naming_the_line():
     call_command("import_reviewlogs", str(FIXTURES / "fsrs_reviews.csv"), "--curriculum", "logs", "--learner", "ana",
                  "--no-progress", stdout=out)
     assert "8 reviews created, 0 duplicates" in out.getvalue()
+    assert "; 1 learner, " in out.getvalue()  # one learner, not "1 learners"
 
     with pytest.raises(CommandError, match="line 4, column review_rating: expected 1-4, got '7'.*nothing was imported"):
         call_command("import_reviewlogs", str(FIXTURES / "fsrs_bad_grade.csv"), "--curriculum", "logs",
@@ -397,3 +398,34 @@ def test_an_imported_log_trains_a_policy_that_serves_a_recommendation(tmp_path):
     keys = set(Concept.objects.filter(curriculum__key="roundtrip").values_list("key", flat=True))
     assert len(keys) == 5 and answer.concept in keys
     assert answer.strategy == "policy" and answer.policy_version == 1
+
+
+@pytest.mark.django_db
+def test_a_dry_runs_progress_bar_ends_at_the_files_size(monkeypatch):
+    """A dry run reads the file once (validating): its bar's total is the file's size, so it ends full."""
+    import curriculum.management.commands.import_reviewlogs as command
+
+    totals = []
+
+    class Bar:
+        def __init__(self, *, total, **kwargs):
+            totals.append(total)
+            self.n = 0
+
+        def set_postfix_str(self, *args, **kwargs):
+            pass
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            totals.append(self.n)
+
+    monkeypatch.setattr(command, "tqdm", Bar)
+    path = FIXTURES / "fsrs_reviews.csv"
+    call_command("import_reviewlogs", str(path), "--curriculum", "logs", "--learner", "ana", "--dry-run",
+                 stdout=io.StringIO(), stderr=io.StringIO())
+    assert totals == [path.stat().st_size, path.stat().st_size]
+    call_command("import_reviewlogs", str(path), "--curriculum", "logs", "--learner", "ana",
+                 stdout=io.StringIO(), stderr=io.StringIO())
+    assert totals[2:] == [2 * path.stat().st_size, 2 * path.stat().st_size]
