@@ -355,14 +355,17 @@ def test_the_summary_says_a_first_protocol_was_sized_from_the_deck_and_names_onl
 
     spec = TrainingSpec(eval_students=20, interactions=100)
     sized = {"students": 20, "interactions": 1830, "seed": 1234}
-    lines = _protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=None)
+    lines = _protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=None, concepts=610)
     assert lines == ["Evaluated with 1830 reviews each, not --interactions 100 (seed 1234): curriculum 'real' has no "
-                     "protocol yet, so its first is sized from the deck: at least 3 reviews per student per concept, "
-                     "students x reviews at most 100,000."]
+                     "protocol yet, so its first is sized from its deck of 610 concepts to meet every concept "
+                     "(EvaluationProtocol.sized_for, docs/operations.md)."]
     registered = SimpleNamespace(version=1)
-    lines = _protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=registered)
+    lines = _protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=registered, concepts=610)
     assert lines[1] == ("Registering real v1 fixed its evaluation protocol: 20 students, 1830 reviews each, seed 1234, "
                         "for every later version (change it on the Policy orchestrator).")
-    assert _protocol_lines(sized, spec=spec, key="real", fixed_before=True, registered=registered) == [
+    # a v2 registered meanwhile by another run fixed nothing of this run's
+    assert len(_protocol_lines(sized, spec=spec, key="real", fixed_before=False, registered=SimpleNamespace(version=2),
+                               concepts=610)) == 1
+    assert _protocol_lines(sized, spec=spec, key="real", fixed_before=True, registered=registered, concepts=610) == [
         "Evaluated with 1830 reviews each, not --interactions 100 (seed 1234): the evaluation protocol of curriculum "
         "'real': every version of a curriculum is evaluated alike (an operator changes it on the Policy orchestrator)."]

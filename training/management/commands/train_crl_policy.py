@@ -18,7 +18,6 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from curriculum import services as curriculum_services
-from curriculum.evaluation_protocol import REVIEWS_PER_CONCEPT, SIZED_STUDENT_REVIEWS_CAP
 from curriculum.models import Curriculum
 from curriculum.reviews.fields import curriculum_key_argument
 from curriculum.storage import StorageFull
@@ -143,7 +142,7 @@ class Command(BaseCommand):
         protocol = result.metrics.get("protocol") or {}
         if result.curriculum is not None:
             for line in _protocol_lines(protocol, spec=spec, key=result.curriculum.key, fixed_before=fixed_before,
-                                        registered=registered):
+                                        registered=registered, concepts=result.config.get("action_dim")):
                 out.write(self.style.WARNING(line))
         for warning in (result.metrics.get("training_data") or {}).get("warnings") or []:
             out.write(self.style.WARNING(f"Warning: {warning}."))
@@ -159,10 +158,12 @@ class Command(BaseCommand):
         out.write(f"Done in {seconds:.0f} s ({stages}).")
 
 
-def _protocol_lines(protocol: dict, *, spec: TrainingSpec, key: str, fixed_before: bool, registered) -> list[str]:
+def _protocol_lines(protocol: dict, *, spec: TrainingSpec, key: str, fixed_before: bool, registered,
+                    concepts: int | None) -> list[str]:
     """What the summary says about the evaluation protocol of a curriculum's run: where it came from where it differs
-    from the run's --eval_students / --interactions (naming only what differs), and that registering a curriculum's
-    first version fixed it."""
+    from the run's --eval_students / --interactions (naming only what differs), and that registering the
+    curriculum's first version (v1, with no protocol before the run) fixed it. ``fixed_before``: whether the
+    curriculum had a protocol when the run started."""
     students, interactions = protocol.get("students"), protocol.get("interactions")
     differs = [f"{value} {what}, not {flag} {asked}" for value, what, flag, asked in (
         (students, "students", "--eval_students", spec.eval_students),
@@ -173,11 +174,10 @@ def _protocol_lines(protocol: dict, *, spec: TrainingSpec, key: str, fixed_befor
             why = (f"the evaluation protocol of curriculum {key!r}: every version of a curriculum is evaluated alike "
                    "(an operator changes it on the Policy orchestrator)")
         else:
-            why = (f"curriculum {key!r} has no protocol yet, so its first is sized from the deck: at least "
-                   f"{REVIEWS_PER_CONCEPT} reviews per student per concept, students x reviews at most "
-                   f"{SIZED_STUDENT_REVIEWS_CAP:,}")
+            why = (f"curriculum {key!r} has no protocol yet, so its first is sized from its deck of {concepts} concepts "
+                   "to meet every concept (EvaluationProtocol.sized_for, docs/operations.md)")
         lines.append(f"Evaluated with {'; '.join(differs)} (seed {protocol.get('seed')}): {why}.")
-    if registered is not None and not fixed_before:
+    if registered is not None and registered.version == 1 and not fixed_before:
         lines.append(f"Registering {key} v{registered.version} fixed its evaluation protocol: {students} students, "
                      f"{interactions} reviews each, seed {protocol.get('seed')}, for every later version (change it "
                      "on the Policy orchestrator).")

@@ -126,13 +126,19 @@ def fit_concept_recall_exponents(*, p, correct, concept, num_concepts: int,
     prior's mode). The per-item difficulty of item-response models pooled across learners (FSRS-6's per-card
     difficulty D is per learner and concept and starts from the first grade); the power form is exact for an
     exponential forgetting curve's half-life (R = 2 ** (-t / h): R ** k = 2 ** (-t k / h)).
-    Returns num_concepts floats > 0. ValueError for unequal lengths, a concept out of range or prior_sd <= 0.
+    Reviews at p = 0 or 1 are left out (p ** k is the same for every k). Returns num_concepts floats > 0.
+    ValueError for unequal lengths, a non-finite p, a concept out of range or prior_sd <= 0.
     """
-    p = np.clip(np.asarray(p, dtype=np.float64).reshape(-1), 1e-6, 1.0 - 1e-6)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
     y = np.asarray(correct, dtype=bool).reshape(-1)
     c = np.asarray(concept, dtype=np.int64).reshape(-1)
     if not (p.size == y.size == c.size):
         raise ValueError(f"p, correct, concept: expected equal lengths, got {p.size}, {y.size}, {c.size}")
+    if not np.isfinite(p).all():
+        raise ValueError("p: expected finite recall estimates")
+    # a recall of 0 or 1 is the same to every power: it says nothing of k (and clipped it would pull k)
+    informative = (p > 0.0) & (p < 1.0)
+    p, y, c = p[informative], y[informative], c[informative]
     if c.size and (c.min() < 0 or c.max() >= num_concepts):
         raise ValueError(f"concept: positions must be in [0, {num_concepts}), got {c.min()}..{c.max()}")
     if not prior_sd > 0:
@@ -174,7 +180,8 @@ def fit_encoder_config(
     lowest_recall (serving's default fallback) by 0.027 and the Decision Transformer trained on the default
     behaviour mix by 0.002-0.017 (bench/README.md, "Per-concept recall exponents"). Fewer long-term reviews than the
     fit needs in the train part (or none at all): the parameters stay the defaults (``fsrs6_parameters`` None; the fit's ``reason`` says why) and the
-    same-day table is still the log's. ValueError when the arrays differ in length or the log is empty.
+    same-day table is still the log's. ValueError when the arrays differ in length or the log is empty, and with
+    ``concept_exponents`` for a concept position outside [0, num_concepts).
     """
     arrays = [np.asarray(a).reshape(-1) for a in (learner, concept, t, correct, grade)]
     if len({a.size for a in arrays}) != 1:

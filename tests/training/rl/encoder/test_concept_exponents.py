@@ -91,6 +91,8 @@ def test_the_fit_refuses_bad_input():
         fit_concept_recall_exponents(p=[0.5, 0.5], correct=[True], concept=[0, 0], num_concepts=1)
     with pytest.raises(ValueError, match="positions must be in"):
         fit_concept_recall_exponents(p=[0.5], correct=[True], concept=[2], num_concepts=2)
+    with pytest.raises(ValueError, match="finite"):
+        fit_concept_recall_exponents(p=[float("nan")], correct=[True], concept=[0], num_concepts=1)
     with pytest.raises(ValueError, match="prior_sd"):
         fit_concept_recall_exponents(p=[0.5], correct=[True], concept=[0], num_concepts=1, prior_sd=0.0)
 
@@ -129,3 +131,9 @@ def test_the_calibration_replay_applies_each_concepts_exponent():
         np.testing.assert_allclose(q[idx], encoder.recall(memory, log.t[idx])[np.arange(30), log.concept[idx]],
                                    rtol=1e-12)
         encoder.update(memory, np.arange(30), log.concept[idx], log.t[idx], log.correct[idx], log.grade[idx])
+
+
+def test_reviews_at_recall_0_or_1_say_nothing_of_the_exponent():
+    # wrong answers at p = 1 (1 ** k = 1 whatever k) must not push k up
+    k = fit_concept_recall_exponents(p=[1.0] * 5 + [0.0] * 5, correct=[False] * 10, concept=[0] * 10, num_concepts=1)
+    assert k == (1.0,)
