@@ -51,7 +51,7 @@ def test_setup_demo_trains_the_epochs_chosen_on_validation_seeds_and_promotes_a_
             flags[flags.index("--eval_students") + 1]] == ["300", "60", "100"]
     text = out.getvalue()
     assert re.search(r"v1 \(Decision Transformer\) +0\.5926 \[0\.5826, 0\.6026\]", text)
-    assert re.search(r"fallback lowest_recall \(serves with no version\) +0\.5597 \[0\.5497, 0\.5697\]", text)
+    assert re.search(r"fallback lowest_recall, default encoder \(serves with no version\) +0\.5597 \[0\.5497, 0\.5697\]", text)
     assert text.index("Promotion gate for demo v1") < text.index("Promoted demo v1")
     policy = PolicyModel.objects.get(curriculum__key="demo")
     assert policy.status == PolicyModel.Status.ACTIVE
@@ -65,7 +65,7 @@ def test_setup_demo_prints_why_a_demo_that_does_not_beat_the_fallback_stays_a_ca
 
     text = out.getvalue()
     assert re.search(r"v1 \(Decision Transformer\) +0\.5512 \[0\.5412, 0\.5612\]", text)
-    assert re.search(r"fallback lowest_recall \(serves with no version\) +0\.5597 \[0\.5497, 0\.5697\]", text)
+    assert re.search(r"fallback lowest_recall, default encoder \(serves with no version\) +0\.5597 \[0\.5497, 0\.5697\]", text)
     assert "demo v1 stays a candidate: v1 does not beat the fallback it would replace" in text
     assert "Promoted" not in text
     assert PolicyModel.objects.get(curriculum__key="demo").status == PolicyModel.Status.CANDIDATE

@@ -120,7 +120,10 @@ def gate_summary(verdict: services.GateVerdict) -> list[str]:
         rows.append((f"active v{verdict.active.version}", _result(verdict.active_metrics, "dt")))
     else:
         rule = candidate.curriculum.fallback_rule
-        rows.append((f"fallback {rule} (serves with no version)", _result(verdict.fallback_metrics, rule)))
+        # the fallback reads the default (unfitted) encoder, as it serves: not the version's table's baseline of the
+        # same name, which reads the version's fitted encoder
+        rows.append((f"fallback {rule}, default encoder (serves with no version)",
+                     _result(verdict.fallback_metrics, rule)))
     width = max(len(name) for name, _ in rows)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     return lines
