@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import QuerySet
 
@@ -216,7 +217,7 @@ def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingL
         return None
     curriculum_id, policy_id, concept_count, learner_id, data, *rules = row
     if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
-        data = json.loads(data)
+        data = _json_loads(data)
     return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data, ServingRules(*rules))
 
 
@@ -267,5 +268,16 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
                                [curriculum_id, *chunk])
                 rows.extend(cursor.fetchall())
         for external_id, learner_id, data in rows:
-            learners[external_id] = (learner_id, json.loads(data) if isinstance(data, str) else data)
+            learners[external_id] = (learner_id, _json_loads(data) if isinstance(data, str) else data)
     return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))
+
+
+def _json_loads(text: str) -> Any:
+    """A learner state's JSON (as the ORM's JSONField wrote it) -> Python values: orjson's decoder, about 4x faster
+    than the standard library's on these states (bench/batch_profile.py: 47 ms of 215 per 1,000 learners), the same
+    values for JSON that PostgreSQL's jsonb accepts. A document it refuses (NaN or Infinity, which the standard
+    library writes and SQLite stores as text) falls back to the standard library's."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

@@ -180,3 +180,19 @@ def test_the_serving_fallback_and_the_evaluation_baseline_choose_alike(estimator
     baseline = make_policy("lowest_recall", num_learners=len(states), num_concepts=C, rng=rng).select(obs)
     assert served == [keys[i] for i in baseline]
     assert served[:4] == ["c0", "c1", "c0", "c4"]
+
+
+def test_learner_states_are_decoded_as_the_standard_library_would():
+    """The serving queries decode a state's JSON with orjson (selectors._json_loads): the same values, and a document
+    only the standard library reads (NaN, which it writes and SQLite stores as text) still decodes."""
+    import json
+    import math
+
+    from curriculum.selectors import _json_loads
+
+    document = json.dumps({"v": 3, "memory": {"stability": "AAAA", "reviews": [1, 2]}, "t": 1.7e9, "ok": True,
+                           "none": None, "text": "é\u2603"})
+    assert _json_loads(document) == json.loads(document)
+    assert math.isnan(_json_loads('{"x": NaN}')["x"])
+    with pytest.raises(json.JSONDecodeError):
+        _json_loads("{not json")
