@@ -8,7 +8,7 @@ one JSON line per run (to compare recipes run in separate processes).
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99,2024] [--epochs 10] [--batch-size 64]
         [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
         [--attention-window W] [--dropout P] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
-        [--json FILE]
+        [--varied-target-range LOW HIGH] [--json FILE]
 
 ``--target-quantiles``: the trained model is also evaluated conditioned on other target returns, each that quantile of
 the training episodes' returns (``trainer.target_return``; the recipe's own is TrainConfig.target_return_quantile,
@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--concept-exponents", action="store_true",
                         help="fit the encoder's per-concept recall exponents too (fit_encoder_config's "
                              "concept_exponents; off by default)")
+    parser.add_argument("--varied-target-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="the behaviour mix's varied_target_recall targets (default policies.py's 0.15 0.45; set "
+                             "in this process: the default cohort is simulated here, not in worker processes)")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
     args = parser.parse_args()
     eval_seeds = [int(s) for s in args.eval_seeds.split(",")]
@@ -85,6 +88,13 @@ def main() -> None:
     config = replace(TRAIN_DEFAULTS, learning_rate=args.learning_rate, coverage=args.coverage,
                      lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio, cpu_bfloat16=args.cpu_bfloat16,
                      num_threads=args.threads)
+    if args.varied_target_range:
+        from training.rl.policies import VariedTargetRecallPolicy
+        from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
+
+        if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:  # worker processes would not see the class attribute
+            parser.error("--varied-target-range: the cohort would be simulated in worker processes")
+        VariedTargetRecallPolicy.target_range = tuple(args.varied_target_range)
     load = os.getloadavg()
     started = time.perf_counter()
     dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed,
@@ -109,7 +119,9 @@ def main() -> None:
               + f", {outcome.hardware.get('dtype', 'float32')}"
               + (f", attention window {args.attention_window}" if args.attention_window else "")
               + (f", dropout {args.dropout:g}" if args.dropout is not None else "")
-              + (", concept recall exponents" if args.concept_exponents else ""))
+              + (", concept recall exponents" if args.concept_exponents else "")
+              + (f", varied targets {args.varied_target_range[0]:g}-{args.varied_target_range[1]:g}"
+                 if args.varied_target_range else ""))
     print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start\n")
     print(f"data {data_s:.0f} s; training {train_wall:.0f} s wall, {train_cpu:.0f} s process CPU, {steps} optimiser "
@@ -121,7 +133,7 @@ def main() -> None:
               "learning_rate": args.learning_rate, "coverage": args.coverage, "lr_schedule": args.lr_schedule,
               "min_lr_ratio": args.min_lr_ratio, "cpu_bfloat16": args.cpu_bfloat16,
               "attention_window": args.attention_window, "dropout": args.dropout,
-              "concept_exponents": args.concept_exponents, "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
+              "concept_exponents": args.concept_exponents, "varied_target_range": args.varied_target_range, "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
               "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,
               "steps_per_s": outcome.hardware["steps_per_s"], "final_loss": round(outcome.final_loss, 4),
               "losses": [round(x, 4) for x in outcome.losses], "load_average": [round(x, 2) for x in load],
