@@ -178,7 +178,9 @@ def fit_encoder_config(
     the built-in students it makes the recall estimate follow each concept's difficulty (fitted exponents
     correlate 0.99 with it) and lifts the target rule at targets 0.35-0.45 by 0.012-0.023, but lowers
     lowest_recall (serving's default fallback) by 0.027 and the Decision Transformer trained on the default
-    behaviour mix by 0.002-0.017 (bench/README.md, "Per-concept recall exponents"). Fewer long-term reviews than the
+    behaviour mix by 0.002-0.017 (bench/README.md, "Per-concept recall exponents"); and fitted to a synthetic
+    cohort they carry the simulator's concept difficulties, which a real curriculum's concepts do not share: they
+    belong to a fit on a curriculum's own log with many learners per concept. Fewer long-term reviews than the
     fit needs in the train part (or none at all): the parameters stay the defaults (``fsrs6_parameters`` None; the fit's ``reason`` says why) and the
     same-day table is still the log's. ValueError when the arrays differ in length or the log is empty, and with
     ``concept_exponents`` for a concept position outside [0, num_concepts).
