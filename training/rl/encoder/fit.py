@@ -176,7 +176,7 @@ def fit_encoder_config(
     False): then each concept's recall exponent (``fit_concept_recall_exponents``) on the same train part, from the
     fitted FSRS-6's recall before each review that is not the learner's first of the concept. Off by default: on
     the built-in students it makes the recall estimate follow each concept's difficulty (fitted exponents
-    correlate 0.99 with it) and lifts the target rule at targets 0.35-0.45 by 0.012-0.023, but lowers
+    correlate 0.99 with it) and lifts the target rule at targets 0.35-0.45 by 0.011-0.025, but lowers
     lowest_recall (serving's default fallback) by 0.027 and the Decision Transformer trained on the default
     behaviour mix by 0.002-0.017 (bench/README.md, "Per-concept recall exponents"); and fitted to a synthetic
     cohort they carry the simulator's concept difficulties, which a real curriculum's concepts do not share: they
