@@ -40,13 +40,14 @@ FEATURES = 4  # the encoder's per-concept features
 MAX_WEIGHT = 20.0
 
 
-def critic_inputs(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(per-concept inputs float32 [N, C, 2F + 1], whole-state inputs float32 [N, C F + 1]) of every row."""
-    n = len(dataset.actions)
-    states = dataset.state_rows(np.arange(n)).astype(np.float32)  # [N, C F]
+def critic_inputs(states: np.ndarray, timesteps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """States [N, C F] at steps [N] of their episodes -> (per-concept inputs float32 [N, C, 2F + 1], whole-state
+    inputs float32 [N, C F + 1])."""
+    states = np.asarray(states, np.float32)
+    n = len(states)
     per_concept = states.reshape(n, -1, FEATURES)  # [N, C, F]
     c = per_concept.shape[1]
-    position = (np.asarray(dataset.timesteps, np.float32) / 100.0)[:, None]  # [N, 1]
+    position = (np.asarray(timesteps, np.float32) / 100.0).reshape(n, 1)  # [N, 1]
     means = per_concept.mean(axis=1)  # [N, F]
     shared = np.concatenate([means, position], axis=1)  # [N, F + 1]
     concept_in = np.concatenate([per_concept, np.broadcast_to(shared[:, None], (n, c, shared.shape[1]))], axis=2)
@@ -81,7 +82,7 @@ def advantages(dataset, *, kind: str, seed: int, epochs: int) -> tuple[np.ndarra
     import torch
     from torch import nn
 
-    concept_in, state_in = critic_inputs(dataset)
+    concept_in, state_in = critic_inputs(dataset.state_rows(np.arange(len(dataset.actions))), dataset.timesteps)
     returns = np.asarray(dataset.returns_to_go, np.float64)
     actions = np.asarray(dataset.actions, np.int64)
     starts = np.asarray(dataset.episode_starts)
@@ -116,31 +117,25 @@ def greedy_recall(q_nets, *, eval_seed: int, encoder) -> np.ndarray:
     import torch
 
     import training_recipe as recipe
-    from training.rl.encoder import StateEncoder
-    from training.rl.evaluation import FINAL_RECALL_DELAY_S
+    from training.rl.evaluation import closed_loop_final_recall
     from training.rl.policies import Policy
-    from training.rl.simulator import make_cohort, policy_rng, run_policies
+    from training.rl.simulator import make_cohort, policy_rng
 
     class CriticGreedy(Policy):
         name = "critic_greedy"
         uses_states = True
 
         def select(self, obs):
-            m = len(obs.t)
-            per_concept = obs.states.astype(np.float32).reshape(m, -1, FEATURES)
-            shared = np.concatenate([per_concept.mean(axis=1), np.full((m, 1), obs.step / 100.0, np.float32)], 1)
-            x = np.concatenate([per_concept, np.broadcast_to(shared[:, None], (m, per_concept.shape[1], 5))], 2)
+            concept_in, _ = critic_inputs(obs.states, np.full(len(obs.t), obs.step))
             with torch.no_grad():
-                q = sum(net(torch.from_numpy(np.ascontiguousarray(x))) for net in q_nets)
+                q = sum(net(torch.from_numpy(concept_in)) for net in q_nets)
             return q.argmax(dim=1).numpy().astype(np.int64)
 
     cohort = make_cohort(family=None, students_like=None, num_students=recipe.STUDENTS, num_concepts=recipe.CONCEPTS,
                          interactions=recipe.INTERACTIONS, seed=eval_seed, held_out=True, config=None)
     policy = CriticGreedy(num_learners=recipe.STUDENTS, num_concepts=recipe.CONCEPTS,
                           rng=policy_rng(seed=eval_seed, held_out=True, name="critic_greedy"))
-    run_policies(cohort=cohort, groups=[(policy, np.arange(recipe.STUDENTS))], encoder=StateEncoder(encoder),
-                 rewards=False)
-    return cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S).mean(axis=1)
+    return closed_loop_final_recall(cohort=cohort, policy=policy, encoder=encoder)
 
 
 def main() -> None:

@@ -29,19 +29,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
 
 import numpy as np  # noqa: E402
 
-REPORTING_SEED = 1234
-
-
 def main() -> None:
     import django
 
     django.setup()
     import training_recipe as recipe
     from training.pipeline import build_synthetic_dataset
-    from training.rl.encoder import EncoderConfig, StateEncoder
-    from training.rl.evaluation import FINAL_RECALL_DELAY_S, final_recall
+    from training.rl.encoder import EncoderConfig
+    from training.rl.evaluation import closed_loop_final_recall, final_recall
     from training.rl.policies import Policy, _reviewed, never_reviewed_first
-    from training.rl.simulator import make_cohort, policy_rng, run_policies
+    from training.rl.simulator import make_cohort, policy_rng
 
     class TargetOn(Policy):
         """The target rule on the encoder's recall, optionally shifted by a per-learner logit offset, or on the
@@ -82,8 +79,7 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.1, help="the learner offset's step size")
     parser.add_argument("--family", default=None, help="student family (default: the built-in students)")
     args = parser.parse_args()
-    if REPORTING_SEED in args.eval_seeds or args.seed == REPORTING_SEED:
-        parser.error(f"{REPORTING_SEED} is the reporting seed; choose on others")
+    recipe.check_seeds(parser, args)
     n, c, steps = recipe.STUDENTS, recipe.CONCEPTS, recipe.INTERACTIONS
     dataset = build_synthetic_dataset(num_users=recipe.USERS, interactions=steps, concepts=c, seed=args.seed)
     encoder = EncoderConfig.from_dict(dataset.encoder)
@@ -96,8 +92,7 @@ def main() -> None:
                              interactions=steps, seed=eval_seed, held_out=True, config=None)
         policy = TargetOn(num_learners=n, num_concepts=c, rng=policy_rng(seed=eval_seed, held_out=True,
                                                                           name="target_on"), **kwargs)
-        run_policies(cohort=cohort, groups=[(policy, np.arange(n))], encoder=StateEncoder(config), rewards=False)
-        return cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S).mean(axis=1)
+        return closed_loop_final_recall(cohort=cohort, policy=policy, encoder=config)
 
     concept_log_k = np.log(with_exponents.concept_recall_exponent)
     truth_note = ""

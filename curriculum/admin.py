@@ -16,7 +16,7 @@ from django.utils.text import smart_split, unescape_string_literal
 from training.rl.evaluation import family_policies
 
 from . import charts, selectors, services, token_admin  # noqa: F401 - token_admin: Curriculum > API tokens
-from .admin_text import format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
+from .admin_text import count_noun, format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
 from .evaluation_protocol import students_like
 from .learner_history import learner_curricula, recall_history
@@ -198,8 +198,8 @@ class LearnerAdmin(NfcSearchMixin, admin.ModelAdmin):
         # The counts are the database's (RecallHistory.review_count, concept_count), not the shown window's.
         parts = [format_html(
             "<h3>{}</h3>{}{}{}{}{}", curriculum.key,
-            format_html('<p class="review-counts">{} of {}.</p>', _count(h.review_count, "review"),
-                        _count(h.concept_count, "concept")),
+            format_html('<p class="review-counts">{} of {}.</p>', count_noun(h.review_count, "review"),
+                        count_noun(h.concept_count, "concept")),
             format_html('<p class="concepts-hidden">The {} most recently reviewed concepts are shown; {} other '
                         "reviewed concepts are hidden.</p>", self.SHOWN_CONCEPTS, f"{h.hidden:,}") if h.hidden else "",
             format_html("<p>The {} newest reviews are shown ({} older ones left out).</p>",
@@ -227,11 +227,6 @@ class LearnerAdmin(NfcSearchMixin, admin.ModelAdmin):
                           concepts=[h.concepts[k] for k in columns], recall=h.recall[:, columns])
         object.__setattr__(limited, "hidden", hidden)
         return limited
-
-
-def _count(n: int, noun: str) -> str:
-    """``n`` with thousands separators and ``noun`` in the singular or plural: "6,220 reviews", "1 concept"."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 @admin.register(LearnerState)

@@ -1,5 +1,5 @@
-"""How the admin words things for an operator: times with seconds and zone, and a permission denial that names
-the missing permission."""
+"""How the admin words things for an operator: times with seconds and zone, counts with their noun, and a
+permission denial that names the missing permission."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,6 +14,12 @@ def format_when(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def count_noun(n: int, noun: str) -> str:
+    """``n`` with thousands separators and ``noun`` in the singular or plural (plural by -s): "6,220 reviews",
+    "1 concept"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def permission_denied(request, *, app_label: str, codename: str, doing: str) -> PermissionDenied:

@@ -20,7 +20,8 @@ def data_warnings(*, episodes: int, steps: int, concepts: int) -> list[str]:
     (reviews) < MIN_REVIEWS_PER_CONCEPT x ``concepts``. [] when there is enough (or nothing to judge: 0 concepts)."""
     warnings = []
     if episodes < MIN_EPISODES:
-        warnings.append(f"too few learners to learn from: {episodes} episode{'' if episodes == 1 else 's'} (one per learner), fewer than "
+        episodes_text = f"{episodes} episode{'' if episodes == 1 else 's'}"
+        warnings.append(f"too few learners to learn from: {episodes_text} (one per learner), fewer than "
                         f"{MIN_EPISODES}; a policy trained on them can only copy their order, and its evaluation "
                         f"says little")
     if concepts > 0 and steps < MIN_REVIEWS_PER_CONCEPT * concepts:

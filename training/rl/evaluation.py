@@ -36,7 +36,7 @@ from .cpu_threads import AUTO, pool_size, sized_threads, worker_pool
 from .encoder import EncoderConfig, StateEncoder
 from .policies import Observation, Policy, make_policy, normalise_mix
 from .seeds import SEED_MAX, SEED_MIN
-from .simulator import SimulatorConfig, StudentsLike, make_cohort, policy_rng, run_policies
+from .simulator import SimulatorConfig, StudentCohort, StudentsLike, make_cohort, policy_rng, run_policies
 from .students import BUILTIN, FITTED, parse_families
 from .trajectories import DEFAULT_MAX_TIMESTEP
 
@@ -162,8 +162,16 @@ def final_recall(
         )
     else:
         policy = make_policy(policy_name, num_learners=students, num_concepts=num_concepts, rng=rng)
+    return closed_loop_final_recall(cohort=cohort, policy=policy, encoder=encoder)
+
+
+def closed_loop_final_recall(*, cohort: StudentCohort, policy: Policy, encoder: EncoderConfig) -> np.ndarray:
+    """Drive every student of ``cohort`` with ``policy`` (one group of all of them, states from ``encoder``) for
+    all its interactions, then each student's mean true recall FINAL_RECALL_DELAY_S after the last review, float64
+    [students]: ``final_recall``'s closed loop, for a policy built by the caller."""
     # rewards only for a policy that reads them (the DT's returns-to-go): the score is the true recall below
-    run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=StateEncoder(encoder), rewards=False)
+    run_policies(cohort=cohort, groups=[(policy, np.arange(cohort.num_students))], encoder=StateEncoder(encoder),
+                 rewards=False)
     return cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S).mean(axis=1)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from curriculum.admin_text import count_noun
 from curriculum.reviews.importers.service import FORMATS, ImportFileError, import_review_file
 
 
@@ -51,23 +52,19 @@ class Command(BaseCommand):
         if result.dry_run:
             self.stdout.write(self.style.SUCCESS(
                 f"dry run, nothing stored: {path.name} ({result.format}) -> {result.curriculum}: {result.rows} rows, "
-                f"{result.skipped} skipped; {_count(result.learners, 'learner')}, "
-                f"{_count(result.concepts_created, 'new concept')}"
+                f"{result.skipped} skipped; {count_noun(result.learners, 'learner')}, "
+                f"{count_noun(result.concepts_created, 'new concept')}"
             ))
             self._notes(result)
             return
         self.stdout.write(self.style.SUCCESS(
             f"{path.name} ({result.format}) -> {result.curriculum}: {result.created} reviews created, "
             f"{result.duplicates} duplicates, {result.skipped} skipped of {result.rows} rows; "
-            f"{_count(result.learners, 'learner')}, {_count(result.concepts_created, 'new concept')}; batch {result.batch}"
+            f"{count_noun(result.learners, 'learner')}, {count_noun(result.concepts_created, 'new concept')}; "
+            f"batch {result.batch}"
         ))
         self._notes(result)
 
     def _notes(self, result) -> None:
         for note in result.notes:
             self.stdout.write(self.style.WARNING(note))
-
-
-def _count(n: int, noun: str) -> str:
-    """ "1 learner", "3 learners" (English plural by -s: the nouns used here)."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -14,9 +14,10 @@ None = the package's defaults) and a same-day rule, ``fsrs6_same_day_stability``
 produce) or ``fsrs6_same_day_recall`` (4 constants, encoders fitted before it), fitted per curriculum by
 ``fsrs_fit.fit_fsrs6``; with neither, ``fsrs6_same_day_default`` gives FSRS-6's default same-day stabilities
 (``fsrs6.default_same_day_stability``; encoders made before the field existed have none and keep the package's
-same-day recall 1.0), and per concept ``concept_recall_exponent`` (R ** k_c; None = 1); "halflife", the estimator before FSRS-6 (fixed half-life parameters and per-concept
-``concept_stability`` factors), which configs exported before the estimator key existed keep serving with. S is
-FSRS-6's stability (recall 0.9) for "fsrs6" and the half-life for "halflife".
+same-day recall 1.0), and per concept ``concept_recall_exponent`` (R ** k_c; None = 1); "halflife", the estimator
+before FSRS-6 (fixed half-life parameters and per-concept ``concept_stability`` factors), which configs exported
+before the estimator key existed keep serving with. S is FSRS-6's stability (recall 0.9) for "fsrs6" and the
+half-life for "halflife".
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ ESTIMATORS = ("fsrs6", "halflife")
 HALFLIFE_FIELDS = ("initial_stability_s", "initial_difficulty", "difficulty_step", "growth", "recall_exponent",
                    "grade_factor", "lapse_factor", "max_stability_s", "concept_stability")
 STATE_FEATURES = ("recall", "elapsed", "reviews", "stability")
+# The fields that hold one value per concept (in position order; None = 1 for every concept), and what a value is.
+PER_CONCEPT_FIELDS = {"concept_stability": "factors", "concept_recall_exponent": "exponents"}
 NEVER_REVIEWED_ELAPSED = -1.0
 
 
@@ -109,23 +112,17 @@ class EncoderConfig:
             raise ValueError("fsrs6_parameters: an FSRS-6 parameter; estimator 'halflife' does not read it")
         else:
             object.__setattr__(self, "fsrs6_same_day_default", False)  # the half-life estimator has no same-day rule
-        if self.concept_recall_exponent is not None:
-            if self.estimator != "fsrs6":
-                raise ValueError("concept_recall_exponent: an FSRS-6 parameter; estimator 'halflife' does not read it")
-            exponents = tuple(float(v) for v in self.concept_recall_exponent)
-            if len(exponents) != int(self.num_concepts):
-                raise ValueError(f"concept_recall_exponent: {len(exponents)} exponents for {self.num_concepts} "
-                                 f"concepts")
-            if not all(np.isfinite(v) and v > 0 for v in exponents):
-                raise ValueError("concept_recall_exponent: exponents must be finite and > 0")
-            object.__setattr__(self, "concept_recall_exponent", exponents)
-        if self.concept_stability is not None:
-            factors = tuple(float(v) for v in self.concept_stability)
-            if len(factors) != int(self.num_concepts):
-                raise ValueError(f"concept_stability: {len(factors)} factors for {self.num_concepts} concepts")
-            if not all(np.isfinite(v) and v > 0 for v in factors):
-                raise ValueError("concept_stability: factors must be finite and > 0")
-            object.__setattr__(self, "concept_stability", factors)
+        if self.concept_recall_exponent is not None and self.estimator != "fsrs6":
+            raise ValueError("concept_recall_exponent: an FSRS-6 parameter; estimator 'halflife' does not read it")
+        for name, noun in PER_CONCEPT_FIELDS.items():  # one positive finite value per concept, or None
+            if getattr(self, name) is None:
+                continue
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != int(self.num_concepts):
+                raise ValueError(f"{name}: {len(values)} {noun} for {self.num_concepts} concepts")
+            if not all(np.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"{name}: {noun} must be finite and > 0")
+            object.__setattr__(self, name, values)
         for name in ("initial_stability_s", "grade_factor"):
             if len(getattr(self, name)) != 4:
                 raise ValueError(f"{name}: expected 4 values (grades 1-4), got {getattr(self, name)!r}")
@@ -158,19 +155,18 @@ class EncoderConfig:
         """This encoder for another number of concepts: FSRS-6's parameters are the same for every concept; the
         per-concept values (the half-life estimator's factors, FSRS-6's recall exponents) are kept for the concepts
         both have, a concept beyond them is unfitted (1)."""
-        factors, exponents = self.concept_stability, self.concept_recall_exponent
-        if factors is not None:
-            factors = (factors + (1.0,) * num_concepts)[:num_concepts]
-        if exponents is not None:
-            exponents = (exponents + (1.0,) * num_concepts)[:num_concepts]
-        return replace(self, num_concepts=num_concepts, concept_stability=factors, concept_recall_exponent=exponents)
+        resized = {}
+        for name in PER_CONCEPT_FIELDS:
+            values = getattr(self, name)
+            resized[name] = None if values is None else (values + (1.0,) * num_concepts)[:num_concepts]
+        return replace(self, num_concepts=num_concepts, **resized)
 
     def to_dict(self) -> dict:
         """JSON-ready. "fsrs6": num_concepts, horizon_s, estimator, fsrs6_parameters (when fitted),
         fsrs6_same_day_recall or fsrs6_same_day_stability (when fitted), ``"fsrs6_same_day_default": true`` (the
         default same-day rule; absent in configs stored before it, read as false), concept_recall_exponent (when
-        fitted; absent = 1 for every concept, so older configs keep their dict and identity), features. "halflife": the dict of configs exported before FSRS-6 (no
-        estimator key), so their identities do not change."""
+        fitted; absent = 1 for every concept, so older configs keep their dict and identity), features. "halflife":
+        the dict of configs exported before FSRS-6 (no estimator key), so their identities do not change."""
         if self.estimator == "fsrs6":
             data = {"num_concepts": self.num_concepts, "horizon_s": self.horizon_s, "estimator": "fsrs6"}
             if self.fsrs6_parameters is not None:
