@@ -31,7 +31,7 @@ from .experiments import recommendation_log
 from .experiments.assignment import assign
 from .experiments.exploration import Exploration, draw
 from .learner_states import histories, state_from_history
-from .models import ExperimentArm, PolicyModel, RecommendationLog
+from .models import ExperimentArm, PolicyModel
 from .services import artifact_storage
 from .state_specs import IDENTITY_KEY, StateSpec
 
@@ -337,8 +337,8 @@ def recommend(
 
 
 def _log_row(rec: Recommendation, *, curriculum_id: int, learner: str, at: dt.datetime, exploration: Exploration,
-             arm: _Arm | None, served: bool = True) -> RecommendationLog:
-    return RecommendationLog(
+             arm: _Arm | None, served: bool = True) -> recommendation_log.LogRow:
+    return recommendation_log.LogRow(
         id=uuid.uuid4(), curriculum_id=curriculum_id, learner=learner, policy_id=rec.policy_id, concept=rec.concept,
         candidates=rec.candidates, propensity=rec.propensity, exploration=exploration.rule,
         arm_id=arm.id if arm is not None else None, served=served, at=at,
