@@ -24,13 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from training.rl.batches import BatchBuilder, draw_window_ends  # noqa: E402
 from training.rl.dt import DecisionTransformer  # noqa: E402
 from training.rl.simulator import generate_logs  # noqa: E402
 from training.rl.trainer import (  # noqa: E402
-    TrainConfig, default_model_config, sample_windows, training_autocast, training_dtype,
+    TrainConfig, default_model_config, optimisation_step, sample_windows, training_autocast, training_dtype,
 )
 from training.rl.trajectories import trajectories_from_columns  # noqa: E402
 
@@ -73,15 +72,7 @@ def measure(*, concepts: int, users: int, interactions: int, batch_size: int, re
         builder.batch(draw_window_ends(rng, num_steps=builder.num_steps, batch_size=batch_size))
 
     def step() -> None:
-        with autocast:
-            logits = model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
-                           batch["attention_mask"])
-        valid = batch["attention_mask"].bool()
-        loss = F.cross_entropy(logits[valid].float(), batch["actions"][valid])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        optimizer.step()
+        optimisation_step(model, optimizer, batch, autocast=autocast, grad_clip=0.25)
 
     for work in (reference, built, step):  # warm-up
         work()

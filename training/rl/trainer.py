@@ -236,6 +236,25 @@ def sample_windows(
     return batch
 
 
+def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
+                      autocast: contextlib.AbstractContextManager, grad_clip: float) -> torch.Tensor:
+    """One optimiser step of the Decision Transformer's behaviour-cloning loss (Chen et al. 2021): cross-entropy of
+    the logits at every valid state token (``batch["attention_mask"]`` 1) against the action taken there, under
+    ``autocast`` (the loss in float32), gradients clipped to ``grad_clip`` in global norm. ``batch``: BatchBuilder's
+    tensors (returns_to_go [B, K], states [B, K, S], actions [B, K], timesteps [B, K], attention_mask [B, K]). Returns
+    the loss, detached (a 0-d tensor on the model's device: no synchronisation here)."""
+    with autocast:
+        logits = model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
+                       batch["attention_mask"])  # [B, K, A]
+    valid = batch["attention_mask"].bool()
+    loss = F.cross_entropy(logits[valid].float(), batch["actions"][valid])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
 def dataset_fingerprint(dataset: TrajectoryDataset) -> str:
     """Identifies the data a checkpoint was trained on, so a resume never mixes two datasets."""
     h = hashlib.sha256()
@@ -364,19 +383,11 @@ def train(
             for step in range(steps):
                 if should_stop is not None and should_stop():
                     raise TrainingCancelled(f"training cancelled at epoch {epoch + 1}, step {step + 1}")
-                batch = next_batch()
-                with autocast:
-                    logits = model(batch["returns_to_go"], batch["states"], batch["actions"],
-                                   batch["timesteps"], batch["attention_mask"])  # [B, K, A]
-                valid = batch["attention_mask"].bool()
-                loss = F.cross_entropy(logits[valid].float(), batch["actions"][valid])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-                optimizer.step()
+                loss = optimisation_step(model, optimizer, next_batch(), autocast=autocast,
+                                         grad_clip=train_config.grad_clip)
                 scheduler.step()
                 steps_taken += 1
-                total += loss.detach()
+                total += loss
                 if on_progress is not None and ((step + 1) % train_config.progress_every == 0 or step + 1 == steps):
                     on_progress(epoch + 1, train_config.epochs, step + 1, steps, total.item() / (step + 1))
             loss_history.append(total.item() / steps)
