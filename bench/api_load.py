@@ -16,6 +16,8 @@ then `=1` (no promotion; `--log-ab-rounds` pairs), and reports both rates; the t
 `--batch N` sends the recommendations as batches of N learners to `POST /api/v1/recommendations/batch` instead
 (90% known learners, 10% new ones per batch) and reports learners/s; the target is then >= 20,000 learners/s
 with no errors. The server's `API_THROTTLE_RATE` is raised for it (unless set) so the budget does not cap the run.
+A batch the server sheds (503 with Retry-After: the process already answers `API_BATCH_CONCURRENCY` batches) is
+waited out and sent again, as a push job would, and counted apart from errors.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class Connection:
         self.port, self.reader, self.writer = port, None, None
         self.head = f"Host: {HOST}:{port}\r\nAuthorization: Token {token}\r\nContent-Type: application/json\r\n"
         self.reconnects = 0
+        self.retry_after: float | None = None  # the last response's Retry-After, seconds
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         request = f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body
@@ -74,11 +77,14 @@ class Connection:
     async def _read_response(self, status_line: bytes) -> tuple[int, bytes]:
         status = int(status_line.split()[1])
         length, close = 0, False
+        self.retry_after = None
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
             name = name.strip().lower()
             if name == "content-length":
                 length = int(value)
+            elif name == "retry-after":
+                self.retry_after = float(value)
             elif name == "connection" and value.strip().lower() == "close":
                 close = True
         body = await self.reader.readexactly(length) if length else b""
@@ -96,6 +102,7 @@ class Recorder:
     def __init__(self):
         self.latencies: list[float] = []
         self.errors = 0
+        self.shed = 0  # 503s with Retry-After (the batch endpoint's load shedding), waited out and sent again
         self.samples: list[str] = []
 
     def error(self, what: str) -> None:
@@ -144,6 +151,12 @@ async def _load(cfg: dict, started, results) -> None:
                 recorder.error(f"{type(exc).__name__}: {exc}")
             return None
         done = time.monotonic()
+        if status == 503 and path == BATCH and conn.retry_after is not None:
+            # the server sheds batches over API_BATCH_CONCURRENCY: a push job waits Retry-After and sends again
+            if state["measuring"]:
+                recorder.shed += 1
+            await asyncio.sleep(conn.retry_after)
+            return None
         if not state["measuring"]:
             return None
         if status != expected:
@@ -358,6 +371,9 @@ def report(args, out: dict, promoted_at: float | None, db: str, cache: str) -> b
             print(f"  {kind} error: {sample}")
     if out["reconnects"]:
         print(f"  keep-alive reconnects (resent, not errors): {out['reconnects']}")
+    if out["recommendations"]["shed"]:
+        print(f"  batches refused with 503 + Retry-After (API_BATCH_CONCURRENCY; waited out and sent again, not "
+              f"errors): {out['recommendations']['shed']}")
 
     versions = out["versions"]
     if promoted_at is not None:

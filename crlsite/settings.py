@@ -154,6 +154,10 @@ RECOMMENDATION_LOG_MAX_BUFFERED = max(env_int("RECOMMENDATION_LOG_MAX_BUFFERED",
 # of learners' histories for policy versions with local attention, so that a recommendation computes only the newest
 # tokens; bytes of arrays kept (about 60 KB a learner at the default model size), least recently used evicted; 0: off.
 SERVING_STEP_CACHE_BYTES = max(env_int("SERVING_STEP_CACHE_BYTES", 64 << 20), 0)
+# Batch recommendation requests (POST /api/v1/recommendations/batch) one web process answers at once; more are
+# refused with a 503 and Retry-After, so that a push job's batches cannot hold every server thread while the app's
+# reviews and single recommendations wait (curriculum/api/concurrency.py). At least 1.
+API_BATCH_CONCURRENCY = max(env_int("API_BATCH_CONCURRENCY", 1), 1)
 
 
 def postgres_statement_timeout(seconds: float) -> str:

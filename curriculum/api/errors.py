@@ -30,6 +30,18 @@ class InvalidRequest(APIException):
         super().__init__(summary(fields))
 
 
+class ServerBusy(APIException):
+    """503 with ``Retry-After`` (``wait`` seconds, set by REST framework's handler): this server process is already
+    answering as many requests of this kind as it may at once (a load shed, not an outage)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "busy"
+
+    def __init__(self, message: str, *, wait: int):
+        self.wait = wait
+        super().__init__(message)
+
+
 class NotFoundField(InvalidRequest):
     """404 naming the path parameter or field that names nothing (``key``: an unknown curriculum)."""
 

@@ -20,7 +20,8 @@ from ..reviews.fields import EARLIEST, check_curriculum_key
 from ..reviews.store import MAX_BATCH, record_reviews
 from ..reviews.validation import IdempotencyConflict, ReviewValidationError, check_learner_id
 from .authentication import CachedTokenAuthentication
-from .errors import Conflict, InvalidRequest, NotFoundField, exception_handler, field_errors
+from .concurrency import batch_requests
+from .errors import Conflict, InvalidRequest, NotFoundField, ServerBusy, exception_handler, field_errors
 from .parsers import JSONBodyParser, buffer_chunked_body
 from .serializers import (
     ActivePolicySerializer,
@@ -50,6 +51,12 @@ ERRORS = {
     503: OpenApiResponse(ErrorSerializer, description="The database (or the artifact storage) is unreachable or did "
                          "not answer in time; `Retry-After` says when to try again. Nothing was stored."),
 }
+# Seconds a client refused by the batch endpoint's concurrency limit is told to wait (Retry-After).
+BUSY_RETRY_AFTER_S = 1
+BATCH_ERRORS = {**ERRORS, 503: OpenApiResponse(ErrorSerializer, description="The database (or the artifact storage) "
+                "is unreachable or did not answer in time, or this server process is already answering "
+                "`API_BATCH_CONCURRENCY` batch requests (default 1; a push job should send its batches one after "
+                "another per server process); `Retry-After` says when to try again. Nothing was answered.")}
 HEADERS = [
     OpenApiParameter("Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429, 503],
                      description="Seconds to wait before sending again."),
@@ -173,9 +180,11 @@ class BatchRecommendationsView(ApiView):
         "one batched computation). `results` has one item per learner sent, in order. A learner never seen is a new "
         "learner; an invalid learner id is that learner's `error` and the others are answered. The rate limit counts "
         "learners, not calls: a batch of n learners uses n requests of the per-token budget (`API_THROTTLE_RATE`; a "
-        "batch larger than the whole budget uses all of it).",
+        "batch larger than the whole budget uses all of it). A server process answers at most `API_BATCH_CONCURRENCY` "
+        "batch requests at once (default 1), so that batches cannot hold every server thread while reviews wait; "
+        "one more gets a `503` with `Retry-After` at once and uses none of the budget.",
         request={"application/json": BatchRecommendationRequestSerializer},
-        responses={200: BatchRecommendationResultSerializer, **ERRORS},
+        responses={200: BatchRecommendationResultSerializer, **BATCH_ERRORS},
         parameters=HEADERS,
         examples=[
             OpenApiExample("request", request_only=True,
@@ -219,6 +228,25 @@ class BatchRecommendationsView(ApiView):
             else:
                 results.append({"learner": raw, **recommendation_body(next(answers))})
         return Response({"results": results})
+
+    # Load shedding (curriculum/api/concurrency.py): a slot is taken after authentication and permissions, before
+    # the rate limit (a refused batch uses none of the budget), and given back however the request ends.
+    _holds_slot = False
+
+    def check_throttles(self, request: Request) -> None:
+        if not batch_requests.try_acquire():
+            raise ServerBusy(f"this server process is already answering {batch_requests.limit()} batch request(s) "
+                             f"(API_BATCH_CONCURRENCY); retry in {BUSY_RETRY_AFTER_S} s", wait=BUSY_RETRY_AFTER_S)
+        self._holds_slot = True
+        super().check_throttles(request)
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            if self._holds_slot:
+                self._holds_slot = False
+                batch_requests.release()
 
     def throttle_cost(self, request: Request) -> int:
         """Units of the per-token budget this request uses: one per learner sent (TokenRateThrottle)."""

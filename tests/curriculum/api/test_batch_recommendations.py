@@ -132,6 +132,82 @@ def test_a_batch_larger_than_the_budget_uses_all_of_it(api_client, demo, rate):
     assert response.status_code == 429
 
 
+def test_a_batch_over_the_process_limit_is_refused_at_once_without_using_the_budget(api_client, demo, rate):
+    from curriculum.api.concurrency import batch_requests
+
+    assert batch_requests.try_acquire()  # another thread of this process is answering a batch
+    try:
+        refused = post(api_client, {"curriculum": "demo", "learners": ["a", "b", "c"]})
+    finally:
+        batch_requests.release()
+    assert refused.status_code == 503 and refused["Retry-After"] == "1"
+    assert "API_BATCH_CONCURRENCY" in refused.json()["error"]["message"] and refused.json()["error"]["fields"] == []
+    # the refused batch used none of the budget (5 a minute) and gave its slot back: 5 learners are answered
+    assert post(api_client, {"curriculum": "demo", "learners": ["a", "b", "c", "d", "e"]}).status_code == 200
+    assert batch_requests.held == 0
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"curriculum": "demo", "learners": ["a"]}, 200),
+    ({"curriculum": "nope", "learners": ["a"]}, 400),  # raised inside the view
+    ({"curriculum": "demo"}, 400),
+])
+def test_the_slot_is_given_back_however_the_request_ends(api_client, demo, body, status):
+    from curriculum.api.concurrency import batch_requests
+
+    assert post(api_client, body).status_code == status
+    assert batch_requests.held == 0
+    assert post(api_client, {"curriculum": "demo", "learners": ["a"]}).status_code == 200
+
+
+def test_the_limit_holds_across_threads_and_follows_the_setting(transactional_db, demo, settings, django_user_model):
+    """Real threads through the whole stack, each waiting inside serving until all have arrived or were refused:
+    at most API_BATCH_CONCURRENCY answer at once, the others get 503 at once."""
+    import threading
+    from unittest import mock
+
+    from django.db import connections
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from curriculum import serving
+
+    settings.API_BATCH_CONCURRENCY = 2
+    user = django_user_model.objects.create_user("batch-app")
+    token = Token.objects.create(user=user)
+    arrived, release = threading.Barrier(3), threading.Event()
+    real = serving.recommend_batch
+
+    def slow(**kwargs):
+        arrived.wait(timeout=10)  # the two admitted requests and the test's thread
+        release.wait(timeout=10)
+        return real(**kwargs)
+
+    statuses = []
+
+    def ask():
+        client = APIClient(HTTP_AUTHORIZATION=f"Token {token.key}")
+        statuses.append(post(client, {"curriculum": "demo", "learners": ["a"]}).status_code)
+
+    def ask_in_thread():
+        try:
+            ask()
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    with mock.patch.object(serving, "recommend_batch", side_effect=slow):
+        threads = [threading.Thread(target=ask_in_thread) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        arrived.wait(timeout=10)  # both admitted requests are inside serving now
+        ask()  # a third, in this thread: over the limit
+        assert statuses == [503]
+        release.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert sorted(statuses) == [200, 200, 503]
+
+
 def test_the_batch_endpoint_is_in_the_openapi_schema(api_client):
     schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     operation = schema["paths"]["/api/v1/recommendations/batch"]["post"]
