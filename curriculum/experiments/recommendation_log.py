@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -76,18 +77,21 @@ def store(rows: list[LogRow]) -> None:
 
 
 def _insert(rows: list[LogRow]) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            raw = cursor.cursor
-            if hasattr(raw, "copy"):  # psycopg 3
-                quote = connection.ops.quote_name
-                column = {field.attname: field.column for field in RecommendationLog._meta.concrete_fields}
-                columns = ", ".join(quote(column[name]) for name in LogRow._fields)
-                with raw.copy(f"COPY {quote(RecommendationLog._meta.db_table)} ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                return
+    if connection.vendor == "postgresql":  # psycopg 3 (a dependency), as curriculum/reviews/bulk.py's COPY
+        with connection.cursor() as cursor, cursor.cursor.copy(_copy_statement()) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
     RecommendationLog.objects.bulk_create([RecommendationLog(**row._asdict()) for row in rows])
+
+
+@functools.cache
+def _copy_statement() -> str:
+    """``COPY <table> (<LogRow's columns>) FROM STDIN`` for PostgreSQL, built once from the model."""
+    quote = connection.ops.quote_name
+    column = {field.attname: field.column for field in RecommendationLog._meta.concrete_fields}
+    columns = ", ".join(quote(column[name]) for name in LogRow._fields)
+    return f"COPY {quote(RecommendationLog._meta.db_table)} ({columns}) FROM STDIN"
 
 
 class RecommendationLogWriter:
