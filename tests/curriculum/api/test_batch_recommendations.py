@@ -78,6 +78,16 @@ def test_invalid_learner_ids_are_errors_of_those_learners_only(api_client, demo)
     assert [results[i]["learner"] for i in range(1, 6)] == [" ", None, None, "x" * (MAX_ID_LENGTH + 1), "bad\x07id"]
 
 
+def test_integer_ids_beyond_64_bits_are_echoed_exactly(api_client, demo):
+    """orjson writes no integer beyond 64 bits; the API's renderer falls back to REST framework's for such a body."""
+    big, huge = 12345678901234567890123, 10 ** 300  # a valid id; one longer than MAX_ID_LENGTH digits
+    response = post(api_client, {"curriculum": "demo", "learners": ["u1", big, huge]})
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    results = json.loads(response.content)["results"]
+    assert [r["learner"] for r in results] == ["u1", big, huge]
+    assert results[1]["concept"] == "c0" and set(results[2]) == {"learner", "error"}
+
+
 def test_a_batch_of_only_invalid_ids_still_answers_each(api_client, demo):
     results = post(api_client, {"curriculum": "demo", "learners": [None, ""]}).json()["results"]
     assert [sorted(r) for r in results] == [["error", "learner"], ["error", "learner"]]
