@@ -30,6 +30,25 @@ def episode_returns(dataset) -> np.ndarray:
     return dataset.returns_to_go[starts[:-1]].astype(np.float64)
 
 
+def paired_returns(dataset, *, users: int, interactions: int, concepts: int, seed: int,
+                      reference: str) -> tuple[np.ndarray, np.ndarray]:
+    """(returns, reference returns), float64 [E] each: every episode's return in ``dataset`` and the same learner's
+    (the same simulated student: same seed) under ``reference`` alone, both by the dataset's fitted encoder.
+    SystemExit when the episodes do not pair up."""
+    from training.rl.encoder import EncoderConfig
+    from training.rl.simulator import generate_logs
+    from training.rl.trajectories import extract_trajectories
+
+    encoder = EncoderConfig.from_dict(dataset.encoder)
+    log = generate_logs(num_users=users, interactions=interactions, num_concepts=concepts, seed=seed,
+                        encoder=encoder, policy_mix={reference: 1.0})
+    trajectories = extract_trajectories(chunks=log.chunks(size=100_000), encoder=encoder, total_rows=len(log))
+    returns, references = episode_returns(dataset), episode_returns(trajectories)
+    if len(returns) != len(references):
+        raise SystemExit(f"{len(returns)} episodes against {len(references)} reference episodes")
+    return returns, references
+
+
 def main() -> None:
     import django
 
@@ -39,9 +58,6 @@ def main() -> None:
     import training.rl.trainer as trainer
     import training_recipe as recipe
     from training.pipeline import build_synthetic_dataset
-    from training.rl.encoder import EncoderConfig
-    from training.rl.simulator import generate_logs
-    from training.rl.trajectories import extract_trajectories
 
     parser = recipe.experiment_parser(__doc__)
     parser.add_argument("--mode", choices=("filter", "weight"), default="filter")
@@ -53,13 +69,8 @@ def main() -> None:
 
     users, interactions, concepts = recipe.USERS, recipe.INTERACTIONS, recipe.CONCEPTS
     dataset = build_synthetic_dataset(num_users=users, interactions=interactions, concepts=concepts, seed=args.seed)
-    encoder = EncoderConfig.from_dict(dataset.encoder)
-    log = generate_logs(num_users=users, interactions=interactions, num_concepts=concepts, seed=args.seed,
-                        encoder=encoder, policy_mix={args.reference: 1.0})
-    reference = extract_trajectories(chunks=log.chunks(size=100_000), encoder=encoder, total_rows=len(log))
-    returns, reference_returns = episode_returns(dataset), episode_returns(reference)
-    if len(returns) != len(reference_returns):
-        raise SystemExit(f"{len(returns)} episodes against {len(reference_returns)} reference episodes")
+    returns, reference_returns = paired_returns(dataset, users=users, interactions=interactions,
+                                                concepts=concepts, seed=args.seed, reference=args.reference)
     advantage = returns - reference_returns
     if args.mode == "filter":
         weights = (advantage > 0).astype(np.float64)

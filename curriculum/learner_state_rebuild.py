@@ -38,7 +38,7 @@ def reencode_states(*, curriculum_id: int, batch_size: int = 20) -> int:
             rows = list(locked_states(curriculum_id=curriculum_id, learner_ids=learner_ids[start:start + batch_size]))
             now = timezone.now()
             for row in rows:
-                if spec.load(row.data) is None:
+                if spec.load(row.data, row.history_states) is None:
                     rebuild_state(row, spec=spec)
                     save_state(row, now=now)
                     rebuilt += 1
@@ -53,7 +53,8 @@ def invalidate_states(*, curriculum_id: int, learner_ids: Sequence[int], chunk_s
     for start in range(0, len(learner_ids), chunk_size):
         part = sorted(learner_ids[start:start + chunk_size])
         locked = list(locked_states(curriculum_id=curriculum_id, learner_ids=part).values_list("pk", flat=True))
-        emptied += LearnerState.objects.filter(pk__in=locked).update(data={}, updated_at=timezone.now())
+        emptied += LearnerState.objects.filter(pk__in=locked).update(data={}, history_states=None,
+                                                                     updated_at=timezone.now())
     return emptied
 
 
@@ -118,7 +119,7 @@ def refresh_states(*, curriculum_id: int, learner_ids: Sequence[int], max_learne
             if row.updated_at == seen[row.learner_id]:
                 _take(row, built[row.learner_id])
             else:  # changed again: emptied now (rebuilt from the history when read), rebuilt after the commit
-                row.data = {}
+                row.data, row.history_states = {}, None
                 emptied.append(row.learner_id)
             save_state(row, now=now)
     return sorted([l for l in ids if l not in seen] + emptied)
@@ -133,7 +134,8 @@ def _rebuilt(*, curriculum_id: int, learner_id: int, spec: StateSpec) -> Learner
 
 def _take(row: LearnerState, fresh: LearnerState) -> None:
     """Copy a rebuilt state and its counters onto the locked row."""
-    row.data, row.review_count, row.newest_review_at = fresh.data, fresh.review_count, fresh.newest_review_at
+    row.data, row.history_states = fresh.data, fresh.history_states
+    row.review_count, row.newest_review_at = fresh.review_count, fresh.newest_review_at
 
 
 def _updated_at(*, curriculum_id: int, learner_ids: Sequence[int], chunk: int) -> dict[int, dt.datetime]:

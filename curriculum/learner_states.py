@@ -165,14 +165,15 @@ def save_state(row: LearnerState, *, now: dt.datetime) -> None:
     """Store the row's state and counters, stamped `now` (the caller holds the row's lock)."""
     # one UPDATE per row: bulk_update's CASE over large JSON values costs more than the round trips
     LearnerState.objects.filter(pk=row.pk).update(
-        data=row.data, review_count=row.review_count, newest_review_at=row.newest_review_at, updated_at=now
+        data=row.data, history_states=row.history_states, review_count=row.review_count,
+        newest_review_at=row.newest_review_at, updated_at=now,
     )
 
 
 def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> bool:
     """Fold ``new`` into the row's state when they extend it (True); False when the state must be rebuilt from the
     full history instead (a late review, no state yet, or one encoded for another policy)."""
-    state = spec.load(row.data)
+    state = spec.load(row.data, row.history_states)
     last = tuple(row.data["last_review"]) if state is not None and row.data.get("last_review") else None
     # rows without ids (a database that returns none from bulk_create) cannot be placed in (time, id) order
     placeable = all(r.id is not None for r in new)
@@ -183,7 +184,7 @@ def _fold(row: LearnerState, new: list[_Review], *, spec: StateSpec) -> bool:
         # the stored newest can be later: reviews of concepts outside the encoder do not move `last`
         newest = new[-1].at
         row.newest_review_at = newest if row.newest_review_at is None else max(row.newest_review_at, newest)
-        row.data = spec.dump(state, last_review=last)
+        row.data, row.history_states = spec.stored(state, last_review=last)
         return True
     return False  # a late review, no state yet, or one encoded for another policy: the full history is the truth
 
@@ -198,4 +199,4 @@ def _take_history(row: LearnerState, reviews: list[_Review], *, spec: StateSpec)
     state, last = state_from_history(reviews, spec=spec)
     row.review_count = len(reviews)
     row.newest_review_at = reviews[-1].at if reviews else None
-    row.data = spec.dump(state, last_review=last)
+    row.data, row.history_states = spec.stored(state, last_review=last)

@@ -192,6 +192,10 @@ class LearnerState(models.Model):
     learner = models.ForeignKey(Learner, on_delete=models.CASCADE, related_name="states")
     curriculum = models.ForeignKey(Curriculum, on_delete=models.CASCADE, related_name="learner_states")
     data = models.JSONField(default=dict)
+    # The history's encoded states (float32 [k, state_dim], row-major, native order), kept out of ``data`` (where
+    # they were base64, about 0.8 of its size) so that serving reads them as bytes: StateSpec.stored / load. NULL:
+    # inside ``data`` (a row written before this column) or no state.
+    history_states = models.BinaryField("history states", null=True, blank=True, editable=False)
     review_count = models.PositiveIntegerField("reviews", default=0)
     newest_review_at = models.DateTimeField("newest review", null=True, blank=True)
     updated_at = models.DateTimeField("updated", auto_now=True)

@@ -185,6 +185,7 @@ class ServingLookup:
     learner_id: int | None  # None: a learner never seen
     state: dict[str, Any] | None  # the stored LearnerState.data, None without one
     serving: ServingRules = ServingRules()  # how the curriculum explores, and its running experiment
+    history_states: bytes | None = None  # the stored LearnerState.history_states (None: in ``state``, or none)
 
 
 def _table(model) -> str:
@@ -198,7 +199,7 @@ _RULES_COLUMNS = f"""c.exploration, c.exploration_temperature, c.exploration_eps
     (SELECT e.id FROM {_table(Experiment)} e WHERE e.curriculum_id = c.id AND e.status = 'running'), c.fallback_rule"""
 _LOOKUP_SQL = f"""
     SELECT c.id, p.id, (SELECT COUNT(*) FROM {_table(Concept)} k WHERE k.curriculum_id = c.id), l.id, s.data,
-    {_RULES_COLUMNS}
+    s.history_states, {_RULES_COLUMNS}
     FROM {_table(Curriculum)} c
     LEFT JOIN {_table(PolicyModel)} p ON p.curriculum_id = c.id AND p.status = %s
     LEFT JOIN {_table(Learner)} l ON l.external_id = %s
@@ -215,21 +216,23 @@ def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingL
         row = cursor.fetchone()
     if row is None:
         return None
-    curriculum_id, policy_id, concept_count, learner_id, data, *rules = row
+    curriculum_id, policy_id, concept_count, learner_id, data, history_states, *rules = row
     if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
         data = _json_loads(data)
-    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data, ServingRules(*rules))
+    return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data, ServingRules(*rules),
+                         _bytes(history_states))
 
 
 @dataclass(frozen=True)
 class ServingBatchLookup:
     """What a batch of recommendations reads before choosing: the curriculum's part of `ServingLookup` once, and
-    per learner external id found its (learner id, stored state or None); ids never seen are absent."""
+    per learner external id found its (learner id, stored state or None, stored history states or None); ids never
+    seen are absent."""
 
     curriculum_id: int
     policy_id: int | None
     concept_count: int
-    learners: dict[str, tuple[int, dict[str, Any] | None]]
+    learners: dict[str, tuple[int, dict[str, Any] | None, bytes | None]]
     serving: ServingRules = ServingRules()
 
 
@@ -253,9 +256,9 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
         if row is None:
             return None
         curriculum_id, policy_id, concept_count, *rules = row
-        learners: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        learners: dict[str, tuple[int, dict[str, Any] | None, bytes | None]] = {}
         ids = list(dict.fromkeys(learner_external_ids))
-        select = (f"SELECT l.external_id, l.id, s.data FROM {_table(Learner)} l "
+        select = (f"SELECT l.external_id, l.id, s.data, s.history_states FROM {_table(Learner)} l "
                   f"LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = %s ")
         if connection.vendor == "postgresql":  # the ids as one array parameter: one query for the whole batch
             cursor.execute(select + "WHERE l.external_id = ANY(%s)", [curriculum_id, ids])
@@ -267,9 +270,15 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
                 cursor.execute(select + f"WHERE l.external_id IN ({', '.join(['%s'] * len(chunk))})",
                                [curriculum_id, *chunk])
                 rows.extend(cursor.fetchall())
-        for external_id, learner_id, data in rows:
-            learners[external_id] = (learner_id, _json_loads(data) if isinstance(data, str) else data)
+        for external_id, learner_id, data, history_states in rows:
+            learners[external_id] = (learner_id, _json_loads(data) if isinstance(data, str) else data,
+                                     _bytes(history_states))
     return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    """A binary column as the driver gives it (bytes, or a memoryview on some drivers) -> bytes or None."""
+    return value if value is None or isinstance(value, bytes) else bytes(value)
 
 
 def _json_loads(text: str) -> Any:

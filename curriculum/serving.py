@@ -320,7 +320,7 @@ def recommend(
     exploration = _exploration(found.serving)
     plan = _plan(found.serving.experiment_id)
     arm, shadow = plan.arms_for(learner) if plan is not None else (None, None)
-    rows = [(found.learner_id, found.state)]
+    rows = [(found.learner_id, found.state, found.history_states)]
 
     def decide(policy_id: int | None) -> Recommendation:
         return _decide(curriculum_id=found.curriculum_id, policy_id=policy_id, active_id=found.policy_id,
@@ -346,9 +346,10 @@ def _log_row(rec: Recommendation, *, curriculum_id: int, learner: str, at: dt.da
 
 
 def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None, catalog: _Catalog, allowed: list[int],
-            rows: Sequence[tuple[int | None, dict[str, Any] | None]], now: float,
+            rows: Sequence[tuple[int | None, dict[str, Any] | None, bytes | None]], now: float,
             exploration: Exploration, fallback: str = FALLBACK) -> list[Recommendation]:
-    """The answer for each (learner id or None, stored state or None) of `rows` by version `policy_id` (None, one
+    """The answer for each (learner id or None, stored state or None, stored history states or None) of `rows` by
+    version `policy_id` (None, one
     that cannot load, or one that scores none of `allowed`: the curriculum's `fallback` rule), drawn by
     `exploration`. The states are decoded together (LearnerStateBatch) and the deciding version answers them in
     batched DTLite calls."""
@@ -362,7 +363,7 @@ def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None,
         if in_policy:
             unscored = tuple(catalog.keys[p] for p in allowed if p >= len(keys))
             return _from_policy(served, _states(spec=spec, rows=rows, curriculum_id=curriculum_id),
-                                learner_ids=[lid for lid, _ in rows], keys=keys, now=now, allowed=in_policy,
+                                learner_ids=[lid for lid, *_ in rows], keys=keys, now=now, allowed=in_policy,
                                 exploration=exploration, unscored=unscored)
     spec = StateSpec.default(num_concepts=len(catalog.keys))
     batch = _states(spec=spec, rows=rows, curriculum_id=curriculum_id)
@@ -410,7 +411,7 @@ def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime
         out = {}
         for policy_id, members in groups.items():
             answers = _decide(curriculum_id=curriculum_id, policy_id=policy_id, active_id=found.policy_id,
-                              catalog=catalog, allowed=allowed, rows=[found.learners.get(m, (None, None)) for m in members],
+                              catalog=catalog, allowed=allowed, rows=[found.learners.get(m, (None, None, None)) for m in members],
                               now=moment.timestamp(), exploration=exploration, fallback=found.serving.fallback_rule)
             out.update({m: (rec, pick(m)) for m, rec in zip(members, answers)})
         return out
@@ -431,22 +432,25 @@ def recommend_batch(*, curriculum: str, learners: Sequence[str], at: dt.datetime
     return [by_learner[learner] for learner in learners]
 
 
-def _states(*, spec: StateSpec, rows: Sequence[tuple[int | None, dict[str, Any] | None]],
+def _states(*, spec: StateSpec, rows: Sequence[tuple[int | None, dict[str, Any] | None, bytes | None]],
             curriculum_id: int) -> LearnerStateBatch:
-    """The learner states of `rows` ((learner id or None for a new learner, stored `LearnerState.data` or None)) in
-    `spec`'s encoding, decoded together. A state row that is missing (reviews written around record_reviews) or
-    encoded for another policy version is rebuilt in memory from the learner's history, O(history), the histories of
-    all of them read together (learner_states.histories: one query per 500 learners); the next recorded review stores
-    it in this encoding (a learner without reviews is a new one). ValueError for a stored state that does not
-    decode."""
+    """The learner states of `rows` ((learner id or None for a new learner, stored `LearnerState.data` or None, stored
+    `LearnerState.history_states` or None)) in `spec`'s encoding, decoded together. A state row that is missing
+    (reviews written around record_reviews) or encoded for another policy version is rebuilt in memory from the
+    learner's history, O(history), the histories of all of them read together (learner_states.histories: one query
+    per 500 learners); the next recorded review stores it in this encoding (a learner without reviews is a new
+    one). ValueError for a stored state that does not decode."""
     identity = spec.identity
-    stale = [lid for lid, data in rows if lid is not None and not (data and data.get(IDENTITY_KEY) == identity)]
+    current = [lid is not None and bool(data) and data.get(IDENTITY_KEY) == identity for lid, data, _ in rows]
+    stale = [lid for (lid, _, _), ok in zip(rows, current) if lid is not None and not ok]
     # the histories of every state to rebuild (after a promotion, until the worker has re-encoded them) read together
     rebuilt = {lid: state_from_history(reviews, spec=spec)[0].to_dict() for lid, reviews in histories(
         learner_ids=list(dict.fromkeys(stale)), curriculum_id=curriculum_id).items()} if stale else {}
-    datas = [None if lid is None else data["state"] if data and data.get(IDENTITY_KEY) == identity
-             else rebuilt.get(lid) for lid, data in rows]
-    return LearnerStateBatch.from_dicts(datas, encoder=spec.encoder, history_length=max(spec.context_length - 1, 0))
+    datas = [data["state"] if ok else None if lid is None else rebuilt.get(lid)
+             for (lid, data, _), ok in zip(rows, current)]
+    apart = [blob if ok else None for (_, _, blob), ok in zip(rows, current)]
+    return LearnerStateBatch.from_dicts(datas, encoder=spec.encoder, history_length=max(spec.context_length - 1, 0),
+                                        history_states=apart)
 
 
 def _from_policy(served: ServedPolicy, batch: LearnerStateBatch, *, learner_ids: Sequence[int | None],

@@ -66,22 +66,33 @@ class StateSpec:
     def new_state(self) -> EncodedLearnerState:
         return EncodedLearnerState.new(encoder=self.encoder, context_length=self.context_length)
 
-    def load(self, data: Mapping[str, Any] | None) -> EncodedLearnerState | None:
+    def load(self, data: Mapping[str, Any] | None,
+             history_states: bytes | memoryview | None = None) -> EncodedLearnerState | None:
         """The stored state if it was encoded with this spec (same identity), else None (the caller rebuilds
-        from history)."""
+        from history). ``history_states``: `LearnerState.history_states`, the history's states kept apart (None:
+        inside ``data``, as rows written before that column). ValueError for a state that does not decode."""
         if not data or data.get(IDENTITY_KEY) != self.identity:
             return None
-        return EncodedLearnerState.from_dict(data["state"], encoder=self.encoder)
+        return EncodedLearnerState.from_dict(data["state"], encoder=self.encoder, history_states=history_states)
 
-    def dump(self, state: EncodedLearnerState, *, last_review: tuple[float, int] | None) -> dict[str, Any]:
-        """`LearnerState.data`: {"encoder_identity", "last_review": [t, id] | null, "state": state.to_dict()}."""
+    def dump(self, state: EncodedLearnerState, *, last_review: tuple[float, int] | None,
+             history_states: bool = True) -> dict[str, Any]:
+        """{"encoder_identity", "last_review": [t, id] | null, "state": state.to_dict()}: the whole state as one
+        JSON-safe document. ``history_states`` False: without the history's states (``stored``'s form)."""
         return {
             IDENTITY_KEY: self.identity,
             # (time, id) of the newest review folded in: the order the full history is read in, so equal
             # times are applied in id order on both paths
             "last_review": None if last_review is None else list(last_review),
-            "state": state.to_dict(),
+            "state": state.to_dict(history_states=history_states),
         }
+
+    def stored(self, state: EncodedLearnerState, *,
+               last_review: tuple[float, int] | None) -> tuple[dict[str, Any], bytes]:
+        """What a `LearnerState` row stores: (``data``, ``history_states``), the document without the history's
+        states, and those states as raw bytes (float32 [k, state_dim]; about 0.8 of a default state's JSON as
+        base64, read by serving without a JSON or base64 decode)."""
+        return self.dump(state, last_review=last_review, history_states=False), state.history_state_bytes()
 
 
 @lru_cache(maxsize=256)

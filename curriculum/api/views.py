@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.log import log_response
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -230,9 +231,11 @@ class BatchRecommendationsView(ApiView):
     # Load shedding (curriculum/api/concurrency.py): a slot is taken after authentication and permissions, before
     # the rate limit (a refused batch uses none of the budget), and given back however the request ends.
     _holds_slot = False
+    _shed = False
 
     def check_throttles(self, request: Request) -> None:
         if not batch_requests.try_acquire():
+            self._shed = True
             raise ServerBusy(f"this server process is already answering {batch_requests.limit()} batch request(s) "
                              f"(API_BATCH_CONCURRENCY); retry in {BUSY_RETRY_AFTER_S} s", wait=BUSY_RETRY_AFTER_S)
         self._holds_slot = True
@@ -240,11 +243,17 @@ class BatchRecommendationsView(ApiView):
 
     def dispatch(self, request, *args, **kwargs):
         try:
-            return super().dispatch(request, *args, **kwargs)
+            response = super().dispatch(request, *args, **kwargs)
         finally:
             if self._holds_slot:
                 self._holds_slot = False
                 batch_requests.release()
+        if self._shed:
+            # A shed request is the server working as configured, not a failure: logged once at WARNING here
+            # (log_response marks the response logged), where Django would log every 5xx at ERROR.
+            log_response("Batch request shed (API_BATCH_CONCURRENCY %s): %s", batch_requests.limit(),
+                         request.path, response=response, request=request, level="warning")
+        return response
 
     def throttle_cost(self, request: Request) -> int:
         """Units of the per-token budget this request uses: one per learner sent (TokenRateThrottle)."""

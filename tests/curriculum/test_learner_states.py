@@ -24,11 +24,17 @@ def item(learner, concept, minutes, correct=True, **extra):
             "grade": 3 if correct else 1, "reviewed_at": (T0 + dt.timedelta(minutes=minutes)).isoformat(), **extra}
 
 
-def expected_data(row: LearnerState) -> dict:
-    """What the state row must hold: the full history folded with the curriculum's current spec."""
+def expected_data(row: LearnerState) -> tuple[dict, bytes]:
+    """What the state row must hold, (data, history_states): the full history folded with the curriculum's current
+    spec."""
     spec = serving_spec(curriculum_id=row.curriculum_id)
     state, last = state_from_history(history(learner_id=row.learner_id, curriculum_id=row.curriculum_id), spec=spec)
-    return spec.dump(state, last_review=last)
+    return spec.stored(state, last_review=last)
+
+
+def stored(row: LearnerState) -> tuple[dict, bytes | None]:
+    """(data, history_states) as the row holds them."""
+    return row.data, None if row.history_states is None else bytes(row.history_states)
 
 
 def history_reads(monkeypatch, reads: list) -> None:
@@ -50,7 +56,7 @@ def test_in_order_reviews_are_folded_incrementally(demo, monkeypatch):
         record_reviews(items=[item("u1", minute % 5, minute, correct=minute % 3 != 0)])
     row = LearnerState.objects.get()
     assert len(rebuilds) == 1  # only the first review, when there was no state yet
-    assert row.data == expected_data(row)
+    assert stored(row) == expected_data(row)
     assert row.review_count == 8 and row.newest_review_at == T0 + dt.timedelta(minutes=7)
 
 
@@ -58,7 +64,7 @@ def test_a_late_review_rebuilds_from_the_full_history(demo):
     record_reviews(items=[item("u1", 0, 0), item("u1", 1, 30)])
     record_reviews(items=[item("u1", 2, 10, correct=False)])  # older than the newest applied
     row = LearnerState.objects.get()
-    assert row.data == expected_data(row)
+    assert stored(row) == expected_data(row)
     assert row.review_count == 3 and row.newest_review_at == T0 + dt.timedelta(minutes=30)
 
 
@@ -67,7 +73,7 @@ def test_equal_times_are_applied_in_id_order_on_both_paths(demo):
     record_reviews(items=[item("u1", 1, 5, correct=False), item("u1", 0, 5)])
     record_reviews(items=[item("u1", 3, 5)])
     row = LearnerState.objects.get()
-    assert row.data == expected_data(row)
+    assert stored(row) == expected_data(row)
 
 
 def test_learners_and_curricula_are_kept_apart(demo, make_curriculum):
@@ -77,7 +83,7 @@ def test_learners_and_curricula_are_kept_apart(demo, make_curriculum):
     assert [(r.learner.external_id, r.curriculum.key, r.review_count) for r in rows] == [
         ("u1", "demo", 1), ("u1", "other", 1), ("u2", "demo", 1)]
     for row in rows:
-        assert row.data == expected_data(row)
+        assert stored(row) == expected_data(row)
 
 
 def test_reviews_stored_around_record_reviews_are_picked_up_by_the_next_rebuild(demo):
@@ -88,7 +94,7 @@ def test_reviews_stored_around_record_reviews_are_picked_up_by_the_next_rebuild(
     LearnerState.objects.all().delete()
     record_reviews(items=[item("u1", 2, 2)])
     row = LearnerState.objects.get()
-    assert row.review_count == 3 and row.data == expected_data(row)
+    assert row.review_count == 3 and stored(row) == expected_data(row)
 
 
 def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_artifact_dir):
@@ -107,7 +113,7 @@ def test_the_active_policy_encoding_is_used_and_a_new_one_rebuilds(demo, fake_ar
     row.refresh_from_db()
     b = StateSpec(EncoderConfig(estimator="halflife", num_concepts=3, growth=2.0), 3)
     assert row.data["encoder_identity"] == b.identity != a.identity and row.data["state"]["steps"] == 2
-    assert row.data == expected_data(row)
+    assert stored(row) == expected_data(row)
 
 
 def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
@@ -133,11 +139,11 @@ def test_a_promotion_re_encodes_the_stored_states_for_the_new_versions_encoder(
         promote_policy(policy=policy("b", (0.5, 1.0, 4.0, 1.0, 1.0)), force=True, reason="test")
     assert sent == [demo.pk, demo.pk]
     spec = serving_spec(curriculum_id=demo.pk)
-    assert all(spec.load(row.data) is None for row in LearnerState.objects.all())  # still in v1's encoding
+    assert all(spec.load(row.data, row.history_states) is None for row in LearnerState.objects.all())  # still in v1's encoding
 
     assert tasks.reencode_learner_states(demo.pk) == 5
     for row in LearnerState.objects.all():
-        assert spec.load(row.data) is not None and row.data == expected_data(row) and row.review_count == 3
+        assert spec.load(row.data, row.history_states) is not None and stored(row) == expected_data(row) and row.review_count == 3
     assert learner_state_rebuild.reencode_states(curriculum_id=demo.pk, batch_size=2) == 0  # nothing left to do
 
 
@@ -166,17 +172,17 @@ def test_a_state_stored_under_another_encoder_identity_is_rebuilt_not_read(demo,
     record_reviews(items=[item("u1", 0, 0), item("u1", 1, 1)])
     row = LearnerState.objects.get()
     spec = serving_spec(curriculum_id=demo.pk)
-    assert spec.load(row.data) is not None  # stored in the current encoding: read as is
+    assert spec.load(row.data, row.history_states) is not None  # stored in the current encoding: read as is
     # the same numbers, but stamped with another encoding's identity
     LearnerState.objects.filter(pk=row.pk).update(data={**row.data, "encoder_identity": "0" * 64})
     row.refresh_from_db()
-    assert spec.load(row.data) is None
+    assert spec.load(row.data, row.history_states) is None
     rebuilds = []
     history_reads(monkeypatch, rebuilds)
     record_reviews(items=[item("u1", 2, 2)])  # in order, but the stored state is not this encoding's
     row.refresh_from_db()
     assert len(rebuilds) == 1 and row.data["encoder_identity"] == spec.identity
-    assert row.review_count == 3 and row.data == expected_data(row)
+    assert row.review_count == 3 and stored(row) == expected_data(row)
 
 
 def test_the_migration_replaces_the_embedded_encoder_with_its_identity(demo, fake_artifact_dir):
@@ -204,7 +210,7 @@ def test_the_migration_replaces_the_embedded_encoder_with_its_identity(demo, fak
     spec = StateSpec(encoder, 4)
     assert policy.encoder_identity == spec.identity
     assert row.data == {"encoder_identity": spec.identity, "last_review": old["last_review"], "state": old["state"]}
-    assert spec.load(row.data).to_dict() == old["state"]
+    assert spec.load(row.data, row.history_states).to_dict(history_states=False) == old["state"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -233,7 +239,7 @@ def test_concurrent_review_posts_for_one_learner_leave_a_consistent_state(make_c
     assert not errors
     row = LearnerState.objects.get()
     assert row.review_count == 90 == ReviewLog.objects.count()
-    assert row.data == expected_data(row)
+    assert stored(row) == expected_data(row)
     assert row.newest_review_at == ReviewLog.objects.latest("reviewed_at").reviewed_at
 
 

@@ -112,7 +112,7 @@ def test_lagging_curricula_are_found_and_re_encoded_by_the_periodic_task(
 
     assert tasks.reencode_lagging_learner_states() == {demo.pk: 4}
     spec = serving_spec(curriculum_id=demo.pk)
-    assert all(spec.load(row.data) is not None for row in LearnerState.objects.all())
+    assert all(spec.load(row.data, row.history_states) is not None for row in LearnerState.objects.all())
     assert tasks.curricula_with_lagging_states() == []
     assert tasks.reencode_lagging_learner_states() == {}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -19,8 +19,11 @@ def _pack(array: np.ndarray, dtype: type) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
 
 
-def _unpack(text: str, dtype: type, shape: tuple[int, ...], name: str) -> np.ndarray:
-    array = np.frombuffer(base64.b64decode(text.encode("ascii")), dtype=dtype)
+def _unpack(packed: str | bytes | memoryview, dtype: type, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``packed``: base64 text (the JSON form) or the raw bytes themselves (a history kept apart, see
+    ``EncodedLearnerState.to_dict``)."""
+    raw = base64.b64decode(packed.encode("ascii")) if isinstance(packed, str) else packed
+    array = np.frombuffer(raw, dtype=dtype)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"learner state: {name} has {array.size} values, expected shape {shape}")
     return array.reshape(shape).copy()
@@ -117,10 +120,20 @@ class EncodedLearnerState:
             timesteps = np.minimum(timesteps, max_timestep - 1)
         return returns_to_go, states, actions, timesteps
 
-    def to_dict(self) -> dict:
+    def history_state_bytes(self) -> bytes:
+        """The kept history's encoded states as raw bytes: float32, native (little-endian) order, [k, state_dim]
+        row-major, k = len(history) (b"" without history): ``to_dict(history_states=False)``'s other half."""
+        steps = list(self.history)
+        return np.ascontiguousarray(np.stack([s.state for s in steps]) if steps else np.zeros((0,)),
+                                    dtype=np.float32).tobytes()
+
+    def to_dict(self, *, history_states: bool = True) -> dict:
+        """The JSON-safe form (``format`` 1), arrays as base64 of their raw bytes. ``history_states`` False leaves
+        out ``history.states`` (the largest part: k x state_dim float32), for a store that keeps them apart as
+        bytes (``history_state_bytes``; ``from_dict(history_states=...)`` takes them back)."""
         m = self.memory
         steps = list(self.history)
-        return {
+        data = {
             "format": 1,
             "num_concepts": self.encoder.num_concepts,
             "history_length": self.history_length,
@@ -136,15 +149,22 @@ class EncodedLearnerState:
                 "last_grade": _pack(m.last_grade, np.int8),
             },
             "history": {
-                "states": _pack(np.stack([s.state for s in steps]) if steps else np.zeros((0,)), np.float32),
                 "actions": [s.action for s in steps],
                 "cumulative_rewards": [s.cumulative_reward for s in steps],
                 "timesteps": [s.timestep for s in steps],
             },
         }
+        if history_states:
+            data["history"] = {"states": base64.b64encode(self.history_state_bytes()).decode("ascii"),
+                               **data["history"]}
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict, *, encoder: StateEncoder) -> "EncodedLearnerState":
+    def from_dict(cls, data: dict, *, encoder: StateEncoder,
+                  history_states: bytes | memoryview | None = None) -> "EncodedLearnerState":
+        """The state ``to_dict`` wrote. ``history_states``: the history's states as raw bytes
+        (``history_state_bytes``) when ``data`` was written without them; they win over ``data``'s own. ValueError
+        naming what does not fit (format, concepts, array sizes, states in neither place)."""
         c = encoder.num_concepts
         if data.get("format") != 1:
             raise ValueError(f"learner state: format {data.get('format')!r} is not supported (expected 1)")
@@ -163,7 +183,7 @@ class EncodedLearnerState:
         )
         hist = data["history"]
         k = len(hist["actions"])
-        states = _unpack(hist["states"], np.float32, (k, encoder.state_dim), "history.states")
+        states = _unpack(_history_states(hist, history_states), np.float32, (k, encoder.state_dim), "history.states")
         state = cls(
             encoder=encoder,
             history_length=int(data["history_length"]),
@@ -177,6 +197,15 @@ class EncodedLearnerState:
         ):
             state.history.append(_Step(states[i], int(action), float(reward), int(timestep)))
         return state
+
+
+def _history_states(hist: dict, apart: bytes | memoryview | None) -> str | bytes | memoryview:
+    """A stored history's states: the bytes kept apart, else the dict's base64; ValueError with neither."""
+    if apart is not None:
+        return apart
+    if "states" not in hist:
+        raise ValueError("learner state: history.states is neither in the state nor stored apart")
+    return hist["states"]
 
 
 _MEMORY_ARRAYS = (("stability", np.float64), ("difficulty", np.float64), ("last_review", np.float64),
@@ -206,12 +235,14 @@ class LearnerStateBatch:
     timesteps: np.ndarray
 
     @classmethod
-    def from_dicts(cls, datas: list[dict | None], *, encoder: StateEncoder,
-                   history_length: int) -> "LearnerStateBatch":
+    def from_dicts(cls, datas: list[dict | None], *, encoder: StateEncoder, history_length: int,
+                   history_states: Sequence[bytes | memoryview | None] | None = None) -> "LearnerStateBatch":
         """Decode ``EncodedLearnerState.to_dict()`` dicts (None: a new learner, as ``EncodedLearnerState.new``) of
-        one encoder and one history length: per learner one base64 decode per array, the rest in bulk. The same
-        checks as ``EncodedLearnerState.from_dict`` (ValueError naming what does not fit); a dict whose
-        ``history_length`` is not ``history_length`` is a ValueError too (its spec differs)."""
+        one encoder and one history length: per learner one base64 decode per array, the rest in bulk.
+        ``history_states[b]``: learner b's history states as raw bytes when its dict was written without them
+        (``to_dict(history_states=False)``; None: in the dict). The same checks as ``EncodedLearnerState.from_dict``
+        (ValueError naming what does not fit); a dict whose ``history_length`` is not ``history_length`` is a
+        ValueError too (its spec differs)."""
         B, C, S, K = len(datas), encoder.num_concepts, encoder.state_dim, history_length
         memory = encoder.init_memory(B)
         steps = np.zeros(B, np.int64)
@@ -241,7 +272,9 @@ class LearnerStateBatch:
             if k > K or len(hist["cumulative_rewards"]) != k or len(hist["timesteps"]) != k:
                 raise ValueError(f"learner state: a history of {k} steps, at most {K} with one reward and timestep each")
             lengths[b] = k
-            history_bytes.append(base64.b64decode(hist["states"]))
+            packed = _history_states(hist, None if history_states is None else history_states[b])
+            history_bytes.append(base64.b64decode(packed) if isinstance(packed, str)
+                                 else packed if isinstance(packed, bytes) else bytes(packed))
             if len(history_bytes[-1]) != 4 * k * S:
                 raise ValueError(f"learner state: history.states has {len(history_bytes[-1]) // 4} values, expected "
                                  f"shape ({k}, {S})")

@@ -136,7 +136,8 @@ def test_the_serving_state_is_rebuilt_once_per_learner_whatever_the_order(tmp_pa
     rebuilt, _ = learner_states.state_from_history(
         real_history(learner_id=state.learner_id, curriculum_id=state.curriculum_id), spec=spec
     )
-    assert state.data["state"] == rebuilt.to_dict()
+    assert state.data["state"] == rebuilt.to_dict(history_states=False)
+    assert bytes(state.history_states) == rebuilt.history_state_bytes()
 
 
 @pytest.mark.parametrize(

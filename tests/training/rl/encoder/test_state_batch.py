@@ -54,3 +54,30 @@ def test_a_state_that_does_not_fit_is_a_value_error_naming_it():
         LearnerStateBatch.from_dicts([good, short], encoder=encoder, history_length=3)
     with pytest.raises(ValueError, match="format"):
         LearnerStateBatch.from_dicts([{**good, "format": 2}], encoder=encoder, history_length=3)
+
+
+def test_history_states_kept_apart_decode_as_the_inline_ones():
+    """to_dict(history_states=False) + history_state_bytes (how LearnerState stores a state) decodes, one by one and
+    in a batch, to what the whole dict gives; rows of both forms mix in one batch (rows stored before the column)."""
+    encoder = StateEncoder(EncoderConfig(num_concepts=5))
+    K = 4
+    states = _states(encoder, K + 1, [0, 2, 4, 9])
+    whole = [s.to_dict() for s in states]
+    apart = [s.to_dict(history_states=False) for s in states]
+    blobs = [s.history_state_bytes() for s in states]
+    assert all("states" not in d["history"] for d in apart) and blobs[0] == b""
+    assert len(blobs[3]) == 4 * K * encoder.state_dim  # float32 [k, state_dim]
+    for d, blob, state in zip(apart, blobs, states):
+        again = EncodedLearnerState.from_dict(d, encoder=encoder, history_states=memoryview(blob))
+        assert again.to_dict() == state.to_dict()
+    mixed = LearnerStateBatch.from_dicts([apart[0], whole[1], apart[2], apart[3]], encoder=encoder, history_length=K,
+                                         history_states=[blobs[0], None, blobs[2], memoryview(blobs[3])])
+    inline = LearnerStateBatch.from_dicts(whole, encoder=encoder, history_length=K)
+    for name in ("states", "actions", "cumulative_rewards", "timesteps", "lengths"):
+        np.testing.assert_array_equal(getattr(mixed, name), getattr(inline, name))
+    with pytest.raises(ValueError, match="history.states is neither"):
+        EncodedLearnerState.from_dict(apart[2], encoder=encoder)
+    with pytest.raises(ValueError, match="history.states is neither"):
+        LearnerStateBatch.from_dicts([apart[2]], encoder=encoder, history_length=K)
+    with pytest.raises(ValueError, match="history.states has"):
+        LearnerStateBatch.from_dicts([apart[2]], encoder=encoder, history_length=K, history_states=[blobs[1]])
