@@ -1,4 +1,5 @@
-"""Data migrations run on stored rows: 0006 puts learner ids and concept keys in Unicode NFC, or refuses."""
+"""Data migrations run on stored rows: 0006 puts learner ids and concept keys in Unicode NFC, or refuses; 0013 reversed
+empties the learner states whose history lives in the column it drops."""
 import unicodedata
 
 import pytest
@@ -51,3 +52,45 @@ def test_two_stored_learners_that_are_one_in_nfc_are_refused_and_nothing_changes
 
     assert sorted(Learner.objects.values_list("external_id", flat=True)) == sorted([NFD, NFC])
     Learner.objects.filter(external_id=NFD).delete()  # what the message asks an operator to do
+
+
+def test_reversing_0013_empties_the_states_whose_history_lives_in_its_column(transactional_db, make_curriculum):
+    """The code before 0013 reads a state's history from `data` only: going back, a state stored in today's form is
+    emptied (rebuilt from the reviews when next read or written), one stored in the old form is kept as it is."""
+    import datetime as dt
+
+    from curriculum import serving
+    from curriculum.models import LearnerState
+    from curriculum.reviews.store import record_reviews
+    from curriculum.selectors import serving_spec
+
+    make_curriculum("demo", concepts=3)
+    t0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.timezone.utc)
+    record_reviews(items=[{"curriculum": "demo", "learner": learner, "concept": f"c{i % 3}", "correct": True,
+                           "reviewed_at": (t0 + dt.timedelta(hours=i)).isoformat()}
+                          for learner in ("new-form", "old-form") for i in range(4)])
+    old = LearnerState.objects.get(learner__external_id="old-form")
+    spec = serving_spec(curriculum_id=old.curriculum_id)
+    whole = spec.dump(spec.load(old.data, old.history_states), last_review=tuple(old.data["last_review"]))
+    LearnerState.objects.filter(pk=old.pk).update(data=whole, history_states=None)
+    at = t0 + dt.timedelta(days=2)
+    before = {learner: serving.recommend(curriculum="demo", learner=learner, at=at).scores
+              for learner in ("new-form", "old-form")}
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("curriculum", "0012_fallback_rule")])
+    apps = executor.loader.project_state([("curriculum", "0012_fallback_rule")]).apps
+    rows = {row.learner.external_id: row.data
+            for row in apps.get_model("curriculum", "LearnerState").objects.select_related("learner")}
+    assert rows == {"new-form": {}, "old-form": whole}
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    # forward again: both answered as before (the emptied one from its reviews), and stored anew by the next review
+    assert {learner: serving.recommend(curriculum="demo", learner=learner, at=at).scores
+            for learner in ("new-form", "old-form")} == before
+    record_reviews(items=[{"curriculum": "demo", "learner": "new-form", "concept": "c0", "correct": False,
+                           "reviewed_at": (t0 + dt.timedelta(hours=5)).isoformat()}])
+    row = LearnerState.objects.get(learner__external_id="new-form")
+    assert row.review_count == 5 and row.history_states and row.data["state"]["steps"] == 5
