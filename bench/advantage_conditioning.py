@@ -47,8 +47,7 @@ def main() -> None:
     from training.rl.cpu_threads import EVALUATION_THREADS, limited_threads
     from training.rl.encoder import EncoderConfig
     from training.rl.evaluation import DecisionTransformerPolicy, final_recall
-    from training.rl.policies import TargetRecallPolicy, VariedTargetRecallPolicy
-    from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
+    from training.rl.policies import TargetRecallPolicy
     from training.rl.trainer import target_return
 
     parser = recipe.experiment_parser(__doc__)
@@ -63,10 +62,7 @@ def main() -> None:
     recipe.check_seeds(parser, args)
     torch.set_num_threads(args.threads)
     users, interactions, concepts = recipe.USERS, recipe.INTERACTIONS, recipe.CONCEPTS
-    if args.varied_target_range:
-        if users * interactions >= MIN_REVIEWS_PER_PROCESS:
-            parser.error("--varied-target-range: the cohort would be simulated in worker processes")
-        VariedTargetRecallPolicy.target_range = tuple(args.varied_target_range)
+    recipe.set_varied_target_range(parser, args.varied_target_range)
 
     started = time.perf_counter()
     dataset = build_synthetic_dataset(num_users=users, interactions=interactions, concepts=concepts, seed=args.seed,

@@ -89,13 +89,7 @@ def main() -> None:
     config = replace(TRAIN_DEFAULTS, learning_rate=args.learning_rate, coverage=args.coverage,
                      lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio, cpu_bfloat16=args.cpu_bfloat16,
                      num_threads=args.threads)
-    if args.varied_target_range:
-        from training.rl.policies import VariedTargetRecallPolicy
-        from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
-
-        if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:  # worker processes would not see the class attribute
-            parser.error("--varied-target-range: the cohort would be simulated in worker processes")
-        VariedTargetRecallPolicy.target_range = tuple(args.varied_target_range)
+    set_varied_target_range(parser, args.varied_target_range)
     load = os.getloadavg()
     started = time.perf_counter()
     dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed,
@@ -168,6 +162,20 @@ def main() -> None:
     if args.json:
         with open(args.json, "a") as out:
             out.write(json.dumps(record) + "\n")
+
+
+def set_varied_target_range(parser, target_range) -> None:
+    """``--varied-target-range LOW HIGH`` (None: leave the default): the behaviour mix's per-learner targets for this
+    process (a class attribute); parser.error when the default cohort would be simulated in worker processes, which
+    would not see it."""
+    if not target_range:
+        return
+    from training.rl.policies import VariedTargetRecallPolicy
+    from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
+
+    if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:
+        parser.error("--varied-target-range: the cohort would be simulated in worker processes")
+    VariedTargetRecallPolicy.target_range = tuple(target_range)
 
 
 def experiment_parser(doc: str):

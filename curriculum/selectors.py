@@ -185,7 +185,8 @@ class ServingLookup:
     learner_id: int | None  # None: a learner never seen
     state: dict[str, Any] | None  # the stored LearnerState.data, None without one
     serving: ServingRules = ServingRules()  # how the curriculum explores, and its running experiment
-    history_states: bytes | None = None  # the stored LearnerState.history_states (None: in ``state``, or none)
+    # the stored LearnerState.history_states as the driver gives it (None: in ``state``, or none)
+    history_states: bytes | memoryview | None = None
 
 
 def _table(model) -> str:
@@ -220,7 +221,7 @@ def serving_lookup(*, curriculum_key: str, learner_external_id: str) -> ServingL
     if isinstance(data, str):  # what the database driver gives for a JSON column without the ORM
         data = _json_loads(data)
     return ServingLookup(curriculum_id, policy_id, concept_count, learner_id, data, ServingRules(*rules),
-                         _bytes(history_states))
+                         history_states)
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ class ServingBatchLookup:
     curriculum_id: int
     policy_id: int | None
     concept_count: int
-    learners: dict[str, tuple[int, dict[str, Any] | None, bytes | None]]
+    learners: dict[str, tuple[int, dict[str, Any] | None, bytes | memoryview | None]]
     serving: ServingRules = ServingRules()
 
 
@@ -256,7 +257,7 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
         if row is None:
             return None
         curriculum_id, policy_id, concept_count, *rules = row
-        learners: dict[str, tuple[int, dict[str, Any] | None, bytes | None]] = {}
+        learners: dict[str, tuple[int, dict[str, Any] | None, bytes | memoryview | None]] = {}
         ids = list(dict.fromkeys(learner_external_ids))
         select = (f"SELECT l.external_id, l.id, s.data, s.history_states FROM {_table(Learner)} l "
                   f"LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = %s ")
@@ -272,13 +273,8 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
                 rows.extend(cursor.fetchall())
         for external_id, learner_id, data, history_states in rows:
             learners[external_id] = (learner_id, _json_loads(data) if isinstance(data, str) else data,
-                                     _bytes(history_states))
+                                     history_states)
     return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))
-
-
-def _bytes(value: bytes | memoryview | None) -> bytes | None:
-    """A binary column as the driver gives it (bytes, or a memoryview on some drivers) -> bytes or None."""
-    return value if value is None or isinstance(value, bytes) else bytes(value)
 
 
 def _json_loads(text: str) -> Any:

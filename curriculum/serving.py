@@ -349,9 +349,8 @@ def _decide(*, curriculum_id: int, policy_id: int | None, active_id: int | None,
             rows: Sequence[tuple[int | None, dict[str, Any] | None, bytes | None]], now: float,
             exploration: Exploration, fallback: str = FALLBACK) -> list[Recommendation]:
     """The answer for each (learner id or None, stored state or None, stored history states or None) of `rows` by
-    version `policy_id` (None, one
-    that cannot load, or one that scores none of `allowed`: the curriculum's `fallback` rule), drawn by
-    `exploration`. The states are decoded together (LearnerStateBatch) and the deciding version answers them in
+    version `policy_id` (None, one that cannot load, or one that scores none of `allowed`: the curriculum's
+    `fallback` rule), drawn by `exploration`. The states are decoded together (LearnerStateBatch) and the deciding version answers them in
     batched DTLite calls."""
     served = _served(curriculum_id=curriculum_id, policy_id=policy_id, active_id=active_id)
     if served is not None:

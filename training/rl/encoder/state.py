@@ -19,11 +19,17 @@ def _pack(array: np.ndarray, dtype: type) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
 
 
+def _raw(packed: str | bytes | memoryview) -> bytes:
+    """A stored array's bytes: ``packed`` is base64 text (the JSON form) or the raw bytes themselves (a history kept
+    apart, see ``EncodedLearnerState.to_dict``; a memoryview, as some database drivers give a binary column, is
+    copied to bytes)."""
+    if isinstance(packed, str):
+        return base64.b64decode(packed)
+    return packed if isinstance(packed, bytes) else bytes(packed)
+
+
 def _unpack(packed: str | bytes | memoryview, dtype: type, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """``packed``: base64 text (the JSON form) or the raw bytes themselves (a history kept apart, see
-    ``EncodedLearnerState.to_dict``)."""
-    raw = base64.b64decode(packed.encode("ascii")) if isinstance(packed, str) else packed
-    array = np.frombuffer(raw, dtype=dtype)
+    array = np.frombuffer(_raw(packed), dtype=dtype)
     if array.size != int(np.prod(shape)):
         raise ValueError(f"learner state: {name} has {array.size} values, expected shape {shape}")
     return array.reshape(shape).copy()
@@ -272,9 +278,7 @@ class LearnerStateBatch:
             if k > K or len(hist["cumulative_rewards"]) != k or len(hist["timesteps"]) != k:
                 raise ValueError(f"learner state: a history of {k} steps, at most {K} with one reward and timestep each")
             lengths[b] = k
-            packed = _history_states(hist, None if history_states is None else history_states[b])
-            history_bytes.append(base64.b64decode(packed) if isinstance(packed, str)
-                                 else packed if isinstance(packed, bytes) else bytes(packed))
+            history_bytes.append(_raw(_history_states(hist, None if history_states is None else history_states[b])))
             if len(history_bytes[-1]) != 4 * k * S:
                 raise ValueError(f"learner state: history.states has {len(history_bytes[-1]) // 4} values, expected "
                                  f"shape ({k}, {S})")
