@@ -16,8 +16,9 @@ then `=1` (no promotion; `--log-ab-rounds` pairs), and reports both rates; the t
 `--batch N` sends the recommendations as batches of N learners to `POST /api/v1/recommendations/batch` instead
 (90% known learners, 10% new ones per batch) and reports learners/s; the target is then >= 20,000 learners/s
 with no errors. The server's `API_THROTTLE_RATE` is raised for it (unless set) so the budget does not cap the run.
-A batch the server sheds (503 with Retry-After: the process already answers `API_BATCH_CONCURRENCY` batches) is
-waited out and sent again, as a push job would, and counted apart from errors.
+A batch the server sheds (503 with Retry-After: the process already answers `API_BATCH_CONCURRENCY` batches, and
+`API_BATCH_QUEUE` more wait for a slot) is waited out and sent again, as a push job would, and counted apart from
+errors. The server takes those settings from this process's environment.
 """
 from __future__ import annotations
 
@@ -360,6 +361,11 @@ def report(args, out: dict, promoted_at: float | None, db: str, cache: str) -> b
     elapsed = out["elapsed"]
     print(f"\nAPI load: {elapsed:.1f} s measured after {args.warmup:.0f} s warm-up; gunicorn -w {args.workers} "
           f"--threads {args.threads} on {HOST}; database {db}; cache {cache}; {os.cpu_count()} CPUs")
+    if args.batch:
+        from django.conf import settings
+
+        print(f"batch load shedding: API_BATCH_CONCURRENCY {settings.API_BATCH_CONCURRENCY}, API_BATCH_QUEUE "
+              f"{settings.API_BATCH_QUEUE} (waiting at most API_BATCH_QUEUE_MS {settings.API_BATCH_QUEUE_MS})")
     load = f"{args.concurrency} connections" + (f" at {args.rate:.0f}/s" if args.rate > 0 else ", closed loop")
     print(f"recommendations: {load}; reviews: batches of {args.review_batch} at {args.review_rate:.0f}/s on "
           f"{args.review_concurrency} connections\n")

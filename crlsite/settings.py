@@ -158,6 +158,10 @@ SERVING_STEP_CACHE_BYTES = max(env_int("SERVING_STEP_CACHE_BYTES", 64 << 20), 0)
 # refused with a 503 and Retry-After, so that a push job's batches cannot hold every server thread while the app's
 # reviews and single recommendations wait (curriculum/api/concurrency.py). At least 1.
 API_BATCH_CONCURRENCY = max(env_int("API_BATCH_CONCURRENCY", 1), 1)
+# Batch requests that may wait for a slot of their process (each holding a server thread while it waits), and for
+# how long at most (milliseconds), before the 503; 0: none wait (give the process threads for them first).
+API_BATCH_QUEUE = max(env_int("API_BATCH_QUEUE", 0), 0)
+API_BATCH_QUEUE_MS = max(env_int("API_BATCH_QUEUE_MS", 2000), 0)
 
 
 def postgres_statement_timeout(seconds: float) -> str:

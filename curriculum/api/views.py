@@ -181,7 +181,8 @@ class BatchRecommendationsView(ApiView):
         "learners, not calls: a batch of n learners uses n requests of the per-token budget (`API_THROTTLE_RATE`; a "
         "batch larger than the whole budget uses all of it). A server process answers at most `API_BATCH_CONCURRENCY` "
         "batch requests at once (default 1), so that batches cannot hold every server thread while reviews wait; "
-        "one more gets a `503` with `Retry-After` at once and uses none of the budget.",
+        "one more gets a `503` with `Retry-After` and uses none of the budget, at once or, where the server lets "
+        "`API_BATCH_QUEUE` batches wait for a slot, after at most `API_BATCH_QUEUE_MS`.",
         request={"application/json": BatchRecommendationRequestSerializer},
         responses={200: BatchRecommendationResultSerializer, **BATCH_ERRORS},
         parameters=HEADERS,
@@ -234,10 +235,13 @@ class BatchRecommendationsView(ApiView):
     _shed = False
 
     def check_throttles(self, request: Request) -> None:
-        if not batch_requests.try_acquire():
+        if not batch_requests.acquire():
             self._shed = True
+            queued = (f" and {batch_requests.queue()} may wait {batch_requests.queue_wait_s() * 1000:.0f} ms for one "
+                      "(API_BATCH_QUEUE, API_BATCH_QUEUE_MS)" if batch_requests.queue() else "")
             raise ServerBusy(f"this server process is already answering {batch_requests.limit()} batch request(s) "
-                             f"(API_BATCH_CONCURRENCY); retry in {BUSY_RETRY_AFTER_S} s", wait=BUSY_RETRY_AFTER_S)
+                             f"(API_BATCH_CONCURRENCY){queued}; retry in {BUSY_RETRY_AFTER_S} s",
+                             wait=BUSY_RETRY_AFTER_S)
         self._holds_slot = True
         super().check_throttles(request)
 

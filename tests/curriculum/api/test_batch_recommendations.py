@@ -319,8 +319,10 @@ def test_states_stored_before_their_history_had_a_column_are_served_alike_then_m
     drop = ("recommendation_id",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in before] == \
            [{k: v for k, v in r.items() if k not in drop} for r in today]
-    assert {k: v for k, v in single(api_client, "u7").items() if k not in drop} == \
-           {k: v for k, v in today[1].items() if k not in drop and k != "learner"}
+    # the single endpoint computes one learner alone (another summation order than the batch's): scores to 2e-6
+    alone = {k: v for k, v in single(api_client, "u7").items() if k not in drop}
+    assert alone.pop("scores") == pytest.approx(today[1]["scores"], abs=2e-6)
+    assert alone == {k: v for k, v in today[1].items() if k not in (*drop, "learner", "scores")}
     record_reviews(items=[{**practise("u7", 8)[-1]}])
     row = LearnerState.objects.get(learner__external_id="u7")
     assert row.review_count == 8 and row.history_states and "states" not in row.data["state"]["history"]
