@@ -118,6 +118,8 @@ def run(args) -> dict:
             recommendation_log.writer().flush(timeout=30)
         finally:
             api_load.cleanup(key)
+    if not args.profiled:
+        return {"timed": timed}
     top = sorted(pstats.Stats(profile).stats.items(), key=lambda item: -item[1][2])[:args.top]
     return {"timed": timed, "stages": stage_times(profile, args.profiled),
             "parts": profile_parts(profile, args.profiled),
@@ -129,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=1000, help="learners per request")
     parser.add_argument("--batches", type=int, default=10, help="unprofiled batches timed")
-    parser.add_argument("--profiled", type=int, default=3, help="batches under cProfile")
+    parser.add_argument("--profiled", type=int, default=3, help="batches under cProfile (0: none, no profile tables)")
     parser.add_argument("--learners", type=int, default=1000, help="learners seeded with a history")
     parser.add_argument("--history", type=int, default=30, help="reviews per seeded learner")
     parser.add_argument("--attention-window", type=int, default=None,
@@ -137,6 +139,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="also list the N functions with the most self time")
     parser.add_argument("--repeat", action="store_true", help="time the same batches a second time")
     args = parser.parse_args()
+    if args.profiled < 0 or args.batches < 1:
+        parser.error("--profiled must be >= 0 and --batches >= 1")
     if not os.environ.get("DATABASE_URL"):
         print("note: DATABASE_URL is not set: running on the SQLite default; the issue's figures are PostgreSQL's")
     api_load.setup_django()
@@ -154,6 +158,8 @@ def main() -> None:
     for name, runs in out["timed"].items():
         wall, cpu = np.median([w for w, _ in runs]), np.median([c for _, c in runs])
         print(f"| {name} ({len(runs)}) | {wall:.3f} | {args.batch / wall:,.0f} | {cpu:.3f} | {args.batch / cpu:,.0f} |")
+    if not args.profiled:
+        return
     print(f"\nProfiled (cProfile, {args.profiled} batches), ms per batch: cumulative time by stage\n")
     print("| stage | ms |")
     print("| --- | ---: |")

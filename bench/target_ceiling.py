@@ -3,12 +3,13 @@ Transformer is trained on a mix whose learners each follow target_recall at thei
 at most do with that log is pick, for the learner in front of it, the target that suits that learner. This bounds
 that pick from above, with knowledge no policy has.
 
-Each held-out student of each family is taught by target_recall at each of ``--targets``, twice: the same student
-(same traits, same review times) under two independent draws of the review outcomes (A and B). Per family, seed:
+Each held-out student of each family is taught by target_recall at each of ``--targets`` under ``--draws`` K
+independent draws of the review outcomes and grades (the same student: same traits, same review times), the
+targets are chosen on those K draws (A) and scored on one more (B). Per family, seed:
 
-- the best fixed target, chosen on draw A's mean and scored on draw B;
-- the per-student best target, chosen on that student's draw A and scored on draw B: a hindsight choice per learner
-  (it knows how each target turned out for this very student), freed of its own luck by scoring on the other draw;
+- the best fixed target, chosen on A's mean and scored on B;
+- the per-student best target, chosen on that student's A and scored on B: a hindsight choice per learner (it knows
+  how each target turned out for this very student), freed of its own luck by scoring on another draw;
 - where the rest of the gap lies, on the scoring draw: target_recall reading the simulator's true recall instead
   of the encoder's estimate (best fixed and per-student targets, chosen as above), target_recall on a per-learner
   calibrated estimate (a stability scale per learner, its posterior updated by the learner's own outcomes; at the

@@ -10,9 +10,11 @@ refused request waits for nothing. ``API_BATCH_QUEUE`` (default 0) lets that man
 the kernel hands each connection to whichever process accepts it, so without a queue a batch is often refused by a
 busy process while the other idles (measured in bench/README.md, "api_load.py"). A waiting request holds a server
 thread: give the process threads for its running and waiting batches plus those the reviews need (for example
-gunicorn ``--threads 4`` with API_BATCH_CONCURRENCY 1 and API_BATCH_QUEUE 1 leaves two threads to the reviews)."""
+gunicorn ``--threads 4`` with API_BATCH_CONCURRENCY 1 and API_BATCH_QUEUE 1 leaves two threads to the reviews).
+Waiters are served in arrival order (a freed slot is handed to the longest waiter)."""
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -22,14 +24,20 @@ from django.conf import settings
 class ConcurrencyLimit:
     """At most ``limit()`` holders at once, and at most ``queue()`` more waiting for a slot, each for at most
     ``queue_wait_s()`` (all three read from settings on each try, so that a changed setting, in tests, takes effect
-    at once). ``try_acquire`` never blocks; ``acquire`` may wait: each True (hold a slot; `release` it) or False."""
+    at once). ``try_acquire`` never blocks; ``acquire`` may wait: each True (hold a slot; `release` it) or False.
+
+    Waiters are served first come, first served: a released slot is handed to the longest waiter (it stays held),
+    so that a request arriving as it frees cannot take it from one that has waited. A slot a raised limit adds is
+    noticed by the first waiter within POLL_S."""
+
+    POLL_S = 0.05
 
     def __init__(self, setting: str, *, queue_setting: str | None = None, queue_wait_setting: str | None = None) -> None:
         self.setting = setting
         self.queue_setting, self.queue_wait_setting = queue_setting, queue_wait_setting
-        self._freed = threading.Condition(threading.Lock())
+        self._changed = threading.Condition(threading.Lock())
         self._held = 0
-        self._waiting = 0
+        self._waiters: collections.deque[list[bool]] = collections.deque()  # [granted] per waiter, in arrival order
 
     def limit(self) -> int:
         return max(int(getattr(settings, self.setting)), 1)
@@ -43,51 +51,63 @@ class ConcurrencyLimit:
         return max(int(getattr(settings, self.queue_wait_setting)), 0) / 1000 if self.queue_wait_setting else 0.0
 
     def try_acquire(self) -> bool:
-        with self._freed:
-            if self._held >= self.limit():
+        """A free slot at once (none while others wait for one), else False."""
+        with self._changed:
+            if self._held >= self.limit() or self._waiters:
                 return False
             self._held += 1
             return True
 
     def acquire(self) -> bool:
-        """A slot at once if one is free; else, when fewer than ``queue()`` are already waiting, wait for one at most
-        ``queue_wait_s()`` seconds (woken by ``release``); False when the queue is full or the wait ran out."""
-        with self._freed:
-            if self._held < self.limit():
+        """A slot at once if one is free and nobody waits; else, when fewer than ``queue()`` are already waiting,
+        wait for one at most ``queue_wait_s()`` seconds (handed over by ``release``, first come first served);
+        False when the queue is full or the wait ran out (the slot not taken)."""
+        with self._changed:
+            if self._held < self.limit() and not self._waiters:
                 self._held += 1
                 return True
             wait_s = self.queue_wait_s()
-            if self._waiting >= self.queue() or wait_s <= 0:
+            if len(self._waiters) >= self.queue() or wait_s <= 0:
                 return False
-            self._waiting += 1
+            ticket = [False]
+            self._waiters.append(ticket)
+            deadline = time.monotonic() + wait_s
             try:
-                deadline = time.monotonic() + wait_s
-                while self._held >= self.limit():
+                while not ticket[0]:
+                    if self._waiters[0] is ticket and self._held < self.limit():  # a slot a raised limit added
+                        self._waiters.popleft()
+                        self._held += 1
+                        ticket[0] = True
+                        break
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
-                    self._freed.wait(left)
-                self._held += 1
+                    self._changed.wait(min(left, self.POLL_S))
                 return True
             finally:
-                self._waiting -= 1
+                if not ticket[0]:
+                    self._waiters.remove(ticket)
 
     def release(self) -> None:
-        with self._freed:
+        """Give a slot back: to the longest waiter if any (it stays held), else free."""
+        with self._changed:
             if self._held <= 0:
                 raise RuntimeError(f"{self.setting}: released more slots than were held")
-            self._held -= 1
-            self._freed.notify()
+            if self._waiters and self._held <= self.limit():
+                self._waiters.popleft()[0] = True
+                self._changed.notify_all()
+            else:
+                self._held -= 1
 
     @property
     def held(self) -> int:
-        with self._freed:
+        with self._changed:
             return self._held
 
     @property
     def waiting(self) -> int:
-        with self._freed:
-            return self._waiting
+        with self._changed:
+            return len(self._waiters)
 
 
 batch_requests = ConcurrencyLimit("API_BATCH_CONCURRENCY", queue_setting="API_BATCH_QUEUE",

@@ -238,7 +238,8 @@ class BatchRecommendationsView(ApiView):
         if not batch_requests.acquire():
             self._shed = True
             queued = (f" and {batch_requests.queue()} may wait {batch_requests.queue_wait_s() * 1000:.0f} ms for one "
-                      "(API_BATCH_QUEUE, API_BATCH_QUEUE_MS)" if batch_requests.queue() else "")
+                      "(API_BATCH_QUEUE, API_BATCH_QUEUE_MS): the queue was full or the wait ran out"
+                      if batch_requests.queue() and batch_requests.queue_wait_s() > 0 else "")
             raise ServerBusy(f"this server process is already answering {batch_requests.limit()} batch request(s) "
                              f"(API_BATCH_CONCURRENCY){queued}; retry in {BUSY_RETRY_AFTER_S} s",
                              wait=BUSY_RETRY_AFTER_S)
@@ -255,8 +256,9 @@ class BatchRecommendationsView(ApiView):
         if self._shed:
             # A shed request is the server working as configured, not a failure: logged once at WARNING here
             # (log_response marks the response logged), where Django would log every 5xx at ERROR.
-            log_response("Batch request shed (API_BATCH_CONCURRENCY %s): %s", batch_requests.limit(),
-                         request.path, response=response, request=request, level="warning")
+            log_response("Batch request shed (API_BATCH_CONCURRENCY %s, API_BATCH_QUEUE %s): %s",
+                         batch_requests.limit(), batch_requests.queue(), request.path, response=response,
+                         request=request, level="warning")
         return response
 
     def throttle_cost(self, request: Request) -> int:

@@ -153,7 +153,7 @@ def test_a_batch_over_the_process_limit_is_refused_at_once_without_using_the_bud
         batch_requests.release()
     # a shed is the server working as configured: one WARNING, not Django's ERROR for a 5xx
     logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "django.request"]
-    assert logged == [("WARNING", f"Batch request shed (API_BATCH_CONCURRENCY 1): {URL}")]
+    assert logged == [("WARNING", f"Batch request shed (API_BATCH_CONCURRENCY 1, API_BATCH_QUEUE 0): {URL}")]
     assert refused.status_code == 503 and refused["Retry-After"] == "1"
     assert "API_BATCH_CONCURRENCY" in refused.json()["error"]["message"] and refused.json()["error"]["fields"] == []
     # the refused batch used none of the budget (5 a minute) and gave its slot back: 5 learners are answered

@@ -107,6 +107,44 @@ def test_a_release_wakes_one_waiter_per_slot(limit, settings):
     assert limit.held == 0
 
 
+def test_a_released_slot_goes_to_the_waiter_not_to_a_newcomer(limit):
+    assert limit.acquire()
+    thread, result = acquire_in_thread(limit)
+    wait_until(lambda: limit.waiting == 1)
+    limit.release()  # handed to the waiter: still held
+    assert limit.held == 1 and not limit.try_acquire()
+    thread.join(timeout=5)
+    assert result[0] is True and limit.held == 1
+    limit.release()
+    assert limit.held == 0 and limit.try_acquire()
+    limit.release()
+
+
+def test_a_raised_limit_serves_the_first_waiter(limit, settings):
+    assert limit.acquire()
+    thread, result = acquire_in_thread(limit)
+    wait_until(lambda: limit.waiting == 1)
+    settings.API_BATCH_CONCURRENCY = 2
+    thread.join(timeout=5)
+    assert result[0] is True and result[1] < 1.5 and limit.held == 2 and limit.waiting == 0
+    limit.release()
+    limit.release()
+
+
+def test_a_lowered_limit_frees_before_it_hands_over(limit, settings):
+    settings.API_BATCH_CONCURRENCY = 2
+    assert limit.acquire() and limit.acquire()
+    thread, result = acquire_in_thread(limit)
+    wait_until(lambda: limit.waiting == 1)
+    settings.API_BATCH_CONCURRENCY = 1
+    limit.release()  # 2 held over a limit of 1: the slot is freed, not handed over
+    assert limit.held == 1 and limit.waiting == 1 and not result
+    limit.release()  # now at the limit: handed to the waiter
+    thread.join(timeout=5)
+    assert result[0] is True and limit.held == 1 and limit.waiting == 0
+    limit.release()
+
+
 @pytest.fixture
 def demo(make_curriculum):
     return make_curriculum("demo", concepts=5)
@@ -117,15 +155,42 @@ def post_batch(client):
                        content_type="application/json")
 
 
+def release_once_queued():
+    """A thread that gives back the slot held by the test once a request waits in the queue."""
+    def run():
+        wait_until(lambda: batch_requests.waiting == 1)
+        batch_requests.release()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_the_endpoint_waits_in_the_queue_then_answers(api_client, demo, settings):
     settings.API_BATCH_QUEUE, settings.API_BATCH_QUEUE_MS = 1, 5000
     assert batch_requests.try_acquire()  # another thread of this process is answering a batch
-    timer = threading.Timer(0.3, batch_requests.release)
-    timer.start()
-    started = time.monotonic()
+    releaser = release_once_queued()
     response = post_batch(api_client)
-    timer.join()
-    assert response.status_code == 200 and time.monotonic() - started >= 0.25
+    releaser.join(timeout=5)
+    assert response.status_code == 200
+    assert batch_requests.held == 0 and batch_requests.waiting == 0
+
+
+def test_a_queued_request_over_its_budget_gives_its_slot_back(api_client, demo, settings):
+    """The rate limit is checked once the slot is held (a shed request uses none of the budget): a queued request
+    over its budget gets its 429 after the wait, and leaves nothing held or queued."""
+    from django.core.cache import cache
+
+    settings.API_BATCH_QUEUE, settings.API_BATCH_QUEUE_MS = 1, 5000
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "1/min"}}
+    cache.clear()
+    assert post_batch(api_client).status_code == 200  # one learner: the whole budget
+    assert batch_requests.try_acquire()
+    releaser = release_once_queued()
+    refused = post_batch(api_client)
+    releaser.join(timeout=5)
+    cache.clear()
+    assert refused.status_code == 429
     assert batch_requests.held == 0 and batch_requests.waiting == 0
 
 
