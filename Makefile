@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # The unit tier: no services started, no model trained, nothing slow.
 FAST_MARKERS := not integration and not browser and not slow and not trains
 
-.PHONY: setup run test test-fast migrate static bench bench-db clean
+.PHONY: setup port-free run test test-fast migrate static bench bench-db clean
 
 setup: $(VENV)/.installed
 
@@ -28,8 +28,16 @@ migrate: setup
 static: setup
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 
+# make run stops before the set-up and the demo's training, not after them, when a server already answers on its
+# address (any other problem with the address is left to the web server to report).
+port-free:
+	@$(PYTHON) -c "import socket, sys; s = socket.socket(); s.settimeout(1); \
+	sys.exit(3 if s.connect_ex(('$(HOST)', $(PORT))) == 0 else 0)" 2>/dev/null; \
+	if [ $$? = 3 ]; then echo "make run: $(HOST):$(PORT) is in use (another server?); choose another: make run PORT=8080"; \
+	exit 1; fi
+
 # The worker's pool processes share the cores: each sizes PyTorch to cores / concurrency (crlsite/celery.py).
-run: migrate static
+run: port-free migrate static
 	$(PY) manage.py setup_demo
 	@echo "Starting a Celery worker (queues default,gpu) and the web server on http://$(HOST):$(PORT)/admin/"
 	@set -e; \

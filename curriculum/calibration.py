@@ -24,7 +24,7 @@ from training.rl.encoder import fsrs6
 from training.rl.encoder.fit import time_split
 from training.rl.encoder.fsrs_fit import fit_fsrs6, grades_of
 
-from .models import Curriculum, ReviewLog
+from .models import Curriculum
 from .reviews.reader import iter_review_chunks
 
 TRAIN_FRACTION = 0.7

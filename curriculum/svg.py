@@ -190,7 +190,7 @@ def _svg(*, title: str, width: int, height: int, body: list[str], css_class: str
 def _axes(frame: _Frame, *, x_ticks: Sequence[tuple[float, str]], y_ticks: Sequence[tuple[float, str]],
           x_label: str, y_label: str) -> list[str]:
     parts = [
-        f'<g class="grid" stroke="#ddd" stroke-width="1">'
+        '<g class="grid" stroke="#ddd" stroke-width="1">'
         + "".join(f'<line x1="{frame.left}" y1="{frame.y(v):.1f}" x2="{frame.right}" y2="{frame.y(v):.1f}"/>'
                   for v, _ in y_ticks)
         + "</g>",

@@ -26,12 +26,16 @@ class CachedTokenAuthentication(TokenAuthentication):
     _lock = threading.Lock()
 
     def authenticate(self, request):
-        """DRF's, except that a header with the ``Bearer`` scheme (what OAuth clients send) is refused with a 401
-        that names the scheme to use, instead of DRF's "credentials were not provided"."""
-        scheme = get_authorization_header(request).split(maxsplit=1)[:1]
-        if scheme and scheme[0].lower() == b"bearer":
-            raise AuthenticationFailed("the Authorization header's scheme must be Token: 'Authorization: Token <key>' "
-                                       "(not Bearer)")
+        """DRF's, except that an Authorization header with another scheme (``Bearer``, what OAuth clients send, or
+        ``Basic``) or none (the key alone) is refused with a 401 that names the scheme to use, instead of DRF's
+        "credentials were not provided". The header's value is never echoed, only a scheme word before a space."""
+        parts = get_authorization_header(request).split(maxsplit=1)
+        if parts and parts[0].lower() != b"token":
+            word = parts[0].decode("latin-1")
+            given = (f"not {word}" if len(parts) == 2 and word.isascii() and word.isalpha() and len(word) <= 20
+                     else "no scheme given")
+            raise AuthenticationFailed(f"the Authorization header's scheme must be Token: 'Authorization: Token <key>' "
+                                       f"({given})")
         return super().authenticate(request)
 
     def authenticate_credentials(self, key: str):

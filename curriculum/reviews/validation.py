@@ -201,6 +201,7 @@ def check_concept_key(value: Any, *, field: str = "concept") -> str:
 
 
 GRADE_MESSAGE = f"expected an integer from {MIN_GRADE} to {MAX_GRADE}"
+RESPONSE_TIME_MESSAGE = f"expected an integer number of milliseconds from 0 to {MAX_RESPONSE_TIME_MS:,}"
 
 
 def check_outcome(correct: Any, grade: Any) -> tuple[bool, int | None]:
@@ -224,7 +225,7 @@ def check_response_time(value: Any, *, field: str = "response_time_ms") -> int |
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RESPONSE_TIME_MS:
-        raise ReviewValidationError.of(field, "expected a non-negative integer number of milliseconds")
+        raise ReviewValidationError.of(field, RESPONSE_TIME_MESSAGE)
     return value
 
 
@@ -329,7 +330,7 @@ def check_review_columns(*, t: np.ndarray, correct: np.ndarray, grade: np.ndarra
         ("grade", (grade < MIN_GRADE) | (grade > MAX_GRADE), GRADE_MESSAGE),
         ("grade", (grade == MIN_GRADE) == correct.astype(bool), "grade contradicts correct (1 means wrong, 2-4 right)"),
         ("response_time_ms", (response_time_ms < 0) | (response_time_ms > MAX_RESPONSE_TIME_MS),
-         "expected a non-negative integer number of milliseconds"),
+         RESPONSE_TIME_MESSAGE),
     )
     for field, bad, message in checks:
         if bad.any():

@@ -44,3 +44,18 @@ def test_a_bearer_header_is_refused_naming_the_scheme_to_use(client, api_user, d
     assert response.json()["error"]["message"] == ("the Authorization header's scheme must be Token: "
                                                    "'Authorization: Token <key>' (not Bearer)")
     assert client.get(URL, HTTP_AUTHORIZATION="Token " + key).status_code == 404  # the same key, the right scheme
+
+
+@pytest.mark.parametrize("header, given", [
+    ("{key}", "no scheme given"),  # the key alone: never echoed
+    ("Basic {key}", "not Basic"),
+    ("bearer {key}", "not bearer"),
+    ("x{key} {key}", "no scheme given"),  # not a scheme word: not echoed either
+])
+def test_a_header_without_the_token_scheme_is_refused_naming_it(client, api_user, demo, header, given):
+    key = Token.objects.create(user=api_user).key
+    response = client.get(URL, HTTP_AUTHORIZATION=header.format(key=key))
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+    message = response.json()["error"]["message"]
+    assert message == f"the Authorization header's scheme must be Token: 'Authorization: Token <key>' ({given})"
+    assert key not in message

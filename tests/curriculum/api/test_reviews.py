@@ -113,6 +113,13 @@ def test_odd_bodies_are_400_naming_the_field_and_store_nothing(api_client, demo,
     assert ReviewLog.objects.count() == 0
 
 
+@pytest.mark.parametrize("value", [-1, 2**31, 99_999_999_999])
+def test_a_response_time_out_of_range_names_the_range(api_client, demo, value):
+    error = assert_error_shape(post(api_client, review(0, response_time_ms=value)))
+    assert error["fields"] == [{"field": "response_time_ms",
+                                "message": "expected an integer number of milliseconds from 0 to 2,147,483,647"}]
+
+
 @pytest.mark.parametrize("raw", [
     b"{not json", b'{"curriculum": "demo",}', b"", b"null", b"42", b'"a string"', b"true", b"\xff\xfe\x00garbage",
     b'{"curriculum": NaN}', b"[" * 100_000 + b"]" * 100_000, json.dumps(review(0, learner="u\x00")).encode(),

@@ -256,7 +256,7 @@ class LearnerStateBatch:
         lengths = np.zeros(B, np.int64)
         raw = {name: [] for name, _ in _MEMORY_ARRAYS}
         stored, history_bytes, actions, rewards, timesteps = [], [], [], [], []
-        potential, last_reviewed = [], []
+        potential = []
         for b, data in enumerate(datas):
             if data is None:
                 continue
