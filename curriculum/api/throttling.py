@@ -131,11 +131,8 @@ class TokenRateThrottle(SimpleRateThrottle):
         if self.rate is None:
             return True
         base = self.get_cache_key(request, view)
-        # a batch larger than the whole budget takes all of it (it would otherwise never pass)
-        cost = min(max(int(view.throttle_cost(request)), 1) if hasattr(view, "throttle_cost") else 1, self.num_requests)
-        position = self.timer() / self.duration
-        window = math.floor(position)
-        elapsed = position - window  # fraction of this window gone
+        cost = self._cost(request, view)
+        window, elapsed = self._window()
         now = _monotonic()
         if _Fallback.active(now):
             return self._decide(_Fallback.counts, base, window, elapsed, cost, now)
@@ -151,6 +148,38 @@ class TokenRateThrottle(SimpleRateThrottle):
                 self._wait = self._seconds_until_allowed(this=this - cost, last=batch.last, elapsed=elapsed, cost=cost)
                 return False
             return self._sync(batch, base, window, elapsed, cost, now)
+
+    def _cost(self, request, view) -> int:
+        """Units of the budget this request uses (the view's ``throttle_cost``, default 1); a batch larger than the
+        whole budget takes all of it (it would otherwise never pass)."""
+        cost = max(int(view.throttle_cost(request)), 1) if hasattr(view, "throttle_cost") else 1
+        return min(cost, self.num_requests)
+
+    def _window(self) -> tuple[int, float]:
+        """(the current window's number, the fraction of it gone)."""
+        position = self.timer() / self.duration
+        window = math.floor(position)
+        return window, position - window
+
+    def refused_locally(self, request, view) -> bool:
+        """True (and ``wait()`` set) when this process's last read of the shared counts plus what it granted since
+        already leave no room for this request, without a cache round trip and without counting it: a request that
+        would wait for something else first (a batch queued for a slot) is refused before it waits. False when the
+        local counts are stale (another window, or older than FLUSH_SECONDS) or leave room: ``allow_request``
+        decides then, as always."""
+        if self.rate is None:
+            return False
+        cost = self._cost(request, view)
+        window, elapsed = self._window()
+        batch = self.batches.of(self.get_cache_key(request, view))
+        with batch.lock:
+            if batch.window != window or _monotonic() - batch.synced_at >= FLUSH_SECONDS:
+                return False
+            this = batch.this + batch.pending
+            if batch.last * (1.0 - elapsed) + this + cost <= self.num_requests:
+                return False
+            self._wait = self._seconds_until_allowed(this=this, last=batch.last, elapsed=elapsed, cost=cost)
+            return True
 
     def _sync(self, batch: _Batch, base: str, window: int, elapsed: float, cost: int, now: float) -> bool:
         """Add the pending units and this request to the shared counts, read them, decide (under batch.lock)."""

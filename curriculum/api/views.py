@@ -235,6 +235,10 @@ class BatchRecommendationsView(ApiView):
     _shed = False
 
     def check_throttles(self, request: Request) -> None:
+        if batch_requests.queue():  # over its budget already (by this process's counts): 429 before any wait
+            for throttle in self.get_throttles():
+                if hasattr(throttle, "refused_locally") and throttle.refused_locally(request, self):
+                    self.throttled(request, throttle.wait())
         if not batch_requests.acquire():
             self._shed = True
             queued = (f" and {batch_requests.queue()} may wait {batch_requests.queue_wait_s() * 1000:.0f} ms for one "

@@ -176,20 +176,42 @@ def test_the_endpoint_waits_in_the_queue_then_answers(api_client, demo, settings
     assert batch_requests.held == 0 and batch_requests.waiting == 0
 
 
-def test_a_queued_request_over_its_budget_gives_its_slot_back(api_client, demo, settings):
-    """The rate limit is checked once the slot is held (a shed request uses none of the budget): a queued request
-    over its budget gets its 429 after the wait, and leaves nothing held or queued."""
+@pytest.fixture
+def one_a_minute(settings):
     from django.core.cache import cache
 
     settings.API_BATCH_QUEUE, settings.API_BATCH_QUEUE_MS = 1, 5000
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "1/min"}}
     cache.clear()
+    yield
+    cache.clear()
+
+
+def test_a_request_over_its_budget_is_refused_before_it_queues(api_client, demo, one_a_minute):
+    """This process's counts already show the budget spent: 429 at once, no place in the queue taken."""
     assert post_batch(api_client).status_code == 200  # one learner: the whole budget
+    assert batch_requests.try_acquire()  # another thread of this process is answering a batch
+    try:
+        started = time.monotonic()
+        refused = post_batch(api_client)
+        assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+        assert time.monotonic() - started < 2.0 and batch_requests.waiting == 0
+    finally:
+        batch_requests.release()
+    assert batch_requests.held == 0
+
+
+def test_a_queued_request_over_its_budget_gives_its_slot_back(api_client, demo, one_a_minute):
+    """When this process's counts are too old to decide on (another process may have spent the budget), the request
+    queues; the rate limit, checked once it holds the slot, refuses it then, and nothing stays held or queued."""
+    from curriculum.api.throttling import FLUSH_SECONDS
+
+    assert post_batch(api_client).status_code == 200
+    time.sleep(FLUSH_SECONDS + 0.05)  # the counts read are stale now: only the shared cache can tell
     assert batch_requests.try_acquire()
     releaser = release_once_queued()
     refused = post_batch(api_client)
     releaser.join(timeout=5)
-    cache.clear()
     assert refused.status_code == 429
     assert batch_requests.held == 0 and batch_requests.waiting == 0
 
