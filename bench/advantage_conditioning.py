@@ -22,7 +22,6 @@ An experiment, not a product feature; the reporting seed 1234 is refused.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -122,8 +121,7 @@ def main() -> None:
                       f"{recipe._high(d):+.4f}] |", flush=True)
             record["eval"][eval_seed] = {name: round(float(v.mean()), 4) for name, v in by_policy.items()}
     if args.json:
-        with open(args.json, "a") as out:
-            out.write(json.dumps(record) + "\n")
+        recipe.append_json_line(args.json, record)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ fine-tuning loop is written here with the trainer's functions (an experiment, no
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -322,8 +321,7 @@ def main() -> None:
     record["wall_s"] = round(time.perf_counter() - started, 1)
     print(f"\nwall {record['wall_s']:.0f} s")
     if args.json:
-        with open(args.json, "a") as out:
-            out.write(json.dumps(record) + "\n")
+        recipe.append_json_line(args.json, record)
 
 
 if __name__ == "__main__":

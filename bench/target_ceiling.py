@@ -28,7 +28,6 @@ An experiment, not a product feature; the reporting seed 1234 is refused.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -50,8 +49,10 @@ def main() -> None:
     django.setup()
     import training_recipe as recipe
     from training.pipeline import build_synthetic_dataset
+    from threadpoolctl import threadpool_limits
+
     from training.rl.encoder import EncoderConfig
-    from training.rl.evaluation import closed_loop_final_recall
+    from training.rl.evaluation import closed_loop_final_recall, gap_closed
     from training.rl.policies import TargetRecallPolicy, _reviewed, make_policy, never_reviewed_first
     from training.rl.simulator import policy_rng
     from training.rl.students import make_cohort, parse_families
@@ -73,9 +74,9 @@ def main() -> None:
         parser.error(str(exc))
     if any(not 0.0 < t < 1.0 for t in args.targets) or len(args.targets) < 2:
         parser.error("--targets: at least two recall targets, each in (0, 1)")
-    if args.draws < 1:
-        parser.error("--draws: at least 1")
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.draws < 1 or args.threads < 1:
+        parser.error("--draws and --threads: at least 1")
+    threadpool_limits(limits=args.threads)  # NumPy's BLAS pool, for the rest of the process
     concepts, interactions, students = recipe.CONCEPTS, recipe.INTERACTIONS, recipe.STUDENTS
 
     started = time.perf_counter()
@@ -177,11 +178,11 @@ def main() -> None:
             dc = calibrated - b[fixed]
             default = b[int(np.argmin(np.abs(targets - TargetRecallPolicy.target)))]
             d = per_learner - b[fixed]
-            gap = oracle.mean() - lowest.mean()
-            closed = (per_learner.mean() - lowest.mean()) / gap if gap > 0 else float("nan")
+            closed = gap_closed(dt=per_learner.mean(), lowest_recall=lowest.mean(), oracle=oracle.mean())
+            shown = "-" if closed is None else f"{100 * closed:.1f}%"  # None: the oracle is no ceiling here
             print(f"| {family} | {eval_seed} | {lowest.mean():.4f} | {default.mean():.4f} | {targets[fixed]:g} | "
                   f"{b[fixed].mean():.4f} | {per_learner.mean():.4f} | {d.mean():+.4f} | [{recipe._low(d):+.4f}, "
-                  f"{recipe._high(d):+.4f}] | {100 * closed:.1f}% | {dc.mean():+.4f} [{recipe._low(dc):+.4f}, "
+                  f"{recipe._high(d):+.4f}] | {shown} | {dc.mean():+.4f} [{recipe._low(dc):+.4f}, "
                   f"{recipe._high(dc):+.4f}] | {planner.mean():.4f} | "
                   f"{truth_b[truth_fixed].mean():.4f} | {truth_per_learner.mean():.4f} | {oracle.mean():.4f} |",
                   flush=True)
@@ -194,8 +195,7 @@ def main() -> None:
                 "truth_per_learner_b": round(float(truth_per_learner.mean()), 4)}
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
-        with open(args.json, "a") as out:
-            out.write(json.dumps(record) + "\n")
+        recipe.append_json_line(args.json, record)
 
 
 if __name__ == "__main__":

@@ -160,8 +160,14 @@ def main() -> None:
                           f"{d.mean():+.4f} | [{_low(d):+.4f}, {_high(d):+.4f}] | {low.mean():+.4f} |", flush=True)
                     record["quantiles"].setdefault(str(q), {})[eval_seed] = round(float(dt.mean()), 4)
     if args.json:
-        with open(args.json, "a") as out:
-            out.write(json.dumps(record) + "\n")
+        append_json_line(args.json, record)
+
+
+def append_json_line(path: str, record: dict) -> None:
+    """Append ``record`` to ``path`` as one JSON line (``--json FILE``: runs made in separate processes compared
+    afterwards)."""
+    with open(path, "a") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 def set_varied_target_range(parser, target_range) -> None:

@@ -53,18 +53,21 @@ class ConcurrencyLimit:
     def try_acquire(self) -> bool:
         """A free slot at once (none while others wait for one), else False."""
         with self._changed:
-            if self._held >= self.limit() or self._waiters:
-                return False
-            self._held += 1
-            return True
+            return self._take_free()
+
+    def _take_free(self) -> bool:
+        """Take a slot if one is free and nobody waits for one (the caller holds the lock)."""
+        if self._held >= self.limit() or self._waiters:
+            return False
+        self._held += 1
+        return True
 
     def acquire(self) -> bool:
         """A slot at once if one is free and nobody waits; else, when fewer than ``queue()`` are already waiting,
         wait for one at most ``queue_wait_s()`` seconds (handed over by ``release``, first come first served);
         False when the queue is full or the wait ran out (the slot not taken)."""
         with self._changed:
-            if self._held < self.limit() and not self._waiters:
-                self._held += 1
+            if self._take_free():
                 return True
             wait_s = self.queue_wait_s()
             if len(self._waiters) >= self.queue() or wait_s <= 0:

@@ -138,16 +138,25 @@ class TokenRateThrottle(SimpleRateThrottle):
             return self._decide(_Fallback.counts, base, window, elapsed, cost, now)
         batch = self.batches.of(base)
         with batch.lock:
-            if (batch.window == window and now - batch.synced_at < FLUSH_SECONDS
-                    and batch.pending + cost < self.num_requests * FLUSH_FRACTION):
-                # decided here: the shared counts last read plus this process's since
-                this = batch.this + batch.pending + cost
-                if batch.last * (1.0 - elapsed) + this <= self.num_requests:
-                    batch.pending += cost
-                    return True
-                self._wait = self._seconds_until_allowed(this=this - cost, last=batch.last, elapsed=elapsed, cost=cost)
-                return False
+            if batch.pending + cost < self.num_requests * FLUSH_FRACTION:
+                allowed = self._decide_locally(batch, window, elapsed, cost, now)
+                if allowed is not None:
+                    if allowed:
+                        batch.pending += cost
+                    return allowed
             return self._sync(batch, base, window, elapsed, cost, now)
+
+    def _decide_locally(self, batch: _Batch, window: int, elapsed: float, cost: int, now: float) -> bool | None:
+        """Whether ``cost`` more units fit by this process's counts alone (the shared counts last read plus the units
+        it granted since; ``wait()`` set when not), counting nothing; None when those counts are stale (another
+        window, or read FLUSH_SECONDS ago or more): only the shared cache can tell then. Under batch.lock."""
+        if batch.window != window or now - batch.synced_at >= FLUSH_SECONDS:
+            return None
+        this = batch.this + batch.pending + cost
+        if batch.last * (1.0 - elapsed) + this <= self.num_requests:
+            return True
+        self._wait = self._seconds_until_allowed(this=this - cost, last=batch.last, elapsed=elapsed, cost=cost)
+        return False
 
     def _cost(self, request, view) -> int:
         """Units of the budget this request uses (the view's ``throttle_cost``, default 1); a batch larger than the
@@ -169,17 +178,10 @@ class TokenRateThrottle(SimpleRateThrottle):
         decides then, as always."""
         if self.rate is None:
             return False
-        cost = self._cost(request, view)
         window, elapsed = self._window()
         batch = self.batches.of(self.get_cache_key(request, view))
         with batch.lock:
-            if batch.window != window or _monotonic() - batch.synced_at >= FLUSH_SECONDS:
-                return False
-            this = batch.this + batch.pending
-            if batch.last * (1.0 - elapsed) + this + cost <= self.num_requests:
-                return False
-            self._wait = self._seconds_until_allowed(this=this, last=batch.last, elapsed=elapsed, cost=cost)
-            return True
+            return self._decide_locally(batch, window, elapsed, self._cost(request, view), _monotonic()) is False
 
     def _sync(self, batch: _Batch, base: str, window: int, elapsed: float, cost: int, now: float) -> bool:
         """Add the pending units and this request to the shared counts, read them, decide (under batch.lock)."""

@@ -147,18 +147,14 @@ class CausalSelfAttention:
         self.kv_w, self.kv_b = np.ascontiguousarray(self.c_attn_w[:, H:]), self.c_attn_b[H:]
         self.c_proj_w, self.c_proj_b = _linear(w, name + ".c_proj")
 
-    def keys_values(self, x: np.ndarray, past: KeyValues | None) -> KeyValues:
-        """The keys [B, heads, d, m + n] and values [B, heads, m + n, d] of the n tokens x [B, n, H] (normalised),
-        after the m cached ones of ``past`` (None: none)."""
+    def keys_values(self, x: np.ndarray) -> KeyValues:
+        """The keys [B, heads, d, n] and values [B, heads, n, d] of the n tokens x [B, n, H] (normalised)."""
         B, n, H = x.shape
         heads, d = self.num_heads, H // self.num_heads
         kv = _dense(x, self.kv_w)
         kv += self.kv_b
         k = kv[..., :H].reshape(B, n, heads, d).transpose(0, 2, 3, 1)
         v = kv[..., H:].reshape(B, n, heads, d).transpose(0, 2, 1, 3)
-        if past is not None:
-            k = np.concatenate((past[0], k), axis=3)
-            v = np.concatenate((past[1], v), axis=2)
         return k, v
 
     def __call__(self, x: np.ndarray, bias: np.ndarray, query: slice | None = None, past: KeyValues | None = None,
@@ -174,7 +170,7 @@ class CausalSelfAttention:
         if past is not None:
             return self._after_past(x, rows, bias, past, keep)
         if rows.shape[1] == 1:  # keys and values of every row, the query of one
-            k, v = self.keys_values(x, past)
+            k, v = self.keys_values(x)
             q = _dense(rows, self.q_w)
             q += self.q_b
         else:
@@ -203,10 +199,7 @@ class CausalSelfAttention:
         B, n, H = x.shape
         heads, d = self.num_heads, H // self.num_heads
         m = past[0].shape[3]
-        kv = _dense(x, self.kv_w)
-        kv += self.kv_b
-        k = kv[..., :H].reshape(B, n, heads, d).transpose(0, 2, 3, 1)  # [B, heads, d, n]
-        v = kv[..., H:].reshape(B, n, heads, d).transpose(0, 2, 1, 3)  # [B, heads, n, d]
+        k, v = self.keys_values(x)  # the new tokens' only: [B, heads, d, n], [B, heads, n, d]
         Lq = rows.shape[1]
         q = _dense(rows, self.q_w)
         q += self.q_b
@@ -220,13 +213,17 @@ class CausalSelfAttention:
         y += p[..., m:] @ v
         y = _dense(y.transpose(0, 2, 1, 3).reshape(B, Lq, H), self.c_proj_w)
         y += self.c_proj_b
-        if keep is None:
-            return y, None
-        start, stop, _ = keep.indices(m + n)
-        old, new = slice(min(start, m), min(stop, m)), slice(max(start - m, 0), max(stop - m, 0))
-        kept = (np.concatenate((past[0][..., old], k[..., new]), axis=3),
-                np.concatenate((past[1][:, :, old], v[:, :, new]), axis=2))
-        return y, kept
+        return y, None if keep is None else _kept(past, (k, v), keep)
+
+
+def _kept(past: KeyValues, new: KeyValues, keep: slice) -> KeyValues:
+    """The keys and values of the positions ``keep`` of past's m cached tokens then the n new ones, copied into new
+    arrays once, without joining all m + n first."""
+    m, n = past[0].shape[3], new[0].shape[3]
+    start, stop, _ = keep.indices(m + n)
+    old, fresh = slice(min(start, m), min(stop, m)), slice(max(start - m, 0), max(stop - m, 0))
+    return (np.concatenate((past[0][..., old], new[0][..., fresh]), axis=3),
+            np.concatenate((past[1][:, :, old], new[1][:, :, fresh]), axis=2))
 
 
 class MLP:
@@ -259,10 +256,11 @@ class Block:
         y += self.mlp(self.ln_2.normalize(y))
         return y, kept
 
-    def keys_values(self, x: np.ndarray, past: KeyValues | None) -> KeyValues:
-        """Only the keys and values this block's attention would read for x [B, n, H] after ``past``: what the
-        last block computes for tokens whose own output nothing reads (DTLite.extend without logits)."""
-        return self.attn.keys_values(self.ln_1.normalize(x), past)
+    def keys_values(self, x: np.ndarray, past: KeyValues, keep: slice) -> KeyValues:
+        """Only the keys and values this block's attention would read for x [B, n, H] after ``past``, those of the
+        positions ``keep`` (as ``__call__``'s kept ones): what the last block computes for tokens whose own output
+        nothing reads (DTLite.extend without logits)."""
+        return _kept(past, self.attn.keys_values(self.ln_1.normalize(x)), keep)
 
 
 class ConceptHead:
@@ -576,8 +574,7 @@ class DTLite:
         for i, block in enumerate(self.blocks):
             cached = (state.keys[i], state.values[i])
             if i == len(self.blocks) - 1 and not logits:
-                k, v = block.keys_values(x, cached)
-                kv = (k[..., keep].copy(), v[:, :, keep].copy())
+                kv = block.keys_values(x, cached, keep)
             else:
                 x, kv = block(x, bias, slice(n - 1, n) if i == len(self.blocks) - 1 else None, cached,
                               keep if keep_cache else None)
