@@ -173,15 +173,28 @@ class TokenRateThrottle(SimpleRateThrottle):
     def refused_locally(self, request, view) -> bool:
         """True (and ``wait()`` set) when this process's last read of the shared counts plus what it granted since
         already leave no room for this request, without a cache round trip and without counting it: a request that
-        would wait for something else first (a batch queued for a slot) is refused before it waits. False when the
-        local counts are stale (another window, or older than FLUSH_SECONDS) or leave room: ``allow_request``
-        decides then, as always."""
+        would wait for something else first (a batch queued for a slot) is refused before it waits. As
+        ``allow_request`` trusts those counts only for a request under FLUSH_FRACTION of the budget, a larger one is
+        refused here only when not even one more unit fits (the counts may be up to FLUSH_SECONDS old). False when
+        the local counts are stale (another window, or older than FLUSH_SECONDS), leave room, or the cache is failed
+        over (``_Fallback``): ``allow_request`` decides then, as always. The request's cost (the view's
+        ``throttle_cost``, which may read and parse the body) is taken before the token's lock."""
         if self.rate is None:
             return False
+        cost = self._cost(request, view)
         window, elapsed = self._window()
+        now = _monotonic()
+        if _Fallback.active(now):
+            return False
         batch = self.batches.of(self.get_cache_key(request, view))
         with batch.lock:
-            return self._decide_locally(batch, window, elapsed, self._cost(request, view), _monotonic()) is False
+            probe = cost if batch.pending + cost < self.num_requests * FLUSH_FRACTION else 1
+            if self._decide_locally(batch, window, elapsed, probe, now) is not False:
+                return False
+            if probe != cost:  # Retry-After for the whole request, not the one unit probed
+                self._wait = self._seconds_until_allowed(this=batch.this + batch.pending, last=batch.last,
+                                                         elapsed=elapsed, cost=cost)
+            return True
 
     def _sync(self, batch: _Batch, base: str, window: int, elapsed: float, cost: int, now: float) -> bool:
         """Add the pending units and this request to the shared counts, read them, decide (under batch.lock)."""

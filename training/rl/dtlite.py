@@ -218,9 +218,12 @@ class CausalSelfAttention:
 
 def _kept(past: KeyValues, new: KeyValues, keep: slice) -> KeyValues:
     """The keys and values of the positions ``keep`` of past's m cached tokens then the n new ones, copied into new
-    arrays once, without joining all m + n first."""
+    arrays once, without joining all m + n first. ValueError for a slice with a step other than 1 (a contiguous
+    window is all the cache keeps)."""
     m, n = past[0].shape[3], new[0].shape[3]
-    start, stop, _ = keep.indices(m + n)
+    start, stop, step = keep.indices(m + n)
+    if step != 1:
+        raise ValueError(f"_kept: a contiguous slice of the positions, got step {step}")
     old, fresh = slice(min(start, m), min(stop, m)), slice(max(start - m, 0), max(stop - m, 0))
     return (np.concatenate((past[0][..., old], new[0][..., fresh]), axis=3),
             np.concatenate((past[1][:, :, old], new[1][:, :, fresh]), axis=2))

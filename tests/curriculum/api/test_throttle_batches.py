@@ -98,3 +98,59 @@ def test_a_refused_request_is_not_counted(clock):
     clock[1] += FLUSH_SECONDS
     assert not asks(process, clock)  # refused after a round trip: given back
     assert shared_count() == RATE
+
+
+def refused_before_queueing(process: _Batches, clock, *, cost: int = 1, on_cost=None) -> tuple[bool, float | None]:
+    """(refused_locally, wait()) for one request of token 1 decided by `process`'s counts."""
+    throttle = TokenRateThrottle()
+    throttle.batches = process
+    throttle.timer = lambda: clock[0]
+
+    def throttle_cost(request):
+        if on_cost is not None:
+            on_cost()
+        return cost
+
+    refused = throttle.refused_locally(REQUEST, SimpleNamespace(throttle_cost=throttle_cost))
+    return refused, throttle.wait() if refused else None
+
+
+def test_the_local_refusal_reads_the_cost_outside_the_tokens_lock(clock):
+    """A batch view's cost parses its body: another request of the same token must not wait on that."""
+    process = _Batches()
+    assert asks(process, clock)
+    held = []
+    refused_before_queueing(process, clock, on_cost=lambda: held.append(process.of("throttle:user:1").lock.locked()))
+    assert held == [False]
+
+
+def test_a_small_request_over_the_local_counts_is_refused_with_its_wait(clock):
+    process = _Batches()
+    assert asks(process, clock, cost=RATE)  # the whole budget, read back from the cache
+    refused, wait = refused_before_queueing(process, clock, cost=1)
+    assert refused and wait is not None and wait > 0
+
+
+def test_a_large_request_is_refused_locally_only_when_not_one_unit_fits(clock):
+    """As allow_request, the local counts (up to FLUSH_SECONDS old) decide only small requests: a batch larger than
+    FLUSH_FRACTION of the budget that the counts cannot hold whole goes on to the shared cache's decision, unless
+    the counts leave no room at all (then refused, its Retry-After for its whole cost)."""
+    process = _Batches()
+    assert asks(process, clock, cost=RATE - 50)
+    assert refused_before_queueing(process, clock, cost=100) == (False, None)  # 50 left: the cache decides
+    assert not asks(process, clock, cost=100)  # and it refuses
+    assert asks(process, clock, cost=50)
+    refused, wait = refused_before_queueing(process, clock, cost=100)
+    assert refused
+    one_unit = refused_before_queueing(process, clock, cost=1)[1]
+    assert wait > one_unit  # the whole batch's wait, not the probed unit's
+
+
+def test_no_local_refusal_while_the_cache_is_failed_over(clock):
+    process = _Batches()
+    assert asks(process, clock, cost=RATE)
+    throttling._Fallback.start(clock[1], RuntimeError("cache down"))
+    try:
+        assert refused_before_queueing(process, clock, cost=1) == (False, None)
+    finally:
+        throttling._Fallback.reset()

@@ -199,3 +199,15 @@ def test_the_bound_is_tight_one_token_wider_and_a_step_goes_stale(monkeypatch):
         state = lite.step(state, h["actions"][:, i - 1], h["returns_to_go"][:, i], h["states"][:, i],
                           h["timesteps"][:, i])
     assert np.abs(state.logits - full_last_logits(lite, h, N)).max() > 10 * TOLERANCE
+
+
+def test_the_cache_join_keeps_a_contiguous_window_only():
+    from training.rl.dtlite import _kept
+
+    past = (np.arange(2 * 3, dtype=np.float32).reshape(1, 1, 2, 3), np.zeros((1, 1, 3, 2), np.float32))
+    new = (np.ones((1, 1, 2, 2), np.float32), np.ones((1, 1, 2, 2), np.float32))
+    keys, values = _kept(past, new, slice(1, 5))
+    assert keys.shape == (1, 1, 2, 4) and values.shape == (1, 1, 4, 2)
+    np.testing.assert_array_equal(keys, np.concatenate(past[:1] + new[:1], axis=3)[..., 1:5])
+    with pytest.raises(ValueError, match="contiguous"):
+        _kept(past, new, slice(0, 5, 2))
