@@ -16,12 +16,16 @@ targets are chosen on those K draws (A) and scored on one more (B). Per family, 
   best fixed target), the planner (the encoder's one-step lookahead), lowest_recall and the oracle (the simulator's
   expected gain, what only the simulator knows).
 
+``--cell-calibration``: also two estimates learned per (learner, concept) cell from that learner's own outcomes,
+each at its own best fixed target (chosen on A, scored on B): a stability-scale posterior per cell (as the
+per-learner one) and an Elo-style logit correction (a learner offset and a cell offset; Pelanek 2016).
+
 If the per-student choice adds little over the best fixed target, no selection among the mix's targets (return
 conditioning, ESPER-like clusters, a behaviour label) can close much of the lowest_recall-to-oracle gap.
 
     python bench/target_ceiling.py [--seed 3] [--eval-seeds 99 2024] [--families builtin fsrs6 actr hlr]
         [--targets 0.15 0.25 0.35 0.45 0.55 0.65] [--draws 1] [--calibration-prior-sd 0.8] [--concept-exponents]
-        [--threads 1] [--json FILE]
+        [--cell-calibration] [--elo-alpha 1] [--elo-beta 0.05] [--elo-learner 1] [--threads 1] [--json FILE]
 
 The encoder is the one fitted to ``--seed``'s default training data (as a trained policy would serve with).
 An experiment, not a product feature; the reporting seed 1234 is refused.
@@ -65,6 +69,13 @@ def main() -> None:
     parser.add_argument("--calibration-prior-sd", type=float, default=0.8,
                         help="the calibrated policy's prior sd of log stability scale (default 0.8)")
     parser.add_argument("--concept-exponents", action="store_true")
+    parser.add_argument("--cell-calibration", action="store_true",
+                        help="also the per-cell stability scale and the Elo logit calibration, each at its best "
+                             "fixed target")
+    parser.add_argument("--elo-alpha", type=float, default=1.0, help="Elo's K(n) = alpha / (1 + beta n) (default 1)")
+    parser.add_argument("--elo-beta", type=float, default=0.05, help="(default 0.05)")
+    parser.add_argument("--elo-learner", type=float, default=1.0,
+                        help="weight of the Elo learner offset (0: the cell offsets only)")
     parser.add_argument("--json", metavar="FILE", help="append the figures as one JSON line")
     args = parser.parse_args()
     recipe.check_seeds(parser, args)
@@ -130,6 +141,72 @@ def main() -> None:
             p, was_seen = self.pending
             self.log_posterior += np.where(was_seen[:, None], np.where(correct[:, None], np.log(p), np.log1p(-p)), 0.0)
 
+    class TargetRecallCellScale(TargetRecallCalibrated):
+        """target_recall on a per-learner-and-concept calibration: TargetRecallCalibrated's stability scale m, with
+        a posterior per (learner, concept) cell over the same grid and prior, updated only by that cell's outcomes."""
+
+        name = "target_recall_cell_scale"
+
+        def __init__(self, **kwargs):
+            TargetRecallPolicy.__init__(self, **kwargs)
+            prior = -0.5 * (np.log(scales) / args.calibration_prior_sd) ** 2
+            self.log_posterior = np.tile(prior, (self.num_learners, self.num_concepts, 1))
+            self.pending = None
+
+        def select(self, obs):
+            seen, learners = _reviewed(obs), np.arange(self.num_learners)
+            x = np.clip(obs.recall_of(learners), 1e-6, 1.0)[..., None] ** (-1.0 / decay) - 1.0
+            by_scale = (1.0 + x / scales) ** (-decay)  # [L, C, G]
+            weights = np.exp(self.log_posterior - self.log_posterior.max(axis=2, keepdims=True))
+            weights /= weights.sum(axis=2, keepdims=True)
+            recall = (by_scale * weights).sum(axis=2)
+            choice = never_reviewed_first(seen, lambda done: np.argmin(np.abs(recall[done] - self.target), axis=1))
+            self.pending = (choice, np.clip(by_scale[learners, choice], 1e-4, 1 - 1e-4), seen[learners, choice])
+            return choice
+
+        def observe(self, *, concepts, t, correct, rewards):
+            choice, p, was_seen = self.pending
+            learners = np.arange(self.num_learners)
+            self.log_posterior[learners, choice] += np.where(
+                was_seen[:, None], np.where(correct[:, None], np.log(p), np.log1p(-p)), 0.0)
+
+    class TargetRecallElo(TargetRecallPolicy):
+        """target_recall on an Elo-style calibration of the estimate's logit (Pelanek 2016, "Applications of the
+        Elo rating system in adaptive educational systems", Computers & Education 98): p = sigmoid(logit R + a_l +
+        b_lc), a learner offset and a learner-concept offset, each moved by K(n) (y - p) after an outcome of a
+        concept reviewed before, K(n) = alpha / (1 + beta n), n the updates so far (Pelanek's uncertainty function,
+        alpha 1, beta 0.05 as there; ``--elo-alpha``, ``--elo-beta``)."""
+
+        name = "target_recall_elo"
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.learner_offset = np.zeros(self.num_learners)
+            self.cell_offset = np.zeros((self.num_learners, self.num_concepts))
+            self.learner_n = np.zeros(self.num_learners)
+            self.cell_n = np.zeros((self.num_learners, self.num_concepts))
+            self.pending = None
+
+        def select(self, obs):
+            seen, learners = _reviewed(obs), np.arange(self.num_learners)
+            r = np.clip(obs.recall_of(learners), 1e-4, 1 - 1e-4)
+            logit = np.log(r) - np.log1p(-r) + args.elo_learner * self.learner_offset[:, None] + self.cell_offset
+            recall = 1.0 / (1.0 + np.exp(-logit))
+            choice = never_reviewed_first(seen, lambda done: np.argmin(np.abs(recall[done] - self.target), axis=1))
+            self.pending = (choice, recall[learners, choice], seen[learners, choice])
+            return choice
+
+        def observe(self, *, concepts, t, correct, rewards):
+            choice, p, was_seen = self.pending
+            learners = np.arange(self.num_learners)
+            error = np.where(was_seen, correct.astype(np.float64) - p, 0.0)
+            k = args.elo_alpha / (1.0 + args.elo_beta * self.learner_n)
+            self.learner_offset += k * error
+            k = args.elo_alpha / (1.0 + args.elo_beta * self.cell_n[learners, choice])
+            self.cell_offset[learners, choice] += k * error
+            self.learner_n += was_seen
+            self.cell_n[learners, choice] += was_seen
+
     def run(family: str, eval_seed: int, policy_name: str, *, draw: int, target: float | None = None):
         """Per-student final recall [students] of policy_name on draw ``draw`` of the outcomes (0: the cohort's
         own dice; k > 0: the same students and review times with other outcome and grade dice)."""
@@ -148,7 +225,8 @@ def main() -> None:
             policy.target = target
         return closed_loop_final_recall(cohort=cohort, policy=policy, encoder=encoder)
 
-    own = {cls.name: cls for cls in (TargetRecallOnTruth, TargetRecallCalibrated)}
+    own = {cls.name: cls for cls in (TargetRecallOnTruth, TargetRecallCalibrated, TargetRecallCellScale,
+                                      TargetRecallElo)}
 
     def choose_and_score(family: str, eval_seed: int, policy_name: str):
         """(index of the best fixed target, its per-student recall on the scoring draw, the per-student best
@@ -178,7 +256,9 @@ def main() -> None:
             dc = calibrated - b[fixed]
             default = b[int(np.argmin(np.abs(targets - TargetRecallPolicy.target)))]
             d = per_learner - b[fixed]
-            closed = gap_closed(dt=per_learner.mean(), lowest_recall=lowest.mean(), oracle=oracle.mean())
+            closed = gap_closed(dt=per_learner.mean(), lowest_recall=lowest.mean(), oracle=oracle.mean(),
+                                others=(b[fixed].mean(), planner.mean(), truth_b[truth_fixed].mean(),
+                                        truth_per_learner.mean()))
             shown = "-" if closed is None else f"{100 * closed:.1f}%"  # None: the oracle is no ceiling here
             print(f"| {family} | {eval_seed} | {lowest.mean():.4f} | {default.mean():.4f} | {targets[fixed]:g} | "
                   f"{b[fixed].mean():.4f} | {per_learner.mean():.4f} | {d.mean():+.4f} | [{recipe._low(d):+.4f}, "
@@ -186,13 +266,27 @@ def main() -> None:
                   f"{recipe._high(dc):+.4f}] | {planner.mean():.4f} | "
                   f"{truth_b[truth_fixed].mean():.4f} | {truth_per_learner.mean():.4f} | {oracle.mean():.4f} |",
                   flush=True)
+            if args.cell_calibration and decay is not None:
+                cells = {}
+                for cls in (TargetRecallCellScale, TargetRecallElo):
+                    c_fixed, c_b, _ = choose_and_score(family, eval_seed, cls.name)
+                    dcell = c_b[c_fixed] - b[fixed]
+                    cells[cls.name] = {"best_fixed_target": float(targets[c_fixed]),
+                                       "recall": round(float(c_b[c_fixed].mean()), 4),
+                                       "minus_best_fixed": round(float(dcell.mean()), 4),
+                                       "by_target_b": [round(float(x), 4) for x in c_b.mean(axis=1)]}
+                    print(f"|   {cls.name} | {eval_seed} | best fixed target {targets[c_fixed]:g}: "
+                          f"{c_b[c_fixed].mean():.4f}, minus target_recall's best fixed {dcell.mean():+.4f} "
+                          f"[{recipe._low(dcell):+.4f}, {recipe._high(dcell):+.4f}]; by target "
+                          + " ".join(f"{x:.4f}" for x in c_b.mean(axis=1)) + " |", flush=True)
             record["eval"].setdefault(family, {})[eval_seed] = {
                 "lowest_recall": round(float(lowest.mean()), 4), "oracle": round(float(oracle.mean()), 4),
                 "by_target_b": [round(float(x), 4) for x in b.mean(axis=1)],
                 "best_fixed_target": float(targets[fixed]), "per_learner_b": round(float(per_learner.mean()), 4),
                 "planner": round(float(planner.mean()), 4), "calibrated": round(float(calibrated.mean()), 4),
                 "truth_by_target_b": [round(float(x), 4) for x in truth_b.mean(axis=1)],
-                "truth_per_learner_b": round(float(truth_per_learner.mean()), 4)}
+                "truth_per_learner_b": round(float(truth_per_learner.mean()), 4),
+                **({"cell_calibration": cells} if args.cell_calibration and decay is not None else {})}
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
         recipe.append_json_line(args.json, record)
