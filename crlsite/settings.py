@@ -312,7 +312,11 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # a request for a Host not in ALLOWED_HOSTS is the client's error: its one line (which Host, what to add) is
+    # kept, Django's traceback of it is not (crlsite.logs.WithoutTraceback)
+    "filters": {"without_traceback": {"()": "crlsite.logs.WithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.security.DisallowedHost": {"filters": ["without_traceback"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 

@@ -40,7 +40,10 @@ def policy_artifact(request, pk: int, name: str):
     entry = policy.artifacts.get(name)
     if not entry or not artifact_storage().exists(entry["path"]):
         raise Http404(f"{name} is not stored for {policy}")
-    return FileResponse(artifact_storage().open(entry["path"], "rb"), as_attachment=True, filename=name)
+    # the type by what the file is, not the system's guess from its extension (.pt: a "SNES page table")
+    kind = "application/json" if name.endswith(".json") else "application/octet-stream"
+    return FileResponse(artifact_storage().open(entry["path"], "rb"), as_attachment=True, filename=name,
+                        content_type=kind)
 
 
 # ------------------------------------------------------------------------------------------ orchestrator

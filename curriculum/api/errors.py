@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
@@ -154,7 +155,20 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     """`handler400`: a request Django refuses before any view (e.g. a Host not in ALLOWED_HOSTS)."""
     if not is_api_request(request):
         return defaults.bad_request(request, exception)
-    return JsonResponse(error_body("bad request"), status=400)
+    return JsonResponse(error_body(_refusal(request, exception)), status=400)
+
+
+def _refusal(request: HttpRequest, exception: Exception | None) -> str:
+    """What Django refused before any view, in a client's words: a Host it does not answer to (shown to at most 100
+    characters), a body or a form over Django's limits; else "bad request"."""
+    if isinstance(exception, DisallowedHost):
+        host = request.META.get("HTTP_HOST", "")
+        shown = repr(host) if len(host) <= 100 else repr(host[:100]) + "..."
+        return (f"the Host header {shown} is not one this server answers to (its ALLOWED_HOSTS): send the request "
+                "to the server's own name")
+    if isinstance(exception, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+        return f"request refused: {exception}"
+    return "bad request"
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -13,6 +13,10 @@ from rest_framework.parsers import BaseParser
 
 from .errors import InvalidRequest
 
+# Set on a request whose chunked body the server could not hand over (no wsgi.input_terminated): see
+# buffer_chunked_body; refuse_unread_chunked_body then refuses it by name instead of reading an empty body.
+UNREAD_CHUNKED_BODY = "_crl_unread_chunked_body"
+
 # 1000 reviews with every string at its longest stay under 1.5 MB of JSON; room for pretty-printing.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -76,8 +80,11 @@ class JSONBodyParser(BaseParser):
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
         if not is_json_media_type(media_type):
-            raise UnsupportedMediaType(media_type, detail=f"unsupported Content-Type {media_type.split(';')[0]!r}: "
-                                       "send the body as JSON with Content-Type: application/json")
+            base = media_type.split(";")[0]
+            hint = (" (Django's development server, which `make run` serves with, passes a request sent without a "
+                    "Content-Type on as text/plain)" if base.strip().lower() == "text/plain" else "")
+            raise UnsupportedMediaType(media_type, detail=f"unsupported Content-Type {base!r}: send the body as JSON "
+                                       f"with Content-Type: application/json{hint}")
         raw = stream.read(MAX_BODY_BYTES + 1) if stream is not None else b""
         if len(raw) > MAX_BODY_BYTES:
             raise ParseError(f"malformed request body: larger than {MAX_BODY_BYTES} bytes")
@@ -91,6 +98,16 @@ class JSONBodyParser(BaseParser):
         return data
 
 
+def refuse_unread_chunked_body(request: HttpRequest) -> None:
+    """ParseError (a 400 naming the cause) for a request whose chunked body the server could not hand over
+    (marked by buffer_chunked_body): REST framework would read it as an empty body, and the client would be told
+    that every field is missing."""
+    if getattr(request, UNREAD_CHUNKED_BODY, False):
+        raise ParseError("the body was sent in chunks (Transfer-Encoding: chunked, no Content-Length), which this "
+                         "server cannot read (Django's development server, `make run`; gunicorn can): send it with "
+                         "a Content-Length")
+
+
 def buffer_chunked_body(request: HttpRequest) -> None:
     """Make a chunked request body (``Transfer-Encoding: chunked``, no Content-Length) readable as a normal one.
 
@@ -99,12 +116,13 @@ def buffer_chunked_body(request: HttpRequest) -> None:
     ends the stream at the body's end says so with ``wsgi.input_terminated`` (gunicorn does; PEP 3333 has no
     other way); then the body is read here, at most MAX_BODY_BYTES + 1 bytes (the parser refuses more), and
     Content-Length is set to its size. Without that flag nothing is read: reading to EOF could block on the
-    client's connection.
+    client's connection: the request is marked (UNREAD_CHUNKED_BODY) and refused by refuse_unread_chunked_body.
     """
     meta = request.META
     if meta.get("CONTENT_LENGTH") or "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         return
     if not meta.get("wsgi.input_terminated"):
+        setattr(request, UNREAD_CHUNKED_BODY, True)  # the parser says so, rather than reading an empty body
         return
     body = meta["wsgi.input"].read(MAX_BODY_BYTES + 1)
     request._stream = io.BytesIO(body)  # what HttpRequest.read() and .body read from

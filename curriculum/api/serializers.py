@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from ..experiments.outcomes import MAX_LEARNERS_PER_ARM
 from ..models import PolicyModel
-from ..reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH, REVIEW_FIELDS, ReviewField
+from ..reviews.fields import CURRICULUM_KEY_LENGTH, MAX_ID_LENGTH, REVIEW_FIELDS, ReviewField, check_curriculum_key
 from ..reviews.store import MAX_BATCH
 from ..reviews.validation import ReviewValidationError, check_learner_id, check_time, normalise_id
 from ..serving import MAX_BATCH_LEARNERS
@@ -82,6 +82,21 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class CurriculumKeyField(StrictCharField):
+    """A curriculum key by the one rule of keys (curriculum.reviews.fields.check_curriculum_key): a malformed key is
+    refused as such, as the reviews route refuses it, not looked up and reported unknown."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(max_length=CURRICULUM_KEY_LENGTH, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return check_curriculum_key(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
 class ConceptKeyField(StrictCharField):
     """A concept key as reviews name one: in Unicode NFC (curriculum.reviews.validation.normalise_id), so a key
     sent decomposed finds the concept stored composed."""
@@ -105,10 +120,14 @@ class AwareDateTimeField(serializers.DateTimeField):
             raise serializers.ValidationError(exc.errors[0]["message"]) from None
 
 
+@extend_schema_field({"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH}, {"type": "integer"}]})
 class LearnerIdField(StrictCharField):
     """A learner id by the rules every route applies (curriculum.reviews.validation.check_learner_id)."""
 
     def __init__(self, **kwargs: Any):
+        # "" says what " " says (check_learner_id): one message for a blank id on every route
+        kwargs["error_messages"] = {"blank": "this field is required (a non-blank learner id)",
+                                    **kwargs.get("error_messages", {})}
         super().__init__(integers=True, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
@@ -133,8 +152,8 @@ def schema_field(field: ReviewField) -> serializers.Field:
     bounds and help text. KeyError for a type without a schema field."""
     bounds = {key: value for key, value in (("max_length", field.max_length), ("min_value", field.min_value),
                                              ("max_value", field.max_value)) if value is not None}
-    return _SCHEMA_FIELDS[field.type](required=field.required, allow_null=not field.required,
-                                      help_text=field.help_text, **bounds)
+    kind = LearnerIdField if field.name == "learner" else _SCHEMA_FIELDS[field.type]  # a string or an integer
+    return kind(required=field.required, allow_null=not field.required, help_text=field.help_text, **bounds)
 
 
 # Built from curriculum.reviews.fields, the one declaration; it documents (the schema's `Review`) and does not
@@ -192,7 +211,7 @@ class RecommendationRequestSerializer(serializers.Serializer):
 
     default_error_messages = OBJECT_MESSAGES
 
-    curriculum = StrictCharField(max_length=CURRICULUM_KEY_LENGTH, help_text="Curriculum key.")
+    curriculum = CurriculumKeyField(help_text="Curriculum key.")
     learner = LearnerIdField(
         max_length=MAX_ID_LENGTH,
         help_text="The learner's id in your system (trimmed; non-blank; no control characters; compared in Unicode "
@@ -348,7 +367,7 @@ class BatchRecommendationRequestSerializer(serializers.Serializer):
 
     default_error_messages = OBJECT_MESSAGES
 
-    curriculum = StrictCharField(max_length=CURRICULUM_KEY_LENGTH, help_text="Curriculum key.")
+    curriculum = CurriculumKeyField(help_text="Curriculum key.")
     learners = LearnerIdsField(
         help_text=f"1 to {MAX_BATCH_LEARNERS} learner ids of your system (each as in the single endpoint's "
         "`learner`). A learner never seen is a new learner; an invalid id is that learner's error in `results`; an id "

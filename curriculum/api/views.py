@@ -22,7 +22,7 @@ from ..reviews.validation import IdempotencyConflict, ReviewValidationError, che
 from .authentication import CachedTokenAuthentication
 from .concurrency import batch_requests
 from .errors import Conflict, InvalidRequest, NotFoundField, ServerBusy, exception_handler, field_errors
-from .parsers import JSONBodyParser, buffer_chunked_body
+from .parsers import JSONBodyParser, buffer_chunked_body, refuse_unread_chunked_body
 from .renderers import ApiJSONRenderer
 from .serializers import (
     ActivePolicySerializer,
@@ -80,6 +80,10 @@ class ApiView(APIView):
     def initialize_request(self, request, *args, **kwargs):
         buffer_chunked_body(request)
         return super().initialize_request(request, *args, **kwargs)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles first
+        refuse_unread_chunked_body(request._request)
 
 
 class ReviewsView(ApiView):

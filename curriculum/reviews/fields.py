@@ -79,8 +79,9 @@ REVIEW_FIELDS: tuple[ReviewField, ...] = (
     ReviewField("response_time_ms", int, required=False, min_value=0, max_value=MAX_RESPONSE_TIME_MS,
                 help_text="How long the learner took to answer, in milliseconds."),
     ReviewField("idempotency_key", str, required=False, max_length=MAX_ID_LENGTH,
-                help_text="Unique per review; a review whose key is already stored is counted as a duplicate and "
-                "not stored again."),
+                help_text="Unique per review: the same review sent again with its key is counted as a duplicate and "
+                "not stored again; a key already stored for a different review is refused (409, nothing of the batch "
+                "stored)."),
     ReviewField("recommendation_id", uuid.UUID, required=False,
                 help_text="The `recommendation_id` of the recommendation this review answers (from POST "
                 "/api/v1/recommendations), to attribute its outcome exactly; a UUID. Added in v1 (additive)."),

@@ -101,6 +101,16 @@ _LEAP_SECOND = re.compile(r"([T ]\d{2}(:?)\d{2}\2)60(?:[.,]\d+)?(?=[Z+-]|$)")
 _END_OF_DAY = re.compile(r"([T ])24((?:(?P<sep>:?)00(?:(?P=sep)00(?:[.,]0+)?)?)?)(?=[Z+-]|$)")
 
 
+def _impossible_part(error: ValueError) -> str:
+    """What Python's datetime found impossible in a well-formed date-time, in a client's words: its own message
+    ("day is out of range for month", "month must be in 1..12", "year 0 is out of range") or, for an offset of a day
+    or more, the offset's range."""
+    message = str(error)
+    if message.startswith("offset must be a timedelta"):
+        return "the zone's offset must be less than 24 hours (-23:59 to +23:59)"
+    return message
+
+
 def parse_aware_datetime(value: Any) -> dt.datetime:
     """An ISO 8601 / RFC 3339 date-time string (or datetime) with a zone; ValueError saying what was expected
     otherwise. Python's ``datetime.fromisoformat`` (through Django's ``parse_datetime``) reads ISO 8601's extended
@@ -119,6 +129,7 @@ def parse_aware_datetime(value: Any) -> dt.datetime:
         text = _LEAP_SECOND.sub(r"\g<1>59", text)
         text = _END_OF_DAY.sub(r"\g<1>00\g<2>", text)
         ordinal = _ORDINAL_DATE.match(text)
+        impossible = None
         try:
             if ordinal:
                 year, day = int(ordinal.group(1)), int(ordinal.group(2) or ordinal.group(3))
@@ -126,8 +137,10 @@ def parse_aware_datetime(value: Any) -> dt.datetime:
                     raise ValueError("no such day of the year")
                 text = (dt.date(year, 1, 1) + dt.timedelta(days=day - 1)).isoformat() + text[ordinal.end():]
             parsed = parse_datetime(text)
-        except ValueError:  # well formed but impossible, e.g. month 13
-            parsed = None
+        except ValueError as exc:  # well formed but impossible, e.g. month 13: say which part
+            parsed, impossible = None, _impossible_part(exc)
+        if impossible:
+            raise ValueError(f"{value!r} is not a date-time that exists: {impossible}")
         if parsed is None:
             raise ValueError(f"expected an ISO 8601 date-time with a zone, got {value!r}")
         if end_of_day:

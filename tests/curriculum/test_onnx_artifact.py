@@ -50,3 +50,14 @@ def test_the_onnx_file_is_downloadable_from_the_versions_page(admin_client, onnx
     download = admin_client.get(url)
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == GRAPH
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "kind"), [("dt_model.pt", "application/octet-stream"), (ONNX_FILE, "application/octet-stream"),
+                                            ("dt_lite_weights.npz", "application/octet-stream"),
+                                            ("dt_lite_config.json", "application/json")])
+def test_each_artifact_downloads_with_the_type_of_what_it_is(admin_client, onnx_policy, name, kind):
+    """Not the system's guess from the extension (a .pt file was served as a "SNES page table")."""
+    download = admin_client.get(reverse("curriculum:policy-artifact", args=[onnx_policy.pk, name]))
+    assert download.status_code == 200 and download["Content-Type"] == kind
+    assert download["Content-Disposition"].startswith("attachment")

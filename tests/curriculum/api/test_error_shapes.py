@@ -61,3 +61,51 @@ def test_the_django_handlers_answer_html_outside_the_api(rf):
     response = server_error(rf.get("/admin/"))
     assert response.status_code == 500 and response["Content-Type"].startswith("text/html")
     assert_api_error(server_error(rf.get("/api/v1/reviews")), 500)
+
+
+@pytest.mark.django_db
+def test_a_host_the_server_does_not_answer_to_is_named_and_logged_without_a_traceback(api_client, caplog, settings):
+    import logging
+
+    settings.ALLOWED_HOSTS = ["api.example.org"]
+    with caplog.at_level(logging.ERROR, logger="django.security.DisallowedHost"):
+        response = api_client.get("/api/v1/experiments", HTTP_HOST="evil.example.com")
+    error = assert_api_error(response, 400)
+    assert "'evil.example.com'" in error["message"] and "ALLOWED_HOSTS" in error["message"]
+    logged = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert logged and "evil.example.com" in logged[0].getMessage()
+
+
+def test_the_refused_host_filter_keeps_the_line_and_drops_the_traceback():
+    import logging
+    import sys
+
+    from crlsite.logs import WithoutTraceback
+
+    try:
+        raise ValueError("inner")
+    except ValueError:
+        record = logging.LogRecord("django.security.DisallowedHost", logging.ERROR, __file__, 1,
+                                   "Invalid HTTP_HOST header: %r.", ("evil",), sys.exc_info())
+    assert WithoutTraceback().filter(record) and record.exc_info is None
+    assert logging.Formatter().format(record) == "Invalid HTTP_HOST header: 'evil'."
+
+
+@pytest.mark.django_db
+def test_a_body_without_content_type_under_the_development_server_is_told_why(api_client):
+    """runserver hands a request without Content-Type on as text/plain: the 415 says so."""
+    response = api_client.generic("POST", "/api/v1/recommendations", b'{"curriculum": "x", "learner": "a"}',
+                                  content_type="text/plain")
+    error = assert_api_error(response, 415)
+    assert "'text/plain'" in error["message"] and "without a Content-Type" in error["message"]
+    other = api_client.generic("POST", "/api/v1/recommendations", b"{}", content_type="text/csv")
+    assert "without a Content-Type" not in assert_api_error(other, 415)["message"]
+
+
+@pytest.mark.django_db
+def test_a_chunked_body_the_server_cannot_read_is_refused_naming_the_cause(api_client):
+    """Without wsgi.input_terminated (runserver) the body cannot be read: not "five fields missing"."""
+    response = api_client.generic("POST", "/api/v1/reviews", b"", content_type="application/json",
+                                  HTTP_TRANSFER_ENCODING="chunked")
+    error = assert_api_error(response, 400)
+    assert "chunk" in error["message"] and "Content-Length" in error["message"]

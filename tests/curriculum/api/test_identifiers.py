@@ -116,6 +116,21 @@ def test_a_leap_second_is_one_review_at_the_last_millisecond_of_the_day(api_clie
     assert post(api_client, "/api/v1/reviews", again).json()["duplicates"] == 1
 
 
+@pytest.mark.parametrize(("sent", "reason"), [
+    ("2026-02-30T09:00:00Z", "day is out of range for month"),
+    ("0000-01-05T09:00:00Z", "year 0 is out of range"),
+    ("2026-13-01T09:00:00Z", "month must be in 1..12"),
+    ("2026-02-01T09:00:00+25:00", "the zone's offset must be less than 24 hours"),
+    ("2026-400T09:00Z", "no such day of the year"),
+])
+def test_a_well_formed_time_that_does_not_exist_is_refused_naming_the_impossible_part(sent, reason):
+    """Not "expected ... with a zone" for a time that has its zone: the client is told what cannot be."""
+    with pytest.raises(ValueError) as caught:
+        check_time(sent)
+    message = str(caught.value)
+    assert f"{sent!r} is not a date-time that exists: {reason}" in message and "with a zone" not in message
+
+
 @pytest.mark.parametrize("sent", ["2016-12-31T12:59:60Z", "2026-01-05T23:59:60+05:45", "2026-01-05T24:00:01Z",
                                   "2026-366T09:00:00Z", "2026-000T09:00:00Z", "2026-01-05T24:30Z"])
 def test_a_second_60_outside_a_utc_day_end_or_an_impossible_ordinal_day_is_refused(sent):

@@ -110,6 +110,23 @@ def test_an_unknown_curriculum_is_400(api_client, demo):
     assert response.json()["error"]["fields"] == [{"field": "curriculum", "message": "unknown curriculum 'nope'"}]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/recommendations", "/api/v1/recommendations/batch"])
+def test_a_malformed_curriculum_key_is_refused_as_the_reviews_route_refuses_it(api_client, demo, path):
+    body = {"curriculum": "no pe!", **({"learners": ["u1"]} if path.endswith("batch") else {"learner": "u1"})}
+    response = api_client.post(path, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    (problem,) = response.json()["error"]["fields"]
+    assert problem["field"] == "curriculum" and problem["message"].startswith("expected a curriculum key of 1 to")
+
+
+@pytest.mark.parametrize("learner", ["", "  "])
+def test_a_blank_learner_id_gets_one_message_however_blank(api_client, demo, learner):
+    response = post(api_client, {"curriculum": "demo", "learner": learner})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == [
+        {"field": "learner", "message": "this field is required (a non-blank learner id)"}]
+
+
 @pytest.mark.parametrize("body, field", [
     ({"learner": "u1"}, "curriculum"),
     ({"curriculum": "demo"}, "learner"),

@@ -33,3 +33,15 @@ def test_the_docs_pages_are_served(client, url):
     response = client.get(url)
     assert response.status_code == 200
     assert b"/api/schema/" in response.content
+
+
+@pytest.mark.django_db
+def test_the_schema_says_what_the_server_accepts_for_learners_and_keys(client):
+    """A learner id may be an integer wherever one is read (the server takes 42 as "42"); a key reused for another
+    review is a 409, as docs/api.md says."""
+    schemas = yaml.safe_load(client.get("/api/schema/").content)["components"]["schemas"]
+    either = [{"type": "string", "maxLength": 200}, {"type": "integer"}]
+    assert schemas["Review"]["properties"]["learner"]["oneOf"] == either
+    assert schemas["RecommendationRequest"]["properties"]["learner"]["oneOf"] == either
+    assert schemas["BatchRecommendationRequest"]["properties"]["learners"]["items"]["oneOf"] == either
+    assert "409" in schemas["Review"]["properties"]["idempotency_key"]["description"]

@@ -207,7 +207,8 @@ HEADER = "card_id,review_time,review_rating,review_duration\n"
                                "columns of fsrs: card_id"),
         ("", "bad.csv, line 1: the file is empty; expected a header line with the columns of fsrs: card_id"),
         (HEADER + "1,2024-13-45T10:00:00Z,3,10\n",
-         "bad.csv, line 2, column review_time: expected milliseconds since 1970 or an ISO 8601 date-time"),
+         "bad.csv, line 2, column review_time: '2024-13-45T10:00:00Z' is not a date-time that exists: month must be "
+         "in 1..12"),
         (HEADER.encode() + b"1,1700000000000,3,10\ncaf\xe9,1700000000000,3,10\n",
          "bad.csv, line 3, column card_id: not UTF-8 text"),
         (HEADER + '1,1700000000000,3,10\n"2,1700000000000,3,10\n', "bad.csv, line 3: not valid CSV: unexpected end of data"),
