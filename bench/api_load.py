@@ -287,8 +287,8 @@ end
 
 def wrk_command(cfg: dict, seconds: float, script: Path) -> list[str]:
     """wrk on one thread with ``cfg["concurrency"]`` keep-alive connections for ``seconds`` (whole seconds, at
-    least 1), its requests made by ``script`` (WRK_SCRIPT)."""
-    return ["wrk", "-t1", f"-c{cfg['concurrency']}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "-s",
+    least 1: main() refuses others), its requests made by ``script`` (WRK_SCRIPT)."""
+    return ["wrk", "-t1", f"-c{cfg['concurrency']}", f"-d{max(1, int(seconds))}s", "--timeout", "5s", "-s",
             str(script), f"http://{HOST}:{cfg['port']}"]
 
 
@@ -508,6 +508,7 @@ def measure(args, seeded: dict, key: str, workdir: Path, *, promote: bool, extra
     log_path = workdir / f"gunicorn{tag}.log"
     port = free_port()
     server = start_server(args, port, log_path, extra_env)
+    spawned: list[subprocess.Popen] = []
     try:
         wait_ready(server, port, seeded["token"], key, log_path)
         cfg = {"port": port, "token": seeded["token"], "curriculum": key, "learners": seeded["learners"],
@@ -517,15 +518,19 @@ def measure(args, seeded: dict, key: str, workdir: Path, *, promote: bool, extra
                "batch": args.batch}
         use_wrk = getattr(args, "wrk", False)
         if use_wrk:  # the recommendations from wrk; the reviews (and the clock) from the generator
-            script = write_wrk_script(cfg, workdir / f"recommend{tag}.lua")
+            # the measured run draws other new learners than the warm-up's (its own seed)
+            warm_script = write_wrk_script(cfg, workdir / f"warm-up{tag}.lua")
+            script = write_wrk_script({**cfg, "seed": cfg["seed"] + 1}, workdir / f"recommend{tag}.lua")
             wrk_cfg, cfg = cfg, {**cfg, "concurrency": 0}
-            warming = subprocess.Popen(wrk_command(wrk_cfg, args.warmup, script), stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.STDOUT)
         ctx = mp.get_context("spawn")
         started_recv, started_send = ctx.Pipe(duplex=False)
         results_recv, results_send = ctx.Pipe(duplex=False)
         generator = ctx.Process(target=run_load, args=(cfg, started_send, results_send), name="api-load-generator")
         generator.start()
+        if use_wrk:  # whole seconds (main() checks): it ends before the generator's warm-up, which starts later
+            warming = subprocess.Popen(wrk_command(wrk_cfg, args.warmup, warm_script), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.STDOUT)
+            spawned.append(warming)
         if not started_recv.poll(args.warmup + 60):
             raise SystemExit("the load generator did not start")
         t0 = started_recv.recv()  # time.monotonic() is one clock for all processes on the machine
@@ -533,6 +538,7 @@ def measure(args, seeded: dict, key: str, workdir: Path, *, promote: bool, extra
             warming.wait(60)
             measured = subprocess.Popen(wrk_command(wrk_cfg, args.seconds, script), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
+            spawned.append(measured)
         promoted_at, reencoding = None, None
         if promote:
             time.sleep(max(0.0, t0 + args.seconds / 2 - time.monotonic()))
@@ -551,6 +557,10 @@ def measure(args, seeded: dict, key: str, workdir: Path, *, promote: bool, extra
             out["wrk"] = wrk_results(output)
         return out, promoted_at, reencoding
     finally:
+        for process in spawned:  # wrk, if a failure left it running
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)  # gunicorn's workers flush their recommendation log at exit
             try:
@@ -617,6 +627,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.wrk and (args.batch or args.rate > 0 or args.log_ab):
         parser.error("--wrk: the single endpoint's closed loop only (not with --batch, --rate or --log-ab)")
+    if args.wrk and not (float(args.seconds).is_integer() and float(args.warmup).is_integer() and args.warmup >= 1):
+        parser.error("--wrk: --seconds and --warmup in whole seconds (wrk's -d), --warmup at least 1")
     if args.wrk and shutil.which("wrk") is None:
         parser.error("--wrk: no wrk on PATH (Debian: apt-get install wrk)")
 

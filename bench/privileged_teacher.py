@@ -100,7 +100,7 @@ def main() -> None:
             values["dt"] = recipe.final_recall_of(model, encoder=encoder, eval_seed=eval_seed)
             d = values["dt"] - values["target_recall"]
             closed = gap_closed(dt=values["dt"].mean(), lowest_recall=values["lowest_recall"].mean(),
-                                oracle=values["oracle"].mean())
+                                oracle=values["oracle"].mean(), others=(values["target_recall"].mean(),))
             print(f"| {eval_seed} | {values['dt'].mean():.4f} | {values['target_recall'].mean():.4f} | "
                   f"{values['lowest_recall'].mean():.4f} | {values['oracle'].mean():.4f} | {d.mean():+.4f} "
                   f"[{recipe._low(d):+.4f}, {recipe._high(d):+.4f}] | "

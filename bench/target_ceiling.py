@@ -266,9 +266,10 @@ def main() -> None:
                   f"{recipe._high(dc):+.4f}] | {planner.mean():.4f} | "
                   f"{truth_b[truth_fixed].mean():.4f} | {truth_per_learner.mean():.4f} | {oracle.mean():.4f} |",
                   flush=True)
-            if args.cell_calibration and decay is not None:
+            if args.cell_calibration:
                 cells = {}
-                for cls in (TargetRecallCellScale, TargetRecallElo):
+                # the cell scale reads FSRS-6's curve (its decay); Elo corrects any estimate's logit
+                for cls in (TargetRecallCellScale, TargetRecallElo) if decay is not None else (TargetRecallElo,):
                     c_fixed, c_b, _ = choose_and_score(family, eval_seed, cls.name)
                     dcell = c_b[c_fixed] - b[fixed]
                     cells[cls.name] = {"best_fixed_target": float(targets[c_fixed]),
@@ -286,7 +287,7 @@ def main() -> None:
                 "planner": round(float(planner.mean()), 4), "calibrated": round(float(calibrated.mean()), 4),
                 "truth_by_target_b": [round(float(x), 4) for x in truth_b.mean(axis=1)],
                 "truth_per_learner_b": round(float(truth_per_learner.mean()), 4),
-                **({"cell_calibration": cells} if args.cell_calibration and decay is not None else {})}
+                **({"cell_calibration": cells} if args.cell_calibration else {})}
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
         recipe.append_json_line(args.json, record)

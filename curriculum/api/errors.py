@@ -159,15 +159,13 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 
 
 def _refusal(request: HttpRequest, exception: Exception | None) -> str:
-    """What Django refused before any view, in a client's words: a Host it does not answer to (shown to at most 100
-    characters), a body or a form over Django's limits; else "bad request"."""
-    if isinstance(exception, DisallowedHost):
-        host = request.META.get("HTTP_HOST", "")
-        shown = repr(host) if len(host) <= 100 else repr(host[:100]) + "..."
-        return (f"the Host header {shown} is not one this server answers to (its ALLOWED_HOSTS): send the request "
-                "to the server's own name")
-    if isinstance(exception, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
-        return f"request refused: {exception}"
+    """What Django refused before any view, in its own words (at most 300 characters): a Host it does not answer to
+    or cannot read, a body or a form over its limits; else "bad request"."""
+    if isinstance(exception, (DisallowedHost, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+        # Django's own line: which Host (as it read it, SERVER_NAME without a Host header) and why, e.g. "Invalid
+        # HTTP_HOST header: 'evil.com'. You may need to add 'evil.com' to ALLOWED_HOSTS."
+        said = str(exception)
+        return "request refused: " + (said if len(said) <= 300 else said[:297] + "...")
     return "bad request"
 
 

@@ -16,6 +16,7 @@ from .errors import InvalidRequest
 # Set on a request whose chunked body the server could not hand over (no wsgi.input_terminated): see
 # buffer_chunked_body; refuse_unread_chunked_body then refuses it by name instead of reading an empty body.
 UNREAD_CHUNKED_BODY = "_crl_unread_chunked_body"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the methods whose body the API reads
 
 # 1000 reviews with every string at its longest stay under 1.5 MB of JSON; room for pretty-printing.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -119,7 +120,8 @@ def buffer_chunked_body(request: HttpRequest) -> None:
     client's connection: the request is marked (UNREAD_CHUNKED_BODY) and refused by refuse_unread_chunked_body.
     """
     meta = request.META
-    if meta.get("CONTENT_LENGTH") or "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+    if (request.method not in BODY_METHODS or meta.get("CONTENT_LENGTH")
+            or "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower()):
         return
     if not meta.get("wsgi.input_terminated"):
         setattr(request, UNREAD_CHUNKED_BODY, True)  # the parser says so, rather than reading an empty body

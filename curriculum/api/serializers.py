@@ -87,12 +87,14 @@ class CurriculumKeyField(StrictCharField):
     refused as such, as the reviews route refuses it, not looked up and reported unknown."""
 
     def __init__(self, **kwargs: Any):
+        # as the reviews route words them: "" and null are missing; anything else not a key gets the key rule
+        kwargs["error_messages"] = {"blank": REQUIRED["required"], "null": REQUIRED["required"],
+                                    **kwargs.get("error_messages", {})}
         super().__init__(max_length=CURRICULUM_KEY_LENGTH, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
         try:
-            return check_curriculum_key(value)
+            return check_curriculum_key(data)
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from None
 
@@ -126,8 +128,8 @@ class LearnerIdField(StrictCharField):
 
     def __init__(self, **kwargs: Any):
         # "" says what " " says (check_learner_id): one message for a blank id on every route
-        kwargs["error_messages"] = {"blank": "this field is required (a non-blank learner id)",
-                                    **kwargs.get("error_messages", {})}
+        blank = "this field is required (a non-blank learner id)"
+        kwargs["error_messages"] = {"blank": blank, "null": blank, **kwargs.get("error_messages", {})}
         super().__init__(integers=True, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:

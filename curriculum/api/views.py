@@ -81,8 +81,10 @@ class ApiView(APIView):
         buffer_chunked_body(request)
         return super().initialize_request(request, *args, **kwargs)
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles first
+    def check_permissions(self, request):
+        # after authentication and permissions, before throttles: a body that cannot be read uses no budget and
+        # never waits for a batch slot only to be refused
+        super().check_permissions(request)
         refuse_unread_chunked_body(request._request)
 
 

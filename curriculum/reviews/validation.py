@@ -99,6 +99,8 @@ _ORDINAL_DATE = re.compile(r"^(\d{4})(?:-(\d{3})|(\d{3})(?=T))(?=[T ]|$)")
 # offset), and ISO 8601's end of a day, 24:00 (ISO 8601-1:2019/Amd 1:2022; not RFC 3339).
 _LEAP_SECOND = re.compile(r"([T ]\d{2}(:?)\d{2}\2)60(?:[.,]\d+)?(?=[Z+-]|$)")
 _END_OF_DAY = re.compile(r"([T ])24((?:(?P<sep>:?)00(?:(?P=sep)00(?:[.,]0+)?)?)?)(?=[Z+-]|$)")
+# a zone offset's minutes (after the time): Python reads "+10:75" as +11:15; ISO 8601 and RFC 3339 have 00-59
+_OFFSET_MINUTES = re.compile(r"[T ][^+-]*[+-]\d{2}:?(\d{2})(?::?\d{2}(?:\.\d+)?)?$")
 
 
 def _impossible_part(error: ValueError) -> str:
@@ -109,6 +111,16 @@ def _impossible_part(error: ValueError) -> str:
     if message.startswith("offset must be a timedelta"):
         return "the zone's offset must be less than 24 hours (-23:59 to +23:59)"
     return message
+
+
+def _fromisoformat_reason(text: str) -> str | None:
+    """Why ``datetime.fromisoformat`` refuses ``text`` when it is well formed but impossible (its own message, as
+    ``_impossible_part`` words it); None when it is malformed (or read)."""
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        return None if str(exc).startswith("Invalid isoformat string") else _impossible_part(exc)
+    return None
 
 
 def parse_aware_datetime(value: Any) -> dt.datetime:
@@ -137,14 +149,22 @@ def parse_aware_datetime(value: Any) -> dt.datetime:
                     raise ValueError("no such day of the year")
                 text = (dt.date(year, 1, 1) + dt.timedelta(days=day - 1)).isoformat() + text[ordinal.end():]
             parsed = parse_datetime(text)
+            if parsed is None:  # Django's pattern reads the extended form only: the basic one's reason, if any
+                impossible = _fromisoformat_reason(text)
         except ValueError as exc:  # well formed but impossible, e.g. month 13: say which part
             parsed, impossible = None, _impossible_part(exc)
+        offset = _OFFSET_MINUTES.search(text)
+        if parsed is not None and offset and int(offset.group(1)) > 59:
+            impossible = "the zone's offset minutes must be 00 to 59"
         if impossible:
             raise ValueError(f"{value!r} is not a date-time that exists: {impossible}")
         if parsed is None:
             raise ValueError(f"expected an ISO 8601 date-time with a zone, got {value!r}")
         if end_of_day:
-            parsed += dt.timedelta(days=1)
+            try:
+                parsed += dt.timedelta(days=1)
+            except OverflowError:  # 9999-12-31T24:00 is year 10000
+                raise ValueError(f"{value!r} is not a date-time that exists: past the year 9999") from None
         if leap and parsed.tzinfo is not None:
             utc = parsed.astimezone(dt.timezone.utc)
             if (utc.hour, utc.minute, utc.second) != (23, 59, 59):

@@ -29,7 +29,8 @@ def post(client, url, body):
 @pytest.mark.parametrize("body, field, message", [
     ({"curriculum": "demo", "learner": "u1", "candidates": []}, "candidates", "expected at least 1 item(s)"),
     ({"learner": "u1"}, "curriculum", "this field is required"),
-    ({"curriculum": "demo", "learner": None}, "learner", "expected a value, got null"),
+    ({"curriculum": "demo", "learner": None}, "learner", "this field is required (a non-blank learner id)"),
+    ({"curriculum": "demo", "learner": "u1", "at": None}, "at", "expected a value, got null"),
     ({"curriculum": "demo", "learner": "u1", "candidates": "c0"}, "candidates", "expected a list, got str"),
     (["demo"], "body", "expected a JSON object, got list"),
 ])

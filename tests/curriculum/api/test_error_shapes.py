@@ -74,6 +74,7 @@ def test_a_host_the_server_does_not_answer_to_is_named_and_logged_without_a_trac
     assert "'evil.example.com'" in error["message"] and "ALLOWED_HOSTS" in error["message"]
     logged = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert logged and "evil.example.com" in logged[0].getMessage()
+    assert logged[0].exc_info is None and logged[0].exc_text is None  # settings.LOGGING's filter on that logger
 
 
 def test_the_refused_host_filter_keeps_the_line_and_drops_the_traceback():
@@ -109,3 +110,30 @@ def test_a_chunked_body_the_server_cannot_read_is_refused_naming_the_cause(api_c
                                   HTTP_TRANSFER_ENCODING="chunked")
     error = assert_api_error(response, 400)
     assert "chunk" in error["message"] and "Content-Length" in error["message"]
+
+
+@pytest.mark.django_db
+def test_a_get_with_a_chunked_header_and_no_body_is_answered(api_client):
+    response = api_client.get("/api/v1/experiments", HTTP_TRANSFER_ENCODING="chunked")
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_an_unreadable_chunked_batch_is_refused_before_it_queues_or_counts(api_client, make_curriculum, settings):
+    """Refused after the permissions, before the throttles: no wait for a slot, no 503 to retry for nothing."""
+    import time
+
+    from curriculum.api.concurrency import batch_requests
+
+    make_curriculum("demo", concepts=3)
+    settings.API_BATCH_QUEUE, settings.API_BATCH_QUEUE_MS = 1, 2000
+    assert batch_requests.try_acquire()  # another thread of this process is answering a batch
+    try:
+        started = time.monotonic()
+        response = api_client.generic("POST", "/api/v1/recommendations/batch", b"", content_type="application/json",
+                                      HTTP_TRANSFER_ENCODING="chunked")
+        waited = time.monotonic() - started
+    finally:
+        batch_requests.release()
+    assert "chunk" in assert_api_error(response, 400)["message"]
+    assert waited < 1.0 and batch_requests.held == 0 and batch_requests.waiting == 0

@@ -122,6 +122,10 @@ def test_a_leap_second_is_one_review_at_the_last_millisecond_of_the_day(api_clie
     ("2026-13-01T09:00:00Z", "month must be in 1..12"),
     ("2026-02-01T09:00:00+25:00", "the zone's offset must be less than 24 hours"),
     ("2026-400T09:00Z", "no such day of the year"),
+    ("20260230T090000Z", "day is out of range for month"),  # ISO 8601's basic form
+    ("2026-02-01T09:00:00+10:75", "the zone's offset minutes must be 00 to 59"),  # Python reads it as +11:15
+    ("2026-02-01T09:00:00+1075", "the zone's offset minutes must be 00 to 59"),
+    ("9999-12-31T24:00Z", "past the year 9999"),  # was an OverflowError: a 500
 ])
 def test_a_well_formed_time_that_does_not_exist_is_refused_naming_the_impossible_part(sent, reason):
     """Not "expected ... with a zone" for a time that has its zone: the client is told what cannot be."""
@@ -193,3 +197,13 @@ def test_concept_keys_from_code_and_the_admin_are_stored_in_nfc(admin_client):
     admin_client.post(reverse("admin:curriculum_concept_add"), {
         "curriculum": deck.pk, "key": DECOMPOSED + "-noun", "name": "noun", "position": "1"})
     assert sorted(Concept.objects.values_list("key", flat=True)) == [COMPOSED + "-noun", COMPOSED + "-verb"]
+
+
+@pytest.mark.django_db
+def test_the_end_of_the_last_day_of_year_9999_is_a_400_not_a_500(api_client, make_curriculum):
+    make_curriculum("demo", concepts=2)
+    response = api_client.post("/api/v1/reviews", data=json.dumps({
+        "curriculum": "demo", "learner": "u1", "concept": "c0", "correct": True, "reviewed_at": "9999-12-31T24:00Z"}),
+        content_type="application/json")
+    assert response.status_code == 400
+    assert "past the year 9999" in response.json()["error"]["message"]
