@@ -111,6 +111,7 @@ def main() -> None:
 
     decay = float(encoder.parameters[20]) if encoder.estimator == "fsrs6" else None
     scales = np.exp(np.linspace(np.log(0.15), np.log(6.0), 25))  # the stability scales m of the grid
+    prior = -0.5 * (np.log(scales) / args.calibration_prior_sd) ** 2  # log-normal, over the grid
 
     class TargetRecallCalibrated(TargetRecallPolicy):
         """target_recall on a per-learner calibration of the estimate: each learner's stability is the encoder's
@@ -122,24 +123,31 @@ def main() -> None:
 
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.log_posterior = np.tile(-0.5 * (np.log(scales) / args.calibration_prior_sd) ** 2,
-                                         (self.num_learners, 1))
+            self.log_posterior = np.tile(prior, (self.num_learners, 1))
             self.pending = None
 
         def select(self, obs):
             seen, learners = _reviewed(obs), np.arange(self.num_learners)
             x = np.clip(obs.recall_of(learners), 1e-6, 1.0)[..., None] ** (-1.0 / decay) - 1.0
-            by_scale = (1.0 + x / scales) ** (-decay)  # [m, C, G]
-            weights = np.exp(self.log_posterior - self.log_posterior.max(axis=1, keepdims=True))
-            weights /= weights.sum(axis=1, keepdims=True)
-            recall = np.einsum("mcg,mg->mc", by_scale, weights)
+            by_scale = (1.0 + x / scales) ** (-decay)  # [L, C, G]
+            recall = self._posterior_mean(by_scale)
             choice = never_reviewed_first(seen, lambda done: np.argmin(np.abs(recall[done] - self.target), axis=1))
-            self.pending = (np.clip(by_scale[learners, choice], 1e-4, 1 - 1e-4), seen[learners, choice])
+            self.pending = (choice, np.clip(by_scale[learners, choice], 1e-4, 1 - 1e-4), seen[learners, choice])
             return choice
 
+        def _posterior_mean(self, by_scale):
+            """The estimate [L, C]: R_m [L, C, G] averaged over each learner's posterior of m."""
+            weights = np.exp(self.log_posterior - self.log_posterior.max(axis=1, keepdims=True))
+            weights /= weights.sum(axis=1, keepdims=True)
+            return np.einsum("mcg,mg->mc", by_scale, weights)
+
         def observe(self, *, concepts, t, correct, rewards):
-            p, was_seen = self.pending
-            self.log_posterior += np.where(was_seen[:, None], np.where(correct[:, None], np.log(p), np.log1p(-p)), 0.0)
+            choice, p, was_seen = self.pending
+            self._add(choice, np.where(was_seen[:, None], np.where(correct[:, None], np.log(p), np.log1p(-p)), 0.0))
+
+        def _add(self, choice, log_likelihood):
+            """An outcome's log-likelihood [L, G] over the grid, into each learner's posterior."""
+            self.log_posterior += log_likelihood
 
     class TargetRecallCellScale(TargetRecallCalibrated):
         """target_recall on a per-learner-and-concept calibration: TargetRecallCalibrated's stability scale m, with
@@ -149,26 +157,16 @@ def main() -> None:
 
         def __init__(self, **kwargs):
             TargetRecallPolicy.__init__(self, **kwargs)
-            prior = -0.5 * (np.log(scales) / args.calibration_prior_sd) ** 2
             self.log_posterior = np.tile(prior, (self.num_learners, self.num_concepts, 1))
             self.pending = None
 
-        def select(self, obs):
-            seen, learners = _reviewed(obs), np.arange(self.num_learners)
-            x = np.clip(obs.recall_of(learners), 1e-6, 1.0)[..., None] ** (-1.0 / decay) - 1.0
-            by_scale = (1.0 + x / scales) ** (-decay)  # [L, C, G]
+        def _posterior_mean(self, by_scale):
             weights = np.exp(self.log_posterior - self.log_posterior.max(axis=2, keepdims=True))
             weights /= weights.sum(axis=2, keepdims=True)
-            recall = (by_scale * weights).sum(axis=2)
-            choice = never_reviewed_first(seen, lambda done: np.argmin(np.abs(recall[done] - self.target), axis=1))
-            self.pending = (choice, np.clip(by_scale[learners, choice], 1e-4, 1 - 1e-4), seen[learners, choice])
-            return choice
+            return (by_scale * weights).sum(axis=2)
 
-        def observe(self, *, concepts, t, correct, rewards):
-            choice, p, was_seen = self.pending
-            learners = np.arange(self.num_learners)
-            self.log_posterior[learners, choice] += np.where(
-                was_seen[:, None], np.where(correct[:, None], np.log(p), np.log1p(-p)), 0.0)
+        def _add(self, choice, log_likelihood):
+            self.log_posterior[np.arange(self.num_learners), choice] += log_likelihood
 
     class TargetRecallElo(TargetRecallPolicy):
         """target_recall on an Elo-style calibration of the estimate's logit (Pelanek 2016, "Applications of the

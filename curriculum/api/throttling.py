@@ -191,9 +191,9 @@ class TokenRateThrottle(SimpleRateThrottle):
             probe = cost if batch.pending + cost < self.num_requests * FLUSH_FRACTION else 1
             if self._decide_locally(batch, window, elapsed, probe, now) is not False:
                 return False
-            if probe != cost:  # Retry-After for the whole request, not the one unit probed
-                self._wait = self._seconds_until_allowed(this=batch.this + batch.pending, last=batch.last,
-                                                         elapsed=elapsed, cost=cost)
+            # Retry-After for the whole request (as _decide_locally's for it), not for the one unit probed
+            self._wait = self._seconds_until_allowed(this=batch.this + batch.pending, last=batch.last,
+                                                     elapsed=elapsed, cost=cost)
             return True
 
     def _sync(self, batch: _Batch, base: str, window: int, elapsed: float, cost: int, now: float) -> bool:

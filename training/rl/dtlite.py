@@ -171,23 +171,35 @@ class CausalSelfAttention:
             return self._after_past(x, rows, bias, past, keep)
         if rows.shape[1] == 1:  # keys and values of every row, the query of one
             k, v = self.keys_values(x)
-            q = _dense(rows, self.q_w)
-            q += self.q_b
+            q = self._queries(rows)
         else:
             qkv = _dense(x, self.c_attn_w)
             qkv += self.c_attn_b
-            q = qkv[..., :H] if query is None else qkv[:, query, :H]
+            q = self._heads(qkv[..., :H] if query is None else qkv[:, query, :H])
             k = qkv[..., H:2 * H].reshape(B, n, heads, d).transpose(0, 2, 3, 1)  # [B, heads, d, L]
             v = qkv[..., 2 * H:].reshape(B, n, heads, d).transpose(0, 2, 1, 3)  # [B, heads, L, d]
-        Lq = q.shape[1]
-        q = q.reshape(B, Lq, heads, d).transpose(0, 2, 1, 3)  # [B, heads, Lq, d], already scaled
         att = q @ k  # [B, heads, Lq, L]
         att += bias  # 0 where allowed, -inf elsewhere; the diagonal is always allowed, so no row is empty
-        y = (_softmax(att) @ v).transpose(0, 2, 1, 3).reshape(B, Lq, H)
-        y = _dense(y, self.c_proj_w)
-        y += self.c_proj_b
         kept = None if keep is None else (k[..., keep].copy(), v[:, :, keep].copy())
-        return y, kept
+        return self._project(_softmax(att) @ v), kept
+
+    def _heads(self, q: np.ndarray) -> np.ndarray:
+        """Queries [B, Lq, H] -> [B, heads, Lq, d] (already scaled: the scale is folded into q_w)."""
+        B, Lq, H = q.shape
+        return q.reshape(B, Lq, self.num_heads, H // self.num_heads).transpose(0, 2, 1, 3)
+
+    def _queries(self, rows: np.ndarray) -> np.ndarray:
+        """The queries [B, heads, Lq, d] of the rows [B, Lq, H] (normalised)."""
+        q = _dense(rows, self.q_w)
+        q += self.q_b
+        return self._heads(q)
+
+    def _project(self, y: np.ndarray) -> np.ndarray:
+        """The heads' outputs [B, heads, Lq, d] joined and projected: [B, Lq, H]."""
+        B, heads, Lq, d = y.shape
+        y = _dense(y.transpose(0, 2, 1, 3).reshape(B, Lq, heads * d), self.c_proj_w)
+        y += self.c_proj_b
+        return y
 
     def _after_past(self, x: np.ndarray, rows: np.ndarray, bias: np.ndarray, past: KeyValues,
                     keep: slice | None) -> tuple[np.ndarray, KeyValues | None]:
@@ -196,24 +208,18 @@ class CausalSelfAttention:
         so that the cached arrays are read in place, never joined into new [.., m + n] ones; only the kept positions
         ``keep`` (of past's m then the n new) are copied out, once. At 1,000 learners this took 13% off the
         per-step decision (bench/README.md, `dtlite.py`)."""
-        B, n, H = x.shape
-        heads, d = self.num_heads, H // self.num_heads
         m = past[0].shape[3]
         k, v = self.keys_values(x)  # the new tokens' only: [B, heads, d, n], [B, heads, n, d]
-        Lq = rows.shape[1]
-        q = _dense(rows, self.q_w)
-        q += self.q_b
-        q = q.reshape(B, Lq, heads, d).transpose(0, 2, 1, 3)  # [B, heads, Lq, d], already scaled
-        att = np.empty((B, heads, Lq, m + n), np.float32)
+        q = self._queries(rows)  # [B, heads, Lq, d]
+        B, heads, Lq, _ = q.shape
+        att = np.empty((B, heads, Lq, m + x.shape[1]), np.float32)
         np.matmul(q, past[0], out=att[..., :m])
         np.matmul(q, k, out=att[..., m:])
         att += bias
         p = _softmax(att)
         y = p[..., :m] @ past[1]
         y += p[..., m:] @ v
-        y = _dense(y.transpose(0, 2, 1, 3).reshape(B, Lq, H), self.c_proj_w)
-        y += self.c_proj_b
-        return y, None if keep is None else _kept(past, (k, v), keep)
+        return self._project(y), None if keep is None else _kept(past, (k, v), keep)
 
 
 def _kept(past: KeyValues, new: KeyValues, keep: slice) -> KeyValues:
