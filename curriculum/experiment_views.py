@@ -22,6 +22,7 @@ from .models import Curriculum, Experiment, PolicyModel
 from .services import PolicyError
 
 ESTIMATOR_NAMES = {"ips": "IPS", "snips": "SNIPS", "pdis": "per-decision IS", "dr": "doubly robust"}
+_MAX_ID = 2**31 - 1  # the largest value every database Django supports stores in a PositiveIntegerField or AutoField
 
 
 def _require_run_experiment(request: HttpRequest) -> None:
@@ -39,11 +40,12 @@ def experiments(request: HttpRequest, pk: int) -> HttpResponse:
     versions = [p for p in selectors.policy_versions(curriculum=curriculum).order_by("-version")
                 if active is None or p.pk != active.pk]
     if request.method == "POST":
-        chosen = PolicyModel.objects.filter(curriculum=curriculum, version__in=_integers(request.POST.getlist("candidate")))
         try:
-            traffic = _integers(request.POST.get("traffic", "").replace(",", " ").split()) or None
+            candidates = _versions(curriculum, request.POST.getlist("candidate"))
+            traffic = _integers(request.POST.get("traffic", "").replace(",", " ").split(), field="traffic",
+                                expected="whole percentages separated by commas, e.g. 50, 50") or None
             experiment = create_experiment(
-                curriculum=curriculum, name=request.POST.get("name", ""), candidates=list(chosen.order_by("version")),
+                curriculum=curriculum, name=request.POST.get("name", ""), candidates=candidates,
                 traffic=traffic, mode=request.POST.get("mode", Experiment.Mode.SPLIT), actor=request.user,
             )
         except (ExperimentError, ValueError) as exc:
@@ -59,11 +61,25 @@ def experiments(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "admin/curriculum/experiments.html", context)
 
 
-def _integers(values) -> list[int]:
+def _integers(values, *, field: str, expected: str) -> list[int]:
+    """``values`` (form strings) as ints; ValueError naming ``field`` and saying what was ``expected`` otherwise."""
     try:
         return [int(v) for v in values]
     except (TypeError, ValueError):
-        raise ValueError("traffic: expected whole percentages separated by commas, e.g. 50, 50") from None
+        raise ValueError(f"{field}: expected {expected}") from None
+
+
+def _versions(curriculum: Curriculum, values) -> list[PolicyModel]:
+    """The curriculum's versions numbered ``values`` (the form's ``candidate`` strings), in version order; ValueError
+    naming ``candidate`` for a value that is not a version number or a number no version of it has."""
+    numbers = _integers(values, field="candidate", expected="version numbers, e.g. 3")
+    # a number past the column's range is no version: never sent to the database (SQLite: OverflowError)
+    found = {p.version: p for p in PolicyModel.objects.filter(
+        curriculum=curriculum, version__in=[n for n in numbers if 0 < n <= _MAX_ID])}
+    missing = [n for n in dict.fromkeys(numbers) if n not in found]
+    if missing:
+        raise ValueError(f"candidate: {curriculum.key} has no version {', '.join(map(str, missing))}")
+    return sorted(found.values(), key=lambda p: p.version)
 
 
 @staff_member_required
@@ -110,7 +126,7 @@ def experiment_action(request: HttpRequest, pk: int) -> HttpResponseRedirect:
             if not request.user.has_perm("curriculum.promote_policymodel"):
                 raise permission_denied(request, app_label="curriculum", codename="promote_policymodel",
                                         doing="promote a policy version")
-            arm = get_object_or_404(experiment.arms.select_related("policy"), pk=request.POST.get("arm") or 0)
+            arm = _arm(experiment, request.POST.get("arm", ""))
             event = promote_winner(experiment=experiment, arm=arm, actor=request.user,
                                    reason=request.POST.get("reason", ""), force=bool(request.POST.get("force")))
             messages.success(request, f"v{event.to_version} (arm {arm.label}) promoted; the experiment is stopped.")
@@ -120,3 +136,15 @@ def experiment_action(request: HttpRequest, pk: int) -> HttpResponseRedirect:
         messages.error(request, f"Not done: {exc}")
     return HttpResponseRedirect(reverse("curriculum:experiment", args=[experiment.pk]))
 
+
+def _arm(experiment: Experiment, value: str):
+    """The experiment's arm whose id is ``value`` (the form's ``arm``); ExperimentError naming ``arm`` otherwise."""
+    try:
+        pk = int(value)
+    except ValueError:
+        pk = None
+    arm = experiment.arms.select_related("policy").filter(pk=pk).first() if pk and 0 < pk <= _MAX_ID else None
+    if arm is None:
+        raise ExperimentError(f"arm: this experiment has no arm {value[:40]!r}; reload the page and choose one in "
+                              "the list")
+    return arm

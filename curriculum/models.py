@@ -321,6 +321,11 @@ class RecommendationLog(models.Model):
                             related_name="recommendations")
     served = models.BooleanField(default=True, help_text="False: a shadow arm's choice, logged but not served.")
     at = models.DateTimeField(help_text="The moment of the decision (the request's `at`, else the server clock).")
+    # What off-policy estimates need to score a version on the same choice (curriculum.experiments.logged_estimates):
+    # ``candidates`` counts the decider's own set, which may be this one narrowed to the concepts it scores.
+    offered = models.TextField(null=True, blank=True, help_text=(
+        "The concepts the request offered (its `candidates`) as positions in the curriculum's concept order, "
+        "comma-separated; empty: every concept; null: not recorded (logged before this column)."))
 
     class Meta:
         ordering = ["-at"]

@@ -328,20 +328,24 @@ def recommend(
                        fallback=found.serving.fallback_rule)[0]
 
     rec = decide(arm.policy_id if arm is not None else found.policy_id)
-    log = [_log_row(rec, curriculum_id=found.curriculum_id, learner=learner, at=moment, exploration=exploration, arm=arm)]
+    offered = recommendation_log.offered_text(allowed if candidates is not None else None)
+    log = [_log_row(rec, curriculum_id=found.curriculum_id, learner=learner, at=moment, exploration=exploration,
+                    arm=arm, offered=offered)]
     if shadow is not None:
         log.append(_log_row(decide(shadow.policy_id), curriculum_id=found.curriculum_id, learner=learner, at=moment,
-                            exploration=exploration, arm=shadow, served=False))
+                            exploration=exploration, arm=shadow, served=False, offered=offered))
     recommendation_log.writer().submit(log)
     return replace(rec, recommendation_id=str(log[0].id))
 
 
 def _log_row(rec: Recommendation, *, curriculum_id: int, learner: str, at: dt.datetime, exploration: Exploration,
-             arm: _Arm | None, served: bool = True) -> recommendation_log.LogRow:
+             arm: _Arm | None, served: bool = True, offered: str = "") -> recommendation_log.LogRow:
+    """The log row of ``rec``; ``offered``: the request's candidates (recommendation_log.offered_text; "": every
+    concept), which off-policy estimates score a version on."""
     return recommendation_log.LogRow(
         id=uuid.uuid4(), curriculum_id=curriculum_id, learner=learner, policy_id=rec.policy_id, concept=rec.concept,
         candidates=rec.candidates, propensity=rec.propensity, exploration=exploration.rule,
-        arm_id=arm.id if arm is not None else None, served=served, at=at,
+        arm_id=arm.id if arm is not None else None, served=served, at=at, offered=offered,
     )
 
 

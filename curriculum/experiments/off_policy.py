@@ -37,16 +37,18 @@ estimators are, per learner i (undiscounted, gamma = 1; the sum over t runs over
   deterministic log whose learners all start in the same state).
 
 Each returns an ``Estimate``: the value, a 95% interval by the percentile bootstrap over learners (learners are the
-independent units; their decisions are not: Efron & Tibshirani 1993, ch. 13), seeded, and the effective sample size
-(Kish 1965: ``(sum w)^2 / sum w^2``) of the weights the estimator applies: the episode weights w_{T_i - 1} for IPS
+independent units; their decisions are not: Efron & Tibshirani 1993, ch. 13), seeded (None below 2 learners: one
+learner's resamples are all that learner, a zero-width interval that would claim certainty), and the effective
+sample size (Kish 1965: ``(sum w)^2 / sum w^2``) of the weights the estimator applies: the episode weights w_{T_i - 1} for IPS
 and SNIPS; for PDIS and DR, whose weights change along the episode, the mean over decision steps t of the Kish ESS
 of the learners' cumulative weights w_t at that step (the same number for one-step episodes). An ESS far below n
 says a few learners carry the estimate: its interval is then wider than it looks, and it may miss.
 
 Errors: ValueError naming the field for a propensity <= 0 or > 1, a target probability outside [0, 1], a NaN or an
 infinity anywhere, arrays of different shapes, a mask that is not a prefix per row or leaves a learner without a
-decision, no learner at all, SNIPS with every episode weight 0 (the target never takes the logged actions), and
-bootstrap settings out of range.
+decision, no learner at all, SNIPS with every episode weight 0 (the target never takes the logged actions), importance
+weights that overflow the float range (a product of ratios pi_e / pi_b above about 1.8e308: tiny propensities over long
+episodes), and bootstrap settings out of range.
 """
 from __future__ import annotations
 
@@ -66,31 +68,37 @@ _BOOTSTRAP_CELLS = 4_000_000  # resample indices held at once (chunks of resampl
 
 @dataclass(frozen=True)
 class Estimate:
-    """One estimator's answer: ``value`` with its percentile-bootstrap interval ``ci95`` (lo, hi) over learners,
-    the effective sample size ``ess`` (Kish, see the module docstring), ``learners`` n and ``decisions`` (the
-    logged decisions counted). ``confidence`` is the interval's level (0.95 unless asked otherwise)."""
+    """One estimator's answer: ``value`` with its percentile-bootstrap interval ``ci95`` (lo, hi) over learners
+    (None below 2 learners, as outcomes.Mean's), the effective sample size ``ess`` (Kish, see the module docstring),
+    ``learners`` n and ``decisions`` (the logged decisions counted). ``confidence`` is the interval's level (0.95
+    unless asked otherwise)."""
 
     estimator: str
     value: float
-    ci95: tuple[float, float]
+    ci95: tuple[float, float] | None
     ess: float
     learners: int
     decisions: int
     confidence: float = DEFAULT_CONFIDENCE
 
     def contains(self, value: float) -> bool:
-        """Whether ``value`` lies in the interval (ends included)."""
-        return self.ci95[0] <= value <= self.ci95[1]
+        """Whether ``value`` lies in the interval (ends included); False without an interval."""
+        return self.ci95 is not None and self.ci95[0] <= value <= self.ci95[1]
 
     def to_dict(self) -> dict:
-        return {"estimator": self.estimator, "value": self.value, "ci95": list(self.ci95), "ess": self.ess,
+        return {"estimator": self.estimator, "value": self.value,
+                "ci95": list(self.ci95) if self.ci95 is not None else None, "ess": self.ess,
                 "learners": self.learners, "decisions": self.decisions, "confidence": self.confidence}
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
     """Kish's effective sample size ``(sum w)^2 / sum w^2`` of non-negative weights (Kish 1965, Survey Sampling):
-    n for equal weights, 1 when one weight carries everything, 0 when every weight is 0. ``weights`` float [n]."""
+    n for equal weights, 1 when one weight carries everything, 0 when every weight is 0. ``weights`` float [n]
+    (finite; scaled by the largest first, as the ratio is scale-free, so that weights near the float range do not
+    overflow their squares)."""
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.size and w.max() > 0:
+        w = w / w.max()
     squares = float(np.sum(w * w))
     return float(np.sum(w) ** 2 / squares) if squares > 0 else 0.0
 
@@ -291,12 +299,15 @@ class _Log:
         return cls(ratio=ratio, reward=zeroed("reward"), mask=mask, q_hat=zeroed("q_hat"), v_hat=zeroed("v_hat"))
 
     def cumulative_weight(self) -> np.ndarray:
-        """w_t = rho_0 ... rho_t, float64 [n, T] (constant past a learner's last decision, where rho is 1)."""
-        return np.cumprod(self.ratio, axis=1)
+        """w_t = rho_0 ... rho_t, float64 [n, T] (constant past a learner's last decision, where rho is 1).
+        ValueError when one overflows."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _finite_weights(np.cumprod(self.ratio, axis=1))
 
     def episode_weight(self) -> np.ndarray:
-        """The product of a learner's ratios, float64 [n]."""
-        return np.prod(self.ratio, axis=1)
+        """The product of a learner's ratios, float64 [n]. ValueError when one overflows."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _finite_weights(np.prod(self.ratio, axis=1))
 
     def returns(self) -> np.ndarray:
         """Each learner's return (the sum of its rewards), float64 [n]."""
@@ -307,10 +318,24 @@ class _Log:
         return float(np.mean([effective_sample_size(w[self.mask[:, t], t]) for t in range(w.shape[1])]))
 
 
+_OVERFLOW = ("propensity: the importance weights overflowed (a learner's product of ratios pi_e / pi_b over its "
+             "decisions, or a sum of weighted returns, exceeds the float range, about 1.8e308): the logged "
+             "propensities are too small for so many decisions per learner; estimate over fewer decisions per learner "
+             "(a shorter window) or from a log with more exploration")
+
+
+def _finite_weights(w: np.ndarray) -> np.ndarray:
+    """``w`` as it is when every weight is finite; ValueError saying the weights overflowed otherwise."""
+    if not np.isfinite(w).all():
+        raise ValueError(_OVERFLOW)
+    return w
+
+
 def _estimate(name: str, log: _Log, numerator: np.ndarray, denominator: np.ndarray | None, *, seed: int,
               bootstrap_samples: int, confidence: float, ess: float) -> Estimate:
     """The estimate ``sum numerator / sum denominator`` (denominator None: n) over learners, and its percentile
-    bootstrap interval: ``bootstrap_samples`` resamples of n learners with replacement from ``seed``'s stream."""
+    bootstrap interval: ``bootstrap_samples`` resamples of n learners with replacement from ``seed``'s stream (no
+    interval below 2 learners). ValueError when a weighted return, the estimate or a resample's overflows."""
     if isinstance(bootstrap_samples, bool) or not isinstance(bootstrap_samples, (int, np.integer)) \
             or bootstrap_samples < 100:
         raise ValueError(f"bootstrap_samples: expected an integer >= 100, got {bootstrap_samples!r}")
@@ -318,18 +343,26 @@ def _estimate(name: str, log: _Log, numerator: np.ndarray, denominator: np.ndarr
         raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
     n = log.n
     ones = np.ones(n) if denominator is None else denominator
-    value = float(np.sum(numerator) / np.sum(ones))
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(np.sum(numerator) / np.sum(ones))
+    if not (np.isfinite(numerator).all() and np.isfinite(value)):
+        raise ValueError(_OVERFLOW)
+    if n < 2:  # one learner's resamples are all that learner: no interval (outcomes.Mean's rule)
+        return Estimate(estimator=name, value=value, ci95=None, ess=ess, learners=n,
+                        decisions=int(log.mask.sum()), confidence=float(confidence))
     rng = np.random.default_rng(seed)
     values = np.empty(bootstrap_samples)
     chunk = max(1, _BOOTSTRAP_CELLS // n)
     for start in range(0, bootstrap_samples, chunk):
         stop = min(bootstrap_samples, start + chunk)
         picks = rng.integers(0, n, size=(stop - start, n))
-        top = numerator[picks].sum(axis=1)
-        bottom = np.full(stop - start, float(n)) if denominator is None else denominator[picks].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            top = numerator[picks].sum(axis=1)
+            bottom = np.full(stop - start, float(n)) if denominator is None else denominator[picks].sum(axis=1)
             values[start:stop] = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan)
-    values = values[np.isfinite(values)]
+    if np.isinf(values).any():  # a resample repeating the largest weighted returns overflowed
+        raise ValueError(_OVERFLOW)
+    values = values[np.isfinite(values)]  # SNIPS: a resample whose weights are all 0 has no estimate
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(values, [tail, 1.0 - tail])
     return Estimate(estimator=name, value=value, ci95=(float(lo), float(hi)), ess=ess, learners=n,

@@ -204,7 +204,7 @@ def _reviews(*, curriculum_id: int, learner_ids: list[int], start: dt.datetime,
              end: dt.datetime | None) -> dict[int, dict]:
     """Per learner id: "all" (times from start to end, sorted; end None: no bound), "concepts": per concept key the
     sorted (time, correct) of its reviews ("times": their times alone, for bisect), and "by_recommendation"
-    {recommendation_id: correct}."""
+    {recommendation_id: (time, correct)}."""
     out: dict[int, dict] = {}
     bound = {"reviewed_at__lte": end} if end is not None else {}
     for chunk in range(0, len(learner_ids), 500):
@@ -218,12 +218,13 @@ def _reviews(*, curriculum_id: int, learner_ids: list[int], start: dt.datetime,
             entry["concepts"][concept].append((at, correct))
             entry["times"][concept].append(at)
             if rec is not None:
-                entry["by_recommendation"][str(rec)] = correct
+                entry["by_recommendation"][str(rec)] = (at, correct)
     return out
 
 
 def _recall_next(decisions, reviews, *, until: dt.datetime | None = None) -> dict[str, float]:
-    """Per learner, the mean outcome of the review that follows each decision (see the module)."""
+    """Per learner, the mean outcome of the review that follows each decision (see the module), counting only reviews
+    before ``until`` (None: all of ``reviews``), whether they carry the decision's recommendation_id or not."""
     outcomes: dict[str, list[float]] = defaultdict(list)
     for rec_id, _, learner, concept, at, _ in decisions:
         entry = reviews.get(learner)
@@ -231,7 +232,8 @@ def _recall_next(decisions, reviews, *, until: dt.datetime | None = None) -> dic
             continue
         exact = entry["by_recommendation"].get(str(rec_id))
         if exact is not None:
-            outcomes[learner].append(float(exact))
+            if until is None or exact[0] < until:
+                outcomes[learner].append(float(exact[1]))
             continue
         seq = entry["concepts"].get(concept, ())
         i = bisect.bisect_left(entry["times"].get(concept, ()), at)

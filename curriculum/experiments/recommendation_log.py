@@ -57,6 +57,24 @@ class LogRow(NamedTuple):
     arm_id: int | None
     served: bool
     at: dt.datetime
+    offered: str | None = None  # offered_text's; None: not recorded
+
+
+def offered_text(positions: Iterable[int] | None) -> str:
+    """The ``offered`` column for a request's candidate concepts: their positions (int, in the curriculum's concept
+    order) comma-separated, e.g. "0,3,4"; "" for None (the request named no candidates: every concept)."""
+    return "" if positions is None else ",".join(str(int(p)) for p in positions)
+
+
+def offered_positions(text: str) -> tuple[int, ...] | None:
+    """``offered_text``'s inverse: the positions offered, or None for "" (every concept). ValueError naming the
+    column for text that is not comma-separated whole numbers. (A null column, not recorded, is the caller's.)"""
+    if text == "":
+        return None
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"offered: expected positions separated by commas, e.g. 0,3,4, got {text[:40]!r}") from None
 
 
 def as_row(row: LogRow | RecommendationLog) -> LogRow:

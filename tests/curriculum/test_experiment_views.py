@@ -61,6 +61,32 @@ def test_a_bad_form_says_which_field(client, operator, versions):
     assert not Experiment.objects.exists()
 
 
+@pytest.mark.parametrize(("candidate", "message"), [
+    ("abc", "candidate: expected version numbers, e.g. 3"),
+    ("99999999999999999999999", "candidate: demo has no version 99999999999999999999999"),
+    ("42", "candidate: demo has no version 42"),
+])
+def test_a_candidate_that_is_not_a_version_is_a_form_error_naming_it(client, operator, versions, candidate, message):
+    demo, _, _ = versions
+    client.force_login(operator)
+    response = client.post(reverse("curriculum:experiments", args=[demo.pk]), {"name": "x", "candidate": [candidate]})
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Experiment.objects.exists()
+
+
+@pytest.mark.parametrize("arm", ["abc", "99999999999999999999999", "", "0"])
+def test_promoting_an_arm_that_is_not_the_experiments_is_a_message_naming_it(client, operator, versions, arm):
+    demo, _, candidate = versions
+    client.force_login(operator)
+    client.post(reverse("curriculum:experiments", args=[demo.pk]), {"name": "x", "candidate": [str(candidate.version)]})
+    experiment = Experiment.objects.get()
+    response = client.post(reverse("curriculum:experiment-action", args=[experiment.pk]),
+                           {"action": "promote", "arm": arm, "reason": "r"}, follow=True)
+    assert response.status_code == 200
+    assert f"arm: this experiment has no arm {arm!r}" in response.content.decode().replace("&#x27;", "'")
+    assert not PromotionEvent.objects.filter(experiment=experiment).exists()
+
+
 def test_state_changes_need_a_csrf_token(operator, versions):
     from django.test import Client
 

@@ -54,6 +54,30 @@ def test_the_outcomes_detect_a_known_difference_between_arms(api_client, make_cu
     assert outcomes.to_dict()["differences"][0]["summary"] == diff.sentence
 
 
+def test_the_timeline_counts_a_review_on_its_day_even_when_it_carries_the_recommendation_id(api_client, make_curriculum,
+                                                                                             make_real_policy):
+    demo = make_curriculum("demo", concepts=5)
+    promote_policy(policy=make_real_policy(demo, seed=1), reason="test")
+    experiment = start_experiment(experiment=create_experiment(curriculum=demo, name="x",
+                                                               candidates=[make_real_policy(demo, seed=2)]))
+    experiment.started_at = T0
+    experiment.save(update_fields=["started_at"])
+    for learner in ("with-id", "without-id"):
+        rec = post(api_client, "/api/v1/recommendations", {"curriculum": "demo", "learner": learner,
+                                                           "at": (T0 + dt.timedelta(hours=1)).isoformat()}).json()
+        review = {"curriculum": "demo", "learner": learner, "concept": rec["concept"], "correct": True,
+                  "reviewed_at": (T0 + dt.timedelta(days=2)).isoformat()}  # on the third day
+        if learner == "with-id":
+            review["recommendation_id"] = rec["recommendation_id"]
+        assert post(api_client, "/api/v1/reviews", review).status_code == 201
+
+    outcomes = experiment_outcomes(experiment=experiment, now=T0 + dt.timedelta(days=3))
+
+    counted = [[m.n for _, m in arm.timeline] for arm in outcomes.arms]
+    # each learner's outcome first counts at the end of the third day, whichever arm served it
+    assert [sum(column) for column in zip(*counted)][:4] == [0, 0, 2, 2]
+
+
 def test_logged_estimates_of_a_version_from_another_versions_exploring_log(api_client, make_curriculum, make_real_policy):
     from curriculum.experiments.logged_estimates import logged_estimates
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curriculum.experiments.off_policy import (doubly_robust, effective_sample_size, episodes_from_rows, estimate_all,
-                                               ips, mean_reward_after, pdis, snips)
+from curriculum.experiments.off_policy import (ESTIMATORS, doubly_robust, effective_sample_size, episodes_from_rows,
+                                               estimate_all, ips, mean_reward_after, pdis, snips)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -293,6 +293,30 @@ def test_snips_refuses_a_log_the_target_never_follows():
         snips(propensity=[0.5, 0.5], target_probability=[0.0, 0.0], reward=[1.0, 2.0])
     # IPS is defined there (0): it is the unbiased estimate of a target that never takes the logged actions
     assert ips(propensity=[0.5, 0.5], target_probability=[0.0, 0.0], reward=[1.0, 2.0]).value == 0.0
+
+
+def test_overflowing_importance_weights_are_refused_saying_so_not_an_index_error():
+    # 40 decisions at propensity 1e-10 that the target always takes: a ratio of 1e10 each, a product of 1e400
+    n, T = 5, 40
+    every = {"propensity": np.full((n, T), 1e-10), "target_probability": np.ones((n, T)), "reward": np.ones((n, T))}
+    one = {**every, "propensity": np.where(np.arange(n)[:, None] == 0, 1e-10, np.full((n, T), 0.5))}  # learner 0's
+    q = {"q_hat": np.zeros((n, T)), "v_hat": np.zeros((n, T))}
+    for log in (every, one):
+        for name, estimator in ESTIMATORS.items():
+            with np.errstate(all="raise"), pytest.raises(ValueError, match="importance weights overflowed"):
+                estimator(**log, **(q if name == "dr" else {}), bootstrap_samples=100)
+
+
+def test_weights_near_the_float_range_keep_their_effective_sample_size():
+    assert effective_sample_size([1e200, 1e200]) == pytest.approx(2)
+
+
+def test_one_learner_has_an_estimate_but_no_interval():
+    log = {"propensity": [[0.5, 0.5]], "target_probability": [[0.5, 0.5]], "reward": [[1.5, 3.0]]}
+    for name, estimator in ESTIMATORS.items():
+        estimate = estimator(**log, **({"q_hat": [[0.0, 0.0]], "v_hat": [[0.0, 0.0]]} if name == "dr" else {}))
+        assert estimate.value == pytest.approx(4.5) and estimate.ci95 is None and estimate.learners == 1
+        assert estimate.to_dict()["ci95"] is None and not estimate.contains(4.5)
 
 
 @pytest.mark.parametrize(("setting", "value"), [("bootstrap_samples", 10), ("bootstrap_samples", 1.5e3),

@@ -81,6 +81,14 @@ def test_a_log_row_has_the_models_columns_in_order():
     assert LogRow._fields == tuple(field.attname for field in RecommendationLog._meta.concrete_fields)
 
 
+def test_the_offered_concepts_read_back_as_written():
+    assert recommendation_log.offered_text([0, 3, 4]) == "0,3,4"
+    assert recommendation_log.offered_positions("0,3,4") == (0, 3, 4)
+    assert recommendation_log.offered_text(None) == "" and recommendation_log.offered_positions("") is None
+    with pytest.raises(ValueError, match="offered: expected positions separated by commas"):
+        recommendation_log.offered_positions("0;3")
+
+
 def test_rows_and_model_instances_are_stored_with_every_value(db, make_curriculum):
     """The COPY path (PostgreSQL) and bulk_create (elsewhere) store the same values: a tuple and an instance."""
     import datetime as dt
@@ -92,7 +100,8 @@ def test_rows_and_model_instances_are_stored_with_every_value(db, make_curriculu
     policy = PolicyModel.objects.create(curriculum=curriculum, version=1)
     at = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone.utc)
     row = LogRow(id=uuid.uuid4(), curriculum_id=curriculum.id, learner="u-\u00e9\t1", policy_id=policy.id,
-                 concept="c1", candidates=2, propensity=0.125, exploration="softmax", arm_id=None, served=False, at=at)
+                 concept="c1", candidates=2, propensity=0.125, exploration="softmax", arm_id=None, served=False, at=at,
+                 offered="0,1")
     instance = RecommendationLog(curriculum=curriculum, learner="u-2", concept="c0", candidates=2, propensity=1.0,
                                  at=at)
     assert SynchronousRecommendationLogWriter().submit([row, instance]) == 2
@@ -100,7 +109,8 @@ def test_rows_and_model_instances_are_stored_with_every_value(db, make_curriculu
     stored = RecommendationLog.objects.get(id=row.id)
     assert recommendation_log.as_row(stored) == row
     other = RecommendationLog.objects.get(id=instance.id)
-    assert (other.learner, other.policy_id, other.exploration, other.served) == ("u-2", None, "argmax", True)
+    assert (other.learner, other.policy_id, other.exploration, other.served, other.offered) == (
+        "u-2", None, "argmax", True, None)
 
 
 def test_a_rejected_row_stores_none_of_its_batch(db, make_curriculum, caplog):
