@@ -1,6 +1,8 @@
 """Export of stored reviews as the FSRS optimizer's CSV (``card_id, review_rating, review_time, review_duration``),
-one learner's reviews of one curriculum in time order, as text lines for a streamed response. Imported back with
-the fsrs format and the same learner, it gives the same reviews (curriculum.reviews.importers.fsrs)."""
+one learner's reviews of one curriculum in time order, as text lines for a streamed response. Imported back into the
+same curriculum with the fsrs format and the same learner, it gives the same reviews (curriculum.reviews.importers.fsrs;
+concept keys as written: csvstream's Row.identifier) for every review stored with a grade; a review stored without
+one comes back graded 3 or 1, which is another review (its identity includes the grade: curriculum.reviews.store)."""
 from __future__ import annotations
 
 import datetime as dt

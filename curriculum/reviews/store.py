@@ -40,6 +40,7 @@ class RecordResult:
     created: int
     duplicates: int
     reviews: list[ReviewLog] = field(default_factory=list, repr=False, compare=False)
+    stored: list[NewReview] = field(default_factory=list, repr=False, compare=False)  # what each of ``reviews`` came from
 
 
 Identity = tuple[int, int, dt.datetime, bool, int]  # learner id, concept id, time (ms), correct, grade or 0
@@ -210,4 +211,4 @@ def _store(reviews: Sequence[NewReview], *, source: str, batch: str, apply_state
     ReviewLog.objects.bulk_create(rows, batch_size=1000)
     if apply_state:
         apply_reviews(reviews=rows)
-    return RecordResult(created=len(rows), duplicates=len(reviews) - len(rows), reviews=rows)
+    return RecordResult(created=len(rows), duplicates=len(reviews) - len(rows), reviews=rows, stored=fresh)

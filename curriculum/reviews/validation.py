@@ -166,7 +166,10 @@ def parse_aware_datetime(value: Any) -> dt.datetime:
             except OverflowError:  # 9999-12-31T24:00 is year 10000
                 raise ValueError(f"{value!r} is not a date-time that exists: past the year 9999") from None
         if leap and parsed.tzinfo is not None:
-            utc = parsed.astimezone(dt.timezone.utc)
+            try:
+                utc = parsed.astimezone(dt.timezone.utc)
+            except OverflowError:  # e.g. 0001-01-01T00:59:60+01:00 is in year 0 in UTC, 9999-12-31T23:59:60-01:00 in 10000
+                raise ValueError(f"the date-time {value!r} is out of range in UTC") from None
             if (utc.hour, utc.minute, utc.second) != (23, 59, 59):
                 raise ValueError(f"a leap second (second 60) is 23:59:60 UTC, got {value!r}")
             parsed = parsed.replace(microsecond=999_000)

@@ -302,3 +302,40 @@ def test_the_import_form_refuses_what_the_header_shows_on_the_field_to_change(im
     assert list(errors) == [field] and words in errors[field][0] and name in errors[field][0]
     from training.models import ReviewImportJob
     assert not ReviewImportJob.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["日本語の復習ログ" * 11 + ".csv", "a" * 251 + ".csv"])
+def test_an_upload_whose_name_is_too_long_for_the_file_system_is_stored_under_a_shorter_one(importer, curriculum,
+                                                                                           uploads, name):
+    # 92 Japanese characters are 268 bytes, over a file name's 255 (a 500); 255 ASCII ones fitted once, and a second
+    # upload's free name (the storage adds "_" and 7 characters) did not
+    from curriculum.services import artifact_storage
+    from training.models import ReviewImportJob
+
+    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+    data = (FIXTURES / "fsrs_reviews.csv").read_bytes()
+    for _ in range(2):
+        response = importer.post(url, {"file": SimpleUploadedFile(name, data), "learner": "ana", "import": "1"})
+        assert response.status_code == 302
+
+    jobs = list(ReviewImportJob.objects.order_by("pk"))
+    assert [job.filename for job in jobs] == [name, name]
+    assert len({job.upload for job in jobs}) == 2
+    for job in jobs:
+        assert job.upload.startswith("review-imports/") and job.upload.endswith(".csv")
+        assert len(job.upload.rsplit("/", 1)[1].encode()) <= 255
+        with artifact_storage().open(job.upload, "rb") as fh:
+            assert fh.read() == data
+
+
+@pytest.mark.django_db
+def test_the_import_form_refuses_latin_1_text_in_the_first_bytes_naming_its_line(importer, curriculum, uploads):
+    url = reverse("admin:curriculum_curriculum_import_reviews", args=[curriculum.pk])
+    data = b"card_id,review_rating,review_time,review_duration\n1,3,1700000000000,10\ncaf\xe9,3,1700000001000,10\n"
+
+    response = importer.post(url, {"file": SimpleUploadedFile("latin1.csv", data), "learner": "ana", "import": "1"})
+
+    assert response.status_code == 400 and uploads == []
+    errors = response.context["form"].errors
+    assert list(errors) == ["file"] and errors["file"][0].startswith("latin1.csv, line 3: not UTF-8 text (byte 0xE9)")

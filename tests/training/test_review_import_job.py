@@ -87,3 +87,13 @@ def test_a_job_whose_file_is_gone_fails_saying_so(make_curriculum):
 
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and "no longer stored" in job.error and "upload it again" in job.error
+
+
+@pytest.mark.parametrize("name, stored", [
+    ("revlog.csv", "review-imports/revlog.csv"),
+    ("日本語" * 30 + ".csv", "review-imports/" + "日本語" * 21 + "日本.csv"),  # 195 + 4 bytes: no half character
+    ("..", "review-imports/upload"),
+])
+def test_an_uploads_storage_name_fits_a_file_system_and_keeps_its_extension(name, stored):
+    assert review_import.upload_name(name) == stored
+    assert len(stored.rsplit("/", 1)[1].encode()) <= review_import.UPLOAD_NAME_MAX_BYTES

@@ -6,6 +6,7 @@ keeps it, so that it can be retried."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from django.core.files.base import File
 from django.db import transaction
@@ -21,11 +22,29 @@ from .lifecycle import JobCancelled, launch_job
 from .runner import JobRun, execute
 
 UPLOAD_FOLDER = "review-imports"
+# A stored upload's file name, in UTF-8 bytes: a file system's limit is 255 bytes (NAME_MAX; 92 Japanese characters
+# are 268), and a name already taken gets "_" and 7 characters more (the storage's free-name rule).
+UPLOAD_NAME_MAX_BYTES = 200
+
+
+def upload_name(filename: str) -> str:
+    """The storage name an upload named ``filename`` is saved under: review-imports/ and the name, its stem cut (on
+    a character boundary) so that the name is at most UPLOAD_NAME_MAX_BYTES of UTF-8, its extension kept. The job
+    keeps the name as uploaded (ReviewImportJob.filename): that is the one its messages and the batch use."""
+    name = os.path.basename(filename.replace("\\", "/"))
+    if name in ("", ".", ".."):
+        name = "upload"
+    stem, extension = os.path.splitext(name)
+    if len(extension.encode()) > 16:  # not an extension: a dot in a long name
+        stem, extension = name, ""
+    room = UPLOAD_NAME_MAX_BYTES - len(extension.encode())
+    stem = stem.encode()[:room].decode(errors="ignore") or "upload"
+    return f"{UPLOAD_FOLDER}/{stem}{extension}"
 
 
 def store_upload(*, fileobj: File, filename: str) -> str:
-    """Save an uploaded file in the artifacts storage; returns its storage name (under review-imports/)."""
-    return artifact_storage().save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
+    """Save an uploaded file in the artifacts storage; returns its storage name (upload_name, or a free one like it)."""
+    return artifact_storage().save(upload_name(filename), fileobj)
 
 
 def launch_uploaded_import(*, curriculum: Curriculum, fileobj: File, filename: str, **options) -> ReviewImportJob:
@@ -33,7 +52,7 @@ def launch_uploaded_import(*, curriculum: Curriculum, fileobj: File, filename: s
     stored whole, then recorded; when the launch is refused (ValidationError) the stored file is removed again.
     Raises curriculum.storage.StorageFull, with nothing stored, when the artifact storage has no room for it."""
     with saving_together(artifact_storage()) as save:
-        upload = save(f"{UPLOAD_FOLDER}/{filename}", fileobj)
+        upload = save(upload_name(filename), fileobj)
         return launch_review_import(curriculum=curriculum, upload=upload, filename=filename, size=fileobj.size,
                                     **options)
 

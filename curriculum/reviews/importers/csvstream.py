@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..fields import EARLIEST, MAX_ID_LENGTH, MAX_RESPONSE_TIME_MS
-from ..validation import ReviewFields, ReviewValidationError, check_time, validate_review
+from ..validation import ReviewFields, ReviewValidationError, check_time, normalise_id, validate_review
 
 INT32_MAX = 2**31 - 1  # a file's 32-bit integer columns (session counts, Anki's ease factor)
 HEAD_BYTES = 1 << 16  # the part of the file read first: it names the import batch and shows the encoding
+# The longest header read (characters, blank lines before it aside): a real header is a few hundred; a "header" of
+# millions of commas would otherwise become millions of column names, ~85 times its size in memory, in the request.
+HEADER_MAX_CHARS = 1 << 16
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")  # a line as the csv reader counts them (a text stream with newline="")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "bar"}
 
@@ -49,9 +53,10 @@ class Row:
     """One CSV row with typed, validating accessors whose errors name the line and column."""
 
     def __init__(self, *, filename: str, line: int, columns: dict[str, int], values: list[str],
-                 review_columns: Mapping[str, str] | None = None):
+                 review_columns: Mapping[str, str] | None = None, known_keys: frozenset[str] | set[str] = frozenset()):
         self.filename, self.line, self._columns, self._values = filename, line, columns, values
         self._review_columns = review_columns or {}  # review field -> the column it comes from
+        self._known_keys = known_keys  # the curriculum's concept keys (see identifier)
 
     def error(self, column: str, message: str) -> ImportFileError:
         return ImportFileError(self.filename, message, line=self.line, column=column)
@@ -116,7 +121,14 @@ class Row:
     def identifier(self, column: str) -> str:
         """An id column whose ids are integers in the source (Anki's card id, the FSRS optimizer's card_id): the
         text as written, refused naming the line and column when a spreadsheet rewrote it (``1.69E+12``,
-        ``1690000000000.0``, ``1,690,000,000,000``): several ids would otherwise become one."""
+        ``1690000000000.0``, ``1,690,000,000,000``): several ids would otherwise become one.
+
+        A value that is, exactly as written (untrimmed, in NFC), a concept key the curriculum already has is that
+        concept, read as is: an export (curriculum.reviews.export) imported back keeps keys such as ``2.0``,
+        ``1,000`` or `` padded`` that the spreadsheet rule would refuse or trimming would change."""
+        index = self._columns.get(column)
+        if index is not None and self._known_keys and normalise_id(self._values[index]) in self._known_keys:
+            return self._values[index]
         value = self.text(column)
         if spreadsheet_rewritten(value):
             raise self.error(column, spreadsheet_message(value, "an id"))
@@ -274,6 +286,24 @@ def check_encoding(head: bytes, *, filename: str) -> None:
         )
 
 
+def check_utf8(head: bytes, *, filename: str) -> None:
+    """Refuse a file whose first bytes ``head`` (the start of the file, at most HEAD_BYTES) are not UTF-8, naming
+    the line of the first bad byte: text in another encoding (Latin-1, Windows-1252) would be refused by the import
+    job anyway. A multibyte character cut by the end of ``head`` is not an error (the file goes on)."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        line = len(_LINE_BREAK.findall(head, 0, exc.start)) + 1
+        raise ImportFileError(
+            filename, f"not UTF-8 text (byte 0x{head[exc.start]:02X}): the file looks saved in another encoding "
+                      "(Latin-1 or Windows-1252?); save or export it as UTF-8 (CSV UTF-8)", line=line,
+        ) from None
+
+
+class _HeaderTooLong(Exception):
+    """The header went past HEADER_MAX_CHARS while it was read (CsvRows.read_header says what was expected)."""
+
+
 class CsvRows:
     """A CSV stream from a binary file: its header (checked against the formats) and its rows."""
 
@@ -283,47 +313,76 @@ class CsvRows:
         self.text = io.TextIOWrapper(
             io.BufferedReader(self.counter, HEAD_BYTES), encoding="utf-8-sig", errors="surrogateescape", newline=""
         )
-        self.reader = csv.reader(self.text, strict=True)
+        self._header_budget: int | None = HEADER_MAX_CHARS  # characters the header may still take; None once read
+        self._header_text = ""  # the header's text as read (for the delimiter it may show when it is not CSV)
+        self.reader = csv.reader(self._lines(), strict=True)
         self.header: list[str] = []
+        self.line = 0  # the line the record being read (or last read) starts on: a quoted field may span lines
 
     def close(self) -> None:
         self.text.detach()  # leave the caller's file open
 
+    def _lines(self) -> Iterator[str]:
+        """The text's lines for the csv reader; until the header is read, at most HEADER_MAX_CHARS of them (raises
+        _HeaderTooLong), so that a header is never read whole whatever its length."""
+        while self._header_budget is not None:
+            line = self.text.readline(self._header_budget + 1)
+            if not line:
+                return
+            self._header_budget -= len(line)
+            if self._header_budget < 0:
+                raise _HeaderTooLong()
+            self._header_text += line
+            yield line
+        for line in self.text:  # not "yield from": closing this generator would close the caller's file
+            yield line
+
     def records(self) -> Iterator[list[str]]:
-        """The CSV records, blank lines left out; bytes that are not UTF-8 arrive as lone surrogates (checked per row)."""
+        """The CSV records, blank lines left out (``self.line``: the line each starts on); bytes that are not UTF-8
+        arrive as lone surrogates (checked per row)."""
         while True:
+            self.line = self.reader.line_num + 1
             try:
                 values = next(self.reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise ImportFileError(self.filename, f"not valid CSV: {exc}", line=self.reader.line_num) from exc
+                where = f" (reading line {self.reader.line_num})" if self.reader.line_num > self.line else ""
+                raise ImportFileError(self.filename, f"not valid CSV: {exc}{where}", line=self.line) from exc
             if values and values != [""]:
                 yield values
+            elif self._header_budget is not None:  # a blank line before the header is not part of it
+                self._header_budget, self._header_text = HEADER_MAX_CHARS, ""
 
     def read_header(self, records: Iterator[list[str]], *, fmt: ReviewFileFormat | None, formats: dict[str, ReviewFileFormat],
                     detect: Callable[[list[str]], ReviewFileFormat | None]) -> ReviewFileFormat:
+        """The header (the first record that is not a blank line, at most HEADER_MAX_CHARS) checked against the
+        format ``fmt`` or, when None, the format ``detect`` reads from it. Returns the format; raises
+        ImportFileError naming the header's line: an empty file, a header too long, one that is not comma-separated,
+        a format it cannot tell, a missing column, or a column of the format twice."""
         filename = self.filename
-        header = next(records, None)
+        any_format = "; ".join(f.describe() for f in formats.values())
+        try:
+            header = next(records, None)
+        except _HeaderTooLong:
+            raise ImportFileError(
+                filename, f"the header is longer than {HEADER_MAX_CHARS:,} characters; expected a header line with the "
+                          f"columns of {fmt.describe() if fmt else any_format}", line=self.line) from None
+        except ImportFileError as exc:  # e.g. quoted names separated by ';': the delimiter says more than the quote
+            if isinstance(exc.__cause__, csv.Error):
+                self._refuse_other_delimiter(self._header_text.strip(), fmt=fmt, formats=formats, detect=detect,
+                                             shown=f"the header {self._header_text.strip()[:120]!r} is not comma-separated")
+            raise
+        finally:
+            self._header_budget, self._header_text = None, ""
         if header is None:
-            expected = fmt.describe() if fmt else "; ".join(f.describe() for f in formats.values())
-            raise ImportFileError(filename, f"the file is empty; expected a header line with the columns of {expected}", line=1)
+            raise ImportFileError(filename, f"the file is empty; expected a header line with the columns of "
+                                            f"{fmt.describe() if fmt else any_format}", line=1)
         header = [h.strip() for h in header]
-        self._check_text(header, line=1, names=[str(i + 1) for i in range(len(header))])
+        self._check_text(header, line=self.line, names=None)
         if len(header) == 1:
-            try:  # csv.Sniffer names the delimiter of a header that comma-splitting left whole
-                delimiter = csv.Sniffer().sniff(header[0], delimiters="".join(_DELIMITER_NAMES)).delimiter
-            except csv.Error:
-                delimiter = None
-            if delimiter in _DELIMITER_NAMES:
-                guess = fmt or detect([h.strip() for h in header[0].split(delimiter)])
-                expected = guess.describe() if guess else "; ".join(f.describe() for f in formats.values())
-                raise ImportFileError(
-                    filename,
-                    f"the header is one column {header[0][:120]!r}: the file looks {_DELIMITER_NAMES[delimiter]}-separated; "
-                    f"expected comma-separated columns of {expected}",
-                    line=1,
-                )
+            self._refuse_other_delimiter(header[0], fmt=fmt, formats=formats, detect=detect,
+                                         shown=f"the header is one column {header[0][:120]!r}")
         if fmt is None:
             fmt = detect(header)
             if fmt is None:
@@ -331,43 +390,79 @@ class CsvRows:
                     filename,
                     f"cannot tell the format from the header {', '.join(header)[:200]!r}; expected the columns of "
                     + "; or ".join(f.describe() for f in formats.values()) + " (or name the format)",
-                    line=1,
+                    line=self.line,
                 )
         missing = [c for c in fmt.required if c not in header]
         if missing:
             raise ImportFileError(
                 filename,
                 f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; expected the columns of {fmt.describe()}",
-                line=1,
+                line=self.line,
             )
+        first: dict[str, int] = {}
+        for number, name in enumerate(header, 1):
+            if name in first and (name in fmt.required or name in fmt.optional):
+                raise ImportFileError(
+                    filename, f"the column {name} is in the header twice (columns {first[name]} and {number}); "
+                              "expected each column once: remove or rename one", line=self.line, column=name)
+            first.setdefault(name, number)
         self.header = header
         return fmt
 
-    def rows(self, records: Iterator[list[str]], *, review_columns: Mapping[str, str] | None = None) -> Iterator[Row]:
-        """The data rows; ``review_columns`` (review field -> column) names the column in a review's errors."""
+    def _refuse_other_delimiter(self, text: str, *, fmt: ReviewFileFormat | None, formats: dict[str, ReviewFileFormat],
+                                detect: Callable[[list[str]], ReviewFileFormat | None], shown: str) -> None:
+        """Raise ImportFileError when the header ``text`` is separated by ``;``, a tab or ``|`` (csv.Sniffer),
+        naming the separator and the format's columns; return otherwise. Only the first 4,096 characters are
+        sniffed (a real header is shorter; the sniffer's patterns take quadratic time on some long texts)."""
+        text = text[:4096]
+        try:
+            delimiter = csv.Sniffer().sniff(text, delimiters="".join(_DELIMITER_NAMES)).delimiter
+        except csv.Error:
+            return
+        if delimiter not in _DELIMITER_NAMES:
+            return
+        names = next(csv.reader([text], delimiter=delimiter), [])
+        guess = fmt or detect([name.strip() for name in names])
+        expected = guess.describe() if guess else "; ".join(f.describe() for f in formats.values())
+        raise ImportFileError(
+            self.filename,
+            f"{shown}: the file looks {_DELIMITER_NAMES[delimiter]}-separated; expected comma-separated columns of "
+            f"{expected}",
+            line=self.line,
+        )
+
+    def rows(self, records: Iterator[list[str]], *, review_columns: Mapping[str, str] | None = None,
+             known_keys: frozenset[str] | set[str] = frozenset()) -> Iterator[Row]:
+        """The data rows; ``review_columns`` (review field -> column) names the column in a review's errors;
+        ``known_keys``: the curriculum's concept keys (Row.identifier)."""
         header = self.header
-        columns = {name: i for i, name in reversed(list(enumerate(header)))}  # a repeated column: the first one
+        # a column the format reads is in the header once (read_header); another one repeated is not read
+        columns = {name: i for i, name in reversed(list(enumerate(header)))}
         for values in records:
-            line = self.reader.line_num
+            line = self.line
             if len(values) != len(header):
                 raise ImportFileError(
                     self.filename, f"expected {len(header)} comma-separated fields as in the header, got {len(values)}",
                     line=line,
                 )
             self._check_text(values, line=line, names=header)
-            yield Row(filename=self.filename, line=line, columns=columns, values=values, review_columns=review_columns)
+            yield Row(filename=self.filename, line=line, columns=columns, values=values, review_columns=review_columns,
+                      known_keys=known_keys)
 
-    def _check_text(self, values: list[str], *, line: int, names: list[str]) -> None:
-        """Every field UTF-8 text without NUL bytes (a database text column cannot hold NUL)."""
+    def _check_text(self, values: list[str], *, line: int, names: list[str] | None) -> None:
+        """Every field UTF-8 text without NUL bytes (a database text column cannot hold NUL); an error names the
+        column by ``names`` (None: by its number, as for the header)."""
         joined = "".join(values)
         if "\x00" in joined:
             bad = next(i for i, v in enumerate(values) if "\x00" in v)
-            raise ImportFileError(self.filename, "a NUL byte in the field: expected UTF-8 text", line=line, column=names[bad])
+            raise ImportFileError(self.filename, "a NUL byte in the field: expected UTF-8 text", line=line,
+                                  column=names[bad] if names else str(bad + 1))
         try:
             joined.encode()
         except UnicodeEncodeError:
             bad = next(i for i, v in enumerate(values) if _not_utf8(v))
-            raise ImportFileError(self.filename, "not UTF-8 text", line=line, column=names[bad]) from None
+            raise ImportFileError(self.filename, "not UTF-8 text", line=line,
+                                  column=names[bad] if names else str(bad + 1)) from None
 
 
 def _not_utf8(value: str) -> bool:

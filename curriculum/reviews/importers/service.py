@@ -15,7 +15,8 @@ stored serving states of the file's learners are recomputed (without locks) and 
 from there to the commit (curriculum.learner_state_rebuild.refresh_states); learners without one get theirs
 after the commit, in small transactions (rebuild_states). A review already stored (by
 any route: the API, this or another file, another format) or twice in the file is a duplicate (its identity:
-learner, concept, time to the millisecond, outcome), so a second import adds nothing. Rows that are not memory
+learner, concept, time to the millisecond, outcome: correct and grade, so a review stored without a grade, as hlr
+sessions are, and the same one with a grade are two), so a second import adds nothing. Rows that are not memory
 events (see each format) are skipped and counted. On SQLite every write waits for the import's transaction
 (SQLite has one writer at a time); the target is PostgreSQL.
 """
@@ -37,7 +38,8 @@ from ..fields import check_curriculum_key
 from ..store import NewReview, store_reviews
 from ..validation import ReviewValidationError, check_learner_id
 from . import anki, fsrs, hlr
-from .csvstream import HEAD_BYTES, CsvRows, FileReview, ImportFileError, ReviewFileFormat, check_encoding, size_of
+from .csvstream import (HEAD_BYTES, CsvRows, FileReview, ImportFileError, ReviewFileFormat, check_encoding, check_utf8,
+                        size_of)
 
 __all__ = ["BATCH_SIZE", "FORMATS", "ImportFileError", "ImportResult", "check_file_head", "check_learner_rule",
            "detect_format", "import_review_file"]
@@ -60,7 +62,9 @@ class ImportResult:
     concepts_created: int
     new_concepts: tuple[str, ...] = ()  # their keys, in the order they were (or, in a dry run, would be) added
     dry_run: bool = False
-    negative_durations: int = 0  # reviews whose duration was negative (the clock went back): stored without one
+    # reviews created whose duration was negative (the clock went back): stored without one; in a dry run, the
+    # file's reviews with one (duplicates are found on import)
+    negative_durations: int = 0
     notes: tuple[str, ...] = ()  # sentences for the operator about what was read differently (summary_notes)
 
 
@@ -118,12 +122,12 @@ def import_review_file(
         learner = None
     if not fileobj.seekable():
         raise ImportFileError(filename, "the file is read twice (validated, then stored): pass a seekable file")
-    reader = _FileReader(fileobj, filename=filename, fmt=fmt, learner=learner)
+    existing = Curriculum.objects.filter(key=curriculum_key).first()
+    known = frozenset(Concept.objects.filter(curriculum=existing).values_list("key", flat=True)) if existing else frozenset()
+    reader = _FileReader(fileobj, filename=filename, fmt=fmt, learner=learner, known_keys=known)
     progress = on_progress or (lambda phase, done, total: None)
 
     # 1. Validate every row: nothing is written, no lock is taken.
-    existing = Curriculum.objects.filter(key=curriculum_key).first()
-    known = set(Concept.objects.filter(curriculum=existing).values_list("key", flat=True)) if existing else set()
     new_concepts: dict[str, str] = {}  # key -> name, in first-seen order
     learners: set[str] = set()
     rows = skipped = negative_durations = 0
@@ -159,6 +163,8 @@ def import_review_file(
                 continue
             concept = writer.concepts[review.fields.concept]
             pending.append(NewReview(curriculum, concept, review.fields, {"line": review.line}))
+            if review.negative_duration:
+                writer.negative_lines.add(review.line)
             if len(pending) >= batch_size:
                 writer.write(pending)
                 pending = []
@@ -170,6 +176,9 @@ def import_review_file(
     # 4. States of learners that had none (and of every learner of a huge file, emptied above: until rebuilt, a
     #    recommendation rebuilds an empty state from the history: correct, O(history)), in short transactions.
     rebuild_states(curriculum_id=curriculum.pk, learner_ids=later)
+    # the note counts the reviews stored without a duration: not a duplicate's (stored before, or once in the file)
+    summary.update(negative_durations=writer.negative_durations,
+                   notes=summary_notes(negative_durations=writer.negative_durations))
     return ImportResult(created=writer.created, duplicates=writer.duplicates, dry_run=False, **summary)
 
 
@@ -198,9 +207,10 @@ def check_learner_rule(fmt: ReviewFileFormat, *, learner: str | None, filename: 
 
 def check_file_head(*, fileobj: BinaryIO, filename: str, format: str | None = None, learner: str | None = None,
                     learner_option: str = "--learner ID") -> ReviewFileFormat:
-    """What can be told from a review file's first bytes, before it is stored: the encoding, the header (its
-    delimiter, the format it names, no missing column) and the learner rule (check_learner_rule). Reads at most
-    HEAD_BYTES and the header line and puts ``fileobj`` back where it was. Returns the format; raises
+    """What can be told from a review file's first bytes, before it is stored: the encoding (UTF-8 throughout the
+    first HEAD_BYTES, check_utf8), the header (its delimiter, the format it names, no missing or repeated column)
+    and the learner rule (check_learner_rule). Reads at most HEAD_BYTES and the header (at most
+    csvstream.HEADER_MAX_CHARS) and puts ``fileobj`` back where it was. Returns the format; raises
     ImportFileError (its ``field``: "format" or "learner" when that input is the one to change, else None)."""
     fmt = _choose_format(format, filename=filename)
     if learner is not None and str(learner).strip():
@@ -214,6 +224,7 @@ def check_file_head(*, fileobj: BinaryIO, filename: str, format: str | None = No
     try:
         head = fileobj.read(HEAD_BYTES)
         check_encoding(head, filename=filename)
+        check_utf8(head, filename=filename)
         fileobj.seek(start)
         stream = CsvRows(fileobj, filename=filename, head=fileobj.read(HEAD_BYTES))
         try:
@@ -237,8 +248,9 @@ def _choose_format(name: str | None, *, filename: str) -> ReviewFileFormat | Non
 class _FileReader:
     """Reads a review file as often as needed (validation, storage; anki's first pass), from its start each time."""
 
-    def __init__(self, fileobj: BinaryIO, *, filename: str, fmt: ReviewFileFormat | None, learner: str | None):
-        self.fileobj, self.filename, self.learner = fileobj, filename, learner
+    def __init__(self, fileobj: BinaryIO, *, filename: str, fmt: ReviewFileFormat | None, learner: str | None,
+                 known_keys: frozenset[str] = frozenset()):
+        self.fileobj, self.filename, self.learner, self.known_keys = fileobj, filename, learner, known_keys
         self.start = fileobj.tell()
         self.total = size_of(fileobj)
         head = fileobj.read(HEAD_BYTES)
@@ -259,7 +271,7 @@ class _FileReader:
             fmt = stream.read_header(records, fmt=fmt, formats=FORMATS, detect=detect_format)
             if counter is not None:
                 counter.append(stream.counter)
-            yield fmt, stream.rows(records, review_columns=fmt.columns)
+            yield fmt, stream.rows(records, review_columns=fmt.columns, known_keys=self.known_keys)
         finally:
             stream.close()
 
@@ -308,11 +320,14 @@ class _BatchWriter:
         self.concepts: dict[str, Concept] = {
             c.key: c for c in Concept.objects.filter(curriculum=curriculum).only("id", "key", "position", "curriculum_id")
         }
-        self.created = self.duplicates = 0
+        self.created = self.duplicates = self.negative_durations = 0
         self.learner_ids: set[int] = set()  # learners with a review created by this import
+        self.negative_lines: set[int] = set()  # lines of the reviews to write whose duration was negative
 
     def write(self, reviews: list[NewReview]) -> None:
         result = store_reviews(reviews=reviews, source=ReviewLog.Source.IMPORTED, batch=self.batch, apply_state=False)
         self.learner_ids.update(row.learner_id for row in result.reviews)
         self.created += result.created
         self.duplicates += result.duplicates
+        if self.negative_lines:
+            self.negative_durations += sum(r.where["line"] in self.negative_lines for r in result.stored)

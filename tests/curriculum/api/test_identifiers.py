@@ -207,3 +207,16 @@ def test_the_end_of_the_last_day_of_year_9999_is_a_400_not_a_500(api_client, mak
         content_type="application/json")
     assert response.status_code == 400
     assert "past the year 9999" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sent", ["0001-01-01T00:59:60+01:00", "9999-12-31T23:59:60-01:00"])
+def test_a_leap_second_past_the_first_or_last_utc_year_is_a_400_naming_the_field_not_a_500(api_client, make_curriculum,
+                                                                                           sent):
+    # the leap second's UTC minute (year 0, year 10000) was computed before the range check: an OverflowError
+    make_curriculum("demo", concepts=1)
+    response = post(api_client, "/api/v1/reviews", {"curriculum": "demo", "learner": "u1", "concept": "c0",
+                                                    "correct": True, "reviewed_at": sent})
+    assert response.status_code == 400
+    assert f"{sent!r} is out of range in UTC" in response.json()["error"]["message"]
+    assert "reviewed_at" in json.dumps(response.json())

@@ -113,6 +113,18 @@ def test_a_negative_fsrs_duration_is_counted_in_a_dry_run_too():
 
 
 @pytest.mark.django_db
+def test_the_negative_duration_note_counts_only_the_reviews_stored():
+    text = FSRS + "7,1690000000000,3,-5\n7,1690000000000,3,-5\n"  # one review, twice
+
+    first = run(text)
+    again = run(text)
+
+    assert (first.created, first.negative_durations) == (1, 1)
+    assert first.notes == ("1 review had a negative duration (clock went back): stored without a duration",)
+    assert (again.created, again.duplicates, again.negative_durations, again.notes) == (0, 2, 0, ())
+
+
+@pytest.mark.django_db
 def test_a_duration_too_long_is_still_refused():
     with pytest.raises(ImportFileError, match="line 2, column time: expected at most 2147483647 milliseconds"):
         run(ANKI + "1690000000000,1690000000001,-1,3,1,0,2500,2147483648,1\n")
