@@ -324,6 +324,18 @@ def setup_django() -> None:
     django.setup()
 
 
+def policy_window(args) -> int | None:
+    """The bench policies' DTConfig.attention_window from ``--attention-window`` (absent or None: the widest exact
+    window at DTConfig's default size, as train_crl_policy trains the default policy; 0: full attention)."""
+    from training.rl.dt import DTConfig
+    from training.rl.model_config import max_attention_window
+
+    window = getattr(args, "attention_window", None)
+    if window is None:
+        return max_attention_window(context_length=DTConfig.context_length, num_layers=DTConfig.num_layers)
+    return window or None
+
+
 def seed(args, key: str, workdir: Path) -> dict:
     """The bench curriculum, its learners' history, two registered policy versions (v1 active), a token."""
     import torch
@@ -348,7 +360,7 @@ def seed(args, key: str, workdir: Path) -> dict:
         torch.manual_seed(seed_)
         model = DecisionTransformer(DTConfig(state_dim=encoder.state_dim, action_dim=args.concepts,
                                              concept_features=FEATURES_PER_CONCEPT,
-                                             attention_window=getattr(args, "attention_window", None))).eval()
+                                             attention_window=policy_window(args))).eval()
         folder = workdir / f"policy-{seed_}"
         export_artifacts(model=model, output_dir=folder, concept_keys=concepts, encoder=encoder.to_dict(), target_return=1.0)
         config = json.loads((folder / "dt_lite_config.json").read_text())
@@ -614,8 +626,9 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=30, help="reviews per learner before the run")
     parser.add_argument("--concepts", type=int, default=20)
     parser.add_argument("--attention-window", type=int, default=None,
-                        help="the policies' local attention window in tokens (default: full attention, as trained); "
-                        "with one, serving's per-step path answers learners whose history it has cached")
+                        help="the policies' local attention window in tokens (default: the widest exact one, as "
+                        "train_crl_policy trains the default policy; 0: full attention); with one, serving's per-step "
+                        "path answers learners whose history it has cached")
     parser.add_argument("--no-promotion", action="store_true", help="keep v1 active throughout")
     parser.add_argument("--keep", action="store_true", help="keep the bench curriculum and its data afterwards")
     parser.add_argument("--log-ab", action="store_true",

@@ -135,7 +135,8 @@ def main() -> None:
     parser.add_argument("--learners", type=int, default=1000, help="learners seeded with a history")
     parser.add_argument("--history", type=int, default=30, help="reviews per seeded learner")
     parser.add_argument("--attention-window", type=int, default=None,
-                        help="the policies' local attention window in tokens (default: full attention, as trained)")
+                        help="the policies' local attention window in tokens (default: the widest exact one, as "
+                             "train_crl_policy trains the default policy; 0: full attention)")
     parser.add_argument("--top", type=int, default=0, help="also list the N functions with the most self time")
     parser.add_argument("--repeat", action="store_true", help="time the same batches a second time")
     args = parser.parse_args()
@@ -151,7 +152,7 @@ def main() -> None:
 
     print(f"\nPOST /api/v1/recommendations/batch, {args.batch} learners a request, in one process (django.test.Client); "
           f"database {connection.vendor}, cache {settings.CACHES['default']['BACKEND'].rsplit('.', 1)[-1]}, "
-          f"attention window {args.attention_window or 'none (full)'}, {os.cpu_count()} CPUs, load average "
+          f"attention window {api_load.policy_window(args) or 'none (full)'}, {os.cpu_count()} CPUs, load average "
           f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
     print("| batches | median s (wall) | learners/s (wall) | median s (process CPU) | learners/s (CPU) |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--attention-window", type=int, default=None,
                         help="the model's local attention window in tokens (default: the widest exact one, 15 at "
                              "the default context and layers); 0: full attention, no per-step rows")
+    parser.add_argument("--hidden-dim", type=int, default=DTConfig.hidden_dim,
+                        help=f"the model's width (default DTConfig's, {DTConfig.hidden_dim})")
+    parser.add_argument("--layers", type=int, default=DTConfig.num_layers,
+                        help=f"transformer blocks (default DTConfig's, {DTConfig.num_layers})")
+    parser.add_argument("--heads", type=int, default=DTConfig.num_heads,
+                        help=f"attention heads (default DTConfig's, {DTConfig.num_heads})")
     parser.add_argument("--repeats", type=int, default=400)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall: elapsed time (default); cpu: the calling thread's CPU time (every engine runs on "
@@ -141,11 +147,12 @@ def main() -> None:
     torch.manual_seed(0)
     if args.concept_features:
         args.state_dim = args.concept_features * args.action_dim
-    # the defaults otherwise: hidden 128, 4 layers, 4 heads, context 20, as train_crl_policy's
+    # the defaults otherwise: context 20, as train_crl_policy's
     window = args.attention_window
     if window is None:
-        window = max_attention_window(context_length=DEFAULT_CONTEXT_LENGTH, num_layers=DTConfig.num_layers)
+        window = max_attention_window(context_length=DEFAULT_CONTEXT_LENGTH, num_layers=args.layers)
     config = DTConfig(state_dim=args.state_dim, action_dim=args.action_dim, return_scale=10.0,
+                      hidden_dim=args.hidden_dim, num_layers=args.layers, num_heads=args.heads,
                       concept_features=args.concept_features,
                       state_token=args.state_token if args.concept_features else "linear",
                       attention_window=window or None)

@@ -7,7 +7,7 @@ one JSON line per run (to compare recipes run in separate processes).
 
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99 2024] [--epochs 10] [--batch-size 64]
         [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
-        [--attention-window W] [--dropout P] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
+        [--attention-window W] [--dropout P] [--hidden-dim H] [--layers L] [--heads N] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
         [--varied-target-range LOW HIGH] [--json FILE]
 
 ``--target-quantiles``: the trained model is also evaluated conditioned on other target returns, each that quantile of
@@ -68,8 +68,12 @@ def main() -> None:
                             help="train in float32 on the CPU (TrainConfig.cpu_bfloat16 False); default: bfloat16 "
                                  "autocast where the CPU has bfloat16 matrix units")
     parser.add_argument("--attention-window", type=int, metavar="W",
-                        help="local attention over the last W tokens (default: full attention)")
+                        help="local attention over the last W tokens (default: the widest exact window, as "
+                             "train_crl_policy; 0: full attention)")
     parser.add_argument("--dropout", type=float, metavar="P", help="the model's dropout (default DTConfig's, 0.1)")
+    parser.add_argument("--hidden-dim", type=int, metavar="H", help="the model's width (default DTConfig's)")
+    parser.add_argument("--layers", type=int, metavar="L", help="transformer blocks (default DTConfig's)")
+    parser.add_argument("--heads", type=int, metavar="N", help="attention heads (default DTConfig's)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="PyTorch threads for training (default: PyTorch's own)")
     parser.add_argument("--target-quantiles", type=float, nargs="+", metavar="Q",
@@ -90,6 +94,8 @@ def main() -> None:
                      lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio, cpu_bfloat16=args.cpu_bfloat16,
                      num_threads=args.threads)
     set_varied_target_range(parser, args.varied_target_range)
+    architecture = {name: value for name, value in (("hidden_dim", args.hidden_dim), ("num_layers", args.layers),
+                                                    ("num_heads", args.heads)) if value is not None}
     load = os.getloadavg()
     started = time.perf_counter()
     dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed,
@@ -99,7 +105,8 @@ def main() -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         outcome = train_and_export(dataset=dataset, output_dir=tmp, epochs=args.epochs, batch_size=args.batch_size,
                                    seed=args.seed, no_cuda=True, train_config=config,
-                                   attention_window=args.attention_window, dropout=args.dropout)
+                                   attention_window=args.attention_window, dropout=args.dropout,
+                                   architecture=architecture)
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
         model = DTLite.load(Path(tmp) / WEIGHTS_FILE, Path(tmp) / CONFIG_FILE)
     encoder = EncoderConfig.from_dict(model.config["encoder"])  # the fitted encoder the policy serves with
@@ -112,7 +119,8 @@ def main() -> None:
     recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
               f"{args.lr_schedule}" + (f" (floor {args.min_lr_ratio:g})" if args.lr_schedule != "constant" else "")
               + f", {outcome.hardware.get('dtype', 'float32')}"
-              + (f", attention window {args.attention_window}" if args.attention_window else "")
+              + "".join(f", {name.replace('_', ' ')} {value}" for name, value in architecture.items())
+              + (f", attention window {args.attention_window}" if args.attention_window is not None else "")
               + (f", dropout {args.dropout:g}" if args.dropout is not None else "")
               + (", concept recall exponents" if args.concept_exponents else "")
               + (f", varied targets {args.varied_target_range[0]:g}-{args.varied_target_range[1]:g}"
@@ -127,7 +135,7 @@ def main() -> None:
     record = {"recipe": recipe, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "coverage": args.coverage, "lr_schedule": args.lr_schedule,
               "min_lr_ratio": args.min_lr_ratio, "cpu_bfloat16": args.cpu_bfloat16,
-              "attention_window": args.attention_window, "dropout": args.dropout,
+              "attention_window": args.attention_window, "dropout": args.dropout, "architecture": architecture,
               "concept_exponents": args.concept_exponents, "varied_target_range": args.varied_target_range,
               "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
               "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,

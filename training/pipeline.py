@@ -209,13 +209,15 @@ def train_and_export(
     no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
-    attention_window: int | None = None, dropout: float | None = None,
+    attention_window: int | None = None, dropout: float | None = None, architecture: dict[str, int] | None = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
     the given stage_seconds (e.g. {"data": s}, the stages before this one) plus "training". ``attention_window``
-    (DTConfig's; None: full attention) trains a model with local attention; ``dropout`` (DTConfig's; None: its
-    default, 0.1) the model's dropout rate during training. Raises trainer.TrainingCancelled when
+    (DTConfig's; None: ``trainer.default_model_config``'s default, the widest exact window; 0: full attention) the
+    model's local attention; ``dropout`` (DTConfig's; None: its
+    default, 0.1) the model's dropout rate during training; ``architecture`` other DTConfig fields (e.g.
+    ``{"hidden_dim": 128, "num_layers": 4, "num_heads": 4}``, the original DT's size; None: DTConfig's). Raises trainer.TrainingCancelled when
     should_stop() says so, PipelineError when the model config or the dataset is refused."""
     from .rl.artifacts import CONFIG_FILE
     from .rl.checkpoint import export_artifacts
@@ -230,7 +232,7 @@ def train_and_export(
 
     try:
         overrides = {name: value for name, value in (("attention_window", attention_window), ("dropout", dropout))
-                     if value is not None}
+                     if value is not None} | dict(architecture or {})
         model_config = default_model_config(dataset, **overrides) if overrides else None
         result = train(dataset=dataset, model_config=model_config, train_config=config,
                        checkpoint_path=checkpoint_path, on_progress=progress, should_stop=should_stop)
@@ -348,8 +350,9 @@ def train_policy(
     population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
     are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``).
 
-    ``attention_window``: the model's local attention window in tokens (DTConfig.attention_window; None: full
-    attention), checked against the default architecture before any work. ``train_config``: the trainer's recipe
+    ``attention_window``: the model's local attention window in tokens (DTConfig.attention_window; None: the
+    widest exact window, ``trainer.default_model_config``'s default; 0: full attention), checked against the
+    default architecture before any work. ``train_config``: the trainer's recipe
     (learning rate, its schedule, coverage...; None: TRAIN_DEFAULTS), whose epochs, batch size, seed and no_cuda
     are the spec's.
     """
@@ -363,13 +366,18 @@ def train_policy(
         spec.validate()
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    if attention_window is not None:
+    if attention_window:  # None: the default window; 0: full attention
         from .rl.dt import DTConfig
+
+        from .rl.model_config import max_attention_window
 
         try:  # the default architecture (context, layers) bounds the window
             DTConfig(state_dim=1, action_dim=1, attention_window=attention_window)
-        except ValueError as exc:
-            raise PipelineError(f"--attention-window {attention_window}: {exc}") from exc
+        except ValueError:
+            widest = max_attention_window(context_length=DTConfig.context_length, num_layers=DTConfig.num_layers)
+            raise PipelineError(f"--attention-window {attention_window}: expected 0 (full attention) or a window of "
+                                f"1 to {widest} tokens ((3 x context_length - 2) // num_layers + 1 keeps the "
+                                f"per-step path exact)") from None
     if source not in DATA_SOURCES:
         raise PipelineError(f"source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}

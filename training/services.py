@@ -83,7 +83,8 @@ def train_and_register(
     once, and records its result in the second, so that both commit with the version). Promoting:
     ``curriculum.services.promote_policy`` with ``actor``, ``reason`` and ``force``.
 
-    ``attention_window`` (None: full attention) is the model's local attention window (train_policy's);
+    ``attention_window`` (None: the default, the widest exact window; 0: full attention) is the model's local
+    attention window (train_policy's);
     ``train_config`` the trainer's recipe (train_policy's; None: pipeline.TRAIN_DEFAULTS).
 
     ``progress(stage, done, total, info)`` follows the pipeline's stages, then EVALUATING_ACTIVE and REGISTERING

@@ -222,8 +222,9 @@ def extraction_encoder(job) -> dict:
         (["--seed", "99999999999999999999999"], "--seed: expected 0 to 2147483647"),
         (["--eval-processes", "0"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 0"),
         (["--eval-processes", "all"], "--eval-processes/--eval_processes: expected a positive integer or 'auto', got 'all'"),
-        (["--attention-window", "16"], "--attention-window 16: .*attention_window must be null or an integer from 1 "
-                                       "to 15"),
+        (["--attention-window", "31"], "--attention-window 31: expected 0 \\(full attention\\) or a window of 1 to 30 "
+                                       "tokens"),
+        (["--attention-window", "-1"], "--attention-window -1: expected 0 \\(full attention\\) or a window"),
         (["--coverage", "0"], "--coverage: expected a positive number, got '0'"),
         (["--coverage", "nan"], "--coverage: expected a positive number, got 'nan'"),
         (["--lr-schedule", "step"], "--lr-schedule/--lr_schedule: invalid choice: 'step'"),

@@ -51,7 +51,7 @@ HEURISTICS = ("random", "round_robin", "leitner", "lowest_recall")  # the baseli
 FAMILY_SUMMARY_KEYS = ("paired", "best_behaviour", "gap_closed")
 # When the closed loops go to worker processes (evaluate(processes=N)): a pool costs about a second to start (fork
 # server, workers, the policy shipped to each), so a run is spread only over parts worth more. A default-size DT
-# (hidden 128, 4 layers, context 20, 20 concepts) taught about 600 student-reviews/s on one core of the loaded
+# (then hidden 128, 4 layers, context 20, 20 concepts; today's default costs about a third) taught about 600 student-reviews/s on one core of the loaded
 # 2-core development machine (50 students x 100 reviews: 8.2 s), the baselines 25 to 280 times as many (the planner
 # is the slowest): POOL_PART_REVIEWS DT student-reviews are ~2.5 s of work, a baseline's run counts BASELINE_SHARE
 # of a DT's.

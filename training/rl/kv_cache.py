@@ -26,7 +26,7 @@ import xxhash
 
 from .dtlite import DTLite, StepState
 
-DEFAULT_MAX_BYTES = 64 << 20  # about 1,000 learners at the defaults (hidden 128, 4 blocks, a window of 15 tokens)
+DEFAULT_MAX_BYTES = 64 << 20  # about 2,000 learners at the defaults (hidden 64, 2 blocks, a window of 30 tokens)
 
 
 class StepCacheStore:

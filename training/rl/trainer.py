@@ -24,7 +24,7 @@ from training.rl.artifacts import FORMAT_VERSION
 from training.rl.batches import BatchBuilder, draw_window_ends
 from training.rl.checkpoint import read_checkpoint, write_checkpoint
 from training.rl.dt import DecisionTransformer, DTConfig
-from training.rl.model_config import SUMMARY_FEATURES_PER_CONCEPT, concept_head_fits
+from training.rl.model_config import SUMMARY_FEATURES_PER_CONCEPT, concept_head_fits, max_attention_window
 from training.rl.trajectories import TrajectoryDataset
 
 
@@ -173,9 +173,18 @@ def training_autocast(device: str, *, cpu_bfloat16: bool | None = False) -> cont
 
 
 def default_model_config(dataset: TrajectoryDataset, **overrides: Any) -> DTConfig:
-    """DTConfig for a dataset: its dimensions, the original DT's defaults, return_scale from the data, and, when
-    the encoder's states are per-concept feature groups (they are for StateEncoder), the concept head and the
-    fixed-size summary state token (so the transformer's cost does not grow with the number of concepts)."""
+    """DTConfig for a dataset: its dimensions, DTConfig's default size, return_scale from the data, local attention
+    over the widest exact window (``model_config.max_attention_window``: 30 tokens at context 20 and 2 layers, so
+    that DTLite serves a learner step by step), and, when the encoder's states are per-concept feature groups (they
+    are for StateEncoder), the concept head and the fixed-size summary state token (so the transformer's cost does
+    not grow with the number of concepts). ``overrides``: DTConfig fields; ``attention_window`` None or absent is
+    the widest exact window, 0 full attention (the original DT). ValueError from DTConfig for a field it refuses."""
+    window = overrides.pop("attention_window", None)
+    if window is None:
+        window = max_attention_window(
+            context_length=overrides.get("context_length", DTConfig.context_length),
+            num_layers=overrides.get("num_layers", DTConfig.num_layers))
+    overrides["attention_window"] = window or None  # 0: full attention
     state_dim = dataset.state_dim
     action_dim = max(len(dataset.concept_keys), int(dataset.actions.max()) + 1)
     per_concept = len(dataset.encoder.get("features") or ())

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from training.rl.dt import DTConfig
+from training.rl.model_config import max_attention_window
 from training.rl.trainer import (
     TrainConfig,
     TrainingCancelled,
@@ -213,6 +214,21 @@ def test_progress_reports_epochs_and_steps():
     assert all(math.isfinite(c[4]) for c in calls)
 
 
+def test_default_model_is_the_small_one_with_the_widest_exact_window():
+    dataset = toy_dataset()
+    config = default_model_config(dataset)
+    assert (config.hidden_dim, config.num_layers, config.num_heads) == (64, 2, 2)
+    widest = (3 * config.context_length - 2) // config.num_layers + 1  # 30 at context 20
+    assert config.attention_window == widest == max_attention_window(context_length=config.context_length,
+                                                                     num_layers=2)
+    assert default_model_config(dataset, attention_window=None).attention_window == widest
+    assert default_model_config(dataset, attention_window=0).attention_window is None  # full attention
+    assert default_model_config(dataset, attention_window=7).attention_window == 7
+    # the window follows the layers asked for
+    assert default_model_config(dataset, num_layers=4, num_heads=4).attention_window == (3 * config.context_length
+                                                                                        - 2) // 4 + 1
+
+
 @pytest.mark.trains
 def test_loss_decreases_on_a_learnable_dataset():
     config = DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2, num_heads=2, context_length=K,
@@ -246,4 +262,8 @@ def test_train_and_export_passes_the_model_overrides_to_the_model(tmp_path):
     train_and_export(dataset=toy_dataset(), output_dir=tmp_path / "default", epochs=1, batch_size=8, seed=1,
                      no_cuda=True, train_config=quick(epochs=1))
     default = read_checkpoint(tmp_path / "default" / "dt_model.pt")["config"]
-    assert (default.get("attention_window"), default["dropout"]) == (None, 0.1)
+    widest = max_attention_window(context_length=default["context_length"], num_layers=default["num_layers"])
+    assert (default.get("attention_window"), default["dropout"]) == (widest, 0.1)
+    train_and_export(dataset=toy_dataset(), output_dir=tmp_path / "full", epochs=1, batch_size=8, seed=1,
+                     no_cuda=True, train_config=quick(epochs=1), attention_window=0)
+    assert read_checkpoint(tmp_path / "full" / "dt_model.pt")["config"].get("attention_window") is None

@@ -52,8 +52,8 @@ class Command(BaseCommand):
                             metavar="W",
                             help="local attention: each token attends to the last W tokens only, at most "
                                  "(3 x context_length - 2) // num_layers + 1 (the error says the bound), so DTLite "
-                                 "can serve a learner step by step from cached keys and values; default: full "
-                                 "attention")
+                                 "can serve a learner step by step from cached keys and values; default: the "
+                                 "widest exact window (30 at the default size); 0: full attention")
         recipe = parser.add_argument_group("the training recipe (default: the one chosen on validation seeds, "
                                            "pipeline.TRAIN_DEFAULTS)")
         recipe.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES,
