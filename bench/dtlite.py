@@ -1,6 +1,7 @@
 """Benchmark: every inference engine on the same weights, one thread each, side by side; prints a Markdown table.
 
-    .venv/bin/python bench/dtlite.py [--attention-window 15] [--action-dim 20] [--repeats 400]
+    .venv/bin/python bench/dtlite.py [--attention-window W] [--hidden-dim 64] [--layers 2] [--heads 2] [--action-dim 20]
+        [--repeats 400]
 
 The engines: PyTorch eager's full forward; DTLite's full forward for the last state token (`select_action`) and for
 every position (`action_logits`); DTLite's per-step path (`step`: one new timestep against the cached keys and
@@ -129,8 +130,9 @@ def main() -> None:
                         help="summary: the fixed-size summary train_crl_policy exports (default); linear: the "
                              "earlier embedding of the whole state (needs --concept-features or --state-dim)")
     parser.add_argument("--attention-window", type=int, default=None,
-                        help="the model's local attention window in tokens (default: the widest exact one, 15 at "
-                             "the default context and layers); 0: full attention, no per-step rows")
+                        help="the model's local attention window in tokens (default: the widest exact one for "
+                             "--layers, 30 at the default context and 2 layers, as train_crl_policy trains); 0: full "
+                             "attention, no per-step rows")
     parser.add_argument("--hidden-dim", type=int, default=DTConfig.hidden_dim,
                         help=f"the model's width (default DTConfig's, {DTConfig.hidden_dim})")
     parser.add_argument("--layers", type=int, default=DTConfig.num_layers,

@@ -10,8 +10,9 @@ to N threads, as a trainer with ``TrainConfig.num_threads=N`` or OMP_NUM_THREADS
 threads (training/rl/cpu_threads.py: one a process, ``EVALUATION_THREADS``, never more than the available cores) and
 gives the caller's back. With --asked, N is asked of the evaluation itself, ``evaluate(threads=N, processes=1)``
 (capped at the available cores): what a thread count costs. Worker processes are bench/evaluation_processes.py's.
-Without --policy_dir the policy is an untrained model of the default size (20 concepts, hidden 128, 4 layers,
-context 20) exported to DTLite: the cost of the loop does not depend on what the weights learned. Runs alternate over
+Without --policy_dir the policy is an untrained model of DTConfig's default size (20 concepts, hidden 64, 2 layers,
+context 20; the figures in bench/README.md were measured at the earlier hidden 128, 4 layers) with full attention,
+exported to DTLite: the cost of the loop does not depend on what the weights learned. Runs alternate over
 the thread counts; the table gives the medians and each count's time against the 2-thread run's.
 """
 from __future__ import annotations

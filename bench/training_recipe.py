@@ -7,7 +7,7 @@ one JSON line per run (to compare recipes run in separate processes).
 
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99 2024] [--epochs 10] [--batch-size 64]
         [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
-        [--attention-window W] [--dropout P] [--hidden-dim H] [--layers L] [--heads N] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
+        [--attention-window W] [--dropout P] [--hidden-dim H] [--layers L] [--heads N] [--families F] [--eval-family F] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
         [--varied-target-range LOW HIGH] [--json FILE]
 
 ``--target-quantiles``: the trained model is also evaluated conditioned on other target returns, each that quantile of
@@ -84,6 +84,11 @@ def main() -> None:
     parser.add_argument("--varied-target-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="the behaviour mix's varied_target_recall targets (default policies.py's 0.15 0.45; set "
                              "in this process: the default cohort is simulated here, not in worker processes)")
+    parser.add_argument("--families", metavar="FAMILIES",
+                        help="the training cohort's student families, as train_crl_policy --families (default: the "
+                             "built-in students); e.g. builtin,fsrs6,actr to hold hlr out")
+    parser.add_argument("--eval-family", metavar="FAMILY",
+                        help="the held-out students' family (default: the built-in students), e.g. the one held out")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
     args = parser.parse_args()
     eval_seeds = args.eval_seeds
@@ -99,7 +104,7 @@ def main() -> None:
     load = os.getloadavg()
     started = time.perf_counter()
     dataset = build_synthetic_dataset(num_users=USERS, interactions=INTERACTIONS, concepts=CONCEPTS, seed=args.seed,
-                                      concept_exponents=args.concept_exponents)
+                                      concept_exponents=args.concept_exponents, families=args.families)
     data_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -113,7 +118,7 @@ def main() -> None:
     evaluation = time.perf_counter()
     values: dict[int, dict[str, np.ndarray]] = {}
     with limited_threads(EVALUATION_THREADS):  # as the pipeline's evaluation: one thread (cpu_threads.py)
-        evaluate_seeds(values, eval_seeds=eval_seeds, model=model, encoder=encoder)
+        evaluate_seeds(values, eval_seeds=eval_seeds, model=model, encoder=encoder, family=args.eval_family)
     evaluation_s = time.perf_counter() - evaluation
     steps = outcome.hardware["optimizer_steps"]
     recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
@@ -123,6 +128,8 @@ def main() -> None:
               + (f", attention window {args.attention_window}" if args.attention_window is not None else "")
               + (f", dropout {args.dropout:g}" if args.dropout is not None else "")
               + (", concept recall exponents" if args.concept_exponents else "")
+              + (f", families {args.families}" if args.families else "")
+              + (f", evaluated on {args.eval_family} students" if args.eval_family else "")
               + (f", varied targets {args.varied_target_range[0]:g}-{args.varied_target_range[1]:g}"
                  if args.varied_target_range else ""))
     print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -136,6 +143,9 @@ def main() -> None:
               "learning_rate": args.learning_rate, "coverage": args.coverage, "lr_schedule": args.lr_schedule,
               "min_lr_ratio": args.min_lr_ratio, "cpu_bfloat16": args.cpu_bfloat16,
               "attention_window": args.attention_window, "dropout": args.dropout, "architecture": architecture,
+              "model": {name: model.config.get(name) for name in ("hidden_dim", "num_layers", "num_heads",
+                                                                  "attention_window")},  # as trained
+              "families": args.families, "eval_family": args.eval_family,
               "concept_exponents": args.concept_exponents, "varied_target_range": args.varied_target_range,
               "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
               "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,
@@ -242,24 +252,27 @@ def train_and_report(dataset, *, seed: int, threads: int, eval_seeds: list[int],
     return model
 
 
-def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder) -> None:
+def evaluate_seeds(values: dict, *, eval_seeds: list[int], model, encoder, family: str | None = None) -> None:
     """values[eval_seed][policy]: each held-out student's mean final recall (evaluation.final_recall), float64
-    [STUDENTS], for DTLite ("dt") and BASELINES, on each evaluation seed's students."""
+    [STUDENTS], for DTLite ("dt") and BASELINES, on each evaluation seed's students (of ``family``; None: the
+    built-in ones)."""
     from training.rl.evaluation import final_recall
 
     for eval_seed in eval_seeds:
-        values[eval_seed] = {"dt": final_recall_of(model, encoder=encoder, eval_seed=eval_seed)}
+        values[eval_seed] = {"dt": final_recall_of(model, encoder=encoder, eval_seed=eval_seed, family=family)}
         for name in BASELINES:
             values[eval_seed][name] = final_recall(policy_name=name, num_concepts=CONCEPTS, students=STUDENTS,
-                                                   interactions=INTERACTIONS, seed=eval_seed, encoder=encoder)
+                                                   interactions=INTERACTIONS, seed=eval_seed, encoder=encoder,
+                                                   family=family)
 
 
-def final_recall_of(model, *, encoder, eval_seed: int) -> np.ndarray:
-    """DTLite's per-student mean final recall on eval_seed's held-out students, float64 [STUDENTS]."""
+def final_recall_of(model, *, encoder, eval_seed: int, family: str | None = None) -> np.ndarray:
+    """DTLite's per-student mean final recall on eval_seed's held-out students (of ``family``; None: built-in),
+    float64 [STUDENTS]."""
     from training.rl.evaluation import final_recall
 
     return final_recall(policy_name="dt", num_concepts=CONCEPTS, students=STUDENTS, interactions=INTERACTIONS,
-                        seed=eval_seed, encoder=encoder, model=model)
+                        seed=eval_seed, encoder=encoder, model=model, family=family)
 
 
 def _half(v: np.ndarray) -> float:

@@ -17,7 +17,8 @@ from curriculum.svg import Series, line_chart, nice_ticks
 from .spec import TrainingSpec
 
 # The model's and the optimiser's parameters, as the exported config records them (training.rl.artifacts).
-MODEL_PARAMETERS = ("hidden_dim", "num_layers", "num_heads", "context_length", "learning_rate", "target_return",
+MODEL_PARAMETERS = ("hidden_dim", "num_layers", "num_heads", "attention_window", "context_length", "learning_rate",
+                    "target_return",
                     "target_return_quantile", "temperature", "top_k", "device")
 MISSING = "-"
 
@@ -70,6 +71,8 @@ def _parameters(policy: PolicyModel) -> dict[str, Any]:
     if run is not None:
         values.update({name: getattr(run, name) for name in TrainingSpec.names() if hasattr(run, name)})
     values.update({name: config[name] for name in MODEL_PARAMETERS if name in config})
+    if config and values.get("attention_window") is None:  # absent or null in a config: full attention
+        values["attention_window"] = "full"
     for name in ("epochs", "batch_size", "seed"):  # a command-line version records them in its config only
         if name not in values and name in config:
             values[name] = config[name]

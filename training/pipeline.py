@@ -204,6 +204,23 @@ def training_hardware(result: Any) -> dict[str, Any]:
             "training_s": round(result.seconds, 2)}
 
 
+def check_attention_window(attention_window: int | None, architecture: dict[str, int] | None = None) -> None:
+    """Refuse a local attention window the model (DTConfig's default size, or ``architecture``'s context length and
+    layers) cannot take: PipelineError naming ``--attention-window`` and the bound. None (the widest exact window)
+    and 0 (full attention) pass."""
+    if attention_window is None or (attention_window == 0 and not isinstance(attention_window, bool)):
+        return
+    from .rl.dt import DTConfig
+    from .rl.model_config import max_attention_window
+
+    shape = {name: (architecture or {}).get(name, getattr(DTConfig, name)) for name in ("context_length", "num_layers")}
+    widest = max_attention_window(**shape)
+    if isinstance(attention_window, bool) or not isinstance(attention_window, int) or not 1 <= attention_window <= widest:
+        raise PipelineError(f"--attention-window {attention_window}: expected 0 (full attention) or a window of 1 to "
+                            f"{widest} tokens ((3 x context_length - 2) // num_layers + 1 keeps the per-step path "
+                            "exact)")
+
+
 def train_and_export(
     *, dataset: TrajectoryDataset, output_dir: str | os.PathLike, epochs: int, batch_size: int, seed: int,
     no_cuda: bool = False, checkpoint_path: str | os.PathLike | None = None,
@@ -218,11 +235,13 @@ def train_and_export(
     model's local attention; ``dropout`` (DTConfig's; None: its
     default, 0.1) the model's dropout rate during training; ``architecture`` other DTConfig fields (e.g.
     ``{"hidden_dim": 128, "num_layers": 4, "num_heads": 4}``, the original DT's size; None: DTConfig's). Raises trainer.TrainingCancelled when
-    should_stop() says so, PipelineError when the model config or the dataset is refused."""
+    should_stop() says so, PipelineError when the model config or the dataset is refused (an attention window out of
+    range: ``check_attention_window``'s message)."""
     from .rl.artifacts import CONFIG_FILE
     from .rl.checkpoint import export_artifacts
     from .rl.trainer import default_model_config, train
 
+    check_attention_window(attention_window, architecture)
     config = replace(train_config or TRAIN_DEFAULTS, epochs=epochs, batch_size=batch_size, seed=seed, no_cuda=no_cuda)
     device = training_device(no_cuda=no_cuda)
 
@@ -366,18 +385,7 @@ def train_policy(
         spec.validate()
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    if attention_window:  # None: the default window; 0: full attention
-        from .rl.dt import DTConfig
-
-        from .rl.model_config import max_attention_window
-
-        try:  # the default architecture (context, layers) bounds the window
-            DTConfig(state_dim=1, action_dim=1, attention_window=attention_window)
-        except ValueError:
-            widest = max_attention_window(context_length=DTConfig.context_length, num_layers=DTConfig.num_layers)
-            raise PipelineError(f"--attention-window {attention_window}: expected 0 (full attention) or a window of "
-                                f"1 to {widest} tokens ((3 x context_length - 2) // num_layers + 1 keeps the "
-                                f"per-step path exact)") from None
+    check_attention_window(attention_window)  # before any work
     if source not in DATA_SOURCES:
         raise PipelineError(f"source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
     seconds: dict[str, float] = {}

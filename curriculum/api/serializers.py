@@ -307,6 +307,9 @@ class ActivePolicySerializer(serializers.ModelSerializer):
     hidden_dim = _config("hidden_dim", serializers.IntegerField)
     num_layers = _config("num_layers", serializers.IntegerField)
     num_heads = _config("num_heads", serializers.IntegerField)
+    attention_window = _config("attention_window", serializers.IntegerField, help_text=(
+        "Local attention: each token attends to itself and the W - 1 tokens before it (the default since "
+        "2026-12-07); null: full attention."))
     max_timestep = _config("max_timestep", serializers.IntegerField)
     target_return = _config("target_return", serializers.FloatField, help_text="Return-to-go the policy is conditioned on.")
     temperature = _config("temperature", serializers.FloatField)
@@ -318,7 +321,8 @@ class ActivePolicySerializer(serializers.ModelSerializer):
         model = PolicyModel
         fields = [
             "curriculum", "version", "status", "created_at", "promoted_at", "metrics", "concept_keys", "context_length",
-            "state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads", "max_timestep", "target_return",
+            "state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads", "attention_window", "max_timestep",
+            "target_return",
             "temperature", "top_k", "encoder", "artifacts",
         ]
 

@@ -60,6 +60,14 @@ def test_only_what_differs_is_listed_and_the_rest_is_the_same(curriculum, make_p
     assert "batch_size" not in differs and "epochs" not in same
 
 
+def test_a_local_attention_window_against_full_attention_is_a_difference(curriculum, make_policy):
+    # versions trained before 2026-12-07 (no key) attend to the whole context; today's default attends locally
+    v1, v2 = trained(make_policy(curriculum)), trained(make_policy(curriculum))
+    PolicyModel.objects.filter(pk=v2.pk).update(config={**v2.config, "attention_window": 30})
+    v2.refresh_from_db()
+    assert rows_by_name(compare_versions(policies=[v1, v2]).differences)["attention_window"] == ("full", 30)
+
+
 def test_a_fact_one_version_lacks_is_a_difference(curriculum, make_policy):
     v1 = trained(make_policy(curriculum))
     v2 = make_policy(curriculum)  # registered from the command line: no run

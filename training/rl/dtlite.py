@@ -440,8 +440,10 @@ class DTLite:
         out += self.embed_state_b
 
     def _time(self, timesteps: np.ndarray) -> np.ndarray:
-        # np.minimum / np.maximum: np.clip's wrapper costs several microseconds a call on a handful of timesteps
-        return self.embed_timestep[np.minimum(np.maximum(timesteps, 0), self.max_timestep - 1)]
+        if timesteps.dtype == np.int64:  # what serving passes: np.clip's wrapper costs microseconds a call here
+            return self.embed_timestep[np.minimum(np.maximum(timesteps, 0), self.max_timestep - 1)]
+        # any other integer type (uint8 may not hold the bound; uint64 and int64 promote to float): np.clip's rules
+        return self.embed_timestep[np.clip(timesteps, 0, self.max_timestep - 1)]
 
     def _heads(self, h: np.ndarray, states: np.ndarray) -> np.ndarray:
         """The action logits [..., A] from the state tokens' last-block outputs h [..., H] and their states."""
@@ -470,8 +472,8 @@ class DTLite:
         blocks = len(self.blocks)
         # starts[i]: the first token block i reads (starts[i + 1]: the first whose output it computes). All of them,
         # but for the last state token alone with local attention: block i's outputs reach (W - 1) tokens further
-        # per later block, so earlier rows are never read (blocks 0-3 compute 43, 29, 15 and 1 of the 59 rows at the
-        # defaults).
+        # per later block, so earlier rows are never read (blocks 0-1 compute 30 and 1 of the 59 rows at the
+        # defaults, a 30-token window over 2 blocks; 43, 29, 15 and 1 with 4 blocks and a 15-token window).
         starts = [0] * (blocks + 1)
         if last_only and window is not None:
             starts = [max(0, last - (blocks - i) * (window - 1)) for i in range(blocks)] + [last]

@@ -46,3 +46,15 @@ def test_the_active_version_is_described(api_client, demo, make_real_policy):
 def test_without_a_token_it_is_401(client, demo):
     response = client.get("/api/v1/curricula/demo/policy")
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+
+
+
+def test_the_active_version_says_its_attention_window_null_for_full_attention(api_client, demo, make_real_policy):
+    # versions trained since 2026-12-07 attend locally by default; earlier configs (no key) read as full attention
+    policy = make_real_policy(demo, seed=1)
+    promote_policy(policy=policy, reason="test")
+    assert "attention_window" not in policy.config
+    assert api_client.get("/api/v1/curricula/demo/policy").json()["attention_window"] is None
+    policy.config = {**policy.config, "attention_window": 3}
+    policy.save(update_fields=["config"])
+    assert api_client.get("/api/v1/curricula/demo/policy").json()["attention_window"] == 3

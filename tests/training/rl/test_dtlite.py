@@ -25,7 +25,11 @@ def export(model: DecisionTransformer, directory) -> DTLite:
 
 
 def random_model(**config) -> DecisionTransformer:
+    """A random model of the original Decision Transformer's size (hidden 128, 4 blocks, 4 heads: every export
+    before 2026-12-07 has it, and more blocks than today's default of 2 exercise more of DTLite), unless ``config``
+    says otherwise."""
     torch.manual_seed(1)
+    config = {"hidden_dim": 128, "num_layers": 4, "num_heads": 4, **config}
     model = DecisionTransformer(DTConfig(state_dim=S, action_dim=A, context_length=K, max_timestep=200,
                                          return_scale=4.0, **config)).eval()
     with torch.no_grad():  # larger than init-sized weights, so that every block matters
@@ -173,3 +177,15 @@ def test_the_architecture_rules_are_the_same_for_dtconfig_dtlite_and_the_artifac
             "concept_keys": list("abcd"), "encoder": {}, "format_version": 1, "weights_sha256": "0" * 64}
     with pytest.raises(ArtifactError, match=f"dt_lite_config.json: {message}"):
         check_config(full)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.uint64])
+def test_timesteps_of_any_integer_type_give_the_same_logits(random_pair, dtype):
+    # the clamp to max_timestep - 1 must not overflow a narrow type (np.clip did not; a bare Python bound would)
+    _, lite = random_pair
+    rng = np.random.default_rng(4)
+    B, T = 2, K
+    args = (rng.normal(size=(B, T)).astype(np.float32), rng.random((B, T, S), dtype=np.float32),
+            rng.integers(0, A, (B, T)))
+    steps = np.sort(rng.integers(0, 100, (B, T)), axis=1)
+    np.testing.assert_array_equal(lite.action_logits(*args, steps.astype(dtype)), lite.action_logits(*args, steps))

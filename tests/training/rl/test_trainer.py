@@ -267,3 +267,18 @@ def test_train_and_export_passes_the_model_overrides_to_the_model(tmp_path):
     train_and_export(dataset=toy_dataset(), output_dir=tmp_path / "full", epochs=1, batch_size=8, seed=1,
                      no_cuda=True, train_config=quick(epochs=1), attention_window=0)
     assert read_checkpoint(tmp_path / "full" / "dt_model.pt")["config"].get("attention_window") is None
+
+
+@pytest.mark.parametrize("window", [-1, 31, 2.5, True])
+def test_train_and_export_refuses_a_window_naming_the_flag_and_the_bound(tmp_path, window):
+    from training.pipeline import PipelineError, train_and_export
+
+    with pytest.raises(PipelineError, match=r"--attention-window .*: expected 0 \(full attention\) or a window of 1 "
+                                            r"to 30 tokens"):
+        train_and_export(dataset=toy_dataset(), output_dir=tmp_path, epochs=1, batch_size=8, seed=1, no_cuda=True,
+                         train_config=quick(epochs=1), attention_window=window)
+    # the bound follows the layers asked for: (3 x 20 - 2) // 4 + 1 = 15
+    with pytest.raises(PipelineError, match="a window of 1 to 15 tokens"):
+        train_and_export(dataset=toy_dataset(), output_dir=tmp_path, epochs=1, batch_size=8, seed=1, no_cuda=True,
+                         train_config=quick(epochs=1), attention_window=16,
+                         architecture={"hidden_dim": 32, "num_layers": 4, "num_heads": 2})
