@@ -272,9 +272,13 @@ class BatchRecommendationsView(ApiView):
         return response
 
     def throttle_cost(self, request: Request) -> int:
-        """Units of the per-token budget this request uses: one per learner sent (TokenRateThrottle)."""
+        """Units of the per-token budget this request uses: one per learner sent (TokenRateThrottle); one for a list
+        longer than serving.MAX_BATCH_LEARNERS, which is refused with a 400 and answers no learner (it used the
+        budget of every learner it named, and one longer than the budget was a 429 before its 400)."""
         learners = request.data.get("learners") if isinstance(request.data, dict) else None
-        return len(learners) if isinstance(learners, list) else 1
+        if not isinstance(learners, list) or len(learners) > serving.MAX_BATCH_LEARNERS:
+            return 1
+        return len(learners)
 
 
 class ActivePolicyView(ApiView):

@@ -142,6 +142,19 @@ def test_a_batch_larger_than_the_budget_uses_all_of_it(api_client, demo, rate):
     assert response.status_code == 429
 
 
+def test_a_list_longer_than_the_batch_limit_is_a_400_that_uses_one_unit(api_client, demo, rate):
+    # a newcomer's 50,000 learners used 50,000 units of 60,000 for a 400; 70,000 was a 429 before its 400
+    from curriculum.serving import MAX_BATCH_LEARNERS
+
+    for size in (MAX_BATCH_LEARNERS + 1, 5 * MAX_BATCH_LEARNERS):  # both past the budget of 5
+        response = post(api_client, {"curriculum": "demo", "learners": [f"u{i}" for i in range(size)]})
+        assert response.status_code == 400, response.content
+        assert f"expected at most {MAX_BATCH_LEARNERS} items" in response.json()["error"]["message"]
+    # two units used: three learners still fit
+    assert post(api_client, {"curriculum": "demo", "learners": ["a", "b", "c"]}).status_code == 200
+    assert post(api_client, {"curriculum": "demo", "learners": ["a"]}).status_code == 429
+
+
 def test_a_batch_over_the_process_limit_is_refused_at_once_without_using_the_budget(api_client, demo, rate, caplog):
     from curriculum.api.concurrency import batch_requests
 
