@@ -94,9 +94,13 @@ class WorkerHealth:
         return out
 
 
-def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt.datetime | None = None) -> WorkerHealth:
+def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt.datetime | None = None,
+                  cached: bool = False) -> WorkerHealth:
     """Ask the broker and the workers, within about 3 x ``timeout`` seconds in the worst case; never raises for a
     broker problem (it is reported in ``broker_error``). ``app`` defaults to crlsite.celery.app (a seam for tests).
+    ``cached``: take the workers' queues from ``queue_listeners``' cache when it holds them (LISTENERS_CACHE_SECONDS),
+    and store them there after a broadcast: the broadcast always waits out ``timeout`` (it cannot know how many
+    workers will answer), which made every admin index page take about 2 s. Queue lengths and jobs are read live.
     """
     if app is None:
         from crlsite.celery import app
@@ -119,7 +123,13 @@ def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt
             channel = connection.default_channel
             for name in names:
                 messages[name] = queue_length(channel, name)
-            replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
+            replies = _cached_replies() if cached else None
+            if replies is None:
+                replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
+                if cached:
+                    _store_listeners({queue: tuple(sorted(w for w, qs in replies.items()
+                                                          if any(q.get("name", "") == queue for q in qs or ())))
+                                      for queue in {q.get("name", "") for qs in replies.values() for q in qs or ()}})
     except Exception as exc:  # noqa: BLE001 - any broker failure degrades the panel, never the page
         log.warning("worker health: broker %s did not answer: %s: %s", health.broker, type(exc).__name__, exc)
         health.broker_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -154,6 +164,30 @@ def _connection(app, timeout: float):
     return connection
 
 
+def _cached_replies() -> dict[str, list[dict[str, str]]] | None:
+    """``active_queues``' replies ({worker: [{"name": queue}, ...]}) rebuilt from queue_listeners' cache, or None
+    when it holds none (or the cache is down: the caller broadcasts)."""
+    try:
+        cached = cache.get(LISTENERS_CACHE_KEY)
+    except Exception:  # noqa: BLE001 - a cache outage only costs the broadcast
+        return None
+    if cached is None or cached.get("listeners") is None:
+        return None
+    replies: dict[str, list[dict[str, str]]] = {}
+    for queue, workers in cached["listeners"].items():
+        for worker in workers:
+            replies.setdefault(worker, []).append({"name": queue})
+    return replies
+
+
+def _store_listeners(answer: dict[str, tuple[str, ...]] | None) -> None:
+    """Keep queue -> workers in Django's cache for LISTENERS_CACHE_SECONDS (None: the broker did not answer)."""
+    try:
+        cache.set(LISTENERS_CACHE_KEY, {"listeners": answer}, LISTENERS_CACHE_SECONDS)
+    except Exception:  # noqa: BLE001 - the answer is still right without the cache
+        pass
+
+
 def queue_listeners(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None) -> dict[str, tuple[str, ...]] | None:
     """Queue name -> the workers consuming it (sorted names; a queue nobody consumes is absent), or None when the
     broker did not answer. One ``active_queues`` broadcast, at most about 2 x ``timeout`` seconds, its answer kept in
@@ -179,10 +213,7 @@ def queue_listeners(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None) -> di
         log.warning("queue listeners: broker %s did not answer: %s: %s", _describe(app), type(exc).__name__, exc)
         listeners = None
     answer = None if listeners is None else {queue: tuple(sorted(names)) for queue, names in listeners.items()}
-    try:
-        cache.set(LISTENERS_CACHE_KEY, {"listeners": answer}, LISTENERS_CACHE_SECONDS)
-    except Exception:  # noqa: BLE001 - logged above when the cache is down; the answer is still right
-        pass
+    _store_listeners(answer)
     return answer
 
 

@@ -90,11 +90,11 @@ def test_the_admin_index_shows_worker_health_and_survives_a_dead_broker(admin_cl
     import training.templatetags.worker_health as tag
 
     TrainingRun.objects.create(curriculum=curriculum, concepts=5)
-    monkeypatch.setattr(tag, "worker_health", lambda: WorkerHealth(
+    monkeypatch.setattr(tag, "worker_health", lambda **kw: WorkerHealth(
         broker="redis://x", queues=[QueueInfo(name="gpu", messages=2, queued_jobs=1, workers=())]))
     page = admin_client.get(reverse("admin:index")).content.decode()
     assert 'id="worker-health"' in page and 'No worker listens on queue &quot;gpu&quot;' in page
-    monkeypatch.setattr(tag, "worker_health", lambda: WorkerHealth(broker="redis://x", broker_error="ConnectionError: refused"))
+    monkeypatch.setattr(tag, "worker_health", lambda **kw: WorkerHealth(broker="redis://x", broker_error="ConnectionError: refused"))
     response = admin_client.get(reverse("admin:index"))
     assert response.status_code == 200 and "The broker did not answer" in response.content.decode()
 
@@ -144,3 +144,28 @@ def test_queue_listeners_is_none_when_the_broker_does_not_answer(monkeypatch):
     app = Celery("down", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
     assert workers.queue_listeners(timeout=0.2, app=app) is None
     cache.delete(workers.LISTENERS_CACHE_KEY)
+
+
+def test_the_panel_broadcasts_at_most_once_per_cache_period(curriculum, monkeypatch, empty_broker):
+    # the broadcast waits out its timeout whatever the workers do: every admin index page took about 2 s
+    from django.core.cache import cache
+
+    from training.workers import LISTENERS_CACHE_KEY
+
+    cache.delete(LISTENERS_CACHE_KEY)
+    app, calls = empty_broker, []
+
+    def inspect(**kw):
+        calls.append(kw)
+        return FakeInspect({"w1@host": [{"name": "default"}, {"name": "gpu"}], "w2@host": [{"name": "gpu"}]})
+
+    monkeypatch.setattr(app.control, "inspect", inspect)
+    first = worker_health(timeout=0.2, app=app, cached=True)
+    second = worker_health(timeout=0.2, app=app, cached=True)
+    assert len(calls) == 1
+    for health in (first, second):
+        assert {w.name: w.queues for w in health.workers} == {"w1@host": ("default", "gpu"), "w2@host": ("gpu",)}
+        assert {q.name: q.workers for q in health.queues}["gpu"] == ("w1@host", "w2@host")
+    worker_health(timeout=0.2, app=app)  # not cached: asks the workers
+    assert len(calls) == 2
+    cache.delete(LISTENERS_CACHE_KEY)

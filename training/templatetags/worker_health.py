@@ -11,8 +11,9 @@ register = template.Library()
 
 @register.inclusion_tag("admin/training/worker_health.html", takes_context=True)
 def worker_health_panel(context) -> dict:
-    """Workers, queues and running jobs (training/workers.py); asks the broker with short timeouts."""
-    health = worker_health()
+    """Workers, queues and running jobs (training/workers.py); asks the broker with short timeouts, the workers'
+    queues at most every LISTENERS_CACHE_SECONDS (their broadcast waits out its timeout)."""
+    health = worker_health(cached=True)
     return {
         "health": health,
         "running": [
