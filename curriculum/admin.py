@@ -351,7 +351,10 @@ class PolicyModelAdmin(admin.ModelAdmin):
     def loss_chart(self, obj: PolicyModel):
         run = getattr(obj, "training_run", None)
         steps = getattr(run, "loss_steps", None) or []
-        history = getattr(run, "loss_history", None) or (obj.config or {}).get("loss_history") or []
+        config = obj.config or {}
+        # a command-line version has no training run: dt_lite_config.json's extra holds its per-epoch losses
+        extra = config.get("extra") if isinstance(config.get("extra"), dict) else {}
+        history = getattr(run, "loss_history", None) or config.get("loss_history") or extra.get("loss_history") or []
         if not steps and not history:
             return "-"
         return charts.loss_curve(loss_steps=steps, loss_history=history)

@@ -342,8 +342,10 @@ def orchestrator_compare(request: HttpRequest, pk: int) -> HttpResponse:
     versions = list(selectors.policy_versions(curriculum=curriculum).filter(version__in=wanted)
                     .select_related("curriculum", "training_run__dataset").order_by("version"))
     missing = sorted(set(wanted) - {p.version for p in versions})
-    if missing:
-        raise Http404(f"{curriculum.key} has no version(s) {', '.join(map(str, missing))}")
+    if missing:  # back to the orchestrator with the reason (a bare 404 page said only "Not Found")
+        messages.error(request, f"Compare: {curriculum.key} has no version{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(map(str, missing))}.")
+        return HttpResponseRedirect(_orchestrator_url(curriculum))
     keys = selectors.concept_keys(curriculum_id=curriculum.pk)
     entries = [_version_entry(p, active=active, keys=keys) for p in versions]
     shown = [selectors.evaluation_under(policy=p, protocol=curriculum.protocol) or p.metrics for p in versions]

@@ -253,3 +253,12 @@ def test_the_launch_form_takes_student_families_and_names_an_unknown_one(admin_c
     assert bad.status_code == 200 and "unknown student family" in str(bad.context["adminform"].form.errors)
     admin_client.post(url, {**FORM, "curriculum": curriculum.pk, "families": "actr, hlr"})
     assert TrainingRun.objects.get().families == "actr,hlr"
+
+
+def test_a_command_line_versions_page_draws_the_loss_its_config_records(admin_client, curriculum, make_policy):
+    # train_crl_policy --register makes no TrainingRun: the per-epoch losses are in dt_lite_config.json's extra
+    policy = make_policy(curriculum, recall=0.6)
+    policy.config = {**policy.config, "extra": {"loss_history": [2.1, 1.7, 1.6]}}
+    policy.save(update_fields=["config"])
+    page = admin_client.get(reverse("admin:curriculum_policymodel_change", args=[policy.pk])).content.decode()
+    assert "loss-curve" in page and "epoch 3: 1.6000" in page

@@ -117,3 +117,16 @@ def test_the_compare_page_shows_the_differences_and_shared_axis(client, django_u
     axis = response.context["comparison"].evaluation_range
     assert axis[0] > 0.0 and axis[1] < 1.0
     assert [tick["value"] for tick in response.context["entries"][0]["chart"]["ticks"]][0] == pytest.approx(axis[0])
+
+
+def test_comparing_a_version_that_does_not_exist_says_which_on_the_orchestrator(client, django_user_model, curriculum,
+                                                                                make_policy):
+    # it was a bare "Not Found" page: the message built for it was never shown
+    user = django_user_model.objects.create_user(username="promoter", password="pw-promoter-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="promote_policymodel"))
+    client.force_login(user)
+    trained(make_policy(curriculum, recall=0.62))
+    response = client.get(reverse("curriculum:orchestrator-compare", args=[curriculum.pk]) + "?v=1&v=5&v=7",
+                          follow=True)
+    assert response.status_code == 200 and response.redirect_chain
+    assert "Compare: algebra has no versions 5, 7." in [str(m) for m in response.context["messages"]]
