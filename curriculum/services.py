@@ -241,9 +241,7 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
     Rules, under the candidate's curriculum protocol only (numbers from other protocols are never compared):
     the candidate has an evaluation under it; its DT mean is not below the random baseline's of that evaluation;
     it beats what would serve without it: when there is an active version, that version has an evaluation under
-    the protocol too, over as many concepts as the candidate's (``evaluated_concept_count``: a deck that grew between
-    them makes the two means incomparable, and the gate refuses rather than compare them), and the candidate's DT
-    mean is not below it; when there is none, the fallback rule
+    the protocol too and the candidate's DT mean is not below it; when there is none, the fallback rule
     (``Curriculum.fallback_rule`` with serving's default encoder, over the candidate's concepts) has a stored evaluation
     under the protocol (``selectors.fallback_evaluation``) and the candidate's DT mean is strictly above its mean.
     """
@@ -271,14 +269,6 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
             refusals.append(f"the active v{active.version} has no evaluation under the curriculum's protocol "
                             f"({protocol.label}): re-evaluate it before comparing")
             reevaluate.append(active)
-        elif new is not None and mine is not None and (
-                (deck := evaluated_concept_count(config=candidate.config, curriculum_id=candidate.curriculum_id))
-                != (active_deck := evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))):
-            # a mean final recall over 58 concepts is not comparable with one over 20: never compare them
-            refusals.append(f"v{candidate.version} is evaluated over {deck} concepts and the active v{active.version} "
-                            f"over {active_deck} (the curriculum's concepts changed between them): their mean final "
-                            "recalls are not comparable; check the candidate against the baselines of its own "
-                            "evaluation and promote it with force and a reason")
         elif new is not None and mine is not None and new < old:
             refusals.append(f"v{candidate.version} evaluates worse than the active v{active.version} under the "
                             f"same protocol (mean final recall {new:.4f} < {old:.4f})")
