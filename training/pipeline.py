@@ -213,12 +213,15 @@ def check_attention_window(attention_window: int | None, architecture: dict[str,
     from .rl.dt import DTConfig
     from .rl.model_config import max_attention_window
 
+    # the window's bound depends on these two only; another field of ``architecture`` is DTConfig's to refuse later
     shape = {name: (architecture or {}).get(name, getattr(DTConfig, name)) for name in ("context_length", "num_layers")}
-    widest = max_attention_window(**shape)
-    if isinstance(attention_window, bool) or not isinstance(attention_window, int) or not 1 <= attention_window <= widest:
+    try:  # DTConfig's own rule (model_config.check_model_config) decides; the message names the flag and the bound
+        DTConfig(state_dim=1, action_dim=1, attention_window=attention_window, **shape)
+    except ValueError:
+        widest = max_attention_window(**shape)
         raise PipelineError(f"--attention-window {attention_window}: expected 0 (full attention) or a window of 1 to "
                             f"{widest} tokens ((3 x context_length - 2) // num_layers + 1 keeps the per-step path "
-                            "exact)")
+                            "exact)") from None
 
 
 def train_and_export(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -127,9 +128,7 @@ def worker_health(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None, now: dt
             if replies is None:
                 replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
                 if cached:
-                    _store_listeners({queue: tuple(sorted(w for w, qs in replies.items()
-                                                          if any(q.get("name", "") == queue for q in qs or ())))
-                                      for queue in {q.get("name", "") for qs in replies.values() for q in qs or ()}})
+                    _store_listeners(_listeners_of(replies))
     except Exception as exc:  # noqa: BLE001 - any broker failure degrades the panel, never the page
         log.warning("worker health: broker %s did not answer: %s: %s", health.broker, type(exc).__name__, exc)
         health.broker_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -164,13 +163,30 @@ def _connection(app, timeout: float):
     return connection
 
 
+def _listeners_of(replies: dict[str, list[dict[str, str]] | None]) -> dict[str, tuple[str, ...]]:
+    """Queue name -> the workers consuming it (sorted), from ``active_queues``' replies {worker: [{"name": queue},
+    ...]}; a queue nobody consumes is absent."""
+    listeners: dict[str, list[str]] = {}
+    for worker, queues in sorted(replies.items()):
+        for queue in queues or ():
+            listeners.setdefault(queue.get("name", ""), []).append(worker)
+    return {queue: tuple(sorted(names)) for queue, names in listeners.items()}
+
+
+def _cached_listeners() -> dict[str, Any] | None:
+    """queue_listeners' cache entry, {"listeners": its answer (None: the broker did not answer)}, or None when the
+    cache holds none or is down (logged: the caller broadcasts instead)."""
+    try:
+        return cache.get(LISTENERS_CACHE_KEY)
+    except Exception as exc:  # noqa: BLE001 - a cache outage degrades to asking the workers
+        log.warning("queue listeners: cache unavailable: %s: %s", type(exc).__name__, exc)
+        return None
+
+
 def _cached_replies() -> dict[str, list[dict[str, str]]] | None:
     """``active_queues``' replies ({worker: [{"name": queue}, ...]}) rebuilt from queue_listeners' cache, or None
-    when it holds none (or the cache is down: the caller broadcasts)."""
-    try:
-        cached = cache.get(LISTENERS_CACHE_KEY)
-    except Exception:  # noqa: BLE001 - a cache outage only costs the broadcast
-        return None
+    when it holds no answer (the caller broadcasts)."""
+    cached = _cached_listeners()
     if cached is None or cached.get("listeners") is None:
         return None
     replies: dict[str, list[dict[str, str]]] = {}
@@ -193,26 +209,17 @@ def queue_listeners(*, timeout: float = INSPECT_TIMEOUT_SECONDS, app=None) -> di
     broker did not answer. One ``active_queues`` broadcast, at most about 2 x ``timeout`` seconds, its answer kept in
     Django's cache for LISTENERS_CACHE_SECONDS (a queued job's page asks on every load); a cache outage only costs
     the broadcast. Never raises for a broker or cache problem."""
-    try:
-        cached = cache.get(LISTENERS_CACHE_KEY)
-    except Exception as exc:  # noqa: BLE001 - a cache outage degrades to asking the workers
-        log.warning("queue listeners: cache unavailable: %s: %s", type(exc).__name__, exc)
-        cached = None
+    cached = _cached_listeners()
     if cached is not None:
         return cached["listeners"]
     if app is None:
         from crlsite.celery import app
-    listeners: dict[str, list[str]] | None = {}
     try:
         with _connection(app, timeout) as connection:
-            replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
-        for worker, queues in sorted(replies.items()):
-            for queue in queues or ():
-                listeners.setdefault(queue.get("name", ""), []).append(worker)
+            answer = _listeners_of(app.control.inspect(timeout=timeout, connection=connection).active_queues() or {})
     except Exception as exc:  # noqa: BLE001 - any broker failure: "unknown", never a broken page
         log.warning("queue listeners: broker %s did not answer: %s: %s", _describe(app), type(exc).__name__, exc)
-        listeners = None
-    answer = None if listeners is None else {queue: tuple(sorted(names)) for queue, names in listeners.items()}
+        answer = None
     _store_listeners(answer)
     return answer
 

@@ -193,10 +193,12 @@ def _options(allowed: tuple[int, ...], *, offered: str | None, candidates: int) 
     column; "": every concept) it scores (``allowed``), in position order, as serving masks them; or why the
     decision is left out (a key of SKIPPED). A row without ``offered`` (null, or not readable) is read as offering
     every concept when its ``candidates`` count is the version's, and left out otherwise."""
-    try:
-        positions = offered_positions(offered) if offered is not None else ()
-    except ValueError:  # not serving's writing: as if not recorded
-        offered = None
+    positions = None
+    if offered is not None:
+        try:
+            positions = offered_positions(offered)
+        except ValueError:  # not serving's writing: as if not recorded
+            offered = None
     if offered is None:
         return allowed if candidates == len(allowed) else "not_recorded"
     if positions is None:
