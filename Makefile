@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # The unit tier: no services started, no model trained, nothing slow.
 FAST_MARKERS := not integration and not browser and not slow and not trains
 
-.PHONY: setup port-free run test test-fast migrate static bench bench-db clean
+.PHONY: setup port-free run serve test test-fast migrate static bench bench-db clean
 
 setup: $(VENV)/.installed
 
@@ -37,15 +37,38 @@ port-free:
 	exit 1; fi
 
 # The worker's pool processes share the cores: each sizes PyTorch to cores / concurrency (crlsite/celery.py).
+SERVE_WORKER ?= $(VENV)/bin/celery -A crlsite worker -Q default,gpu -c 2 --loglevel=INFO
+SERVE_SERVER ?= $(PY) manage.py runserver $(HOST):$(PORT) --noreload
+
+# make run's last step, as `make serve` alone (after one make run: serve again without the set-up): a Celery worker
+# in the background and the web server in the foreground (SERVE_WORKER, SERVE_SERVER; tests/test_makefile.py gives
+# stand-ins). Ctrl-C is the normal way to stop them: the worker is stopped and make exits 0. In a terminal's
+# foreground the server runs as a job of its own (set -m), so that Ctrl-C reaches the server only and not make,
+# which would otherwise end "Interrupt" with status 130 whatever the recipe does; the server's exit on Ctrl-C (0,
+# or 130) counts as 0, and an INT trap covers the rest. Any other failure of the server fails make with its status,
+# the worker stopped too.
+define SERVE_RECIPE
+@echo "Starting a Celery worker (queues default,gpu) and the web server on http://$(HOST):$(PORT)/admin/"
+@set -e; \
+if $(PYTHON) -c 'import os, sys; sys.exit(os.tcgetpgrp(0) != os.getpgrp())' 2>/dev/null; then set -m; fi; \
+echo "--- make run, $$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>var/worker.log; \
+$(SERVE_WORKER) </dev/null >>var/worker.log 2>&1 & \
+worker=$$!; \
+stop_worker() { kill $$worker 2>/dev/null || true; wait $$worker 2>/dev/null || true; }; \
+trap 'stop_worker; exit 0' INT; trap 'stop_worker; exit 143' TERM; trap 'stop_worker; exit 129' HUP; \
+echo "worker pid $$worker (log, appended to: var/worker.log)"; \
+status=0; $(SERVE_SERVER) || status=$$?; \
+stop_worker; \
+if [ $$status -ne 0 ] && [ $$status -ne 130 ]; then \
+	echo "make run: the web server exited with status $$status (the worker is stopped)" >&2; exit $$status; fi
+endef
+
 run: port-free migrate static
 	$(PY) manage.py setup_demo
-	@echo "Starting a Celery worker (queues default,gpu) and the web server on http://$(HOST):$(PORT)/admin/"
-	@set -e; \
-	echo "--- make run, $$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>var/worker.log; \
-	$(VENV)/bin/celery -A crlsite worker -Q default,gpu -c 2 --loglevel=INFO >>var/worker.log 2>&1 & \
-	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	echo "worker pid $$worker (log, appended to: var/worker.log)"; \
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	$(SERVE_RECIPE)
+
+serve:
+	$(SERVE_RECIPE)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

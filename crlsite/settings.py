@@ -285,6 +285,11 @@ CRL_JOB_WATCH_SECONDS = float(os.environ.get("CRL_JOB_WATCH_SECONDS", "10"))
 # PyTorch threads per worker process; unset: the cores this worker may use divided by its concurrency
 # (crlsite/worker_threads.py). Two processes each using every core made training steps 5-14x slower.
 CRL_WORKER_TORCH_THREADS = env_int("CRL_WORKER_TORCH_THREADS", None)
+# Whether this worker's training runs are expected to find a GPU: then a run that did not tick "CPU only" on a worker
+# without CUDA carries the no-GPU warning (training.hardware.missing_gpu_warning). On by default in production,
+# whose gpu queue's worker runs on a GPU machine (docs/operations.md); off elsewhere, so that the CPU-only quick
+# start (make run) trains on the CPU as planned without a warning on every run.
+CRL_TRAINING_GPU_EXPECTED = env_bool("CRL_TRAINING_GPU_EXPECTED", PRODUCTION)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],

@@ -16,6 +16,7 @@ from training.rl.evaluation import (
     EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS, FINAL_RECALL_DELAY_S,
 )
 from training.rl.policies import LowestRecallPolicy, RoundRobinPolicy
+from training.rl.students import BUILTIN
 
 LIFT_BASELINES = ("random", "round_robin", "leitner", "lowest_recall")
 # The rule that serves while a curriculum has no active version (curriculum.serving's fallback), with the unfitted
@@ -135,23 +136,34 @@ def dt_mean(metrics: Mapping[str, Any] | None, name: str = "dt") -> float | None
 
 
 def lift(metrics: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Per baseline in the evaluation: {"mean": dt - baseline, "ci95": [lo, hi]}.
+    """Per baseline in the evaluation: {"mean": dt - baseline, "ci95": [lo, hi], "paired": bool}.
 
-    The interval treats the two means as independent: half-width sqrt(h_dt^2 + h_baseline^2) from their stored
-    95% half-widths (conservative: the policies meet the same students, which correlates them positively).
+    When the evaluation has the built-in students' family block (``metrics["families"]["builtin"]["paired"]``,
+    written by ``training.rl.evaluation.family_block``: the per-student differences dt - baseline on the same
+    students, times and dice, with their 95% normal interval), that is the lift (``"paired": True``), as the version's
+    page shows it. Else (evaluations without families) the interval treats the two means as independent: half-width
+    sqrt(h_dt^2 + h_baseline^2) from their stored 95% half-widths (conservative: the policies meet the same students,
+    which correlates them positively; ``"paired": False``).
     """
     results = (metrics or {}).get("results") or {}
     dt = results.get("dt")
     if not isinstance(dt, Mapping) or "mean" not in dt:
         return {}
+    families = (metrics or {}).get("families")
+    builtin = families.get(BUILTIN) if isinstance(families, Mapping) else None
+    paired = (builtin.get("paired") if isinstance(builtin, Mapping) else None) or {}
     out: dict[str, dict[str, Any]] = {}
     for name in LIFT_BASELINES:
         base = results.get(name)
         if not isinstance(base, Mapping) or "mean" not in base:
             continue
+        same = paired.get(name)
+        if isinstance(same, Mapping) and "mean" in same and len(same.get("ci95") or ()) == 2:
+            out[name] = {"mean": float(same["mean"]), "ci95": [float(v) for v in same["ci95"]], "paired": True}
+            continue
         diff = float(dt["mean"]) - float(base["mean"])
         half = math.hypot(_half_width(dt), _half_width(base))
-        out[name] = {"mean": diff, "ci95": [diff - half, diff + half]}
+        out[name] = {"mean": diff, "ci95": [diff - half, diff + half], "paired": False}
     return out
 
 

@@ -199,9 +199,11 @@ class GateVerdict:
     ``refusals``: one sentence per rule broken (empty: it passes); ``needs_reevaluation``: versions (the candidate
     and/or the active one) with no evaluation under the protocol, which an "evaluate under the protocol" job fixes
     (the job on the candidate also evaluates the fallback when ``fallback_needs_evaluation``);
-    ``fallback_metrics``: with no active version, the fallback rule's stored evaluation under the protocol
-    (``selectors.fallback_evaluation``; its mean is ``results[rule]``, the curriculum's fallback rule), None when not
-    evaluated yet.
+    ``fallback_metrics``: with no active version, or one evaluated over another number of concepts than the
+    candidate (``unlike_decks``), the fallback rule's stored evaluation under the protocol over the candidate's
+    concepts (``selectors.fallback_evaluation``; its mean is ``results[rule]``, the curriculum's fallback rule), None
+    when not evaluated yet. ``unlike_decks``: (the candidate's concept count, the active version's) when they differ,
+    so that the two means are over different decks and the candidate is held to the fallback instead; else None.
     """
 
     protocol: EvaluationProtocol
@@ -213,6 +215,7 @@ class GateVerdict:
     needs_reevaluation: tuple[PolicyModel, ...]
     fallback_metrics: dict[str, Any] | None = None
     fallback_needs_evaluation: bool = False
+    unlike_decks: tuple[int, int] | None = None
 
     @property
     def passes(self) -> bool:
@@ -235,22 +238,37 @@ def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: 
     return Concept.objects.filter(curriculum_id=curriculum_id).count()
 
 
+def held_to_fallback(*, candidate: PolicyModel, active: PolicyModel | None) -> bool:
+    """Whether the promotion gate holds ``candidate`` to the fallback rule over its own concepts rather than to the
+    active version: no version is active, or the active one (not ``candidate`` itself) is evaluated over another
+    number of concepts (``evaluated_concept_count``), so that the two means are not comparable. At most two queries
+    (a version registered without a DTLite config counts the curriculum's concepts)."""
+    if active is None:
+        return True
+    if active.pk == candidate.pk:
+        return False
+    return (evaluated_concept_count(config=candidate.config, curriculum_id=candidate.curriculum_id)
+            != evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))
+
+
 def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> GateVerdict:
     """The gate's verdict on promoting ``candidate`` over ``active`` (a read: nothing changes, nothing is evaluated).
 
     Rules, under the candidate's curriculum protocol only (numbers from other protocols are never compared):
     the candidate has an evaluation under it; its DT mean is not below the random baseline's of that evaluation;
-    it beats what would serve without it: when there is an active version, that version has an evaluation under
-    the protocol too and the candidate's DT mean is not below it; when there is none, the fallback rule
-    (``Curriculum.fallback_rule`` with serving's default encoder, over the candidate's concepts) has a stored evaluation
-    under the protocol (``selectors.fallback_evaluation``) and the candidate's DT mean is strictly above its mean.
+    it beats what would serve without it: when there is an active version evaluated over as many concepts as the
+    candidate (``evaluated_concept_count``), that version has an evaluation under the protocol too and the
+    candidate's DT mean is not below it; when there is none, or the active version covers another number of concepts
+    (a mean final recall over 20 concepts and one over 58 are not comparable: after concepts were added, say), the
+    fallback rule (``Curriculum.fallback_rule`` with serving's default encoder, over the candidate's concepts) has a
+    stored evaluation under the protocol (``selectors.fallback_evaluation``) and the candidate's DT mean is strictly
+    above its mean: the bar a first version meets, on the candidate's own deck.
     """
     protocol = candidate.curriculum.protocol
     refusals: list[str] = []
     reevaluate: list[PolicyModel] = []
     mine = selectors.evaluation_under(policy=candidate, protocol=protocol)
-    theirs = selectors.evaluation_under(policy=active, protocol=protocol) if active is not None else None
-    fallback, fallback_missing = None, False
+    fallback, fallback_missing, theirs, unlike = None, False, None, None
     new = dt_mean(mine)
     if mine is None or new is None:
         measured = protocol_of(candidate.metrics)
@@ -263,7 +281,11 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
         if random is not None and new < random:
             refusals.append(f"v{candidate.version} evaluates below the random baseline under the protocol "
                             f"(mean final recall {new:.4f} < random {random:.4f})")
-    if active is not None:
+    deck = evaluated_concept_count(config=candidate.config, curriculum_id=candidate.curriculum_id)
+    if active is not None and held_to_fallback(candidate=candidate, active=active):
+        unlike = (deck, evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))
+    if active is not None and unlike is None:
+        theirs = selectors.evaluation_under(policy=active, protocol=protocol)
         old = dt_mean(theirs)
         if theirs is None or old is None:
             refusals.append(f"the active v{active.version} has no evaluation under the curriculum's protocol "
@@ -273,25 +295,26 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
             refusals.append(f"v{candidate.version} evaluates worse than the active v{active.version} under the "
                             f"same protocol (mean final recall {new:.4f} < {old:.4f})")
     else:
-        fallback = selectors.fallback_evaluation(curriculum=candidate.curriculum, protocol=protocol,
-                                                 num_concepts=evaluated_concept_count(
-                                                     config=candidate.config, curriculum_id=candidate.curriculum_id))
+        fallback = selectors.fallback_evaluation(curriculum=candidate.curriculum, protocol=protocol, num_concepts=deck)
         rule = candidate.curriculum.fallback_rule
         bar = dt_mean(fallback, rule)
+        what = ("what serves with no active version" if unlike is None else
+                f"held to it over v{candidate.version}'s {deck} concepts because the active v{active.version} is "
+                f"evaluated over {unlike[1]}, whose mean is not comparable")
         if bar is None:
             fallback, fallback_missing = None, True
-            refusals.append(f"the fallback ({rule}, what serves with no active version) has no evaluation "
-                            f"under the curriculum's protocol yet: evaluate v{candidate.version} under the protocol "
-                            f"(it evaluates the fallback too)")
+            refusals.append(f"the fallback ({rule}, {what}) has no evaluation under the curriculum's protocol "
+                            f"{'yet' if unlike is None else f'over {deck} concepts yet'}: evaluate "
+                            f"v{candidate.version} under the protocol (it evaluates the fallback too)")
             if candidate not in reevaluate:
                 reevaluate.append(candidate)
         elif new is not None and mine is not None and new <= bar:
-            refusals.append(f"v{candidate.version} does not beat the fallback it would replace: {rule}, "
-                            f"what serves with no active version, scores {bar:.4f} under the same protocol "
-                            f"(v{candidate.version}: mean final recall {new:.4f})")
+            replaced = "the fallback it would replace" if unlike is None else "the fallback"
+            refusals.append(f"v{candidate.version} does not beat {replaced}: {rule}, {what}, scores {bar:.4f} "
+                            f"under the same protocol (v{candidate.version}: mean final recall {new:.4f})")
     return GateVerdict(protocol=protocol, candidate=candidate, active=active, candidate_metrics=mine,
                        active_metrics=theirs, refusals=tuple(refusals), needs_reevaluation=tuple(reevaluate),
-                       fallback_metrics=fallback, fallback_needs_evaluation=fallback_missing)
+                       fallback_metrics=fallback, fallback_needs_evaluation=fallback_missing, unlike_decks=unlike)
 
 
 def _activate(

@@ -22,7 +22,7 @@ from training.jobs import job_status, launch_protocol_evaluation, unfinished_eva
 from . import charts, selectors, services
 from .admin_text import format_when
 from .evaluation_protocol import (
-    FALLBACK_POLICY, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
+    EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
 )
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
@@ -67,7 +67,8 @@ def orchestrator(request: HttpRequest) -> HttpResponse:
 def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
                    keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     """What the pages show of one version: its evaluation under the curriculum's protocol (or the protocol it was
-    measured under when that differs), lift over the baselines, chart, delta to the active version, lineage."""
+    measured under when that differs), lift over the baselines, chart, delta to the active version (None when the two
+    are evaluated over different numbers of concepts: ``unlike_decks``), lineage."""
     protocol = policy.curriculum.protocol
     under = selectors.evaluation_under(policy=policy, protocol=protocol)
     active_under = selectors.evaluation_under(policy=active, protocol=protocol) if active is not None else None
@@ -76,13 +77,22 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
     shown = under or policy.metrics or {}
     run = getattr(policy, "training_run", None)
     like = students_like(under)
+    # a mean over another number of concepts than the active version's is not comparable with its mean
+    # (services.promotion_gate holds such a version to the fallback over its own concepts instead)
+    decks = None
+    if active is not None and policy != active:
+        decks = (services.evaluated_concept_count(config=policy.config, curriculum_id=policy.curriculum_id),
+                 services.evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))
+    unlike = decks if decks is not None and decks[0] != decks[1] else None
     return {
         "policy": policy,
         "under_protocol": under is not None,
         "recall": value,
         "measured_protocol": None if under is not None else measured,
         "other_recall": None if under is not None else dt_mean(policy.metrics),
-        "delta": None if value is None or active_value is None or policy == active else value - active_value,
+        "delta": (None if value is None or active_value is None or policy == active or unlike is not None
+                  else value - active_value),
+        "unlike_decks": unlike,  # (this version's concept count, the active version's) when they differ
         "lift": lift(under),
         # students like the curriculum's own: under the protocol, else the training-time evaluation's (not comparable)
         "students_like": like or students_like(policy.metrics),
@@ -121,9 +131,9 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
         "active": entries[active.pk] if active else None,
         "rollback_target": selectors.rollback_target(curriculum=curriculum, active=active) if active else None,
         "concept_count": len(keys),
-        "fallback_name": FALLBACK_POLICY,
+        "fallback_name": curriculum.fallback_rule,
         "fallback_recall": None if active else dt_mean(selectors.fallback_evaluation(
-            curriculum=curriculum, protocol=curriculum.protocol, num_concepts=len(keys)), FALLBACK_POLICY),
+            curriculum=curriculum, protocol=curriculum.protocol, num_concepts=len(keys)), curriculum.fallback_rule),
         "candidates": candidates,
         "retired": retired,
         "history": list(selectors.promotion_history(curriculum=curriculum)[:20]),
@@ -195,7 +205,7 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
         "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
         # a rollback undoes the promotion that activated the active version, whichever version numbers they carry
         "undone": _undone_promotion(curriculum=curriculum, active=active) if kind == "rollback" else None,
-        "fallback_name": FALLBACK_POLICY,
+        "fallback_name": curriculum.fallback_rule,
         "reason": request.POST.get("reason", ""),
     }
 

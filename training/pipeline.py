@@ -335,8 +335,11 @@ class PolicyResult:
     losses: list[float]
     device: str
     dataset_stats: dict[str, Any]
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
-    # training_hardware() plus "seconds": the wall time per stage (data, training, evaluation, total)
+    # wall time per stage: extraction (for an extracted dataset, its extraction job's, which ran before the run),
+    # data (getting the data in the run: simulating, extracting, or loading the dataset), training, evaluation, and
+    # total (the run's own: without the extraction job's)
+    seconds: dict[str, float] = field(default_factory=dict)
+    # training_hardware() plus "seconds": the wall time per stage, as above
     hardware: dict[str, Any] = field(default_factory=dict)
 
 
@@ -362,7 +365,10 @@ def train_policy(
       keys "0", "1", ...
     * "review_log": the curriculum's ReviewLog, extracted now (``curriculum`` required).
     * "dataset": a succeeded TrajectoryExtractionJob's saved dataset (``dataset`` required); it serves the
-      dataset's curriculum.
+      dataset's curriculum. Its extraction job's seconds (``extraction_seconds``) are recorded as the stage
+      "extraction" before "data" (loading the dataset) in ``PolicyResult.seconds`` and the config's
+      "stage_seconds", outside the run's "total": the extraction ran before the run, as its own job, and a dataset
+      may serve several runs.
 
     ``progress(stage, done, total, info)`` as the stages go; ``should_stop()`` is asked at each stage boundary
     and each training step: when it says so, trainer.TrainingCancelled is raised. Registration and promotion
@@ -397,6 +403,9 @@ def train_policy(
     dataset_data, curriculum = _training_data(spec=spec, source=source, curriculum=curriculum, dataset=dataset,
                                               progress=progress, students_like=students)
     stats = dataset_statistics(dataset_data)
+    if source == TrainingRun.DataSource.DATASET:
+        # its extraction job made the dataset before this run: a stage of its own, outside this run's total
+        seconds["extraction"] = extraction_seconds(dataset)
     seconds["data"] = time.monotonic() - started
     boundary()
 
@@ -407,7 +416,7 @@ def train_policy(
         outcome = train_and_export(dataset=dataset_data, output_dir=output, epochs=spec.epochs,
                                    batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
-                                   should_stop=should_stop, stage_seconds={"data": seconds["data"]},
+                                   should_stop=should_stop, stage_seconds=dict(seconds),
                                    attention_window=attention_window, train_config=train_config)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
@@ -441,6 +450,14 @@ def train_policy(
 
 
 EVALUATION_FILE = "evaluation.json"
+
+
+def extraction_seconds(job: TrajectoryExtractionJob) -> float:
+    """The seconds an extraction job ran (claimed to finished: reading the log, extracting, saving the dataset);
+    0.0 when it has no start or end time recorded."""
+    if job.started_at is None or job.finished_at is None:
+        return 0.0
+    return max((job.finished_at - job.started_at).total_seconds(), 0.0)
 
 
 def _training_data(

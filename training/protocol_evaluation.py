@@ -15,7 +15,9 @@ from curriculum import selectors
 from curriculum.evaluation_protocol import EvaluationProtocol, fallback_key
 from curriculum.models import Curriculum, PolicyModel
 from curriculum.selectors import active_policy
-from curriculum.services import PolicyError, artifact_storage, evaluated_concept_count, verify_policy_artifacts
+from curriculum.services import (
+    PolicyError, artifact_storage, evaluated_concept_count, held_to_fallback, verify_policy_artifacts,
+)
 from curriculum.state_specs import StateSpec
 from training.rl.artifacts import ARTIFACT_NAMES
 from training.rl.evaluation import METRIC, final_recall
@@ -55,12 +57,14 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
         locked.evaluations = {**(locked.evaluations or {}), protocol.key: metrics}
         locked.save(update_fields=["evaluations"])
     policy.evaluations = locked.evaluations
-    if active_policy(curriculum=policy.curriculum) is None:  # what a first promotion must beat: evaluated alongside
+    # What the promotion gate holds this version to when no version is active, or when the active one covers another
+    # number of concepts (services.promotion_gate): the fallback over this version's concepts, evaluated alongside.
+    if held_to_fallback(candidate=policy, active=active_policy(curriculum=policy.curriculum)):
         if on_progress is not None:
             on_progress("evaluating the fallback", 0, 1, {"policy": policy.curriculum.fallback_rule})
-        evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol,
-                                         num_concepts=evaluated_concept_count(config=policy.config,
-                                                                              curriculum_id=policy.curriculum_id))
+        evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol, num_concepts=
+                                         evaluated_concept_count(config=policy.config,
+                                                                 curriculum_id=policy.curriculum_id))
     return metrics
 
 
@@ -106,8 +110,9 @@ def evaluate_active_under_protocol(
     *, curriculum: Curriculum, protocol: EvaluationProtocol | None = None, num_concepts: int | None = None
 ) -> PolicyModel | None:
     """Make sure what serves now has an evaluation under the curriculum's protocol, so that a new candidate's gate
-    compares like with like: the active version (evaluated when it has none), or with no active version the
-    fallback rule over ``num_concepts`` concepts (the candidate's; ``evaluate_fallback_under_protocol``) under
+    compares like with like: the active version (evaluated when it has none), and with no active version, or one
+    over another number of concepts than ``num_concepts`` (``services.promotion_gate``), the fallback rule over
+    ``num_concepts`` concepts (the candidate's; ``evaluate_fallback_under_protocol``) under
     ``protocol`` (default the curriculum's; a first version passes the protocol its registration will store).
     Returns the active version or None. Called by ``training.services.train_and_register`` before it registers
     (long work: a worker or a command)."""
@@ -115,6 +120,7 @@ def evaluate_active_under_protocol(
     if active is not None:
         active.curriculum = curriculum
         evaluate_under_protocol(policy=active)
-    elif num_concepts is not None:
+    if num_concepts is not None and (active is None or evaluated_concept_count(
+            config=active.config, curriculum_id=curriculum.pk) != num_concepts):
         evaluate_fallback_under_protocol(curriculum=curriculum, protocol=protocol, num_concepts=num_concepts)
     return active

@@ -181,5 +181,5 @@ def test_comparison_lists_calibration_and_a_running_run_at_1400_px(live_server, 
     first = page.text_content("#job-duration")
     page.wait_for_timeout(2200)
     assert page.text_content("#job-duration") != first, "the runtime does not tick"
-    assert page.text_content("#job-bar-label").startswith("stage 6 of 8: evaluating")  # the stage-aware bar
+    assert page.text_content("#job-bar-label").startswith("stage 7 of 9: evaluating")  # the stage-aware bar
     screenshot("trainingrun-running")

@@ -1,5 +1,6 @@
 """The orchestrator in a real browser (Debian's Chromium via Playwright) against a live server: the gate refuses
-an unlike comparison and accepts a like one, confirmation pages for promotion and rollback, re-promoting a retired
+an unlike comparison (means over different decks: the candidate is held to the fallback over its own concepts, which
+needs an evaluation first) and accepts a like one, confirmation pages for promotion and rollback, re-promoting a retired
 version, the side-by-side comparison (what differs), the warning about concepts the active version does not cover,
 and "Evaluate under the protocol" with its job's progress, then the evaluation on students like the curriculum's own."""
 from __future__ import annotations
@@ -17,17 +18,19 @@ FEWER_REVIEWS = {"students": 200, "seed": 1234, "interactions": 30, "horizon_s":
 @pytest.fixture
 def versions(make_curriculum, make_policy):
     """algebra (5 concepts): v1 active, evaluated with 30 reviews per student (not the protocol's 100) and covering
-    c0-c2 only; v2 a candidate evaluated under the protocol, lower in raw numbers than v1."""
+    c0-c2 only; v2 a candidate over all 5 evaluated under the protocol, lower in raw numbers than v1; the fallback
+    not evaluated under the protocol yet."""
     curriculum = make_curriculum("algebra", concepts=5)
-    v1 = make_policy(curriculum, recall=0.60, random=0.48, protocol=FEWER_REVIEWS, before_protocols=True)
-    v2 = make_policy(curriculum, recall=0.28, random=0.20)
+    v1 = make_policy(curriculum, recall=0.60, random=0.48, protocol=FEWER_REVIEWS, before_protocols=True,
+                     fallback=None)
+    v2 = make_policy(curriculum, recall=0.28, random=0.20, fallback=None)
     PolicyModel.objects.filter(pk=v1.pk).update(config={"concept_keys": ["c0", "c1", "c2"], "hidden_dim": 64})
     PolicyModel.objects.filter(pk=v2.pk).update(config={"concept_keys": [f"c{i}" for i in range(5)], "hidden_dim": 128})
     promote_policy(policy=v1, force=True, reason="before evaluation protocols")
     return curriculum, v1, v2
 
 
-def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged_in, screenshot, evaluation_metrics):
+def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged_in, screenshot, store_fallback):
     curriculum, v1, v2 = versions
     page, base = logged_in
 
@@ -38,25 +41,28 @@ def test_gate_confirmations_rollback_repromotion_and_comparison(versions, logged
     assert "not comparable" in page.text_content("#version-algebra-1")  # v1's 0.60 is under another protocol
     screenshot("01-orchestrator")
 
-    # The gate refuses to compare v2 with v1 evaluated under another protocol.
+    # v2 covers 5 concepts, v1 3: their means are over different decks, so v2 is held to the fallback over its 5
+    # concepts, which has no evaluation under the protocol yet: refused, with the way to evaluate it.
+    assert "over 5 concepts, the active v1 over 3: not comparable" in page.text_content("#version-algebra-2")
     page.click("#promote-algebra-2")
     page.wait_for_selector("#confirm")
     assert "from v1 to v2" in page.text_content("#confirm h2")
-    assert "active v1 has no evaluation under the curriculum's protocol" in page.text_content("#gate")
-    assert page.is_visible("#evaluate-algebra-1")
+    gate = page.text_content("#gate")
+    assert "v2 is evaluated over 5 concepts and the active v1 over 3" in gate
+    assert "has no evaluation under the curriculum's protocol over 5 concepts yet" in gate
+    assert page.is_visible("#evaluate-algebra-2")
     screenshot("02-confirm-refused")
     page.fill("#confirm-form input[name=reason]", "v2 looks better")
     page.click("#confirm-button")
     page.wait_for_selector("text=Promotion refused")
     assert PolicyModel.objects.get(status="active").version == 1
 
-    # A worker re-evaluates v1 under the protocol (what the "Evaluate under the protocol" job stores).
-    protocol = curriculum.protocol
-    PolicyModel.objects.filter(pk=v1.pk).update(
-        evaluations={protocol.key: evaluation_metrics(recall=0.26, random=0.20, protocol=protocol.to_dict())})
+    # A worker evaluates the fallback over v2's 5 concepts (what evaluating v2 under the protocol stores beside it).
+    store_fallback(curriculum, mean=0.26, num_concepts=5)
     page.goto(f"{base}/admin/curriculum-ops/orchestrator/policies/{v2.pk}/promote")
-    assert "passes" in page.text_content("#gate")
-    assert "0.2600" in page.text_content("#confirm-from") and "0.2800" in page.text_content("#confirm-to")
+    gate = page.text_content("#gate")
+    assert "passes" in gate and "beats the fallback (lowest_recall, 0.2600) over its concepts" in gate
+    assert "0.2800" in page.text_content("#confirm-to")
     assert "covers 3 of 5 concepts" in page.text_content("#confirm-from")
     screenshot("03-confirm-passes")
     page.fill("#confirm-form input[name=reason]", "better under the same protocol")

@@ -98,6 +98,24 @@ def test_production_without_https_settings_fails_check_deploy(tmp_path):
     assert "security.W008" in result.stderr and "security.W012" in result.stderr
 
 
+def test_a_gpu_is_expected_of_training_workers_in_production_only_unless_the_environment_says(tmp_path):
+    # Off for the CPU-only quick start (no no-GPU warning on every run), on in production (its gpu queue's worker
+    # runs on a GPU machine), CRL_TRAINING_GPU_EXPECTED either way; a malformed value is refused, named.
+    show = "import django; django.setup(); from django.conf import settings; print(settings.CRL_TRAINING_GPU_EXPECTED)"
+    key = secrets.token_urlsafe(50)
+
+    def expected(**extra: str) -> str:
+        env = {k: v for k, v in _env(tmp_path, **extra).items() if k != "CRL_TRAINING_GPU_EXPECTED" or k in extra}
+        result = _run(["-c", show], env)
+        return result.stdout.strip() or result.stderr.strip().splitlines()[-1]
+
+    assert expected() == "False"
+    assert expected(CRL_ENV="production", SECRET_KEY=key) == "True"
+    assert expected(CRL_ENV="production", SECRET_KEY=key, CRL_TRAINING_GPU_EXPECTED="0") == "False"
+    assert expected(CRL_TRAINING_GPU_EXPECTED="yes") == "True"
+    assert "CRL_TRAINING_GPU_EXPECTED: expected 1/true/yes/on" in expected(CRL_TRAINING_GPU_EXPECTED="maybe")
+
+
 @pytest.mark.django_db
 def test_collected_static_files_are_served_by_whitenoise(settings, tmp_path, client):
     from django.core.management import call_command

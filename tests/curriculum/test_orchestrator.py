@@ -269,3 +269,36 @@ def test_the_rollback_confirmation_says_which_promotion_it_undoes_after_a_later_
     assert undoes.startswith("Rolling back undoes the promotion of v1 on ") and "by promoter" in undoes
     assert "(reason: \u201cv2 misbehaves\u201d): v2, the version active before it, becomes active again" in undoes
     assert "v2 is newer than v1: v1 was promoted again after it." in undoes
+
+
+def test_a_version_over_another_deck_than_the_active_one_is_held_to_the_fallback_on_both_pages(
+        promoter_client, make_curriculum, make_policy, store_fallback):
+    curriculum = make_curriculum("bigger", concepts=5)
+    v1 = make_policy(curriculum, recall=0.59, fallback=None)
+    PolicyModel.objects.filter(pk=v1.pk).update(config={"concept_keys": ["c0", "c1", "c2"]})
+    promote_policy(policy=v1, force=True, reason="three concepts")
+    v2 = make_policy(curriculum, recall=0.30, random=0.05, fallback=None)
+    PolicyModel.objects.filter(pk=v2.pk).update(config={"concept_keys": [f"c{i}" for i in range(5)]})
+    store_fallback(curriculum, mean=0.21, num_concepts=5)
+    page = promoter_client.get(URL).content.decode()
+    assert "over 5 concepts, the active v1 over 3: not comparable" in page and "-0.2900" not in page
+    page = promoter_client.get(reverse("curriculum:orchestrator-promote", args=[v2.pk])).content.decode()
+    assert "v2 is evaluated over 5 concepts and the active v1 over 3" in page and "0.2100" in page
+    assert "and it beats the fallback (lowest_recall, 0.2100) over its concepts" in page
+
+
+def test_a_round_robin_fallback_is_named_and_scored_as_itself(promoter_client, curriculum, make_policy):
+    from curriculum.evaluation_protocol import fallback_key
+    from curriculum.state_specs import StateSpec
+
+    make_policy(curriculum, recall=0.7, fallback=None)
+    curriculum.refresh_from_db()
+    protocol, n = curriculum.protocol, curriculum.concepts.count()
+    type(curriculum).objects.filter(pk=curriculum.pk).update(fallback_rule="round_robin", fallback_evaluations={
+        fallback_key(protocol, n, "round_robin"): {
+            "metric": "mean_final_recall", "students": protocol.students, "seed": protocol.seed, "num_concepts": n,
+            "encoder_identity": StateSpec.default(num_concepts=n).identity, "protocol": protocol.to_dict(),
+            "results": {"round_robin": {"mean": 0.43, "ci95": [0.42, 0.44]}}}})
+    page = promoter_client.get(URL).content.decode()
+    assert "its fallback heuristic (round_robin: round robin)" in page
+    assert "Under the protocol it scores mean final recall <strong>0.4300</strong>" in page

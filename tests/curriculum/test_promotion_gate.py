@@ -259,3 +259,60 @@ def test_with_a_round_robin_fallback_the_bar_is_round_robins_evaluation(make_cur
     v1.refresh_from_db()
     verdict = services.promotion_gate(candidate=v1, active=None)
     assert verdict.passes and verdict.fallback_recall == pytest.approx(0.60)
+
+
+# ------------------------------------------------- versions over different decks: the fallback over the candidate's
+def _cover(policy, count: int) -> None:
+    PolicyModel.objects.filter(pk=policy.pk).update(config={"concept_keys": [f"c{i}" for i in range(count)]})
+    policy.refresh_from_db()
+
+
+def test_versions_over_different_numbers_of_concepts_are_not_compared_the_candidate_meets_the_fallback(
+        make_curriculum, make_policy, store_fallback):
+    # the newcomer's case: concepts imported after v1 (3 -> 5 here); v2 over all 5 scores less than v1 over its 3
+    curriculum = make_curriculum(concepts=5)
+    v1 = make_policy(curriculum, recall=0.59, fallback=None)
+    _cover(v1, 3)
+    services.promote_policy(policy=v1, force=True, reason="before the new concepts")
+    v2 = make_policy(curriculum, recall=0.08, random=0.05, fallback=None)
+    _cover(v2, 5)
+    verdict = services.promotion_gate(candidate=v2, active=v1)
+    assert verdict.unlike_decks == (5, 3) and verdict.active_metrics is None
+    assert verdict.fallback_needs_evaluation and verdict.needs_reevaluation == (v2,)
+    assert "0.0800 < 0.5900" not in " ".join(verdict.refusals)  # the unlike means are never compared
+    assert "has no evaluation under the curriculum's protocol over 5 concepts yet" in verdict.refusals[0]
+    store_fallback(curriculum, mean=0.10, num_concepts=5)
+    v2.curriculum.refresh_from_db()
+    with pytest.raises(services.PromotionRefused,
+                       match=r"v2 does not beat the fallback: lowest_recall, held to it over v2's 5 concepts because "
+                             r"the active v1 is evaluated over 3, whose mean is not comparable, scores 0.1000 .*"
+                             r"\(v2: mean final recall 0.0800\)"):
+        services.promote_policy(policy=v2, reason="covers the new concepts")
+    store_fallback(curriculum, mean=0.07, num_concepts=5)
+    v2.curriculum.refresh_from_db()
+    verdict = services.promotion_gate(candidate=v2, active=v1)
+    assert verdict.passes and verdict.fallback_recall == pytest.approx(0.07)
+    event = services.promote_policy(policy=v2, reason="covers the new concepts")
+    assert (event.from_version, event.to_version, event.forced) == (1, 2, False)
+
+
+def test_versions_over_the_same_deck_still_compare_with_each_other(make_curriculum, make_policy):
+    curriculum = make_curriculum(concepts=5)
+    v1 = make_policy(curriculum, recall=0.5)
+    _cover(v1, 5)
+    services.promote_policy(policy=v1, reason="first")
+    v2 = make_policy(curriculum, recall=0.4, fallback=0.1)  # above the fallback, below v1: refused
+    _cover(v2, 5)
+    verdict = services.promotion_gate(candidate=v2, active=v1)
+    assert verdict.unlike_decks is None and verdict.fallback_metrics is None
+    assert "evaluates worse than the active v1 under the same protocol (mean final recall 0.4000 < 0.5000)" in \
+        verdict.refusals[0]
+
+
+def test_lift_is_the_paired_difference_when_the_evaluation_has_the_builtin_family_block():
+    metrics = {"results": {"dt": {"mean": 0.6, "ci95": [0.57, 0.63]}, "random": {"mean": 0.4, "ci95": [0.36, 0.44]},
+                           "leitner": {"mean": 0.5, "ci95": [0.47, 0.53]}},
+               "families": {"builtin": {"paired": {"random": {"mean": 0.2, "ci95": [0.19, 0.21]}}}}}
+    out = lift(metrics)
+    assert out["random"] == {"mean": 0.2, "ci95": [0.19, 0.21], "paired": True}  # the same students: narrower
+    assert out["leitner"]["paired"] is False and out["leitner"]["ci95"] == pytest.approx([0.0576, 0.1424], abs=1e-4)

@@ -105,8 +105,8 @@ def test_a_running_runs_page_shows_the_phase_progress_one_epoch_and_loss_and_a_t
     status = response.context["job_status"]
     assert (status["percent"], status["indeterminate"]) == (40.0, False)  # the evaluation's 2 of 5, not 100%
     weights = [stage_weight(stage) for stage in status["stages"]]  # each stage its share of a run's typical time
-    assert "stage 6 of 8: evaluating, 40% (2 / 5)" in page
-    assert status["bar"] == round(100 * (sum(weights[:5]) + 0.4 * weights[5]) / sum(weights), 1)
+    assert "stage 7 of 9: evaluating, 40% (2 / 5)" in page
+    assert status["bar"] == round(100 * (sum(weights[:6]) + 0.4 * weights[6]) / sum(weights), 1)
     # the header and the Result section show the same fields, both updated by the poller (data-live)
     assert page.count('data-live="epoch">1<') == 2 and page.count('data-live="loss">2.9660<') == 2
     assert f'data-started="{run.started_at.isoformat()}"' in page and "1 min 30 s so far" in page
@@ -207,6 +207,39 @@ def test_version_page_shows_its_evaluation_and_loss_above_the_raw_config(admin_c
                                 page.index("dt_lite_config.json</summary>"))
     assert evaluation < config and loss < config
     assert ">optimiser step<" in page
+
+
+def test_an_evaluated_runs_page_shows_its_evaluation_and_links_the_version_it_registered(
+        admin_client, curriculum, make_policy):
+    # The run's "Evaluation" field read "-" for every evaluated run: it was the version page's method, which also
+    # reads what only a version has (AttributeError, which the admin shows as "-").
+    policy = make_policy(curriculum, recall=0.6)
+    families = {"actr": {"dt": {"mean": 0.55, "ci95": [0.54, 0.56]}, "best_behaviour": None, "paired": {},
+                         "gap_closed": None}}
+    run = TrainingRun.objects.create(curriculum=curriculum, concepts=5, status="succeeded", policy=policy,
+                                     metrics={**policy.metrics, "families": families})
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    evaluation = page.split("<label>Evaluation:</label>", 1)[1].split("</fieldset>", 1)[0]
+    assert '<div class="readonly">-</div>' not in evaluation
+    assert 'class="crl-chart bar-chart"' in evaluation  # the chart, then the table per policy and per family
+    assert "<td>dt</td><td>0.6000</td><td>[0.5900, 0.6100]</td>" in evaluation
+    assert 'class="crl-families"' in evaluation and "<td>actr</td>" in evaluation
+    version_page = reverse("admin:curriculum_policymodel_change", args=[policy.pk])
+    assert f'<a href="{version_page}">{policy}</a>' in evaluation  # where its evaluation under the protocol is
+
+    unevaluated = TrainingRun.objects.create(curriculum=curriculum, concepts=5, status="failed")
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[unevaluated.pk])).content.decode()
+    assert '<div class="readonly">not evaluated</div>' in page.split("<label>Evaluation:</label>", 1)[1]
+
+
+def test_a_running_runs_progress_panel_names_its_phase_once(admin_client, curriculum):
+    run = TrainingRun.objects.create(curriculum=curriculum, status="running", started_at=timezone.now(),
+                                     heartbeat_at=timezone.now(), phase="fitting the encoder", step=3, steps=6,
+                                     data_source="review_log")
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    panel = page.split('id="job-progress"', 1)[1].split("</fieldset>", 1)[0]
+    assert "stage 3 of 9: fitting the encoder, 50% (3 / 6)" in panel  # the bar's label says the phase...
+    assert panel.count("fitting the encoder") == 1  # ...and nothing repeats it beside the status
 
 
 def test_learner_page_shows_the_review_timeline_and_recall_per_concept(admin_client, curriculum):

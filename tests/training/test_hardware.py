@@ -16,7 +16,14 @@ def test_describe_says_nothing_before_training():
     assert describe({}) == "" and describe({"warning": "No GPU"}) == ""
 
 
-def test_the_missing_gpu_warning_is_given_only_when_a_gpu_was_wanted_and_absent():
-    assert "No GPU on worker w1@gpu-box" in missing_gpu_warning(no_cuda=False, cuda_available=False, worker="w1@gpu-box")
-    assert missing_gpu_warning(no_cuda=True, cuda_available=False, worker="w1") == ""
-    assert missing_gpu_warning(no_cuda=False, cuda_available=True, worker="w1") == ""
+def test_the_missing_gpu_warning_is_given_only_when_a_gpu_was_expected_wanted_and_absent():
+    text = missing_gpu_warning(no_cuda=False, cuda_available=False, worker="w1@gpu-box", gpu_expected=True)
+    assert "No GPU on worker w1@gpu-box" in text and "CRL_TRAINING_GPU_EXPECTED=0" in text
+    assert missing_gpu_warning(no_cuda=True, cuda_available=False, worker="w1", gpu_expected=True) == ""
+    assert missing_gpu_warning(no_cuda=False, cuda_available=True, worker="w1", gpu_expected=True) == ""
+
+
+def test_a_cpu_only_deployment_trains_on_the_cpu_without_the_warning():
+    # the quick start (make run, no GPU, CRL_TRAINING_GPU_EXPECTED off): the form's "CPU only" unticked by default
+    # must not make every run warn that it trains on the CPU, as planned
+    assert missing_gpu_warning(no_cuda=False, cuda_available=False, worker="w1", gpu_expected=False) == ""

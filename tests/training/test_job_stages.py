@@ -20,15 +20,16 @@ def test_a_run_that_has_extracted_every_review_is_not_at_100_percent(admin_clien
     status = job_status(job=run)
     stages = status["stages"]
     assert status["percent"] == 100.0  # the phase's own count is complete...
-    assert status["stage"] == stages.index("extracting trajectories") + 1 == 3 and len(stages) == 9
+    # the log's second pass: the encoder was fitted on the first (training.pipeline.build_dataset_from_reviews)
+    assert status["stage"] == stages.index("extracting trajectories") + 1 == 4 and len(stages) == 9
     weights = [stage_weight(stage) for stage in stages]
-    assert status["bar"] == pytest.approx(100 * sum(weights[:3]) / sum(weights), abs=0.1)  # ...training is ahead
+    assert status["bar"] == pytest.approx(100 * sum(weights[:4]) / sum(weights), abs=0.1)  # ...training is ahead
     assert status["bar"] < 15
-    assert status["bar_label"] == "stage 3 of 9: extracting trajectories, 100% (500 / 500)"
+    assert status["bar_label"] == "stage 4 of 9: extracting trajectories, 100% (500 / 500)"
     page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
     bar = page.split('id="job-progress-bar"')[1].split(">")[0]
     assert f'value="{status["bar"]}"' in bar and 'value="100' not in bar
-    assert "stage 3 of 9: extracting trajectories" in page
+    assert "stage 4 of 9: extracting trajectories" in page
 
 
 def test_the_bar_reaches_100_only_when_the_job_succeeded(curriculum):
@@ -146,3 +147,44 @@ def test_a_protocol_evaluation_with_a_version_active_has_no_fallback_stage_and_f
     # a job that reported the fallback's stage keeps it, whatever became active since
     job.status, job.phase, job.step, job.steps = "running", FALLBACK_STAGE, 0, 1
     assert job_stages(job)[-1] == FALLBACK_STAGE and stage_bar(job)["stage"] == 3
+
+
+def test_a_protocol_evaluation_of_a_version_over_another_deck_than_the_active_one_has_the_fallback_stage(
+        make_curriculum, make_policy):
+    """The gate holds a version over another number of concepts than the active one to the fallback over its own
+    concepts (curriculum.services.held_to_fallback), so its evaluation evaluates the fallback too: on the bar."""
+    from curriculum.models import PolicyModel
+    from curriculum.services import promote_policy
+    from training.jobs.stages import FALLBACK_STAGE
+
+    curriculum = make_curriculum("decks", concepts=5)
+    active = make_policy(curriculum, recall=0.6)
+    PolicyModel.objects.filter(pk=active.pk).update(config={"concept_keys": ["c0", "c1", "c2"]})
+    promote_policy(policy=active, force=True, reason="three concepts")
+    wider = make_policy(curriculum, recall=0.5)
+    PolicyModel.objects.filter(pk=wider.pk).update(config={"concept_keys": [f"c{i}" for i in range(5)]})
+    same = make_policy(curriculum, recall=0.5)
+    PolicyModel.objects.filter(pk=same.pk).update(config={"concept_keys": ["c0", "c1", "c2"]})
+    job = ProtocolEvaluationJob(curriculum=curriculum, status="running", phase="evaluating", step=1, steps=4)
+    for policy, last in ((wider, FALLBACK_STAGE), (same, "evaluating"), (active, "evaluating")):
+        job.policy = PolicyModel.objects.get(pk=policy.pk)
+        assert job_stages(job)[-1] == last, policy
+
+
+def test_the_job_lists_show_the_whole_jobs_bar_which_does_not_start_again_at_each_stage(admin_client, curriculum):
+    # The list's column showed the phase's own percent: 100% at the end of the data, then 0% as training began.
+    extracted = TrainingRun.objects.create(curriculum=curriculum, status="running", data_source="review_log",
+                                           phase="extracting trajectories", step=500, steps=500)
+    training = TrainingRun.objects.create(curriculum=curriculum, status="running", data_source="review_log",
+                                          phase="training", step=0, steps=400)
+    unknown = TrainingRun.objects.create(curriculum=curriculum, status="running", phase="starting")
+    done = TrainingRun.objects.create(curriculum=curriculum, status="succeeded")
+    page = admin_client.get(reverse("admin:training_trainingrun_changelist")).content.decode()
+    rows = {run.pk: page.split(f'/admin/training/trainingrun/{run.pk}/change/"', 1)[1].split("</tr>", 1)[0]
+            for run in (extracted, training, unknown, done)}
+    for run in (extracted, training):
+        bar = job_status(job=run)["bar"]
+        assert f'<progress max="100" value="{bar}" style="width: 4em"></progress> {bar}%' in rows[run.pk]
+    assert job_status(job=extracted)["bar"] == job_status(job=training)["bar"] > 0  # not 100%, then 0%
+    assert '<progress max="100" style="width: 4em"></progress>' in rows[unknown.pk]  # no place yet: a moving bar
+    assert 'value="100.0"' in rows[done.pk]

@@ -242,3 +242,26 @@ def test_a_round_robin_fallback_is_evaluated_as_round_robin_under_its_own_key(cu
     assert dt_mean(rr, "round_robin") == pytest.approx(float(expected.mean()))
     assert selectors.fallback_evaluation(curriculum=curriculum, protocol=small, num_concepts=5) == rr
     assert len(curriculum.fallback_evaluations) == 2  # the lowest_recall one is kept, under its own key
+
+
+def test_evaluating_what_serves_evaluates_the_fallback_over_a_candidate_deck_the_active_version_does_not_cover(
+        curriculum, make_policy):
+    from curriculum import selectors
+    from curriculum.evaluation_protocol import EvaluationProtocol
+    from curriculum.models import PolicyModel
+    from curriculum.services import promote_policy
+    from training import protocol_evaluation
+
+    small = EvaluationProtocol(students=20, interactions=30)
+    type(curriculum).objects.filter(pk=curriculum.pk).update(evaluation_protocol=small.to_dict())
+    curriculum.refresh_from_db()
+    active = make_policy(curriculum, recall=0.5, fallback=None)  # evaluated under the protocol: not simulated again
+    PolicyModel.objects.filter(pk=active.pk).update(config={"concept_keys": ["c0", "c1", "c2"]})
+    promote_policy(policy=active, force=True, reason="three concepts")
+    protocol_evaluation.evaluate_active_under_protocol(curriculum=curriculum, protocol=small, num_concepts=3)
+    curriculum.refresh_from_db()
+    assert not curriculum.fallback_evaluations  # the same deck: the active version is the bar
+    protocol_evaluation.evaluate_active_under_protocol(curriculum=curriculum, protocol=small, num_concepts=5)
+    curriculum.refresh_from_db()
+    stored = selectors.fallback_evaluation(curriculum=curriculum, protocol=small, num_concepts=5)
+    assert stored is not None and stored["num_concepts"] == 5 and len(curriculum.fallback_evaluations) == 1

@@ -182,11 +182,12 @@ def test_a_redelivered_training_task_registers_one_version(curriculum):
 
 
 @pytest.mark.trains
-def test_a_run_asking_for_a_gpu_on_a_worker_without_one_says_so_and_records_where_it_trained(
-        curriculum, monkeypatch, admin_client):
+def test_a_run_expected_to_find_a_gpu_on_a_worker_without_one_says_so_and_records_where_it_trained(
+        curriculum, monkeypatch, admin_client, settings):
     import torch
     from django.urls import reverse
 
+    settings.CRL_TRAINING_GPU_EXPECTED = True  # a GPU deployment (the default with CRL_ENV=production)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run = jobs.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "no_cuda": False})
     tasks.run_training_run(run.pk)
@@ -204,9 +205,23 @@ def test_a_run_asking_for_a_gpu_on_a_worker_without_one_says_so_and_records_wher
 
 
 @pytest.mark.trains
-def test_a_run_on_the_cpu_by_choice_carries_no_gpu_warning(curriculum, monkeypatch):
+def test_a_run_of_the_cpu_only_quick_start_carries_no_gpu_warning(curriculum, monkeypatch, settings):
     import torch
 
+    settings.CRL_TRAINING_GPU_EXPECTED = False  # make run's default: no GPU expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = jobs.launch_training_run(curriculum=curriculum, **{**TINY_RUN, "no_cuda": False})  # the form's default
+    tasks.run_training_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert "warning" not in run.hardware and run.hardware["device"] == "cpu"
+
+
+@pytest.mark.trains
+def test_a_run_on_the_cpu_by_choice_carries_no_gpu_warning(curriculum, monkeypatch, settings):
+    import torch
+
+    settings.CRL_TRAINING_GPU_EXPECTED = True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run = jobs.launch_training_run(curriculum=curriculum, **TINY_RUN)  # no_cuda=True
     tasks.run_training_run(run.pk)

@@ -20,10 +20,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from curriculum.admin import format_when, permission_denied
 
 from .. import jobs
+from ..jobs.stages import stage_bar
 from ..models import Job
 from ..workers import format_duration, waiting_note
 
@@ -82,8 +84,16 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Job):
-        return format_html('<progress max="100" value="{}" style="width: 4em"></progress> {}%', obj.progress_percent,
-                           obj.progress_percent)
+        """The whole job's bar across its stages, as on its page (stages.stage_bar): it only grows from stage to
+        stage, where the phase's own percent (``progress_percent``) starts again from 0 at each one. A moving bar
+        while the phase is none of the job's stages."""
+        # a succeeded or queued job's place needs no stage list (a protocol evaluation's costs a query)
+        bar = {Job.Status.SUCCEEDED: 100.0, Job.Status.QUEUED: 0.0}.get(obj.status)
+        if bar is None:
+            bar = stage_bar(obj)["bar"]
+        if bar is None:
+            return mark_safe('<progress max="100" style="width: 4em"></progress>')
+        return format_html('<progress max="100" value="{}" style="width: 4em"></progress> {}%', bar, bar)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Job) -> str:

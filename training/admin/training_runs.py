@@ -175,6 +175,26 @@ class TrainingRunAdmin(JobAdmin):
         return format_html('<a href="{}">{}</a> (<a href="{}">orchestrator</a>)', url, obj.policy,
                            reverse("curriculum:orchestrator"))
 
-    # The same chart and table as on the version's page (they read obj.metrics only).
-    metrics_chart = PolicyModelAdmin.evaluation
+    @admin.display(description="evaluation")
+    def metrics_chart(self, obj: TrainingRun):
+        """The run's evaluation (``obj.metrics``): the chart, the table per policy and the table per student family,
+        as on the version's page, and a link to the version it registered, whose page also has the evaluation on
+        students like the curriculum's own under the curriculum's protocol. "not evaluated" while the run has no
+        evaluation (before its evaluation stage, or failed or cancelled earlier).
+
+        Its own method rather than PolicyModelAdmin.evaluation: that one also reads what only a version has (its
+        evaluation under the curriculum's protocol), and the AttributeError it raised on a run made the admin
+        show "-" for every evaluated run."""
+        if not (obj.metrics or {}).get("results"):
+            return "not evaluated"
+        version = ""
+        if obj.policy_id is not None:
+            version = format_html(
+                '<p>The full evaluation, with students like the curriculum\'s own under its protocol, is on the page '
+                'of <a href="{}">{}</a>.</p>', reverse("admin:curriculum_policymodel_change", args=[obj.policy_id]),
+                obj.policy)
+        return format_html('<div class="crl-charts">{}</div>{}{}{}', charts.evaluation_chart(metrics=obj.metrics),
+                           self.metrics_table(obj), PolicyModelAdmin.families_table(obj), version)
+
+    # The version page's table of the evaluation per policy (it reads obj.metrics only).
     metrics_table = PolicyModelAdmin.metrics_table

@@ -39,7 +39,8 @@ def _extract(run: JobRun) -> None:
     run.report(phase="reading reviews", steps=total)
 
     def progress(stage: str, done: int, total: int, info: dict | None = None) -> None:
-        run.report(phase=stage, step=done, steps=max(total, done), rows_read=done)
+        # the log is read twice (fitting the encoder, then extracting): the reviews read so far never go back
+        run.report(phase=stage, step=done, steps=max(total, done), rows_read=max(job.rows_read, done))
         run.check()
 
     dataset = pipeline.build_dataset_from_reviews(curriculum=job.curriculum, on_progress=progress)

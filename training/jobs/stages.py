@@ -10,16 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from curriculum.models import PolicyModel
+from curriculum.services import held_to_fallback
 
 from ..models import (
     Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
 )
 
 _TRAINING_BEFORE = ("checking the space for the artifacts", "preparing the data")
+# The data stages in the order training.pipeline reports them: a simulated cohort is then extracted; a review log is
+# read twice, first to fit the encoder, then to extract with it; a dataset is loaded. (A stage missing here left the
+# bar without a place, a moving bar in the middle of the run; two in the wrong order sent it back.)
 _TRAINING_DATA = {
-    TrainingRun.DataSource.SYNTHETIC: ("simulating students",),
-    TrainingRun.DataSource.REVIEW_LOG: ("extracting trajectories", "fitting the encoder"),
-    TrainingRun.DataSource.DATASET: (),
+    TrainingRun.DataSource.SYNTHETIC: ("simulating students", "extracting trajectories"),
+    TrainingRun.DataSource.REVIEW_LOG: ("fitting the encoder", "extracting trajectories"),
+    TrainingRun.DataSource.DATASET: ("loading the dataset",),
 }
 _TRAINING_AFTER = ("training", "exporting artifacts", "evaluating",
                    "evaluating the active version under the curriculum's protocol", "registering the candidate version")
@@ -31,7 +35,8 @@ _TRAINING_AFTER = ("training", "exporting artifacts", "evaluating",
 STAGE_WEIGHTS: dict[str, float] = {
     # training runs (and the extraction job's shared phases)
     "checking the space for the artifacts": 0.5, "preparing the data": 1.0, "simulating students": 4.0,
-    "extracting trajectories": 4.0, "fitting the encoder": 3.0, "training": 45.0, "exporting artifacts": 1.0,
+    "extracting trajectories": 4.0, "fitting the encoder": 3.0, "loading the dataset": 1.0, "training": 45.0,
+    "exporting artifacts": 1.0,
     "evaluating": 30.0, "evaluating the active version under the curriculum's protocol": 10.0,
     "registering the candidate version": 0.5,
     # synthetic generation, extraction, import, protocol evaluation
@@ -42,10 +47,11 @@ STAGE_WEIGHTS: dict[str, float] = {
 
 STAGES: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("simulating the cohort", "writing reviews"),
-    TrajectoryExtractionJob: ("reading reviews", "extracting trajectories", "fitting the encoder", "saving the dataset"),
+    # training.pipeline.build_dataset_from_reviews fits the encoder on a first pass over the log, then extracts
+    TrajectoryExtractionJob: ("reading reviews", "fitting the encoder", "extracting trajectories", "saving the dataset"),
     ReviewImportJob: ("validating", "storing", "updating learner states"),
-    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback only while no version
-    # is active: _protocol_evaluation_stages)
+    # training/jobs/protocol_evaluation.py and training/protocol_evaluation.py (the fallback only when the gate holds
+    # the version to it: _protocol_evaluation_stages)
     ProtocolEvaluationJob: ("copying the artifacts", "evaluating", "evaluating the fallback"),
 }
 FALLBACK_STAGE = "evaluating the fallback"
@@ -69,16 +75,19 @@ def job_stages(job: Job) -> tuple[str, ...]:
 
 
 def _protocol_evaluation_stages(job: ProtocolEvaluationJob) -> tuple[str, ...]:
-    """A protocol evaluation evaluates the fallback too only while its curriculum has no active version
-    (training.protocol_evaluation.evaluate_under_protocol asks when "evaluating" ends): with one active, the
-    fallback's stage is left out, so "evaluating" fills the whole bar instead of stopping at three quarters and
-    jumping to done. Once the job reports the fallback's stage it is in, whatever became active since. One query
-    (whether a version is active) otherwise."""
+    """A protocol evaluation evaluates the fallback too only when the promotion gate holds its version to the
+    fallback (``curriculum.services.held_to_fallback``: no version is active, or the active one covers another
+    number of concepts; training.protocol_evaluation.evaluate_under_protocol asks when "evaluating" ends):
+    otherwise the fallback's stage is left out, so "evaluating" fills the whole bar instead of stopping at three
+    quarters and jumping to done. Once the job reports the fallback's stage it is in, whatever became active since.
+    A few queries (the active version, the job's version, their concept counts) otherwise."""
     stages = STAGES[ProtocolEvaluationJob]
     if job.phase == FALLBACK_STAGE:
         return stages
-    active = PolicyModel.objects.filter(curriculum_id=job.curriculum_id, status=PolicyModel.Status.ACTIVE).exists()
-    return stages[:-1] if active else stages
+    active = PolicyModel.objects.filter(curriculum_id=job.curriculum_id, status=PolicyModel.Status.ACTIVE).first()
+    if active is None:
+        return stages
+    return stages if job.policy_id is not None and held_to_fallback(candidate=job.policy, active=active) else stages[:-1]
 
 
 def stage_bar(job: Job) -> dict[str, Any]:

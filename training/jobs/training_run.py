@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 from curriculum.models import Curriculum, PolicyModel
 from curriculum.services import artifact_storage
 from curriculum.storage import check_free_folder, check_free_space
@@ -126,7 +128,8 @@ def _train(run: JobRun) -> None:
     from ..rl.trainer import TrainingCancelled
 
     job: TrainingRun = run.job  # type: ignore[assignment]
-    warning = missing_gpu_warning(no_cuda=job.no_cuda, cuda_available=torch.cuda.is_available(), worker=job.worker)
+    warning = missing_gpu_warning(no_cuda=job.no_cuda, cuda_available=torch.cuda.is_available(), worker=job.worker,
+                                  gpu_expected=settings.CRL_TRAINING_GPU_EXPECTED)
     if warning:
         log.warning("%s: %s", job, warning)
         run.report(hardware={"warning": warning})

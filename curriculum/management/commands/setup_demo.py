@@ -111,19 +111,21 @@ class Command(BaseCommand):
 
 def gate_summary(verdict: services.GateVerdict) -> list[str]:
     """The promotion gate's numbers as lines: the candidate's DT mean final recall and what it must beat (the
-    active version, or with none the fallback rule), each with its 95% interval, under the curriculum's protocol."""
+    active version, or with none, or one over another number of concepts, the fallback rule), each with its 95% interval, under the curriculum's protocol."""
     candidate = verdict.candidate
     lines = [f"Promotion gate for {candidate.curriculum.key} v{candidate.version}, mean final recall under the "
              f"curriculum's protocol ({verdict.protocol.label}):"]
     rows = [(f"v{candidate.version} (Decision Transformer)", _result(verdict.candidate_metrics, "dt"))]
-    if verdict.active is not None:
+    if verdict.active is not None and verdict.unlike_decks is None:
         rows.append((f"active v{verdict.active.version}", _result(verdict.active_metrics, "dt")))
     else:
         rule = candidate.curriculum.fallback_rule
         # the fallback reads the default (unfitted) encoder, as it serves: not the version's table's baseline of the
         # same name, which reads the version's fitted encoder
-        rows.append((f"fallback {rule}, default encoder (serves with no version)",
-                     _result(verdict.fallback_metrics, rule)))
+        why = ("serves with no version" if verdict.unlike_decks is None else
+               f"over v{candidate.version}'s {verdict.unlike_decks[0]} concepts; the active v{verdict.active.version} "
+               f"covers {verdict.unlike_decks[1]}")
+        rows.append((f"fallback {rule}, default encoder ({why})", _result(verdict.fallback_metrics, rule)))
     width = max(len(name) for name, _ in rows)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     return lines
