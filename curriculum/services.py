@@ -199,11 +199,12 @@ class GateVerdict:
     ``refusals``: one sentence per rule broken (empty: it passes); ``needs_reevaluation``: versions (the candidate
     and/or the active one) with no evaluation under the protocol, which an "evaluate under the protocol" job fixes
     (the job on the candidate also evaluates the fallback when ``fallback_needs_evaluation``);
-    ``fallback_metrics``: with no active version, or one evaluated over another number of concepts than the
-    candidate (``unlike_decks``), the fallback rule's stored evaluation under the protocol over the candidate's
-    concepts (``selectors.fallback_evaluation``; its mean is ``results[rule]``, the curriculum's fallback rule), None
-    when not evaluated yet. ``unlike_decks``: (the candidate's concept count, the active version's) when they differ,
-    so that the two means are over different decks and the candidate is held to the fallback instead; else None.
+    ``fallback_metrics``: with no active version, or one evaluated over fewer concepts than the candidate
+    (``unlike_decks``), the fallback rule's stored evaluation under the protocol over the candidate's concepts
+    (``selectors.fallback_evaluation``; its mean is ``results[rule]``, the curriculum's fallback rule), None when not
+    evaluated yet. ``unlike_decks``: (the candidate's concept count, the active version's) when they differ
+    (``compared_decks``), so that the two means are over different decks and are not compared: a candidate over
+    more concepts is held to the fallback instead, one over fewer is refused; else None.
     """
 
     protocol: EvaluationProtocol
@@ -227,42 +228,71 @@ class GateVerdict:
         return dt_mean(self.fallback_metrics, self.candidate.curriculum.fallback_rule)
 
 
-def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: int) -> int:
+def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: int,
+                            concept_count: int | None = None) -> int:
     """How many concepts a version with DTLite ``config`` is evaluated over: the config's ``action_dim`` (or its
-    ``concept_keys``), else the curriculum's concept count (a version registered without a DTLite config)."""
+    ``concept_keys``), else the curriculum's concept count (a version registered without a DTLite config):
+    ``concept_count`` when the caller has it, else one query."""
     config = config or {}
     if isinstance(config.get("action_dim"), int):
         return config["action_dim"]
     if config.get("concept_keys"):
         return len(config["concept_keys"])
+    if concept_count is not None:
+        return concept_count
     return Concept.objects.filter(curriculum_id=curriculum_id).count()
 
 
-def held_to_fallback(*, candidate: PolicyModel, active: PolicyModel | None) -> bool:
+def compared_decks(*, candidate: PolicyModel, active: PolicyModel | None,
+                   concept_count: int | None = None) -> tuple[int, int] | None:
+    """(the candidate's evaluated concept count, the active version's) when they differ, so that their mean final
+    recalls are over different decks and not comparable (``evaluated_concept_count``); None when they are the same
+    deck, when no version is active or when ``candidate`` is the active version. ``concept_count``: the
+    curriculum's, when the caller has it; else at most one query (versions registered without a DTLite config)."""
+    if active is None or active.pk == candidate.pk:
+        return None
+    counted: list[int] = [] if concept_count is None else [concept_count]
+
+    def deck(policy: PolicyModel) -> int:
+        config = policy.config or {}
+        if not counted and not isinstance(config.get("action_dim"), int) and not config.get("concept_keys"):
+            counted.append(Concept.objects.filter(curriculum_id=policy.curriculum_id).count())
+        return evaluated_concept_count(config=config, curriculum_id=policy.curriculum_id,
+                                       concept_count=counted[0] if counted else None)
+
+    mine, theirs = deck(candidate), deck(active)
+    return None if mine == theirs else (mine, theirs)
+
+
+def held_to_fallback(*, candidate: PolicyModel, active: PolicyModel | None,
+                     concept_count: int | None = None) -> bool:
     """Whether the promotion gate holds ``candidate`` to the fallback rule over its own concepts rather than to the
-    active version: no version is active, or the active one (not ``candidate`` itself) is evaluated over another
-    number of concepts (``evaluated_concept_count``), so that the two means are not comparable. At most two queries
-    (a version registered without a DTLite config counts the curriculum's concepts)."""
+    active version: no version is active, or the candidate covers more concepts than the active one
+    (``compared_decks``: concepts added since the active version was trained), so that the two means are not
+    comparable. A candidate over fewer concepts than the active one is not held to the fallback: the gate refuses
+    it (promoting it would leave concepts unscored; forcing it needs a reason)."""
     if active is None:
         return True
-    if active.pk == candidate.pk:
-        return False
-    return (evaluated_concept_count(config=candidate.config, curriculum_id=candidate.curriculum_id)
-            != evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))
+    decks = compared_decks(candidate=candidate, active=active, concept_count=concept_count)
+    return decks is not None and decks[0] > decks[1]
 
 
-def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> GateVerdict:
+def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None,
+                   concept_count: int | None = None) -> GateVerdict:
     """The gate's verdict on promoting ``candidate`` over ``active`` (a read: nothing changes, nothing is evaluated).
+    ``concept_count``: the curriculum's, when the caller has it (versions without a DTLite config count it: a query).
 
     Rules, under the candidate's curriculum protocol only (numbers from other protocols are never compared):
     the candidate has an evaluation under it; its DT mean is not below the random baseline's of that evaluation;
     it beats what would serve without it: when there is an active version evaluated over as many concepts as the
-    candidate (``evaluated_concept_count``), that version has an evaluation under the protocol too and the
-    candidate's DT mean is not below it; when there is none, or the active version covers another number of concepts
-    (a mean final recall over 20 concepts and one over 58 are not comparable: after concepts were added, say), the
+    candidate (``compared_decks``), that version has an evaluation under the protocol too and the candidate's DT
+    mean is not below it; when there is none, or the active version covers fewer concepts than the candidate (a
+    mean final recall over 20 concepts and one over 58 are not comparable: concepts were added since, say), the
     fallback rule (``Curriculum.fallback_rule`` with serving's default encoder, over the candidate's concepts) has a
     stored evaluation under the protocol (``selectors.fallback_evaluation``) and the candidate's DT mean is strictly
-    above its mean: the bar a first version meets, on the candidate's own deck.
+    above its mean: the bar a first version meets, on the candidate's own deck. A candidate over fewer concepts
+    than the active version is refused (its mean is not comparable either, and promoting it would leave concepts
+    unscored): only forcing, with a reason, promotes it.
     """
     protocol = candidate.curriculum.protocol
     refusals: list[str] = []
@@ -281,10 +311,13 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
         if random is not None and new < random:
             refusals.append(f"v{candidate.version} evaluates below the random baseline under the protocol "
                             f"(mean final recall {new:.4f} < random {random:.4f})")
-    deck = evaluated_concept_count(config=candidate.config, curriculum_id=candidate.curriculum_id)
-    if active is not None and held_to_fallback(candidate=candidate, active=active):
-        unlike = (deck, evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))
-    if active is not None and unlike is None:
+    unlike = compared_decks(candidate=candidate, active=active, concept_count=concept_count)
+    if unlike is not None and unlike[0] < unlike[1]:
+        refusals.append(f"v{candidate.version} is evaluated over {unlike[0]} concepts, fewer than the active "
+                        f"v{active.version}'s {unlike[1]}: their means are over different decks and are not compared, "
+                        f"and promoting it would leave {unlike[1] - unlike[0]} concepts the active version scores "
+                        f"unscored: force it with a reason if that is intended")
+    elif active is not None and unlike is None:
         theirs = selectors.evaluation_under(policy=active, protocol=protocol)
         old = dt_mean(theirs)
         if theirs is None or old is None:
@@ -294,7 +327,9 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None) -> Gat
         elif new is not None and mine is not None and new < old:
             refusals.append(f"v{candidate.version} evaluates worse than the active v{active.version} under the "
                             f"same protocol (mean final recall {new:.4f} < {old:.4f})")
-    else:
+    if active is None or (unlike is not None and unlike[0] > unlike[1]):
+        deck = unlike[0] if unlike is not None else evaluated_concept_count(
+            config=candidate.config, curriculum_id=candidate.curriculum_id, concept_count=concept_count)
         fallback = selectors.fallback_evaluation(curriculum=candidate.curriculum, protocol=protocol, num_concepts=deck)
         rule = candidate.curriculum.fallback_rule
         bar = dt_mean(fallback, rule)

@@ -78,12 +78,9 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
     run = getattr(policy, "training_run", None)
     like = students_like(under)
     # a mean over another number of concepts than the active version's is not comparable with its mean
-    # (services.promotion_gate holds such a version to the fallback over its own concepts instead)
-    decks = None
-    if active is not None and policy != active:
-        decks = (services.evaluated_concept_count(config=policy.config, curriculum_id=policy.curriculum_id),
-                 services.evaluated_concept_count(config=active.config, curriculum_id=active.curriculum_id))
-    unlike = decks if decks is not None and decks[0] != decks[1] else None
+    # (services.promotion_gate holds a version over more concepts to the fallback, and refuses one over fewer)
+    unlike = services.compared_decks(candidate=policy, active=active,
+                                     concept_count=None if keys is None else len(keys))
     return {
         "policy": policy,
         "under_protocol": under is not None,
@@ -122,7 +119,7 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
     candidates.sort(key=lambda e: (e["recall"] is None, -(e["recall"] or 0.0), -e["policy"].version))
     retired = [entries[p.pk] for p in versions if p.status == PolicyModel.Status.RETIRED]
     for entry in candidates + retired:
-        entry["gate"] = services.promotion_gate(candidate=entry["policy"], active=active)
+        entry["gate"] = services.promotion_gate(candidate=entry["policy"], active=active, concept_count=len(keys))
     return {
         "curriculum": curriculum,
         "protocol": curriculum.protocol,
@@ -202,7 +199,8 @@ def _confirm_context(request: HttpRequest, *, curriculum: Curriculum, target: Po
         "target": _version_entry(target, active=active, keys=keys),
         "active": _version_entry(active, active=active, keys=keys) if active else None,
         "concept_count": len(keys),
-        "gate": services.promotion_gate(candidate=target, active=active) if kind == "promote" else None,
+        "gate": (services.promotion_gate(candidate=target, active=active, concept_count=len(keys))
+                 if kind == "promote" else None),
         # a rollback undoes the promotion that activated the active version, whichever version numbers they carry
         "undone": _undone_promotion(curriculum=curriculum, active=active) if kind == "rollback" else None,
         "fallback_name": curriculum.fallback_rule,

@@ -43,10 +43,11 @@ while not pathlib.Path("worker.ready").exists():
     time.sleep(0.02)
 if sys.argv[1] == "exit":
     sys.exit(int(sys.argv[2]))
-print("server: ready", flush=True)
 if sys.argv[1] == "dies":
+    print("server: ready", flush=True)
     time.sleep(60)
-try:
+try:  # Ctrl-C may come as soon as "ready" is out, while print still runs: inside the try too
+    print("server: ready", flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     print("server: stopped by Ctrl-C", flush=True)
@@ -78,7 +79,10 @@ def on_a_terminal(args: list[str], *, cwd: Path, ctrl_c: bool, timeout: float = 
         try:
             os.chdir(cwd)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.execvp(args[0], args)
+            # a make of its own, as a user's at a terminal: not a sub-make of `make test` (CI), which would say
+            # "make[1]" and pass its flags on
+            env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+            os.execvpe(args[0], args, env)
         finally:
             os._exit(127)
     output, deadline, typed = b"", time.monotonic() + timeout, False

@@ -38,6 +38,9 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
     protocol = protocol or policy.curriculum.protocol
     found = selectors.evaluation_under(policy=policy, protocol=protocol)
     if found is not None:
+        # evaluated already (at registration, say), but the gate may hold it to a fallback not evaluated yet: a
+        # version over more concepts than a version made active since (the button the gate offers runs this)
+        _evaluate_its_fallback(policy=policy, protocol=protocol, on_progress=on_progress)
         return found
     verify_policy_artifacts(policy=policy)
     storage = artifact_storage()
@@ -57,15 +60,21 @@ def evaluate_under_protocol(*, policy: PolicyModel, protocol: EvaluationProtocol
         locked.evaluations = {**(locked.evaluations or {}), protocol.key: metrics}
         locked.save(update_fields=["evaluations"])
     policy.evaluations = locked.evaluations
-    # What the promotion gate holds this version to when no version is active, or when the active one covers another
-    # number of concepts (services.promotion_gate): the fallback over this version's concepts, evaluated alongside.
-    if held_to_fallback(candidate=policy, active=active_policy(curriculum=policy.curriculum)):
-        if on_progress is not None:
-            on_progress("evaluating the fallback", 0, 1, {"policy": policy.curriculum.fallback_rule})
-        evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol, num_concepts=
-                                         evaluated_concept_count(config=policy.config,
-                                                                 curriculum_id=policy.curriculum_id))
+    _evaluate_its_fallback(policy=policy, protocol=protocol, on_progress=on_progress)
     return metrics
+
+
+def _evaluate_its_fallback(*, policy: PolicyModel, protocol: EvaluationProtocol,
+                           on_progress: ProgressCallback | None) -> None:
+    """What the promotion gate holds ``policy`` to when no version is active, or when the active one covers fewer
+    concepts (``services.held_to_fallback``): the fallback over this version's concepts, evaluated (once: a stored
+    one is kept) alongside the version."""
+    if not held_to_fallback(candidate=policy, active=active_policy(curriculum=policy.curriculum)):
+        return
+    num_concepts = evaluated_concept_count(config=policy.config, curriculum_id=policy.curriculum_id)
+    if on_progress is not None:  # reported even when stored: the job's bar has the stage (training/jobs/stages.py)
+        on_progress("evaluating the fallback", 0, 1, {"policy": policy.curriculum.fallback_rule})
+    evaluate_fallback_under_protocol(curriculum=policy.curriculum, protocol=protocol, num_concepts=num_concepts)
 
 
 def evaluate_fallback_under_protocol(
@@ -111,7 +120,7 @@ def evaluate_active_under_protocol(
 ) -> PolicyModel | None:
     """Make sure what serves now has an evaluation under the curriculum's protocol, so that a new candidate's gate
     compares like with like: the active version (evaluated when it has none), and with no active version, or one
-    over another number of concepts than ``num_concepts`` (``services.promotion_gate``), the fallback rule over
+    over fewer concepts than ``num_concepts`` (``services.promotion_gate``), the fallback rule over
     ``num_concepts`` concepts (the candidate's; ``evaluate_fallback_under_protocol``) under
     ``protocol`` (default the curriculum's; a first version passes the protocol its registration will store).
     Returns the active version or None. Called by ``training.services.train_and_register`` before it registers
@@ -121,6 +130,6 @@ def evaluate_active_under_protocol(
         active.curriculum = curriculum
         evaluate_under_protocol(policy=active)
     if num_concepts is not None and (active is None or evaluated_concept_count(
-            config=active.config, curriculum_id=curriculum.pk) != num_concepts):
+            config=active.config, curriculum_id=curriculum.pk) < num_concepts):
         evaluate_fallback_under_protocol(curriculum=curriculum, protocol=protocol, num_concepts=num_concepts)
     return active

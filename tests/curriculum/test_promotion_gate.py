@@ -316,3 +316,43 @@ def test_lift_is_the_paired_difference_when_the_evaluation_has_the_builtin_famil
     out = lift(metrics)
     assert out["random"] == {"mean": 0.2, "ci95": [0.19, 0.21], "paired": True}  # the same students: narrower
     assert out["leitner"]["paired"] is False and out["leitner"]["ci95"] == pytest.approx([0.0576, 0.1424], abs=1e-4)
+
+
+def test_a_candidate_over_fewer_concepts_than_the_active_version_is_refused_unless_forced(make_curriculum, make_policy):
+    # a reviewer's bypass: a retired version over 3 concepts, far below the active one over 5, passed as soon as it
+    # beat the fallback over its 3
+    curriculum = make_curriculum(concepts=5)
+    smaller = make_policy(curriculum, recall=0.30, random=0.05, fallback=0.20)
+    _cover(smaller, 3)
+    wider = make_policy(curriculum, recall=0.70, fallback=0.20)
+    _cover(wider, 5)
+    services.promote_policy(policy=wider, force=True, reason="the whole deck")
+    verdict = services.promotion_gate(candidate=smaller, active=wider)
+    assert verdict.unlike_decks == (3, 5) and verdict.fallback_metrics is None and not verdict.needs_reevaluation
+    assert verdict.refusals == (
+        "v1 is evaluated over 3 concepts, fewer than the active v2's 5: their means are over different decks and are "
+        "not compared, and promoting it would leave 2 concepts the active version scores unscored: force it with a "
+        "reason if that is intended",)
+    with pytest.raises(services.PromotionRefused, match="fewer than the active v2's 5"):
+        services.promote_policy(policy=smaller, reason="back to the old deck")
+    event = services.promote_policy(policy=smaller, force=True, reason="the new concepts are withdrawn")
+    assert event.forced and (event.from_version, event.to_version) == (2, 1)
+
+
+def test_the_orchestrator_counts_the_concepts_once_for_versions_without_a_dtlite_config(
+        admin_client, make_curriculum, make_policy):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    curriculum = make_curriculum(concepts=5)
+    services.promote_policy(policy=make_policy(curriculum, recall=0.5), reason="first")  # configs without counts
+
+    def counts() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get("/admin/curriculum-ops/orchestrator/").status_code == 200
+        return sum('COUNT(*)' in q["sql"] and "curriculum_concept" in q["sql"] for q in queries.captured_queries)
+
+    few = counts()
+    for _ in range(6):
+        make_policy(curriculum, recall=0.4)
+    assert counts() == few  # not one or more per version

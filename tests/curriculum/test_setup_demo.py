@@ -112,3 +112,21 @@ def test_setup_demo_trains_a_policy_once_promotes_it_through_the_gate_and_prints
     assert ("Active policy: demo v1." in again.getvalue() if verdict.passes else "demo v1 is a candidate version" in again.getvalue())
     assert "Admin login" not in again.getvalue()
     assert PolicyModel.objects.count() == 1
+
+
+def test_the_gate_summary_says_which_lowest_recall_is_the_bar_when_the_version_table_has_another(
+        make_curriculum, make_policy):
+    # the newcomer's confusion: the version's table showed lowest_recall above the DT (its fitted encoder) while the
+    # gate let the DT pass over the fallback (the default encoder's lowest_recall)
+    curriculum = make_curriculum("demo")
+    v1 = make_policy(curriculum, recall=0.5938, fallback=0.5597)
+    v1.metrics["results"]["lowest_recall"] = {"mean": 0.6018, "ci95": [0.59, 0.61]}
+    type(v1).objects.filter(pk=v1.pk).update(metrics=v1.metrics, evaluations={})
+    v1.refresh_from_db()
+    lines = setup_demo.gate_summary(services.promotion_gate(candidate=v1, active=None))
+    assert lines[-1] == ("  (the evaluation table's lowest_recall, 0.6018, reads v1's fitted encoder; the gate's bar is "
+                         "lowest_recall as it serves without a version, on the default encoder)")
+    v1.metrics["results"].pop("lowest_recall")
+    type(v1).objects.filter(pk=v1.pk).update(metrics=v1.metrics)
+    v1.refresh_from_db()
+    assert "fitted encoder" not in " ".join(setup_demo.gate_summary(services.promotion_gate(candidate=v1, active=None)))

@@ -265,3 +265,31 @@ def test_evaluating_what_serves_evaluates_the_fallback_over_a_candidate_deck_the
     curriculum.refresh_from_db()
     stored = selectors.fallback_evaluation(curriculum=curriculum, protocol=small, num_concepts=5)
     assert stored is not None and stored["num_concepts"] == 5 and len(curriculum.fallback_evaluations) == 1
+
+
+def test_evaluating_an_evaluated_version_still_evaluates_the_fallback_the_gate_holds_it_to(curriculum, make_policy):
+    # a reviewer's dead end: v2 (5 concepts) evaluated at registration; v1 (3 concepts) made active since; the gate
+    # asks to "evaluate v2 under the protocol (it evaluates the fallback too)", and the job returned at once
+    from curriculum import selectors, services as gate
+    from curriculum.evaluation_protocol import EvaluationProtocol
+    from curriculum.models import PolicyModel
+    from training import protocol_evaluation
+
+    small = EvaluationProtocol(students=20, interactions=30)
+    type(curriculum).objects.filter(pk=curriculum.pk).update(evaluation_protocol=small.to_dict())
+    curriculum.refresh_from_db()
+    v1 = make_policy(curriculum, recall=0.5, fallback=None)
+    v2 = make_policy(curriculum, recall=0.6, fallback=None)
+    PolicyModel.objects.filter(pk=v1.pk).update(config={"concept_keys": ["c0", "c1", "c2"]})
+    PolicyModel.objects.filter(pk=v2.pk).update(config={"concept_keys": [f"c{i}" for i in range(5)]})
+    gate.promote_policy(policy=v1, force=True, reason="three concepts")
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert gate.promotion_gate(candidate=v2, active=v1).fallback_needs_evaluation
+    phases = []
+    found = protocol_evaluation.evaluate_under_protocol(policy=v2, on_progress=lambda stage, *_: phases.append(stage))
+    assert found["results"]["dt"]["mean"] == 0.6 and phases == ["evaluating the fallback"]
+    curriculum.refresh_from_db()
+    assert selectors.fallback_evaluation(curriculum=curriculum, protocol=small, num_concepts=5) is not None
+    v2.refresh_from_db()
+    assert not gate.promotion_gate(candidate=v2, active=v1).fallback_needs_evaluation

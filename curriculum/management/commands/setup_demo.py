@@ -128,6 +128,13 @@ def gate_summary(verdict: services.GateVerdict) -> list[str]:
         rows.append((f"fallback {rule}, default encoder ({why})", _result(verdict.fallback_metrics, rule)))
     width = max(len(name) for name, _ in rows)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+    if verdict.active is None or verdict.unlike_decks is not None:
+        rule = candidate.curriculum.fallback_rule
+        in_table = _result(verdict.candidate_metrics, rule)
+        if in_table[:1].isdigit():  # the version's own table has the rule too, on another encoder: say which is the bar
+            lines.append(f"  (the evaluation table's {rule}, {in_table.split()[0]}, reads v{candidate.version}'s "
+                         f"fitted encoder; the gate's bar is {rule} as it serves without a version, on the default "
+                         f"encoder)")
     return lines
 
 
