@@ -262,8 +262,8 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
         select = (f"SELECT l.external_id, l.id, s.data, s.history_states FROM {_table(Learner)} l "
                   f"LEFT JOIN {_table(LearnerState)} s ON s.learner_id = l.id AND s.curriculum_id = %s ")
         if connection.vendor == "postgresql":  # the ids as one array parameter: one query for the whole batch
-            cursor.execute(select + "WHERE l.external_id = ANY(%s)", [curriculum_id, ids])
-            rows = cursor.fetchall()
+            rows = _binary_rows(select.replace("s.data,", "s.data::text,", 1) + "WHERE l.external_id = ANY(%s)",
+                                [curriculum_id, ids])
         else:
             rows = []
             for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -275,6 +275,26 @@ def serving_batch_lookup(*, curriculum_key: str, learner_external_ids: list[str]
             learners[external_id] = (learner_id, _json_loads(data) if isinstance(data, str) else data,
                                      history_states)
     return ServingBatchLookup(curriculum_id, policy_id, concept_count, learners, ServingRules(*rules))
+
+
+def _binary_rows(sql: str, params: list[Any]) -> list[tuple]:
+    """The rows of one PostgreSQL query with its results in binary format: ``bytea`` columns travel as their bytes
+    instead of hexadecimal text of twice their size, which PostgreSQL writes and psycopg parses back (a batch of
+    1,000 learners' history states, about 6 KB each, took 73 ms text against 50 ms binary: bench/batch_profile.py,
+    bench/README.md). Django's cursor is a client-side-binding one, which psycopg cannot switch to binary results, so
+    the query runs on a server-binding psycopg cursor of the same connection, inside Django's cursor wrapper: the
+    execute wrappers (the web process's query deadline, crlsite/query_deadline.py; the outage watch) and the
+    conversion of psycopg's errors to Django's apply as to any query. Select ``jsonb`` columns cast to ``text``
+    (a jsonb column in binary format would be parsed by psycopg's standard-library JSON loader)."""
+    import psycopg
+    from django.db.backends.utils import CursorWrapper
+
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    raw.format = psycopg.pq.Format.BINARY  # what psycopg's own connection.cursor(binary=True) sets
+    with CursorWrapper(raw, connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _json_loads(text: str) -> Any:

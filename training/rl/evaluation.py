@@ -54,8 +54,10 @@ FAMILY_SUMMARY_KEYS = ("paired", "best_behaviour", "gap_closed")
 # (then hidden 128, 4 layers, context 20, 20 concepts) taught about 600 student-reviews/s on one core of the loaded
 # 2-core development machine (50 students x 100 reviews: 8.2 s), the baselines 25 to 280 times as many (the planner
 # is the slowest): POOL_PART_REVIEWS DT student-reviews were ~2.5 s of work, a baseline's run counts BASELINE_SHARE
-# of a DT's. Today's default model (hidden 64, 2 layers, per-step cost about a third) makes a part nearer 1 s: not
-# measured again, so the constant stands as it was chosen.
+# of a DT's. Today's default model (hidden 64, 2 layers, per-step cost about a third) makes a part nearer 1 s;
+# measured again with it (bench/evaluation_processes.py --runs 1 auto, four families, 100 reviews, AMD EPYC 2-core
+# machine, idle, 2026-12-07): 5 students stay in this process (3.5 s), 10 go to 2 workers at 0.64x the one-process
+# time (4.3 -> 2.7 s), 30 at 0.59x (8.4 -> 4.9 s): the pool pays from where the constant starts it, which stands.
 POOL_PART_REVIEWS = 1_500
 BASELINE_SHARE = 0.05
 # The evaluation's defaults and bounds, declared here once: evaluate_policy's flags, the training spec's evaluation
