@@ -15,6 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from training.rl.artifacts import ARTIFACT_NAMES, OPTIONAL_ARTIFACT_NAMES, ArtifactError, check_sha256, file_sha256
+from training.rl.model_config import scores_unseen_concepts
 
 from . import selectors
 from .evaluation_protocol import EvaluationProtocol, dt_mean, protocol_of
@@ -313,10 +314,16 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None,
                             f"(mean final recall {new:.4f} < random {random:.4f})")
     unlike = compared_decks(candidate=candidate, active=active, concept_count=concept_count)
     if unlike is not None and unlike[0] < unlike[1]:
+        others = unlike[1] - unlike[0]
+        if scores_unseen_concepts(candidate.config or {}):  # it serves every concept, but was evaluated on fewer
+            why = (f"v{candidate.version} scores the other {others} from their features when it serves, but its "
+                   f"evaluation does not cover them: force it with a reason to promote it anyway")
+        else:
+            why = (f"promoting it would leave {others} concepts the active version scores unscored: force it with a "
+                   f"reason if that is intended")
         refusals.append(f"v{candidate.version} is evaluated over {unlike[0]} concepts, fewer than the active "
-                        f"v{active.version}'s {unlike[1]}: their means are over different decks and are not compared, "
-                        f"and promoting it would leave {unlike[1] - unlike[0]} concepts the active version scores "
-                        f"unscored: force it with a reason if that is intended")
+                        f"v{active.version}'s {unlike[1]}: their means are over different decks and are not compared; "
+                        f"{why}")
     elif active is not None and unlike is None:
         theirs = selectors.evaluation_under(policy=active, protocol=protocol)
         old = dt_mean(theirs)

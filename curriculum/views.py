@@ -22,7 +22,7 @@ from training.jobs import job_status, launch_protocol_evaluation, unfinished_eva
 from . import charts, selectors, services
 from .admin_text import format_when
 from .evaluation_protocol import (
-    EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
+    REVIEWS_PER_CONCEPT, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
 )
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
@@ -128,6 +128,10 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
         "active": entries[active.pk] if active else None,
         "rollback_target": selectors.rollback_target(curriculum=curriculum, active=active) if active else None,
         "concept_count": len(keys),
+        # the protocol sized for the deck when the curriculum's meets too few of its concepts (concepts were added
+        # since it was set): the orchestrator says so and proposes it in the protocol form
+        "protocol_for_deck": _protocol_for_deck(curriculum.protocol, len(keys)),
+        "reviews_per_concept": REVIEWS_PER_CONCEPT,
         "fallback_name": curriculum.fallback_rule,
         "fallback_recall": None if active else dt_mean(selectors.fallback_evaluation(
             curriculum=curriculum, protocol=curriculum.protocol, num_concepts=len(keys)), curriculum.fallback_rule),
@@ -135,6 +139,15 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
         "retired": retired,
         "history": list(selectors.promotion_history(curriculum=curriculum)[:20]),
     }
+
+
+def _protocol_for_deck(protocol: EvaluationProtocol, concept_count: int) -> EvaluationProtocol | None:
+    """``protocol.sized_for`` the deck when ``protocol`` gives a student fewer than REVIEWS_PER_CONCEPT reviews a
+    concept, else None (a protocol an operator sized on purpose above that is left alone)."""
+    if not concept_count or protocol.interactions >= REVIEWS_PER_CONCEPT * concept_count:
+        return None
+    sized = protocol.sized_for(num_concepts=concept_count)
+    return sized if sized != protocol else None
 
 
 def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 170,

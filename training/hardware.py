@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-STAGES = ("data", "training", "evaluation")
+STAGES = ("extraction", "data", "training", "evaluation")  # extraction: the dataset's job, before the run
 
 
 def describe(hardware: dict[str, Any]) -> str:

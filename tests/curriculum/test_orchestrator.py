@@ -302,3 +302,22 @@ def test_a_round_robin_fallback_is_named_and_scored_as_itself(promoter_client, c
     page = promoter_client.get(URL).content.decode()
     assert "its fallback heuristic (round_robin: round robin)" in page
     assert "Under the protocol it scores mean final recall <strong>0.4300</strong>" in page
+
+
+def test_a_protocol_that_meets_too_few_of_the_decks_concepts_is_flagged_and_the_sized_one_proposed(
+        client, protocol_editor, make_curriculum, make_policy):
+    # a newcomer's finding: after importing 610 concepts into a 20-concept curriculum the protocol stayed at 60
+    # reviews a student, every policy scored near 0, and nothing on the page said so
+    curriculum = make_curriculum("grown", concepts=40)
+    type(curriculum).objects.filter(pk=curriculum.pk).update(
+        evaluation_protocol={"students": 100, "seed": 1234, "interactions": 60, "horizon_s": 86400.0})
+    make_policy(curriculum, recall=0.02)
+    client.force_login(protocol_editor)
+    page = client.get(URL).content.decode()
+    assert 'id="protocol-too-small-grown"' in page
+    assert "gives each simulated student 60 reviews for 40 concepts, fewer than 3 a concept" in page
+    assert "Sized for this deck: 100 students &times; 120 reviews" in page
+    assert 'name="interactions" min="1" value="120"' in page  # proposed in the form
+    type(curriculum).objects.filter(pk=curriculum.pk).update(
+        evaluation_protocol={"students": 100, "seed": 1234, "interactions": 120, "horizon_s": 86400.0})
+    assert 'id="protocol-too-small-grown"' not in client.get(URL).content.decode()

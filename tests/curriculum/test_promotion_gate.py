@@ -331,7 +331,7 @@ def test_a_candidate_over_fewer_concepts_than_the_active_version_is_refused_unle
     assert verdict.unlike_decks == (3, 5) and verdict.fallback_metrics is None and not verdict.needs_reevaluation
     assert verdict.refusals == (
         "v1 is evaluated over 3 concepts, fewer than the active v2's 5: their means are over different decks and are "
-        "not compared, and promoting it would leave 2 concepts the active version scores unscored: force it with a "
+        "not compared; promoting it would leave 2 concepts the active version scores unscored: force it with a "
         "reason if that is intended",)
     with pytest.raises(services.PromotionRefused, match="fewer than the active v2's 5"):
         services.promote_policy(policy=smaller, reason="back to the old deck")
@@ -356,3 +356,23 @@ def test_the_orchestrator_counts_the_concepts_once_for_versions_without_a_dtlite
     for _ in range(6):
         make_policy(curriculum, recall=0.4)
     assert counts() == few  # not one or more per version
+
+
+def test_a_version_that_scores_unseen_concepts_is_not_said_to_leave_them_unscored(make_curriculum, make_policy):
+    # a newcomer's finding: v1 (summary token, trained on 20 concepts) serves all 630 after an import, yet the gate
+    # said promoting it "would leave 610 concepts unscored"
+    from training.rl.model_config import scores_unseen_concepts
+
+    curriculum = make_curriculum(concepts=5)
+    smaller = make_policy(curriculum, recall=0.30, random=0.05)
+    config = {"concept_keys": ["c0", "c1", "c2"], "state_token": "summary", "concept_features": 4}
+    assert scores_unseen_concepts(config)
+    PolicyModel.objects.filter(pk=smaller.pk).update(config=config)
+    smaller.refresh_from_db()
+    wider = make_policy(curriculum, recall=0.70)
+    _cover(wider, 5)
+    services.promote_policy(policy=wider, force=True, reason="the whole deck")
+    (refusal,) = services.promotion_gate(candidate=smaller, active=wider).refusals
+    assert "unscored" not in refusal
+    assert refusal.endswith("not compared; v1 scores the other 2 from their features when it serves, but its "
+                            "evaluation does not cover them: force it with a reason to promote it anyway")

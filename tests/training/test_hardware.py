@@ -12,6 +12,13 @@ def test_describe_names_the_device_dtype_pace_and_the_stages_in_order():
                     "data 1 s, training 46 s, evaluation 56 s")
 
 
+def test_describe_puts_the_extraction_of_a_runs_dataset_first():
+    # a newcomer's finding: the run's page said "data 0 s" and left out the extraction job's 5 s that it records
+    text = describe({"device": "cpu", "device_name": "cpu", "dtype": "float32", "steps_per_s": 1.2,
+                     "seconds": {"data": 0.1, "training": 52, "evaluation": 23, "total": 75, "extraction": 4.65}})
+    assert text.endswith("; extraction 5 s, data 0 s, training 52 s, evaluation 23 s")
+
+
 def test_describe_says_nothing_before_training():
     assert describe({}) == "" and describe({"warning": "No GPU"}) == ""
 
