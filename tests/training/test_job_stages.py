@@ -151,7 +151,7 @@ def test_a_protocol_evaluation_with_a_version_active_has_no_fallback_stage_and_f
 
 def test_a_protocol_evaluation_of_a_version_over_another_deck_than_the_active_one_has_the_fallback_stage(
         make_curriculum, make_policy):
-    """The gate holds a version over another number of concepts than the active one to the fallback over its own
+    """The gate holds a version over more concepts than the active one to the fallback over its own
     concepts (curriculum.services.held_to_fallback), so its evaluation evaluates the fallback too: on the bar."""
     from curriculum.models import PolicyModel
     from curriculum.services import promote_policy

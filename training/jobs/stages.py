@@ -76,8 +76,8 @@ def job_stages(job: Job) -> tuple[str, ...]:
 
 def _protocol_evaluation_stages(job: ProtocolEvaluationJob) -> tuple[str, ...]:
     """A protocol evaluation evaluates the fallback too only when the promotion gate holds its version to the
-    fallback (``curriculum.services.held_to_fallback``: no version is active, or the active one covers another
-    number of concepts; training.protocol_evaluation.evaluate_under_protocol asks when "evaluating" ends):
+    fallback (``curriculum.services.held_to_fallback``: no version is active, or the active one covers fewer
+    concepts; training.protocol_evaluation.evaluate_under_protocol asks when "evaluating" ends):
     otherwise the fallback's stage is left out, so "evaluating" fills the whole bar instead of stopping at three
     quarters and jumping to done. Once the job reports the fallback's stage it is in, whatever became active since.
     A few queries (the active version, the job's version, their concept counts) otherwise."""

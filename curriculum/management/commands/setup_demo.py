@@ -111,7 +111,7 @@ class Command(BaseCommand):
 
 def gate_summary(verdict: services.GateVerdict) -> list[str]:
     """The promotion gate's numbers as lines: the candidate's DT mean final recall and what it must beat (the
-    active version, or with none, or one over another number of concepts, the fallback rule), each with its 95% interval, under the curriculum's protocol."""
+    active version, or with none, or one over fewer concepts than the candidate, the fallback rule), each with its 95% interval, under the curriculum's protocol."""
     candidate = verdict.candidate
     lines = [f"Promotion gate for {candidate.curriculum.key} v{candidate.version}, mean final recall under the "
              f"curriculum's protocol ({verdict.protocol.label}):"]
