@@ -284,16 +284,17 @@ def _binary_rows(sql: str, params: list[Any]) -> list[tuple]:
     PostgreSQL on the same cores, the batch endpoint answered 1.29x the learners: bench/README.md, "The batch lookup
     in PostgreSQL's binary format"). Django's cursor is a client-side-binding one, which psycopg cannot switch to binary results, so
     the query runs on a server-binding psycopg cursor of the same connection, inside Django's cursor wrapper: the
-    execute wrappers (the web process's query deadline, crlsite/query_deadline.py; the outage watch) and the
-    conversion of psycopg's errors to Django's apply as to any query. Select ``jsonb`` columns cast to ``text``
+    execute wrappers (the web process's query deadline, crlsite/query_deadline.py; the outage watch), the
+    query log and the conversion of psycopg's errors to Django's apply as to any query. Select ``jsonb`` columns cast to ``text``
     (a jsonb column in binary format would be parsed by psycopg's standard-library JSON loader)."""
     import psycopg
-    from django.db.backends.utils import CursorWrapper
 
     connection.ensure_connection()
     raw = psycopg.Cursor(connection.connection)
     raw.format = psycopg.pq.Format.BINARY  # what psycopg's own connection.cursor(binary=True) sets
-    with CursorWrapper(raw, connection) as cursor:
+    # Django's own wrapping of a new cursor (a private method, Django 5.2): the debug wrapper when queries are logged
+    # (DEBUG, CaptureQueriesContext, the tests' query counts) and the thread-sharing check, as connection.cursor()
+    with connection._prepare_cursor(raw) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 

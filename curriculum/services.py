@@ -319,8 +319,8 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None,
             why = (f"v{candidate.version} scores the other {others} from their features when it serves, but its "
                    f"evaluation does not cover them: force it with a reason to promote it anyway")
         else:
-            why = (f"promoting it would leave {others} concepts the active version scores unscored: force it with a "
-                   f"reason if that is intended")
+            why = (f"promoting it would leave {others} concept{'s' if others != 1 else ''} the active version scores "
+                   f"unscored: force it with a reason if that is intended")
         refusals.append(f"v{candidate.version} is evaluated over {unlike[0]} concepts, fewer than the active "
                         f"v{active.version}'s {unlike[1]}: their means are over different decks and are not compared; "
                         f"{why}")

@@ -28,8 +28,12 @@ def test_the_batch_lookup_reads_what_the_orm_stores_through_the_execute_wrappers
         seen.append((sql, getattr(context["cursor"].cursor, "format", None)))
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(watch):
+    from django.test.utils import CaptureQueriesContext
+
+    with connection.execute_wrapper(watch), CaptureQueriesContext(connection) as logged:
         found = selectors.serving_batch_lookup(curriculum_key="demo", learner_external_ids=["u0", "u2", "new", "u0"])
+    # in the query log too (DEBUG, the tests' query counts): a reviewer found it missing there
+    assert any("l.external_id" in query["sql"] for query in logged.captured_queries)
     assert set(found.learners) == {"u0", "u2"}
     formats = [fmt for sql, fmt in seen if "l.external_id" in sql]  # the learners' query too, not only the curriculum's
     assert formats
