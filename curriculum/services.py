@@ -229,16 +229,24 @@ class GateVerdict:
         return dt_mean(self.fallback_metrics, self.candidate.curriculum.fallback_rule)
 
 
-def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: int,
-                            concept_count: int | None = None) -> int:
-    """How many concepts a version with DTLite ``config`` is evaluated over: the config's ``action_dim`` (or its
-    ``concept_keys``), else the curriculum's concept count (a version registered without a DTLite config):
-    ``concept_count`` when the caller has it, else one query."""
+def _configured_concept_count(config: Mapping[str, Any] | None) -> int | None:
+    """The concept count a DTLite ``config`` states (its ``action_dim``, or its ``concept_keys``), None without one."""
     config = config or {}
     if isinstance(config.get("action_dim"), int):
         return config["action_dim"]
     if config.get("concept_keys"):
         return len(config["concept_keys"])
+    return None
+
+
+def evaluated_concept_count(*, config: Mapping[str, Any] | None, curriculum_id: int,
+                            concept_count: int | None = None) -> int:
+    """How many concepts a version with DTLite ``config`` is evaluated over: the config's ``action_dim`` (or its
+    ``concept_keys``), else the curriculum's concept count (a version registered without a DTLite config):
+    ``concept_count`` when the caller has it, else one query."""
+    stated = _configured_concept_count(config)
+    if stated is not None:
+        return stated
     if concept_count is not None:
         return concept_count
     return Concept.objects.filter(curriculum_id=curriculum_id).count()
@@ -252,16 +260,10 @@ def compared_decks(*, candidate: PolicyModel, active: PolicyModel | None,
     curriculum's, when the caller has it; else at most one query (versions registered without a DTLite config)."""
     if active is None or active.pk == candidate.pk:
         return None
-    counted: list[int] = [] if concept_count is None else [concept_count]
-
-    def deck(policy: PolicyModel) -> int:
-        config = policy.config or {}
-        if not counted and not isinstance(config.get("action_dim"), int) and not config.get("concept_keys"):
-            counted.append(Concept.objects.filter(curriculum_id=policy.curriculum_id).count())
-        return evaluated_concept_count(config=config, curriculum_id=policy.curriculum_id,
-                                       concept_count=counted[0] if counted else None)
-
-    mine, theirs = deck(candidate), deck(active)
+    mine, theirs = _configured_concept_count(candidate.config), _configured_concept_count(active.config)
+    if (mine is None or theirs is None) and concept_count is None:  # counted once for both
+        concept_count = Concept.objects.filter(curriculum_id=candidate.curriculum_id).count()
+    mine, theirs = (concept_count if mine is None else mine), (concept_count if theirs is None else theirs)
     return None if mine == theirs else (mine, theirs)
 
 
@@ -299,7 +301,7 @@ def promotion_gate(*, candidate: PolicyModel, active: PolicyModel | None,
     refusals: list[str] = []
     reevaluate: list[PolicyModel] = []
     mine = selectors.evaluation_under(policy=candidate, protocol=protocol)
-    fallback, fallback_missing, theirs, unlike = None, False, None, None
+    fallback, fallback_missing, theirs = None, False, None
     new = dt_mean(mine)
     if mine is None or new is None:
         measured = protocol_of(candidate.metrics)

@@ -142,12 +142,11 @@ def _curriculum_panel(curriculum: Curriculum, *, may_change_protocol: bool = Fal
 
 
 def _protocol_for_deck(protocol: EvaluationProtocol, concept_count: int) -> EvaluationProtocol | None:
-    """``protocol.sized_for`` the deck when ``protocol`` gives a student fewer than REVIEWS_PER_CONCEPT reviews a
-    concept, else None (a protocol an operator sized on purpose above that is left alone)."""
-    if not concept_count or protocol.interactions >= REVIEWS_PER_CONCEPT * concept_count:
-        return None
+    """``protocol.sized_for`` the deck when that raises its reviews (``protocol`` gives a student fewer than
+    REVIEWS_PER_CONCEPT reviews a concept, up to the sizing's cap), else None (a protocol that meets the deck, or an
+    operator's above the cap, is left alone)."""
     sized = protocol.sized_for(num_concepts=concept_count)
-    return sized if sized != protocol else None
+    return None if sized == protocol else sized
 
 
 def metrics_chart(*, metrics: dict[str, Any], width: int = 420, height: int = 170,
