@@ -8,7 +8,7 @@ one JSON line per run (to compare recipes run in separate processes).
     python bench/training_recipe.py [--seed 3] [--eval-seeds 99 2024] [--epochs 10] [--batch-size 64]
         [--learning-rate 3e-4] [--coverage 4] [--lr-schedule constant] [--min-lr-ratio 0.1] [--cpu-bfloat16 | --cpu-float32]
         [--attention-window W] [--dropout P] [--hidden-dim H] [--layers L] [--heads N] [--families F] [--eval-family F] [--threads N] [--target-quantiles Q [Q ...]] [--concept-exponents]
-        [--varied-target-range LOW HIGH] [--json FILE]
+        [--varied-target-range LOW HIGH] [--policy-mix NAME=SHARE,...] [--json FILE]
 
 ``--target-quantiles``: the trained model is also evaluated conditioned on other target returns, each that quantile of
 the training episodes' returns (``trainer.target_return``; the recipe's own is TrainConfig.target_return_quantile,
@@ -87,11 +87,24 @@ def main() -> None:
     parser.add_argument("--families", metavar="FAMILIES",
                         help="the training cohort's student families, as train_crl_policy --families (default: the "
                              "built-in students); e.g. builtin,fsrs6,actr to hold hlr out")
-    parser.add_argument("--eval-family", metavar="FAMILY",
-                        help="the held-out students' family (default: the built-in students), e.g. the one held out")
+    parser.add_argument("--eval-family", metavar="FAMILIES",
+                        help="the held-out students' family (default: the built-in students), e.g. the one held out; "
+                             "several comma-separated: one table each, e.g. actr,builtin")
+    parser.add_argument("--policy-mix", metavar="NAME=SHARE,...",
+                        help="the training cohort's behaviour mix instead of policies.DEFAULT_POLICY_MIX (shares are "
+                             "rescaled to sum to 1), e.g. random=0.15,leitner=0.15,varied_target_recall=0.4,"
+                             "noisy_varied_target_recall=0.15,round_robin=0.15; set in this process, as "
+                             "--varied-target-range")
+    parser.add_argument("--no-action-tokens", action="store_true",
+                        help="train with the action embedding held at zero (each action token carries only its "
+                             "timestep), so that the model cannot read which teacher it imitates from its own past "
+                             "actions (the copycat problem of behaviour cloning from histories, Wen et al. 2020); "
+                             "the export carries the zero embedding, so DTLite serves it unchanged")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
     args = parser.parse_args()
     eval_seeds = args.eval_seeds
+    if args.no_action_tokens:
+        without_action_tokens()
     if REPORTING_SEED in eval_seeds:
         parser.error(f"--eval-seeds: {REPORTING_SEED} is the reporting seed; choose on others")
 
@@ -99,6 +112,7 @@ def main() -> None:
                      lr_schedule=args.lr_schedule, min_lr_ratio=args.min_lr_ratio, cpu_bfloat16=args.cpu_bfloat16,
                      num_threads=args.threads)
     set_varied_target_range(parser, args.varied_target_range)
+    set_policy_mix(parser, args.policy_mix)
     architecture = {name: value for name, value in (("hidden_dim", args.hidden_dim), ("num_layers", args.layers),
                                                     ("num_heads", args.heads)) if value is not None}
     load = os.getloadavg()
@@ -116,9 +130,12 @@ def main() -> None:
         model = DTLite.load(Path(tmp) / WEIGHTS_FILE, Path(tmp) / CONFIG_FILE)
     encoder = EncoderConfig.from_dict(model.config["encoder"])  # the fitted encoder the policy serves with
     evaluation = time.perf_counter()
-    values: dict[int, dict[str, np.ndarray]] = {}
+    eval_families = args.eval_family.split(",") if args.eval_family else [None]
+    by_family: dict[str | None, dict[int, dict[str, np.ndarray]]] = {family: {} for family in eval_families}
     with limited_threads(EVALUATION_THREADS):  # as the pipeline's evaluation: one thread (cpu_threads.py)
-        evaluate_seeds(values, eval_seeds=eval_seeds, model=model, encoder=encoder, family=args.eval_family)
+        for family in eval_families:
+            evaluate_seeds(by_family[family], eval_seeds=eval_seeds, model=model, encoder=encoder, family=family)
+    values = by_family[eval_families[0]]
     evaluation_s = time.perf_counter() - evaluation
     steps = outcome.hardware["optimizer_steps"]
     recipe = (f"epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate:g}, coverage {args.coverage:g}, "
@@ -130,6 +147,8 @@ def main() -> None:
               + (", concept recall exponents" if args.concept_exponents else "")
               + (f", families {args.families}" if args.families else "")
               + (f", evaluated on {args.eval_family} students" if args.eval_family else "")
+              + (f", behaviour mix {args.policy_mix}" if args.policy_mix else "")
+              + (", no action tokens" if args.no_action_tokens else "")
               + (f", varied targets {args.varied_target_range[0]:g}-{args.varied_target_range[1]:g}"
                  if args.varied_target_range else ""))
     print(f"## {recipe}: training seed {args.seed}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -145,22 +164,27 @@ def main() -> None:
               "attention_window": args.attention_window, "dropout": args.dropout, "architecture": architecture,
               "model": {name: model.config.get(name) for name in ("hidden_dim", "num_layers", "num_heads",
                                                                   "attention_window")},  # as trained
-              "families": args.families, "eval_family": args.eval_family,
+              "families": args.families, "eval_family": args.eval_family, "policy_mix": args.policy_mix,
+              "no_action_tokens": args.no_action_tokens,
               "concept_exponents": args.concept_exponents, "varied_target_range": args.varied_target_range,
               "threads": torch.get_num_threads(), "train_wall_s": round(train_wall, 1),
               "train_cpu_s": round(train_cpu, 1), "optimizer_steps": steps,
               "steps_per_s": outcome.hardware["steps_per_s"], "final_loss": round(outcome.final_loss, 4),
               "losses": [round(x, 4) for x in outcome.losses], "load_average": [round(x, 2) for x in load],
               "eval": {}}
-    for eval_seed, by_policy in values.items():
-        dt = by_policy["dt"]
-        print(f"| {eval_seed} | dt | {dt.mean():.4f} | [{_low(dt):.4f}, {_high(dt):.4f}] | | |")
-        record["eval"][eval_seed] = {"dt": round(float(dt.mean()), 4)}
-        for name in BASELINES:
-            v, d = by_policy[name], dt - by_policy[name]
-            print(f"| {eval_seed} | {name} | {v.mean():.4f} | [{_low(v):.4f}, {_high(v):.4f}] | {d.mean():+.4f} | "
-                  f"[{_low(d):+.4f}, {_high(d):+.4f}] |")
-            record["eval"][eval_seed][name] = round(float(v.mean()), 4)
+    for family in eval_families:
+        for eval_seed, by_policy in by_family[family].items():
+            dt = by_policy["dt"]
+            label = eval_seed if len(eval_families) == 1 else f"{eval_seed} ({family or 'builtin'})"
+            print(f"| {label} | dt | {dt.mean():.4f} | [{_low(dt):.4f}, {_high(dt):.4f}] | | |")
+            entry = record["eval"].setdefault(eval_seed, {}) if len(eval_families) == 1 else \
+                record["eval"].setdefault(f"{family or 'builtin'}:{eval_seed}", {})
+            entry["dt"] = round(float(dt.mean()), 4)
+            for name in BASELINES:
+                v, d = by_policy[name], dt - by_policy[name]
+                print(f"| {label} | {name} | {v.mean():.4f} | [{_low(v):.4f}, {_high(v):.4f}] | {d.mean():+.4f} | "
+                      f"[{_low(d):+.4f}, {_high(d):+.4f}] |")
+                entry[name] = round(float(v.mean()), 4)
     if args.target_quantiles:
         from training.rl.trainer import target_return
 
@@ -200,6 +224,53 @@ def set_varied_target_range(parser, target_range) -> None:
     if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:
         parser.error("--varied-target-range: the cohort would be simulated in worker processes")
     VariedTargetRecallPolicy.target_range = tuple(target_range)
+
+
+def without_action_tokens() -> None:
+    """Every DecisionTransformer built in this process gets its action embedding zeroed and frozen (no gradient),
+    so an action token is its timestep embedding alone; the exported weights carry the zeros."""
+    import torch
+
+    from training.rl.dt import DecisionTransformer
+
+    built = DecisionTransformer.__init__
+
+    def init(self, config) -> None:
+        built(self, config)
+        with torch.no_grad():
+            self.embed_action.weight.zero_()
+        self.embed_action.weight.requires_grad_(False)
+
+    DecisionTransformer.__init__ = init
+
+
+def set_policy_mix(parser, text) -> None:
+    """``--policy-mix NAME=SHARE,...`` (None: leave the default): the behaviour mix of this process's synthetic cohorts
+    (``policies.DEFAULT_POLICY_MIX``, replaced in place so that every reader of the default sees it); parser.error for
+    a malformed item, a name that is not a behaviour policy or a bad share (``policies.normalise_mix``'s message), or
+    when the default cohort would be simulated in worker processes, which would not see it."""
+    if not text:
+        return
+    from training.rl import policies
+    from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
+
+    if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:
+        parser.error("--policy-mix: the cohort would be simulated in worker processes")
+    mix = {}
+    for item in text.split(","):
+        name, sep, share = item.partition("=")
+        if not sep:
+            parser.error(f"--policy-mix: expected NAME=SHARE, got {item!r}")
+        try:
+            mix[name.strip()] = float(share)
+        except ValueError:
+            parser.error(f"--policy-mix: {name.strip()}'s share {share!r} is not a number")
+    try:
+        mix = policies.normalise_mix(mix)
+    except ValueError as exc:
+        parser.error(f"--policy-mix: {exc}")
+    policies.DEFAULT_POLICY_MIX.clear()
+    policies.DEFAULT_POLICY_MIX.update(mix)
 
 
 def experiment_parser(doc: str):

@@ -15,6 +15,7 @@ from curriculum.evaluation_protocol import EvaluationProtocol, ProtocolError
 from curriculum.models import Curriculum, PolicyModel, ReviewLog
 from curriculum.reviews.fields import MAX_ID_LENGTH
 
+from .rl.model_config import DEFAULT_ATTENTION_WINDOW, attention_window_range  # no PyTorch
 from .rl.policies import BEHAVIOUR_POLICIES, normalise_mix  # NumPy only, no PyTorch
 from .spec import DATASET, REVIEW_LOG, SYNTHETIC, TrainingSpec
 
@@ -170,6 +171,12 @@ class TrajectoryExtractionJob(Job):
         return f"{self.curriculum.key} {shown}"
 
 
+# What a training run's attention window refuses, naming what it takes (model_config's rule; the launch form says the
+# same): a window the default model cannot take, or a negative one.
+ATTENTION_WINDOW_MESSAGE = (f"Expected {attention_window_range()}, or empty for the default, the widest "
+                            f"({DEFAULT_ATTENTION_WINDOW} tokens); got %(show_value)s.")
+
+
 class TrainingRun(Job):
     """A Decision Transformer training run: train, export, evaluate, register a candidate version."""
 
@@ -199,6 +206,16 @@ class TrainingRun(Job):
     no_cuda = TrainingSpec.model_field("no_cuda")
     families = TrainingSpec.model_field("families")
     eval_students = TrainingSpec.model_field("eval_students")
+    # `train_crl_policy --attention-window` (the pipeline's own argument, as on the command line; not a TrainingSpec
+    # parameter): null the default model's widest exact window, 0 full attention, else 1 to that widest window.
+    attention_window = models.PositiveSmallIntegerField(
+        "attention window", null=True, blank=True,
+        validators=[MinValueValidator(0, message=ATTENTION_WINDOW_MESSAGE),
+                    MaxValueValidator(DEFAULT_ATTENTION_WINDOW, message=ATTENTION_WINDOW_MESSAGE)],
+        help_text=f"Local attention, in tokens: each token attends to itself and the W - 1 tokens before it, so that "
+                  f"the policy serves a learner step by step from cached keys and values. Empty: the default, the "
+                  f"widest exact window ({DEFAULT_ATTENTION_WINDOW} tokens at the default model size); 0: full "
+                  f"attention (the original Decision Transformer's); else 1 to {DEFAULT_ATTENTION_WINDOW}.")
     # What happened.
     device = models.CharField(max_length=50, blank=True)
     epoch = models.PositiveIntegerField(default=0, help_text="Epochs completed.")

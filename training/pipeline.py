@@ -27,6 +27,7 @@ from .models import TrainingRun, TrajectoryExtractionJob
 from .rl.evaluation import EVALUATION_FAMILIES, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS
 from .rl.cpu_threads import AUTO
 from .rl.encoder import EncoderConfig, fit_encoder_config
+from .rl.model_config import DEFAULT_CONTEXT_LENGTH, DEFAULT_NUM_LAYERS, attention_window_problem
 from .rl.simulator import StudentsLike, generate_logs
 from .rl.students import BUILTIN, FITTED, parse_families
 from .rl.trainer import TrainConfig, training_device
@@ -205,23 +206,16 @@ def training_hardware(result: Any) -> dict[str, Any]:
 
 
 def check_attention_window(attention_window: int | None, architecture: dict[str, int] | None = None) -> None:
-    """Refuse a local attention window the model (DTConfig's default size, or ``architecture``'s context length and
-    layers) cannot take: PipelineError naming ``--attention-window`` and the bound. None (the widest exact window)
-    and 0 (full attention) pass."""
-    if attention_window is None or (attention_window == 0 and not isinstance(attention_window, bool)):
-        return
-    from .rl.dt import DTConfig
-    from .rl.model_config import max_attention_window
-
+    """Refuse a local attention window the model (the default size, or ``architecture``'s context length and layers)
+    cannot take: PipelineError naming ``--attention-window`` and the bound. None (the widest exact window) and 0 (full
+    attention) pass. The rule is model_config.attention_window_problem's (the admin's launch form applies it too),
+    the same bound as DTConfig's; no PyTorch is needed to check."""
     # the window's bound depends on these two only; another field of ``architecture`` is DTConfig's to refuse later
-    shape = {name: (architecture or {}).get(name, getattr(DTConfig, name)) for name in ("context_length", "num_layers")}
-    try:  # DTConfig's own rule (model_config.check_model_config) decides; the message names the flag and the bound
-        DTConfig(state_dim=1, action_dim=1, attention_window=attention_window, **shape)
-    except ValueError:
-        widest = max_attention_window(**shape)
-        raise PipelineError(f"--attention-window {attention_window}: expected 0 (full attention) or a window of 1 to "
-                            f"{widest} tokens ((3 x context_length - 2) // num_layers + 1 keeps the per-step path "
-                            "exact)") from None
+    shape = {"context_length": DEFAULT_CONTEXT_LENGTH, "num_layers": DEFAULT_NUM_LAYERS}
+    shape.update({name: value for name, value in (architecture or {}).items() if name in shape})
+    problem = attention_window_problem(attention_window, **shape)
+    if problem:
+        raise PipelineError(f"--attention-window {attention_window}: {problem}")
 
 
 def train_and_export(

@@ -3,6 +3,7 @@ what they repeat, permission denials that name the permission, charts instead of
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from curriculum.models import Learner, ReviewLog
 from training.models import SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob
+from training.rl.model_config import DEFAULT_ATTENTION_WINDOW
 
 pytestmark = pytest.mark.django_db
 
@@ -295,3 +297,62 @@ def test_a_command_line_versions_page_draws_the_loss_its_config_records(admin_cl
     policy.save(update_fields=["config"])
     page = admin_client.get(reverse("admin:curriculum_policymodel_change", args=[policy.pk])).content.decode()
     assert "loss-curve" in page and "epoch 3: 1.6000" in page
+
+
+@pytest.mark.parametrize("entered, kept", [("", None), ("0", 0), ("12", 12), (str(DEFAULT_ATTENTION_WINDOW),
+                                                                              DEFAULT_ATTENTION_WINDOW)])
+def test_the_launch_form_takes_an_attention_window_empty_for_the_default_and_0_for_full_attention(
+        admin_client, curriculum, sent, entered, kept):
+    page = admin_client.get(reverse("admin:training_trainingrun_add")).content.decode()
+    assert 'name="attention_window"' in page and f'max="{DEFAULT_ATTENTION_WINDOW}"' in page
+    response = admin_client.post(reverse("admin:training_trainingrun_add"),
+                                 {**FORM, "curriculum": curriculum.pk, "attention_window": entered})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert TrainingRun.objects.get().attention_window == kept
+
+
+@pytest.mark.parametrize("entered", [str(DEFAULT_ATTENTION_WINDOW + 1), "-1"])
+def test_the_launch_form_refuses_an_attention_window_out_of_range_naming_the_range(
+        admin_client, curriculum, sent, entered):
+    response = admin_client.post(reverse("admin:training_trainingrun_add"),
+                                 {**FORM, "curriculum": curriculum.pk, "attention_window": entered})
+    assert response.status_code == 200 and not TrainingRun.objects.exists() and sent == []
+    (error,) = response.context["adminform"].form.errors["attention_window"]
+    assert error == (f"Expected 0 (full attention) or a window of 1 to {DEFAULT_ATTENTION_WINDOW} tokens ((3 x "
+                     f"context_length - 2) // num_layers + 1 keeps the per-step path exact), or empty for the "
+                     f"default, the widest ({DEFAULT_ATTENTION_WINDOW} tokens); got {entered}.")
+
+
+def test_launch_refuses_an_attention_window_the_default_model_cannot_take(curriculum, sent):
+    from django.core.exceptions import ValidationError
+
+    from training import jobs
+
+    with pytest.raises(ValidationError, match=f"a window of 1 to {DEFAULT_ATTENTION_WINDOW} tokens"):
+        jobs.launch_training_run(curriculum=curriculum, attention_window=DEFAULT_ATTENTION_WINDOW + 1)
+    assert not TrainingRun.objects.exists()
+    retried = jobs.retry_job(job=jobs.launch_training_run(curriculum=curriculum, attention_window=0))
+    assert retried.attention_window == 0  # a retry repeats it
+
+
+def test_a_runs_page_shows_the_attention_window_asked_and_the_one_its_version_trained(
+        admin_client, curriculum, make_policy):
+    def shown(run):
+        page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+        label, value = re.search(r'field-attention".*?<label>(.*?)</label>.*?<div class="readonly">(.*?)</div>',
+                                 page, flags=re.S).groups()
+        return f"{label} {value}"
+
+    queued = TrainingRun.objects.create(curriculum=curriculum)
+    assert shown(queued) == (f"Attention window: default (the widest exact window, {DEFAULT_ATTENTION_WINDOW} "
+                             f"tokens)")
+    policy = make_policy(curriculum)
+    policy.config = {**policy.config, "attention_window": DEFAULT_ATTENTION_WINDOW}
+    policy.save(update_fields=["config"])
+    done = TrainingRun.objects.create(curriculum=curriculum, status="succeeded", policy=policy)
+    assert shown(done).endswith(f"tokens); trained: {DEFAULT_ATTENTION_WINDOW} tokens")
+    full = TrainingRun.objects.create(curriculum=curriculum, status="succeeded", attention_window=0,
+                                      policy=make_policy(curriculum))  # its config has no window: full attention
+    assert shown(full) == "Attention window: full attention; trained: full attention"
+    windowed = TrainingRun.objects.create(curriculum=curriculum, status="running", attention_window=12)
+    assert shown(windowed) == "Attention window: 12 tokens"

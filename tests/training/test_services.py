@@ -70,6 +70,34 @@ def test_a_run_launched_in_the_admin_trains_and_registers_through_the_service(
     assert run.status == "failed" and "Recorded: train_and_register was called" in run.error
 
 
+@pytest.mark.parametrize("entered, window", [("12", 12), ("0", 0), ("", None)])
+def test_a_run_launched_in_the_admin_trains_with_the_attention_window_it_asked_for(
+        admin_client, curriculum, monkeypatch, entered, window):
+    # the task's body -> train_and_register -> the pipeline's train_policy, stopped there (nothing is trained)
+    monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: None)
+    calls = []
+
+    def train_policy(**kwargs):
+        calls.append(kwargs)
+        raise Recorded("train_policy was called")
+
+    monkeypatch.setattr(services, "train_policy", train_policy)
+    form = {"curriculum": curriculum.pk, "data_source": "synthetic", "dataset": "", "num_users": "20",
+            "interactions": "20", "epochs": "1", "batch_size": "16", "seed": "7", "eval_students": "30",
+            "attention_window": entered}
+    assert admin_client.post(reverse("admin:training_trainingrun_add"), form).status_code == 302
+    run = TrainingRun.objects.get()
+    assert run.attention_window == window
+
+    tasks.run_training_run(run.pk)
+
+    (call,) = calls
+    assert call["attention_window"] == window  # None: the default, the widest exact window; 0: full attention
+    assert call["spec"] == spec_of(run)
+    run.refresh_from_db()
+    assert run.status == "failed" and "Recorded: train_policy was called" in run.error
+
+
 # ---------------------------------------------------------------------------------------- the service itself
 @pytest.fixture
 def trained(monkeypatch, fake_artifact_dir, evaluation_metrics):

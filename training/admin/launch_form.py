@@ -10,7 +10,8 @@ from django import forms
 from curriculum.evaluation_protocol import EvaluationProtocol
 
 from .. import jobs
-from ..models import TrainingRun
+from ..models import ATTENTION_WINDOW_MESSAGE, TrainingRun
+from ..rl.model_config import DEFAULT_ATTENTION_WINDOW
 from ..rl.students import parse_families
 
 
@@ -23,7 +24,7 @@ def protocol_note(protocol: EvaluationProtocol) -> str:
 
 class TrainingRunLaunchForm(forms.ModelForm):
     """The add form: the fields of the chosen data source; ``concepts`` is the curriculum's
-    (training.jobs.launch_training_run resolves it).
+    (training.jobs.launch_training_run resolves it); ``attention_window`` the model's local attention (any source).
 
     The page hides the fields the chosen data source does not read, but their inputs are still sent: they are no
     part of the run (``clean`` leaves them out, so that the run is validated as it will be launched), and ``unused``
@@ -42,6 +43,12 @@ class TrainingRunLaunchForm(forms.ModelForm):
             "eval_students": "Held-out simulated students of the evaluation, only while the curriculum has no "
                              "evaluation protocol (the first run sets it; later runs use the protocol's).",
         }
+
+    # Optional: empty is the default model's widest exact window, 0 full attention (the model's help text). The bounds
+    # are in the page (min/max) and refused with the model's message, which names what the field takes.
+    attention_window = TrainingRun._meta.get_field("attention_window").formfield(
+        max_value=DEFAULT_ATTENTION_WINDOW,
+        error_messages={"min_value": ATTENTION_WINDOW_MESSAGE, "max_value": ATTENTION_WINDOW_MESSAGE})
 
     unused: dict[str, Any] = {}
 

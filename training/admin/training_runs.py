@@ -17,6 +17,7 @@ from curriculum.services import fixed_evaluation_protocol
 from .. import jobs
 from ..hardware import describe
 from ..models import Job, TrainingRun, TrajectoryExtractionJob
+from ..rl.model_config import DEFAULT_ATTENTION_WINDOW
 from ..spec import TrainingSpec
 from .console import JobAdmin
 from .launch_form import TrainingRunLaunchForm, protocol_note
@@ -57,14 +58,28 @@ class TrainingRunAdmin(JobAdmin):
             return [
                 (None, {"fields": ("curriculum", "data_source")}),
                 ("Data", {"fields": ("dataset", "num_users", "interactions", "families")}),
-                ("Training", {"fields": ("epochs", "batch_size", "seed", "no_cuda", "eval_students")}),
+                ("Training", {"fields": ("epochs", "batch_size", "seed", "no_cuda", "attention_window",
+                                         "eval_students")}),
             ]
-        shown = tuple(name for name in jobs.PARAMETERS[TrainingRun]
+        # the attention window as asked and, once the run registered its version, as trained (``attention``)
+        shown = tuple("attention" if name == "attention_window" else name for name in jobs.PARAMETERS[TrainingRun]
                       if obj.data_source in RUN_PAGE_SOURCE_FIELDS.get(name, (obj.data_source,)))
         return [("Parameters", {"fields": (*shown, "evaluation")}), *super().get_fieldsets(request, obj)[1:]]
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else (*super().get_readonly_fields(request, obj), "evaluation")
+        return () if obj is None else (*super().get_readonly_fields(request, obj), "evaluation", "attention")
+
+    @admin.display(description="attention window")
+    def attention(self, obj: TrainingRun) -> str:
+        """The window the run asked for ("default (the widest exact window, 30 tokens)", "full attention", "12
+        tokens") and, when it registered a version, the window that version trained with (its config's
+        ``attention_window``; absent or null: full attention)."""
+        asked = _window_text(obj.attention_window, default=f"default (the widest exact window, "
+                                                            f"{DEFAULT_ATTENTION_WINDOW} tokens)")
+        config = obj.policy.config if obj.policy_id is not None else None
+        if not config:
+            return asked
+        return f"{asked}; trained: {_window_text(config.get('attention_window') or 0)}"
 
     def add_view(self, request, form_url="", extra_context=None):
         notes = {str(c.pk): protocol_note(p) for c in Curriculum.objects.all() if (p := fixed_evaluation_protocol(curriculum=c))}
@@ -198,3 +213,10 @@ class TrainingRunAdmin(JobAdmin):
 
     # The version page's table of the evaluation per policy (it reads obj.metrics only).
     metrics_table = PolicyModelAdmin.metrics_table
+
+
+def _window_text(window: int | None, *, default: str = "") -> str:
+    """An attention window in words: None ``default``, 0 "full attention", W "W tokens"."""
+    if window is None:
+        return default
+    return "full attention" if window == 0 else f"{window} tokens"

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from .checkpoint import read_checkpoint
 from .model_config import (
-    DEFAULT_CONTEXT_LENGTH, SUMMARY_COUNT_SCALE, SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS,
-    UNREVIEWED_FEATURES, check_model_config, state_token_input_dim,
+    DEFAULT_CONTEXT_LENGTH, DEFAULT_HIDDEN_DIM, DEFAULT_NUM_HEADS, DEFAULT_NUM_LAYERS, SUMMARY_COUNT_SCALE,
+    SUMMARY_RECALL, SUMMARY_RECALL_THRESHOLDS, SUMMARY_REVIEWS, UNREVIEWED_FEATURES, check_model_config,
+    state_token_input_dim,
 )
 
 LAYER_NORM_EPS = 1e-5  # DTLite uses the same constant
@@ -82,12 +83,11 @@ class Dropout(nn.Module):
 class DTConfig:
     state_dim: int
     action_dim: int
-    # The size train_crl_policy trains (2026-12-07, chosen on validation seeds: bench/README.md, "Model size"): as
-    # good a policy as the original DT's hidden 128 / 4 layers / 4 heads (Chen et al. 2021), at about a third of its
-    # training time and of DTLite's cost a recommendation. Every export states its own size, so older ones load.
-    hidden_dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
+    # The size train_crl_policy trains, declared in model_config.py (no PyTorch there: the admin's launch form bounds
+    # the attention window by it). Every export states its own size, so older ones load.
+    hidden_dim: int = DEFAULT_HIDDEN_DIM
+    num_layers: int = DEFAULT_NUM_LAYERS
+    num_heads: int = DEFAULT_NUM_HEADS
     context_length: int = DEFAULT_CONTEXT_LENGTH  # K timesteps -> 3K tokens
     max_timestep: int = 1024  # larger timesteps are clamped to max_timestep - 1 (here and in DTLite)
     dropout: float = 0.1

@@ -1,7 +1,9 @@
 """The Decision Transformer's architecture rules, written once: DTConfig (PyTorch), DTLite (NumPy), the
 artifact checks, the trainer and serving all use them (no torch, no NumPy needed): `check_model_config`, the
-default context length, which models score concepts added after training (`scores_unseen_concepts`) and the widest
-local attention window that keeps the per-step path exact (`max_attention_window`)."""
+default size (context length, width, layers, heads: DTConfig's defaults), which models score concepts added after
+training (`scores_unseen_concepts`), the widest local attention window that keeps the per-step path exact
+(`max_attention_window`; the default model's: `DEFAULT_ATTENTION_WINDOW`) and the windows a training run takes
+(`attention_window_problem`)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +13,13 @@ from typing import Any
 # Timesteps (reviews) of context the model reads: 20 as in the original (Chen et al. 2021). DTConfig's default, and
 # the learner-state encoding while a curriculum has no active policy version (curriculum/state_specs.py).
 DEFAULT_CONTEXT_LENGTH = 20
+# The size train_crl_policy and the admin's training runs train (DTConfig's defaults; 2026-12-07, chosen on validation
+# seeds: bench/README.md, "Model size"): as good a policy as the original DT's hidden 128 / 4 layers / 4 heads (Chen
+# et al. 2021), at about a third of its training time and of DTLite's cost a recommendation. Declared here, without
+# PyTorch, so that the web process (the admin's launch form) knows the default model's widest attention window.
+DEFAULT_HIDDEN_DIM = 64
+DEFAULT_NUM_LAYERS = 2
+DEFAULT_NUM_HEADS = 2
 
 POSITIVE_INT_KEYS = ("state_dim", "action_dim", "hidden_dim", "num_layers", "num_heads", "context_length",
                      "max_timestep")
@@ -78,6 +87,37 @@ def max_attention_window(*, context_length: int, num_layers: int) -> int:
     computes later (DTLite's step path, training/rl/kv_cache.py). A wider window would let the full forward's
     truncated start (the context slides) reach the last state token, and the cache would go stale."""
     return (3 * context_length - 2) // num_layers + 1
+
+
+# The default model's widest exact window (30 tokens at context 20 and 2 layers): the window train_crl_policy and the
+# training runs train when none is asked for (trainer.default_model_config), and the widest they accept.
+DEFAULT_ATTENTION_WINDOW = max_attention_window(context_length=DEFAULT_CONTEXT_LENGTH, num_layers=DEFAULT_NUM_LAYERS)
+
+
+def attention_window_range(*, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                           num_layers: int = DEFAULT_NUM_LAYERS) -> str:
+    """The windows a training run of a model of ``context_length`` timesteps and ``num_layers`` layers (the default
+    size when not given) takes, in words: "0 (full attention) or a window of 1 to W tokens (...)"."""
+    widest = max_attention_window(context_length=context_length, num_layers=num_layers)
+    return (f"0 (full attention) or a window of 1 to {widest} tokens ((3 x context_length - 2) // num_layers + 1 "
+            f"keeps the per-step path exact)")
+
+
+def attention_window_problem(window: Any, *, context_length: int = DEFAULT_CONTEXT_LENGTH,
+                             num_layers: int = DEFAULT_NUM_LAYERS) -> str:
+    """What is wrong with a local attention window asked of a training run ("" when nothing): None (the default, the
+    widest exact window) and 0 (full attention) pass, as does an integer from 1 to ``max_attention_window`` of a model
+    of ``context_length`` timesteps and ``num_layers`` layers (the default size when not given); else "expected
+    ``attention_window_range``". The rule of `train_crl_policy --attention-window`
+    (training.pipeline.check_attention_window), the same bound as check_model_config's; the admin's training runs
+    (TrainingRun.attention_window, the default size) bound their column by DEFAULT_ATTENTION_WINDOW and refuse with
+    ``attention_window_range``'s words."""
+    if window is None or (_is_int(window) and window == 0):
+        return ""
+    widest = max_attention_window(context_length=context_length, num_layers=num_layers)
+    if _is_int(window) and 1 <= window <= widest:
+        return ""
+    return "expected " + attention_window_range(context_length=context_length, num_layers=num_layers)
 
 
 def _is_int(value: Any) -> bool:

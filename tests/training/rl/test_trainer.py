@@ -229,6 +229,23 @@ def test_default_model_is_the_small_one_with_the_widest_exact_window():
                                                                                         - 2) // 4 + 1
 
 
+def test_the_default_size_and_window_are_model_configs_declarations():
+    # DTConfig reads its default size from model_config.py, which the web process (the admin's launch form, no
+    # PyTorch) reads too: one source for the default model's widest window
+    from training.rl import model_config
+
+    defaults = DTConfig(state_dim=S, action_dim=A)
+    assert (defaults.hidden_dim, defaults.num_layers, defaults.num_heads, defaults.context_length) == (
+        model_config.DEFAULT_HIDDEN_DIM, model_config.DEFAULT_NUM_LAYERS, model_config.DEFAULT_NUM_HEADS,
+        model_config.DEFAULT_CONTEXT_LENGTH)
+    assert default_model_config(toy_dataset()).attention_window == model_config.DEFAULT_ATTENTION_WINDOW == 30
+    widest = model_config.DEFAULT_ATTENTION_WINDOW
+    assert [model_config.attention_window_problem(w) for w in (None, 0, 1, widest)] == ["", "", "", ""]
+    assert all(model_config.attention_window_problem(w).startswith("expected 0 (full attention) or a window of 1 to "
+                                                                    "30 tokens") for w in (-1, widest + 1, 2.5, True))
+    assert "1 to 15 tokens" in model_config.attention_window_problem(16, num_layers=4)
+
+
 @pytest.mark.trains
 def test_loss_decreases_on_a_learnable_dataset():
     config = DTConfig(state_dim=S, action_dim=A, hidden_dim=32, num_layers=2, num_heads=2, context_length=K,
