@@ -1,7 +1,7 @@
 """Benchmark: where one recommendation's time goes, before and after the lean path; prints Markdown tables.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/crl_bench [CACHE_URL=redis://127.0.0.1:6379/12] \\
-        .venv/bin/python bench/serving_profile.py [--requests 2000] [--learners 1000]
+        .venv/bin/python bench/serving_profile.py [--requests 2000] [--learners 1000] [--top N] [--dump FILE]
 
 Seeds the api_load bench's curriculum (20 concepts, learners with a 30-review history, the default Decision
 Transformer size), then sends `--requests` single recommendations in one process through the whole Django stack
@@ -176,6 +176,8 @@ def run(args) -> None:
     for name in [p for p, _ in PARTS] + [OTHER]:
         print(f"| {name} | " + " | ".join(f"{parts[n].get(name, 0.0):.3f}" for n in configs) + " |")
     print("| total | " + " | ".join(f"{sum(parts[n].values()):.3f}" for n in configs) + " |")
+    if args.dump:
+        profiles["after"].dump_stats(args.dump)
     if args.top:
         print(f"\nFunctions with the most self time in `after`, ms per request:\n")
         print("| function | ms |")
@@ -194,6 +196,8 @@ def main() -> None:
     parser.add_argument("--profiled", type=int, default=300, help="profiled requests per configuration")
     parser.add_argument("--learners", type=int, default=1000)
     parser.add_argument("--top", type=int, default=0, help="also list the N functions with the most self time")
+    parser.add_argument("--dump", metavar="FILE", help="also write the `after` profile to FILE (pstats format: "
+                                                      "`python -m pstats FILE`, e.g. its callers view)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         print("note: DATABASE_URL is not set: running on the SQLite default; the issue's figures are PostgreSQL's")
