@@ -23,7 +23,10 @@ class Curriculum(models.Model):
     evaluation_protocol = models.JSONField("evaluation protocol",
         default=dict, blank=True,
         help_text='How every version of this curriculum is evaluated, e.g. {"students": 200, "seed": 1234, '
-        '"interactions": 100}; empty: those defaults. Versions are compared only under the same protocol.',
+        '"interactions": 100}. Empty: the first registered version sets it from its run\'s evaluation students and '
+        'reviews per learner (200 and 100 by default), the reviews raised to at least 3 per concept on a large deck '
+        'and the students lowered to keep students x reviews within 100,000. Versions are compared only under the '
+        'same protocol.',
     )
     # The fallback rule (what serves with no active version) evaluated under a protocol, computed once per protocol
     # and concept count by a worker: {curriculum.evaluation_protocol.fallback_key: evaluation} (the promotion gate's

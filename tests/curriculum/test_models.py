@@ -57,3 +57,18 @@ def test_database_refuses_a_grade_outside_1_to_4(make_curriculum):
             learner=learner, curriculum=curriculum, concept=curriculum.concepts.first(),
             reviewed_at=timezone.now(), correct=True, grade=5,
         )
+
+
+def test_the_evaluation_protocol_help_says_what_an_empty_protocol_becomes():
+    # A newcomer read "empty: those defaults" (200 x 100) and got 54 students x 1,830 reviews on a 610-concept deck:
+    # the help names the sizing, with evaluation_protocol's own constants.
+    from curriculum.evaluation_protocol import REVIEWS_PER_CONCEPT, SIZED_STUDENT_REVIEWS_CAP, EvaluationProtocol
+    from curriculum.models import Curriculum
+
+    text = str(Curriculum._meta.get_field("evaluation_protocol").help_text)
+    assert "those defaults" not in text
+    assert f"at least {REVIEWS_PER_CONCEPT} per concept" in text and f"{SIZED_STUDENT_REVIEWS_CAP:,}" in text
+    default = EvaluationProtocol()
+    assert f"({default.students} and {default.interactions} by default)" in text
+    sized = default.sized_for(num_concepts=610)
+    assert sized.interactions >= REVIEWS_PER_CONCEPT * 610 and sized.students * sized.interactions <= SIZED_STUDENT_REVIEWS_CAP

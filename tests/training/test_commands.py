@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -270,6 +271,10 @@ def test_a_refused_promotion_still_prints_what_was_trained_and_registered(tmp_pa
     printed = out.getvalue()
     assert "Artifacts in" in printed and "Evaluation: mean_final_recall" in printed
     assert "Registered spanish v1 (candidate)" in printed
+    # each file with its whole SHA-256 (docs/commands.md), which the registered version's artifacts record
+    version = PolicyModel.objects.get(curriculum__key="spanish")
+    for name, entry in version.artifacts.items():
+        assert re.search(rf"{re.escape(name)}\s+sha256 {entry['sha256']}$", printed, re.M), name
     assert PolicyModel.objects.get(curriculum__key="spanish").status == PolicyModel.Status.CANDIDATE
 
 

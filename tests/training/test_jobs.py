@@ -213,6 +213,8 @@ def test_cancelling_a_run_asks_for_confirmation_first(client, operator, curricul
     text = page.content.decode()
     assert page.status_code == 200 and "Are you sure you want to cancel this training run?" in text
     assert "asked to stop at its next step" in text and 'name="post" value="yes"' in text
+    # what the docs promise: a cancelled job keeps none of its results (the newcomer saw "what it made so far is kept")
+    assert "keeps none of its results" in text and "is kept" not in text
     run.refresh_from_db()
     assert (run.status, run.cancel_requested) == ("running", False)
 

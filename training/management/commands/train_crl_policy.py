@@ -131,7 +131,7 @@ class Command(BaseCommand):
         out.write("")
         out.write(f"Artifacts in {result.output_dir}:")
         for name, sha in sorted(result.files.items()):
-            out.write(f"  {name:<22} sha256 {sha[:16]}...")
+            out.write(f"  {name:<22} sha256 {sha}")
         out.write(f"Trained on: {hardware.describe(result.hardware) or result.device}")
         out.write(f"Final loss: {result.final_loss:.4f}   "
                   f"target return: {result.config.get('target_return', float('nan')):.4f}   "
