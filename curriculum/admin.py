@@ -18,7 +18,7 @@ from training.rl.evaluation import family_policies
 from . import charts, selectors, services, token_admin  # noqa: F401 - token_admin: Curriculum > API tokens
 from .admin_text import count_noun, format_when, permission_denied, protocol_columns  # noqa: F401 - permission_denied: for the other admins
 from .admin_views import CalibrationView, ExportReviewsView, ImportReviewsView, recent_import_jobs
-from .evaluation_protocol import students_like
+from .evaluation_protocol import encoder_fitted_to, students_like
 from .learner_history import learner_curricula, recall_history
 from .models import (
     Concept, Curriculum, Experiment, ExperimentArm, Learner, LearnerState, PolicyModel, PromotionEvent,
@@ -326,9 +326,10 @@ class PolicyModelAdmin(admin.ModelAdmin):
     def students_like_table(self, obj: PolicyModel) -> str:
         """The evaluation on students like the curriculum's own (``evaluation_protocol.students_like``): under the
         curriculum's protocol when the version has it, else its training-time evaluation's, said as such."""
-        under = students_like(self._protocol_metrics(obj))
+        fitted_to = encoder_fitted_to(obj)  # for evaluations that do not say what their students were fitted to
+        under = students_like(self._protocol_metrics(obj), fitted_to=fitted_to)
         return render_to_string("admin/curriculum/_students_like.html", {
-            "like": under or students_like(obj.metrics), "under_protocol": under is not None,
+            "like": under or students_like(obj.metrics, fitted_to=fitted_to), "under_protocol": under is not None,
             "dom_id": f"students-like-{obj.curriculum.key}-{obj.version}",
         })
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from django.utils.safestring import SafeString
 
-from .svg import PALETTE, Series, bar_chart, format_time, histogram, line_chart, quantile_strip
+from .svg import PALETTE, Series, bar_chart, format_number, format_time, histogram, line_chart, quantile_strip
 
 if TYPE_CHECKING:
     from .learner_history import RecallHistory
@@ -77,13 +77,24 @@ def evaluation_chart(*, metrics: dict, width: int = 640, height: int = 260) -> S
                      y_range=(0.0, 1.0) if all(0 <= v <= 1 for v in values if math.isfinite(v)) else None)
 
 
-def distribution_chart(*, summary: dict, title: str, x_label: str, width: int = 640) -> SafeString:
+def distribution_chart(*, summary: dict, title: str, x_label: str, width: int = 640,
+                       integers: bool = False) -> SafeString:
     """A statistics summary (training.rl.dataset_statistics.dataset_statistics) as a histogram when it has bins,
-    else as a box plot of its quantiles."""
+    else as a box plot of its quantiles. ``integers``: whole-number values (episode lengths): integer ticks and bins
+    labelled by the lengths they hold. When every value is the same (one episode, say) one bin, labelled with that
+    value, whatever bins the summary stored (statistics stored before dataset_statistics made one bin there hold
+    twenty bins of that one value)."""
     bins = (summary or {}).get("histogram")
     if bins and bins.get("counts"):
-        return histogram(edges=bins["edges"], counts=bins["counts"], title=title, x_label=x_label,
-                         y_label="episodes", width=width)
+        edges, counts, labels = bins["edges"], bins["counts"], None
+        low, high = (summary or {}).get("min"), (summary or {}).get("max")
+        if low is not None and low == high and len(counts) > 1:
+            value = float(low)
+            edges, counts = [value - 0.5, value + 0.5], [sum(counts)]
+        if low is not None and low == high:
+            labels = [str(int(low)) if integers and float(low).is_integer() else format_number(float(low))]
+        return histogram(edges=edges, counts=counts, title=title, x_label=x_label, y_label="episodes", width=width,
+                         integers=integers, bin_labels=labels)
     return quantile_strip(summary=summary or {}, title=title, x_label=x_label, width=width)
 
 

@@ -172,10 +172,55 @@ def _half_width(result: Mapping[str, Any]) -> float:
     return (float(hi) - float(lo)) / 2.0
 
 
-def students_like(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """What an evaluation says about simulated students like the curriculum's own (FSRS-6 fitted to its log: the
-    "fitted" family of ``training.rl.students``), or None when it has no such block (the version's encoder was not
-    fitted to a log, or the evaluation predates it).
+# What the evaluation's fitted students ("students_like", family "fitted") had their FSRS-6 fitted to: a curriculum's
+# review log (training on it, or on a dataset extracted from it; or ``--students-like CURRICULUM``), or the simulated
+# pilot cohort of synthetic training (training.pipeline.build_synthetic_dataset fits the encoder to the pilot's log:
+# then they are students like the simulated training cohort, not like any review log). Recorded by the pipeline in
+# dt_lite_config.json's "extra" as "encoder_fitted_to" and in the evaluation as "students_like_fitted_to".
+FITTED_TO_REVIEW_LOG = "review_log"
+FITTED_TO_SIMULATED_PILOT = "simulated_pilot"
+# (heading, detail) of that population on the pages and in the commands' output, by what it was fitted to; None: not
+# recorded (a version trained before the record, without a training run that says)
+STUDENTS_LIKE_LABELS: dict[str | None, tuple[str, str]] = {
+    FITTED_TO_REVIEW_LOG: ("Students like the curriculum's own", "FSRS-6 fitted to its review log"),
+    FITTED_TO_SIMULATED_PILOT: ("Students like the training cohort",
+                                "FSRS-6 fitted to the simulated pilot of synthetic training, not to a review log"),
+    None: ("Students like the log its encoder was fitted to", "FSRS-6 fitted to that log: the curriculum's review "
+           "log, or the simulated pilot of synthetic training; this version does not record which"),
+}
+FITTED_TO = (FITTED_TO_REVIEW_LOG, FITTED_TO_SIMULATED_PILOT)
+# A training run's data source -> what its encoder was fitted to (training.spec's sources), for versions whose config
+# predates the record
+_FITTED_TO_BY_SOURCE = {"synthetic": FITTED_TO_SIMULATED_PILOT, "review_log": FITTED_TO_REVIEW_LOG,
+                        "dataset": FITTED_TO_REVIEW_LOG}
+
+
+def students_like_label(fitted_to: str | None) -> tuple[str, str]:
+    """(heading, detail) naming the fitted students of an evaluation whose FSRS-6 was fitted to ``fitted_to``
+    (FITTED_TO_REVIEW_LOG, FITTED_TO_SIMULATED_PILOT, or None / anything else: not recorded)."""
+    return STUDENTS_LIKE_LABELS.get(fitted_to, STUDENTS_LIKE_LABELS[None])
+
+
+def encoder_fitted_to(policy: Any) -> str | None:
+    """What a policy version's encoder was fitted to: its config's record (dt_lite_config.json's "extra":
+    "encoder_fitted_to"), else what the data source of the training run that made it says ("synthetic": the simulated
+    pilot; "review_log", "dataset": the curriculum's review log); None when neither says (a version registered from
+    the command line before the record)."""
+    extra = (getattr(policy, "config", None) or {}).get("extra")
+    recorded = extra.get("encoder_fitted_to") if isinstance(extra, Mapping) else None
+    if recorded in FITTED_TO:
+        return recorded
+    run = getattr(policy, "training_run", None)  # a reverse one-to-one: None (AttributeError) without one
+    return _FITTED_TO_BY_SOURCE.get(getattr(run, "data_source", None) or "")
+
+
+def students_like(metrics: Mapping[str, Any] | None, *, fitted_to: str | None = None) -> dict[str, Any] | None:
+    """What an evaluation says about its fitted simulated students (FSRS-6 fitted to the log the version's encoder was
+    fitted to: the "fitted" family of ``training.rl.students``), or None when it has no such block (the version's
+    encoder has no fitted FSRS-6, or the evaluation predates it). Students like the curriculum's own when that log is
+    the curriculum's review log; students like the training cohort when it is synthetic training's simulated pilot
+    (``metrics["students_like_fitted_to"]``, else ``fitted_to``, the version's ``encoder_fitted_to``; None: not
+    recorded): ``heading`` and ``detail`` say which (``students_like_label``).
 
     Reads ``metrics["students_like"]`` (``{policy: {"mean", "ci95"}}``, written by ``training.rl.evaluation.evaluate``
     whenever fitted parameters exist) and, when the evaluation also has it, ``metrics["families"]["fitted"]`` (the
@@ -184,7 +229,8 @@ def students_like(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
         {"rows": [{"name", "mean", "ci95", "diff": {"mean", "ci95", "paired": bool} | None}, ...],
          "dt": float | None,                        # the DT's mean final recall there (a recall, in [0, 1])
          "lift": {baseline: row's "diff"},          # for the LIFT_BASELINES present, with a "dt"
-         "gap_closed": float | None, "best_behaviour": str | None}
+         "gap_closed": float | None, "best_behaviour": str | None,
+         "fitted_to": str | None, "heading": str, "detail": str}
 
     Rows: "dt" first, then the best mean first. ``diff`` is dt - policy (None for dt itself, or without a dt): the
     paired interval when the family block has one (narrower: same students, review times and dice), else the
@@ -216,6 +262,10 @@ def students_like(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
                      "diff": diff})
     rows.sort(key=lambda row: (row["name"] != "dt", -row["mean"]))
     gap = fitted.get("gap_closed")
+    source = (metrics or {}).get("students_like_fitted_to")
+    source = source if source in FITTED_TO else fitted_to if fitted_to in FITTED_TO else None
+    heading, detail = students_like_label(source)
     return {"rows": rows, "dt": None if dt is None else float(dt["mean"]),
             "lift": {row["name"]: row["diff"] for row in rows if row["name"] in LIFT_BASELINES and row["diff"]},
-            "gap_closed": None if gap is None else float(gap), "best_behaviour": fitted.get("best_behaviour")}
+            "gap_closed": None if gap is None else float(gap), "best_behaviour": fitted.get("best_behaviour"),
+            "fitted_to": source, "heading": heading, "detail": detail}

@@ -401,27 +401,51 @@ def bar_chart(*, labels: Sequence[str], values: Sequence[float], title: str, x_l
 
 
 def histogram(*, edges: Sequence[float], counts: Sequence[int], title: str, x_label: str, y_label: str = "count",
-              width: int = 640, height: int = 240) -> SafeString:
-    """Counts per bin, ``edges`` the len(counts) + 1 bin boundaries in increasing order."""
+              width: int = 640, height: int = 240, integers: bool = False,
+              bin_labels: Sequence[str] | None = None) -> SafeString:
+    """Counts per bin, ``edges`` the len(counts) + 1 bin boundaries in increasing order (each bin [lo, hi), the
+    last [lo, hi], as numpy.histogram's). ``integers``: the values are whole numbers (counts, lengths): ticks on
+    integers only and each bin labelled by the integers it holds, in full ("6220", "100 to 104"), not as a range of
+    its float edges. ``bin_labels``: each bin's label instead (one per count)."""
     if len(edges) != len(counts) + 1:
         raise ValueError(f"histogram: expected {len(counts) + 1} edges for {len(counts)} counts, got {len(edges)}")
+    if bin_labels is not None and len(bin_labels) != len(counts):
+        raise ValueError(f"histogram: {len(bin_labels)} bin labels for {len(counts)} bins")
     y_ticks = nice_ticks(0, max(max(counts, default=0), 1))
     x_low, x_high = (edges[0], edges[-1]) if edges else (0.0, 1.0)
     frame = _Frame(width=width, height=height, x_range=(x_low, x_high if x_high > x_low else x_low + 1),
                    y_range=(0, y_ticks[-1]))
-    x_ticks = [(v, format_number(v)) for v in nice_ticks(frame.x0, frame.x1) if frame.x0 <= v <= frame.x1]
+    y_ticks = [v for v in y_ticks if float(v).is_integer()]  # counts: no tick at 0.2 of an episode
+    ticks = [v for v in nice_ticks(frame.x0, frame.x1) if frame.x0 <= v <= frame.x1]
+    if integers:
+        ticks = [v for v in ticks if float(v).is_integer()] or [v for v in (math.ceil(frame.x0),) if v <= frame.x1]
+    x_ticks = [(v, str(int(v)) if integers else format_number(v)) for v in ticks]
     body = _axes(frame, x_ticks=x_ticks, y_ticks=[(v, format_number(v)) for v in y_ticks],
                  x_label=x_label, y_label=y_label)
     if not counts or not any(counts):
         body.append(_no_data(frame))
+    if bin_labels is None:
+        last = len(counts) - 1
+        bin_labels = [_integer_bin(lo, hi, closed=i == last) if integers
+                      else f"{format_number(lo)} to {format_number(hi)}"
+                      for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
     bars = []
-    for lo, hi, count in zip(edges, edges[1:], counts):
+    for lo, hi, count, label in zip(edges, edges[1:], counts, bin_labels):
         x0, x1 = frame.x(lo), frame.x(hi)
         bars.append(f'<rect class="bar" x="{x0:.1f}" y="{frame.y(count):.1f}" width="{max(x1 - x0 - 1, 0.5):.1f}" '
                     f'height="{frame.bottom - frame.y(count):.1f}" fill="{PALETTE[0]}"><title>'
-                    f'{escape(f"{format_number(lo)} to {format_number(hi)}: {count}")}</title></rect>')
+                    f'{escape(f"{label}: {count}")}</title></rect>')
     body.append("<g>" + "".join(bars) + "</g>")
     return _svg(title=title, width=width, height=height, body=body, css_class="histogram")
+
+
+def _integer_bin(lo: float, hi: float, *, closed: bool) -> str:
+    """The whole numbers in the bin [lo, hi) ([lo, hi] when ``closed``, the last bin) as a label: "7", "5 to 9"; the
+    edges themselves when it holds none."""
+    first, last = math.ceil(lo), (math.floor(hi) if closed else math.ceil(hi) - 1)
+    if first > last:
+        return f"{format_number(lo)} to {format_number(hi)}"
+    return str(first) if first == last else f"{first} to {last}"
 
 
 def quantile_strip(*, summary: dict, title: str, x_label: str, width: int = 640, height: int = 110) -> SafeString:

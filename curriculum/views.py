@@ -22,7 +22,8 @@ from training.jobs import job_status, launch_protocol_evaluation, unfinished_eva
 from . import charts, selectors, services
 from .admin_text import format_when
 from .evaluation_protocol import (
-    REVIEWS_PER_CONCEPT, EvaluationProtocol, ProtocolError, dt_mean, lift, protocol_of, students_like,
+    REVIEWS_PER_CONCEPT, EvaluationProtocol, ProtocolError, dt_mean, encoder_fitted_to, lift, protocol_of,
+    students_like,
 )
 from .models import Curriculum, PolicyModel
 from .services import artifact_storage
@@ -76,7 +77,8 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
     measured = protocol_of(policy.metrics)
     shown = under or policy.metrics or {}
     run = getattr(policy, "training_run", None)
-    like = students_like(under)
+    fitted_to = encoder_fitted_to(policy)  # for evaluations that do not say what their students were fitted to
+    like = students_like(under, fitted_to=fitted_to)
     # a mean over another number of concepts than the active version's is not comparable with its mean
     # (services.promotion_gate holds a version over more concepts to the fallback, and refuses one over fewer)
     unlike = services.compared_decks(candidate=policy, active=active,
@@ -92,7 +94,7 @@ def _version_entry(policy: PolicyModel, *, active: PolicyModel | None,
         "unlike_decks": unlike,  # (this version's concept count, the active version's) when they differ
         "lift": lift(under),
         # students like the curriculum's own: under the protocol, else the training-time evaluation's (not comparable)
-        "students_like": like or students_like(policy.metrics),
+        "students_like": like or students_like(policy.metrics, fitted_to=fitted_to),
         "students_like_under_protocol": like is not None,
         "students_like_id": f"students-like-{policy.curriculum.key}-{policy.version}",
         "data_warnings": ((policy.metrics or {}).get("training_data") or {}).get("warnings") or [],

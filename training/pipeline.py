@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from curriculum.evaluation_protocol import EvaluationProtocol
+from curriculum.evaluation_protocol import FITTED_TO_REVIEW_LOG, FITTED_TO_SIMULATED_PILOT, EvaluationProtocol
 from curriculum.models import Curriculum, ReviewLog
 from curriculum.reviews.reader import iter_review_chunks
 from curriculum.selectors import concept_keys
@@ -224,6 +224,7 @@ def train_and_export(
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
     attention_window: int | None = None, dropout: float | None = None, architecture: dict[str, int] | None = None,
+    encoder_fitted_to: str | None = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
@@ -231,7 +232,10 @@ def train_and_export(
     (DTConfig's; None: ``trainer.default_model_config``'s default, the widest exact window; 0: full attention) the
     model's local attention; ``dropout`` (DTConfig's; None: its
     default, 0.1) the model's dropout rate during training; ``architecture`` other DTConfig fields (e.g.
-    ``{"hidden_dim": 128, "num_layers": 4, "num_heads": 4}``, the original DT's size; None: DTConfig's). Raises trainer.TrainingCancelled when
+    ``{"hidden_dim": 128, "num_layers": 4, "num_heads": 4}``, the original DT's size; None: DTConfig's).
+    ``encoder_fitted_to``: what the dataset's encoder was fitted to (FITTED_TO_REVIEW_LOG, FITTED_TO_SIMULATED_PILOT),
+    recorded in "extra" as "encoder_fitted_to" (None: not recorded), for the evaluation to name its fitted students
+    (``evaluate_export``). Raises trainer.TrainingCancelled when
     should_stop() says so, PipelineError when the model config or the dataset is refused (an attention window out of
     range: ``check_attention_window``'s message)."""
     from .rl.artifacts import CONFIG_FILE
@@ -266,7 +270,8 @@ def train_and_export(
                "lr_schedule": config.lr_schedule, "min_lr_ratio": config.min_lr_ratio, "coverage": config.coverage,
                "target_return_quantile": config.target_return_quantile,
                **{key: value for key, value in hardware.items() if key not in ("device", "training_s")},
-               "stage_seconds": stages},
+               "stage_seconds": stages,
+               **({"encoder_fitted_to": encoder_fitted_to} if encoder_fitted_to else {})},
     )
     _report(on_progress, "exporting artifacts", 1, 1)
     written = json.loads((Path(output_dir) / CONFIG_FILE).read_text())
@@ -282,11 +287,17 @@ def evaluate_export(
     families: str | tuple[str, ...] | None = None, with_fitted: bool = True, processes: int | str = AUTO,
 ) -> dict[str, Any]:
     """Closed-loop evaluation of the DTLite policy in output_dir against the baselines (evaluate_policy's JSON):
-    the built-in students in "results", students like the curriculum's own in "students_like" (``students_like``,
-    else those the policy's fitted FSRS-6 encoder describes; absent when neither exists), and one block per student
-    family in "families" (``families``, default EVALUATION_FAMILIES; () for none; "fitted" added when those
-    students exist, unless ``with_fitted`` is False). ValueError naming an unknown family or a number of
-    ``processes`` that is neither "auto" nor a positive integer.
+    the built-in students in "results", the fitted students in "students_like" (``students_like``, else those the
+    policy's fitted FSRS-6 encoder describes; absent when neither exists), and one block per student family in
+    "families" (``families``, default EVALUATION_FAMILIES; () for none; "fitted" added when those students exist,
+    unless ``with_fitted`` is False). ValueError naming an unknown family or a number of ``processes`` that is
+    neither "auto" nor a positive integer.
+
+    With "students_like", "students_like_fitted_to" says what their FSRS-6 was fitted to when that is known:
+    FITTED_TO_REVIEW_LOG for ``students_like`` (``students_like_curriculum``: a curriculum's log), else the policy's
+    record (dt_lite_config.json's extra "encoder_fitted_to", ``train_and_export``): FITTED_TO_SIMULATED_PILOT after
+    synthetic training, whose encoder was fitted to the simulated pilot (students like the training cohort, not like
+    a review log); absent for a policy exported before the record.
 
     Cost: one closed loop per policy and family; the DT's dominates (~40 s for 200 students x 100 reviews on a
     loaded 2-core machine, the baselines' ~0.5 s), so each family adds about one DT run. The loops go to
@@ -294,15 +305,13 @@ def evaluate_export(
     families they take about one DT run in all."""
     from .rl.artifacts import CONFIG_FILE, WEIGHTS_FILE, ArtifactError
     from .rl.dtlite import DTLite
-    from .rl.evaluation import BASELINES, EXTRA_BASELINES, evaluate
+    from .rl.evaluation import closed_loop_count, evaluate
 
     directory = Path(output_dir)
     try:
         model = DTLite.load(directory / WEIGHTS_FILE, directory / CONFIG_FILE)
     except (ArtifactError, OSError) as exc:
         raise PipelineError(f"cannot load the policy in {directory}: {exc}") from exc
-    runs = 1 + len(BASELINES) + len(EXTRA_BASELINES)
-    _report(on_progress, "evaluating", 0, runs)
 
     def progress(done: int, total: int, name: str) -> None:
         _report(on_progress, "evaluating", done, total, policy=name)
@@ -311,10 +320,18 @@ def evaluate_export(
     fitted = students_like is not None or StudentsLike.from_encoder(model.config.get("encoder")) is not None
     if families and with_fitted and fitted and FITTED not in families:
         families = (*families, FITTED)
-    return evaluate(policy=model, num_concepts=int(model.config["action_dim"]), students=students,
-                    interactions=interactions, seed=seed, concept_keys=list(model.config["concept_keys"]),
-                    students_like=students_like, on_progress=progress, families=families or None,
-                    processes=processes)
+    # the whole count from the start (every population's loops: the built-in students, the fitted ones, each
+    # family), not one population's: the first report stands until the first loop, the DT's, ends (a minute or more)
+    _report(on_progress, "evaluating", 0, closed_loop_count(policy=True, fitted=fitted, families=families or None))
+    metrics = evaluate(policy=model, num_concepts=int(model.config["action_dim"]), students=students,
+                       interactions=interactions, seed=seed, concept_keys=list(model.config["concept_keys"]),
+                       students_like=students_like, on_progress=progress, families=families or None,
+                       processes=processes)
+    extra = model.config.get("extra") if isinstance(model.config.get("extra"), dict) else {}
+    fitted_to = FITTED_TO_REVIEW_LOG if students_like is not None else extra.get("encoder_fitted_to")
+    if "students_like" in metrics and fitted_to:
+        metrics["students_like_fitted_to"] = fitted_to
+    return metrics
 
 
 # ------------------------------------------------------------------------------------------ the entry
@@ -371,6 +388,9 @@ def train_policy(
     ``students_like`` (a curriculum or its key): synthetic training students and the evaluation's "students_like"
     population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
     are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``).
+    The exported config records what the encoder was fitted to (extra "encoder_fitted_to": the simulated pilot for
+    synthetic data, the curriculum's review log otherwise), so that every later evaluation of the version names its
+    fitted students truly ("students_like_fitted_to", ``evaluate_export``).
 
     ``attention_window``: the model's local attention window in tokens (DTConfig.attention_window; None: the
     widest exact window, ``trainer.default_model_config``'s default; 0: full attention), checked against the
@@ -405,13 +425,18 @@ def train_policy(
 
     output = Path(output_dir)
     stage = time.monotonic()
+    # what the encoder was fitted to: synthetic data's to the simulated pilot (build_synthetic_dataset), a review
+    # log's and an extracted dataset's to the curriculum's review log
+    synthetic = source == TrainingRun.DataSource.SYNTHETIC
+    fitted_to = FITTED_TO_SIMULATED_PILOT if synthetic else FITTED_TO_REVIEW_LOG
     with tempfile.TemporaryDirectory(prefix="crl-train-") as tmp:
         # The training checkpoint (with the optimizer, for resuming) stays apart from the exported dt_model.pt.
         outcome = train_and_export(dataset=dataset_data, output_dir=output, epochs=spec.epochs,
                                    batch_size=spec.batch_size, seed=spec.seed, no_cuda=spec.no_cuda,
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
                                    should_stop=should_stop, stage_seconds=dict(seconds),
-                                   attention_window=attention_window, train_config=train_config)
+                                   attention_window=attention_window, train_config=train_config,
+                                   encoder_fitted_to=fitted_to)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()

@@ -4,6 +4,7 @@ PostgreSQL's binary COPY or by ``bulk_create`` elsewhere. Rows are checked by th
 identity is; serving state is not updated (bulk-written reviews are training data)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from functools import partial
@@ -13,9 +14,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from ..models import Concept, Curriculum, Learner, ReviewLog
+from .chunked import ChunkedWrite
 from .validation import check_review_columns
 
-REVIEW_WRITE_ROWS = 50_000  # rows per COPY block / bulk_create round, and per progress report
+REVIEW_WRITE_ROWS = 50_000  # rows per COPY block / bulk_create round, and per progress report (SQLite's chunked
+# writes: at most chunked.SQLITE_CHUNK_ROWS, each block a transaction)
 
 
 def _now() -> dt.datetime:
@@ -34,10 +37,15 @@ def create_learners(*, external_ids: list[str]) -> np.ndarray:
 def write_reviews(
     *, curriculum_id: int, learner_ids: np.ndarray, concept_ids: np.ndarray, t: np.ndarray, correct: np.ndarray,
     grade: np.ndarray, response_time_ms: np.ndarray, source: str, batch: str, method: str = "auto",
-    check_keys_once: bool = True, on_rows: Callable[[int], None] | None = None,
+    check_keys_once: bool = True, on_rows: Callable[[int], None] | None = None, chunks: ChunkedWrite | None = None,
+    before_commit: Callable[[int], None] | None = None,
 ) -> int:
     """Insert review rows given as columns (database ids, t in epoch seconds, grade 1-4 and response_time_ms
-    >= 0 on every row, as the simulator makes them), in blocks of REVIEW_WRITE_ROWS, in one transaction.
+    >= 0 on every row, as the simulator makes them), in blocks of REVIEW_WRITE_ROWS, in one transaction; or, given
+    ``chunks`` (an entered curriculum.reviews.chunked.ChunkedWrite) that is chunked (SQLite), each block (of at most
+    ``chunks.rows``) in a transaction of its own, which ``chunks`` undoes when the write stops early.
+    ``before_commit(rows)`` is called once every row is written, in the transaction that commits the last of them
+    (e.g. a job recording its end, so that its status and its last rows commit together).
 
     ``method``: "copy" (PostgreSQL's binary COPY FROM STDIN, the fast path), "bulk_create", or "auto" (COPY
     where the database is PostgreSQL). Serving state (LearnerState) is not updated: bulk-written reviews are
@@ -59,7 +67,9 @@ def write_reviews(
     t = np.floor(np.asarray(t, dtype=np.float64) * 1000.0 + 1e-3) / 1000.0  # to the ms (the 1 us: float error)
     n = len(learner_ids)
     created_at = _now()
-    with transaction.atomic():
+    chunked = chunks is not None and chunks.chunked
+    block_rows = min(REVIEW_WRITE_ROWS, chunks.rows) if chunked and chunks.rows else REVIEW_WRITE_ROWS
+    with contextlib.nullcontext() if chunked else transaction.atomic():
         if method == "copy":
             per_key = check_keys_once and can_check_keys_once()
             if per_key:
@@ -67,15 +77,25 @@ def write_reviews(
             write = partial(_copy_block, skip_row_triggers=per_key)
         else:
             write = {"bulk_create": _bulk_create_block}[method]
-        for start in range(0, n, REVIEW_WRITE_ROWS):
-            part = slice(start, start + REVIEW_WRITE_ROWS)
-            write(
-                curriculum_id=curriculum_id, learner_ids=learner_ids[part], concept_ids=concept_ids[part], t=t[part],
-                correct=correct[part], grade=grade[part], response_time_ms=response_time_ms[part], source=source,
-                batch=batch, created_at=created_at,
-            )
-            if on_rows:
-                on_rows(min(start + REVIEW_WRITE_ROWS, n))
+        start = 0
+        for end in [*range(block_rows, n, block_rows), n]:
+            last = end == n
+            with chunks.chunk() if chunked else contextlib.nullcontext():
+                if end > start:
+                    part = slice(start, end)
+                    write(
+                        curriculum_id=curriculum_id, learner_ids=learner_ids[part], concept_ids=concept_ids[part],
+                        t=t[part], correct=correct[part], grade=grade[part], response_time_ms=response_time_ms[part],
+                        source=source, batch=batch, created_at=created_at,
+                    )
+                if last:
+                    if on_rows and n:
+                        on_rows(n)
+                    if before_commit:
+                        before_commit(n)
+            if on_rows and not last:  # (chunked: after the block committed)
+                on_rows(end)
+            start = end
     return n
 
 

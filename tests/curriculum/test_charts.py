@@ -86,6 +86,51 @@ def test_distribution_chart_falls_back_to_quantiles_without_bins():
     parse(charts.distribution_chart(summary={"mean": None}, title="empty", x_label="x"))
 
 
+def bar_titles(root: ET.Element) -> list[str]:
+    return [t.text for r in root.iter(f"{SVG}rect") if r.get("class") == "bar" for t in r.iter(f"{SVG}title")]
+
+
+def test_one_episode_length_is_one_bin_labelled_with_that_length():
+    """An extraction of one learner's 6,220 reviews: one bin "6220" and integer ticks, not twenty bins of
+    "6.22e+03 to 6.22e+03" around it, whether its statistics are new (one bin) or stored before (numpy's 20 bins
+    over 6219.5 to 6220.5)."""
+    summary = {"mean": 6220.0, "std": 0.0, "min": 6220.0, "max": 6220.0, "p10": 6220.0, "p50": 6220.0, "p90": 6220.0}
+    new = {**summary, "histogram": {"edges": [6219.5, 6220.5], "counts": [1]}}
+    old = {**summary, "histogram": {"edges": [6219.5 + 0.05 * i for i in range(21)],
+                                    "counts": [0] * 10 + [1] + [0] * 9}}
+    for stored in (new, old):
+        drawn = charts.distribution_chart(summary=stored, title="Episode lengths", x_label="reviews per episode",
+                                          integers=True)
+        root = parse(drawn)
+        assert bar_titles(root) == ["6220: 1"]
+        assert "e+" not in str(drawn) and "6220" in texts(root, "x-ticks")
+        assert texts(root, "y-ticks") == ["0", "1"]  # a count of episodes: no 0.2 of one
+
+
+def test_integer_bins_are_labelled_by_the_whole_lengths_they_hold():
+    from training.rl.dataset_statistics import histogram
+
+    lengths = [float(n) for n in range(12_000, 12_100)] + [12_099.0]
+    bins = histogram(__import__("numpy").array(lengths), integers=True)
+    summary = {"min": 12_000.0, "max": 12_099.0, "histogram": bins}
+    root = parse(charts.distribution_chart(summary=summary, title="Episode lengths", x_label="reviews per episode",
+                                           integers=True))
+    titles = bar_titles(root)
+    assert titles[0] == "12000 to 12004: 5" and titles[-1] == "12095 to 12099: 6" and len(titles) == 20
+    assert all(label.isdigit() for label in texts(root, "x-ticks"))  # plain integers, not 12k
+    # stored float edges (older statistics): the lengths each bin holds
+    older = {"min": 10.0, "max": 100.0, "histogram": {"edges": [10.0, 14.5, 19.0, 100.0], "counts": [5, 4, 82]}}
+    titles = bar_titles(parse(charts.distribution_chart(summary=older, title="t", x_label="x", integers=True)))
+    assert titles == ["10 to 14: 5", "15 to 18: 4", "19 to 100: 82"]
+
+
+def test_a_distribution_of_one_value_is_one_bin_labelled_with_it():
+    summary = {"mean": 0.75, "std": 0.0, "min": 0.75, "max": 0.75, "p10": 0.75, "p50": 0.75, "p90": 0.75,
+               "histogram": {"edges": [0.25, 1.25], "counts": [3]}}
+    assert bar_titles(parse(charts.distribution_chart(summary=summary, title="Returns", x_label="return"))) == [
+        "0.75: 3"]
+
+
 def test_loss_curve_is_per_step_when_steps_are_known_else_per_epoch():
     per_step = parse(charts.loss_curve(loss_steps=[[10, 2.0], [20, 1.5], [30, 1.2]], loss_history=[1.6]))
     assert texts(per_step, "x-label") == ["optimiser step"]

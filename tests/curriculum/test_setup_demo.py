@@ -72,16 +72,22 @@ def test_setup_demo_prints_why_a_demo_that_does_not_beat_the_fallback_stays_a_ca
     assert not PromotionEvent.objects.exists()
 
 
+def run_setup_demo(monkeypatch, settings, tmp_path, *, num_users: int, interactions: int, epochs: int) -> io.StringIO:
+    """``setup_demo`` at a smaller size (its var/ in tmp_path); returns its standard output."""
+    settings.VAR_DIR = tmp_path
+    monkeypatch.setattr(setup_demo, "DEMO_SIZES", {"num_users": num_users, "interactions": interactions,
+                                                   "batch_size": 16, "eval_students": 4})
+    monkeypatch.setattr(setup_demo, "DEMO_EPOCHS", epochs)
+    out = io.StringIO()
+    call_command("setup_demo", stdout=out, stderr=io.StringIO())
+    return out
+
+
 @pytest.mark.trains
 def test_setup_demo_trains_a_policy_once_promotes_it_through_the_gate_and_prints_a_working_login(
     monkeypatch, settings, tmp_path
 ):
-    settings.VAR_DIR = tmp_path
-    monkeypatch.setattr(setup_demo, "DEMO_SIZES", {"num_users": 20, "interactions": 25, "batch_size": 16,
-                                                   "eval_students": 4})
-    monkeypatch.setattr(setup_demo, "DEMO_EPOCHS", 2)
-    out = io.StringIO()
-    call_command("setup_demo", stdout=out, stderr=io.StringIO())
+    out = run_setup_demo(monkeypatch, settings, tmp_path, num_users=20, interactions=25, epochs=2)
 
     demo = Curriculum.objects.get(key="demo")
     assert demo.concepts.count() == 20
@@ -130,3 +136,23 @@ def test_the_gate_summary_says_which_lowest_recall_is_the_bar_when_the_version_t
     type(v1).objects.filter(pk=v1.pk).update(metrics=v1.metrics)
     v1.refresh_from_db()
     assert "fitted encoder" not in " ".join(setup_demo.gate_summary(services.promotion_gate(candidate=v1, active=None)))
+
+
+@pytest.mark.trains
+def test_the_demos_fitted_students_are_said_to_be_like_its_simulated_training_cohort(monkeypatch, settings, tmp_path,
+                                                                                  admin_client):
+    """The demo trains on synthetic students (its curriculum has no review log): its encoder's FSRS-6 is fitted to the
+    simulated pilot (a cohort this size has enough reviews to fit), so its fitted students are like the training
+    cohort, not like the curriculum's own, in setup_demo's output and on the orchestrator."""
+    out = run_setup_demo(monkeypatch, settings, tmp_path, num_users=100, interactions=60, epochs=1)
+
+    policy = PolicyModel.objects.get(curriculum__key="demo")
+    assert "students_like" in policy.metrics  # the pilot's fit gave FSRS-6 parameters: a population to evaluate
+    assert policy.metrics["students_like_fitted_to"] == "simulated_pilot"
+    assert policy.config["extra"]["encoder_fitted_to"] == "simulated_pilot"
+    text = out.getvalue()
+    assert "Students like the training cohort (FSRS-6 fitted to the simulated pilot" in text
+    assert "curriculum's own" not in text
+    html = admin_client.get("/admin/curriculum-ops/orchestrator/").content.decode()
+    shown = html[html.index('id="students-like-demo-1"'):][:1500]
+    assert "Students like the training cohort" in shown and "curriculum&#x27;s own" not in shown

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from curriculum.evaluation_protocol import students_like
+from curriculum.evaluation_protocol import encoder_fitted_to, students_like
 from curriculum.models import PolicyModel
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +47,38 @@ def test_students_like_is_none_without_a_readable_block(metrics):
     assert students_like(metrics) is None
 
 
+def test_students_like_says_what_its_students_were_fitted_to():
+    # a review log: students like the curriculum's own
+    like = students_like({"students_like": like_block(), "students_like_fitted_to": "review_log"})
+    assert (like["fitted_to"], like["heading"]) == ("review_log", "Students like the curriculum's own")
+    # synthetic training: the encoder (and so the students) fitted to the simulated pilot, not to any review log
+    like = students_like({"students_like": like_block(), "students_like_fitted_to": "simulated_pilot"})
+    assert (like["fitted_to"], like["heading"]) == ("simulated_pilot", "Students like the training cohort")
+    assert "simulated pilot" in like["detail"] and "not to a review log" in like["detail"]
+    # an evaluation that does not say: the version's record (fitted_to), else neither claim
+    assert students_like({"students_like": like_block()}, fitted_to="simulated_pilot")["fitted_to"] == "simulated_pilot"
+    unknown = students_like({"students_like": like_block()})
+    assert unknown["fitted_to"] is None and "curriculum's own" not in unknown["heading"]
+    assert "does not record which" in unknown["detail"]
+
+
+def test_a_versions_encoder_fit_is_its_configs_record_else_its_training_runs_data_source():
+    class Run:
+        data_source = "synthetic"
+
+    class Version:
+        config = {"extra": {"encoder_fitted_to": "review_log"}}
+        training_run = Run()
+
+    assert encoder_fitted_to(Version()) == "review_log"  # the record wins
+    Version.config = {"extra": {"loss_history": [1.0]}}
+    assert encoder_fitted_to(Version()) == "simulated_pilot"  # before the record: the run's synthetic data
+    Run.data_source = "dataset"
+    assert encoder_fitted_to(Version()) == "review_log"
+    Version.training_run = None
+    assert encoder_fitted_to(Version()) is None  # a command-line version before the record: unknown
+
+
 @pytest.fixture
 def promoter_client(client, django_user_model):
     user = django_user_model.objects.create_user(username="promoter", password="pw-promoter-1", is_staff=True)
@@ -55,8 +87,12 @@ def promoter_client(client, django_user_model):
     return client
 
 
-def with_students_like(policy: PolicyModel, dt: float = 0.62) -> PolicyModel:
+def with_students_like(policy: PolicyModel, dt: float = 0.62, fitted_to: str | None = "review_log") -> PolicyModel:
+    # as training.pipeline.evaluate_export writes it: what the students' FSRS-6 was fitted to (None: an evaluation
+    # from before the record)
     policy.metrics = {**policy.metrics, "students_like": like_block(dt)}
+    if fitted_to is not None:
+        policy.metrics["students_like_fitted_to"] = fitted_to
     PolicyModel.objects.filter(pk=policy.pk).update(metrics=policy.metrics)
     return policy
 
@@ -105,3 +141,35 @@ def test_the_promotion_confirmation_shows_students_like_for_both_versions(promot
     assert "0.6789" in shown and "lowest_recall" in shown
     now = html[html.index('id="confirm-from"'):html.index('id="confirm-to"')]
     assert f'id="students-like-algebra-{active.version}"' in now and "0.6111" in now
+
+
+def test_a_synthetic_version_says_its_fitted_students_are_like_the_training_cohort(promoter_client, make_curriculum,
+                                                                                   make_policy):
+    """The demo (synthetic students; the curriculum has no review log): its encoder's FSRS-6 was fitted to the simulated
+    pilot, so its fitted students are like the training cohort, not like the curriculum's own (FSRS-6 fitted to its
+    review log), on the orchestrator and on the version's page alike."""
+    curriculum = make_curriculum("demo", concepts=3)
+    policy = with_students_like(make_policy(curriculum, recall=0.5), dt=0.6422, fitted_to="simulated_pilot")
+    pages = [promoter_client.get(ORCHESTRATOR).content.decode(),
+             promoter_client.get(reverse("admin:curriculum_policymodel_change", args=[policy.pk])).content.decode()]
+    for html in pages:
+        start = html.index(f'id="students-like-demo-{policy.version}"')
+        shown = html[start:start + 2500]
+        assert "0.6422" in shown and "Students like the training cohort" in shown
+        assert "simulated pilot" in shown and "curriculum&#x27;s own" not in shown and "curriculum's own" not in shown
+
+
+def test_a_version_evaluated_before_the_record_is_named_by_its_training_run(promoter_client, make_curriculum,
+                                                                           make_policy):
+    from training.models import TrainingRun
+
+    curriculum = make_curriculum("algebra", concepts=3)
+    synthetic = with_students_like(make_policy(curriculum, recall=0.5), dt=0.6111, fitted_to=None)
+    TrainingRun.objects.create(curriculum=curriculum, concepts=3, status="succeeded", policy=synthetic,
+                               data_source="synthetic")
+    unknown = with_students_like(make_policy(curriculum, recall=0.5), dt=0.6222, fitted_to=None)
+    html = promoter_client.get(ORCHESTRATOR).content.decode()
+    shown = html[html.index(f'id="students-like-algebra-{synthetic.version}"'):][:2500]
+    assert "0.6111" in shown and "Students like the training cohort" in shown
+    shown = html[html.index(f'id="students-like-algebra-{unknown.version}"'):][:2500]
+    assert "0.6222" in shown and "does not record which" in shown and "Students like the curriculum" not in shown

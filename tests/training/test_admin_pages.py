@@ -200,6 +200,25 @@ def test_extraction_statistics_are_charts_not_a_json_dump(admin_client, curricul
     assert page.index("<details><summary>all statistics (JSON)") > page.index("crl-chart histogram")
 
 
+def test_the_episode_lengths_of_one_learners_extraction_are_one_bin_of_that_length(admin_client, curriculum):
+    """One learner's 6,220 reviews: the chart's bar says "6220: 1", with no "6.22e+03" anywhere on it."""
+    one = {"mean": 6220.0, "std": 0.0, "min": 6220.0, "max": 6220.0, "p10": 6220.0, "p50": 6220.0, "p90": 6220.0}
+    stats = {"episodes": 1, "steps": 6220, "state_dim": 20,
+             "return": {**one, "mean": 31.5, "min": 31.5, "max": 31.5, "p10": 31.5, "p50": 31.5, "p90": 31.5,
+                        "histogram": {"edges": [31.0, 32.0], "counts": [1]}},
+             # as stored before one bin: numpy's twenty bins over 6219.5 to 6220.5
+             "episode_length": {**one, "histogram": {"edges": [6219.5 + 0.05 * i for i in range(21)],
+                                                     "counts": [0] * 10 + [1] + [0] * 9}},
+             "actions": {"count": 2, "counts": {"c0": 3000, "c1": 3220}, "most_common": "c1", "least_common": "c0",
+                         "normalised_entropy": 0.99}}
+    job = TrajectoryExtractionJob.objects.create(curriculum=curriculum, status="succeeded", version=1, statistics=stats)
+    page = admin_client.get(reverse("admin:training_trajectoryextractionjob_change", args=[job.pk])).content.decode()
+    chart = page[page.index('aria-label="Episode lengths"'):]
+    chart = chart[:chart.index("</svg>")]
+    assert chart.count('class="bar"') == 1 and "<title>6220: 1</title>" in chart
+    assert "e+03" not in chart
+
+
 def test_version_page_shows_its_evaluation_and_loss_above_the_raw_config(admin_client, curriculum, make_policy):
     policy = make_policy(curriculum, recall=0.6)
     TrainingRun.objects.create(curriculum=curriculum, concepts=5, status="succeeded", policy=policy,

@@ -29,8 +29,11 @@ def run(*args: str) -> str:
 
 def assert_evaluation_shape(data: dict, *, students: int, seed: int) -> None:
     # stored metrics name their protocol and what the policy was trained on ("training_data"); "students_like"
-    # (students like the curriculum's own) only when the encoder's FSRS-6 was fitted
-    assert set(data) - {"protocol", "students_like", "training_data", "families"} == {"metric", "students", "seed", "results"}
+    # (the fitted students) only when the encoder's FSRS-6 was fitted, with what it was fitted to when known
+    assert set(data) - {"protocol", "students_like", "students_like_fitted_to", "training_data", "families"} == {
+        "metric", "students", "seed", "results"}
+    if "students_like_fitted_to" in data:
+        assert "students_like" in data and data["students_like_fitted_to"] in ("review_log", "simulated_pilot")
     if "training_data" in data:
         assert set(data["training_data"]) == {"episodes", "steps", "concepts", "warnings"}
     assert (data["metric"], data["students"], data["seed"]) == ("mean_final_recall", students, seed)
@@ -65,6 +68,9 @@ def test_a_tiny_training_run_writes_the_three_artifacts_and_an_evaluation_that_p
     assert extra["steps_per_s"] > 0 and extra["optimizer_steps"] > 0
     assert set(extra["stage_seconds"]) == {"data", "training"}
     assert f"Trained on: cpu (cpu, {expected})" in summary and "optimiser steps/s; data" in summary
+    # synthetic students: the encoder was fitted to the simulated pilot, not to a review log (its fitted students, when
+    # there are some, are students like the training cohort)
+    assert extra["encoder_fitted_to"] == "simulated_pilot"
 
     printed = run("evaluate_policy", "--policy_dir", str(out_dir), "--students", "5", "--seed", "7", "--json")
     assert_evaluation_shape(json.loads(printed), students=5, seed=7)
@@ -174,6 +180,7 @@ def test_training_from_the_database_uses_the_curricula_reviews(tmp_path, make_cu
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
     assert policy.config["encoder"]["estimator"] == "fsrs6"  # fitted to the curriculum's log
     assert len(policy.config["encoder"]["fsrs6_same_day_stability"]) == 4
+    assert policy.config["extra"]["encoder_fitted_to"] == "review_log"
     assert "12 episodes, 180 steps" in summary
 
 
@@ -195,6 +202,7 @@ def test_training_on_an_extracted_dataset_serves_its_curriculum(tmp_path, make_c
     policy = PolicyModel.objects.get(curriculum=curriculum)
     assert policy.config["concept_keys"] == ["c0", "c1", "c2", "c3"]
     assert policy.config["encoder"] == extraction_encoder(extraction)  # the dataset's fitted encoder
+    assert policy.config["extra"]["encoder_fitted_to"] == "review_log"  # fitted to the log it was extracted from
     assert "10 episodes, 120 steps" in summary
     assert '"source": "dataset"' in policy.notes
 

@@ -34,7 +34,7 @@ from ..workers import format_duration, waiting_note
 # What cancelling does to a job in each state (the confirmation page says it before the operator agrees).
 CANCEL_EFFECT = {
     "queued": "never starts: cancelled at once",
-    "running": "is asked to stop at its next step; it keeps none of its results (they are written only when a job succeeds)",
+    "running": "is asked to stop at its next step; it keeps none of its results (they are kept only when a job succeeds)",
     "finished": "already finished: nothing to cancel",
 }
 

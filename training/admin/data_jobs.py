@@ -120,7 +120,7 @@ class TrajectoryExtractionJobAdmin(JobAdmin):
             charts.distribution_chart(summary=stats.get("return") or {}, title="Episode returns",
                                       x_label="return (sum of rewards per episode)"),
             charts.distribution_chart(summary=stats.get("episode_length") or {}, title="Episode lengths",
-                                      x_label="reviews per episode"),
+                                      x_label="reviews per episode", integers=True),
             svg.bar_chart(labels=list(counts), values=[float(v) for v in counts.values()],
                           title="How often each concept was practised", x_label="concept", y_label="reviews"),
             json_block(stats, summary="all statistics (JSON)"),

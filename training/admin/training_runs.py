@@ -194,7 +194,7 @@ class TrainingRunAdmin(JobAdmin):
     def metrics_chart(self, obj: TrainingRun):
         """The run's evaluation (``obj.metrics``): the chart, the table per policy and the table per student family,
         as on the version's page, and a link to the version it registered, whose page also has the evaluation on
-        students like the curriculum's own under the curriculum's protocol. "not evaluated" while the run has no
+        its fitted students (``evaluation_protocol.students_like``) under the curriculum's protocol. "not evaluated" while the run has no
         evaluation (before its evaluation stage, or failed or cancelled earlier).
 
         Its own method rather than PolicyModelAdmin.evaluation: that one also reads what only a version has (its
@@ -205,9 +205,9 @@ class TrainingRunAdmin(JobAdmin):
         version = ""
         if obj.policy_id is not None:
             version = format_html(
-                '<p>The full evaluation, with students like the curriculum\'s own under its protocol, is on the page '
-                'of <a href="{}">{}</a>.</p>', reverse("admin:curriculum_policymodel_change", args=[obj.policy_id]),
-                obj.policy)
+                '<p>The full evaluation, with its fitted students (like the curriculum\'s own, or like the training '
+                'cohort after synthetic training) under its protocol, is on the page of <a href="{}">{}</a>.</p>',
+                reverse("admin:curriculum_policymodel_change", args=[obj.policy_id]), obj.policy)
         return format_html('<div class="crl-charts">{}</div>{}{}{}', charts.evaluation_chart(metrics=obj.metrics),
                            self.metrics_table(obj), PolicyModelAdmin.families_table(obj), version)
 

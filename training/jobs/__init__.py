@@ -3,7 +3,8 @@
 ``lifecycle``: launch (enqueue on commit), cancel, retry (with changes), the stale-heartbeat check, failing the job of
 a worker process that died, the admin's status view; ``publishing``: the queue of each job, the messages waiting
 there, re-publishing lost ones idempotently; ``watch``: each worker's periodic stale check and re-publishing;
-``runner``: a worker's claim and heartbeat (JobRun); ``stages``: each job's stages and its stage-aware bar; one
+``runner``: a worker's claim and heartbeat (JobRun); ``stages``: each job's stages and its stage-aware bar;
+``partial_work``: what a generation or an import that did not succeed had committed on SQLite, deleted; one
 module per job body: ``generation`` (synthetic cohort -> ReviewLog), ``review_import`` (an uploaded review-log file -> ReviewLog), ``extraction`` (ReviewLog -> dataset version), ``training_run`` (train, evaluate, register),
 ``protocol_evaluation`` (a registered version evaluated under its curriculum's protocol).
 The public names are re-exported here; the test seams (``lifecycle._now``, ``lifecycle._enqueue``,

@@ -21,9 +21,10 @@ Lifecycle and guarantees (the job row is the truth, not the broker):
   CRL_JOB_WATCH_SECONDS, training/jobs/watch.py), when a worker starts (and then also fails, at once, the jobs that
   worker itself was running before it restarted), whenever an operator opens a job page in the admin (so
   ``make run`` needs no extra process), and from Celery beat (task ``mark_stale_jobs``).
-  A stale job is not resumed: its partial work is discarded (generation writes its rows in one transaction,
-  extraction and training write their results only at the end) and the operator retries it, which starts
-  a new job with the same parameters.
+  A stale job is not resumed: its partial work is discarded (extraction and training write their results only at
+  the end; generation and import write their reviews in one transaction on PostgreSQL, and on SQLite, where they
+  commit a chunk at a time, the check deletes what the job had committed: partial_work.discard_partial_work) and
+  the operator retries it, which starts a new job with the same parameters.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -41,6 +42,7 @@ from ..models import (
     Job, ProtocolEvaluationJob, ReviewImportJob, SyntheticGenerationJob, TrainingRun, TrajectoryExtractionJob,
 )
 from ..spec import TrainingSpec
+from .partial_work import discard_partial_work
 from .stages import stage_bar
 
 log = logging.getLogger(__name__)
@@ -172,10 +174,12 @@ def mark_stale_jobs(*, restarted_worker: str = "") -> int:
                     f"(last: {last}): the worker died or was killed"
                 )
             # Conditional on the heartbeat we read: a worker that beats meanwhile keeps its job.
-            marked += model.objects.filter(pk=pk, status=Job.Status.RUNNING, heartbeat_at=heartbeat).update(
+            if model.objects.filter(pk=pk, status=Job.Status.RUNNING, heartbeat_at=heartbeat).update(
                 status=Job.Status.FAILED, finished_at=now, phase="",
                 error=f"{reason}. Its partial work was discarded; use 'retry' to run it again.",
-            )
+            ):
+                marked += 1
+                _discard_partial_work(model, pk)
     if marked:
         log.warning("marked %d stale job(s) failed", marked)
     return marked
@@ -197,7 +201,20 @@ def fail_lost_job(*, task_name: str, job_id: Any, worker: str, cause: BaseExcept
         status=Job.Status.FAILED, finished_at=_now(), phase="", error=reason))
     if marked:
         log.error("%s #%s failed: %s", model.__name__, job_id, reason)
+        _discard_partial_work(model, job_id)
     return marked
+
+
+def _discard_partial_work(model: type[Job], pk: int) -> None:
+    """After a job was marked failed because its worker died: on SQLite, where a generation's or an import's reviews
+    commit a chunk at a time, delete what it had committed (a chunk cannot commit after the mark: each checks that
+    its job still runs). Never raises: a failure is logged."""
+    if connection.vendor != "sqlite":
+        return  # PostgreSQL: one transaction, rolled back with the connection of the dead worker
+    try:
+        discard_partial_work(model, pk)
+    except Exception:  # noqa: BLE001 - the check goes on; the rows stay, and the log says so
+        log.exception("%s #%s: could not delete the reviews it had stored before its worker died", model.__name__, pk)
 
 
 # ------------------------------------------------------------------------------------------- for the UI

@@ -15,10 +15,12 @@ from curriculum.history import record_change
 from curriculum.models import Curriculum
 from curriculum.services import artifact_storage
 from curriculum.storage import saving_together
+from curriculum.reviews.chunked import PartialWriteLeft
 from curriculum.reviews.importers.service import ImportFileError, import_review_file
 
 from ..models import Job, ReviewImportJob
 from .lifecycle import JobCancelled, launch_job
+from .partial_work import import_progress_record
 from .runner import JobRun, execute
 
 UPLOAD_FOLDER = "review-imports"
@@ -86,17 +88,31 @@ def _import(run: JobRun) -> None:
         offset = total if phase != "validating" else 0  # the second pass (storing) fills the second half
         run.report(phase=phase, step=min(offset + done, passes * total))
         if phase in ("validating", "storing"):  # afterwards the reviews are committed: too late to cancel
-            # Read the flag here too: on SQLite the heartbeat thread cannot write (nor read the flag back)
-            # while this thread's transaction holds the database's write lock.
+            # Read the flag here too, without waiting for the heartbeat to bring it (a read: WAL lets SQLite's
+            # readers in while a writer holds the lock).
             if ReviewImportJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
                 raise JobCancelled(f"{job} was cancelled")
-            run.check()  # raises JobCancelled: the import's transaction rolls back, nothing is stored
+            run.check()  # raises JobCancelled: nothing of the import stays stored (see import_review_file)
 
-    with storage.open(job.upload, "rb") as fh:
-        result = import_review_file(
-            fileobj=fh, filename=job.filename, curriculum_key=job.curriculum.key, format=job.format or None,
-            learner=job.learner or None, dry_run=job.dry_run, on_progress=progress,
-        )
+    def record_stored(batch: str, id_ranges: list[list[int]]) -> None:
+        """SQLite, in the transaction of each batch that commits: what is stored so far, on the job's row (the stale
+        check deletes it if the worker dies: partial_work.discard_import); JobLost, rolling the batch back, once the
+        job is no longer running."""
+        if not ReviewImportJob.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+                result=import_progress_record(batch=batch, id_ranges=id_ranges)):
+            run.confirm_running()
+
+    try:
+        with storage.open(job.upload, "rb") as fh:
+            result = import_review_file(
+                fileobj=fh, filename=job.filename, curriculum_key=job.curriculum.key, format=job.format or None,
+                learner=job.learner or None, dry_run=job.dry_run, on_progress=progress, on_chunk_stored=record_stored,
+            )
+    except PartialWriteLeft:
+        raise  # the record of what is still stored stays on the job
+    except BaseException:
+        run.report(result={})  # what the import had stored is deleted again
+        raise
     with transaction.atomic():  # the job's result and the curriculum's history entry together
         run.finish(result=dataclasses.asdict(result) | {"new_concepts": list(result.new_concepts[:1000])})
         if not job.dry_run:

@@ -50,6 +50,14 @@ class JobRun:
         if self._cancel.is_set():
             raise JobCancelled(f"{self.job} was cancelled")
 
+    def confirm_running(self) -> None:
+        """Inside a transaction that commits part of the job's work (SQLite's chunked writes,
+        curriculum/reviews/chunked.py): raise JobLost, rolling that part back, unless the job is still running, so
+        that nothing commits once the stale check has marked it failed (and removed what it had committed)."""
+        if not type(self.job).objects.filter(pk=self.job.pk, status=Job.Status.RUNNING).exists():
+            self._lost.set()
+            raise JobLost(f"{self.job} is no longer running (marked failed by the stale check, or deleted)")
+
     def finish(self, *, status: str = Job.Status.SUCCEEDED, **fields: Any) -> None:
         """Write the final state, conditional on the job still being ours; raises JobLost otherwise.
 

@@ -8,8 +8,9 @@ and the same dice. Metric ``mean_final_recall``: per student the mean over conce
 the normal approximation ``mean +- 1.96 * std / sqrt(n)`` (sample std).
 
 Populations: the built-in students (``students.Cohort``: ``results``) and, when fitted FSRS-6 parameters
-exist (given, or the policy encoder's), students like the curriculum's own (``students.FsrsCohort``:
-``students_like``, the same shape). In each the oracle reads that population's true memory (it picks the review
+exist (given, or the policy encoder's), the students they describe (``students.FsrsCohort``: ``students_like``, the
+same shape): like the curriculum's own when fitted to its review log, like the training cohort when the encoder was
+fitted to synthetic training's simulated pilot (the caller says which: ``training.pipeline.evaluate_export``). In each the oracle reads that population's true memory (it picks the review
 with the highest expected true recall one day later: a greedy one-step rule, the ceiling on the built-in students
 but not on every family; on ACT-R students it is below round robin).
 
@@ -248,15 +249,16 @@ def evaluate(
     """The policy (when given, as "dt"), the baselines and the extra ones (EXTRA_BASELINES) on the same held-out
     students, as one JSON-able dict:
     ``{"metric", "students", "seed", "results": {name: {"mean", "ci95"}}}`` for the built-in students, plus
-    ``"students_like": {name: {"mean", "ci95"}}`` for students like the curriculum's own when ``students_like`` is
-    given or, by default, the encoder's fitted FSRS-6 describes them (``StudentsLike.from_encoder``), plus, when
+    ``"students_like": {name: {"mean", "ci95"}}`` for the fitted students when ``students_like`` is given or, by
+    default, the encoder's fitted FSRS-6 describes them (``StudentsLike.from_encoder``), plus, when
     ``families`` is given ("builtin,fsrs6,actr,hlr" or names), ``"families": {NAME: family_block}`` (see the module
     docstring; the behaviour references from ``behaviour_mix``, default the default mix). "results" is the
     "builtin" family's policies and baselines, computed once.
 
     The encoder defaults to the policy's (``policy.config["encoder"]``), else ``EncoderConfig(num_concepts)``:
     a policy must see the states it was trained on. ``on_progress(done, total, name)`` is called after each
-    policy's run (over all populations), in the order the runs finish. ValueError naming the setting for students
+    policy's run (over all populations), in the order the runs finish (``closed_loop_count`` gives the total before
+    the first run ends). ValueError naming the setting for students
     or interactions outside EVALUATION_BOUNDS, for an unknown family, for "fitted" without fitted parameters, or for
     ``processes`` neither "auto" nor a positive integer.
 
@@ -282,14 +284,8 @@ def evaluate(
         raise ValueError("families: 'fitted' needs a curriculum's fitted FSRS-6 (--students-like, or a policy whose "
                          "encoder was fitted)")
     references = behaviour_references(behaviour_mix)
-    runs = [("dt", policy)] if policy is not None else []
-    runs += [(name, None) for name in (*BASELINES, *EXTRA_BASELINES)]
-    extra = [(name, None) for name in references if name not in (*BASELINES, *EXTRA_BASELINES)]
-    # (output key, family, runs); the built-in students are "results" and, when asked for, the "builtin" family
-    populations: list[tuple[str, str, list]] = [("results", BUILTIN, runs + (extra if BUILTIN in chosen else []))]
-    if students_like is not None:
-        populations.append(("students_like", FITTED, runs + (extra if FITTED in chosen else [])))
-    populations += [(name, name, runs + extra) for name in chosen if name not in (BUILTIN, FITTED)]
+    populations, runs = _populations(policy=policy, fitted=students_like is not None, chosen=chosen,
+                                     references=references)
     out: dict[str, Any] = {"metric": METRIC, "students": students, "seed": seed}
     loops = [dict(policy_name=name, num_concepts=num_concepts, students=students, interactions=interactions,
                   seed=seed, encoder=encoder_config, model=model, simulator=simulator, students_like=students_like,
@@ -306,6 +302,37 @@ def evaluate(
     if chosen:
         out["families"] = {name: blocks[name] for name in chosen}
     return out
+
+
+def _populations(
+    *, policy: ActionModel | None, fitted: bool, chosen: tuple[str, ...], references: tuple[str, ...],
+) -> tuple[list[tuple[str, str, list]], list[tuple[str, ActionModel | None]]]:
+    """``evaluate``'s plan: the populations as (output key, family, [(policy name, model or None), ...]) and the
+    runs every population has (the policy as "dt", the baselines and the extra ones). The built-in students are
+    "results" and, when asked for, the "builtin" family; the fitted students ("students_like", family "fitted") when
+    ``fitted``; then every other family of ``chosen``. A family's block adds the behaviour ``references``."""
+    runs: list[tuple[str, ActionModel | None]] = [("dt", policy)] if policy is not None else []
+    runs += [(name, None) for name in (*BASELINES, *EXTRA_BASELINES)]
+    extra = [(name, None) for name in references if name not in (*BASELINES, *EXTRA_BASELINES)]
+    populations: list[tuple[str, str, list]] = [("results", BUILTIN, runs + (extra if BUILTIN in chosen else []))]
+    if fitted:
+        populations.append(("students_like", FITTED, runs + (extra if FITTED in chosen else [])))
+    populations += [(name, name, runs + extra) for name in chosen if name not in (BUILTIN, FITTED)]
+    return populations, runs
+
+
+def closed_loop_count(
+    *, policy: bool, fitted: bool, families: str | tuple[str, ...] | list[str] | None = None,
+    behaviour_mix: dict[str, float] | None = None,
+) -> int:
+    """How many closed loops ``evaluate`` runs (the ``total`` its ``on_progress`` reports, over every population),
+    before running any: with a policy or not, with the fitted students ("students_like": given, or the policy
+    encoder's fitted FSRS-6) or not, for ``families`` and ``behaviour_mix`` as ``evaluate`` takes them. A caller
+    that announces the evaluation's progress before the first loop ends announces this total."""
+    chosen = () if families is None else parse_families(families)
+    populations, _ = _populations(policy=object() if policy else None, fitted=fitted, chosen=chosen,
+                                  references=behaviour_references(behaviour_mix))
+    return sum(len(population_runs) for _, _, population_runs in populations)
 
 
 def _closed_loops(

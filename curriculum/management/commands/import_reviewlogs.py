@@ -53,7 +53,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(
                 f"dry run, nothing stored: {path.name} ({result.format}) -> {result.curriculum}: {result.rows} rows, "
                 f"{result.skipped} skipped; {count_noun(result.learners, 'learner')}, "
-                f"{count_noun(result.concepts_created, 'new concept')}"
+                f"would add {count_noun(result.concepts_created, 'new concept')}"
             ))
             self._notes(result)
             return

@@ -17,8 +17,10 @@ after the commit, in small transactions (rebuild_states). A review already store
 any route: the API, this or another file, another format) or twice in the file is a duplicate (its identity:
 learner, concept, time to the millisecond, outcome: correct and grade, so a review stored without a grade, as hlr
 sessions are, and the same one with a grade are two), so a second import adds nothing. Rows that are not memory
-events (see each format) are skipped and counted. On SQLite every write waits for the import's transaction
-(SQLite has one writer at a time); the target is PostgreSQL.
+events (see each format) are skipped and counted. On SQLite, which has one writer at a time, the reviews are stored
+a batch per transaction instead, so that other writers (the job's heartbeat, an operator's cancel, live posts) get in
+between batches, and the batches stored are deleted again when the import stops before its end
+(curriculum/reviews/chunked.py); the target is PostgreSQL.
 """
 from __future__ import annotations
 
@@ -31,9 +33,10 @@ from typing import BinaryIO
 
 from django.db import connection, transaction
 
-from ...learner_state_rebuild import rebuild_states, refresh_states
+from ...learner_state_rebuild import invalidate_states, rebuild_states, refresh_states
 from ...models import Concept, Curriculum, Learner, ReviewLog
 from ...services import ensure_concepts
+from ..chunked import ChunkedWrite, delete_reviews, id_ranges
 from ..fields import check_curriculum_key
 from ..store import NewReview, store_reviews
 from ..validation import ReviewValidationError, check_learner_id
@@ -87,17 +90,21 @@ def import_review_file(
     dry_run: bool = False,
     on_progress: Callable[[str, int, int | None], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    on_chunk_stored: Callable[[str, list[list[int]]], None] | None = None,
 ) -> ImportResult:
     """Import one review-log file (``path``, or a seekable binary ``fileobj`` named ``filename``) into a curriculum.
 
     All or nothing: the whole file is read and validated first (raises ImportFileError naming the file, line and
     column, and stores nothing, when any row is bad); ``dry_run`` stops there and returns the counts and the
     concepts the import would add (``created`` and ``duplicates`` are then 0: duplicates are found on import).
-    Otherwise the reviews are stored in one transaction that takes no lock a live review post waits on (see the
-    module docstring). ``format`` is one of FORMATS (detected from the header when None); ``learner`` names the
-    learner of a format without a learner column (fsrs, anki). ``on_progress(phase, bytes_read, total_bytes or
-    None)`` is called after each batch, with phase "validating" then "storing"; it may raise (e.g. a cancelled
-    job) to stop: nothing is then stored.
+    Otherwise the reviews are stored in one transaction that takes no lock a live review post waits on (on SQLite a
+    batch per transaction, deleted again if the import stops: see the module docstring). ``format`` is one of
+    FORMATS (detected from the header when None); ``learner`` names the learner of a format without a learner
+    column (fsrs, anki). ``on_progress(phase, bytes_read, total_bytes or None)`` is called after each batch, with
+    phase "validating" then "storing"; it may raise (e.g. a cancelled job) to stop: nothing is then stored.
+    ``on_chunk_stored(batch, id_ranges)`` (SQLite only) is called in the transaction of each batch of reviews, with
+    the ``[first, last]`` id ranges of every review this import has created so far, e.g. to record them where a
+    process that outlives this one can delete them (it may raise to roll the batch back and stop).
     """
     if (path is None) == (fileobj is None):
         raise ValueError("pass exactly one of path and fileobj")
@@ -106,6 +113,7 @@ def import_review_file(
             return import_review_file(
                 fileobj=fh, filename=filename or Path(path).name, curriculum_key=curriculum_key, format=format,
                 learner=learner, dry_run=dry_run, on_progress=on_progress, batch_size=batch_size,
+                on_chunk_stored=on_chunk_stored,
             )
     filename = filename or Path(getattr(fileobj, "name", "") or "upload").name
     fmt = _choose_format(format, filename=filename)
@@ -143,7 +151,8 @@ def import_review_file(
             new_concepts[fields.concept] = review.concept_name
     summary = dict(format=reader.fmt.name, curriculum=curriculum_key, batch=reader.batch, rows=rows, skipped=skipped,
                    learners=len(learners), concepts_created=len(new_concepts), new_concepts=tuple(new_concepts),
-                   negative_durations=negative_durations, notes=summary_notes(negative_durations=negative_durations))
+                   negative_durations=negative_durations,
+                   notes=summary_notes(negative_durations=negative_durations, dry_run=dry_run))
     if dry_run:
         return ImportResult(created=0, duplicates=0, dry_run=True, **summary)
 
@@ -151,12 +160,16 @@ def import_review_file(
     #    the new learners, each in a short transaction of its own.
     curriculum = _ensure_structure(curriculum_key=curriculum_key, new_concepts=new_concepts)
     _ensure_learners(learners)
-    # 3. The reviews, all or nothing, in one transaction without row locks on shared rows.
+    # 3. The reviews, all or nothing: on PostgreSQL in one transaction without row locks on shared rows; on SQLite a
+    #    chunk (a batch) at a time, deleted again if the import stops (curriculum/reviews/chunked.py).
     writer = _BatchWriter(curriculum=curriculum, batch=reader.batch)
-    with transaction.atomic():
+    with ChunkedWrite(undo=writer.undo, what=f"the reviews it had stored (batch {reader.batch})") as write:
         if connection.vendor == "postgresql":  # one import per curriculum at a time, without locking its row
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_NAMESPACE, curriculum.pk])
+        writer.invalidate = write.chunked
+        if write.chunked:  # in the transaction of each batch: what is stored so far
+            writer.on_stored = on_chunk_stored
         pending: list[NewReview] = []
         for review in reader.reviews(progress=lambda done: progress("storing", done, reader.total), every=batch_size):
             if review is None:
@@ -166,15 +179,20 @@ def import_review_file(
             if review.negative_duration:
                 writer.negative_lines.add(review.line)
             if len(pending) >= batch_size:
-                writer.write(pending)
+                with write.chunk():
+                    writer.write(pending)
                 pending = []
         if pending:
-            writer.write(pending)
+            with write.chunk():
+                writer.write(pending)
         progress("updating learner states", reader.total or 0, reader.total)
-        # Stored states brought up to date (computed unlocked, written under short row locks held to the commit).
-        later = refresh_states(curriculum_id=curriculum.pk, learner_ids=sorted(writer.learner_ids))
-    # 4. States of learners that had none (and of every learner of a huge file, emptied above: until rebuilt, a
-    #    recommendation rebuilds an empty state from the history: correct, O(history)), in short transactions.
+        if write.chunked:  # their states were emptied chunk by chunk: rebuilt below
+            later = sorted(writer.learner_ids)
+        else:  # stored states brought up to date (computed unlocked, written under short row locks held to the commit)
+            later = refresh_states(curriculum_id=curriculum.pk, learner_ids=sorted(writer.learner_ids))
+    # 4. States of learners that had none (and of every learner of a huge file, or of a chunked write, emptied above:
+    #    until rebuilt, a recommendation rebuilds an empty state from the history: correct, O(history)), in short
+    #    transactions.
     rebuild_states(curriculum_id=curriculum.pk, learner_ids=later)
     # the note counts the reviews stored without a duration: not a duplicate's (stored before, or once in the file)
     summary.update(negative_durations=writer.negative_durations,
@@ -182,12 +200,14 @@ def import_review_file(
     return ImportResult(created=writer.created, duplicates=writer.duplicates, dry_run=False, **summary)
 
 
-def summary_notes(*, negative_durations: int) -> tuple[str, ...]:
-    """What an import's summary tells the operator besides its counts (the command's output, the job's page)."""
+def summary_notes(*, negative_durations: int, dry_run: bool = False) -> tuple[str, ...]:
+    """What an import's summary tells the operator besides its counts (the command's output, the job's page); a dry
+    run's says what an import would do, as it stores nothing."""
     notes = []
     if negative_durations:
         reviews = "review" if negative_durations == 1 else "reviews"
-        notes.append(f"{negative_durations} {reviews} had a negative duration (clock went back): stored without a "
+        stored = "would be stored" if dry_run else "stored"
+        notes.append(f"{negative_durations} {reviews} had a negative duration (clock went back): {stored} without a "
                      "duration")
     return tuple(notes)
 
@@ -313,10 +333,16 @@ def _ensure_learners(external_ids: set[str]) -> None:
 
 
 class _BatchWriter:
-    """Stores batches of validated file reviews through the one store, in the caller's transaction."""
+    """Stores batches of validated file reviews through the one store, in the caller's transaction; keeps the ids of
+    the reviews it created (``id_ranges``) so that ``undo`` can delete them (a chunked write on SQLite)."""
 
     def __init__(self, *, curriculum: Curriculum, batch: str):
         self.batch = batch
+        self.curriculum_id = curriculum.pk
+        self.invalidate = False  # empty the stored states of each batch's learners (a chunked write: each commits)
+        self.on_stored: Callable[[str, list[list[int]]], None] | None = None  # called after each batch (chunked)
+        self.id_ranges: list[list[int]] = []  # [first, last] ids of the reviews created (by this transaction too)
+        self.committed_ranges: list[list[int]] = []  # ... of those committed (what undo deletes)
         self.concepts: dict[str, Concept] = {
             c.key: c for c in Concept.objects.filter(curriculum=curriculum).only("id", "key", "position", "curriculum_id")
         }
@@ -326,8 +352,20 @@ class _BatchWriter:
 
     def write(self, reviews: list[NewReview]) -> None:
         result = store_reviews(reviews=reviews, source=ReviewLog.Source.IMPORTED, batch=self.batch, apply_state=False)
-        self.learner_ids.update(row.learner_id for row in result.reviews)
+        learner_ids = {row.learner_id for row in result.reviews}
+        self.learner_ids.update(learner_ids)
+        ranges = self.id_ranges = id_ranges([row.pk for row in result.reviews], self.id_ranges)
+        transaction.on_commit(lambda: setattr(self, "committed_ranges", ranges))
+        if self.invalidate and learner_ids:  # committed with this batch: the stored states would miss its reviews
+            invalidate_states(curriculum_id=self.curriculum_id, learner_ids=sorted(learner_ids))
+        if self.on_stored is not None:
+            self.on_stored(self.batch, ranges)
         self.created += result.created
         self.duplicates += result.duplicates
         if self.negative_lines:
             self.negative_durations += sum(r.where["line"] in self.negative_lines for r in result.stored)
+
+    def undo(self) -> None:
+        """Delete the reviews this import created (a chunked write that stopped), emptying their learners' states."""
+        self.id_ranges = self.committed_ranges
+        delete_reviews(batch=self.batch, id_ranges=self.committed_ranges)

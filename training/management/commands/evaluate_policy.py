@@ -3,9 +3,11 @@
 Held-out simulated students (the simulator's held-out domain: no training cohort ever drew them) are taught
 by the policy and by random, round_robin, leitner, lowest_recall and oracle; prints mean final recall with
 95% intervals (as a table, or the JSON with --json). Two populations: the built-in students ("results") and, when
-fitted FSRS-6 parameters exist (--students-like CURRICULUM, else the policy's fitted encoder), students like the
-curriculum's own ("students_like", the same shape); and one block per student family ("families": --families, default
-builtin, fsrs6, actr, hlr and fitted where a curriculum's FSRS-6 is known) with paired differences and the gap closed.
+fitted FSRS-6 parameters exist (--students-like CURRICULUM, else the policy's fitted encoder), the fitted students
+("students_like", the same shape): students like the curriculum's own when fitted to a review log, like the training
+cohort when the policy's encoder was fitted to synthetic training's simulated pilot ("students_like_fitted_to" says
+which when known); and one block per student family ("families": --families, default builtin, fsrs6, actr, hlr and
+fitted where fitted FSRS-6 parameters are known) with paired differences and the gap closed.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from curriculum.evaluation_protocol import students_like_label
 from curriculum.reviews.fields import curriculum_key_argument
 from training import pipeline
 from training.rl.evaluation import (EVALUATION_BOUNDS, EVALUATION_INTERACTIONS, EVALUATION_SEED, EVALUATION_STUDENTS,
@@ -96,7 +99,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{metrics['metric']} on {metrics['students']} held-out students (seed {metrics['seed']})")
         self.stdout.write(format_results(metrics))
         if "students_like" in metrics:
-            self.stdout.write("students like the curriculum's own (FSRS-6 fitted to its log):")
+            heading, detail = students_like_label(metrics.get("students_like_fitted_to"))
+            self.stdout.write(f"{heading} ({detail}):")
             self.stdout.write(format_results(metrics, key="students_like"))
         if metrics.get("families"):
             self.stdout.write("per student family (paired dt - policy on the same students):")

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from curriculum import services as curriculum_services
+from curriculum.evaluation_protocol import students_like_label
 from curriculum.models import Curriculum
 from curriculum.reviews.fields import curriculum_key_argument
 from curriculum.storage import StorageFull
@@ -147,7 +148,8 @@ class Command(BaseCommand):
         for warning in (result.metrics.get("training_data") or {}).get("warnings") or []:
             out.write(self.style.WARNING(f"Warning: {warning}."))
         if "students_like" in result.metrics:
-            out.write("Students like the curriculum's own (FSRS-6 fitted to its log):")
+            heading, detail = students_like_label(result.metrics.get("students_like_fitted_to"))
+            out.write(f"{heading} ({detail}):")
             out.write(format_results(result.metrics, key="students_like"))
         if result.metrics.get("families"):
             out.write("Per student family (paired dt - policy on the same students):")

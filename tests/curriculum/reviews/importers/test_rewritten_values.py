@@ -109,7 +109,26 @@ def test_a_negative_fsrs_duration_is_counted_in_a_dry_run_too():
     result = import_review_file(fileobj=io.BytesIO((FSRS + "7,1690000000000,3,-5\n").encode()), filename="r.csv",
                                 curriculum_key="logs", learner="ana", dry_run=True)
 
-    assert result.notes == ("1 review had a negative duration (clock went back): stored without a duration",)
+    # a dry run stores nothing: its note says what an import would do
+    assert result.notes == ("1 review had a negative duration (clock went back): would be stored without a duration",)
+
+
+@pytest.mark.django_db
+def test_the_commands_dry_run_says_what_an_import_would_store_and_stores_nothing(tmp_path):
+    from django.core.management import call_command
+
+    path = tmp_path / "r.csv"
+    path.write_text(FSRS + "7,1690000000000,3,-5\n8,1690000000000,3,1200\n")
+    out = io.StringIO()
+
+    call_command("import_reviewlogs", str(path), "--curriculum", "scratch", "--learner", "x", "--dry-run",
+                 "--no-progress", stdout=out)
+
+    text = out.getvalue()
+    assert "1 review had a negative duration (clock went back): would be stored without a duration" in text
+    assert "dry run, nothing stored" in text and "would add 2 new concepts" in text
+    assert ": stored without" not in text
+    assert not ReviewLog.objects.exists()
 
 
 @pytest.mark.django_db
