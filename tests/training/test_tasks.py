@@ -105,6 +105,7 @@ def test_a_failed_generation_leaves_no_reviews_and_says_why(curriculum, monkeypa
     job = generate(curriculum)
     assert job.status == "failed" and "RuntimeError: disk full" in job.error
     assert not ReviewLog.objects.exists() and not Learner.objects.exists()  # all or nothing
+    assert job.rows_written == 0  # what it says it kept (it showed the rows written before the failure)
 
 
 # --------------------------------------------------------------------------------------------- extraction

@@ -63,6 +63,16 @@ def _generate(run: JobRun) -> None:
         discard_generation(job)
 
     external_ids = cohort_external_ids(job)
+    try:
+        _write(run, job, logs, concept_ids, external_ids, undo)
+    except BaseException:
+        run.report(rows_written=0)  # nothing was kept (PostgreSQL rolled back; SQLite's undo deleted it)
+        raise
+
+
+def _write(run: JobRun, job: SyntheticGenerationJob, logs, concept_ids: np.ndarray, external_ids: list[str],
+           undo) -> None:
+    """The learners and reviews of ``logs``, all or nothing (``ChunkedWrite``), with the job's end."""
     with ChunkedWrite(undo=undo, guard=run.confirm_running, what=f"the reviews of batch {job.batch_tag}") as write:
         per_chunk = write.rows or max(len(external_ids), 1)
         parts = []
