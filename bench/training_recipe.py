@@ -212,6 +212,15 @@ def append_json_line(path: str, record: dict) -> None:
         out.write(json.dumps(record) + "\n")
 
 
+def _simulated_here(parser, flag: str) -> None:
+    """parser.error naming ``flag`` when the default cohort would be simulated in worker processes, which would not
+    see a setting made in this process."""
+    from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
+
+    if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:
+        parser.error(f"{flag}: the cohort would be simulated in worker processes")
+
+
 def set_varied_target_range(parser, target_range) -> None:
     """``--varied-target-range LOW HIGH`` (None: leave the default): the behaviour mix's per-learner targets for this
     process (a class attribute); parser.error when the default cohort would be simulated in worker processes, which
@@ -219,10 +228,8 @@ def set_varied_target_range(parser, target_range) -> None:
     if not target_range:
         return
     from training.rl.policies import VariedTargetRecallPolicy
-    from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
 
-    if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:
-        parser.error("--varied-target-range: the cohort would be simulated in worker processes")
+    _simulated_here(parser, "--varied-target-range")
     VariedTargetRecallPolicy.target_range = tuple(target_range)
 
 
@@ -252,10 +259,8 @@ def set_policy_mix(parser, text) -> None:
     if not text:
         return
     from training.rl import policies
-    from training.rl.simulator import MIN_REVIEWS_PER_PROCESS
 
-    if USERS * INTERACTIONS >= MIN_REVIEWS_PER_PROCESS:
-        parser.error("--policy-mix: the cohort would be simulated in worker processes")
+    _simulated_here(parser, "--policy-mix")
     mix = {}
     for item in text.split(","):
         name, sep, share = item.partition("=")

@@ -88,11 +88,11 @@ def distribution_chart(*, summary: dict, title: str, x_label: str, width: int = 
     if bins and bins.get("counts"):
         edges, counts, labels = bins["edges"], bins["counts"], None
         low, high = (summary or {}).get("min"), (summary or {}).get("max")
-        if low is not None and low == high and len(counts) > 1:
-            value = float(low)
-            edges, counts = [value - 0.5, value + 0.5], [sum(counts)]
         if low is not None and low == high:
-            labels = [str(int(low)) if integers and float(low).is_integer() else format_number(float(low))]
+            if len(counts) > 1:
+                edges, counts = [float(low) - 0.5, float(low) + 0.5], [sum(counts)]
+            if not integers:  # (whole numbers: the histogram's own label of that one bin is the value)
+                labels = [format_number(float(low))]
         return histogram(edges=edges, counts=counts, title=title, x_label=x_label, y_label="episodes", width=width,
                          integers=integers, bin_labels=labels)
     return quantile_strip(summary=summary or {}, title=title, x_label=x_label, width=width)

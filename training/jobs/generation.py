@@ -59,31 +59,25 @@ def _generate(run: JobRun) -> None:
     run.report(phase="writing reviews", step=0, steps=total)
 
     def undo() -> None:  # SQLite: the committed chunks (PostgreSQL rolls its one transaction back)
-        run.report(phase="removing the reviews written", rows_written=0)
+        run.report(phase="removing the reviews written")
         discard_generation(job)
 
     external_ids = cohort_external_ids(job)
     try:
-        _write(run, job, logs, concept_ids, external_ids, undo)
+        with ChunkedWrite(undo=undo, guard=run.confirm_running, what=f"the reviews of batch {job.batch_tag}") as write:
+            per_chunk = write.rows or max(len(external_ids), 1)
+            parts = []
+            for start in range(0, len(external_ids), per_chunk):
+                with write.chunk():
+                    parts.append(create_learners(external_ids=external_ids[start:start + per_chunk]))
+            learners = np.concatenate(parts)
+            write_reviews(
+                curriculum_id=job.curriculum_id, learner_ids=learners[logs.learner],
+                concept_ids=concept_ids[logs.concept], t=logs.t, correct=logs.correct, grade=logs.grade,
+                response_time_ms=logs.response_time_ms, source=ReviewLog.Source.SYNTHETIC, batch=job.batch_tag,
+                chunks=write, on_rows=lambda rows: (run.report(step=rows, rows_written=rows), run.check()),
+                before_commit=lambda rows: run.finish(rows_written=rows, step=rows),
+            )
     except BaseException:
         run.report(rows_written=0)  # nothing was kept (PostgreSQL rolled back; SQLite's undo deleted it)
         raise
-
-
-def _write(run: JobRun, job: SyntheticGenerationJob, logs, concept_ids: np.ndarray, external_ids: list[str],
-           undo) -> None:
-    """The learners and reviews of ``logs``, all or nothing (``ChunkedWrite``), with the job's end."""
-    with ChunkedWrite(undo=undo, guard=run.confirm_running, what=f"the reviews of batch {job.batch_tag}") as write:
-        per_chunk = write.rows or max(len(external_ids), 1)
-        parts = []
-        for start in range(0, len(external_ids), per_chunk):
-            with write.chunk():
-                parts.append(create_learners(external_ids=external_ids[start:start + per_chunk]))
-        learners = np.concatenate(parts)
-        write_reviews(
-            curriculum_id=job.curriculum_id, learner_ids=learners[logs.learner], concept_ids=concept_ids[logs.concept],
-            t=logs.t, correct=logs.correct, grade=logs.grade, response_time_ms=logs.response_time_ms,
-            source=ReviewLog.Source.SYNTHETIC, batch=job.batch_tag, chunks=write,
-            on_rows=lambda rows: (run.report(step=rows, rows_written=rows), run.check()),
-            before_commit=lambda rows: run.finish(rows_written=rows, step=rows),
-        )

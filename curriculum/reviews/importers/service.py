@@ -367,5 +367,4 @@ class _BatchWriter:
 
     def undo(self) -> None:
         """Delete the reviews this import created (a chunked write that stopped), emptying their learners' states."""
-        self.id_ranges = self.committed_ranges
         delete_reviews(batch=self.batch, id_ranges=self.committed_ranges)
