@@ -74,6 +74,13 @@ def main() -> int:
     print(f"| **whole command (median wall)** | **{wall:.0f}** |")
     print(f"\nTarget <= {TARGET_SECONDS:.0f} s: {'met' if wall <= TARGET_SECONDS else 'NOT met'} "
           f"(ratio {wall / TARGET_SECONDS:.2f} of the budget)\n")
+    tuned = extra.get("policy_gradient")
+    if tuned:  # --policy-gradient-rounds: its own stage inside "training", the selection's scores and the kept round
+        scored = [r for r in tuned["rounds_figures"] if "selection_score" in r]
+        print(f"Policy gradient: {tuned['rounds']} rounds in {', '.join(tuned['families'])} students, "
+              f"{extra.get('stage_seconds', {}).get('policy_gradient', '?')} s of the training; selection scores "
+              + ", ".join(f"{r['round']}: {r['selection_score']:.4f}" for r in scored)
+              + f"; kept round {next((r['round'] for r in tuned['rounds_figures'] if r.get('kept')), '?')}\n")
 
     results = metrics["results"]
     dt = results["dt"]

@@ -224,7 +224,7 @@ def train_and_export(
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
     attention_window: int | None = None, dropout: float | None = None, architecture: dict[str, int] | None = None,
-    encoder_fitted_to: str | None = None,
+    encoder_fitted_to: str | None = None, policy_gradient: Any = None,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
@@ -235,7 +235,10 @@ def train_and_export(
     ``{"hidden_dim": 128, "num_layers": 4, "num_heads": 4}``, the original DT's size; None: DTConfig's).
     ``encoder_fitted_to``: what the dataset's encoder was fitted to (FITTED_TO_REVIEW_LOG, FITTED_TO_SIMULATED_PILOT),
     recorded in "extra" as "encoder_fitted_to" (None: not recorded), for the evaluation to name its fitted students
-    (``evaluate_export``). Raises trainer.TrainingCancelled when
+    (``evaluate_export``). ``policy_gradient`` (a ``policy_gradient.PolicyGradientConfig``; None: none): after the
+    offline training, fine-tune the model by policy gradient in those simulated students (its own stage,
+    "policy gradient", in the progress and the stage seconds; its settings and each round's figures in "extra"
+    under "policy_gradient"). Raises trainer.TrainingCancelled when
     should_stop() says so, PipelineError when the model config or the dataset is refused (an attention window out of
     range: ``check_attention_window``'s message)."""
     from .rl.artifacts import CONFIG_FILE
@@ -258,10 +261,16 @@ def train_and_export(
                        checkpoint_path=checkpoint_path, on_progress=progress, should_stop=should_stop)
     except ValueError as exc:
         raise PipelineError(f"cannot train on this dataset: {exc}") from exc
-    _report(on_progress, "exporting artifacts", 0, 1)
     hardware = training_hardware(result)
     stages = {name: round(value, 2) for name, value in (stage_seconds or {}).items()} | {
         "training": hardware["training_s"]}
+    tuned = {}
+    if policy_gradient is not None:
+        started = time.monotonic()
+        tuned = {"policy_gradient": _fine_tune(result, dataset=dataset, config=policy_gradient, seed=seed,
+                                               on_progress=on_progress, should_stop=should_stop)}
+        stages["policy_gradient"] = round(time.monotonic() - started, 2)
+    _report(on_progress, "exporting artifacts", 0, 1)
     files = export_artifacts(
         model=result.model, output_dir=output_dir, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
         target_return=result.target_return, optimizer_state=result.optimizer_state,
@@ -271,12 +280,56 @@ def train_and_export(
                "target_return_quantile": config.target_return_quantile,
                **{key: value for key, value in hardware.items() if key not in ("device", "training_s")},
                "stage_seconds": stages,
-               **({"encoder_fitted_to": encoder_fitted_to} if encoder_fitted_to else {})},
+               **({"encoder_fitted_to": encoder_fitted_to} if encoder_fitted_to else {}), **tuned},
     )
     _report(on_progress, "exporting artifacts", 1, 1)
     written = json.loads((Path(output_dir) / CONFIG_FILE).read_text())
     return TrainOutcome(files=files, config=written, final_loss=result.final_loss, losses=list(result.loss_history),
                         device=result.device, hardware=hardware)
+
+
+def policy_gradient_config(*, rounds: int, source: str, students_like: Any, families: Any, interactions: int) -> Any:
+    """The ``policy_gradient.PolicyGradientConfig`` of ``rounds`` rounds in ``families``' students, ``interactions``
+    reviews each (None for 0 rounds).
+    PipelineError for negative rounds, or for data other than synthetic students of the named families (a review
+    log's learners, or students like a curriculum's, are not simulated by those families: their fine-tuning would
+    teach other students than the data's)."""
+    if not rounds:
+        return None
+    if rounds < 0:
+        raise PipelineError(f"--policy-gradient-rounds must be 0 (off) or more, got {rounds}")
+    if source != TrainingRun.DataSource.SYNTHETIC or students_like is not None:
+        raise PipelineError("--policy-gradient-rounds: policy-gradient fine-tuning simulates the training students' "
+                            "families, so it needs synthetic data without --students-like")
+    from .rl.policy_gradient import PolicyGradientConfig
+
+    try:
+        return PolicyGradientConfig(rounds=rounds, families=parse_families(families), interactions=interactions)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+
+
+def _fine_tune(result: Any, *, dataset: TrajectoryDataset, config: Any, seed: int,
+               on_progress: ProgressCallback | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    """``train_and_export``'s policy-gradient stage on ``result.model`` (the trainer returns it on the CPU, where the
+    stage runs, also after a CUDA training): progress "policy gradient" round by round, trainer.TrainingCancelled when should_stop() says so after a round.
+    Returns what the export records: the settings and each round's figures."""
+    from dataclasses import asdict
+
+    from .rl.policy_gradient import fine_tune
+    from .rl.trainer import TrainingCancelled
+
+    model = result.model  # on the CPU, in eval mode
+
+    def on_round(round_: int, figures: dict[str, Any], _lite: Any) -> None:
+        _report(on_progress, "policy gradient", round_, config.rounds, sampled_return=figures["sampled_return"])
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("stopped during the policy-gradient fine-tuning")
+
+    _report(on_progress, "policy gradient", 0, config.rounds)
+    history = fine_tune(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
+                        target_return=result.target_return, config=config, seed=seed, on_round=on_round)
+    return {**asdict(config), "families": list(config.families), "rounds_figures": history}
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -360,6 +413,7 @@ def train_policy(
     progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     students_like: Curriculum | str | None = None, eval_processes: int | str = AUTO,
     attention_window: int | None = None, train_config: TrainConfig | None = None,
+    policy_gradient_rounds: int = 0,
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
@@ -397,6 +451,11 @@ def train_policy(
     default architecture before any work. ``train_config``: the trainer's recipe
     (learning rate, its schedule, coverage...; None: TRAIN_DEFAULTS), whose epochs, batch size, seed and no_cuda
     are the spec's.
+
+    ``policy_gradient_rounds`` > 0: after the offline training, that many rounds of policy-gradient fine-tuning in
+    the training cohort's student families (``spec.families``; ``policy_gradient.PolicyGradientConfig``'s other
+    settings, chosen on validation seeds: bench/README.md ``policy_gradient.py``); synthetic data without
+    ``students_like`` only (PipelineError otherwise: the simulated students must be the training data's own).
     """
     from .rl.trainer import TrainingCancelled
 
@@ -411,6 +470,9 @@ def train_policy(
     check_attention_window(attention_window)  # before any work
     if source not in DATA_SOURCES:
         raise PipelineError(f"source: expected one of {', '.join(DATA_SOURCES)}, got {source!r}")
+    policy_gradient = policy_gradient_config(rounds=policy_gradient_rounds, source=source,
+                                             students_like=students_like, families=spec.families,
+                                             interactions=spec.interactions)
     seconds: dict[str, float] = {}
     started = time.monotonic()
     students = None if students_like is None else students_like_curriculum(curriculum=students_like)
@@ -436,7 +498,7 @@ def train_policy(
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
                                    should_stop=should_stop, stage_seconds=dict(seconds),
                                    attention_window=attention_window, train_config=train_config,
-                                   encoder_fitted_to=fitted_to)
+                                   encoder_fitted_to=fitted_to, policy_gradient=policy_gradient)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()

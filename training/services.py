@@ -70,6 +70,7 @@ def train_and_register(
     eval_processes: int | str = AUTO,
     attention_window: int | None = None,
     train_config: TrainConfig | None = None,
+    policy_gradient_rounds: int = 0,
 ) -> TrainedVersion:
     """Train a policy on ``spec`` and ``source`` (training.pipeline.train_policy: artifacts and evaluation.json in
     ``output_dir``); with ``register`` (implied by ``promote``) make it the curriculum's next candidate version,
@@ -85,7 +86,8 @@ def train_and_register(
 
     ``attention_window`` (None: the default, the widest exact window; 0: full attention) is the model's local
     attention window (train_policy's);
-    ``train_config`` the trainer's recipe (train_policy's; None: pipeline.TRAIN_DEFAULTS).
+    ``train_config`` the trainer's recipe (train_policy's; None: pipeline.TRAIN_DEFAULTS); ``policy_gradient_rounds``
+    train_policy's (0: no policy-gradient fine-tuning).
 
     ``progress(stage, done, total, info)`` follows the pipeline's stages, then EVALUATING_ACTIVE and REGISTERING
     (0 of 0); ``should_stop()`` is asked at every stage boundary: trainer.TrainingCancelled when it says so.
@@ -102,7 +104,7 @@ def train_and_register(
     result = train_policy(spec=spec, output_dir=output_dir, source=source, curriculum=curriculum, dataset=dataset,
                           progress=progress, should_stop=should_stop, students_like=students_like,
                           eval_processes=eval_processes, attention_window=attention_window,
-                          train_config=train_config)
+                          train_config=train_config, policy_gradient_rounds=policy_gradient_rounds)
     outcome = TrainedVersion(result=result)
     if not register:
         return outcome

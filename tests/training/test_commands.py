@@ -128,6 +128,56 @@ def test_training_is_deterministic_for_a_seed_on_the_cpu(tmp_path):
 
 
 @pytest.mark.trains
+def test_policy_gradient_rounds_fine_tune_the_trained_model_and_the_export_records_them(tmp_path):
+    """--policy-gradient-rounds: the offline model (the same seed's, without the flag) is fine-tuned in the training
+    families' students, one family a round; the export records the settings and the rounds, and its DTLite is still
+    the fine-tuned model's exact twin."""
+    import torch
+
+    from training.rl.dt import DecisionTransformer
+    from training.rl.dtlite import DTLite
+
+    run("train_crl_policy", "--output_dir", str(tmp_path / "offline"), "--concepts", "4", "--families",
+        "builtin,hlr", *TINY)
+    run("train_crl_policy", "--output_dir", str(tmp_path / "tuned"), "--concepts", "4", "--families", "builtin,hlr",
+        "--policy-gradient-rounds", "2", *TINY)
+    config = json.loads((tmp_path / "tuned" / "dt_lite_config.json").read_text())
+    tuned = config["extra"]["policy_gradient"]
+    assert tuned["rounds"] == 2 and tuned["families"] == ["builtin", "hlr"] and tuned["interactions"] == 24
+    assert [r.get("family") for r in tuned["rounds_figures"]] == [None, "builtin", "hlr"]  # round 0: the offline
+    assert all(0.0 <= r["sampled_return"] <= 1.0 for r in tuned["rounds_figures"][1:])
+    assert sum(bool(r.get("kept")) for r in tuned["rounds_figures"]) == 1
+    assert config["extra"]["stage_seconds"]["policy_gradient"] > 0
+    assert "policy_gradient" not in json.loads((tmp_path / "offline" / "dt_lite_config.json").read_text())["extra"]
+    offline = np.load(tmp_path / "offline" / "dt_lite_weights.npz", allow_pickle=False)
+    weights = np.load(tmp_path / "tuned" / "dt_lite_weights.npz", allow_pickle=False)
+    kept = next(r["round"] for r in tuned["rounds_figures"] if r.get("kept"))
+    assert any(not np.array_equal(offline[name], weights[name]) for name in weights.files) == (kept > 0)
+    model = DecisionTransformer.from_checkpoint(tmp_path / "tuned" / "dt_model.pt")
+    lite = DTLite.load(tmp_path / "tuned" / "dt_lite_weights.npz", tmp_path / "tuned" / "dt_lite_config.json")
+    rng = np.random.default_rng(0)
+    K = model.config.context_length
+    inputs = (rng.random((2, K), dtype=np.float32), rng.random((2, K, model.config.state_dim), dtype=np.float32),
+              rng.integers(0, 4, (2, K)), np.broadcast_to(np.arange(K), (2, K)).copy())
+    with torch.no_grad():
+        expected = model(*(torch.as_tensor(x) for x in inputs)).numpy()
+    assert np.abs(lite.action_logits(*inputs) - expected).max() <= 1e-5
+
+
+def test_policy_gradient_rounds_are_refused_for_data_no_family_simulates():
+    from training.pipeline import PipelineError, policy_gradient_config
+
+    assert policy_gradient_config(rounds=0, source="review_log", students_like=None, families=None,
+                                  interactions=10) is None
+    made = policy_gradient_config(rounds=3, source="synthetic", students_like=None, families="builtin,actr",
+                                  interactions=10)
+    assert (made.rounds, made.families, made.interactions) == (3, ("builtin", "actr"), 10)
+    for source, like in (("review_log", None), ("dataset", None), ("synthetic", "spanish")):
+        with pytest.raises(PipelineError, match="needs synthetic data without --students-like"):
+            policy_gradient_config(rounds=3, source=source, students_like=like, families=None, interactions=10)
+
+
+@pytest.mark.trains
 def test_the_recipe_flags_reach_the_trainer_and_the_config_records_them(tmp_path):
     from training.pipeline import TRAIN_DEFAULTS
 
@@ -237,6 +287,7 @@ def extraction_encoder(job) -> dict:
         (["--coverage", "0"], "--coverage: expected a positive number, got '0'"),
         (["--coverage", "nan"], "--coverage: expected a positive number, got 'nan'"),
         (["--lr-schedule", "step"], "--lr-schedule/--lr_schedule: invalid choice: 'step'"),
+        (["--policy-gradient-rounds", "-1"], "--policy-gradient-rounds must be 0 \\(off\\) or more, got -1"),
     ],
 )
 def test_bad_flags_are_refused_with_a_message_naming_them(tmp_path, args, message):

@@ -55,6 +55,14 @@ class Command(BaseCommand):
                                  "(3 x context_length - 2) // num_layers + 1 (the error says the bound), so DTLite "
                                  "can serve a learner step by step from cached keys and values; default: the "
                                  "widest exact window (30 at the default size); 0: full attention")
+        parser.add_argument("--policy-gradient-rounds", "--policy_gradient_rounds", dest="policy_gradient_rounds",
+                            type=int, default=0, metavar="N",
+                            help="after the offline training, N rounds of policy-gradient fine-tuning (REINFORCE "
+                                 "with a leave-one-out baseline, 256 students x 4 samples a round) in the training "
+                                 "students' families, keeping the weights that teach a separate set of training "
+                                 "students best: the policy learns from its own results instead of imitating its "
+                                 "teachers (synthetic data only; 30-60 s a round on 2 CPU cores; 50 was chosen on "
+                                 "validation seeds: docs/learning.md); default 0: off")
         recipe = parser.add_argument_group("the training recipe (default: the one chosen on validation seeds, "
                                            "pipeline.TRAIN_DEFAULTS)")
         recipe.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES,
@@ -98,6 +106,8 @@ class Command(BaseCommand):
         changed = {name: options[name] for name in ("lr_schedule", "coverage", "cpu_bfloat16") if options.get(name) is not None}
         recipe = replace(TRAIN_DEFAULTS, **changed) if changed else None
         window.update(changed)  # recorded in the version's notes with the spec
+        if options.get("policy_gradient_rounds"):
+            window["policy_gradient_rounds"] = options["policy_gradient_rounds"]
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
         # whether the curriculum's protocol was fixed before this run (else the run's own, sized from the deck, and
         # registering fixes it): the summary says which
@@ -114,6 +124,7 @@ class Command(BaseCommand):
                 notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source), **window})}",
                 progress=progress, eval_processes=options["eval_processes"],
                 attention_window=options.get("attention_window"), train_config=recipe,
+                policy_gradient_rounds=options.get("policy_gradient_rounds") or 0,
             )
         except (pipeline.PipelineError, StorageFull) as exc:
             raise CommandError(str(exc)) from exc

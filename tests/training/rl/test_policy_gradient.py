@@ -1,0 +1,181 @@
+"""Policy-gradient fine-tuning (training/rl/policy_gradient.py): the leave-one-out advantages by hand, the contexts
+the gradient reads are the ones the rollout saw, the log-probabilities are the sampled policy's (DTLite's), and a
+fine-tuned model still exports to an exact DTLite."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from training.rl.dt import DecisionTransformer
+from training.rl.policy_gradient import (
+    PolicyGradientConfig, episode_log_probs, fine_tune, last_logits, lite_of, rloo_advantages, rollouts,
+    window_batches,
+)
+from training.rl.trainer import default_model_config, target_return
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny(dataset):
+    """A small random model for the conftest's trajectories (6 concepts, the encoder's per-concept features and the
+    summary state token, a 10-step context), its DTLite and the export's arguments."""
+    torch.manual_seed(3)
+    config = default_model_config(dataset, hidden_dim=16, num_layers=2, num_heads=2, context_length=10,
+                                  concept_head_dim=8)
+    model = DecisionTransformer(config).eval()
+    with torch.no_grad():  # larger than init-sized weights, so that the policy is far from uniform
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    export = {"concept_keys": list(dataset.concept_keys), "encoder": dataset.encoder,
+              "target_return": target_return(dataset, quantile=0.9)}
+    return model, export
+
+
+def test_rloo_advantages_by_hand():
+    returns = np.array([[0.5, 0.7], [0.3, 0.7], [0.4, 0.4]])  # 3 samples x 2 students
+    # student 0: 0.5 - (0.3 + 0.4) / 2, 0.3 - 0.45, 0.4 - 0.4; student 1: 0.7 - 0.55, 0.7 - 0.55, 0.4 - 0.7
+    raw = np.array([[0.15, 0.15], [-0.15, 0.15], [0.0, -0.3]])
+    np.testing.assert_allclose(rloo_advantages(returns), raw / np.sqrt(0.03), atol=1e-12)
+    np.testing.assert_array_equal(rloo_advantages(np.full((4, 3), 0.6)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="samples >= 2"):
+        rloo_advantages(np.ones((1, 5)))
+
+
+def test_window_batches_are_the_contexts_the_rollout_saw():
+    E, T, K, m = 3, 30, 10, 6
+    tag = np.arange(E)[:, None] * 1000 + np.arange(T)[None, :]  # [E, T]: episode and step of every value
+    states = np.repeat(tag[..., None], 2, axis=2).astype(np.float32)
+    windows = window_batches(states, tag.astype(np.float32), tag, context=K, max_timestep=25, steps_per_episode=m,
+                             rng=np.random.default_rng(0))
+    rtg, first_states, actions, timesteps = windows.first
+    np.testing.assert_array_equal(actions, tag[:, :K])
+    np.testing.assert_array_equal(first_states[..., 0], tag[:, :K])
+    np.testing.assert_array_equal(timesteps, np.broadcast_to(np.arange(K), (E, K)))
+    l_rtg, l_states, l_actions, l_timesteps = windows.later
+    assert l_actions.shape == (E * m, K) and windows.weight == (T - K) / m
+    np.testing.assert_array_equal(windows.episode, np.repeat(np.arange(E), m))
+    step = l_actions % 1000
+    assert (l_actions // 1000 == windows.episode[:, None]).all()  # every row from its own episode
+    assert (np.diff(step, axis=1) == 1).all() and (step[:, -1] >= K).all()  # K consecutive steps ending at t >= K
+    for e in range(E):  # the m decisions of an episode are distinct
+        assert len(set(step[windows.episode == e, -1])) == m
+    np.testing.assert_array_equal(l_timesteps, np.minimum(step, 24))  # clamped as the rollout clamps them
+    np.testing.assert_array_equal(l_rtg, l_actions.astype(np.float32))
+    only_first = window_batches(states, tag.astype(np.float32), tag, context=K, max_timestep=25, steps_per_episode=0,
+                                rng=np.random.default_rng(0))
+    assert only_first.later is None and only_first.weight == 0.0
+    with pytest.raises(ValueError, match="must agree"):
+        window_batches(states[:, :5], tag.astype(np.float32), tag, context=K, max_timestep=25, steps_per_episode=m,
+                       rng=np.random.default_rng(0))
+
+
+def test_last_logits_equal_the_forward_at_the_last_state_token(tiny, dataset):
+    model, _ = tiny
+    rng = np.random.default_rng(1)
+    B, K = 5, model.config.context_length
+    states = torch.as_tensor(dataset.states[: B * K].reshape(B, K, -1).astype(np.float32))
+    rtg = torch.as_tensor(rng.random((B, K), dtype=np.float32))
+    actions = torch.as_tensor(rng.integers(0, model.config.action_dim, (B, K)))
+    timesteps = torch.as_tensor(np.broadcast_to(np.arange(7, 7 + K), (B, K)).copy())
+    with torch.no_grad():
+        full = model(rtg, states, actions, timesteps, torch.ones_like(actions))[:, -1]
+        last = last_logits(model, rtg, states, actions, timesteps)
+    torch.testing.assert_close(last, full, atol=1e-6, rtol=0)
+
+
+def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny):
+    """The gradient's log pi(a_t | context_t), summed over every step, equals the same sum from DTLite's own logits
+    on each decision's context, rebuilt independently from the recorded steps: on-policy, step for step."""
+    model, export = tiny
+    lite = lite_of(model, **export)
+    T, K, temperature = 24, model.config.context_length, 0.7
+    episodes = rollouts(lite, family="builtin", students=4, interactions=T, samples=2, seed=11,
+                        temperature=temperature)
+    assert episodes.states.shape[:3] == (2, 4, T) and episodes.returns.shape == (2, 4)
+    assert not np.array_equal(episodes.actions[0], episodes.actions[1])  # the samples' draws differ
+    states = episodes.states.reshape(8, T, -1)
+    rtg, actions = episodes.returns_to_go.reshape(8, T), episodes.actions.reshape(8, T)
+    windows = window_batches(states, rtg, actions, context=K, max_timestep=model.config.max_timestep,
+                             steps_per_episode=T - K, rng=np.random.default_rng(0))
+    with torch.no_grad():
+        ours = episode_log_probs(model, windows, temperature=temperature).numpy()
+    expected = np.zeros(8)
+    for t in range(T):
+        lo = max(0, t - K + 1)
+        logits = lite.last_logits(rtg[:, lo:t + 1], states[:, lo:t + 1], actions[:, lo:t + 1],
+                                  np.broadcast_to(np.arange(lo, t + 1), (8, t + 1 - lo)).astype(np.int64))
+        z = logits / temperature
+        logp = z - z.max(axis=1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        expected += logp[np.arange(8), actions[:, t]]
+    np.testing.assert_allclose(ours, expected, atol=1e-3)
+    assert (expected > -50).all()  # every recorded action had a real probability under the sampled policy
+
+
+def test_fine_tuning_moves_the_weights_deterministically_and_exports_an_exact_dtlite(tiny):
+    model, export = copy.deepcopy(tiny[0]), tiny[1]
+    initial = {name: t.clone() for name, t in model.state_dict().items()}
+    config = PolicyGradientConfig(rounds=2, students=5, samples=2, interactions=16, learning_rate=1e-3,
+                                  temperature=1.0, steps_per_episode=3, updates=2)
+    seen = []
+    runs = []
+    for _ in range(2):
+        model.load_state_dict(initial)
+        history = fine_tune(model, concept_keys=export["concept_keys"], encoder=export["encoder"],
+                            target_return=export["target_return"], config=config, seed=4,
+                            on_round=lambda r, figures, lite: seen.append((r, figures["family"], lite)))
+        runs.append({name: t.clone() for name, t in model.state_dict().items()})
+    assert [h["round"] for h in history] == [0, 1, 2] and [s[0] for s in seen] == [1, 2, 1, 2]
+    assert all(np.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in history[1:])
+    # scored before the first round and after the last (select_every 5 > 2 rounds); one set of weights kept
+    assert ["selection_score" in h for h in history] == [True, False, True]
+    assert sum(bool(h.get("kept")) for h in history) == 1
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in initial)  # a seed gives the same weights
+    assert not model.training
+    lite = lite_of(model, **export)
+    rng = np.random.default_rng(2)
+    B, K = 3, model.config.context_length
+    inputs = (rng.random((B, K), dtype=np.float32), rng.random((B, K, model.config.state_dim), dtype=np.float32),
+              rng.integers(0, model.config.action_dim, (B, K)), np.broadcast_to(np.arange(K), (B, K)).copy())
+    with torch.no_grad():
+        torch_logits = model(*(torch.as_tensor(x) for x in inputs)).numpy()
+    assert np.abs(lite.action_logits(*inputs) - torch_logits).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"samples": 1}, "samples must be at least 2"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
+    ({"rounds": 0}, "rounds must be at least 1"),
+    ({"families": ("builtin", "nonesuch")}, "unknown student family 'nonesuch'"),
+])
+def test_settings_out_of_range_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        PolicyGradientConfig(**fields)
+
+
+
+@pytest.mark.parametrize("scores, kept", [([0.5, 0.7, 0.6], 1), ([0.5, 0.4, 0.45], 0), ([0.5, 0.6, 0.8], 2)])
+def test_the_weights_kept_are_those_that_taught_the_selection_students_best(tiny, monkeypatch, scores, kept):
+    """Scored before the first round and after each (select_every 1): the model ends with the best-scored round's
+    weights, the offline ones when no round beat them; the history marks that round."""
+    import training.rl.policy_gradient as pg
+
+    model, export = copy.deepcopy(tiny[0]), tiny[1]
+    initial = {name: t.clone() for name, t in model.state_dict().items()}
+    asked = iter(scores)
+    monkeypatch.setattr(pg, "selection_score", lambda lite, **_: next(asked))
+    weights = {0: initial}
+    config = PolicyGradientConfig(rounds=2, students=4, samples=2, interactions=14, learning_rate=1e-3,
+                                  temperature=1.0, steps_per_episode=2, updates=1, select_every=1)
+    history = fine_tune(model, concept_keys=export["concept_keys"], encoder=export["encoder"],
+                        target_return=export["target_return"], config=config, seed=5,
+                        on_round=lambda r, figures, lite: weights.__setitem__(
+                            r, {name: t.clone() for name, t in model.state_dict().items()}))
+    assert [h.get("kept", False) for h in history] == [r == kept for r in range(3)]
+    assert [h["selection_score"] for h in history] == scores
+    assert not torch.equal(weights[1]["blocks.0.attn.c_attn.weight"], initial["blocks.0.attn.c_attn.weight"])
+    assert all(torch.equal(t, weights[kept][name]) for name, t in model.state_dict().items())

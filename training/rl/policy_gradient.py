@@ -1,0 +1,346 @@
+"""Policy-gradient fine-tuning of a trained Decision Transformer in the student families (issue 21).
+
+Offline training imitates the behaviour mix, so the Decision Transformer can at best select among its teachers'
+choices (bench/README.md: return conditioning, advantage weights, critics and online fine-tuning on hindsight returns
+all left it level with target_recall). This stage optimises the policy's own objective instead, in simulated
+students of the training domain: REINFORCE (Williams 1992, "Simple statistical gradient-following algorithms for
+connectionist reinforcement learning", Machine Learning 8) with the leave-one-out baseline of several samples per
+student (RLOO: Kool, van Hoof & Welling 2019, "Buy 4 REINFORCE Samples, Get a Baseline for Free!", ICLR workshop).
+
+One round (``fine_tune``):
+
+1. ``students`` fresh training students (``students.make_cohort``, training domain, seed
+   ``ROUND_SEED_BASE x round + seed``: never an evaluation stream), of ``families[(round - 1) % len(families)]``, are
+   each taught ``samples`` times by the current weights (as DTLite, the evaluation's closed loop,
+   ``evaluation.DecisionTransformerPolicy``), each action drawn from softmax(logits / ``temperature``): the same
+   students and the same outcome dice every time (common random numbers), only the policy's draws differ;
+2. an episode's return is the student's mean true recall ``evaluation.FINAL_RECALL_DELAY_S`` after the last review
+   (the evaluation's score); its advantage is the return minus the mean of that student's other samples, divided by
+   the round's standard deviation of the advantages (``rloo_advantages``);
+3. the loss is ``-mean_episodes(A x sum_t log pi_T(a_t | context_t))`` over the contexts the rollout saw
+   (``window_batches``: the first ``context_length`` steps in one causal forward, ``steps_per_episode`` later steps
+   drawn uniformly and weighted so that the sum is unbiased), in eval mode (no dropout: the policy that was rolled
+   out), ``updates`` AdamW steps a round on equal shares of the episodes, gradients clipped in global norm.
+
+Every ``select_every`` rounds (and before the first) the greedy policy, as it serves, teaches ``selection_students``
+other training-domain students of each family (``selection_score``); the weights that scored best are the ones kept
+(early stopping on training-domain students: at the constant learning rate a round can set the policy back, 0.02 on
+validation seeds between two checks, bench/README.md). The offline weights are a candidate too, so the stage never
+returns a policy that teaches those students worse than the one it started from.
+
+The conditioning (the target return) is kept: only the weights change, so the export is the same DTLite pair
+(``checkpoint.export_artifacts``) and DTLite stays the model's exact NumPy twin.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .artifacts import CONFIG_FILE, WEIGHTS_FILE, dtlite_files
+from .cpu_threads import EVALUATION_THREADS, limited_threads
+from .dt import DecisionTransformer, token_attention_mask
+from .dtlite import DTLite
+from .encoder import EncoderConfig, StateEncoder
+from .evaluation import EVALUATION_INTERACTIONS, FINAL_RECALL_DELAY_S, DecisionTransformerPolicy
+from .simulator import policy_rng, run_policies
+from .students import make_cohort, parse_families
+
+ROUND_SEED_BASE = 3_000_000  # a round's students: seed ROUND_SEED_BASE x round + the training seed, training domain
+# the selection's students: seed SELECTION_SEED_OFFSET + the training seed, training domain (no round's: those are
+# multiples of ROUND_SEED_BASE plus the seed; never the evaluation's, which is the held-out domain)
+SELECTION_SEED_OFFSET = ROUND_SEED_BASE // 2
+
+
+@dataclass(frozen=True)
+class PolicyGradientConfig:
+    """The fine-tuning's settings. ``temperature`` is the sampled policy's (the gradient is that policy's); the served
+    policy is the same weights' argmax. Defaults: chosen on validation seeds (bench/README.md, ``policy_gradient.py``).
+    ValueError for a setting out of range."""
+
+    rounds: int = 50
+    students: int = 256
+    samples: int = 4
+    temperature: float = 0.3
+    learning_rate: float = 3e-4
+    updates: int = 4
+    steps_per_episode: int = 16
+    grad_clip: float = 0.25  # the offline trainer's (TrainConfig.grad_clip)
+    select_every: int = 5
+    selection_students: int = 256
+    families: tuple[str, ...] = field(default_factory=lambda: ("builtin",))
+    interactions: int = EVALUATION_INTERACTIONS  # reviews a student; the pipeline passes the training spec's
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "students", "updates", "interactions", "select_every", "selection_students"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"policy gradient: {name} must be at least 1, got {getattr(self, name)}")
+        if self.samples < 2:
+            raise ValueError(f"policy gradient: samples must be at least 2 (the leave-one-out baseline), got "
+                             f"{self.samples}")
+        if not self.temperature > 0:
+            raise ValueError(f"policy gradient: temperature must be > 0, got {self.temperature}")
+        if not self.learning_rate > 0 or not self.grad_clip > 0:
+            raise ValueError("policy gradient: learning_rate and grad_clip must be > 0")
+        if self.steps_per_episode < 0:
+            raise ValueError(f"policy gradient: steps_per_episode must be >= 0, got {self.steps_per_episode}")
+        object.__setattr__(self, "families", parse_families(list(self.families), field="policy gradient families"))
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """``samples`` closed loops of the same students: what the policy saw and did, and the returns.
+
+    states float32 [samples, students, T, S] (the encoder's), returns_to_go float32 [samples, students, T] (target -
+    reward so far, as fed), actions int64 [samples, students, T], returns float64 [samples, students] (mean true recall
+    FINAL_RECALL_DELAY_S after the last review)."""
+
+    states: np.ndarray
+    returns_to_go: np.ndarray
+    actions: np.ndarray
+    returns: np.ndarray
+
+
+class _Recording(DecisionTransformerPolicy):
+    """The evaluation's DT policy, sampling at a temperature and recording each step's states, return-to-go and
+    action."""
+
+    def __init__(self, lite: DTLite, *, num_learners: int, num_concepts: int, temperature: float,
+                 rng: np.random.Generator) -> None:
+        super().__init__(model=lite, num_learners=num_learners, num_concepts=num_concepts, rng=rng)
+        self.lite, self.temperature = lite, temperature
+        self.seen_states: list[np.ndarray] = []
+        self.seen_rtg: list[np.ndarray] = []
+        self.taken: list[np.ndarray] = []
+        self.model = self  # select_action below
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.lite.config
+
+    def select_action(self, returns_to_go, states, actions, timesteps, attention_mask=None, **_):
+        return self.lite.select_action(returns_to_go, states, actions, timesteps, attention_mask,
+                                       temperature=self.temperature, rng=self.rng)
+
+    def select(self, obs):
+        self.seen_states.append(np.asarray(obs.states, dtype=np.float32).copy())
+        self.seen_rtg.append((self.target_return - obs.cumulative_reward).astype(np.float32))
+        actions = super().select(obs)
+        self.taken.append(actions.copy())
+        return actions
+
+
+def rollouts(lite: DTLite, *, family: str, students: int, interactions: int, samples: int, seed: int,
+             temperature: float) -> Episodes:
+    """``samples`` closed loops of ``lite`` sampling at ``temperature`` on the same ``students`` training-domain students
+    of ``family`` (seed ``seed``; policy draws from ``simulator.policy_rng(seed=seed x 16 + k)``). Runs with one BLAS
+    thread, as the evaluation. ValueError for an unknown family."""
+    encoder = StateEncoder(EncoderConfig.from_dict(lite.config["encoder"]))
+    num_concepts = int(lite.config["action_dim"])
+    parts: dict[str, list[np.ndarray]] = {"states": [], "rtg": [], "actions": [], "returns": []}
+    with limited_threads(EVALUATION_THREADS):
+        for k in range(samples):
+            cohort = make_cohort(family=family, num_students=students, num_concepts=num_concepts,
+                                 interactions=interactions, seed=seed, held_out=False)
+            policy = _Recording(lite, num_learners=students, num_concepts=num_concepts, temperature=temperature,
+                                rng=policy_rng(seed=seed * 16 + k, held_out=False, name="policy_gradient"))
+            run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=encoder, rewards=True)
+            parts["states"].append(np.stack(policy.seen_states, axis=1))
+            parts["rtg"].append(np.stack(policy.seen_rtg, axis=1))
+            parts["actions"].append(np.stack(policy.taken, axis=1))
+            final = cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S)
+            parts["returns"].append(final.mean(axis=1))
+    return Episodes(*(np.stack(parts[name]) for name in ("states", "rtg", "actions", "returns")))
+
+
+def rloo_advantages(returns: np.ndarray) -> np.ndarray:
+    """float64 [samples, students] -> the same shape: each sample's return minus the mean of the same student's other
+    samples (Kool et al. 2019), divided by the standard deviation of all of them (1 when that is 0). ValueError for
+    fewer than 2 samples or a non-2-D array."""
+    returns = np.asarray(returns, dtype=np.float64)
+    if returns.ndim != 2 or returns.shape[0] < 2:
+        raise ValueError(f"returns must be [samples >= 2, students], got shape {returns.shape}")
+    k = returns.shape[0]
+    advantage = returns - (returns.sum(axis=0, keepdims=True) - returns) / (k - 1)
+    sd = float(advantage.std())
+    return advantage / (sd if sd > 0 else 1.0)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The model's inputs for the contexts a rollout saw, episodes [E] of T steps, context K.
+
+    ``first``: (returns_to_go float32 [E, K], states float32 [E, K, S], actions int64 [E, K], timesteps int64 [E, K]):
+    steps 0..K-1 in one causal forward (step j's logits at position j see exactly the rollout's context of j + 1
+    steps). ``later``: the same four arrays over [E x m, K] for m later steps t per episode (each the window
+    [t - K + 1, t]), or None; ``episode`` int64 [E x m] their episodes; ``weight`` = (T - K) / m."""
+
+    first: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    later: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+    episode: np.ndarray | None
+    weight: float
+
+
+def window_batches(states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray, *, context: int,
+                   max_timestep: int, steps_per_episode: int, rng: np.random.Generator) -> Windows:
+    """``Windows`` of episodes (states [E, T, S], returns_to_go [E, T], actions [E, T]): the later steps drawn uniformly
+    without replacement from K..T-1 per episode. ValueError for mismatched shapes."""
+    E, T = actions.shape
+    if returns_to_go.shape != (E, T) or states.shape[:2] != (E, T):
+        raise ValueError(f"states [E, T, S], returns_to_go and actions [E, T] must agree: got {states.shape}, "
+                         f"{returns_to_go.shape}, {actions.shape}")
+    K = min(context, T)
+    steps = np.minimum(np.arange(K), max_timestep - 1).astype(np.int64)
+    first = (returns_to_go[:, :K], states[:, :K], actions[:, :K], np.broadcast_to(steps, (E, K)).copy())
+    if T <= K or steps_per_episode <= 0:
+        return Windows(first=first, later=None, episode=None, weight=0.0)
+    m = min(steps_per_episode, T - K)
+    chosen = np.stack([rng.choice(np.arange(K, T), size=m, replace=False) for _ in range(E)])  # [E, m]
+    episode = np.repeat(np.arange(E), m)
+    span = chosen.reshape(-1, 1) - (K - 1) + np.arange(K)  # [E m, K]
+    rows = episode[:, None]
+    later = (returns_to_go[rows, span], states[rows, span], actions[rows, span],
+             np.minimum(span, max_timestep - 1).astype(np.int64))
+    return Windows(first=first, later=later, episode=episode, weight=(T - K) / m)
+
+
+def last_logits(model: DecisionTransformer, returns_to_go: torch.Tensor, states: torch.Tensor,
+                actions: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """float32 [B, A]: ``model(...)[:, -1]`` without padding (DecisionTransformer.forward up to the blocks, then the
+    final layer norm and the action heads on the last state token only: the concept head costs 1 / T of the full
+    forward's). Inputs as forward's."""
+    B, T = actions.shape
+    config = model.config
+    time = model.embed_timestep(timesteps.clamp(0, config.max_timestep - 1))
+    r_tok = model.embed_return((returns_to_go / config.return_scale).unsqueeze(-1)) + time
+    token_input = states if model.state_summary is None else model.state_summary(states)
+    s_tok = model.embed_state(token_input) + time
+    a_tok = model.embed_action(actions) + time
+    x = model.drop(model.embed_ln(torch.stack((r_tok, s_tok, a_tok), dim=2).reshape(B, 3 * T, -1)))
+    attn_mask = token_attention_mask(torch.ones_like(actions), config.attention_window)
+    for block in model.blocks:
+        x = block(x, attn_mask)
+    h = model.ln_f(x[:, -2:-1])  # the last state token ([R, s, a] per step: second to last)
+    logits = model.predict_action(h)
+    if model.concept_head is not None:
+        logits = logits + model.concept_head(h, states[:, -1:])
+    return logits.float()[:, 0]
+
+
+def episode_log_probs(model: DecisionTransformer, windows: Windows, *, temperature: float,
+                      autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """float32 [E]: each episode's estimate of sum_t log softmax(logits_t / temperature)[a_t] over its steps (the first
+    K exactly, the later ones as windows.weight x the drawn ones), with gradients."""
+    autocast = autocast or contextlib.nullcontext()
+    rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in windows.first)
+    with autocast:
+        logits = model(rtg, states, actions, timesteps, torch.ones_like(actions))
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    total = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+    if windows.later is not None:
+        rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in windows.later)
+        with autocast:
+            logits = last_logits(model, rtg, states, actions, timesteps)
+        logp = F.log_softmax(logits.float() / temperature, dim=-1)
+        taken = logp.gather(-1, actions[:, -1:]).squeeze(-1)
+        total = total + windows.weight * torch.zeros_like(total).index_add_(
+            0, torch.as_tensor(windows.episode), taken)
+    return total
+
+
+def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float) -> DTLite:
+    """The DTLite of ``model``'s current weights (the export's own files, in memory)."""
+    files = dtlite_files(model_config=model.checkpoint_config(),
+                         weights={name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()},
+                         concept_keys=concept_keys, encoder=encoder, target_return=target_return)
+    return DTLite.load(files[WEIGHTS_FILE], files[CONFIG_FILE])
+
+
+def selection_score(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int, seed: int) -> float:
+    """The mean over ``families`` of the greedy policy's mean final true recall on ``students`` training-domain students
+    of each (seed ``SELECTION_SEED_OFFSET + seed``): the score ``fine_tune`` keeps the best weights by. One thread."""
+    from .evaluation import closed_loop_final_recall
+
+    num_concepts = int(lite.config["action_dim"])
+    scores = []
+    with limited_threads(EVALUATION_THREADS):
+        for family in families:
+            cohort = make_cohort(family=family, num_students=students, num_concepts=num_concepts,
+                                 interactions=interactions, seed=SELECTION_SEED_OFFSET + seed, held_out=False)
+            policy = DecisionTransformerPolicy(model=lite, num_learners=students, num_concepts=num_concepts,
+                                               rng=policy_rng(seed=SELECTION_SEED_OFFSET + seed, held_out=False,
+                                                              name="policy_gradient_selection"))
+            scores.append(float(closed_loop_final_recall(cohort=cohort, policy=policy,
+                                                         encoder=EncoderConfig.from_dict(lite.config["encoder"])).mean()))
+    return float(np.mean(scores))
+
+
+def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float,
+              config: PolicyGradientConfig, seed: int,
+              optimizer: torch.optim.Optimizer | None = None,
+              autocast: contextlib.AbstractContextManager | None = None,
+              on_round: Callable[[int, dict[str, Any], DTLite], None] | None = None) -> list[dict[str, Any]]:
+    """Fine-tune ``model`` in place for ``config.rounds`` rounds (module docstring) and leave it holding the weights
+    that scored best on the selection students (the offline ones included); returns each round's figures (family,
+    sampled return, the loss, the gradient's norm before clipping, "selection_score" on the rounds that were scored,
+    "kept": True on the round whose weights were kept, round 0 being the offline model's). ``on_round(round,
+    figures, lite)`` is called after each round with the DTLite of that round's weights (progress, evaluation). The
+    model is left in eval mode. ``optimizer``: default AdamW at config.learning_rate without weight decay; ``autocast``: default the
+    offline trainer's on the CPU (``trainer.training_autocast``: bfloat16 where the CPU has bfloat16 matrix units)."""
+    from .trainer import training_autocast
+
+    if autocast is None:
+        autocast = training_autocast("cpu", cpu_bfloat16=None)
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    rng = np.random.default_rng(seed)  # the episodes' order and the later steps drawn
+    model.eval()
+    context, max_timestep = model.config.context_length, model.config.max_timestep
+    lite = lite_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
+
+    def score(lite_now: DTLite) -> float:
+        return selection_score(lite_now, families=config.families, students=config.selection_students,
+                               interactions=config.interactions, seed=seed)
+
+    best = (score(lite), 0, {name: t.detach().clone() for name, t in model.state_dict().items()})
+    history: list[dict[str, Any]] = [{"round": 0, "selection_score": round(best[0], 5)}]
+    for round_ in range(1, config.rounds + 1):
+        family = config.families[(round_ - 1) % len(config.families)]
+        episodes = rollouts(lite, family=family, students=config.students, interactions=config.interactions,
+                            samples=config.samples, seed=ROUND_SEED_BASE * round_ + seed,
+                            temperature=config.temperature)
+        advantage = rloo_advantages(episodes.returns).reshape(-1)
+        states = episodes.states.reshape(-1, *episodes.states.shape[2:])
+        rtg = episodes.returns_to_go.reshape(-1, episodes.returns_to_go.shape[-1])
+        actions = episodes.actions.reshape(-1, episodes.actions.shape[-1])
+        losses, norms = [], []
+        for part in np.array_split(rng.permutation(actions.shape[0]), config.updates):
+            windows = window_batches(states[part], rtg[part], actions[part], context=context,
+                                     max_timestep=max_timestep, steps_per_episode=config.steps_per_episode, rng=rng)
+            log_probs = episode_log_probs(model, windows, temperature=config.temperature, autocast=autocast)
+            loss = -(torch.as_tensor(advantage[part], dtype=torch.float32) * log_probs).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)))
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        lite = lite_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
+        figures = {"round": round_, "family": family, "sampled_return": round(float(episodes.returns.mean()), 5),
+                   "sd_between_samples": round(float(episodes.returns.std(axis=0).mean()), 5),
+                   "loss": round(float(np.mean(losses)), 5), "grad_norm": round(float(np.mean(norms)), 4)}
+        if round_ % config.select_every == 0 or round_ == config.rounds:
+            figures["selection_score"] = round(score(lite), 5)
+            if figures["selection_score"] > best[0]:
+                best = (figures["selection_score"], round_, {name: t.detach().clone()
+                                                             for name, t in model.state_dict().items()})
+        history.append(figures)
+        if on_round is not None:
+            on_round(round_, figures, lite)
+    model.load_state_dict(best[2])
+    model.eval()
+    history[best[1]]["kept"] = True
+    return history
