@@ -38,17 +38,11 @@ import numpy as np  # noqa: E402
 def reference_returns(encoder, *, family: str, students: int, seed: int) -> np.ndarray:
     """target_recall's mean final true recall on a round's students (the same cohort and dice), float64 [students]:
     where the sampled policy stands against the best teacher, round by round."""
-    from training.rl.evaluation import closed_loop_final_recall
-    from training.rl.policies import make_policy
-    from training.rl.simulator import policy_rng
-    from training.rl.students import make_cohort
+    from training.rl.evaluation import final_recall
     import training_recipe as recipe
 
-    cohort = make_cohort(family=family, num_students=students, num_concepts=recipe.CONCEPTS,
-                         interactions=recipe.INTERACTIONS, seed=seed, held_out=False)
-    policy = make_policy("target_recall", num_learners=students, num_concepts=recipe.CONCEPTS,
-                         rng=policy_rng(seed=seed, held_out=False, name="target_recall"))
-    return closed_loop_final_recall(cohort=cohort, policy=policy, encoder=encoder)
+    return final_recall(policy_name="target_recall", num_concepts=recipe.CONCEPTS, students=students,
+                        interactions=recipe.INTERACTIONS, seed=seed, encoder=encoder, family=family, held_out=False)
 
 
 def main() -> None:

@@ -224,7 +224,7 @@ def train_and_export(
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     train_config: TrainConfig | None = None, stage_seconds: dict[str, float] | None = None,
     attention_window: int | None = None, dropout: float | None = None, architecture: dict[str, int] | None = None,
-    encoder_fitted_to: str | None = None, policy_gradient: Any = None,
+    encoder_fitted_to: str | None = None, policy_gradient: Any = None, processes: int | str = AUTO,
 ) -> TrainOutcome:
     """Train a Decision Transformer on the dataset and write dt_model.pt, dt_lite_weights.npz and
     dt_lite_config.json to output_dir. The config's "extra" records training_hardware() and "stage_seconds":
@@ -238,7 +238,8 @@ def train_and_export(
     (``evaluate_export``). ``policy_gradient`` (a ``policy_gradient.PolicyGradientConfig``; None: none): after the
     offline training, fine-tune the model by policy gradient in those simulated students (its own stage,
     "policy gradient", in the progress and the stage seconds; its settings and each round's figures in "extra"
-    under "policy_gradient"). Raises trainer.TrainingCancelled when
+    under "policy_gradient"; ``processes``: the worker processes of its rollouts, ``policy_gradient.fine_tune``'s).
+    Raises trainer.TrainingCancelled when
     should_stop() says so, PipelineError when the model config or the dataset is refused (an attention window out of
     range: ``check_attention_window``'s message)."""
     from .rl.artifacts import CONFIG_FILE
@@ -268,7 +269,8 @@ def train_and_export(
     if policy_gradient is not None:
         started = time.monotonic()
         tuned = {"policy_gradient": _fine_tune(result, dataset=dataset, config=policy_gradient, seed=seed,
-                                               on_progress=on_progress, should_stop=should_stop)}
+                                               on_progress=on_progress, should_stop=should_stop,
+                                               processes=processes)}
         stages["policy_gradient"] = round(time.monotonic() - started, 2)
     _report(on_progress, "exporting artifacts", 0, 1)
     files = export_artifacts(
@@ -288,29 +290,37 @@ def train_and_export(
                         device=result.device, hardware=hardware)
 
 
-def policy_gradient_config(*, rounds: int, source: str, students_like: Any, families: Any, interactions: int) -> Any:
+def policy_gradient_config(*, rounds: int | None, source: str, students_like: Any, families: Any,
+                           interactions: int) -> Any:
     """The ``policy_gradient.PolicyGradientConfig`` of ``rounds`` rounds in ``families``' students, ``interactions``
-    reviews each (None for 0 rounds).
-    PipelineError for negative rounds, or for data other than synthetic students of the named families (a review
-    log's learners, or students like a curriculum's, are not simulated by those families: their fine-tuning would
-    teach other students than the data's)."""
-    if not rounds:
+    reviews each (None for 0 rounds). ``rounds`` None: the stage's default (``PolicyGradientConfig.rounds``, chosen
+    on validation seeds) where it applies, synthetic data without ``students_like``, and off elsewhere
+    (`train_crl_policy`'s default).
+    PipelineError for negative rounds, or for rounds asked of data other than synthetic students of the named
+    families (a review log's learners, or students like a curriculum's, are not simulated by those families: their
+    fine-tuning would teach other students than the data's)."""
+    simulated = source == TrainingRun.DataSource.SYNTHETIC and students_like is None
+    if rounds is None and not simulated:
         return None
-    if rounds < 0:
+    if rounds is not None and rounds < 0:
         raise PipelineError(f"--policy-gradient-rounds must be 0 (off) or more, got {rounds}")
-    if source != TrainingRun.DataSource.SYNTHETIC or students_like is not None:
+    if rounds == 0:
+        return None
+    if not simulated:
         raise PipelineError("--policy-gradient-rounds: policy-gradient fine-tuning simulates the training students' "
                             "families, so it needs synthetic data without --students-like")
     from .rl.policy_gradient import PolicyGradientConfig
 
     try:
-        return PolicyGradientConfig(rounds=rounds, families=parse_families(families), interactions=interactions)
+        return PolicyGradientConfig(**({} if rounds is None else {"rounds": rounds}),
+                                    families=parse_families(families), interactions=interactions)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
 
 
 def _fine_tune(result: Any, *, dataset: TrajectoryDataset, config: Any, seed: int,
-               on_progress: ProgressCallback | None, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+               on_progress: ProgressCallback | None, should_stop: Callable[[], bool] | None,
+               processes: int | str = AUTO) -> dict[str, Any]:
     """``train_and_export``'s policy-gradient stage on ``result.model`` (the trainer returns it on the CPU, where the
     stage runs, also after a CUDA training): progress "policy gradient" round by round, trainer.TrainingCancelled when should_stop() says so after a round.
     Returns what the export records: the settings and each round's figures."""
@@ -328,7 +338,8 @@ def _fine_tune(result: Any, *, dataset: TrajectoryDataset, config: Any, seed: in
 
     _report(on_progress, "policy gradient", 0, config.rounds)
     history = fine_tune(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
-                        target_return=result.target_return, config=config, seed=seed, on_round=on_round)
+                        target_return=result.target_return, config=config, seed=seed, on_round=on_round,
+                        processes=processes)
     return {**asdict(config), "families": list(config.families), "rounds_figures": history}
 
 
@@ -413,7 +424,7 @@ def train_policy(
     progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
     students_like: Curriculum | str | None = None, eval_processes: int | str = AUTO,
     attention_window: int | None = None, train_config: TrainConfig | None = None,
-    policy_gradient_rounds: int = 0,
+    policy_gradient_rounds: int | None = 0,
 ) -> PolicyResult:
     """Data -> trajectories -> DT -> artifacts in output_dir -> closed-loop evaluation (evaluation.json).
 
@@ -441,7 +452,8 @@ def train_policy(
 
     ``students_like`` (a curriculum or its key): synthetic training students and the evaluation's "students_like"
     population follow FSRS-6 fitted to that curriculum's log (``students_like_curriculum``); the built-in students
-    are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``).
+    are still evaluated in "results". ``eval_processes``: the evaluation's worker processes (``evaluate_export``), and
+    the policy-gradient stage's rollouts'.
     The exported config records what the encoder was fitted to (extra "encoder_fitted_to": the simulated pilot for
     synthetic data, the curriculum's review log otherwise), so that every later evaluation of the version names its
     fitted students truly ("students_like_fitted_to", ``evaluate_export``).
@@ -456,6 +468,7 @@ def train_policy(
     the training cohort's student families (``spec.families``; ``policy_gradient.PolicyGradientConfig``'s other
     settings, chosen on validation seeds: bench/README.md ``policy_gradient.py``); synthetic data without
     ``students_like`` only (PipelineError otherwise: the simulated students must be the training data's own).
+    None: the stage's default number of rounds where it applies, off elsewhere (``policy_gradient_config``).
     """
     from .rl.trainer import TrainingCancelled
 
@@ -498,7 +511,8 @@ def train_policy(
                                    checkpoint_path=Path(tmp) / "train_checkpoint.pt", on_progress=progress,
                                    should_stop=should_stop, stage_seconds=dict(seconds),
                                    attention_window=attention_window, train_config=train_config,
-                                   encoder_fitted_to=fitted_to, policy_gradient=policy_gradient)
+                                   encoder_fitted_to=fitted_to, policy_gradient=policy_gradient,
+                                   processes=eval_processes)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
     boundary()

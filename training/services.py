@@ -70,7 +70,7 @@ def train_and_register(
     eval_processes: int | str = AUTO,
     attention_window: int | None = None,
     train_config: TrainConfig | None = None,
-    policy_gradient_rounds: int = 0,
+    policy_gradient_rounds: int | None = 0,
 ) -> TrainedVersion:
     """Train a policy on ``spec`` and ``source`` (training.pipeline.train_policy: artifacts and evaluation.json in
     ``output_dir``); with ``register`` (implied by ``promote``) make it the curriculum's next candidate version,

@@ -47,6 +47,7 @@ def test_setup_demo_trains_the_epochs_chosen_on_validation_seeds_and_promotes_a_
     assert setup_demo.DEMO_EPOCHS == 8 and flags[flags.index("--epochs") + 1] == "8"
     # ... with the recipe they were chosen with (a constant learning rate, coverage 4), not the later default's
     assert [flags[flags.index("--lr-schedule") + 1], flags[flags.index("--coverage") + 1]] == ["constant", "4"]
+    assert flags[flags.index("--policy-gradient-rounds") + 1] == "0"  # its epochs were chosen without the stage
     assert [flags[flags.index("--num_users") + 1], flags[flags.index("--interactions") + 1],
             flags[flags.index("--eval_students") + 1]] == ["300", "60", "100"]
     text = out.getvalue()

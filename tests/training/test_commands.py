@@ -16,8 +16,10 @@ from training.rl.trainer import cpu_has_bfloat16_units
 
 pytestmark = pytest.mark.django_db
 
+# tiny sizes, and no policy-gradient stage (on by default for synthetic data: 50 rounds of 256 students x 4); a test
+# that wants the stage names its rounds after TINY (the last flag wins)
 TINY = ["--num_users", "24", "--interactions", "24", "--epochs", "1", "--batch_size", "16", "--eval_students", "6",
-        "--no_cuda", "--no-progress"]
+        "--no_cuda", "--no-progress", "--policy-gradient-rounds", "0"]
 POLICIES = {"dt", "random", "round_robin", "leitner", "lowest_recall", "oracle", "planner"}
 
 
@@ -140,7 +142,7 @@ def test_policy_gradient_rounds_fine_tune_the_trained_model_and_the_export_recor
     run("train_crl_policy", "--output_dir", str(tmp_path / "offline"), "--concepts", "4", "--families",
         "builtin,hlr", *TINY)
     run("train_crl_policy", "--output_dir", str(tmp_path / "tuned"), "--concepts", "4", "--families", "builtin,hlr",
-        "--policy-gradient-rounds", "2", *TINY)
+        *TINY, "--policy-gradient-rounds", "2")
     config = json.loads((tmp_path / "tuned" / "dt_lite_config.json").read_text())
     tuned = config["extra"]["policy_gradient"]
     assert tuned["rounds"] == 2 and tuned["families"] == ["builtin", "hlr"] and tuned["interactions"] == 24
@@ -166,6 +168,7 @@ def test_policy_gradient_rounds_fine_tune_the_trained_model_and_the_export_recor
 
 def test_policy_gradient_rounds_are_refused_for_data_no_family_simulates():
     from training.pipeline import PipelineError, policy_gradient_config
+    from training.rl.policy_gradient import PolicyGradientConfig
 
     assert policy_gradient_config(rounds=0, source="review_log", students_like=None, families=None,
                                   interactions=10) is None
@@ -175,6 +178,12 @@ def test_policy_gradient_rounds_are_refused_for_data_no_family_simulates():
     for source, like in (("review_log", None), ("dataset", None), ("synthetic", "spanish")):
         with pytest.raises(PipelineError, match="needs synthetic data without --students-like"):
             policy_gradient_config(rounds=3, source=source, students_like=like, families=None, interactions=10)
+        # the default (None): the stage's own number of rounds where it applies, off where it does not
+        assert policy_gradient_config(rounds=None, source=source, students_like=like, families=None,
+                                      interactions=10) is None
+    default = policy_gradient_config(rounds=None, source="synthetic", students_like=None, families=None,
+                                     interactions=10)
+    assert (default.rounds, default.families) == (PolicyGradientConfig.rounds, ("builtin",)) and default.rounds > 0
 
 
 @pytest.mark.trains

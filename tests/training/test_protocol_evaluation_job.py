@@ -23,7 +23,7 @@ from training.workers import worker_health
 ORCHESTRATOR = "/admin/curriculum-ops/orchestrator/"
 TASK = "training.tasks.run_protocol_evaluation"
 TINY = ["--num_users", "24", "--interactions", "24", "--epochs", "1", "--batch_size", "16", "--eval_students", "6",
-        "--no_cuda", "--no-progress"]
+        "--no_cuda", "--no-progress", "--policy-gradient-rounds", "0"]
 SMALL_PROTOCOL = EvaluationProtocol(students=4, seed=99, interactions=12)
 
 

@@ -47,6 +47,7 @@ def test_the_command_trains_and_registers_through_the_service(service_calls, tmp
                      "--promote", "--reason", "better", "--no-progress", stdout=io.StringIO(), stderr=io.StringIO())
     (call,) = service_calls
     assert call["spec"] == TrainingSpec(epochs=3)
+    assert call["policy_gradient_rounds"] is None  # the stage's default: on for synthetic data (the pipeline decides)
     assert (call["source"], call["curriculum"], call["promote"], call["reason"]) == ("synthetic", "algebra", True,
                                                                                      "better")
 

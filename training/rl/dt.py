@@ -382,9 +382,35 @@ class DecisionTransformer(nn.Module):
         timesteps: torch.Tensor,  # int64 [B, T]
         attention_mask: torch.Tensor | None = None,  # int64 [B, T], 1 valid, 0 left padding
     ) -> torch.Tensor:  # float32 [B, T, A] action logits, read from each state token
+        # positional arguments only: the ONNX exporter (onnx_export.py) passes every parameter positionally
+        return self.action_logits(returns_to_go, states, actions, timesteps, attention_mask)
+
+    def action_logits(
+        self,
+        returns_to_go: torch.Tensor,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        last_only: bool = False,
+        whole_episode: bool = False,
+    ) -> torch.Tensor:
+        """float32 [B, T, A] action logits read from each state token (Chen et al. 2021's tokens R, s, a per step);
+        the inputs as `forward`'s, which calls this.
+
+        ``last_only``: [B, A], the last state token's only; the final layer norm and the heads run on that token
+        alone (the concept head, the costly part, on 1 / T of the tokens). ``whole_episode``: T may exceed
+        context_length, for a model with ``attention_window``: its receptive field through all blocks,
+        (W - 1) x num_layers tokens back, fits in the context (model_config.max_attention_window), so each state
+        token's logits equal those of a forward on the context_length steps that end there, the policy's decision
+        at that step (DTLite's per-step path rests on the same bound): one forward gives a whole episode's.
+        ValueError for T > context_length otherwise."""
         B, T = actions.shape
-        if T > self.config.context_length:
-            raise ValueError(f"sequence length {T} exceeds context_length {self.config.context_length}")
+        window = self.config.attention_window
+        if T > self.config.context_length and not (whole_episode and window is not None):
+            raise ValueError(f"sequence length {T} exceeds context_length {self.config.context_length}"
+                             + (" (whole episodes need a model with attention_window)" if whole_episode else ""))
         time = self.embed_timestep(timesteps.clamp(0, self.config.max_timestep - 1))  # [B, T, H]
         rtg = (returns_to_go / self.config.return_scale).unsqueeze(-1)
         r_tok = self.embed_return(rtg) + time
@@ -394,17 +420,19 @@ class DecisionTransformer(nn.Module):
         # interleave (R_1, s_1, a_1, R_2, ...): [B, T, 3, H] -> [B, 3T, H]
         x = torch.stack((r_tok, s_tok, a_tok), dim=2).reshape(B, 3 * T, -1)
         x = self.drop(self.embed_ln(x))
-        window = self.config.attention_window
         if attention_mask is None and window is not None:  # the window needs a mask even without padding
             attention_mask = torch.ones_like(actions)
         attn_mask = None if attention_mask is None else token_attention_mask(attention_mask, window)
         for block in self.blocks:
             x = block(x, attn_mask)
-        h = self.ln_f(x)[:, 1::3]  # state tokens only
+        if last_only:  # the last state token ([R, s, a] per step: second to last)
+            h, states = self.ln_f(x[:, -2:-1]), states[:, -1:]
+        else:
+            h = self.ln_f(x)[:, 1::3]  # state tokens only
         logits = self.predict_action(h)
         if self.concept_head is not None:
             logits = logits + self.concept_head(h, states)
-        return logits.float()
+        return logits.float()[:, 0] if last_only else logits.float()
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The config as plain Python types, for `dt_model.pt` and `dt_lite_config.json`."""

@@ -98,28 +98,57 @@ class ActionModel(Protocol):
 
 class DecisionTransformerPolicy(Policy):
     """A Decision Transformer driven batched over learners: it conditions on target_return - reward so far and on
-    the last context_length steps (states, actions, returns-to-go), the last one being the decision now."""
+    the last context_length steps (states, actions, returns-to-go), the last one being the decision now.
+
+    A DTLite with local attention (``attention_window`` in its config) is driven by its per-step path: the first
+    decision is ``DTLite.prefill``'s, each later one ``DTLite.step``'s, computing only the step's 3 new tokens against
+    the cached keys and values (equal to the full forward on the last context_length steps to float32 rounding;
+    tests/training/rl/test_evaluation.py). Any other ``model`` is asked ``select_action`` on the whole context every
+    step. ``temperature`` None: the argmax, as served; > 0: each action drawn from softmax(logits / temperature) with
+    ``rng`` (the policy-gradient stage's sampled policy). ValueError for a temperature <= 0."""
 
     name = "dt"
     uses_states = True
     uses_rewards = True
 
     def __init__(
-        self, *, model: ActionModel, num_learners: int, num_concepts: int, rng: np.random.Generator
+        self, *, model: ActionModel, num_learners: int, num_concepts: int, rng: np.random.Generator,
+        temperature: float | None = None,
     ) -> None:
         super().__init__(num_learners=num_learners, num_concepts=num_concepts, rng=rng)
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (None: the argmax), got {temperature}")
         self.model = model
+        self.temperature = temperature
         self.context_length = int(model.config["context_length"])
         self.target_return = float(model.config["target_return"])
         self.max_timestep = int(model.config.get("max_timestep", DEFAULT_MAX_TIMESTEP))
+        self.per_step = model.config.get("attention_window") is not None and hasattr(model, "step")
+        self.step_state: Any = None  # DTLite.StepState after the last decision (the per-step path)
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.returns_to_go: list[np.ndarray] = []
 
+    def _sampling(self) -> dict[str, Any]:
+        return {} if self.temperature is None else {"temperature": self.temperature, "rng": self.rng}
+
     def select(self, obs: Observation) -> np.ndarray:
+        return_to_go = (self.target_return - obs.cumulative_reward).astype(np.float32)
+        if self.per_step:
+            timestep = np.full(self.num_learners, min(obs.step, self.max_timestep - 1), dtype=np.int64)
+            if self.step_state is None:
+                self.step_state = self.model.prefill(
+                    return_to_go[:, None], obs.states[:, None], np.zeros((self.num_learners, 1), np.int64),
+                    timestep[:, None])
+            else:
+                self.step_state = self.model.step(self.step_state, self.actions[-1], return_to_go, obs.states,
+                                                  timestep)
+            self.actions = [np.zeros(self.num_learners, dtype=np.int64)]  # observe() writes the action taken
+            actions, _ = self.model.choose(self.step_state.logits.copy(), **self._sampling())
+            return np.asarray(actions, dtype=np.int64)
         self.states.append(obs.states)
         self.actions.append(np.zeros(self.num_learners, dtype=np.int64))  # placeholder at the decision position
-        self.returns_to_go.append((self.target_return - obs.cumulative_reward).astype(np.float32))
+        self.returns_to_go.append(return_to_go)
         window = slice(-self.context_length, None)
         steps = len(self.states[window])
         first = obs.step - steps + 1
@@ -131,6 +160,7 @@ class DecisionTransformerPolicy(Policy):
             np.stack(self.actions[window], axis=1),
             np.broadcast_to(timesteps, (self.num_learners, steps)).astype(np.int64),
             attention_mask=np.ones((self.num_learners, steps), dtype=np.int64),
+            **self._sampling(),
         )
         # Memory stays bounded by the context, whatever the number of interactions.
         del self.states[: -self.context_length], self.actions[: -self.context_length]
@@ -154,12 +184,15 @@ def final_recall(
     simulator: SimulatorConfig | None = None,
     students_like: StudentsLike | None = None,
     family: str | None = None,
+    held_out: bool = True,
 ) -> np.ndarray:
     """Each held-out student's mean true recall FINAL_RECALL_DELAY_S after the last review, float64 [students]
-    (``family``'s students, see ``students.make_cohort``: default the built-in ones, or ``students_like``'s)."""
+    (``family``'s students, see ``students.make_cohort``: default the built-in ones, or ``students_like``'s).
+    ``held_out`` False: training-domain students and policy draws instead (a training stage's own yardstick, e.g.
+    the policy-gradient stage's selection; never a reported figure)."""
     cohort = make_cohort(family=family, students_like=students_like, num_students=students, num_concepts=num_concepts,
-                         interactions=interactions, seed=seed, held_out=True, config=simulator)
-    rng = policy_rng(seed=seed, held_out=True, name=policy_name)
+                         interactions=interactions, seed=seed, held_out=held_out, config=simulator)
+    rng = policy_rng(seed=seed, held_out=held_out, name=policy_name)
     if model is not None:
         policy: Policy = DecisionTransformerPolicy(
             model=model, num_learners=students, num_concepts=num_concepts, rng=rng

@@ -18,9 +18,11 @@ One round (``fine_tune``):
    (the evaluation's score); its advantage is the return minus the mean of that student's other samples, divided by
    the round's standard deviation of the advantages (``rloo_advantages``);
 3. the loss is ``-mean_episodes(A x sum_t log pi_T(a_t | context_t))`` over the contexts the rollout saw
-   (``window_batches``: the first ``context_length`` steps in one causal forward, ``steps_per_episode`` later steps
-   drawn uniformly and weighted so that the sum is unbiased), in eval mode (no dropout: the policy that was rolled
-   out), ``updates`` AdamW steps a round on equal shares of the episodes, gradients clipped in global norm.
+   (``episode_windows``: with local attention every episode whole in one forward, each step's logits exactly those
+   of its own context; with full attention the first ``context_length`` steps in one causal forward and
+   ``steps_per_episode`` later steps drawn uniformly and weighted so that the sum is unbiased), in eval mode (no
+   dropout: the policy that was rolled out), ``updates`` AdamW steps a round on equal shares of the episodes,
+   gradients clipped in global norm.
 
 Every ``select_every`` rounds (and before the first) the greedy policy, as it serves, teaches ``selection_students``
 other training-domain students of each family (``selection_score``); the weights that scored best are the ones kept
@@ -34,7 +36,9 @@ The conditioning (the target return) is kept: only the weights change, so the ex
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +47,11 @@ import torch
 import torch.nn.functional as F
 
 from .artifacts import CONFIG_FILE, WEIGHTS_FILE, dtlite_files
-from .cpu_threads import EVALUATION_THREADS, limited_threads
-from .dt import DecisionTransformer, token_attention_mask
+from .cpu_threads import EVALUATION_THREADS, limited_threads, pool_size, worker_pool
+from .dt import DecisionTransformer
 from .dtlite import DTLite
 from .encoder import EncoderConfig, StateEncoder
-from .evaluation import EVALUATION_INTERACTIONS, FINAL_RECALL_DELAY_S, DecisionTransformerPolicy
+from .evaluation import EVALUATION_INTERACTIONS, FINAL_RECALL_DELAY_S, DecisionTransformerPolicy, final_recall
 from .simulator import policy_rng, run_policies
 from .students import make_cohort, parse_families
 
@@ -69,7 +73,7 @@ class PolicyGradientConfig:
     temperature: float = 0.3
     learning_rate: float = 3e-4
     updates: int = 4
-    steps_per_episode: int = 16
+    steps_per_episode: int = 16  # later windows an episode, for a model with full attention only (episode_windows)
     grad_clip: float = 0.25  # the offline trainer's (TrainConfig.grad_clip)
     select_every: int = 5
     selection_students: int = 256
@@ -107,25 +111,15 @@ class Episodes:
 
 
 class _Recording(DecisionTransformerPolicy):
-    """The evaluation's DT policy, sampling at a temperature and recording each step's states, return-to-go and
-    action."""
+    """The evaluation's DT policy sampling at a temperature, recording each step's states, return-to-go and action."""
 
     def __init__(self, lite: DTLite, *, num_learners: int, num_concepts: int, temperature: float,
                  rng: np.random.Generator) -> None:
-        super().__init__(model=lite, num_learners=num_learners, num_concepts=num_concepts, rng=rng)
-        self.lite, self.temperature = lite, temperature
+        super().__init__(model=lite, num_learners=num_learners, num_concepts=num_concepts, rng=rng,
+                         temperature=temperature)
         self.seen_states: list[np.ndarray] = []
         self.seen_rtg: list[np.ndarray] = []
         self.taken: list[np.ndarray] = []
-        self.model = self  # select_action below
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.lite.config
-
-    def select_action(self, returns_to_go, states, actions, timesteps, attention_mask=None, **_):
-        return self.lite.select_action(returns_to_go, states, actions, timesteps, attention_mask,
-                                       temperature=self.temperature, rng=self.rng)
 
     def select(self, obs):
         self.seen_states.append(np.asarray(obs.states, dtype=np.float32).copy())
@@ -135,27 +129,33 @@ class _Recording(DecisionTransformerPolicy):
         return actions
 
 
-def rollouts(lite: DTLite, *, family: str, students: int, interactions: int, samples: int, seed: int,
-             temperature: float) -> Episodes:
-    """``samples`` closed loops of ``lite`` sampling at ``temperature`` on the same ``students`` training-domain students
-    of ``family`` (seed ``seed``; policy draws from ``simulator.policy_rng(seed=seed x 16 + k)``). Runs with one BLAS
-    thread, as the evaluation. ValueError for an unknown family."""
-    encoder = StateEncoder(EncoderConfig.from_dict(lite.config["encoder"]))
+def rollout_sample(lite: DTLite, *, family: str, students: int, interactions: int, seed: int, sample: int,
+                   temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One closed loop of ``rollouts``: sample ``sample``'s (states float32 [students, T, S], returns-to-go float32
+    [students, T], actions int64 [students, T], returns float64 [students]). One BLAS thread."""
     num_concepts = int(lite.config["action_dim"])
-    parts: dict[str, list[np.ndarray]] = {"states": [], "rtg": [], "actions": [], "returns": []}
     with limited_threads(EVALUATION_THREADS):
-        for k in range(samples):
-            cohort = make_cohort(family=family, num_students=students, num_concepts=num_concepts,
-                                 interactions=interactions, seed=seed, held_out=False)
-            policy = _Recording(lite, num_learners=students, num_concepts=num_concepts, temperature=temperature,
-                                rng=policy_rng(seed=seed * 16 + k, held_out=False, name="policy_gradient"))
-            run_policies(cohort=cohort, groups=[(policy, np.arange(students))], encoder=encoder, rewards=True)
-            parts["states"].append(np.stack(policy.seen_states, axis=1))
-            parts["rtg"].append(np.stack(policy.seen_rtg, axis=1))
-            parts["actions"].append(np.stack(policy.taken, axis=1))
-            final = cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S)
-            parts["returns"].append(final.mean(axis=1))
-    return Episodes(*(np.stack(parts[name]) for name in ("states", "rtg", "actions", "returns")))
+        cohort = make_cohort(family=family, num_students=students, num_concepts=num_concepts,
+                             interactions=interactions, seed=seed, held_out=False)
+        policy = _Recording(lite, num_learners=students, num_concepts=num_concepts, temperature=temperature,
+                            rng=policy_rng(seed=seed * 16 + sample, held_out=False, name="policy_gradient"))
+        run_policies(cohort=cohort, groups=[(policy, np.arange(students))],
+                     encoder=StateEncoder(EncoderConfig.from_dict(lite.config["encoder"])), rewards=True)
+        final = cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S)
+    return (np.stack(policy.seen_states, axis=1), np.stack(policy.seen_rtg, axis=1), np.stack(policy.taken, axis=1),
+            final.mean(axis=1))
+
+
+def rollouts(lite: DTLite, *, family: str, students: int, interactions: int, samples: int, seed: int,
+             temperature: float, pool: Executor | None = None) -> Episodes:
+    """``samples`` closed loops of ``lite`` sampling at ``temperature`` on the same ``students`` training-domain students
+    of ``family`` (seed ``seed``; policy draws from ``simulator.policy_rng(seed=seed x 16 + k)``), one BLAS thread
+    each, as the evaluation (``rollout_sample``); with ``pool`` (``cpu_threads.worker_pool``) the samples run in its
+    processes, with the same result. ValueError for an unknown family."""
+    runs = [functools.partial(rollout_sample, lite, family=family, students=students, interactions=interactions,
+                              seed=seed, sample=k, temperature=temperature) for k in range(samples)]
+    parts = [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
+    return Episodes(*(np.stack(column) for column in zip(*parts)))
 
 
 def rloo_advantages(returns: np.ndarray) -> np.ndarray:
@@ -209,48 +209,39 @@ def window_batches(states: np.ndarray, returns_to_go: np.ndarray, actions: np.nd
     return Windows(first=first, later=later, episode=episode, weight=(T - K) / m)
 
 
-def last_logits(model: DecisionTransformer, returns_to_go: torch.Tensor, states: torch.Tensor,
-                actions: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """float32 [B, A]: ``model(...)[:, -1]`` without padding (DecisionTransformer.forward up to the blocks, then the
-    final layer norm and the action heads on the last state token only: the concept head costs 1 / T of the full
-    forward's). Inputs as forward's."""
-    B, T = actions.shape
-    config = model.config
-    time = model.embed_timestep(timesteps.clamp(0, config.max_timestep - 1))
-    r_tok = model.embed_return((returns_to_go / config.return_scale).unsqueeze(-1)) + time
-    token_input = states if model.state_summary is None else model.state_summary(states)
-    s_tok = model.embed_state(token_input) + time
-    a_tok = model.embed_action(actions) + time
-    x = model.drop(model.embed_ln(torch.stack((r_tok, s_tok, a_tok), dim=2).reshape(B, 3 * T, -1)))
-    attn_mask = token_attention_mask(torch.ones_like(actions), config.attention_window)
-    for block in model.blocks:
-        x = block(x, attn_mask)
-    h = model.ln_f(x[:, -2:-1])  # the last state token ([R, s, a] per step: second to last)
-    logits = model.predict_action(h)
-    if model.concept_head is not None:
-        logits = logits + model.concept_head(h, states[:, -1:])
-    return logits.float()[:, 0]
-
-
 def episode_log_probs(model: DecisionTransformer, windows: Windows, *, temperature: float,
                       autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """float32 [E]: each episode's estimate of sum_t log softmax(logits_t / temperature)[a_t] over its steps (the first
-    K exactly, the later ones as windows.weight x the drawn ones), with gradients."""
+    K exactly, the later ones as windows.weight x the drawn ones), with gradients. ``windows.first`` may hold whole
+    episodes longer than the model's context (``episode_windows``: a model with local attention)."""
     autocast = autocast or contextlib.nullcontext()
     rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in windows.first)
     with autocast:
-        logits = model(rtg, states, actions, timesteps, torch.ones_like(actions))
+        logits = model.action_logits(rtg, states, actions, timesteps, whole_episode=True)
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     total = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1).sum(dim=1)
     if windows.later is not None:
         rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in windows.later)
         with autocast:
-            logits = last_logits(model, rtg, states, actions, timesteps)
+            logits = model.action_logits(rtg, states, actions, timesteps, last_only=True)
         logp = F.log_softmax(logits.float() / temperature, dim=-1)
         taken = logp.gather(-1, actions[:, -1:]).squeeze(-1)
         total = total + windows.weight * torch.zeros_like(total).index_add_(
             0, torch.as_tensor(windows.episode), taken)
     return total
+
+
+def episode_windows(model: DecisionTransformer, states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray,
+                    *, steps_per_episode: int, rng: np.random.Generator) -> Windows:
+    """The ``Windows`` the gradient reads for ``model``: with local attention (``DTConfig.attention_window``) every
+    episode whole, in one forward (``DecisionTransformer.action_logits(whole_episode=True)``: each step's logits are those
+    of its own context, so the sum over all T steps is exact, with no draw); with full attention the first
+    context_length steps and ``steps_per_episode`` later windows drawn (``window_batches``). Arrays as
+    window_batches'."""
+    config = model.config
+    context = actions.shape[1] if config.attention_window is not None else config.context_length
+    return window_batches(states, returns_to_go, actions, context=context, max_timestep=config.max_timestep,
+                          steps_per_episode=steps_per_episode, rng=rng)
 
 
 def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float) -> DTLite:
@@ -263,35 +254,33 @@ def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dic
 
 def selection_score(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int, seed: int) -> float:
     """The mean over ``families`` of the greedy policy's mean final true recall on ``students`` training-domain students
-    of each (seed ``SELECTION_SEED_OFFSET + seed``): the score ``fine_tune`` keeps the best weights by. One thread."""
-    from .evaluation import closed_loop_final_recall
-
-    num_concepts = int(lite.config["action_dim"])
-    scores = []
+    of each (seed ``SELECTION_SEED_OFFSET + seed``, ``evaluation.final_recall(held_out=False)``): the score
+    ``fine_tune`` keeps the best weights by. One thread."""
+    encoder = EncoderConfig.from_dict(lite.config["encoder"])
     with limited_threads(EVALUATION_THREADS):
-        for family in families:
-            cohort = make_cohort(family=family, num_students=students, num_concepts=num_concepts,
-                                 interactions=interactions, seed=SELECTION_SEED_OFFSET + seed, held_out=False)
-            policy = DecisionTransformerPolicy(model=lite, num_learners=students, num_concepts=num_concepts,
-                                               rng=policy_rng(seed=SELECTION_SEED_OFFSET + seed, held_out=False,
-                                                              name="policy_gradient_selection"))
-            scores.append(float(closed_loop_final_recall(cohort=cohort, policy=policy,
-                                                         encoder=EncoderConfig.from_dict(lite.config["encoder"])).mean()))
-    return float(np.mean(scores))
+        return float(np.mean([
+            final_recall(policy_name="policy_gradient_selection", num_concepts=int(lite.config["action_dim"]),
+                         students=students, interactions=interactions, seed=SELECTION_SEED_OFFSET + seed,
+                         encoder=encoder, model=lite, family=family, held_out=False).mean()
+            for family in families]))
 
 
 def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float,
               config: PolicyGradientConfig, seed: int,
               optimizer: torch.optim.Optimizer | None = None,
               autocast: contextlib.AbstractContextManager | None = None,
-              on_round: Callable[[int, dict[str, Any], DTLite], None] | None = None) -> list[dict[str, Any]]:
+              on_round: Callable[[int, dict[str, Any], DTLite], None] | None = None,
+              processes: int | str = 1) -> list[dict[str, Any]]:
     """Fine-tune ``model`` in place for ``config.rounds`` rounds (module docstring) and leave it holding the weights
     that scored best on the selection students (the offline ones included); returns each round's figures (family,
     sampled return, the loss, the gradient's norm before clipping, "selection_score" on the rounds that were scored,
     "kept": True on the round whose weights were kept, round 0 being the offline model's). ``on_round(round,
     figures, lite)`` is called after each round with the DTLite of that round's weights (progress, evaluation). The
     model is left in eval mode. ``optimizer``: default AdamW at config.learning_rate without weight decay; ``autocast``: default the
-    offline trainer's on the CPU (``trainer.training_autocast``: bfloat16 where the CPU has bfloat16 matrix units)."""
+    offline trainer's on the CPU (``trainer.training_autocast``: bfloat16 where the CPU has bfloat16 matrix units).
+    ``processes``: worker processes for a round's samples (``cpu_threads.pool_size``: "auto" one per core, at most
+    ``config.samples``; 1 in this process), started once for the whole stage; the result is the same.
+    ValueError for a bad ``processes``."""
     from .trainer import training_autocast
 
     if autocast is None:
@@ -299,47 +288,49 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     rng = np.random.default_rng(seed)  # the episodes' order and the later steps drawn
     model.eval()
-    context, max_timestep = model.config.context_length, model.config.max_timestep
     lite = lite_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
 
     def score(lite_now: DTLite) -> float:
         return selection_score(lite_now, families=config.families, students=config.selection_students,
                                interactions=config.interactions, seed=seed)
 
-    best = (score(lite), 0, {name: t.detach().clone() for name, t in model.state_dict().items()})
-    history: list[dict[str, Any]] = [{"round": 0, "selection_score": round(best[0], 5)}]
-    for round_ in range(1, config.rounds + 1):
-        family = config.families[(round_ - 1) % len(config.families)]
-        episodes = rollouts(lite, family=family, students=config.students, interactions=config.interactions,
-                            samples=config.samples, seed=ROUND_SEED_BASE * round_ + seed,
-                            temperature=config.temperature)
-        advantage = rloo_advantages(episodes.returns).reshape(-1)
-        states = episodes.states.reshape(-1, *episodes.states.shape[2:])
-        rtg = episodes.returns_to_go.reshape(-1, episodes.returns_to_go.shape[-1])
-        actions = episodes.actions.reshape(-1, episodes.actions.shape[-1])
-        losses, norms = [], []
-        for part in np.array_split(rng.permutation(actions.shape[0]), config.updates):
-            windows = window_batches(states[part], rtg[part], actions[part], context=context,
-                                     max_timestep=max_timestep, steps_per_episode=config.steps_per_episode, rng=rng)
-            log_probs = episode_log_probs(model, windows, temperature=config.temperature, autocast=autocast)
-            loss = -(torch.as_tensor(advantage[part], dtype=torch.float32) * log_probs).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)))
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        lite = lite_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
-        figures = {"round": round_, "family": family, "sampled_return": round(float(episodes.returns.mean()), 5),
-                   "sd_between_samples": round(float(episodes.returns.std(axis=0).mean()), 5),
-                   "loss": round(float(np.mean(losses)), 5), "grad_norm": round(float(np.mean(norms)), 4)}
-        if round_ % config.select_every == 0 or round_ == config.rounds:
-            figures["selection_score"] = round(score(lite), 5)
-            if figures["selection_score"] > best[0]:
-                best = (figures["selection_score"], round_, {name: t.detach().clone()
-                                                             for name, t in model.state_dict().items()})
-        history.append(figures)
-        if on_round is not None:
-            on_round(round_, figures, lite)
+    workers = pool_size(processes, parts=config.samples)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(worker_pool(workers, preload=[__name__])) if workers > 1 else None
+        best = (score(lite), 0, {name: t.detach().clone() for name, t in model.state_dict().items()})
+        history: list[dict[str, Any]] = [{"round": 0, "selection_score": round(best[0], 5)}]
+        for round_ in range(1, config.rounds + 1):
+            family = config.families[(round_ - 1) % len(config.families)]
+            episodes = rollouts(lite, family=family, students=config.students, interactions=config.interactions,
+                                samples=config.samples, seed=ROUND_SEED_BASE * round_ + seed,
+                                temperature=config.temperature, pool=pool)
+            advantage = rloo_advantages(episodes.returns).reshape(-1)
+            states = episodes.states.reshape(-1, *episodes.states.shape[2:])
+            rtg = episodes.returns_to_go.reshape(-1, episodes.returns_to_go.shape[-1])
+            actions = episodes.actions.reshape(-1, episodes.actions.shape[-1])
+            losses, norms = [], []
+            for part in np.array_split(rng.permutation(actions.shape[0]), config.updates):
+                windows = episode_windows(model, states[part], rtg[part], actions[part],
+                                          steps_per_episode=config.steps_per_episode, rng=rng)
+                log_probs = episode_log_probs(model, windows, temperature=config.temperature, autocast=autocast)
+                loss = -(torch.as_tensor(advantage[part], dtype=torch.float32) * log_probs).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)))
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            lite = lite_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
+            figures = {"round": round_, "family": family, "sampled_return": round(float(episodes.returns.mean()), 5),
+                       "sd_between_samples": round(float(episodes.returns.std(axis=0).mean()), 5),
+                       "loss": round(float(np.mean(losses)), 5), "grad_norm": round(float(np.mean(norms)), 4)}
+            if round_ % config.select_every == 0 or round_ == config.rounds:
+                figures["selection_score"] = round(score(lite), 5)
+                if figures["selection_score"] > best[0]:
+                    best = (figures["selection_score"], round_, {name: t.detach().clone()
+                                                                 for name, t in model.state_dict().items()})
+            history.append(figures)
+            if on_round is not None:
+                on_round(round_, figures, lite)
     model.load_state_dict(best[2])
     model.eval()
     history[best[1]]["kept"] = True

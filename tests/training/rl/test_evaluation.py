@@ -108,3 +108,49 @@ def test_a_policy_for_another_state_layout_is_refused():
         _evaluate(policy=model)
     with pytest.raises(ValueError, match="concept_keys"):
         _evaluate(concept_keys=["a", "b"])
+
+
+@pytest.mark.parametrize("temperature", [None, 0.5])
+def test_a_windowed_dtlite_drives_the_closed_loop_step_by_step_as_its_full_forward_would(dataset, temperature):
+    """DTLite with local attention is driven by its per-step path (prefill, then step: 3 new tokens a decision); the
+    same students taught by the same weights through select_action on the whole context (the path of any other
+    model) get the same concepts, step for step, past the context's length, greedy and sampled alike."""
+    import torch
+
+    from training.rl.dt import DecisionTransformer
+    from training.rl.evaluation import DecisionTransformerPolicy
+    from training.rl.policy_gradient import lite_of
+    from training.rl.simulator import policy_rng, run_policies
+    from training.rl.students import make_cohort
+    from training.rl.trainer import default_model_config
+
+    torch.manual_seed(5)
+    config = default_model_config(dataset, hidden_dim=16, num_layers=2, num_heads=2, context_length=6,
+                                  concept_head_dim=8)
+    assert config.attention_window is not None
+    model = DecisionTransformer(config).eval()
+    with torch.no_grad():  # far from uniform, so that the argmax is not a near tie
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    lite = lite_of(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder, target_return=0.8)
+    encoder = EncoderConfig.from_dict(dataset.encoder)
+    concepts = []
+    for per_step in (True, False):
+        cohort = make_cohort(family="builtin", num_students=16, num_concepts=encoder.num_concepts, interactions=25,
+                             seed=4, held_out=True)
+        policy = DecisionTransformerPolicy(model=lite, num_learners=16, num_concepts=encoder.num_concepts,
+                                           rng=policy_rng(seed=4, held_out=True, name="dt"), temperature=temperature)
+        assert policy.per_step
+        policy.per_step = per_step
+        rollout = run_policies(cohort=cohort, groups=[(policy, np.arange(16))], encoder=StateEncoder(encoder))
+        concepts.append(rollout.concepts)
+    assert np.array_equal(concepts[0], concepts[1])
+    assert len(np.unique(concepts[0])) > 1
+
+
+def test_a_temperature_must_be_positive():
+    from training.rl.evaluation import DecisionTransformerPolicy
+
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        DecisionTransformerPolicy(model=LowestRecallModel(), num_learners=2, num_concepts=C,
+                                  rng=np.random.default_rng(0), temperature=0)

@@ -4,6 +4,7 @@ fine-tuned model still exports to an exact DTLite."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from training.rl.dt import DecisionTransformer
 from training.rl.policy_gradient import (
-    PolicyGradientConfig, episode_log_probs, fine_tune, last_logits, lite_of, rloo_advantages, rollouts,
+    PolicyGradientConfig, episode_log_probs, episode_windows, fine_tune, lite_of, rloo_advantages, rollouts,
     window_batches,
 )
 from training.rl.trainer import default_model_config, target_return
@@ -73,24 +74,42 @@ def test_window_batches_are_the_contexts_the_rollout_saw():
                        rng=np.random.default_rng(0))
 
 
-def test_last_logits_equal_the_forward_at_the_last_state_token(tiny, dataset):
+def test_the_last_state_tokens_logits_and_a_whole_episodes_equal_the_forward_on_each_context(tiny, dataset):
+    """action_logits(last_only=True) is forward's last state token; action_logits(whole_episode=True) over 3 contexts' worth of
+    steps gives at every step t the logits of the forward on the context ending at t (local attention: the receptive
+    field fits in the context), so the gradient can read a whole episode in one pass."""
     model, _ = tiny
     rng = np.random.default_rng(1)
     B, K = 5, model.config.context_length
-    states = torch.as_tensor(dataset.states[: B * K].reshape(B, K, -1).astype(np.float32))
-    rtg = torch.as_tensor(rng.random((B, K), dtype=np.float32))
-    actions = torch.as_tensor(rng.integers(0, model.config.action_dim, (B, K)))
-    timesteps = torch.as_tensor(np.broadcast_to(np.arange(7, 7 + K), (B, K)).copy())
+    T = 3 * K
+    states = torch.as_tensor(dataset.states[: B * T].reshape(B, T, -1).astype(np.float32))
+    rtg = torch.as_tensor(rng.random((B, T), dtype=np.float32))
+    actions = torch.as_tensor(rng.integers(0, model.config.action_dim, (B, T)))
+    timesteps = torch.as_tensor(np.broadcast_to(np.arange(7, 7 + T), (B, T)).copy())
     with torch.no_grad():
-        full = model(rtg, states, actions, timesteps, torch.ones_like(actions))[:, -1]
-        last = last_logits(model, rtg, states, actions, timesteps)
-    torch.testing.assert_close(last, full, atol=1e-6, rtol=0)
+        whole = model.action_logits(rtg, states, actions, timesteps, whole_episode=True)
+        for t in (0, K - 1, K, 2 * K + 3, T - 1):
+            lo = max(0, t - K + 1)
+            window = (rtg[:, lo:t + 1], states[:, lo:t + 1], actions[:, lo:t + 1], timesteps[:, lo:t + 1])
+            full = model(*window, torch.ones_like(window[2]))[:, -1]
+            torch.testing.assert_close(model.action_logits(*window, last_only=True), full, atol=1e-6, rtol=0)
+            torch.testing.assert_close(whole[:, t], full, atol=1e-5, rtol=0)
+        with pytest.raises(ValueError, match="exceeds context_length"):
+            model(rtg, states, actions, timesteps)
+    full_attention = DecisionTransformer(dataclasses.replace(model.config, attention_window=None)).eval()
+    with pytest.raises(ValueError, match="need a model with attention_window"):
+        full_attention.action_logits(rtg, states, actions, timesteps, whole_episode=True)
 
 
-def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny):
+@pytest.mark.parametrize("window", ["local", "full"])
+def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny, window):
     """The gradient's log pi(a_t | context_t), summed over every step, equals the same sum from DTLite's own logits
-    on each decision's context, rebuilt independently from the recorded steps: on-policy, step for step."""
+    on each decision's context, rebuilt independently from the recorded steps: on-policy, step for step. Local
+    attention: every episode whole in one forward; full attention: the first context and every later window."""
     model, export = tiny
+    if window == "full":
+        model = copy.deepcopy(model)
+        model.config = dataclasses.replace(model.config, attention_window=None)
     lite = lite_of(model, **export)
     T, K, temperature = 24, model.config.context_length, 0.7
     episodes = rollouts(lite, family="builtin", students=4, interactions=T, samples=2, seed=11,
@@ -99,8 +118,9 @@ def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny):
     assert not np.array_equal(episodes.actions[0], episodes.actions[1])  # the samples' draws differ
     states = episodes.states.reshape(8, T, -1)
     rtg, actions = episodes.returns_to_go.reshape(8, T), episodes.actions.reshape(8, T)
-    windows = window_batches(states, rtg, actions, context=K, max_timestep=model.config.max_timestep,
-                             steps_per_episode=T - K, rng=np.random.default_rng(0))
+    windows = episode_windows(model, states, rtg, actions, steps_per_episode=T - K, rng=np.random.default_rng(0))
+    assert (windows.later is None) == (window == "local") and windows.first[0].shape[1] == (T if window == "local"
+                                                                                          else K)
     with torch.no_grad():
         ours = episode_log_probs(model, windows, temperature=temperature).numpy()
     expected = np.zeros(8)
@@ -114,6 +134,20 @@ def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny):
         expected += logp[np.arange(8), actions[:, t]]
     np.testing.assert_allclose(ours, expected, atol=1e-3)
     assert (expected > -50).all()  # every recorded action had a real probability under the sampled policy
+
+
+def test_rollouts_in_worker_processes_are_the_same_as_in_this_one(tiny):
+    """A round's samples run in a worker pool (fine_tune's ``processes``) give exactly the episodes of this process."""
+    from training.rl.cpu_threads import worker_pool
+
+    model, export = tiny
+    lite = lite_of(model, **export)
+    here = rollouts(lite, family="hlr", students=3, interactions=12, samples=2, seed=5, temperature=0.5)
+    with worker_pool(2) as pool:
+        there = rollouts(lite, family="hlr", students=3, interactions=12, samples=2, seed=5, temperature=0.5,
+                         pool=pool)
+    for name in ("states", "returns_to_go", "actions", "returns"):
+        np.testing.assert_array_equal(getattr(here, name), getattr(there, name))
 
 
 def test_fine_tuning_moves_the_weights_deterministically_and_exports_an_exact_dtlite(tiny):

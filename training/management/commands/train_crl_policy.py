@@ -27,6 +27,7 @@ from training.management.commands.evaluate_policy import format_results
 from training.rl.evaluation import format_report
 from training.models import TrainingRun
 from training.pipeline import TRAIN_DEFAULTS
+from training.rl.policy_gradient import PolicyGradientConfig
 from training.rl.trainer import LR_SCHEDULES
 from training.spec import TrainingSpec, add_processes_flag
 
@@ -56,13 +57,14 @@ class Command(BaseCommand):
                                  "can serve a learner step by step from cached keys and values; default: the "
                                  "widest exact window (30 at the default size); 0: full attention")
         parser.add_argument("--policy-gradient-rounds", "--policy_gradient_rounds", dest="policy_gradient_rounds",
-                            type=int, default=0, metavar="N",
+                            type=int, default=None, metavar="N",
                             help="after the offline training, N rounds of policy-gradient fine-tuning (REINFORCE "
                                  "with a leave-one-out baseline, 256 students x 4 samples a round) in the training "
                                  "students' families, keeping the weights that teach a separate set of training "
                                  "students best: the policy learns from its own results instead of imitating its "
-                                 "teachers (synthetic data only; 30-60 s a round on 2 CPU cores; 50 was chosen on "
-                                 "validation seeds: docs/learning.md); default 0: off")
+                                 "teachers (5-10 s a round on 2 CPU cores; docs/learning.md); default: "
+                                 f"{PolicyGradientConfig.rounds} rounds (chosen on validation seeds) for synthetic data without --students-like, off for "
+                                 "a review log, a dataset or --students-like; 0: off")
         recipe = parser.add_argument_group("the training recipe (default: the one chosen on validation seeds, "
                                            "pipeline.TRAIN_DEFAULTS)")
         recipe.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES,
@@ -84,7 +86,8 @@ class Command(BaseCommand):
         parser.add_argument("--reason", default="", help="why (recorded in the promotion history)")
         parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
         add_processes_flag(parser, "--eval-processes", "--eval_processes", help="worker processes of the "
-                           "closed-loop evaluation, one thread each (the results are the same for any number)")
+                           "closed-loop evaluation and of the policy-gradient stage's rollouts, one thread each "
+                           "(the results are the same for any number)")
 
     def handle(self, *args, **options):
         spec = TrainingSpec.from_options(options)
@@ -106,7 +109,7 @@ class Command(BaseCommand):
         changed = {name: options[name] for name in ("lr_schedule", "coverage", "cpu_bfloat16") if options.get(name) is not None}
         recipe = replace(TRAIN_DEFAULTS, **changed) if changed else None
         window.update(changed)  # recorded in the version's notes with the spec
-        if options.get("policy_gradient_rounds"):
+        if options.get("policy_gradient_rounds") is not None:
             window["policy_gradient_rounds"] = options["policy_gradient_rounds"]
         progress = _ProgressBars(enabled=options["progress"], stream=self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr)
         # whether the curriculum's protocol was fixed before this run (else the run's own, sized from the deck, and
@@ -124,7 +127,7 @@ class Command(BaseCommand):
                 notes=f"train_crl_policy {json.dumps({**spec.as_dict(), 'source': str(source), **window})}",
                 progress=progress, eval_processes=options["eval_processes"],
                 attention_window=options.get("attention_window"), train_config=recipe,
-                policy_gradient_rounds=options.get("policy_gradient_rounds") or 0,
+                policy_gradient_rounds=options.get("policy_gradient_rounds"),
             )
         except (pipeline.PipelineError, StorageFull) as exc:
             raise CommandError(str(exc)) from exc
