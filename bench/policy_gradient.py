@@ -83,11 +83,13 @@ def main() -> None:
                         help=f"later steps per episode in the gradient (default {defaults.steps_per_episode}; the "
                              "first context is whole)")
     parser.add_argument("--families", default="builtin",
-                        help="the rollout students' families, comma-separated, one a round in turn (default builtin)")
+                        help="the rollout students' families, comma-separated, one a round in turn (default builtin; "
+                             "fitted: the FSRS-6 students the offline model's encoder describes)")
     parser.add_argument("--offline-families", metavar="F",
                         help="the offline training cohort's families (build_synthetic_dataset's; default built-in)")
     parser.add_argument("--eval-family", metavar="FAMILIES",
-                        help="held-out students' families, comma-separated (default the built-in students)")
+                        help="held-out students' families, comma-separated (default the built-in students; fitted: "
+                             "as --families)")
     parser.add_argument("--eval-every", type=int, default=5, help="evaluate every N rounds (default 5)")
     parser.add_argument("--offline-dir", metavar="DIR", help="keep / reuse the offline model's files here")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-STAGES = ("extraction", "data", "training", "evaluation")  # extraction: the dataset's job, before the run
+STAGES = ("extraction", "data", "training", "policy_gradient", "evaluation")  # extraction: the dataset's job, before
+# the run; policy_gradient: the fine-tuning after the offline training (train_crl_policy's default for synthetic data)
 
 
 def describe(hardware: dict[str, Any]) -> str:
@@ -18,7 +19,7 @@ def describe(hardware: dict[str, Any]) -> str:
     text = (f"{hardware['device_name']} ({hardware.get('device', '?')}, {hardware.get('dtype', '?')}), "
             f"{float(hardware.get('steps_per_s', 0.0)):.1f} optimiser steps/s")
     seconds = hardware.get("seconds") or {}
-    stages = [f"{name} {float(seconds[name]):.0f} s" for name in STAGES if name in seconds]
+    stages = [f"{name.replace('_', ' ')} {float(seconds[name]):.0f} s" for name in STAGES if name in seconds]
     return f"{text}; {', '.join(stages)}" if stages else text
 
 

@@ -216,6 +216,15 @@ class TrainingRun(Job):
                   f"the policy serves a learner step by step from cached keys and values. Empty: the default, the "
                   f"widest exact window ({DEFAULT_ATTENTION_WINDOW} tokens at the default model size); 0: full "
                   f"attention (the original Decision Transformer's); else 1 to {DEFAULT_ATTENTION_WINDOW}.")
+    # `train_crl_policy --policy-gradient-rounds` (the pipeline's own argument): 0 off, the default of a run launched
+    # here, so that a run trains as it did before the stage existed. The command's default (PolicyGradientConfig.rounds)
+    # lives with PyTorch, which this module never imports: the help text names it, and a test checks that it agrees.
+    policy_gradient_rounds = models.PositiveSmallIntegerField(
+        "policy-gradient rounds", default=0, validators=[MaxValueValidator(1000)],
+        help_text="Rounds of policy-gradient fine-tuning after the offline training: the policy then optimises its "
+                  "own results in simulated students instead of imitating its teachers. 0: off; train_crl_policy "
+                  "runs 50 by default for synthetic data. A round costs about 7 s on 2 CPU cores. Needs a "
+                  "synthetic cohort without \"students like\".")
     # What happened.
     device = models.CharField(max_length=50, blank=True)
     epoch = models.PositiveIntegerField(default=0, help_text="Epochs completed.")
@@ -262,6 +271,11 @@ class TrainingRun(Job):
                     and not ReviewLog.objects.filter(curriculum_id=self.curriculum_id).exists()):
                 errors["curriculum"] = (f"curriculum {self.curriculum.key!r} has no reviews to train on "
                                         f"(generate or import some first)")
+        if self.policy_gradient_rounds and self.data_source != self.DataSource.SYNTHETIC:
+            errors["policy_gradient_rounds"] = (
+                "policy-gradient fine-tuning simulates the training students' families, so it needs the synthetic "
+                "data source (the learners of a review log or a dataset are not simulated students): set it to 0 "
+                "(off) or choose the synthetic data source")
         if self.curriculum_id and self.concepts is not None:
             try:
                 TrainingSpec(concepts=self.concepts).concept_count(curriculum=self.curriculum.key,

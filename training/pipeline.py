@@ -6,6 +6,7 @@ promotes what it makes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -35,6 +36,8 @@ from .rl.dataset_statistics import dataset_statistics
 from .rl.review_columns import ReviewColumns
 from .rl.trajectories import DEFAULT_CHUNK_ROWS, TrajectoryDataset, extract_trajectories
 from .spec import DATA_SOURCES, TrainingSpec
+
+logger = logging.getLogger(__name__)
 
 REVIEW_CHUNK_ROWS = 50_000
 # The trainer's settings for every policy this project trains (the command and the admin's runs alike).
@@ -270,7 +273,7 @@ def train_and_export(
         started = time.monotonic()
         tuned = {"policy_gradient": _fine_tune(result, dataset=dataset, config=policy_gradient, seed=seed,
                                                on_progress=on_progress, should_stop=should_stop,
-                                               processes=processes)}
+                                               processes=processes, cpu_bfloat16=config.cpu_bfloat16)}
         stages["policy_gradient"] = round(time.monotonic() - started, 2)
     _report(on_progress, "exporting artifacts", 0, 1)
     files = export_artifacts(
@@ -307,8 +310,10 @@ def policy_gradient_config(*, rounds: int | None, source: str, students_like: An
     if rounds == 0:
         return None
     if not simulated:
-        raise PipelineError("--policy-gradient-rounds: policy-gradient fine-tuning simulates the training students' "
-                            "families, so it needs synthetic data without --students-like")
+        given = {TrainingRun.DataSource.REVIEW_LOG: "--from-db (a review log)",
+                 TrainingRun.DataSource.DATASET: "--dataset (a saved dataset)"}.get(source, "--students-like")
+        raise PipelineError(f"--policy-gradient-rounds: policy-gradient fine-tuning simulates the training students' "
+                            f"families, so it needs synthetic data without --students-like, not {given}")
     from .rl.policy_gradient import PolicyGradientConfig
 
     try:
@@ -318,16 +323,43 @@ def policy_gradient_config(*, rounds: int | None, source: str, students_like: An
         raise PipelineError(str(exc)) from exc
 
 
+# What a policy-gradient round may hold of episodes (PolicyGradientConfig.episode_bytes: samples x students x
+# interactions x the state's floats): 2 GiB, ~20x the default run's (4 x 256 x 100 x 80 floats, 31 MiB); at 100
+# reviews a student, decks up to ~650 concepts.
+POLICY_GRADIENT_EPISODE_BYTES = 2 << 30
+
+
+def _fits_in_memory(config: Any, *, state_dim: int, asked: bool, progress: ProgressCallback | None) -> Any:
+    """``config`` (a PolicyGradientConfig or None) when a round's episodes fit in POLICY_GRADIENT_EPISODE_BYTES for
+    states of ``state_dim`` floats. Beyond: the default (``asked`` False) is off, said in the progress ("policy
+    gradient" 0 of 0, info "skipped") and the log; rounds asked for raise PipelineError naming the size."""
+    if config is None:
+        return None
+    need = config.episode_bytes(state_dim)
+    if need <= POLICY_GRADIENT_EPISODE_BYTES:
+        return config
+    reason = (f"a round's episodes would hold {need / 2**30:.1f} GiB ({config.samples} x {config.students} students x "
+              f"{config.interactions} reviews x {state_dim} state floats), over "
+              f"{POLICY_GRADIENT_EPISODE_BYTES / 2**30:.0f} GiB")
+    if asked:
+        raise PipelineError(f"--policy-gradient-rounds: {reason}; use fewer reviews or concepts, or 0 (off)")
+    logger.warning("policy-gradient stage skipped: %s", reason)
+    _report(progress, "policy gradient", 0, 0, skipped=reason)
+    return None
+
+
 def _fine_tune(result: Any, *, dataset: TrajectoryDataset, config: Any, seed: int,
                on_progress: ProgressCallback | None, should_stop: Callable[[], bool] | None,
-               processes: int | str = AUTO) -> dict[str, Any]:
+               processes: int | str = AUTO, cpu_bfloat16: bool | None = None) -> dict[str, Any]:
     """``train_and_export``'s policy-gradient stage on ``result.model`` (the trainer returns it on the CPU, where the
     stage runs, also after a CUDA training): progress "policy gradient" round by round, trainer.TrainingCancelled when should_stop() says so after a round.
-    Returns what the export records: the settings and each round's figures."""
+    ``cpu_bfloat16``: the offline recipe's (TrainConfig.cpu_bfloat16: `--cpu-float32` / `--cpu-bfloat16` reach the
+    stage's gradient steps too). Returns what the export records: the settings, the gradient's dtype and each round's
+    figures."""
     from dataclasses import asdict
 
     from .rl.policy_gradient import fine_tune
-    from .rl.trainer import TrainingCancelled
+    from .rl.trainer import TrainingCancelled, training_autocast, training_dtype
 
     model = result.model  # on the CPU, in eval mode
 
@@ -339,8 +371,9 @@ def _fine_tune(result: Any, *, dataset: TrajectoryDataset, config: Any, seed: in
     _report(on_progress, "policy gradient", 0, config.rounds)
     history = fine_tune(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
                         target_return=result.target_return, config=config, seed=seed, on_round=on_round,
-                        processes=processes)
-    return {**asdict(config), "families": list(config.families), "rounds_figures": history}
+                        processes=processes, autocast=training_autocast("cpu", cpu_bfloat16=cpu_bfloat16))
+    return {**asdict(config), "families": list(config.families),
+            "dtype": training_dtype("cpu", cpu_bfloat16=cpu_bfloat16), "rounds_figures": history}
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -497,6 +530,8 @@ def train_policy(
         seconds["extraction"] = extraction_seconds(dataset)
     seconds["data"] = time.monotonic() - started
     boundary()
+    policy_gradient = _fits_in_memory(policy_gradient, state_dim=dataset_data.state_dim,
+                                      asked=policy_gradient_rounds is not None, progress=progress)
 
     output = Path(output_dir)
     stage = time.monotonic()
@@ -515,6 +550,11 @@ def train_policy(
                                    processes=eval_processes)
     del dataset_data
     seconds["training"] = time.monotonic() - stage
+    # the policy-gradient stage ran inside train_and_export: its own line, not the offline training's
+    tuned_s = (outcome.config.get("extra") or {}).get("stage_seconds", {}).get("policy_gradient")
+    if tuned_s is not None:
+        seconds["policy_gradient"] = float(tuned_s)
+        seconds["training"] -= float(tuned_s)
     boundary()
     stage = time.monotonic()
     # Every version of a curriculum is evaluated under the curriculum's protocol (the same held-out students,

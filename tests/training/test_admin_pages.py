@@ -354,6 +354,62 @@ def test_launch_refuses_an_attention_window_the_default_model_cannot_take(curric
     assert retried.attention_window == 0  # a retry repeats it
 
 
+def test_the_launch_form_takes_policy_gradient_rounds_off_by_default_and_run_again_repeats_them(
+        admin_client, curriculum, sent):
+    page = admin_client.get(reverse("admin:training_trainingrun_add")).content.decode()
+    assert 'name="policy_gradient_rounds"' in page and 'value="0"' in page and 'max="1000"' in page
+    for entered in ({}, {"policy_gradient_rounds": ""}):  # left out or empty: off
+        assert admin_client.post(reverse("admin:training_trainingrun_add"),
+                                 {**FORM, "curriculum": curriculum.pk, **entered}).status_code == 302
+    assert list(TrainingRun.objects.values_list("policy_gradient_rounds", flat=True)) == [0, 0]
+    response = admin_client.post(reverse("admin:training_trainingrun_add"),
+                                 {**FORM, "curriculum": curriculum.pk, "policy_gradient_rounds": "3"})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    run = TrainingRun.objects.get(policy_gradient_rounds=3)
+    run.status = "failed"
+    run.save(update_fields=["status"])
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert re.search(r'field-policy_gradient_rounds.*?<label>Policy-gradient rounds:</label>.*?'
+                     r'<div class="readonly">3</div>', page, flags=re.S)  # its page shows them, after the window
+    assert page.index("field-attention") < page.index("field-policy_gradient_rounds")
+
+    admin_client.post(reverse("admin:training_trainingrun_retry", args=[run.pk]))  # "run again"
+    again = TrainingRun.objects.exclude(pk=run.pk).get(policy_gradient_rounds=3)
+    assert again.status == "queued" and again.data_source == "synthetic"
+
+
+@pytest.mark.parametrize("source", ["review_log", "dataset"])
+def test_the_launch_form_refuses_policy_gradient_rounds_on_data_other_than_a_synthetic_cohort(
+        admin_client, curriculum, sent, source):
+    learner = Learner.objects.create(external_id="ada")
+    ReviewLog.objects.create(learner=learner, curriculum=curriculum, concept=curriculum.concepts.first(),
+                             correct=True, reviewed_at=timezone.now(), source="live")
+    done = TrajectoryExtractionJob.objects.create(curriculum=curriculum, status="succeeded", version=1)
+    form = {**FORM, "curriculum": curriculum.pk, "data_source": source,
+            "dataset": done.pk if source == "dataset" else ""}
+    response = admin_client.post(reverse("admin:training_trainingrun_add"), {**form, "policy_gradient_rounds": "3"})
+    assert response.status_code == 200 and not TrainingRun.objects.exists() and sent == []
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == ["policy_gradient_rounds"]
+    assert errors["policy_gradient_rounds"] == [
+        "policy-gradient fine-tuning simulates the training students' families, so it needs the synthetic data "
+        "source (the learners of a review log or a dataset are not simulated students): set it to 0 (off) or "
+        "choose the synthetic data source"]
+    response = admin_client.post(reverse("admin:training_trainingrun_add"), {**form, "policy_gradient_rounds": "0"})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    run = TrainingRun.objects.get()
+    assert (run.data_source, run.policy_gradient_rounds) == (source, 0)
+    page = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    assert "field-policy_gradient_rounds" not in page  # a run on other data has none to show
+
+
+def test_the_policy_gradient_rounds_help_text_names_the_commands_default():
+    from training.rl.policy_gradient import PolicyGradientConfig  # PyTorch: the model cannot import it
+
+    help_text = TrainingRun._meta.get_field("policy_gradient_rounds").help_text
+    assert f"train_crl_policy runs {PolicyGradientConfig().rounds} by default for synthetic data" in help_text
+
+
 def test_a_runs_page_shows_the_attention_window_asked_and_the_one_its_version_trained(
         admin_client, curriculum, make_policy):
     def shown(run):

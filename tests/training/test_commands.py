@@ -186,6 +186,25 @@ def test_policy_gradient_rounds_are_refused_for_data_no_family_simulates():
     assert (default.rounds, default.families) == (PolicyGradientConfig.rounds, ("builtin",)) and default.rounds > 0
 
 
+def test_the_default_stage_is_skipped_and_asked_rounds_refused_when_a_rounds_episodes_outgrow_memory():
+    """A round records samples x students x interactions x state floats: the default stage steps aside for a deck
+    whose episodes would pass POLICY_GRADIENT_EPISODE_BYTES (said in the progress), rounds asked for are refused."""
+    from training.pipeline import POLICY_GRADIENT_EPISODE_BYTES, PipelineError, _fits_in_memory, policy_gradient_config
+
+    config = policy_gradient_config(rounds=None, source="synthetic", students_like=None, families=None,
+                                    interactions=100)
+    assert config.episode_bytes(80) == 4 * 4 * 256 * 100 * 80  # the default run: 20 concepts x 4 features
+    assert _fits_in_memory(config, state_dim=80, asked=False, progress=None) is config
+    too_many = POLICY_GRADIENT_EPISODE_BYTES // (4 * 4 * 256 * 100) + 1
+    seen = []
+    assert _fits_in_memory(config, state_dim=too_many, asked=False,
+                           progress=lambda stage, done, total, info=None: seen.append((stage, info))) is None
+    assert seen[0][0] == "policy gradient" and "GiB" in seen[0][1]["skipped"]
+    with pytest.raises(PipelineError, match=r"--policy-gradient-rounds: a round's episodes would hold .* GiB"):
+        _fits_in_memory(config, state_dim=too_many, asked=True, progress=None)
+    assert _fits_in_memory(None, state_dim=too_many, asked=True, progress=None) is None
+
+
 @pytest.mark.trains
 def test_the_recipe_flags_reach_the_trainer_and_the_config_records_them(tmp_path):
     from training.pipeline import TRAIN_DEFAULTS

@@ -19,6 +19,12 @@ def test_describe_puts_the_extraction_of_a_runs_dataset_first():
     assert text.endswith("; extraction 5 s, data 0 s, training 52 s, evaluation 23 s")
 
 
+def test_describe_gives_the_policy_gradient_stage_its_own_time_after_the_offline_training():
+    text = describe({"device": "cpu", "device_name": "cpu", "dtype": "bfloat16 autocast", "steps_per_s": 13.6,
+                     "seconds": {"data": 1, "training": 118, "evaluation": 2, "policy_gradient": 359, "total": 480}})
+    assert text.endswith("; data 1 s, training 118 s, policy gradient 359 s, evaluation 2 s")
+
+
 def test_describe_says_nothing_before_training():
     assert describe({}) == "" and describe({"warning": "No GPU"}) == ""
 

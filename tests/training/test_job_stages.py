@@ -57,12 +57,21 @@ def test_the_stages_are_the_phases_the_job_bodies_report(curriculum):
                                                        training_run, import_service, protocol_evaluation,
                                                        evaluation_under_protocol))
     jobs = [TrainingRun(curriculum=curriculum, data_source=source) for source in TrainingRun.DataSource.values]
+    jobs.append(TrainingRun(curriculum=curriculum, data_source="synthetic", policy_gradient_rounds=3))
     jobs += [SyntheticGenerationJob(curriculum=curriculum), TrajectoryExtractionJob(curriculum=curriculum),
              ReviewImportJob(curriculum=curriculum), ProtocolEvaluationJob(curriculum=curriculum)]
     for job in jobs:
         for stage in job_stages(job):
             assert f'"{stage}"' in sources, f"{type(job).__name__}: no job body reports the phase {stage!r}"
     assert services.EVALUATING_ACTIVE in job_stages(jobs[0]) and services.REGISTERING in job_stages(jobs[0])
+
+
+def test_a_run_with_policy_gradient_rounds_has_their_stage_after_the_offline_training(curriculum):
+    plain = job_stages(TrainingRun(curriculum=curriculum, data_source="synthetic"))
+    tuned = job_stages(TrainingRun(curriculum=curriculum, data_source="synthetic", policy_gradient_rounds=3))
+    assert "policy gradient" not in plain
+    assert tuned[tuned.index("training") + 1] == "policy gradient" and len(tuned) == len(plain) + 1
+    assert stage_weight("policy gradient") > stage_weight("training")  # 3x the offline training on 2 CPU cores
 
 
 def test_a_protocol_evaluation_fills_its_own_stages(curriculum):
@@ -113,6 +122,7 @@ def test_every_weighted_stage_is_a_stage_some_job_goes_through(curriculum):
     from training.jobs.stages import STAGE_WEIGHTS
 
     jobs = [TrainingRun(curriculum=curriculum, data_source=source) for source in TrainingRun.DataSource.values]
+    jobs.append(TrainingRun(curriculum=curriculum, data_source="synthetic", policy_gradient_rounds=3))
     jobs += [model(curriculum=curriculum) for model in (SyntheticGenerationJob, TrajectoryExtractionJob,
                                                         ReviewImportJob, ProtocolEvaluationJob)]
     known = {stage for job in jobs for stage in job_stages(job)}

@@ -67,8 +67,26 @@ def test_a_run_launched_in_the_admin_trains_and_registers_through_the_service(
                                                         batch_size=16, seed=7, eval_students=30)
     assert (call["curriculum"], call["register"], call.get("promote", False)) == (curriculum, True, False)
     assert callable(call["before_register"]) and callable(call["on_registered"])  # the run's lock and record
+    assert run.policy_gradient_rounds == call["policy_gradient_rounds"] == 0  # off unless the operator asks
     run.refresh_from_db()
     assert run.status == "failed" and "Recorded: train_and_register was called" in run.error
+
+
+def test_a_run_launched_with_policy_gradient_rounds_passes_them_to_the_service(
+        service_calls, admin_client, curriculum, monkeypatch):
+    monkeypatch.setattr(lifecycle, "_enqueue", lambda *, job: None)  # the task's body runs here instead
+    form = {"curriculum": curriculum.pk, "data_source": "synthetic", "dataset": "", "num_users": "20",
+            "interactions": "20", "epochs": "1", "batch_size": "16", "seed": "7", "eval_students": "30",
+            "policy_gradient_rounds": "3"}
+    assert admin_client.post(reverse("admin:training_trainingrun_add"), form).status_code == 302
+    run = TrainingRun.objects.get()
+    assert run.policy_gradient_rounds == 3
+
+    tasks.run_training_run(run.pk)
+
+    (call,) = service_calls
+    assert call["policy_gradient_rounds"] == 3
+    assert call["spec"] == spec_of(run) and call["source"] == "synthetic"
 
 
 @pytest.mark.parametrize("entered, window", [("12", 12), ("0", 0), ("", None)])

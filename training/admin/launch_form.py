@@ -24,7 +24,9 @@ def protocol_note(protocol: EvaluationProtocol) -> str:
 
 class TrainingRunLaunchForm(forms.ModelForm):
     """The add form: the fields of the chosen data source; ``concepts`` is the curriculum's
-    (training.jobs.launch_training_run resolves it); ``attention_window`` the model's local attention (any source).
+    (training.jobs.launch_training_run resolves it); ``attention_window`` the model's local attention (any source);
+    ``policy_gradient_rounds`` the fine-tuning after the offline training (shown for any source, so that the run
+    refuses rounds on a review log or a dataset with a field error rather than dropping them unseen).
 
     The page hides the fields the chosen data source does not read, but their inputs are still sent: they are no
     part of the run (``clean`` leaves them out, so that the run is validated as it will be launched), and ``unused``
@@ -49,6 +51,8 @@ class TrainingRunLaunchForm(forms.ModelForm):
     attention_window = TrainingRun._meta.get_field("attention_window").formfield(
         max_value=DEFAULT_ATTENTION_WINDOW,
         error_messages={"min_value": ATTENTION_WINDOW_MESSAGE, "max_value": ATTENTION_WINDOW_MESSAGE})
+    # Optional: empty, or a form posted without it (a script's), is 0, off (the model's default; clean_ below).
+    policy_gradient_rounds = TrainingRun._meta.get_field("policy_gradient_rounds").formfield(required=False)
 
     unused: dict[str, Any] = {}
 
@@ -59,6 +63,12 @@ class TrainingRunLaunchForm(forms.ModelForm):
             return ",".join(parse_families(self.cleaned_data.get("families") or None))
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
+
+    def clean_policy_gradient_rounds(self) -> int:
+        """The rounds of policy-gradient fine-tuning; left empty, 0 (off). Whether the data source allows them is
+        TrainingRun.clean's rule (a field error on this field)."""
+        rounds = self.cleaned_data.get("policy_gradient_rounds")
+        return 0 if rounds is None else rounds
 
     def clean(self):
         data = super().clean()

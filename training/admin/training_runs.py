@@ -32,6 +32,8 @@ RUN_PAGE_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "interactions": (TrainingRun.DataSource.SYNTHETIC,),
     "concepts": (TrainingRun.DataSource.SYNTHETIC,),
     "eval_students": (),
+    # the policy-gradient fine-tuning: a run on another data source cannot have it (TrainingRun.clean refuses it)
+    "policy_gradient_rounds": (TrainingRun.DataSource.SYNTHETIC,),
 }
 
 
@@ -59,7 +61,7 @@ class TrainingRunAdmin(JobAdmin):
                 (None, {"fields": ("curriculum", "data_source")}),
                 ("Data", {"fields": ("dataset", "num_users", "interactions", "families")}),
                 ("Training", {"fields": ("epochs", "batch_size", "seed", "no_cuda", "attention_window",
-                                         "eval_students")}),
+                                         "policy_gradient_rounds", "eval_students")}),
             ]
         # the attention window as asked and, once the run registered its version, as trained (``attention``)
         shown = tuple("attention" if name == "attention_window" else name for name in jobs.PARAMETERS[TrainingRun]

@@ -55,7 +55,8 @@ PARAMETERS: dict[type[Job], tuple[str, ...]] = {
     SyntheticGenerationJob: ("curriculum", "num_users", "interactions", "seed", "policy_mix"),
     ReviewImportJob: ("curriculum", "upload", "filename", "size", "format", "learner", "dry_run"),
     TrajectoryExtractionJob: ("curriculum",),
-    TrainingRun: ("curriculum", "data_source", "dataset", *TrainingSpec.names(), "attention_window"),
+    TrainingRun: ("curriculum", "data_source", "dataset", *TrainingSpec.names(), "attention_window",
+                  "policy_gradient_rounds"),
     ProtocolEvaluationJob: ("curriculum", "policy", "protocol"),
 }
 # The Celery task of each job, declared here once: training/tasks.py registers its tasks under these names (outside

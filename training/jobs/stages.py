@@ -25,6 +25,7 @@ _TRAINING_DATA = {
     TrainingRun.DataSource.REVIEW_LOG: ("fitting the encoder", "extracting trajectories"),
     TrainingRun.DataSource.DATASET: ("loading the dataset",),
 }
+POLICY_GRADIENT_STAGE = "policy gradient"  # after "training" in a run with policy-gradient rounds
 _TRAINING_AFTER = ("training", "exporting artifacts", "evaluating",
                    "evaluating the active version under the curriculum's protocol", "registering the candidate version")
 # Each stage's share of the bar: its typical share of the job's wall time, relative within a job (a stage not named
@@ -36,6 +37,8 @@ STAGE_WEIGHTS: dict[str, float] = {
     # training runs (and the extraction job's shared phases)
     "checking the space for the artifacts": 0.5, "preparing the data": 1.0, "simulating students": 4.0,
     "extracting trajectories": 4.0, "fitting the encoder": 3.0, "loading the dataset": 1.0, "training": 45.0,
+    # the default command's 50 rounds took 3x its offline training on 2 CPU cores (bench/README.md)
+    "policy gradient": 135.0,
     "exporting artifacts": 1.0,
     "evaluating": 30.0, "evaluating the active version under the curriculum's protocol": 10.0,
     "registering the candidate version": 0.5,
@@ -66,7 +69,10 @@ def job_stages(job: Job) -> tuple[str, ...]:
     """The phases ``job`` goes through, in order (a training run's depend on its data source; a dry-run import
     only validates)."""
     if isinstance(job, TrainingRun):
-        return _TRAINING_BEFORE + _TRAINING_DATA.get(job.data_source, ()) + _TRAINING_AFTER
+        after = _TRAINING_AFTER
+        if job.policy_gradient_rounds:  # the fine-tuning after the offline training (pipeline.train_and_export)
+            after = (after[0], POLICY_GRADIENT_STAGE, *after[1:])
+        return _TRAINING_BEFORE + _TRAINING_DATA.get(job.data_source, ()) + after
     if isinstance(job, ReviewImportJob) and job.dry_run:
         return ("validating",)
     if isinstance(job, ProtocolEvaluationJob):

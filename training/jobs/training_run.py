@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def launch_training_run(*, curriculum: Curriculum, created_by=None, **parameters: Any) -> TrainingRun:
     """Launch a training run (lifecycle.launch_job) on ``parameters``: ``data_source``, ``dataset``, the
-    TrainingSpec's fields and ``attention_window`` (None: the default, the widest exact window; 0: full attention);
-    unset ones take the spec's defaults. Giving ``dataset`` implies the dataset data source.
+    TrainingSpec's fields, ``attention_window`` (None: the default, the widest exact window; 0: full attention) and
+    ``policy_gradient_rounds`` (0: off, the default; N: N rounds of fine-tuning, synthetic data only); unset ones
+    take the spec's (or the model's) defaults. Giving ``dataset`` implies the dataset data source.
     The parameters the data source does not read (``ignored_parameters``) are dropped: the run keeps their defaults
     (``unused_parameters`` says which given values that drops). ``concepts`` left unset becomes the curriculum's
     concept count (TrainingSpec.concept_count: DEFAULT_CONCEPTS for a curriculum without concepts yet, which a
@@ -187,6 +188,7 @@ def _train(run: JobRun) -> None:
                 spec=spec_of(job), output_dir=Path(tmp) / "artifacts", source=job.data_source,
                 curriculum=job.curriculum, dataset=job.dataset, register=True, progress=progress,
                 attention_window=job.attention_window,  # None: the default, the widest exact window; 0: full
+                policy_gradient_rounds=job.policy_gradient_rounds,  # 0: off; N: N rounds after the offline training
                 should_stop=run.should_stop, before_register=lock_the_run, on_registered=record,
                 notes=lambda result: (f"training run #{job.pk}: {job.epochs} epochs, batch {job.batch_size}, seed "
                                       f"{job.seed}, {job.get_data_source_display()}, device {result.device}"),

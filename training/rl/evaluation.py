@@ -189,7 +189,11 @@ def final_recall(
     """Each held-out student's mean true recall FINAL_RECALL_DELAY_S after the last review, float64 [students]
     (``family``'s students, see ``students.make_cohort``: default the built-in ones, or ``students_like``'s).
     ``held_out`` False: training-domain students and policy draws instead (a training stage's own yardstick, e.g.
-    the policy-gradient stage's selection; never a reported figure)."""
+    the policy-gradient stage's selection; never a reported figure). ``family`` "fitted" without ``students_like``:
+    the students ``encoder``'s fitted FSRS-6 describes (``StudentsLike.from_encoder``, as ``evaluate`` names them;
+    ValueError from make_cohort when the encoder has none)."""
+    if family == FITTED and students_like is None:
+        students_like = StudentsLike.from_encoder(encoder)
     cohort = make_cohort(family=family, students_like=students_like, num_students=students, num_concepts=num_concepts,
                          interactions=interactions, seed=seed, held_out=held_out, config=simulator)
     rng = policy_rng(seed=seed, held_out=held_out, name=policy_name)

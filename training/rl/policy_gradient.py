@@ -18,16 +18,17 @@ One round (``fine_tune``):
    (the evaluation's score); its advantage is the return minus the mean of that student's other samples, divided by
    the round's standard deviation of the advantages (``rloo_advantages``);
 3. the loss is ``-mean_episodes(A x sum_t log pi_T(a_t | context_t))`` over the contexts the rollout saw
-   (``episode_windows``: with local attention every episode whole in one forward, each step's logits exactly those
-   of its own context; with full attention the first ``context_length`` steps in one causal forward and
+   (``episode_windows``: with local attention every episode whole, in segments of at most SEGMENT_STEPS steps, each
+   step's logits those of its own context (the same function; computed under the offline trainer's autocast, so in
+   bfloat16 where the CPU has bfloat16 units, while the rollouts ran DTLite in float32); with full attention the first ``context_length`` steps in one causal forward and
    ``steps_per_episode`` later steps drawn uniformly and weighted so that the sum is unbiased), in eval mode (no
    dropout: the policy that was rolled out), ``updates`` AdamW steps a round on equal shares of the episodes,
    gradients clipped in global norm.
 
-Every ``select_every`` rounds (and before the first) the greedy policy, as it serves, teaches ``selection_students``
+Every ``select_every`` rounds (and before the first and after the last) the greedy policy, as it serves, teaches ``selection_students``
 other training-domain students of each family (``selection_score``); the weights that scored best are the ones kept
-(early stopping on training-domain students: at the constant learning rate a round can set the policy back, 0.02 on
-validation seeds between two checks, bench/README.md). The offline weights are a candidate too, so the stage never
+(early stopping on training-domain students: at the constant learning rate ten rounds can set the policy back, by
+0.013-0.015 on validation seeds between rounds 20 and 30, bench/README.md). The offline weights are a candidate too, so the stage never
 returns a policy that teaches those students worse than the one it started from.
 
 The conditioning (the target return) is kept: only the weights change, so the export is the same DTLite pair
@@ -53,7 +54,7 @@ from .dtlite import DTLite
 from .encoder import EncoderConfig, StateEncoder
 from .evaluation import EVALUATION_INTERACTIONS, FINAL_RECALL_DELAY_S, DecisionTransformerPolicy, final_recall
 from .simulator import policy_rng, run_policies
-from .students import make_cohort, parse_families
+from .students import FITTED, StudentsLike, make_cohort, parse_families
 
 ROUND_SEED_BASE = 3_000_000  # a round's students: seed ROUND_SEED_BASE x round + the training seed, training domain
 # the selection's students: seed SELECTION_SEED_OFFSET + the training seed, training domain (no round's: those are
@@ -95,6 +96,11 @@ class PolicyGradientConfig:
             raise ValueError(f"policy gradient: steps_per_episode must be >= 0, got {self.steps_per_episode}")
         object.__setattr__(self, "families", parse_families(list(self.families), field="policy gradient families"))
 
+    def episode_bytes(self, state_dim: int) -> int:
+        """Bytes of a round's recorded states (float32 [samples, students, interactions, state_dim]), the largest
+        part of what a round holds (the pipeline's memory check)."""
+        return 4 * self.samples * self.students * self.interactions * int(state_dim)
+
 
 @dataclass(frozen=True)
 class Episodes:
@@ -131,11 +137,14 @@ class _Recording(DecisionTransformerPolicy):
 
 def rollout_sample(lite: DTLite, *, family: str, students: int, interactions: int, seed: int, sample: int,
                    temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One closed loop of ``rollouts``: sample ``sample``'s (states float32 [students, T, S], returns-to-go float32
-    [students, T], actions int64 [students, T], returns float64 [students]). One BLAS thread."""
+    """The closed loop of ``rollouts``' sample number ``sample``: (states float32 [students, T, S], returns-to-go
+    float32 [students, T], actions int64 [students, T], returns float64 [students]). One BLAS thread. Family "fitted": the
+    students the policy's fitted FSRS-6 encoder describes (``StudentsLike.from_encoder``: the evaluation's "fitted"
+    students after synthetic training); ValueError when its encoder has no fitted FSRS-6."""
     num_concepts = int(lite.config["action_dim"])
+    like = StudentsLike.from_encoder(lite.config["encoder"]) if family == FITTED else None
     with limited_threads(EVALUATION_THREADS):
-        cohort = make_cohort(family=family, num_students=students, num_concepts=num_concepts,
+        cohort = make_cohort(family=family, students_like=like, num_students=students, num_concepts=num_concepts,
                              interactions=interactions, seed=seed, held_out=False)
         policy = _Recording(lite, num_learners=students, num_concepts=num_concepts, temperature=temperature,
                             rng=policy_rng(seed=seed * 16 + sample, held_out=False, name="policy_gradient"))
@@ -171,34 +180,54 @@ def rloo_advantages(returns: np.ndarray) -> np.ndarray:
     return advantage / (sd if sd > 0 else 1.0)
 
 
+# The longest stretch of an episode read in one forward (local attention): its attention mask and scores grow with
+# the square of the steps, so longer episodes are read in overlapping segments of at most this many steps (100
+# reviews, the evaluation's default, in one; 600 would need ~12 GB in one forward of 256 episodes).
+SEGMENT_STEPS = 128
+
+
 @dataclass(frozen=True)
 class Windows:
     """The model's inputs for the contexts a rollout saw, episodes [E] of T steps, context K.
 
-    ``first``: (returns_to_go float32 [E, K], states float32 [E, K, S], actions int64 [E, K], timesteps int64 [E, K]):
-    steps 0..K-1 in one causal forward (step j's logits at position j see exactly the rollout's context of j + 1
-    steps). ``later``: the same four arrays over [E x m, K] for m later steps t per episode (each the window
-    [t - K + 1, t]), or None; ``episode`` int64 [E x m] their episodes; ``weight`` = (T - K) / m."""
+    ``segments``: one or more ((returns_to_go float32 [E, L], states float32 [E, L, S], actions int64 [E, L],
+    timesteps int64 [E, L]), skip): consecutive steps read in one forward, of which the steps from position ``skip``
+    on are counted (the ones before only give the counted ones their context). Full attention: one segment, steps
+    0..K-1 (step j's logits at position j see exactly the rollout's context of j + 1 steps). Local attention
+    (``episode_windows``): the whole episode, in segments of at most SEGMENT_STEPS when it is longer, each after the
+    K - 1 steps before it. ``later``: the same four arrays over [E x m, K] for m later steps t per episode (each the
+    window [t - K + 1, t]), or None; ``episode`` int64 [E x m] their episodes; ``weight`` = (T - K) / m."""
 
-    first: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    segments: tuple[tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int], ...]
     later: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
     episode: np.ndarray | None
     weight: float
 
 
-def window_batches(states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray, *, context: int,
-                   max_timestep: int, steps_per_episode: int, rng: np.random.Generator) -> Windows:
-    """``Windows`` of episodes (states [E, T, S], returns_to_go [E, T], actions [E, T]): the later steps drawn uniformly
-    without replacement from K..T-1 per episode. ValueError for mismatched shapes."""
+def _check_episodes(states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray) -> tuple[int, int]:
     E, T = actions.shape
     if returns_to_go.shape != (E, T) or states.shape[:2] != (E, T):
         raise ValueError(f"states [E, T, S], returns_to_go and actions [E, T] must agree: got {states.shape}, "
                          f"{returns_to_go.shape}, {actions.shape}")
+    return E, T
+
+
+def _span(states, returns_to_go, actions, lo: int, hi: int, max_timestep: int):
+    steps = np.minimum(np.arange(lo, hi), max_timestep - 1).astype(np.int64)
+    return (returns_to_go[:, lo:hi], states[:, lo:hi], actions[:, lo:hi],
+            np.broadcast_to(steps, (actions.shape[0], hi - lo)).copy())
+
+
+def window_batches(states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray, *, context: int,
+                   max_timestep: int, steps_per_episode: int, rng: np.random.Generator) -> Windows:
+    """``Windows`` of episodes (states [E, T, S], returns_to_go [E, T], actions [E, T]) for a model with full
+    attention: the first K steps, and later steps drawn uniformly without replacement from K..T-1 per episode.
+    ValueError for mismatched shapes."""
+    E, T = _check_episodes(states, returns_to_go, actions)
     K = min(context, T)
-    steps = np.minimum(np.arange(K), max_timestep - 1).astype(np.int64)
-    first = (returns_to_go[:, :K], states[:, :K], actions[:, :K], np.broadcast_to(steps, (E, K)).copy())
+    first = ((_span(states, returns_to_go, actions, 0, K, max_timestep), 0),)
     if T <= K or steps_per_episode <= 0:
-        return Windows(first=first, later=None, episode=None, weight=0.0)
+        return Windows(segments=first, later=None, episode=None, weight=0.0)
     m = min(steps_per_episode, T - K)
     chosen = np.stack([rng.choice(np.arange(K, T), size=m, replace=False) for _ in range(E)])  # [E, m]
     episode = np.repeat(np.arange(E), m)
@@ -206,20 +235,45 @@ def window_batches(states: np.ndarray, returns_to_go: np.ndarray, actions: np.nd
     rows = episode[:, None]
     later = (returns_to_go[rows, span], states[rows, span], actions[rows, span],
              np.minimum(span, max_timestep - 1).astype(np.int64))
-    return Windows(first=first, later=later, episode=episode, weight=(T - K) / m)
+    return Windows(segments=first, later=later, episode=episode, weight=(T - K) / m)
+
+
+def episode_segments(states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray, *, context: int,
+                     max_timestep: int, segment_steps: int = SEGMENT_STEPS) -> Windows:
+    """``Windows`` that read every step of each episode (arrays as window_batches') for a model with local attention:
+    one segment when T <= ``segment_steps``, else segments whose counted steps tile 0..T-1, each read after the
+    ``context`` - 1 steps before it (a step's logits need its own context only). ValueError for mismatched shapes or
+    ``segment_steps`` <= ``context`` - 1."""
+    _, T = _check_episodes(states, returns_to_go, actions)
+    overlap = context - 1
+    if segment_steps <= overlap:
+        raise ValueError(f"segment_steps must exceed context - 1 = {overlap}, got {segment_steps}")
+    if T <= segment_steps:
+        return Windows(segments=((_span(states, returns_to_go, actions, 0, T, max_timestep), 0),), later=None,
+                       episode=None, weight=0.0)
+    segments, start, new = [], 0, segment_steps
+    while start < T:
+        lo = max(0, start - overlap)
+        hi = min(T, start + new)
+        segments.append((_span(states, returns_to_go, actions, lo, hi, max_timestep), start - lo))
+        start, new = hi, segment_steps - overlap
+    return Windows(segments=tuple(segments), later=None, episode=None, weight=0.0)
 
 
 def episode_log_probs(model: DecisionTransformer, windows: Windows, *, temperature: float,
                       autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
-    """float32 [E]: each episode's estimate of sum_t log softmax(logits_t / temperature)[a_t] over its steps (the first
-    K exactly, the later ones as windows.weight x the drawn ones), with gradients. ``windows.first`` may hold whole
-    episodes longer than the model's context (``episode_windows``: a model with local attention)."""
+    """float32 [E]: each episode's sum_t log softmax(logits_t / temperature)[a_t] over its steps (``windows``'s
+    segments exactly; with drawn later steps, those as windows.weight x the drawn ones: an unbiased estimate), with
+    gradients."""
     autocast = autocast or contextlib.nullcontext()
-    rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in windows.first)
-    with autocast:
-        logits = model.action_logits(rtg, states, actions, timesteps, whole_episode=True)
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    total = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+    total = None
+    for arrays, skip in windows.segments:
+        rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in arrays)
+        with autocast:
+            logits = model.action_logits(rtg, states, actions, timesteps, whole_episode=True)
+        logp = F.log_softmax(logits[:, skip:].float() / temperature, dim=-1)
+        part = logp.gather(-1, actions[:, skip:].unsqueeze(-1)).squeeze(-1).sum(dim=1)
+        total = part if total is None else total + part
     if windows.later is not None:
         rtg, states, actions, timesteps = (torch.as_tensor(np.ascontiguousarray(a)) for a in windows.later)
         with autocast:
@@ -234,14 +288,16 @@ def episode_log_probs(model: DecisionTransformer, windows: Windows, *, temperatu
 def episode_windows(model: DecisionTransformer, states: np.ndarray, returns_to_go: np.ndarray, actions: np.ndarray,
                     *, steps_per_episode: int, rng: np.random.Generator) -> Windows:
     """The ``Windows`` the gradient reads for ``model``: with local attention (``DTConfig.attention_window``) every
-    episode whole, in one forward (``DecisionTransformer.action_logits(whole_episode=True)``: each step's logits are those
-    of its own context, so the sum over all T steps is exact, with no draw); with full attention the first
-    context_length steps and ``steps_per_episode`` later windows drawn (``window_batches``). Arrays as
+    step of every episode, exactly (``episode_segments``: each step's logits over a longer stretch are those of its
+    own context, ``DecisionTransformer.action_logits(whole_episode=True)``), with no draw; with full attention the
+    first context_length steps and ``steps_per_episode`` later windows drawn (``window_batches``). Arrays as
     window_batches'."""
     config = model.config
-    context = actions.shape[1] if config.attention_window is not None else config.context_length
-    return window_batches(states, returns_to_go, actions, context=context, max_timestep=config.max_timestep,
-                          steps_per_episode=steps_per_episode, rng=rng)
+    if config.attention_window is not None:
+        return episode_segments(states, returns_to_go, actions, context=config.context_length,
+                                max_timestep=config.max_timestep)
+    return window_batches(states, returns_to_go, actions, context=config.context_length,
+                          max_timestep=config.max_timestep, steps_per_episode=steps_per_episode, rng=rng)
 
 
 def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float) -> DTLite:

@@ -52,7 +52,8 @@ def test_window_batches_are_the_contexts_the_rollout_saw():
     states = np.repeat(tag[..., None], 2, axis=2).astype(np.float32)
     windows = window_batches(states, tag.astype(np.float32), tag, context=K, max_timestep=25, steps_per_episode=m,
                              rng=np.random.default_rng(0))
-    rtg, first_states, actions, timesteps = windows.first
+    ((rtg, first_states, actions, timesteps), skip), = windows.segments
+    assert skip == 0
     np.testing.assert_array_equal(actions, tag[:, :K])
     np.testing.assert_array_equal(first_states[..., 0], tag[:, :K])
     np.testing.assert_array_equal(timesteps, np.broadcast_to(np.arange(K), (E, K)))
@@ -119,8 +120,9 @@ def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny, win
     states = episodes.states.reshape(8, T, -1)
     rtg, actions = episodes.returns_to_go.reshape(8, T), episodes.actions.reshape(8, T)
     windows = episode_windows(model, states, rtg, actions, steps_per_episode=T - K, rng=np.random.default_rng(0))
-    assert (windows.later is None) == (window == "local") and windows.first[0].shape[1] == (T if window == "local"
-                                                                                          else K)
+    (first, skip), = windows.segments
+    assert (windows.later is None) == (window == "local") and skip == 0
+    assert first[0].shape[1] == (T if window == "local" else K)
     with torch.no_grad():
         ours = episode_log_probs(model, windows, temperature=temperature).numpy()
     expected = np.zeros(8)
@@ -136,6 +138,32 @@ def test_log_probabilities_are_those_of_the_policy_that_was_rolled_out(tiny, win
     assert (expected > -50).all()  # every recorded action had a real probability under the sampled policy
 
 
+def test_long_episodes_are_read_in_overlapping_segments_with_the_same_log_probabilities(tiny):
+    """Past SEGMENT_STEPS an episode is read in segments (each after the context - 1 steps before it, counted from
+    there): every step counted once, and the same sum as one forward over the whole episode."""
+    from training.rl.policy_gradient import episode_segments
+
+    model, _ = tiny
+    rng = np.random.default_rng(4)
+    E, T, K = 3, 47, model.config.context_length
+    states = rng.random((E, T, model.config.state_dim), dtype=np.float32)
+    rtg = rng.random((E, T), dtype=np.float32)
+    actions = rng.integers(0, model.config.action_dim, (E, T))
+    whole = episode_segments(states, rtg, actions, context=K, max_timestep=model.config.max_timestep)
+    parts = episode_segments(states, rtg, actions, context=K, max_timestep=model.config.max_timestep,
+                             segment_steps=K + 5)
+    assert len(whole.segments) == 1 and len(parts.segments) > 3
+    counted = [arrays[3][0, skip:].tolist() for arrays, skip in parts.segments]  # the timesteps counted
+    assert sum(counted, []) == list(range(T))
+    assert all(arrays[0].shape[1] <= K + 5 for arrays, _ in parts.segments)
+    with torch.no_grad():
+        one = episode_log_probs(model, whole, temperature=0.5)
+        many = episode_log_probs(model, parts, temperature=0.5)
+    torch.testing.assert_close(many, one, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="segment_steps must exceed"):
+        episode_segments(states, rtg, actions, context=K, max_timestep=50, segment_steps=K - 1)
+
+
 def test_rollouts_in_worker_processes_are_the_same_as_in_this_one(tiny):
     """A round's samples run in a worker pool (fine_tune's ``processes``) give exactly the episodes of this process."""
     from training.rl.cpu_threads import worker_pool
@@ -148,6 +176,31 @@ def test_rollouts_in_worker_processes_are_the_same_as_in_this_one(tiny):
                          pool=pool)
     for name in ("states", "returns_to_go", "actions", "returns"):
         np.testing.assert_array_equal(getattr(here, name), getattr(there, name))
+
+
+def test_fitted_students_are_those_the_policys_encoder_describes(tiny):
+    """Family "fitted" in the rollouts and the selection: FSRS-6 students with the encoder's fitted parameters (the
+    evaluation's "fitted" students after synthetic training). At a near-zero temperature the sampled rollout is the
+    greedy one, so its returns equal the evaluation's final recall of the same training-domain students; an
+    encoder without fitted FSRS-6 parameters is refused."""
+    from fsrs.scheduler import DEFAULT_PARAMETERS
+
+    from training.rl.encoder import EncoderConfig
+    from training.rl.evaluation import final_recall
+
+    model, export = tiny
+    encoder = {**export["encoder"], "fsrs6_parameters": [float(w) * 1.1 for w in DEFAULT_PARAMETERS]}
+    lite = lite_of(model, **dict(export, encoder=encoder))
+    episodes = rollouts(lite, family="fitted", students=4, interactions=15, samples=2, seed=8, temperature=1e-6)
+    greedy = final_recall(policy_name="dt", num_concepts=model.config.action_dim, students=4, interactions=15,
+                          seed=8, encoder=EncoderConfig.from_dict(encoder), model=lite, family="fitted",
+                          held_out=False)
+    np.testing.assert_allclose(episodes.returns, np.stack([greedy, greedy]), rtol=0, atol=1e-12)
+    builtin = rollouts(lite, family="builtin", students=4, interactions=15, samples=2, seed=8, temperature=1e-6)
+    assert not np.allclose(builtin.returns, episodes.returns)  # another memory law
+    with pytest.raises(ValueError, match="students_like"):
+        rollouts(lite_of(model, **export), family="fitted", students=4, interactions=15, samples=2, seed=8,
+                 temperature=1e-6)
 
 
 def test_fine_tuning_moves_the_weights_deterministically_and_exports_an_exact_dtlite(tiny):

@@ -59,12 +59,15 @@ class Command(BaseCommand):
         parser.add_argument("--policy-gradient-rounds", "--policy_gradient_rounds", dest="policy_gradient_rounds",
                             type=int, default=None, metavar="N",
                             help="after the offline training, N rounds of policy-gradient fine-tuning (REINFORCE "
-                                 "with a leave-one-out baseline, 256 students x 4 samples a round) in the training "
-                                 "students' families, keeping the weights that teach a separate set of training "
-                                 "students best: the policy learns from its own results instead of imitating its "
-                                 "teachers (5-10 s a round on 2 CPU cores; docs/learning.md); default: "
-                                 f"{PolicyGradientConfig.rounds} rounds (chosen on validation seeds) for synthetic data without --students-like, off for "
-                                 "a review log, a dataset or --students-like; 0: off")
+                                 "with a leave-one-out baseline, 256 students x 4 samples a round, whatever "
+                                 "--num_users) in the training students' families, keeping the weights that teach a "
+                                 "separate set of training students best: the policy learns from its own results "
+                                 "instead of imitating its teachers (docs/learning.md). A round takes about 7 s on 2 "
+                                 "CPU cores at 100 --interactions (more with more reviews or concepts), so the default "
+                                 "adds about 6 minutes. Default: "
+                                 f"{PolicyGradientConfig.rounds} rounds (chosen on validation seeds) for synthetic "
+                                 "data without --students-like, off with --from-db, --dataset or --students-like "
+                                 "(where N > 0 is refused); 0: off")
         recipe = parser.add_argument_group("the training recipe (default: the one chosen on validation seeds, "
                                            "pipeline.TRAIN_DEFAULTS)")
         recipe.add_argument("--lr-schedule", "--lr_schedule", dest="lr_schedule", choices=LR_SCHEDULES,
