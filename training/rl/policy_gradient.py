@@ -19,16 +19,17 @@ One round (``fine_tune``):
    the round's standard deviation of the advantages (``rloo_advantages``);
 3. the loss is ``-mean_episodes(A x sum_t log pi_T(a_t | context_t))`` over the contexts the rollout saw
    (``episode_windows``: with local attention every episode whole, in segments of at most SEGMENT_STEPS steps, each
-   step's logits those of its own context (the same function; computed under the offline trainer's autocast, so in
-   bfloat16 where the CPU has bfloat16 units, while the rollouts ran DTLite in float32); with full attention the first ``context_length`` steps in one causal forward and
-   ``steps_per_episode`` later steps drawn uniformly and weighted so that the sum is unbiased), in eval mode (no
-   dropout: the policy that was rolled out), ``updates`` AdamW steps a round on equal shares of the episodes,
-   gradients clipped in global norm.
+   step's logits those of its own context: the same function, computed under the offline trainer's autocast, so in
+   bfloat16 where the CPU has bfloat16 units, while the rollouts ran DTLite in float32; with full attention the first
+   ``context_length`` steps in one causal forward and ``steps_per_episode`` later steps drawn uniformly and weighted
+   so that the sum is unbiased), in eval mode (no dropout: the policy that was rolled out), ``updates`` AdamW steps a
+   round on equal shares of the episodes, gradients clipped in global norm.
 
-Every ``select_every`` rounds (and before the first and after the last) the greedy policy, as it serves, teaches ``selection_students``
-other training-domain students of each family (``selection_score``); the weights that scored best are the ones kept
-(early stopping on training-domain students: at the constant learning rate ten rounds can set the policy back, by
-0.013-0.015 on validation seeds between rounds 20 and 30, bench/README.md). The offline weights are a candidate too, so the stage never
+Every ``select_every`` rounds (and before the first and after the last) the greedy policy, as it serves, teaches
+``selection_students`` other training-domain students of each family (``selection_score``); the weights that scored
+best are the ones kept (early stopping on training-domain students: at the constant learning rate ten rounds can set
+the policy back, by 0.013-0.015 on validation seeds between rounds 20 and 30, bench/README.md). The offline weights
+are a candidate too, so the stage never
 returns a policy that teaches those students worse than the one it started from.
 
 The conditioning (the target return) is kept: only the weights change, so the export is the same DTLite pair
@@ -60,6 +61,9 @@ ROUND_SEED_BASE = 3_000_000  # a round's students: seed ROUND_SEED_BASE x round 
 # the selection's students: seed SELECTION_SEED_OFFSET + the training seed, training domain (no round's: those are
 # multiples of ROUND_SEED_BASE plus the seed; never the evaluation's, which is the held-out domain)
 SELECTION_SEED_OFFSET = ROUND_SEED_BASE // 2
+# a round's sample k draws from policy_rng(seed = round seed x MAX_SAMPLES + k): more samples would reach the next
+# seed's streams
+MAX_SAMPLES = 16
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,9 @@ class PolicyGradientConfig:
         for name in ("rounds", "students", "updates", "interactions", "select_every", "selection_students"):
             if getattr(self, name) < 1:
                 raise ValueError(f"policy gradient: {name} must be at least 1, got {getattr(self, name)}")
-        if self.samples < 2:
-            raise ValueError(f"policy gradient: samples must be at least 2 (the leave-one-out baseline), got "
-                             f"{self.samples}")
+        if not 2 <= self.samples <= MAX_SAMPLES:
+            raise ValueError(f"policy gradient: samples must be at least 2 (the leave-one-out baseline) and at most "
+                             f"{MAX_SAMPLES} (each draws from its own stream of the round's seed), got {self.samples}")
         if not self.temperature > 0:
             raise ValueError(f"policy gradient: temperature must be > 0, got {self.temperature}")
         if not self.learning_rate > 0 or not self.grad_clip > 0:
@@ -138,16 +142,16 @@ class _Recording(DecisionTransformerPolicy):
 def rollout_sample(lite: DTLite, *, family: str, students: int, interactions: int, seed: int, sample: int,
                    temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The closed loop of ``rollouts``' sample number ``sample``: (states float32 [students, T, S], returns-to-go
-    float32 [students, T], actions int64 [students, T], returns float64 [students]). One BLAS thread. Family "fitted": the
-    students the policy's fitted FSRS-6 encoder describes (``StudentsLike.from_encoder``: the evaluation's "fitted"
-    students after synthetic training); ValueError when its encoder has no fitted FSRS-6."""
+    float32 [students, T], actions int64 [students, T], returns float64 [students]). One BLAS thread. Family
+    "fitted": the students the policy's fitted FSRS-6 encoder describes (``StudentsLike.from_encoder``: the
+    evaluation's "fitted" students after synthetic training); ValueError when its encoder has no fitted FSRS-6."""
     num_concepts = int(lite.config["action_dim"])
     like = StudentsLike.from_encoder(lite.config["encoder"]) if family == FITTED else None
     with limited_threads(EVALUATION_THREADS):
         cohort = make_cohort(family=family, students_like=like, num_students=students, num_concepts=num_concepts,
                              interactions=interactions, seed=seed, held_out=False)
         policy = _Recording(lite, num_learners=students, num_concepts=num_concepts, temperature=temperature,
-                            rng=policy_rng(seed=seed * 16 + sample, held_out=False, name="policy_gradient"))
+                            rng=policy_rng(seed=seed * MAX_SAMPLES + sample, held_out=False, name="policy_gradient"))
         run_policies(cohort=cohort, groups=[(policy, np.arange(students))],
                      encoder=StateEncoder(EncoderConfig.from_dict(lite.config["encoder"])), rewards=True)
         final = cohort.recall_probability(cohort.schedule()[:, -1] + FINAL_RECALL_DELAY_S)
@@ -157,10 +161,10 @@ def rollout_sample(lite: DTLite, *, family: str, students: int, interactions: in
 
 def rollouts(lite: DTLite, *, family: str, students: int, interactions: int, samples: int, seed: int,
              temperature: float, pool: Executor | None = None) -> Episodes:
-    """``samples`` closed loops of ``lite`` sampling at ``temperature`` on the same ``students`` training-domain students
-    of ``family`` (seed ``seed``; policy draws from ``simulator.policy_rng(seed=seed x 16 + k)``), one BLAS thread
-    each, as the evaluation (``rollout_sample``); with ``pool`` (``cpu_threads.worker_pool``) the samples run in its
-    processes, with the same result. ValueError for an unknown family."""
+    """``samples`` closed loops of ``lite`` sampling at ``temperature`` on the same ``students`` training-domain
+    students of ``family`` (seed ``seed``; policy draws from ``simulator.policy_rng(seed=seed x MAX_SAMPLES + k)``),
+    one BLAS thread each, as the evaluation (``rollout_sample``); with ``pool`` (``cpu_threads.worker_pool``) the
+    samples run in its processes, with the same result. ValueError for an unknown family."""
     runs = [functools.partial(rollout_sample, lite, family=family, students=students, interactions=interactions,
                               seed=seed, sample=k, temperature=temperature) for k in range(samples)]
     parts = [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
@@ -332,11 +336,12 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
     sampled return, the loss, the gradient's norm before clipping, "selection_score" on the rounds that were scored,
     "kept": True on the round whose weights were kept, round 0 being the offline model's). ``on_round(round,
     figures, lite)`` is called after each round with the DTLite of that round's weights (progress, evaluation). The
-    model is left in eval mode. ``optimizer``: default AdamW at config.learning_rate without weight decay; ``autocast``: default the
-    offline trainer's on the CPU (``trainer.training_autocast``: bfloat16 where the CPU has bfloat16 matrix units).
+    model is left in eval mode. ``optimizer``: default AdamW at config.learning_rate without weight decay;
+    ``autocast``: default the offline trainer's on the CPU (``trainer.training_autocast``: bfloat16 where the CPU has
+    bfloat16 matrix units; the pipeline passes the recipe's).
     ``processes``: worker processes for a round's samples (``cpu_threads.pool_size``: "auto" one per core, at most
     ``config.samples``; 1 in this process), started once for the whole stage; the result is the same.
-    ValueError for a bad ``processes``."""
+    ValueError for a bad ``processes``, or for the family "fitted" with an encoder that has no fitted FSRS-6."""
     from .trainer import training_autocast
 
     if autocast is None:

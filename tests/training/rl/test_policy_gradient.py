@@ -235,6 +235,7 @@ def test_fine_tuning_moves_the_weights_deterministically_and_exports_an_exact_dt
 
 @pytest.mark.parametrize("fields, message", [
     ({"samples": 1}, "samples must be at least 2"),
+    ({"samples": 17}, "and at most 16"),
     ({"temperature": 0.0}, "temperature must be > 0"),
     ({"rounds": 0}, "rounds must be at least 1"),
     ({"families": ("builtin", "nonesuch")}, "unknown student family 'nonesuch'"),
