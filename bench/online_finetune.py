@@ -318,10 +318,7 @@ def main() -> None:
                                          "buffer_episodes": len(episodes), "finetune_loss": round(loss, 4),
                                          "target_return": round(target, 4),
                                          "seconds": [round(t1 - t0, 1), round(t2 - t1, 1), round(t3 - t2, 1)]})
-    record["wall_s"] = round(time.perf_counter() - started, 1)
-    print(f"\nwall {record['wall_s']:.0f} s")
-    if args.json:
-        recipe.append_json_line(args.json, record)
+    recipe.finish(record, started=started, json_path=args.json)
 
 
 if __name__ == "__main__":

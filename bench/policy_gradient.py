@@ -184,10 +184,7 @@ def main() -> None:
                            "kept": kept}
     record["kept_eval"] = report(kept, lite_of(model, concept_keys=list(dataset.concept_keys),
                                                encoder=dataset.encoder, target_return=target))
-    record["wall_s"] = round(time.perf_counter() - started, 1)
-    print(f"\nwall {record['wall_s']:.0f} s")
-    if args.json:
-        recipe.append_json_line(args.json, record)
+    recipe.finish(record, started=started, json_path=args.json)
 
 
 if __name__ == "__main__":

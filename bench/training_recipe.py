@@ -212,6 +212,15 @@ def append_json_line(path: str, record: dict) -> None:
         out.write(json.dumps(record) + "\n")
 
 
+def finish(record: dict, *, started: float, json_path: str | None) -> None:
+    """An experiment's last lines: its wall time since ``started`` (time.perf_counter()) into ``record`` and printed,
+    and ``record`` appended to ``json_path`` as one JSON line when given (``--json FILE``)."""
+    record["wall_s"] = round(time.perf_counter() - started, 1)
+    print(f"\nwall {record['wall_s']:.0f} s")
+    if json_path:
+        append_json_line(json_path, record)
+
+
 def _simulated_here(parser, flag: str) -> None:
     """parser.error naming ``flag`` when the default cohort would be simulated in worker processes, which would not
     see a setting made in this process."""

@@ -352,7 +352,8 @@ def _fine_tune(result: Any, *, dataset: TrajectoryDataset, config: Any, seed: in
                on_progress: ProgressCallback | None, should_stop: Callable[[], bool] | None,
                processes: int | str = AUTO, cpu_bfloat16: bool | None = None) -> dict[str, Any]:
     """``train_and_export``'s policy-gradient stage on ``result.model`` (the trainer returns it on the CPU, where the
-    stage runs, also after a CUDA training): progress "policy gradient" round by round, trainer.TrainingCancelled when should_stop() says so after a round.
+    stage runs, also after a CUDA training): progress "policy gradient" round by round, trainer.TrainingCancelled
+    when should_stop() says so after a round.
     ``cpu_bfloat16``: the offline recipe's (TrainConfig.cpu_bfloat16: `--cpu-float32` / `--cpu-bfloat16` reach the
     stage's gradient steps too). Returns what the export records: the settings, the gradient's dtype and each round's
     figures."""

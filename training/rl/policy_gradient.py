@@ -351,6 +351,9 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
     model.eval()
     lite = lite_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
 
+    def snapshot() -> dict[str, torch.Tensor]:  # the weights now, kept apart from the optimiser's updates
+        return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
     def score(lite_now: DTLite) -> float:
         return selection_score(lite_now, families=config.families, students=config.selection_students,
                                interactions=config.interactions, seed=seed)
@@ -358,7 +361,7 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
     workers = pool_size(processes, parts=config.samples)
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(worker_pool(workers, preload=[__name__])) if workers > 1 else None
-        best = (score(lite), 0, {name: t.detach().clone() for name, t in model.state_dict().items()})
+        best = (score(lite), 0, snapshot())
         history: list[dict[str, Any]] = [{"round": 0, "selection_score": round(best[0], 5)}]
         for round_ in range(1, config.rounds + 1):
             family = config.families[(round_ - 1) % len(config.families)]
@@ -387,8 +390,7 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
             if round_ % config.select_every == 0 or round_ == config.rounds:
                 figures["selection_score"] = round(score(lite), 5)
                 if figures["selection_score"] > best[0]:
-                    best = (figures["selection_score"], round_, {name: t.detach().clone()
-                                                                 for name, t in model.state_dict().items()})
+                    best = (figures["selection_score"], round_, snapshot())
             history.append(figures)
             if on_round is not None:
                 on_round(round_, figures, lite)
