@@ -18,6 +18,13 @@ issue 23's target (>= 1,000 recommendations/s, p99 <= 20 ms).
 `--log-ab` measures the recommendation log's cost: the same load against a server with `RECOMMENDATION_LOG_ENABLED=0`
 then `=1` (no promotion; `--log-ab-rounds` pairs), and reports both rates; the target: on within 10% of off.
 
+`--lean-ab` measures the lean path of the single endpoint (curriculum/api/lean_path.py): the same load (no promotion,
+with `--wrk` or not) against fresh servers with `API_LEAN_PATH=0` then `=1`, `--ab-rounds` pairs alternating, one row
+per run, then the medians and their ratio.
+
+The server is gunicorn with the repository's gunicorn.conf.py (read from its working directory, the repository):
+keep-alive connections closed after `WEB_KEEPALIVE_REQUESTS` requests, so that the load spreads over the workers.
+
 `--batch N` sends the recommendations as batches of N learners to `POST /api/v1/recommendations/batch` instead
 (90% known learners, 10% new ones per batch) and reports learners/s; the target is then >= 20,000 learners/s
 with no errors. The server's `API_THROTTLE_RATE` is raised for it (unless set) so the budget does not cap the run.
@@ -410,6 +417,8 @@ def free_port() -> int:
 def start_server(args, port: int, log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(args.workers),
                "--threads", str(args.threads), "-b", f"{HOST}:{port}", "--log-level", "warning"]
+    if args.worker_class:
+        command += ["--worker-class", args.worker_class]
     env = {**os.environ, "LOG_LEVEL": "WARNING", **(extra_env or {})}
     if args.batch:  # the budget counts learners: 60000/min would cap the run at 1,000 learners/s
         env.setdefault("API_THROTTLE_RATE", "100000000/min")
@@ -608,6 +617,36 @@ def log_ab(args, seeded: dict, key: str, workdir: Path) -> bool:
     return met
 
 
+def lean_ab(args, seeded: dict, key: str, workdir: Path) -> bool:
+    """The single endpoint with the lean path off then on (``API_LEAN_PATH``, curriculum/api/lean_path.py), each
+    against a fresh server, ``--ab-rounds`` pairs alternating, no promotion, wrk's figures with ``--wrk``: one row per
+    run, then the medians and their ratio. True when every run was free of errors."""
+    runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    clean = True
+    print(f"\nlean path A/B: {args.ab_rounds} round(s) of off then on, {args.seconds:.0f} s each"
+          f"{' (wrk)' if args.wrk else ''}")
+    print(f"{'run':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for round_ in range(args.ab_rounds):
+        for mode in ("off", "on"):
+            out, _, _ = measure(args, seeded, key, workdir, promote=False, tag=f"-lean-{mode}-{round_}",
+                                extra_env={"API_LEAN_PATH": "1" if mode == "on" else "0"})
+            wrk = out.get("wrk")
+            if wrk is not None:
+                rps, p50, p99, errors = wrk["requests"] / wrk["seconds"], wrk["p50"], wrk["p99"], wrk["errors"]
+            else:
+                lat = np.asarray(out["recommendations"]["latencies"])
+                rps, p50, p99 = lat.size / out["elapsed"], np.percentile(lat, 50), np.percentile(lat, 99)
+                errors = out["recommendations"]["errors"]
+            clean = clean and errors == 0
+            runs[mode].append((rps, p99))
+            print(f"{mode + ' #' + str(round_ + 1):<12} {rps:>8.1f} {p50:>8.1f} {p99:>8.1f} {errors:>7}")
+    off, on = (float(np.median([r for r, _ in runs[m]])) for m in ("off", "on"))
+    p99_off, p99_on = (float(np.median([p for _, p in runs[m]])) for m in ("off", "on"))
+    print(f"median: off {off:.1f} req/s (p99 {p99_off:.1f} ms), on {on:.1f} req/s (p99 {p99_on:.1f} ms): "
+          f"{on / off:.2f}x")
+    return clean
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured duration")
@@ -622,6 +661,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                         help="gunicorn worker processes (default: one per CPU, as docs/operations.md advises)")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
+    parser.add_argument("--worker-class", default="",
+                        help="gunicorn's --worker-class (default: gunicorn's choice, gthread with --threads over 1, "
+                        "else sync, which closes each connection after its answer)")
     parser.add_argument("--learners", type=int, default=1000)
     parser.add_argument("--history", type=int, default=30, help="reviews per learner before the run")
     parser.add_argument("--concepts", type=int, default=20)
@@ -634,10 +676,15 @@ def main() -> int:
     parser.add_argument("--log-ab", action="store_true",
                         help="measure recommendation throughput with the recommendation log off, then on (no promotion)")
     parser.add_argument("--log-ab-rounds", type=int, default=1, help="--log-ab: pairs of runs (off, on)")
+    parser.add_argument("--lean-ab", action="store_true",
+                        help="measure the single endpoint with the lean path off, then on (API_LEAN_PATH; no promotion)")
+    parser.add_argument("--ab-rounds", type=int, default=3, help="--lean-ab: pairs of runs (off, on)")
     parser.add_argument("--wrk", action="store_true",
                         help="send the single endpoint's recommendations with wrk (one thread, --concurrency "
                         "connections, closed loop), which leaves the cores to the server; the reviews as before")
     args = parser.parse_args()
+    if args.lean_ab and (args.batch or args.log_ab):
+        parser.error("--lean-ab: the single endpoint (not with --batch or --log-ab)")
     if args.wrk and (args.batch or args.rate > 0 or args.log_ab):
         parser.error("--wrk: the single endpoint's closed loop only (not with --batch, --rate or --log-ab)")
     if args.wrk and not (float(args.seconds).is_integer() and float(args.warmup).is_integer() and args.warmup >= 1):
@@ -663,6 +710,8 @@ def main() -> int:
                   f"{args.concepts} concepts, policy v1 active ({time.perf_counter() - t:.1f} s)")
             if args.log_ab:
                 met = log_ab(args, seeded, key, workdir)
+            elif args.lean_ab:
+                met = lean_ab(args, seeded, key, workdir)
             else:
                 out, promoted_at, reencoding = measure(args, seeded, key, workdir, promote=not args.no_promotion)
                 met = report(args, out, promoted_at, db, cache)

@@ -154,6 +154,9 @@ RECOMMENDATION_LOG_MAX_BUFFERED = max(env_int("RECOMMENDATION_LOG_MAX_BUFFERED",
 # of learners' histories for policy versions with local attention, so that a recommendation computes only the newest
 # tokens; bytes of arrays kept (about 60 KB a learner at the default model size), least recently used evicted; 0: off.
 SERVING_STEP_CACHE_BYTES = max(env_int("SERVING_STEP_CACHE_BYTES", 64 << 20), 0)
+# The lean path of POST /api/v1/recommendations (curriculum/api/lean_path.py): the common request answered in front of
+# Django's handler and REST framework's view machinery, every other one by them; 0 sends every request through them.
+API_LEAN_PATH = env_bool("API_LEAN_PATH", True)
 # Batch recommendation requests (POST /api/v1/recommendations/batch) one web process answers at once; more are
 # refused with a 503 and Retry-After, so that a push job's batches cannot hold every server thread while the app's
 # reviews and single recommendations wait (curriculum/api/concurrency.py). At least 1.

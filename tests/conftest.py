@@ -264,7 +264,7 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture
 def gunicorn_server(tmp_path, wait_until):
-    """``start(env, workers=1) -> port``: `gunicorn crlsite.wsgi -w WORKERS` on a free loopback port with ``env`` as
+    """``start(env, workers=1, threads=1) -> port``: `gunicorn crlsite.wsgi -w WORKERS --threads THREADS` on a free loopback port with ``env`` as
     its whole environment, listening when it returns; every server started is stopped at the end of the test (logs:
     tmp_path/gunicorn-N.log)."""
     import socket
@@ -272,12 +272,13 @@ def gunicorn_server(tmp_path, wait_until):
 
     started = []
 
-    def start(env: dict[str, str], workers: int = 1) -> int:
+    def start(env: dict[str, str], workers: int = 1, threads: int = 1) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         started.append(start_service(
-            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"],
+            [str(Path(sys.executable).parent / "gunicorn"), "crlsite.wsgi", "-w", str(workers), "--threads", str(threads),
+             "-b", f"127.0.0.1:{port}"],
             env=env, log_path=tmp_path / f"gunicorn-{len(started)}.log", ready=lambda _: _listening(port),
             what="gunicorn to listen", wait_until=wait_until, timeout=60,
         ))

@@ -303,8 +303,10 @@ def environment_reads(path: Path) -> set[str]:
 
 @functools.cache
 def application_variables() -> frozenset[str]:
-    """The environment variables the application (crlsite, curriculum, training) reads."""
-    return frozenset(name for path in python_files(*APPLICATION) for name in environment_reads(path))
+    """The environment variables the application (crlsite, curriculum, training, and gunicorn's settings file at the
+    repository's root) reads."""
+    return frozenset(name for path in (*python_files(*APPLICATION), REPO / "gunicorn.conf.py")
+                     for name in environment_reads(path))
 
 
 @functools.cache
@@ -312,7 +314,7 @@ def environment_variables() -> frozenset[str]:
     """Every environment variable the code (application, tests, benchmarks), the Makefile or the CI script reads or
     sets, and the library variables above."""
     found = set(LIBRARY_VARIABLES)
-    for path in python_files(*CODE):
+    for path in (*python_files(*CODE), REPO / "gunicorn.conf.py"):
         found |= environment_reads(path)
     found |= set(re.findall(r"^(\w+)\s*[?:]?=", (REPO / "Makefile").read_text(), re.M))
     found |= set(re.findall(r"\bexport\s+(\w+)=", (REPO / ".ci" / "run").read_text()))

@@ -51,6 +51,14 @@ class CachedTokenAuthentication(TokenAuthentication):
         return user, token
 
     @classmethod
+    def remembered(cls, key: str) -> tuple[object, Token] | None:
+        """(user, token) of a key this process checked less than TOKEN_CACHE_SECONDS ago, without a query; None
+        otherwise (never checked, expired, forgotten): authenticate_credentials decides then. The lean path's
+        authentication (curriculum/api/lean_path.py)."""
+        hit = cls._known.get(key)
+        return hit[1:] if hit is not None and hit[0] > time.monotonic() else None
+
+    @classmethod
     def forget(cls, key: str | None = None) -> None:
         with cls._lock:
             if key is None:

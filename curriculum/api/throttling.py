@@ -35,6 +35,10 @@ FALLBACK_SECONDS = 5.0
 # it may keep pending (the most all processes together can overshoot the rate, each).
 FLUSH_SECONDS = 0.25
 FLUSH_FRACTION = 0.01
+# The WSGI environ key by which the lean path (curriculum/api/lean_path.py) marks a request it has counted already,
+# before handing it to Django (an error it lets Django answer): REST framework's check then counts it no second time.
+# No client can send it: a header reaches the environ as HTTP_*.
+THROTTLE_COUNTED = "crl.throttle_counted"
 
 
 class _Batch:
@@ -129,6 +133,9 @@ class TokenRateThrottle(SimpleRateThrottle):
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:
+            return True
+        meta = getattr(request, "META", None)
+        if meta is not None and meta.get(THROTTLE_COUNTED):  # counted by the lean path already
             return True
         base = self.get_cache_key(request, view)
         cost = self._cost(request, view)

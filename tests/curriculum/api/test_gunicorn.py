@@ -63,3 +63,25 @@ def test_an_unknown_api_path_is_a_json_404_through_the_server(gunicorn, token):
     response = conn.getresponse()
     assert response.status == 404 and response.getheader("Content-Type").startswith("application/json")
     assert "message" in json.loads(response.read())["error"]
+
+
+def test_recommendations_through_the_server_and_its_keep_alive_limit(other_process_database_url, gunicorn_server,
+                                                                     token, make_curriculum):
+    # gunicorn.conf.py (read from the repository, gunicorn's working directory): the 3rd request of a connection is
+    # answered with Connection: close when WEB_KEEPALIVE_REQUESTS=3; the first answer is Django's, the next ones
+    # the lean path's (curriculum/api/lean_path.py), the same shape
+    env = {k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "REDIS_URL"}}
+    env.update(DATABASE_URL=other_process_database_url, LOG_LEVEL="WARNING", OMP_NUM_THREADS="1",
+               WEB_KEEPALIVE_REQUESTS="3")
+    port = gunicorn_server(env, threads=2)  # gthread: keep-alive connections (the sync worker closes each)
+    make_curriculum("demo", concepts=3)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    answers = []
+    for n in range(3):
+        conn.request("POST", "/api/v1/recommendations", body=json.dumps({"curriculum": "demo", "learner": f"u{n}"}),
+                     headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+        response = conn.getresponse()
+        answers.append((response.status, response.getheader("Connection"), response.getheader("X-Frame-Options"),
+                        sorted(json.loads(response.read()))))
+    keys = sorted(["recommendation_id", "concept", "scores", "policy", "strategy", "unscored"])
+    assert answers == [(200, "keep-alive", "DENY", keys), (200, "keep-alive", "DENY", keys), (200, "close", "DENY", keys)]
