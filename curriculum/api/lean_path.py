@@ -43,7 +43,7 @@ from django.urls import reverse
 
 from .. import serving
 from .authentication import CachedTokenAuthentication
-from .parsers import MAX_BODY_BYTES, JSONBodyParser, is_json_media_type
+from .parsers import MAX_BODY_BYTES, JSONBodyParser
 from .renderers import ApiJSONRenderer
 from .serializers import RecommendationRequestSerializer, recommendation_body, validate
 from .throttling import THROTTLE_COUNTED
