@@ -9,27 +9,29 @@ WSGI wrapper answers the common request itself, with the same pieces the view us
 - the token from the process's memory of valid tokens (`CachedTokenAuthentication.remembered`), the view's
   permission classes, and the view's throttle classes (counted once: the request is marked, so that REST
   framework's check, should the request reach it, does not count it again);
-- the body read by the API's parser (`JSONBodyParser`: strict JSON, the same refusals) and validated by the view's
+- the body read by the API's parser (only once the token is known: Django refuses an unknown client without reading
+  its body) (`JSONBodyParser`: strict JSON, the same refusals) and validated by the view's
   serializer (`RecommendationRequestSerializer`);
 - `serving.recommend` (the same answer, the same recommendation log row), rendered by the view's renderer;
 - the response headers Django's stack gives this endpoint's answers (security headers, Content-Security-Policy,
-  ``Allow``...), taken from the first answer Django gives in this process for each scheme (http, https) rather
-  than written here: the lean answer's headers are Django's by construction.
+  ``Allow``...), taken from the first answer Django gives in this process for each scheme (http, https) to a
+  request without cookies, and only when it sets none, rather than written here.
 
 Anything else goes to Django untouched (the body handed on as read): another path or method, a query string, a
-host Django would refuse, an http request that settings redirect to https, an Authorization header that is not a
-remembered token, an Accept header other than JSON's, a body the parser or serializer refuses, a request over its
-rate (REST framework answers the 429 with its Retry-After), a database outage in progress, and any error while
-answering (a 400 for an unknown curriculum, a 503 for a database that does not answer): every error keeps the
-API's shape because Django answers it. Django's request_started and request_finished signals are sent around a
-lean answer as its handler sends them (closing expired database connections).
+cookie, a host Django would refuse, an http request that settings redirect to https, an Authorization header that is
+not a remembered token, an Accept header other than JSON's, a body the parser or serializer refuses, a request over
+its rate (REST framework answers the 429 with its Retry-After), a database outage in progress. An error while
+recommending (an unknown curriculum, a database that does not answer) is kept in the environ and raised again by
+the view, without a second attempt: Django's handling answers it (the 400, the 503 with the outage recorded, a
+500 logged), so every error keeps the API's shape. Django's request_started and request_finished signals are sent
+around the lean attempt (closing expired database connections before its query), and again by Django for a
+request it answers after.
 
 Turned off by ``API_LEAN_PATH=0`` (settings.API_LEAN_PATH): then every request takes Django's path.
 """
 from __future__ import annotations
 
 import io
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,7 +41,7 @@ from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 from .. import serving
 from .authentication import CachedTokenAuthentication
@@ -47,9 +49,7 @@ from .parsers import MAX_BODY_BYTES, JSONBodyParser
 from .renderers import ApiJSONRenderer
 from .serializers import RecommendationRequestSerializer, recommendation_body, validate
 from .throttling import THROTTLE_COUNTED
-from .views import RecommendationsView
-
-logger = logging.getLogger(__name__)
+from .views import LEAN_PATH_ERROR, RecommendationsView
 
 # Accept headers answered on the lean path: what REST framework would answer with the JSON renderer, unparametrised
 # (a parameter such as ``indent`` may change the rendering: REST framework answers those).
@@ -111,34 +111,41 @@ class LeanRecommendations:
         secure = _is_secure(environ)
         if not self._eligible(environ, secure):
             return self.app(environ, start_response)
-        body = _read_body(environ)
-        if body is None:  # no Content-Length (chunked), or one Django's parser would refuse: nothing was read
-            return self.app(environ, start_response)
-        environ["wsgi.input"] = io.BytesIO(body)  # whatever happens next, Django can read the body again
         headers = self._headers.get(secure)
         if headers is None:  # the first request of this scheme: Django answers, and its headers are kept
             return self.app(environ, self._keeping_headers(start_response, secure))
-        payload = self._answer(environ, body)
+        request = self._authorized(environ)
+        if request is None:  # before the body is read: Django refuses an unknown client without reading it
+            return self.app(environ, start_response)
+        body = _read_body(environ)
+        if body is None:  # no Content-Length (chunked), or one Django's parser would refuse: nothing was read
+            return self.app(environ, start_response)
+        environ["wsgi.input"] = io.BytesIO(body)
+        payload = self._answer(environ, request, body)
         if payload is None:
-            environ["wsgi.input"] = io.BytesIO(body)
+            environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body as sent
             return self.app(environ, start_response)
         start_response(_OK, [*headers, ("Content-Length", str(len(payload)))])
         return _Answer(payload)
 
     def path(self) -> str:
-        """The endpoint's path, from the URL configuration (read once)."""
+        """The endpoint's path below the script prefix, from the URL configuration (read once)."""
         if self._path is None:
-            self._path = reverse("api-recommendations")
+            self._path = "/" + reverse("api-recommendations")[len(get_script_prefix()):]
         return self._path
 
     # --------------------------------------------------------------------------------------------- checks
     def _eligible(self, environ: dict[str, Any], secure: bool) -> bool:
-        """Whether Django's middleware would pass this request to the view untouched: its host is allowed, no
-        redirect to https, no refused user agent, and no database outage in progress (whose end Django's
-        middleware records); and whether the client accepts the JSON renderer's answer as is."""
+        """Whether Django's middleware would pass this request to the view untouched and set nothing on its answer:
+        no cookie (the session and CSRF middleware may answer one with Set-Cookie and Vary), its host allowed, no
+        redirect to https, no refused user agent, no database outage in progress (whose end Django's middleware
+        records); whether the client accepts the JSON renderer's answer as is; and one throttle class at most (a
+        counted request is marked for all of them at once)."""
         from crlsite.outages import DATABASE, outage
 
-        if outage(DATABASE).active or settings.DISALLOWED_USER_AGENTS:
+        if "HTTP_COOKIE" in environ or outage(DATABASE).active or settings.DISALLOWED_USER_AGENTS:
+            return False
+        if len(self._view.throttle_classes) > 1:
             return False
         if settings.SECURE_SSL_REDIRECT and not secure:
             return False
@@ -157,8 +164,9 @@ class LeanRecommendations:
         return accept is None or all(part.strip() in _ACCEPTED for part in accept.split(","))
 
     def _keeping_headers(self, start_response: StartResponse, secure: bool) -> StartResponse:
+        # kept from a 200 that sets no cookie (the request sent none: _eligible); Content-Length is the answer's own
         def keep(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-            if status == _OK:
+            if status == _OK and not any(name.lower() == "set-cookie" for name, _ in headers):
                 with self._lock:
                     self._headers[secure] = [(name, value) for name, value in headers
                                              if name.lower() != "content-length"]
@@ -166,39 +174,50 @@ class LeanRecommendations:
 
         return keep
 
-    def _user(self, environ: dict[str, Any]) -> _User | None:
-        """The remembered user of the request's ``Authorization: Token <key>``, as REST framework's
-        TokenAuthentication splits the header; None for anything else (REST framework decides then)."""
-        parts = environ.get("HTTP_AUTHORIZATION", "").split()
-        if len(parts) != 2 or parts[0].lower() != "token" or not parts[1].isascii():
+    def _authorized(self, environ: dict[str, Any]) -> _User | None:
+        """The remembered user of the request's ``Authorization: Token <key>``, the header split as REST
+        framework's TokenAuthentication splits it (its bytes, ISO-8859-1, on ASCII whitespace), when the view's
+        permission classes let that user in; None for anything else (REST framework decides then)."""
+        try:
+            parts = environ.get("HTTP_AUTHORIZATION", "").encode("iso-8859-1").split()
+            if len(parts) != 2 or parts[0].lower() != b"token":
+                return None
+            key = parts[1].decode()
+        except UnicodeError:
             return None
-        known = CachedTokenAuthentication.remembered(parts[1])
-        return None if known is None else _User(*known)
-
-    def _answer(self, environ: dict[str, Any], body: bytes) -> bytes | None:
-        """The rendered answer, or None when Django must answer (nothing was counted or logged then, or the request
-        is marked as counted)."""
-        request = self._user(environ)
-        if request is None:
+        known = CachedTokenAuthentication.remembered(key)
+        if known is None:
             return None
+        request = _User(*known)
         view = self._view
-        if not all(permission().has_permission(request, view) for permission in view.permission_classes):
-            return None
+        return request if all(p().has_permission(request, view) for p in view.permission_classes) else None
+
+    def _answer(self, environ: dict[str, Any], request: _User, body: bytes) -> bytes | None:
+        """The rendered answer, or None when Django must answer: before the budget is counted, with nothing done
+        (REST framework parses, validates and throttles again: a refusal counts nothing, throttling.py); after,
+        with the request marked as counted (THROTTLE_COUNTED) and the error that stopped the lean path kept for
+        the view (LEAN_PATH_ERROR), which raises it instead of recommending again: Django's handling answers it,
+        once (the 400 of an unknown curriculum, the 503 of a database that did not answer in time, a 500 logged
+        as any view's)."""
+        view = self._view
         try:
             data = JSONBodyParser().parse(io.BytesIO(body), environ.get("CONTENT_TYPE"))
-        except Exception:  # noqa: BLE001 - REST framework's parser answers it, with the error's shape
+            valid, errors = validate(RecommendationRequestSerializer, data)
+            if errors is not None:
+                return None
+            if not all(throttle().allow_request(request, view) for throttle in view.throttle_classes):
+                return None  # REST framework answers the 429 with its Retry-After
+        except Exception:  # noqa: BLE001 - REST framework's parser, serializer or throttle answers it, as Django's path would
             return None
-        valid, errors = validate(RecommendationRequestSerializer, data)
-        if errors is not None:
-            return None
-        if not all(throttle().allow_request(request, view) for throttle in view.throttle_classes):
-            return None  # nothing counted: a refusal counts nothing (throttling.py); REST framework answers the 429
         environ[THROTTLE_COUNTED] = True
+        # as Django's handler around a request (closing expired database connections before the query); Django
+        # sends its own pair again for a request it answers after this
         signals.request_started.send(sender=WSGIHandler, environ=environ)
         try:
             rec = serving.recommend(**valid)
             return self._renderer.render(recommendation_body(rec), ApiJSONRenderer.media_type)
-        except Exception:  # noqa: BLE001 - Django answers it (the 400, the 503); the budget is counted already
+        except Exception as exc:  # noqa: BLE001 - the view raises it again: Django's handling answers it
+            environ[LEAN_PATH_ERROR] = exc
             signals.request_finished.send(sender=WSGIHandler)  # a lean answer's is sent by its body's close
             return None
 

@@ -52,6 +52,10 @@ ERRORS = {
     503: OpenApiResponse(ErrorSerializer, description="The database (or the artifact storage) is unreachable or did "
                          "not answer in time; `Retry-After` says when to try again. Nothing was stored."),
 }
+# The WSGI environ key under which the lean path leaves the error that stopped it after the request was counted
+# (RecommendationsView raises it instead of recommending again). No client can send it: a header reaches the environ
+# as HTTP_*.
+LEAN_PATH_ERROR = "crl.lean_path.error"
 # Seconds a client refused by the batch endpoint's concurrency limit is told to wait (Retry-After).
 BUSY_RETRY_AFTER_S = 1
 BATCH_ERRORS = {**ERRORS, 503: OpenApiResponse(ErrorSerializer, description="The database (or the artifact storage) "
@@ -166,6 +170,9 @@ class RecommendationsView(ApiView):
         if errors is not None:
             raise InvalidRequest(field_errors(errors))
         try:
+            failed = request.META.get(LEAN_PATH_ERROR)
+            if failed is not None:  # the lean path's attempt failed (after counting): its error, not a second try
+                raise failed
             rec = serving.recommend(**valid)
         except serving.UnknownCurriculum as exc:
             raise InvalidRequest([{"field": "curriculum", "message": str(exc)}]) from None

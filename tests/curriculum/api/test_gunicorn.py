@@ -68,8 +68,9 @@ def test_an_unknown_api_path_is_a_json_404_through_the_server(gunicorn, token):
 def test_recommendations_through_the_server_and_its_keep_alive_limit(other_process_database_url, gunicorn_server,
                                                                      token, make_curriculum):
     # gunicorn.conf.py (read from the repository, gunicorn's working directory): the 3rd request of a connection is
-    # answered with Connection: close when WEB_KEEPALIVE_REQUESTS=3; the first answer is Django's, the next ones
-    # the lean path's (curriculum/api/lean_path.py), the same shape
+    # answered with Connection: close when WEB_KEEPALIVE_REQUESTS=3. Through crlsite.wsgi the first answer is
+    # Django's, the next ones the lean path's (curriculum/api/lean_path.py; that they are equal to Django's is
+    # test_lean_path.py's): the same shape and headers through the real server
     env = {k: v for k, v in os.environ.items() if k not in {"CACHE_URL", "REDIS_URL"}}
     env.update(DATABASE_URL=other_process_database_url, LOG_LEVEL="WARNING", OMP_NUM_THREADS="1",
                WEB_KEEPALIVE_REQUESTS="3")

@@ -59,6 +59,15 @@ def served(make_curriculum, make_real_policy):
     return curriculum
 
 
+@pytest.fixture
+def warm(served, token):
+    """(Spy, LeanRecommendations) whose http answers' headers Django's first answer gave (``spy.calls`` == 1)."""
+    spy = Spy()
+    lean = LeanRecommendations(spy)
+    call(lean, body={"curriculum": "demo", "learner": "u1"}, token=token)
+    return spy, lean
+
+
 def call(app, *, body: bytes | dict | None = None, token: str | None = None, method: str = "POST", path: str = URL,
          query: str = "", scheme: str = "http", headers: dict[str, str] | None = None, length: bool = True):
     """(status code, {header name lower case: value}, body bytes, the environ) of one WSGI request to ``app``."""
@@ -185,36 +194,144 @@ def test_a_request_counted_on_the_lean_path_is_counted_once(served, token, rate)
     assert THROTTLE_COUNTED not in environ and spy.calls == 4
 
 
-def test_a_forgotten_token_is_checked_again(served, token):
+def test_a_forgotten_token_is_checked_again(warm, token):
     from curriculum.api.authentication import CachedTokenAuthentication
     from rest_framework.authtoken.models import Token
 
-    spy = Spy()
-    lean = LeanRecommendations(spy)
+    spy, lean = warm
     body = {"curriculum": "demo", "learner": "u1"}
-    call(lean, body=body, token=token)
     assert call(lean, body=body, token=token)[0] == 200 and spy.calls == 1
     Token.objects.filter(key=token).delete()  # forgotten by this process at once (post_delete)
     assert CachedTokenAuthentication.remembered(token) is None
     assert call(lean, body=body, token=token)[0] == 401 and spy.calls == 2
 
 
-def test_a_database_outage_goes_to_django(served, token):
+def test_a_database_outage_goes_to_django(warm, token):
+    from crlsite.outages import DATABASE, outage
+
+    spy, lean = warm
+    body = {"curriculum": "demo", "learner": "u1"}
+    database = outage(DATABASE)
+    database.failed(RuntimeError("test outage"))
+    try:
+        assert call(lean, body=body, token=token)[0] == 200 and spy.calls == 2
+        assert not database.active  # Django's middleware ended it, its queries having succeeded
+    finally:
+        if database.active:
+            database.recovered()
+    call(lean, body=body, token=token)
+    assert spy.calls == 2
+
+
+class Counted:
+    """serving.recommend, counting its calls (and raising ``error`` once, when given)."""
+
+    def __init__(self, monkeypatch, error: Exception | None = None):
+        from curriculum import serving
+
+        self.calls, self.error, self.real = 0, error, serving.recommend
+        monkeypatch.setattr(serving, "recommend", self)
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return self.real(**kwargs)
+
+
+def test_an_error_after_counting_is_answered_by_django_without_a_second_attempt(served, token, monkeypatch):
+    spy = Spy()
+    lean = LeanRecommendations(spy)
+    call(lean, body={"curriculum": "demo", "learner": "u0"}, token=token)
+    recommend = Counted(monkeypatch)
+    status, _, content, environ = call(lean, body={"curriculum": "nope", "learner": "u1"}, token=token)
+    assert (status, recommend.calls, spy.calls) == (400, 1, 2) and "nope" in json.loads(content)["error"]["message"]
+    assert environ[THROTTLE_COUNTED] is True
+
+
+def test_a_database_that_fails_is_a_503_after_one_attempt_and_an_outage(served, token, monkeypatch):
+    from django.db import OperationalError
+
     from crlsite.outages import DATABASE, outage
 
     spy = Spy()
     lean = LeanRecommendations(spy)
-    body = {"curriculum": "demo", "learner": "u1"}
-    call(lean, body=body, token=token)
+    call(lean, body={"curriculum": "demo", "learner": "u0"}, token=token)
+    recommend = Counted(monkeypatch, OperationalError("canceling statement due to statement timeout"))
     database = outage(DATABASE)
-    database.failed(RuntimeError("test outage"))
     try:
-        assert call(lean, body=body, token=token)[0] == 200 and spy.calls == 2  # Django ends the outage
+        status, headers, content, _ = call(lean, body={"curriculum": "demo", "learner": "u1"}, token=token)
+        assert (status, recommend.calls, spy.calls) == (503, 1, 2)  # one wait, not two
+        assert headers["retry-after"] and "did not answer in time" in json.loads(content)["error"]["message"]
+        assert database.active  # recorded by Django's middleware, as for any view
+        assert headers["x-frame-options"] == "DENY"  # Django's answer, through its middleware
     finally:
-        database.recovered()
-    assert not database.active
-    call(lean, body=body, token=token)
+        if database.active:
+            database.recovered()
+
+
+def test_a_request_with_a_cookie_goes_to_django_and_its_headers_are_never_kept(served, token):
+    spy = Spy()
+    lean = LeanRecommendations(spy)
+    body = {"curriculum": "demo", "learner": "u1"}
+    cookie = {"HTTP_COOKIE": "csrftoken=bad; sessionid=x"}
+    assert call(lean, body=body, token=token, headers=cookie)[0] == 200 and spy.calls == 1
+    assert call(lean, body=body, token=token)[0] == 200 and spy.calls == 2  # the headers are taken from this one
+    status, headers, *_ = call(lean, body=body, token=token)
+    assert status == 200 and spy.calls == 2
+    assert "set-cookie" not in headers and "cookie" not in headers.get("vary", "").lower()
+    call(lean, body=body, token=token, headers=cookie)
+    assert spy.calls == 3
+
+
+@pytest.mark.parametrize("header", ["Token\xa0{key}", "Token {key} extra", "Bearer {key}", "{key}"])
+def test_an_authorization_header_rest_framework_refuses_goes_to_django(warm, token, header):
+    spy, lean = warm
+    body = {"curriculum": "demo", "learner": "u1"}
+    status, _, content, _ = call(lean, body=body, headers={"HTTP_AUTHORIZATION": header.format(key=token)})
+    assert status == 401 and spy.calls == 2 and json.loads(content)["error"]["message"]
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "application/*", "application/json, */*"])
+def test_json_accept_headers_are_answered_on_the_lean_path(warm, token, accept):
+    spy, lean = warm
+    body = {"curriculum": "demo", "learner": "u1"}
+    status, headers, content, environ = call(lean, body=body, token=token, headers={"HTTP_ACCEPT": accept})
+    assert status == 200 and spy.calls == 1 and environ[THROTTLE_COUNTED] is True
+    assert headers["content-type"] == "application/json" and json.loads(content)["strategy"] == "policy"
+
+
+def test_a_refused_user_agent_is_left_to_django(served, token, settings):
+    import re
+
+    settings.DISALLOWED_USER_AGENTS = [re.compile("^evil")]  # before Django's handler is built: its middleware reads it
+    spy = Spy()
+    lean = LeanRecommendations(spy)
+    body = {"curriculum": "demo", "learner": "u1"}
+    assert call(lean, body=body, token=token)[0] == 200  # Django's headers kept
+    assert call(lean, body=body, token=token, headers={"HTTP_USER_AGENT": "evil-bot"})[0] == 403
     assert spy.calls == 2
+
+
+def test_an_http_request_settings_redirect_is_left_to_django(served, token, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    spy = Spy()
+    lean = LeanRecommendations(spy)
+    body = {"curriculum": "demo", "learner": "u1"}
+    assert call(lean, body=body, token=token, scheme="https")[0] == 200
+    assert call(lean, body=body, token=token, scheme="https")[0] == 200 and spy.calls == 1  # https: the lean path
+    assert call(lean, body=body, token=token)[0] == 301 and spy.calls == 2
+
+
+def test_the_path_is_read_without_the_threads_script_prefix(served):
+    from django.urls import set_script_prefix
+
+    set_script_prefix("/mounted/")
+    try:
+        assert LeanRecommendations(Spy()).path() == URL
+    finally:
+        set_script_prefix("/")
 
 
 def test_other_paths_reach_django(served, token):
