@@ -12,11 +12,13 @@ time, in each configuration, alternating blocks so that a shared machine slows t
   collector's full passes walk the whole heap, as before issue 23;
 - `after`: the throttle counts in the process and adds its counts in batches (curriculum/api/throttling.py), and
   the heap loaded at start-up is frozen out of the collector's passes as crlsite/wsgi.py does (crlsite/heap.py).
+- `lean`: as `after`, through the lean path of the endpoint (curriculum/api/lean_path.py, as crlsite/wsgi.py serves
+  it) with a WSGI environ instead of the test client: Django's handler and REST framework's view machinery skipped.
 
 A full collection is also timed directly, with the heap unfrozen and frozen: the stall a full pass puts on the
 request it lands on (one in a few thousand requests; too rare to show in a short run's p99).
 
-For each: latency p50/p99/max, garbage collections (gen 2 counted and timed through `gc.callbacks`) and a cProfile of
+For each: latency p50/p99/max, the median CPU time a request (`time.thread_time`), garbage collections (gen 2 counted and timed through `gc.callbacks`) and a cProfile of
 the same requests, its self time summed per part (DTLite, throttle, query, learner state, Django/DRF and the rest)
 per request. Profiling slows Python-heavy parts more than NumPy's: compare the parts between columns, and take
 latencies from the unprofiled rows. Loopback only.
@@ -31,6 +33,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import gc  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import pstats  # noqa: E402
 import random  # noqa: E402
@@ -102,24 +105,53 @@ def run(args) -> None:
                 learner = rng.choice(seeded["learners"]) if rng.random() < 0.9 else f"{key}-new{rng.randrange(10**6)}"
                 return json.dumps({"curriculum": key, "learner": learner})
 
-            def one() -> float:
-                t = time.perf_counter()
-                response = client.post("/api/v1/recommendations", body(), content_type="application/json")
+            from django.core.handlers.wsgi import WSGIHandler
+
+            from curriculum.api.lean_path import LeanRecommendations
+
+            lean = LeanRecommendations(WSGIHandler())  # as crlsite/wsgi.py serves, without an HTTP server
+            cpu: dict[str, list[float]] = {}
+
+            def through_lean_path() -> tuple[int, bytes]:
+                raw = body().encode()
+                environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/recommendations", "SCRIPT_NAME": "",
+                           "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+                           "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http",
+                           "wsgi.input": io.BytesIO(raw), "wsgi.errors": sys.stderr, "CONTENT_LENGTH": str(len(raw)),
+                           "CONTENT_TYPE": "application/json", "HTTP_AUTHORIZATION": f"Token {seeded['token']}"}
+                answer = []
+                chunks = lean(environ, lambda status, headers, *exc: answer.append(status))
+                try:
+                    content = b"".join(chunks)
+                finally:
+                    chunks.close()
+                return int(answer[0].split()[0]), content
+
+            def one(name: str = "after") -> float:
+                t, c = time.perf_counter(), time.thread_time()
+                if name == "lean":
+                    status, content = through_lean_path()
+                else:
+                    response = client.post("/api/v1/recommendations", body(), content_type="application/json")
+                    status, content = response.status_code, response.content
                 elapsed = (time.perf_counter() - t) * 1000
-                if response.status_code != 200:
-                    raise SystemExit(f"HTTP {response.status_code}: {response.content[:300]!r}")
+                cpu.setdefault(name, []).append((time.thread_time() - c) * 1000)
+                if status != 200:
+                    raise SystemExit(f"HTTP {status}: {content[:300]!r}")
                 return elapsed
 
             from crlsite.heap import freeze_loaded_heap
 
-            configs = {"before": (0.0, False), "after": (throttling.FLUSH_FRACTION, True)}
+            configs = {"before": (0.0, False), "after": (throttling.FLUSH_FRACTION, True),
+                       "lean": (throttling.FLUSH_FRACTION, True)}
 
             def use(name: str) -> None:
                 throttling.FLUSH_FRACTION, frozen = configs[name]
                 gc.freeze() if frozen else gc.unfreeze()
 
-            for _ in range(50):  # warm-up: the policy loaded, connections open, every code path seen
-                one()
+            for name in ("after", "lean"):  # warm-up: the policy loaded, connections open, every code path seen
+                for _ in range(50):
+                    one(name)
             frozen_objects = freeze_loaded_heap()
             full_pass = {}
             for name in configs:
@@ -131,19 +163,20 @@ def run(args) -> None:
             gcs = {name: GcTimer() for name in configs}
             profiles = {name: cProfile.Profile() for name in configs}
             block = 100
-            for start in range(0, 2 * args.requests, block):  # unprofiled, alternating blocks
-                name = list(configs)[(start // block) % 2]
+            cpu.clear()
+            for start in range(0, len(configs) * args.requests, block):  # unprofiled, alternating blocks
+                name = list(configs)[(start // block) % len(configs)]
                 use(name)
                 gc.callbacks.append(gcs[name])
                 try:
-                    latencies[name].extend(one() for _ in range(block))
+                    latencies[name].extend(one(name) for _ in range(block))
                 finally:
                     gc.callbacks.remove(gcs[name])
             for name in configs:  # profiled, fewer
                 use(name)
                 profiles[name].enable()
                 for _ in range(args.profiled):
-                    one()
+                    one(name)
                 profiles[name].disable()
             use("after")
         finally:
@@ -155,7 +188,7 @@ def run(args) -> None:
     from django.conf import settings
     from django.db import connection
 
-    print(f"\nOne recommendation through the Django stack in one process; database {connection.vendor}, cache "
+    print(f"\nOne recommendation through the Django stack (`before`, `after`) and the lean path (`lean`) in one process; database {connection.vendor}, cache "
           f"{settings.CACHES['default']['BACKEND'].rsplit('.', 1)[-1]}, {os.cpu_count()} CPUs, "
           f"{args.requests} requests per column (alternating blocks of 100), cProfile over {args.profiled}.\n")
     print("| | " + " | ".join(configs) + " |")
@@ -163,6 +196,8 @@ def run(args) -> None:
     for label, fn in [("p50 ms", lambda a: np.percentile(a, 50)), ("p99 ms", lambda a: np.percentile(a, 99)),
                       ("max ms", np.max), ("mean ms", np.mean)]:
         print(f"| {label} | " + " | ".join(f"{fn(np.asarray(latencies[n])):.2f}" for n in configs) + " |")
+    print("| CPU ms a request (thread time), median | "
+          + " | ".join(f"{np.median(cpu[n][:len(latencies[n])]):.3f}" for n in configs) + " |")
     for label, fn in [("gc passes (gen 2)", lambda p: f"{len(p)} ({sum(g == 2 for g, _ in p)})"),
                       ("gc longest pass ms", lambda p: f"{max((ms for _, ms in p), default=0):.2f}")]:
         print(f"| {label} | " + " | ".join(fn(gcs[n].pauses) for n in configs) + " |")
@@ -177,12 +212,12 @@ def run(args) -> None:
         print(f"| {name} | " + " | ".join(f"{parts[n].get(name, 0.0):.3f}" for n in configs) + " |")
     print("| total | " + " | ".join(f"{sum(parts[n].values()):.3f}" for n in configs) + " |")
     if args.dump:
-        profiles["after"].dump_stats(args.dump)
+        profiles["lean"].dump_stats(args.dump)
     if args.top:
-        print(f"\nFunctions with the most self time in `after`, ms per request:\n")
+        print("\nFunctions with the most self time in `lean`, ms per request:\n")
         print("| function | ms |")
         print("| --- | ---: |")
-        stats = sorted(pstats.Stats(profiles["after"]).stats.items(), key=lambda item: -item[1][2])[:args.top]
+        stats = sorted(pstats.Stats(profiles["lean"]).stats.items(), key=lambda item: -item[1][2])[:args.top]
         for (filename, line, name), (_, _, tottime, _, _) in stats:
             print(f"| `{Path(filename).name}:{line} {name}` | {tottime * 1000 / args.profiled:.3f} |")
     slow = [(ms, n) for n in configs for ms in latencies[n] if ms > 5 * np.median(latencies[n])]
@@ -196,7 +231,7 @@ def main() -> None:
     parser.add_argument("--profiled", type=int, default=300, help="profiled requests per configuration")
     parser.add_argument("--learners", type=int, default=1000)
     parser.add_argument("--top", type=int, default=0, help="also list the N functions with the most self time")
-    parser.add_argument("--dump", metavar="FILE", help="also write the `after` profile to FILE (pstats format: "
+    parser.add_argument("--dump", metavar="FILE", help="also write the `lean` profile to FILE (pstats format: "
                                                       "`python -m pstats FILE`, e.g. its callers view)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
