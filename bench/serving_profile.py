@@ -127,7 +127,7 @@ def run(args) -> None:
                     chunks.close()
                 return int(answer[0].split()[0]), content
 
-            def one(name: str = "after") -> float:
+            def one(name: str) -> float:
                 t, c = time.perf_counter(), time.thread_time()
                 if name == "lean":
                     status, content = through_lean_path()

@@ -93,7 +93,7 @@ class LeanRecommendations:
         # Django's response headers for this endpoint's 200, per scheme (False: http, True: https), Content-Length apart
         self._headers: dict[bool, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
-        self._renderer = ApiJSONRenderer()
+        self._parser, self._renderer = JSONBodyParser(), ApiJSONRenderer()  # stateless: shared by every request
         self._view = RecommendationsView()
         setting_changed.connect(self._forget, weak=False, dispatch_uid=f"lean-path-{id(self)}")
 
@@ -120,7 +120,6 @@ class LeanRecommendations:
         body = _read_body(environ)
         if body is None:  # no Content-Length (chunked), or one Django's parser would refuse: nothing was read
             return self.app(environ, start_response)
-        environ["wsgi.input"] = io.BytesIO(body)
         payload = self._answer(environ, request, body)
         if payload is None:
             environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body as sent
@@ -201,7 +200,7 @@ class LeanRecommendations:
         as any view's)."""
         view = self._view
         try:
-            data = JSONBodyParser().parse(io.BytesIO(body), environ.get("CONTENT_TYPE"))
+            data = self._parser.parse(io.BytesIO(body), environ.get("CONTENT_TYPE"))
             valid, errors = validate(RecommendationRequestSerializer, data)
             if errors is not None:
                 return None

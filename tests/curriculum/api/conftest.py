@@ -25,6 +25,21 @@ def _fresh_token_cache():
 
 
 @pytest.fixture
+def throttle_rate(settings):
+    """``set(rate)``: the API's per-token rate for this test (REST framework's syntax, e.g. "3/min"), counted from
+    nothing: the shared cache is cleared before and after (counts of earlier tests, or runs with Redis)."""
+    from django.core.cache import cache
+
+    def set_rate(rate: str) -> str:
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": rate}}
+        return rate
+
+    cache.clear()
+    yield set_rate
+    cache.clear()
+
+
+@pytest.fixture
 def api_user(db):
     from django.contrib.auth import get_user_model
 

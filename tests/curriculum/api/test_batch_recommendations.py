@@ -4,7 +4,6 @@ import datetime as dt
 import json
 
 import pytest
-from django.core.cache import cache
 
 from curriculum.reviews.fields import MAX_ID_LENGTH
 from curriculum.reviews.store import record_reviews
@@ -120,11 +119,8 @@ def test_the_largest_batch_is_answered(api_client, demo, make_real_policy):
 
 
 @pytest.fixture
-def rate(settings):
-    cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "5/min"}}
-    yield
-    cache.clear()
+def rate(throttle_rate):
+    return throttle_rate("5/min")
 
 
 def test_the_rate_limit_counts_learners_not_calls(api_client, demo, rate):

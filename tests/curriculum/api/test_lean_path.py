@@ -7,7 +7,6 @@ import io
 import json
 
 import pytest
-from django.core.cache import cache
 from django.core.handlers.wsgi import WSGIHandler
 
 from curriculum.api.lean_path import LeanRecommendations, lean_application
@@ -174,11 +173,8 @@ def test_what_the_lean_path_does_not_answer_django_answers_as_sent(served, token
 
 
 @pytest.fixture
-def rate(settings):
-    cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "3/min"}}
-    yield
-    cache.clear()
+def rate(throttle_rate):
+    return throttle_rate("3/min")
 
 
 def test_a_request_counted_on_the_lean_path_is_counted_once(served, token, rate):

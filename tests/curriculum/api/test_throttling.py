@@ -1,14 +1,10 @@
 """Per-token throttling: 429 with Retry-After once a token has used its budget; other tokens are unaffected."""
 import pytest
-from django.core.cache import cache
 
 
 @pytest.fixture
-def rate(settings):
-    cache.clear()  # counts from earlier tests (or runs, with Redis) must not count here
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"user": "3/min"}}
-    yield "3/min"
-    cache.clear()
+def rate(throttle_rate):
+    return throttle_rate("3/min")
 
 
 def test_the_request_over_the_rate_is_429_with_retry_after(api_client, make_curriculum, rate):
