@@ -16,8 +16,8 @@ e.g. ``builtin,fsrs6,hlr`` with ``--families builtin,fsrs6,hlr --eval-family act
 
     OMP_NUM_THREADS=1 python bench/policy_gradient.py [--seed 3] [--eval-seeds 99 2024] [--threads 1]
         [--rounds N] [--students N] [--samples N] [--temperature T] [--learning-rate LR] [--updates N]
-        [--steps-per-episode N] [--families builtin] [--offline-families F] [--eval-family F] [--eval-every 5]
-        [--offline-dir DIR] [--json FILE]
+        [--steps-per-episode N] [--families builtin] [--mixed-rounds] [--selection mean|worst_margin] [--randomised-curricula] [--offline-families F] [--eval-family F] [--eval-every 5]
+        [--offline-dir DIR] [--json FILE] [--save-dir DIR]
 
 Defaults: ``PolicyGradientConfig``'s (the product's).
 """
@@ -35,14 +35,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
 
 import numpy as np  # noqa: E402
 
-def reference_returns(encoder, *, family: str, students: int, seed: int) -> np.ndarray:
+def reference_returns(encoder, *, family: str, students: int, seed: int,
+                      curriculum_seed: int | None = None) -> np.ndarray:
     """target_recall's mean final true recall on a round's students (the same cohort and dice), float64 [students]:
     where the sampled policy stands against the best teacher, round by round."""
     from training.rl.evaluation import final_recall
     import training_recipe as recipe
 
-    return final_recall(policy_name="target_recall", num_concepts=recipe.CONCEPTS, students=students,
-                        interactions=recipe.INTERACTIONS, seed=seed, encoder=encoder, family=family, held_out=False)
+    from training.rl.policy_gradient import family_shares
+    from training.rl.students import SimulatorConfig
+
+    families = family.split(",")  # a mixed round's: each family's share of the students, in order
+    return np.concatenate([
+        final_recall(policy_name="target_recall", num_concepts=recipe.CONCEPTS, students=share,
+                     interactions=recipe.INTERACTIONS, seed=seed, encoder=encoder, family=name, held_out=False,
+                     simulator=None if curriculum_seed is None else SimulatorConfig(curriculum_seed=curriculum_seed))
+        for name, share in zip(families, family_shares(students, len(families)))])
 
 
 def main() -> None:
@@ -60,7 +68,9 @@ def main() -> None:
     from training.rl.dt import DecisionTransformer, DTConfig
     from training.rl.dtlite import DTLite
     from training.rl.encoder import EncoderConfig
-    from training.rl.policy_gradient import ROUND_SEED_BASE, PolicyGradientConfig, fine_tune, lite_of
+    from training.rl.policy_gradient import (
+        CURRICULUM_SEED_OFFSET, ROUND_SEED_BASE, SELECTIONS, PolicyGradientConfig, fine_tune, lite_of,
+    )
     from training.rl.trainer import training_autocast
     from training.spec import TrainingSpec
 
@@ -85,6 +95,12 @@ def main() -> None:
     parser.add_argument("--families", default="builtin",
                         help="the rollout students' families, comma-separated, one a round in turn (default builtin; "
                              "fitted: the FSRS-6 students the offline model's encoder describes)")
+    parser.add_argument("--selection", choices=SELECTIONS, default=defaults.selection,
+                        help=f"how the kept round is chosen (default {defaults.selection})")
+    parser.add_argument("--randomised-curricula", action="store_true",
+                        help="each round's students practise a curriculum of their own (other concept difficulties)")
+    parser.add_argument("--mixed-rounds", action="store_true",
+                        help="every family every round, the students split between them (default: one a round)")
     parser.add_argument("--offline-families", metavar="F",
                         help="the offline training cohort's families (build_synthetic_dataset's; default built-in)")
     parser.add_argument("--eval-family", metavar="FAMILIES",
@@ -93,6 +109,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="evaluate every N rounds (default 5)")
     parser.add_argument("--offline-dir", metavar="DIR", help="keep / reuse the offline model's files here")
     parser.add_argument("--json", metavar="FILE", help="append the run's figures as one JSON line")
+    parser.add_argument("--save-dir", metavar="DIR", help="write the kept weights' DTLite pair here (for inspection)")
     args = parser.parse_args()
     recipe.check_seeds(parser, args)
     torch.set_num_threads(args.threads)
@@ -120,13 +137,15 @@ def main() -> None:
             rounds=args.rounds, students=args.students, samples=args.samples, temperature=args.temperature,
             learning_rate=args.learning_rate, updates=args.updates, steps_per_episode=args.steps_per_episode,
             grad_clip=TRAIN_DEFAULTS.grad_clip, families=tuple(args.families.split(",")),
-            interactions=recipe.INTERACTIONS)
+            mixed_rounds=args.mixed_rounds, selection=args.selection,
+            randomised_curricula=args.randomised_curricula, interactions=recipe.INTERACTIONS)
     except ValueError as exc:
         parser.error(str(exc))
 
     load = os.getloadavg()
     print(f"## policy gradient (RLOO): training seed {args.seed}, {args.rounds} rounds x {args.students} students x "
-          f"{args.samples} samples ({args.families}), temperature {args.temperature:g}, lr {args.learning_rate:g}, "
+          f"{args.samples} samples ({args.families}{', mixed rounds' if args.mixed_rounds else ''}; selection "
+          f"{args.selection}{'; randomised curricula' if args.randomised_curricula else ''}), temperature {args.temperature:g}, lr {args.learning_rate:g}, "
           f"{args.updates} updates a round, {args.steps_per_episode} later steps an episode; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, load {load[0]:.1f} at the start\n", flush=True)
 
@@ -157,7 +176,9 @@ def main() -> None:
 
     def on_round(round_: int, figures: dict, lite_now) -> None:
         seed = ROUND_SEED_BASE * round_ + args.seed
-        reference = reference_returns(encoder, family=figures["family"], students=args.students, seed=seed)
+        reference = reference_returns(encoder, family=figures["family"], students=args.students, seed=seed,
+                                      curriculum_seed=seed + CURRICULUM_SEED_OFFSET if args.randomised_curricula
+                                      else None)
         now = time.perf_counter()
         print(f"round {round_} ({figures['family']}): sampled return {figures['sampled_return']:.4f}, - target_recall "
               f"on the same students {figures['sampled_return'] - reference.mean():+.4f} (sd between samples "
@@ -182,8 +203,16 @@ def main() -> None:
           + f"; kept round {kept}")
     record["selection"] = {"scores": {h["round"]: h["selection_score"] for h in history if "selection_score" in h},
                            "kept": kept}
-    record["kept_eval"] = report(kept, lite_of(model, concept_keys=list(dataset.concept_keys),
-                                               encoder=dataset.encoder, target_return=target))
+    kept_lite = lite_of(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder, target_return=target)
+    record["kept_eval"] = report(kept, kept_lite)
+    if args.save_dir:
+        from training.rl.artifacts import dtlite_files
+
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+        for name, data in dtlite_files(model_config=model.checkpoint_config(), weights={
+                name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()},
+                concept_keys=list(dataset.concept_keys), encoder=dataset.encoder, target_return=target).items():
+            (Path(args.save_dir) / name).write_bytes(data)
     recipe.finish(record, started=started, json_path=args.json)
 
 

@@ -10,7 +10,8 @@ student (RLOO: Kool, van Hoof & Welling 2019, "Buy 4 REINFORCE Samples, Get a Ba
 One round (``fine_tune``):
 
 1. ``students`` fresh training students (``students.make_cohort``, training domain, seed
-   ``ROUND_SEED_BASE x round + seed``: never an evaluation stream), of ``families[(round - 1) % len(families)]``, are
+   ``ROUND_SEED_BASE x round + seed``: never an evaluation stream), of ``families[(round - 1) % len(families)]``
+   (with ``mixed_rounds``, of every family, the students split between them: ``mixed_rollouts``), are
    each taught ``samples`` times by the current weights (as DTLite, the evaluation's closed loop,
    ``evaluation.DecisionTransformerPolicy``), each action drawn from softmax(logits / ``temperature``): the same
    students and the same outcome dice every time (common random numbers), only the policy's draws differ;
@@ -26,7 +27,8 @@ One round (``fine_tune``):
    round on equal shares of the episodes, gradients clipped in global norm.
 
 Every ``select_every`` rounds (and before the first and after the last) the greedy policy, as it serves, teaches
-``selection_students`` other training-domain students of each family (``selection_score``); the weights that scored
+``selection_students`` other training-domain students of each family (``selection_score``: by ``selection``, the mean
+over the families, or the worst family's margin over its best heuristic on the same students); the weights that scored
 best are the ones kept (early stopping on training-domain students: at the constant learning rate ten rounds can set
 the policy back, by 0.013-0.015 on validation seeds between rounds 20 and 30, bench/README.md). The offline weights
 are a candidate too, so the stage never
@@ -53,9 +55,11 @@ from .cpu_threads import EVALUATION_THREADS, limited_threads, pool_size, worker_
 from .dt import DecisionTransformer
 from .dtlite import DTLite
 from .encoder import EncoderConfig, StateEncoder
-from .evaluation import EVALUATION_INTERACTIONS, FINAL_RECALL_DELAY_S, DecisionTransformerPolicy, final_recall
+from .evaluation import (
+    EVALUATION_INTERACTIONS, FINAL_RECALL_DELAY_S, HEURISTICS, DecisionTransformerPolicy, final_recall,
+)
 from .simulator import policy_rng, run_policies
-from .students import FITTED, StudentsLike, make_cohort, parse_families
+from .students import FITTED, SimulatorConfig, StudentsLike, make_cohort, parse_families
 
 ROUND_SEED_BASE = 3_000_000  # a round's students: seed ROUND_SEED_BASE x round + the training seed, training domain
 # the selection's students: seed SELECTION_SEED_OFFSET + the training seed, training domain (no round's: those are
@@ -64,6 +68,10 @@ SELECTION_SEED_OFFSET = ROUND_SEED_BASE // 2
 # a round's sample k draws from policy_rng(seed = round seed x MAX_SAMPLES + k): more samples would reach the next
 # seed's streams
 MAX_SAMPLES = 16
+# a round's curriculum with randomised_curricula: SimulatorConfig.curriculum_seed = the round's seed + this (never 0,
+# the default curriculum's)
+CURRICULUM_SEED_OFFSET = 1
+SELECTIONS = ("mean", "worst_margin")  # PolicyGradientConfig.selection: selection_score without / with references
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,16 @@ class PolicyGradientConfig:
     select_every: int = 5
     selection_students: int = 256
     families: tuple[str, ...] = field(default_factory=lambda: ("builtin",))
+    # False: one family a round, in turn; True: every family every round, ``students`` split between them as equally
+    # as they divide and each family's advantages normalised on their own (``mixed_rollouts``)
+    mixed_rounds: bool = False
+    # how the kept weights are chosen (``selection_score``): "mean" recall over the families, or "worst_margin", the
+    # smallest margin over a family's best heuristic
+    selection: str = "mean"
+    # True: each round's students practise a curriculum of their own (``SimulatorConfig.curriculum_seed`` drawn from
+    # the round's seed: other per-concept difficulties), so that which concept is hard cannot be memorised by its
+    # position and has to be read from the learner's outcomes; the selection's students keep the data's curriculum
+    randomised_curricula: bool = False
     interactions: int = EVALUATION_INTERACTIONS  # reviews a student; the pipeline passes the training spec's
 
     def __post_init__(self) -> None:
@@ -99,6 +117,11 @@ class PolicyGradientConfig:
         if self.steps_per_episode < 0:
             raise ValueError(f"policy gradient: steps_per_episode must be >= 0, got {self.steps_per_episode}")
         object.__setattr__(self, "families", parse_families(list(self.families), field="policy gradient families"))
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"policy gradient: selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
+        if self.mixed_rounds and self.students < len(self.families):
+            raise ValueError(f"policy gradient: mixed rounds need at least one student per family, got "
+                             f"{self.students} students for {len(self.families)} families")
 
     def episode_bytes(self, state_dim: int) -> int:
         """Bytes of a round's recorded states (float32 [samples, students, interactions, state_dim]), the largest
@@ -140,16 +163,19 @@ class _Recording(DecisionTransformerPolicy):
 
 
 def rollout_sample(lite: DTLite, *, family: str, students: int, interactions: int, seed: int, sample: int,
-                   temperature: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   temperature: float, curriculum_seed: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The closed loop of ``rollouts``' sample number ``sample``: (states float32 [students, T, S], returns-to-go
     float32 [students, T], actions int64 [students, T], returns float64 [students]). One BLAS thread. Family
     "fitted": the students the policy's fitted FSRS-6 encoder describes (``StudentsLike.from_encoder``: the
-    evaluation's "fitted" students after synthetic training); ValueError when its encoder has no fitted FSRS-6."""
+    evaluation's "fitted" students after synthetic training); ValueError when its encoder has no fitted FSRS-6.
+    ``curriculum_seed``: the students' curriculum (``SimulatorConfig.curriculum_seed``; None: the default one)."""
     num_concepts = int(lite.config["action_dim"])
     like = StudentsLike.from_encoder(lite.config["encoder"]) if family == FITTED else None
     with limited_threads(EVALUATION_THREADS):
         cohort = make_cohort(family=family, students_like=like, num_students=students, num_concepts=num_concepts,
-                             interactions=interactions, seed=seed, held_out=False)
+                             interactions=interactions, seed=seed, held_out=False,
+                             config=None if curriculum_seed is None else SimulatorConfig(curriculum_seed=curriculum_seed))
         policy = _Recording(lite, num_learners=students, num_concepts=num_concepts, temperature=temperature,
                             rng=policy_rng(seed=seed * MAX_SAMPLES + sample, held_out=False, name="policy_gradient"))
         run_policies(cohort=cohort, groups=[(policy, np.arange(students))],
@@ -160,15 +186,47 @@ def rollout_sample(lite: DTLite, *, family: str, students: int, interactions: in
 
 
 def rollouts(lite: DTLite, *, family: str, students: int, interactions: int, samples: int, seed: int,
-             temperature: float, pool: Executor | None = None) -> Episodes:
+             temperature: float, pool: Executor | None = None, curriculum_seed: int | None = None) -> Episodes:
     """``samples`` closed loops of ``lite`` sampling at ``temperature`` on the same ``students`` training-domain
     students of ``family`` (seed ``seed``; policy draws from ``simulator.policy_rng(seed=seed x MAX_SAMPLES + k)``),
     one BLAS thread each, as the evaluation (``rollout_sample``); with ``pool`` (``cpu_threads.worker_pool``) the
     samples run in its processes, with the same result. ValueError for an unknown family."""
     runs = [functools.partial(rollout_sample, lite, family=family, students=students, interactions=interactions,
-                              seed=seed, sample=k, temperature=temperature) for k in range(samples)]
+                              seed=seed, sample=k, temperature=temperature, curriculum_seed=curriculum_seed)
+            for k in range(samples)]
     parts = [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
     return Episodes(*(np.stack(column) for column in zip(*parts)))
+
+
+def family_shares(students: int, families: int) -> list[int]:
+    """``students`` split between ``families`` as equally as they divide (the first ones one more): [families] ints
+    summing to ``students``. ValueError when a family would get none."""
+    if families < 1 or students < families:
+        raise ValueError(f"cannot split {students} students between {families} families, at least one each")
+    return [students // families + (1 if k < students % families else 0) for k in range(families)]
+
+
+def mixed_rollouts(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int, samples: int,
+                   seed: int, temperature: float, pool: Executor | None = None,
+                   curriculum_seed: int | None = None) -> tuple[Episodes, np.ndarray]:
+    """``rollouts`` of every family in one round: ``family_shares(students, len(families))`` students of each (the
+    cohort of seed ``seed`` of each family, so the families' learners share their traits), concatenated along the
+    students axis in the order of ``families``; all ``samples x families`` closed loops submitted to ``pool`` at once.
+    Returns the Episodes (students axis of length ``students``) and the advantages float64 [samples, students]:
+    ``rloo_advantages`` of each family's returns on their own, so each family weighs the same in the gradient
+    whatever the spread of its returns (the domain randomisation of Tobin et al. 2017, "Domain randomization for
+    transferring deep neural networks from simulation to the real world", IROS, over memory laws, balanced)."""
+    shares = family_shares(students, len(families))
+    runs = [functools.partial(rollout_sample, lite, family=family, students=share, interactions=interactions,
+                              seed=seed, sample=k, temperature=temperature, curriculum_seed=curriculum_seed)
+            for family, share in zip(families, shares) for k in range(samples)]
+    parts = [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
+    per_family = [Episodes(*(np.stack(column) for column in zip(*parts[i * samples:(i + 1) * samples])))
+                  for i in range(len(families))]
+    episodes = Episodes(*(np.concatenate(columns, axis=1) for columns in zip(
+        *((e.states, e.returns_to_go, e.actions, e.returns) for e in per_family))))
+    advantages = np.concatenate([rloo_advantages(e.returns) for e in per_family], axis=1)
+    return episodes, advantages
 
 
 def rloo_advantages(returns: np.ndarray) -> np.ndarray:
@@ -312,17 +370,41 @@ def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dic
     return DTLite.load(files[WEIGHTS_FILE], files[CONFIG_FILE])
 
 
-def selection_score(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int, seed: int) -> float:
-    """The mean over ``families`` of the greedy policy's mean final true recall on ``students`` training-domain students
-    of each (seed ``SELECTION_SEED_OFFSET + seed``, ``evaluation.final_recall(held_out=False)``): the score
-    ``fine_tune`` keeps the best weights by. One thread."""
+def selection_recalls(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int,
+                      seed: int) -> dict[str, float]:
+    """Per family, the greedy policy's mean final true recall on ``students`` training-domain students of it (seed
+    ``SELECTION_SEED_OFFSET + seed``, ``evaluation.final_recall(held_out=False)``). One thread."""
     encoder = EncoderConfig.from_dict(lite.config["encoder"])
     with limited_threads(EVALUATION_THREADS):
-        return float(np.mean([
-            final_recall(policy_name="policy_gradient_selection", num_concepts=int(lite.config["action_dim"]),
-                         students=students, interactions=interactions, seed=SELECTION_SEED_OFFSET + seed,
-                         encoder=encoder, model=lite, family=family, held_out=False).mean()
-            for family in families]))
+        return {family: float(final_recall(
+            policy_name="policy_gradient_selection", num_concepts=int(lite.config["action_dim"]), students=students,
+            interactions=interactions, seed=SELECTION_SEED_OFFSET + seed, encoder=encoder, model=lite, family=family,
+            held_out=False).mean()) for family in families}
+
+
+def selection_references(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int,
+                         seed: int) -> dict[str, float]:
+    """Per family, the best heuristic's (``evaluation.HEURISTICS``) mean final true recall on the selection's students
+    (the same cohort as ``selection_recalls``): what the "worst_margin" selection measures the policy against. One
+    thread."""
+    encoder = EncoderConfig.from_dict(lite.config["encoder"])
+    with limited_threads(EVALUATION_THREADS):
+        return {family: max(float(final_recall(
+            policy_name=name, num_concepts=int(lite.config["action_dim"]), students=students,
+            interactions=interactions, seed=SELECTION_SEED_OFFSET + seed, encoder=encoder, family=family,
+            held_out=False).mean()) for name in HEURISTICS) for family in families}
+
+
+def selection_score(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int, seed: int,
+                    references: dict[str, float] | None = None) -> float:
+    """The score ``fine_tune`` keeps the best weights by, from ``selection_recalls``: without ``references`` (the
+    "mean" selection) their mean over ``families``; with them ("worst_margin", ``selection_references``) the smallest
+    over the families of the policy's recall minus the family's best heuristic (the family where the policy stands
+    worst against a simple schedule: issue 21's every-family target). One thread."""
+    recalls = selection_recalls(lite, families=families, students=students, interactions=interactions, seed=seed)
+    if references is None:
+        return float(np.mean(list(recalls.values())))
+    return min(recalls[family] - references[family] for family in families)
 
 
 def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float,
@@ -354,9 +436,13 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
     def snapshot() -> dict[str, torch.Tensor]:  # the weights now, kept apart from the optimiser's updates
         return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
+    references = (selection_references(lite, families=config.families, students=config.selection_students,
+                                       interactions=config.interactions, seed=seed)
+                  if config.selection == "worst_margin" else None)
+
     def score(lite_now: DTLite) -> float:
         return selection_score(lite_now, families=config.families, students=config.selection_students,
-                               interactions=config.interactions, seed=seed)
+                               interactions=config.interactions, seed=seed, references=references)
 
     workers = pool_size(processes, parts=config.samples)
     with contextlib.ExitStack() as stack:
@@ -364,11 +450,21 @@ def fine_tune(model: DecisionTransformer, *, concept_keys: list[str], encoder: d
         best = (score(lite), 0, snapshot())
         history: list[dict[str, Any]] = [{"round": 0, "selection_score": round(best[0], 5)}]
         for round_ in range(1, config.rounds + 1):
-            family = config.families[(round_ - 1) % len(config.families)]
-            episodes = rollouts(lite, family=family, students=config.students, interactions=config.interactions,
-                                samples=config.samples, seed=ROUND_SEED_BASE * round_ + seed,
-                                temperature=config.temperature, pool=pool)
-            advantage = rloo_advantages(episodes.returns).reshape(-1)
+            round_seed = ROUND_SEED_BASE * round_ + seed
+            curriculum = round_seed + CURRICULUM_SEED_OFFSET if config.randomised_curricula else None
+            if config.mixed_rounds:
+                family = ",".join(config.families)
+                episodes, advantage = mixed_rollouts(
+                    lite, families=config.families, students=config.students, interactions=config.interactions,
+                    samples=config.samples, seed=round_seed, temperature=config.temperature, pool=pool,
+                    curriculum_seed=curriculum)
+            else:
+                family = config.families[(round_ - 1) % len(config.families)]
+                episodes = rollouts(lite, family=family, students=config.students, interactions=config.interactions,
+                                    samples=config.samples, seed=round_seed, temperature=config.temperature,
+                                    pool=pool, curriculum_seed=curriculum)
+                advantage = rloo_advantages(episodes.returns)
+            advantage = advantage.reshape(-1)
             states = episodes.states.reshape(-1, *episodes.states.shape[2:])
             rtg = episodes.returns_to_go.reshape(-1, episodes.returns_to_go.shape[-1])
             actions = episodes.actions.reshape(-1, episodes.actions.shape[-1])

@@ -12,8 +12,8 @@ import torch
 
 from training.rl.dt import DecisionTransformer
 from training.rl.policy_gradient import (
-    PolicyGradientConfig, episode_log_probs, episode_windows, fine_tune, lite_of, rloo_advantages, rollouts,
-    window_batches,
+    PolicyGradientConfig, episode_log_probs, episode_windows, family_shares, fine_tune, lite_of, mixed_rollouts,
+    rloo_advantages, rollouts, window_batches,
 )
 from training.rl.trainer import default_model_config, target_return
 
@@ -267,3 +267,110 @@ def test_the_weights_kept_are_those_that_taught_the_selection_students_best(tiny
     assert [h["selection_score"] for h in history] == scores
     assert not torch.equal(weights[1]["blocks.0.attn.c_attn.weight"], initial["blocks.0.attn.c_attn.weight"])
     assert all(torch.equal(t, weights[kept][name]) for name, t in model.state_dict().items())
+
+
+def test_family_shares_split_the_students_as_equally_as_they_divide():
+    assert family_shares(10, 4) == [3, 3, 2, 2] and family_shares(8, 4) == [2, 2, 2, 2] and family_shares(3, 1) == [3]
+    with pytest.raises(ValueError, match="at least one each"):
+        family_shares(3, 4)
+    with pytest.raises(ValueError, match="at least one student per family"):
+        PolicyGradientConfig(families=("builtin", "actr", "hlr"), students=2, mixed_rounds=True)
+
+
+def test_a_mixed_round_holds_each_familys_rollouts_with_its_own_advantages(tiny):
+    """mixed_rollouts: each family's share of the students is exactly that family's own rollouts (the same cohort,
+    policy draws and returns), in the order of the families, and each family's advantages are rloo_advantages of its
+    returns alone (standardised within the family)."""
+    model, export = tiny
+    lite = lite_of(model, **export)
+    families = ("builtin", "actr", "hlr")
+    episodes, advantages = mixed_rollouts(lite, families=families, students=7, interactions=12, samples=3, seed=11,
+                                          temperature=1.0)
+    assert episodes.actions.shape == (3, 7, 12) and advantages.shape == (3, 7)
+    start = 0
+    for family, share in zip(families, [3, 2, 2]):
+        alone = rollouts(lite, family=family, students=share, interactions=12, samples=3, seed=11, temperature=1.0)
+        part = slice(start, start + share)
+        np.testing.assert_array_equal(episodes.actions[:, part], alone.actions)
+        np.testing.assert_array_equal(episodes.states[:, part], alone.states)
+        np.testing.assert_array_equal(episodes.returns[:, part], alone.returns)
+        np.testing.assert_allclose(advantages[:, part], rloo_advantages(alone.returns), rtol=0, atol=0)
+        assert abs(advantages[:, part].std() - 1.0) < 1e-9
+        start += share
+
+
+def test_fine_tuning_with_mixed_rounds_trains_on_every_family_each_round(tiny):
+    model, export = copy.deepcopy(tiny[0]), tiny[1]
+    config = PolicyGradientConfig(rounds=2, students=4, samples=2, interactions=12, learning_rate=1e-3,
+                                  temperature=1.0, updates=1, families=("builtin", "hlr"), mixed_rounds=True)
+    initial = {name: t.clone() for name, t in model.state_dict().items()}
+    after_first = {}
+    history = fine_tune(model, concept_keys=export["concept_keys"], encoder=export["encoder"],
+                        target_return=export["target_return"], config=config, seed=6,
+                        on_round=lambda r, figures, lite: after_first or after_first.update(
+                            {name: t.clone() for name, t in model.state_dict().items()}))
+    assert [h.get("family") for h in history[1:]] == ["builtin,hlr", "builtin,hlr"]
+    assert all(np.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in history[1:])
+    assert any(not torch.equal(t, initial[name]) for name, t in after_first.items())
+    in_turn = fine_tune(copy.deepcopy(tiny[0]), concept_keys=export["concept_keys"], encoder=export["encoder"],
+                        target_return=export["target_return"], seed=6,
+                        config=dataclasses.replace(config, mixed_rounds=False))
+    assert [h.get("family") for h in in_turn[1:]] == ["builtin", "hlr"]
+
+
+def test_the_worst_margin_selection_scores_the_family_that_trails_its_best_heuristic(tiny, monkeypatch):
+    """selection_score with references: the smallest over the families of the policy's recall minus the family's best
+    heuristic on the same students; without: the mean. selection_references is the best of evaluation.HEURISTICS."""
+    import training.rl.policy_gradient as pg
+    from training.rl.evaluation import HEURISTICS
+
+    lite = lite_of(*tiny[0:1], **tiny[1])
+    monkeypatch.setattr(pg, "selection_recalls", lambda lite, **_: {"builtin": 0.70, "actr": 0.50, "hlr": 0.40})
+    families = ("builtin", "actr", "hlr")
+    args = dict(families=families, students=3, interactions=10, seed=1)
+    assert pg.selection_score(lite, **args) == pytest.approx(0.5333333333)
+    assert pg.selection_score(lite, **args, references={"builtin": 0.65, "actr": 0.52, "hlr": 0.38}) == \
+        pytest.approx(-0.02)
+    seen = []
+    real = pg.final_recall
+
+    def recording(**kw):
+        seen.append((kw["family"], kw["policy_name"], kw["held_out"]))
+        return real(**kw)
+
+    monkeypatch.setattr(pg, "final_recall", recording)
+    refs = pg.selection_references(lite, **args)
+    assert sorted(seen) == sorted((f, name, False) for f in families for name in HEURISTICS)
+    assert set(refs) == set(families) and all(0 <= v <= 1 for v in refs.values())
+    for family in families:
+        best = max(float(real(policy_name=name, num_concepts=lite.config["action_dim"], students=3, interactions=10,
+                              seed=pg.SELECTION_SEED_OFFSET + 1, family=family, held_out=False,
+                              encoder=pg.EncoderConfig.from_dict(lite.config["encoder"])).mean())
+                   for name in HEURISTICS)
+        assert refs[family] == best
+    with pytest.raises(ValueError, match="selection must be one of"):
+        PolicyGradientConfig(selection="median")
+
+
+def test_randomised_curricula_give_each_round_its_own_concept_difficulties(tiny, monkeypatch):
+    """rollout_sample's curriculum_seed is SimulatorConfig.curriculum_seed (None: the default curriculum, seed 0);
+    fine_tune with randomised_curricula draws each round's curriculum from the round's seed (never the default one),
+    while the selection's students keep the default curriculum."""
+    import training.rl.policy_gradient as pg
+
+    model, export = copy.deepcopy(tiny[0]), tiny[1]
+    lite = lite_of(model, **export)
+    args = dict(family="builtin", students=4, interactions=12, seed=3, sample=0, temperature=1.0)
+    default, zero, other = (pg.rollout_sample(lite, **args, curriculum_seed=c) for c in (None, 0, 5))
+    assert all(np.array_equal(a, b) for a, b in zip(default, zero))
+    assert not np.array_equal(default[3], other[3])  # other difficulties, other recall
+    seen = []
+    real = pg.make_cohort
+    monkeypatch.setattr(pg, "make_cohort", lambda **kw: seen.append(kw.get("config")) or real(**kw))
+    config = PolicyGradientConfig(rounds=2, students=4, samples=2, interactions=12, learning_rate=1e-3,
+                                  temperature=1.0, updates=1, randomised_curricula=True)
+    fine_tune(model, concept_keys=export["concept_keys"], encoder=export["encoder"],
+              target_return=export["target_return"], config=config, seed=6)
+    drawn = sorted({c.curriculum_seed for c in seen if c is not None})
+    assert drawn == [pg.ROUND_SEED_BASE * r + 6 + pg.CURRICULUM_SEED_OFFSET for r in (1, 2)]
+    assert len([c for c in seen if c is not None]) == 2 * config.samples  # the rollouts only
