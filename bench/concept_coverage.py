@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crlsite.settings")
 
 import numpy as np  # noqa: E402
+from training_recipe import INTERACTIONS  # noqa: E402  (the default command's reviews per student)
 
 
 def shown(*, policy_name: str, lite, family: str, students: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +55,6 @@ def shown(*, policy_name: str, lite, family: str, students: int, seed: int) -> t
     return presented, final
 
 
-INTERACTIONS = 100  # the default command's reviews per student (bench/training_recipe.py)
-
-
 def main() -> None:
     import django
 
@@ -80,6 +78,8 @@ def main() -> None:
         families = parse_families(args.families)
     except ValueError as exc:
         parser.error(str(exc))
+    if "fitted" in families:
+        parser.error("--families: fitted students need a curriculum's log; use builtin, fsrs6, actr or hlr")
     folder = Path(args.policy_dir)
     lite = DTLite.load(folder / WEIGHTS_FILE, folder / CONFIG_FILE)
     print(f"## concepts never presented: {folder}, held-out seed {args.seed}, {args.students} students a family, "

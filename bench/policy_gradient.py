@@ -38,7 +38,9 @@ import numpy as np  # noqa: E402
 def reference_returns(encoder, *, family: str, students: int, seed: int,
                       curriculum_seed: int | None = None) -> np.ndarray:
     """target_recall's mean final true recall on a round's students (the same cohort and dice), float64 [students]:
-    where the sampled policy stands against the best teacher, round by round."""
+    where the sampled policy stands against the best teacher, round by round. ``family``: one family, or a mixed
+    round's "a,b,..." (each family's share of the students, ``family_shares``, concatenated in that order, as the
+    rollouts); ``curriculum_seed``: the round's curriculum with randomised curricula (None: the default one)."""
     from training.rl.evaluation import final_recall
     import training_recipe as recipe
 
@@ -93,7 +95,8 @@ def main() -> None:
                         help=f"later steps per episode in the gradient (default {defaults.steps_per_episode}; the "
                              "first context is whole)")
     parser.add_argument("--families", default="builtin",
-                        help="the rollout students' families, comma-separated, one a round in turn (default builtin; "
+                        help="the rollout students' families, comma-separated, one a round in turn, or all in each "
+                             "round with --mixed-rounds (default builtin; "
                              "fitted: the FSRS-6 students the offline model's encoder describes)")
     parser.add_argument("--selection", choices=SELECTIONS, default=defaults.selection,
                         help=f"how the kept round is chosen (default {defaults.selection})")

@@ -11,7 +11,9 @@ One round (``fine_tune``):
 
 1. ``students`` fresh training students (``students.make_cohort``, training domain, seed
    ``ROUND_SEED_BASE x round + seed``: never an evaluation stream), of ``families[(round - 1) % len(families)]``
-   (with ``mixed_rounds``, of every family, the students split between them: ``mixed_rollouts``), are
+   (with ``mixed_rounds``, of every family, the students split between them: ``mixed_rollouts``; with
+   ``randomised_curricula``, on a curriculum of the round's own, ``SimulatorConfig.curriculum_seed`` = the round's seed
+   + CURRICULUM_SEED_OFFSET), are
    each taught ``samples`` times by the current weights (as DTLite, the evaluation's closed loop,
    ``evaluation.DecisionTransformerPolicy``), each action drawn from softmax(logits / ``temperature``): the same
    students and the same outcome dice every time (common random numbers), only the policy's draws differ;
@@ -215,7 +217,11 @@ def mixed_rollouts(lite: DTLite, *, families: tuple[str, ...], students: int, in
     Returns the Episodes (students axis of length ``students``) and the advantages float64 [samples, students]:
     ``rloo_advantages`` of each family's returns on their own, so each family weighs the same in the gradient
     whatever the spread of its returns (the domain randomisation of Tobin et al. 2017, "Domain randomization for
-    transferring deep neural networks from simulation to the real world", IROS, over memory laws, balanced)."""
+    transferring deep neural networks from simulation to the real world", IROS, over memory laws, balanced). The
+    families' shares are the same student ids of the same seed: the same people (traits and dice) under each law, a
+    paired design, so a round of 256 students over 4 families holds 64 distinct people.
+    ValueError for fewer students than families (``family_shares``), an unknown family, or "fitted" with an encoder
+    that has no fitted FSRS-6."""
     shares = family_shares(students, len(families))
     runs = [functools.partial(rollout_sample, lite, family=family, students=share, interactions=interactions,
                               seed=seed, sample=k, temperature=temperature, curriculum_seed=curriculum_seed)
@@ -373,7 +379,8 @@ def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dic
 def selection_recalls(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int,
                       seed: int) -> dict[str, float]:
     """Per family, the greedy policy's mean final true recall on ``students`` training-domain students of it (seed
-    ``SELECTION_SEED_OFFSET + seed``, ``evaluation.final_recall(held_out=False)``). One thread."""
+    ``SELECTION_SEED_OFFSET + seed``, ``evaluation.final_recall(held_out=False)``), {family: float}. One thread.
+    ValueError for an unknown family, or "fitted" with an encoder that has no fitted FSRS-6."""
     encoder = EncoderConfig.from_dict(lite.config["encoder"])
     with limited_threads(EVALUATION_THREADS):
         return {family: float(final_recall(
@@ -385,8 +392,9 @@ def selection_recalls(lite: DTLite, *, families: tuple[str, ...], students: int,
 def selection_references(lite: DTLite, *, families: tuple[str, ...], students: int, interactions: int,
                          seed: int) -> dict[str, float]:
     """Per family, the best heuristic's (``evaluation.HEURISTICS``) mean final true recall on the selection's students
-    (the same cohort as ``selection_recalls``): what the "worst_margin" selection measures the policy against. One
-    thread."""
+    (the same cohort as ``selection_recalls``), {family: float}: what the "worst_margin" selection measures the
+    policy against. One thread. ValueError for an unknown family, or "fitted" with an encoder that has no fitted
+    FSRS-6."""
     encoder = EncoderConfig.from_dict(lite.config["encoder"])
     with limited_threads(EVALUATION_THREADS):
         return {family: max(float(final_recall(

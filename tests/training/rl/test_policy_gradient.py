@@ -299,16 +299,24 @@ def test_a_mixed_round_holds_each_familys_rollouts_with_its_own_advantages(tiny)
         start += share
 
 
-def test_fine_tuning_with_mixed_rounds_trains_on_every_family_each_round(tiny):
+def test_fine_tuning_with_mixed_rounds_trains_on_every_family_each_round(tiny, monkeypatch):
+    import training.rl.policy_gradient as pg
+
     model, export = copy.deepcopy(tiny[0]), tiny[1]
     config = PolicyGradientConfig(rounds=2, students=4, samples=2, interactions=12, learning_rate=1e-3,
                                   temperature=1.0, updates=1, families=("builtin", "hlr"), mixed_rounds=True)
     initial = {name: t.clone() for name, t in model.state_dict().items()}
     after_first = {}
+    rolled = []
+    real = pg.rollout_sample
+    monkeypatch.setattr(pg, "rollout_sample", lambda *a, **kw: rolled.append(
+        (kw["seed"], kw["family"], kw["students"], kw["sample"])) or real(*a, **kw))
     history = fine_tune(model, concept_keys=export["concept_keys"], encoder=export["encoder"],
                         target_return=export["target_return"], config=config, seed=6,
                         on_round=lambda r, figures, lite: after_first or after_first.update(
                             {name: t.clone() for name, t in model.state_dict().items()}))
+    assert rolled == [(pg.ROUND_SEED_BASE * r + 6, family, 2, k) for r in (1, 2) for family in ("builtin", "hlr")
+                      for k in (0, 1)]  # every family, its share of the students, every sample, each round
     assert [h.get("family") for h in history[1:]] == ["builtin,hlr", "builtin,hlr"]
     assert all(np.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in history[1:])
     assert any(not torch.equal(t, initial[name]) for name, t in after_first.items())
@@ -364,9 +372,13 @@ def test_randomised_curricula_give_each_round_its_own_concept_difficulties(tiny,
     default, zero, other = (pg.rollout_sample(lite, **args, curriculum_seed=c) for c in (None, 0, 5))
     assert all(np.array_equal(a, b) for a, b in zip(default, zero))
     assert not np.array_equal(default[3], other[3])  # other difficulties, other recall
-    seen = []
-    real = pg.make_cohort
+    import training.rl.evaluation as evaluation
+
+    seen, selected = [], []
+    real, real_selection = pg.make_cohort, evaluation.make_cohort
     monkeypatch.setattr(pg, "make_cohort", lambda **kw: seen.append(kw.get("config")) or real(**kw))
+    monkeypatch.setattr(evaluation, "make_cohort",
+                        lambda **kw: selected.append(kw.get("config")) or real_selection(**kw))
     config = PolicyGradientConfig(rounds=2, students=4, samples=2, interactions=12, learning_rate=1e-3,
                                   temperature=1.0, updates=1, randomised_curricula=True)
     fine_tune(model, concept_keys=export["concept_keys"], encoder=export["encoder"],
@@ -374,3 +386,4 @@ def test_randomised_curricula_give_each_round_its_own_concept_difficulties(tiny,
     drawn = sorted({c.curriculum_seed for c in seen if c is not None})
     assert drawn == [pg.ROUND_SEED_BASE * r + 6 + pg.CURRICULUM_SEED_OFFSET for r in (1, 2)]
     assert len([c for c in seen if c is not None]) == 2 * config.samples  # the rollouts only
+    assert selected and all(c is None for c in selected)  # the selection's students: the default curriculum
