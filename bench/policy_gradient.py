@@ -71,7 +71,7 @@ def main() -> None:
     from training.rl.dtlite import DTLite
     from training.rl.encoder import EncoderConfig
     from training.rl.policy_gradient import (
-        CURRICULUM_SEED_OFFSET, ROUND_SEED_BASE, SELECTIONS, PolicyGradientConfig, fine_tune, lite_of,
+        CURRICULUM_SEED_OFFSET, ROUND_SEED_BASE, SELECTIONS, PolicyGradientConfig, fine_tune, lite_files_of,
     )
     from training.rl.trainer import training_autocast
     from training.spec import TrainingSpec
@@ -206,15 +206,12 @@ def main() -> None:
           + f"; kept round {kept}")
     record["selection"] = {"scores": {h["round"]: h["selection_score"] for h in history if "selection_score" in h},
                            "kept": kept}
-    kept_lite = lite_of(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder, target_return=target)
-    record["kept_eval"] = report(kept, kept_lite)
+    files = lite_files_of(model, concept_keys=list(dataset.concept_keys), encoder=dataset.encoder,
+                          target_return=target)
+    record["kept_eval"] = report(kept, DTLite.load(files[WEIGHTS_FILE], files[CONFIG_FILE]))
     if args.save_dir:
-        from training.rl.artifacts import dtlite_files
-
         Path(args.save_dir).mkdir(parents=True, exist_ok=True)
-        for name, data in dtlite_files(model_config=model.checkpoint_config(), weights={
-                name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()},
-                concept_keys=list(dataset.concept_keys), encoder=dataset.encoder, target_return=target).items():
+        for name, data in files.items():
             (Path(args.save_dir) / name).write_bytes(data)
     recipe.finish(record, started=started, json_path=args.json)
 

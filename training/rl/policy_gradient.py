@@ -196,7 +196,16 @@ def rollouts(lite: DTLite, *, family: str, students: int, interactions: int, sam
     runs = [functools.partial(rollout_sample, lite, family=family, students=students, interactions=interactions,
                               seed=seed, sample=k, temperature=temperature, curriculum_seed=curriculum_seed)
             for k in range(samples)]
-    parts = [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
+    return _stacked(_run_all(runs, pool))
+
+
+def _run_all(runs: list[Callable[[], Any]], pool: Executor | None) -> list[Any]:
+    """Each closed loop's result, in order: here, or all submitted to ``pool`` at once."""
+    return [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
+
+
+def _stacked(parts: list[tuple[np.ndarray, ...]]) -> Episodes:
+    """The Episodes of ``rollout_sample`` results, one per sample (a new leading samples axis)."""
     return Episodes(*(np.stack(column) for column in zip(*parts)))
 
 
@@ -226,9 +235,8 @@ def mixed_rollouts(lite: DTLite, *, families: tuple[str, ...], students: int, in
     runs = [functools.partial(rollout_sample, lite, family=family, students=share, interactions=interactions,
                               seed=seed, sample=k, temperature=temperature, curriculum_seed=curriculum_seed)
             for family, share in zip(families, shares) for k in range(samples)]
-    parts = [run() for run in runs] if pool is None else [f.result() for f in [pool.submit(run) for run in runs]]
-    per_family = [Episodes(*(np.stack(column) for column in zip(*parts[i * samples:(i + 1) * samples])))
-                  for i in range(len(families))]
+    parts = _run_all(runs, pool)
+    per_family = [_stacked(parts[i * samples:(i + 1) * samples]) for i in range(len(families))]
     episodes = Episodes(*(np.concatenate(columns, axis=1) for columns in zip(
         *((e.states, e.returns_to_go, e.actions, e.returns) for e in per_family))))
     advantages = np.concatenate([rloo_advantages(e.returns) for e in per_family], axis=1)
@@ -368,11 +376,18 @@ def episode_windows(model: DecisionTransformer, states: np.ndarray, returns_to_g
                           max_timestep=config.max_timestep, steps_per_episode=steps_per_episode, rng=rng)
 
 
+def lite_files_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict,
+                  target_return: float) -> dict[str, bytes]:
+    """The DTLite pair of ``model``'s current weights, {WEIGHTS_FILE: npz bytes, CONFIG_FILE: JSON bytes}
+    (``artifacts.dtlite_files``: the export's own files, in memory)."""
+    return dtlite_files(model_config=model.checkpoint_config(),
+                        weights={name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()},
+                        concept_keys=concept_keys, encoder=encoder, target_return=target_return)
+
+
 def lite_of(model: DecisionTransformer, *, concept_keys: list[str], encoder: dict, target_return: float) -> DTLite:
-    """The DTLite of ``model``'s current weights (the export's own files, in memory)."""
-    files = dtlite_files(model_config=model.checkpoint_config(),
-                         weights={name: t.detach().cpu().float().numpy() for name, t in model.state_dict().items()},
-                         concept_keys=concept_keys, encoder=encoder, target_return=target_return)
+    """The DTLite of ``model``'s current weights (``lite_files_of``, loaded)."""
+    files = lite_files_of(model, concept_keys=concept_keys, encoder=encoder, target_return=target_return)
     return DTLite.load(files[WEIGHTS_FILE], files[CONFIG_FILE])
 
 
